@@ -1,0 +1,1 @@
+"""finetune-bot: Slack chat-ops for fine-tuning jobs."""

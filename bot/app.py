@@ -1,0 +1,116 @@
+"""The composition root: the one place that builds clients, services, the Bolt app and the scheduler."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from slack_bolt import App
+from slack_sdk import WebClient
+
+import handlers
+from bot.config import Settings
+from bot.delivery import AnnouncementSender
+from bot.jobs import JobService
+from bot.messages import Message
+from bot.poller import Poller
+from bot.provider import Provider, build_client
+from bot.slack import SlackGateway
+from bot.webhooks import WebhookReceiver
+from handlers.errors import reply_kwargs
+from storage import Store
+
+log = logging.getLogger(__name__)
+
+DELIVERY_INTERVAL = 1.0
+WORKERS = 32  # slash-command work after ack(): provider calls, mostly waiting on the network
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    provider: Provider
+    slack: SlackGateway
+    jobs: JobService
+    poller: Poller
+    sender: AnnouncementSender
+    webhooks: WebhookReceiver
+    background: ThreadPoolExecutor
+
+    def decorate(self, message: Message) -> Message:
+        return message.as_sandbox() if self.settings.sandbox else message
+
+    def reply(self, message: Message) -> dict:
+        return reply_kwargs(self.decorate(message))
+
+
+@dataclass
+class Bot:
+    settings: Settings
+    app: App
+    services: Services
+    scheduler: BackgroundScheduler
+    _stopped: bool = field(default=False, repr=False)
+
+    def start_background(self) -> None:
+        """Start polling and delivering; the first poll runs at once, catching up on outcomes missed while down."""
+        self.scheduler.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking new work, let in-flight deliveries finish within `timeout`, stop the scheduler."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.services.sender.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        self.services.background.shutdown(wait=False, cancel_futures=True)
+        if not self.services.sender.wait_idle(timeout):
+            log.warning("a delivery was still running after %.0fs; its lease hands it to the next run", timeout)
+        self.services.store.close()
+
+
+def build(settings: Settings, *, openai_client=None, slack_client: WebClient | None = None,
+          clock: Callable[[], float] = time.time, worker_id: str | None = None) -> Bot:
+    """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
+    store = Store(settings.database_path, clock=clock)
+    provider = Provider(openai_client or build_client(settings), secrets=settings.secrets(), clock=clock)
+    slack_client = slack_client or WebClient(
+        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10,
+        retry_handlers=[],  # retries are ours (bot.delivery); the SDK's would silently re-send a POST
+    )
+    slack = SlackGateway(slack_client)
+    worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(store):x}"
+    sender = AnnouncementSender(store, slack, worker_id=worker_id, clock=clock,
+                                decorate=lambda m: m.as_sandbox() if settings.sandbox else m)
+    poller = Poller(provider, store, on_queued=sender.kick)
+    jobs = JobService(provider, store, slack, default_model=settings.default_model,
+                      allowed_users=settings.allowed_user_ids, allowed_channels=settings.allowed_channel_ids,
+                      on_queued=sender.kick)
+    services = Services(
+        settings=settings, store=store, provider=provider, slack=slack, jobs=jobs, poller=poller, sender=sender,
+        webhooks=WebhookReceiver(provider, store, on_queued=sender.kick),
+        background=ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work"),
+    )
+    app = App(
+        client=slack_client,
+        signing_secret=settings.slack_signing_secret or "unused-in-socket-mode",
+        token_verification_enabled=False,  # no auth.test at construction: start-up never waits on Slack
+        process_before_response=False,
+        logger=logging.getLogger("finetune_bot.bolt"),
+    )
+    handlers.register(app, services)
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    scheduler.add_job(poller.run_once, "interval", seconds=settings.poll_interval_seconds, id="poll",
+                      max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
+    scheduler.add_job(sender.deliver_due, "interval", seconds=DELIVERY_INTERVAL, id="deliver",
+                      max_instances=1, coalesce=True)
+    return Bot(settings=settings, app=app, services=services, scheduler=scheduler)

@@ -1,0 +1,77 @@
+"""The `finetune-bot` command: serve (HTTP), socket (Socket Mode) and shell."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import replace
+
+from bot import logs
+from bot.config import ConfigError, Settings, load
+
+log = logging.getLogger("finetune_bot")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="finetune-bot", description="Slack chat-ops for fine-tuning jobs.")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    serve = sub.add_parser("serve", help="HTTP mode: Slack's requests arrive at POST /slack/events on PORT")
+    serve.add_argument("--sandbox", action="store_true", help="use the built-in sandbox provider (no real jobs)")
+    socket = sub.add_parser("socket", help="Socket Mode, for workspaces without a public URL (SLACK_APP_TOKEN)")
+    socket.add_argument("--sandbox", action="store_true", help="use the built-in sandbox provider (no real jobs)")
+    shell = sub.add_parser("shell", help="talk to the bot in this terminal; no Slack needed")
+    shell.add_argument("--timeout", type=float, default=300.0,
+                       help="with piped input: seconds to wait for followed jobs to finish (default 300)")
+    return parser
+
+
+def _start_sandbox(settings: Settings) -> tuple[Settings, object]:
+    from bot.sandbox.provider import FineTuningSandbox
+
+    sandbox = FineTuningSandbox(pace=settings.sandbox_pace_seconds).start()
+    return settings.with_sandbox(sandbox.url + "/v1"), sandbox
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    env = os.environ
+    try:
+        settings = load(env, mode=args.mode, sandbox=getattr(args, "sandbox", False))
+    except ConfigError as error:
+        print(f"finetune-bot: {error}", file=sys.stderr)
+        return 2
+    logs.configure("WARNING" if args.mode == "shell" and "LOG_LEVEL" not in env else settings.log_level,
+                   settings.secrets())
+    if args.mode == "shell":
+        from bot import shell
+
+        return shell.run(env, timeout=args.timeout)
+    sandbox = None
+    if settings.sandbox:
+        settings, sandbox = _start_sandbox(settings)
+        if "POLL_INTERVAL_SECONDS" not in env:
+            settings = replace(settings, poll_interval_seconds=2.0)
+    from bot.app import build
+
+    bot = build(settings)
+    if args.mode == "serve":
+        from bot.web import serve
+
+        return serve(bot)
+    return _socket(bot)
+
+
+def _socket(bot) -> int:
+    from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+    handler = SocketModeHandler(bot.app, bot.settings.slack_app_token)
+    bot.start_background()
+    try:
+        handler.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bot.stop()
+    return 0

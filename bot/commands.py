@@ -1,0 +1,155 @@
+"""The `/finetune` grammar: one table of subcommands that drives both the parser and the help text."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+MAX_COMMAND_LENGTH = 1000
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+SUFFIX_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+@dataclass(frozen=True)
+class Value:
+    """A positional argument or a key=value option, and what it accepts."""
+
+    name: str
+    kind: str  # "id", "model", "suffix" or "int"
+    low: int = 0
+    high: int = 0
+    placeholder: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "int":
+            return f"a whole number from {self.low} to {self.high}"
+        if self.kind == "suffix":
+            return "up to 64 letters, digits, `-`, `_` or `.`"
+        return "up to 128 letters, digits, `-`, `_`, `.` or `:`"
+
+    def convert(self, raw: str) -> str | int | None:
+        """The value, or None when `raw` is not acceptable."""
+        if self.kind == "int":
+            if not re.fullmatch(r"[0-9]{1,12}", raw):
+                return None
+            number = int(raw)
+            return number if self.low <= number <= self.high else None
+        pattern = SUFFIX_PATTERN if self.kind == "suffix" else ID_PATTERN
+        return raw if pattern.fullmatch(raw) else None
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    summary: str
+    positional: tuple[Value, ...] = ()
+    optional_positional: tuple[Value, ...] = ()
+    options: tuple[Value, ...] = ()
+    costly: bool = False  # starts, stops or changes a job: governed by ALLOWED_USER_IDS / ALLOWED_CHANNEL_IDS
+
+    @property
+    def usage(self) -> str:
+        words = [f"/finetune {self.name}"]
+        words += [f"<{v.placeholder or v.name}>" for v in self.positional]
+        words += [f"[{v.placeholder or v.name}]" for v in self.optional_positional]
+        words += [f"[{v.name}=<{v.placeholder or v.kind}>]" for v in self.options]
+        return " ".join(words)
+
+
+_JOB_ID = Value("job_id", "id")
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand(
+        "start",
+        "Start a fine-tuning job; this channel is told when it finishes.",
+        positional=(Value("training_file", "id", placeholder="training_file_id"),),
+        options=(
+            Value("model", "model", placeholder="name"),
+            Value("suffix", "suffix", placeholder="text"),
+            Value("epochs", "int", 1, 50, placeholder="n"),
+            Value("validation", "id", placeholder="file_id"),
+            Value("seed", "int", 0, 2**31 - 1, placeholder="n"),
+        ),
+        costly=True,
+    ),
+    Subcommand("status", "Where a job stands; with no id, the jobs this channel follows.",
+               optional_positional=(_JOB_ID,)),
+    Subcommand("list", "The organization's most recent jobs (10 unless you say, at most 100).",
+               optional_positional=(Value("n", "int", 1, 100),)),
+    Subcommand("cancel", "Cancel a job.", positional=(_JOB_ID,), costly=True),
+    Subcommand("pause", "Pause a running job.", positional=(_JOB_ID,), costly=True),
+    Subcommand("resume", "Resume a paused job.", positional=(_JOB_ID,), costly=True),
+    Subcommand("subscribe", "Follow a job started anywhere: this channel is told when it finishes.",
+               positional=(_JOB_ID,)),
+    Subcommand("unsubscribe", "Stop following a job in this channel.", positional=(_JOB_ID,)),
+    Subcommand("subscriptions", "The jobs this channel follows, with their last known status."),
+    Subcommand("help", "This help."),
+)
+BY_NAME = {s.name: s for s in SUBCOMMANDS}
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: dict[str, str | int] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> Subcommand:
+        return BY_NAME[self.name]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a command could not be understood, and how to write it (plain text with `code` spans)."""
+
+    message: str
+    usage: str | None = None
+
+
+def quote(raw: str, limit: int = 40) -> str:
+    """A user's word, safe to echo inside a code span: no backticks, no newlines, not too long."""
+    text = raw.replace("`", "'").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse(text: str) -> Command | Problem:
+    """Read the text after `/finetune`. Never raises: anything not understood becomes a Problem."""
+    if len(text) > MAX_COMMAND_LENGTH:
+        return Problem(f"That command is {len(text)} characters long; the most I read is {MAX_COMMAND_LENGTH}.")
+    words = text.split()
+    if not words:
+        return Command("help")
+    name = words[0].lower()
+    spec = BY_NAME.get(name)
+    if spec is None:
+        return Problem(f"I don't know the command `{quote(words[0])}`. Try `/finetune help` to see what I can do.")
+    args: dict[str, str | int] = {}
+    positional = list(spec.positional) + list(spec.optional_positional)
+    options = {o.name: o for o in spec.options}
+    given = 0
+    for word in words[1:]:
+        if "=" in word and options:
+            key, _, raw = word.partition("=")
+            option = options.get(key.lower())
+            if option is None:
+                allowed = ", ".join(f"`{o}`" for o in options)
+                return Problem(f"`{spec.name}` has no option `{quote(key)}`; it takes {allowed}.", spec.usage)
+            if option.name in args:
+                return Problem(f"`{option.name}` is given twice; give it once.", spec.usage)
+            value = option.convert(raw)
+            if value is None:
+                return Problem(f"`{option.name}` must be {option.describe()}, not `{quote(raw)}`.", spec.usage)
+            args[option.name] = value
+            continue
+        if given >= len(positional):
+            return Problem(f"`{spec.name}` doesn't take `{quote(word)}`.", spec.usage)
+        slot = positional[given]
+        value = slot.convert(word)
+        if value is None:
+            return Problem(f"`{quote(word)}` is not a valid {slot.placeholder or slot.name}: "
+                           f"it must be {slot.describe()}.", spec.usage)
+        args[slot.name] = value
+        given += 1
+    missing = [v for v in spec.positional if v.name not in args]
+    if missing:
+        return Problem(f"`{spec.name}` needs a {missing[0].placeholder or missing[0].name}.", spec.usage)
+    return Command(spec.name, args)

@@ -1,0 +1,148 @@
+"""Settings, read from the environment in one place into a frozen dataclass."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line meant for the person starting the bot."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Secrets are kept out of repr() so that a logged Settings never shows them.
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_app_token: str | None = field(default=None, repr=False)
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    azure_openai_endpoint: str | None = None
+    azure_openai_api_key: str | None = field(default=None, repr=False)
+    openai_api_version: str | None = None
+    openai_webhook_secret: str | None = field(default=None, repr=False)
+    database_path: str = "finetune-bot.db"
+    poll_interval_seconds: float = 60.0
+    default_model: str = DEFAULT_MODEL
+    port: int = 3000
+    log_level: str = "INFO"
+    allowed_user_ids: frozenset[str] = frozenset()
+    allowed_channel_ids: frozenset[str] = frozenset()
+    provider_timeout_seconds: float = 20.0
+    sandbox: bool = False
+    sandbox_pace_seconds: float = 2.0
+
+    @property
+    def provider_name(self) -> str:
+        if self.sandbox:
+            return "sandbox"
+        if self.azure_openai_endpoint:
+            return "azure"
+        return "openai"
+
+    @property
+    def has_provider(self) -> bool:
+        return bool(self.openai_api_key or self.azure_openai_endpoint)
+
+    def secrets(self) -> list[str]:
+        """Every secret value set, for scrubbing logs."""
+        values = [
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.openai_api_key,
+            self.azure_openai_api_key,
+            self.openai_webhook_secret,
+        ]
+        return [v for v in values if v]
+
+    def with_sandbox(self, provider_url: str) -> Settings:
+        return replace(self, sandbox=True, openai_base_url=provider_url, openai_api_key="sandbox-key",
+                       azure_openai_endpoint=None)
+
+
+_WHERE = {
+    "SLACK_BOT_TOKEN": "the Bot User OAuth Token on your Slack app's 'OAuth & Permissions' page (xoxb-...)",
+    "SLACK_SIGNING_SECRET": "the Signing Secret on your Slack app's 'Basic Information' page",
+    "SLACK_APP_TOKEN": "an app-level token with connections:write, from your Slack app's 'Basic Information' page "
+    "(xapp-...)",
+    "OPENAI_API_KEY": "your provider's API key (or set AZURE_OPENAI_ENDPOINT for Azure OpenAI, or run with "
+    "--sandbox to try the bot without one)",
+    "AZURE_OPENAI_API_KEY": "the key of your Azure OpenAI resource ('Keys and Endpoint')",
+    "OPENAI_API_VERSION": "the Azure OpenAI API version to use, such as 2025-04-01-preview",
+}
+
+
+def _number(env: Mapping[str, str], name: str, default: float, kind: type, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+def _ids(env: Mapping[str, str], name: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: bool = False) -> Settings:
+    """Read settings for `mode` (serve, socket or shell); a missing required one raises ConfigError."""
+    env = os.environ if env is None else env
+
+    def get(name: str) -> str | None:
+        value = env.get(name, "").strip()
+        return value or None
+
+    required = []
+    if mode in {"serve", "socket"}:
+        required.append("SLACK_BOT_TOKEN")
+    if mode == "serve":
+        required.append("SLACK_SIGNING_SECRET")
+    if mode == "socket":
+        required.append("SLACK_APP_TOKEN")
+    if mode in {"serve", "socket"} and not sandbox:
+        if get("AZURE_OPENAI_ENDPOINT"):
+            required += ["AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION"]
+        else:
+            required.append("OPENAI_API_KEY")
+    for name in required:
+        if not get(name):
+            raise ConfigError(f"{name} is not set: it is {_WHERE[name]}.")
+
+    log_level = (get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+    api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    return Settings(
+        slack_bot_token=get("SLACK_BOT_TOKEN"),
+        slack_signing_secret=get("SLACK_SIGNING_SECRET"),
+        slack_app_token=get("SLACK_APP_TOKEN"),
+        slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
+        openai_api_key=get("OPENAI_API_KEY"),
+        openai_base_url=get("OPENAI_BASE_URL"),
+        azure_openai_endpoint=get("AZURE_OPENAI_ENDPOINT"),
+        azure_openai_api_key=get("AZURE_OPENAI_API_KEY"),
+        openai_api_version=get("OPENAI_API_VERSION"),
+        openai_webhook_secret=get("OPENAI_WEBHOOK_SECRET"),
+        database_path=get("DATABASE_PATH") or "finetune-bot.db",
+        poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", 60.0, float, 0.05, 86400),
+        default_model=get("DEFAULT_MODEL") or DEFAULT_MODEL,
+        port=int(_number(env, "PORT", 3000, int, 0, 65535)),
+        log_level=log_level,
+        allowed_user_ids=_ids(env, "ALLOWED_USER_IDS"),
+        allowed_channel_ids=_ids(env, "ALLOWED_CHANNEL_IDS"),
+        provider_timeout_seconds=_number(env, "PROVIDER_TIMEOUT_SECONDS", 20.0, float, 0.1, 600),
+        sandbox=sandbox,
+        sandbox_pace_seconds=_number(env, "SANDBOX_PACE_SECONDS", 2.0, float, 0.01, 3600),
+    )

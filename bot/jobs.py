@@ -1,0 +1,155 @@
+"""What each `/finetune` subcommand does, given who asked and where."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.commands import Command
+from bot.messages import (
+    Message,
+    format_action,
+    format_followed,
+    format_help,
+    format_job_list,
+    format_job_status,
+    format_provider_error,
+    format_started,
+    format_subscribed,
+    format_unsubscribed,
+    invite_warning,
+)
+from bot.provider import Job, Provider, ProviderError
+from bot.slack import SlackGateway
+from storage import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Caller:
+    team_id: str
+    channel_id: str
+    user_id: str
+
+
+class JobService:
+    def __init__(self, provider: Provider, store: Store, slack: SlackGateway, *, default_model: str,
+                 allowed_users: frozenset[str] = frozenset(), allowed_channels: frozenset[str] = frozenset(),
+                 on_queued: Callable[[], None] = lambda: None) -> None:
+        self.provider = provider
+        self.store = store
+        self.slack = slack
+        self.default_model = default_model
+        self.allowed_users = allowed_users
+        self.allowed_channels = allowed_channels
+        self.on_queued = on_queued
+
+    def refusal(self, command: Command, caller: Caller) -> str | None:
+        """Why this caller may not run this command here, or None. Read-only commands are open to everyone."""
+        if not command.spec.costly:
+            return None
+        if self.allowed_users and caller.user_id not in self.allowed_users:
+            return (f"Sorry, you're not on this bot's list of people who may {command.name} jobs. "
+                    "Ask whoever runs finetune-bot to add you to ALLOWED_USER_IDS.")
+        if self.allowed_channels and caller.channel_id not in self.allowed_channels:
+            return (f"Jobs can't be {_past(command.name)} from this channel. "
+                    "Use one of the channels in ALLOWED_CHANNEL_IDS.")
+        return None
+
+    def run(self, command: Command, caller: Caller) -> Message:
+        handler = getattr(self, "_" + command.name)
+        try:
+            return handler(caller, **command.args)
+        except ProviderError as error:
+            log.info("provider refused %s: %s (HTTP %s)", command.name, error.message, error.status)
+            return format_provider_error(_doing(command), error)
+
+    # -- subcommands ---------------------------------------------------------------------------------
+
+    def _help(self, caller: Caller) -> Message:
+        return format_help()
+
+    def _start(self, caller: Caller, training_file: str, model: str | None = None, suffix: str | None = None,
+               epochs: int | None = None, validation: str | None = None, seed: int | None = None) -> Message:
+        if suffix and len(suffix) > self.provider.max_suffix:
+            raise ProviderError(f"suffix must be at most {self.provider.max_suffix} characters on this provider.")
+        metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
+                    "slack_user": caller.user_id}
+        job = self.provider.create_job(
+            request_id=uuid.uuid4().hex, training_file=training_file, model=model or self.default_model,
+            suffix=suffix, n_epochs=epochs, validation_file=validation, seed=seed, metadata=metadata,
+        )
+        self._follow(caller, job, origin="start")
+        return format_started(job, self._visibility_warnings(caller))
+
+    def _status(self, caller: Caller, job_id: str | None = None) -> Message:
+        if job_id is None:
+            return format_followed(self.store.channel_follows(caller.channel_id),
+                                   title="Jobs this channel follows")
+        job = self.provider.retrieve(job_id)
+        events = self.provider.events(job_id, limit=5)
+        self._observe(job)
+        followed = any(f["channel_id"] == caller.channel_id for f in self.store.followers(job_id))
+        return format_job_status(job, events, followed_here=followed)
+
+    def _list(self, caller: Caller, n: int = 10) -> Message:
+        jobs, _ = self.provider.list_jobs(n)
+        return format_job_list(jobs, asked=n)
+
+    def _cancel(self, caller: Caller, job_id: str) -> Message:
+        return self._act("cancel", self.provider.cancel, job_id)
+
+    def _pause(self, caller: Caller, job_id: str) -> Message:
+        return self._act("pause", self.provider.pause, job_id)
+
+    def _resume(self, caller: Caller, job_id: str) -> Message:
+        return self._act("resume", self.provider.resume, job_id)
+
+    def _subscribe(self, caller: Caller, job_id: str) -> Message:
+        job = self.provider.retrieve(job_id)
+        self._observe(job)  # first, so a channel subscribing to a job that just ended gets the reply, not a repeat
+        new = self._follow(caller, job, origin="subscribe")
+        warnings = [] if job.final else self._visibility_warnings(caller)
+        return format_subscribed(job, new=new, warnings=warnings)
+
+    def _unsubscribe(self, caller: Caller, job_id: str) -> Message:
+        return format_unsubscribed(job_id, existed=self.store.unfollow(caller.channel_id, job_id))
+
+    def _subscriptions(self, caller: Caller) -> Message:
+        return format_followed(self.store.channel_follows(caller.channel_id),
+                               title="This channel's subscriptions")
+
+    # -- shared steps ----------------------------------------------------------------------------------
+
+    def _act(self, action: str, call: Callable[[str], Job], job_id: str) -> Message:
+        job = call(job_id)
+        self._observe(job)
+        return format_action(action, job)
+
+    def _follow(self, caller: Caller, job: Job, *, origin: str) -> bool:
+        return self.store.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
+                                 user_id=caller.user_id, origin=origin)
+
+    def _observe(self, job: Job) -> None:
+        """What a command learnt of a followed job counts like a poll: an outcome seen here is announced."""
+        if self.store.record_jobs([(job.fields(), job.outcome)]):
+            self.on_queued()
+
+    def _visibility_warnings(self, caller: Caller) -> list[str]:
+        if self.slack.can_post(caller.channel_id) is False:
+            return [invite_warning()]
+        return []
+
+
+def _past(name: str) -> str:
+    return {"start": "started", "cancel": "cancelled", "pause": "paused", "resume": "resumed"}.get(name, name)
+
+
+def _doing(command: Command) -> str:
+    target = command.args.get("job_id") or command.args.get("training_file")
+    what = {"start": "start a job from", "status": "get the status of", "list": "list jobs",
+            "cancel": "cancel", "pause": "pause", "resume": "resume", "subscribe": "subscribe to"}[command.name]
+    return f"{what} {target}" if target else what

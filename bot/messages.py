@@ -1,0 +1,316 @@
+"""Slack messages as pure functions: data in, plain-text fallback plus Block Kit blocks out.
+
+Every untrusted string (anything from a user or the provider) goes through `escape()`; Slack's limits (50 blocks,
+3,000 characters a section) are enforced in `_message()`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from bot.commands import SUBCOMMANDS, Problem
+from bot.provider import Job, JobEvent, ProviderError
+
+MAX_BLOCKS = 50
+MAX_SECTION = 3000
+MAX_TEXT = 3000
+SANDBOX_NOTE = ":test_tube: Sandbox provider: a simulated job, no real training and no cost."
+STATUS_EMOJI = {
+    "validating_files": ":mag:",
+    "queued": ":hourglass_flowing_sand:",
+    "running": ":gear:",
+    "pausing": ":double_vertical_bar:",
+    "paused": ":double_vertical_bar:",
+    "succeeded": ":white_check_mark:",
+    "failed": ":x:",
+    "cancelled": ":no_entry_sign:",
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    text: str
+    blocks: list[dict] = field(default_factory=list)
+    in_channel: bool = False  # a slash-command reply the whole channel sees, rather than only its author
+
+    def as_sandbox(self) -> Message:
+        """The same message, saying plainly that it comes from the sandbox provider."""
+        blocks = self.blocks[: MAX_BLOCKS - 1] + [_context(SANDBOX_NOTE)]
+        return replace(self, text=f"[sandbox] {self.text}", blocks=blocks)
+
+
+def escape(text: object) -> str:
+    """Make untrusted text inert in mrkdwn: no mentions, links or channel pings can be formed from it."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code(text: object) -> str:
+    """Untrusted text shown as inline code (escaped; backticks that would end the span are replaced)."""
+    return "`" + escape(str(text).replace("`", "'")) + "`"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _section(mrkdwn: str) -> dict:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _clip(mrkdwn, MAX_SECTION)}}
+
+
+def _context(mrkdwn: str) -> dict:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(mrkdwn, MAX_SECTION)}]}
+
+
+def _header(plain: str) -> dict:
+    return {"type": "header", "text": {"type": "plain_text", "text": _clip(plain, 150), "emoji": True}}
+
+
+def _fields(pairs: Iterable[tuple[str, str]]) -> list[dict]:
+    """Label/value pairs as section fields, ten to a section (Slack's limit)."""
+    items = [{"type": "mrkdwn", "text": _clip(f"*{label}*\n{value}", 2000)} for label, value in pairs]
+    return [{"type": "section", "fields": items[i:i + 10]} for i in range(0, len(items), 10)]
+
+
+def _message(text: str, blocks: Sequence[dict], *, in_channel: bool = False) -> Message:
+    blocks = list(blocks)
+    if len(blocks) > MAX_BLOCKS:
+        blocks = blocks[: MAX_BLOCKS - 1] + [_context(f"…and {len(blocks) - MAX_BLOCKS + 1} more not shown.")]
+    return Message(_clip(text, MAX_TEXT), blocks, in_channel)
+
+
+def when(ts: int | float | None) -> str:
+    """A timestamp as Slack shows it in each reader's own time zone, with a UTC fallback."""
+    if not ts:
+        return "—"
+    ts = int(ts)
+    fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return f"<!date^{ts}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "—"
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def tokens(n: int | None) -> str:
+    return "—" if n is None else f"{n:,}"
+
+
+def status_label(status: str) -> str:
+    return f"{STATUS_EMOJI.get(status, ':grey_question:')} {escape(status)}"
+
+
+# -- help and problems -------------------------------------------------------------------------------
+
+
+def format_help() -> Message:
+    lines = [f"{code(s.usage)}\n{s.summary}" for s in SUBCOMMANDS]
+    text = "finetune-bot commands:\n" + "\n".join(f"{s.usage}  {s.summary}" for s in SUBCOMMANDS)
+    blocks = [_header("finetune-bot"), _section("\n\n".join(lines)),
+              _context("Options are `key=value` words after the id, e.g. "
+                       "`/finetune start file-abc123 suffix=support-bot epochs=3`.")]
+    return _message(text, blocks)
+
+
+def format_problem(problem: Problem) -> Message:
+    body = ":thinking_face: " + escape(problem.message)
+    if problem.usage:
+        body += f"\nUsage: {code(problem.usage)}"
+    return _message(problem.message + (f" Usage: {problem.usage}" if problem.usage else ""), [_section(body)])
+
+
+def format_refusal(reason: str) -> Message:
+    return _message(reason, [_section(":lock: " + escape(reason))])
+
+
+def format_provider_error(doing: str, error: ProviderError) -> Message:
+    """The provider's own words, escaped, with what we were doing."""
+    said = f"The provider said: {error.message}"
+    if error.status:
+        said += f" (HTTP {error.status}{', ' + error.code if error.code else ''})"
+    body = f":warning: Could not {escape(doing)}.\n>{escape(said)}"
+    if error.retryable and not error.ambiguous:
+        body += "\nThis looks temporary; try again in a minute."
+    return _message(f"Could not {doing}. {said}", [_section(body)])
+
+
+def format_apology(error_id: str) -> Message:
+    text = f"Sorry, something went wrong on my side. If it keeps happening, quote this id: {error_id}"
+    return _message(text, [_section(":face_with_head_bandage: " + escape(text))])
+
+
+# -- jobs ----------------------------------------------------------------------------------------------
+
+
+def job_fields(job: Job | Mapping) -> list[tuple[str, str]]:
+    get = job.get if isinstance(job, Mapping) else (lambda k: getattr(job, k, None))
+    pairs = [("Status", status_label(get("status"))), ("Base model", code(get("model")))]
+    if get("fine_tuned_model"):
+        pairs.append(("Fine-tuned model", code(get("fine_tuned_model"))))
+    pairs.append(("Trained tokens", tokens(get("trained_tokens"))))
+    pairs.append(("Created", when(get("created_at"))))
+    if get("finished_at"):
+        pairs.append(("Finished", when(get("finished_at"))))
+        pairs.append(("Took", duration((get("finished_at") or 0) - (get("created_at") or 0))))
+    return pairs
+
+
+def format_started(job: Job, warnings: Sequence[str] = ()) -> Message:
+    text = f"Started fine-tuning job {job.id} on {job.model}. I'll post here when it finishes."
+    blocks = [
+        _section(f":rocket: Started fine-tuning job {code(job.id)} on {code(job.model)}.\n"
+                 "I'll post in this channel when it finishes."),
+        *_fields(job_fields(job)),
+    ]
+    blocks += [_section(":warning: " + w) for w in warnings]
+    return _message(text, blocks, in_channel=True)
+
+
+def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bool) -> Message:
+    text = f"Job {job.id}: {job.status}"
+    if job.fine_tuned_model:
+        text += f", model {job.fine_tuned_model}"
+    blocks = [_section(f"*Fine-tuning job* {code(job.id)}"), *_fields(job_fields(job))]
+    if job.error_message:
+        blocks.append(_section(f"*Error* ({escape(job.error_code or 'unknown')})\n>{escape(job.error_message)}"))
+        text += f". Error: {job.error_message}"
+    if events:
+        lines = "\n".join(f"{when(e.created_at)}  {escape(e.message)}" for e in events)
+        blocks.append(_section(f"*Latest events*\n{lines}"))
+    note = "This channel follows this job." if followed_here else (
+        f"This channel doesn't follow it; `/finetune subscribe {escape(job.id)}` to be told when it finishes.")
+    blocks.append(_context(note))
+    return _message(text, blocks)
+
+
+def format_job_list(jobs: Sequence[Job], *, asked: int) -> Message:
+    if not jobs:
+        return _message("No fine-tuning jobs yet.", [_section("No fine-tuning jobs yet.")])
+    lines = []
+    for job in jobs:
+        line = f"{STATUS_EMOJI.get(job.status, ':grey_question:')} {code(job.id)}  {escape(job.status)}  " \
+               f"{code(job.model)}"
+        if job.fine_tuned_model:
+            line += f" → {code(job.fine_tuned_model)}"
+        lines.append(line)
+    title = f"*The {len(jobs)} most recent fine-tuning jobs*" if len(jobs) < asked else \
+        f"*The {asked} most recent fine-tuning jobs*"
+    blocks = [_section(title)] + [_section("\n".join(lines[i:i + 10])) for i in range(0, len(lines), 10)]
+    text = "Recent jobs: " + ", ".join(f"{j.id} {j.status}" for j in jobs)
+    return _message(text, blocks)
+
+
+def format_followed(rows: Sequence[Mapping], *, title: str) -> Message:
+    """The jobs a channel follows, with last known status and any delivery problem."""
+    if not rows:
+        text = "This channel doesn't follow any fine-tuning jobs. `/finetune start` or `/finetune subscribe` one."
+        return _message(text, [_section(text)])
+    lines = []
+    for row in rows:
+        line = f"{STATUS_EMOJI.get(row['status'], ':grey_question:')} {code(row['job_id'])}  {escape(row['status'])}"
+        if row.get("fine_tuned_model"):
+            line += f" → {code(row['fine_tuned_model'])}"
+        if row.get("observed_at"):
+            line += f"  _(as of {when(row['observed_at'])})_"
+        if row.get("delivery_error"):
+            line += f"\n      :warning: I could not post here: {code(row['delivery_error'])}"
+        lines.append(line)
+    blocks = [_section(f"*{escape(title)}*")] + [_section("\n".join(lines[i:i + 10]))
+                                                 for i in range(0, len(lines), 10)]
+    text = f"{title}: " + ", ".join(f"{r['job_id']} {r['status']}" for r in rows)
+    return _message(text, blocks)
+
+
+def format_action(action: str, job: Job) -> Message:
+    past = {"cancel": "Cancelled", "pause": "Pausing", "resume": "Resumed"}[action]
+    if action == "pause" and job.status == "paused":
+        past = "Paused"
+    text = f"{past} job {job.id} (now {job.status})."
+    return _message(text, [_section(f"{status_label(job.status)}  {past} job {code(job.id)}.")], in_channel=True)
+
+
+def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = ()) -> Message:
+    if job.final:
+        text = f"Job {job.id} has already finished: {job.status}."
+        head = f"{status_label(job.status)}  Job {code(job.id)} has already finished, so there is nothing to wait for."
+    elif new:
+        text = f"This channel now follows job {job.id} ({job.status}); I'll post here when it finishes."
+        head = f":bell: This channel now follows {code(job.id)} ({escape(job.status)}). I'll post here when it finishes."
+    else:
+        text = f"This channel already follows job {job.id} ({job.status})."
+        head = f":bell: This channel already follows {code(job.id)} ({escape(job.status)})."
+    blocks = [_section(head), *_fields(job_fields(job))]
+    if job.error_message:
+        blocks.append(_section(f"*Error*\n>{escape(job.error_message)}"))
+    blocks += [_section(":warning: " + w) for w in warnings]
+    return _message(text, blocks, in_channel=new and not job.final)
+
+
+def format_unsubscribed(job_id: str, *, existed: bool) -> Message:
+    if existed:
+        text = f"This channel no longer follows job {job_id}."
+        return _message(text, [_section(f":no_bell: This channel no longer follows {code(job_id)}.")], in_channel=True)
+    text = f"This channel doesn't follow job {job_id}; nothing to do."
+    return _message(text, [_section(f"This channel doesn't follow {code(job_id)}; nothing to do.")])
+
+
+def invite_warning(bot_mention: str = "@finetune-bot") -> str:
+    return (f"I can't post in this channel yet (it's private and I'm not in it), so I couldn't tell you when the job "
+            f"finishes. Type `/invite {bot_mention}` here to fix it.")
+
+
+# -- announcements -------------------------------------------------------------------------------------
+
+
+def format_announcement(row: Mapping) -> Message:
+    """The message a following channel gets when a job reaches its outcome."""
+    outcome = row["outcome"]
+    job_id = row["job_id"]
+    took = duration((row.get("finished_at") or 0) - (row.get("job_created_at") or row.get("created_at") or 0)) \
+        if row.get("finished_at") else "—"
+    if outcome == "succeeded":
+        model = row.get("fine_tuned_model") or "(the provider gave no model name)"
+        text = f"Fine-tuning job {job_id} succeeded. Fine-tuned model: {model}"
+        blocks = [
+            _header(":white_check_mark: Fine-tuning job succeeded"),
+            _section(f"*Fine-tuned model*\n```{escape(str(model).replace('`', chr(39)))}```"),
+            *_fields([("Job", code(job_id)), ("Base model", code(row.get("model"))),
+                      ("Trained tokens", tokens(row.get("trained_tokens"))), ("Took", took)]),
+        ]
+    elif outcome == "failed":
+        reason = row.get("error_message") or "The provider gave no reason."
+        text = f"Fine-tuning job {job_id} failed: {reason}"
+        blocks = [
+            _header(":x: Fine-tuning job failed"),
+            _section(f"*Why* ({escape(row.get('error_code') or 'unknown')})\n>{escape(reason)}"),
+            *_fields([("Job", code(job_id)), ("Base model", code(row.get("model"))), ("Took", took)]),
+        ]
+    else:
+        text = f"Fine-tuning job {job_id} was cancelled."
+        blocks = [
+            _header(":no_entry_sign: Fine-tuning job cancelled"),
+            *_fields([("Job", code(job_id)), ("Base model", code(row.get("model"))), ("Took", took)]),
+        ]
+    return _message(text, blocks)
+
+
+def format_delivery_problem(row: Mapping, reason: str) -> Message:
+    """A direct message to whoever started or subscribed, when their channel refuses our announcement."""
+    channel = row["channel_id"]
+    text = (f"I couldn't post the outcome of fine-tuning job {row['job_id']} ({row['outcome']}) in <#{channel}>: "
+            f"Slack said {reason}.")
+    body = (f":warning: I couldn't post the outcome of {code(row['job_id'])} ({escape(row['outcome'])}) in "
+            f"<#{escape(channel)}>: Slack said {code(reason)}.")
+    if reason in {"not_in_channel", "channel_not_found"}:
+        body += "\nIf it's a private channel, `/invite @finetune-bot` there and subscribe again."
+    return _message(text, [_section(body), *_fields(job_fields({**row, "created_at": row.get("job_created_at")}))])

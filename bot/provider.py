@@ -1,0 +1,316 @@
+"""The fine-tuning provider adapter: the one module that imports `openai`, returning our own small dataclasses.
+
+Retries are decided here and nowhere else: the SDK's own are switched off (`max_retries=0`), reads are retried a
+little, and creating a job is made idempotent so that a retry never starts (and bills) a second job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from bot.config import Settings
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+REQUEST_KEY = "finetune_bot_request"
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    status: str
+    model: str
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    training_file: str | None = None
+    validation_file: str | None = None
+    suffix: str | None = None
+    created_at: int | None = None
+    finished_at: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def outcome(self) -> str | None:
+        """The final status, or None while the job (in any status, known or new) is still going."""
+        return self.status if self.final else None
+
+    def fields(self) -> dict:
+        """The job's state as storage keeps it."""
+        return {
+            "id": self.id,
+            "status": self.status,
+            "model": self.model,
+            "fine_tuned_model": self.fine_tuned_model,
+            "trained_tokens": self.trained_tokens,
+            "training_file": self.training_file,
+            "suffix": self.suffix,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+        }
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    created_at: int
+    level: str
+    message: str
+    type: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """The provider refused or failed. `message` is its own words (secrets removed), fit to show a user."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 retryable: bool = False, retry_after: float | None = None, ambiguous: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.ambiguous = ambiguous  # the request may have been carried out although no answer came back
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+class WebhookRejected(Exception):
+    """A webhook whose signature, timestamp or shape is not right."""
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    id: str
+    type: str
+    job_id: str | None
+
+
+def build_client(settings: Settings) -> openai.OpenAI:
+    """The SDK client for the configured provider, with our timeout and no SDK retries."""
+    common = {"timeout": settings.provider_timeout_seconds, "max_retries": 0,
+              "webhook_secret": settings.openai_webhook_secret}
+    if settings.azure_openai_endpoint and not settings.sandbox:
+        return openai.AzureOpenAI(
+            azure_endpoint=settings.azure_openai_endpoint,
+            api_key=settings.azure_openai_api_key,
+            api_version=settings.openai_api_version,
+            **common,
+        )
+    return openai.OpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url, **common)
+
+
+class Provider:
+    """Fine-tuning jobs at an OpenAI-compatible provider (OpenAI, Azure OpenAI, the sandbox)."""
+
+    def __init__(self, client: openai.OpenAI, *, secrets: Iterable[str] = (), read_attempts: int = 2,
+                 create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._secrets = [s for s in secrets if s]
+        self._read_attempts = read_attempts
+        self._create_attempts = create_attempts
+        self._sleep = sleep
+        self._clock = clock
+        self.is_azure = isinstance(client, openai.AzureOpenAI)
+        self.metadata_supported = True  # until the provider says otherwise (older Azure API versions)
+
+    @property
+    def max_suffix(self) -> int:
+        return 40 if self.is_azure else 64
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def retrieve(self, job_id: str) -> Job:
+        return _job(self._read(lambda: self._client.fine_tuning.jobs.retrieve(job_id)))
+
+    def list_jobs(self, limit: int = 10, *, after: str | None = None) -> tuple[list[Job], bool]:
+        """One page of the organization's jobs, newest first, and whether there are more."""
+        kwargs: dict[str, Any] = {"limit": limit}
+        if after:
+            kwargs["after"] = after
+        page = self._read(lambda: self._client.fine_tuning.jobs.list(**kwargs))
+        return [_job(j) for j in page.data], bool(page.has_more)
+
+    def events(self, job_id: str, limit: int = 5) -> list[JobEvent]:
+        page = self._read(lambda: self._client.fine_tuning.jobs.list_events(job_id, limit=limit))
+        return [
+            JobEvent(e.created_at, e.level, e.message, getattr(e, "type", None), dict(getattr(e, "data", None) or {}))
+            for e in page.data
+        ]
+
+    def _read(self, call: Callable[[], Any]) -> Any:
+        for attempt in range(1, self._read_attempts + 1):
+            try:
+                return call()
+            except openai.OpenAIError as exc:
+                error = self._translate(exc)
+                if not error.retryable or attempt == self._read_attempts:
+                    raise error from None
+                self._sleep(min(error.retry_after or 0.25 * attempt, 2.0))
+        raise AssertionError("unreachable")
+
+    # -- actions -------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        return self._act(lambda: self._client.fine_tuning.jobs.cancel(job_id))
+
+    def pause(self, job_id: str) -> Job:
+        return self._act(lambda: self._client.fine_tuning.jobs.pause(job_id))
+
+    def resume(self, job_id: str) -> Job:
+        return self._act(lambda: self._client.fine_tuning.jobs.resume(job_id))
+
+    def _act(self, call: Callable[[], Any]) -> Job:
+        try:
+            return _job(call())
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from None
+
+    def create_job(self, *, request_id: str, training_file: str, model: str, suffix: str | None = None,
+                   n_epochs: int | None = None, validation_file: str | None = None, seed: int | None = None,
+                   metadata: Mapping[str, str] | None = None) -> Job:
+        """Start a job once, whatever the network does.
+
+        Before any retry we look for the job the lost attempt may have created: by our request id in its
+        metadata, or, where the provider keeps no metadata, by training file, model and suffix since we began.
+        """
+        hyper = {"n_epochs": n_epochs} if n_epochs is not None else {}
+        kwargs: dict[str, Any] = {
+            "training_file": training_file,
+            "model": model,
+            "method": {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+        }
+        for name, value in (("suffix", suffix), ("validation_file", validation_file), ("seed", seed)):
+            if value is not None:
+                kwargs[name] = value
+        tagged = {**(metadata or {}), REQUEST_KEY: request_id}
+        began = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.metadata_supported:
+                kwargs["metadata"] = tagged
+            else:
+                kwargs.pop("metadata", None)
+            try:
+                return _job(self._client.fine_tuning.jobs.create(**kwargs))
+            except openai.OpenAIError as exc:
+                error = self._translate(exc)
+            if error.status == 400 and "metadata" in kwargs and "metadata" in error.message.lower():
+                log.info("provider does not accept job metadata; starting jobs without it from now on")
+                self.metadata_supported = False
+                attempt -= 1
+                continue
+            if not error.retryable:
+                raise error
+            found = self._find_created(request_id, kwargs, since=began)
+            if found is not None:
+                log.info("job creation answer was lost; found the job it created: %s", found.id)
+                return found
+            if attempt >= self._create_attempts:
+                raise error
+            self._sleep(min(error.retry_after or 0.5 * attempt, 5.0))
+
+    def _find_created(self, request_id: str, kwargs: Mapping[str, Any], *, since: float) -> Job | None:
+        try:
+            if self.metadata_supported:
+                page = self._client.fine_tuning.jobs.list(limit=5, metadata={REQUEST_KEY: request_id})
+                # Check the tag ourselves: a provider that ignores the filter returns everyone's jobs.
+                return next((_job(j) for j in page.data if (j.metadata or {}).get(REQUEST_KEY) == request_id), None)
+            page = self._client.fine_tuning.jobs.list(limit=20)
+            for raw in page.data:
+                job = _job(raw)
+                if (job.training_file == kwargs["training_file"] and job.model == kwargs["model"]
+                        and job.suffix == kwargs.get("suffix") and (job.created_at or 0) >= int(since) - 5):
+                    return job
+            return None
+        except openai.OpenAIError as exc:
+            error = self._translate(exc)
+            raise ProviderError(
+                f"The provider did not confirm whether the job started ({error.message}). "
+                "Check `/finetune list` before starting it again.",
+                status=error.status, retryable=False, ambiguous=True,
+            ) from None
+
+    # -- webhooks ------------------------------------------------------------------------------------
+
+    def unwrap_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        """Verify a webhook's signature (Standard Webhooks, 5-minute tolerance) and read what it says."""
+        try:
+            event = self._client.webhooks.unwrap(payload, dict(headers))
+        except (openai.InvalidWebhookSignatureError, ValueError, KeyError) as exc:
+            raise WebhookRejected(str(exc).split("\n")[0]) from None
+        data = getattr(event, "data", None)
+        return WebhookEvent(id=headers.get("webhook-id", getattr(event, "id", "")), type=getattr(event, "type", ""),
+                            job_id=getattr(data, "id", None))
+
+    # -- errors --------------------------------------------------------------------------------------
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+    def _translate(self, exc: Exception) -> ProviderError:
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError("The provider did not answer in time.", retryable=True, ambiguous=True)
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderError("Could not reach the provider.", retryable=True, ambiguous=True)
+        if isinstance(exc, openai.APIStatusError):
+            body = exc.body
+            message = code = None
+            if isinstance(body, dict):
+                inner = body.get("error") if isinstance(body.get("error"), dict) else body
+                message, code = inner.get("message"), inner.get("code")
+            if not message:
+                message = f"The provider answered HTTP {exc.status_code}."
+            retry_after = _retry_after(exc.response.headers.get("retry-after"))
+            return ProviderError(self._redact(str(message)), status=exc.status_code,
+                                 code=str(code) if code else None, retryable=exc.status_code in RETRYABLE_STATUS,
+                                 retry_after=retry_after)
+        return ProviderError(self._redact(str(exc)) or type(exc).__name__)
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _job(raw: Any) -> Job:
+    extra = getattr(raw, "model_extra", None) or {}
+    error = getattr(raw, "error", None)
+    return Job(
+        id=raw.id,
+        status=str(raw.status),
+        model=raw.model,
+        fine_tuned_model=raw.fine_tuned_model,
+        trained_tokens=raw.trained_tokens,
+        training_file=raw.training_file,
+        validation_file=getattr(raw, "validation_file", None),
+        suffix=extra.get("user_provided_suffix") or extra.get("suffix"),
+        created_at=raw.created_at,
+        finished_at=raw.finished_at,
+        error_code=getattr(error, "code", None) if error else None,
+        error_message=getattr(error, "message", None) if error else None,
+        metadata=dict(getattr(raw, "metadata", None) or {}),
+    )

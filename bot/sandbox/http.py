@@ -1,0 +1,188 @@
+"""A recording loopback HTTP server with faults on demand: the base of both stand-ins."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Received:
+    """One request as the stand-in received it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    at: float = field(default_factory=time.time)
+
+    def json(self) -> dict:
+        return json.loads(self.body or b"{}")
+
+    def form(self) -> dict[str, str]:
+        return {k: v[-1] for k, v in parse_qs(self.body.decode("utf-8")).items()}
+
+    def params(self) -> dict:
+        """The request's arguments, whether sent as JSON or as a form (slack_sdk sends both)."""
+        if self.headers.get("content-type", "").startswith("application/json"):
+            return self.json()
+        return self.form()
+
+
+@dataclass
+class Fault:
+    """What to do instead of answering normally, for the next `times` requests whose path contains `match`."""
+
+    kind: str  # "status": answer `status`; "drop": close before working; "drop_after": work, then close; "delay"
+    match: str = ""
+    times: int = 1
+    status: int = 500
+    retry_after: float | None = None
+    delay: float = 0.0
+    body: dict | None = None
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+def json_answer(status: int, payload: object, headers: dict[str, str] | None = None) -> Answer:
+    return status, {"content-type": "application/json", **(headers or {})}, json.dumps(payload).encode()
+
+
+class StandInServer:
+    """Serves `answer()` on 127.0.0.1 at a free port, recording every request and injecting faults on demand."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.faults: list[Fault] = []
+        self.faults_injected = 0
+        self.latency = 0.0  # seconds added to every answer
+        self.lock = threading.RLock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- to be provided by each stand-in ---------------------------------------------------------
+
+    def answer(self, request: Received) -> Answer:
+        raise NotImplementedError
+
+    def fault_answer(self, fault: Fault) -> Answer:
+        headers = {} if fault.retry_after is None else {"retry-after": str(fault.retry_after)}
+        return json_answer(fault.status, fault.body or {"error": "injected fault"}, headers)
+
+    # -- life cycle --------------------------------------------------------------------------------
+
+    def start(self) -> StandInServer:
+        handler = _make_handler(self)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> StandInServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "start() the stand-in first"
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # -- faults and records ------------------------------------------------------------------------
+
+    def fail(self, kind: str = "status", **kwargs: object) -> Fault:
+        fault = Fault(kind=kind, **kwargs)  # type: ignore[arg-type]
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def _take_fault(self, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.match in path:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+                    self.faults_injected += 1
+                    return fault
+        return None
+
+    def requests_to(self, path_part: str, method: str | None = None) -> list[Received]:
+        with self.lock:
+            return [
+                r for r in self.received if path_part in r.path and (method is None or r.method == method)
+            ]
+
+
+def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's signature
+            pass
+
+        def _handle(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            parts = urlsplit(self.path)
+            request = Received(
+                method=self.command,
+                path=parts.path,
+                query=parse_qs(parts.query, keep_blank_values=True),
+                headers={k.lower(): v for k, v in self.headers.items()},
+                body=body,
+            )
+            with server.lock:
+                server.received.append(request)
+            fault = server._take_fault(parts.path)
+            if server.latency:
+                time.sleep(server.latency)
+            if fault is not None and fault.kind == "delay":
+                time.sleep(fault.delay)
+                fault = None
+            if fault is not None and fault.kind == "drop":
+                self.close_connection = True
+                return
+            if fault is not None and fault.kind == "status":
+                self._send(server.fault_answer(fault))
+                return
+            answer = server.answer(request)
+            if fault is not None and fault.kind == "drop_after":
+                self.close_connection = True
+                return
+            self._send(answer)
+
+        def _send(self, answer: Answer) -> None:
+            status, headers, payload = answer
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_DELETE = _handle
+
+    return Handler
+
+
+Clock = Callable[[], float]

@@ -1,0 +1,243 @@
+"""`finetune-bot shell`: talk to the bot in a terminal, with no Slack and, by default, no provider.
+
+The shell drives the same Bolt app as `serve`: it signs each slash command as Slack would, dispatches it into the
+app, and plays Slack's Web API (a loopback stand-in) so it can print every reply and announcement as text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+import re
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TextIO
+
+from slack_bolt.request import BoltRequest
+
+from bot.app import build
+from bot.config import load
+from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, FineTuningSandbox
+from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
+
+EMOJI = {
+    ":white_check_mark:": "✅", ":x:": "❌", ":no_entry_sign:": "🚫", ":gear:": "⚙️", ":mag:": "🔍",
+    ":hourglass_flowing_sand:": "⏳", ":double_vertical_bar:": "⏸", ":rocket:": "🚀", ":warning:": "⚠️",
+    ":bell:": "🔔", ":no_bell:": "🔕", ":lock:": "🔒", ":test_tube:": "🧪", ":thinking_face:": "🤔",
+    ":grey_question:": "❔", ":face_with_head_bandage:": "🤕",
+}
+REPLY_WAIT = 30.0
+SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
+Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /quit"""
+
+
+def channel_id(name: str) -> str:
+    return "C" + hashlib.sha1(name.encode()).hexdigest()[:10].upper()
+
+
+def render_mrkdwn(text: str, channels: Mapping[str, str]) -> str:
+    text = re.sub(r"<!date\^\d+\^[^|>]*\|([^>]*)>", r"\1", text)
+    text = re.sub(r"<#(\w+)>", lambda m: "#" + channels.get(m[1], m[1]), text)
+    for code, char in EMOJI.items():
+        text = text.replace(code, char)
+    return html.unescape(text)
+
+
+def render(message: Mapping, channels: Mapping[str, str]) -> str:
+    """Block Kit as plain text; the `text` fallback when there are no blocks."""
+    blocks = message.get("blocks") or []
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    lines: list[str] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "header":
+            lines.append(render_mrkdwn(block["text"]["text"], channels).upper())
+        elif kind == "section":
+            if block.get("text"):
+                lines.append(block["text"]["text"])
+            for item in block.get("fields") or []:
+                label, _, value = item["text"].partition("\n")
+                lines.append(f"{label.strip('*')}: {value}")
+        elif kind == "context":
+            lines.append("  " + " ".join(e.get("text", "") for e in block.get("elements", [])))
+    if not lines:
+        lines = [message.get("text") or ""]
+    return "\n".join(render_mrkdwn(line, channels) for line in lines)
+
+
+class Shell:
+    def __init__(self, env: Mapping[str, str], out: TextIO, *, channel: str = "general", user: str = "alice"):
+        self.out = out
+        self.print_lock = threading.Lock()
+        self.channels: dict[str, str] = {}
+        self.channel = channel
+        self.user = user
+        self.slack = SlackStandIn().start()
+        self.slack.listeners.append(self._on_slack)
+        settings = load(env, mode="shell")
+        self.sandbox: FineTuningSandbox | None = None
+        self._tmp = None
+        if not settings.has_provider:
+            self.sandbox = FineTuningSandbox(pace=settings.sandbox_pace_seconds).start()
+            settings = settings.with_sandbox(self.sandbox.url + "/v1")
+            if not env.get("DATABASE_PATH"):
+                # Sandbox jobs live as long as this shell, so their records do too.
+                self._tmp = tempfile.TemporaryDirectory(prefix="finetune-bot-shell-")
+                settings = replace(settings, database_path=os.path.join(self._tmp.name, "shell.db"))
+            if not env.get("POLL_INTERVAL_SECONDS"):
+                settings = replace(settings, poll_interval_seconds=1.0)
+        self.signing_secret = secrets.token_hex(16)
+        self.settings = replace(settings, slack_bot_token="xoxb-shell-" + secrets.token_hex(8),
+                                slack_signing_secret=self.signing_secret, slack_api_url=self.slack.api_url)
+        self.bot = build(self.settings)
+        self.expected_replies = 0
+        self._responses = 0
+
+    def say(self, text: str) -> None:
+        with self.print_lock:
+            print(text, file=self.out, flush=True)
+
+    def banner(self) -> str:
+        if self.sandbox is not None:
+            provider = (f"Provider: SANDBOX. Jobs are simulated on this machine: no real training, no money spent.\n"
+                        f"Training files ready: {SAMPLE_FILE_ID} (succeeds), {FAILING_FILE_ID} (fails validation).\n"
+                        f"Try: /finetune start {SAMPLE_FILE_ID}")
+        else:
+            provider = (f"Provider: {self.settings.provider_name.upper()}. Commands here start REAL jobs, billed to "
+                        "your account.")
+        return f"finetune-bot shell. You are @{self.user} in #{self.channel}.\n{provider}\n{SHELL_HELP}"
+
+    def _on_slack(self, kind: str, record: dict) -> None:
+        if kind == "response":
+            self._responses += 1
+            who = "everyone" if record.get("response_type") == "in_channel" else "only you"
+            self.say(f"[#{self.channel}] finetune-bot ({who} can see this):\n{self._indent(record)}")
+        else:
+            where = self.channels.get(record["channel"], record["channel"])
+            label = f"DM to @{where}" if record["channel"].startswith("U") else f"#{where}"
+            self.say(f"[{label}] finetune-bot posted:\n{self._indent(record)}")
+
+    def _indent(self, record: Mapping) -> str:
+        return "\n".join("  " + line for line in render(record, self.channels).splitlines())
+
+    def handle(self, line: str) -> bool:
+        """Act on one line; False when the user asked to quit."""
+        line = line.strip()
+        if not line:
+            return True
+        word, _, rest = line.partition(" ")
+        if word in {"/quit", "/exit"}:
+            return False
+        if word == "/channel" and rest.strip():
+            self.channel = rest.strip().lstrip("#")
+            self.say(f"Now in #{self.channel}.")
+        elif word == "/user" and rest.strip():
+            self.user = rest.strip().lstrip("@")
+            self.say(f"Now you are @{self.user}.")
+        elif word == "/finetune":
+            self.dispatch(rest)
+        else:
+            self.say(SHELL_HELP)
+        return True
+
+    def dispatch(self, text: str) -> None:
+        cid = channel_id(self.channel)
+        self.channels[cid] = self.channel
+        uid = "U" + hashlib.sha1(self.user.encode()).hexdigest()[:10].upper()
+        self.channels[uid] = self.user
+        body = slash_command_body(html.escape(text, quote=False), channel_id=cid, channel_name=self.channel,
+                                  user_id=uid, user_name=self.user,
+                                  response_url=self.slack.response_url(secrets.token_hex(6)))
+        response = self.bot.app.dispatch(BoltRequest(body=body, headers=signed_headers(body, self.signing_secret)))
+        if response.status != 200:
+            self.say(f"(Slack would show an error: the app answered HTTP {response.status})")
+        elif response.body:
+            self.say(f"[#{self.channel}] finetune-bot (only you can see this):\n{self._indent(json.loads(response.body))}")
+        else:
+            self.expected_replies += 1
+            self.wait_for_replies(REPLY_WAIT)
+
+    def wait_for_replies(self, timeout: float) -> bool:
+        """Wait, as a person would, for the answer to the last command before taking the next."""
+        deadline = time.monotonic() + timeout
+        while self._responses < self.expected_replies:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
+    def settled(self) -> bool:
+        store = self.bot.services.store
+        return (self._responses >= self.expected_replies and not store.has_active_jobs()
+                and not store.announcements(state="pending") and not store.announcements(state="sending"))
+
+    def close(self) -> None:
+        self.bot.stop(timeout=5)
+        self.slack.stop()
+        if self.sandbox:
+            self.sandbox.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+
+
+def run(env: Mapping[str, str], *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+        timeout: float = 300.0) -> int:
+    shell = Shell(env, stdout)
+    interactive = stdin.isatty()
+    try:
+        shell.bot.start_background()
+        shell.say(shell.banner())
+        if interactive:
+            return _interactive(shell)
+        for line in stdin:
+            shell.say(f"> {line.rstrip()}")
+            if not shell.handle(line):
+                return 0
+        deadline = time.monotonic() + timeout
+        while not shell.settled():
+            if time.monotonic() > deadline:
+                active = [j["id"] for j in shell.bot.services.store.active_jobs()]
+                shell.say(f"Timed out after {timeout:g}s; still running: {', '.join(active) or 'replies not back'}")
+                return 1
+            time.sleep(0.1)
+        return 0
+    finally:
+        shell.close()
+
+
+def _interactive(shell: Shell) -> int:
+    try:
+        import readline  # noqa: F401 - line editing and history for input(), where the platform has it
+
+        history = os.path.expanduser("~/.finetune_bot_history")
+        try:
+            readline.read_history_file(history)
+        except OSError:
+            pass
+    except ImportError:
+        readline = None
+    try:
+        while True:
+            try:
+                line = input(f"#{shell.channel} @{shell.user}> ")
+            except EOFError:
+                return 0
+            except KeyboardInterrupt:
+                shell.say("")
+                continue
+            if not shell.handle(line):
+                return 0
+    finally:
+        if readline is not None:
+            try:
+                readline.write_history_file(history)
+            except OSError:
+                pass

@@ -1,0 +1,48 @@
+"""OpenAI webhooks: a job's end, pushed to us, announced through the same outbox as the poller's findings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bot.provider import Provider, ProviderError, WebhookRejected
+from storage import Store
+
+log = logging.getLogger(__name__)
+
+JOB_EVENTS = frozenset({"fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"})
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    status: int
+    text: str
+
+
+class WebhookReceiver:
+    def __init__(self, provider: Provider, store: Store, *, on_queued: Callable[[], None] = lambda: None) -> None:
+        self.provider = provider
+        self.store = store
+        self.on_queued = on_queued
+
+    def handle(self, body: bytes, headers: Mapping[str, str]) -> WebhookAnswer:
+        headers = {k.lower(): v for k, v in headers.items()}
+        try:
+            event = self.provider.unwrap_webhook(body, headers)
+        except WebhookRejected as exc:
+            log.warning("refused a webhook: %s", exc)
+            return WebhookAnswer(400, "invalid webhook signature")
+        if self.store.webhook_seen(event.id):
+            return WebhookAnswer(200, "already handled")
+        if event.type in JOB_EVENTS and event.job_id and self.store.job(event.job_id) is not None:
+            try:
+                job = self.provider.retrieve(event.job_id)
+            except ProviderError as error:
+                # Not remembered, so the provider's retry of this delivery is handled; polling is the safety net.
+                log.warning("webhook for %s: could not fetch the job (%s)", event.job_id, error.message)
+                return WebhookAnswer(503, "could not fetch the job; deliver again later")
+            if self.store.record_jobs([(job.fields(), job.outcome)]):
+                self.on_queued()
+        self.store.remember_webhook(event.id)
+        return WebhookAnswer(200, "ok")

@@ -1,0 +1,10 @@
+"""Slack-facing listeners: thin functions that ack, parse, call a service and reply."""
+
+from slack_bolt import App
+
+from handlers import commands, errors
+
+
+def register(app: App, services) -> None:
+    errors.register(app, services)
+    commands.register(app, services)
