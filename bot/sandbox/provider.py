@@ -117,9 +117,11 @@ class FineTuningSandbox(StandInServer):
     def add_job(self, *, model: str = "gpt-4.1-mini-2025-04-14", status: str | None = None, **fields) -> dict:
         """Make a job directly, as if started elsewhere (the dashboard, a script)."""
         with self.lock:
-            job = self._new_job({"model": model, "training_file": SAMPLE_FILE_ID, **fields})
+            job = self._new_job({"model": model, "training_file": SAMPLE_FILE_ID})
             if status:
-                self.set_status(job["id"], status)
+                self._enter(job, status, **fields)
+            else:
+                job.update(fields)
             return self._public(job)
 
     def set_status(self, job_id: str, status: str, **fields) -> dict:

@@ -1,0 +1,166 @@
+"""Shared fixtures: loopback stand-ins for Slack and the provider, a real SQLite file, the real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import replace
+
+import pytest
+
+from bot.app import build
+from bot.config import Settings
+from bot.sandbox.provider import FineTuningSandbox
+from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
+
+BOT_TOKEN = "xoxb-test-0000-SECRETBOTTOKEN"
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+OPENAI_KEY = "sk-test-SECRETOPENAIKEY0123456789"
+WEBHOOK_SECRET = "whsec_c2VjcmV0LXdlYmhvb2sta2V5LWZvci10ZXN0cw=="
+ENV_NAMES = [
+    "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL", "SLACK_CLIENT_ID",
+    "SLACK_CLIENT_SECRET", "OPENAI_API_KEY", "OPENAI_BASE_URL", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY",
+    "OPENAI_API_VERSION", "OPENAI_WEBHOOK_SECRET", "DATABASE_PATH", "POLL_INTERVAL_SECONDS", "DEFAULT_MODEL",
+    "PORT", "LOG_LEVEL", "ALLOWED_USER_IDS", "ALLOWED_CHANNEL_IDS", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
+    "AZURE_OPENAI_AD_TOKEN", "SANDBOX_PACE_SECONDS", "PROVIDER_TIMEOUT_SECONDS",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01):
+    """Poll `predicate` until it is truthy or `timeout` passes; returns its last value (bounded, never a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+@pytest.fixture
+def provider():
+    with FineTuningSandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def slack():
+    with SlackStandIn(token=BOT_TOKEN) as standin:
+        yield standin
+
+
+@pytest.fixture
+def settings(tmp_path, provider, slack) -> Settings:
+    return Settings(
+        slack_bot_token=BOT_TOKEN,
+        slack_signing_secret=SIGNING_SECRET,
+        slack_api_url=slack.api_url,
+        openai_api_key=OPENAI_KEY,
+        openai_base_url=provider.url + "/v1",
+        openai_webhook_secret=WEBHOOK_SECRET,
+        database_path=str(tmp_path / "bot.db"),
+        poll_interval_seconds=3600,
+        provider_timeout_seconds=5,
+    )
+
+
+@pytest.fixture
+def make_bot(settings):
+    bots = []
+
+    def make(**changes):
+        bot = build(replace(settings, **changes) if changes else settings)
+        bots.append(bot)
+        return bot
+
+    yield make
+    for bot in bots:
+        bot.stop(timeout=2)
+
+
+@pytest.fixture
+def bot(make_bot):
+    return make_bot()
+
+
+class Server:
+    """The bot's real WSGI app on waitress, on a free loopback port."""
+
+    def __init__(self, bot):
+        from waitress.server import create_server
+
+        from bot.web import make_wsgi
+
+        self.bot = bot
+        self._server = create_server(make_wsgi(bot), host="127.0.0.1", port=0, threads=8)
+        self.url = f"http://127.0.0.1:{self._server.effective_port}"
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+
+    def close(self):
+        self._server.close()
+
+    def post(self, path: str, body: str | bytes, headers: dict) -> tuple[int, bytes]:
+        data = body.encode() if isinstance(body, str) else body
+        request = urllib.request.Request(self.url + path, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def command(self, text: str, *, channel: str = "C0GENERAL", user: str = "U0ALICE",
+                response_url: str = "", secret: str = SIGNING_SECRET, timestamp: int | None = None) -> tuple[int, dict]:
+        """POST /finetune as Slack would, signed; returns the HTTP status and the ack's JSON (or {})."""
+        body = slash_command_body(text, channel_id=channel, user_id=user, response_url=response_url)
+        status, raw = self.post("/slack/events", body, signed_headers(body, secret, timestamp=timestamp))
+        return status, (json.loads(raw) if raw.strip().startswith(b"{") else {})
+
+
+@pytest.fixture
+def server(bot):
+    srv = Server(bot)
+    yield srv
+    srv.close()
+
+
+def reply_to(slack: SlackStandIn, name: str, timeout: float = 5.0) -> dict:
+    """The reply that arrived at response_url `name` (waits for it, bounded)."""
+    found = wait_for(lambda: [r for r in slack.responses if r["url"].endswith("/" + name)], timeout)
+    assert found, f"no reply reached response_url {name}; got {slack.responses}"
+    return found[-1]
+
+
+def ask(server: Server, slack: SlackStandIn, text: str, **kwargs) -> dict:
+    """Run a command through HTTP and return what the user sees: the ack's content, or the later reply."""
+    name = f"r{time.monotonic_ns()}"
+    status, ack = server.command(text, response_url=slack.response_url(name), **kwargs)
+    assert status == 200
+    if ack.get("text"):
+        return ack
+    return reply_to(slack, name)
+
+
+def everything_said(message: dict) -> str:
+    """The fallback text and every block's text, for assertions."""
+    return message.get("text", "") + "\n" + json.dumps(message.get("blocks") or [])
+
+
+os.environ.setdefault("PYTHONHASHSEED", "0")

@@ -1,0 +1,184 @@
+"""Scenarios through the real HTTP endpoint: requests signed as Slack signs them, replies and posts at the stand-in."""
+
+from __future__ import annotations
+
+import json
+
+from bot.sandbox.provider import SAMPLE_FILE_ID
+from tests.conftest import SIGNING_SECRET, ask, everything_said, reply_to, wait_for
+
+
+def test_start_status_succeed_announce_once(server, slack, provider, bot):
+    reply = ask(server, slack, f"start {SAMPLE_FILE_ID} suffix=support-bot epochs=2")
+    assert reply["response_type"] == "in_channel"
+    [job_id] = list(provider.jobs)
+    assert job_id in reply["text"]
+
+    created = provider.requests_to("/fine_tuning/jobs", "POST")[0].json()
+    assert created["training_file"] == SAMPLE_FILE_ID
+    assert created["model"] == "gpt-4.1-mini-2025-04-14"
+    assert created["method"] == {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2}}}
+    assert "hyperparameters" not in created
+    assert created["metadata"]["slack_channel"] == "C0GENERAL"
+    assert created["metadata"]["slack_user"] == "U0ALICE"
+
+    provider.set_status(job_id, "running")
+    status = ask(server, slack, f"status {job_id}")
+    assert "running" in status["text"]
+    assert "This channel follows this job" in everything_said(status)
+
+    provider.set_status(job_id, "succeeded", fine_tuned_model="ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123")
+    report = bot.services.poller.run_once()
+    assert report.finished == [job_id]
+    posted = wait_for(lambda: slack.messages_in("C0GENERAL"))
+    assert len(posted) == 1
+    assert "ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123" in posted[0]["text"]
+    assert "```ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123```" in json.dumps(posted[0]["blocks"])
+
+    for _ in range(3):
+        assert bot.services.poller.run_once().requests == 0  # final jobs are never polled again
+        bot.services.sender.deliver_due()
+    assert len(slack.messages_in("C0GENERAL")) == 1
+
+
+def test_failed_and_cancelled_outcomes_are_announced(server, slack, provider, bot):
+    failing = provider.add_job()
+    cancelled = provider.add_job()
+    ask(server, slack, f"subscribe {failing['id']}")
+    ask(server, slack, f"subscribe {cancelled['id']}", channel="C0OTHER")
+    provider.set_status(failing["id"], "failed", error={"code": "invalid_training_file",
+                                                        "message": "Line 3: <!channel> bad role", "param": None})
+    provider.set_status(cancelled["id"], "cancelled")
+    bot.services.poller.run_once()
+    general = wait_for(lambda: slack.messages_in("C0GENERAL"))
+    other = wait_for(lambda: slack.messages_in("C0OTHER"))
+    assert "failed" in general[0]["text"] and "Line 3" in general[0]["text"]
+    assert "&lt;!channel&gt;" in json.dumps(general[0]["blocks"]) and "<!channel>" not in json.dumps(
+        general[0]["blocks"])
+    assert "cancelled" in other[0]["text"]
+
+
+def test_every_following_channel_is_told(server, slack, provider, bot):
+    reply = ask(server, slack, f"start {SAMPLE_FILE_ID}", channel="C0ONE")
+    [job_id] = list(provider.jobs)
+    assert job_id in reply["text"]
+    ask(server, slack, f"subscribe {job_id}", channel="C0TWO")
+    provider.set_status(job_id, "succeeded")
+    bot.services.poller.run_once()
+    assert wait_for(lambda: slack.messages_in("C0ONE") and slack.messages_in("C0TWO"))
+    bot.services.poller.run_once()
+    bot.services.sender.deliver_due()
+    assert len(slack.messages_in("C0ONE")) == 1 and len(slack.messages_in("C0TWO")) == 1
+
+
+def test_status_list_and_subscriptions(server, slack, provider):
+    jobs = [provider.add_job(status="running"), provider.add_job(status="succeeded"), provider.add_job()]
+    listing = ask(server, slack, "list 2")
+    assert jobs[2]["id"] in listing["text"] and jobs[1]["id"] in listing["text"]
+    assert jobs[0]["id"] not in listing["text"]
+    assert provider.requests_to("/fine_tuning/jobs", "GET")[-1].query["limit"] == ["2"]
+    assert ask(server, slack, "list")  # default 10
+    assert provider.requests_to("/fine_tuning/jobs", "GET")[-1].query["limit"] == ["10"]
+
+    ask(server, slack, f"subscribe {jobs[0]['id']}")
+    done = ask(server, slack, f"subscribe {jobs[1]['id']}")
+    assert "already finished" in done["text"]
+    again = ask(server, slack, f"subscribe {jobs[0]['id']}")
+    assert "already follows" in again["text"]
+
+    subs = ask(server, slack, "subscriptions")
+    assert jobs[0]["id"] in subs["text"] and "running" in subs["text"]
+    here = ask(server, slack, "status")
+    assert jobs[0]["id"] in here["text"]
+    assert "doesn't follow" in ask(server, slack, "subscriptions", channel="C0EMPTY")["text"]
+
+    gone = ask(server, slack, f"unsubscribe {jobs[0]['id']}")
+    assert "no longer follows" in gone["text"]
+    assert "doesn't follow" in ask(server, slack, f"unsubscribe {jobs[0]['id']}")["text"]
+    assert jobs[0]["id"] not in ask(server, slack, "subscriptions")["text"]
+
+
+def test_status_shows_everything_a_user_needs(server, slack, provider):
+    job = provider.add_job(status="succeeded", fine_tuned_model="ft:gpt-4.1-mini-2025-04-14:acme::Xyz")
+    status = ask(server, slack, f"status {job['id']}")
+    said = everything_said(status)
+    for part in ("succeeded", "gpt-4.1-mini-2025-04-14", "ft:gpt-4.1-mini-2025-04-14:acme::Xyz",
+                 "Trained tokens", "Created", "Finished", "Latest events", "successfully completed"):
+        assert part in said, part
+    failed = provider.add_job(status="failed")
+    assert "invalid training file" in everything_said(ask(server, slack, f"status {failed['id']}"))
+
+
+def test_cancel_pause_resume(server, slack, provider):
+    job = provider.add_job(status="running")
+    assert "Pausing" in ask(server, slack, f"pause {job['id']}")["text"]
+    provider.set_status(job["id"], "paused")
+    assert "Resumed" in ask(server, slack, f"resume {job['id']}")["text"]
+    assert "Cancelled" in ask(server, slack, f"cancel {job['id']}")["text"]
+    refused = ask(server, slack, f"cancel {job['id']}")
+    assert "has already been cancelled and cannot be cancelled" in refused["text"]
+    assert "Could not cancel" in refused["text"]
+
+
+def test_provider_errors_are_shown_in_their_own_words(server, slack, provider):
+    unknown = ask(server, slack, "start file-doesnotexist")
+    assert "invalid training_file: file-doesnotexist" in unknown["text"]
+    missing = ask(server, slack, "status ftjob-nope")
+    assert "Could not find fine-tune job: ftjob-nope" in missing["text"]
+    provider.refuse_new_jobs = (403, "Fine-tuning is no longer available to organizations <b>new</b> to it.")
+    refused = ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    assert "no longer available" in refused["text"]
+    assert "&lt;b&gt;new&lt;/b&gt;" in json.dumps(refused["blocks"])
+
+
+def test_bad_input_gets_a_friendly_answer_at_once(server, slack, provider):
+    cases = {
+        "frobnicate": "don't know the command `frobnicate`",
+        "start": "needs a training_file_id",
+        f"start {SAMPLE_FILE_ID} epochs=lots": "`epochs` must be a whole number from 1 to 50",
+        f"start {SAMPLE_FILE_ID} colour=blue": "has no option `colour`",
+        "status ftjob-<bad>": "is not a valid job_id",
+        "cancel": "needs a job_id",
+        "list 1000": "from 1 to 100",
+    }
+    for text, expected in cases.items():
+        status, ack = server.command(text, response_url=slack.response_url("bad"))
+        assert status == 200
+        assert expected in ack["text"], (text, ack["text"])
+    assert provider.received == []  # nothing reached the provider
+    help_ack = server.command("")[1]
+    assert "/finetune start <training_file_id>" in help_ack["text"]
+    assert server.command("help")[1]["text"] == help_ack["text"]
+
+
+def test_private_channel_without_the_bot_is_warned_at_once(server, slack, provider):
+    slack.invisible_channels.add("G0SECRET")
+    reply = ask(server, slack, f"start {SAMPLE_FILE_ID}", channel="G0SECRET")
+    assert "/invite @finetune-bot" in everything_said(reply)
+    job = provider.add_job(status="running")
+    assert "/invite @finetune-bot" in everything_said(ask(server, slack, f"subscribe {job['id']}",
+                                                          channel="G0SECRET"))
+    assert "/invite" not in everything_said(ask(server, slack, f"subscribe {job['id']}", channel="C0PUBLIC"))
+
+
+def test_signature_checks_refuse_with_no_side_effect(server, slack, provider):
+    from bot.sandbox.slack import signed_headers, slash_command_body
+
+    body = slash_command_body(f"start {SAMPLE_FILE_ID}", response_url=slack.response_url("x"))
+    good = signed_headers(body, SIGNING_SECRET)
+    attempts = {
+        "unsigned": (body, {"content-type": "application/x-www-form-urlencoded"}),
+        "wrong secret": (body, signed_headers(body, "not-the-secret")),
+        "tampered": (body.replace("start", "cancel"), good),
+        "stale": (body, signed_headers(body, SIGNING_SECRET, timestamp=int(good["x-slack-request-timestamp"]) - 301)),
+    }
+    for name, (payload, headers) in attempts.items():
+        status, raw = server.post("/slack/events", payload, headers)
+        assert status == 401, name
+    assert provider.received == [] and slack.responses == [] and slack.posted == []
+
+
+def test_health_and_unknown_paths(server):
+    assert server.get("/healthz") == (200, b'{"ok": true}')
+    assert server.get("/nope")[0] == 404
+    assert server.get("/slack/events")[0] == 405
