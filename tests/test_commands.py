@@ -1,0 +1,107 @@
+"""The /finetune grammar: the parser and the help text come from one table."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.commands import BY_NAME, MAX_COMMAND_LENGTH, SUBCOMMANDS, Command, Problem, parse
+from bot.messages import format_help
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", Command("help")),
+        ("help", Command("help")),
+        ("HELP", Command("help")),
+        ("start file-abc", Command("start", {"training_file": "file-abc"})),
+        ("start file-abc model=gpt-4o-mini-2024-07-18 suffix=bot_v1.2 epochs=3 validation=file-v seed=42",
+         Command("start", {"training_file": "file-abc", "model": "gpt-4o-mini-2024-07-18", "suffix": "bot_v1.2",
+                           "epochs": 3, "validation": "file-v", "seed": 42})),
+        ("start   file-abc    EPOCHS=1", Command("start", {"training_file": "file-abc", "epochs": 1})),
+        ("status", Command("status")),
+        ("status ftjob-abc", Command("status", {"job_id": "ftjob-abc"})),
+        ("status ftjob:with.dots_and-dashes", Command("status", {"job_id": "ftjob:with.dots_and-dashes"})),
+        ("status 1234-azure-style-id", Command("status", {"job_id": "1234-azure-style-id"})),
+        ("list", Command("list")),
+        ("list 100", Command("list", {"n": 100})),
+        ("cancel ftjob-1", Command("cancel", {"job_id": "ftjob-1"})),
+        ("pause ftjob-1", Command("pause", {"job_id": "ftjob-1"})),
+        ("resume ftjob-1", Command("resume", {"job_id": "ftjob-1"})),
+        ("subscribe ftjob-1", Command("subscribe", {"job_id": "ftjob-1"})),
+        ("unsubscribe ftjob-1", Command("unsubscribe", {"job_id": "ftjob-1"})),
+        ("subscriptions", Command("subscriptions")),
+    ],
+)
+def test_valid_commands(text, expected):
+    assert parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("launch file-abc", "I don't know the command `launch`"),
+        ("start", "`start` needs a training_file_id"),
+        ("cancel", "`cancel` needs a job_id"),
+        ("pause", "`pause` needs a job_id"),
+        ("resume", "`resume` needs a job_id"),
+        ("subscribe", "`subscribe` needs a job_id"),
+        ("unsubscribe", "`unsubscribe` needs a job_id"),
+        ("start file-abc epochs=lots", "`epochs` must be a whole number from 1 to 50, not `lots`"),
+        ("start file-abc epochs=0", "from 1 to 50"),
+        ("start file-abc epochs=51", "from 1 to 50"),
+        ("start file-abc seed=-1", "`seed` must be a whole number from 0 to 2147483647"),
+        ("start file-abc suffix=" + "x" * 65, "`suffix` must be up to 64 letters"),
+        ("start file-abc suffix=has/slash", "`suffix` must be up to 64 letters"),
+        ("start file-abc learning_rate=2", "`start` has no option `learning_rate`"),
+        ("start file-abc epochs=1 epochs=2", "`epochs` is given twice"),
+        ("start file-abc file-def", "`start` doesn't take `file-def`"),
+        ("status " + "a" * 129, "is not a valid job_id"),
+        ("status ftjob/../../etc", "is not a valid job_id"),
+        ("status <!channel>", "is not a valid job_id"),
+        ("status a b", "`status` doesn't take `b`"),
+        ("list many", "is not a valid n"),
+        ("list 0", "from 1 to 100"),
+        ("list 101", "from 1 to 100"),
+        ("subscriptions all", "`subscriptions` doesn't take `all`"),
+        ("x" * (MAX_COMMAND_LENGTH + 1), "the most I read is 1000"),
+    ],
+)
+def test_bad_input_says_what_was_wrong(text, says):
+    problem = parse(text)
+    assert isinstance(problem, Problem)
+    assert says in problem.message
+
+
+def test_problems_show_usage_of_the_subcommand():
+    problem = parse("start file-abc epochs=lots")
+    assert problem.usage == BY_NAME["start"].usage
+    assert problem.usage.startswith("/finetune start <training_file_id> [model=<name>]")
+
+
+def test_help_lists_every_subcommand_from_the_table():
+    text = format_help().text
+    for spec in SUBCOMMANDS:
+        assert spec.usage in text and spec.summary in text
+
+
+def test_only_changing_commands_are_costly():
+    assert {s.name for s in SUBCOMMANDS if s.costly} == {"start", "cancel", "pause", "resume"}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(max_size=300) | st.lists(
+    st.sampled_from([s.name for s in SUBCOMMANDS] + ["epochs=3", "suffix=a", "x=1", "ftjob-1", "=", "==", "99",
+                                                     "seed=", "model=m", "n", "\u200b", "<@U1>"]),
+    max_size=8).map(" ".join))
+def test_parser_never_raises_and_always_answers(text):
+    result = parse(text)
+    assert isinstance(result, (Command, Problem))
+    if isinstance(result, Problem):
+        assert result.message.strip()
+    else:
+        assert result.name in BY_NAME
+        for value in result.args.values():
+            assert isinstance(value, (int, str)) and value != ""

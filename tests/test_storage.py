@@ -1,0 +1,140 @@
+"""Storage on a real SQLite file: schema, subscriptions, the outbox, and two processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+
+from sqlite_utils import Database
+
+from storage import Store
+from storage.migrations import migrations
+
+EXPECTED_COLUMNS = {
+    "jobs": ["id", "status", "final", "model", "fine_tuned_model", "trained_tokens", "training_file", "suffix",
+             "created_at", "finished_at", "error_code", "error_message", "observed_at", "polled_at"],
+    "subscriptions": ["channel_id", "job_id", "team_id", "user_id", "origin", "created_at", "delivery_error"],
+    "announcements": ["key", "job_id", "channel_id", "outcome", "user_id", "state", "attempts", "created_at",
+                      "next_attempt_at", "lease_until", "claimed_by", "uncertain", "sent_at", "message_ts",
+                      "last_error"],
+    "webhook_deliveries": ["webhook_id", "received_at"],
+}
+
+
+def _job(job_id="ftjob-1", status="running", **extra):
+    return {"id": job_id, "status": status, "model": "m", "created_at": 100, **extra}
+
+
+def test_migrations_build_the_schema(tmp_path):
+    path = tmp_path / "fresh.db"
+    Store(str(path)).close()
+    db = Database(str(path))
+    tables = {t: [c.name for c in db[t].columns] for t in db.table_names() if not t.startswith("_")}
+    assert tables == EXPECTED_COLUMNS
+    assert [m.name for m in migrations.applied(db)] == ["m001_initial"]
+    assert db.journal_mode == "wal"
+    Store(str(path)).close()  # applying again is a no-op
+    assert len(migrations.applied(Database(str(path)))) == 1
+
+
+def test_follow_and_unfollow(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    assert store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+    assert not store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="subscribe")
+    assert store.follow("C2", _job(), final=False, team_id="T", user_id="U2", origin="subscribe")
+    assert [r["job_id"] for r in store.channel_follows("C1")] == ["ftjob-1"]
+    assert [j["id"] for j in store.active_jobs()] == ["ftjob-1"]
+    assert store.unfollow("C1", "ftjob-1") and not store.unfollow("C1", "ftjob-1")
+    assert store.unfollow("C2", "ftjob-1")
+    assert store.active_jobs() == [] and not store.has_active_jobs()
+
+
+def test_an_outcome_is_queued_once_per_channel(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    for channel in ("C1", "C2"):
+        store.follow(channel, _job(), final=False, team_id="T", user_id="U", origin="start")
+    assert store.record_jobs([(_job(status="queued"), None)]) == 0
+    assert store.record_jobs([(_job(status="succeeded", fine_tuned_model="ft:m"), "succeeded")]) == 2
+    assert store.record_jobs([(_job(status="succeeded"), "succeeded")]) == 0
+    assert store.record_jobs([(_job(status="running"), None)]) == 0  # a final job never goes back
+    assert store.job("ftjob-1")["status"] == "succeeded"
+    assert sorted(a["key"] for a in store.announcements()) == ["ftjob-1:C1:succeeded", "ftjob-1:C2:succeeded"]
+
+
+def test_unfollowed_jobs_are_not_recorded(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    assert store.record_jobs([(_job("ftjob-unknown", "succeeded"), "succeeded")]) == 0
+    assert store.job("ftjob-unknown") is None
+
+
+def test_claims_expire_and_are_taken_over_as_uncertain(tmp_path):
+    now = [1000.0]
+    store = Store(str(tmp_path / "s.db"), clock=lambda: now[0])
+    store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+    store.record_jobs([(_job(status="failed"), "failed")])
+    [claimed] = store.claim_announcements("a", limit=10, lease_seconds=30)
+    assert claimed["uncertain"] == 0 and claimed["outcome"] == "failed"
+    assert store.claim_announcements("b", limit=10, lease_seconds=30) == []
+    now[0] += 31  # "a" died holding the claim
+    [taken] = store.claim_announcements("b", limit=10, lease_seconds=30)
+    assert taken["uncertain"] == 1 and taken["claimed_by"] == "b"
+    assert not store.mark_sent(taken["key"], "a", "1.1")  # the dead holder's late answer changes nothing
+    assert store.mark_sent(taken["key"], "b", "1.2")
+    assert store.announcements(state="sent")[0]["message_ts"] == "1.2"
+
+
+def _hammer(path: str, worker: str, jobs: int, out) -> None:
+    store = Store(path)
+    sent = []
+    for i in range(jobs):
+        store.record_jobs([(_job(f"ftjob-{i}", "succeeded"), "succeeded")])
+        for row in store.claim_announcements(worker, limit=5, lease_seconds=300):
+            if store.mark_sent(row["key"], worker, worker):
+                sent.append(row["key"])
+    for row in store.claim_announcements(worker, limit=1000, lease_seconds=300):
+        if store.mark_sent(row["key"], worker, worker):
+            sent.append(row["key"])
+    out.put(sent)
+
+
+def test_two_processes_on_one_database_queue_and_claim_each_announcement_once(tmp_path):
+    path = str(tmp_path / "shared.db")
+    store = Store(path)
+    jobs = 150
+    for i in range(jobs):
+        for channel in ("C1", "C2"):
+            store.follow(channel, _job(f"ftjob-{i}"), final=False, team_id="T", user_id="U", origin="start")
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    workers = [context.Process(target=_hammer, args=(path, f"w{n}", jobs, out)) for n in range(2)]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=60) for _ in workers]
+    for w in workers:
+        w.join(timeout=30)
+        assert w.exitcode == 0  # no "database is locked"
+    sent = results[0] + results[1]
+    assert len(sent) == len(set(sent)) == jobs * 2
+    assert len(store.announcements(state="sent")) == jobs * 2
+
+
+def _open(path: str, out) -> None:
+    try:
+        Store(path).close()
+        out.put("ok")
+    except sqlite3.Error as error:  # pragma: no cover - reported to the test
+        out.put(repr(error))
+
+
+def test_migrations_from_processes_starting_together_do_not_collide(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        path = str(tmp_path / f"race{round_}.db")
+        out = context.Queue()
+        procs = [context.Process(target=_open, args=(path, out)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        assert sorted(out.get(timeout=60) for _ in procs) == ["ok"] * 4
+        for p in procs:
+            p.join(timeout=30)
+        assert len(migrations.applied(Database(path))) == 1
