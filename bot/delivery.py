@@ -39,7 +39,7 @@ class AnnouncementSender:
         self.lease_seconds = lease_seconds
         self.batch = batch
         self.decorate = decorate
-        self._last_post: dict[str, float] = {}
+        self._not_before: dict[str, float] = {}  # per channel: spacing between posts, or Slack's Retry-After
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
@@ -80,9 +80,10 @@ class AnnouncementSender:
     def _deliver(self, row: dict, report: DeliveryReport) -> None:
         key, channel = row["key"], row["channel_id"]
         now = self.clock()
-        spaced = self._last_post.get(channel, 0) + CHANNEL_SPACING
-        if spaced > now:
-            self.store.mark_retry(key, self.worker_id, at=spaced, error="pacing", uncertain=False)
+        not_before = self._not_before.get(channel, 0)
+        if not_before > now:
+            self.store.mark_retry(key, self.worker_id, at=not_before, error="waiting for the channel",
+                                  uncertain=False)
             report.retried += 1
             return
         if row["uncertain"]:
@@ -102,13 +103,13 @@ class AnnouncementSender:
         try:
             ts = self.slack.post(channel, self.decorate(format_announcement(row)), key=key)
         except SlackFailure as failure:
-            self._last_post[channel] = self.clock()
+            self._not_before[channel] = self.clock() + CHANNEL_SPACING
             if failure.permanent:
                 self._fail(row, failure.reason, report)
             else:
                 self._retry(row, failure, report)
             return
-        self._last_post[channel] = self.clock()
+        self._not_before[channel] = self.clock() + CHANNEL_SPACING
         self.store.mark_sent(key, self.worker_id, ts)
         report.sent += 1
         log.info("announced %s in %s", key, channel)
@@ -120,6 +121,7 @@ class AnnouncementSender:
             return
         if failure.retry_after is not None:
             at = self.clock() + failure.retry_after
+            self._not_before[row["channel_id"]] = at
             self.store.defer_channel(row["channel_id"], at)
         else:
             delay = min(MAX_BACKOFF, 2.0 ** min(attempts, 10))

@@ -1,0 +1,83 @@
+"""Settings come from the environment in one place; a missing one stops start-up with one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bot.config import DEFAULT_MODEL, ConfigError, load
+
+SERVE_ENV = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "OPENAI_API_KEY": "sk-1"}
+
+
+def test_defaults():
+    settings = load(SERVE_ENV)
+    assert settings.database_path == "finetune-bot.db"
+    assert settings.poll_interval_seconds == 60
+    assert settings.default_model == DEFAULT_MODEL == "gpt-4.1-mini-2025-04-14"
+    assert settings.port == 3000 and settings.log_level == "INFO"
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert settings.provider_name == "openai"
+
+
+def test_everything_can_be_set():
+    settings = load({**SERVE_ENV, "SLACK_API_URL": "http://127.0.0.1:1/api", "DATABASE_PATH": "/tmp/x.db",
+                     "POLL_INTERVAL_SECONDS": "15", "DEFAULT_MODEL": "gpt-4o-mini-2024-07-18", "PORT": "8080",
+                     "LOG_LEVEL": "debug", "ALLOWED_USER_IDS": "U1, U2", "ALLOWED_CHANNEL_IDS": "C1",
+                     "OPENAI_BASE_URL": "https://res.openai.azure.com/openai/v1/"})
+    assert settings.slack_api_url == "http://127.0.0.1:1/api/"
+    assert (settings.database_path, settings.poll_interval_seconds, settings.port) == ("/tmp/x.db", 15, 8080)
+    assert settings.allowed_user_ids == {"U1", "U2"} and settings.allowed_channel_ids == {"C1"}
+    assert settings.log_level == "DEBUG" and settings.openai_base_url.endswith("/openai/v1/")
+
+
+@pytest.mark.parametrize("missing", sorted(SERVE_ENV))
+def test_missing_required_settings_are_named(missing):
+    env = {k: v for k, v in SERVE_ENV.items() if k != missing}
+    with pytest.raises(ConfigError, match=f"^{missing} is not set"):
+        load(env)
+
+
+def test_azure_needs_its_key_and_version():
+    env = {"SLACK_BOT_TOKEN": "x", "SLACK_SIGNING_SECRET": "s", "AZURE_OPENAI_ENDPOINT": "https://r.azure.com"}
+    with pytest.raises(ConfigError, match="AZURE_OPENAI_API_KEY"):
+        load(env)
+    settings = load({**env, "AZURE_OPENAI_API_KEY": "k", "OPENAI_API_VERSION": "2025-04-01-preview"})
+    assert settings.provider_name == "azure"
+
+
+def test_socket_mode_needs_the_app_token_not_the_signing_secret():
+    with pytest.raises(ConfigError, match="SLACK_APP_TOKEN"):
+        load({"SLACK_BOT_TOKEN": "x", "OPENAI_API_KEY": "k"}, mode="socket")
+    assert load({"SLACK_BOT_TOKEN": "x", "OPENAI_API_KEY": "k", "SLACK_APP_TOKEN": "xapp-1"}, mode="socket")
+
+
+def test_sandbox_and_shell_need_no_provider():
+    assert load({"SLACK_BOT_TOKEN": "x", "SLACK_SIGNING_SECRET": "s"}, sandbox=True)
+    assert load({}, mode="shell")
+
+
+@pytest.mark.parametrize("name, value", [("POLL_INTERVAL_SECONDS", "soon"), ("PORT", "99999"),
+                                         ("LOG_LEVEL", "LOUD")])
+def test_malformed_settings_are_refused(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load({**SERVE_ENV, name: value})
+
+
+def test_secrets_are_not_in_repr():
+    text = repr(load({**SERVE_ENV, "SLACK_BOT_TOKEN": "xoxb-very-secret"}))
+    assert "xoxb-very-secret" not in text and "sk-1" not in text
+
+
+def test_cli_stops_with_one_line_and_a_nonzero_exit(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_"))}
+    result = subprocess.run([sys.executable, "-m", "bot", "serve"], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "finetune-bot: SLACK_BOT_TOKEN is not set: it is the Bot User OAuth Token on your Slack app's "
+        "'OAuth & Permissions' page (xoxb-...)."]
+    assert "Traceback" not in result.stderr

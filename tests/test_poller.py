@@ -1,0 +1,95 @@
+"""The poll cycle: a flat number of provider requests, nothing when idle, and patience when the provider fails."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bot.poller import Poller
+
+
+def _follow(bot, job, channel="C1"):
+    return bot.services.store.follow(channel, job, final=False, team_id="T", user_id="U",
+                                     origin="subscribe")
+
+
+def _requests(provider) -> int:
+    return len(provider.requests_to("/fine_tuning/jobs"))
+
+
+def test_no_active_jobs_no_requests(bot, provider):
+    assert bot.services.poller.run_once().requests == 0
+    done = provider.add_job(status="succeeded")
+    _follow(bot, done)
+    bot.services.store.record_jobs([({**done}, "succeeded")])
+    assert bot.services.poller.run_once().requests == 0
+    assert _requests(provider) == 0
+
+
+@pytest.mark.parametrize("followed", [2, 10, 100, 250])
+def test_poll_cost_stays_flat(bot, provider, followed):
+    jobs = [provider.add_job(status="running") for _ in range(followed)]
+    for _ in range(20):
+        provider.add_job(status="succeeded")  # newer jobs nobody here follows
+    for job in jobs:
+        _follow(bot, job)
+    before = _requests(provider)
+    report = bot.services.poller.run_once()
+    assert report.observed == followed
+    assert report.requests == _requests(provider) - before
+    assert report.requests <= math.ceil(followed / 100) + 2
+
+
+def test_jobs_outside_recent_pages_are_retrieved(bot, provider):
+    old = provider.add_job(status="running")
+    recent = provider.add_job(status="running")
+    for _ in range(250):
+        provider.add_job()  # more newer jobs than the page budget covers
+    _follow(bot, old)
+    _follow(bot, recent)
+    report = bot.services.poller.run_once()
+    assert report.observed == 2
+    assert report.requests == 2 + 2  # two pages, then one retrieve for each job they did not cover
+    assert provider.requests_to(f"/fine_tuning/jobs/{old['id']}", "GET")
+
+
+def test_unknown_and_paused_statuses_keep_being_polled(bot, provider):
+    job = provider.add_job(status="running")
+    _follow(bot, job)
+    for status in ("pausing", "paused", "pending", "created", "some_new_status"):
+        provider.jobs[job["id"]]["status"] = status
+        report = bot.services.poller.run_once()
+        assert report.queued == 0 and report.error is None
+        assert bot.services.store.job(job["id"])["status"] == status
+        assert bot.services.store.job(job["id"])["final"] == 0
+
+
+def test_provider_outage_backs_off_resumes_and_marks_nothing_final(bot, provider, slack):
+    job = provider.add_job(status="running")
+    _follow(bot, job)
+    poller: Poller = bot.services.poller
+    provider.fail("status", status=503, times=100)
+    first = poller.run_once()
+    assert first.error and first.requests == 0
+    skipped = [poller.run_once().skipped for _ in range(1)]
+    assert skipped == [True]
+    second = poller.run_once()
+    assert second.error
+    assert [poller.run_once().skipped for _ in range(2)] == [True, True]  # the wait doubles
+    provider.faults.clear()
+    provider.set_status(job["id"], "succeeded")
+    recovered = poller.run_once()
+    assert recovered.error is None and recovered.queued == 1
+    assert bot.services.store.job(job["id"])["final"] == 1
+
+
+def test_a_404_for_one_job_does_not_stop_the_others(bot, provider):
+    gone = {"id": "ftjob-deleted", "status": "running", "model": "m", "created_at": 1}
+    alive = provider.add_job(status="running")
+    _follow(bot, gone)
+    _follow(bot, alive)
+    provider.set_status(alive["id"], "succeeded")
+    report = bot.services.poller.run_once()
+    assert report.queued == 1 and report.error is None
+    assert bot.services.store.job("ftjob-deleted")["final"] == 0

@@ -1,0 +1,86 @@
+"""`finetune-bot shell`: a scripted session against the sandbox, as a newcomer would run it."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+
+from bot import shell
+
+
+def _run(script: str, tmp_path, timeout: float = 60, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_", "DATABASE"))}
+    return subprocess.run([sys.executable, "-m", "bot", "shell", "--timeout", str(timeout)], input=script,
+                          env={**clean, "SANDBOX_PACE_SECONDS": "0.2", **env}, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=timeout + 30)
+
+
+def test_piped_start_ends_with_the_success_announcement(tmp_path):
+    result = _run("/finetune start file-sample suffix=demo\n", tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "SANDBOX" in out and "no money spent" in out and "file-sample" in out
+    assert "Started fine-tuning job" in out
+    job_id = re.search(r"ftjob-[0-9a-f]+", out)[0]
+    assert "FINE-TUNING JOB SUCCEEDED" in out
+    model = re.search(r"```(ft:gpt-4\.1-mini-2025-04-14:sandbox:demo:[0-9a-f]+)```", out)
+    assert model, out
+    assert out.index("Started fine-tuning job") < out.index("FINE-TUNING JOB SUCCEEDED")
+    assert out.count("FINE-TUNING JOB SUCCEEDED") == 1 and job_id in out.split("SUCCEEDED")[1]
+    assert "[#general] finetune-bot posted:" in out
+    assert "Sandbox provider" in out
+    assert not list(tmp_path.iterdir())  # the sandbox's database was temporary
+
+
+def test_failure_announcement_and_channels(tmp_path):
+    script = "\n".join([
+        "/finetune help",
+        "/finetune start file-invalid",
+        "/channel ml-team",
+        "/finetune subscriptions",
+        "/finetune status",
+        "/finetune bogus",
+    ]) + "\n"
+    result = _run(script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "/finetune start <training_file_id>" in out
+    assert "FINE-TUNING JOB FAILED" in out and "invalid training file" in out
+    assert "Now in #ml-team." in out
+    assert "This channel doesn't follow any fine-tuning jobs" in out  # #ml-team follows nothing
+    assert "I don't know the command `bogus`" in out
+    assert "[#general] finetune-bot posted:" in out  # the announcement went where the job was started
+
+
+def test_timeout_says_which_jobs_were_still_running(tmp_path):
+    result = _run("/finetune start file-sample\n", tmp_path, timeout=0.5, SANDBOX_PACE_SECONDS="30")
+    assert result.returncode == 1
+    assert re.search(r"Timed out after 0\.5s; still running: ftjob-", result.stdout)
+
+
+def test_render_turns_block_kit_into_text():
+    message = {"blocks": [
+        {"type": "header", "text": {"type": "plain_text", "text": ":x: Failed"}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "At <!date^0^{date}|1970-01-01 00:00 UTC> &lt;x&gt;"}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": "*Job*\n`j`"}]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": "in <#C1>"}]},
+    ]}
+    assert shell.render(message, {"C1": "general"}).splitlines() == [
+        "❌ FAILED", "At 1970-01-01 00:00 UTC <x>", "Job: `j`", "  in #general"]
+
+
+def test_shell_uses_a_configured_provider_and_says_it_is_real(provider, tmp_path):
+    out = io.StringIO()
+    session = shell.Shell({"OPENAI_API_KEY": "sk-test-1234567890abcdef", "OPENAI_BASE_URL": provider.url + "/v1",
+                           "DATABASE_PATH": str(tmp_path / "real.db")}, out)
+    try:
+        assert session.sandbox is None
+        assert "REAL jobs, billed" in session.banner()
+        session.handle("/finetune list")
+        assert provider.requests_to("/fine_tuning/jobs", "GET")
+        assert "No fine-tuning jobs yet" in out.getvalue()
+    finally:
+        session.close()

@@ -1,0 +1,81 @@
+"""POST /openai/webhook: verified with the SDK, deduplicated, announced through the same outbox as the poller."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from bot.sandbox.provider import sign_webhook
+from tests.conftest import WEBHOOK_SECRET, Server, wait_for
+
+
+def _event(job_id: str, kind: str = "succeeded") -> str:
+    return json.dumps({"id": f"evt_{job_id}", "object": "event", "created_at": int(time.time()),
+                       "type": f"fine_tuning.job.{kind}", "data": {"id": job_id}})
+
+
+def _followed_job(bot, provider, channel="C1"):
+    job = provider.add_job(status="running")
+    bot.services.store.follow(channel, job, final=False, team_id="T", user_id="U", origin="start")
+    return job
+
+
+def test_a_signed_webhook_announces_at_once(server, bot, provider, slack):
+    job = _followed_job(bot, provider)
+    provider.set_status(job["id"], "succeeded")
+    body = _event(job["id"])
+    status, _ = server.post("/openai/webhook", body, sign_webhook(body, WEBHOOK_SECRET))
+    assert status == 200
+    [post] = wait_for(lambda: slack.messages_in("C1"))
+    assert job["id"] in post["text"] and "ft:" in post["text"]
+
+
+def test_bad_or_stale_signatures_change_nothing(server, bot, provider, slack):
+    job = _followed_job(bot, provider)
+    provider.set_status(job["id"], "succeeded")
+    body = _event(job["id"])
+    forged = sign_webhook(body, "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB")
+    stale = sign_webhook(body, WEBHOOK_SECRET, timestamp=int(time.time()) - 3600)
+    tampered = sign_webhook(body, WEBHOOK_SECRET)
+    for headers, payload in ((forged, body), (stale, body), (tampered, body.replace("succeeded", "failed")),
+                             ({"content-type": "application/json"}, body)):
+        status, _ = server.post("/openai/webhook", payload, headers)
+        assert status == 400
+    assert provider.requests_to(f"/fine_tuning/jobs/{job['id']}") == []
+    assert bot.services.store.announcements() == []
+
+
+def test_redelivery_and_poll_after_webhook_announce_once(server, bot, provider, slack):
+    job = _followed_job(bot, provider)
+    provider.set_status(job["id"], "succeeded")
+    body = _event(job["id"])
+    headers = sign_webhook(body, WEBHOOK_SECRET, webhook_id="wh_same")
+    assert server.post("/openai/webhook", body, headers)[0] == 200
+    assert server.post("/openai/webhook", body, headers)[0] == 200  # delivered at least once
+    other_id = sign_webhook(body, WEBHOOK_SECRET, webhook_id="wh_other")
+    assert server.post("/openai/webhook", body, other_id)[0] == 200
+    bot.services.poller.run_once()
+    assert wait_for(lambda: slack.messages_in("C1"))
+    bot.services.sender.deliver_due()
+    assert len(slack.messages_in("C1")) == 1
+    assert len(provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET")) == 2  # the redelivery asked nothing
+
+
+def test_webhook_when_the_provider_cannot_answer_asks_for_redelivery(server, bot, provider, slack):
+    job = _followed_job(bot, provider)
+    provider.set_status(job["id"], "succeeded")
+    body = _event(job["id"])
+    headers = sign_webhook(body, WEBHOOK_SECRET)
+    provider.fail("status", status=500, times=2)
+    assert server.post("/openai/webhook", body, headers)[0] == 503
+    assert server.post("/openai/webhook", body, headers)[0] == 200
+    assert wait_for(lambda: slack.messages_in("C1"))
+
+
+def test_webhook_endpoint_is_off_without_a_secret(make_bot):
+    bot = make_bot(openai_webhook_secret=None)
+    server = Server(bot)
+    try:
+        assert server.post("/openai/webhook", "{}", {"content-type": "application/json"})[0] == 404
+    finally:
+        server.close()
