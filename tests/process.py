@@ -1,0 +1,70 @@
+"""Running `finetune-bot serve` as a real process for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+
+class ServeProcess:
+    """`python -m bot serve` on a free port, its log collected; `url` once it answers /healthz."""
+
+    def __init__(self, env: dict[str, str], *, args: tuple[str, ...] = (), cwd: str | None = None):
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_"))}
+        self.env = {**base, "PORT": "0", **env}
+        self.log: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "bot", "serve", *args], env=self.env, cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._port = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._port.wait(30):
+            self.kill()
+            raise RuntimeError("finetune-bot serve did not start:\n" + "".join(self.log))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.log.append(line)
+            found = re.search(r"serving on [^:]+:(\d+)", line)
+            if found:
+                self.port = int(found[1])
+                self._port.set()
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def terminate(self, timeout: float = 20) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def memory_kb(self) -> int:
+        """Peak resident memory (VmHWM) of the process."""
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

@@ -1,0 +1,73 @@
+"""`finetune-bot serve` as a real process over HTTP: the scheduler, SIGTERM, and SIGKILL with a restart."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.slack import signed_headers, slash_command_body
+from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
+from tests.process import ServeProcess, wait_until
+
+
+def _env(tmp_path, slack, provider) -> dict:
+    return {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
+            "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1",
+            "DATABASE_PATH": str(tmp_path / "serve.db"), "POLL_INTERVAL_SECONDS": "0.2"}
+
+
+def _command(proc: ServeProcess, text: str, response_url: str, channel: str = "C0GENERAL") -> int:
+    body = slash_command_body(text, channel_id=channel, response_url=response_url)
+    request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
+                                     headers=signed_headers(body, SIGNING_SECRET), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status
+
+
+def test_serve_end_to_end_and_sigterm(tmp_path, slack, provider):
+    proc = ServeProcess(_env(tmp_path, slack, provider))
+    try:
+        assert proc.healthy()
+        assert _command(proc, f"start {SAMPLE_FILE_ID}", slack.response_url("start")) == 200
+        reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/start")])
+        [job_id] = list(provider.jobs)
+        assert job_id in reply[0]["text"]
+        provider.set_status(job_id, "succeeded")
+        posted = wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        assert posted and provider.jobs[job_id]["fine_tuned_model"] in posted[0]["text"]
+        assert proc.terminate() == 0
+        log = "".join(proc.log)
+        assert "received SIGTERM; stopping" in log and "Traceback" not in log
+    finally:
+        if proc.proc.poll() is None:
+            proc.kill()
+    assert len(slack.messages_in("C0GENERAL")) == 1
+
+
+def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, provider):
+    job = provider.add_job(status="running")
+    env = _env(tmp_path, slack, provider)
+    first = ServeProcess(env)
+    try:
+        assert _command(first, f"subscribe {job['id']}", slack.response_url("sub")) == 200
+        assert wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sub")])
+    finally:
+        first.kill()  # SIGKILL: no chance to clean up
+    provider.set_status(job["id"], "succeeded")
+    second = ServeProcess(env)
+    try:
+        assert wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        assert second.terminate() == 0
+    finally:
+        if second.proc.poll() is None:
+            second.kill()
+    third = ServeProcess(env)  # and once more: nothing is announced twice
+    try:
+        wait_until(lambda: len(provider.received) > 1000, timeout=1.0)  # let it run a few cycles
+        assert third.terminate() == 0
+    finally:
+        if third.proc.poll() is None:
+            third.kill()
+    assert len(slack.messages_in("C0GENERAL")) == 1
+    assert json.dumps(slack.messages_in("C0GENERAL")[0]["metadata"]).count(job["id"]) == 1
