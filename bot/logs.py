@@ -7,7 +7,9 @@ import re
 from collections.abc import Iterable
 
 # Token shapes that must never be logged even when we were not told the value (Slack and OpenAI-style keys).
-_TOKEN_SHAPES = re.compile(r"\b(xox[abpre]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,}|sk-[A-Za-z0-9_-]{12,}|whsec_[A-Za-z0-9+/=]{8,})")
+_TOKEN_SHAPES = re.compile(
+    r"\b(xox[abpre]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,}|sk-[A-Za-z0-9_-]{12,}|whsec_[A-Za-z0-9+/=]{8,})"
+)
 
 
 class RedactSecrets(logging.Filter):

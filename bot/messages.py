@@ -245,7 +245,8 @@ def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = ()) -> M
         head = f"{status_label(job.status)}  Job {code(job.id)} has already finished, so there is nothing to wait for."
     elif new:
         text = f"This channel now follows job {job.id} ({job.status}); I'll post here when it finishes."
-        head = f":bell: This channel now follows {code(job.id)} ({escape(job.status)}). I'll post here when it finishes."
+        head = (f":bell: This channel now follows {code(job.id)} ({escape(job.status)}). "
+                "I'll post here when it finishes.")
     else:
         text = f"This channel already follows job {job.id} ({job.status})."
         head = f":bell: This channel already follows {code(job.id)} ({escape(job.status)})."

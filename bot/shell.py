@@ -160,7 +160,8 @@ class Shell:
         if response.status != 200:
             self.say(f"(Slack would show an error: the app answered HTTP {response.status})")
         elif response.body:
-            self.say(f"[#{self.channel}] finetune-bot (only you can see this):\n{self._indent(json.loads(response.body))}")
+            ack = json.loads(response.body)
+            self.say(f"[#{self.channel}] finetune-bot (only you can see this):\n{self._indent(ack)}")
         else:
             self.expected_replies += 1
             self.wait_for_replies(REPLY_WAIT)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import socket
 import urllib.error
 
 from slack_sdk import WebClient
@@ -95,7 +94,7 @@ class SlackGateway:
             if status >= 500:
                 raise SlackFailure(f"http_{status}", permanent=False) from None
             raise SlackFailure(error, permanent=error in PERMANENT_ERRORS) from None
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise SlackFailure(f"timeout ({type(exc).__name__})", permanent=False, ambiguous=True) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             # A request that was sent and then lost its answer (or got one we cannot read) may have been carried out.

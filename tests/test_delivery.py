@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
+from slack_sdk import WebClient
 
 from bot.delivery import AnnouncementSender
 from bot.slack import SlackGateway
-from slack_sdk import WebClient
 from storage import Store
 from tests.conftest import BOT_TOKEN
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bot.commands import Problem
 from bot.messages import (
     MAX_BLOCKS,
     MAX_SECTION,
@@ -18,7 +19,6 @@ from bot.messages import (
     format_provider_error,
     format_started,
 )
-from bot.commands import Problem
 from bot.provider import Job, JobEvent, ProviderError
 
 HOSTILE = ["<!channel>", "<!here>", "<@U123ADMIN>", "<https://evil.example|click me>", "<#C0SECRET>",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.sandbox.provider import SAMPLE_FILE_ID
-from tests.conftest import SIGNING_SECRET, ask, everything_said, reply_to, wait_for
+from tests.conftest import SIGNING_SECRET, ask, everything_said, wait_for
 
 
 def test_start_status_succeed_announce_once(server, slack, provider, bot):
