@@ -44,9 +44,7 @@ class Services:
     sender: AnnouncementSender
     webhooks: WebhookReceiver
     background: ThreadPoolExecutor
-
-    def decorate(self, message: Message) -> Message:
-        return message.as_sandbox() if self.settings.sandbox else message
+    decorate: Callable[[Message], Message]
 
     def reply(self, message: Message) -> dict:
         return reply_kwargs(self.decorate(message))
@@ -89,8 +87,12 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
     )
     slack = SlackGateway(slack_client)
     worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(store):x}"
+
+    def decorate(message: Message) -> Message:
+        return message.as_sandbox() if settings.sandbox else message
+
     sender = AnnouncementSender(store, slack, worker_id=worker_id, clock=clock,
-                                decorate=lambda m: m.as_sandbox() if settings.sandbox else m)
+                                lease_seconds=settings.delivery_lease_seconds, decorate=decorate)
     poller = Poller(provider, store, on_queued=sender.kick)
     jobs = JobService(provider, store, slack, default_model=settings.default_model,
                       allowed_users=settings.allowed_user_ids, allowed_channels=settings.allowed_channel_ids,
@@ -99,13 +101,17 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
         settings=settings, store=store, provider=provider, slack=slack, jobs=jobs, poller=poller, sender=sender,
         webhooks=WebhookReceiver(provider, store, on_queued=sender.kick),
         background=ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work"),
+        decorate=decorate,
     )
+    bolt_log = logging.getLogger("finetune_bot.bolt")
+    # Bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass wins; that is what we want.
+    bolt_log.addFilter(lambda record: "`token` will be unused" not in record.getMessage())
     app = App(
         client=slack_client,
         signing_secret=settings.slack_signing_secret or "unused-in-socket-mode",
         token_verification_enabled=False,  # no auth.test at construction: start-up never waits on Slack
         process_before_response=False,
-        logger=logging.getLogger("finetune_bot.bolt"),
+        logger=bolt_log,
     )
     handlers.register(app, services)
     scheduler = BackgroundScheduler(timezone=timezone.utc)

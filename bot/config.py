@@ -35,6 +35,7 @@ class Settings:
     allowed_user_ids: frozenset[str] = frozenset()
     allowed_channel_ids: frozenset[str] = frozenset()
     provider_timeout_seconds: float = 20.0
+    delivery_lease_seconds: float = 60.0
     sandbox: bool = False
     sandbox_pace_seconds: float = 2.0
 
@@ -143,6 +144,7 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         allowed_user_ids=_ids(env, "ALLOWED_USER_IDS"),
         allowed_channel_ids=_ids(env, "ALLOWED_CHANNEL_IDS"),
         provider_timeout_seconds=_number(env, "PROVIDER_TIMEOUT_SECONDS", 20.0, float, 0.1, 600),
+        delivery_lease_seconds=_number(env, "DELIVERY_LEASE_SECONDS", 60.0, float, 1, 3600),
         sandbox=sandbox,
         sandbox_pace_seconds=_number(env, "SANDBOX_PACE_SECONDS", 2.0, float, 0.01, 3600),
     )

@@ -82,8 +82,7 @@ class AnnouncementSender:
         now = self.clock()
         not_before = self._not_before.get(channel, 0)
         if not_before > now:
-            self.store.mark_retry(key, self.worker_id, at=not_before, error="waiting for the channel",
-                                  uncertain=False)
+            self.store.release(key, self.worker_id, at=not_before)
             report.retried += 1
             return
         if row["uncertain"]:

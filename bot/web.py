@@ -87,7 +87,8 @@ def serve(bot: Bot, *, host: str = "0.0.0.0", port: int | None = None,
     signal.signal(signal.SIGINT, on_signal)
     bot.start_background()
     actual_port = server.effective_port
-    log.info("finetune-bot serving on %s:%s (provider: %s)", host, actual_port, bot.settings.provider_name)
+    # Always said, whatever LOG_LEVEL: it is how a person (and a supervisor) knows the bot is up, and where.
+    print(f"finetune-bot serving on {host}:{actual_port} (provider: {bot.settings.provider_name})", flush=True)
     if ready:
         ready(actual_port)
     try:

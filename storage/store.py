@@ -247,6 +247,11 @@ class Store:
             (at, error, int(uncertain)),
         )
 
+    def release(self, key: str, worker: str, *, at: float) -> bool:
+        """Hand back a claim that was not attempted (the channel must wait), so it does not count as a try."""
+        return self._finish_claim(key, worker, "state = 'pending', next_attempt_at = ?, attempts = attempts - 1",
+                                  (at,))
+
     def mark_failed(self, key: str, worker: str, reason: str) -> bool:
         """Give up on an announcement Slack refused for good, and note why on the subscription."""
         with self._immediate() as db:

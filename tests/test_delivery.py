@@ -142,3 +142,17 @@ def test_connection_refused_is_retried(store, clock, slack):
     sender = AnnouncementSender(store, SlackGateway(client), worker_id="w", clock=clock)
     assert sender.deliver_due().retried == 1
     assert store.announcements(state="pending")[0]["last_error"].startswith("connection error")
+
+
+def test_one_post_a_second_per_channel_without_spending_attempts(store, slack, clock):
+    for n in range(3):
+        _finish(store, f"ftjob-{n}")
+    sender = _sender(store, slack, clock)
+    assert sender.deliver_due().sent == 1
+    assert [a["attempts"] for a in store.announcements(state="pending")] == [0, 0]
+    assert sender.deliver_due().sent == 0
+    clock.now += 1.0
+    assert sender.deliver_due().sent == 1
+    clock.now += 1.0
+    assert sender.deliver_due().sent == 1
+    assert len(slack.posted) == 3

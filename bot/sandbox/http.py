@@ -80,7 +80,7 @@ class StandInServer:
 
     def start(self) -> StandInServer:
         handler = _make_handler(self)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=type(self).__name__, daemon=True)
@@ -132,6 +132,11 @@ class StandInServer:
             return [
                 r for r in self.received if path_part in r.path and (method is None or r.method == method)
             ]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - the stdlib's signature
+        """A client that hung up (a timeout, a test's dropped connection) is not worth a traceback."""
 
 
 def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
