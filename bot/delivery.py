@@ -65,7 +65,14 @@ class AnnouncementSender:
 
     def kick(self) -> None:
         """Deliver now, in the background (an outcome was just queued)."""
-        threading.Thread(target=self.deliver_due, name="deliver-now", daemon=True).start()
+        threading.Thread(target=self._deliver_now, name="deliver-now", daemon=True).start()
+
+    def _deliver_now(self) -> None:
+        try:
+            self.deliver_due()
+        except Exception:  # noqa: BLE001 - a thread's last stop; the scheduled delivery retries what this left
+            if not self._stopping.is_set():
+                log.exception("delivering just-queued announcements failed; the next scheduled run retries")
 
     def stop(self) -> None:
         self._stopping.set()

@@ -182,3 +182,23 @@ def test_health_and_unknown_paths(server):
     assert server.get("/healthz") == (200, b'{"ok": true}')
     assert server.get("/nope")[0] == 404
     assert server.get("/slack/events")[0] == 405
+
+
+def test_ack_comes_before_the_slow_provider_work(server, slack, provider):
+    provider.fail("delay", delay=1.5, match="/fine_tuning/jobs")
+    status, ack = server.command(f"start {SAMPLE_FILE_ID}", response_url=slack.response_url("slow"))
+    assert status == 200 and ack == {}
+    assert slack.responses == [] and provider.jobs == {}  # answered while the provider was still working
+    assert wait_for(lambda: slack.responses, timeout=10)
+    assert list(provider.jobs)[0] in slack.responses[0]["text"]
+
+
+def test_unexpected_errors_get_an_apology_with_an_id(server, slack, bot, caplog):
+    import sqlite3
+
+    with sqlite3.connect(bot.settings.database_path) as db:  # a database broken behind the bot's back
+        db.execute("DROP TABLE subscriptions")
+    reply = ask(server, slack, "subscriptions")
+    assert "Sorry, something went wrong on my side" in reply["text"]
+    error_id = reply["text"].rsplit(" ", 1)[-1]
+    assert error_id in caplog.text

@@ -1,0 +1,238 @@
+"""finetune-bot's performance figures, measured on this machine against `finetune-bot serve` and loopback stand-ins.
+
+    python bench/run.py            # every figure, one `name: value` a line (about a minute and a half)
+
+1. ack latency under load: 300 signed slash commands from 20 concurrent senders, every provider call slowed 0.5 s;
+2. poll cost: provider requests per poll cycle with 0, 10, 100 and 1,000 followed jobs still running, beside what
+   one `retrieve` per job (the naive design) costs;
+3. announcement latency: job final at the provider -> message posted, through polling and through webhooks;
+4. memory: peak resident memory of the serve process tree with 1,000 followed jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox  # noqa: E402
+from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body  # noqa: E402
+from storage import Store  # noqa: E402
+from tests.process import ServeProcess, wait_until  # noqa: E402
+
+TOKEN = "xoxb-bench-token"
+SECRET = "bench-signing-secret"
+WEBHOOK_SECRET = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQta2V5LTEyMzQ1"
+
+
+def say(name: str, value) -> None:
+    print(f"{name}: {value}", flush=True)
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def env_for(db: str, slack: SlackStandIn, provider: FineTuningSandbox, **extra) -> dict:
+    return {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.api_url,
+            "OPENAI_API_KEY": "sk-bench-key-0000000000", "OPENAI_BASE_URL": provider.url + "/v1",
+            "DATABASE_PATH": db, "LOG_LEVEL": "WARNING", **extra}
+
+
+def follow(db: str, jobs: list[dict], channel: str = "C0BENCH") -> None:
+    store = Store(db)
+    for job in jobs:
+        store.follow(channel, job, final=False, team_id="T", user_id="U0BENCH", origin="subscribe")
+    store.close()
+
+
+def bench_ack(workdir: str, commands: int, senders: int) -> None:
+    with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+        running = [provider.add_job(status="running") for _ in range(5)]
+        provider.latency = 0.5
+        proc = ServeProcess(env_for(os.path.join(workdir, "ack.db"), slack, provider, POLL_INTERVAL_SECONDS="3600"))
+        try:
+            texts = [f"start {SAMPLE_FILE_ID}", "list 5", f"status {running[0]['id']}",
+                     f"subscribe {running[1]['id']}", "subscriptions", f"status {running[2]['id']}"]
+            latencies: list[float] = []
+            lock = threading.Lock()
+
+            def send(n: int) -> None:
+                body = slash_command_body(texts[n % len(texts)], channel_id=f"C0LOAD{n % 7}",
+                                          response_url=slack.response_url(f"load{n}"))
+                request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
+                                                 headers=signed_headers(body, SECRET), method="POST")
+                started = time.perf_counter()
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    response.read()
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+
+            with ThreadPoolExecutor(senders) as pool:
+                list(pool.map(send, range(commands)))
+            answered = wait_until(lambda: len({r["url"] for r in slack.responses}) >= commands, timeout=120,
+                                  interval=0.1)
+            got = len({r["url"] for r in slack.responses})
+            say("ack_commands", commands)
+            say("ack_concurrent_senders", senders)
+            say("ack_provider_delay_s", 0.5)
+            say("ack_p50_ms", f"{percentile(latencies, 50) * 1000:.1f}")
+            say("ack_p99_ms", f"{percentile(latencies, 99) * 1000:.1f}")
+            say("ack_max_ms", f"{max(latencies) * 1000:.1f}")
+            say("ack_over_3s", sum(1 for x in latencies if x > 3))
+            say("ack_results_lost", commands - got if not answered else 0)
+        finally:
+            proc.terminate()
+
+
+def bursts(times: list[float], gap: float) -> list[int]:
+    """Request counts per poll cycle: requests closer together than `gap` belong to one cycle."""
+    counts: list[int] = []
+    last = None
+    for t in sorted(times):
+        if last is None or t - last > gap:
+            counts.append(0)
+        counts[-1] += 1
+        last = t
+    return counts
+
+
+def bench_poll_cost(workdir: str, sizes: list[int]) -> None:
+    for n in [0, *sizes]:
+        with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+            jobs = [provider.add_job(status="running") for _ in range(n)]
+            for _ in range(20):
+                provider.add_job(status="succeeded")  # the organization's other, newer jobs
+            db = os.path.join(workdir, f"poll{n}.db")
+            follow(db, jobs)
+            interval = 1.5
+            proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)))
+            try:
+                time.sleep(interval * 3.5)
+            finally:
+                proc.terminate()
+            times = [r.at for r in provider.requests_to("/fine_tuning/jobs")]
+            cycles = bursts(times, gap=interval / 2)
+            per_cycle = max(cycles) if cycles else 0
+            label = f"poll_requests_per_cycle_n{n}" if n else "poll_requests_per_cycle_none_active"
+            say(label, per_cycle)
+            if n:
+                say(f"poll_naive_requests_per_cycle_n{n}", n)
+                say(f"poll_ratio_naive_over_ours_n{n}", f"{n / max(per_cycle, 1):.1f}")
+                say(f"poll_target_n{n}", -(-n // 100) + 2)
+
+
+def bench_announce(workdir: str, jobs: int) -> None:
+    # Through polling.
+    with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+        interval = 2.0
+        made = [provider.add_job(status="running") for _ in range(jobs)]
+        db = os.path.join(workdir, "announce-poll.db")
+        for n, job in enumerate(made):
+            follow(db, [job], channel=f"C0POLL{n}")
+        proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)))
+        try:
+            finished_at = {}
+            for job in made:
+                time.sleep(interval * 3 / jobs)  # outcomes spread over three poll intervals
+                provider.set_status(job["id"], "succeeded")
+                finished_at[job["id"]] = time.time()
+            wait_until(lambda: len(slack.posted) >= jobs, timeout=30)
+        finally:
+            proc.terminate()
+        latencies = [p["at"] - finished_at[made[int(p["channel"][6:])]["id"]] for p in slack.posted]
+        say("announce_poll_interval_s", interval)
+        say("announce_poll_jobs", jobs)
+        say("announce_poll_p50_s", f"{percentile(latencies, 50):.2f}")
+        say("announce_poll_max_s", f"{max(latencies):.2f}")
+        say("announce_poll_target_s", f"{interval + 1:.2f}")
+    # Through webhooks (polling set to an hour, so only the webhook can be the path).
+    with FineTuningSandbox(webhook_secret=WEBHOOK_SECRET) as provider, SlackStandIn(token=TOKEN) as slack:
+        made = [provider.add_job(status="running") for _ in range(jobs)]
+        db = os.path.join(workdir, "announce-hook.db")
+        for n, job in enumerate(made):
+            follow(db, [job], channel=f"C0HOOK{n}")
+        proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS="3600",
+                                    OPENAI_WEBHOOK_SECRET=WEBHOOK_SECRET))
+        try:
+            wait_until(lambda: provider.requests_to("/fine_tuning/jobs"), timeout=10)  # the start-up poll is done
+            time.sleep(0.5)
+            provider.webhook_url = proc.url + "/openai/webhook"
+            finished_at = {}
+            for job in made:
+                provider.set_status(job["id"], "succeeded")
+                finished_at[job["id"]] = time.time()
+                time.sleep(0.05)
+            wait_until(lambda: len(slack.posted) >= jobs, timeout=30)
+        finally:
+            proc.terminate()
+        latencies = [p["at"] - finished_at[made[int(p["channel"][6:])]["id"]] for p in slack.posted]
+        say("announce_webhook_jobs", jobs)
+        say("announce_webhook_delivered", len(slack.posted))
+        say("announce_webhook_p50_s", f"{percentile(latencies, 50):.3f}")
+        say("announce_webhook_p99_s", f"{percentile(latencies, 99):.3f}")
+
+
+def bench_memory(workdir: str, n: int) -> None:
+    with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+        jobs = [provider.add_job(status="running") for _ in range(n)]
+        db = os.path.join(workdir, "memory.db")
+        follow(db, jobs)
+        proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS="1"))
+        try:
+            time.sleep(3.5)  # a few full poll cycles over all of them
+            for job in jobs[: n // 2]:
+                provider.set_status(job["id"], "succeeded")
+            wait_until(lambda: len(slack.posted) >= 1, timeout=10)
+            time.sleep(2)
+            peak_kb = tree_peak_kb(proc.proc.pid)
+        finally:
+            proc.terminate()
+        say("memory_followed_jobs", n)
+        say("memory_peak_rss_mb", f"{peak_kb / 1024:.1f}")
+
+
+def tree_peak_kb(pid: int) -> int:
+    """Peak resident memory (VmHWM) summed over a process and all its descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            with open(f"/proc/{current}/status") as status:
+                total += next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+            with open(f"/proc/{current}/task/{current}/children") as children:
+                stack += [int(c) for c in children.read().split()]
+        except (OSError, StopIteration):
+            continue
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory"], action="append")
+    parser.add_argument("--commands", type=int, default=300)
+    parser.add_argument("--senders", type=int, default=20)
+    args = parser.parse_args()
+    chosen = set(args.only or ["ack", "poll", "announce", "memory"])
+    say("machine_cores", os.cpu_count())
+    with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:
+        if "ack" in chosen:
+            bench_ack(workdir, args.commands, args.senders)
+        if "poll" in chosen:
+            bench_poll_cost(workdir, [10, 100, 1000])
+        if "announce" in chosen:
+            bench_announce(workdir, 50)
+        if "memory" in chosen:
+            bench_memory(workdir, 1000)
+
+
+if __name__ == "__main__":
+    main()
