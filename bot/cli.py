@@ -63,15 +63,29 @@ def main(argv: list[str] | None = None) -> int:
     return _socket(bot)
 
 
+class _Stop(Exception):
+    """SIGTERM or SIGINT arrived."""
+
+
 def _socket(bot) -> int:
+    import signal
+
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
+    def on_signal(signum, frame):  # noqa: ANN001 - signal's signature
+        raise _Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     handler = SocketModeHandler(bot.app, bot.settings.slack_app_token)
     bot.start_background()
     try:
-        handler.start()
-    except KeyboardInterrupt:
-        pass
+        handler.connect()
+        print(f"finetune-bot connected over Socket Mode (provider: {bot.settings.provider_name})", flush=True)
+        signal.pause()
+    except _Stop as stop:
+        log.info("received %s; stopping", stop)
     finally:
+        handler.close()
         bot.stop()
     return 0

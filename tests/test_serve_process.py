@@ -71,3 +71,22 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
             third.kill()
     assert len(slack.messages_in("C0GENERAL")) == 1
     assert json.dumps(slack.messages_in("C0GENERAL")[0]["metadata"]).count(job["id"]) == 1
+
+
+def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
+    env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
+           "DATABASE_PATH": str(tmp_path / "sandbox.db"), "POLL_INTERVAL_SECONDS": "0.2",
+           "SANDBOX_PACE_SECONDS": "0.1"}
+    proc = ServeProcess(env, args=("--sandbox",))
+    try:
+        assert "(provider: sandbox)" in "".join(proc.log)
+        assert _command(proc, f"start {SAMPLE_FILE_ID}", slack.response_url("sb")) == 200
+        reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sb")])
+        assert reply[0]["text"].startswith("[sandbox] Started fine-tuning job")
+        posted = wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        assert posted[0]["text"].startswith("[sandbox] Fine-tuning job") and "ft:" in posted[0]["text"]
+        assert "Sandbox provider" in json.dumps(posted[0]["blocks"])
+        assert proc.terminate() == 0
+    finally:
+        if proc.proc.poll() is None:
+            proc.kill()

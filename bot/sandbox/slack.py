@@ -25,6 +25,8 @@ class SlackStandIn(StandInServer):
     def __init__(self, *, token: str | None = None, history_scope: bool = True) -> None:
         super().__init__()
         self.token = token
+        self.app_token: str | None = None  # apps.connections.open answers only to this one
+        self.socket_mode_url: str | None = None
         self.history_scope = history_scope
         self.posted: list[dict] = []
         self.responses: list[dict] = []
@@ -63,6 +65,10 @@ class SlackStandIn(StandInServer):
             return 200, {"content-type": "text/plain"}, b"ok"
         method = request.path.removeprefix("/api/")
         auth = request.headers.get("authorization", "")
+        if method == "apps.connections.open":
+            if self.socket_mode_url and auth == f"Bearer {self.app_token}":
+                return json_answer(200, {"ok": True, "url": self.socket_mode_url})
+            return json_answer(200, {"ok": False, "error": "invalid_auth"})
         if self.token is not None and auth != f"Bearer {self.token}":
             return json_answer(200, {"ok": False, "error": "invalid_auth"})
         params = request.params()
