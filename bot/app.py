@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from slack_bolt import App
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
 import handlers
@@ -106,10 +107,16 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
     bolt_log = logging.getLogger("finetune_bot.bolt")
     # Bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass wins; that is what we want.
     bolt_log.addFilter(lambda record: "`token` will be unused" not in record.getMessage())
+
+    def authorize(enterprise_id, team_id):  # noqa: ANN001 - Bolt passes these by name
+        """One workspace, one bot token: no auth.test round trip, and no OAuth even if SLACK_CLIENT_ID is set."""
+        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=settings.slack_bot_token)
+
     app = App(
         client=slack_client,
+        authorize=authorize,
         signing_secret=settings.slack_signing_secret or "unused-in-socket-mode",
-        token_verification_enabled=False,  # no auth.test at construction: start-up never waits on Slack
+        token_verification_enabled=False,  # start-up never waits on Slack
         process_before_response=False,
         logger=bolt_log,
     )

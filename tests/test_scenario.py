@@ -202,3 +202,30 @@ def test_unexpected_errors_get_an_apology_with_an_id(server, slack, bot, caplog)
     assert "Sorry, something went wrong on my side" in reply["text"]
     error_id = reply["text"].rsplit(" ", 1)[-1]
     assert error_id in caplog.text
+
+
+def test_oauth_variables_in_the_environment_do_not_switch_bolt_to_oauth(monkeypatch, make_bot, slack, provider):
+    from tests.conftest import Server
+
+    monkeypatch.setenv("SLACK_CLIENT_ID", "111.222")
+    monkeypatch.setenv("SLACK_CLIENT_SECRET", "client-secret")
+    server = Server(make_bot())
+    try:
+        job = provider.add_job(status="running")
+        assert "now follows" in ask(server, slack, f"subscribe {job['id']}")["text"]
+        assert slack.requests_to("auth.test") == []
+    finally:
+        server.close()
+
+
+def test_a_channel_slack_refuses_shows_why_in_subscriptions(server, slack, provider, bot):
+    slack.channel_errors["C0ARCHIVED"] = "is_archived"
+    job = provider.add_job(status="running")
+    ask(server, slack, f"subscribe {job['id']}", channel="C0ARCHIVED")
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    wait_for(lambda: bot.services.store.announcements(state="failed"))
+    subs = ask(server, slack, "subscriptions", channel="C0ARCHIVED")
+    assert "I could not post here" in everything_said(subs) and "is_archived" in everything_said(subs)
+    [dm] = wait_for(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])
+    assert "is_archived" in dm["text"]
