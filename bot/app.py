@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,11 +69,17 @@ class Bot:
         if self._stopped:
             return
         self._stopped = True
+        deadline = time.monotonic() + timeout
         self.services.sender.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        self.services.background.shutdown(wait=False, cancel_futures=True)
-        if not self.services.sender.wait_idle(timeout):
+        # Commands already being worked on finish (a job being started gets followed and its user told).
+        draining = threading.Thread(target=self.services.background.shutdown, kwargs={"wait": True}, daemon=True)
+        draining.start()
+        draining.join(max(0.0, deadline - time.monotonic()))
+        if draining.is_alive():
+            log.warning("slash-command work was still running after %.0fs; stopping anyway", timeout)
+        if not self.services.sender.wait_idle(max(0.0, deadline - time.monotonic())):
             log.warning("a delivery was still running after %.0fs; its lease hands it to the next run", timeout)
         self.services.store.close()
 

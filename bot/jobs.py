@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.commands import Command
+from bot.commands import BY_NAME, Command, Problem, quote
 from bot.messages import (
     Message,
     format_action,
@@ -15,6 +15,7 @@ from bot.messages import (
     format_help,
     format_job_list,
     format_job_status,
+    format_problem,
     format_provider_error,
     format_started,
     format_subscribed,
@@ -75,7 +76,9 @@ class JobService:
     def _start(self, caller: Caller, training_file: str, model: str | None = None, suffix: str | None = None,
                epochs: int | None = None, validation: str | None = None, seed: int | None = None) -> Message:
         if suffix and len(suffix) > self.provider.max_suffix:
-            raise ProviderError(f"suffix must be at most {self.provider.max_suffix} characters on this provider.")
+            return format_problem(Problem(
+                f"This provider takes suffixes of at most {self.provider.max_suffix} characters; "
+                f"`{quote(suffix, 64)}` has {len(suffix)}.", command_usage("start")))
         metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
                     "slack_user": caller.user_id}
         job = self.provider.create_job(
@@ -97,7 +100,7 @@ class JobService:
 
     def _list(self, caller: Caller, n: int = 10) -> Message:
         jobs, _ = self.provider.list_jobs(n)
-        return format_job_list(jobs, asked=n)
+        return format_job_list(jobs)
 
     def _cancel(self, caller: Caller, job_id: str) -> Message:
         return self._act("cancel", self.provider.cancel, job_id)
@@ -142,6 +145,10 @@ class JobService:
         if self.slack.can_post(caller.channel_id) is False:
             return [invite_warning()]
         return []
+
+
+def command_usage(name: str) -> str:
+    return BY_NAME[name].usage
 
 
 def _past(name: str) -> str:

@@ -73,6 +73,11 @@ def _fields(pairs: Iterable[tuple[str, str]]) -> list[dict]:
     return [{"type": "section", "fields": items[i:i + 10]} for i in range(0, len(items), 10)]
 
 
+def _lines_in_sections(lines: Sequence[str], per: int = 10) -> list[dict]:
+    """A long list as several sections, so no section nears Slack's 3,000 characters."""
+    return [_section("\n".join(lines[i:i + per])) for i in range(0, len(lines), per)]
+
+
 def _message(text: str, blocks: Sequence[dict], *, in_channel: bool = False) -> Message:
     blocks = list(blocks)
     if len(blocks) > MAX_BLOCKS:
@@ -193,7 +198,7 @@ def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bo
     return _message(text, blocks)
 
 
-def format_job_list(jobs: Sequence[Job], *, asked: int) -> Message:
+def format_job_list(jobs: Sequence[Job]) -> Message:
     if not jobs:
         return _message("No fine-tuning jobs yet.", [_section("No fine-tuning jobs yet.")])
     lines = []
@@ -203,9 +208,7 @@ def format_job_list(jobs: Sequence[Job], *, asked: int) -> Message:
         if job.fine_tuned_model:
             line += f" → {code(job.fine_tuned_model)}"
         lines.append(line)
-    title = f"*The {len(jobs)} most recent fine-tuning jobs*" if len(jobs) < asked else \
-        f"*The {asked} most recent fine-tuning jobs*"
-    blocks = [_section(title)] + [_section("\n".join(lines[i:i + 10])) for i in range(0, len(lines), 10)]
+    blocks = [_section(f"*The {len(jobs)} most recent fine-tuning jobs*"), *_lines_in_sections(lines)]
     text = "Recent jobs: " + ", ".join(f"{j.id} {j.status}" for j in jobs)
     return _message(text, blocks)
 
@@ -225,8 +228,7 @@ def format_followed(rows: Sequence[Mapping], *, title: str) -> Message:
         if row.get("delivery_error"):
             line += f"\n      :warning: I could not post here: {code(row['delivery_error'])}"
         lines.append(line)
-    blocks = [_section(f"*{escape(title)}*")] + [_section("\n".join(lines[i:i + 10]))
-                                                 for i in range(0, len(lines), 10)]
+    blocks = [_section(f"*{escape(title)}*"), *_lines_in_sections(lines)]
     text = f"{title}: " + ", ".join(f"{r['job_id']} {r['status']}" for r in rows)
     return _message(text, blocks)
 

@@ -201,7 +201,9 @@ class Provider:
         for name, value in (("suffix", suffix), ("validation_file", validation_file), ("seed", seed)):
             if value is not None:
                 kwargs[name] = value
-        tagged = {**(metadata or {}), REQUEST_KEY: request_id}
+        # The provider's limits: 16 keys of at most 64 characters, values of at most 512.
+        tagged = {str(k)[:64]: str(v)[:512] for k, v in list((metadata or {}).items())[:15]}
+        tagged[REQUEST_KEY] = request_id
         began = self._clock()
         attempt = 0
         while True:

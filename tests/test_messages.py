@@ -49,7 +49,7 @@ def test_untrusted_job_fields_cannot_inject(hostile):
     job = Job(id="ftjob-1", status="failed", model=hostile, error_message=hostile, error_code=hostile,
               fine_tuned_model=hostile, suffix=hostile)
     for message in (format_job_status(job, [JobEvent(1, "info", hostile)], followed_here=False),
-                    format_started(job), format_job_list([job], asked=10),
+                    format_started(job), format_job_list([job]),
                     format_provider_error("start", ProviderError(hostile)),
                     format_followed([{"job_id": "j", "status": hostile, "fine_tuned_model": hostile,
                                       "delivery_error": hostile}], title="t"),
@@ -72,7 +72,7 @@ def test_success_announcement_names_the_model_prominently():
 
 def test_limits_are_enforced_in_one_place():
     many = [Job(id=f"ftjob-{i}", status="running", model="m" * 100) for i in range(100)]
-    message = format_job_list(many, asked=100)
+    message = format_job_list(many)
     assert len(message.blocks) <= MAX_BLOCKS
     long_error = Job(id="j", status="failed", model="m", error_message="x" * 10_000)
     for block in format_job_status(long_error, [], followed_here=True).blocks:
@@ -84,7 +84,7 @@ def test_limits_are_enforced_in_one_place():
 def test_every_message_has_a_plain_text_fallback():
     job = Job(id="j", status="running", model="m")
     for message in (format_started(job), format_job_status(job, [], followed_here=True),
-                    format_job_list([job], asked=1), format_followed([], title="t")):
+                    format_job_list([job]), format_followed([], title="t")):
         assert message.text.strip()
 
 

@@ -126,3 +126,16 @@ def test_azure_v1_api_is_a_plain_base_url(provider):
     job = _start(adapter)
     assert provider.requests_to("/openai/v1/fine_tuning/jobs", "POST")
     assert adapter.retrieve(job.id).id == job.id
+
+
+def test_azure_suffix_limit_is_a_friendly_answer(make_bot, provider, slack):
+    from bot.commands import Command
+    from bot.jobs import Caller
+
+    provider.azure = True
+    bot = make_bot(azure_openai_endpoint=provider.url, azure_openai_api_key="azure-key",
+                   openai_api_version="2024-10-21", openai_api_key=None, openai_base_url=None)
+    message = bot.services.jobs.run(Command("start", {"training_file": SAMPLE_FILE_ID, "suffix": "s" * 41}),
+                                    Caller("T", "C1", "U1"))
+    assert "at most 40 characters" in message.text and "has 41" in message.text
+    assert provider.requests_to("/fine_tuning/jobs", "POST") == []
