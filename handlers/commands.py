@@ -9,7 +9,7 @@ from slack_bolt import App
 from bot.commands import Command, Problem, parse
 from bot.jobs import Caller
 from bot.messages import format_help, format_problem, format_refusal
-from handlers.errors import apologize, reply_kwargs
+from handlers.errors import apologize
 
 
 def register(app: App, services) -> None:
@@ -43,5 +43,3 @@ def _work(services, command: Command, caller: Caller, respond) -> None:
     except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler; end it there too
         apologize(error, respond, f"/finetune {command.name}")
 
-
-__all__ = ["make_listener", "reply_kwargs"]

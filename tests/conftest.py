@@ -8,7 +8,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -17,6 +16,7 @@ from bot.app import build
 from bot.config import Settings
 from bot.sandbox.provider import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
+from tests.process import wait_until
 
 BOT_TOKEN = "xoxb-test-0000-SECRETBOTTOKEN"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -35,16 +35,6 @@ ENV_NAMES = [
 def clean_env(monkeypatch):
     for name in ENV_NAMES:
         monkeypatch.delenv(name, raising=False)
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.01):
-    """Poll `predicate` until it is truthy or `timeout` passes; returns its last value (bounded, never a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 @pytest.fixture
@@ -143,7 +133,7 @@ def server(bot):
 
 def reply_to(slack: SlackStandIn, name: str, timeout: float = 5.0) -> dict:
     """The reply that arrived at response_url `name` (waits for it, bounded)."""
-    found = wait_for(lambda: [r for r in slack.responses if r["url"].endswith("/" + name)], timeout)
+    found = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/" + name)], timeout)
     assert found, f"no reply reached response_url {name}; got {slack.responses}"
     return found[-1]
 

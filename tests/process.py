@@ -61,7 +61,8 @@ class ServeProcess:
         return 0
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
+    """Poll `predicate` until it is truthy or `timeout` passes; returns its last value (bounded, never a sleep)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, FineTuningSandbox, sign_webhook
-from tests.conftest import WEBHOOK_SECRET, wait_for
+from tests.conftest import WEBHOOK_SECRET, wait_until
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_paced_jobs_run_to_the_end_on_their_own():
         client = openai.OpenAI(api_key="k", base_url=sandbox.url + "/v1", max_retries=0)
         good = client.fine_tuning.jobs.create(training_file=SAMPLE_FILE_ID, model="babbage-002", suffix="x")
         bad = client.fine_tuning.jobs.create(training_file=FAILING_FILE_ID, model="babbage-002")
-        done = wait_for(lambda: client.fine_tuning.jobs.retrieve(good.id).status == "succeeded", timeout=5)
+        done = wait_until(lambda: client.fine_tuning.jobs.retrieve(good.id).status == "succeeded", timeout=5)
         assert done
         finished = client.fine_tuning.jobs.retrieve(good.id)
         assert finished.fine_tuned_model.startswith("ft:babbage-002:sandbox:x:") and finished.trained_tokens > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.sandbox.provider import SAMPLE_FILE_ID
-from tests.conftest import SIGNING_SECRET, ask, everything_said, wait_for
+from tests.conftest import SIGNING_SECRET, ask, everything_said, wait_until
 
 
 def test_start_status_succeed_announce_once(server, slack, provider, bot):
@@ -30,7 +30,7 @@ def test_start_status_succeed_announce_once(server, slack, provider, bot):
     provider.set_status(job_id, "succeeded", fine_tuned_model="ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123")
     report = bot.services.poller.run_once()
     assert report.finished == [job_id]
-    posted = wait_for(lambda: slack.messages_in("C0GENERAL"))
+    posted = wait_until(lambda: slack.messages_in("C0GENERAL"))
     assert len(posted) == 1
     assert "ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123" in posted[0]["text"]
     assert "```ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123```" in json.dumps(posted[0]["blocks"])
@@ -50,8 +50,8 @@ def test_failed_and_cancelled_outcomes_are_announced(server, slack, provider, bo
                                                         "message": "Line 3: <!channel> bad role", "param": None})
     provider.set_status(cancelled["id"], "cancelled")
     bot.services.poller.run_once()
-    general = wait_for(lambda: slack.messages_in("C0GENERAL"))
-    other = wait_for(lambda: slack.messages_in("C0OTHER"))
+    general = wait_until(lambda: slack.messages_in("C0GENERAL"))
+    other = wait_until(lambda: slack.messages_in("C0OTHER"))
     assert "failed" in general[0]["text"] and "Line 3" in general[0]["text"]
     assert "&lt;!channel&gt;" in json.dumps(general[0]["blocks"]) and "<!channel>" not in json.dumps(
         general[0]["blocks"])
@@ -65,7 +65,7 @@ def test_every_following_channel_is_told(server, slack, provider, bot):
     ask(server, slack, f"subscribe {job_id}", channel="C0TWO")
     provider.set_status(job_id, "succeeded")
     bot.services.poller.run_once()
-    assert wait_for(lambda: slack.messages_in("C0ONE") and slack.messages_in("C0TWO"))
+    assert wait_until(lambda: slack.messages_in("C0ONE") and slack.messages_in("C0TWO"))
     bot.services.poller.run_once()
     bot.services.sender.deliver_due()
     assert len(slack.messages_in("C0ONE")) == 1 and len(slack.messages_in("C0TWO")) == 1
@@ -189,7 +189,7 @@ def test_ack_comes_before_the_slow_provider_work(server, slack, provider):
     status, ack = server.command(f"start {SAMPLE_FILE_ID}", response_url=slack.response_url("slow"))
     assert status == 200 and ack == {}
     assert slack.responses == [] and provider.jobs == {}  # answered while the provider was still working
-    assert wait_for(lambda: slack.responses, timeout=10)
+    assert wait_until(lambda: slack.responses, timeout=10)
     assert list(provider.jobs)[0] in slack.responses[0]["text"]
 
 
@@ -224,8 +224,8 @@ def test_a_channel_slack_refuses_shows_why_in_subscriptions(server, slack, provi
     ask(server, slack, f"subscribe {job['id']}", channel="C0ARCHIVED")
     provider.set_status(job["id"], "succeeded")
     bot.services.poller.run_once()
-    wait_for(lambda: bot.services.store.announcements(state="failed"))
+    wait_until(lambda: bot.services.store.announcements(state="failed"))
     subs = ask(server, slack, "subscriptions", channel="C0ARCHIVED")
     assert "I could not post here" in everything_said(subs) and "is_archived" in everything_said(subs)
-    [dm] = wait_for(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])
+    [dm] = wait_until(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])
     assert "is_archived" in dm["text"]

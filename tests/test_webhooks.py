@@ -6,7 +6,7 @@ import json
 import time
 
 from bot.sandbox.provider import sign_webhook
-from tests.conftest import WEBHOOK_SECRET, Server, wait_for
+from tests.conftest import WEBHOOK_SECRET, Server, wait_until
 
 
 def _event(job_id: str, kind: str = "succeeded") -> str:
@@ -26,7 +26,7 @@ def test_a_signed_webhook_announces_at_once(server, bot, provider, slack):
     body = _event(job["id"])
     status, _ = server.post("/openai/webhook", body, sign_webhook(body, WEBHOOK_SECRET))
     assert status == 200
-    [post] = wait_for(lambda: slack.messages_in("C1"))
+    [post] = wait_until(lambda: slack.messages_in("C1"))
     assert job["id"] in post["text"] and "ft:" in post["text"]
 
 
@@ -55,7 +55,7 @@ def test_redelivery_and_poll_after_webhook_announce_once(server, bot, provider, 
     other_id = sign_webhook(body, WEBHOOK_SECRET, webhook_id="wh_other")
     assert server.post("/openai/webhook", body, other_id)[0] == 200
     bot.services.poller.run_once()
-    assert wait_for(lambda: slack.messages_in("C1"))
+    assert wait_until(lambda: slack.messages_in("C1"))
     bot.services.sender.deliver_due()
     assert len(slack.messages_in("C1")) == 1
     assert len(provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET")) == 2  # the redelivery asked nothing
@@ -69,7 +69,7 @@ def test_webhook_when_the_provider_cannot_answer_asks_for_redelivery(server, bot
     provider.fail("status", status=500, times=2)
     assert server.post("/openai/webhook", body, headers)[0] == 503
     assert server.post("/openai/webhook", body, headers)[0] == 200
-    assert wait_for(lambda: slack.messages_in("C1"))
+    assert wait_until(lambda: slack.messages_in("C1"))
 
 
 def test_webhook_endpoint_is_off_without_a_secret(make_bot):

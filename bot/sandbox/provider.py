@@ -337,6 +337,8 @@ class FineTuningSandbox(StandInServer):
         elif status == "cancelled":
             job["finished_at"] = int(now)
             self._event(job, "Fine-tuning job cancelled")
+        elif status == "pausing":
+            self._event(job, "Pausing fine-tuning job")
         elif status == "paused":
             self._event(job, "Fine-tuning job paused")
         if status in FINAL:
@@ -350,17 +352,12 @@ class FineTuningSandbox(StandInServer):
                 return _error(400, f"Job {job['id']} has already {_past(status)} and cannot be cancelled.",
                               code="invalid_state")
             self._enter(job, "cancelled")
-        elif action == "pause":
-            if status != "running":
-                return _error(400, f"Job {job['id']} is {status}; only a running job can be paused.",
+        else:
+            needed, becomes = {"pause": ("running", "pausing"), "resume": ("paused", "running")}[action]
+            if status != needed:
+                return _error(400, f"Job {job['id']} is {status}; only a {needed} job can be {action}d.",
                               code="invalid_state")
-            self._enter(job, "pausing")
-            self._event(job, "Pausing fine-tuning job")
-        elif action == "resume":
-            if status != "paused":
-                return _error(400, f"Job {job['id']} is {status}; only a paused job can be resumed.",
-                              code="invalid_state")
-            self._enter(job, "running")
+            self._enter(job, becomes)
         return json_answer(200, self._public(job))
 
     def _list(self, query: dict[str, list[str]]) -> Answer:
