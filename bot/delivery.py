@@ -43,6 +43,9 @@ class AnnouncementSender:
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._kick_lock = threading.Lock()
+        self._kicker: threading.Thread | None = None
 
     def deliver_due(self) -> DeliveryReport:
         """Deliver what is due now, batch after batch; one caller at a time in this process."""
@@ -64,18 +67,27 @@ class AnnouncementSender:
         return report
 
     def kick(self) -> None:
-        """Deliver now, in the background (an outcome was just queued)."""
-        threading.Thread(target=self._deliver_now, name="deliver-now", daemon=True).start()
+        """Deliver now (an outcome was just queued), on one long-lived thread: no thread or connection per kick."""
+        with self._kick_lock:
+            if self._kicker is None:
+                self._kicker = threading.Thread(target=self._deliver_when_kicked, name="deliver-now", daemon=True)
+                self._kicker.start()
+        self._wake.set()
 
-    def _deliver_now(self) -> None:
-        try:
-            self.deliver_due()
-        except Exception:  # noqa: BLE001 - a thread's last stop; the scheduled delivery retries what this left
-            if not self._stopping.is_set():
+    def _deliver_when_kicked(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            try:
+                self.deliver_due()
+            except Exception:  # noqa: BLE001 - this thread's last stop; the scheduled delivery retries what is left
                 log.exception("delivering just-queued announcements failed; the next scheduled run retries")
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait for an in-flight delivery to finish; False if it did not within `timeout`."""

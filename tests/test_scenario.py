@@ -229,3 +229,22 @@ def test_a_channel_slack_refuses_shows_why_in_subscriptions(server, slack, provi
     assert "I could not post here" in everything_said(subs) and "is_archived" in everything_said(subs)
     [dm] = wait_until(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])
     assert "is_archived" in dm["text"]
+
+
+def test_many_outcomes_do_not_leak_threads_or_connections(bot, provider, slack):
+    import os
+    import threading
+
+    def open_files() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    jobs = [provider.add_job(status="running") for _ in range(60)]
+    for n, job in enumerate(jobs):
+        bot.services.store.follow(f"C0LEAK{n}", job, final=False, team_id="T", user_id="U", origin="start")
+    bot.services.poller.run_once()
+    files, threads = open_files(), threading.active_count()
+    for job in jobs:
+        provider.set_status(job["id"], "succeeded")
+        bot.services.poller.run_once()  # each outcome wakes the sender
+    assert wait_until(lambda: len(slack.posted) == 60, timeout=20)
+    assert open_files() - files < 5 and threading.active_count() - threads < 5
