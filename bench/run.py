@@ -1,6 +1,6 @@
 """finetune-bot's performance figures, measured on this machine against `finetune-bot serve` and loopback stand-ins.
 
-    python bench/run.py            # every figure, one `name: value` a line (about a minute and a half)
+    python bench/run.py            # every figure, one `name: value` a line (about a minute)
 
 1. ack latency under load: 300 signed slash commands from 20 concurrent senders, every provider call slowed 0.5 s;
 2. poll cost: provider requests per poll cycle with 0, 10, 100 and 1,000 followed jobs still running, beside what

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,7 +86,13 @@ class JobService:
             request_id=uuid.uuid4().hex, training_file=training_file, model=model or self.default_model,
             suffix=suffix, n_epochs=epochs, validation_file=validation, seed=seed, metadata=metadata,
         )
-        self._follow(caller, job, origin="start")
+        try:
+            self._follow(caller, job, origin="start")
+        except sqlite3.Error:
+            # The job exists and is billed: the user must still learn its id, and how to follow it.
+            log.exception("started %s but could not record that %s follows it", job.id, caller.channel_id)
+            return format_started(job, [f"I couldn't save that this channel follows it, so I won't post when it "
+                                        f"finishes. Try `/finetune subscribe {job.id}` in a minute."])
         return format_started(job, self._visibility_warnings(caller))
 
     def _status(self, caller: Caller, job_id: str | None = None) -> Message:

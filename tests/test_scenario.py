@@ -248,3 +248,14 @@ def test_many_outcomes_do_not_leak_threads_or_connections(bot, provider, slack):
         bot.services.poller.run_once()  # each outcome wakes the sender
     assert wait_until(lambda: len(slack.posted) == 60, timeout=20)
     assert open_files() - files < 5 and threading.active_count() - threads < 5
+
+
+def test_a_job_started_when_the_database_fails_is_still_reported_with_its_id(server, slack, provider, bot):
+    import sqlite3
+
+    with sqlite3.connect(bot.settings.database_path) as db:
+        db.execute("DROP TABLE subscriptions")
+    reply = ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    [job_id] = list(provider.jobs)
+    assert job_id in reply["text"]
+    assert f"/finetune subscribe {job_id}" in everything_said(reply)
