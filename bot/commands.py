@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -121,7 +122,10 @@ def parse(text: str) -> Command | Problem:
     name = words[0].lower()
     spec = BY_NAME.get(name)
     if spec is None:
-        return Problem(f"I don't know the command `{quote(words[0])}`. Try `/finetune help` to see what I can do.")
+        close = difflib.get_close_matches(name, BY_NAME, n=1, cutoff=0.6)
+        hint = f"Did you mean `/finetune {close[0]}`? " if close else ""
+        return Problem(f"I don't know the command `{quote(words[0])}`. {hint}"
+                       "Try `/finetune help` to see what I can do.")
     args: dict[str, str | int] = {}
     positional = list(spec.positional) + list(spec.optional_positional)
     options = {o.name: o for o in spec.options}

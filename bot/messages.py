@@ -6,6 +6,7 @@ Every untrusted string (anything from a user or the provider) goes through `esca
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from bot.commands import SUBCOMMANDS, Problem
 from bot.provider import Job, JobEvent, ProviderError
 
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
 MAX_TEXT = 3000
@@ -304,6 +306,10 @@ def format_announcement(row: Mapping) -> Message:
             _header(":no_entry_sign: Fine-tuning job cancelled"),
             *_fields([("Job", code(job_id)), ("Base model", code(row.get("model"))), ("Took", took)]),
         ]
+    user = row.get("user_id") or ""
+    if SLACK_USER_ID.fullmatch(user):
+        verb = "Started" if row.get("origin") == "start" else "Followed here"
+        blocks.append(_context(f"{verb} by <@{user}>"))
     return _message(text, blocks)
 
 

@@ -220,7 +220,8 @@ class Store:
         keys = [r["key"] for r in rows]
         marks = ",".join("?" * len(keys))
         return self._rows(
-            "SELECT a.*, j.status, j.model, j.fine_tuned_model, j.trained_tokens, j.created_at AS job_created_at,"
+            "SELECT a.*, (SELECT origin FROM subscriptions s WHERE s.job_id = a.job_id AND s.channel_id = a.channel_id)"
+            " AS origin, j.status, j.model, j.fine_tuned_model, j.trained_tokens, j.created_at AS job_created_at,"
             " j.finished_at, j.error_code, j.error_message, j.suffix, j.training_file"
             f" FROM announcements a JOIN jobs j ON j.id = a.job_id WHERE a.key IN ({marks})",
             keys,

@@ -105,3 +105,8 @@ def test_parser_never_raises_and_always_answers(text):
         assert result.name in BY_NAME
         for value in result.args.values():
             assert isinstance(value, (int, str)) and value != ""
+
+
+def test_a_near_miss_gets_a_suggestion():
+    assert "Did you mean `/finetune status`?" in parse("stauts ftjob-1").message
+    assert "Did you mean" not in parse("xyzzy").message

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bot.commands import Problem
 from bot.messages import (
@@ -92,3 +94,20 @@ def test_sandbox_messages_say_so():
     message = format_started(Job(id="j", status="queued", model="m")).as_sandbox()
     assert message.text.startswith("[sandbox]")
     assert "Sandbox provider" in json.dumps(message.blocks[-1])
+
+
+def test_announcements_name_who_started_or_followed_and_nothing_forged():
+    row = {"job_id": "j", "outcome": "succeeded", "model": "m", "fine_tuned_model": "ft:m", "channel_id": "C1"}
+    started = json.dumps(format_announcement({**row, "user_id": "U0ALICE", "origin": "start"}).blocks)
+    assert "Started by <@U0ALICE>" in started
+    followed = json.dumps(format_announcement({**row, "user_id": "U0BOB", "origin": "subscribe"}).blocks)
+    assert "Followed here by <@U0BOB>" in followed
+    forged = json.dumps(format_announcement({**row, "user_id": "U1> <!channel", "origin": "start"}).blocks)
+    assert "<!channel" not in forged and "Started by" not in forged
+
+
+@given(st.text())
+def test_escape_always_removes_angle_brackets_and_round_trips(text):
+    escaped = escape(text)
+    assert "<" not in escaped and ">" not in escaped
+    assert escaped.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text
