@@ -180,7 +180,31 @@ def format_started(job: Job, warnings: Sequence[str] = ()) -> Message:
         *_fields(job_fields(job)),
     ]
     blocks += [_section(":warning: " + w) for w in warnings]
+    blocks.append(cancel_button(job.id))
     return _message(text, blocks, in_channel=True)
+
+
+CANCEL_ACTION = "cancel_job"
+
+
+def cancel_button(job_id: str) -> dict:
+    """A Cancel button, with Slack's own confirmation dialog before anything happens."""
+    return {
+        "type": "actions",
+        "elements": [{
+            "type": "button",
+            "action_id": CANCEL_ACTION,
+            "text": {"type": "plain_text", "text": "Cancel job"},
+            "style": "danger",
+            "value": job_id,
+            "confirm": {
+                "title": {"type": "plain_text", "text": "Cancel this job?"},
+                "text": {"type": "mrkdwn", "text": f"Fine-tuning job {code(job_id)} stops and cannot be resumed."},
+                "confirm": {"type": "plain_text", "text": "Cancel job"},
+                "deny": {"type": "plain_text", "text": "Keep it running"},
+            },
+        }],
+    }
 
 
 def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bool) -> Message:
@@ -194,6 +218,8 @@ def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bo
     if events:
         lines = "\n".join(f"{when(e.created_at)}  {escape(e.message)}" for e in events)
         blocks.append(_section(f"*Latest events*\n{lines}"))
+    if not job.final:
+        blocks.append(cancel_button(job.id))
     note = "This channel follows this job." if followed_here else (
         f"This channel doesn't follow it; `/finetune subscribe {escape(job.id)}` to be told when it finishes.")
     blocks.append(_context(note))

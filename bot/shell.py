@@ -66,6 +66,8 @@ def render(message: Mapping, channels: Mapping[str, str]) -> str:
             for item in block.get("fields") or []:
                 label, _, value = item["text"].partition("\n")
                 lines.append(f"{label.strip('*')}: {value}")
+        elif kind == "actions":
+            lines.append("  ".join(f"[{e['text']['text']}]" for e in block.get("elements", []) if e.get("text")))
         elif kind == "context":
             lines.append("  " + " ".join(e.get("text", "") for e in block.get("elements", [])))
     if not lines:

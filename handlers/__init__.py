@@ -2,9 +2,10 @@
 
 from slack_bolt import App
 
-from handlers import commands, errors
+from handlers import actions, commands, errors
 
 
 def register(app: App, services) -> None:
     errors.register(app, services)
     commands.register(app, services)
+    actions.register(app, services)

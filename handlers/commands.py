@@ -31,15 +31,20 @@ def make_listener(services):
             ack(**services.reply(format_refusal(refusal)))
             return
         ack()
-        services.background.submit(_work, services, parsed, caller, respond)
+        run_after_ack(services, parsed, caller, respond)
 
     return finetune
+
+
+def run_after_ack(services, command: Command, caller: Caller, respond) -> None:
+    """Do a command's slow work on the bot's pool and reply through the response URL."""
+    services.background.submit(_work, services, command, caller, respond)
 
 
 def _work(services, command: Command, caller: Caller, respond) -> None:
     try:
         message = services.jobs.run(command, caller)
-        respond(**services.reply(message))
+        respond(**services.reply(message), replace_original=False)
     except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler; end it there too
         apologize(error, respond, f"/finetune {command.name}")
 

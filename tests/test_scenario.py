@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.sandbox.provider import SAMPLE_FILE_ID
-from tests.conftest import SIGNING_SECRET, ask, everything_said, wait_until
+from tests.conftest import SIGNING_SECRET, ask, everything_said, reply_to, wait_until
 
 
 def test_start_status_succeed_announce_once(server, slack, provider, bot):
@@ -259,3 +259,33 @@ def test_a_job_started_when_the_database_fails_is_still_reported_with_its_id(ser
     [job_id] = list(provider.jobs)
     assert job_id in reply["text"]
     assert f"/finetune subscribe {job_id}" in everything_said(reply)
+
+
+def _click(server, slack, job_id: str, *, user: str = "U0ALICE", name: str = "click") -> int:
+    from bot.sandbox.slack import block_action_body, signed_headers
+
+    body = block_action_body("cancel_job", job_id, user_id=user, response_url=slack.response_url(name))
+    return server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0]
+
+
+def test_the_cancel_button_cancels_after_slacks_confirmation(server, slack, provider):
+    reply = ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    [job_id] = list(provider.jobs)
+    [button] = [b for b in reply["blocks"] if b["type"] == "actions"][0]["elements"]
+    assert button["value"] == job_id and button["confirm"]["deny"]["text"] == "Keep it running"
+    assert _click(server, slack, job_id) == 200
+    assert "Cancelled" in reply_to(slack, "click")["text"]
+    assert provider.jobs[job_id]["status"] == "cancelled"
+
+
+def test_the_cancel_button_obeys_the_allow_list(make_bot, slack, provider):
+    from tests.conftest import Server
+
+    server = Server(make_bot(allowed_user_ids=frozenset({"U0BOSS"})))
+    try:
+        job = provider.add_job(status="running")
+        assert _click(server, slack, job["id"], user="U0INTERN", name="denied") == 200
+        assert "ALLOWED_USER_IDS" in reply_to(slack, "denied")["text"]
+        assert provider.jobs[job["id"]]["status"] == "running"
+    finally:
+        server.close()

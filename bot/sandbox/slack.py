@@ -157,6 +157,31 @@ def slash_command_body(
     )
 
 
+def block_action_body(
+    action_id: str,
+    value: str,
+    *,
+    channel_id: str = "C0GENERAL",
+    user_id: str = "U0ALICE",
+    team_id: str = TEAM_ID,
+    response_url: str = "",
+) -> str:
+    """A button click (`block_actions`), form-encoded with its JSON in `payload`, as Slack sends it."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": team_id, "domain": "sandbox"},
+        "user": {"id": user_id, "username": "alice", "team_id": team_id},
+        "api_app_id": "A0FINETUNE",
+        "channel": {"id": channel_id, "name": "general"},
+        "container": {"type": "message", "message_ts": "1.000001", "channel_id": channel_id},
+        "trigger_id": f"{int(time.time())}.trigger",
+        "response_url": response_url,
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "b1", "value": value,
+                     "action_ts": str(time.time())}],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
 def signed_headers(body: str, signing_secret: str, *, timestamp: int | None = None) -> dict[str, str]:
     """The headers Slack sends with a request: its timestamp and the v0 HMAC signature over it and the body."""
     timestamp = int(time.time()) if timestamp is None else timestamp
