@@ -112,8 +112,10 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
         decorate=decorate,
     )
     bolt_log = logging.getLogger("finetune_bot.bolt")
-    # Bolt reads SLACK_BOT_TOKEN itself and warns that the client we pass wins; that is what we want.
-    bolt_log.addFilter(lambda record: "`token` will be unused" not in record.getMessage())
+    # Bolt warns that the token it finds (ours, or SLACK_BOT_TOKEN) gives way to the client and `authorize` we
+    # pass: that is what we want, so it is not worth a warning at every start.
+    bolt_log.addFilter(lambda record: not any(
+        phrase in record.getMessage() for phrase in ("`token` will be unused", "will be ignored")))
 
     def authorize(enterprise_id, team_id):  # noqa: ANN001 - Bolt passes these by name
         """One workspace, one bot token: no auth.test round trip, and no OAuth even if SLACK_CLIENT_ID is set."""

@@ -45,6 +45,7 @@ def channel_id(name: str) -> str:
 def render_mrkdwn(text: str, channels: Mapping[str, str]) -> str:
     text = re.sub(r"<!date\^\d+\^[^|>]*\|([^>]*)>", r"\1", text)
     text = re.sub(r"<#(\w+)>", lambda m: "#" + channels.get(m[1], m[1]), text)
+    text = re.sub(r"<@(\w+)>", lambda m: "@" + channels.get(m[1], m[1]), text)
     for code, char in EMOJI.items():
         text = text.replace(code, char)
     return html.unescape(text)

@@ -84,3 +84,8 @@ def test_shell_uses_a_configured_provider_and_says_it_is_real(provider, tmp_path
         assert "No fine-tuning jobs yet" in out.getvalue()
     finally:
         session.close()
+
+
+def test_the_shell_prints_no_warnings_before_its_banner(tmp_path):
+    result = _run("/finetune help\n", tmp_path)
+    assert result.stdout.startswith("finetune-bot shell.") and result.stderr == ""
