@@ -84,6 +84,13 @@ class Bot:
         self.services.store.close()
 
 
+def _quiet_token_precedence(record: logging.LogRecord) -> bool:
+    """Bolt warns that the token it finds (ours, or SLACK_BOT_TOKEN) gives way to the client and `authorize` we
+    pass: that is what we want, so it is not worth a warning at every start."""
+    message = record.getMessage()
+    return "`token` will be unused" not in message and "will be ignored" not in message
+
+
 def build(settings: Settings, *, openai_client=None, slack_client: WebClient | None = None,
           clock: Callable[[], float] = time.time, worker_id: str | None = None) -> Bot:
     """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
@@ -112,10 +119,8 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
         decorate=decorate,
     )
     bolt_log = logging.getLogger("finetune_bot.bolt")
-    # Bolt warns that the token it finds (ours, or SLACK_BOT_TOKEN) gives way to the client and `authorize` we
-    # pass: that is what we want, so it is not worth a warning at every start.
-    bolt_log.addFilter(lambda record: not any(
-        phrase in record.getMessage() for phrase in ("`token` will be unused", "will be ignored")))
+    if _quiet_token_precedence not in bolt_log.filters:
+        bolt_log.addFilter(_quiet_token_precedence)
 
     def authorize(enterprise_id, team_id):  # noqa: ANN001 - Bolt passes these by name
         """One workspace, one bot token: no auth.test round trip, and no OAuth even if SLACK_CLIENT_ID is set."""
