@@ -79,7 +79,7 @@ class JobService:
         if suffix and len(suffix) > self.provider.max_suffix:
             return format_problem(Problem(
                 f"This provider takes suffixes of at most {self.provider.max_suffix} characters; "
-                f"`{quote(suffix, 64)}` has {len(suffix)}.", command_usage("start")))
+                f"`{quote(suffix, 64)}` has {len(suffix)}.", BY_NAME["start"].usage))
         metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
                     "slack_user": caller.user_id}
         job = self.provider.create_job(
@@ -152,10 +152,6 @@ class JobService:
         if self.slack.can_post(caller.channel_id) is False:
             return [invite_warning()]
         return []
-
-
-def command_usage(name: str) -> str:
-    return BY_NAME[name].usage
 
 
 def _past(name: str) -> str:

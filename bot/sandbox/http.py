@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -190,5 +189,3 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
 
     return Handler
 
-
-Clock = Callable[[], float]

@@ -122,19 +122,19 @@ class FineTuningSandbox(StandInServer):
                 self._enter(job, status, **fields)
             else:
                 job.update(fields)
-            return self._public(job)
+            return _strip(job)
 
     def set_status(self, job_id: str, status: str, **fields) -> dict:
         """Move a job to `status` as the real service would, with its events, model name and webhook."""
         with self.lock:
             job = self.jobs[job_id]
             self._enter(job, status, **fields)
-            return self._public(job)
+            return _strip(job)
 
     def job(self, job_id: str) -> dict:
         with self.lock:
             self._advance(self.jobs[job_id])
-            return self._public(self.jobs[job_id])
+            return _strip(self.jobs[job_id])
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ class FineTuningSandbox(StandInServer):
                 self._advance(job)
                 action = found[2]
                 if action is None and m == "GET":
-                    return json_answer(200, self._public(job))
+                    return json_answer(200, _strip(job))
                 if action == "events" and m == "GET":
                     return self._events(job, request.query)
                 if action in {"cancel", "pause", "resume"} and m == "POST":
@@ -211,7 +211,7 @@ class FineTuningSandbox(StandInServer):
             return _error(400, "Invalid 'metadata': at most 16 keys of 64 characters, values of 512.",
                           param="metadata")
         job = self._new_job(body)
-        return json_answer(200, self._public(job))
+        return json_answer(200, _strip(job))
 
     def _new_job(self, body: dict) -> dict:
         now = self.clock()
@@ -252,9 +252,6 @@ class FineTuningSandbox(StandInServer):
         self._event(job, f"Created fine-tuning job: {job['id']}")
         self._event(job, f"Validating training file: {job['training_file']}")
         return job
-
-    def _public(self, job: dict) -> dict:
-        return _strip(job)
 
     def _event(self, job: dict, message: str, *, level: str = "info", type_: str = "message", data=None) -> None:
         job["_events"].append(
@@ -314,7 +311,6 @@ class FineTuningSandbox(StandInServer):
         elif status == "succeeded":
             self._metrics(job, STEPS)
             suffix = job.get("suffix") or ""
-            job.setdefault("fine_tuned_model", None)
             job["fine_tuned_model"] = fields.get("fine_tuned_model") or (
                 f"ft:{job['model']}:sandbox:{suffix}:{secrets.token_hex(4)}"
             )
@@ -358,7 +354,7 @@ class FineTuningSandbox(StandInServer):
                 return _error(400, f"Job {job['id']} is {status}; only a {needed} job can be {action}d.",
                               code="invalid_state")
             self._enter(job, becomes)
-        return json_answer(200, self._public(job))
+        return json_answer(200, _strip(job))
 
     def _list(self, query: dict[str, list[str]]) -> Answer:
         limit = max(1, min(100, int(query.get("limit", ["20"])[0])))
@@ -373,7 +369,7 @@ class FineTuningSandbox(StandInServer):
         page = jobs[:limit]
         for job in page:
             self._advance(job)
-        return json_answer(200, {"object": "list", "data": [self._public(j) for j in page],
+        return json_answer(200, {"object": "list", "data": [_strip(j) for j in page],
                                  "has_more": len(jobs) > limit})
 
     def _events(self, job: dict, query: dict[str, list[str]]) -> Answer:
