@@ -307,8 +307,9 @@ def format_announcement(row: Mapping) -> Message:
     """The message a following channel gets when a job reaches its outcome."""
     outcome = row["outcome"]
     job_id = row["job_id"]
-    took = duration((row.get("finished_at") or 0) - (row.get("job_created_at") or row.get("created_at") or 0)) \
-        if row.get("finished_at") else "—"
+    # An announcement row's own `created_at` is when it was queued, not when the job began: never a stand-in for it.
+    started, finished = row.get("job_created_at"), row.get("finished_at")
+    took = duration(finished - started) if started and finished else "—"
     if outcome == "succeeded":
         model = row.get("fine_tuned_model") or "(the provider gave no model name)"
         text = f"Fine-tuning job {job_id} succeeded. Fine-tuned model: {model}"
