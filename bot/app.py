@@ -23,7 +23,8 @@ from bot.delivery import AnnouncementSender
 from bot.jobs import JobService
 from bot.messages import Message
 from bot.poller import Poller
-from bot.provider import Provider, build_client
+from bot.providers.openai_shape import OpenAIProvider, build_client
+from bot.providers.types import FineTuningProvider
 from bot.slack import SlackGateway
 from bot.webhooks import WebhookReceiver
 from handlers.errors import reply_kwargs
@@ -39,7 +40,7 @@ WORKERS = 32  # slash-command work after ack(): provider calls, mostly waiting o
 class Services:
     settings: Settings
     store: Store
-    provider: Provider
+    provider: FineTuningProvider
     slack: SlackGateway
     jobs: JobService
     poller: Poller
@@ -95,7 +96,7 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
           clock: Callable[[], float] = time.time, worker_id: str | None = None) -> Bot:
     """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
     store = Store(settings.database_path, clock=clock)
-    provider = Provider(openai_client or build_client(settings), secrets=settings.secrets(), clock=clock)
+    provider = OpenAIProvider(openai_client or build_client(settings), secrets=settings.secrets(), clock=clock)
     slack_client = slack_client or WebClient(
         token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10,
         retry_handlers=[],  # retries are ours (bot.delivery); the SDK's would silently re-send a POST

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-from dataclasses import replace
 
 from bot import logs
 from bot.config import ConfigError, Settings, load
@@ -36,23 +34,19 @@ def _start_sandbox(settings: Settings) -> tuple[Settings, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    env = os.environ
     try:
-        settings = load(env, mode=args.mode, sandbox=getattr(args, "sandbox", False))
+        settings = load(mode=args.mode, sandbox=getattr(args, "sandbox", False))
     except ConfigError as error:
         print(f"finetune-bot: {error}", file=sys.stderr)
         return 2
-    logs.configure("WARNING" if args.mode == "shell" and "LOG_LEVEL" not in env else settings.log_level,
-                   settings.secrets())
+    logs.configure(settings.log_level, settings.secrets())
     if args.mode == "shell":
         from bot import shell
 
-        return shell.run(env, timeout=args.timeout)
+        return shell.run(settings, timeout=args.timeout)
     sandbox = None
     if settings.sandbox:
         settings, sandbox = _start_sandbox(settings)
-        if "POLL_INTERVAL_SECONDS" not in env:
-            settings = replace(settings, poll_interval_seconds=2.0)
     from bot.app import build
 
     bot = build(settings)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 
 DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+# Sandbox jobs take seconds, so the shell and `--sandbox` poll every second unless told otherwise.
+SANDBOX_POLL_INTERVAL = 1.0
 
 
 class ConfigError(Exception):
@@ -36,8 +38,10 @@ class Settings:
     allowed_channel_ids: frozenset[str] = frozenset()
     provider_timeout_seconds: float = 20.0
     delivery_lease_seconds: float = 60.0
+    delivery_give_up_seconds: float = 86400.0
     sandbox: bool = False
     sandbox_pace_seconds: float = 2.0
+    temporary_database: bool = False  # the shell's sandbox keeps its records only as long as it runs
 
     @property
     def provider_name(self) -> str:
@@ -98,12 +102,18 @@ def _ids(env: Mapping[str, str], name: str) -> frozenset[str]:
 
 
 def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: bool = False) -> Settings:
-    """Read settings for `mode` (serve, socket or shell); a missing required one raises ConfigError."""
+    """Read settings for `mode` (serve, socket or shell); a missing required one raises ConfigError.
+
+    The shell with no provider configured runs the sandbox, as `--sandbox` does elsewhere.
+    """
     env = os.environ if env is None else env
 
     def get(name: str) -> str | None:
         value = env.get(name, "").strip()
         return value or None
+
+    if mode == "shell" and not (get("OPENAI_API_KEY") or get("AZURE_OPENAI_ENDPOINT")):
+        sandbox = True
 
     required = []
     if mode in {"serve", "socket"}:
@@ -121,7 +131,8 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         if not get(name):
             raise ConfigError(f"{name} is not set: it is {_WHERE[name]}.")
 
-    log_level = (get("LOG_LEVEL") or "INFO").upper()
+    # The shell is a conversation: warnings and worse only, unless asked.
+    log_level = (get("LOG_LEVEL") or ("WARNING" if mode == "shell" else "INFO")).upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
     api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
@@ -137,7 +148,9 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         openai_api_version=get("OPENAI_API_VERSION"),
         openai_webhook_secret=get("OPENAI_WEBHOOK_SECRET"),
         database_path=get("DATABASE_PATH") or "finetune-bot.db",
-        poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", 60.0, float, 0.05, 86400),
+        temporary_database=mode == "shell" and sandbox and not get("DATABASE_PATH"),
+        poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", SANDBOX_POLL_INTERVAL if sandbox else 60.0,
+                                      float, 0.05, 86400),
         default_model=get("DEFAULT_MODEL") or DEFAULT_MODEL,
         port=int(_number(env, "PORT", 3000, int, 0, 65535)),
         log_level=log_level,
@@ -145,6 +158,7 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         allowed_channel_ids=_ids(env, "ALLOWED_CHANNEL_IDS"),
         provider_timeout_seconds=_number(env, "PROVIDER_TIMEOUT_SECONDS", 20.0, float, 0.1, 600),
         delivery_lease_seconds=_number(env, "DELIVERY_LEASE_SECONDS", 60.0, float, 1, 3600),
+        delivery_give_up_seconds=_number(env, "DELIVERY_GIVE_UP_SECONDS", 86400.0, float, 60, 30 * 86400),
         sandbox=sandbox,
         sandbox_pace_seconds=_number(env, "SANDBOX_PACE_SECONDS", 2.0, float, 0.01, 3600),
     )

@@ -23,7 +23,7 @@ from bot.messages import (
     format_unsubscribed,
     invite_warning,
 )
-from bot.provider import Job, Provider, ProviderError
+from bot.providers.types import FineTuningProvider, Job, ProviderError
 from bot.slack import SlackGateway
 from storage import Store
 
@@ -38,7 +38,7 @@ class Caller:
 
 
 class JobService:
-    def __init__(self, provider: Provider, store: Store, slack: SlackGateway, *, default_model: str,
+    def __init__(self, provider: FineTuningProvider, store: Store, slack: SlackGateway, *, default_model: str,
                  allowed_users: frozenset[str] = frozenset(), allowed_channels: frozenset[str] = frozenset(),
                  on_queued: Callable[[], None] = lambda: None) -> None:
         self.provider = provider

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 
-# Token shapes that must never be logged even when we were not told the value (Slack and OpenAI-style keys).
-_TOKEN_SHAPES = re.compile(
-    r"\b(xox[abpre]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,}|sk-[A-Za-z0-9_-]{12,}|whsec_[A-Za-z0-9+/=]{8,})"
-)
+from bot.scrub import Scrubber
 
 
 class RedactSecrets(logging.Filter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return _TOKEN_SHAPES.sub("[redacted]", text)
+        self.redact = Scrubber(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bot.commands import SUBCOMMANDS, Problem
-from bot.provider import Job, JobEvent, ProviderError
+from bot.providers.types import Job, JobEvent, ProviderError
 
 SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 MAX_BLOCKS = 50

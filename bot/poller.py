@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.provider import Job, Provider, ProviderError
+from bot.providers.types import FineTuningProvider, Job, ProviderError
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class PollReport:
 
 
 class Poller:
-    def __init__(self, provider: Provider, store: Store, *, on_queued: Callable[[], None] = lambda: None,
+    def __init__(self, provider: FineTuningProvider, store: Store, *, on_queued: Callable[[], None] = lambda: None,
                  max_retrieves: int = MAX_RETRIEVES_PER_CYCLE) -> None:
         self.provider = provider
         self.store = store

@@ -23,7 +23,7 @@ from typing import TextIO
 from slack_bolt.request import BoltRequest
 
 from bot.app import build
-from bot.config import load
+from bot.config import Settings
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
 
@@ -77,7 +77,7 @@ def render(message: Mapping, channels: Mapping[str, str]) -> str:
 
 
 class Shell:
-    def __init__(self, env: Mapping[str, str], out: TextIO, *, channel: str = "general", user: str = "alice"):
+    def __init__(self, settings: Settings, out: TextIO, *, channel: str = "general", user: str = "alice"):
         self.out = out
         self.print_lock = threading.Lock()
         self.channels: dict[str, str] = {}
@@ -85,18 +85,15 @@ class Shell:
         self.user = user
         self.slack = SlackStandIn().start()
         self.slack.listeners.append(self._on_slack)
-        settings = load(env, mode="shell")
         self.sandbox: FineTuningSandbox | None = None
         self._tmp = None
-        if not settings.has_provider:
+        if settings.sandbox:
             self.sandbox = FineTuningSandbox(pace=settings.sandbox_pace_seconds).start()
             settings = settings.with_sandbox(self.sandbox.url + "/v1")
-            if not env.get("DATABASE_PATH"):
-                # Sandbox jobs live as long as this shell, so their records do too.
-                self._tmp = tempfile.TemporaryDirectory(prefix="finetune-bot-shell-")
-                settings = replace(settings, database_path=os.path.join(self._tmp.name, "shell.db"))
-            if not env.get("POLL_INTERVAL_SECONDS"):
-                settings = replace(settings, poll_interval_seconds=1.0)
+        if settings.temporary_database:
+            # Sandbox jobs live as long as this shell, so their records do too.
+            self._tmp = tempfile.TemporaryDirectory(prefix="finetune-bot-shell-")
+            settings = replace(settings, database_path=os.path.join(self._tmp.name, "shell.db"))
         self.signing_secret = secrets.token_hex(16)
         self.settings = replace(settings, slack_bot_token="xoxb-shell-" + secrets.token_hex(8),
                                 slack_signing_secret=self.signing_secret, slack_api_url=self.slack.api_url)
@@ -192,9 +189,9 @@ class Shell:
             self._tmp.cleanup()
 
 
-def run(env: Mapping[str, str], *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+def run(settings: Settings, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
         timeout: float = 300.0) -> int:
-    shell = Shell(env, stdout)
+    shell = Shell(settings, stdout)
     interactive = stdin.isatty()
     try:
         shell.bot.start_background()

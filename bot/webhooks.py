@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from bot.provider import Provider, ProviderError, WebhookRejected
+from bot.providers.types import FineTuningProvider, ProviderError, WebhookRejected
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,8 @@ class WebhookAnswer:
 
 
 class WebhookReceiver:
-    def __init__(self, provider: Provider, store: Store, *, on_queued: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, provider: FineTuningProvider, store: Store, *,
+                 on_queued: Callable[[], None] = lambda: None) -> None:
         self.provider = provider
         self.store = store
         self.on_queued = on_queued

@@ -282,14 +282,6 @@ class Store:
             return self._rows("SELECT * FROM announcements ORDER BY created_at")
         return self._rows("SELECT * FROM announcements WHERE state = ? ORDER BY created_at", (state,))
 
-    def next_announcement_due(self) -> float | None:
-        """When the earliest unsent announcement is due (or its lease ends); None when nothing waits."""
-        row = self._db().conn.execute(
-            "SELECT min(CASE WHEN state = 'pending' THEN next_attempt_at ELSE lease_until END)"
-            " FROM announcements WHERE state IN ('pending', 'sending')"
-        ).fetchone()
-        return row[0]
-
     # -- webhooks ----------------------------------------------------------------------------------
 
     def webhook_seen(self, webhook_id: str) -> bool:

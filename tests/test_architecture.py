@@ -39,14 +39,45 @@ def test_bot_does_not_import_handlers_except_the_composition_root():
 def test_exactly_one_module_imports_openai():
     importers = [str(p.relative_to(ROOT)) for pkg in ("bot", "handlers", "storage") for p in _files(pkg)
                  if "openai" in _imports(p)]
-    assert importers == ["bot/provider.py"]
+    assert importers == ["bot/providers/openai_shape.py"]
+
+
+def test_services_know_providers_only_through_the_shared_types():
+    """A second API shape is an added module: nothing but the composition root names an adapter."""
+    for path in _files("bot") + _files("handlers"):
+        relative = str(path.relative_to(ROOT))
+        tree = ast.parse(path.read_text())
+        adapters = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.startswith("bot.providers.") and node.module != "bot.providers.types"}
+        if relative not in COMPOSITION_ROOT and not relative.startswith("bot/providers/"):
+            assert not adapters, relative
+    types = _imports(ROOT / "bot/providers/types.py")
+    assert not types & {"openai", "together", "bot"}
+
+
+_ENV_NAMES = {"environ", "getenv", "putenv", "unsetenv", "environb", "getenvb"}
+
+
+def _reads_environment(tree: ast.AST) -> bool:
+    """`os.environ`, `os.getenv(...)`, `from os import environ` and the like, however spelt."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in _ENV_NAMES:
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module in {"os", "posix", "nt"}:
+            if any(alias.name in _ENV_NAMES for alias in node.names):
+                return True
+    return False
 
 
 def test_only_the_settings_module_reads_the_environment():
-    readers = []
-    for pkg in ("bot", "handlers", "storage"):
-        for path in _files(pkg):
-            text = path.read_text()
-            if "os.environ" in text or "os.getenv" in text:
-                readers.append(str(path.relative_to(ROOT)))
-    assert readers == ["bot/cli.py", "bot/config.py"]  # cli only hands os.environ to bot.config.load
+    readers = [str(p.relative_to(ROOT)) for pkg in ("bot", "handlers", "storage") for p in _files(pkg)
+               if _reads_environment(ast.parse(p.read_text()))]
+    assert readers == ["bot/config.py"]
+
+
+def test_the_environment_check_sees_every_spelling():
+    for source in ("import os\nos.environ['X']", "import os\nos.getenv('X')", "from os import environ",
+                   "from os import getenv as g", "import os as o\no.environ.get('X')"):
+        assert _reads_environment(ast.parse(source)), source
+    assert not _reads_environment(ast.parse("import os\nos.path.join('a')"))
+    assert not _reads_environment(ast.parse("def app(environ, start_response): return environ['PATH_INFO']"))

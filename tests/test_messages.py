@@ -21,7 +21,7 @@ from bot.messages import (
     format_provider_error,
     format_started,
 )
-from bot.provider import Job, JobEvent, ProviderError
+from bot.providers.types import Job, JobEvent, ProviderError
 
 HOSTILE = ["<!channel>", "<!here>", "<@U123ADMIN>", "<https://evil.example|click me>", "<#C0SECRET>",
            "&lt;!channel&gt;", "a & b"]

@@ -6,18 +6,19 @@ import openai
 import pytest
 
 from bot.config import Settings
-from bot.provider import REQUEST_KEY, Provider, ProviderError, build_client
+from bot.providers.openai_shape import REQUEST_KEY, OpenAIProvider, build_client
+from bot.providers.types import ProviderError
 from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox
 from tests.conftest import OPENAI_KEY
 
 
-def _provider(sandbox: FineTuningSandbox, **kwargs) -> Provider:
+def _provider(sandbox: FineTuningSandbox, **kwargs) -> OpenAIProvider:
     client = build_client(Settings(openai_api_key=OPENAI_KEY, openai_base_url=sandbox.url + "/v1",
                                    provider_timeout_seconds=2))
-    return Provider(client, secrets=[OPENAI_KEY], sleep=lambda s: None, **kwargs)
+    return OpenAIProvider(client, secrets=[OPENAI_KEY], sleep=lambda s: None, **kwargs)
 
 
-def _start(provider: Provider, request_id: str = "req-1", **kwargs):
+def _start(provider: OpenAIProvider, request_id: str = "req-1", **kwargs):
     return provider.create_job(request_id=request_id, training_file=SAMPLE_FILE_ID, model="babbage-002", **kwargs)
 
 
@@ -87,7 +88,7 @@ def test_errors_carry_the_providers_words_and_never_the_key(provider):
 def test_reads_retry_a_little_and_honour_retry_after(provider):
     slept = []
     client = build_client(Settings(openai_api_key="k", openai_base_url=provider.url + "/v1"))
-    adapter = Provider(client, sleep=slept.append)
+    adapter = OpenAIProvider(client, sleep=slept.append)
     provider.fail("status", status=429, retry_after=1.5)
     assert adapter.list_jobs() == ([], False)
     assert slept == [1.5]
@@ -111,7 +112,7 @@ def test_azure_client_path(provider):
                         openai_api_version="2024-10-21", provider_timeout_seconds=2)
     client = build_client(settings)
     assert isinstance(client, openai.AzureOpenAI)
-    adapter = Provider(client, sleep=lambda s: None)
+    adapter = OpenAIProvider(client, sleep=lambda s: None)
     assert adapter.max_suffix == 40
     job = _start(adapter)
     assert job.status == "pending" and not job.final
@@ -122,7 +123,7 @@ def test_azure_client_path(provider):
 
 
 def test_azure_v1_api_is_a_plain_base_url(provider):
-    adapter = Provider(build_client(Settings(openai_api_key="k", openai_base_url=provider.url + "/openai/v1/")))
+    adapter = OpenAIProvider(build_client(Settings(openai_api_key="k", openai_base_url=provider.url + "/openai/v1/")))
     job = _start(adapter)
     assert provider.requests_to("/openai/v1/fine_tuning/jobs", "POST")
     assert adapter.retrieve(job.id).id == job.id

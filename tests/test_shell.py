@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from bot import shell
+from bot.config import load
 
 
 def _run(script: str, tmp_path, timeout: float = 60, **env) -> subprocess.CompletedProcess:
@@ -74,8 +75,9 @@ def test_render_turns_block_kit_into_text():
 
 def test_shell_uses_a_configured_provider_and_says_it_is_real(provider, tmp_path):
     out = io.StringIO()
-    session = shell.Shell({"OPENAI_API_KEY": "sk-test-1234567890abcdef", "OPENAI_BASE_URL": provider.url + "/v1",
-                           "DATABASE_PATH": str(tmp_path / "real.db")}, out)
+    settings = load({"OPENAI_API_KEY": "sk-test-1234567890abcdef", "OPENAI_BASE_URL": provider.url + "/v1",
+                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell")
+    session = shell.Shell(settings, out)
     try:
         assert session.sandbox is None
         assert "REAL jobs, billed" in session.banner()

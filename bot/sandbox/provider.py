@@ -338,7 +338,6 @@ class FineTuningSandbox(StandInServer):
         elif status == "paused":
             self._event(job, "Fine-tuning job paused")
         if status in FINAL:
-            job["_final_at"] = time.time()
             self._send_webhook(job)
 
     def _act(self, job: dict, action: str) -> Answer:

@@ -1,4 +1,4 @@
-"""The fine-tuning provider adapter: the one module that imports `openai`, returning our own small dataclasses.
+"""The OpenAI-shaped provider adapter: the one module that imports `openai`, returning our own small dataclasses.
 
 Retries are decided here and nowhere else: the SDK's own are switched off (`max_retries=0`), reads are retried a
 little, and creating a job is made idempotent so that a retry never starts (and bills) a second job.
@@ -9,98 +9,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 
 from bot.config import Settings
+from bot.providers.types import Job, JobEvent, ProviderError, WebhookEvent, WebhookRejected
+from bot.retry_after import retry_after_seconds
+from bot.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 REQUEST_KEY = "finetune_bot_request"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class Job:
-    id: str
-    status: str
-    model: str
-    fine_tuned_model: str | None = None
-    trained_tokens: int | None = None
-    training_file: str | None = None
-    validation_file: str | None = None
-    suffix: str | None = None
-    created_at: int | None = None
-    finished_at: int | None = None
-    error_code: str | None = None
-    error_message: str | None = None
-    metadata: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-    @property
-    def outcome(self) -> str | None:
-        """The final status, or None while the job (in any status, known or new) is still going."""
-        return self.status if self.final else None
-
-    def fields(self) -> dict:
-        """The job's state as storage keeps it."""
-        return {
-            "id": self.id,
-            "status": self.status,
-            "model": self.model,
-            "fine_tuned_model": self.fine_tuned_model,
-            "trained_tokens": self.trained_tokens,
-            "training_file": self.training_file,
-            "suffix": self.suffix,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-            "error_code": self.error_code,
-            "error_message": self.error_message,
-        }
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    created_at: int
-    level: str
-    message: str
-    type: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-class ProviderError(Exception):
-    """The provider refused or failed. `message` is its own words (secrets removed), fit to show a user."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 retryable: bool = False, retry_after: float | None = None, ambiguous: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.ambiguous = ambiguous  # the request may have been carried out although no answer came back
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-
-class WebhookRejected(Exception):
-    """A webhook whose signature, timestamp or shape is not right."""
-
-
-@dataclass(frozen=True)
-class WebhookEvent:
-    id: str
-    type: str
-    job_id: str | None
 
 
 def build_client(settings: Settings) -> openai.OpenAI:
@@ -117,14 +38,14 @@ def build_client(settings: Settings) -> openai.OpenAI:
     return openai.OpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url, **common)
 
 
-class Provider:
-    """Fine-tuning jobs at an OpenAI-compatible provider (OpenAI, Azure OpenAI, the sandbox)."""
+class OpenAIProvider:
+    """Fine-tuning jobs at an OpenAI-shaped provider (OpenAI, both Azure styles, compatible base URLs, the sandbox)."""
 
     def __init__(self, client: openai.OpenAI, *, secrets: Iterable[str] = (), read_attempts: int = 2,
                  create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time) -> None:
         self._client = client
-        self._secrets = [s for s in secrets if s]
+        self._redact = Scrubber(secrets)
         self._read_attempts = read_attempts
         self._create_attempts = create_attempts
         self._sleep = sleep
@@ -223,7 +144,7 @@ class Provider:
                 continue
             if not error.retryable:
                 raise error
-            found = self._find_created(request_id, kwargs, since=began)
+            found = self._confirm_started(request_id, kwargs, since=began)
             if found is not None:
                 log.info("job creation answer was lost; found the job it created: %s", found.id)
                 return found
@@ -231,26 +152,35 @@ class Provider:
                 raise error
             self._sleep(min(error.retry_after or 0.5 * attempt, 5.0))
 
-    def _find_created(self, request_id: str, kwargs: Mapping[str, Any], *, since: float) -> Job | None:
+    def _confirm_started(self, request_id: str, kwargs: Mapping[str, Any], *, since: float) -> Job | None:
+        try:
+            return self.find_started(request_id, training_file=kwargs["training_file"], model=kwargs["model"],
+                                     suffix=kwargs.get("suffix"), since=since)
+        except ProviderError as error:
+            raise ProviderError(
+                f"The provider did not confirm whether the job started ({error.message}). "
+                "Check `/finetune list` before starting it again.",
+                status=error.status, retryable=False, ambiguous=True,
+            ) from None
+
+    def find_started(self, request_id: str, *, training_file: str, model: str, suffix: str | None,
+                     since: float) -> Job | None:
+        """The job a start with `request_id` created, if any: by our tag in its metadata or, where the provider
+        keeps no metadata, by training file, model and suffix created since the start began."""
         try:
             if self.metadata_supported:
                 page = self._client.fine_tuning.jobs.list(limit=5, metadata={REQUEST_KEY: request_id})
                 # Check the tag ourselves: a provider that ignores the filter returns everyone's jobs.
                 return next((_job(j) for j in page.data if (j.metadata or {}).get(REQUEST_KEY) == request_id), None)
             page = self._client.fine_tuning.jobs.list(limit=20)
-            for raw in page.data:
-                job = _job(raw)
-                if (job.training_file == kwargs["training_file"] and job.model == kwargs["model"]
-                        and job.suffix == kwargs.get("suffix") and (job.created_at or 0) >= int(since) - 5):
-                    return job
-            return None
         except openai.OpenAIError as exc:
-            error = self._translate(exc)
-            raise ProviderError(
-                f"The provider did not confirm whether the job started ({error.message}). "
-                "Check `/finetune list` before starting it again.",
-                status=error.status, retryable=False, ambiguous=True,
-            ) from None
+            raise self._translate(exc) from None
+        for raw in page.data:
+            job = _job(raw)
+            if (job.training_file == training_file and job.model == model and job.suffix == suffix
+                    and (job.created_at or 0) >= int(since) - 5):
+                return job
+        return None
 
     # -- webhooks ------------------------------------------------------------------------------------
 
@@ -266,11 +196,6 @@ class Provider:
 
     # -- errors --------------------------------------------------------------------------------------
 
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return text
-
     def _translate(self, exc: Exception) -> ProviderError:
         if isinstance(exc, openai.APITimeoutError):
             return ProviderError("The provider did not answer in time.", retryable=True, ambiguous=True)
@@ -284,18 +209,11 @@ class Provider:
                 message, code = inner.get("message"), inner.get("code")
             if not message:
                 message = f"The provider answered HTTP {exc.status_code}."
-            retry_after = _retry_after(exc.response.headers.get("retry-after"))
+            retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
             return ProviderError(self._redact(str(message)), status=exc.status_code,
                                  code=str(code) if code else None, retryable=exc.status_code in RETRYABLE_STATUS,
                                  retry_after=retry_after)
         return ProviderError(self._redact(str(exc)) or type(exc).__name__)
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value else None
-    except ValueError:
-        return None
 
 
 def _job(raw: Any) -> Job:
