@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,15 +26,18 @@ from bot.messages import Message
 from bot.poller import Poller
 from bot.providers.openai_shape import OpenAIProvider, build_client
 from bot.providers.types import FineTuningProvider
+from bot.scrub import Scrubber
 from bot.slack import SlackGateway
 from bot.webhooks import WebhookReceiver
-from handlers.errors import reply_kwargs
 from storage import Store
 
 log = logging.getLogger(__name__)
 
 DELIVERY_INTERVAL = 1.0
+MAINTENANCE_INTERVAL = 60.0  # reconciling interrupted starts, forgetting old webhook and trigger ids
 WORKERS = 32  # slash-command work after ack(): provider calls, mostly waiting on the network
+SLACK_TIMEOUT = 10.0
+WRITABLE_CHECK_EVERY = 2.0  # /healthz writes to the database at most this often
 
 
 @dataclass
@@ -48,9 +52,30 @@ class Services:
     webhooks: WebhookReceiver
     background: ThreadPoolExecutor
     decorate: Callable[[Message], Message]
+    scrub: Scrubber
 
     def reply(self, message: Message) -> dict:
-        return reply_kwargs(self.decorate(message))
+        """A message as an ack's body: decorated for the sandbox, scrubbed of anything secret."""
+        return self.scrub.deep(self.decorate(message).reply_kwargs())
+
+
+@dataclass
+class Heartbeat:
+    """When each scheduled task last finished a run, for /healthz."""
+
+    started_at: float = field(default_factory=time.monotonic)
+    last_run: dict[str, float] = field(default_factory=dict)
+
+    def beat(self, name: str, task: Callable[[], object]) -> Callable[[], object]:
+        def run():
+            result = task()
+            self.last_run[name] = time.monotonic()
+            return result
+
+        return run
+
+    def age(self, name: str) -> float:
+        return time.monotonic() - self.last_run.get(name, self.started_at)
 
 
 @dataclass
@@ -59,7 +84,28 @@ class Bot:
     app: App
     services: Services
     scheduler: BackgroundScheduler
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
     _stopped: bool = field(default=False, repr=False)
+    _writable: tuple[float, str | None] = field(default=(float("-inf"), None), repr=False)
+
+    def health(self) -> tuple[bool, str]:
+        """Whether the bot can do its job: the database takes writes and the scheduler runs its cycles."""
+        checked_at, problem = self._writable
+        if time.monotonic() - checked_at > WRITABLE_CHECK_EVERY:
+            try:
+                self.services.store.check_writable()
+                problem = None
+            except sqlite3.Error as error:
+                problem = f"the database cannot be written: {error}"
+            self._writable = (time.monotonic(), problem)
+        if problem:
+            return False, problem
+        if not self.scheduler.running:
+            return False, "the scheduler is not running"
+        allowed = max(3 * self.settings.poll_interval_seconds, self.settings.poll_interval_seconds + 60)
+        if self.heartbeat.age("poll") > allowed:
+            return False, f"no poll cycle has finished for {self.heartbeat.age('poll'):.0f}s"
+        return True, "ok"
 
     def start_background(self) -> None:
         """Start polling and delivering; the first poll runs at once, catching up on outcomes missed while down."""
@@ -96,28 +142,33 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
           clock: Callable[[], float] = time.time, worker_id: str | None = None) -> Bot:
     """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
     store = Store(settings.database_path, clock=clock)
+    scrub = Scrubber(settings.secrets())
     provider = OpenAIProvider(openai_client or build_client(settings), secrets=settings.secrets(), clock=clock)
     slack_client = slack_client or WebClient(
-        token=settings.slack_bot_token, base_url=settings.slack_api_url, timeout=10,
+        token=settings.slack_bot_token, base_url=settings.slack_api_url,
+        # A post must end (answered or not) well within its claim's lease: then no other process can take the
+        # announcement over while this one may still be posting it.
+        timeout=int(max(1, min(SLACK_TIMEOUT, settings.delivery_lease_seconds / 2))),
         retry_handlers=[],  # retries are ours (bot.delivery); the SDK's would silently re-send a POST
     )
-    slack = SlackGateway(slack_client)
+    slack = SlackGateway(slack_client, scrub=scrub)
     worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(store):x}"
 
     def decorate(message: Message) -> Message:
         return message.as_sandbox() if settings.sandbox else message
 
     sender = AnnouncementSender(store, slack, worker_id=worker_id, clock=clock,
-                                lease_seconds=settings.delivery_lease_seconds, decorate=decorate)
-    poller = Poller(provider, store, on_queued=sender.kick)
+                                lease_seconds=settings.delivery_lease_seconds,
+                                give_up_seconds=settings.delivery_give_up_seconds, decorate=decorate)
+    poller = Poller(provider, store, on_queued=sender.kick, interval=settings.poll_interval_seconds)
     jobs = JobService(provider, store, slack, default_model=settings.default_model,
                       allowed_users=settings.allowed_user_ids, allowed_channels=settings.allowed_channel_ids,
                       on_queued=sender.kick)
+    background = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work")
     services = Services(
         settings=settings, store=store, provider=provider, slack=slack, jobs=jobs, poller=poller, sender=sender,
-        webhooks=WebhookReceiver(provider, store, on_queued=sender.kick),
-        background=ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work"),
-        decorate=decorate,
+        webhooks=WebhookReceiver(provider, store, on_queued=sender.kick, background=background),
+        background=background, decorate=decorate, scrub=scrub,
     )
     bolt_log = logging.getLogger("finetune_bot.bolt")
     if _quiet_token_precedence not in bolt_log.filters:
@@ -136,9 +187,20 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
         logger=bolt_log,
     )
     handlers.register(app, services)
+    heartbeat = Heartbeat()
+    # A start is orphaned once every attempt its process could make (and their timeouts) is certainly over.
+    orphan_after = max(60.0, 4 * settings.provider_timeout_seconds)
+
+    def maintain() -> None:
+        jobs.reconcile_starts(older_than=orphan_after, worker=worker_id)
+        store.prune()
+
     scheduler = BackgroundScheduler(timezone=timezone.utc)
-    scheduler.add_job(poller.run_once, "interval", seconds=settings.poll_interval_seconds, id="poll",
-                      max_instances=1, coalesce=True, next_run_time=datetime.now(timezone.utc))
-    scheduler.add_job(sender.deliver_due, "interval", seconds=DELIVERY_INTERVAL, id="deliver",
-                      max_instances=1, coalesce=True)
-    return Bot(settings=settings, app=app, services=services, scheduler=scheduler)
+    now = datetime.now(timezone.utc)
+    scheduler.add_job(heartbeat.beat("poll", poller.run_once), "interval", seconds=settings.poll_interval_seconds,
+                      id="poll", max_instances=1, coalesce=True, next_run_time=now)
+    scheduler.add_job(heartbeat.beat("deliver", sender.deliver_due), "interval", seconds=DELIVERY_INTERVAL,
+                      id="deliver", max_instances=1, coalesce=True)
+    scheduler.add_job(heartbeat.beat("maintain", maintain), "interval", seconds=MAINTENANCE_INTERVAL,
+                      id="maintain", max_instances=1, coalesce=True, next_run_time=now)
+    return Bot(settings=settings, app=app, services=services, scheduler=scheduler, heartbeat=heartbeat)

@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass, field
 
 MAX_COMMAND_LENGTH = 1000
-ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+# Starts with a letter or digit: an id made only of dots (`..`) would name another path at the provider.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 SUFFIX_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
@@ -26,7 +27,7 @@ class Value:
             return f"a whole number from {self.low} to {self.high}"
         if self.kind == "suffix":
             return "up to 64 letters, digits, `-`, `_` or `.`"
-        return "up to 128 letters, digits, `-`, `_`, `.` or `:`"
+        return "up to 128 letters, digits, `-`, `_`, `.` or `:`, starting with a letter or digit"
 
     def convert(self, raw: str) -> str | int | None:
         """The value, or None when `raw` is not acceptable."""
@@ -47,6 +48,7 @@ class Subcommand:
     optional_positional: tuple[Value, ...] = ()
     options: tuple[Value, ...] = ()
     costly: bool = False  # starts, stops or changes a job: governed by ALLOWED_USER_IDS / ALLOWED_CHANNEL_IDS
+    past: str = ""  # what a job is once this is done to it ("cancelled"), for replies and refusals
 
     @property
     def usage(self) -> str:
@@ -71,18 +73,20 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             Value("seed", "int", 0, 2**31 - 1, placeholder="n"),
         ),
         costly=True,
+        past="started",
     ),
     Subcommand("status", "Where a job stands; with no id, the jobs this channel follows.",
                optional_positional=(_JOB_ID,)),
     Subcommand("list", "The organization's most recent jobs (10 unless you say, at most 100).",
                optional_positional=(Value("n", "int", 1, 100),)),
-    Subcommand("cancel", "Cancel a job.", positional=(_JOB_ID,), costly=True),
-    Subcommand("pause", "Pause a running job.", positional=(_JOB_ID,), costly=True),
-    Subcommand("resume", "Resume a paused job.", positional=(_JOB_ID,), costly=True),
+    Subcommand("cancel", "Cancel a job.", positional=(_JOB_ID,), costly=True, past="cancelled"),
+    Subcommand("pause", "Pause a running job.", positional=(_JOB_ID,), costly=True, past="paused"),
+    Subcommand("resume", "Resume a paused job.", positional=(_JOB_ID,), costly=True, past="resumed"),
     Subcommand("subscribe", "Follow a job started anywhere: this channel is told when it finishes.",
                positional=(_JOB_ID,)),
     Subcommand("unsubscribe", "Stop following a job in this channel.", positional=(_JOB_ID,)),
-    Subcommand("subscriptions", "The jobs this channel follows, with their last known status."),
+    Subcommand("subscriptions", "The jobs this channel follows: running first, then finished, a page at a time.",
+               optional_positional=(Value("page", "int", 1, 10_000),)),
     Subcommand("help", "This help."),
 )
 BY_NAME = {s.name: s for s in SUBCOMMANDS}

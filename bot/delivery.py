@@ -1,4 +1,10 @@
-"""The outbox sender: claims queued announcements, posts them, and decides every retry."""
+"""The outbox sender: claims queued announcements one at a time, posts them, and decides every retry.
+
+Slack asking us to wait (429 with Retry-After) is never a failure: the channel waits as long as Slack says, for as
+long as it takes. Real failures (5xx, timeouts, dropped connections) are retried with backoff until the
+announcement has been waiting `give_up_seconds`; Slack refusing for good (archived channel, bad blocks, …) is
+recorded at once and whoever started or subscribed the job gets a direct message, queued in this same outbox.
+"""
 
 from __future__ import annotations
 
@@ -9,59 +15,72 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.messages import Message, format_announcement, format_delivery_problem
-from bot.slack import NoHistoryAccess, SlackFailure, SlackGateway
+from bot.messages import Message, Subscription, duration, format_announcement, format_delivery_problem
+from bot.providers.types import Job
+from bot.slack import CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
 from storage import Store
 
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 300.0
-GIVE_UP_AFTER_ATTEMPTS = 60  # about four hours of Slack refusing for now
 CHANNEL_SPACING = 1.0  # Slack allows about one message a second in a channel
+WAIT_FOR_NEXT = 1.5  # a row due this soon is waited for in the same run, so one busy channel drains at Slack's pace
+RUN_LIMIT = 30.0  # one run hands back after this long; the scheduler starts the next a second later
 
 
 @dataclass
 class DeliveryReport:
     sent: int = 0
     retried: int = 0
+    waited: int = 0  # Slack asked us to wait (not counted as an attempt)
     failed: int = 0
     found_already_posted: int = 0
 
 
 class AnnouncementSender:
     def __init__(self, store: Store, slack: SlackGateway, *, worker_id: str, clock: Callable[[], float] = time.time,
-                 lease_seconds: float = 60.0, batch: int = 50,
+                 sleep: Callable[[float], None] | None = None, lease_seconds: float = 60.0,
+                 give_up_seconds: float = 86400.0, batch: int = 50,
                  decorate: Callable[[Message], Message] = lambda m: m) -> None:
         self.store = store
         self.slack = slack
         self.worker_id = worker_id
         self.clock = clock
         self.lease_seconds = lease_seconds
+        self.give_up_seconds = give_up_seconds
         self.batch = batch
         self.decorate = decorate
         self._not_before: dict[str, float] = {}  # per channel: spacing between posts, or Slack's Retry-After
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
+        self._sleep = sleep or self._stopping.wait
         self._wake = threading.Event()
         self._kick_lock = threading.Lock()
         self._kicker: threading.Thread | None = None
 
     def deliver_due(self) -> DeliveryReport:
-        """Deliver what is due now, batch after batch; one caller at a time in this process."""
+        """Deliver what is due now, and what falls due within a moment; one caller at a time in this process."""
         report = DeliveryReport()
         if not self._lock.acquire(blocking=False):
             self._again.set()  # the running delivery picks this up before it returns
             return report
+        started = self.clock()
         try:
-            while not self._stopping.is_set():
+            while not self._stopping.is_set() and self.clock() - started < RUN_LIMIT:
                 self._again.clear()
-                rows = self.store.claim_announcements(self.worker_id, limit=self.batch,
-                                                      lease_seconds=self.lease_seconds)
+                rows = self.store.due_announcements(limit=self.batch)
                 for row in rows:
+                    if self._stopping.is_set():
+                        break  # what is not claimed stays queued for the next run; nothing is cut off mid-post
                     self._deliver(row, report)
-                if not rows and not self._again.is_set():
+                if rows or self._again.is_set():
+                    continue
+                due = self.store.next_due()
+                wait = None if due is None else due - self.clock()
+                if wait is None or wait > WAIT_FOR_NEXT:
                     break
+                self._sleep(max(0.0, wait))
         finally:
             self._lock.release()
         return report
@@ -96,14 +115,18 @@ class AnnouncementSender:
             return True
         return False
 
-    def _deliver(self, row: dict, report: DeliveryReport) -> None:
-        key, channel = row["key"], row["channel_id"]
-        now = self.clock()
+    # -- one announcement ------------------------------------------------------------------------------
+
+    def _deliver(self, due: dict, report: DeliveryReport) -> None:
+        channel = due["channel_id"]
         not_before = self._not_before.get(channel, 0)
-        if not_before > now:
-            self.store.release(key, self.worker_id, at=not_before)
-            report.retried += 1
+        if not_before > self.clock():
+            self.store.defer_channel(channel, not_before)  # its turn comes at Slack's pace; no claim, no attempt
             return
+        row = self.store.claim(due["key"], self.worker_id, lease_seconds=self.lease_seconds)
+        if row is None:
+            return  # another process took it, or it was sent meanwhile
+        key = row["key"]
         if row["uncertain"]:
             try:
                 ts = self.slack.find_posted(channel, key, oldest=row["created_at"] - 60)
@@ -112,50 +135,81 @@ class AnnouncementSender:
                             "so this may be a duplicate", key, channel, exc)
                 ts = None
             except SlackFailure as failure:
-                self._retry(row, failure, report)
+                self._handle_failure(row, failure, report)
                 return
             if ts is not None:
                 self.store.mark_sent(key, self.worker_id, ts)
                 report.found_already_posted += 1
                 return
-        try:
-            ts = self.slack.post(channel, self.decorate(format_announcement(row)), key=key)
-        except SlackFailure as failure:
-            self._not_before[channel] = self.clock() + CHANNEL_SPACING
-            if failure.permanent:
-                self._fail(row, failure.reason, report)
-            else:
-                self._retry(row, failure, report)
+        message = self._message(row)
+        if message is None:
+            self.store.mark_failed(key, self.worker_id, "the job is no longer known to this bot")
+            report.failed += 1
             return
-        self._not_before[channel] = self.clock() + CHANNEL_SPACING
+        try:
+            ts = self._post(channel, message, key)
+        except SlackFailure as failure:
+            self._handle_failure(row, failure, report)
+            return
         self.store.mark_sent(key, self.worker_id, ts)
         report.sent += 1
         log.info("announced %s in %s", key, channel)
 
-    def _retry(self, row: dict, failure: SlackFailure, report: DeliveryReport) -> None:
-        attempts = row["attempts"]
-        if attempts >= GIVE_UP_AFTER_ATTEMPTS:
-            self._fail(row, f"gave up after {attempts} attempts: {failure.reason}", report)
+    def _post(self, channel: str, message: Message, key: str) -> str:
+        """Post, and when Slack refuses the blocks themselves, post the plain text instead: the outcome must arrive."""
+        try:
+            return self.slack.post(channel, message, key=key)
+        except SlackFailure as failure:
+            if failure.reason not in CONTENT_ERRORS or not message.blocks:
+                raise
+            log.warning("Slack refused the blocks of %s (%s); posting it as plain text", key, failure.reason)
+            return self.slack.post(channel, message.plain(), key=key)
+        finally:
+            self._not_before[channel] = self.clock() + CHANNEL_SPACING
+
+    def _message(self, row: dict) -> Message | None:
+        stored = self.store.job(row["job_id"])
+        if stored is None:
+            return None
+        job = Job.from_row(stored)
+        if row["kind"] == "delivery_problem":
+            original = self.store.announcement(f"{row['job_id']}:{row['about_channel']}:{row['outcome']}") or {}
+            reason = original.get("last_error") or "an error"
+            return self.decorate(format_delivery_problem(job, row["outcome"], row["about_channel"], reason,
+                                                         bot_user_id=self.slack.bot_user_id()))
+        subscription = Subscription(row["channel_id"], row.get("user_id"), row.get("origin"))
+        return self.decorate(format_announcement(job, row["outcome"], subscription))
+
+    # -- when Slack says no ------------------------------------------------------------------------------
+
+    def _handle_failure(self, row: dict, failure: SlackFailure, report: DeliveryReport) -> None:
+        key, channel = row["key"], row["channel_id"]
+        if failure.permanent:
+            self._fail(row, failure.reason, report)
             return
         if failure.retry_after is not None:
+            # Slack asked us to wait: the whole channel waits that long; no attempt is spent, nothing gives up.
             at = self.clock() + failure.retry_after
-            self._not_before[row["channel_id"]] = at
-            self.store.defer_channel(row["channel_id"], at)
-        else:
-            delay = min(MAX_BACKOFF, 2.0 ** min(attempts, 10))
-            at = self.clock() + delay * random.uniform(0.5, 1.0)
-        self.store.mark_retry(row["key"], self.worker_id, at=at, error=failure.reason, uncertain=failure.ambiguous)
+            self._not_before[channel] = max(self._not_before.get(channel, 0), at)
+            self.store.release(key, self.worker_id, at=at, note=failure.reason)
+            self.store.defer_channel(channel, at)
+            report.waited += 1
+            log.info("Slack asked to wait %.0fs before posting in %s again", failure.retry_after, channel)
+            return
+        waiting = self.clock() - row["created_at"]
+        if waiting >= self.give_up_seconds:
+            self._fail(row, f"gave up after {duration(waiting)} of failures; the last: {failure.reason}", report)
+            return
+        # 2 s, 4 s, 8 s … up to five minutes, with jitter: always longer than a run waits, so each is its own try.
+        delay = min(MAX_BACKOFF, 2.0 ** min(row["attempts"] + 2, 10))
+        at = self.clock() + delay * random.uniform(0.5, 1.0)
+        self.store.mark_retry(key, self.worker_id, at=at, error=failure.reason, uncertain=failure.ambiguous)
         report.retried += 1
-        log.warning("could not post %s (%s); trying again in %.1fs", row["key"], failure.reason, at - self.clock())
+        log.warning("could not post %s (%s); trying again in %.1fs", key, failure.reason, at - self.clock())
 
     def _fail(self, row: dict, reason: str, report: DeliveryReport) -> None:
-        self.store.mark_failed(row["key"], self.worker_id, reason)
+        user = row.get("user_id")
+        tell = user if row["kind"] == "announcement" and user and user != row["channel_id"] else None
+        self.store.mark_failed(row["key"], self.worker_id, reason, tell=tell)
         report.failed += 1
         log.error("giving up on %s in %s: %s", row["key"], row["channel_id"], reason)
-        user = row.get("user_id")
-        if not user:
-            return
-        try:
-            self.slack.post(user, self.decorate(format_delivery_problem(row, reason)))
-        except SlackFailure as failure:
-            log.warning("could not tell %s that %s failed either: %s", user, row["key"], failure.reason)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bot.commands import BY_NAME, Command, Problem, quote
 from bot.messages import (
+    FOLLOWS_PAGE,
+    RECENT_FINISHED,
+    FollowsPage,
     Message,
     format_action,
     format_followed,
@@ -18,6 +22,7 @@ from bot.messages import (
     format_job_status,
     format_problem,
     format_provider_error,
+    format_start_reconciled,
     format_started,
     format_subscribed,
     format_unsubscribed,
@@ -30,11 +35,15 @@ from storage import Store
 log = logging.getLogger(__name__)
 
 
+RESPONSE_URL_LIFETIME = 30 * 60  # Slack accepts replies through a response_url for 30 minutes
+
+
 @dataclass(frozen=True)
 class Caller:
     team_id: str
     channel_id: str
     user_id: str
+    response_url: str | None = field(default=None, repr=False)  # a credential: never logged
 
 
 class JobService:
@@ -57,7 +66,7 @@ class JobService:
             return (f"Sorry, you're not on this bot's list of people who may {command.name} jobs. "
                     "Ask whoever runs finetune-bot to add you to ALLOWED_USER_IDS.")
         if self.allowed_channels and caller.channel_id not in self.allowed_channels:
-            return (f"Jobs can't be {_past(command.name)} from this channel. "
+            return (f"Jobs can't be {command.spec.past} from this channel. "
                     "Use one of the channels in ALLOWED_CHANNEL_IDS.")
         return None
 
@@ -82,12 +91,30 @@ class JobService:
                 f"`{quote(suffix, 64)}` has {len(suffix)}.", BY_NAME["start"].usage))
         metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
                     "slack_user": caller.user_id}
-        job = self.provider.create_job(
-            request_id=uuid.uuid4().hex, training_file=training_file, model=model or self.default_model,
-            suffix=suffix, n_epochs=epochs, validation_file=validation, seed=seed, metadata=metadata,
-        )
+        request_id = uuid.uuid4().hex
+        model = model or self.default_model
+        try:
+            # Written down before the provider is asked: a crash from here on is reconciled at the next start-up.
+            self.store.record_intent(request_id, team_id=caller.team_id, channel_id=caller.channel_id,
+                                     user_id=caller.user_id, response_url=caller.response_url,
+                                     training_file=training_file, model=model, suffix=suffix)
+        except sqlite3.Error:
+            log.exception("could not record a start before asking the provider; nothing was started")
+            return format_problem(Problem("I can't save anything right now, so I didn't start a job I couldn't "
+                                          "follow. Nothing was started or billed; try again in a minute."))
+        try:
+            job = self.provider.create_job(
+                request_id=request_id, training_file=training_file, model=model,
+                suffix=suffix, n_epochs=epochs, validation_file=validation, seed=seed, metadata=metadata,
+            )
+        except ProviderError as error:
+            if not error.ambiguous:
+                self.store.finish_intent(request_id, job_id=None, state="refused")
+            # An unconfirmed start stays open: if the job turns up, reconciling follows it and tells the user.
+            raise
         try:
             self._follow(caller, job, origin="start")
+            self.store.finish_intent(request_id, job_id=job.id)
         except sqlite3.Error:
             # The job exists and is billed: the user must still learn its id, and how to follow it.
             log.exception("started %s but could not record that %s follows it", job.id, caller.channel_id)
@@ -97,8 +124,7 @@ class JobService:
 
     def _status(self, caller: Caller, job_id: str | None = None) -> Message:
         if job_id is None:
-            return format_followed(self.store.channel_follows(caller.channel_id),
-                                   title="Jobs this channel follows")
+            return format_followed(self._follows_page(caller.channel_id, 1), title="Jobs this channel follows")
         job = self.provider.retrieve(job_id)
         events = self.provider.events(job_id, limit=5)
         self._observe(job)
@@ -128,9 +154,21 @@ class JobService:
     def _unsubscribe(self, caller: Caller, job_id: str) -> Message:
         return format_unsubscribed(job_id, existed=self.store.unfollow(caller.channel_id, job_id))
 
-    def _subscriptions(self, caller: Caller) -> Message:
-        return format_followed(self.store.channel_follows(caller.channel_id),
-                               title="This channel's subscriptions")
+    def _subscriptions(self, caller: Caller, page: int = 1) -> Message:
+        return format_followed(self._follows_page(caller.channel_id, page), title="This channel's subscriptions")
+
+    def _follows_page(self, channel_id: str, page: int) -> FollowsPage:
+        """Page 1: running jobs, then the finished ones counted and the latest few. Later pages: the rest."""
+        active, finished = self.store.follow_counts(channel_id)
+        first = min(active, FOLLOWS_PAGE)
+        rest = active + finished - first
+        pages = 1 + -(-rest // FOLLOWS_PAGE) if rest > RECENT_FINISHED or active > FOLLOWS_PAGE else 1
+        page = min(page, max(pages, 1))
+        if page == 1:
+            return FollowsPage(1, pages, active, finished, self.store.channel_follows(channel_id, limit=first),
+                               self.store.channel_follows(channel_id, final=True, limit=RECENT_FINISHED))
+        rows = self.store.channel_follows(channel_id, limit=FOLLOWS_PAGE, offset=first + (page - 2) * FOLLOWS_PAGE)
+        return FollowsPage(page, pages, active, finished, rows)
 
     # -- shared steps ----------------------------------------------------------------------------------
 
@@ -150,12 +188,41 @@ class JobService:
 
     def _visibility_warnings(self, caller: Caller) -> list[str]:
         if self.slack.can_post(caller.channel_id) is False:
-            return [invite_warning()]
+            return [invite_warning(self.slack.bot_user_id())]
         return []
 
+    # -- starts a crash interrupted ---------------------------------------------------------------------
 
-def _past(name: str) -> str:
-    return {"start": "started", "cancel": "cancelled", "pause": "paused", "resume": "resumed"}.get(name, name)
+    def reconcile_starts(self, *, older_than: float, worker: str) -> int:
+        """Settle starts left open by a process that died while asking the provider: follow the job if it exists
+        and tell the person who typed the command either way. Returns how many were settled."""
+        settled = 0
+        for intent in self.store.claim_orphaned_intents(older_than=older_than, worker=worker):
+            try:
+                job = self.provider.find_started(intent["request_id"], training_file=intent["training_file"],
+                                                 model=intent["model"], suffix=intent["suffix"],
+                                                 since=intent["created_at"])
+            except ProviderError as error:
+                log.warning("could not yet check an interrupted start (%s); trying again later", error.message)
+                self.store.reopen_intent(intent["request_id"])
+                continue
+            if job is not None:
+                self.store.follow(intent["channel_id"], job.fields(), final=job.final, team_id=intent["team_id"],
+                                  user_id=intent["user_id"], origin="start", announce=job.outcome)
+                if job.final:
+                    self.on_queued()
+            self._tell_about_start(intent, format_start_reconciled(job, intent["training_file"]))
+            self.store.finish_intent(intent["request_id"], job_id=job.id if job else None,
+                                     state="reconciled" if job else "never_started")
+            log.info("reconciled an interrupted start: %s", job.id if job else "no job was created")
+            settled += 1
+        return settled
+
+    def _tell_about_start(self, intent: dict, message: Message) -> None:
+        fresh = time.time() - intent["created_at"] < RESPONSE_URL_LIFETIME - 60
+        if fresh and intent["response_url"] and self.slack.reply(intent["response_url"], message):
+            return
+        self.slack.post_quietly(intent["user_id"], message)
 
 
 def _doing(command: Command) -> str:

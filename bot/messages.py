@@ -11,10 +11,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from bot.commands import SUBCOMMANDS, Problem
+from bot.commands import BY_NAME, SUBCOMMANDS, Problem
 from bot.providers.types import Job, JobEvent, ProviderError
 
 SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
+SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,20}")
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
 MAX_TEXT = 3000
@@ -37,6 +38,15 @@ class Message:
     blocks: list[dict] = field(default_factory=list)
     in_channel: bool = False  # a slash-command reply the whole channel sees, rather than only its author
 
+    def plain(self) -> Message:
+        """The fallback text alone, for when Slack refuses the blocks."""
+        return replace(self, blocks=[])
+
+    def reply_kwargs(self) -> dict:
+        """As a slash-command reply (through `respond` or the ack)."""
+        return {"text": self.text, "blocks": self.blocks,
+                "response_type": "in_channel" if self.in_channel else "ephemeral"}
+
     def as_sandbox(self) -> Message:
         """The same message, saying plainly that it comes from the sandbox provider."""
         blocks = self.blocks[: MAX_BLOCKS - 1] + [_context(SANDBOX_NOTE)]
@@ -54,7 +64,21 @@ def code(text: object) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Cut to `limit` characters cleanly: never inside an `&lt;` entity or a `<…>` token, code spans closed."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 5]  # room for "…" and closing a fence
+    amp = cut.rfind("&")
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    if cut.rfind("<") > cut.rfind(">"):
+        cut = cut[: cut.rfind("<")]
+    fences = cut.count("```")
+    if fences % 2:
+        return cut + "…```"
+    if cut.replace("```", "").count("`") % 2:
+        return cut + "…`"
+    return cut + "…"
 
 
 def _section(mrkdwn: str) -> dict:
@@ -80,11 +104,13 @@ def _lines_in_sections(lines: Sequence[str], per: int = 10) -> list[dict]:
     return [_section("\n".join(lines[i:i + per])) for i in range(0, len(lines), per)]
 
 
-def _message(text: str, blocks: Sequence[dict], *, in_channel: bool = False) -> Message:
+def _message(text: str, blocks: Sequence[dict], *, in_channel: bool = False, text_escaped: bool = False) -> Message:
+    """The one exit of every formatter: the fallback text escaped (Slack parses it for mentions and shows it in
+    notifications), and Slack's limits enforced."""
     blocks = list(blocks)
     if len(blocks) > MAX_BLOCKS:
         blocks = blocks[: MAX_BLOCKS - 1] + [_context(f"…and {len(blocks) - MAX_BLOCKS + 1} more not shown.")]
-    return Message(_clip(text, MAX_TEXT), blocks, in_channel)
+    return Message(_clip(text if text_escaped else escape(text), MAX_TEXT), blocks, in_channel)
 
 
 def when(ts: int | float | None) -> str:
@@ -115,6 +141,14 @@ def tokens(n: int | None) -> str:
 
 def status_label(status: str) -> str:
     return f"{STATUS_EMOJI.get(status, ':grey_question:')} {escape(status)}"
+
+
+def job_line(job_id: str, status: str, fine_tuned_model: str | None = None) -> str:
+    """One job on one line, as lists show it."""
+    line = f"{STATUS_EMOJI.get(status, ':grey_question:')} {code(job_id)}  {escape(status)}"
+    if fine_tuned_model:
+        line += f" → {code(fine_tuned_model)}"
+    return line
 
 
 # -- help and problems -------------------------------------------------------------------------------
@@ -149,6 +183,11 @@ def format_provider_error(doing: str, error: ProviderError) -> Message:
     if error.retryable and not error.ambiguous:
         body += "\nThis looks temporary; try again in a minute."
     return _message(f"Could not {doing}. {said}", [_section(body)])
+
+
+def format_replay() -> Message:
+    text = "I've already received this exact request, so I didn't act on it again."
+    return _message(text, [_section(":repeat: " + escape(text))])
 
 
 def format_apology(error_id: str) -> Message:
@@ -229,42 +268,82 @@ def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bo
 def format_job_list(jobs: Sequence[Job]) -> Message:
     if not jobs:
         return _message("No fine-tuning jobs yet.", [_section("No fine-tuning jobs yet.")])
-    lines = []
-    for job in jobs:
-        line = f"{STATUS_EMOJI.get(job.status, ':grey_question:')} {code(job.id)}  {escape(job.status)}  " \
-               f"{code(job.model)}"
-        if job.fine_tuned_model:
-            line += f" → {code(job.fine_tuned_model)}"
-        lines.append(line)
+    lines = [job_line(job.id, job.status, job.fine_tuned_model) + f"  on {code(job.model)}" for job in jobs]
     blocks = [_section(f"*The {len(jobs)} most recent fine-tuning jobs*"), *_lines_in_sections(lines)]
     text = "Recent jobs: " + ", ".join(f"{j.id} {j.status}" for j in jobs)
     return _message(text, blocks)
 
 
-def format_followed(rows: Sequence[Mapping], *, title: str) -> Message:
-    """The jobs a channel follows, with last known status and any delivery problem."""
-    if not rows:
+FOLLOWS_PAGE = 20
+RECENT_FINISHED = 5
+
+
+@dataclass(frozen=True)
+class FollowsPage:
+    """What a channel follows, as much as fits one reply: `rows` on this page, the rest counted."""
+
+    page: int
+    pages: int
+    active: int
+    finished: int
+    rows: Sequence[Mapping]
+    recent_finished: Sequence[Mapping] = ()
+
+
+def _follow_line(row: Mapping) -> str:
+    line = job_line(row["job_id"], row["status"], row.get("fine_tuned_model"))
+    if row.get("observed_at"):
+        line += f"  _(as of {when(row['observed_at'])})_"
+    if row.get("delivery_error"):
+        line += f"\n      :warning: I could not post here: {code(row['delivery_error'])}"
+    return line
+
+
+def format_followed(view: FollowsPage, *, title: str) -> Message:
+    """The jobs a channel follows: running ones first, finished ones summarised, in pages that always fit."""
+    if not view.active and not view.finished:
         text = "This channel doesn't follow any fine-tuning jobs. `/finetune start` or `/finetune subscribe` one."
-        return _message(text, [_section(text)])
-    lines = []
-    for row in rows:
-        line = f"{STATUS_EMOJI.get(row['status'], ':grey_question:')} {code(row['job_id'])}  {escape(row['status'])}"
-        if row.get("fine_tuned_model"):
-            line += f" → {code(row['fine_tuned_model'])}"
-        if row.get("observed_at"):
-            line += f"  _(as of {when(row['observed_at'])})_"
-        if row.get("delivery_error"):
-            line += f"\n      :warning: I could not post here: {code(row['delivery_error'])}"
-        lines.append(line)
-    blocks = [_section(f"*{escape(title)}*"), *_lines_in_sections(lines)]
-    text = f"{title}: " + ", ".join(f"{r['job_id']} {r['status']}" for r in rows)
+        return _message(text, [_section(escape(text))])
+    blocks = [_section(f"*{escape(title)}*: {view.active} running, {view.finished} finished")]
+    if view.page == 1:
+        if view.rows:
+            blocks += _lines_in_sections([_follow_line(r) for r in view.rows])
+        elif view.active == 0:
+            blocks.append(_section("Nothing running."))
+        if view.recent_finished:
+            blocks.append(_section(f"*Finished* ({view.finished}); the most recent:"))
+            blocks += _lines_in_sections([_follow_line(r) for r in view.recent_finished])
+    else:
+        blocks += _lines_in_sections([_follow_line(r) for r in view.rows]) or [_section("Nothing on this page.")]
+    if view.pages > 1:
+        more = f"Page {view.page} of {view.pages}."
+        if view.page < view.pages:
+            more += f" More: `/finetune subscriptions {view.page + 1}`"
+        blocks.append(_context(more))
+    shown = list(view.rows) + list(view.recent_finished)
+    text = f"{title}: {view.active} running, {view.finished} finished. " + ", ".join(
+        f"{r['job_id']} {r['status']}" for r in shown[:10])
     return _message(text, blocks)
 
 
+def format_start_reconciled(job: Job | None, training_file: str) -> Message:
+    """What the person who started a job hears when the bot restarts after dying mid-start."""
+    if job is None:
+        text = (f"Your start of a fine-tuning job from {training_file} was interrupted before the provider created "
+                "a job: nothing was started or billed. Try `/finetune start` again.")
+        return _message(text, [_section(":information_source: " + escape(text))])
+    text = (f"Your start from {training_file} did go through while I was restarting: job {job.id} ({job.status}). "
+            "This channel follows it, so there is no need to start it again.")
+    blocks = [_section(f":information_source: Your start from {code(training_file)} did go through while I was "
+                       f"restarting: job {code(job.id)}. This channel follows it, so there is no need to start it "
+                       "again."), *_fields(job_fields(job))]
+    return _message(text, blocks, in_channel=True)
+
+
 def format_action(action: str, job: Job) -> Message:
-    past = {"cancel": "Cancelled", "pause": "Pausing", "resume": "Resumed"}[action]
-    if action == "pause" and job.status == "paused":
-        past = "Paused"
+    past = BY_NAME[action].past.capitalize()
+    if action == "pause" and job.status != "paused":
+        past = "Pausing"
     text = f"{past} job {job.id} (now {job.status})."
     return _message(text, [_section(f"{status_label(job.status)}  {past} job {code(job.id)}.")], in_channel=True)
 
@@ -295,58 +374,71 @@ def format_unsubscribed(job_id: str, *, existed: bool) -> Message:
     return _message(text, [_section(f"This channel doesn't follow {code(job_id)}; nothing to do.")])
 
 
-def invite_warning(bot_mention: str = "@finetune-bot") -> str:
+def invite_hint(bot_user_id: str | None) -> str:
+    """How to add this bot to a channel, by the name this workspace gave it (mrkdwn)."""
+    if bot_user_id and SLACK_USER_ID.fullmatch(bot_user_id):
+        return f"type `/invite` <@{bot_user_id}> there"
+    return "add the app there (channel details → Integrations → Add apps)"
+
+
+def invite_warning(bot_user_id: str | None = None) -> str:
     return (f"I can't post in this channel yet (it's private and I'm not in it), so I couldn't tell you when the job "
-            f"finishes. Type `/invite {bot_mention}` here to fix it.")
+            f"finishes. To fix it, {invite_hint(bot_user_id).replace(' there', ' here')}.")
 
 
 # -- announcements -------------------------------------------------------------------------------------
 
 
-def format_announcement(row: Mapping) -> Message:
+@dataclass(frozen=True)
+class Subscription:
+    """A channel (or a person) following a job, and who made it follow."""
+
+    channel_id: str
+    user_id: str | None = None
+    origin: str | None = None
+
+
+def format_announcement(job: Job, outcome: str, subscription: Subscription) -> Message:
     """The message a following channel gets when a job reaches its outcome."""
-    outcome = row["outcome"]
-    job_id = row["job_id"]
-    # An announcement row's own `created_at` is when it was queued, not when the job began: never a stand-in for it.
-    started, finished = row.get("job_created_at"), row.get("finished_at")
-    took = duration(finished - started) if started and finished else "—"
+    took = duration(job.finished_at - job.created_at) if job.created_at and job.finished_at else "—"
     if outcome == "succeeded":
-        model = row.get("fine_tuned_model") or "(the provider gave no model name)"
-        text = f"Fine-tuning job {job_id} succeeded. Fine-tuned model: {model}"
+        model = job.fine_tuned_model or "(the provider gave no model name)"
+        text = f"Fine-tuning job {job.id} succeeded. Fine-tuned model: {model}"
         blocks = [
             _header(":white_check_mark: Fine-tuning job succeeded"),
             _section(f"*Fine-tuned model*\n```{escape(str(model).replace('`', chr(39)))}```"),
-            *_fields([("Job", code(job_id)), ("Base model", code(row.get("model"))),
-                      ("Trained tokens", tokens(row.get("trained_tokens"))), ("Took", took)]),
+            *_fields([("Job", code(job.id)), ("Base model", code(job.model)),
+                      ("Trained tokens", tokens(job.trained_tokens)), ("Took", took)]),
         ]
     elif outcome == "failed":
-        reason = row.get("error_message") or "The provider gave no reason."
-        text = f"Fine-tuning job {job_id} failed: {reason}"
+        reason = job.error_message or "The provider gave no reason."
+        text = f"Fine-tuning job {job.id} failed: {reason}"
         blocks = [
             _header(":x: Fine-tuning job failed"),
-            _section(f"*Why* ({escape(row.get('error_code') or 'unknown')})\n>{escape(reason)}"),
-            *_fields([("Job", code(job_id)), ("Base model", code(row.get("model"))), ("Took", took)]),
+            _section(f"*Why* ({escape(job.error_code or 'unknown')})\n>{escape(reason)}"),
+            *_fields([("Job", code(job.id)), ("Base model", code(job.model)), ("Took", took)]),
         ]
     else:
-        text = f"Fine-tuning job {job_id} was cancelled."
+        text = f"Fine-tuning job {job.id} was cancelled."
         blocks = [
             _header(":no_entry_sign: Fine-tuning job cancelled"),
-            *_fields([("Job", code(job_id)), ("Base model", code(row.get("model"))), ("Took", took)]),
+            *_fields([("Job", code(job.id)), ("Base model", code(job.model)), ("Took", took)]),
         ]
-    user = row.get("user_id") or ""
+    user = subscription.user_id or ""
     if SLACK_USER_ID.fullmatch(user):
-        verb = "Started" if row.get("origin") == "start" else "Followed here"
+        verb = "Started" if subscription.origin == "start" else "Followed here"
         blocks.append(_context(f"{verb} by <@{user}>"))
     return _message(text, blocks)
 
 
-def format_delivery_problem(row: Mapping, reason: str) -> Message:
+def format_delivery_problem(job: Job, outcome: str, channel_id: str, reason: str,
+                            bot_user_id: str | None = None) -> Message:
     """A direct message to whoever started or subscribed, when their channel refuses our announcement."""
-    channel = row["channel_id"]
-    text = (f"I couldn't post the outcome of fine-tuning job {row['job_id']} ({row['outcome']}) in <#{channel}>: "
-            f"Slack said {reason}.")
-    body = (f":warning: I couldn't post the outcome of {code(row['job_id'])} ({escape(row['outcome'])}) in "
-            f"<#{escape(channel)}>: Slack said {code(reason)}.")
+    where = f"<#{channel_id}>" if SLACK_CHANNEL_ID.fullmatch(channel_id) else code(channel_id)
+    text = (f"I couldn't post the outcome of fine-tuning job {escape(job.id)} ({escape(outcome)}) in {where}: "
+            f"Slack said {escape(reason)}.")
+    body = (f":warning: I couldn't post the outcome of {code(job.id)} ({escape(outcome)}) in {where}: "
+            f"Slack said {code(reason)}.")
     if reason in {"not_in_channel", "channel_not_found"}:
-        body += "\nIf it's a private channel, `/invite @finetune-bot` there and subscribe again."
-    return _message(text, [_section(body), *_fields(job_fields({**row, "created_at": row.get("job_created_at")}))])
+        body += f"\nIf it's a private channel, {invite_hint(bot_user_id)} and subscribe again."
+    return _message(text, [_section(body), *_fields(job_fields(job))], text_escaped=True)

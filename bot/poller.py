@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 PAGE_SIZE = 100
 MAX_RETRIEVES_PER_CYCLE = 100
 MAX_SKIPPED_CYCLES = 16
+MAX_PAUSE_SECONDS = 120.0  # however long the interval, an outage never silences polling for longer than this
 
 
 @dataclass
@@ -34,11 +35,12 @@ class PollReport:
 
 class Poller:
     def __init__(self, provider: FineTuningProvider, store: Store, *, on_queued: Callable[[], None] = lambda: None,
-                 max_retrieves: int = MAX_RETRIEVES_PER_CYCLE) -> None:
+                 max_retrieves: int = MAX_RETRIEVES_PER_CYCLE, interval: float = 60.0) -> None:
         self.provider = provider
         self.store = store
         self.on_queued = on_queued
         self.max_retrieves = max_retrieves
+        self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))
         self._failures = 0
         self._skip = 0
 
@@ -58,7 +60,7 @@ class Poller:
             self._collect(active, seen, report)
         except ProviderError as error:
             self._failures += 1
-            self._skip = min(2 ** (self._failures - 1), MAX_SKIPPED_CYCLES)
+            self._skip = min(2 ** (self._failures - 1), self.max_skip)
             report.error = error.message
             log.warning("polling the provider failed (%s); skipping the next %d cycle(s)", error.message, self._skip)
         else:

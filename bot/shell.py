@@ -25,7 +25,7 @@ from slack_bolt.request import BoltRequest
 from bot.app import build
 from bot.config import Settings
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, FineTuningSandbox
-from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
+from bot.sandbox.slack import BOT_USER_ID, SlackStandIn, signed_headers, slash_command_body
 
 EMOJI = {
     ":white_check_mark:": "✅", ":x:": "❌", ":no_entry_sign:": "🚫", ":gear:": "⚙️", ":mag:": "🔍",
@@ -80,7 +80,7 @@ class Shell:
     def __init__(self, settings: Settings, out: TextIO, *, channel: str = "general", user: str = "alice"):
         self.out = out
         self.print_lock = threading.Lock()
-        self.channels: dict[str, str] = {}
+        self.channels: dict[str, str] = {BOT_USER_ID: "finetune-bot"}
         self.channel = channel
         self.user = user
         self.slack = SlackStandIn().start()

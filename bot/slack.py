@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import http.client
+import json
 import logging
+import threading
 import urllib.error
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
 
 from bot.messages import Message
+from bot.retry_after import retry_after_seconds
+from bot.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
-# Slack's answers that no retry will change.
-PERMANENT_ERRORS = frozenset({
-    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed", "account_inactive",
-    "token_revoked", "token_expired", "no_permission", "missing_scope", "restricted_action", "team_access_not_granted",
-    "ekm_access_denied", "org_login_required", "cannot_reply_to_message", "channel_is_archived",
-    "msg_too_long", "invalid_blocks", "invalid_metadata_format", "user_not_found",
-})
+# Slack's answers that another try may change. Every other error it names (channel_not_found, is_archived,
+# invalid_blocks, msg_too_long, msg_blocks_too_long, invalid_arguments, …) is for good: retrying only repeats it.
+TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "service_unavailable",
+                              "request_timeout", "team_added_to_org"})
+# Refusals of the message's content: the plain text alone may still go through.
+CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long", "msg_blocks_too_long",
+                            "too_many_blocks"})
 ANNOUNCEMENT_EVENT = "finetune_bot_announcement"
 
 
@@ -37,12 +42,18 @@ class NoHistoryAccess(Exception):
 
 
 class SlackGateway:
-    def __init__(self, client: WebClient) -> None:
+    def __init__(self, client: WebClient, *, scrub: Scrubber | None = None) -> None:
         self.client = client
+        self.scrub = scrub or Scrubber()
+        self._bot_user_id: str | None = None
+        self._bot_user_lock = threading.Lock()
 
     def post(self, channel: str, message: Message, *, key: str | None = None) -> str:
-        """Post a message; returns its ts. Tagged with `key` in message metadata so it can be found again."""
-        kwargs = {"channel": channel, "text": message.text, "blocks": message.blocks, "unfurl_links": False}
+        """Post a message; returns its ts. Tagged with `key` in message metadata so it can be found again.
+
+        Everything posted is scrubbed first: a provider's error text that quotes a key never reaches a channel."""
+        kwargs = {"channel": channel, "text": self.scrub(message.text), "blocks": self.scrub.deep(message.blocks),
+                  "unfurl_links": False}
         if key:
             kwargs["metadata"] = {"event_type": ANNOUNCEMENT_EVENT, "event_payload": {"key": key}}
         response = self._call("chat_postMessage", **kwargs)
@@ -63,6 +74,54 @@ class SlackGateway:
                     "key") == key:
                 return message.get("ts")
         return None
+
+    def post_quietly(self, channel: str, message: Message) -> str | None:
+        """Post something useful but not owed (no outbox): a failure is logged, not raised."""
+        try:
+            return self.post(channel, message)
+        except SlackFailure as failure:
+            log.warning("could not post to %s: %s", channel, failure.reason)
+            return None
+
+    def reply(self, response_url: str, message: Message, *, replace_original: bool = False) -> bool:
+        """Answer a command or click through its response_url; False (and logged) when Slack refused the answer.
+
+        Slack refusing a reply (too long, bad blocks) must not leave the person with nothing: the plain text is sent
+        in its place, with a line saying the full answer could not be shown."""
+        kwargs = {"text": self.scrub(message.text), "blocks": self.scrub.deep(message.blocks),
+                  "response_type": "in_channel" if message.in_channel else "ephemeral",
+                  "replace_original": replace_original}
+        refusal = self._send_reply(response_url, kwargs)
+        if refusal is None:
+            return True
+        log.warning("Slack refused a reply (%s); sending a short one instead", refusal)
+        short = {"text": kwargs["text"][:2000] + f"\n(I couldn't show the full answer: Slack said {refusal}.)",
+                 "response_type": "ephemeral", "replace_original": False}
+        return self._send_reply(response_url, short) is None
+
+    def _send_reply(self, response_url: str, kwargs: dict) -> str | None:
+        """None when Slack took the reply, else why not."""
+        try:
+            response = WebhookClient(response_url, timeout=10, retry_handlers=[]).send(**kwargs)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            return f"connection error ({type(exc).__name__})"
+        body = (response.body or "").strip()
+        refused = '"ok":false' in body.replace(" ", "")
+        if response.status_code == 200 and not refused:
+            return None
+        return _error_word(body) or f"http_{response.status_code}"
+
+    def bot_user_id(self) -> str | None:
+        """The bot's own user id (so messages can name the app as this workspace named it); None if Slack won't say.
+
+        Asked once, lazily, never before an ack: start-up does not wait on Slack."""
+        with self._bot_user_lock:
+            if self._bot_user_id is None:
+                try:
+                    self._bot_user_id = str(self._call("auth_test").get("user_id") or "") or None
+                except SlackFailure as failure:
+                    log.info("could not learn the bot's user id (%s)", failure.reason)
+            return self._bot_user_id
 
     def can_post(self, channel: str) -> bool | None:
         """False when the bot cannot see the channel (private and not a member); None when it cannot tell."""
@@ -89,11 +148,12 @@ class SlackGateway:
             status = getattr(response, "status_code", 200)
             error = (response.get("error") if hasattr(response, "get") else None) or f"http_{status}"
             if status == 429 or error == "ratelimited":
-                retry_after = _float(response.headers.get("retry-after") or response.headers.get("Retry-After"))
+                headers = {k.lower(): v for k, v in (response.headers or {}).items()}
+                retry_after = retry_after_seconds(headers.get("retry-after"))
                 raise SlackFailure("ratelimited", permanent=False, retry_after=retry_after or 1.0) from None
             if status >= 500:
                 raise SlackFailure(f"http_{status}", permanent=False) from None
-            raise SlackFailure(error, permanent=error in PERMANENT_ERRORS) from None
+            raise SlackFailure(error, permanent=error not in TRANSIENT_ERRORS) from None
         except TimeoutError as exc:
             raise SlackFailure(f"timeout ({type(exc).__name__})", permanent=False, ambiguous=True) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
@@ -101,8 +161,13 @@ class SlackGateway:
             raise SlackFailure(f"connection error ({type(exc).__name__})", permanent=False, ambiguous=True) from None
 
 
-def _float(value) -> float | None:
+
+def _error_word(body: str) -> str:
+    """Slack's error code from a response_url answer: plain text (`invalid_blocks`) or JSON (`{"error": …}`)."""
     try:
-        return float(value) if value is not None else None
+        parsed = json.loads(body)
+        if isinstance(parsed, dict):
+            return str(parsed.get("error") or "")[:100]
     except ValueError:
-        return None
+        pass
+    return body[:100]

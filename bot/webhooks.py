@@ -1,9 +1,14 @@
-"""OpenAI webhooks: a job's end, pushed to us, announced through the same outbox as the poller's findings."""
+"""OpenAI webhooks: a job's end, pushed to us, announced through the same outbox as the poller's findings.
+
+The web server's thread only verifies and records a delivery; fetching the job happens on the background pool, so a
+slow provider can never hold up the threads that ack Slack's requests.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from bot.providers.types import FineTuningProvider, ProviderError, WebhookRejected
@@ -21,10 +26,11 @@ class WebhookAnswer:
 
 
 class WebhookReceiver:
-    def __init__(self, provider: FineTuningProvider, store: Store, *,
+    def __init__(self, provider: FineTuningProvider, store: Store, *, background: Executor,
                  on_queued: Callable[[], None] = lambda: None) -> None:
         self.provider = provider
         self.store = store
+        self.background = background
         self.on_queued = on_queued
 
     def handle(self, body: bytes, headers: Mapping[str, str]) -> WebhookAnswer:
@@ -34,16 +40,18 @@ class WebhookReceiver:
         except WebhookRejected as exc:
             log.warning("refused a webhook: %s", exc)
             return WebhookAnswer(400, "invalid webhook signature")
-        if self.store.webhook_seen(event.id):
+        if not self.store.remember_webhook(event.id):
             return WebhookAnswer(200, "already handled")
         if event.type in JOB_EVENTS and event.job_id and self.store.job(event.job_id) is not None:
-            try:
-                job = self.provider.retrieve(event.job_id)
-            except ProviderError as error:
-                # Not remembered, so the provider's retry of this delivery is handled; polling is the safety net.
-                log.warning("webhook for %s: could not fetch the job (%s)", event.job_id, error.message)
-                return WebhookAnswer(503, "could not fetch the job; deliver again later")
-            if self.store.record_jobs([(job.fields(), job.outcome)]):
-                self.on_queued()
-        self.store.remember_webhook(event.id)
+            self.background.submit(self.fetch, event.job_id)
         return WebhookAnswer(200, "ok")
+
+    def fetch(self, job_id: str) -> None:
+        """Read the job the webhook named and queue its outcome; on failure, polling (always on) catches it."""
+        try:
+            job = self.provider.retrieve(job_id)
+        except ProviderError as error:
+            log.warning("webhook for %s: could not fetch the job (%s); polling will", job_id, error.message)
+            return
+        if self.store.record_jobs([(job.fields(), job.outcome)]):
+            self.on_queued()

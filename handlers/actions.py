@@ -15,18 +15,20 @@ def register(app: App, services) -> None:
 
 
 def make_cancel_listener(services):
-    def cancel_clicked(ack, body, action, respond):  # noqa: ANN001 - Bolt injects by name
+    def cancel_clicked(ack, body, action):  # noqa: ANN001 - Bolt injects by name
         ack()
         job_id = str(action.get("value") or "")
         caller = Caller((body.get("team") or {}).get("id", ""), (body.get("channel") or {}).get("id", ""),
-                        (body.get("user") or {}).get("id", ""))
+                        (body.get("user") or {}).get("id", ""), response_url=body.get("response_url") or None)
         if not ID_PATTERN.fullmatch(job_id):
             return  # not a button of ours
         command = Command("cancel", {"job_id": job_id})
         refusal = services.jobs.refusal(command, caller)
         if refusal:
-            respond(**services.reply(format_refusal(refusal)), replace_original=False)
+            if caller.response_url:
+                services.background.submit(services.slack.reply, caller.response_url,
+                                           services.decorate(format_refusal(refusal)))
             return
-        run_after_ack(services, command, caller, respond)
+        run_after_ack(services, command, caller, trigger_id=body.get("trigger_id"))
 
     return cancel_clicked

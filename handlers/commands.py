@@ -8,7 +8,7 @@ from slack_bolt import App
 
 from bot.commands import Command, Problem, parse
 from bot.jobs import Caller
-from bot.messages import format_help, format_problem, format_refusal
+from bot.messages import format_help, format_problem, format_refusal, format_replay
 from handlers.errors import apologize
 
 
@@ -17,9 +17,10 @@ def register(app: App, services) -> None:
 
 
 def make_listener(services):
-    def finetune(ack, command, respond):  # noqa: ANN001 - Bolt injects by name
+    def finetune(ack, command):  # noqa: ANN001 - Bolt injects by name
         parsed = parse(html.unescape(command.get("text") or ""))  # Slack sends &, < and > escaped
-        caller = Caller(command.get("team_id", ""), command.get("channel_id", ""), command.get("user_id", ""))
+        caller = Caller(command.get("team_id", ""), command.get("channel_id", ""), command.get("user_id", ""),
+                        response_url=command.get("response_url") or None)
         if isinstance(parsed, Problem):
             ack(**services.reply(format_problem(parsed)))
             return
@@ -31,20 +32,26 @@ def make_listener(services):
             ack(**services.reply(format_refusal(refusal)))
             return
         ack()
-        run_after_ack(services, parsed, caller, respond)
+        run_after_ack(services, parsed, caller, trigger_id=command.get("trigger_id"))
 
     return finetune
 
 
-def run_after_ack(services, command: Command, caller: Caller, respond) -> None:
+def run_after_ack(services, command: Command, caller: Caller, *, trigger_id: str | None) -> None:
     """Do a command's slow work on the bot's pool and reply through the response URL."""
-    services.background.submit(_work, services, command, caller, respond)
+    services.background.submit(_work, services, command, caller, trigger_id)
 
 
-def _work(services, command: Command, caller: Caller, respond) -> None:
+def _work(services, command: Command, caller: Caller, trigger_id: str | None) -> None:
+    def send(message):
+        if caller.response_url:
+            services.slack.reply(caller.response_url, services.decorate(message))
+
     try:
-        message = services.jobs.run(command, caller)
-        respond(**services.reply(message), replace_original=False)
+        # Slack sends a fresh trigger_id with every command and click: the same one again is a replayed request.
+        if trigger_id and not services.store.first_sight_of_trigger(trigger_id):
+            send(format_replay())
+            return
+        send(services.jobs.run(command, caller))
     except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler; end it there too
-        apologize(error, respond, f"/finetune {command.name}")
-
+        apologize(error, send, f"/finetune {command.name}")

@@ -67,3 +67,39 @@ def m001_initial(db: Database) -> None:
     )
     db["announcements"].create_index(["state", "next_attempt_at"])
     db["webhook_deliveries"].create({"webhook_id": str, "received_at": float}, pk="webhook_id")
+
+
+@migrations()
+def m002_foundation(db: Database) -> None:
+    # Who an announcement is for, carried on the row so a direct message about a refused channel is queued in the
+    # same outbox (and retried by the same rules) as the announcement itself.
+    db["announcements"].add_column("origin", str)
+    db["announcements"].add_column("kind", str, not_null_default="announcement")
+    db["announcements"].add_column("about_channel", str)
+    db.execute("UPDATE announcements SET origin = (SELECT origin FROM subscriptions s"
+               " WHERE s.job_id = announcements.job_id AND s.channel_id = announcements.channel_id)")
+    db["webhook_deliveries"].create_index(["received_at"])
+    # A start is written down before the provider is asked, so a crash in between cannot leave a billed job
+    # that nobody follows: start-up reconciles what is left here by its request id.
+    db["start_intents"].create(
+        {
+            "request_id": str,
+            "team_id": str,
+            "channel_id": str,
+            "user_id": str,
+            "response_url": str,
+            "training_file": str,
+            "model": str,
+            "suffix": str,
+            "created_at": float,
+            "state": str,
+            "job_id": str,
+        },
+        pk="request_id",
+        not_null={"channel_id", "state", "created_at"},
+    )
+    db["start_intents"].create_index(["state", "created_at"])
+    # Slack sends a fresh trigger_id with every command and click: one seen twice is a replay.
+    db["seen_triggers"].create({"trigger_id": str, "seen_at": float}, pk="trigger_id")
+    db["seen_triggers"].create_index(["seen_at"])
+    db["health"].create({"id": int, "written_at": float}, pk="id")

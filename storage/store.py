@@ -28,6 +28,19 @@ JOB_FIELDS = (
 
 # How long another process may hold the write lock before we give up (SQLite's busy handler waits meanwhile).
 BUSY_TIMEOUT_MS = 30_000
+WEBHOOK_RETENTION_SECONDS = 7 * 86400  # providers redeliver for at most a few days
+TRIGGER_RETENTION_SECONDS = 600  # Slack refuses a request older than 5 minutes, so a replay is younger than this
+INTENT_RETENTION_SECONDS = 7 * 86400
+
+
+class StorageUnavailable(Exception):
+    """The database cannot be opened or written; the message is one line meant for the person running the bot."""
+
+
+def _is_transient(error: sqlite3.Error) -> bool:
+    """Another writer holds the lock: wait and try again, keep the connection."""
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
 
 
 class Store:
@@ -37,62 +50,105 @@ class Store:
         self.path = str(path)
         self._clock = clock
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        db = self._db()
-        db.enable_wal()
-        with self._immediate() as db:
-            migrations.apply(db)
+        self._open: dict[int, sqlite3.Connection] = {}  # every connection made, by id: close() closes them all
+        self._open_lock = threading.Lock()
+        try:
+            self._db().enable_wal()
+            with self._immediate() as db:
+                migrations.apply(db)
+        except sqlite3.Error as error:
+            self.close()
+            raise StorageUnavailable(f"the database at {self.path} cannot be used: {error}") from None
 
     # -- connections and transactions ------------------------------------------------------------
 
     def _db(self) -> Database:
         db = getattr(self._local, "db", None)
         if db is None:
-            # sqlite3 connections refuse other threads, so every thread gets its own.
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            # One connection per thread, used only by it; made shareable so that close() can close them all.
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error:
+                conn.close()
+                raise
             conn.row_factory = sqlite3.Row
             db = Database(conn)
             self._local.db = db
-            with self._all_lock:
-                self._all.append(conn)
+            with self._open_lock:
+                self._open[id(conn)] = conn
         return db
+
+    def _discard(self) -> None:
+        """Drop this thread's connection after an error other than a busy lock: a connection opened while the file
+        was read-only (or the disk full) keeps failing after the cause is gone, so the next call opens afresh."""
+        db = getattr(self._local, "db", None)
+        self._local.db = None
+        if db is not None:
+            with self._open_lock:
+                self._open.pop(id(db.conn), None)
+            try:
+                db.conn.close()
+            except sqlite3.Error:
+                pass
 
     @contextmanager
     def _immediate(self) -> Iterator[Database]:
         """A write transaction that takes the lock up front, so read-then-write never hits 'database is locked'."""
         db = self._db()
-        db.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield db
-        except BaseException:
-            if db.conn.in_transaction:
-                db.conn.execute("ROLLBACK")
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.conn.execute("ROLLBACK")
+                raise
+            else:
+                db.conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if not _is_transient(error):
+                self._discard()
             raise
-        else:
-            db.conn.execute("COMMIT")
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
-        return [dict(row) for row in self._db().conn.execute(sql, tuple(params))]
+        try:
+            return [dict(row) for row in self._db().conn.execute(sql, tuple(params))]
+        except sqlite3.Error as error:
+            if not _is_transient(error):
+                self._discard()
+            raise
+
+    def check_writable(self) -> None:
+        """Write one row and commit; raises sqlite3.Error when the database cannot be written (read-only, full)."""
+        with self._immediate() as db:
+            db.conn.execute("INSERT OR REPLACE INTO health (id, written_at) VALUES (1, ?)", (self._clock(),))
 
     def close(self) -> None:
-        with self._all_lock:
-            conns, self._all = self._all, []
+        """Close every connection this store made, whichever thread made it (call once its users have stopped)."""
+        with self._open_lock:
+            conns, self._open = list(self._open.values()), {}
         for conn in conns:
             try:
                 conn.close()
-            except sqlite3.ProgrammingError:
-                pass  # made in another thread; it closes with that thread
+            except sqlite3.Error:
+                pass
         self._local = threading.local()
 
     # -- jobs and subscriptions ------------------------------------------------------------------
 
     def follow(
-        self, channel_id: str, job: dict, *, final: bool, team_id: str, user_id: str, origin: str
+        self, channel_id: str, job: dict, *, final: bool, team_id: str, user_id: str, origin: str,
+        announce: str | None = None,
     ) -> bool:
-        """Make a channel follow a job; returns False when it already did."""
+        """Make a channel follow a job; returns False when it already did.
+
+        With `announce` (an outcome), the channel is also owed that outcome's announcement: for a job that ended
+        while nobody was yet following it (a start reconciled after a crash). Queued at most once, however many
+        processes reconcile the same start.
+        """
         now = self._clock()
         with self._immediate() as db:
             exists = db.conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job["id"],)).fetchone()
@@ -104,7 +160,29 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (channel_id, job["id"], team_id, user_id, origin, now),
             )
-            return cur.rowcount == 1
+            new = cur.rowcount == 1
+            if announce:
+                self._queue(db.conn, job["id"], announce, now, channel_id=channel_id)
+            return new
+
+    @staticmethod
+    def _queue(conn: sqlite3.Connection, job_id: str, outcome: str, now: float, *,
+               channel_id: str | None = None) -> int:
+        """Queue an outcome's announcement for every channel following the job (or just `channel_id`).
+
+        The key (job, channel, outcome) is the outbox's primary key and the insert ignores a key already there:
+        that, not the caller's care, is what makes an announcement happen once.
+        """
+        where = "job_id = ?" + (" AND channel_id = ?" if channel_id else "")
+        params = (job_id, channel_id) if channel_id else (job_id,)
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO announcements"
+            " (key, job_id, channel_id, outcome, user_id, origin, state, created_at, next_attempt_at)"
+            " SELECT job_id || ':' || channel_id || ':' || ?, job_id, channel_id, ?, user_id, origin,"
+            f" 'pending', ?, ? FROM subscriptions WHERE {where}",
+            (outcome, outcome, now, now, *params),
+        )
+        return cur.rowcount
 
     def unfollow(self, channel_id: str, job_id: str) -> bool:
         """Stop a channel following a job, dropping announcements not yet sent; False when it did not follow it."""
@@ -118,14 +196,26 @@ class Store:
             )
             return cur.rowcount == 1
 
-    def channel_follows(self, channel_id: str) -> list[dict]:
-        """The jobs a channel follows, newest first, with each job's last known state."""
+    def channel_follows(self, channel_id: str, *, final: bool | None = None, limit: int = -1,
+                        offset: int = 0) -> list[dict]:
+        """The jobs a channel follows, running before finished, newest first, with each job's last known state."""
+        only = "" if final is None else " AND j.final = ?"
+        params: tuple = (channel_id,) if final is None else (channel_id, int(final))
         return self._rows(
             "SELECT s.job_id, s.user_id, s.origin, s.created_at AS followed_at, s.delivery_error, j.*"
-            " FROM subscriptions s JOIN jobs j ON j.id = s.job_id WHERE s.channel_id = ?"
-            " ORDER BY s.created_at DESC",
-            (channel_id,),
+            f" FROM subscriptions s JOIN jobs j ON j.id = s.job_id WHERE s.channel_id = ?{only}"
+            " ORDER BY j.final, s.created_at DESC, s.job_id LIMIT ? OFFSET ?",
+            (*params, limit, offset),
         )
+
+    def follow_counts(self, channel_id: str) -> tuple[int, int]:
+        """How many jobs a channel follows that are still running, and how many have finished."""
+        row = self._rows(
+            "SELECT sum(j.final = 0) AS active, sum(j.final = 1) AS finished"
+            " FROM subscriptions s JOIN jobs j ON j.id = s.job_id WHERE s.channel_id = ?",
+            (channel_id,),
+        )[0]
+        return row["active"] or 0, row["finished"] or 0
 
     def followers(self, job_id: str) -> list[dict]:
         return self._rows("SELECT * FROM subscriptions WHERE job_id = ? ORDER BY created_at", (job_id,))
@@ -143,12 +233,10 @@ class Store:
         )
 
     def has_active_jobs(self) -> bool:
-        return bool(
-            self._db().conn.execute(
-                "SELECT 1 FROM jobs j WHERE j.final = 0"
-                " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.job_id = j.id) LIMIT 1"
-            ).fetchone()
-        )
+        return bool(self._rows(
+            "SELECT 1 FROM jobs j WHERE j.final = 0"
+            " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.job_id = j.id) LIMIT 1"
+        ))
 
     def record_jobs(self, observed: Iterable[tuple[dict, str | None]]) -> int:
         """Save what the provider said of followed jobs and queue announcements for outcomes, in one transaction.
@@ -171,16 +259,8 @@ class Store:
                     f"UPDATE jobs SET {assignments}, final = ?, observed_at = ?, polled_at = ? WHERE id = ?",
                     (*fields.values(), int(outcome is not None), now, now, job["id"]),
                 )
-                if outcome is None:
-                    continue
-                cur = conn.execute(
-                    "INSERT OR IGNORE INTO announcements"
-                    " (key, job_id, channel_id, outcome, user_id, state, created_at, next_attempt_at)"
-                    " SELECT job_id || ':' || channel_id || ':' || ?, job_id, channel_id, ?, user_id,"
-                    " 'pending', ?, ? FROM subscriptions WHERE job_id = ?",
-                    (outcome, outcome, now, now, job["id"]),
-                )
-                queued += cur.rowcount
+                if outcome is not None:
+                    queued += self._queue(conn, job["id"], outcome, now)
         return queued
 
     def mark_polled(self, job_ids: Iterable[str]) -> None:
@@ -193,39 +273,40 @@ class Store:
 
     # -- the outbox --------------------------------------------------------------------------------
 
-    def claim_announcements(self, worker: str, *, limit: int, lease_seconds: float) -> list[dict]:
-        """Take due announcements for delivery; a claim whose holder vanished is taken over once its lease ends.
+    def due_announcements(self, *, limit: int) -> list[dict]:
+        """Announcements due now (or whose holder's lease has ended), oldest first. Nothing is claimed yet."""
+        now = self._clock()
+        return self._rows(
+            "SELECT * FROM announcements"
+            " WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?)"
+            " ORDER BY next_attempt_at LIMIT ?",
+            (now, now, limit),
+        )
 
-        A taken-over claim is marked uncertain: its first holder may have posted before it died.
+    def claim(self, key: str, worker: str, *, lease_seconds: float) -> dict | None:
+        """Claim one announcement just before posting it, if it is still due; None when another has it or sent it.
+
+        A claim is held only for the one post that follows, so a lease can never run out behind a batch. A claim
+        taken over from a holder whose lease ended is marked uncertain: that holder may have posted before dying.
         """
         now = self._clock()
         with self._immediate() as db:
-            rows = [
-                dict(r)
-                for r in db.conn.execute(
-                    "SELECT key, state FROM announcements"
-                    " WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?)"
-                    " ORDER BY next_attempt_at LIMIT ?",
-                    (now, now, limit),
-                )
-            ]
-            for r in rows:
-                db.conn.execute(
-                    "UPDATE announcements SET state = 'sending', claimed_by = ?, lease_until = ?,"
-                    " attempts = attempts + 1, uncertain = uncertain OR ? WHERE key = ?",
-                    (worker, now + lease_seconds, int(r["state"] == "sending"), r["key"]),
-                )
-        if not rows:
-            return []
-        keys = [r["key"] for r in rows]
-        marks = ",".join("?" * len(keys))
-        return self._rows(
-            "SELECT a.*, (SELECT origin FROM subscriptions s WHERE s.job_id = a.job_id AND s.channel_id = a.channel_id)"
-            " AS origin, j.status, j.model, j.fine_tuned_model, j.trained_tokens, j.created_at AS job_created_at,"
-            " j.finished_at, j.error_code, j.error_message, j.suffix, j.training_file"
-            f" FROM announcements a JOIN jobs j ON j.id = a.job_id WHERE a.key IN ({marks})",
-            keys,
-        )
+            cur = db.conn.execute(
+                "UPDATE announcements SET state = 'sending', claimed_by = ?, lease_until = ?,"
+                " uncertain = uncertain OR (state = 'sending')"
+                " WHERE key = ? AND ((state = 'pending' AND next_attempt_at <= ?)"
+                " OR (state = 'sending' AND lease_until <= ?))",
+                (worker, now + lease_seconds, key, now, now),
+            )
+            if cur.rowcount != 1:
+                return None
+            return dict(db.conn.execute("SELECT * FROM announcements WHERE key = ?", (key,)).fetchone())
+
+    def claim_announcements(self, worker: str, *, limit: int, lease_seconds: float) -> list[dict]:
+        """Claim up to `limit` due announcements at once (for tests and tools; the sender claims one at a time)."""
+        claimed = (self.claim(row["key"], worker, lease_seconds=lease_seconds)
+                   for row in self.due_announcements(limit=limit))
+        return [row for row in claimed if row is not None]
 
     def _finish_claim(self, key: str, worker: str, sql: str, params: tuple) -> bool:
         with self._immediate() as db:
@@ -241,32 +322,47 @@ class Store:
         )
 
     def mark_retry(self, key: str, worker: str, *, at: float, error: str, uncertain: bool) -> bool:
+        """A real failure (not Slack asking us to wait): counted, and tried again at `at`."""
         return self._finish_claim(
             key,
             worker,
-            "state = 'pending', next_attempt_at = ?, last_error = ?, uncertain = uncertain OR ?",
+            "state = 'pending', next_attempt_at = ?, last_error = ?, uncertain = uncertain OR ?,"
+            " attempts = attempts + 1",
             (at, error, int(uncertain)),
         )
 
-    def release(self, key: str, worker: str, *, at: float) -> bool:
-        """Hand back a claim that was not attempted (the channel must wait), so it does not count as a try."""
-        return self._finish_claim(key, worker, "state = 'pending', next_attempt_at = ?, attempts = attempts - 1",
-                                  (at,))
+    def release(self, key: str, worker: str, *, at: float, note: str | None = None) -> bool:
+        """Hand back a claim to try at `at` without counting an attempt: Slack asked us to wait, or we paced."""
+        return self._finish_claim(key, worker, "state = 'pending', next_attempt_at = ?, last_error = coalesce(?, "
+                                  "last_error)", (at, note))
 
-    def mark_failed(self, key: str, worker: str, reason: str) -> bool:
-        """Give up on an announcement Slack refused for good, and note why on the subscription."""
+    def mark_failed(self, key: str, worker: str, reason: str, *, tell: str | None = None) -> bool:
+        """Give up on an announcement, note why on the subscription, and, with `tell` (a user id), queue a direct
+        message saying so: through this same outbox, so Slack slowing down cannot lose it either."""
+        now = self._clock()
         with self._immediate() as db:
             cur = db.conn.execute(
                 "UPDATE announcements SET state = 'failed', last_error = ?"
                 " WHERE key = ? AND claimed_by = ? AND state = 'sending'",
                 (reason, key, worker),
             )
-            db.conn.execute(
-                "UPDATE subscriptions SET delivery_error = ?"
-                " WHERE (channel_id, job_id) IN (SELECT channel_id, job_id FROM announcements WHERE key = ?)",
-                (reason, key),
-            )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            row = db.conn.execute("SELECT * FROM announcements WHERE key = ?", (key,)).fetchone()
+            if row["kind"] == "announcement":
+                db.conn.execute(
+                    "UPDATE subscriptions SET delivery_error = ? WHERE channel_id = ? AND job_id = ?",
+                    (reason, row["channel_id"], row["job_id"]),
+                )
+                if tell:
+                    db.conn.execute(
+                        "INSERT OR IGNORE INTO announcements (key, job_id, channel_id, outcome, user_id, origin, kind,"
+                        " about_channel, last_error, state, created_at, next_attempt_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, 'delivery_problem', ?, ?, 'pending', ?, ?)",
+                        (f"{row['job_id']}:{tell}:{row['outcome']}:about:{row['channel_id']}", row["job_id"], tell,
+                         row["outcome"], tell, row["origin"], row["channel_id"], reason, now, now),
+                    )
+            return True
 
     def defer_channel(self, channel_id: str, until: float) -> None:
         """Hold every queued announcement for a channel Slack asked us to slow down for."""
@@ -277,21 +373,97 @@ class Store:
                 (until, channel_id),
             )
 
+    def next_due(self) -> float | None:
+        """When the earliest queued announcement falls due (or a claim on one lapses); None when nothing waits."""
+        row = self._rows(
+            "SELECT min(CASE WHEN state = 'pending' THEN next_attempt_at ELSE lease_until END) AS due"
+            " FROM announcements WHERE state IN ('pending', 'sending')"
+        )
+        return row[0]["due"] if row else None
+
+    def announcement(self, key: str) -> dict | None:
+        rows = self._rows("SELECT * FROM announcements WHERE key = ?", (key,))
+        return rows[0] if rows else None
+
     def announcements(self, *, state: str | None = None) -> list[dict]:
         if state is None:
             return self._rows("SELECT * FROM announcements ORDER BY created_at")
         return self._rows("SELECT * FROM announcements WHERE state = ? ORDER BY created_at", (state,))
 
+    # -- replays -------------------------------------------------------------------------------------
+
+    def first_sight_of_trigger(self, trigger_id: str) -> bool:
+        """Remember a Slack trigger_id; False when it was seen before (the same signed request, replayed)."""
+        with self._immediate() as db:
+            cur = db.conn.execute("INSERT OR IGNORE INTO seen_triggers (trigger_id, seen_at) VALUES (?, ?)",
+                                  (trigger_id, self._clock()))
+            return cur.rowcount == 1
+
+    # -- starts in flight ----------------------------------------------------------------------------
+
+    def record_intent(self, request_id: str, *, team_id: str, channel_id: str, user_id: str,
+                      response_url: str | None, training_file: str, model: str, suffix: str | None) -> None:
+        """Write down a start before the provider is asked, so a crash in between can be reconciled."""
+        with self._immediate() as db:
+            db["start_intents"].insert({
+                "request_id": request_id, "team_id": team_id, "channel_id": channel_id, "user_id": user_id,
+                "response_url": response_url, "training_file": training_file, "model": model, "suffix": suffix,
+                "created_at": self._clock(), "state": "pending", "job_id": None,
+            })
+
+    def finish_intent(self, request_id: str, *, job_id: str | None, state: str = "done") -> bool:
+        """Close an intent (its response_url, a credential, is forgotten); False when another process closed it."""
+        with self._immediate() as db:
+            cur = db.conn.execute(
+                "UPDATE start_intents SET state = ?, job_id = ?, response_url = NULL"
+                " WHERE request_id = ? AND (state = 'pending' OR state LIKE 'reconciling:%')",
+                (state, job_id, request_id),
+            )
+            return cur.rowcount == 1
+
+    def claim_orphaned_intents(self, *, older_than: float, worker: str) -> list[dict]:
+        """Pending starts older than `older_than` seconds (whoever made them is gone), each handed to one caller."""
+        cutoff = self._clock() - older_than
+        with self._immediate() as db:
+            rows = [dict(r) for r in db.conn.execute(
+                "SELECT * FROM start_intents WHERE state = 'pending' AND created_at <= ? ORDER BY created_at",
+                (cutoff,))]
+            db.conn.executemany("UPDATE start_intents SET state = ? WHERE request_id = ?",
+                                [(f"reconciling:{worker}", r["request_id"]) for r in rows])
+        return rows
+
+    def reopen_intent(self, request_id: str) -> None:
+        """Hand a start back for a later reconciling pass (the provider could not be asked this time)."""
+        with self._immediate() as db:
+            db.conn.execute("UPDATE start_intents SET state = 'pending' WHERE request_id = ?", (request_id,))
+
+    def intents(self) -> list[dict]:
+        return self._rows("SELECT * FROM start_intents ORDER BY created_at")
+
+    # -- housekeeping --------------------------------------------------------------------------------
+
+    def prune(self) -> dict[str, int]:
+        """Forget what is only kept for a while: webhook ids, trigger ids, closed starts. Returns counts removed."""
+        now = self._clock()
+        with self._immediate() as db:
+            removed = {
+                "webhook_deliveries": db.conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?",
+                                                      (now - WEBHOOK_RETENTION_SECONDS,)).rowcount,
+                "seen_triggers": db.conn.execute("DELETE FROM seen_triggers WHERE seen_at < ?",
+                                                 (now - TRIGGER_RETENTION_SECONDS,)).rowcount,
+                "start_intents": db.conn.execute("DELETE FROM start_intents WHERE state != 'pending'"
+                                                 " AND state NOT LIKE 'reconciling:%' AND created_at < ?",
+                                                 (now - INTENT_RETENTION_SECONDS,)).rowcount,
+            }
+        return removed
+
     # -- webhooks ----------------------------------------------------------------------------------
 
-    def webhook_seen(self, webhook_id: str) -> bool:
-        return bool(
-            self._db().conn.execute("SELECT 1 FROM webhook_deliveries WHERE webhook_id = ?", (webhook_id,)).fetchone()
-        )
-
-    def remember_webhook(self, webhook_id: str) -> None:
+    def remember_webhook(self, webhook_id: str) -> bool:
+        """Remember a webhook delivery; False when it was handled before (the provider delivered it again)."""
         with self._immediate() as db:
-            db.conn.execute(
+            cur = db.conn.execute(
                 "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, received_at) VALUES (?, ?)",
                 (webhook_id, self._clock()),
             )
+            return cur.rowcount == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,7 +67,12 @@ def test_valid_commands(text, expected):
         ("list many", "is not a valid n"),
         ("list 0", "from 1 to 100"),
         ("list 101", "from 1 to 100"),
-        ("subscriptions all", "`subscriptions` doesn't take `all`"),
+        ("subscriptions all", "`all` is not a valid page"),
+        ("subscriptions 2 3", "`subscriptions` doesn't take `3`"),
+        ("status ..", "is not a valid job_id"),  # would name another path at the provider
+        ("cancel ..", "is not a valid job_id"),
+        ("status .", "is not a valid job_id"),
+        ("subscribe -x", "is not a valid job_id"),
         ("x" * (MAX_COMMAND_LENGTH + 1), "the most I read is 1000"),
     ],
 )
@@ -84,7 +91,7 @@ def test_problems_show_usage_of_the_subcommand():
 def test_help_lists_every_subcommand_from_the_table():
     text = format_help().text
     for spec in SUBCOMMANDS:
-        assert spec.usage in text and spec.summary in text
+        assert spec.usage in html.unescape(text) and spec.summary in text
 
 
 def test_only_changing_commands_are_costly():

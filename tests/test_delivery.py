@@ -1,4 +1,7 @@
-"""The outbox sender against a Slack stand-in that refuses, slows down and drops answers on demand."""
+"""The outbox sender against a Slack stand-in that refuses, slows down and drops answers on demand.
+
+The clock is injected and the sender's waits advance it, so minutes of Slack rate limiting take milliseconds.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +19,14 @@ from tests.conftest import BOT_TOKEN
 class Clock:
     def __init__(self, now: float = 1_000_000.0):
         self.now = now
+        self.slept = 0.0
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
 
 
 @pytest.fixture
@@ -33,9 +41,10 @@ def store(tmp_path, clock):
     store.close()
 
 
-def _sender(store, slack, clock, worker="w1") -> AnnouncementSender:
+def _sender(store, slack, clock, worker="w1", **kwargs) -> AnnouncementSender:
     client = WebClient(token=BOT_TOKEN, base_url=slack.api_url, timeout=2, retry_handlers=[])
-    return AnnouncementSender(store, SlackGateway(client), worker_id=worker, clock=clock, lease_seconds=30)
+    return AnnouncementSender(store, SlackGateway(client), worker_id=worker, clock=clock, sleep=clock.sleep,
+                              lease_seconds=30, **kwargs)
 
 
 def _finish(store, job_id="ftjob-1", channels=("C1",), outcome="succeeded"):
@@ -43,6 +52,11 @@ def _finish(store, job_id="ftjob-1", channels=("C1",), outcome="succeeded"):
         store.follow(channel, {"id": job_id, "status": "running", "model": "m", "created_at": 1},
                      final=False, team_id="T", user_id="U0OWNER", origin="start")
     return store.record_jobs([({"id": job_id, "status": outcome, "fine_tuned_model": "ft:m:x"}, outcome)])
+
+
+def _keys(slack, channel=None) -> list[str]:
+    return [p["metadata"]["event_payload"]["key"] for p in slack.posted
+            if p.get("metadata") and (channel is None or p["channel"] == channel)]
 
 
 def test_posts_once_with_a_key_in_message_metadata(store, slack, clock):
@@ -62,15 +76,64 @@ def test_rate_limit_honours_retry_after_for_the_whole_channel(store, slack, cloc
     slack.fail("status", match="chat.postMessage", status=429, retry_after=30)
     sender = _sender(store, slack, clock)
     report = sender.deliver_due()
-    assert report.sent == 0 and report.retried == 2
+    assert report.sent == 0 and report.waited == 1
     assert len(slack.requests_to("chat.postMessage")) == 1  # the channel was not hammered
-    clock.now += 29
+    assert all(row["next_attempt_at"] >= clock.now + 29 for row in store.announcements(state="pending"))
+    clock.now += 28
     assert sender.deliver_due().sent == 0
-    clock.now += 2
-    assert sender.deliver_due().sent == 1  # one a second in a channel
-    clock.now += 1.1
-    assert sender.deliver_due().sent == 1
+    clock.now += 3
+    assert sender.deliver_due().sent == 2  # one a second in the channel, waited for within the run
     assert len(slack.posted) == 2
+
+
+def test_minutes_of_rate_limiting_spend_no_attempts_and_lose_nothing(store, slack, clock):
+    """A burst can keep Slack at 429 for minutes: waiting because Slack asked us to is never a failure."""
+    _finish(store)
+    slack.fail("status", match="chat.postMessage", status=429, retry_after=1, times=400)  # about seven minutes
+    sender = _sender(store, slack, clock)
+    started = clock.now
+    for _ in range(1000):
+        if sender.deliver_due().sent:
+            break
+        clock.now += 1  # the scheduler's next run
+    assert clock.now - started >= 400
+    assert _keys(slack) == ["ftjob-1:C1:succeeded"]
+    [row] = store.announcements()
+    assert row["state"] == "sent" and row["attempts"] == 0
+    assert len(slack.requests_to("chat.postMessage")) == 401
+
+
+def test_real_failures_give_up_by_elapsed_time_and_say_why(store, slack, clock):
+    _finish(store)
+    slack.fail("status", match="chat.postMessage", status=503, times=10_000)
+    sender = _sender(store, slack, clock, give_up_seconds=3600)
+    for _ in range(200):
+        sender.deliver_due()
+        if store.announcements(state="failed"):
+            break
+        clock.now += 60
+    [failed] = store.announcements(state="failed")
+    assert failed["last_error"].startswith("gave up after 1h") and "http_503" in failed["last_error"]
+    assert clock.now - failed["created_at"] >= 3600
+    assert store.channel_follows("C1")[0]["delivery_error"] == failed["last_error"]
+    # Nothing gave up before the hour was out, however many attempts that took.
+    assert failed["attempts"] >= 10
+
+
+def test_the_owners_direct_message_waits_out_rate_limits_too(store, slack, clock):
+    _finish(store, channels=("C0GONE",))
+    slack.channel_errors["C0GONE"] = "is_archived"
+    slack.fail("status", match="chat.postMessage", status=429, retry_after=5, times=3)
+    sender = _sender(store, slack, clock)
+    for _ in range(50):
+        sender.deliver_due()
+        if [p for p in slack.posted if p["channel"] == "U0OWNER"]:
+            break
+        clock.now += 1
+    [dm] = [p for p in slack.posted if p["channel"] == "U0OWNER"]
+    assert "is_archived" in dm["text"] and "ftjob-1" in dm["text"]
+    assert {r["kind"]: r["state"] for r in store.announcements()} == {"announcement": "failed",
+                                                                        "delivery_problem": "sent"}
 
 
 def test_server_errors_back_off_and_recover(store, slack, clock):
@@ -84,20 +147,40 @@ def test_server_errors_back_off_and_recover(store, slack, clock):
     assert len(slack.posted) == 1
 
 
-@pytest.mark.parametrize("reason", ["channel_not_found", "not_in_channel", "is_archived", "invalid_auth"])
+@pytest.mark.parametrize("reason", ["channel_not_found", "not_in_channel", "is_archived", "invalid_auth",
+                                    "msg_too_long", "msg_blocks_too_long", "invalid_arguments", "some_new_error"])
 def test_permanent_refusals_are_recorded_and_the_owner_is_told(store, slack, clock, reason):
     _finish(store, channels=("C0GONE",))
     slack.channel_errors["C0GONE"] = reason
     report = _sender(store, slack, clock).deliver_due()
-    assert report.failed == 1
-    [row] = store.announcements()
-    assert row["state"] == "failed" and row["last_error"] == reason
+    assert report.failed == 1 and report.retried == 0
+    [row] = store.announcements(state="failed")
+    assert row["last_error"] == reason
     assert store.channel_follows("C0GONE")[0]["delivery_error"] == reason
     if reason != "invalid_auth":
         [dm] = slack.posted
         assert dm["channel"] == "U0OWNER" and reason in dm["text"]
     clock.now += 10_000
-    assert _sender(store, slack, clock).deliver_due().sent == 0  # not retried forever
+    _sender(store, slack, clock).deliver_due()
+    assert len(slack.requests_to("chat.postMessage")) <= 3  # not retried: one try, one plain-text try, one DM
+
+
+@pytest.mark.parametrize("reason", ["internal_error", "fatal_error", "service_unavailable"])
+def test_slacks_own_transient_errors_are_retried(store, slack, clock, reason):
+    _finish(store)
+    slack.fail("status", match="chat.postMessage", status=200, body={"ok": False, "error": reason})
+    sender = _sender(store, slack, clock)
+    assert sender.deliver_due().retried == 1
+    clock.now += 600
+    assert sender.deliver_due().sent == 1
+
+
+def test_refused_blocks_still_deliver_the_outcome_as_plain_text(store, slack, clock):
+    _finish(store)
+    slack.fail("status", match="chat.postMessage", status=200, body={"ok": False, "error": "invalid_blocks"})
+    assert _sender(store, slack, clock).deliver_due().sent == 1
+    [post] = slack.posted
+    assert post["blocks"] in (None, [], "") and "ft:m:x" in post["text"]
 
 
 def test_lost_answer_is_checked_in_history_before_reposting(store, slack, clock):
@@ -136,23 +219,53 @@ def test_a_dead_senders_claim_is_taken_over_after_its_lease(store, slack, clock)
     assert len(slack.posted) == 1
 
 
+def test_a_claim_is_held_only_for_the_post_it_guards(store, slack, clock):
+    """Claiming a whole batch let a slow Slack outlive the lease while later rows still waited their turn."""
+    for n in range(5):
+        _finish(store, f"ftjob-{n}", channels=(f"C{n}",))
+    slack.latency = 0.05
+    seen_claims = []
+    slack.listeners.append(lambda kind, record: seen_claims.append(len(store.announcements(state="sending"))))
+    assert _sender(store, slack, clock).deliver_due().sent == 5
+    assert seen_claims == [1] * 5  # each post happened while exactly its own row was claimed
+
+
 def test_connection_refused_is_retried(store, clock, slack):
     _finish(store)
     client = WebClient(token=BOT_TOKEN, base_url="http://127.0.0.1:9/api/", timeout=1, retry_handlers=[])
-    sender = AnnouncementSender(store, SlackGateway(client), worker_id="w", clock=clock)
+    sender = AnnouncementSender(store, SlackGateway(client), worker_id="w", clock=clock, sleep=clock.sleep)
     assert sender.deliver_due().retried == 1
     assert store.announcements(state="pending")[0]["last_error"].startswith("connection error")
 
 
-def test_one_post_a_second_per_channel_without_spending_attempts(store, slack, clock):
-    for n in range(3):
+def test_one_busy_channel_drains_at_one_post_a_second_without_spending_attempts(store, slack, clock):
+    for n in range(10):
         _finish(store, f"ftjob-{n}")
     sender = _sender(store, slack, clock)
+    assert sender.deliver_due().sent == 10  # one run, waiting out the channel's pace between posts
+    assert 9.0 <= clock.slept <= 10.5  # Slack's one a second, not one every two
+    assert {a["attempts"] for a in store.announcements()} == {0}
+    times = [r.at for r in slack.requests_to("chat.postMessage")]
+    assert len(times) == 10
+
+
+def test_unfollowing_drops_an_announcement_not_yet_sent(store, slack, clock):
+    _finish(store, channels=("C1", "C2"))
+    assert store.unfollow("C1", "ftjob-1")
+    assert _sender(store, slack, clock).deliver_due().sent == 1
+    assert _keys(slack) == ["ftjob-1:C2:succeeded"]
+
+
+def test_an_outcome_owed_twice_is_queued_and_posted_once(store, slack, clock):
+    """Two processes reconciling the same interrupted start both say the channel is owed the outcome: the
+    outbox's key, inserted or ignored, is what keeps that to one post, before and after it is sent."""
+    job = {"id": "ftjob-r", "status": "succeeded", "model": "m", "fine_tuned_model": "ft:m:r", "created_at": 1}
+    store.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
+    store.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
+    sender = _sender(store, slack, clock)
     assert sender.deliver_due().sent == 1
-    assert [a["attempts"] for a in store.announcements(state="pending")] == [0, 0]
+    store.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
+    clock.now += 10
     assert sender.deliver_due().sent == 0
-    clock.now += 1.0
-    assert sender.deliver_due().sent == 1
-    clock.now += 1.0
-    assert sender.deliver_due().sent == 1
-    assert len(slack.posted) == 3
+    assert _keys(slack) == ["ftjob-r:C1:succeeded"]
+    assert store.announcements()[0]["state"] == "sent"

@@ -3,32 +3,97 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot import messages
 from bot.commands import Problem
 from bot.messages import (
     MAX_BLOCKS,
     MAX_SECTION,
+    FollowsPage,
+    Subscription,
+    code,
     escape,
+    format_action,
     format_announcement,
+    format_apology,
+    format_delivery_problem,
     format_followed,
+    format_help,
     format_job_list,
     format_job_status,
     format_problem,
     format_provider_error,
+    format_refusal,
+    format_replay,
+    format_start_reconciled,
     format_started,
+    format_subscribed,
+    format_unsubscribed,
 )
 from bot.providers.types import Job, JobEvent, ProviderError
 
 HOSTILE = ["<!channel>", "<!here>", "<@U123ADMIN>", "<https://evil.example|click me>", "<#C0SECRET>",
-           "&lt;!channel&gt;", "a & b"]
+           "&lt;!channel&gt;", "a & b", "``` <!channel> ```", "`<!here>`"]
+LIVE = ("<!channel", "<!here", "<@U123ADMIN", "<https://evil", "<#C0SECRET", "<!everyone")
 
 
 def _all_text(message) -> str:
     return message.text + json.dumps(message.blocks)
+
+
+def _every_message(hostile: str) -> dict:
+    """Every formatter in bot.messages, fed the hostile string wherever it takes untrusted text."""
+    job = Job(id="ftjob-1", status=hostile, model=hostile, error_message=hostile, error_code=hostile,
+              fine_tuned_model=hostile, suffix=hostile, training_file=hostile, created_at=40, finished_at=100)
+    row = {"job_id": hostile, "status": hostile, "fine_tuned_model": hostile, "delivery_error": hostile,
+           "observed_at": 5}
+    subscription = Subscription("C1", "U0ALICE", "start")
+    return {
+        "format_help": [format_help()],
+        "format_problem": [format_problem(Problem(hostile, "/finetune x <y>"))],
+        "format_refusal": [format_refusal(hostile)],
+        "format_provider_error": [format_provider_error(hostile, ProviderError(hostile, code=hostile, status=400))],
+        "format_replay": [format_replay()],
+        "format_apology": [format_apology(hostile)],
+        "format_started": [format_started(job, [escape(hostile)])],
+        "format_job_status": [format_job_status(job, [JobEvent(1, "info", hostile)], followed_here=False)],
+        "format_job_list": [format_job_list([job])],
+        "format_followed": [format_followed(FollowsPage(1, 2, 1, 1, [row], [row]), title=hostile)],
+        "format_start_reconciled": [format_start_reconciled(job, hostile), format_start_reconciled(None, hostile)],
+        "format_action": [format_action(a, job) for a in ("cancel", "pause", "resume")],
+        "format_subscribed": [format_subscribed(job, new=True), format_subscribed(replace(job, status="running"),
+                                                                                  new=False)],
+        "format_unsubscribed": [format_unsubscribed(hostile, existed=True), format_unsubscribed(hostile,
+                                                                                                existed=False)],
+        "format_announcement": [format_announcement(job, outcome, subscription)
+                                for outcome in ("succeeded", "failed", "cancelled")],
+        "format_delivery_problem": [format_delivery_problem(job, hostile, hostile, hostile, bot_user_id=hostile),
+                                    format_delivery_problem(job, "failed", "C0REAL", "not_in_channel")],
+    }
+
+
+def test_every_formatter_is_covered_by_the_hostile_text_test():
+    formatters = {name for name, value in vars(messages).items() if name.startswith("format_") and callable(value)}
+    assert formatters == set(_every_message("x"))
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_untrusted_text_is_inert_everywhere_in_every_message(hostile):
+    """Blocks and the fallback `text` alike: Slack parses both for mentions and shows `text` in notifications."""
+    for name, produced in _every_message(hostile).items():
+        for message in produced:
+            for part, said in (("text", message.text), ("blocks", json.dumps(message.blocks))):
+                for live in LIVE:
+                    assert live not in said, (name, part, said)
+                # No bare & from untrusted text: every one is the start of an entity we wrote.
+                assert not re.search(r"&(?!amp;|lt;|gt;)", said), (name, part)
 
 
 def test_escape_neutralises_mentions_and_links():
@@ -38,33 +103,17 @@ def test_escape_neutralises_mentions_and_links():
     assert escape("a & b <c>") == "a &amp; b &lt;c&gt;"
 
 
-@pytest.mark.parametrize("hostile", HOSTILE)
-def test_untrusted_job_fields_cannot_inject(hostile):
-    row = {"job_id": "ftjob-1", "outcome": "failed", "model": hostile, "error_message": hostile,
-           "error_code": hostile, "fine_tuned_model": hostile, "trained_tokens": 5, "finished_at": 100,
-           "job_created_at": 40, "channel_id": "C1"}
-    for outcome in ("succeeded", "failed", "cancelled"):
-        blocks = json.dumps(format_announcement({**row, "outcome": outcome}).blocks)
-        assert hostile.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in blocks or outcome == \
-            "cancelled"
-        assert "<!channel>" not in blocks and "<@U123ADMIN>" not in blocks and "<https://evil" not in blocks
-    job = Job(id="ftjob-1", status="failed", model=hostile, error_message=hostile, error_code=hostile,
-              fine_tuned_model=hostile, suffix=hostile)
-    for message in (format_job_status(job, [JobEvent(1, "info", hostile)], followed_here=False),
-                    format_started(job), format_job_list([job]),
-                    format_provider_error("start", ProviderError(hostile)),
-                    format_followed([{"job_id": "j", "status": hostile, "fine_tuned_model": hostile,
-                                      "delivery_error": hostile}], title="t"),
-                    format_problem(Problem(hostile, "/finetune x <y>"))):
-        blocks = json.dumps(message.blocks)
-        for raw in ("<!channel>", "<!here>", "<@U123ADMIN>", "<https://evil", "<#C0SECRET>"):
-            assert raw not in blocks
+def test_code_spans_cannot_be_closed_from_inside():
+    assert code("a`b") == "`a'b`"
+    message = format_announcement(Job(id="j", status="succeeded", model="m", fine_tuned_model="x```y"),
+                                  "succeeded", Subscription("C1"))
+    assert message.blocks[1]["text"]["text"].count("```") == 2
 
 
 def test_success_announcement_names_the_model_prominently():
-    message = format_announcement({"job_id": "ftjob-9", "outcome": "succeeded", "model": "gpt-4.1-mini",
-                                   "fine_tuned_model": "ft:gpt-4.1-mini:acme:bot:1", "trained_tokens": 12345,
-                                   "job_created_at": 1000, "finished_at": 1000 + 3720, "channel_id": "C1"})
+    job = Job(id="ftjob-9", status="succeeded", model="gpt-4.1-mini", fine_tuned_model="ft:gpt-4.1-mini:acme:bot:1",
+              trained_tokens=12345, created_at=1000, finished_at=1000 + 3720)
+    message = format_announcement(job, "succeeded", Subscription("C1"))
     assert "ft:gpt-4.1-mini:acme:bot:1" in message.text
     assert message.blocks[0]["type"] == "header"
     assert message.blocks[1]["text"]["text"].endswith("```ft:gpt-4.1-mini:acme:bot:1```")
@@ -84,10 +133,9 @@ def test_limits_are_enforced_in_one_place():
 
 
 def test_every_message_has_a_plain_text_fallback():
-    job = Job(id="j", status="running", model="m")
-    for message in (format_started(job), format_job_status(job, [], followed_here=True),
-                    format_job_list([job]), format_followed([], title="t")):
-        assert message.text.strip()
+    for name, produced in _every_message("x").items():
+        for message in produced:
+            assert message.text.strip(), name
 
 
 def test_sandbox_messages_say_so():
@@ -97,12 +145,12 @@ def test_sandbox_messages_say_so():
 
 
 def test_announcements_name_who_started_or_followed_and_nothing_forged():
-    row = {"job_id": "j", "outcome": "succeeded", "model": "m", "fine_tuned_model": "ft:m", "channel_id": "C1"}
-    started = json.dumps(format_announcement({**row, "user_id": "U0ALICE", "origin": "start"}).blocks)
+    job = Job(id="j", status="succeeded", model="m", fine_tuned_model="ft:m")
+    started = json.dumps(format_announcement(job, "succeeded", Subscription("C1", "U0ALICE", "start")).blocks)
     assert "Started by <@U0ALICE>" in started
-    followed = json.dumps(format_announcement({**row, "user_id": "U0BOB", "origin": "subscribe"}).blocks)
+    followed = json.dumps(format_announcement(job, "succeeded", Subscription("C1", "U0BOB", "subscribe")).blocks)
     assert "Followed here by <@U0BOB>" in followed
-    forged = json.dumps(format_announcement({**row, "user_id": "U1> <!channel", "origin": "start"}).blocks)
+    forged = json.dumps(format_announcement(job, "succeeded", Subscription("C1", "U1> <!channel", "start")).blocks)
     assert "<!channel" not in forged and "Started by" not in forged
 
 
@@ -111,3 +159,24 @@ def test_escape_always_removes_angle_brackets_and_round_trips(text):
     escaped = escape(text)
     assert "<" not in escaped and ">" not in escaped
     assert escaped.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&") == text
+
+
+@given(st.text(alphabet="<>&`ab \n", max_size=400), st.integers(20, 300))
+def test_cutting_never_splits_an_entity_or_leaves_a_code_block_open(raw, limit):
+    body = messages._clip(f"*Error*\n```{escape(raw.replace('`', chr(39)))}``` and {code(raw)}", limit)
+    assert len(body) <= limit
+    assert not re.search(r"&(?!amp;|lt;|gt;)", body)  # never half an &lt;
+    assert body.count("```") % 2 == 0
+
+
+def test_times_are_shown_in_utc_whatever_the_machines_time_zone(monkeypatch):
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time.tzset()
+    try:
+        assert time.localtime(1_700_000_000).tm_hour != 22  # the machine's own zone really is elsewhere
+        assert messages.when(1_700_000_000).endswith("|2023-11-14 22:13 UTC>")
+        job = Job(id="j", status="succeeded", model="m", created_at=1_700_000_000, finished_at=1_700_003_600)
+        assert "2023-11-14 23:13 UTC" in json.dumps(format_job_status(job, [], followed_here=True).blocks)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

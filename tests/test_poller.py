@@ -68,7 +68,7 @@ def test_unknown_and_paused_statuses_keep_being_polled(bot, provider):
 def test_provider_outage_backs_off_resumes_and_marks_nothing_final(bot, provider, slack):
     job = provider.add_job(status="running")
     _follow(bot, job)
-    poller: Poller = bot.services.poller
+    poller = Poller(bot.services.provider, bot.services.store, interval=1)
     provider.fail("status", status=503, times=100)
     first = poller.run_once()
     assert first.error and first.requests == 0
@@ -84,6 +84,20 @@ def test_provider_outage_backs_off_resumes_and_marks_nothing_final(bot, provider
     assert bot.services.store.job(job["id"])["final"] == 1
 
 
+@pytest.mark.parametrize("interval, longest_pause", [(60, 120), (30, 120), (1, 17), (600, 600)])
+def test_an_outage_never_pauses_polling_for_more_than_two_minutes(bot, provider, interval, longest_pause):
+    job = provider.add_job(status="running")
+    _follow(bot, job)
+    poller = Poller(bot.services.provider, bot.services.store, interval=interval)
+    provider.fail("status", status=503, times=10_000)
+    asked_at = []
+    for cycle in range(400):
+        before = len(provider.received)
+        poller.run_once()
+        if len(provider.received) > before:
+            asked_at.append(cycle * interval)
+    pauses = {b - a for a, b in zip(asked_at, asked_at[1:], strict=False)}
+    assert max(pauses) == longest_pause  # the doubling stops at the cap, measured in time, not cycles
 def test_a_404_for_one_job_does_not_stop_the_others(bot, provider):
     gone = {"id": "ftjob-deleted", "status": "running", "model": "m", "created_at": 1}
     alive = provider.add_job(status="running")

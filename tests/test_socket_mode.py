@@ -32,7 +32,7 @@ def test_socket_mode_acks_over_the_socket_and_replies(tmp_path, slack, provider)
         standin.send_envelope(start)
         acks = wait_until(lambda: len(standin.acks) >= 2 and standin.acks, timeout=10)
         by_id = {a["envelope_id"]: a for a in acks}
-        assert "/finetune start <training_file_id>" in by_id[help_envelope["envelope_id"]]["payload"]["text"]
+        assert "/finetune start &lt;training_file_id&gt;" in by_id[help_envelope["envelope_id"]]["payload"]["text"]
         assert start["envelope_id"] in by_id
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/start")], timeout=10)
         [job_id] = list(provider.jobs)

@@ -16,9 +16,14 @@ EXPECTED_COLUMNS = {
     "subscriptions": ["channel_id", "job_id", "team_id", "user_id", "origin", "created_at", "delivery_error"],
     "announcements": ["key", "job_id", "channel_id", "outcome", "user_id", "state", "attempts", "created_at",
                       "next_attempt_at", "lease_until", "claimed_by", "uncertain", "sent_at", "message_ts",
-                      "last_error"],
+                      "last_error", "origin", "kind", "about_channel"],
     "webhook_deliveries": ["webhook_id", "received_at"],
+    "start_intents": ["request_id", "team_id", "channel_id", "user_id", "response_url", "training_file", "model",
+                      "suffix", "created_at", "state", "job_id"],
+    "seen_triggers": ["trigger_id", "seen_at"],
+    "health": ["id", "written_at"],
 }
+MIGRATIONS = ["m001_initial", "m002_foundation"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):
@@ -31,10 +36,10 @@ def test_migrations_build_the_schema(tmp_path):
     db = Database(str(path))
     tables = {t: [c.name for c in db[t].columns] for t in db.table_names() if not t.startswith("_")}
     assert tables == EXPECTED_COLUMNS
-    assert [m.name for m in migrations.applied(db)] == ["m001_initial"]
+    assert [m.name for m in migrations.applied(db)] == MIGRATIONS
     assert db.journal_mode == "wal"
     Store(str(path)).close()  # applying again is a no-op
-    assert len(migrations.applied(Database(str(path)))) == 1
+    assert len(migrations.applied(Database(str(path)))) == len(MIGRATIONS)
 
 
 def test_follow_and_unfollow(tmp_path):
@@ -137,4 +142,4 @@ def test_migrations_from_processes_starting_together_do_not_collide(tmp_path):
         assert sorted(out.get(timeout=60) for _ in procs) == ["ok"] * 4
         for p in procs:
             p.join(timeout=30)
-        assert len(migrations.applied(Database(path))) == 1
+        assert len(migrations.applied(Database(path))) == len(MIGRATIONS)

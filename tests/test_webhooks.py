@@ -54,6 +54,7 @@ def test_redelivery_and_poll_after_webhook_announce_once(server, bot, provider, 
     assert server.post("/openai/webhook", body, headers)[0] == 200  # delivered at least once
     other_id = sign_webhook(body, WEBHOOK_SECRET, webhook_id="wh_other")
     assert server.post("/openai/webhook", body, other_id)[0] == 200
+    assert wait_until(lambda: bot.services.store.job(job["id"])["final"])  # fetched off the request thread
     bot.services.poller.run_once()
     assert wait_until(lambda: slack.messages_in("C1"))
     bot.services.sender.deliver_due()
@@ -61,15 +62,34 @@ def test_redelivery_and_poll_after_webhook_announce_once(server, bot, provider, 
     assert len(provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET")) == 2  # the redelivery asked nothing
 
 
-def test_webhook_when_the_provider_cannot_answer_asks_for_redelivery(server, bot, provider, slack):
+def test_webhook_when_the_provider_cannot_answer_is_taken_and_polling_announces(server, bot, provider, slack):
     job = _followed_job(bot, provider)
     provider.set_status(job["id"], "succeeded")
     body = _event(job["id"])
     headers = sign_webhook(body, WEBHOOK_SECRET)
     provider.fail("status", status=500, times=2)
-    assert server.post("/openai/webhook", body, headers)[0] == 503
     assert server.post("/openai/webhook", body, headers)[0] == 200
+    assert wait_until(lambda: provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET"))
+    assert server.post("/openai/webhook", body, headers) == (200, b'{"result": "already handled"}')
+    bot.services.poller.run_once()  # polling is the safety net
     assert wait_until(lambda: slack.messages_in("C1"))
+    bot.services.poller.run_once()
+    bot.services.sender.deliver_due()
+    assert len(slack.messages_in("C1")) == 1
+
+
+def test_a_slow_provider_never_holds_the_webhook_answer(server, bot, provider, slack):
+    """The web server's threads only verify and record: fetching the job happens on the background pool."""
+    job = _followed_job(bot, provider)
+    provider.set_status(job["id"], "succeeded")
+    provider.fail("delay", delay=3.0, match=f"/fine_tuning/jobs/{job['id']}")
+    body = _event(job["id"])
+    assert server.post("/openai/webhook", body, sign_webhook(body, WEBHOOK_SECRET))[0] == 200
+    # Answered while the provider was still being asked: nothing is announced yet, the fetch is in flight.
+    assert provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET") or wait_until(
+        lambda: provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET"), timeout=2)
+    assert slack.messages_in("C1") == [] and bot.services.store.job(job["id"])["final"] == 0
+    assert wait_until(lambda: slack.messages_in("C1"), timeout=10)
 
 
 def test_webhook_endpoint_is_off_without_a_secret(make_bot):

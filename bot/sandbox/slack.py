@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import secrets
 import time
 from collections.abc import Callable
 from urllib.parse import urlencode
@@ -136,6 +137,7 @@ def slash_command_body(
     team_id: str = TEAM_ID,
     response_url: str = "",
     command: str = "/finetune",
+    trigger_id: str | None = None,
 ) -> str:
     """A slash-command payload, form-encoded, as Slack sends it."""
     return urlencode(
@@ -152,7 +154,7 @@ def slash_command_body(
             "api_app_id": "A0FINETUNE",
             "is_enterprise_install": "false",
             "response_url": response_url,
-            "trigger_id": f"{int(time.time())}.trigger",
+            "trigger_id": trigger_id or new_trigger_id(),
         }
     )
 
@@ -174,12 +176,17 @@ def block_action_body(
         "api_app_id": "A0FINETUNE",
         "channel": {"id": channel_id, "name": "general"},
         "container": {"type": "message", "message_ts": "1.000001", "channel_id": channel_id},
-        "trigger_id": f"{int(time.time())}.trigger",
+        "trigger_id": new_trigger_id(),
         "response_url": response_url,
         "actions": [{"type": "button", "action_id": action_id, "block_id": "b1", "value": value,
                      "action_ts": str(time.time())}],
     }
     return urlencode({"payload": json.dumps(payload)})
+
+
+def new_trigger_id() -> str:
+    """A trigger_id as Slack makes them: different for every command and click."""
+    return f"{int(time.time())}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}"
 
 
 def signed_headers(body: str, signing_secret: str, *, timestamp: int | None = None) -> dict[str, str]:
