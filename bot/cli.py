@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 
 from bot import logs
@@ -49,12 +50,35 @@ def main(argv: list[str] | None = None) -> int:
         settings, sandbox = _start_sandbox(settings)
     from bot.app import build
 
-    bot = build(settings)
+    bot = _build_or_explain(build, settings)
+    if bot is None:
+        return 2
     if args.mode == "serve":
         from bot.web import serve
 
         return serve(bot)
     return _socket(bot)
+
+
+def _build_or_explain(build, settings: Settings):
+    """The bot, or None after one line saying why it cannot run: a database it cannot open or write is no place to
+    promise announcements from (every command would end in an apology)."""
+    from storage import Store
+    from storage.store import StorageUnavailable
+
+    try:
+        store = Store(settings.database_path)
+    except StorageUnavailable as error:
+        print(f"finetune-bot: {error}", file=sys.stderr)
+        return None
+    try:
+        store.check_writable()
+    except sqlite3.Error as error:
+        print(f"finetune-bot: the database at {settings.database_path} cannot be written: {error}", file=sys.stderr)
+        return None
+    finally:
+        store.close()
+    return build(settings)
 
 
 class _Stop(Exception):

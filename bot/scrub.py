@@ -11,6 +11,8 @@ REDACTED = "[redacted]"
 _SHAPES = re.compile(
     r"\b(xox[abpre]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,}|sk-[A-Za-z0-9_-]{12,}|whsec_[A-Za-z0-9+/=]{8,})"
     r"|https?(?::|%3A)(?://|%2F%2F)hooks\.slack\.com(?:/|%2F)[^\s\"'&<>|,}]+"
+    # …and one on any host (a proxy, a test stand-in) by its path: /commands/TEAM/ID/SECRET or /actions/…
+    r"|(?:/|%2F)(?:commands|actions)(?:/|%2F)T[A-Z0-9]+(?:/|%2F)\d+(?:/|%2F)[A-Za-z0-9]+"
 )
 # A response_url named as such, whatever its host: JSON, form-encoded or a Python repr.
 _NAMED_URL = re.compile(r"(response_url[\"']?\s*(?:=|:|%3D)\s*[\"']?)[^\s\"'&,}]+", re.IGNORECASE)

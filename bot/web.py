@@ -9,6 +9,10 @@ import threading
 from collections.abc import Callable, Iterable
 
 from slack_bolt.request import BoltRequest
+from slack_sdk.signature import SignatureVerifier
+from waitress.adjustments import Adjustments
+from waitress.server import TcpWSGIServer
+from waitress.task import ThreadedTaskDispatcher
 
 from bot.app import Bot
 
@@ -16,16 +20,25 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 1_000_000  # Slack's payloads are a few KB; anything near this is not from Slack
 SERVER_THREADS = 32
+# Connections are cheap (one socket each in poll()); threads are not, and waitress only hands a request to a thread
+# once it has fully arrived. So: many connections, a short idle timeout, and a deadline for a request to arrive
+# whole, so that slow or idle clients can hold neither the threads nor the connection slots that Slack needs.
+CONNECTION_LIMIT = 1000
+IDLE_TIMEOUT = 10  # seconds a keep-alive connection may sit with no request (waitress's default is 120)
+REQUEST_DEADLINE = 10.0  # seconds from a request's first byte to its last
 
 
 def make_wsgi(bot: Bot) -> Callable:
     app = bot.app
     webhooks_enabled = bool(bot.settings.openai_webhook_secret)
 
+    verifier = SignatureVerifier(bot.settings.slack_signing_secret or "")
+
     def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if path == "/healthz" and method in {"GET", "HEAD"}:
-            return _answer(start_response, 200, {"ok": True})
+            healthy, reason = bot.health()
+            return _answer(start_response, 200 if healthy else 503, {"ok": healthy, "reason": reason})
         if path not in {"/slack/events", "/openai/webhook"} or (path == "/openai/webhook" and not webhooks_enabled):
             return _answer(start_response, 404, {"error": "not found"})
         if method != "POST":
@@ -44,8 +57,15 @@ def make_wsgi(bot: Bot) -> Callable:
         if path == "/openai/webhook":
             answer = bot.services.webhooks.handle(body, headers)
             return _answer(start_response, answer.status, {"result": answer.text})
-        response = app.dispatch(BoltRequest(body=body.decode("utf-8", "replace"),
-                                            query=environ.get("QUERY_STRING", ""), headers=headers))
+        text = body.decode("utf-8", "replace")
+        # Checked before anything reads the body: an unsigned request, well-formed or not, is a 401 and no more.
+        if not verifier.is_valid_request(text, headers):
+            return _answer(start_response, 401, {"error": "invalid request signature"})
+        try:
+            response = app.dispatch(BoltRequest(body=text, query=environ.get("QUERY_STRING", ""), headers=headers))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            log.warning("a signed request from Slack could not be read")
+            return _answer(start_response, 400, {"error": "unreadable request"})
         out = response.body.encode("utf-8") if isinstance(response.body, str) else response.body
         response_headers = [(name, value) for name, values in response.headers.items() for value in values
                             if name.lower() != "content-length"]
@@ -67,21 +87,74 @@ def _answer(start_response: Callable, status: int, payload: dict) -> list[bytes]
     return [out]
 
 
+class HardenedServer(TcpWSGIServer):
+    """waitress, with a deadline for each request to arrive whole, run and stopped from one thread."""
+
+    request_deadline = REQUEST_DEADLINE
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._arriving: dict[int, tuple[object, float]] = {}  # channel -> (its partial request, first seen)
+        self._stop = threading.Event()
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # idle keep-alive connections
+        for channel_id, channel in list(self.active_channels.items()):
+            partial = getattr(channel, "request", None)
+            if partial is None:
+                self._arriving.pop(channel_id, None)
+                continue
+            seen, since = self._arriving.get(channel_id, (None, now))
+            if seen is not partial:
+                self._arriving[channel_id] = (partial, now)
+            elif now - since > self.request_deadline:
+                log.info("closing a connection whose request took over %.0fs to arrive", self.request_deadline)
+                channel.will_close = True
+        for gone in set(self._arriving) - set(self.active_channels):
+            del self._arriving[gone]
+
+    def serve_until_stopped(self) -> None:
+        """Serve until stop(); then close every socket and the worker threads from this same thread."""
+        try:
+            while not self._stop.is_set():
+                self.asyncore.loop(timeout=self.adj.asyncore_loop_timeout, map=self._map,
+                                   use_poll=self.adj.asyncore_use_poll, count=1)
+        finally:
+            self.task_dispatcher.shutdown()
+            self.asyncore.close_all(self._map)
+
+    def stop(self) -> None:
+        """Ask the serving thread to finish; safe from any thread or a signal handler."""
+        self._stop.set()
+        try:
+            self.pull_trigger()
+        except OSError:
+            pass
+
+
+def make_server(wsgi: Callable, *, host: str, port: int, threads: int = SERVER_THREADS,
+                request_deadline: float = REQUEST_DEADLINE) -> HardenedServer:
+    adj = Adjustments(host=host, port=port, threads=threads, connection_limit=CONNECTION_LIMIT,
+                      channel_timeout=IDLE_TIMEOUT, cleanup_interval=1, asyncore_use_poll=True,
+                      max_request_body_size=MAX_BODY, ident="finetune-bot", clear_untrusted_proxy_headers=True)
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    server = HardenedServer(wsgi, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+    server.request_deadline = request_deadline
+    return server
+
+
 def serve(bot: Bot, *, host: str = "0.0.0.0", port: int | None = None,
           ready: Callable[[int], None] | None = None) -> int:
     """Serve until SIGTERM or SIGINT, then stop taking requests, finish deliveries and exit 0."""
-    from waitress.server import create_server
-
-    server = create_server(make_wsgi(bot), host=host, port=bot.settings.port if port is None else port,
-                           threads=SERVER_THREADS, max_request_body_size=MAX_BODY, ident="finetune-bot",
-                           clear_untrusted_proxy_headers=True)
+    server = make_server(make_wsgi(bot), host=host, port=bot.settings.port if port is None else port)
     stopping = threading.Event()
 
     def on_signal(signum, frame):  # noqa: ANN001 - signal's signature
         if not stopping.is_set():
             stopping.set()
             log.info("received %s; stopping", signal.Signals(signum).name)
-            server.close()
+            server.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -92,10 +165,7 @@ def serve(bot: Bot, *, host: str = "0.0.0.0", port: int | None = None,
     if ready:
         ready(actual_port)
     try:
-        server.run()
-    except OSError:
-        if not stopping.is_set():
-            raise
+        server.serve_until_stopped()
     finally:
         bot.stop()
     return 0

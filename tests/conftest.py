@@ -86,19 +86,18 @@ def bot(make_bot):
 class Server:
     """The bot's real WSGI app on waitress, on a free loopback port."""
 
-    def __init__(self, bot):
-        from waitress.server import create_server
-
-        from bot.web import make_wsgi
+    def __init__(self, bot, **kwargs):
+        from bot.web import make_server, make_wsgi
 
         self.bot = bot
-        self._server = create_server(make_wsgi(bot), host="127.0.0.1", port=0, threads=8)
+        self._server = make_server(make_wsgi(bot), host="127.0.0.1", port=0, threads=8, **kwargs)
         self.url = f"http://127.0.0.1:{self._server.effective_port}"
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_until_stopped, daemon=True)
         self._thread.start()
 
     def close(self):
-        self._server.close()
+        self._server.stop()
+        self._thread.join(10)
 
     def post(self, path: str, body: str | bytes, headers: dict) -> tuple[int, bytes]:
         data = body.encode() if isinstance(body, str) else body

@@ -179,8 +179,9 @@ def test_signature_checks_refuse_with_no_side_effect(server, slack, provider):
     assert provider.received == [] and slack.responses == [] and slack.posted == []
 
 
-def test_health_and_unknown_paths(server):
-    assert server.get("/healthz") == (200, b'{"ok": true}')
+def test_health_and_unknown_paths(server, bot):
+    bot.start_background()
+    assert wait_until(lambda: server.get("/healthz") == (200, b'{"ok": true, "reason": "ok"}'))
     assert server.get("/nope")[0] == 404
     assert server.get("/slack/events")[0] == 405
 

@@ -41,7 +41,8 @@ class SlackStandIn(StandInServer):
         return f"{self.url}/api/"
 
     def response_url(self, name: str = "cmd") -> str:
-        return f"{self.url}/response/{name}"
+        """A response_url shaped as Slack's are (…/commands/TEAM/ID/SECRET), ending in `name`."""
+        return f"{self.url}/commands/{TEAM_ID}/{secrets.randbelow(10**12)}/{name}"
 
     def fault_answer(self, fault: Fault) -> Answer:
         if fault.status == 429:
@@ -58,7 +59,7 @@ class SlackStandIn(StandInServer):
             listener(kind, record)
 
     def answer(self, request: Received) -> Answer:
-        if request.path.startswith("/response/"):
+        if request.path.startswith(("/commands/", "/actions/")):
             record = {**request.json(), "url": request.path, "at": time.time()}
             with self.lock:
                 self.responses.append(record)
