@@ -34,7 +34,7 @@ from storage import Store
 log = logging.getLogger(__name__)
 
 DELIVERY_INTERVAL = 1.0
-MAINTENANCE_INTERVAL = 60.0  # reconciling interrupted starts, forgetting old webhook and trigger ids
+MAINTENANCE_INTERVAL = 60.0  # at most: reconciling interrupted starts, forgetting old webhook and trigger ids
 WORKERS = 32  # slash-command work after ack(): provider calls, mostly waiting on the network
 SLACK_TIMEOUT = 10.0
 WRITABLE_CHECK_EVERY = 2.0  # /healthz writes to the database at most this often
@@ -65,11 +65,13 @@ class Heartbeat:
 
     started_at: float = field(default_factory=time.monotonic)
     last_run: dict[str, float] = field(default_factory=dict)
+    runs: dict[str, int] = field(default_factory=dict)
 
     def beat(self, name: str, task: Callable[[], object]) -> Callable[[], object]:
         def run():
             result = task()
             self.last_run[name] = time.monotonic()
+            self.runs[name] = self.runs.get(name, 0) + 1
             return result
 
         return run
@@ -188,8 +190,9 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
     )
     handlers.register(app, services)
     heartbeat = Heartbeat()
-    # A start is orphaned once every attempt its process could make (and their timeouts) is certainly over.
-    orphan_after = max(60.0, 4 * settings.provider_timeout_seconds)
+    # A start is orphaned once every request its process could make is certainly over: three creates, three
+    # look-ups and two waits, each at most one provider timeout.
+    orphan_after = 8 * settings.provider_timeout_seconds
 
     def maintain() -> None:
         jobs.reconcile_starts(older_than=orphan_after, worker=worker_id)
@@ -201,6 +204,7 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
                       id="poll", max_instances=1, coalesce=True, next_run_time=now)
     scheduler.add_job(heartbeat.beat("deliver", sender.deliver_due), "interval", seconds=DELIVERY_INTERVAL,
                       id="deliver", max_instances=1, coalesce=True)
-    scheduler.add_job(heartbeat.beat("maintain", maintain), "interval", seconds=MAINTENANCE_INTERVAL,
+    scheduler.add_job(heartbeat.beat("maintain", maintain), "interval",
+                      seconds=min(MAINTENANCE_INTERVAL, max(1.0, orphan_after / 2)),
                       id="maintain", max_instances=1, coalesce=True, next_run_time=now)
     return Bot(settings=settings, app=app, services=services, scheduler=scheduler, heartbeat=heartbeat)

@@ -38,7 +38,8 @@ def make_wsgi(bot: Bot) -> Callable:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if path == "/healthz" and method in {"GET", "HEAD"}:
             healthy, reason = bot.health()
-            return _answer(start_response, 200 if healthy else 503, {"ok": healthy, "reason": reason})
+            return _answer(start_response, 200 if healthy else 503,
+                           {"ok": healthy, "reason": reason, "cycles": dict(bot.heartbeat.runs)})
         if path not in {"/slack/events", "/openai/webhook"} or (path == "/openai/webhook" and not webhooks_enabled):
             return _answer(start_response, 404, {"error": "not found"})
         if method != "POST":

@@ -37,6 +37,22 @@ class ServeProcess:
                 self.port = int(found[1])
                 self._port.set()
 
+    def health(self) -> dict:
+        """What /healthz says (its JSON, whatever the status), or {} when the process does not answer."""
+        import json
+        import urllib.error
+
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return json.loads(error.read())
+        except OSError:
+            return {}
+
+    def cycles(self, name: str = "poll") -> int:
+        return int(self.health().get("cycles", {}).get(name, 0))
+
     def healthy(self) -> bool:
         try:
             with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:

@@ -20,7 +20,7 @@ CHANNELS = tuple(f"C0CHAN{n}" for n in range(10))  # Slack allows about one post
 OUTCOMES = ("succeeded", "failed", "cancelled")
 
 
-def _inject(rng: random.Random, provider: FineTuningSandbox, slack: SlackStandIn) -> None:
+def _inject(rng: random.Random, provider: FineTuningSandbox, slack: SlackStandIn) -> str:
     kind = rng.choice(["provider-5xx", "provider-429", "provider-drop", "provider-slow",
                        "slack-429", "slack-5xx", "slack-drop", "slack-lost-answer"])
     if kind == "provider-5xx":
@@ -39,6 +39,7 @@ def _inject(rng: random.Random, provider: FineTuningSandbox, slack: SlackStandIn
         slack.fail("drop", match="chat.postMessage")
     else:
         slack.fail("drop_after", match="chat.postMessage")  # posted, answer lost
+    return kind
 
 
 def test_every_outcome_announced_exactly_once(tmp_path, capsys):
@@ -58,6 +59,7 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
                "LOG_LEVEL": "WARNING"}
         procs = [ServeProcess(env), ServeProcess(env)]
         restarts = 0
+        planned: collections.Counter = collections.Counter()  # the same for a given seed, whatever the timing
         try:
             pending = [job_id for job_id in provider.jobs]
             rng.shuffle(pending)
@@ -71,13 +73,15 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
                             if key[0] == job_id:
                                 expected[key] = outcome
                 for _ in range(rng.randint(1, 2)):
-                    _inject(rng, provider, slack)
+                    planned[_inject(rng, provider, slack)] += 1
                 if rng.random() < 0.3:
                     victim = rng.randrange(len(procs))
                     procs[victim].kill()  # SIGKILL, perhaps mid-delivery
                     procs[victim] = ServeProcess(env)
                     restarts += 1
-                time.sleep(rng.uniform(0.05, 0.3))
+                # Let the processes see this step before the next: a bounded wait on them asking the provider.
+                asked = len(provider.received)
+                wait_until(lambda asked=asked: len(provider.received) >= asked + 2, timeout=2.0)
             provider.faults.clear()
             slack.faults.clear()
             settle_started = time.monotonic()
@@ -89,7 +93,12 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
 
             wait_until(delivered, timeout=60, interval=0.2)
             settled = time.monotonic() - settle_started
-            time.sleep(1.0)  # a few more cycles: nothing more may arrive
+            # Nothing more may arrive: the outbox is empty and both processes have run more delivery cycles since.
+            wait_until(lambda: not store.announcements(state="pending") and not store.announcements(state="sending"),
+                       timeout=30)
+            runs = [proc.cycles("deliver") for proc in procs]
+            wait_until(lambda: all(p.cycles("deliver") >= r + 2 for p, r in zip(procs, runs, strict=True)),
+                       timeout=10)
             for proc in procs:
                 assert proc.terminate() == 0
         finally:
@@ -102,8 +111,49 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
         duplicated = {k: n for k, n in keys.items() if n > 1}
         faults = provider.faults_injected + slack.faults_injected
         with capsys.disabled():
-            print(f"\nfault soak: jobs={JOBS} announcements={len(wanted)} faults_injected={faults} "
+            print(f"\nfault soak: jobs={JOBS} announcements={len(wanted)} faults_planned={sum(planned.values())} "
+                  f"faults_injected={faults} "
                   f"restarts={restarts} processes=2 lost={len(lost)} duplicated={len(duplicated)} "
                   f"unexpected={len(set(keys) - wanted)} settled_in={settled:.1f}s")
         assert not lost and not duplicated and set(keys) == wanted
         assert restarts > 0 and faults > 10
+
+
+def test_slow_slack_with_two_processes_and_a_sigterm_posts_each_outcome_once(tmp_path, capsys):
+    """Slack taking 1.5 s a call, no history scope (the default manifest), two processes on one database, one of
+    them stopped mid-run: a claim covers only the post it guards, so no takeover can race a post in flight."""
+    db = str(tmp_path / "slow.db")
+    with FineTuningSandbox() as provider, SlackStandIn(token=BOT_TOKEN, history_scope=False) as slack:
+        slack.latency = 1.5
+        store = Store(db)
+        jobs = [provider.add_job(status="running") for _ in range(12)]
+        for n, job in enumerate(jobs):
+            store.follow(f"C0SLOW{n}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe")
+        env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
+               "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", "DATABASE_PATH": db,
+               "POLL_INTERVAL_SECONDS": "0.2", "DELIVERY_LEASE_SECONDS": "4", "LOG_LEVEL": "WARNING"}
+        procs = [ServeProcess(env), ServeProcess(env)]
+        started = time.monotonic()
+        try:
+            for job in jobs:
+                provider.set_status(job["id"], "succeeded")
+            assert wait_until(lambda: len(slack.posted) >= 3, timeout=30)
+            assert procs[0].terminate() == 0  # SIGTERM while posts are in flight
+            procs[0] = ServeProcess(env)
+            assert wait_until(lambda: len({p["channel"] for p in slack.posted}) == len(jobs), timeout=60)
+            wait_until(lambda: not store.announcements(state="pending") and not store.announcements(state="sending"),
+                       timeout=30)
+            for proc in procs:
+                assert proc.terminate() == 0
+        finally:
+            for proc in procs:
+                if proc.proc.poll() is None:
+                    proc.kill()
+        took = time.monotonic() - started
+        keys = collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted if p.get("metadata"))
+        duplicated = {k: n for k, n in keys.items() if n > 1}
+        with capsys.disabled():
+            print(f"\nslow-Slack soak: slack_latency=1.5s lease=4s jobs={len(jobs)} processes=2 sigterms=1 "
+                  f"posted={sum(keys.values())} duplicated={len(duplicated)} lost={len(jobs) - len(keys)} "
+                  f"took={took:.1f}s")
+        assert not duplicated and len(keys) == len(jobs)

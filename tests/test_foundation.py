@@ -393,3 +393,31 @@ def test_old_webhook_ids_trigger_ids_and_starts_are_forgotten(tmp_path):
     assert store.prune() == {"webhook_deliveries": 1, "seen_triggers": 0, "start_intents": 1}
     assert store.remember_webhook("wh_1")  # long gone, so new again
     store.close()
+
+
+def test_an_interrupted_start_that_never_reached_the_provider_is_reported_as_not_started(bot, slack, provider):
+    store = bot.services.store
+    store.record_intent("req-lost", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
+                        response_url=slack.response_url("lost"), training_file=SAMPLE_FILE_ID,
+                        model="gpt-4.1-mini-2025-04-14", suffix=None)
+    assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
+    reply = reply_to(slack, "lost")
+    assert "nothing was started or billed" in reply["text"]
+    assert store.intents()[0]["state"] == "never_started" and store.intents()[0]["response_url"] is None
+    assert store.channel_follows("C0GENERAL") == []
+    assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 0  # settled once
+
+
+def test_an_old_interrupted_start_is_told_by_direct_message(bot, slack, provider):
+    now = [time.time() - 3600]  # the response_url has long expired
+    store = Store(bot.settings.database_path, clock=lambda: now[0])
+    job = provider.add_job(status="succeeded", metadata={REQUEST_KEY: "req-old"})
+    store.record_intent("req-old", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
+                        response_url=slack.response_url("old"), training_file=SAMPLE_FILE_ID, model=job["model"],
+                        suffix=None)
+    store.close()
+    assert bot.services.jobs.reconcile_starts(older_than=60, worker="w") == 1
+    [dm] = wait_until(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])
+    assert job["id"] in dm["text"] and not [r for r in slack.responses if r["url"].endswith("/old")]
+    bot.services.sender.deliver_due()  # it ended while nobody followed it: the channel is owed the outcome
+    assert [p for p in slack.posted if p["channel"] == "C0GENERAL" and job["id"] in p["text"]]

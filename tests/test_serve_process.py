@@ -64,7 +64,7 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
             second.kill()
     third = ServeProcess(env)  # and once more: nothing is announced twice
     try:
-        wait_until(lambda: len(provider.received) > 1000, timeout=1.0)  # let it run a few cycles
+        assert wait_until(lambda: third.cycles("poll") >= 3 and third.cycles("deliver") >= 3, timeout=10)
         assert third.terminate() == 0
     finally:
         if third.proc.poll() is None:
@@ -90,3 +90,31 @@ def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
     finally:
         if proc.proc.poll() is None:
             proc.kill()
+
+
+def test_a_start_killed_mid_request_is_followed_and_its_user_told_after_restart(tmp_path, slack, provider):
+    """SIGKILL while the provider is creating the job: the job exists and is billed, nobody heard of it. On restart
+    the bot finds it by the request id it wrote down first, follows it, and tells the person who typed the command."""
+    env = _env(tmp_path, slack, provider)
+    provider.fail("delay", delay=2.0, match="/fine_tuning/jobs")  # the create is slow; the job is made at its end
+    first = ServeProcess({**env, "PROVIDER_TIMEOUT_SECONDS": "30"})
+    try:
+        assert _command(first, f"start {SAMPLE_FILE_ID} suffix=crash", slack.response_url("crash")) == 200
+        assert wait_until(lambda: provider.requests_to("/fine_tuning/jobs", "POST"), timeout=10)
+    finally:
+        first.kill()  # mid-request: no reply, no subscription
+    assert wait_until(lambda: provider.jobs, timeout=10)  # ...but the provider still made (and bills) the job
+    [job_id] = list(provider.jobs)
+    assert not [r for r in slack.responses if r["url"].endswith("/crash")]
+    second = ServeProcess({**env, "PROVIDER_TIMEOUT_SECONDS": "0.5"})
+    try:
+        reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/crash")], timeout=20)
+        assert reply and job_id in reply[0]["text"] and "did go through" in reply[0]["text"]
+        provider.set_status(job_id, "succeeded")
+        assert wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        assert second.terminate() == 0
+    finally:
+        if second.proc.poll() is None:
+            second.kill()
+    assert len(provider.jobs) == 1 and len(provider.requests_to("/fine_tuning/jobs", "POST")) == 1
+    assert len(slack.messages_in("C0GENERAL")) == 1 and job_id in slack.messages_in("C0GENERAL")[0]["text"]

@@ -51,6 +51,7 @@ class OpenAIProvider:
         self._sleep = sleep
         self._clock = clock
         self.is_azure = isinstance(client, openai.AzureOpenAI)
+        self._timeout = float(client.timeout) if isinstance(client.timeout, (int, float)) else 5.0
         self.metadata_supported = True  # until the provider says otherwise (older Azure API versions)
 
     @property
@@ -150,7 +151,8 @@ class OpenAIProvider:
                 return found
             if attempt >= self._create_attempts:
                 raise error
-            self._sleep(min(error.retry_after or 0.5 * attempt, 5.0))
+            # Never longer than one request may take: a start's whole life stays within 8 timeouts (see bot.app).
+            self._sleep(min(error.retry_after or 0.5 * attempt, self._timeout))
 
     def _confirm_started(self, request_id: str, kwargs: Mapping[str, Any], *, since: float) -> Job | None:
         try:
