@@ -419,5 +419,5 @@ def test_an_old_interrupted_start_is_told_by_direct_message(bot, slack, provider
     assert bot.services.jobs.reconcile_starts(older_than=60, worker="w") == 1
     [dm] = wait_until(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])
     assert job["id"] in dm["text"] and not [r for r in slack.responses if r["url"].endswith("/old")]
-    bot.services.sender.deliver_due()  # it ended while nobody followed it: the channel is owed the outcome
-    assert [p for p in slack.posted if p["channel"] == "C0GENERAL" and job["id"] in p["text"]]
+    # It ended while nobody followed it: the channel is owed the outcome (the sender was woken to post it).
+    assert wait_until(lambda: [p for p in slack.posted if p["channel"] == "C0GENERAL" and job["id"] in p["text"]])

@@ -1,0 +1,51 @@
+"""Break one guarded line at a time and check that the tests named for it go red (then put it back).
+
+Run: `python tests/mutations.py [name ...]`. Each row is a protection a comment promises; GREEN means no test
+notices it missing. Not collected by pytest: it runs the suite once per mutation.
+"""
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MUTATIONS = [
+    ("outbox INSERT OR IGNORE -> OR REPLACE", "storage/store.py", '"INSERT OR IGNORE INTO announcements"\n            " (key, job_id, channel_id, outcome, user_id, origin, state', '"INSERT OR REPLACE INTO announcements"\n            " (key, job_id, channel_id, outcome, user_id, origin, state', "tests/test_delivery.py -k owed_twice"),
+    ("outbox INSERT OR IGNORE -> INSERT", "storage/store.py", '"INSERT OR IGNORE INTO announcements"\n            " (key, job_id, channel_id, outcome, user_id, origin, state', '"INSERT INTO announcements"\n            " (key, job_id, channel_id, outcome, user_id, origin, state', "tests/test_delivery.py -k owed_twice"),
+    ("unfollow keeps queued", "storage/store.py", """"DELETE FROM announcements WHERE channel_id = ? AND job_id = ? AND state = 'pending'",""", """"SELECT ?, ?",""", "tests/test_delivery.py -k unfollowing"),
+    ("mark_polled no-op", "storage/store.py", '            db.conn.executemany("UPDATE jobs SET polled_at = ? WHERE id = ?", [(now, i) for i in ids])', '            pass', "tests/test_foundation.py -k take_turns"),
+    ("tag check removed", "bot/providers/openai_shape.py", "return next((_job(j) for j in page.data if (j.metadata or {}).get(REQUEST_KEY) == request_id), None)", "return next((_job(j) for j in page.data), None)", "tests/test_foundation.py -k ignores_the_filter"),
+    ("suffix comparison removed", "bot/providers/openai_shape.py", "and job.suffix == suffix", "", "tests/test_foundation.py -k another_suffix"),
+    ("give-up by attempts", "bot/delivery.py", "if waiting >= self.give_up_seconds:", "if row['attempts'] >= 3:", "tests/test_delivery.py -k give_up"),
+    ("429 spends attempts", "bot/delivery.py", "self.store.release(key, self.worker_id, at=at, note=failure.reason)", "self.store.mark_retry(key, self.worker_id, at=at, error=failure.reason, uncertain=False)", "tests/test_delivery.py -k minutes_of_rate"),
+    ("when() in local time", "bot/messages.py", "time.gmtime(ts)", "time.localtime(ts)", "tests/test_messages.py -k utc"),
+    ("discard on error removed", "storage/store.py", "        except sqlite3.Error as error:\n            if not _is_transient(error):\n                self._discard()\n            raise\n\n    def _rows", "        except sqlite3.Error:\n            raise\n\n    def _rows", "tests/test_foundation.py -k recovers"),
+    ("trigger replay check removed", "handlers/commands.py", "if trigger_id and not services.store.first_sight_of_trigger(trigger_id):", "if False:", "tests/test_foundation.py -k replayed"),
+    ("connection limit default", "bot/web.py", "CONNECTION_LIMIT = 1000", "CONNECTION_LIMIT = 100", "tests/test_foundation.py -k slow_connections"),
+    ("request deadline removed", "bot/web.py", "                channel.will_close = True", "                pass", "tests/test_foundation.py -k never_finishes"),
+    ("scrub posts removed", "bot/slack.py", '"text": self.scrub(message.text), "blocks": self.scrub.deep(message.blocks),\n                  "unfurl_links"', '"text": message.text, "blocks": message.blocks,\n                  "unfurl_links"', "tests/test_foundation.py -k redacted"),
+    ("reply fallback removed", "bot/slack.py", "        return self._send_reply(response_url, short) is None", "        return False", "tests/test_foundation.py -k refuses_is_logged"),
+    ("signature before body", "bot/web.py", "        if not verifier.is_valid_request(text, headers):", "        if False:", "tests/test_foundation.py -k malformed"),
+    ("pacing spacing off", "bot/delivery.py", "CHANNEL_SPACING = 1.0", "CHANNEL_SPACING = 0.0", "tests/test_delivery.py -k busy_channel"),
+    ("wait inline off", "bot/delivery.py", "WAIT_FOR_NEXT = 1.5", "WAIT_FOR_NEXT = 0.0", "tests/test_delivery.py -k busy_channel"),
+    ("pause cap off", "bot/poller.py", "self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))", "self.max_skip = MAX_SKIPPED_CYCLES", "tests/test_poller.py -k two_minutes"),
+    ("id pattern dots", "bot/commands.py", 'ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}")', 'ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\\-]{1,128}")', "tests/test_commands.py"),
+    ("close leaves others", "storage/store.py", "            conns, self._open = list(self._open.values()), {}", "            conns, self._open = [], {}", "tests/test_foundation.py -k no_database_handle"),
+    ("prune webhooks off", "storage/store.py", '"webhook_deliveries": db.conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?",', '"webhook_deliveries": db.conn.execute("SELECT ?",', "tests/test_foundation.py -k forgotten"),
+    ("health ignores db", "bot/app.py", "        if problem:\n            return False, problem", "        if False:\n            return False, problem", "tests/test_foundation.py -k cannot_be_written"),
+]
+only = sys.argv[1:]
+for name, path, old, new, tests in MUTATIONS:
+    if only and not any(o in name for o in only):
+        continue
+    p = ROOT / path
+    text = p.read_text()
+    if old not in text:
+        print(f"?? {name}: line not found")
+        continue
+    p.write_text(text.replace(old, new, 1))
+    try:
+        r = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests.split()],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+        print(("RED  " if r.returncode else "GREEN") + f" {name}")
+    finally:
+        p.write_text(text)
