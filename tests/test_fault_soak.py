@@ -42,6 +42,17 @@ def _inject(rng: random.Random, provider: FineTuningSandbox, slack: SlackStandIn
     return kind
 
 
+def _wait_for_empty_outbox(store: Store) -> None:
+    wait_until(lambda: not store.announcements(state="pending") and not store.announcements(state="sending"),
+               timeout=30)
+
+
+def _kill_survivors(procs: list[ServeProcess]) -> None:
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.kill()
+
+
 def test_every_outcome_announced_exactly_once(tmp_path, capsys):
     rng = random.Random(20261126)
     db = str(tmp_path / "shared.db")
@@ -94,17 +105,14 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
             wait_until(delivered, timeout=60, interval=0.2)
             settled = time.monotonic() - settle_started
             # Nothing more may arrive: the outbox is empty and both processes have run more delivery cycles since.
-            wait_until(lambda: not store.announcements(state="pending") and not store.announcements(state="sending"),
-                       timeout=30)
+            _wait_for_empty_outbox(store)
             runs = [proc.cycles("deliver") for proc in procs]
             wait_until(lambda: all(p.cycles("deliver") >= r + 2 for p, r in zip(procs, runs, strict=True)),
                        timeout=10)
             for proc in procs:
                 assert proc.terminate() == 0
         finally:
-            for proc in procs:
-                if proc.proc.poll() is None:
-                    proc.kill()
+            _kill_survivors(procs)
         keys = collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted if p.get("metadata"))
         wanted = {f"{job_id}:{channel}:{outcome}" for (job_id, channel), outcome in expected.items()}
         lost = wanted - set(keys)
@@ -141,14 +149,11 @@ def test_slow_slack_with_two_processes_and_a_sigterm_posts_each_outcome_once(tmp
             assert procs[0].terminate() == 0  # SIGTERM while posts are in flight
             procs[0] = ServeProcess(env)
             assert wait_until(lambda: len({p["channel"] for p in slack.posted}) == len(jobs), timeout=60)
-            wait_until(lambda: not store.announcements(state="pending") and not store.announcements(state="sending"),
-                       timeout=30)
+            _wait_for_empty_outbox(store)
             for proc in procs:
                 assert proc.terminate() == 0
         finally:
-            for proc in procs:
-                if proc.proc.poll() is None:
-                    proc.kill()
+            _kill_survivors(procs)
         took = time.monotonic() - started
         keys = collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted if p.get("metadata"))
         duplicated = {k: n for k, n in keys.items() if n > 1}

@@ -7,7 +7,7 @@ these dataclasses and raises `ProviderError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -48,8 +48,8 @@ class Job:
         return cls(**{name: row.get(name) for name in STORED_FIELDS})
 
 
-STORED_FIELDS = ("id", "status", "model", "fine_tuned_model", "trained_tokens", "training_file", "suffix",
-                 "created_at", "finished_at", "error_code", "error_message")
+# What storage keeps of a job: everything but what only a start or a lookup needs.
+STORED_FIELDS = tuple(f.name for f in fields(Job) if f.name not in {"validation_file", "metadata"})
 
 
 @dataclass(frozen=True)
