@@ -117,7 +117,7 @@ def test_cancel_pause_resume(server, slack, provider):
     assert "Resumed" in ask(server, slack, f"resume {job['id']}")["text"]
     assert "Cancelled" in ask(server, slack, f"cancel {job['id']}")["text"]
     refused = ask(server, slack, f"cancel {job['id']}")
-    assert "has already been cancelled and cannot be cancelled" in refused["text"]
+    assert "has already finished (cancelled) and cannot be cancelled" in refused["text"]
     assert "Could not cancel" in refused["text"]
 
 

@@ -344,7 +344,7 @@ class FineTuningSandbox(StandInServer):
         status = job["status"]
         if action == "cancel":
             if status in FINAL:
-                return _error(400, f"Job {job['id']} has already {_past(status)} and cannot be cancelled.",
+                return _error(400, f"Job {job['id']} has already finished ({status}) and cannot be cancelled.",
                               code="invalid_state")
             self._enter(job, "cancelled")
         else:
@@ -410,10 +410,6 @@ def _post(url: str, body: str, headers: dict) -> None:
         urllib.request.urlopen(request, timeout=10).read()
     except OSError:
         pass  # a provider retries later; the bot's poller is the safety net
-
-
-def _past(status: str) -> str:
-    return {"succeeded": "succeeded", "failed": "failed", "cancelled": "been cancelled"}.get(status, status)
 
 
 def _strip(record: dict) -> dict:
