@@ -88,9 +88,7 @@ class SlackGateway:
 
         Slack refusing a reply (too long, bad blocks) must not leave the person with nothing: the plain text is sent
         in its place, with a line saying the full answer could not be shown."""
-        kwargs = {"text": self.scrub(message.text), "blocks": self.scrub.deep(message.blocks),
-                  "response_type": "in_channel" if message.in_channel else "ephemeral",
-                  "replace_original": replace_original}
+        kwargs = {**self.scrub.deep(message.reply_kwargs()), "replace_original": replace_original}
         refusal = self._send_reply(response_url, kwargs)
         if refusal is None:
             return True
