@@ -24,8 +24,8 @@ from bot.delivery import AnnouncementSender
 from bot.jobs import JobService
 from bot.messages import Message
 from bot.poller import Poller
-from bot.providers.openai_shape import OpenAIProvider, build_client
-from bot.providers.types import FineTuningProvider
+from bot.providers import registry
+from bot.providers.types import FineTuningProvider, Providers
 from bot.scrub import Scrubber
 from bot.slack import SlackGateway
 from bot.webhooks import WebhookReceiver
@@ -44,7 +44,7 @@ WRITABLE_CHECK_EVERY = 2.0  # /healthz writes to the database at most this often
 class Services:
     settings: Settings
     store: Store
-    provider: FineTuningProvider
+    providers: Providers
     slack: SlackGateway
     jobs: JobService
     poller: Poller
@@ -53,6 +53,11 @@ class Services:
     background: ThreadPoolExecutor
     decorate: Callable[[Message], Message]
     scrub: Scrubber
+
+    @property
+    def provider(self) -> FineTuningProvider:
+        """The default provider (where `start` goes when not told)."""
+        return self.providers.default
 
     def reply(self, message: Message) -> dict:
         """A message as an ack's body: decorated for the sandbox, scrubbed of anything secret."""
@@ -140,12 +145,17 @@ def _quiet_token_precedence(record: logging.LogRecord) -> bool:
     return "`token` will be unused" not in message and "will be ignored" not in message
 
 
-def build(settings: Settings, *, openai_client=None, slack_client: WebClient | None = None,
+def build(settings: Settings, *, providers: Providers | None = None, slack_client: WebClient | None = None,
           clock: Callable[[], float] = time.time, worker_id: str | None = None) -> Bot:
     """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
     store = Store(settings.database_path, clock=clock)
     scrub = Scrubber(settings.secrets())
-    provider = OpenAIProvider(openai_client or build_client(settings), secrets=settings.secrets(), clock=clock)
+    providers = providers or registry.configured(settings, clock=clock)
+    # Rows from before jobs were named by provider came from the one OpenAI-shaped provider configured then:
+    # Azure OpenAI when its endpoint was set, OpenAI otherwise.
+    legacy = "azure" if settings.azure_openai_endpoint and not settings.sandbox else "openai"
+    if legacy in providers and store.adopt_unnamed(legacy):
+        log.info("jobs recorded before providers were named now belong to %s", legacy)
     slack_client = slack_client or WebClient(
         token=settings.slack_bot_token, base_url=settings.slack_api_url,
         # A post must end (answered or not) well within its claim's lease: then no other process can take the
@@ -162,14 +172,16 @@ def build(settings: Settings, *, openai_client=None, slack_client: WebClient | N
     sender = AnnouncementSender(store, slack, worker_id=worker_id, clock=clock,
                                 lease_seconds=settings.delivery_lease_seconds,
                                 give_up_seconds=settings.delivery_give_up_seconds, decorate=decorate)
-    poller = Poller(provider, store, on_queued=sender.kick, interval=settings.poll_interval_seconds)
-    jobs = JobService(provider, store, slack, default_model=settings.default_model,
+    poller = Poller(providers, store, on_queued=sender.kick, interval=settings.poll_interval_seconds)
+    jobs = JobService(providers, store, slack, default_model=settings.default_model,
                       allowed_users=settings.allowed_user_ids, allowed_channels=settings.allowed_channel_ids,
-                      on_queued=sender.kick)
+                      on_queued=sender.kick, clock=clock, sandbox=settings.sandbox)
+    # Webhooks come from the OpenAI shape; the first provider that can send them receives them.
+    webhook_provider = next((p for p in providers if p.capabilities.webhooks), providers.default)
     background = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work")
     services = Services(
-        settings=settings, store=store, provider=provider, slack=slack, jobs=jobs, poller=poller, sender=sender,
-        webhooks=WebhookReceiver(provider, store, on_queued=sender.kick, background=background),
+        settings=settings, store=store, providers=providers, slack=slack, jobs=jobs, poller=poller, sender=sender,
+        webhooks=WebhookReceiver(webhook_provider, store, on_queued=sender.kick, background=background),
         background=background, decorate=decorate, scrub=scrub,
     )
     bolt_log = logging.getLogger("finetune_bot.bolt")

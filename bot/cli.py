@@ -27,10 +27,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _start_sandbox(settings: Settings) -> tuple[Settings, object]:
-    from bot.sandbox.provider import FineTuningSandbox
+    from bot.sandbox.stand_ins import SandboxProviders
 
-    sandbox = FineTuningSandbox(pace=settings.sandbox_pace_seconds).start()
-    return settings.with_sandbox(sandbox.url + "/v1"), sandbox
+    sandbox = SandboxProviders.start(settings.sandbox_pace_seconds)
+    return sandbox.configure(settings), sandbox
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,11 @@ MAX_COMMAND_LENGTH = 1000
 # Starts with a letter or digit: an id made only of dots (`..`) would name another path at the provider.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 SUFFIX_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# Model names may hold an organization: meta-llama/Meta-Llama-3.1-8B-Instruct-Reference (sent in a body, not a path).
+MODEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,255}")
+PROVIDER_PATTERN = re.compile(r"[a-z][a-z0-9_\-]{0,31}")
+NUMBER_PATTERN = re.compile(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]{1,3})?")
+BOOLEANS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
 
 
 @dataclass(frozen=True)
@@ -17,26 +22,43 @@ class Value:
     """A positional argument or a key=value option, and what it accepts."""
 
     name: str
-    kind: str  # "id", "model", "suffix" or "int"
-    low: int = 0
-    high: int = 0
+    kind: str  # "id", "model", "suffix", "provider", "int", "number" (low < x <= high) or "bool"
+    low: float = 0
+    high: float = 0
     placeholder: str = ""
 
     def describe(self) -> str:
         if self.kind == "int":
-            return f"a whole number from {self.low} to {self.high}"
+            return f"a whole number from {int(self.low)} to {int(self.high)}"
+        if self.kind == "number":
+            return f"a number above {self.low:g} and at most {self.high:g}, such as 0.00001"
+        if self.kind == "bool":
+            return "`true` or `false`"
         if self.kind == "suffix":
             return "up to 64 letters, digits, `-`, `_` or `.`"
+        if self.kind == "provider":
+            return "a provider's name, such as `openai` or `together` (`/finetune providers` lists them)"
+        if self.kind == "model":
+            return "a model name: letters, digits, `-`, `_`, `.`, `:` or `/`, starting with a letter or digit"
         return "up to 128 letters, digits, `-`, `_`, `.` or `:`, starting with a letter or digit"
 
-    def convert(self, raw: str) -> str | int | None:
+    def convert(self, raw: str) -> str | int | float | bool | None:
         """The value, or None when `raw` is not acceptable."""
         if self.kind == "int":
             if not re.fullmatch(r"[0-9]{1,12}", raw):
                 return None
             number = int(raw)
             return number if self.low <= number <= self.high else None
-        pattern = SUFFIX_PATTERN if self.kind == "suffix" else ID_PATTERN
+        if self.kind == "number":
+            if not NUMBER_PATTERN.fullmatch(raw):
+                return None
+            value = float(raw)
+            return value if self.low < value <= self.high else None
+        if self.kind == "bool":
+            return BOOLEANS.get(raw.lower())
+        if self.kind == "provider":
+            return raw.lower() if PROVIDER_PATTERN.fullmatch(raw.lower()) else None
+        pattern = {"suffix": SUFFIX_PATTERN, "model": MODEL_PATTERN}.get(self.kind, ID_PATTERN)
         return raw if pattern.fullmatch(raw) else None
 
 
@@ -60,31 +82,42 @@ class Subcommand:
 
 
 _JOB_ID = Value("job_id", "id")
+# Which provider a job is at: needed only when two configured providers use the same job id.
+_PROVIDER = Value("provider", "provider", placeholder="name")
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
         "start",
-        "Start a fine-tuning job; this channel is told when it finishes.",
+        "Start a fine-tuning job (at the default provider unless you name one); this channel is told when it "
+        "finishes.",
         positional=(Value("training_file", "id", placeholder="training_file_id"),),
         options=(
+            _PROVIDER,
             Value("model", "model", placeholder="name"),
             Value("suffix", "suffix", placeholder="text"),
             Value("epochs", "int", 1, 50, placeholder="n"),
             Value("validation", "id", placeholder="file_id"),
             Value("seed", "int", 0, 2**31 - 1, placeholder="n"),
+            Value("lora", "bool", placeholder="true|false"),
+            Value("learning_rate", "number", 0, 1, placeholder="rate"),
         ),
         costly=True,
         past="started",
     ),
     Subcommand("status", "Where a job stands; with no id, the jobs this channel follows.",
-               optional_positional=(_JOB_ID,)),
-    Subcommand("list", "The organization's most recent jobs (10 unless you say, at most 100).",
-               optional_positional=(Value("n", "int", 1, 100),)),
-    Subcommand("cancel", "Cancel a job.", positional=(_JOB_ID,), costly=True, past="cancelled"),
-    Subcommand("pause", "Pause a running job.", positional=(_JOB_ID,), costly=True, past="paused"),
-    Subcommand("resume", "Resume a paused job.", positional=(_JOB_ID,), costly=True, past="resumed"),
+               optional_positional=(_JOB_ID,), options=(_PROVIDER,)),
+    Subcommand("list", "The most recent jobs at every provider, newest first (10 unless you say, at most 100).",
+               optional_positional=(Value("n", "int", 1, 100),), options=(_PROVIDER,)),
+    Subcommand("cancel", "Cancel a job.", positional=(_JOB_ID,), options=(_PROVIDER,), costly=True,
+               past="cancelled"),
+    Subcommand("pause", "Pause a running job (where the provider can).", positional=(_JOB_ID,),
+               options=(_PROVIDER,), costly=True, past="paused"),
+    Subcommand("resume", "Resume a paused job.", positional=(_JOB_ID,), options=(_PROVIDER,), costly=True,
+               past="resumed"),
     Subcommand("subscribe", "Follow a job started anywhere: this channel is told when it finishes.",
-               positional=(_JOB_ID,)),
-    Subcommand("unsubscribe", "Stop following a job in this channel.", positional=(_JOB_ID,)),
+               positional=(_JOB_ID,), options=(_PROVIDER,)),
+    Subcommand("unsubscribe", "Stop following a job in this channel.", positional=(_JOB_ID,),
+               options=(_PROVIDER,)),
+    Subcommand("providers", "The providers configured here, what each can do, and whether each takes new jobs."),
     Subcommand("subscriptions", "The jobs this channel follows: running first, then finished, a page at a time.",
                optional_positional=(Value("page", "int", 1, 10_000),)),
     Subcommand("help", "This help."),
@@ -95,7 +128,7 @@ BY_NAME = {s.name: s for s in SUBCOMMANDS}
 @dataclass(frozen=True)
 class Command:
     name: str
-    args: dict[str, str | int] = field(default_factory=dict)
+    args: dict[str, str | int | float | bool] = field(default_factory=dict)
 
     @property
     def spec(self) -> Subcommand:
@@ -130,7 +163,7 @@ def parse(text: str) -> Command | Problem:
         hint = f"Did you mean `/finetune {close[0]}`? " if close else ""
         return Problem(f"I don't know the command `{quote(words[0])}`. {hint}"
                        "Try `/finetune help` to see what I can do.")
-    args: dict[str, str | int] = {}
+    args: dict[str, str | int | float | bool] = {}
     positional = list(spec.positional) + list(spec.optional_positional)
     options = {o.name: o for o in spec.options}
     given = 0

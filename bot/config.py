@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
+DEFAULT_TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+# Every provider the bot can talk to, in the order `DEFAULT_PROVIDER` falls back through when several are set.
+PROVIDER_NAMES = ("openai", "azure", "together")
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # Sandbox jobs take seconds, so the shell and `--sandbox` poll every second unless told otherwise.
 SANDBOX_POLL_INTERVAL = 1.0
@@ -29,6 +32,10 @@ class Settings:
     azure_openai_api_key: str | None = field(default=None, repr=False)
     openai_api_version: str | None = None
     openai_webhook_secret: str | None = field(default=None, repr=False)
+    together_api_key: str | None = field(default=None, repr=False)
+    together_base_url: str | None = None
+    together_default_model: str = DEFAULT_TOGETHER_MODEL
+    default_provider: str | None = None  # None: the only one configured, or OpenAI when several are
     database_path: str = "finetune-bot.db"
     poll_interval_seconds: float = 60.0
     default_model: str = DEFAULT_MODEL
@@ -44,16 +51,29 @@ class Settings:
     temporary_database: bool = False  # the shell's sandbox keeps its records only as long as it runs
 
     @property
+    def provider_names(self) -> list[str]:
+        """The providers whose settings are present, in PROVIDER_NAMES order."""
+        present = {"openai": bool(self.openai_api_key), "azure": bool(self.azure_openai_endpoint and not self.sandbox),
+                   "together": bool(self.together_api_key)}
+        return [name for name in PROVIDER_NAMES if present[name]]
+
+    @property
     def provider_name(self) -> str:
-        if self.sandbox:
-            return "sandbox"
-        if self.azure_openai_endpoint:
-            return "azure"
-        return "openai"
+        """The providers, as start-up prints them."""
+        names = ", ".join(self.provider_names) or "none"
+        return f"sandbox: {names}" if self.sandbox else names
 
     @property
     def has_provider(self) -> bool:
-        return bool(self.openai_api_key or self.azure_openai_endpoint)
+        return bool(self.provider_names)
+
+    @property
+    def start_provider(self) -> str | None:
+        """Which provider `/finetune start` uses when not told: DEFAULT_PROVIDER, the only one, or OpenAI."""
+        names = self.provider_names
+        if self.default_provider in names:
+            return self.default_provider
+        return names[0] if names else None
 
     def secrets(self) -> list[str]:
         """Every secret value set, for scrubbing logs."""
@@ -64,12 +84,15 @@ class Settings:
             self.openai_api_key,
             self.azure_openai_api_key,
             self.openai_webhook_secret,
+            self.together_api_key,
         ]
         return [v for v in values if v]
 
-    def with_sandbox(self, provider_url: str) -> Settings:
+    def with_sandbox(self, provider_url: str, together_url: str | None = None) -> Settings:
+        """Point at the sandbox's stand-ins: OpenAI's shape at `provider_url`, Together's at `together_url`."""
         return replace(self, sandbox=True, openai_base_url=provider_url, openai_api_key="sandbox-key",
-                       azure_openai_endpoint=None)
+                       azure_openai_endpoint=None, together_base_url=together_url,
+                       together_api_key="sandbox-together-key" if together_url else None)
 
 
 _WHERE = {
@@ -77,10 +100,12 @@ _WHERE = {
     "SLACK_SIGNING_SECRET": "the Signing Secret on your Slack app's 'Basic Information' page",
     "SLACK_APP_TOKEN": "an app-level token with connections:write, from your Slack app's 'Basic Information' page "
     "(xapp-...)",
-    "OPENAI_API_KEY": "your provider's API key (or set AZURE_OPENAI_ENDPOINT for Azure OpenAI, or run with "
-    "--sandbox to try the bot without one)",
+    "OPENAI_API_KEY": "your provider's API key (or set AZURE_OPENAI_ENDPOINT for Azure OpenAI, TOGETHER_API_KEY for "
+    "Together AI, or run with --sandbox to try the bot without one)",
     "AZURE_OPENAI_API_KEY": "the key of your Azure OpenAI resource ('Keys and Endpoint')",
     "OPENAI_API_VERSION": "the Azure OpenAI API version to use, such as 2025-04-01-preview",
+    "AZURE_OPENAI_ENDPOINT": "your Azure OpenAI resource's endpoint, such as https://NAME.openai.azure.com",
+    "TOGETHER_API_KEY": "your Together AI API key (api.together.ai, Settings, API keys)",
 }
 
 
@@ -112,7 +137,7 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         value = env.get(name, "").strip()
         return value or None
 
-    if mode == "shell" and not (get("OPENAI_API_KEY") or get("AZURE_OPENAI_ENDPOINT")):
+    if mode == "shell" and not (get("OPENAI_API_KEY") or get("AZURE_OPENAI_ENDPOINT") or get("TOGETHER_API_KEY")):
         sandbox = True
 
     required = []
@@ -122,14 +147,26 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         required.append("SLACK_SIGNING_SECRET")
     if mode == "socket":
         required.append("SLACK_APP_TOKEN")
-    if mode in {"serve", "socket"} and not sandbox:
-        if get("AZURE_OPENAI_ENDPOINT"):
-            required += ["AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION"]
-        else:
+    if not sandbox:
+        # Each provider is either fully set or not at all: half a provider is named, not silently ignored.
+        if get("AZURE_OPENAI_ENDPOINT") or get("AZURE_OPENAI_API_KEY"):
+            required += ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION"]
+        if get("TOGETHER_BASE_URL"):
+            required.append("TOGETHER_API_KEY")
+        if mode in {"serve", "socket"} and not (get("OPENAI_API_KEY") or get("AZURE_OPENAI_ENDPOINT")
+                                                  or get("TOGETHER_API_KEY") or get("AZURE_OPENAI_API_KEY")):
             required.append("OPENAI_API_KEY")
     for name in required:
         if not get(name):
             raise ConfigError(f"{name} is not set: it is {_WHERE[name]}.")
+    default_provider = (get("DEFAULT_PROVIDER") or "").lower() or None
+    if default_provider is not None:
+        if default_provider not in PROVIDER_NAMES:
+            raise ConfigError(f"DEFAULT_PROVIDER must be one of {', '.join(PROVIDER_NAMES)}, got {default_provider!r}")
+        present = {"openai": get("OPENAI_API_KEY"), "azure": get("AZURE_OPENAI_ENDPOINT"),
+                   "together": get("TOGETHER_API_KEY")}
+        if not sandbox and not present[default_provider]:
+            raise ConfigError(f"DEFAULT_PROVIDER is {default_provider}, but {default_provider} is not configured.")
 
     # The shell is a conversation: warnings and worse only, unless asked.
     log_level = (get("LOG_LEVEL") or ("WARNING" if mode == "shell" else "INFO")).upper()
@@ -147,6 +184,10 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         azure_openai_api_key=get("AZURE_OPENAI_API_KEY"),
         openai_api_version=get("OPENAI_API_VERSION"),
         openai_webhook_secret=get("OPENAI_WEBHOOK_SECRET"),
+        together_api_key=get("TOGETHER_API_KEY"),
+        together_base_url=get("TOGETHER_BASE_URL"),
+        together_default_model=get("TOGETHER_DEFAULT_MODEL") or DEFAULT_TOGETHER_MODEL,
+        default_provider=default_provider,
         database_path=get("DATABASE_PATH") or "finetune-bot.db",
         temporary_database=mode == "shell" and sandbox and not get("DATABASE_PATH"),
         poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", SANDBOX_POLL_INTERVAL if sandbox else 60.0,

@@ -168,12 +168,13 @@ class AnnouncementSender:
             self._not_before[channel] = self.clock() + CHANNEL_SPACING
 
     def _message(self, row: dict) -> Message | None:
-        stored = self.store.job(row["job_id"])
+        stored = self.store.job(row["job_id"], row["provider"])
         if stored is None:
             return None
         job = Job.from_row(stored)
         if row["kind"] == "delivery_problem":
-            original = self.store.announcement(f"{row['job_id']}:{row['about_channel']}:{row['outcome']}") or {}
+            original = self.store.announcement(
+                f"{row['provider']}:{row['job_id']}:{row['about_channel']}:{row['outcome']}") or {}
             reason = original.get("last_error") or "an error"
             return self.decorate(format_delivery_problem(job, row["outcome"], row["about_channel"], reason,
                                                          bot_user_id=self.slack.bot_user_id()))

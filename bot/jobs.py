@@ -7,7 +7,9 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from bot.commands import BY_NAME, Command, Problem, quote
 from bot.messages import (
@@ -15,6 +17,7 @@ from bot.messages import (
     RECENT_FINISHED,
     FollowsPage,
     Message,
+    ProviderInfo,
     format_action,
     format_followed,
     format_help,
@@ -22,13 +25,15 @@ from bot.messages import (
     format_job_status,
     format_problem,
     format_provider_error,
+    format_providers,
     format_start_reconciled,
     format_started,
+    format_stopped_taking_jobs,
     format_subscribed,
     format_unsubscribed,
     invite_warning,
 )
-from bot.providers.types import FineTuningProvider, Job, ProviderError
+from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
 from bot.slack import SlackGateway
 from storage import Store
 
@@ -47,10 +52,15 @@ class Caller:
 
 
 class JobService:
-    def __init__(self, provider: FineTuningProvider, store: Store, slack: SlackGateway, *, default_model: str,
-                 allowed_users: frozenset[str] = frozenset(), allowed_channels: frozenset[str] = frozenset(),
-                 on_queued: Callable[[], None] = lambda: None) -> None:
-        self.provider = provider
+    def __init__(self, providers: Providers | FineTuningProvider, store: Store, slack: SlackGateway, *,
+                 default_model: str, allowed_users: frozenset[str] = frozenset(),
+                 allowed_channels: frozenset[str] = frozenset(), on_queued: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.time, sandbox: bool = False) -> None:
+        self.providers = providers if isinstance(providers, Providers) else Providers([providers])
+        self.clock = clock
+        self.sandbox = sandbox
+        # Providers that refused a start because they no longer create jobs: when, and in their words.
+        self.stopped: dict[str, tuple[float, str]] = {}
         self.store = store
         self.slack = slack
         self.default_model = default_model
@@ -75,42 +85,70 @@ class JobService:
         try:
             return handler(caller, **command.args)
         except ProviderError as error:
-            log.info("provider refused %s: %s (HTTP %s)", command.name, error.message, error.status)
+            log.info("%s refused %s: %s (HTTP %s)", error.provider or "provider", command.name, error.message,
+                     error.status)
             return format_provider_error(_doing(command), error)
+        except UnknownProvider as unknown:
+            return format_problem(Problem(
+                f"No provider called `{quote(str(unknown))}` is configured here. "
+                f"Configured: {', '.join(f'`{n}`' for n in self.providers.names)}.", command.spec.usage))
+
+    @property
+    def provider(self) -> FineTuningProvider:
+        """The default provider: where `start` goes when not told."""
+        return self.providers.default
 
     # -- subcommands ---------------------------------------------------------------------------------
 
     def _help(self, caller: Caller) -> Message:
         return format_help()
 
-    def _start(self, caller: Caller, training_file: str, model: str | None = None, suffix: str | None = None,
-               epochs: int | None = None, validation: str | None = None, seed: int | None = None) -> Message:
-        if suffix and len(suffix) > self.provider.max_suffix:
+    def _start(self, caller: Caller, training_file: str, provider: str | None = None, model: str | None = None,
+               suffix: str | None = None, epochs: int | None = None, validation: str | None = None,
+               seed: int | None = None, lora: bool | None = None, learning_rate: float | None = None) -> Message:
+        target = self.providers.get(provider)
+        label = provider_label(target.name)
+        given = {"model": model, "suffix": suffix, "epochs": epochs, "validation": validation, "seed": seed,
+                 "lora": lora, "learning_rate": learning_rate}
+        accepted = {option.name for option in target.start_options}
+        refused = [name for name, value in given.items() if value is not None and name not in accepted]
+        if refused:
+            takes = "; ".join(f"`{o.name}` ({o.help})" for o in target.start_options)
+            return format_problem(Problem(f"{label} jobs don't take `{refused[0]}`. {label} takes: {takes}.",
+                                          BY_NAME["start"].usage))
+        if suffix and len(suffix) > target.max_suffix:
             return format_problem(Problem(
-                f"This provider takes suffixes of at most {self.provider.max_suffix} characters; "
+                f"{label} takes suffixes of at most {target.max_suffix} characters; "
                 f"`{quote(suffix, 64)}` has {len(suffix)}.", BY_NAME["start"].usage))
         metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
                     "slack_user": caller.user_id}
+        extra = {name: given[name] for name in ("lora", "learning_rate") if given[name] is not None}
         request_id = uuid.uuid4().hex
-        model = model or self.default_model
+        model = model or target.default_model or self.default_model
         try:
             # Written down before the provider is asked: a crash from here on is reconciled at the next start-up.
             self.store.record_intent(request_id, team_id=caller.team_id, channel_id=caller.channel_id,
                                      user_id=caller.user_id, response_url=caller.response_url,
-                                     training_file=training_file, model=model, suffix=suffix)
+                                     training_file=training_file, model=model, suffix=suffix, provider=target.name)
         except sqlite3.Error:
             log.exception("could not record a start before asking the provider; nothing was started")
             return format_problem(Problem("I can't save anything right now, so I didn't start a job I couldn't "
                                           "follow. Nothing was started or billed; try again in a minute."))
         try:
-            job = self.provider.create_job(
-                request_id=request_id, training_file=training_file, model=model,
-                suffix=suffix, n_epochs=epochs, validation_file=validation, seed=seed, metadata=metadata,
+            job = target.create_job(
+                request_id=request_id, training_file=training_file, model=model, suffix=suffix, n_epochs=epochs,
+                validation_file=validation, seed=seed, metadata=metadata, extra=extra,
             )
         except ProviderError as error:
+            error.provider = error.provider or target.name
             if not error.ambiguous:
                 self.store.finish_intent(request_id, job_id=None, state="refused")
             # An unconfirmed start stays open: if the job turns up, reconciling follows it and tells the user.
+            if error.stopped_taking_jobs:
+                self.stopped[target.name] = (self.clock(), error.message)
+                log.warning("%s refused a start: it no longer creates fine-tuning jobs (%s)", target.name,
+                            error.message)
+                return format_stopped_taking_jobs(error, [p.name for p in self.providers if p.name != target.name])
             raise
         try:
             self._follow(caller, job, origin="start")
@@ -122,37 +160,109 @@ class JobService:
                                         f"finishes. Try `/finetune subscribe {job.id}` in a minute."])
         return format_started(job, self._visibility_warnings(caller))
 
-    def _status(self, caller: Caller, job_id: str | None = None) -> Message:
+    def _status(self, caller: Caller, job_id: str | None = None, provider: str | None = None) -> Message:
         if job_id is None:
             return format_followed(self._follows_page(caller.channel_id, 1), title="Jobs this channel follows")
-        job = self.provider.retrieve(job_id)
-        events = self.provider.events(job_id, limit=5)
+        target, job = self._locate(job_id, provider)
+        job = job or target.retrieve(job_id)
+        events = target.events(job_id, limit=5) if target.capabilities.events else []
         self._observe(job)
-        followed = any(f["channel_id"] == caller.channel_id for f in self.store.followers(job_id))
+        followed = any(f["channel_id"] == caller.channel_id for f in self.store.followers(job_id, target.name))
         return format_job_status(job, events, followed_here=followed)
 
-    def _list(self, caller: Caller, n: int = 10) -> Message:
-        jobs, _ = self.provider.list_jobs(n)
-        return format_job_list(jobs)
+    def _list(self, caller: Caller, n: int = 10, provider: str | None = None) -> Message:
+        """The newest jobs at every provider (or the one named), merged newest first; a provider that cannot be
+        asked is named beside the others' jobs rather than failing the whole list."""
+        targets = [self.providers.get(provider)] if provider else list(self.providers)
+        with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="finetune-list") as pool:
+            answers = list(pool.map(lambda p: _attempt(lambda: p.list_jobs(n)[0]), targets))
+        jobs = [job for found, _ in answers for job in (found or [])]
+        failures = [(p, error) for p, (_, error) in zip(targets, answers, strict=True) if error is not None]
+        if failures and len(failures) == len(targets):
+            raise failures[0][1]
+        jobs.sort(key=lambda j: (j.created_at or 0, j.id), reverse=True)
+        unreachable = [f"{provider_label(p.name)} could not be asked: {error.message}" for p, error in failures]
+        return format_job_list(jobs[:n], where=provider, unreachable=unreachable)
 
-    def _cancel(self, caller: Caller, job_id: str) -> Message:
-        return self._act("cancel", self.provider.cancel, job_id)
+    def _cancel(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
+        target, _ = self._locate(job_id, provider)
+        return self._act("cancel", target.cancel, job_id)
 
-    def _pause(self, caller: Caller, job_id: str) -> Message:
-        return self._act("pause", self.provider.pause, job_id)
+    def _pause(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
+        return self._pause_or_resume("pause", job_id, provider)
 
-    def _resume(self, caller: Caller, job_id: str) -> Message:
-        return self._act("resume", self.provider.resume, job_id)
+    def _resume(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
+        return self._pause_or_resume("resume", job_id, provider)
 
-    def _subscribe(self, caller: Caller, job_id: str) -> Message:
-        job = self.provider.retrieve(job_id)
+    def _pause_or_resume(self, action: str, job_id: str, provider: str | None) -> Message:
+        target, _ = self._locate(job_id, provider)
+        if not target.capabilities.pause_resume:
+            what = "paused" if action == "pause" else "paused or resumed"
+            return format_problem(Problem(f"{provider_label(target.name)} jobs cannot be {what}. "
+                                          f"`/finetune cancel {job_id}` stops it for good."))
+        return self._act(action, getattr(target, action), job_id)
+
+    def _subscribe(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
+        target, job = self._locate(job_id, provider)
+        job = job or target.retrieve(job_id)
         self._observe(job)  # first, so a channel subscribing to a job that just ended gets the reply, not a repeat
         new = self._follow(caller, job, origin="subscribe")
         warnings = [] if job.final else self._visibility_warnings(caller)
         return format_subscribed(job, new=new, warnings=warnings)
 
-    def _unsubscribe(self, caller: Caller, job_id: str) -> Message:
-        return format_unsubscribed(job_id, existed=self.store.unfollow(caller.channel_id, job_id))
+    def _unsubscribe(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
+        names = [provider] if provider else self.store.providers_of(job_id)
+        existed = any(self.store.unfollow(caller.channel_id, job_id, name) for name in names)
+        return format_unsubscribed(job_id, existed=existed)
+
+    def _providers(self, caller: Caller) -> Message:
+        infos = []
+        for p in self.providers:
+            taking, sentence = self._taking_jobs(p)
+            infos.append(ProviderInfo(
+                name=p.name, default=p is self.providers.default, capabilities=p.capabilities.described(),
+                cannot=p.capabilities.described(present=False), start_options=[o.name for o in p.start_options],
+                taking_jobs=sentence, taking=taking))
+        return format_providers(infos, sandbox=self.sandbox)
+
+    def _taking_jobs(self, provider: FineTuningProvider) -> tuple[bool, str]:
+        """Whether a provider takes new jobs, as a sentence: what it said when it refused one, or its announced
+        end date."""
+        if provider.name in self.stopped:
+            when, said = self.stopped[provider.name]
+            day = datetime.fromtimestamp(when, timezone.utc).date().isoformat()
+            return False, f"Not taking new jobs: it refused a start on {day}, saying: {said}"
+        end = provider.new_jobs_end
+        if end is None:
+            return True, "Takes new jobs."
+        today = datetime.fromtimestamp(self.clock(), timezone.utc).date()
+        if today >= end:
+            return False, (f"Stopped taking new jobs on {end.isoformat()}; jobs already started and fine-tuned "
+                           "models keep working.")
+        days = (end - today).days
+        return True, (f"Takes new jobs until {end.isoformat()} ({days} day{'s' if days != 1 else ''} from now); "
+                      "jobs already started and fine-tuned models keep working after that.")
+
+    def _locate(self, job_id: str, provider: str | None) -> tuple[FineTuningProvider, Job | None]:
+        """Where a job lives: the named provider, the one the bot last saw it at, or, for an id it has never seen,
+        the one of the providers whose ids look like it that knows it (then with the job, already read)."""
+        if provider:
+            return self.providers.get(provider), None
+        known = [name for name in self.store.providers_of(job_id) if name in self.providers]
+        if known:
+            return self.providers.get(known[0]), None
+        candidates = self.providers.fitting(job_id)
+        if len(candidates) == 1:
+            return candidates[0], None
+        for candidate in candidates:
+            job, error = _attempt(lambda c=candidate: c.retrieve(job_id))
+            if job is not None:
+                return candidate, job
+            if not error.not_found:
+                raise error
+        asked = " and ".join(provider_label(c.name) for c in candidates)
+        raise ProviderError(f"No provider configured here knows a job called {job_id} (I asked {asked}).",
+                            status=404, code="job_not_found")
 
     def _subscriptions(self, caller: Caller, page: int = 1) -> Message:
         return format_followed(self._follows_page(caller.channel_id, page), title="This channel's subscriptions")
@@ -198,10 +308,15 @@ class JobService:
         and tell the person who typed the command either way. Returns how many were settled."""
         settled = 0
         for intent in self.store.claim_orphaned_intents(older_than=older_than, worker=worker):
+            if (intent.get("provider") or "openai") not in self.providers:
+                log.warning("an interrupted start at %s, which is not configured now, waits until it is",
+                            intent.get("provider"))
+                self.store.reopen_intent(intent["request_id"])
+                continue
             try:
-                job = self.provider.find_started(intent["request_id"], training_file=intent["training_file"],
-                                                 model=intent["model"], suffix=intent["suffix"],
-                                                 since=intent["created_at"])
+                owner = self.providers.get(intent.get("provider") or "openai")
+                job = owner.find_started(intent["request_id"], training_file=intent["training_file"],
+                                         model=intent["model"], suffix=intent["suffix"], since=intent["created_at"])
             except ProviderError as error:
                 log.warning("could not yet check an interrupted start (%s); trying again later", error.message)
                 self.store.reopen_intent(intent["request_id"])
@@ -228,5 +343,14 @@ class JobService:
 def _doing(command: Command) -> str:
     target = command.args.get("job_id") or command.args.get("training_file")
     what = {"start": "start a job from", "status": "get the status of", "list": "list jobs",
-            "cancel": "cancel", "pause": "pause", "resume": "resume", "subscribe": "subscribe to"}[command.name]
+            "cancel": "cancel", "pause": "pause", "resume": "resume", "subscribe": "subscribe to",
+            "unsubscribe": "unsubscribe from", "providers": "list the providers"}.get(command.name, command.name)
     return f"{what} {target}" if target else what
+
+
+def _attempt(call: Callable[[], object]) -> tuple[object | None, ProviderError | None]:
+    """A provider call's answer, or its refusal, as a value: for asking several providers at once."""
+    try:
+        return call(), None
+    except ProviderError as error:
+        return None, error

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bot.commands import BY_NAME, SUBCOMMANDS, Problem
-from bot.providers.types import Job, JobEvent, ProviderError
+from bot.providers.types import Job, JobEvent, ProviderError, provider_label
 
 SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,20}")
@@ -29,6 +29,13 @@ STATUS_EMOJI = {
     "succeeded": ":white_check_mark:",
     "failed": ":x:",
     "cancelled": ":no_entry_sign:",
+    # Together AI's words
+    "pending": ":hourglass_flowing_sand:",
+    "compressing": ":package:",
+    "uploading": ":outbox_tray:",
+    "cancel_requested": ":no_entry_sign:",
+    "completed": ":white_check_mark:",
+    "error": ":x:",
 }
 
 
@@ -139,8 +146,9 @@ def tokens(n: int | None) -> str:
     return "—" if n is None else f"{n:,}"
 
 
-def status_label(status: str) -> str:
-    return f"{STATUS_EMOJI.get(status, ':grey_question:')} {escape(status)}"
+def status_label(status: str, state: str | None = None) -> str:
+    """The provider's own status word, with an emoji for what it means (its outcome, when the word is new to us)."""
+    return f"{STATUS_EMOJI.get(status) or STATUS_EMOJI.get(state or '', ':grey_question:')} {escape(status)}"
 
 
 def job_line(job_id: str, status: str, fine_tuned_model: str | None = None) -> str:
@@ -176,7 +184,7 @@ def format_refusal(reason: str) -> Message:
 
 def format_provider_error(doing: str, error: ProviderError) -> Message:
     """The provider's own words, escaped, with what we were doing."""
-    said = f"The provider said: {error.message}"
+    said = f"{provider_label(error.provider) if error.provider else 'The provider'} said: {error.message}"
     if error.status:
         said += f" (HTTP {error.status}{', ' + error.code if error.code else ''})"
     body = f":warning: Could not {escape(doing)}.\n>{escape(said)}"
@@ -200,7 +208,8 @@ def format_apology(error_id: str) -> Message:
 
 def job_fields(job: Job | Mapping) -> list[tuple[str, str]]:
     get = job.get if isinstance(job, Mapping) else (lambda k: getattr(job, k, None))
-    pairs = [("Status", status_label(get("status"))), ("Base model", code(get("model")))]
+    pairs = [("Status", status_label(get("status"), get("state"))),
+             ("Provider", escape(provider_label(get("provider") or ""))), ("Base model", code(get("model")))]
     if get("fine_tuned_model"):
         pairs.append(("Fine-tuned model", code(get("fine_tuned_model"))))
     pairs.append(("Trained tokens", tokens(get("trained_tokens"))))
@@ -212,9 +221,10 @@ def job_fields(job: Job | Mapping) -> list[tuple[str, str]]:
 
 
 def format_started(job: Job, warnings: Sequence[str] = ()) -> Message:
-    text = f"Started fine-tuning job {job.id} on {job.model}. I'll post here when it finishes."
+    where = provider_label(job.provider)
+    text = f"Started fine-tuning job {job.id} on {where} ({job.model}). I'll post here when it finishes."
     blocks = [
-        _section(f":rocket: Started fine-tuning job {code(job.id)} on {code(job.model)}.\n"
+        _section(f":rocket: Started fine-tuning job {code(job.id)} on {escape(where)} ({code(job.model)}).\n"
                  "I'll post in this channel when it finishes."),
         *_fields(job_fields(job)),
     ]
@@ -265,13 +275,66 @@ def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bo
     return _message(text, blocks)
 
 
-def format_job_list(jobs: Sequence[Job]) -> Message:
+def format_job_list(jobs: Sequence[Job], *, where: str | None = None, unreachable: Sequence[str] = ()) -> Message:
+    """The most recent jobs across providers (or at `where`), each marked with its provider; `unreachable` are
+    notes on providers that could not be asked this time."""
+    notes = [_context(":warning: " + escape(note)) for note in unreachable]
+    at = f" at {provider_label(where)}" if where else ""
     if not jobs:
-        return _message("No fine-tuning jobs yet.", [_section("No fine-tuning jobs yet.")])
-    lines = [job_line(job.id, job.status, job.fine_tuned_model) + f"  on {code(job.model)}" for job in jobs]
-    blocks = [_section(f"*The {len(jobs)} most recent fine-tuning jobs*"), *_lines_in_sections(lines)]
-    text = "Recent jobs: " + ", ".join(f"{j.id} {j.status}" for j in jobs)
-    return _message(text, blocks)
+        text = f"No fine-tuning jobs yet{at}."
+        return _message(text + "".join(" " + n for n in unreachable), [_section(escape(text)), *notes])
+    lines = [job_line(job.id, job.status, job.fine_tuned_model)
+             + f"  {escape(provider_label(job.provider))} · {code(job.model)}" for job in jobs]
+    blocks = [_section(f"*The {len(jobs)} most recent fine-tuning jobs{escape(at)}*"), *_lines_in_sections(lines),
+              *notes]
+    text = "Recent jobs: " + ", ".join(f"{j.id} {j.status} ({provider_label(j.provider)})" for j in jobs)
+    return _message(text + "".join(" " + n for n in unreachable), blocks)
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    """What `/finetune providers` says of one provider."""
+
+    name: str
+    default: bool
+    capabilities: Sequence[str]
+    cannot: Sequence[str]
+    start_options: Sequence[str]
+    taking_jobs: str  # a sentence: whether it takes new jobs, and until when
+    taking: bool
+
+
+def format_providers(infos: Sequence[ProviderInfo], *, sandbox: bool = False) -> Message:
+    lines, text = [], []
+    for info in infos:
+        label = provider_label(info.name)
+        head = f"*{escape(label)}*  `provider={escape(info.name)}`"
+        head += "  _(default for start)_" if info.default else ""
+        mark = ":large_green_circle:" if info.taking else ":no_entry:"
+        body = [head, f"{mark} {escape(info.taking_jobs)}",
+                "Can: " + escape(", ".join(info.capabilities) or "start, read and cancel jobs")]
+        if info.cannot:
+            body.append("Cannot: " + escape(", ".join(info.cannot)))
+        body.append("Start options: " + ", ".join(code(o) for o in info.start_options))
+        lines.append("\n".join(body))
+        text.append(f"{label} (provider={info.name}{', default' if info.default else ''}): {info.taking_jobs}")
+    title = "Configured providers" + (" (sandbox stand-ins)" if sandbox else "")
+    return _message(f"{title}: " + " ".join(text), [_section(f"*{title}*"), *_lines_in_sections(lines)])
+
+
+def format_stopped_taking_jobs(error: ProviderError, others: Sequence[str]) -> Message:
+    """A start refused because the provider no longer creates jobs at all: its words, and where else to go."""
+    label = provider_label(error.provider)
+    said = f"{label} no longer starts fine-tuning jobs. It said: {error.message}"
+    if others:
+        names = ", ".join(f"{provider_label(o)} (provider={o})" for o in others)
+        advice = (f"Other providers configured here: {names}. "
+                  f"For example: /finetune start <file_id> provider={others[0]}")
+    else:
+        advice = ("No other provider is configured here; whoever runs finetune-bot can add one "
+                  "(TOGETHER_API_KEY for Together AI, or AZURE_OPENAI_ENDPOINT for Azure OpenAI).")
+    body = f":no_entry: {escape(label)} no longer starts fine-tuning jobs.\n>{escape(error.message)}\n{escape(advice)}"
+    return _message(f"{said} {advice}", [_section(body)])
 
 
 FOLLOWS_PAGE = 20
@@ -292,6 +355,7 @@ class FollowsPage:
 
 def _follow_line(row: Mapping) -> str:
     line = job_line(row["job_id"], row["status"], row.get("fine_tuned_model"))
+    line += f"  {escape(provider_label(row.get('provider') or ''))}"
     if row.get("observed_at"):
         line += f"  _(as of {when(row['observed_at'])})_"
     if row.get("delivery_error"):
@@ -401,28 +465,30 @@ class Subscription:
 def format_announcement(job: Job, outcome: str, subscription: Subscription) -> Message:
     """The message a following channel gets when a job reaches its outcome."""
     took = duration(job.finished_at - job.created_at) if job.created_at and job.finished_at else "—"
+    where = provider_label(job.provider)
+    about = [("Job", code(job.id)), ("Provider", escape(where)), ("Base model", code(job.model))]
     if outcome == "succeeded":
         model = job.fine_tuned_model or "(the provider gave no model name)"
-        text = f"Fine-tuning job {job.id} succeeded. Fine-tuned model: {model}"
+        text = f"Fine-tuning job {job.id} on {where} succeeded. Fine-tuned model: {model}"
         blocks = [
             _header(":white_check_mark: Fine-tuning job succeeded"),
-            _section(f"*Fine-tuned model*\n```{escape(str(model).replace('`', chr(39)))}```"),
-            *_fields([("Job", code(job.id)), ("Base model", code(job.model)),
-                      ("Trained tokens", tokens(job.trained_tokens)), ("Took", took)]),
+            _section(f"*Fine-tuned model* (call it by this name at {escape(where)})\n"
+                     f"```{escape(str(model).replace('`', chr(39)))}```"),
+            *_fields([*about, ("Trained tokens", tokens(job.trained_tokens)), ("Took", took)]),
         ]
     elif outcome == "failed":
         reason = job.error_message or "The provider gave no reason."
-        text = f"Fine-tuning job {job.id} failed: {reason}"
+        text = f"Fine-tuning job {job.id} on {where} failed: {reason}"
         blocks = [
             _header(":x: Fine-tuning job failed"),
             _section(f"*Why* ({escape(job.error_code or 'unknown')})\n>{escape(reason)}"),
-            *_fields([("Job", code(job.id)), ("Base model", code(job.model)), ("Took", took)]),
+            *_fields([*about, ("Took", took)]),
         ]
     else:
-        text = f"Fine-tuning job {job.id} was cancelled."
+        text = f"Fine-tuning job {job.id} on {where} was cancelled."
         blocks = [
             _header(":no_entry_sign: Fine-tuning job cancelled"),
-            *_fields([("Job", code(job.id)), ("Base model", code(job.model)), ("Took", took)]),
+            *_fields([*about, ("Took", took)]),
         ]
     user = subscription.user_id or ""
     if SLACK_USER_ID.fullmatch(user):

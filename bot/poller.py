@@ -1,17 +1,22 @@
-"""One poll cycle: ask the provider about followed jobs still running, and queue announcements for outcomes.
+"""One poll cycle: ask each provider about its own followed jobs still running, and queue announcements for outcomes.
 
-The cost stays nearly flat as jobs grow: a page of `jobs.list` answers for up to 100 jobs at once, and only the
-followed jobs it does not cover are fetched one by one. With nothing active, a cycle asks the provider nothing.
+The cost stays nearly flat as jobs grow: each provider is asked with its cheapest call. OpenAI's shape lists 100 jobs
+a page, so a page answers for up to 100 followed jobs and only those it does not cover are fetched one by one;
+Together's lists every job in one request, so one followed job costs one retrieve and any more cost one list. With
+nothing active, a cycle asks nothing. Providers are asked side by side and each one's news is recorded as soon as it
+arrives, so a provider that is slow or down delays nobody else's announcements; it backs off on its own.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from bot.providers.types import FineTuningProvider, Job, ProviderError
+from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -28,79 +33,130 @@ class PollReport:
     requests: int = 0
     observed: int = 0
     queued: int = 0
-    skipped: bool = False
-    error: str | None = None
+    skipped: bool = False  # some provider was not asked this cycle (backing off)
+    error: str | None = None  # the first provider error of the cycle
     finished: list[str] = field(default_factory=list)
+    requests_by_provider: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    backing_off: list[str] = field(default_factory=list)
+    unconfigured: int = 0  # followed jobs at a provider no longer configured: left as they are
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    skip: int = 0
 
 
 class Poller:
-    def __init__(self, provider: FineTuningProvider, store: Store, *, on_queued: Callable[[], None] = lambda: None,
-                 max_retrieves: int = MAX_RETRIEVES_PER_CYCLE, interval: float = 60.0) -> None:
-        self.provider = provider
+    def __init__(self, providers: Providers | FineTuningProvider, store: Store, *,
+                 on_queued: Callable[[], None] = lambda: None, max_retrieves: int = MAX_RETRIEVES_PER_CYCLE,
+                 interval: float = 60.0) -> None:
+        self.providers = providers if isinstance(providers, Providers) else Providers([providers])
         self.store = store
         self.on_queued = on_queued
         self.max_retrieves = max_retrieves
         self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))
-        self._failures = 0
-        self._skip = 0
+        self._backoff: dict[str, _Backoff] = defaultdict(_Backoff)
+        self._warned_unconfigured: set[str] = set()
 
     def run_once(self) -> PollReport:
         report = PollReport()
         active = self.store.active_jobs()
         report.active = len(active)
-        if not active:
-            return report
-        if self._skip > 0:
-            # Backing off after provider errors: this cycle asks nothing.
-            self._skip -= 1
-            report.skipped = True
-            return report
-        seen: dict[str, Job] = {}
-        try:
-            self._collect(active, seen, report)
-        except ProviderError as error:
-            self._failures += 1
-            self._skip = min(2 ** (self._failures - 1), self.max_skip)
-            report.error = error.message
-            log.warning("polling the provider failed (%s); skipping the next %d cycle(s)", error.message, self._skip)
-        else:
-            if self._failures:
-                log.info("the provider answers again; polling resumes")
-            self._failures = 0
-        # Whatever was seen before an error is still news; nothing is marked final on an error.
-        if seen:
-            report.observed = len(seen)
-            report.queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values())
-            report.finished = [j.id for j in seen.values() if j.final]
-        if report.queued:
-            self.on_queued()
+        by_provider: dict[str, list[dict]] = defaultdict(list)
+        for row in active:
+            by_provider[row["provider"]].append(row)
+        asked = []
+        for name, rows in by_provider.items():
+            if name not in self.providers:
+                report.unconfigured += len(rows)
+                if name not in self._warned_unconfigured:
+                    self._warned_unconfigured.add(name)
+                    log.warning("%d followed job(s) belong to provider %r, which is not configured; they are left "
+                                "as they are until it is", len(rows), name or "(unnamed)")
+                continue
+            backoff = self._backoff[name]
+            if backoff.skip > 0:
+                backoff.skip -= 1  # backing off after this provider's errors: it is not asked this cycle
+                report.skipped = True
+                report.backing_off.append(name)
+                continue
+            asked.append((self.providers.get(name), rows))
+        if len(asked) == 1:
+            self._record(report, *self._poll(*asked[0]))
+        elif asked:
+            with ThreadPoolExecutor(max_workers=len(asked), thread_name_prefix="finetune-poll") as pool:
+                for done in as_completed([pool.submit(self._poll, provider, rows) for provider, rows in asked]):
+                    self._record(report, *done.result())
         return report
 
-    def _collect(self, active: list[dict], seen: dict[str, Job], report: PollReport) -> None:
+    def _poll(self, provider: FineTuningProvider, rows: list[dict]) -> tuple[str, dict[str, Job], int,
+                                                                                ProviderError | None]:
+        """Ask one provider about its jobs: what it said (even before an error), the requests made, the error."""
+        seen: dict[str, Job] = {}
+        counter = [0]
+        try:
+            self._collect(provider, rows, seen, counter)
+        except ProviderError as error:
+            return provider.name, seen, counter[0], error
+        return provider.name, seen, counter[0], None
+
+    def _record(self, report: PollReport, name: str, seen: dict[str, Job], requests: int,
+                error: ProviderError | None) -> None:
+        backoff = self._backoff[name]
+        report.requests += requests
+        report.requests_by_provider[name] = requests
+        if error is not None:
+            backoff.failures += 1
+            backoff.skip = min(2 ** (backoff.failures - 1), self.max_skip)
+            report.errors[name] = error.message
+            report.error = report.error or error.message
+            log.warning("polling %s failed (%s); skipping its next %d cycle(s)", name, error.message, backoff.skip)
+        elif backoff.failures:
+            log.info("%s answers again; polling it resumes", name)
+            backoff.failures = 0
+        # Whatever was seen before an error is still news; nothing is marked final on an error.
+        if seen:
+            report.observed += len(seen)
+            queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values())
+            report.queued += queued
+            report.finished += [j.id for j in seen.values() if j.final]
+            if queued:
+                self.on_queued()
+
+    def _collect(self, provider: FineTuningProvider, active: list[dict], seen: dict[str, Job],
+                 counter: list[int]) -> None:
         wanted = {row["id"]: row for row in active}
-        if len(wanted) > 1:
+        if len(wanted) > 1 and provider.page_size is None:
+            jobs, _ = provider.list_jobs(None)  # every job in one request
+            counter[0] += 1
+            seen.update((job.id, job) for job in jobs if job.id in wanted)
+        elif len(wanted) > 1:
             # Pages of the organization's recent jobs, newest first, until every followed job is covered,
             # the pages are older than the oldest followed job, or the budget is spent.
+            page_size = min(PAGE_SIZE, provider.page_size)
             oldest = min((row["created_at"] or 0) for row in active)
             after = None
-            for _ in range(math.ceil(len(wanted) / PAGE_SIZE) + 1):
-                jobs, has_more = self.provider.list_jobs(PAGE_SIZE, after=after)
-                report.requests += 1
-                for job in jobs:
-                    if job.id in wanted:
-                        seen[job.id] = job
+            for _ in range(math.ceil(len(wanted) / page_size) + 1):
+                jobs, has_more = provider.list_jobs(page_size, after=after)
+                counter[0] += 1
+                seen.update((job.id, job) for job in jobs if job.id in wanted)
                 if len(seen) == len(wanted) or not has_more or not jobs:
                     break
                 if (jobs[-1].created_at or 0) < oldest:
                     break
                 after = jobs[-1].id
-        missing = [job_id for job_id in wanted if job_id not in seen][: self.max_retrieves]
+        # A failure seen in a listing may lack its reason (Together keeps it in the job's events): read it whole.
+        unexplained = [job.id for job in seen.values() if job.state == "failed" and not job.error_message]
+        missing = [job_id for job_id in wanted if job_id not in seen] + unexplained
+        missing = missing[: self.max_retrieves]
         for job_id in missing:
             try:
-                seen[job_id] = self.provider.retrieve(job_id)
+                seen[job_id] = provider.retrieve(job_id)
             except ProviderError as error:
                 if not error.not_found:
                     raise
-                log.warning("the provider no longer knows followed job %s; leaving it as it was", job_id)
-            report.requests += 1
-        self.store.mark_polled(missing)
+                log.warning("%s no longer knows followed job %s; leaving it as it was", provider.name, job_id)
+            counter[0] += 1
+        self.store.mark_polled((provider.name, job_id) for job_id in missing)

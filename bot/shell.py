@@ -24,8 +24,9 @@ from slack_bolt.request import BoltRequest
 
 from bot.app import build
 from bot.config import Settings
-from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, FineTuningSandbox
+from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID
 from bot.sandbox.slack import BOT_USER_ID, SlackStandIn, signed_headers, slash_command_body
+from bot.sandbox.stand_ins import SandboxProviders
 
 EMOJI = {
     ":white_check_mark:": "✅", ":x:": "❌", ":no_entry_sign:": "🚫", ":gear:": "⚙️", ":mag:": "🔍",
@@ -85,11 +86,11 @@ class Shell:
         self.user = user
         self.slack = SlackStandIn().start()
         self.slack.listeners.append(self._on_slack)
-        self.sandbox: FineTuningSandbox | None = None
+        self.sandbox: SandboxProviders | None = None
         self._tmp = None
         if settings.sandbox:
-            self.sandbox = FineTuningSandbox(pace=settings.sandbox_pace_seconds).start()
-            settings = settings.with_sandbox(self.sandbox.url + "/v1")
+            self.sandbox = SandboxProviders.start(settings.sandbox_pace_seconds)
+            settings = self.sandbox.configure(settings)
         if settings.temporary_database:
             # Sandbox jobs live as long as this shell, so their records do too.
             self._tmp = tempfile.TemporaryDirectory(prefix="finetune-bot-shell-")
@@ -109,7 +110,9 @@ class Shell:
         if self.sandbox is not None:
             provider = (f"Provider: SANDBOX. Jobs are simulated on this machine: no real training, no money spent.\n"
                         f"Training files ready: {SAMPLE_FILE_ID} (succeeds), {FAILING_FILE_ID} (fails validation).\n"
-                        f"Try: /finetune start {SAMPLE_FILE_ID}")
+                        f"Two providers are simulated: OpenAI's shape and Together AI's (`/finetune providers`).\n"
+                        f"Try: /finetune start {SAMPLE_FILE_ID}   or   /finetune start {SAMPLE_FILE_ID} "
+                        "provider=together")
         else:
             provider = (f"Provider: {self.settings.provider_name.upper()}. Commands here start REAL jobs, billed to "
                         "your account.")

@@ -42,7 +42,7 @@ class WebhookReceiver:
             return WebhookAnswer(400, "invalid webhook signature")
         if not self.store.remember_webhook(event.id):
             return WebhookAnswer(200, "already handled")
-        if event.type in JOB_EVENTS and event.job_id and self.store.job(event.job_id) is not None:
+        if event.type in JOB_EVENTS and event.job_id and self.store.job(event.job_id, self.provider.name) is not None:
             self.background.submit(self.fetch, event.job_id)
         return WebhookAnswer(200, "ok")
 

@@ -103,3 +103,72 @@ def m002_foundation(db: Database) -> None:
     db["seen_triggers"].create({"trigger_id": str, "seen_at": float}, pk="trigger_id")
     db["seen_triggers"].create_index(["seen_at"])
     db["health"].create({"id": int, "written_at": float}, pk="id")
+
+
+@migrations()
+def m003_providers(db: Database) -> None:
+    # Several providers at once: a job is named by (provider, id), since two providers may use the same id. Rows
+    # written before this carry provider '' until start-up names the OpenAI-shaped provider they came from
+    # (`Store.adopt_unnamed`): the schema cannot know whether that was OpenAI or Azure.
+    db["jobs_new"].create(
+        {
+            "provider": str,
+            "id": str,
+            "status": str,
+            "state": str,
+            "final": int,
+            "model": str,
+            "fine_tuned_model": str,
+            "trained_tokens": int,
+            "training_file": str,
+            "suffix": str,
+            "created_at": int,
+            "finished_at": int,
+            "error_code": str,
+            "error_message": str,
+            "observed_at": float,
+            "polled_at": float,
+        },
+        pk=("provider", "id"),
+        not_null={"provider", "status", "final"},
+        defaults={"final": 0, "provider": ""},
+    )
+    db.execute(
+        "INSERT INTO jobs_new (provider, id, status, state, final, model, fine_tuned_model, trained_tokens,"
+        " training_file, suffix, created_at, finished_at, error_code, error_message, observed_at, polled_at)"
+        " SELECT '', id, status, CASE WHEN final THEN status ELSE 'going' END, final, model, fine_tuned_model,"
+        " trained_tokens, training_file, suffix, created_at, finished_at, error_code, error_message, observed_at,"
+        " polled_at FROM jobs"
+    )
+    db.execute("DROP TABLE jobs")
+    db.execute("ALTER TABLE jobs_new RENAME TO jobs")
+    db["jobs"].create_index(["final"])
+
+    db["subscriptions_new"].create(
+        {
+            "channel_id": str,
+            "provider": str,
+            "job_id": str,
+            "team_id": str,
+            "user_id": str,
+            "origin": str,
+            "created_at": float,
+            "delivery_error": str,
+        },
+        pk=("channel_id", "provider", "job_id"),
+        not_null={"channel_id", "provider", "job_id"},
+        defaults={"provider": ""},
+    )
+    db.execute(
+        "INSERT INTO subscriptions_new (channel_id, provider, job_id, team_id, user_id, origin, created_at,"
+        " delivery_error) SELECT channel_id, '', job_id, team_id, user_id, origin, created_at, delivery_error"
+        " FROM subscriptions"
+    )
+    db.execute("DROP TABLE subscriptions")
+    db.execute("ALTER TABLE subscriptions_new RENAME TO subscriptions")
+    db["subscriptions"].create_index(["provider", "job_id"])
+
+    # An announcement's key begins with its provider: '{provider}:{job}:{channel}:{outcome}'.
+    db["announcements"].add_column("provider", str, not_null_default="")
+    db.execute("UPDATE announcements SET key = ':' || key")
+    db["start_intents"].add_column("provider", str)

@@ -15,6 +15,7 @@ from storage.migrations import migrations
 
 JOB_FIELDS = (
     "status",
+    "state",
     "model",
     "fine_tuned_model",
     "trained_tokens",
@@ -25,6 +26,9 @@ JOB_FIELDS = (
     "error_code",
     "error_message",
 )
+
+# The provider of a job dict that names none: the OpenAI shape, which was the only one before providers were named.
+OPENAI = "openai"
 
 # How long another process may hold the write lock before we give up (SQLite's busy handler waits meanwhile).
 BUSY_TIMEOUT_MS = 30_000
@@ -139,6 +143,18 @@ class Store:
 
     # -- jobs and subscriptions ------------------------------------------------------------------
 
+    def adopt_unnamed(self, provider: str) -> int:
+        """Give rows written before jobs were named by provider to `provider` (the OpenAI-shaped provider this bot
+        used then). Returns how many jobs were adopted; runs at every start-up and does nothing the second time."""
+        with self._immediate() as db:
+            conn = db.conn
+            adopted = conn.execute("UPDATE OR IGNORE jobs SET provider = ? WHERE provider = ''", (provider,)).rowcount
+            conn.execute("UPDATE OR IGNORE subscriptions SET provider = ? WHERE provider = ''", (provider,))
+            conn.execute("UPDATE OR IGNORE announcements SET provider = ?, key = ? || key WHERE provider = ''",
+                         (provider, provider))
+            conn.execute("UPDATE start_intents SET provider = ? WHERE provider IS NULL", (provider,))
+            return adopted
+
     def follow(
         self, channel_id: str, job: dict, *, final: bool, team_id: str, user_id: str, origin: str,
         announce: str | None = None,
@@ -150,49 +166,53 @@ class Store:
         processes reconcile the same start.
         """
         now = self._clock()
+        provider = job.get("provider") or OPENAI
         with self._immediate() as db:
-            exists = db.conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job["id"],)).fetchone()
+            exists = db.conn.execute("SELECT 1 FROM jobs WHERE provider = ? AND id = ?",
+                                     (provider, job["id"])).fetchone()
             if not exists:
                 row = {k: job.get(k) for k in JOB_FIELDS}
-                db["jobs"].insert({"id": job["id"], **row, "final": int(final), "observed_at": now})
+                db["jobs"].insert({"provider": provider, "id": job["id"], **row, "final": int(final),
+                                   "observed_at": now})
             cur = db.conn.execute(
-                "INSERT OR IGNORE INTO subscriptions (channel_id, job_id, team_id, user_id, origin, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (channel_id, job["id"], team_id, user_id, origin, now),
+                "INSERT OR IGNORE INTO subscriptions (channel_id, provider, job_id, team_id, user_id, origin,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (channel_id, provider, job["id"], team_id, user_id, origin, now),
             )
             new = cur.rowcount == 1
             if announce:
-                self._queue(db.conn, job["id"], announce, now, channel_id=channel_id)
+                self._queue(db.conn, provider, job["id"], announce, now, channel_id=channel_id)
             return new
 
     @staticmethod
-    def _queue(conn: sqlite3.Connection, job_id: str, outcome: str, now: float, *,
+    def _queue(conn: sqlite3.Connection, provider: str, job_id: str, outcome: str, now: float, *,
                channel_id: str | None = None) -> int:
         """Queue an outcome's announcement for every channel following the job (or just `channel_id`).
 
-        The key (job, channel, outcome) is the outbox's primary key and the insert ignores a key already there:
-        that, not the caller's care, is what makes an announcement happen once.
+        The key (provider, job, channel, outcome) is the outbox's primary key and the insert ignores a key already
+        there: that, not the caller's care, is what makes an announcement happen once.
         """
-        where = "job_id = ?" + (" AND channel_id = ?" if channel_id else "")
-        params = (job_id, channel_id) if channel_id else (job_id,)
+        where = "provider = ? AND job_id = ?" + (" AND channel_id = ?" if channel_id else "")
+        params = (provider, job_id, channel_id) if channel_id else (provider, job_id)
         cur = conn.execute(
             "INSERT OR IGNORE INTO announcements"
-            " (key, job_id, channel_id, outcome, user_id, origin, state, created_at, next_attempt_at)"
-            " SELECT job_id || ':' || channel_id || ':' || ?, job_id, channel_id, ?, user_id, origin,"
-            f" 'pending', ?, ? FROM subscriptions WHERE {where}",
+            " (key, provider, job_id, channel_id, outcome, user_id, origin, state, created_at, next_attempt_at)"
+            " SELECT provider || ':' || job_id || ':' || channel_id || ':' || ?, provider, job_id, channel_id, ?,"
+            f" user_id, origin, 'pending', ?, ? FROM subscriptions WHERE {where}",
             (outcome, outcome, now, now, *params),
         )
         return cur.rowcount
 
-    def unfollow(self, channel_id: str, job_id: str) -> bool:
+    def unfollow(self, channel_id: str, job_id: str, provider: str = OPENAI) -> bool:
         """Stop a channel following a job, dropping announcements not yet sent; False when it did not follow it."""
         with self._immediate() as db:
             cur = db.conn.execute(
-                "DELETE FROM subscriptions WHERE channel_id = ? AND job_id = ?", (channel_id, job_id)
+                "DELETE FROM subscriptions WHERE channel_id = ? AND provider = ? AND job_id = ?",
+                (channel_id, provider, job_id),
             )
             db.conn.execute(
-                "DELETE FROM announcements WHERE channel_id = ? AND job_id = ? AND state = 'pending'",
-                (channel_id, job_id),
+                "DELETE FROM announcements WHERE channel_id = ? AND provider = ? AND job_id = ? AND state = 'pending'",
+                (channel_id, provider, job_id),
             )
             return cur.rowcount == 1
 
@@ -203,7 +223,8 @@ class Store:
         params: tuple = (channel_id,) if final is None else (channel_id, int(final))
         return self._rows(
             "SELECT s.job_id, s.user_id, s.origin, s.created_at AS followed_at, s.delivery_error, j.*"
-            f" FROM subscriptions s JOIN jobs j ON j.id = s.job_id WHERE s.channel_id = ?{only}"
+            " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id"
+            f" WHERE s.channel_id = ?{only}"
             " ORDER BY j.final, s.created_at DESC, s.job_id LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
@@ -212,30 +233,36 @@ class Store:
         """How many jobs a channel follows that are still running, and how many have finished."""
         row = self._rows(
             "SELECT sum(j.final = 0) AS active, sum(j.final = 1) AS finished"
-            " FROM subscriptions s JOIN jobs j ON j.id = s.job_id WHERE s.channel_id = ?",
+            " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id WHERE s.channel_id = ?",
             (channel_id,),
         )[0]
         return row["active"] or 0, row["finished"] or 0
 
-    def followers(self, job_id: str) -> list[dict]:
-        return self._rows("SELECT * FROM subscriptions WHERE job_id = ? ORDER BY created_at", (job_id,))
+    def followers(self, job_id: str, provider: str = OPENAI) -> list[dict]:
+        return self._rows("SELECT * FROM subscriptions WHERE provider = ? AND job_id = ? ORDER BY created_at",
+                          (provider, job_id))
 
-    def job(self, job_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    def job(self, job_id: str, provider: str = OPENAI) -> dict | None:
+        rows = self._rows("SELECT * FROM jobs WHERE provider = ? AND id = ?", (provider, job_id))
         return rows[0] if rows else None
+
+    def providers_of(self, job_id: str) -> list[str]:
+        """Which providers the bot has seen a job called `job_id` at, most recently seen first."""
+        return [r["provider"] for r in self._rows(
+            "SELECT provider FROM jobs WHERE id = ? AND provider != '' ORDER BY observed_at DESC", (job_id,))]
 
     def active_jobs(self) -> list[dict]:
         """Followed jobs not yet final, least recently polled first."""
         return self._rows(
             "SELECT j.* FROM jobs j WHERE j.final = 0"
-            " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.job_id = j.id)"
+            " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.provider = j.provider AND s.job_id = j.id)"
             " ORDER BY coalesce(j.polled_at, 0), j.created_at"
         )
 
     def has_active_jobs(self) -> bool:
         return bool(self._rows(
             "SELECT 1 FROM jobs j WHERE j.final = 0"
-            " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.job_id = j.id) LIMIT 1"
+            " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.provider = j.provider AND s.job_id = j.id) LIMIT 1"
         ))
 
     def record_jobs(self, observed: Iterable[tuple[dict, str | None]]) -> int:
@@ -250,26 +277,31 @@ class Store:
         with self._immediate() as db:
             conn = db.conn
             for job, outcome in observed:
-                row = conn.execute("SELECT final FROM jobs WHERE id = ?", (job["id"],)).fetchone()
+                provider = job.get("provider") or OPENAI
+                row = conn.execute("SELECT final FROM jobs WHERE provider = ? AND id = ?",
+                                   (provider, job["id"])).fetchone()
                 if row is None or row["final"]:
                     continue
                 fields = {k: job.get(k) for k in JOB_FIELDS if k in job}
                 assignments = ", ".join(f"{k} = ?" for k in fields)
                 conn.execute(
-                    f"UPDATE jobs SET {assignments}, final = ?, observed_at = ?, polled_at = ? WHERE id = ?",
-                    (*fields.values(), int(outcome is not None), now, now, job["id"]),
+                    f"UPDATE jobs SET {assignments}, final = ?, observed_at = ?, polled_at = ?"
+                    " WHERE provider = ? AND id = ?",
+                    (*fields.values(), int(outcome is not None), now, now, provider, job["id"]),
                 )
                 if outcome is not None:
-                    queued += self._queue(conn, job["id"], outcome, now)
+                    queued += self._queue(conn, provider, job["id"], outcome, now)
         return queued
 
-    def mark_polled(self, job_ids: Iterable[str]) -> None:
+    def mark_polled(self, jobs: Iterable[tuple[str, str]]) -> None:
+        """Note that these (provider, id) jobs were just asked about."""
         now = self._clock()
-        ids = list(job_ids)
-        if not ids:
+        keys = list(jobs)
+        if not keys:
             return
         with self._immediate() as db:
-            db.conn.executemany("UPDATE jobs SET polled_at = ? WHERE id = ?", [(now, i) for i in ids])
+            db.conn.executemany("UPDATE jobs SET polled_at = ? WHERE provider = ? AND id = ?",
+                                [(now, provider, job_id) for provider, job_id in keys])
 
     # -- the outbox --------------------------------------------------------------------------------
 
@@ -351,16 +383,17 @@ class Store:
             row = db.conn.execute("SELECT * FROM announcements WHERE key = ?", (key,)).fetchone()
             if row["kind"] == "announcement":
                 db.conn.execute(
-                    "UPDATE subscriptions SET delivery_error = ? WHERE channel_id = ? AND job_id = ?",
-                    (reason, row["channel_id"], row["job_id"]),
+                    "UPDATE subscriptions SET delivery_error = ? WHERE channel_id = ? AND provider = ? AND job_id = ?",
+                    (reason, row["channel_id"], row["provider"], row["job_id"]),
                 )
                 if tell:
                     db.conn.execute(
-                        "INSERT OR IGNORE INTO announcements (key, job_id, channel_id, outcome, user_id, origin, kind,"
-                        " about_channel, last_error, state, created_at, next_attempt_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, 'delivery_problem', ?, ?, 'pending', ?, ?)",
-                        (f"{row['job_id']}:{tell}:{row['outcome']}:about:{row['channel_id']}", row["job_id"], tell,
-                         row["outcome"], tell, row["origin"], row["channel_id"], reason, now, now),
+                        "INSERT OR IGNORE INTO announcements (key, provider, job_id, channel_id, outcome, user_id,"
+                        " origin, kind, about_channel, last_error, state, created_at, next_attempt_at)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, 'delivery_problem', ?, ?, 'pending', ?, ?)",
+                        (f"{row['provider']}:{row['job_id']}:{tell}:{row['outcome']}:about:{row['channel_id']}",
+                         row["provider"], row["job_id"], tell, row["outcome"], tell, row["origin"],
+                         row["channel_id"], reason, now, now),
                     )
             return True
 
@@ -402,11 +435,13 @@ class Store:
     # -- starts in flight ----------------------------------------------------------------------------
 
     def record_intent(self, request_id: str, *, team_id: str, channel_id: str, user_id: str,
-                      response_url: str | None, training_file: str, model: str, suffix: str | None) -> None:
+                      response_url: str | None, training_file: str, model: str, suffix: str | None,
+                      provider: str = OPENAI) -> None:
         """Write down a start before the provider is asked, so a crash in between can be reconciled."""
         with self._immediate() as db:
             db["start_intents"].insert({
-                "request_id": request_id, "team_id": team_id, "channel_id": channel_id, "user_id": user_id,
+                "request_id": request_id, "provider": provider, "team_id": team_id, "channel_id": channel_id,
+                "user_id": user_id,
                 "response_url": response_url, "training_file": training_file, "model": model, "suffix": suffix,
                 "created_at": self._clock(), "state": "pending", "job_id": None,
             })

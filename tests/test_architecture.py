@@ -7,6 +7,7 @@ import pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMPOSITION_ROOT = {"bot/app.py"}  # the one place that wires handlers into the app
+REGISTRY = "bot/providers/registry.py"  # the one place that names the adapters
 
 
 def _imports(path: pathlib.Path) -> set[str]:
@@ -42,15 +43,36 @@ def test_exactly_one_module_imports_openai():
     assert importers == ["bot/providers/openai_shape.py"]
 
 
+def test_exactly_one_module_imports_together():
+    importers = [str(p.relative_to(ROOT)) for pkg in ("bot", "handlers", "storage") for p in _files(pkg)
+                 if "together" in _imports(p)]
+    assert importers == ["bot/providers/together_shape.py"]
+
+
+def _provider_modules(tree: ast.AST) -> set[str]:
+    """The bot.providers modules a file imports, however spelt (`from bot.providers import x` included)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "bot.providers":
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bot.providers."):
+            found.add(node.module.split(".")[2])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[2] for a in node.names if a.name.startswith("bot.providers.")}
+    return found
+
+
 def test_services_know_providers_only_through_the_shared_types():
-    """A second API shape is an added module: nothing but the composition root names an adapter."""
+    """A new API shape is an added module and a line in the registry: nothing else names an adapter."""
     for path in _files("bot") + _files("handlers"):
         relative = str(path.relative_to(ROOT))
-        tree = ast.parse(path.read_text())
-        adapters = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-                    and node.module.startswith("bot.providers.") and node.module != "bot.providers.types"}
-        if relative not in COMPOSITION_ROOT and not relative.startswith("bot/providers/"):
-            assert not adapters, relative
+        if relative.startswith("bot/providers/"):
+            continue
+        allowed = {"types"} | ({"registry"} if relative in COMPOSITION_ROOT else set())
+        assert _provider_modules(ast.parse(path.read_text())) <= allowed, relative
+    importers = {str(p.relative_to(ROOT)) for p in _files("bot") + _files("handlers")
+                 if _provider_modules(ast.parse(p.read_text())) & {"openai_shape", "together_shape"}}
+    assert importers == {REGISTRY}
     types = _imports(ROOT / "bot/providers/types.py")
     assert not types & {"openai", "together", "bot"}
 

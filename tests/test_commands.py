@@ -57,7 +57,12 @@ def test_valid_commands(text, expected):
         ("start file-abc seed=-1", "`seed` must be a whole number from 0 to 2147483647"),
         ("start file-abc suffix=" + "x" * 65, "`suffix` must be up to 64 letters"),
         ("start file-abc suffix=has/slash", "`suffix` must be up to 64 letters"),
-        ("start file-abc learning_rate=2", "`start` has no option `learning_rate`"),
+        ("start file-abc temperature=2", "`start` has no option `temperature`"),
+        ("start file-abc learning_rate=2", "`learning_rate` must be a number above 0 and at most 1"),
+        ("start file-abc learning_rate=1e-5e", "`learning_rate` must be a number"),
+        ("start file-abc lora=maybe", "`lora` must be `true` or `false`"),
+        ("start file-abc provider=Open/AI", "`provider` must be a provider's name"),
+        ("list provider=", "`provider` must be a provider's name"),
         ("start file-abc epochs=1 epochs=2", "`epochs` is given twice"),
         ("start file-abc file-def", "`start` doesn't take `file-def`"),
         ("status " + "a" * 129, "is not a valid job_id"),
@@ -85,7 +90,7 @@ def test_bad_input_says_what_was_wrong(text, says):
 def test_problems_show_usage_of_the_subcommand():
     problem = parse("start file-abc epochs=lots")
     assert problem.usage == BY_NAME["start"].usage
-    assert problem.usage.startswith("/finetune start <training_file_id> [model=<name>]")
+    assert problem.usage.startswith("/finetune start <training_file_id> [provider=<name>] [model=<name>]")
 
 
 def test_help_lists_every_subcommand_from_the_table():

@@ -65,7 +65,7 @@ def test_posts_once_with_a_key_in_message_metadata(store, slack, clock):
     assert report.sent == 1
     [post] = slack.posted
     assert post["metadata"] == {"event_type": "finetune_bot_announcement",
-                                "event_payload": {"key": "ftjob-1:C1:succeeded"}}
+                                "event_payload": {"key": "openai:ftjob-1:C1:succeeded"}}
     assert _sender(store, slack, clock).deliver_due().sent == 0
     assert len(slack.posted) == 1
 
@@ -97,7 +97,7 @@ def test_minutes_of_rate_limiting_spend_no_attempts_and_lose_nothing(store, slac
             break
         clock.now += 1  # the scheduler's next run
     assert clock.now - started >= 400
-    assert _keys(slack) == ["ftjob-1:C1:succeeded"]
+    assert _keys(slack) == ["openai:ftjob-1:C1:succeeded"]
     [row] = store.announcements()
     assert row["state"] == "sent" and row["attempts"] == 0
     assert len(slack.requests_to("chat.postMessage")) == 401
@@ -253,7 +253,7 @@ def test_unfollowing_drops_an_announcement_not_yet_sent(store, slack, clock):
     _finish(store, channels=("C1", "C2"))
     assert store.unfollow("C1", "ftjob-1")
     assert _sender(store, slack, clock).deliver_due().sent == 1
-    assert _keys(slack) == ["ftjob-1:C2:succeeded"]
+    assert _keys(slack) == ["openai:ftjob-1:C2:succeeded"]
 
 
 def test_an_outcome_owed_twice_is_queued_and_posted_once(store, slack, clock):
@@ -267,5 +267,5 @@ def test_an_outcome_owed_twice_is_queued_and_posted_once(store, slack, clock):
     store.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
     clock.now += 10
     assert sender.deliver_due().sent == 0
-    assert _keys(slack) == ["ftjob-r:C1:succeeded"]
+    assert _keys(slack) == ["openai:ftjob-r:C1:succeeded"]
     assert store.announcements()[0]["state"] == "sent"

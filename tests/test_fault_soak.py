@@ -114,7 +114,7 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
         finally:
             _kill_survivors(procs)
         keys = collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted if p.get("metadata"))
-        wanted = {f"{job_id}:{channel}:{outcome}" for (job_id, channel), outcome in expected.items()}
+        wanted = {f"openai:{job_id}:{channel}:{outcome}" for (job_id, channel), outcome in expected.items()}
         lost = wanted - set(keys)
         duplicated = {k: n for k, n in keys.items() if n > 1}
         faults = provider.faults_injected + slack.faults_injected

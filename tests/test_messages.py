@@ -17,6 +17,7 @@ from bot.messages import (
     MAX_BLOCKS,
     MAX_SECTION,
     FollowsPage,
+    ProviderInfo,
     Subscription,
     code,
     escape,
@@ -30,10 +31,12 @@ from bot.messages import (
     format_job_status,
     format_problem,
     format_provider_error,
+    format_providers,
     format_refusal,
     format_replay,
     format_start_reconciled,
     format_started,
+    format_stopped_taking_jobs,
     format_subscribed,
     format_unsubscribed,
 )
@@ -51,7 +54,8 @@ def _all_text(message) -> str:
 def _every_message(hostile: str) -> dict:
     """Every formatter in bot.messages, fed the hostile string wherever it takes untrusted text."""
     job = Job(id="ftjob-1", status=hostile, model=hostile, error_message=hostile, error_code=hostile,
-              fine_tuned_model=hostile, suffix=hostile, training_file=hostile, created_at=40, finished_at=100)
+              fine_tuned_model=hostile, suffix=hostile, training_file=hostile, created_at=40, finished_at=100,
+              provider=hostile)
     row = {"job_id": hostile, "status": hostile, "fine_tuned_model": hostile, "delivery_error": hostile,
            "observed_at": 5}
     subscription = Subscription("C1", "U0ALICE", "start")
@@ -64,7 +68,12 @@ def _every_message(hostile: str) -> dict:
         "format_apology": [format_apology(hostile)],
         "format_started": [format_started(job, [escape(hostile)])],
         "format_job_status": [format_job_status(job, [JobEvent(1, "info", hostile)], followed_here=False)],
-        "format_job_list": [format_job_list([job])],
+        "format_job_list": [format_job_list([job]), format_job_list([job], where=hostile, unreachable=[hostile]),
+                            format_job_list([], unreachable=[hostile])],
+        "format_providers": [format_providers([ProviderInfo(hostile, True, [hostile], [hostile], [hostile], hostile,
+                                                            False)])],
+        "format_stopped_taking_jobs": [format_stopped_taking_jobs(ProviderError(hostile, provider=hostile), [hostile]),
+                                       format_stopped_taking_jobs(ProviderError(hostile), [])],
         "format_followed": [format_followed(FollowsPage(1, 2, 1, 1, [row], [row]), title=hostile)],
         "format_start_reconciled": [format_start_reconciled(job, hostile), format_start_reconciled(None, hostile)],
         "format_action": [format_action(a, job) for a in ("cancel", "pause", "resume")],

@@ -110,7 +110,7 @@ def test_azure_client_path(provider):
     provider.azure = True
     settings = Settings(azure_openai_endpoint=provider.url, azure_openai_api_key="azure-key",
                         openai_api_version="2024-10-21", provider_timeout_seconds=2)
-    client = build_client(settings)
+    client = build_client(settings, azure=True)
     assert isinstance(client, openai.AzureOpenAI)
     adapter = OpenAIProvider(client, sleep=lambda s: None)
     assert adapter.max_suffix == 40

@@ -11,19 +11,21 @@ from storage import Store
 from storage.migrations import migrations
 
 EXPECTED_COLUMNS = {
-    "jobs": ["id", "status", "final", "model", "fine_tuned_model", "trained_tokens", "training_file", "suffix",
-             "created_at", "finished_at", "error_code", "error_message", "observed_at", "polled_at"],
-    "subscriptions": ["channel_id", "job_id", "team_id", "user_id", "origin", "created_at", "delivery_error"],
+    "jobs": ["provider", "id", "status", "state", "final", "model", "fine_tuned_model", "trained_tokens",
+             "training_file", "suffix", "created_at", "finished_at", "error_code", "error_message", "observed_at",
+             "polled_at"],
+    "subscriptions": ["channel_id", "provider", "job_id", "team_id", "user_id", "origin", "created_at",
+                      "delivery_error"],
     "announcements": ["key", "job_id", "channel_id", "outcome", "user_id", "state", "attempts", "created_at",
                       "next_attempt_at", "lease_until", "claimed_by", "uncertain", "sent_at", "message_ts",
-                      "last_error", "origin", "kind", "about_channel"],
+                      "last_error", "origin", "kind", "about_channel", "provider"],
     "webhook_deliveries": ["webhook_id", "received_at"],
     "start_intents": ["request_id", "team_id", "channel_id", "user_id", "response_url", "training_file", "model",
-                      "suffix", "created_at", "state", "job_id"],
+                      "suffix", "created_at", "state", "job_id", "provider"],
     "seen_triggers": ["trigger_id", "seen_at"],
     "health": ["id", "written_at"],
 }
-MIGRATIONS = ["m001_initial", "m002_foundation"]
+MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):
@@ -63,7 +65,7 @@ def test_an_outcome_is_queued_once_per_channel(tmp_path):
     assert store.record_jobs([(_job(status="succeeded"), "succeeded")]) == 0
     assert store.record_jobs([(_job(status="running"), None)]) == 0  # a final job never goes back
     assert store.job("ftjob-1")["status"] == "succeeded"
-    assert sorted(a["key"] for a in store.announcements()) == ["ftjob-1:C1:succeeded", "ftjob-1:C2:succeeded"]
+    assert sorted(a["key"] for a in store.announcements()) == ["openai:ftjob-1:C1:succeeded", "openai:ftjob-1:C2:succeeded"]
 
 
 def test_unfollowed_jobs_are_not_recorded(tmp_path):

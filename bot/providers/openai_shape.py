@@ -7,14 +7,27 @@ little, and creating a job is made idempotent so that a retry never starts (and 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import date
 from typing import Any
+from urllib.parse import urlsplit
 
 import openai
 
 from bot.config import Settings
-from bot.providers.types import Job, JobEvent, ProviderError, WebhookEvent, WebhookRejected
+from bot.providers.starting import start_once, stopped_taking_jobs
+from bot.providers.types import (
+    Capabilities,
+    Job,
+    JobEvent,
+    ProviderError,
+    StartOption,
+    WebhookEvent,
+    WebhookRejected,
+    state_of,
+)
 from bot.retry_after import retry_after_seconds
 from bot.scrub import Scrubber
 
@@ -22,13 +35,26 @@ log = logging.getLogger(__name__)
 
 REQUEST_KEY = "finetune_bot_request"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+# OpenAI's deprecations page: no new fine-tuning jobs for anyone from this day; existing models keep serving.
+OPENAI_NEW_JOBS_END = date(2027, 1, 6)
+# The status words the bot reads as an outcome; every other word (queued, paused, Azure's pending, a word added
+# next year) means the job is still going.
+STATES = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
+JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")
+START_OPTIONS = (
+    StartOption("model", "the base model"),
+    StartOption("epochs", "passes over the training file"),
+    StartOption("suffix", "added to the fine-tuned model's name"),
+    StartOption("validation", "a validation file id"),
+    StartOption("seed", "for a reproducible run"),
+)
 
 
-def build_client(settings: Settings) -> openai.OpenAI:
-    """The SDK client for the configured provider, with our timeout and no SDK retries."""
+def build_client(settings: Settings, *, azure: bool = False) -> openai.OpenAI:
+    """The SDK client for OpenAI (or a compatible base URL) or Azure OpenAI: our timeout, no SDK retries."""
     common = {"timeout": settings.provider_timeout_seconds, "max_retries": 0,
               "webhook_secret": settings.openai_webhook_secret}
-    if settings.azure_openai_endpoint and not settings.sandbox:
+    if azure:
         return openai.AzureOpenAI(
             azure_endpoint=settings.azure_openai_endpoint,
             api_key=settings.azure_openai_api_key,
@@ -38,13 +64,36 @@ def build_client(settings: Settings) -> openai.OpenAI:
     return openai.OpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url, **common)
 
 
+def configured(settings: Settings, *, clock: Callable[[], float] = time.time) -> list[OpenAIProvider]:
+    """The OpenAI-shaped providers whose settings are present: OpenAI (or a compatible URL), and Azure OpenAI."""
+    found = []
+    if settings.openai_api_key:
+        # OpenAI's end of new jobs is OpenAI's: a compatible service at another URL keeps its own counsel.
+        host = urlsplit(settings.openai_base_url or "https://api.openai.com").hostname or ""
+        own = host == "api.openai.com" or settings.sandbox
+        found.append(OpenAIProvider(build_client(settings), name="openai", secrets=settings.secrets(), clock=clock,
+                                    new_jobs_end=OPENAI_NEW_JOBS_END if own else None,
+                                    default_model=settings.default_model))
+    if settings.azure_openai_endpoint and not settings.sandbox:
+        found.append(OpenAIProvider(build_client(settings, azure=True), name="azure", secrets=settings.secrets(),
+                                    clock=clock, default_model=settings.default_model))
+    return found
+
+
 class OpenAIProvider:
     """Fine-tuning jobs at an OpenAI-shaped provider (OpenAI, both Azure styles, compatible base URLs, the sandbox)."""
 
-    def __init__(self, client: openai.OpenAI, *, secrets: Iterable[str] = (), read_attempts: int = 2,
-                 create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+    start_options = START_OPTIONS
+    page_size = 100
+
+    def __init__(self, client: openai.OpenAI, *, name: str = "openai", secrets: Iterable[str] = (),
+                 read_attempts: int = 2, create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time, new_jobs_end: date | None = None,
+                 default_model: str | None = None) -> None:
         self._client = client
+        self.name = name
+        self.new_jobs_end = new_jobs_end
+        self.default_model = default_model
         self._redact = Scrubber(secrets)
         self._read_attempts = read_attempts
         self._create_attempts = create_attempts
@@ -58,18 +107,26 @@ class OpenAIProvider:
     def max_suffix(self) -> int:
         return 40 if self.is_azure else 64
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(pause_resume=True, metadata=self.metadata_supported, events=True, metrics=True,
+                            webhooks=True)
+
+    def owns_id(self, job_id: str) -> bool:
+        return bool(JOB_ID.fullmatch(job_id))
+
     # -- reads ---------------------------------------------------------------------------------------
 
     def retrieve(self, job_id: str) -> Job:
-        return _job(self._read(lambda: self._client.fine_tuning.jobs.retrieve(job_id)))
+        return self._job(self._read(lambda: self._client.fine_tuning.jobs.retrieve(job_id)))
 
-    def list_jobs(self, limit: int = 10, *, after: str | None = None) -> tuple[list[Job], bool]:
+    def list_jobs(self, limit: int | None = 10, *, after: str | None = None) -> tuple[list[Job], bool]:
         """One page of the organization's jobs, newest first, and whether there are more."""
-        kwargs: dict[str, Any] = {"limit": limit}
+        kwargs: dict[str, Any] = {"limit": min(limit or self.page_size, self.page_size)}
         if after:
             kwargs["after"] = after
         page = self._read(lambda: self._client.fine_tuning.jobs.list(**kwargs))
-        return [_job(j) for j in page.data], bool(page.has_more)
+        return [self._job(j) for j in page.data], bool(page.has_more)
 
     def events(self, job_id: str, limit: int = 5) -> list[JobEvent]:
         page = self._read(lambda: self._client.fine_tuning.jobs.list_events(job_id, limit=limit))
@@ -102,17 +159,15 @@ class OpenAIProvider:
 
     def _act(self, call: Callable[[], Any]) -> Job:
         try:
-            return _job(call())
+            return self._job(call())
         except openai.OpenAIError as exc:
             raise self._translate(exc) from None
 
     def create_job(self, *, request_id: str, training_file: str, model: str, suffix: str | None = None,
                    n_epochs: int | None = None, validation_file: str | None = None, seed: int | None = None,
-                   metadata: Mapping[str, str] | None = None) -> Job:
-        """Start a job once, whatever the network does.
-
-        Before any retry we look for the job the lost attempt may have created: by our request id in its
-        metadata, or, where the provider keeps no metadata, by training file, model and suffix since we began.
+                   metadata: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None) -> Job:
+        """Start a job once, whatever the network does: before any retry, the job a lost attempt may have created
+        is looked for by our request id in its metadata (or, where the provider keeps none, by what it was made of).
         """
         hyper = {"n_epochs": n_epochs} if n_epochs is not None else {}
         kwargs: dict[str, Any] = {
@@ -126,44 +181,29 @@ class OpenAIProvider:
         # The provider's limits: 16 keys of at most 64 characters, values of at most 512.
         tagged = {str(k)[:64]: str(v)[:512] for k, v in list((metadata or {}).items())[:15]}
         tagged[REQUEST_KEY] = request_id
-        began = self._clock()
-        attempt = 0
-        while True:
-            attempt += 1
-            if self.metadata_supported:
-                kwargs["metadata"] = tagged
-            else:
-                kwargs.pop("metadata", None)
-            try:
-                return _job(self._client.fine_tuning.jobs.create(**kwargs))
-            except openai.OpenAIError as exc:
-                error = self._translate(exc)
-            if error.status == 400 and "metadata" in kwargs and "metadata" in error.message.lower():
-                log.info("provider does not accept job metadata; starting jobs without it from now on")
-                self.metadata_supported = False
-                attempt -= 1
-                continue
-            if not error.retryable:
-                raise error
-            found = self._confirm_started(request_id, kwargs, since=began)
-            if found is not None:
-                log.info("job creation answer was lost; found the job it created: %s", found.id)
-                return found
-            if attempt >= self._create_attempts:
-                raise error
-            # Never longer than one request may take: a start's whole life stays within 8 timeouts (see bot.app).
-            self._sleep(min(error.retry_after or 0.5 * attempt, self._timeout))
 
-    def _confirm_started(self, request_id: str, kwargs: Mapping[str, Any], *, since: float) -> Job | None:
-        try:
-            return self.find_started(request_id, training_file=kwargs["training_file"], model=kwargs["model"],
-                                     suffix=kwargs.get("suffix"), since=since)
-        except ProviderError as error:
-            raise ProviderError(
-                f"The provider did not confirm whether the job started ({error.message}). "
-                "Check `/finetune list` before starting it again.",
-                status=error.status, retryable=False, ambiguous=True,
-            ) from None
+        def create() -> Job:
+            while True:
+                if self.metadata_supported:
+                    kwargs["metadata"] = tagged
+                else:
+                    kwargs.pop("metadata", None)
+                try:
+                    return self._job(self._client.fine_tuning.jobs.create(**kwargs))
+                except openai.OpenAIError as exc:
+                    error = self._translate(exc, creating=True)
+                if error.status == 400 and "metadata" in kwargs and "metadata" in error.message.lower():
+                    log.info("provider does not accept job metadata; starting jobs without it from now on")
+                    self.metadata_supported = False
+                    continue
+                raise error
+
+        def find(since: float) -> Job | None:
+            return self.find_started(request_id, training_file=training_file, model=model, suffix=suffix,
+                                     since=since)
+
+        return start_once(create, find, attempts=self._create_attempts, timeout=self._timeout, sleep=self._sleep,
+                          clock=self._clock)
 
     def find_started(self, request_id: str, *, training_file: str, model: str, suffix: str | None,
                      since: float) -> Job | None:
@@ -173,12 +213,13 @@ class OpenAIProvider:
             if self.metadata_supported:
                 page = self._client.fine_tuning.jobs.list(limit=5, metadata={REQUEST_KEY: request_id})
                 # Check the tag ourselves: a provider that ignores the filter returns everyone's jobs.
-                return next((_job(j) for j in page.data if (j.metadata or {}).get(REQUEST_KEY) == request_id), None)
+                return next((self._job(j) for j in page.data
+                             if (j.metadata or {}).get(REQUEST_KEY) == request_id), None)
             page = self._client.fine_tuning.jobs.list(limit=20)
         except openai.OpenAIError as exc:
             raise self._translate(exc) from None
         for raw in page.data:
-            job = _job(raw)
+            job = self._job(raw)
             if (job.training_file == training_file and job.model == model and job.suffix == suffix
                     and (job.created_at or 0) >= int(since) - 5):
                 return job
@@ -198,7 +239,7 @@ class OpenAIProvider:
 
     # -- errors --------------------------------------------------------------------------------------
 
-    def _translate(self, exc: Exception) -> ProviderError:
+    def _translate(self, exc: Exception, *, creating: bool = False) -> ProviderError:
         if isinstance(exc, openai.APITimeoutError):
             return ProviderError("The provider did not answer in time.", retryable=True, ambiguous=True)
         if isinstance(exc, openai.APIConnectionError):
@@ -212,18 +253,25 @@ class OpenAIProvider:
             if not message:
                 message = f"The provider answered HTTP {exc.status_code}."
             retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
+            stopped = creating and stopped_taking_jobs(exc.status_code, str(message), str(code or ""),
+                                                       self.new_jobs_end, self._clock())
             return ProviderError(self._redact(str(message)), status=exc.status_code,
                                  code=str(code) if code else None, retryable=exc.status_code in RETRYABLE_STATUS,
-                                 retry_after=retry_after)
+                                 retry_after=retry_after, stopped_taking_jobs=stopped, provider=self.name)
         return ProviderError(self._redact(str(exc)) or type(exc).__name__)
 
+    def _job(self, raw: Any) -> Job:
+        return _job(raw, self.name)
 
-def _job(raw: Any) -> Job:
+
+def _job(raw: Any, provider: str) -> Job:
     extra = getattr(raw, "model_extra", None) or {}
     error = getattr(raw, "error", None)
     return Job(
         id=raw.id,
+        provider=provider,
         status=str(raw.status),
+        state=state_of(str(raw.status), STATES),
         model=raw.model,
         fine_tuned_model=raw.fine_tuned_model,
         trained_tokens=raw.trained_tokens,

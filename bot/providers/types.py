@@ -1,16 +1,31 @@
 """What the bot knows of a fine-tuning provider, in its own words: no SDK is imported here.
 
-Services are typed against `FineTuningProvider`; each API shape (OpenAI's today) is one adapter module that returns
-these dataclasses and raises `ProviderError`.
+Services are typed against `FineTuningProvider`; each API shape (OpenAI's, Together's) is one adapter module that
+returns these dataclasses and raises `ProviderError`. `Providers` is the set configured at start-up, by name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from datetime import date
 from typing import Any, Protocol
 
+# What a job's status means to the bot, whatever word its provider uses: still going, or one of three outcomes.
+GOING = "going"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+STATES = FINAL_STATUSES | {GOING}
+# How people read each provider's name. A provider missing here is shown by its name.
+LABELS = {"openai": "OpenAI", "azure": "Azure OpenAI", "together": "Together AI"}
+
+
+def provider_label(name: str) -> str:
+    return LABELS.get(name, name.title() if name else "the provider")
+
+
+def state_of(status: str, table: Mapping[str, str]) -> str:
+    """A provider's status word mapped through its adapter's table; a word the table lacks is still going."""
+    return table.get(status, GOING)
 
 
 @dataclass(frozen=True)
@@ -27,16 +42,28 @@ class Job:
     finished_at: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    provider: str = "openai"
+    # The bot's meaning of `status` (GOING or an outcome); by default the OpenAI words, where they are the same.
+    state: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            object.__setattr__(self, "state", self.status if self.status in FINAL_STATUSES else GOING)
 
     @property
     def final(self) -> bool:
-        return self.status in FINAL_STATUSES
+        return self.state in FINAL_STATUSES
 
     @property
     def outcome(self) -> str | None:
-        """The final status, or None while the job (in any status, known or new) is still going."""
-        return self.status if self.final else None
+        """The outcome (succeeded, failed, cancelled), or None while the job, in any status word, is still going."""
+        return self.state if self.final else None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What names a job: two providers may use the same id."""
+        return self.provider, self.id
 
     def fields(self) -> dict:
         """The job's state as storage keeps it."""
@@ -45,7 +72,10 @@ class Job:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         """A job as storage last saw it."""
-        return cls(**{name: row.get(name) for name in STORED_FIELDS})
+        values = {name: row.get(name) for name in STORED_FIELDS}
+        values["provider"] = values["provider"] or "openai"
+        values["state"] = values["state"] or ""
+        return cls(**values)
 
 
 # What storage keeps of a job: everything but what only a start or a lookup needs.
@@ -65,7 +95,8 @@ class ProviderError(Exception):
     """The provider refused or failed. `message` is its own words (secrets removed), fit to show a user."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 retryable: bool = False, retry_after: float | None = None, ambiguous: bool = False) -> None:
+                 retryable: bool = False, retry_after: float | None = None, ambiguous: bool = False,
+                 stopped_taking_jobs: bool = False, provider: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -73,6 +104,8 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.ambiguous = ambiguous  # the request may have been carried out although no answer came back
+        self.stopped_taking_jobs = stopped_taking_jobs  # the provider no longer creates fine-tuning jobs at all
+        self.provider = provider  # which provider said it, when known
 
     @property
     def not_found(self) -> bool:
@@ -90,14 +123,48 @@ class WebhookEvent:
     job_id: str | None
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do beyond starting, reading and cancelling jobs."""
+
+    pause_resume: bool = False
+    metadata: bool = False
+    events: bool = True
+    metrics: bool = False
+    webhooks: bool = False
+    price_estimate: bool = False
+
+    def described(self, *, present: bool = True) -> list[str]:
+        """What the provider can do (or, with present=False, cannot), in words."""
+        names = {"pause_resume": "pause and resume", "metadata": "job metadata", "events": "events",
+                 "metrics": "training metrics", "webhooks": "webhooks", "price_estimate": "price estimates"}
+        return [names[f.name] for f in fields(self) if bool(getattr(self, f.name)) is present]
+
+
+@dataclass(frozen=True)
+class StartOption:
+    """A `/finetune start` option a provider takes, beyond the training file: its word, and what it means there."""
+
+    name: str
+    help: str
+
+
 class FineTuningProvider(Protocol):
     """What the services need of a provider; one adapter per API shape provides it."""
 
+    name: str  # the word users type: provider=together
     max_suffix: int
+    capabilities: Capabilities
+    start_options: tuple[StartOption, ...]
+    page_size: int | None  # jobs a listing returns at most, or None when one request lists them all
+    new_jobs_end: date | None  # the day the provider stops creating jobs, when it has announced one
+    default_model: str | None  # the base model `start` uses when none is given, if the provider has its own
+
+    def owns_id(self, job_id: str) -> bool: ...
 
     def retrieve(self, job_id: str) -> Job: ...
 
-    def list_jobs(self, limit: int = 10, *, after: str | None = None) -> tuple[list[Job], bool]: ...
+    def list_jobs(self, limit: int | None = 10, *, after: str | None = None) -> tuple[list[Job], bool]: ...
 
     def events(self, job_id: str, limit: int = 5) -> list[JobEvent]: ...
 
@@ -109,9 +176,49 @@ class FineTuningProvider(Protocol):
 
     def create_job(self, *, request_id: str, training_file: str, model: str, suffix: str | None = None,
                    n_epochs: int | None = None, validation_file: str | None = None, seed: int | None = None,
-                   metadata: Mapping[str, str] | None = None) -> Job: ...
+                   metadata: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None) -> Job: ...
 
     def find_started(self, request_id: str, *, training_file: str, model: str, suffix: str | None,
                      since: float) -> Job | None: ...
 
     def unwrap_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent: ...
+
+
+class UnknownProvider(LookupError):
+    """A provider name that is not configured."""
+
+
+class Providers:
+    """The providers configured at start-up, by name, in the order they were configured; one is the default."""
+
+    def __init__(self, providers: Sequence[FineTuningProvider], *, default: str | None = None) -> None:
+        if not providers:
+            raise ValueError("at least one provider is needed")
+        self._by_name = {p.name: p for p in providers}
+        self.default = self._by_name[default] if default else providers[0]
+
+    def __iter__(self) -> Iterator[FineTuningProvider]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def get(self, name: str | None) -> FineTuningProvider:
+        """The provider called `name` (the default for None); UnknownProvider when none is configured by that name."""
+        if name is None:
+            return self.default
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownProvider(name) from None
+
+    def fitting(self, job_id: str) -> list[FineTuningProvider]:
+        """The providers to ask about an id the bot has never seen: those whose ids look like it, else all."""
+        return [p for p in self if p.owns_id(job_id)] or list(self)

@@ -133,6 +133,37 @@ class StandInServer:
             ]
 
 
+class PacedStandIn(StandInServer):
+    """A stand-in whose jobs move on by themselves every `pace` seconds (or only when a test says, with no pace)."""
+
+    def __init__(self, *, pace: float | None = None, clock=time.time) -> None:
+        super().__init__()
+        self.pace = pace
+        self.clock = clock
+        self.jobs: dict[str, dict] = {}
+        self._stop_ticker = threading.Event()
+
+    def start(self) -> PacedStandIn:
+        super().start()
+        if self.pace is not None:
+            threading.Thread(target=self._tick, name=f"{type(self).__name__}-ticker", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop_ticker.set()
+        super().stop()
+
+    def _tick(self) -> None:
+        while not self._stop_ticker.wait(min(0.1, self.pace or 0.1)):
+            with self.lock:
+                for job in list(self.jobs.values()):
+                    self._advance(job)
+
+    def _advance(self, job: dict) -> None:
+        """Move a paced job on by as many stages as its time allows."""
+        raise NotImplementedError
+
+
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - the stdlib's signature
         """A client that hung up (a timeout, a test's dropped connection) is not worth a traceback."""

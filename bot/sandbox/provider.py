@@ -20,7 +20,7 @@ import time
 import urllib.request
 from importlib import resources
 
-from bot.sandbox.http import Answer, Received, StandInServer, json_answer
+from bot.sandbox.http import Answer, PacedStandIn, Received, json_answer
 
 SAMPLE_FILE_ID = "file-sample"
 FAILING_FILE_ID = "file-invalid"
@@ -48,7 +48,7 @@ def _error(status: int, message: str, *, type_: str = "invalid_request_error", p
     return json_answer(status, {"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
-class FineTuningSandbox(StandInServer):
+class FineTuningSandbox(PacedStandIn):
     """Files and fine-tuning jobs, OpenAI's wire format, on 127.0.0.1."""
 
     def __init__(
@@ -62,9 +62,7 @@ class FineTuningSandbox(StandInServer):
         webhook_secret: str | None = None,
         organization: str = "org-sandbox",
     ) -> None:
-        super().__init__()
-        self.pace = pace
-        self.clock = clock
+        super().__init__(pace=pace, clock=clock)
         self.azure = azure
         self.metadata_supported = metadata_supported
         self.webhook_url = webhook_url
@@ -72,30 +70,10 @@ class FineTuningSandbox(StandInServer):
         self.organization = organization
         self.refuse_new_jobs: tuple[int, str] | None = None
         self.files: dict[str, dict] = {}
-        self.jobs: dict[str, dict] = {}
         self.webhooks_sent: list[dict] = []
         self._order = 0
-        self._stop_ticker = threading.Event()
         self.add_file(SAMPLE_FILE_ID, "sample.jsonl", sample_training_file())
         self.add_file(FAILING_FILE_ID, "invalid-sample.jsonl", b'{"messages": [{"role": "robot", "content": "hi"}]}\n')
-
-    # -- life cycle: a ticker moves paced jobs on time, so webhooks fire when the job ends -----------
-
-    def start(self) -> FineTuningSandbox:
-        super().start()
-        if self.pace is not None:
-            threading.Thread(target=self._tick, name="sandbox-ticker", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._stop_ticker.set()
-        super().stop()
-
-    def _tick(self) -> None:
-        while not self._stop_ticker.wait(min(0.1, self.pace or 0.1)):
-            with self.lock:
-                for job in list(self.jobs.values()):
-                    self._advance(job)
 
     # -- state, for tests and the shell --------------------------------------------------------------
 

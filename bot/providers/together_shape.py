@@ -1,0 +1,284 @@
+"""The Together-shaped provider adapter: the one module that imports `together`, returning our own dataclasses.
+
+Together's fine-tuning API differs from OpenAI's in ways the bot must not notice elsewhere: its own status words
+(`completed`, `error`, `cancel_requested`…), ISO timestamps, the model to call in `model_output_name`, a failure's
+reason only in the job's `job_error` event, one unpaged list of every job, and no pause, resume, metadata or
+webhooks. Retries are ours, as for OpenAI: the SDK's are off, and a start is made once (`start_once`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import together
+
+from bot.config import Settings
+from bot.providers.starting import start_once, stopped_taking_jobs
+from bot.providers.types import (
+    Capabilities,
+    Job,
+    JobEvent,
+    ProviderError,
+    StartOption,
+    WebhookEvent,
+    WebhookRejected,
+    state_of,
+)
+from bot.retry_after import retry_after_seconds
+from bot.scrub import Scrubber
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.together.xyz"
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Together's words for a job's outcome; `user_error` is what older jobs say for a failure. Every other word
+# (pending, queued, running, compressing, uploading, cancel_requested, one added later) is still going.
+STATES = {"completed": "succeeded", "error": "failed", "user_error": "failed", "cancelled": "cancelled"}
+JOB_ID = re.compile(r"ft-[A-Za-z0-9-]+")
+START_OPTIONS = (
+    StartOption("model", "the base model, such as meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"),
+    StartOption("epochs", "passes over the training file (Together's n_epochs)"),
+    StartOption("suffix", "added to the fine-tuned model's name, at most 40 characters"),
+    StartOption("validation", "a validation file id"),
+    StartOption("seed", "for a reproducible run"),
+    StartOption("lora", "true for LoRA adapters, false for full fine-tuning"),
+    StartOption("learning_rate", "such as 0.00001"),
+)
+# The extra words a Together start takes, and the SDK's names for them.
+EXTRA_ARGUMENTS = {"lora": "lora", "learning_rate": "learning_rate"}
+
+
+def configured(settings: Settings, *, clock: Callable[[], float] = time.time) -> list[TogetherProvider]:
+    """Together AI, when its key is set."""
+    if not settings.together_api_key:
+        return []
+    client = together.Together(api_key=settings.together_api_key,
+                               base_url=settings.together_base_url or DEFAULT_BASE_URL,
+                               timeout=settings.provider_timeout_seconds, max_retries=0)
+    return [TogetherProvider(client, secrets=settings.secrets(), clock=clock,
+                             default_model=settings.together_default_model)]
+
+
+class TogetherProvider:
+    """Fine-tuning jobs at Together AI, through the official SDK."""
+
+    name = "together"
+    max_suffix = 40
+    capabilities = Capabilities(pause_resume=False, metadata=False, events=True, metrics=True, webhooks=False,
+                                price_estimate=True)
+    start_options = START_OPTIONS
+    page_size = None  # one request lists every job
+    new_jobs_end = None
+
+    def __init__(self, client: together.Together, *, secrets: Iterable[str] = (), read_attempts: int = 2,
+                 create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time, default_model: str | None = None) -> None:
+        self._client = client
+        self._redact = Scrubber(secrets)
+        self._read_attempts = read_attempts
+        self._create_attempts = create_attempts
+        self._sleep = sleep
+        self._clock = clock
+        self.default_model = default_model
+        self._timeout = float(client.timeout) if isinstance(client.timeout, (int, float)) else 5.0
+
+    def owns_id(self, job_id: str) -> bool:
+        return bool(JOB_ID.fullmatch(job_id))
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def retrieve(self, job_id: str) -> Job:
+        raw = self._read(lambda: self._client.fine_tuning.retrieve(job_id))
+        job = self._job(raw)
+        if job.state == "failed" and not job.error_message:
+            # Together keeps a failure's reason in the job's events, not on the job.
+            reason = _failure_reason(getattr(raw, "events", None) or []) or _failure_reason(self._raw_events(job_id))
+            job = _with_error(job, reason)
+        return job
+
+    def list_jobs(self, limit: int | None = 10, *, after: str | None = None) -> tuple[list[Job], bool]:
+        """Every job (Together lists them all in one answer, in no set order), newest first, cut to `limit`."""
+        page = self._read(lambda: self._client.fine_tuning.list())
+        jobs = sorted((self._job(raw) for raw in page.data), key=lambda j: (j.created_at or 0, j.id), reverse=True)
+        if after:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(after) + 1:] if after in ids else []
+        if limit is None:
+            return jobs, False
+        return jobs[:limit], len(jobs) > limit
+
+    def events(self, job_id: str, limit: int = 5) -> list[JobEvent]:
+        """The latest events, newest first, as OpenAI's are."""
+        events = [_event(e) for e in self._raw_events(job_id)]
+        events.sort(key=lambda e: e.created_at, reverse=True)
+        return events[:limit]
+
+    def _raw_events(self, job_id: str) -> list[Any]:
+        return list(self._read(lambda: self._client.fine_tuning.list_events(job_id)).data or [])
+
+    def _read(self, call: Callable[[], Any]) -> Any:
+        for attempt in range(1, self._read_attempts + 1):
+            try:
+                return call()
+            except together.TogetherError as exc:
+                error = self._translate(exc)
+                if not error.retryable or attempt == self._read_attempts:
+                    raise error from None
+                self._sleep(min(error.retry_after or 0.25 * attempt, 2.0))
+        raise AssertionError("unreachable")
+
+    # -- actions -------------------------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> Job:
+        try:
+            return self._job(self._client.fine_tuning.cancel(job_id))
+        except together.TogetherError as exc:
+            raise self._translate(exc) from None
+
+    def pause(self, job_id: str) -> Job:
+        raise ProviderError("Together AI jobs cannot be paused.", code="unsupported")
+
+    def resume(self, job_id: str) -> Job:
+        raise ProviderError("Together AI jobs cannot be paused, so there is nothing to resume.", code="unsupported")
+
+    def create_job(self, *, request_id: str, training_file: str, model: str, suffix: str | None = None,
+                   n_epochs: int | None = None, validation_file: str | None = None, seed: int | None = None,
+                   metadata: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None) -> Job:
+        """Start a job once. Together keeps no metadata, so a lost attempt's job is found by its training file,
+        model and suffix among the jobs created since the start began."""
+        # train_on_inputs="auto" is the SDK's own default for supervised jobs; saying so keeps it from warning.
+        kwargs: dict[str, Any] = {"training_file": training_file, "model": model, "train_on_inputs": "auto"}
+        for name, value in (("n_epochs", n_epochs), ("suffix", suffix), ("validation_file", validation_file),
+                            ("random_seed", seed)):
+            if value is not None:
+                kwargs[name] = value
+        for name, value in (extra or {}).items():
+            kwargs[EXTRA_ARGUMENTS[name]] = value
+
+        def create() -> Job:
+            try:
+                return self._job(self._client.fine_tuning.create(**kwargs))
+            except ValueError as exc:  # the SDK checks the options against the model's limits before sending
+                raise ProviderError(self._redact(str(exc).split("\n")[0])) from None
+            except together.TogetherError as exc:
+                raise self._translate(exc, creating=True) from None
+
+        def find(since: float) -> Job | None:
+            return self.find_started(request_id, training_file=training_file, model=model, suffix=suffix,
+                                     since=since)
+
+        return start_once(create, find, attempts=self._create_attempts, timeout=self._timeout, sleep=self._sleep,
+                          clock=self._clock)
+
+    def find_started(self, request_id: str, *, training_file: str, model: str, suffix: str | None,
+                     since: float) -> Job | None:
+        try:
+            page = self._client.fine_tuning.list()
+        except together.TogetherError as exc:
+            raise self._translate(exc) from None
+        for raw in page.data:
+            job = self._job(raw)
+            if (job.training_file == training_file and job.model == model and (job.suffix or None) == suffix
+                    and (job.created_at or 0) >= int(since) - 5):
+                return job
+        return None
+
+    # -- webhooks ------------------------------------------------------------------------------------
+
+    def unwrap_webhook(self, payload: bytes, headers: Mapping[str, str]) -> WebhookEvent:
+        raise WebhookRejected("Together AI sends no fine-tuning webhooks")
+
+    # -- errors --------------------------------------------------------------------------------------
+
+    def _translate(self, exc: Exception, *, creating: bool = False) -> ProviderError:
+        if isinstance(exc, together.APITimeoutError):
+            return ProviderError("Together AI did not answer in time.", retryable=True,
+                                 ambiguous=creating and _was_create(exc))
+        if isinstance(exc, together.APIConnectionError):
+            return ProviderError("Could not reach Together AI.", retryable=True,
+                                 ambiguous=creating and _was_create(exc))
+        if isinstance(exc, together.APIStatusError):
+            body = exc.body
+            message = code = None
+            if isinstance(body, dict):
+                # Together's client hands over the whole body, {"error": {...}}; some answers are flat.
+                inner = body.get("error") if isinstance(body.get("error"), dict) else body
+                message, code = inner.get("message"), inner.get("code")
+                if message is None and isinstance(body.get("error"), str):
+                    message = body["error"]
+            if not message:
+                message = f"Together AI answered HTTP {exc.status_code}."
+            retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
+            stopped = creating and stopped_taking_jobs(exc.status_code, str(message), str(code or ""),
+                                                       self.new_jobs_end, self._clock())
+            return ProviderError(self._redact(str(message)), status=exc.status_code,
+                                 code=str(code) if code else None, retryable=exc.status_code in RETRYABLE_STATUS,
+                                 retry_after=retry_after, stopped_taking_jobs=stopped, provider=self.name)
+        return ProviderError(self._redact(str(exc)) or type(exc).__name__)
+
+    def _job(self, raw: Any) -> Job:
+        status = str(getattr(raw, "status", None) or "unknown")
+        state = state_of(status, STATES)
+        extra = getattr(raw, "model_extra", None) or {}
+        return Job(
+            id=raw.id,
+            provider=self.name,
+            status=status,
+            state=state,
+            model=getattr(raw, "model", None) or "",
+            # Together names the model from the start; it can be called only once the job has succeeded.
+            fine_tuned_model=_output_name(raw) if state == "succeeded" else None,
+            trained_tokens=getattr(raw, "token_count", None),
+            training_file=getattr(raw, "training_file", None),
+            validation_file=getattr(raw, "validation_file", None) or None,
+            suffix=getattr(raw, "suffix", None) or extra.get("suffix"),
+            created_at=_seconds(getattr(raw, "created_at", None)),
+            finished_at=_seconds(getattr(raw, "updated_at", None)) if state != "going" else None,
+        )
+
+
+def _output_name(raw: Any) -> str | None:
+    """The model to call: `model_output_name` on the wire, which the SDK's types name two ways."""
+    return getattr(raw, "x_model_output_name", None) or getattr(raw, "output_name", None)
+
+
+def _was_create(exc: Exception) -> bool:
+    """Whether the request that failed was the create itself (the SDK first reads the model's limits and a price)."""
+    request = getattr(exc, "request", None)
+    return request is None or (request.method == "POST" and request.url.path.rstrip("/").endswith("/fine-tunes"))
+
+
+def _seconds(value: Any) -> int | None:
+    """Unix seconds from Together's ISO timestamps (or from seconds, should an answer carry them)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return int(value.timestamp()) if isinstance(value, datetime) else None
+
+
+def _event(raw: Any) -> JobEvent:
+    data = {name: getattr(raw, name, None) for name in ("step", "total_steps", "token_count", "wandb_url")}
+    return JobEvent(created_at=_seconds(getattr(raw, "created_at", None)) or 0,
+                    level=str(getattr(raw, "level", None) or "info"), message=str(getattr(raw, "message", "") or ""),
+                    type=getattr(raw, "type", None), data={k: v for k, v in data.items() if v is not None})
+
+
+def _failure_reason(events: Iterable[Any]) -> str | None:
+    reasons = [e for e in events if getattr(e, "type", None) == "job_error" and getattr(e, "message", None)]
+    return str(reasons[-1].message) if reasons else None
+
+
+def _with_error(job: Job, reason: str | None) -> Job:
+    return replace(job, error_message=reason) if reason else job
