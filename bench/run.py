@@ -6,7 +6,9 @@
 2. poll cost: provider requests per poll cycle with 0, 10, 100 and 1,000 followed jobs still running, beside what
    one `retrieve` per job (the naive design) costs;
 3. announcement latency: job final at the provider -> message posted, through polling and through webhooks;
-4. memory: peak resident memory of the serve process tree with 1,000 followed jobs.
+4. memory: peak resident memory of the serve process tree with 1,000 followed jobs;
+5. two providers: requests per poll cycle at each with 300 followed jobs split between OpenAI's shape and Together
+   AI's, and the announcement latency of OpenAI jobs while Together AI answers every request with a 503.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox  # noqa: E402
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body  # noqa: E402
+from bot.sandbox.together import TogetherSandbox  # noqa: E402
 from storage import Store  # noqa: E402
 from tests.process import ServeProcess, wait_until  # noqa: E402
 
@@ -181,6 +184,53 @@ def bench_announce(workdir: str, jobs: int) -> None:
         say("announce_webhook_p99_s", f"{percentile(latencies, 99):.3f}")
 
 
+def bench_two_providers(workdir: str, n: int) -> None:
+    half = n // 2
+    with FineTuningSandbox() as provider, TogetherSandbox() as together, SlackStandIn(token=TOKEN) as slack:
+        openai_jobs = [provider.add_job(status="running") for _ in range(half)]
+        together_jobs = [together.add_job(status="running") for _ in range(n - half)]
+        for _ in range(20):  # each organization's other, newer jobs
+            provider.add_job(status="succeeded")
+            together.add_job(status="completed")
+        db = os.path.join(workdir, "two.db")
+        follow(db, openai_jobs[20:])
+        for k, job in enumerate(openai_jobs[:20]):  # a channel each: Slack's pace per channel is not the figure
+            follow(db, [job], channel=f"C0TWO{k}")
+        follow(db, [{"id": j["id"], "provider": "together", "status": j["status"], "model": j["model"]}
+                    for j in together_jobs])
+        interval = 1.5
+        extra = {"TOGETHER_API_KEY": "tgp-bench-key", "TOGETHER_BASE_URL": together.url,
+                 "POLL_INTERVAL_SECONDS": str(interval), "PROVIDER_TIMEOUT_SECONDS": "2"}
+        proc = ServeProcess(env_for(db, slack, provider, **extra))
+        try:
+            time.sleep(interval * 3.5)
+            openai_cycles = bursts([r.at for r in provider.requests_to("/fine_tuning/jobs")], gap=interval / 2)
+            together_cycles = bursts([r.at for r in together.requests_to("/v1/fine-tunes")], gap=interval / 2)
+            say("two_providers_followed_jobs", f"{half}+{n - half}")
+            say("two_providers_openai_requests_per_cycle", max(openai_cycles))
+            say("two_providers_together_requests_per_cycle", max(together_cycles))
+            say("two_providers_requests_per_cycle", max(openai_cycles) + max(together_cycles))
+            say("two_providers_naive_requests_per_cycle", n)
+            # Together AI goes down; OpenAI's outcomes must come as fast as before.
+            together.fail("status", match="/v1/fine-tunes", status=503, times=10**6,
+                          body={"error": {"message": "Service unavailable", "type": "server_error"}})
+            time.sleep(interval)
+            finished_at = {}
+            for job in openai_jobs[:20]:
+                provider.set_status(job["id"], "succeeded")
+                finished_at[job["id"]] = time.time()
+                time.sleep(interval / 10)
+            wait_until(lambda: len(slack.posted) >= 20, timeout=30)
+        finally:
+            proc.terminate()
+        latencies = [p["at"] - finished_at[p["text"].split()[2]] for p in slack.posted
+                     if p["text"].split()[2] in finished_at]
+        say("two_providers_outage_openai_announced", len(latencies))
+        say("two_providers_outage_openai_announce_p50_s", f"{percentile(latencies, 50):.2f}")
+        say("two_providers_outage_openai_announce_max_s", f"{max(latencies):.2f}")
+        say("two_providers_outage_target_s", f"{interval + 1:.2f}")
+
+
 def bench_memory(workdir: str, n: int) -> None:
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
         jobs = [provider.add_job(status="running") for _ in range(n)]
@@ -217,11 +267,11 @@ def tree_peak_kb(pid: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory"], action="append")
+    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory", "providers"], action="append")
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--senders", type=int, default=20)
     args = parser.parse_args()
-    chosen = set(args.only or ["ack", "poll", "announce", "memory"])
+    chosen = set(args.only or ["ack", "poll", "announce", "memory", "providers"])
     say("machine_cores", os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:
         if "ack" in chosen:
@@ -232,6 +282,8 @@ def main() -> None:
             bench_announce(workdir, 50)
         if "memory" in chosen:
             bench_memory(workdir, 1000)
+        if "providers" in chosen:
+            bench_two_providers(workdir, 300)
 
 
 if __name__ == "__main__":

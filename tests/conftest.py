@@ -16,11 +16,13 @@ from bot.app import build
 from bot.config import Settings
 from bot.sandbox.provider import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
+from bot.sandbox.together import TogetherSandbox
 from tests.process import wait_until
 
 BOT_TOKEN = "xoxb-test-0000-SECRETBOTTOKEN"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 OPENAI_KEY = "sk-test-SECRETOPENAIKEY0123456789"
+TOGETHER_KEY = "tgp_v1_test-SECRETTOGETHERKEY0123456789"
 WEBHOOK_SECRET = "whsec_c2VjcmV0LXdlYmhvb2sta2V5LWZvci10ZXN0cw=="
 ENV_NAMES = [
     "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL", "SLACK_CLIENT_ID",
@@ -28,6 +30,7 @@ ENV_NAMES = [
     "OPENAI_API_VERSION", "OPENAI_WEBHOOK_SECRET", "DATABASE_PATH", "POLL_INTERVAL_SECONDS", "DEFAULT_MODEL",
     "PORT", "LOG_LEVEL", "ALLOWED_USER_IDS", "ALLOWED_CHANNEL_IDS", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
     "AZURE_OPENAI_AD_TOKEN", "SANDBOX_PACE_SECONDS", "PROVIDER_TIMEOUT_SECONDS", "DELIVERY_LEASE_SECONDS",
+    "TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_DEFAULT_MODEL", "DEFAULT_PROVIDER", "DELIVERY_GIVE_UP_SECONDS",
 ]
 
 
@@ -41,6 +44,18 @@ def clean_env(monkeypatch):
 def provider():
     with FineTuningSandbox() as sandbox:
         yield sandbox
+
+
+@pytest.fixture
+def together():
+    with TogetherSandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def both(settings, together) -> Settings:
+    """Settings with OpenAI's shape and Together AI configured at once (OpenAI the default for start)."""
+    return replace(settings, together_api_key=TOGETHER_KEY, together_base_url=together.url)
 
 
 @pytest.fixture

@@ -46,7 +46,47 @@ def test_azure_needs_its_key_and_version():
     with pytest.raises(ConfigError, match="AZURE_OPENAI_API_KEY"):
         load(env)
     settings = load({**env, "AZURE_OPENAI_API_KEY": "k", "OPENAI_API_VERSION": "2025-04-01-preview"})
-    assert settings.provider_name == "azure"
+    assert settings.provider_name == "azure" and settings.provider_names == ["azure"]
+
+
+SLACK = {"SLACK_BOT_TOKEN": "x", "SLACK_SIGNING_SECRET": "s"}
+
+
+def test_together_alone_is_a_provider_and_the_default():
+    settings = load({**SLACK, "TOGETHER_API_KEY": "tgp-1"})
+    assert settings.provider_names == ["together"] and settings.start_provider == "together"
+    assert settings.together_base_url is None and settings.together_default_model.startswith("meta-llama/")
+    assert "tgp-1" in settings.secrets() and "tgp-1" not in repr(settings)
+
+
+def test_several_providers_at_once_default_to_openai_unless_told():
+    env = {**SERVE_ENV, "TOGETHER_API_KEY": "tgp-1", "TOGETHER_BASE_URL": "http://127.0.0.1:9"}
+    settings = load(env)
+    assert settings.provider_names == ["openai", "together"] and settings.start_provider == "openai"
+    assert load({**env, "DEFAULT_PROVIDER": "Together"}).start_provider == "together"
+    with pytest.raises(ConfigError, match="^DEFAULT_PROVIDER must be one of openai, azure, together"):
+        load({**env, "DEFAULT_PROVIDER": "mistral"})
+    with pytest.raises(ConfigError, match="^DEFAULT_PROVIDER is azure, but azure is not configured"):
+        load({**env, "DEFAULT_PROVIDER": "azure"})
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"TOGETHER_BASE_URL": "http://proxy"}, "TOGETHER_API_KEY"),
+    ({"OPENAI_API_KEY": "k", "TOGETHER_BASE_URL": "http://proxy"}, "TOGETHER_API_KEY"),
+    ({"AZURE_OPENAI_API_KEY": "k", "OPENAI_API_VERSION": "v"}, "AZURE_OPENAI_ENDPOINT"),
+    ({"TOGETHER_API_KEY": "t", "AZURE_OPENAI_ENDPOINT": "https://r"}, "AZURE_OPENAI_API_KEY"),
+    ({}, "OPENAI_API_KEY"),
+])
+def test_half_a_provider_is_named_in_one_line(env, named):
+    with pytest.raises(ConfigError, match=f"^{named} is not set") as error:
+        load({**SLACK, **env})
+    assert "\n" not in str(error.value)
+
+
+def test_the_missing_provider_line_names_every_way_to_set_one():
+    with pytest.raises(ConfigError) as error:
+        load(SLACK)
+    assert "TOGETHER_API_KEY" in str(error.value) and "AZURE_OPENAI_ENDPOINT" in str(error.value)
 
 
 def test_socket_mode_needs_the_app_token_not_the_signing_secret():

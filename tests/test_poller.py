@@ -109,3 +109,32 @@ def test_a_404_for_one_job_does_not_stop_the_others(bot, provider):
     report = bot.services.poller.run_once()
     assert report.queued == 1 and report.error is None
     assert bot.services.store.job("ftjob-deleted")["final"] == 0
+
+
+def _follow_at_together(bot, job, channel="C1"):
+    fields = {"id": job["id"], "provider": "together", "status": job["status"], "model": job["model"],
+              "created_at": 1}
+    return bot.services.store.follow(channel, fields, final=False, team_id="T", user_id="U", origin="subscribe")
+
+
+def test_together_is_asked_with_its_cheapest_call(make_bot, both, provider, together):
+    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    jobs = [together.add_job(status="running") for _ in range(5)]
+    _follow_at_together(bot, jobs[0])
+    one = bot.services.poller.run_once()
+    assert one.requests_by_provider == {"together": 1}  # one job: one retrieve beats listing every job
+    assert [r.path for r in together.received] == [f"/v1/fine-tunes/{jobs[0]['id']}"]
+    for job in jobs[1:]:
+        _follow_at_together(bot, job)
+    together.received.clear()
+    five = bot.services.poller.run_once()
+    assert five.requests_by_provider == {"together": 1} and five.observed == 5  # one list answers for all
+    assert [r.path for r in together.received] == ["/v1/fine-tunes"]
+    assert provider.received == []  # OpenAI has nothing followed: it is not asked
+
+    together.set_status(jobs[2]["id"], "error", error="Loss became NaN at step 40")
+    together.received.clear()
+    failed = bot.services.poller.run_once()
+    # The list says "error" but not why: that job alone is read whole, with its events.
+    assert failed.finished == [jobs[2]["id"]] and failed.requests == 2
+    assert bot.services.store.job(jobs[2]["id"], "together")["error_message"] == "Loss became NaN at step 40"

@@ -13,7 +13,8 @@ from bot.config import load
 
 
 def _run(script: str, tmp_path, timeout: float = 60, **env) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_", "DATABASE"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SLACK_", "OPENAI_", "AZURE_", "DATABASE", "TOGETHER_", "DEFAULT_PROVIDER"))}
     return subprocess.run([sys.executable, "-m", "bot", "shell", "--timeout", str(timeout)], input=script,
                           env={**clean, "SANDBOX_PACE_SECONDS": "0.2", **env}, cwd=tmp_path, capture_output=True,
                           text=True, timeout=timeout + 30)
@@ -34,6 +35,21 @@ def test_piped_start_ends_with_the_success_announcement(tmp_path):
     assert "[#general] finetune-bot posted:" in out
     assert "Sandbox provider" in out
     assert not list(tmp_path.iterdir())  # the sandbox's database was temporary
+
+
+def test_the_sandbox_speaks_both_providers_with_no_account(tmp_path):
+    script = ("/finetune providers\n/finetune start file-sample provider=together suffix=demo\n"
+              "/finetune start file-sample\n")
+    result = _run(script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "provider=together" in out and "Together AI" in out and "Cannot: pause and resume" in out
+    together_job = re.search(r"ft-[0-9a-f]{8}-[0-9a-f-]{27}", out)[0]
+    openai_job = re.search(r"ftjob-[0-9a-f]+", out)[0]
+    assert out.count("FINE-TUNING JOB SUCCEEDED") == 2
+    assert re.search(r"```sandbox-user/Meta-Llama-3\.1-8B-Instruct-Reference-demo-[0-9a-f]+```", out), out
+    assert together_job in out.split("SUCCEEDED", 1)[1] + out.split("SUCCEEDED")[2]
+    assert openai_job in out
 
 
 def test_failure_announcement_and_channels(tmp_path):

@@ -65,7 +65,8 @@ def test_an_outcome_is_queued_once_per_channel(tmp_path):
     assert store.record_jobs([(_job(status="succeeded"), "succeeded")]) == 0
     assert store.record_jobs([(_job(status="running"), None)]) == 0  # a final job never goes back
     assert store.job("ftjob-1")["status"] == "succeeded"
-    assert sorted(a["key"] for a in store.announcements()) == ["openai:ftjob-1:C1:succeeded", "openai:ftjob-1:C2:succeeded"]
+    assert sorted(a["key"] for a in store.announcements()) == ["openai:ftjob-1:C1:succeeded",
+                                                                "openai:ftjob-1:C2:succeeded"]
 
 
 def test_unfollowed_jobs_are_not_recorded(tmp_path):
@@ -145,3 +146,54 @@ def test_migrations_from_processes_starting_together_do_not_collide(tmp_path):
         for p in procs:
             p.join(timeout=30)
         assert len(migrations.applied(Database(path))) == len(MIGRATIONS)
+
+
+def database_from_before_providers(path: str, running: str = "ftjob-old") -> None:
+    """A database as the bot wrote it before jobs were named by provider (migrations m001 and m002 only)."""
+    db = Database(path)
+    migrations.apply(db, stop_before="m003_providers")
+    db["jobs"].insert_all([
+        {"id": running, "status": "running", "final": 0, "model": "m", "created_at": 1},
+        {"id": "ftjob-done", "status": "succeeded", "final": 1, "model": "m", "fine_tuned_model": "ft:m:x",
+         "created_at": 1, "finished_at": 9},
+    ])
+    db["subscriptions"].insert_all([
+        {"channel_id": "C1", "job_id": job, "team_id": "T", "user_id": "U1", "origin": "start", "created_at": 1}
+        for job in (running, "ftjob-done")
+    ])
+    db["announcements"].insert({"key": "ftjob-done:C1:succeeded", "job_id": "ftjob-done", "channel_id": "C1",
+                                "outcome": "succeeded", "user_id": "U1", "origin": "start", "kind": "announcement",
+                                "state": "pending", "attempts": 0, "created_at": 2, "next_attempt_at": 2})
+    db["start_intents"].insert({"request_id": "r1", "channel_id": "C1", "state": "pending", "created_at": 3,
+                                "training_file": "file-1", "model": "m"})
+    db.conn.close()
+
+
+def test_a_database_from_before_providers_keeps_its_jobs_follows_and_outbox(tmp_path):
+    path = str(tmp_path / "old.db")
+    database_from_before_providers(path)
+    store = Store(path)
+    assert [m.name for m in migrations.applied(Database(path))] == MIGRATIONS
+    assert store.active_jobs()[0]["provider"] == ""  # nobody's until start-up says whose
+    assert store.adopt_unnamed("azure") == 2
+    assert store.adopt_unnamed("openai") == 0  # once only
+    assert [(r["provider"], r["id"], r["state"]) for r in store.active_jobs()] == [("azure", "ftjob-old", "going")]
+    assert store.job("ftjob-done", "azure")["state"] == "succeeded"
+    assert [f["channel_id"] for f in store.followers("ftjob-old", "azure")] == ["C1"]
+    assert store.announcement("azure:ftjob-done:C1:succeeded")["state"] == "pending"
+    # The outcome already queued is not queued again when seen again.
+    assert store.record_jobs([({"id": "ftjob-done", "provider": "azure", "status": "succeeded"}, "succeeded")]) == 0
+    assert len(store.announcements()) == 1
+    assert store.intents()[0]["provider"] == "azure"
+    assert store.unfollow("C1", "ftjob-old", "azure")
+
+
+def test_two_providers_may_use_the_same_job_id(tmp_path):
+    store = Store(str(tmp_path / "s.db"))
+    for provider in ("openai", "together"):
+        store.follow("C1", {**_job("job-1"), "provider": provider}, final=False, team_id="T", user_id="U",
+                     origin="start")
+    assert sorted(store.providers_of("job-1")) == ["openai", "together"]
+    assert store.record_jobs([({**_job("job-1", "completed"), "provider": "together"}, "succeeded")]) == 1
+    assert [a["key"] for a in store.announcements()] == ["together:job-1:C1:succeeded"]
+    assert [(r["provider"], r["final"]) for r in store.active_jobs()] == [("openai", 0)]

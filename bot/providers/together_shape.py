@@ -234,7 +234,7 @@ class TogetherProvider:
             model=getattr(raw, "model", None) or "",
             # Together names the model from the start; it can be called only once the job has succeeded.
             fine_tuned_model=_output_name(raw) if state == "succeeded" else None,
-            trained_tokens=getattr(raw, "token_count", None),
+            trained_tokens=getattr(raw, "token_count", None) or None,  # 0 until training has counted them
             training_file=getattr(raw, "training_file", None),
             validation_file=getattr(raw, "validation_file", None) or None,
             suffix=getattr(raw, "suffix", None) or extra.get("suffix"),

@@ -45,6 +45,8 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     body: dict | None = None
+    method: str | None = None  # only requests with this method
+    exact: bool = False  # `match` is the whole path, not a part of it
 
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -115,10 +117,12 @@ class StandInServer:
             self.faults.append(fault)
         return fault
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, method: str = "") -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if fault.match in path:
+                if fault.method not in (None, method):
+                    continue
+                if (path == fault.match) if fault.exact else (fault.match in path):
                     fault.times -= 1
                     if fault.times <= 0:
                         self.faults.remove(fault)
@@ -189,7 +193,7 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             )
             with server.lock:
                 server.received.append(request)
-            fault = server._take_fault(parts.path)
+            fault = server._take_fault(parts.path, self.command)
             if server.latency:
                 time.sleep(server.latency)
             if fault is not None and fault.kind == "delay":

@@ -44,6 +44,7 @@ class TogetherSandbox(PacedStandIn):
         super().__init__(pace=pace, **({"clock": clock} if clock else {}))
         self.user = user
         self.refuse_new_jobs: tuple[int, str] | None = None
+        self.lora_only: set[str] = set()  # models whose limits say full fine-tuning is not offered
         self.files: dict[str, dict] = {}
         self.add_file(SAMPLE_FILE_ID, "sample.jsonl", sample_training_file())
         self.add_file(FAILING_FILE_ID, "invalid-sample.jsonl", b'{"messages": [{"role": "robot", "content": "hi"}]}\n')
@@ -125,15 +126,16 @@ class TogetherSandbox(PacedStandIn):
         if model not in MODELS:
             return _error(404, f"Model {model} is not available for fine-tuning.", code="model_not_found",
                           param="model")
+        full = model not in self.lora_only
         return json_answer(200, {
             "model_name": model, "default_gradient_accumulation_steps": 1, "max_learning_rate": 1.0,
             "min_learning_rate": 1e-8, "max_num_checkpoints": 10, "max_num_epochs": 20, "max_num_evals": 100,
             "max_seq_length_sft": 8192, "max_seq_length_dpo": 8192, "min_max_seq_length": 512,
-            "merge_output_lora": True, "supports_full_training": True, "supports_reasoning": False,
+            "merge_output_lora": True, "supports_full_training": full, "supports_reasoning": False,
             "supports_tools": True, "supports_vision": False,
             "lora_training": {"default_rank": 16, "max_batch_size": 32, "max_batch_size_dpo": 16, "max_rank": 64,
                               "min_batch_size": 8, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
-            "full_training": {"max_batch_size": 32, "max_batch_size_dpo": 16, "min_batch_size": 8},
+            "full_training": {"max_batch_size": 32, "max_batch_size_dpo": 16, "min_batch_size": 8} if full else None,
         })
 
     def _estimate(self, body: dict) -> Answer:
@@ -252,14 +254,12 @@ class TogetherSandbox(PacedStandIn):
             job["started_at"] = _iso(now)
             self._event(job, "training_start", "Training started for model " + job["model"])
         elif status == "compressing":
-            self._steps(job, STEPS)
-            job["token_count"] = job["_tokens"] * job["n_epochs"]
-            job["total_price"] = int(job["token_count"] / 1e6 * PRICE_PER_MILLION_TOKENS * 1e9)
-            self._event(job, "training_complete", "Training completed")
+            self._finish_training(job)
             self._event(job, "model_compressing", "Compressing output model")
         elif status == "uploading":
             self._event(job, "model_uploading", "Uploading output model")
         elif status == "completed":
+            self._finish_training(job)
             self._event(job, "job_complete", f"Job finished; the model is {job['model_output_name']}")
         elif status == "error":
             self._event(job, "job_error", reason or (
@@ -269,6 +269,14 @@ class TogetherSandbox(PacedStandIn):
             self._event(job, "cancel_requested", "Cancel requested")
         elif status == "cancelled":
             self._event(job, "job_stopped", "Job cancelled")
+
+    def _finish_training(self, job: dict) -> None:
+        if job["token_count"]:
+            return
+        self._steps(job, STEPS)
+        job["token_count"] = job["_tokens"] * job["n_epochs"]
+        job["total_price"] = int(job["token_count"] / 1e6 * PRICE_PER_MILLION_TOKENS * 1e9)
+        self._event(job, "training_complete", "Training completed")
 
     def _cancel(self, job: dict) -> Answer:
         if job["status"] in FINAL:
