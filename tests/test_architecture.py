@@ -103,3 +103,18 @@ def test_the_environment_check_sees_every_spelling():
         assert _reads_environment(ast.parse(source)), source
     assert not _reads_environment(ast.parse("import os\nos.path.join('a')"))
     assert not _reads_environment(ast.parse("def app(environ, start_response): return environ['PATH_INFO']"))
+
+
+def test_every_registered_shape_is_a_whole_provider():
+    """A shape added to the registry provides every method and attribute the services use."""
+    from bot.config import Settings
+    from bot.providers import registry
+    from bot.providers.types import FineTuningProvider
+
+    settings = Settings(openai_api_key="k", together_api_key="t", azure_openai_endpoint="https://r.openai.azure.com",
+                        azure_openai_api_key="k", openai_api_version="2025-04-01-preview")
+    providers = registry.configured(settings)
+    assert providers.names == ["openai", "azure", "together"] and len(registry.ADAPTERS) == 2
+    for provider in providers:
+        assert isinstance(provider, FineTuningProvider), provider.name
+        assert {o.name for o in provider.start_options} >= {"model", "epochs", "suffix"}

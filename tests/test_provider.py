@@ -140,3 +140,21 @@ def test_azure_suffix_limit_is_a_friendly_answer(make_bot, provider, slack):
                                     Caller("T", "C1", "U1"))
     assert "at most 40 characters" in message.text and "has 41" in message.text
     assert provider.requests_to("/fine_tuning/jobs", "POST") == []
+
+
+def test_metrics_come_from_the_metrics_events_across_pages(provider):
+    job = provider.add_job(status="succeeded")  # ten steps of metrics among its other events
+    with provider.lock:
+        for n in range(11, 151):
+            provider._event(provider.jobs[job["id"]], f"Step {n}", type_="metrics",
+                            data={"step": n, "train_loss": 1 / n, "valid_loss": 2 / n})
+    points = _provider(provider).metrics(job["id"])
+    assert [p.step for p in points] == list(range(1, 151))
+    assert points[-1].valid_loss == 2 / 150 and points[0].valid_loss is None
+    assert len(provider.requests_to("/events")) == 2  # pages of 100
+
+
+def test_upload_sends_the_bytes_for_fine_tuning(provider):
+    file_id = _provider(provider).upload_file("train.jsonl", b'{"messages": []}\n')
+    assert provider.files[file_id]["_content"] == b'{"messages": []}\n'
+    assert provider.files[file_id]["purpose"] == "fine-tune"

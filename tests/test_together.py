@@ -214,3 +214,22 @@ def test_the_sdk_takes_our_settings_not_the_environments(together, monkeypatch):
     adapter = _adapter(together)
     adapter.retrieve(together.add_job()["id"])
     assert together.received[-1].headers["authorization"] == f"Bearer {TOGETHER_KEY}"
+
+
+def test_upload_goes_through_the_sdks_redirect_and_preprocessing(together):
+    file_id = _adapter(together).upload_file("../team data?.jsonl", b'{"messages": []}\n')
+    assert [(r.method, r.path) for r in together.received] == [
+        ("POST", "/v1/files"), ("PUT", f"/upload/{file_id}"), ("POST", f"/v1/files/{file_id}/preprocess")]
+    assert together.files[file_id]["_content"] == b'{"messages": []}\n'
+    assert together.files[file_id]["filename"] == "team_data_.jsonl"  # no path, nothing odd reaches the provider
+    assert "authorization" not in together.received[1].headers  # the bytes go to a presigned address, keyless
+
+
+def test_metrics_are_the_training_curve_oldest_first(together):
+    together.pace = 1.0
+    job = together.add_job()
+    together.set_status(job["id"], "running")
+    together.set_status(job["id"], "compressing")
+    points = _adapter(together).metrics(job["id"])
+    assert [p.step for p in points] == list(range(1, 11))
+    assert points[0].train_loss > points[-1].train_loss and points[0].valid_loss is None

@@ -22,6 +22,7 @@ from bot.providers.types import (
     Capabilities,
     Job,
     JobEvent,
+    MetricPoint,
     ProviderError,
     StartOption,
     WebhookEvent,
@@ -41,6 +42,7 @@ OPENAI_NEW_JOBS_END = date(2027, 1, 6)
 # next year) means the job is still going.
 STATES = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
 JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")
+MAX_EVENT_PAGES = 50  # 5,000 events: a curve of thousands of steps, and a bound on what one chart may cost
 START_OPTIONS = (
     StartOption("model", "the base model"),
     StartOption("epochs", "passes over the training file"),
@@ -134,6 +136,30 @@ class OpenAIProvider:
             JobEvent(e.created_at, e.level, e.message, getattr(e, "type", None), dict(getattr(e, "data", None) or {}))
             for e in page.data
         ]
+
+    def metrics(self, job_id: str) -> list[MetricPoint]:
+        """The training curve, from the job's `metrics` events (OpenAI keeps them with the others), oldest first."""
+        points: dict[int, MetricPoint] = {}
+        after = None
+        for _ in range(MAX_EVENT_PAGES):
+            kwargs: dict[str, Any] = {"limit": 100, **({"after": after} if after else {})}
+            page = self._read(lambda kw=kwargs: self._client.fine_tuning.jobs.list_events(job_id, **kw))
+            for event in page.data:
+                data = dict(getattr(event, "data", None) or {})
+                if getattr(event, "type", None) == "metrics" and isinstance(data.get("step"), int):
+                    points[data["step"]] = MetricPoint(data["step"], _number(data.get("train_loss")),
+                                                       _number(data.get("valid_loss", data.get("full_valid_loss"))))
+            if not page.has_more or not page.data:
+                break
+            after = page.data[-1].id
+        return [points[step] for step in sorted(points)]
+
+    def upload_file(self, filename: str, content: bytes) -> str:
+        """Upload a training file; returns its id. Not retried: a lost answer leaves at worst an unused file."""
+        try:
+            return self._client.files.create(file=(filename, content), purpose="fine-tune").id
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from None
 
     def _read(self, call: Callable[[], Any]) -> Any:
         for attempt in range(1, self._read_attempts + 1):
@@ -262,6 +288,10 @@ class OpenAIProvider:
 
     def _job(self, raw: Any) -> Job:
         return _job(raw, self.name)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _job(raw: Any, provider: str) -> Job:

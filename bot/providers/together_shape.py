@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import together
@@ -24,6 +26,7 @@ from bot.providers.types import (
     Capabilities,
     Job,
     JobEvent,
+    MetricPoint,
     ProviderError,
     StartOption,
     WebhookEvent,
@@ -118,6 +121,30 @@ class TogetherProvider:
         events = [_event(e) for e in self._raw_events(job_id)]
         events.sort(key=lambda e: e.created_at, reverse=True)
         return events[:limit]
+
+    def metrics(self, job_id: str) -> list[MetricPoint]:
+        """The training curve from Together's metrics endpoint, oldest first."""
+        rows = self._read(lambda: self._client.fine_tuning.list_metrics(job_id)).metrics or []
+        points: dict[int, MetricPoint] = {}
+        for row in rows:
+            step = row.get("global_step", row.get("step"))
+            if isinstance(step, (int, float)):
+                points[int(step)] = MetricPoint(int(step), _loss(row, "train_loss", "loss"),
+                                                _loss(row, "eval_loss", "valid_loss"))
+        return [points[step] for step in sorted(points)]
+
+    def upload_file(self, filename: str, content: bytes) -> str:
+        """Upload a training file through the SDK's own flow (a form, a redirect, a PUT, then preprocessing);
+        returns its id. The SDK reads from disk, so the bytes pass through a private temporary file."""
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).stem)[:80] or "training"
+        with tempfile.TemporaryDirectory(prefix="finetune-bot-upload-") as folder:
+            path = Path(folder) / f"{safe}.jsonl"
+            path.write_bytes(content)
+            try:
+                # check=False: the SDK would read the whole file again to check it; callers check before uploading.
+                return self._client.files.upload(file=path, purpose="fine-tune", check=False).id
+            except together.TogetherError as exc:
+                raise self._translate(exc) from None
 
     def _raw_events(self, job_id: str) -> list[Any]:
         return list(self._read(lambda: self._client.fine_tuning.list_events(job_id)).data or [])
@@ -241,6 +268,11 @@ class TogetherProvider:
             created_at=_seconds(getattr(raw, "created_at", None)),
             finished_at=_seconds(getattr(raw, "updated_at", None)) if state != "going" else None,
         )
+
+
+def _loss(row: Mapping[str, Any], *names: str) -> float | None:
+    values = [row[name] for name in names if isinstance(row.get(name), (int, float))]
+    return float(values[0]) if values else None
 
 
 def _output_name(raw: Any) -> str | None:

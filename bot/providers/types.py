@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 # What a job's status means to the bot, whatever word its provider uses: still going, or one of three outcomes.
 GOING = "going"
@@ -91,6 +91,15 @@ class JobEvent:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class MetricPoint:
+    """One step of training, as a loss curve needs it."""
+
+    step: int
+    train_loss: float | None = None
+    valid_loss: float | None = None
+
+
 class ProviderError(Exception):
     """The provider refused or failed. `message` is its own words (secrets removed), fit to show a user."""
 
@@ -149,6 +158,7 @@ class StartOption:
     help: str
 
 
+@runtime_checkable
 class FineTuningProvider(Protocol):
     """What the services need of a provider; one adapter per API shape provides it."""
 
@@ -167,6 +177,10 @@ class FineTuningProvider(Protocol):
     def list_jobs(self, limit: int | None = 10, *, after: str | None = None) -> tuple[list[Job], bool]: ...
 
     def events(self, job_id: str, limit: int = 5) -> list[JobEvent]: ...
+
+    def metrics(self, job_id: str) -> list[MetricPoint]: ...
+
+    def upload_file(self, filename: str, content: bytes) -> str: ...
 
     def cancel(self, job_id: str) -> Job: ...
 

@@ -9,6 +9,8 @@ uploading -> completed` (each stage lasting `pace` seconds, or only when a test 
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import re
 import secrets
 import uuid
@@ -46,6 +48,7 @@ class TogetherSandbox(PacedStandIn):
         self.refuse_new_jobs: tuple[int, str] | None = None
         self.lora_only: set[str] = set()  # models whose limits say full fine-tuning is not offered
         self.files: dict[str, dict] = {}
+        self._uploads: dict[str, dict] = {}
         self.add_file(SAMPLE_FILE_ID, "sample.jsonl", sample_training_file())
         self.add_file(FAILING_FILE_ID, "invalid-sample.jsonl", b'{"messages": [{"role": "robot", "content": "hi"}]}\n')
 
@@ -85,9 +88,17 @@ class TogetherSandbox(PacedStandIn):
     # -- HTTP ----------------------------------------------------------------------------------------
 
     def answer(self, request: Received) -> Answer:
+        path, m = request.path.rstrip("/"), request.method
+        if (found := re.fullmatch(r"/upload/([^/]+)", path)) and m == "PUT":
+            # A presigned address, as object storage gives: its signature, not an API key, lets the bytes in.
+            with self.lock:
+                upload = self._uploads.get(found[1])
+                if upload is None or request.query.get("signature") != [upload["signature"]]:
+                    return _error(403, "The upload address is not valid.")
+                upload["_content"] = request.body
+            return json_answer(200, {})
         if not request.headers.get("authorization", "").startswith("Bearer "):
             return _error(401, "Invalid API key provided.", type_="authentication_error", code="invalid_api_key")
-        path, m = request.path.rstrip("/"), request.method
         with self.lock:
             if path == "/v1/fine-tunes/models/limits" and m == "GET":
                 return self._limits(request.query.get("model_name", [""])[0])
@@ -101,6 +112,14 @@ class TogetherSandbox(PacedStandIn):
                 # Every job, in no order the client may rely on (here: by id).
                 return json_answer(200, {"data": [_public(j, events=False) for j in
                                                   sorted(self.jobs.values(), key=lambda j: j["id"])]})
+            if path == "/v1/files" and m == "POST":
+                return self._upload_url(request)
+            if (found := re.fullmatch(r"/v1/files/([^/]+)/preprocess", path)) and m == "POST":
+                upload = self._uploads.pop(found[1], None)
+                if upload is None or "_content" not in upload:
+                    return _error(400, f"File {found[1]} has not been uploaded.")
+                record = self.add_file(found[1], upload["filename"], upload["_content"])
+                return json_answer(200, {k: v for k, v in record.items() if not k.startswith("_")})
             if (found := re.fullmatch(r"/v1/files/([^/]+)", path)) and m == "GET":
                 file = self.files.get(found[1])
                 if file is None:
@@ -121,6 +140,17 @@ class TogetherSandbox(PacedStandIn):
                 if action == "cancel" and m == "POST":
                     return self._cancel(job)
         return _error(404, f"Not found: {m} {request.path}")
+
+    def _upload_url(self, request: Received) -> Answer:
+        """Together's upload begins with a form; the answer is a redirect to where the bytes go, and the file id."""
+        form = _form_fields(request)
+        if form.get("purpose") != "fine-tune":
+            return _error(400, f"Invalid purpose {form.get('purpose')!r}.", param="purpose")
+        file_id = f"file-{uuid.uuid4()}"
+        signature = secrets.token_hex(16)
+        self._uploads[file_id] = {"filename": form.get("file_name") or "upload.jsonl", "signature": signature}
+        return 302, {"location": f"{self.url}/upload/{file_id}?signature={signature}", "x-together-file-id": file_id,
+                     "content-type": "application/json"}, b"{}"
 
     def _limits(self, model: str) -> Answer:
         if model not in MODELS:
@@ -284,6 +314,17 @@ class TogetherSandbox(PacedStandIn):
                           "cancelled.", code="invalid_state")
         self._enter(job, "cancel_requested")
         return json_answer(200, _public(job, events=False))
+
+
+def _form_fields(request: Received) -> dict[str, str]:
+    """The fields of a multipart form (the SDK sends its upload request as one)."""
+    content_type = request.headers.get("content-type", "")
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + request.body)
+    if not message.is_multipart():
+        return request.form() if request.body else {}
+    return {part.get_param("name", header="content-disposition"): (part.get_payload(decode=True) or b"").decode()
+            for part in message.iter_parts()}
 
 
 def _tokens(file: dict) -> int:
