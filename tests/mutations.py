@@ -9,11 +9,11 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MUTATIONS = [
-    ("outbox INSERT OR IGNORE -> OR REPLACE", "storage/store.py", '"INSERT OR IGNORE INTO announcements"\n            " (key, job_id, channel_id, outcome, user_id, origin, state', '"INSERT OR REPLACE INTO announcements"\n            " (key, job_id, channel_id, outcome, user_id, origin, state', "tests/test_delivery.py -k owed_twice"),
-    ("outbox INSERT OR IGNORE -> INSERT", "storage/store.py", '"INSERT OR IGNORE INTO announcements"\n            " (key, job_id, channel_id, outcome, user_id, origin, state', '"INSERT INTO announcements"\n            " (key, job_id, channel_id, outcome, user_id, origin, state', "tests/test_delivery.py -k owed_twice"),
-    ("unfollow keeps queued", "storage/store.py", """"DELETE FROM announcements WHERE channel_id = ? AND job_id = ? AND state = 'pending'",""", """"SELECT ?, ?",""", "tests/test_delivery.py -k unfollowing"),
-    ("mark_polled no-op", "storage/store.py", '            db.conn.executemany("UPDATE jobs SET polled_at = ? WHERE id = ?", [(now, i) for i in ids])', '            pass', "tests/test_foundation.py -k take_turns"),
-    ("tag check removed", "bot/providers/openai_shape.py", "return next((_job(j) for j in page.data if (j.metadata or {}).get(REQUEST_KEY) == request_id), None)", "return next((_job(j) for j in page.data), None)", "tests/test_foundation.py -k ignores_the_filter"),
+    ('outbox INSERT OR IGNORE -> OR REPLACE', 'storage/store.py', '"INSERT OR IGNORE INTO announcements"\n            " (key, provider, job_id', '"INSERT OR REPLACE INTO announcements"\n            " (key, provider, job_id', 'tests/test_delivery.py -k owed_twice'),
+    ('outbox INSERT OR IGNORE -> INSERT', 'storage/store.py', '"INSERT OR IGNORE INTO announcements"\n            " (key, provider, job_id', '"INSERT INTO announcements"\n            " (key, provider, job_id', 'tests/test_delivery.py -k owed_twice'),
+    ('unfollow keeps queued', 'storage/store.py', '"DELETE FROM announcements WHERE channel_id = ? AND provider = ? AND job_id = ? AND state = \'pending\'",', '"SELECT ?, ?, ?",', 'tests/test_delivery.py -k unfollowing'),
+    ('mark_polled no-op', 'storage/store.py', '            db.conn.executemany("UPDATE jobs SET polled_at = ? WHERE provider = ? AND id = ?",', '            db.conn.executemany("SELECT ?, ?, ?",', 'tests/test_foundation.py -k take_turns'),
+    ('tag check removed', 'bot/providers/openai_shape.py', '                             if (j.metadata or {}).get(REQUEST_KEY) == request_id), None)', '                             ), None)', 'tests/test_foundation.py -k ignores_the_filter'),
     ("suffix comparison removed", "bot/providers/openai_shape.py", "and job.suffix == suffix", "", "tests/test_foundation.py -k another_suffix"),
     ("give-up by attempts", "bot/delivery.py", "if waiting >= self.give_up_seconds:", "if row['attempts'] >= 3:", "tests/test_delivery.py -k give_up"),
     ("429 spends attempts", "bot/delivery.py", "self.store.release(key, self.worker_id, at=at, note=failure.reason)", "self.store.mark_retry(key, self.worker_id, at=at, error=failure.reason, uncertain=False)", "tests/test_delivery.py -k minutes_of_rate"),
@@ -32,6 +32,16 @@ MUTATIONS = [
     ("close leaves others", "storage/store.py", "            conns, self._open = list(self._open.values()), {}", "            conns, self._open = [], {}", "tests/test_foundation.py -k no_database_handle"),
     ("prune webhooks off", "storage/store.py", '"webhook_deliveries": db.conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?",', '"webhook_deliveries": db.conn.execute("SELECT ?",', "tests/test_foundation.py -k forgotten"),
     ("health ignores db", "bot/app.py", "        if problem:\n            return False, problem", "        if False:\n            return False, problem", "tests/test_foundation.py -k cannot_be_written"),
+    ('together completed means nothing', 'bot/providers/together_shape.py', 'STATES = {"completed": "succeeded", ', 'STATES = {', 'tests/test_together.py -k every_status_word'),
+    ('together failure reason unread', 'bot/providers/together_shape.py', '            job = _with_error(job, reason)', '            pass', 'tests/test_together.py -k reason'),
+    ('together reads taken for a create', 'bot/providers/together_shape.py', '    return request is None or (request.method == "POST"', '    return True or (request.method == "POST"', 'tests/test_together.py -k lost_read'),
+    ("listing's unexplained failures not read", 'bot/poller.py', '        missing = [job_id for job_id in wanted if job_id not in seen] + unexplained', '        missing = [job_id for job_id in wanted if job_id not in seen]', 'tests/test_poller.py -k cheapest'),
+    ('one provider per cycle at a time', 'bot/poller.py', '        if len(asked) == 1:', '        if True:\n            for pair in asked:\n                self._record(report, *self._poll(*pair))\n        elif False:', 'tests/test_providers.py -k outage'),
+    ('per-provider options unchecked', 'bot/jobs.py', '        if refused:\n', '        if False:\n', 'tests/test_providers.py -k own_options'),
+    ('stopped-taking-jobs never seen', 'bot/providers/starting.py', '    if status not in {400, 403, 404, 410}:\n        return False', '    if True:\n        return False', 'tests/test_providers.py -k stopped_taking'),
+    ('legacy rows not adopted', 'bot/app.py', '    if legacy in providers and store.adopt_unnamed(legacy):', '    if False:', 'tests/test_providers.py -k before_providers'),
+    ('outcome queued across providers', 'storage/store.py', '        where = "provider = ? AND job_id = ?"', '        where = "? != \'\' AND job_id = ?"', 'tests/test_storage.py -k same_job_id'),
+    ('never-seen id asks every provider', 'bot/jobs.py', '        candidates = self.providers.fitting(job_id)', '        candidates = list(self.providers)', 'tests/test_providers.py -k never_seen'),
 ]
 only = sys.argv[1:]
 for name, path, old, new, tests in MUTATIONS:

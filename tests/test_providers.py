@@ -182,8 +182,8 @@ def together_id_started(reply, together) -> bool:
 
 def test_an_outage_at_one_provider_never_delays_the_others_announcements(two, slack, provider, together):
     bot, server = two
+    ask(server, slack, f"start {SAMPLE_FILE_ID} provider=together")  # the older job: asked about first
     ask(server, slack, f"start {SAMPLE_FILE_ID}")
-    ask(server, slack, f"start {SAMPLE_FILE_ID} provider=together")
     [openai_id], [together_id] = list(provider.jobs), list(together.jobs)
     provider.set_status(openai_id, "succeeded")
     together.fail("delay", match="/v1/fine-tunes", delay=3.0)  # Together hangs for three seconds...
