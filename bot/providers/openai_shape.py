@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import openai
 
 from bot.config import Settings
-from bot.providers.starting import start_once, stopped_taking_jobs
+from bot.providers.calls import made_by_this_start, read_with_retries, refusal, start_once
 from bot.providers.types import (
     Capabilities,
     Job,
@@ -29,13 +29,11 @@ from bot.providers.types import (
     WebhookRejected,
     state_of,
 )
-from bot.retry_after import retry_after_seconds
 from bot.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
 REQUEST_KEY = "finetune_bot_request"
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 # OpenAI's deprecations page: no new fine-tuning jobs for anyone from this day; existing models keep serving.
 OPENAI_NEW_JOBS_END = date(2027, 1, 6)
 # The status words the bot reads as an outcome; every other word (queued, paused, Azure's pending, a word added
@@ -162,15 +160,8 @@ class OpenAIProvider:
             raise self._translate(exc) from None
 
     def _read(self, call: Callable[[], Any]) -> Any:
-        for attempt in range(1, self._read_attempts + 1):
-            try:
-                return call()
-            except openai.OpenAIError as exc:
-                error = self._translate(exc)
-                if not error.retryable or attempt == self._read_attempts:
-                    raise error from None
-                self._sleep(min(error.retry_after or 0.25 * attempt, 2.0))
-        raise AssertionError("unreachable")
+        return read_with_retries(call, sdk_error=openai.OpenAIError, translate=self._translate,
+                                 attempts=self._read_attempts, sleep=self._sleep)
 
     # -- actions -------------------------------------------------------------------------------------
 
@@ -246,8 +237,7 @@ class OpenAIProvider:
             raise self._translate(exc) from None
         for raw in page.data:
             job = self._job(raw)
-            if (job.training_file == training_file and job.model == model and job.suffix == suffix
-                    and (job.created_at or 0) >= int(since) - 5):
+            if made_by_this_start(job, training_file=training_file, model=model, suffix=suffix, since=since):
                 return job
         return None
 
@@ -271,19 +261,8 @@ class OpenAIProvider:
         if isinstance(exc, openai.APIConnectionError):
             return ProviderError("Could not reach the provider.", retryable=True, ambiguous=True)
         if isinstance(exc, openai.APIStatusError):
-            body = exc.body
-            message = code = None
-            if isinstance(body, dict):
-                inner = body.get("error") if isinstance(body.get("error"), dict) else body
-                message, code = inner.get("message"), inner.get("code")
-            if not message:
-                message = f"The provider answered HTTP {exc.status_code}."
-            retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
-            stopped = creating and stopped_taking_jobs(exc.status_code, str(message), str(code or ""),
-                                                       self.new_jobs_end, self._clock())
-            return ProviderError(self._redact(str(message)), status=exc.status_code,
-                                 code=str(code) if code else None, retryable=exc.status_code in RETRYABLE_STATUS,
-                                 retry_after=retry_after, stopped_taking_jobs=stopped, provider=self.name)
+            return refusal(self.name, exc.status_code, exc.body, exc.response.headers, redact=self._redact,
+                           creating=creating, new_jobs_end=self.new_jobs_end, now=self._clock())
         return ProviderError(self._redact(str(exc)) or type(exc).__name__)
 
     def _job(self, raw: Any) -> Job:

@@ -21,7 +21,7 @@ from typing import Any
 import together
 
 from bot.config import Settings
-from bot.providers.starting import start_once, stopped_taking_jobs
+from bot.providers.calls import made_by_this_start, read_with_retries, refusal, start_once
 from bot.providers.types import (
     Capabilities,
     Job,
@@ -33,13 +33,11 @@ from bot.providers.types import (
     WebhookRejected,
     state_of,
 )
-from bot.retry_after import retry_after_seconds
 from bot.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.together.xyz"
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 # Together's words for a job's outcome; `user_error` is what older jobs say for a failure. Every other word
 # (pending, queued, running, compressing, uploading, cancel_requested, one added later) is still going.
 STATES = {"completed": "succeeded", "error": "failed", "user_error": "failed", "cancelled": "cancelled"}
@@ -150,15 +148,8 @@ class TogetherProvider:
         return list(self._read(lambda: self._client.fine_tuning.list_events(job_id)).data or [])
 
     def _read(self, call: Callable[[], Any]) -> Any:
-        for attempt in range(1, self._read_attempts + 1):
-            try:
-                return call()
-            except together.TogetherError as exc:
-                error = self._translate(exc)
-                if not error.retryable or attempt == self._read_attempts:
-                    raise error from None
-                self._sleep(min(error.retry_after or 0.25 * attempt, 2.0))
-        raise AssertionError("unreachable")
+        return read_with_retries(call, sdk_error=together.TogetherError, translate=self._translate,
+                                 attempts=self._read_attempts, sleep=self._sleep)
 
     # -- actions -------------------------------------------------------------------------------------
 
@@ -211,8 +202,7 @@ class TogetherProvider:
             raise self._translate(exc) from None
         for raw in page.data:
             job = self._job(raw)
-            if (job.training_file == training_file and job.model == model and (job.suffix or None) == suffix
-                    and (job.created_at or 0) >= int(since) - 5):
+            if made_by_this_start(job, training_file=training_file, model=model, suffix=suffix, since=since):
                 return job
         return None
 
@@ -231,22 +221,9 @@ class TogetherProvider:
             return ProviderError("Could not reach Together AI.", retryable=True,
                                  ambiguous=creating and _was_create(exc))
         if isinstance(exc, together.APIStatusError):
-            body = exc.body
-            message = code = None
-            if isinstance(body, dict):
-                # Together's client hands over the whole body, {"error": {...}}; some answers are flat.
-                inner = body.get("error") if isinstance(body.get("error"), dict) else body
-                message, code = inner.get("message"), inner.get("code")
-                if message is None and isinstance(body.get("error"), str):
-                    message = body["error"]
-            if not message:
-                message = f"Together AI answered HTTP {exc.status_code}."
-            retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
-            stopped = creating and stopped_taking_jobs(exc.status_code, str(message), str(code or ""),
-                                                       self.new_jobs_end, self._clock())
-            return ProviderError(self._redact(str(message)), status=exc.status_code,
-                                 code=str(code) if code else None, retryable=exc.status_code in RETRYABLE_STATUS,
-                                 retry_after=retry_after, stopped_taking_jobs=stopped, provider=self.name)
+            # Together's client hands over the whole body, {"error": {...}}; OpenAI's only the inner object.
+            return refusal(self.name, exc.status_code, exc.body, exc.response.headers, redact=self._redact,
+                           creating=creating, new_jobs_end=self.new_jobs_end, now=self._clock())
         return ProviderError(self._redact(str(exc)) or type(exc).__name__)
 
     def _job(self, raw: Any) -> Job:

@@ -163,6 +163,45 @@ class PacedStandIn(StandInServer):
                 for job in list(self.jobs.values()):
                     self._advance(job)
 
+    # -- state, for tests and the shell --------------------------------------------------------------
+
+    default_model = ""
+    sample_file = "file-sample"
+
+    def add_job(self, *, model: str | None = None, status: str | None = None, **fields) -> dict:
+        """Make a job directly, as if started elsewhere (the provider's dashboard, a script)."""
+        with self.lock:
+            job = self._new_job({"model": model or self.default_model, "training_file": self.sample_file})
+            if status:
+                self._enter(job, status, **fields)
+            else:
+                job.update(fields)
+            return self._public(job)
+
+    def set_status(self, job_id: str, status: str, **fields) -> dict:
+        """Move a job to `status` as the real service would, with its events (and model name, and webhook)."""
+        with self.lock:
+            job = self.jobs[job_id]
+            self._enter(job, status, **fields)
+            return self._public(job)
+
+    def job(self, job_id: str) -> dict:
+        with self.lock:
+            self._advance(self.jobs[job_id])
+            return self._public(self.jobs[job_id])
+
+    # -- to be provided by each provider's stand-in ----------------------------------------------------
+
+    def _new_job(self, body: dict) -> dict:
+        raise NotImplementedError
+
+    def _enter(self, job: dict, status: str, **fields) -> None:
+        raise NotImplementedError
+
+    def _public(self, job: dict) -> dict:
+        """A job as the API shows it."""
+        raise NotImplementedError
+
     def _advance(self, job: dict) -> None:
         """Move a paced job on by as many stages as its time allows."""
         raise NotImplementedError

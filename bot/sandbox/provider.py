@@ -51,6 +51,9 @@ def _error(status: int, message: str, *, type_: str = "invalid_request_error", p
 class FineTuningSandbox(PacedStandIn):
     """Files and fine-tuning jobs, OpenAI's wire format, on 127.0.0.1."""
 
+    default_model = "gpt-4.1-mini-2025-04-14"
+    sample_file = SAMPLE_FILE_ID
+
     def __init__(
         self,
         *,
@@ -92,27 +95,8 @@ class FineTuningSandbox(PacedStandIn):
             self.files[file_id] = record
         return record
 
-    def add_job(self, *, model: str = "gpt-4.1-mini-2025-04-14", status: str | None = None, **fields) -> dict:
-        """Make a job directly, as if started elsewhere (the dashboard, a script)."""
-        with self.lock:
-            job = self._new_job({"model": model, "training_file": SAMPLE_FILE_ID})
-            if status:
-                self._enter(job, status, **fields)
-            else:
-                job.update(fields)
-            return _strip(job)
-
-    def set_status(self, job_id: str, status: str, **fields) -> dict:
-        """Move a job to `status` as the real service would, with its events, model name and webhook."""
-        with self.lock:
-            job = self.jobs[job_id]
-            self._enter(job, status, **fields)
-            return _strip(job)
-
-    def job(self, job_id: str) -> dict:
-        with self.lock:
-            self._advance(self.jobs[job_id])
-            return _strip(self.jobs[job_id])
+    def _public(self, job: dict) -> dict:
+        return _strip(job)
 
     # -- HTTP ----------------------------------------------------------------------------------------
 

@@ -42,6 +42,9 @@ def _iso(seconds: float) -> str:
 class TogetherSandbox(PacedStandIn):
     """Files and fine-tuning jobs, Together AI's wire format, on 127.0.0.1."""
 
+    default_model = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+    sample_file = SAMPLE_FILE_ID
+
     def __init__(self, *, pace: float | None = None, clock=None, user: str = "sandbox-user") -> None:
         super().__init__(pace=pace, **({"clock": clock} if clock else {}))
         self.user = user
@@ -61,29 +64,6 @@ class TogetherSandbox(PacedStandIn):
         with self.lock:
             self.files[file_id] = record
         return record
-
-    def add_job(self, *, model: str = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", status: str | None = None,
-                **fields) -> dict:
-        """Make a job directly, as if started elsewhere (Together's dashboard, a script)."""
-        with self.lock:
-            job = self._new_job({"model": model, "training_file": SAMPLE_FILE_ID})
-            if status:
-                self._enter(job, status, **fields)
-            else:
-                job.update(fields)
-            return _public(job)
-
-    def set_status(self, job_id: str, status: str, **fields) -> dict:
-        """Move a job to `status` as the real service would, with its events."""
-        with self.lock:
-            job = self.jobs[job_id]
-            self._enter(job, status, **fields)
-            return _public(job)
-
-    def job(self, job_id: str) -> dict:
-        with self.lock:
-            self._advance(self.jobs[job_id])
-            return _public(self.jobs[job_id])
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -110,7 +90,7 @@ class TogetherSandbox(PacedStandIn):
                 for job in self.jobs.values():
                     self._advance(job)
                 # Every job, in no order the client may rely on (here: by id).
-                return json_answer(200, {"data": [_public(j, events=False) for j in
+                return json_answer(200, {"data": [_public_listed(j) for j in
                                                   sorted(self.jobs.values(), key=lambda j: j["id"])]})
             if path == "/v1/files" and m == "POST":
                 return self._upload_url(request)
@@ -132,7 +112,7 @@ class TogetherSandbox(PacedStandIn):
                 self._advance(job)
                 action = found[2]
                 if action is None and m == "GET":
-                    return json_answer(200, _public(job))
+                    return json_answer(200, self._public(job))
                 if action == "events" and m == "GET":
                     return json_answer(200, {"data": list(job["_events"])})
                 if action == "metrics" and m == "GET":
@@ -140,6 +120,10 @@ class TogetherSandbox(PacedStandIn):
                 if action == "cancel" and m == "POST":
                     return self._cancel(job)
         return _error(404, f"Not found: {m} {request.path}")
+
+    def _public(self, job: dict) -> dict:
+        """A job as retrieve shows it: with its events."""
+        return {**_public_listed(job), "events": list(job["_events"])}
 
     def _upload_url(self, request: Received) -> Answer:
         """Together's upload begins with a form; the answer is a redirect to where the bytes go, and the file id."""
@@ -190,7 +174,7 @@ class TogetherSandbox(PacedStandIn):
         if body.get("suffix") and len(body["suffix"]) > 40:
             return _error(400, "Suffix must be at most 40 characters.", param="suffix")
         job = self._new_job(body)
-        return json_answer(200, _public(job, events=False))
+        return json_answer(200, _public_listed(job))
 
     def _new_job(self, body: dict) -> dict:
         now = self.clock()
@@ -313,7 +297,7 @@ class TogetherSandbox(PacedStandIn):
             return _error(400, f"Fine-tune job {job['id']} has already finished ({job['status']}); it cannot be "
                           "cancelled.", code="invalid_state")
         self._enter(job, "cancel_requested")
-        return json_answer(200, _public(job, events=False))
+        return json_answer(200, _public_listed(job))
 
 
 def _form_fields(request: Received) -> dict[str, str]:
@@ -331,9 +315,6 @@ def _tokens(file: dict) -> int:
     return max(1, len(file.get("_content", b"")) // 4)
 
 
-def _public(job: dict, *, events: bool = True) -> dict:
-    """A job as the API shows it: retrieve includes its events, listings and cancel do not."""
-    shown = {k: v for k, v in job.items() if not k.startswith("_")}
-    if events:
-        shown["events"] = list(job["_events"])
-    return shown
+def _public_listed(job: dict) -> dict:
+    """A job as listings, creates and cancels show it: without its events."""
+    return {k: v for k, v in job.items() if not k.startswith("_")}

@@ -1,0 +1,109 @@
+"""How every adapter calls its SDK: reads retried a little, refusals turned into `ProviderError` in the provider's
+words, and a job started exactly once (the provider APIs have no idempotency key, and a lost answer to a create may
+still have started, and billed, a job)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timezone
+from typing import Any
+
+from bot.providers.types import Job, ProviderError
+from bot.retry_after import retry_after_seconds
+
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+log = logging.getLogger(__name__)
+
+# How providers word "we no longer create fine-tuning jobs" (as opposed to "this request is wrong").
+_STOPPED_WORDS = re.compile(r"deprecat|no longer|not (?:be )?accept|discontinu|sunset|retired|unavailable|shut",
+                            re.IGNORECASE)
+_STOPPED_CODES = {"fine_tuning_unavailable", "fine_tuning_deprecated", "deprecated", "model_deprecated"}
+
+
+def stopped_taking_jobs(status: int, message: str, code: str, new_jobs_end: date | None, now: float) -> bool:
+    """Whether a refused create means the provider has stopped creating jobs, rather than that this one was wrong."""
+    if status not in {400, 403, 404, 410}:
+        return False
+    if code in _STOPPED_CODES or status == 410:
+        return True
+    past_end = new_jobs_end is not None and datetime.fromtimestamp(now, timezone.utc).date() >= new_jobs_end
+    return bool(_STOPPED_WORDS.search(message)) and (past_end or status in {403, 410} or "fine-tun" in message
+                                                     or "fine tun" in message.lower())
+
+
+def start_once(create: Callable[[], Job], find: Callable[[float], Job | None], *, attempts: int, timeout: float,
+               sleep: Callable[[float], None], clock: Callable[[], float]) -> Job:
+    """Call `create` until it answers, at most `attempts` times; before each retry, `find(since)` looks for the job a
+    lost attempt may have created, so a retry never starts a second one.
+
+    A failure to look is reported as ambiguous: the user is told to check before starting again.
+    """
+    began = clock()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return create()
+        except ProviderError as error:
+            if not error.retryable:
+                raise
+            failure = error
+        try:
+            found = find(began)
+        except ProviderError as error:
+            raise ProviderError(
+                f"The provider did not confirm whether the job started ({error.message}). "
+                "Check `/finetune list` before starting it again.",
+                status=error.status, retryable=False, ambiguous=True,
+            ) from None
+        if found is not None:
+            log.info("job creation answer was lost; found the job it created: %s", found.id)
+            return found
+        if attempt >= attempts:
+            raise failure
+        # Never longer than one request may take: a start's whole life stays within 8 timeouts (see bot.app).
+        sleep(min(failure.retry_after or 0.5 * attempt, timeout))
+
+
+def read_with_retries(call: Callable[[], Any], *, sdk_error: type[Exception],
+                      translate: Callable[[Exception], ProviderError], attempts: int,
+                      sleep: Callable[[float], None]) -> Any:
+    """A read, tried again (briefly, or as long as the provider's Retry-After says, up to 2 s) when it may pass."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except sdk_error as exc:
+            error = translate(exc)
+            if not error.retryable or attempt == attempts:
+                raise error from None
+            sleep(min(error.retry_after or 0.25 * attempt, 2.0))
+    raise AssertionError("unreachable")
+
+
+def refusal(provider: str, status: int, body: object, headers: Mapping[str, str], *,
+            redact: Callable[[str], str], creating: bool, new_jobs_end: date | None, now: float) -> ProviderError:
+    """An HTTP refusal in the provider's own words: `{"error": {"message", "code"}}`, the inner object alone, or a
+    bare string; secrets removed."""
+    message = code = None
+    if isinstance(body, dict):
+        inner = body.get("error") if isinstance(body.get("error"), dict) else body
+        message, code = inner.get("message"), inner.get("code")
+        if message is None and isinstance(body.get("error"), str):
+            message = body["error"]
+    if not message:
+        message = f"The provider answered HTTP {status}."
+    stopped = creating and stopped_taking_jobs(status, str(message), str(code or ""), new_jobs_end, now)
+    return ProviderError(redact(str(message)), status=status, code=str(code) if code else None,
+                         retryable=status in RETRYABLE_STATUS,
+                         retry_after=retry_after_seconds(headers.get("retry-after")),
+                         stopped_taking_jobs=stopped, provider=provider)
+
+
+def made_by_this_start(job: Job, *, training_file: str, model: str, suffix: str | None, since: float) -> bool:
+    """Whether `job` is the one a start with these words, begun at `since`, created (for providers that keep no
+    metadata to tag it with)."""
+    return (job.training_file == training_file and job.model == model and (job.suffix or None) == (suffix or None)
+            and (job.created_at or 0) >= int(since) - 5)
