@@ -233,3 +233,11 @@ def test_metrics_are_the_training_curve_oldest_first(together):
     points = _adapter(together).metrics(job["id"])
     assert [p.step for p in points] == list(range(1, 11))
     assert points[0].train_loss > points[-1].train_loss and points[0].valid_loss is None
+
+
+def test_a_refusal_that_echoes_the_key_never_shows_it(together):
+    together.fail("status", match="/v1/fine-tunes", status=401,
+                  body={"error": {"message": f"Invalid API key: {TOGETHER_KEY}", "type": "authentication_error"}})
+    with pytest.raises(ProviderError) as error:
+        _adapter(together).list_jobs()
+    assert TOGETHER_KEY not in error.value.message and "Invalid API key" in error.value.message
