@@ -1,4 +1,4 @@
-"""The `finetune-bot` command: serve (HTTP), socket (Socket Mode) and shell."""
+"""The `finetune-bot` command: serve (HTTP), socket (Socket Mode), shell, and check (a training file)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,30 @@ def _parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", help="talk to the bot in this terminal; no Slack needed")
     shell.add_argument("--timeout", type=float, default=300.0,
                        help="with piped input: seconds to wait for followed jobs to finish (default 300)")
+    check = sub.add_parser("check", help="check a JSONL training file and print its report; exits 1 when it has "
+                                         "errors (needs no Slack and no provider)")
+    check.add_argument("path", help="the training file (.jsonl)")
+    check.add_argument("--model", help="the base model it is for (default: DEFAULT_MODEL)")
+    check.add_argument("--epochs", type=int, help="epochs to price (default: the provider's own rule)")
     return parser
+
+
+def _check(settings: Settings, path: str, model: str | None, epochs: int | None) -> int:
+    import os
+
+    from bot import training_data
+
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as stream:
+            report = training_data.check(stream, model=model or settings.default_model, epochs=epochs, size=size,
+                                         max_bytes=settings.max_training_file_bytes)
+    except OSError as error:
+        print(f"finetune-bot: cannot read {path}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    print(f"{path} for {report.model.name}:")
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
 
 
 def _start_sandbox(settings: Settings) -> tuple[Settings, object]:
@@ -41,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finetune-bot: {error}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level, settings.secrets())
+    if args.mode == "check":
+        if args.epochs is not None and not 1 <= args.epochs <= 50:
+            print("finetune-bot: --epochs must be from 1 to 50", file=sys.stderr)
+            return 2
+        return _check(settings, args.path, args.model, args.epochs)
     if args.mode == "shell":
         from bot import shell
 

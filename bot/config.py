@@ -49,6 +49,11 @@ class Settings:
     sandbox: bool = False
     sandbox_pace_seconds: float = 2.0
     temporary_database: bool = False  # the shell's sandbox keeps its records only as long as it runs
+    max_training_file_mb: float = 512.0  # OpenAI's own limit for a training file
+
+    @property
+    def max_training_file_bytes(self) -> int:
+        return int(self.max_training_file_mb * 1024 * 1024)
 
     @property
     def provider_names(self) -> list[str]:
@@ -137,6 +142,8 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         value = env.get(name, "").strip()
         return value or None
 
+    if mode == "check":
+        sandbox = True  # a file check asks no provider and no Slack: nothing is required
     if mode == "shell" and not (get("OPENAI_API_KEY") or get("AZURE_OPENAI_ENDPOINT") or get("TOGETHER_API_KEY")):
         sandbox = True
 
@@ -202,4 +209,5 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         delivery_give_up_seconds=_number(env, "DELIVERY_GIVE_UP_SECONDS", 86400.0, float, 60, 30 * 86400),
         sandbox=sandbox,
         sandbox_pace_seconds=_number(env, "SANDBOX_PACE_SECONDS", 2.0, float, 0.01, 3600),
+        max_training_file_mb=_number(env, "MAX_TRAINING_FILE_MB", 512.0, float, 0.001, 8192),
     )

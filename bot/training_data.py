@@ -1,0 +1,437 @@
+"""Checking a training file before any money is spent: its format, every error with its lines, token counts, the
+tokens training will bill, and the price.
+
+The file is read as a stream, one line at a time, so memory stays flat however large it is. Nothing here talks to
+Slack or a provider: the CLI (`finetune-bot check`), the shell and the Slack modal all show the same `DataReport`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from bot import tokens
+
+MIN_EXAMPLES = 10  # the providers' own minimum
+FIRST_LINES = 5  # line numbers shown per kind of error
+SNIFF_BYTES = 8192
+MAX_LINE_BYTES = 8 * 1024 * 1024  # one example; a longer line is an error, read past in pieces, never held whole
+
+CHAT, CHAT_TOOLS, PREFERENCE, COMPLETION = "chat", "chat with tools", "preference pairs", "prompt/completion"
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "function_call", "tool_call_id", "refusal"}
+TOP_KEYS = {
+    CHAT: {"messages", "tools", "functions", "parallel_tool_calls"},
+    PREFERENCE: {"input", "preferred_output", "non_preferred_output"},
+    COMPLETION: {"prompt", "completion"},
+}
+
+# -- the models: what each accepts, how long an example may be, and what training costs ---------------------------
+
+# Prices in US dollars per million training tokens. OpenAI: its pricing page (openai.com/api/pricing, "Fine-tuning"),
+# as last read in 2025-06; Together AI: together.ai/pricing, "Fine-tuning", supervised LoRA, by model size, as last
+# read in 2025-06. Both change: the report says the figure is an estimate, and where the provider offers its own
+# (Together's estimate-price endpoint), that is shown beside it once the file is uploaded.
+PRICE_SOURCES = {
+    "openai": "OpenAI's pricing page, fine-tuning, as read in 2025-06",
+    "together": "Together AI's pricing page, supervised LoRA fine-tuning by model size, as read in 2025-06",
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    name: str
+    provider: str
+    encoding: str  # the tokenizer counts are made with
+    context: int  # the most tokens one training example may have
+    price_per_million: float | None
+    formats: frozenset[str]
+    own_tokenizer: bool = True  # False: counted with an OpenAI encoding, so only approximately
+    retired: str | None = None
+
+
+_CHAT_ALL = frozenset({CHAT, CHAT_TOOLS, PREFERENCE})
+_OPEN_MODEL = frozenset({CHAT, CHAT_TOOLS, PREFERENCE, COMPLETION})
+MODELS: dict[str, ModelFacts] = {m.name: m for m in [
+    ModelFacts("gpt-4.1-2025-04-14", "openai", "o200k_base", 65_536, 25.00, _CHAT_ALL),
+    ModelFacts("gpt-4.1-mini-2025-04-14", "openai", "o200k_base", 65_536, 5.00, _CHAT_ALL),
+    ModelFacts("gpt-4.1-nano-2025-04-14", "openai", "o200k_base", 65_536, 1.50, _CHAT_ALL),
+    ModelFacts("gpt-4o-2024-08-06", "openai", "o200k_base", 65_536, 25.00, _CHAT_ALL),
+    ModelFacts("gpt-4o-mini-2024-07-18", "openai", "o200k_base", 65_536, 3.00, _CHAT_ALL),
+    ModelFacts("gpt-3.5-turbo-0125", "openai", "cl100k_base", 16_385, 8.00, frozenset({CHAT, CHAT_TOOLS})),
+    ModelFacts("davinci-002", "openai", "cl100k_base", 16_384, 6.00, frozenset({COMPLETION})),
+    ModelFacts("babbage-002", "openai", "cl100k_base", 16_384, 0.40, frozenset({COMPLETION}),
+               retired="retired by OpenAI on 2026-09-28"),
+    ModelFacts("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "together", "o200k_base", 8_192, 0.48, _OPEN_MODEL,
+               own_tokenizer=False),
+    ModelFacts("meta-llama/Meta-Llama-3.1-70B-Instruct-Reference", "together", "o200k_base", 8_192, 2.90,
+               _OPEN_MODEL, own_tokenizer=False),
+    ModelFacts("meta-llama/Llama-3.2-3B-Instruct", "together", "o200k_base", 8_192, 0.48, _OPEN_MODEL,
+               own_tokenizer=False),
+    ModelFacts("Qwen/Qwen2.5-7B-Instruct", "together", "o200k_base", 8_192, 0.48, _OPEN_MODEL, own_tokenizer=False),
+    ModelFacts("mistralai/Mistral-7B-Instruct-v0.2", "together", "o200k_base", 8_192, 0.48, _OPEN_MODEL,
+               own_tokenizer=False),
+]}
+
+
+def facts_for(model: str) -> ModelFacts:
+    """What is known of a model; an unknown one is counted with o200k_base, with no length limit and no price."""
+    if model in MODELS:
+        return MODELS[model]
+    base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else None
+    if base in MODELS:  # continuing from a fine-tuned model: its base model's facts
+        return MODELS[base]
+    return ModelFacts(model, "", "o200k_base", 0, None, _OPEN_MODEL, own_tokenizer=False)
+
+
+def models_of(provider: str) -> list[str]:
+    """The models a provider fine-tunes, as far as this table knows, current ones first."""
+    return [m.name for m in MODELS.values() if m.provider == provider and not m.retired]
+
+
+def default_epochs(examples: int, provider: str) -> int:
+    """The epochs a provider applies when none are given. OpenAI: 3, raised for small files so that training sees
+    at least 100 examples (at most 25 epochs) and lowered for very large ones (25,000 examples at most, at least 1
+    epoch). Together AI: 1."""
+    if provider != "openai":
+        return 1
+    if examples == 0:
+        return 3
+    if examples * 3 < 100:
+        return min(25, -(-100 // examples))
+    if examples * 3 > 25_000:
+        return max(1, 25_000 // examples)
+    return 3
+
+
+# -- the report -------------------------------------------------------------------------------------------------
+
+ERROR_WORDS = {
+    "not_json": "not valid JSON",
+    "not_object": "not a JSON object",
+    "missing_messages": "no `messages` list",
+    "empty_messages": "an empty `messages` list",
+    "bad_message": "a message that is not an object",
+    "unknown_role": "a message with an unknown role",
+    "bad_content": "a message with missing or non-string content",
+    "no_assistant": "no assistant message",
+    "unknown_keys": "unknown keys",
+    "bad_preference": "a preference pair missing `input`, `preferred_output` or `non_preferred_output`",
+    "bad_completion": "a `prompt` or `completion` that is not a string",
+    "wrong_format": "a different format from the rest of the file",
+    "too_long": "more tokens than the model takes in one example",
+    "not_for_model": "a format this model does not take",
+    "huge_line": f"a line over {MAX_LINE_BYTES // (1024 * 1024)} MB",
+}
+
+
+@dataclass
+class Problem:
+    count: int = 0
+    lines: list[int] = field(default_factory=list)
+
+    def add(self, line: int) -> None:
+        self.count += 1
+        if len(self.lines) < FIRST_LINES:
+            self.lines.append(line)
+
+
+@dataclass
+class DataReport:
+    model: ModelFacts
+    epochs_asked: int | None = None
+    refused: str | None = None  # the file could not be read at all: why
+    format: str | None = None
+    examples: int = 0
+    errors: dict[str, Problem] = field(default_factory=dict)
+    duplicates: Problem = field(default_factory=Problem)
+    missing_system: Problem = field(default_factory=Problem)
+    blank_lines: int = 0
+    tokens: list[int] = field(default_factory=list, repr=False)  # per example; ints only, a few MB at most
+    billable_per_epoch: int = 0
+    provider_estimate: float | None = None  # the provider's own price, once it has been asked
+
+    @property
+    def ok(self) -> bool:
+        return self.refused is None and not self.errors and self.examples > 0
+
+    @property
+    def epochs(self) -> int:
+        return self.epochs_asked or default_epochs(self.examples, self.model.provider)
+
+    @property
+    def billed_tokens(self) -> int:
+        return self.billable_per_epoch * self.epochs
+
+    @property
+    def price(self) -> float | None:
+        if self.model.price_per_million is None:
+            return None
+        return self.billed_tokens / 1_000_000 * self.model.price_per_million
+
+    @property
+    def fits_model(self) -> bool:
+        return self.format is None or self.format in self.model.formats
+
+    def warnings(self) -> list[str]:
+        found = []
+        if self.model.retired:
+            found.append(f"{self.model.name} was {self.model.retired}.")
+        if 0 < self.examples < MIN_EXAMPLES:
+            found.append(f"Only {self.examples} example{'s' if self.examples != 1 else ''}: providers need at "
+                         f"least {MIN_EXAMPLES}.")
+        if self.duplicates.count:
+            found.append(f"{self.duplicates.count} duplicate example(s), first at {_lines(self.duplicates)}.")
+        if self.missing_system.count:
+            found.append(f"{self.missing_system.count} example(s) have no system message while others do, first at "
+                         f"{_lines(self.missing_system)}.")
+        if self.blank_lines:
+            found.append(f"{self.blank_lines} blank line(s), skipped.")
+        return found
+
+    def lines(self) -> list[str]:
+        """The report as plain lines of text, for a terminal; Slack's version escapes these same lines."""
+        out = []
+        if self.refused:
+            return [f"Not checked: {self.refused}"]
+        fit = "" if self.fits_model else f" ({self.model.name} does not take this format)"
+        out.append(f"Format: {self.format or 'none found'}{fit}. Examples: {self.examples:,}.")
+        if self.errors:
+            total = sum(p.count for p in self.errors.values())
+            out.append(f"Errors: {total:,}. Nothing is uploaded until they are fixed.")
+            out += [f"  {ERROR_WORDS[kind]}: {p.count:,} (line {_lines(p)})" for kind, p in self.errors.items()]
+        else:
+            out.append("Errors: none.")
+        warnings = self.warnings()
+        if warnings:
+            out.append("Warnings:")
+            out += [f"  {w}" for w in warnings]
+        if self.tokens:
+            how = "" if self.model.own_tokenizer else f" (approximate: counted with OpenAI's {self.model.encoding})"
+            out.append(f"Tokens{how}: {sum(self.tokens):,} in all; per example min {min(self.tokens):,}, mean "
+                       f"{sum(self.tokens) / len(self.tokens):,.0f}, max {max(self.tokens):,}.")
+            epochs = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}"
+            if not self.epochs_asked:
+                epochs += " (the provider's default for this many examples)"
+            out.append(f"Billed: {self.billed_tokens:,} tokens ({self.billable_per_epoch:,} per epoch × {epochs}).")
+            if self.price is not None:
+                out.append(f"Estimated price: ${self.price:,.2f} at ${self.model.price_per_million:.2f} per million "
+                           f"training tokens for {self.model.name} ({PRICE_SOURCES[self.model.provider]}). "
+                           "An estimate, not a quote.")
+            else:
+                out.append(f"Estimated price: unknown for {self.model.name}.")
+            if self.provider_estimate is not None:
+                out.append(f"The provider's own estimate: ${self.provider_estimate:,.2f}.")
+        return out
+
+
+def _lines(problem: Problem) -> str:
+    shown = ", ".join(str(n) for n in problem.lines)
+    return shown + (", …" if problem.count > len(problem.lines) else "")
+
+
+# -- checking ---------------------------------------------------------------------------------------------------
+
+
+def refusal_for(size: int | None, head: bytes, *, max_bytes: int) -> str | None:
+    """Why a file cannot be checked at all, judged from its size and first bytes, before anything more is read."""
+    if size is not None and size > max_bytes:
+        return (f"the file is {size / 1e6:,.1f} MB; the most this bot checks is {max_bytes / 1e6:,.0f} MB "
+                "(MAX_TRAINING_FILE_MB).")
+    if size == 0 or not head.strip():
+        return "the file is empty."
+    if b"\x00" in head:
+        return "this is not a text file (it holds binary data). Training files are JSON Lines: one JSON object a line."
+    return None
+
+
+def check(stream: BinaryIO, *, model: str, epochs: int | None = None, size: int | None = None,
+          max_bytes: int = 512 * 1024 * 1024) -> DataReport:
+    """Check a JSONL training file, read as a stream of lines."""
+    report = DataReport(facts_for(model), epochs_asked=epochs)
+    if not hasattr(stream, "peek"):
+        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
+    head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+    report.refused = refusal_for(size, head, max_bytes=max_bytes)
+    if report.refused:
+        return report
+    encoder = tokens.encoding(report.model.encoding)
+    seen: set[bytes] = set()
+    formats: Counter[str] = Counter()
+    with_system = without_system = 0
+    first_without_system: list[int] = []
+    read = 0
+    for number, (raw, length) in enumerate(_lines_of(stream), start=1):
+        read += length
+        if read > max_bytes:
+            report.refused = (f"the file is larger than {max_bytes / 1e6:,.0f} MB, the most this bot checks "
+                              "(MAX_TRAINING_FILE_MB).")
+            return report
+        if raw is None:
+            _error(report, "huge_line", number)
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            report.refused = f"line {number} is not UTF-8 text. Save the file as UTF-8 and try again."
+            return report
+        if not text.strip():
+            report.blank_lines += 1
+            continue
+        try:
+            example = json.loads(text)
+        except ValueError:
+            _error(report, "not_json", number)
+            continue
+        if not isinstance(example, dict):
+            _error(report, "not_object", number)
+            continue
+        shape = _format_of(example)
+        formats[shape] += 1
+        if report.format is None:
+            report.format = shape
+        elif _family(shape) != _family(report.format):
+            _error(report, "wrong_format", number)
+            continue
+        elif shape == CHAT_TOOLS:
+            report.format = CHAT_TOOLS  # a file with any tools is a file with tools
+        if shape not in report.model.formats:
+            _error(report, "not_for_model", number)
+            continue
+        problems = _problems(example, shape)
+        for kind in problems:
+            _error(report, kind, number)
+        if problems:
+            continue
+        report.examples += 1
+        digest = hashlib.blake2b(json.dumps(example, sort_keys=True).encode(), digest_size=16).digest()
+        if digest in seen:
+            report.duplicates.add(number)
+        seen.add(digest)
+        if shape in (CHAT, CHAT_TOOLS):
+            if any(m.get("role") in {"system", "developer"} for m in example["messages"]):
+                with_system += 1
+            else:
+                without_system += 1
+                if len(first_without_system) < FIRST_LINES:
+                    first_without_system.append(number)
+        count = _tokens(example, shape, encoder)
+        report.tokens.append(count)
+        limit = report.model.context
+        if limit and count > limit:
+            _error(report, "too_long", number)
+        report.billable_per_epoch += min(count, limit) if limit else count
+    if with_system and without_system:
+        report.missing_system = Problem(without_system, first_without_system)
+    return report
+
+
+def _lines_of(stream: BinaryIO) -> Iterator[tuple[bytes | None, int]]:
+    """Each line and its length in bytes; a line longer than MAX_LINE_BYTES comes as None, read past in pieces."""
+    while True:
+        line = stream.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
+            yield line, len(line)
+            continue
+        length = len(line)
+        while line and not line.endswith(b"\n"):
+            line = stream.readline(MAX_LINE_BYTES)
+            length += len(line)
+        yield None, length
+
+
+def _error(report: DataReport, kind: str, line: int) -> None:
+    report.errors.setdefault(kind, Problem()).add(line)
+
+
+def _format_of(example: dict) -> str:
+    if "input" in example or "preferred_output" in example or "non_preferred_output" in example:
+        return PREFERENCE
+    if "prompt" in example or "completion" in example:
+        return COMPLETION
+    messages = example.get("messages")
+    if example.get("tools") or example.get("functions") or (isinstance(messages, list) and any(
+            isinstance(m, dict) and (m.get("tool_calls") or m.get("function_call") or m.get("role") in {"tool",
+                                                                                                         "function"})
+            for m in messages)):
+        return CHAT_TOOLS
+    return CHAT
+
+
+def _family(shape: str) -> str:
+    return CHAT if shape in (CHAT, CHAT_TOOLS) else shape
+
+
+def _problems(example: dict, shape: str) -> list[str]:
+    family = _family(shape)
+    found = []
+    if set(example) - TOP_KEYS[family]:
+        found.append("unknown_keys")
+    if family == CHAT:
+        found += _message_problems(example.get("messages"), need_assistant=True)
+    elif family == PREFERENCE:
+        source = example.get("input")
+        preferred, other = example.get("preferred_output"), example.get("non_preferred_output")
+        if not isinstance(source, dict) or not isinstance(preferred, list) or not isinstance(other, list):
+            return [*found, "bad_preference"]
+        found += _message_problems(source.get("messages"), need_assistant=False)
+        for output in (preferred, other):
+            found += [p for p in _message_problems(output, need_assistant=True) if p not in found]
+    else:
+        if not isinstance(example.get("prompt"), str) or not isinstance(example.get("completion"), str):
+            found.append("bad_completion")
+    return list(dict.fromkeys(found))
+
+
+def _message_problems(messages: object, *, need_assistant: bool) -> list[str]:
+    if not isinstance(messages, list):
+        return ["missing_messages"]
+    if not messages:
+        return ["empty_messages"]
+    found = []
+    for message in messages:
+        if not isinstance(message, dict):
+            found.append("bad_message")
+            continue
+        role = message.get("role")
+        if role not in ROLES:
+            found.append("unknown_role")
+        content = message.get("content")
+        calls = message.get("tool_calls") or message.get("function_call")
+        if not (isinstance(content, str) or (content is None and role == "assistant" and calls)):
+            found.append("bad_content")
+        if set(message) - MESSAGE_KEYS:
+            found.append("unknown_keys")
+    if need_assistant and not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        found.append("no_assistant")
+    return found
+
+
+def _tokens(example: dict, shape: str, encoder) -> int:
+    """Tokens as OpenAI counts a chat for training: 3 per message and 1 per name on top of the values, 3 to prime
+    the reply; tools and function definitions as their JSON."""
+    def text(value: object) -> int:
+        if isinstance(value, str):
+            return len(encoder.encode_ordinary(value))
+        return len(encoder.encode_ordinary(json.dumps(value, ensure_ascii=False))) if value else 0
+
+    def conversation(messages: list) -> int:
+        total = 3
+        for message in messages:
+            total += 3 + sum(text(v) for k, v in message.items() if k not in {"weight"})
+            total += 1 if "name" in message else 0
+        return total
+
+    if shape == COMPLETION:
+        return text(example.get("prompt")) + text(example.get("completion"))
+    if shape == PREFERENCE:
+        source = conversation(example["input"]["messages"])
+        return source + conversation(example["preferred_output"]) + conversation(example["non_preferred_output"])
+    return conversation(example["messages"]) + text(example.get("tools")) + text(example.get("functions"))
