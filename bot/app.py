@@ -20,6 +20,7 @@ from slack_sdk import WebClient
 
 import handlers
 from bot.config import Settings
+from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
 from bot.jobs import JobService
 from bot.messages import Message
@@ -50,6 +51,7 @@ class Services:
     poller: Poller
     sender: AnnouncementSender
     webhooks: WebhookReceiver
+    data: DataService
     background: ThreadPoolExecutor
     decorate: Callable[[Message], Message]
     scrub: Scrubber
@@ -182,6 +184,8 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     services = Services(
         settings=settings, store=store, providers=providers, slack=slack, jobs=jobs, poller=poller, sender=sender,
         webhooks=WebhookReceiver(webhook_provider, store, on_queued=sender.kick, background=background),
+        data=DataService(slack, jobs, providers, store, background=background,
+                         max_bytes=settings.max_training_file_bytes, decorate=decorate),
         background=background, decorate=decorate, scrub=scrub,
     )
     bolt_log = logging.getLogger("finetune_bot.bolt")

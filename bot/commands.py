@@ -88,8 +88,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
         "start",
         "Start a fine-tuning job (at the default provider unless you name one); this channel is told when it "
-        "finishes.",
-        positional=(Value("training_file", "id", placeholder="training_file_id"),),
+        "finishes. With no file id: a form to pick a .jsonl file, checked (and priced) before anything is uploaded.",
+        optional_positional=(Value("training_file", "id", placeholder="training_file_id"),),
         options=(
             _PROVIDER,
             Value("model", "model", placeholder="name"),
@@ -118,6 +118,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("unsubscribe", "Stop following a job in this channel.", positional=(_JOB_ID,),
                options=(_PROVIDER,)),
     Subcommand("providers", "The providers configured here, what each can do, and whether each takes new jobs."),
+    Subcommand("check", "Check a .jsonl training file from Slack: its format, errors with line numbers, tokens and "
+                        "price. Nothing is uploaded.", options=(_PROVIDER,)),
+    Subcommand("upload", "Check a .jsonl training file from Slack and, when it is clean, upload it to a provider; "
+                         "replies with its file id.", options=(_PROVIDER,), costly=True, past="uploaded"),
     Subcommand("subscriptions", "The jobs this channel follows: running first, then finished, a page at a time.",
                optional_positional=(Value("page", "int", 1, 10_000),)),
     Subcommand("help", "This help."),

@@ -5,8 +5,11 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import tempfile
 import threading
 import urllib.error
+import urllib.request
+from typing import BinaryIO
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -26,6 +29,12 @@ TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "s
 CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long", "msg_blocks_too_long",
                             "too_many_blocks"})
 ANNOUNCEMENT_EVENT = "finetune_bot_announcement"
+DOWNLOAD_CHUNK = 1024 * 1024
+SPOOL_IN_MEMORY = 8 * 1024 * 1024  # a downloaded file larger than this waits on disk, not in memory
+
+
+class FileUnavailable(Exception):
+    """A file shared in Slack that the bot cannot fetch; the message says why, in words for the person."""
 
 
 class SlackFailure(Exception):
@@ -137,6 +146,50 @@ class SlackGateway:
         if found.get("is_private") and not found.get("is_member", True):
             return False
         return True
+
+    # -- modals and files ------------------------------------------------------------------------------
+
+    def open_view(self, trigger_id: str, view: dict) -> str:
+        """Open a modal for the person whose command or click carried `trigger_id` (valid for 3 s); its view id."""
+        return str(self._call("views_open", trigger_id=trigger_id, view=self.scrub.deep(view))["view"]["id"])
+
+    def update_view(self, view_id: str, view: dict) -> None:
+        self._call("views_update", view_id=view_id, view=self.scrub.deep(view))
+
+    def file_info(self, file_id: str) -> dict:
+        """What Slack knows of a shared file (name, size, download address); FileUnavailable when it won't say."""
+        try:
+            return dict(self._call("files_info", file=file_id).get("file") or {})
+        except SlackFailure as failure:
+            words = {"file_not_found": "it no longer exists (deleted?)", "file_deleted": "it was deleted",
+                     "missing_scope": "the app lacks the files:read permission (reinstall it from manifest.yml)"}
+            raise FileUnavailable(f"Slack would not give me the file: {words.get(failure.reason, failure.reason)}."
+                                  ) from None
+
+    def download(self, url: str, *, max_bytes: int, timeout: float = 30.0) -> BinaryIO:
+        """A shared file's bytes, fetched with the bot token, as a stream (in memory when small, on disk when not);
+        refused past `max_bytes` without reading on."""
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.client.token}"})
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - Slack's own file address
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            raise FileUnavailable(f"I could not download the file from Slack ({type(exc).__name__}).") from None
+        with response:
+            if "text/html" in (response.headers.get("content-type") or ""):
+                # Slack answers a request it will not serve with its sign-in page, not with an error.
+                raise FileUnavailable("Slack would not let me download the file (it sent a sign-in page): the app "
+                                      "may lack files:read, or the file is not shared with it.")
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
+            read = 0
+            while chunk := response.read(DOWNLOAD_CHUNK):
+                read += len(chunk)
+                if read > max_bytes:
+                    spool.close()
+                    raise FileUnavailable(f"The file is larger than {max_bytes / 1e6:,.0f} MB, the most this bot "
+                                          "checks (MAX_TRAINING_FILE_MB).")
+                spool.write(chunk)
+        spool.seek(0)
+        return spool  # type: ignore[return-value]
 
     def _call(self, method: str, **kwargs):
         try:

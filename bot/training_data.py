@@ -220,14 +220,19 @@ class DataReport:
                 epochs += " (the provider's default for this many examples)"
             out.append(f"Billed: {self.billed_tokens:,} tokens ({self.billable_per_epoch:,} per epoch × {epochs}).")
             if self.price is not None:
-                out.append(f"Estimated price: ${self.price:,.2f} at ${self.model.price_per_million:.2f} per million "
+                out.append(f"Estimated price: {dollars(self.price)} at ${self.model.price_per_million:.2f} per million "
                            f"training tokens for {self.model.name} ({PRICE_SOURCES[self.model.provider]}). "
                            "An estimate, not a quote.")
             else:
                 out.append(f"Estimated price: unknown for {self.model.name}.")
             if self.provider_estimate is not None:
-                out.append(f"The provider's own estimate: ${self.provider_estimate:,.2f}.")
+                out.append(f"The provider's own estimate: {dollars(self.provider_estimate)}.")
         return out
+
+
+def dollars(amount: float) -> str:
+    """A price as people read it: cents, or "under $0.01" rather than a misleading $0.00."""
+    return "under $0.01" if 0 < amount < 0.005 else f"${amount:,.2f}"
 
 
 def _lines(problem: Problem) -> str:
@@ -254,9 +259,8 @@ def check(stream: BinaryIO, *, model: str, epochs: int | None = None, size: int 
           max_bytes: int = 512 * 1024 * 1024) -> DataReport:
     """Check a JSONL training file, read as a stream of lines."""
     report = DataReport(facts_for(model), epochs_asked=epochs)
-    if not hasattr(stream, "peek"):
-        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
-    head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+    head = stream.read(SNIFF_BYTES)
+    stream = _Prefixed(head, stream)
     report.refused = refusal_for(size, head, max_bytes=max_bytes)
     if report.refused:
         return report
@@ -331,7 +335,21 @@ def check(stream: BinaryIO, *, model: str, epochs: int | None = None, size: int 
     return report
 
 
-def _lines_of(stream: BinaryIO) -> Iterator[tuple[bytes | None, int]]:
+class _Prefixed:
+    """A stream whose first bytes were already read (to judge the file): those bytes, then the rest."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = io.BytesIO(head)
+        self._rest = rest
+
+    def readline(self, limit: int) -> bytes:
+        line = self._head.readline(limit)
+        if line.endswith(b"\n") or len(line) >= limit:
+            return line
+        return line + self._rest.readline(limit - len(line))
+
+
+def _lines_of(stream: _Prefixed) -> Iterator[tuple[bytes | None, int]]:
     """Each line and its length in bytes; a line longer than MAX_LINE_BYTES comes as None, read past in pieces."""
     while True:
         line = stream.readline(MAX_LINE_BYTES + 1)

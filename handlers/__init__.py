@@ -2,10 +2,11 @@
 
 from slack_bolt import App
 
-from handlers import actions, commands, errors
+from handlers import actions, commands, errors, views
 
 
 def register(app: App, services) -> None:
     errors.register(app, services)
     commands.register(app, services)
     actions.register(app, services)
+    views.register(app, services)

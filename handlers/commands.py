@@ -9,6 +9,7 @@ from slack_bolt import App
 from bot.commands import Command, Problem, parse
 from bot.jobs import Caller
 from bot.messages import format_help, format_problem, format_refusal, format_replay
+from bot.providers.types import UnknownProvider
 from handlers.errors import apologize
 
 
@@ -32,9 +33,28 @@ def make_listener(services):
             ack(**services.reply(format_refusal(refusal)))
             return
         ack()
+        if parsed.name in {"check", "upload"} or (parsed.name == "start" and "training_file" not in parsed.args):
+            # The form opens with the command's trigger_id, which Slack honours for 3 seconds: at once, after ack.
+            services.background.submit(_open_form, services, parsed, caller, command.get("trigger_id") or "")
+            return
         run_after_ack(services, parsed, caller, trigger_id=command.get("trigger_id"))
 
     return finetune
+
+
+def _open_form(services, command: Command, caller: Caller, trigger_id: str) -> None:
+    def send(message):
+        if caller.response_url:
+            services.slack.reply(caller.response_url, services.decorate(message))
+
+    try:
+        problem = services.data.open_form(command.name, caller, trigger_id, provider=command.args.get("provider"))
+        if problem:
+            send(format_refusal(problem))
+    except UnknownProvider as unknown:
+        send(format_problem(Problem(f"No provider called `{unknown}` is configured here.")))
+    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
+        apologize(error, send, f"/finetune {command.name}")
 
 
 def run_after_ack(services, command: Command, caller: Caller, *, trigger_id: str | None) -> None:

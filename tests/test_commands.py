@@ -45,7 +45,6 @@ def test_valid_commands(text, expected):
     "text, says",
     [
         ("launch file-abc", "I don't know the command `launch`"),
-        ("start", "`start` needs a training_file_id"),
         ("cancel", "`cancel` needs a job_id"),
         ("pause", "`pause` needs a job_id"),
         ("resume", "`resume` needs a job_id"),
@@ -90,7 +89,7 @@ def test_bad_input_says_what_was_wrong(text, says):
 def test_problems_show_usage_of_the_subcommand():
     problem = parse("start file-abc epochs=lots")
     assert problem.usage == BY_NAME["start"].usage
-    assert problem.usage.startswith("/finetune start <training_file_id> [provider=<name>] [model=<name>]")
+    assert problem.usage.startswith("/finetune start [training_file_id] [provider=<name>] [model=<name>]")
 
 
 def test_help_lists_every_subcommand_from_the_table():
@@ -100,7 +99,7 @@ def test_help_lists_every_subcommand_from_the_table():
 
 
 def test_only_changing_commands_are_costly():
-    assert {s.name for s in SUBCOMMANDS if s.costly} == {"start", "cancel", "pause", "resume"}
+    assert {s.name for s in SUBCOMMANDS if s.costly} == {"start", "cancel", "pause", "resume", "upload"}
 
 
 @settings(max_examples=400, deadline=None)

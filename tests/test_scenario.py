@@ -135,7 +135,6 @@ def test_provider_errors_are_shown_in_their_own_words(server, slack, provider):
 def test_bad_input_gets_a_friendly_answer_at_once(server, slack, provider):
     cases = {
         "frobnicate": "don't know the command `frobnicate`",
-        "start": "needs a training_file_id",
         f"start {SAMPLE_FILE_ID} epochs=lots": "`epochs` must be a whole number from 1 to 50",
         f"start {SAMPLE_FILE_ID} colour=blue": "has no option `colour`",
         "status ftjob-<bad>": "is not a valid job_id",
@@ -148,7 +147,7 @@ def test_bad_input_gets_a_friendly_answer_at_once(server, slack, provider):
         assert expected in ack["text"], (text, ack["text"])
     assert provider.received == []  # nothing reached the provider
     help_ack = server.command("")[1]
-    assert "/finetune start &lt;training_file_id&gt;" in help_ack["text"]  # escaped, as all fallback text
+    assert "/finetune cancel &lt;job_id&gt;" in help_ack["text"]  # escaped, as all fallback text
     assert server.command("help")[1]["text"] == help_ack["text"]
 
 

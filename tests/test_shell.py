@@ -64,7 +64,7 @@ def test_failure_announcement_and_channels(tmp_path):
     result = _run(script, tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "/finetune start <training_file_id>" in out
+    assert "/finetune start [training_file_id]" in out
     assert "FINE-TUNING JOB FAILED" in out and "invalid training file" in out
     assert "Now in #ml-team." in out
     assert "This channel doesn't follow any fine-tuning jobs" in out  # #ml-team follows nothing

@@ -18,7 +18,7 @@ APP_TOKEN = "xapp-1-test-SECRETAPPTOKEN"
 def test_socket_mode_acks_over_the_socket_and_replies(tmp_path, slack, provider):
     standin = SocketModeStandIn()
     slack.app_token, slack.socket_mode_url = APP_TOKEN, standin.url
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_", "TOGETHER_"))}
     env = {**base, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_APP_TOKEN": APP_TOKEN, "SLACK_API_URL": slack.api_url,
            "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1",
            "DATABASE_PATH": str(tmp_path / "socket.db"), "POLL_INTERVAL_SECONDS": "0.2"}
@@ -32,7 +32,7 @@ def test_socket_mode_acks_over_the_socket_and_replies(tmp_path, slack, provider)
         standin.send_envelope(start)
         acks = wait_until(lambda: len(standin.acks) >= 2 and standin.acks, timeout=10)
         by_id = {a["envelope_id"]: a for a in acks}
-        assert "/finetune start &lt;training_file_id&gt;" in by_id[help_envelope["envelope_id"]]["payload"]["text"]
+        assert "/finetune status [job_id]" in by_id[help_envelope["envelope_id"]]["payload"]["text"]
         assert start["envelope_id"] in by_id
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/start")], timeout=10)
         [job_id] = list(provider.jobs)

@@ -227,6 +227,8 @@ def test_a_file_over_the_cap_is_stopped_while_streaming_when_its_size_is_unknown
     class Endless(io.RawIOBase):
         """A stream that never ends: proof that checking stops at the cap instead of reading it whole."""
 
+        line = (json.dumps(_chat()) + "\n").encode()
+
         def __init__(self):
             self.served = 0
 
@@ -234,15 +236,16 @@ def test_a_file_over_the_cap_is_stopped_while_streaming_when_its_size_is_unknown
             return True
 
         def readinto(self, buffer):
-            line = (json.dumps(_chat()) + "\n").encode()
-            n = min(len(buffer), len(line))
-            buffer[:n] = line[:n]
-            self.served += n
-            return n
+            start = self.served % len(self.line)
+            chunk = (self.line[start:] + self.line * (len(buffer) // len(self.line) + 1))[:len(buffer)]
+            buffer[:len(chunk)] = chunk
+            self.served += len(chunk)
+            return len(chunk)
 
-    stream = Endless()
+    endless = Endless()
+    stream = io.BufferedReader(endless)
     report = check(stream, model=MINI, max_bytes=200_000)
-    assert "larger than" in report.refused and stream.served < 300_000
+    assert "larger than" in report.refused and endless.served < 300_000
 
 
 def test_a_line_too_long_to_be_an_example_is_read_past_in_pieces(monkeypatch):

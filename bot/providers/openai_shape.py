@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import openai
@@ -152,12 +152,17 @@ class OpenAIProvider:
             after = page.data[-1].id
         return [points[step] for step in sorted(points)]
 
-    def upload_file(self, filename: str, content: bytes) -> str:
+    def upload_file(self, filename: str, content: bytes | BinaryIO) -> str:
         """Upload a training file; returns its id. Not retried: a lost answer leaves at worst an unused file."""
         try:
             return self._client.files.create(file=(filename, content), purpose="fine-tune").id
         except openai.OpenAIError as exc:
             raise self._translate(exc) from None
+
+    def estimate_price(self, *, training_file: str, model: str, n_epochs: int | None,
+                       validation_file: str | None = None) -> float | None:
+        """OpenAI offers no estimate of its own: the bot's price table is the estimate."""
+        return None
 
     def _read(self, call: Callable[[], Any]) -> Any:
         return read_with_retries(call, sdk_error=openai.OpenAIError, translate=self._translate,

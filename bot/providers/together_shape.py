@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import together
 
@@ -131,18 +132,34 @@ class TogetherProvider:
                                                 _loss(row, "eval_loss", "valid_loss"))
         return [points[step] for step in sorted(points)]
 
-    def upload_file(self, filename: str, content: bytes) -> str:
+    def upload_file(self, filename: str, content: bytes | BinaryIO) -> str:
         """Upload a training file through the SDK's own flow (a form, a redirect, a PUT, then preprocessing);
         returns its id. The SDK reads from disk, so the bytes pass through a private temporary file."""
         safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).stem)[:80] or "training"
         with tempfile.TemporaryDirectory(prefix="finetune-bot-upload-") as folder:
             path = Path(folder) / f"{safe}.jsonl"
-            path.write_bytes(content)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                with path.open("wb") as out:
+                    shutil.copyfileobj(content, out)
             try:
                 # check=False: the SDK would read the whole file again to check it; callers check before uploading.
                 return self._client.files.upload(file=path, purpose="fine-tune", check=False).id
             except together.TogetherError as exc:
                 raise self._translate(exc) from None
+
+    def estimate_price(self, *, training_file: str, model: str, n_epochs: int | None,
+                       validation_file: str | None = None) -> float | None:
+        """Together's own estimate for a job on an uploaded file, in dollars; None when it offers none for it."""
+        kwargs: dict[str, Any] = {"training_file": training_file, "model": model, "n_epochs": n_epochs or 1}
+        if validation_file:
+            kwargs["validation_file"] = validation_file
+        answer = self._read(lambda: self._client.fine_tuning.estimate_price(**kwargs))
+        if not getattr(answer, "estimation_available", False):
+            return None
+        price = getattr(answer, "estimated_total_price", None)
+        return float(price) if isinstance(price, (int, float)) else None
 
     def _raw_events(self, job_id: str) -> list[Any]:
         return list(self._read(lambda: self._client.fine_tuning.list_events(job_id)).data or [])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 # What a job's status means to the bot, whatever word its provider uses: still going, or one of three outcomes.
 GOING = "going"
@@ -180,7 +180,10 @@ class FineTuningProvider(Protocol):
 
     def metrics(self, job_id: str) -> list[MetricPoint]: ...
 
-    def upload_file(self, filename: str, content: bytes) -> str: ...
+    def upload_file(self, filename: str, content: bytes | BinaryIO) -> str: ...
+
+    def estimate_price(self, *, training_file: str, model: str, n_epochs: int | None,
+                       validation_file: str | None = None) -> float | None: ...
 
     def cancel(self, job_id: str) -> Job: ...
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
@@ -33,7 +34,10 @@ class SlackStandIn(StandInServer):
         self.responses: list[dict] = []
         self.channel_errors: dict[str, str] = {}  # channel -> error chat.postMessage answers with
         self.invisible_channels: set[str] = set()  # private channels the bot is not in
-        self.listeners: list[Callable[[str, dict], None]] = []  # called with ("post" | "response", record)
+        self.listeners: list[Callable[[str, dict], None]] = []  # ("post" | "response" | "view", record)
+        self.views: dict[str, dict] = {}  # view id -> the view as last opened or updated
+        self.view_log: list[dict] = []  # every views.open and views.update, in order
+        self.files: dict[str, dict] = {}  # files people shared with the app, by id
         self._ts = itertools.count(1)
 
     @property
@@ -58,7 +62,17 @@ class SlackStandIn(StandInServer):
         for listener in list(self.listeners):
             listener(kind, record)
 
+    def add_file(self, name: str, content: bytes, *, filetype: str = "jsonl") -> str:
+        """A file as if someone picked it in a modal's file input; returns its id."""
+        file_id = f"F{secrets.token_hex(5).upper()}"
+        with self.lock:
+            self.files[file_id] = {"id": file_id, "name": name, "title": name, "size": len(content),
+                                   "filetype": filetype, "mimetype": "application/octet-stream", "_content": content}
+        return file_id
+
     def answer(self, request: Received) -> Answer:
+        if request.path.startswith("/files-pri/"):
+            return self._download(request)
         if request.path.startswith(("/commands/", "/actions/")):
             record = {**request.json(), "url": request.path, "at": time.time()}
             with self.lock:
@@ -100,6 +114,60 @@ class SlackStandIn(StandInServer):
             self.posted.append(record)
         self._notify("post", record)
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": record["text"]}}
+
+    # -- modals ----------------------------------------------------------------------------------------
+
+    def _views_open(self, params: dict) -> dict:
+        trigger = str(params.get("trigger_id") or "")
+        if not re.fullmatch(r"\d+\.\d+\.[0-9a-f]{32}", trigger):
+            return {"ok": False, "error": "invalid_trigger_id"}
+        if time.time() - int(trigger.split(".")[0]) > 3:
+            return {"ok": False, "error": "expired_trigger_id"}  # Slack's 3 seconds
+        view = _maybe_json(params.get("view")) or {}
+        view_id = f"V{secrets.token_hex(5).upper()}"
+        return self._record_view("open", view_id, view, trigger_id=trigger)
+
+    def _views_update(self, params: dict) -> dict:
+        view_id = str(params.get("view_id") or "")
+        if view_id not in self.views:
+            return {"ok": False, "error": "not_found"}
+        return self._record_view("update", view_id, _maybe_json(params.get("view")) or {})
+
+    def answer_to_submission(self, view_id: str, answer: dict) -> None:
+        """Do what Slack does with the answer to a view submission: `update` replaces the modal."""
+        if answer.get("response_action") == "update":
+            self._record_view("update", view_id, answer["view"])
+
+    def _record_view(self, kind: str, view_id: str, view: dict, **extra) -> dict:
+        if len(view.get("blocks") or []) > 100:
+            return {"ok": False, "error": "invalid_arguments"}
+        stored = {**view, "id": view_id, "hash": secrets.token_hex(8), "state": {"values": {}}}
+        record = {"kind": kind, "view_id": view_id, "view": stored, "at": time.time(), **extra}
+        with self.lock:
+            self.views[view_id] = stored
+            self.view_log.append(record)
+        self._notify("view", record)
+        return {"ok": True, "view": stored}
+
+    # -- files ----------------------------------------------------------------------------------------
+
+    def _files_info(self, params: dict) -> dict:
+        file = self.files.get(str(params.get("file") or ""))
+        if file is None:
+            return {"ok": False, "error": "file_not_found"}
+        shown = {k: v for k, v in file.items() if not k.startswith("_")}
+        return {"ok": True, "file": {**shown, "url_private_download":
+                                     f"{self.url}/files-pri/{TEAM_ID}-{file['id']}/download/{quote(file['name'])}"}}
+
+    def _download(self, request: Received) -> Answer:
+        """A file's bytes for the bot token only; anyone else gets Slack's sign-in page, with a 200, as Slack does."""
+        found = re.fullmatch(rf"/files-pri/{TEAM_ID}-([A-Z0-9]+)/download/.*", request.path)
+        if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
+            return 200, {"content-type": "text/html; charset=utf-8"}, b"<!DOCTYPE html><html>Sign in to Slack</html>"
+        file = self.files.get(found[1]) if found else None
+        if file is None:
+            return 404, {"content-type": "text/plain"}, b"Not Found"
+        return 200, {"content-type": "application/octet-stream"}, file["_content"]
 
     def _conversations_info(self, params: dict) -> dict:
         channel = params.get("channel", "")
@@ -180,6 +248,36 @@ def block_action_body(
         "trigger_id": new_trigger_id(),
         "response_url": response_url,
         "actions": [{"type": "button", "action_id": action_id, "block_id": "b1", "value": value,
+                     "action_ts": str(time.time())}],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def view_submission_body(view: dict, values: dict, *, user_id: str = "U0ALICE", team_id: str = TEAM_ID) -> str:
+    """A modal's submission (`view_submission`), as Slack sends it: `values` is {block_id: {action_id: value}}."""
+    payload = {
+        "type": "view_submission",
+        "team": {"id": team_id, "domain": "sandbox"},
+        "user": {"id": user_id, "username": "alice", "team_id": team_id},
+        "api_app_id": "A0FINETUNE",
+        "trigger_id": new_trigger_id(),
+        "view": {**view, "state": {"values": values}},
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def view_action_body(view: dict, action_id: str, value: str, *, user_id: str = "U0ALICE",
+                     team_id: str = TEAM_ID) -> str:
+    """A button clicked inside a modal (`block_actions` with a view and no channel), as Slack sends it."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": team_id, "domain": "sandbox"},
+        "user": {"id": user_id, "username": "alice", "team_id": team_id},
+        "api_app_id": "A0FINETUNE",
+        "container": {"type": "view", "view_id": view["id"]},
+        "trigger_id": new_trigger_id(),
+        "view": view,
+        "actions": [{"type": "button", "action_id": action_id, "block_id": "confirm", "value": value,
                      "action_ts": str(time.time())}],
     }
     return urlencode({"payload": json.dumps(payload)})
