@@ -8,7 +8,9 @@
 3. announcement latency: job final at the provider -> message posted, through polling and through webhooks;
 4. memory: peak resident memory of the serve process tree with 1,000 followed jobs;
 5. two providers: requests per poll cycle at each with 300 followed jobs split between OpenAI's shape and Together
-   AI's, and the announcement latency of OpenAI jobs while Together AI answers every request with a 503.
+   AI's, and the announcement latency of OpenAI jobs while Together AI answers every request with a 503;
+6. checking training data: `finetune-bot check` on 10 MB and 100 MB JSONL files: examples per second, MB per second,
+   and the peak memory of the process (flat with file size: the file is read as a stream).
 """
 
 from __future__ import annotations
@@ -231,6 +233,49 @@ def bench_two_providers(workdir: str, n: int) -> None:
         say("two_providers_outage_target_s", f"{interval + 1:.2f}")
 
 
+def write_training_file(path: str, megabytes: int) -> int:
+    """A chat-format file of about `megabytes` MB (varied, realistic examples); returns how many examples."""
+    import json
+
+    words = ("the model answers questions about orders refunds shipping delays and account settings politely "
+             "with short clear sentences and asks for an order number when it needs one").split()
+    count, size = 0, 0
+    with open(path, "w", encoding="utf-8") as out:
+        while size < megabytes * 1_000_000:
+            question = " ".join(words[(count + i) % len(words)] for i in range(40))
+            answer = " ".join(words[(count * 7 + i) % len(words)] for i in range(120))
+            line = json.dumps({"messages": [{"role": "system", "content": "You are a support assistant."},
+                                            {"role": "user", "content": f"#{count}: {question}?"},
+                                            {"role": "assistant", "content": answer}]}) + "\n"
+            out.write(line)
+            size += len(line)
+            count += 1
+    return count
+
+
+def bench_check(workdir: str) -> None:
+    import subprocess
+
+    for megabytes in (10, 100):
+        path = os.path.join(workdir, f"train{megabytes}.jsonl")
+        examples = write_training_file(path, megabytes)
+        started = time.perf_counter()
+        script = ("import resource, sys; from bot.cli import main; code = main(['check', sys.argv[1]]); "
+                  "print('peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+        result = subprocess.run([sys.executable, "-c", script, path], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                env={**os.environ, "LOG_LEVEL": "WARNING"})
+        took = time.perf_counter() - started
+        peak_kb = int(result.stdout.split("peak_kb")[-1].split()[0])
+        assert result.returncode == 0 and f"Examples: {examples:,}" in result.stdout, result.stdout + result.stderr
+        say(f"check_{megabytes}mb_examples", examples)
+        say(f"check_{megabytes}mb_seconds", f"{took:.1f}")
+        say(f"check_{megabytes}mb_examples_per_s", f"{examples / took:,.0f}")
+        say(f"check_{megabytes}mb_mb_per_s", f"{os.path.getsize(path) / 1e6 / took:.1f}")
+        say(f"check_{megabytes}mb_peak_rss_mb", f"{peak_kb / 1024:.1f}")
+        os.remove(path)
+
+
 def bench_memory(workdir: str, n: int) -> None:
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
         jobs = [provider.add_job(status="running") for _ in range(n)]
@@ -267,11 +312,12 @@ def tree_peak_kb(pid: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory", "providers"], action="append")
+    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory", "providers", "check"],
+                        action="append")
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--senders", type=int, default=20)
     args = parser.parse_args()
-    chosen = set(args.only or ["ack", "poll", "announce", "memory", "providers"])
+    chosen = set(args.only or ["ack", "poll", "announce", "memory", "providers", "check"])
     say("machine_cores", os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:
         if "ack" in chosen:
@@ -284,6 +330,8 @@ def main() -> None:
             bench_memory(workdir, 1000)
         if "providers" in chosen:
             bench_two_providers(workdir, 300)
+        if "check" in chosen:
+            bench_check(workdir)
 
 
 if __name__ == "__main__":

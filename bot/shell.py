@@ -23,9 +23,17 @@ from typing import TextIO
 from slack_bolt.request import BoltRequest
 
 from bot.app import build
+from bot.commands import Command, parse
 from bot.config import Settings
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID
-from bot.sandbox.slack import BOT_USER_ID, SlackStandIn, signed_headers, slash_command_body
+from bot.sandbox.slack import (
+    BOT_USER_ID,
+    SlackStandIn,
+    signed_headers,
+    slash_command_body,
+    view_action_body,
+    view_submission_body,
+)
 from bot.sandbox.stand_ins import SandboxProviders
 
 EMOJI = {
@@ -36,7 +44,15 @@ EMOJI = {
 }
 REPLY_WAIT = 30.0
 SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
+Training data: /finetune check PATH or /finetune upload PATH (a local .jsonl file, in place of Slack's file picker)
 Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /quit"""
+FORM_WAIT = 60.0  # a large file's check, in the shell's own form flow
+
+
+def _opens_a_form(text: str) -> bool:
+    command = parse(text)
+    return isinstance(command, Command) and (command.name in {"check", "upload"} or (
+        command.name == "start" and "training_file" not in command.args))
 
 
 def channel_id(name: str) -> str:
@@ -101,6 +117,7 @@ class Shell:
         self.bot = build(self.settings)
         self.expected_replies = 0
         self._responses = 0
+        self._filling_form = False
 
     def say(self, text: str) -> None:
         with self.print_lock:
@@ -119,6 +136,11 @@ class Shell:
         return f"finetune-bot shell. You are @{self.user} in #{self.channel}.\n{provider}\n{SHELL_HELP}"
 
     def _on_slack(self, kind: str, record: dict) -> None:
+        if kind == "view":
+            if record["kind"] == "open" and not self._filling_form:
+                self.say(f"[#{self.channel}] finetune-bot opened a form (\"{record['view']['title']['text']}\"). "
+                         "The shell cannot pick files from Slack: use /finetune check PATH or /finetune upload PATH.")
+            return
         if kind == "response":
             self._responses += 1
             who = "everyone" if record.get("response_type") == "in_channel" else "only you"
@@ -152,6 +174,10 @@ class Shell:
         return True
 
     def dispatch(self, text: str) -> None:
+        words = text.split()
+        if len(words) >= 2 and words[0].lower() in {"check", "upload"} and "=" not in words[1]:
+            self.fill_form(words[0].lower(), words[1], " ".join(words[2:]))
+            return
         cid = channel_id(self.channel)
         self.channels[cid] = self.channel
         uid = "U" + hashlib.sha1(self.user.encode()).hexdigest()[:10].upper()
@@ -165,9 +191,85 @@ class Shell:
         elif response.body:
             ack = json.loads(response.body)
             self.say(f"[#{self.channel}] finetune-bot (only you can see this):\n{self._indent(ack)}")
-        else:
+        elif not _opens_a_form(text):  # a form is its own answer: no reply follows it
             self.expected_replies += 1
             self.wait_for_replies(REPLY_WAIT)
+
+    def fill_form(self, mode: str, path: str, options: str) -> None:
+        """`/finetune check|upload PATH`: the local file stands in for Slack's file picker. The file goes to the Slack
+        stand-in, and the form is opened, submitted and (for an upload) confirmed by signed requests, as in Slack."""
+        try:
+            with open(os.path.expanduser(path), "rb") as local:
+                content = local.read(self.settings.max_training_file_bytes + 1)
+        except OSError as error:
+            self.say(f"Cannot read {path}: {error.strerror or error}")
+            return
+        file_id = self.slack.add_file(os.path.basename(path), content)
+        self._filling_form = True
+        try:
+            before = len(self.slack.view_log)
+            self._request(slash_command_body(f"{mode} {options}".strip(), **self._where()))
+            opened = self._wait(lambda: [r for r in self.slack.view_log[before:] if r["kind"] == "open"], 10)
+            if not opened:
+                return  # refused (the allow-list) or failed: the reply already said why
+            view = self.slack.views[opened[-1]["view_id"]]
+            values = {"training": {"file": {"type": "file_input", "files": [{"id": file_id}]}}}
+            answer = self._request(view_submission_body(view, values, user_id=self._where()["user_id"]))
+            self.slack.answer_to_submission(view["id"], answer)
+            report = self._settled_view(view["id"])
+            if report is None:
+                return
+            self.say(f"[form] {report['title']['text']}:\n{self._indent(report)}")
+            buttons = [e for b in report["blocks"] if b["type"] == "actions" for e in b["elements"]]
+            if mode == "upload" and buttons:
+                self.say(f"(clicking [{buttons[0]['text']['text']}])")
+                self._request(view_action_body(report, buttons[0]["action_id"], buttons[0]["value"],
+                                               user_id=self._where()["user_id"]))
+                done = self._settled_view(view["id"], after=report)
+                if done is not None:
+                    self.say(f"[form] {done['title']['text']}:\n{self._indent(done)}")
+        finally:
+            self._filling_form = False
+
+    def _where(self) -> dict:
+        cid = channel_id(self.channel)
+        self.channels[cid] = self.channel
+        uid = "U" + hashlib.sha1(self.user.encode()).hexdigest()[:10].upper()
+        self.channels[uid] = self.user
+        return {"channel_id": cid, "channel_name": self.channel, "user_id": uid, "user_name": self.user,
+                "response_url": self.slack.response_url(secrets.token_hex(6))}
+
+    def _request(self, body: str) -> dict:
+        response = self.bot.app.dispatch(BoltRequest(body=body, headers=signed_headers(body, self.signing_secret)))
+        if response.status != 200:
+            self.say(f"(Slack would show an error: the app answered HTTP {response.status})")
+            return {}
+        answer = json.loads(response.body) if response.body else {}
+        if answer.get("text"):
+            self.say(f"[#{self.channel}] finetune-bot (only you can see this):\n{self._indent(answer)}")
+        return answer
+
+    def _settled_view(self, view_id: str, *, after: Mapping | None = None) -> dict | None:
+        """The form once its work is done: neither 'busy' nor the view it showed before."""
+        def done():
+            view = self.slack.views[view_id]
+            busy = ":hourglass" in json.dumps(view.get("blocks"))
+            return view if not busy and (after is None or view["hash"] != after["hash"]) else None
+
+        found = self._wait(done, FORM_WAIT)
+        if found is None:
+            self.say("(the form did not finish in time)")
+        return found
+
+    @staticmethod
+    def _wait(condition, timeout: float):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = condition()
+            if found:
+                return found
+            time.sleep(0.05)
+        return None
 
     def wait_for_replies(self, timeout: float) -> bool:
         """Wait, as a person would, for the answer to the last command before taking the next."""

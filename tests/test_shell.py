@@ -107,3 +107,21 @@ def test_shell_uses_a_configured_provider_and_says_it_is_real(provider, tmp_path
 def test_the_shell_prints_no_warnings_before_its_banner(tmp_path):
     result = _run("/finetune help\n", tmp_path)
     assert result.stdout.startswith("finetune-bot shell.") and result.stderr == ""
+
+
+def test_check_and_upload_a_local_file_through_the_form(tmp_path):
+    clean = tmp_path / "support.jsonl"
+    clean.write_text("".join(
+        '{"messages": [{"role": "user", "content": "Q%d"}, {"role": "assistant", "content": "A%d"}]}\n' % (n, n)
+        for n in range(10)))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"messages": [{"role": "robot", "content": "x"}]}\nnot json\n')
+    script = f"/finetune check {broken}\n/finetune upload {clean}\n/finetune start\n"
+    result = _run(script, tmp_path, timeout=30)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "broken.jsonl* has problems to fix; nothing was uploaded." in out
+    assert "a message with an unknown role: 1 (line 1)" in out and "not valid JSON: 1 (line 2)" in out
+    assert "support.jsonl* is ready." in out and "(clicking [Upload to OpenAI])" in out
+    assert re.search(r"Uploaded \*support\.jsonl\* to OpenAI: `file-[0-9a-f]+`", out), out
+    assert 'opened a form ("Start a job")' in out and "use /finetune check PATH" in out
