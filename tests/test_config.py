@@ -52,6 +52,12 @@ def test_azure_needs_its_key_and_version():
 SLACK = {"SLACK_BOT_TOKEN": "x", "SLACK_SIGNING_SECRET": "s"}
 
 
+def test_the_training_file_cap_is_a_setting():
+    assert load(SERVE_ENV).max_training_file_bytes == 512 * 1024 * 1024
+    assert load({**SERVE_ENV, "MAX_TRAINING_FILE_MB": "10"}).max_training_file_bytes == 10 * 1024 * 1024
+    assert load({}, mode="check").default_model == DEFAULT_MODEL  # checking a file needs no Slack and no provider
+
+
 def test_together_alone_is_a_provider_and_the_default():
     settings = load({**SLACK, "TOGETHER_API_KEY": "tgp-1"})
     assert settings.provider_names == ["together"] and settings.start_provider == "together"
@@ -101,7 +107,8 @@ def test_sandbox_and_shell_need_no_provider():
 
 
 @pytest.mark.parametrize("name, value", [("POLL_INTERVAL_SECONDS", "soon"), ("PORT", "99999"),
-                                         ("LOG_LEVEL", "LOUD")])
+                                         ("LOG_LEVEL", "LOUD"), ("MAX_TRAINING_FILE_MB", "0"),
+                                         ("MAX_TRAINING_FILE_MB", "lots")])
 def test_malformed_settings_are_refused(name, value):
     with pytest.raises(ConfigError, match=name):
         load({**SERVE_ENV, name: value})

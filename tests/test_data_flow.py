@@ -223,3 +223,25 @@ def test_the_cap_on_file_size_is_a_setting(make_bot, slack, settings):
     finally:
         server.close()
 
+
+
+def test_a_validation_file_is_checked_uploaded_and_used(server, slack, provider):
+    form = _open_form(server, slack)
+    training, validation = slack.add_file("train.jsonl", _clean()), slack.add_file("valid.jsonl", _clean(10, "v"))
+    _submit(server, slack, form, _values(training, model=MINI, validation=validation))
+    report = _settled(slack, form["id"])
+    assert "Validation file valid.jsonl:" in _said(report) and "Examples: 10." in _said(report)
+    _post(server, view_action_body(report, DATA_CONFIRM_ACTION, "start"))
+    [job_id] = wait_until(lambda: list(provider.jobs), timeout=10)
+    job = provider.jobs[job_id]
+    assert provider.files[job["validation_file"]]["_content"] == _clean(10, "v")
+    assert provider.files[job["training_file"]]["_content"] == _clean()
+
+
+def test_a_broken_validation_file_stops_the_start(server, slack, provider):
+    form = _open_form(server, slack)
+    _submit(server, slack, form, _values(slack.add_file("train.jsonl", _clean()), model=MINI,
+                                         validation=slack.add_file("valid.jsonl", BROKEN)))
+    said = _said(_settled(slack, form["id"]))
+    assert "has problems to fix" in said and "not valid JSON: 1 (line 3)" in said and DATA_CONFIRM_ACTION not in said
+    assert provider.received == []
