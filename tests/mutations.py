@@ -42,6 +42,12 @@ MUTATIONS = [
     ('legacy rows not adopted', 'bot/app.py', '    if legacy in providers and store.adopt_unnamed(legacy):', '    if False:', 'tests/test_providers.py -k before_providers'),
     ('outcome queued across providers', 'storage/store.py', '        where = "provider = ? AND job_id = ?"', '        where = "? != \'\' AND job_id = ?"', 'tests/test_storage.py -k same_job_id'),
     ('never-seen id asks every provider', 'bot/jobs.py', '        candidates = self.providers.fitting(job_id)', '        candidates = list(self.providers)', 'tests/test_providers.py -k never_seen'),
+    ('changed file uploaded anyway', 'bot/data_flow.py', '            if _sha256(stream) != digest:', '            if False:', 'tests/test_data_flow.py -k changed_after'),
+    ('second confirm click acts again', 'bot/data_flow.py', '        if not self.store.first_sight_of_trigger(f"data-confirm:{view_id}"):', '        if False:', 'tests/test_data_flow.py -k followed_job'),
+    ('a broken file gets the button', 'bot/data_flow.py', '        ok = report.ok\n', '        ok = True\n', 'tests/test_data_flow.py -k never_uploaded'),
+    ('vocabulary not verified', 'bot/tokens.py', '    if hashlib.sha256(raw).hexdigest() != spec["sha256"]:', '    if False:', 'tests/test_training_data.py -k damaged'),
+    ('file name unescaped in the report', 'bot/messages.py', '    head = (f":white_check_mark: *{escape(filename)}* is ready." if ok else\n            f":x: *{escape(filename)}* has problems', '    head = (f":white_check_mark: *{escape(filename)}* is ready." if ok else\n            f":x: *{filename}* has problems', 'tests/test_data_flow.py -k hostile'),
+    ('too-long examples pass', 'bot/training_data.py', '        if limit and count > limit:', '        if False:', 'tests/test_training_data.py -k every_kind'),
 ]
 only = sys.argv[1:]
 for name, path, old, new, tests in MUTATIONS:
