@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -111,9 +112,9 @@ def test_the_shell_prints_no_warnings_before_its_banner(tmp_path):
 
 def test_check_and_upload_a_local_file_through_the_form(tmp_path):
     clean = tmp_path / "support.jsonl"
-    clean.write_text("".join(
-        '{"messages": [{"role": "user", "content": "Q%d"}, {"role": "assistant", "content": "A%d"}]}\n' % (n, n)
-        for n in range(10)))
+    clean.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Q{n}"},
+                                                      {"role": "assistant", "content": f"A{n}"}]}) + "\n"
+                             for n in range(10)))
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"messages": [{"role": "robot", "content": "x"}]}\nnot json\n')
     script = f"/finetune check {broken}\n/finetune upload {clean}\n/finetune start\n"
