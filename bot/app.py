@@ -29,6 +29,7 @@ from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Providers
 from bot.scrub import Scrubber
 from bot.slack import SlackGateway
+from bot.trying import TryService
 from bot.webhooks import WebhookReceiver
 from storage import Store
 
@@ -52,6 +53,7 @@ class Services:
     sender: AnnouncementSender
     webhooks: WebhookReceiver
     data: DataService
+    trying: TryService
     background: ThreadPoolExecutor
     decorate: Callable[[Message], Message]
     scrub: Scrubber
@@ -60,6 +62,12 @@ class Services:
     def provider(self) -> FineTuningProvider:
         """The default provider (where `start` goes when not told)."""
         return self.providers.default
+
+    def run(self, command, caller) -> Message:
+        """The answer to a command: trying models is one service, everything about jobs another."""
+        if command.name in {"try", "compare"}:
+            return self.trying.run(command, caller)
+        return self.jobs.run(command, caller)
 
     def reply(self, message: Message) -> dict:
         """A message as an ack's body: decorated for the sandbox, scrubbed of anything secret."""
@@ -186,6 +194,9 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         webhooks=WebhookReceiver(webhook_provider, store, on_queued=sender.kick, background=background),
         data=DataService(slack, jobs, providers, store, background=background,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate),
+        trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
+                          max_prompt_chars=settings.try_max_prompt_chars,
+                          max_file_bytes=settings.max_training_file_bytes),
         background=background, decorate=decorate, scrub=scrub,
     )
     bolt_log = logging.getLogger("finetune_bot.bolt")

@@ -6,7 +6,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-MAX_COMMAND_LENGTH = 1000
+MAX_COMMAND_LENGTH = 4000  # Slack's own limit for a slash command's text
 # Starts with a letter or digit: an id made only of dots (`..`) would name another path at the provider.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
 SUFFIX_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -69,7 +69,8 @@ class Subcommand:
     positional: tuple[Value, ...] = ()
     optional_positional: tuple[Value, ...] = ()
     options: tuple[Value, ...] = ()
-    costly: bool = False  # starts, stops or changes a job: governed by ALLOWED_USER_IDS / ALLOWED_CHANNEL_IDS
+    rest: str | None = None  # the name of free text that ends the command (a prompt), taken as typed
+    costly: bool = False  # starts, stops, changes or runs something billed: ALLOWED_USER_IDS / ALLOWED_CHANNEL_IDS
     past: str = ""  # what a job is once this is done to it ("cancelled"), for replies and refusals
 
     @property
@@ -78,6 +79,8 @@ class Subcommand:
         words += [f"<{v.placeholder or v.name}>" for v in self.positional]
         words += [f"[{v.placeholder or v.name}]" for v in self.optional_positional]
         words += [f"[{v.name}=<{v.placeholder or v.kind}>]" for v in self.options]
+        if self.rest:
+            words.append(f"<{self.rest}…>")
         return " ".join(words)
 
 
@@ -118,6 +121,14 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("unsubscribe", "Stop following a job in this channel.", positional=(_JOB_ID,),
                options=(_PROVIDER,)),
     Subcommand("providers", "The providers configured here, what each can do, and whether each takes new jobs."),
+    Subcommand("try", "Your prompt to the fine-tuned model and to its base model, answers side by side (a job id "
+                      "stands for its model). Only you see it, with a button to share it.",
+               positional=(Value("model_or_job", "model", placeholder="model_or_job_id"),),
+               options=(_PROVIDER, Value("deployment", "model", placeholder="azure_deployment")),
+               rest="prompt", costly=True, past="tried"),
+    Subcommand("compare", "The fine-tuned and the base model on up to n held-out examples (the validation file, else "
+                          "the end of the training file), beside the expected answers.",
+               positional=(_JOB_ID,), options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared"),
     Subcommand("check", "Check a .jsonl training file from Slack: its format, errors with line numbers, tokens and "
                         "price. Nothing is uploaded.", options=(_PROVIDER,)),
     Subcommand("upload", "Check a .jsonl training file from Slack and, when it is clean, upload it to a provider; "
@@ -157,7 +168,8 @@ def parse(text: str) -> Command | Problem:
     """Read the text after `/finetune`. Never raises: anything not understood becomes a Problem."""
     if len(text) > MAX_COMMAND_LENGTH:
         return Problem(f"That command is {len(text)} characters long; the most I read is {MAX_COMMAND_LENGTH}.")
-    words = text.split()
+    spans = list(re.finditer(r"\S+", text))
+    words = [m.group() for m in spans]
     if not words:
         return Command("help")
     name = words[0].lower()
@@ -171,7 +183,10 @@ def parse(text: str) -> Command | Problem:
     positional = list(spec.positional) + list(spec.optional_positional)
     options = {o.name: o for o in spec.options}
     given = 0
-    for word in words[1:]:
+    for index, word in enumerate(words[1:], start=1):
+        if spec.rest and given == len(positional) and not ("=" in word and word.partition("=")[0].lower() in options):
+            args[spec.rest] = text[spans[index].start():].strip()  # the prompt, as typed
+            break
         if "=" in word and options:
             key, _, raw = word.partition("=")
             option = options.get(key.lower())
@@ -197,4 +212,6 @@ def parse(text: str) -> Command | Problem:
     missing = [v for v in spec.positional if v.name not in args]
     if missing:
         return Problem(f"`{spec.name}` needs a {missing[0].placeholder or missing[0].name}.", spec.usage)
+    if spec.rest and not args.get(spec.rest):
+        return Problem(f"`{spec.name}` needs a {spec.rest} after the {positional[-1].placeholder}.", spec.usage)
     return Command(spec.name, args)

@@ -50,6 +50,8 @@ class Settings:
     sandbox_pace_seconds: float = 2.0
     temporary_database: bool = False  # the shell's sandbox keeps its records only as long as it runs
     max_training_file_mb: float = 512.0  # OpenAI's own limit for a training file
+    try_max_tokens: int = 512  # the most tokens each model may answer a `try` with (it is billed)
+    try_max_prompt_chars: int = 4000
 
     @property
     def max_training_file_bytes(self) -> int:
@@ -210,4 +212,6 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         sandbox=sandbox,
         sandbox_pace_seconds=_number(env, "SANDBOX_PACE_SECONDS", 2.0, float, 0.01, 3600),
         max_training_file_mb=_number(env, "MAX_TRAINING_FILE_MB", 512.0, float, 0.001, 8192),
+        try_max_tokens=int(_number(env, "TRY_MAX_TOKENS", 512, int, 1, 32768)),
+        try_max_prompt_chars=int(_number(env, "TRY_MAX_PROMPT_CHARS", 4000, int, 1, 100_000)),
     )

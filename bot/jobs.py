@@ -163,7 +163,7 @@ class JobService:
     def _status(self, caller: Caller, job_id: str | None = None, provider: str | None = None) -> Message:
         if job_id is None:
             return format_followed(self._follows_page(caller.channel_id, 1), title="Jobs this channel follows")
-        target, job = self._locate(job_id, provider)
+        target, job = self.locate(job_id, provider)
         job = job or target.retrieve(job_id)
         events = target.events(job_id, limit=5) if target.capabilities.events else []
         self._observe(job)
@@ -185,7 +185,7 @@ class JobService:
         return format_job_list(jobs[:n], where=provider, unreachable=unreachable)
 
     def _cancel(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
-        target, _ = self._locate(job_id, provider)
+        target, _ = self.locate(job_id, provider)
         return self._act("cancel", target.cancel, job_id)
 
     def _pause(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
@@ -195,7 +195,7 @@ class JobService:
         return self._pause_or_resume("resume", job_id, provider)
 
     def _pause_or_resume(self, action: str, job_id: str, provider: str | None) -> Message:
-        target, _ = self._locate(job_id, provider)
+        target, _ = self.locate(job_id, provider)
         if not target.capabilities.pause_resume:
             what = "paused" if action == "pause" else "paused or resumed"
             return format_problem(Problem(f"{provider_label(target.name)} jobs cannot be {what}. "
@@ -203,7 +203,7 @@ class JobService:
         return self._act(action, getattr(target, action), job_id)
 
     def _subscribe(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
-        target, job = self._locate(job_id, provider)
+        target, job = self.locate(job_id, provider)
         job = job or target.retrieve(job_id)
         self._observe(job)  # first, so a channel subscribing to a job that just ended gets the reply, not a repeat
         new = self._follow(caller, job, origin="subscribe")
@@ -243,7 +243,7 @@ class JobService:
         return True, (f"Takes new jobs until {end.isoformat()} ({days} day{'s' if days != 1 else ''} from now); "
                       "jobs already started and fine-tuned models keep working after that.")
 
-    def _locate(self, job_id: str, provider: str | None) -> tuple[FineTuningProvider, Job | None]:
+    def locate(self, job_id: str, provider: str | None) -> tuple[FineTuningProvider, Job | None]:
         """Where a job lives: the named provider, the one the bot last saw it at, or, for an id it has never seen,
         the one of the providers whose ids look like it that knows it (then with the job, already read)."""
         if provider:

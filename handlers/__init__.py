@@ -2,7 +2,7 @@
 
 from slack_bolt import App
 
-from handlers import actions, commands, errors, views
+from handlers import actions, commands, errors, trying, views
 
 
 def register(app: App, services) -> None:
@@ -10,3 +10,4 @@ def register(app: App, services) -> None:
     commands.register(app, services)
     actions.register(app, services)
     views.register(app, services)
+    trying.register(app, services)

@@ -72,6 +72,6 @@ def _work(services, command: Command, caller: Caller, trigger_id: str | None) ->
         if trigger_id and not services.store.first_sight_of_trigger(trigger_id):
             send(format_replay())
             return
-        send(services.jobs.run(command, caller))
+        send(services.run(command, caller))
     except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler; end it there too
         apologize(error, send, f"/finetune {command.name}")

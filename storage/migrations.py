@@ -172,3 +172,11 @@ def m003_providers(db: Database) -> None:
     db["announcements"].add_column("provider", str, not_null_default="")
     db.execute("UPDATE announcements SET key = ':' || key")
     db["start_intents"].add_column("provider", str)
+
+
+@migrations()
+def m004_shared_answers(db: Database) -> None:
+    # A model's answer shown only to whoever asked, kept a day so its "Share in channel" button can post it.
+    db["shared_answers"].create({"id": str, "user_id": str, "channel_id": str, "message": str, "created_at": float},
+                                pk="id")
+    db["shared_answers"].create_index(["created_at"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -35,6 +37,7 @@ BUSY_TIMEOUT_MS = 30_000
 WEBHOOK_RETENTION_SECONDS = 7 * 86400  # providers redeliver for at most a few days
 TRIGGER_RETENTION_SECONDS = 600  # Slack refuses a request older than 5 minutes, so a replay is younger than this
 INTENT_RETENTION_SECONDS = 7 * 86400
+SHARE_RETENTION_SECONDS = 86400  # a tried answer can be shared for a day
 
 
 class StorageUnavailable(Exception):
@@ -245,6 +248,28 @@ class Store:
     def job(self, job_id: str, provider: str = OPENAI) -> dict | None:
         rows = self._rows("SELECT * FROM jobs WHERE provider = ? AND id = ?", (provider, job_id))
         return rows[0] if rows else None
+
+    def job_with_model(self, model: str) -> dict | None:
+        """The succeeded job that made `model`, if the bot has seen it."""
+        rows = self._rows("SELECT * FROM jobs WHERE fine_tuned_model = ? AND provider != ''"
+                          " ORDER BY observed_at DESC LIMIT 1", (model,))
+        return rows[0] if rows else None
+
+    # -- answers kept for sharing ------------------------------------------------------------------
+
+    def keep_answer(self, user_id: str, channel_id: str, message: dict) -> str:
+        """Keep a message only its asker sees, so a button can share it in `channel_id` later; returns its id."""
+        share_id = secrets.token_hex(12)
+        with self._immediate() as db:
+            db["shared_answers"].insert({"id": share_id, "user_id": user_id, "channel_id": channel_id,
+                                         "message": json.dumps(message), "created_at": self._clock()})
+        return share_id
+
+    def answer_to_share(self, share_id: str) -> dict | None:
+        rows = self._rows("SELECT * FROM shared_answers WHERE id = ?", (share_id,))
+        if not rows:
+            return None
+        return {**rows[0], "message": json.loads(rows[0]["message"])}
 
     def providers_of(self, job_id: str) -> list[str]:
         """Which providers the bot has seen a job called `job_id` at, most recently seen first."""
@@ -486,6 +511,8 @@ class Store:
                                                       (now - WEBHOOK_RETENTION_SECONDS,)).rowcount,
                 "seen_triggers": db.conn.execute("DELETE FROM seen_triggers WHERE seen_at < ?",
                                                  (now - TRIGGER_RETENTION_SECONDS,)).rowcount,
+                "shared_answers": db.conn.execute("DELETE FROM shared_answers WHERE created_at < ?",
+                                                  (now - SHARE_RETENTION_SECONDS,)).rowcount,
                 "start_intents": db.conn.execute("DELETE FROM start_intents WHERE state != 'pending'"
                                                  " AND state NOT LIKE 'reconciling:%' AND created_at < ?",
                                                  (now - INTENT_RETENTION_SECONDS,)).rowcount,

@@ -19,11 +19,13 @@ from bot.messages import (
     FollowsPage,
     ProviderInfo,
     Subscription,
+    TrySide,
     code,
     escape,
     format_action,
     format_announcement,
     format_apology,
+    format_comparison,
     format_delivery_problem,
     format_followed,
     format_help,
@@ -38,9 +40,10 @@ from bot.messages import (
     format_started,
     format_stopped_taking_jobs,
     format_subscribed,
+    format_try,
     format_unsubscribed,
 )
-from bot.providers.types import Job, JobEvent, ProviderError
+from bot.providers.types import ChatAnswer, Job, JobEvent, ProviderError
 
 HOSTILE = ["<!channel>", "<!here>", "<@U123ADMIN>", "<https://evil.example|click me>", "<#C0SECRET>",
            "&lt;!channel&gt;", "a & b", "``` <!channel> ```", "`<!here>`"]
@@ -70,6 +73,13 @@ def _every_message(hostile: str) -> dict:
         "format_job_status": [format_job_status(job, [JobEvent(1, "info", hostile)], followed_here=False)],
         "format_job_list": [format_job_list([job]), format_job_list([job], where=hostile, unreachable=[hostile]),
                             format_job_list([], unreachable=[hostile])],
+        "format_try": [format_try(hostile, TrySide(hostile, hostile, ChatAnswer(hostile * 400, 1, 2, "length"), None,
+                                                   1.0),
+                                  TrySide(hostile, hostile, None, hostile, 0.5), provider=hostile, system=hostile,
+                                  share_id="s1")],
+        "format_comparison": [format_comparison(hostile, hostile, hostile, [
+            (3, hostile, TrySide("Fine-tuned", hostile, ChatAnswer(hostile), None, 1.0),
+             TrySide("Base", hostile, None, hostile, 1.0))], provider=hostile)],
         "format_providers": [format_providers([ProviderInfo(hostile, True, [hostile], [hostile], [hostile], hostile,
                                                             False)])],
         "format_stopped_taking_jobs": [format_stopped_taking_jobs(ProviderError(hostile, provider=hostile), [hostile]),

@@ -24,8 +24,9 @@ EXPECTED_COLUMNS = {
                       "suffix", "created_at", "state", "job_id", "provider"],
     "seen_triggers": ["trigger_id", "seen_at"],
     "health": ["id", "written_at"],
+    "shared_answers": ["id", "user_id", "channel_id", "message", "created_at"],
 }
-MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers"]
+MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from datetime import date, datetime, timezone
 from typing import Any
 
-from bot.providers.types import Job, ProviderError
+from bot.providers.types import ChatAnswer, Job, ProviderError
 from bot.retry_after import retry_after_seconds
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -100,6 +100,27 @@ def refusal(provider: str, status: int, body: object, headers: Mapping[str, str]
                          retryable=status in RETRYABLE_STATUS,
                          retry_after=retry_after_seconds(headers.get("retry-after")),
                          stopped_taking_jobs=stopped, provider=provider)
+
+
+def read_capped(chunks, max_bytes: int) -> bytes:
+    """A file's content, read in pieces and refused past `max_bytes` rather than held whole."""
+    out = bytearray()
+    for chunk in chunks:
+        out += chunk
+        if len(out) > max_bytes:
+            raise ProviderError(f"The file is larger than {max_bytes / 1e6:,.0f} MB, the most this bot reads.")
+    return bytes(out)
+
+
+def chat_answer(raw: Any) -> ChatAnswer:
+    """The first choice of a chat completion (both SDKs answer in OpenAI's shape)."""
+    choice = (getattr(raw, "choices", None) or [None])[0]
+    message = getattr(choice, "message", None)
+    usage = getattr(raw, "usage", None)
+    return ChatAnswer(text=str(getattr(message, "content", None) or ""),
+                      prompt_tokens=getattr(usage, "prompt_tokens", None),
+                      completion_tokens=getattr(usage, "completion_tokens", None),
+                      finish_reason=getattr(choice, "finish_reason", None))
 
 
 def made_by_this_start(job: Job, *, training_file: str, model: str, suffix: str | None, since: float) -> bool:

@@ -17,9 +17,17 @@ from urllib.parse import urlsplit
 import openai
 
 from bot.config import Settings
-from bot.providers.calls import made_by_this_start, read_with_retries, refusal, start_once
+from bot.providers.calls import (
+    chat_answer,
+    made_by_this_start,
+    read_capped,
+    read_with_retries,
+    refusal,
+    start_once,
+)
 from bot.providers.types import (
     Capabilities,
+    ChatAnswer,
     Job,
     JobEvent,
     MetricPoint,
@@ -108,6 +116,11 @@ class OpenAIProvider:
         return 40 if self.is_azure else 64
 
     @property
+    def needs_deployment(self) -> bool:
+        """AzureOpenAI calls models by deployment name, not model name."""
+        return self.is_azure
+
+    @property
     def capabilities(self) -> Capabilities:
         return Capabilities(pause_resume=True, metadata=self.metadata_supported, events=True, metrics=True,
                             webhooks=True)
@@ -163,6 +176,21 @@ class OpenAIProvider:
                        validation_file: str | None = None) -> float | None:
         """OpenAI offers no estimate of its own: the bot's price table is the estimate."""
         return None
+
+    def chat(self, model: str, messages: list[dict], *, max_tokens: int) -> ChatAnswer:
+        """One chat completion; never retried (it is billed). With AzureOpenAI, `model` is a deployment's name."""
+        try:
+            return chat_answer(self._client.chat.completions.create(model=model, messages=messages,
+                                                                    max_completion_tokens=max_tokens))
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from None
+
+    def file_content(self, file_id: str, *, max_bytes: int) -> bytes:
+        try:
+            with self._client.files.with_streaming_response.content(file_id) as response:
+                return read_capped(response.iter_bytes(), max_bytes)
+        except openai.OpenAIError as exc:
+            raise self._translate(exc) from None
 
     def _read(self, call: Callable[[], Any]) -> Any:
         return read_with_retries(call, sdk_error=openai.OpenAIError, translate=self._translate,

@@ -22,9 +22,17 @@ from typing import Any, BinaryIO
 import together
 
 from bot.config import Settings
-from bot.providers.calls import made_by_this_start, read_with_retries, refusal, start_once
+from bot.providers.calls import (
+    chat_answer,
+    made_by_this_start,
+    read_capped,
+    read_with_retries,
+    refusal,
+    start_once,
+)
 from bot.providers.types import (
     Capabilities,
+    ChatAnswer,
     Job,
     JobEvent,
     MetricPoint,
@@ -163,6 +171,21 @@ class TogetherProvider:
 
     def _raw_events(self, job_id: str) -> list[Any]:
         return list(self._read(lambda: self._client.fine_tuning.list_events(job_id)).data or [])
+
+    def chat(self, model: str, messages: list[dict], *, max_tokens: int) -> ChatAnswer:
+        """One chat completion through Together's OpenAI-compatible endpoint (the SDK's own client); not retried."""
+        try:
+            return chat_answer(self._client.chat.completions.create(model=model, messages=messages,
+                                                                    max_tokens=max_tokens))
+        except together.TogetherError as exc:
+            raise self._translate(exc) from None
+
+    def file_content(self, file_id: str, *, max_bytes: int) -> bytes:
+        try:
+            with self._client.files.with_streaming_response.content(file_id) as response:
+                return read_capped(response.iter_bytes(), max_bytes)
+        except together.TogetherError as exc:
+            raise self._translate(exc) from None
 
     def _read(self, call: Callable[[], Any]) -> Any:
         return read_with_retries(call, sdk_error=together.TogetherError, translate=self._translate,

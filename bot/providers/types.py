@@ -100,6 +100,16 @@ class MetricPoint:
     valid_loss: float | None = None
 
 
+@dataclass(frozen=True)
+class ChatAnswer:
+    """A model's answer to one conversation, with what it used."""
+
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+
+
 class ProviderError(Exception):
     """The provider refused or failed. `message` is its own words (secrets removed), fit to show a user."""
 
@@ -137,6 +147,7 @@ class Capabilities:
     """What a provider can do beyond starting, reading and cancelling jobs."""
 
     pause_resume: bool = False
+    chat: bool = True  # serves chat completions, so a fine-tuned model can be tried
     metadata: bool = False
     events: bool = True
     metrics: bool = False
@@ -145,7 +156,8 @@ class Capabilities:
 
     def described(self, *, present: bool = True) -> list[str]:
         """What the provider can do (or, with present=False, cannot), in words."""
-        names = {"pause_resume": "pause and resume", "metadata": "job metadata", "events": "events",
+        names = {"pause_resume": "pause and resume", "chat": "trying models", "metadata": "job metadata",
+                 "events": "events",
                  "metrics": "training metrics", "webhooks": "webhooks", "price_estimate": "price estimates"}
         return [names[f.name] for f in fields(self) if bool(getattr(self, f.name)) is present]
 
@@ -184,6 +196,10 @@ class FineTuningProvider(Protocol):
 
     def estimate_price(self, *, training_file: str, model: str, n_epochs: int | None,
                        validation_file: str | None = None) -> float | None: ...
+
+    def chat(self, model: str, messages: list[dict], *, max_tokens: int) -> ChatAnswer: ...
+
+    def file_content(self, file_id: str, *, max_bytes: int) -> bytes: ...
 
     def cancel(self, job_id: str) -> Job: ...
 

@@ -20,6 +20,7 @@ import time
 import urllib.request
 from importlib import resources
 
+from bot.sandbox.chat import completion, learnt_answers, unknown_model
 from bot.sandbox.http import Answer, PacedStandIn, Received, json_answer
 
 SAMPLE_FILE_ID = "file-sample"
@@ -72,6 +73,8 @@ class FineTuningSandbox(PacedStandIn):
         self.webhook_secret = webhook_secret
         self.organization = organization
         self.refuse_new_jobs: tuple[int, str] | None = None
+        self.refuse_models: dict[str, tuple[int, str]] = {}  # model -> (status, message) its chat answers with
+        self.chat_latency: dict[str, float] = {}  # model -> seconds its chat answers take
         self.files: dict[str, dict] = {}
         self.webhooks_sent: list[dict] = []
         self._order = 0
@@ -108,6 +111,13 @@ class FineTuningSandbox(PacedStandIn):
         with self.lock:
             if path == "/files" and m == "POST":
                 return self._upload(request)
+            if path == "/chat/completions" and m == "POST":
+                return self._chat(request.json())
+            if (found := re.fullmatch(r"/files/([^/]+)/content", path)) and m == "GET":
+                file = self.files.get(found[1])
+                if file is None:
+                    return _error(404, f"No such File object: {found[1]}", param="id")
+                return 200, {"content-type": "application/octet-stream"}, file["_content"]
             if (found := re.fullmatch(r"/files/([^/]+)", path)) and m == "GET":
                 file = self.files.get(found[1])
                 if file is None:
@@ -131,6 +141,25 @@ class FineTuningSandbox(PacedStandIn):
                 if action in {"cancel", "pause", "resume"} and m == "POST":
                     return self._act(job, action)
         return _error(404, f"Invalid URL ({m} {request.path})")
+
+    def _chat(self, body: dict) -> Answer:
+        model = str(body.get("model"))
+        if model in self.refuse_models:
+            status, message = self.refuse_models[model]
+            return _error(status, message, type_="server_error" if status >= 500 else "invalid_request_error")
+        if self.chat_latency.get(model):
+            self.lock.release()  # a slow model must not hold up the other, as at the real service
+            try:
+                time.sleep(self.chat_latency[model])
+            finally:
+                self.lock.acquire()
+        tuned = next((j for j in self.jobs.values() if j.get("fine_tuned_model") == model
+                      and j["status"] == "succeeded"), None)
+        if tuned is None and model not in MODELS:
+            return unknown_model(model)
+        learnt = (learnt_answers(self.files.get(tuned["training_file"], {}).get("_content", b""))
+                  if tuned is not None else None)
+        return completion(body, learnt=learnt)
 
     def _upload(self, request: Received) -> Answer:
         content_type = request.headers.get("content-type", "")

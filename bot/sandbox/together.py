@@ -16,6 +16,7 @@ import secrets
 import uuid
 from datetime import datetime, timezone
 
+from bot.sandbox.chat import completion, learnt_answers, unknown_model
 from bot.sandbox.http import Answer, PacedStandIn, Received, json_answer
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, sample_training_file
 
@@ -100,6 +101,13 @@ class TogetherSandbox(PacedStandIn):
                     return _error(400, f"File {found[1]} has not been uploaded.")
                 record = self.add_file(found[1], upload["filename"], upload["_content"])
                 return json_answer(200, {k: v for k, v in record.items() if not k.startswith("_")})
+            if path == "/v1/chat/completions" and m == "POST":
+                return self._chat(request.json())
+            if (found := re.fullmatch(r"/v1/files/([^/]+)/content", path)) and m == "GET":
+                file = self.files.get(found[1])
+                if file is None:
+                    return _error(404, f"File {found[1]} not found", code="file_not_found")
+                return 200, {"content-type": "application/octet-stream"}, file["_content"]
             if (found := re.fullmatch(r"/v1/files/([^/]+)", path)) and m == "GET":
                 file = self.files.get(found[1])
                 if file is None:
@@ -120,6 +128,16 @@ class TogetherSandbox(PacedStandIn):
                 if action == "cancel" and m == "POST":
                     return self._cancel(job)
         return _error(404, f"Not found: {m} {request.path}")
+
+    def _chat(self, body: dict) -> Answer:
+        model = str(body.get("model"))
+        tuned = next((j for j in self.jobs.values() if j.get("model_output_name") == model
+                      and j["status"] == "completed"), None)
+        if tuned is None and model not in MODELS:
+            return unknown_model(model)
+        learnt = (learnt_answers(self.files.get(tuned["training_file"], {}).get("_content", b""))
+                  if tuned is not None else None)
+        return completion(body, learnt=learnt)
 
     def _public(self, job: dict) -> dict:
         """A job as retrieve shows it: with its events."""

@@ -1,0 +1,252 @@
+"""Trying a fine-tuned model where the team already is: its answer beside its base model's, on a prompt or on
+held-out examples.
+
+Both models are asked at once, so a `try` takes about as long as the slower of the two; one failing shows its error
+beside the other's answer. Calling a model costs money: `try` and `compare` obey the allow-lists as `start` does,
+every answer is capped at `TRY_MAX_TOKENS`, and `compare` at 20 examples. Nothing the user typed is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from bot.commands import Command, Problem
+from bot.jobs import Caller, JobService
+from bot.messages import (
+    Message,
+    TrySide,
+    format_comparison,
+    format_problem,
+    format_provider_error,
+    format_refusal,
+    format_try,
+    try_modal_view,
+    try_result_view,
+)
+from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, provider_label
+from bot.slack import SlackFailure, SlackGateway
+from storage import Store
+
+log = logging.getLogger(__name__)
+
+COMMANDS = {"try", "compare"}
+MAX_COMPARE = 20
+
+
+class Refused(Exception):
+    """A clear answer to give instead of asking any model."""
+
+
+@dataclass(frozen=True)
+class Target:
+    provider: FineTuningProvider
+    tuned: str  # the fine-tuned model (or, with AzureOpenAI, its deployment)
+    base: str
+    job: Job | None
+
+
+class TryService:
+    def __init__(self, providers: Providers, store: Store, jobs: JobService, slack: SlackGateway, *, max_tokens: int,
+                 max_prompt_chars: int, max_file_bytes: int, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.slack = slack
+        self.settle_seconds = 1.0  # as for the training-data form: Slack shows "asking…" before the answers land
+        self.providers = providers
+        self.store = store
+        self.jobs = jobs
+        self.max_tokens = max_tokens
+        self.max_prompt_chars = max_prompt_chars
+        self.max_file_bytes = max_file_bytes
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="finetune-try")
+
+    def run(self, command: Command, caller: Caller) -> Message:
+        try:
+            if command.name == "try":
+                return self.try_prompt(caller, **command.args)
+            return self.compare(caller, **command.args)
+        except Refused as why:
+            return format_problem(Problem(str(why)))
+        except ProviderError as error:
+            what = command.args.get("model_or_job") or command.args.get("job_id")
+            return format_provider_error(f"{command.name} {what}", error)
+
+    # -- try -------------------------------------------------------------------------------------------
+
+    def try_prompt(self, caller: Caller, model_or_job: str, prompt: str, provider: str | None = None,
+                   deployment: str | None = None, system: str | None = None) -> Message:
+        prompt = prompt.strip()
+        if not prompt:
+            raise Refused("Give a prompt after the model or job id: `/finetune try <model_or_job_id> <prompt…>`.")
+        if len(prompt) > self.max_prompt_chars:
+            raise Refused(f"That prompt is {len(prompt):,} characters; the most I send is {self.max_prompt_chars:,} "
+                          "(TRY_MAX_PROMPT_CHARS).")
+        target = self.resolve(model_or_job, provider, deployment)
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        tuned, base = self.ask_both(target, messages)
+        log.info("tried %s against %s at %s", target.tuned, target.base, target.provider.name)
+        shown = format_try(prompt, tuned, base, provider=target.provider.name, system=system)
+        share_id = self.store.keep_answer(caller.user_id, caller.channel_id,
+                                          {"text": shown.text, "blocks": shown.blocks})
+        return format_try(prompt, tuned, base, provider=target.provider.name, system=system, share_id=share_id)
+
+    def ask_both(self, target: Target, messages: list[dict]) -> tuple[TrySide, TrySide]:
+        """Both models at once; each side is an answer or its error, with the time it took."""
+        tuned = self._pool.submit(self._ask, target.provider, target.tuned, messages, "Fine-tuned")
+        base = self._pool.submit(self._ask, target.provider, target.base, messages, "Base")
+        return tuned.result(), base.result()
+
+    def _ask(self, provider: FineTuningProvider, model: str, messages: list[dict], label: str) -> TrySide:
+        started = self.clock()
+        try:
+            answer = provider.chat(model, messages, max_tokens=self.max_tokens)
+        except ProviderError as error:
+            return TrySide(label, model, None, error.message, self.clock() - started)
+        return TrySide(label, model, answer, None, self.clock() - started)
+
+    # -- from an announcement's Try it button: a form, then the answers in it ---------------------------
+
+    def open_form(self, caller: Caller, job_id: str, provider: str | None, trigger_id: str) -> str | None:
+        """Open the prompt form for a job's model; None when it opened, else why not."""
+        try:
+            target = self.resolve(job_id, provider, None, need_job=True)
+        except (Refused, ProviderError) as why:
+            return getattr(why, "message", None) or str(why)
+        metadata = json.dumps({"provider": target.provider.name, "job": job_id, "team": caller.team_id,
+                               "channel": caller.channel_id})
+        try:
+            self.slack.open_view(trigger_id, try_modal_view(model=target.tuned, metadata=metadata,
+                                                            max_prompt_chars=self.max_prompt_chars))
+        except SlackFailure as failure:
+            return f"Slack didn't let me open the form ({failure.reason}). Click Try it again."
+        return None
+
+    def submitted(self, view: Mapping, user_id: str) -> tuple[dict, Callable[[], object] | None]:
+        """Slack's inline error for an empty prompt, or "asking…" now and the answers in the form once both came."""
+        values = (view.get("state") or {}).get("values") or {}
+
+        def text(block: str) -> str:
+            return str(((values.get(block) or {}).get("value") or {}).get("value") or "").strip()
+
+        prompt, system = text("prompt"), text("system")
+        if not prompt:
+            return {"response_action": "errors", "errors": {"prompt": "Write a prompt for both models."}}, None
+        try:
+            meta = json.loads(view.get("private_metadata") or "{}")
+        except ValueError:
+            meta = {}
+        caller = Caller(str(meta.get("team", "")), str(meta.get("channel", "")), user_id)
+        answered_at = time.monotonic()
+
+        def answer() -> None:
+            try:
+                message = self.try_prompt(caller, str(meta.get("job", "")), prompt, provider=meta.get("provider"),
+                                          system=system or None)
+            except Refused as why:
+                message = format_problem(Problem(str(why)))
+            except ProviderError as error:
+                message = format_provider_error(f"try {meta.get('job')}", error)
+            time.sleep(max(0.0, answered_at + self.settle_seconds - time.monotonic()))  # after Slack shows "asking…"
+            self.slack.update_view(str(view.get("id")), try_result_view(message))
+
+        waiting = {"response_action": "update", "view": try_result_view(format_refusal(
+            "Asking both models… (this form updates when both have answered)"))}
+        return waiting, lambda: self._pool.submit(self._guarded, answer)
+
+    def share(self, share_id: str, user_id: str) -> str | None:
+        """Post a kept answer in its channel, saying who shared it; None when done, else why not."""
+        kept = self.store.answer_to_share(share_id)
+        if kept is None:
+            return "That answer is no longer kept (answers can be shared for a day); try the model again."
+        if kept["user_id"] != user_id:
+            return "Only the person who asked can share this answer."
+        message = kept["message"]
+        blocks = [b for b in message.get("blocks") or [] if b.get("type") != "actions"]
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Shared by <@{user_id}>"}]})
+        self.slack.post(kept["channel_id"], Message(message.get("text", ""), blocks))
+        return None
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:  # noqa: BLE001 - work after ack() is outside Bolt's error handler: log, never lose it
+            log.exception("unexpected error while trying a model")
+
+    # -- compare ---------------------------------------------------------------------------------------
+
+    def compare(self, caller: Caller, job_id: str, n: int = 5, provider: str | None = None) -> Message:
+        target = self.resolve(job_id, provider, None, need_job=True)
+        job = target.job
+        source, from_end = (job.validation_file, False) if job.validation_file else (job.training_file, True)
+        if not source:
+            raise Refused(f"Job {job_id} names no training or validation file to take examples from.")
+        content = target.provider.file_content(source, max_bytes=self.max_file_bytes)
+        examples = _held_out(content, min(n, MAX_COMPARE), from_end=from_end)
+        if not examples:
+            raise Refused(f"{source} holds no chat example that ends with an assistant answer to compare against.")
+        asked = [(line, messages, expected, self._pool.submit(self.ask_both, target, messages))
+                 for line, messages, expected in examples]
+        rows = [(line, expected, *future.result()) for line, messages, expected, future in asked]
+        return format_comparison(job_id, source, "validation file" if not from_end else "end of the training file",
+                                 rows, provider=target.provider.name)
+
+    # -- which models -------------------------------------------------------------------------------------
+
+    def resolve(self, model_or_job: str, provider: str | None, deployment: str | None, *,
+                need_job: bool = False) -> Target:
+        """The fine-tuned model and its base: from a job (which must have succeeded) or a model name."""
+        looks_like_job = bool(self.store.providers_of(model_or_job)) or any(
+            p.owns_id(model_or_job) for p in self.providers)
+        if need_job or looks_like_job:
+            owner, job = self.jobs.locate(model_or_job, provider)
+            job = job or owner.retrieve(model_or_job)
+            if job.state != "succeeded" or not job.fine_tuned_model:
+                raise Refused(f"Job {job.id} has not succeeded (it is {job.status}), so there is no model to try yet."
+                              + (" I'll post here when it finishes if you `/finetune subscribe` to it."
+                                 if not job.final else ""))
+            return self._target(owner, job.fine_tuned_model, job.model, job, deployment)
+        row = self.store.job_with_model(model_or_job)
+        if row is not None and (provider is None or row["provider"] == provider) and row["provider"] in self.providers:
+            job = Job.from_row(row)
+            return self._target(self.providers.get(job.provider), model_or_job, job.model, job, deployment)
+        parts = model_or_job.split(":")
+        if model_or_job.startswith("ft:") and len(parts) >= 3:
+            owner = self.providers.get(provider) if provider else next(
+                (p for p in self.providers if p.name in {"openai", "azure"}), self.providers.default)
+            return self._target(owner, model_or_job, parts[1], None, deployment)
+        raise Refused(f"I don't know a fine-tuned model called `{model_or_job}`. Give its job id instead "
+                      "(`/finetune list` shows them).")
+
+    def _target(self, owner: FineTuningProvider, tuned: str, base: str, job: Job | None,
+                deployment: str | None) -> Target:
+        if not owner.capabilities.chat:
+            raise Refused(f"{provider_label(owner.name)} does not serve chat completions here, so its models "
+                          "cannot be tried.")
+        if getattr(owner, "needs_deployment", False):
+            if not deployment:
+                raise Refused("Azure OpenAI calls a model by its deployment: give the fine-tuned model's deployment "
+                              "name with `deployment=<name>` (the base model's answer then comes from a deployment "
+                              f"named `{base}`).")
+            return Target(owner, deployment, base, job)
+        return Target(owner, tuned, base, job)
+
+
+def _held_out(content: bytes, n: int, *, from_end: bool) -> list[tuple[int, list[dict], str]]:
+    """Up to n chat examples as (line, conversation without its last answer, that answer)."""
+    found = []
+    for number, line in enumerate(content.splitlines(), start=1):
+        try:
+            example = json.loads(line)
+        except ValueError:
+            continue
+        messages = example.get("messages") if isinstance(example, dict) else None
+        if (isinstance(messages, list) and len(messages) >= 2 and isinstance(messages[-1], dict)
+                and messages[-1].get("role") == "assistant" and isinstance(messages[-1].get("content"), str)):
+            found.append((number, [m for m in messages[:-1] if isinstance(m, dict)], messages[-1]["content"]))
+            if not from_end and len(found) >= n:
+                break
+    return found[-n:] if from_end else found[:n]

@@ -1,0 +1,89 @@
+"""Trying a fine-tuned model from its announcement: the Try it button, its form, and sharing an answer."""
+
+from __future__ import annotations
+
+import html
+import json
+
+from slack_bolt import App
+
+from bot.commands import ID_PATTERN, Command
+from bot.jobs import Caller
+from bot.messages import TRY_CALLBACK, TRY_OPEN_ACTION, TRY_SHARE_ACTION, format_refusal
+from handlers.errors import apologize
+
+
+def register(app: App, services) -> None:
+    app.action(TRY_OPEN_ACTION)(make_open_listener(services))
+    app.view(TRY_CALLBACK)(make_submission_listener(services))
+    app.action(TRY_SHARE_ACTION)(make_share_listener(services))
+
+
+def _caller(body: dict) -> Caller:
+    return Caller((body.get("team") or {}).get("id", ""), (body.get("channel") or {}).get("id", ""),
+                  (body.get("user") or {}).get("id", ""), response_url=body.get("response_url") or None)
+
+
+def _tell(services, caller: Caller):
+    def send(message):
+        if caller.response_url:
+            services.slack.reply(caller.response_url, services.decorate(message))
+    return send
+
+
+def make_open_listener(services):
+    def try_clicked(ack, body, action):  # noqa: ANN001 - Bolt injects by name
+        ack()
+        caller = _caller(body)
+        try:
+            target = json.loads(html.unescape(action.get("value") or "{}"))
+        except ValueError:
+            return
+        job_id, provider = str(target.get("job") or ""), target.get("provider")
+        if not ID_PATTERN.fullmatch(job_id):
+            return  # not a button of ours
+        refusal = services.jobs.refusal(Command("try", {}), caller)
+        if refusal:
+            services.background.submit(_tell(services, caller), format_refusal(refusal))
+            return
+        services.background.submit(_open, services, caller, job_id, provider, body.get("trigger_id") or "")
+
+    return try_clicked
+
+
+def _open(services, caller: Caller, job_id: str, provider, trigger_id: str) -> None:
+    try:
+        problem = services.trying.open_form(caller, job_id, provider, trigger_id)
+        if problem:
+            _tell(services, caller)(problem)
+    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
+        apologize(error, _tell(services, caller), "the Try it button")
+
+
+def make_submission_listener(services):
+    def try_submitted(ack, body, view):  # noqa: ANN001 - Bolt injects by name
+        answer, then = services.trying.submitted(view, (body.get("user") or {}).get("id", ""))
+        ack(**answer)
+        if then is not None:
+            then()
+
+    return try_submitted
+
+
+def make_share_listener(services):
+    def share_clicked(ack, body, action):  # noqa: ANN001 - Bolt injects by name
+        ack()
+        caller = _caller(body)
+        services.background.submit(_share, services, caller, str(action.get("value") or ""))
+
+    return share_clicked
+
+
+def _share(services, caller: Caller, share_id: str) -> None:
+    send = _tell(services, caller)
+    try:
+        refusal = services.trying.share(share_id, caller.user_id)
+        if refusal:
+            send(format_refusal(refusal))
+    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
+        apologize(error, send, "the Share button")
