@@ -10,7 +10,8 @@
 5. two providers: requests per poll cycle at each with 300 followed jobs split between OpenAI's shape and Together
    AI's, and the announcement latency of OpenAI jobs while Together AI answers every request with a 503;
 6. checking training data: `finetune-bot check` on 10 MB and 100 MB JSONL files: examples per second, MB per second,
-   and the peak memory of the process (flat with file size: the file is read as a stream).
+   and the peak memory of the process (flat with file size: the file is read as a stream);
+7. trying a model: the time `try` adds over the slower of the two models' own answers (both are asked at once).
 """
 
 from __future__ import annotations
@@ -276,6 +277,39 @@ def bench_check(workdir: str) -> None:
         os.remove(path)
 
 
+def bench_try(workdir: str, tries: int = 20) -> None:
+    from bot.config import Settings
+    from bot.providers import registry
+    from bot.trying import TryService
+
+    with FineTuningSandbox() as provider:
+        job = provider.add_job(status="succeeded")
+        provider.chat_latency = {job["fine_tuned_model"]: 0.3, "gpt-4.1-mini-2025-04-14": 0.5}
+        settings = Settings(openai_api_key="sk-bench", openai_base_url=provider.url + "/v1",
+                            database_path=os.path.join(workdir, "try.db"))
+        store = Store(settings.database_path)
+        providers = registry.configured(settings)
+        store.follow("C0BENCH", {"id": job["id"], "provider": "openai", "status": "succeeded", "model": job["model"],
+                                 "fine_tuned_model": job["fine_tuned_model"]}, final=True, team_id="T",
+                     user_id="U0BENCH", origin="subscribe")
+        trying = TryService(providers, store, None, None, max_tokens=256, max_prompt_chars=4000,
+                            max_file_bytes=10**6)
+        target = trying.resolve(job["fine_tuned_model"], None, None)
+        added = []
+        for _ in range(tries):
+            started = time.perf_counter()
+            tuned, base = trying.ask_both(target, [{"role": "user", "content": "What's the capital of France?"}])
+            wall = time.perf_counter() - started
+            assert tuned.error is None and base.error is None
+            added.append(wall - max(tuned.seconds, base.seconds))
+        store.close()
+        say("try_tries", tries)
+        say("try_model_latencies_s", "0.3 (fine-tuned) / 0.5 (base)")
+        say("try_added_over_slower_model_p50_ms", f"{percentile(added, 50) * 1000:.1f}")
+        say("try_added_over_slower_model_max_ms", f"{max(added) * 1000:.1f}")
+        say("try_sequential_would_add_ms", "300")
+
+
 def bench_memory(workdir: str, n: int) -> None:
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
         jobs = [provider.add_job(status="running") for _ in range(n)]
@@ -312,12 +346,12 @@ def tree_peak_kb(pid: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory", "providers", "check"],
+    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory", "providers", "check", "try"],
                         action="append")
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--senders", type=int, default=20)
     args = parser.parse_args()
-    chosen = set(args.only or ["ack", "poll", "announce", "memory", "providers", "check"])
+    chosen = set(args.only or ["ack", "poll", "announce", "memory", "providers", "check", "try"])
     say("machine_cores", os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:
         if "ack" in chosen:
@@ -332,6 +366,8 @@ def main() -> None:
             bench_two_providers(workdir, 300)
         if "check" in chosen:
             bench_check(workdir)
+        if "try" in chosen:
+            bench_try(workdir)
 
 
 if __name__ == "__main__":
