@@ -19,6 +19,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
 import handlers
+from bot.charting import ChartService
 from bot.config import Settings
 from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
@@ -54,6 +55,7 @@ class Services:
     webhooks: WebhookReceiver
     data: DataService
     trying: TryService
+    charts: ChartService
     background: ThreadPoolExecutor
     decorate: Callable[[Message], Message]
     scrub: Scrubber
@@ -67,6 +69,8 @@ class Services:
         """The answer to a command: trying models is one service, everything about jobs another."""
         if command.name in {"try", "compare"}:
             return self.trying.run(command, caller)
+        if command.name == "chart":
+            return self.charts.run(command, caller)
         return self.jobs.run(command, caller)
 
     def reply(self, message: Message) -> dict:
@@ -194,11 +198,13 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         webhooks=WebhookReceiver(webhook_provider, store, on_queued=sender.kick, background=background),
         data=DataService(slack, jobs, providers, store, background=background,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate),
+        charts=ChartService(providers, jobs, slack),
         trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
                           max_prompt_chars=settings.try_max_prompt_chars,
                           max_file_bytes=settings.max_training_file_bytes),
         background=background, decorate=decorate, scrub=scrub,
     )
+    sender.on_sent = services.charts.after_announced  # a success's chart goes into its announcement's thread
     bolt_log = logging.getLogger("finetune_bot.bolt")
     if _quiet_token_precedence not in bolt_log.filters:
         bolt_log.addFilter(_quiet_token_precedence)

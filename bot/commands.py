@@ -129,6 +129,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("compare", "The fine-tuned and the base model on up to n held-out examples (the validation file, else "
                           "the end of the training file), beside the expected answers.",
                positional=(_JOB_ID,), options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared"),
+    Subcommand("chart", "The job's training loss (and validation loss) by step, as a picture in this channel.",
+               positional=(_JOB_ID,), options=(_PROVIDER,)),
     Subcommand("check", "Check a .jsonl training file from Slack: its format, errors with line numbers, tokens and "
                         "price. Nothing is uploaded.", options=(_PROVIDER,)),
     Subcommand("upload", "Check a .jsonl training file from Slack and, when it is clean, upload it to a provider; "

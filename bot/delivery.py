@@ -41,7 +41,8 @@ class AnnouncementSender:
     def __init__(self, store: Store, slack: SlackGateway, *, worker_id: str, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] | None = None, lease_seconds: float = 60.0,
                  give_up_seconds: float = 86400.0, batch: int = 50,
-                 decorate: Callable[[Message], Message] = lambda m: m) -> None:
+                 decorate: Callable[[Message], Message] = lambda m: m,
+                 on_sent: Callable[[dict, str], None] = lambda row, ts: None) -> None:
         self.store = store
         self.slack = slack
         self.worker_id = worker_id
@@ -50,6 +51,7 @@ class AnnouncementSender:
         self.give_up_seconds = give_up_seconds
         self.batch = batch
         self.decorate = decorate
+        self.on_sent = on_sent  # what follows a posted announcement (its chart): best effort, never a repeat of it
         self._not_before: dict[str, float] = {}  # per channel: spacing between posts, or Slack's Retry-After
         self._lock = threading.Lock()
         self._again = threading.Event()
@@ -151,7 +153,8 @@ class AnnouncementSender:
         except SlackFailure as failure:
             self._handle_failure(row, failure, report)
             return
-        self.store.mark_sent(key, self.worker_id, ts)
+        if self.store.mark_sent(key, self.worker_id, ts):
+            self.on_sent(row, ts)
         report.sent += 1
         log.info("announced %s in %s", key, channel)
 

@@ -196,6 +196,11 @@ def format_provider_error(doing: str, error: ProviderError) -> Message:
     return _message(f"Could not {doing}. {said}", [_section(body)])
 
 
+def format_note(text: str, *, emoji: str = ":information_source:") -> Message:
+    """A sentence for the person who asked, untrusted parts and all, escaped."""
+    return _message(text, [_section(f"{emoji} {escape(text)}")])
+
+
 def format_replay() -> Message:
     text = "I've already received this exact request, so I didn't act on it again."
     return _message(text, [_section(":repeat: " + escape(text))])

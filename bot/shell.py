@@ -136,6 +136,12 @@ class Shell:
         return f"finetune-bot shell. You are @{self.user} in #{self.channel}.\n{provider}\n{SHELL_HELP}"
 
     def _on_slack(self, kind: str, record: dict) -> None:
+        if kind == "upload":
+            where = self.channels.get(record["channel"], record["channel"])
+            thread = " (in the announcement's thread)" if record.get("thread_ts") else ""
+            self.say(f"[#{where}] finetune-bot shared a picture{thread}: {record['title']} "
+                     f"({record['filename']}, {len(record['_content']) // 1024} KB PNG)")
+            return
         if kind == "view":
             if record["kind"] == "open" and not self._filling_form:
                 self.say(f"[#{self.channel}] finetune-bot opened a form (\"{record['view']['title']['text']}\"). "

@@ -191,6 +191,14 @@ class SlackGateway:
         spool.seek(0)
         return spool  # type: ignore[return-value]
 
+    def upload_png(self, channel: str, filename: str, content: bytes, *, title: str, comment: str | None = None,
+                   thread_ts: str | None = None) -> None:
+        """Share a picture in a channel (or a message's thread) through Slack's current upload flow
+        (files.getUploadURLExternal, the bytes, files.completeUploadExternal: slack_sdk's files_upload_v2)."""
+        kwargs = {"channel": channel, "filename": filename, "content": content, "title": title,
+                  "initial_comment": self.scrub(comment) if comment else None, "thread_ts": thread_ts}
+        self._call("files_upload_v2", **{k: v for k, v in kwargs.items() if v is not None})
+
     def _call(self, method: str, **kwargs):
         try:
             return getattr(self.client, method)(**kwargs)

@@ -31,6 +31,7 @@ from bot.messages import (
     format_help,
     format_job_list,
     format_job_status,
+    format_note,
     format_problem,
     format_provider_error,
     format_providers,
@@ -80,6 +81,7 @@ def _every_message(hostile: str) -> dict:
         "format_comparison": [format_comparison(hostile, hostile, hostile, [
             (3, hostile, TrySide("Fine-tuned", hostile, ChatAnswer(hostile), None, 1.0),
              TrySide("Base", hostile, None, hostile, 1.0))], provider=hostile)],
+        "format_note": [format_note(hostile), format_note(hostile, emoji=":x:")],
         "format_providers": [format_providers([ProviderInfo(hostile, True, [hostile], [hostile], [hostile], hostile,
                                                             False)])],
         "format_stopped_taking_jobs": [format_stopped_taking_jobs(ProviderError(hostile, provider=hostile), [hostile]),

@@ -250,6 +250,7 @@ def test_many_outcomes_do_not_leak_threads_or_connections(bot, provider, slack):
         provider.set_status(job["id"], "succeeded")
         bot.services.poller.run_once()  # each outcome wakes the sender
     assert wait_until(lambda: len(slack.posted) == 60, timeout=20)
+    assert wait_until(lambda: len(slack.uploads) == 60, timeout=30)  # each success's chart, in its thread
     assert open_files() - files < 5 and threading.active_count() - threads < 5
 
 

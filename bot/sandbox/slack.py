@@ -38,6 +38,8 @@ class SlackStandIn(StandInServer):
         self.views: dict[str, dict] = {}  # view id -> the view as last opened or updated
         self.view_log: list[dict] = []  # every views.open and views.update, in order
         self.files: dict[str, dict] = {}  # files people shared with the app, by id
+        self.uploads: list[dict] = []  # files the app uploaded and shared (files.completeUploadExternal)
+        self._pending_uploads: dict[str, dict] = {}
         self._ts = itertools.count(1)
 
     @property
@@ -73,6 +75,13 @@ class SlackStandIn(StandInServer):
     def answer(self, request: Received) -> Answer:
         if request.path.startswith("/files-pri/"):
             return self._download(request)
+        if request.path.startswith("/upload-ext/") and request.method == "POST":
+            # Step 2 of Slack's upload: the bytes, posted to the address step 1 gave.
+            pending = self._pending_uploads.get(request.path.rsplit("/", 1)[-1])
+            if pending is None:
+                return 404, {"content-type": "text/plain"}, b"Not Found"
+            pending["_content"] = request.body
+            return 200, {"content-type": "text/plain"}, b"OK - " + str(len(request.body)).encode()
         if request.path.startswith(("/commands/", "/actions/")):
             record = {**request.json(), "url": request.path, "at": time.time()}
             with self.lock:
@@ -148,6 +157,34 @@ class SlackStandIn(StandInServer):
             self.view_log.append(record)
         self._notify("view", record)
         return {"ok": True, "view": stored}
+
+    # -- uploads by the app: files.getUploadURLExternal, the bytes, files.completeUploadExternal -------------
+
+    def _files_getUploadURLExternal(self, params: dict) -> dict:
+        if not params.get("filename") or not str(params.get("length") or "").isdigit():
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{secrets.token_hex(5).upper()}"
+        self._pending_uploads[file_id] = {"id": file_id, "filename": params["filename"],
+                                          "length": int(params["length"])}
+        return {"ok": True, "upload_url": f"{self.url}/upload-ext/{file_id}", "file_id": file_id}
+
+    def _files_completeUploadExternal(self, params: dict) -> dict:
+        files = _maybe_json(params.get("files")) or []
+        done = []
+        for entry in files:
+            pending = self._pending_uploads.pop(entry.get("id"), None)
+            if pending is None or "_content" not in pending:
+                return {"ok": False, "error": "file_not_found"}
+            if len(pending["_content"]) != pending["length"]:
+                return {"ok": False, "error": "file_upload_size_mismatch"}
+            record = {**pending, "title": entry.get("title"), "channel": params.get("channel_id"),
+                      "thread_ts": params.get("thread_ts"), "initial_comment": params.get("initial_comment"),
+                      "at": time.time()}
+            with self.lock:
+                self.uploads.append(record)
+            self._notify("upload", record)
+            done.append({"id": pending["id"], "title": entry.get("title"), "name": pending["filename"]})
+        return {"ok": True, "files": done}
 
     # -- files ----------------------------------------------------------------------------------------
 

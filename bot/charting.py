@@ -1,0 +1,87 @@
+"""Loss charts in Slack: on demand (`/finetune chart <job_id>`) and in the thread of every success announcement."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+
+from bot.charts import loss_chart
+from bot.commands import Command, Problem
+from bot.jobs import Caller, JobService
+from bot.messages import Message, format_note, format_problem, format_provider_error
+from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, provider_label
+from bot.slack import SlackFailure, SlackGateway
+
+log = logging.getLogger(__name__)
+
+
+class ChartService:
+    def __init__(self, providers: Providers, jobs: JobService, slack: SlackGateway) -> None:
+        self.providers = providers
+        self.jobs = jobs
+        self.slack = slack
+        # Charts after announcements are drawn one at a time, on a daemon thread: rare, CPU-bound, never worth more
+        # threads, and never a reason to hold up a stopping process (a chart lost then is not worth an announcement).
+        self._queue: queue.Queue[tuple[dict, str]] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
+
+    def run(self, command: Command, caller: Caller) -> Message:
+        """`/finetune chart <job_id>`: the job's loss chart, shared in this channel."""
+        job_id = str(command.args["job_id"])
+        try:
+            owner, job = self.jobs.locate(job_id, command.args.get("provider"))
+            job = job or owner.retrieve(job_id)
+            return format_note(self.share(owner, job, caller.channel_id), emoji=":chart_with_downwards_trend:")
+        except ProviderError as error:
+            return format_provider_error(f"draw the chart of {job_id}", error)
+        except SlackFailure as failure:
+            return format_problem(Problem(f"Slack refused the chart ({failure.reason})."))
+
+    def share(self, owner: FineTuningProvider, job: Job, channel: str, *, thread_ts: str | None = None) -> str:
+        """Draw the job's training loss and share it; a sentence saying what happened."""
+        if not owner.capabilities.metrics:
+            return f"No chart: {provider_label(owner.name)} does not report training metrics."
+        points = owner.metrics(job.id)
+        title = f"{job.id} · {job.fine_tuned_model or job.model}"
+        png = loss_chart(points, title=title)
+        if png is None:
+            return f"Job {job.id} has no training metrics yet, so there is nothing to draw."
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", job.id) + "-loss.png"
+        self.slack.upload_png(channel, name, png, title=f"Training loss of {job.id}", thread_ts=thread_ts,
+                              comment=None if thread_ts else f"Training loss of {job.id} ({len(points)} steps)")
+        return f"The loss chart of {job.id} ({len(points)} steps) is in the channel."
+
+    def after_announced(self, row: dict, ts: str) -> None:
+        """A success was just announced: its chart goes into that message's thread, in the background. A chart
+        lost to a crash here is not worth a repeated announcement, so it is never retried."""
+        if row.get("kind") != "announcement" or row.get("outcome") != "succeeded":
+            return
+        self._queue.put((row, ts))
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._drain, name="finetune-chart", daemon=True)
+                self._worker.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                row, ts = self._queue.get(timeout=5.0)
+            except queue.Empty:
+                with self._worker_lock:  # idle: end, unless something arrived meanwhile
+                    if self._queue.empty():
+                        self._worker = None
+                        return
+                continue
+            self._chart_in_thread(row, ts)
+
+    def _chart_in_thread(self, row: dict, ts: str) -> None:
+        try:
+            owner = self.providers.get(row.get("provider") or "openai")
+            stored = self.jobs.store.job(row["job_id"], owner.name)  # as announced: no need to ask again
+            job = Job.from_row(stored) if stored else owner.retrieve(row["job_id"])
+            self.share(owner, job, row["channel_id"], thread_ts=ts)
+        except Exception:  # noqa: BLE001 - best effort after the announcement itself went out
+            log.warning("could not post the loss chart of %s", row.get("job_id"), exc_info=True)

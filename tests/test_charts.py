@@ -1,0 +1,85 @@
+"""Loss charts: a real PNG drawn with matplotlib, shared through Slack's two-step upload, on demand and in the
+thread of a success announcement."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+from PIL import Image
+
+from bot.charts import loss_chart
+from bot.providers.types import MetricPoint
+from tests.conftest import Server, ask, wait_until
+
+
+def _size(png: bytes) -> tuple[int, int]:
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", png[16:24])
+
+
+def test_the_chart_is_a_readable_png():
+    points = [MetricPoint(step, 2.0 / step, 2.1 / step if step % 5 == 0 else None) for step in range(1, 101)]
+    png = loss_chart(points, title="ftjob-abc · ft:gpt-4.1-mini:acme::x")
+    width, height = _size(png)
+    assert width >= 800 and height >= 450
+    image = Image.open(io.BytesIO(png))
+    image.verify()  # a whole, valid PNG
+    assert loss_chart([], title="empty") is None
+    assert loss_chart([MetricPoint(1)], title="no losses") is None
+
+
+def test_chart_on_demand_is_uploaded_into_the_channel(server, slack, provider):
+    job = provider.add_job(status="succeeded")  # ten steps of metrics, as the sandbox's jobs have
+    reply = ask(server, slack, f"chart {job['id']}")
+    assert f"The loss chart of {job['id']} (10 steps) is in the channel." in reply["text"]
+    [upload] = slack.uploads
+    assert upload["channel"] == "C0GENERAL" and upload["thread_ts"] is None
+    assert upload["title"] == f"Training loss of {job['id']}" and upload["filename"] == f"{job['id']}-loss.png"
+    width, height = _size(upload["_content"])
+    assert (width, height) == (1000, 560)
+    Image.open(io.BytesIO(upload["_content"])).verify()
+
+
+def test_a_job_without_metrics_gets_a_sentence_not_an_empty_chart(server, slack, provider):
+    job = provider.add_job(status="running")
+    reply = ask(server, slack, f"chart {job['id']}")
+    assert "has no training metrics yet, so there is nothing to draw" in reply["text"] and slack.uploads == []
+
+
+def test_a_success_announcement_gets_its_chart_in_its_thread(server, slack, provider, bot):
+    job = provider.add_job(status="running")
+    ask(server, slack, f"subscribe {job['id']}")
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    [announcement] = wait_until(lambda: slack.messages_in("C0GENERAL"))
+    [upload] = wait_until(lambda: slack.uploads)
+    assert upload["thread_ts"] == announcement["ts"] and upload["channel"] == "C0GENERAL"
+    bot.services.sender.deliver_due()
+    assert len(slack.uploads) == 1  # one chart per announcement
+
+
+def test_failures_get_no_chart(server, slack, provider, bot):
+    job = provider.add_job(status="running")
+    ask(server, slack, f"subscribe {job['id']}")
+    provider.set_status(job["id"], "failed")
+    bot.services.poller.run_once()
+    wait_until(lambda: slack.messages_in("C0GENERAL"))
+    bot.services.background.submit(lambda: None).result()
+    assert slack.uploads == []
+
+
+def test_together_charts_come_from_its_metrics_endpoint(make_bot, both, slack, together):
+    bot = make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")})
+    server = Server(bot)
+    try:
+        together.pace = 1.0
+        job = together.add_job()
+        together.set_status(job["id"], "running")
+        together.set_status(job["id"], "completed")
+        reply = ask(server, slack, f"chart {job['id']}")
+        assert "(10 steps) is in the channel" in reply["text"]
+        assert together.requests_to(f"/v1/fine-tunes/{job['id']}/metrics")
+        assert _size(slack.uploads[0]["_content"]) == (1000, 560)
+    finally:
+        server.close()
