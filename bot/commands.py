@@ -36,6 +36,8 @@ class Value:
             return "`true` or `false`"
         if self.kind == "suffix":
             return "up to 64 letters, digits, `-`, `_` or `.`"
+        if self.kind == "dm":
+            return "`dm` (to follow it in a direct message to you)"
         if self.kind == "provider":
             return "a provider's name, such as `openai` or `together` (`/finetune providers` lists them)"
         if self.kind == "model":
@@ -58,6 +60,8 @@ class Value:
             return BOOLEANS.get(raw.lower())
         if self.kind == "provider":
             return raw.lower() if PROVIDER_PATTERN.fullmatch(raw.lower()) else None
+        if self.kind == "dm":
+            return "dm" if raw.lower() == "dm" else None
         pattern = {"suffix": SUFFIX_PATTERN, "model": MODEL_PATTERN}.get(self.kind, ID_PATTERN)
         return raw if pattern.fullmatch(raw) else None
 
@@ -87,6 +91,7 @@ class Subcommand:
 _JOB_ID = Value("job_id", "id")
 # Which provider a job is at: needed only when two configured providers use the same job id.
 _PROVIDER = Value("provider", "provider", placeholder="name")
+_DM = Value("where", "dm", placeholder="dm")
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
         "start",
@@ -116,10 +121,11 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                options=(_PROVIDER,), costly=True, past="paused"),
     Subcommand("resume", "Resume a paused job.", positional=(_JOB_ID,), options=(_PROVIDER,), costly=True,
                past="resumed"),
-    Subcommand("subscribe", "Follow a job started anywhere: this channel is told when it finishes.",
-               positional=(_JOB_ID,), options=(_PROVIDER,)),
-    Subcommand("unsubscribe", "Stop following a job in this channel.", positional=(_JOB_ID,),
-               options=(_PROVIDER,)),
+    Subcommand("subscribe", "Follow a job started anywhere: this channel is told when it finishes (with `dm`: you, "
+                            "in a direct message).",
+               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,)),
+    Subcommand("unsubscribe", "Stop following a job in this channel (with `dm`: in your direct messages).",
+               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,)),
     Subcommand("providers", "The providers configured here, what each can do, and whether each takes new jobs."),
     Subcommand("try", "Your prompt to the fine-tuned model and to its base model, answers side by side (a job id "
                       "stands for its model). Only you see it, with a button to share it.",

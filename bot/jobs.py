@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from bot.commands import BY_NAME, Command, Problem, quote
@@ -202,18 +202,24 @@ class JobService:
                                           f"`/finetune cancel {job_id}` stops it for good."))
         return self._act(action, getattr(target, action), job_id)
 
-    def _subscribe(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
+    def _subscribe(self, caller: Caller, job_id: str, provider: str | None = None, where: str | None = None) -> Message:
         target, job = self.locate(job_id, provider)
         job = job or target.retrieve(job_id)
         self._observe(job)  # first, so a channel subscribing to a job that just ended gets the reply, not a repeat
+        if where == "dm":
+            dm = replace(caller, channel_id=self.slack.open_dm(caller.user_id))
+            new = self._follow(dm, job, origin="dm")
+            return format_subscribed(job, new=new, by_dm=True)
         new = self._follow(caller, job, origin="subscribe")
         warnings = [] if job.final else self._visibility_warnings(caller)
         return format_subscribed(job, new=new, warnings=warnings)
 
-    def _unsubscribe(self, caller: Caller, job_id: str, provider: str | None = None) -> Message:
+    def _unsubscribe(self, caller: Caller, job_id: str, provider: str | None = None,
+                     where: str | None = None) -> Message:
+        channel = self.slack.open_dm(caller.user_id) if where == "dm" else caller.channel_id
         names = [provider] if provider else self.store.providers_of(job_id)
-        existed = any(self.store.unfollow(caller.channel_id, job_id, name) for name in names)
-        return format_unsubscribed(job_id, existed=existed)
+        existed = any(self.store.unfollow(channel, job_id, name) for name in names)
+        return format_unsubscribed(job_id, existed=existed, by_dm=where == "dm")
 
     def _providers(self, caller: Caller) -> Message:
         infos = []
@@ -265,7 +271,8 @@ class JobService:
                             status=404, code="job_not_found")
 
     def _subscriptions(self, caller: Caller, page: int = 1) -> Message:
-        return format_followed(self._follows_page(caller.channel_id, page), title="This channel's subscriptions")
+        return format_followed(self._follows_page(caller.channel_id, page), title="This channel's subscriptions",
+                               by_dm=self.store.dm_follows(caller.user_id) if page == 1 else ())
 
     def _follows_page(self, channel_id: str, page: int) -> FollowsPage:
         """Page 1: running jobs, then the finished ones counted and the latest few. Later pages: the rest."""

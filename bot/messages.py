@@ -371,11 +371,15 @@ def _follow_line(row: Mapping) -> str:
     return line
 
 
-def format_followed(view: FollowsPage, *, title: str) -> Message:
-    """The jobs a channel follows: running ones first, finished ones summarised, in pages that always fit."""
+def format_followed(view: FollowsPage, *, title: str, by_dm: Sequence[Mapping] = ()) -> Message:
+    """The jobs a channel follows: running ones first, finished ones summarised, in pages that always fit; then
+    the jobs the person asking follows by direct message."""
+    dm = [_section(f"*You follow {len(by_dm)} job(s) by direct message*"),
+          *_lines_in_sections([_follow_line(r) for r in by_dm])] if by_dm else []
     if not view.active and not view.finished:
         text = "This channel doesn't follow any fine-tuning jobs. `/finetune start` or `/finetune subscribe` one."
-        return _message(text, [_section(escape(text))])
+        return _message(text + (f" You follow {len(by_dm)} by direct message." if by_dm else ""),
+                        [_section(escape(text)), *dm])
     blocks = [_section(f"*{escape(title)}*: {view.active} running, {view.finished} finished")]
     if view.page == 1:
         if view.rows:
@@ -395,7 +399,7 @@ def format_followed(view: FollowsPage, *, title: str) -> Message:
     shown = list(view.rows) + list(view.recent_finished)
     text = f"{title}: {view.active} running, {view.finished} finished. " + ", ".join(
         f"{r['job_id']} {r['status']}" for r in shown[:10])
-    return _message(text, blocks)
+    return _message(text, (blocks + dm)[:MAX_BLOCKS])
 
 
 def format_start_reconciled(job: Job | None, training_file: str) -> Message:
@@ -420,7 +424,11 @@ def format_action(action: str, job: Job) -> Message:
     return _message(text, [_section(f"{status_label(job.status)}  {past} job {code(job.id)}.")], in_channel=True)
 
 
-def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = ()) -> Message:
+def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = (), by_dm: bool = False) -> Message:
+    if by_dm and not job.final:
+        text = (f"You now follow job {job.id} ({job.status}); I'll tell you in a direct message when it finishes."
+                if new else f"You already follow job {job.id} in a direct message.")
+        return _message(text, [_section(":bell: " + escape(text)), *_fields(job_fields(job))])
     if job.final:
         text = f"Job {job.id} has already finished: {job.status}."
         head = f"{status_label(job.status)}  Job {code(job.id)} has already finished, so there is nothing to wait for."
@@ -438,7 +446,11 @@ def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = ()) -> M
     return _message(text, blocks, in_channel=new and not job.final)
 
 
-def format_unsubscribed(job_id: str, *, existed: bool) -> Message:
+def format_unsubscribed(job_id: str, *, existed: bool, by_dm: bool = False) -> Message:
+    if by_dm:
+        text = (f"You no longer follow job {job_id} in direct messages." if existed
+                else f"You don't follow job {job_id} in direct messages; nothing to do.")
+        return _message(text, [_section(":no_bell: " + escape(text))])
     if existed:
         text = f"This channel no longer follows job {job_id}."
         return _message(text, [_section(f":no_bell: This channel no longer follows {code(job_id)}.")], in_channel=True)

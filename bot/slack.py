@@ -191,6 +191,10 @@ class SlackGateway:
         spool.seek(0)
         return spool  # type: ignore[return-value]
 
+    def open_dm(self, user_id: str) -> str:
+        """The id of the bot's direct-message conversation with a person (conversations.open: the same each time)."""
+        return str(self._call("conversations_open", users=user_id)["channel"]["id"])
+
     def upload_png(self, channel: str, filename: str, content: bytes, *, title: str, comment: str | None = None,
                    thread_ts: str | None = None) -> None:
         """Share a picture in a channel (or a message's thread) through Slack's current upload flow

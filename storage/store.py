@@ -249,6 +249,13 @@ class Store:
         rows = self._rows("SELECT * FROM jobs WHERE provider = ? AND id = ?", (provider, job_id))
         return rows[0] if rows else None
 
+    def dm_follows(self, user_id: str) -> list[dict]:
+        """The jobs a person follows in direct messages, with each job's last known state."""
+        return self._rows(
+            "SELECT s.job_id, s.user_id, s.origin, s.created_at AS followed_at, s.delivery_error, j.*"
+            " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id"
+            " WHERE s.user_id = ? AND s.origin = 'dm' ORDER BY j.final, s.created_at DESC LIMIT 20", (user_id,))
+
     def job_with_model(self, model: str) -> dict | None:
         """The succeeded job that made `model`, if the bot has seen it."""
         rows = self._rows("SELECT * FROM jobs WHERE fine_tuned_model = ? AND provider != ''"

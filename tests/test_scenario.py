@@ -181,7 +181,8 @@ def test_signature_checks_refuse_with_no_side_effect(server, slack, provider):
 def test_health_and_unknown_paths(server, bot):
     bot.start_background()
     assert wait_until(lambda: server.get("/healthz")[0] == 200)
-    health = json.loads(server.get("/healthz")[1])
+    # The first poll runs at start; once it has finished, health counts it.
+    health = wait_until(lambda: (h := json.loads(server.get("/healthz")[1]))["cycles"].get("poll") and h)
     assert health["ok"] is True and health["reason"] == "ok" and health["cycles"]["poll"] >= 1
     assert server.get("/nope")[0] == 404
     assert server.get("/slack/events")[0] == 405
@@ -293,3 +294,23 @@ def test_the_cancel_button_obeys_the_allow_list(make_bot, slack, provider):
         assert provider.jobs[job["id"]]["status"] == "running"
     finally:
         server.close()
+
+
+def test_a_job_followed_by_direct_message(server, slack, provider, bot):
+    job = provider.add_job(status="running")
+    reply = ask(server, slack, f"subscribe {job['id']} dm")
+    assert "I'll tell you in a direct message when it finishes" in reply["text"]
+    assert reply.get("response_type") != "in_channel"  # nothing said in the channel
+    said = everything_said(ask(server, slack, "subscriptions"))
+    assert "You follow 1 job(s) by direct message" in said and job["id"] in said
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    [posted] = wait_until(lambda: slack.messages_in("D0ALICE"))
+    assert job["id"] in posted["text"] and slack.messages_in("C0GENERAL") == []
+    other = provider.add_job(status="running")
+    ask(server, slack, f"subscribe {other['id']} dm")
+    assert "no longer follow" in ask(server, slack, f"unsubscribe {other['id']} dm")["text"]
+    provider.set_status(other["id"], "succeeded")
+    bot.services.poller.run_once()
+    bot.services.sender.deliver_due()
+    assert len(slack.messages_in("D0ALICE")) == 1

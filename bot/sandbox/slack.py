@@ -206,6 +206,12 @@ class SlackStandIn(StandInServer):
             return 404, {"content-type": "text/plain"}, b"Not Found"
         return 200, {"content-type": "application/octet-stream"}, file["_content"]
 
+    def _conversations_open(self, params: dict) -> dict:
+        user = str(params.get("users") or "")
+        if not re.fullmatch(r"[UW][A-Z0-9]+", user):
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "channel": {"id": "D" + user[1:]}}
+
     def _conversations_info(self, params: dict) -> dict:
         channel = params.get("channel", "")
         if channel in self.invisible_channels:
