@@ -54,6 +54,9 @@ MUTATIONS = [
     ('model output unescaped', 'bot/messages.py', '    shown = _clip(escape(text), limit)', '    shown = _clip(text, limit)', 'tests/test_trying.py -k inert'),
     ('no cap on answer tokens', 'bot/providers/openai_shape.py', '                                                                    max_completion_tokens=max_tokens))', '                                                                    max_completion_tokens=4096))', 'tests/test_trying.py -k side_by_side'),
     ('long prompts sent', 'bot/trying.py', '        if len(prompt) > self.max_prompt_chars:', '        if False:', 'tests/test_trying.py -k refusals'),
+    ('chart on every announcement', 'bot/charting.py', '        if row.get("kind") != "announcement" or row.get("outcome") != "succeeded":', '        if row.get("kind") != "announcement":', 'tests/test_charts.py -k failures_get_no_chart'),
+    ('chart outside the thread', 'bot/charting.py', '            self.share(owner, job, row["channel_id"], thread_ts=ts)', '            self.share(owner, job, row["channel_id"])', 'tests/test_charts.py -k thread'),
+    ('dm follow lands in the channel', 'bot/jobs.py', '            new = self._follow(dm, job, origin="dm")', '            new = self._follow(caller, job, origin="dm")', 'tests/test_scenario.py -k direct_message'),
 ]
 only = sys.argv[1:]
 for name, path, old, new, tests in MUTATIONS:
