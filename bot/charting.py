@@ -7,7 +7,6 @@ import queue
 import re
 import threading
 
-from bot.charts import loss_chart
 from bot.commands import Command, Problem
 from bot.jobs import Caller, JobService
 from bot.messages import Message, format_note, format_problem, format_provider_error
@@ -44,6 +43,8 @@ class ChartService:
         """Draw the job's training loss and share it; a sentence saying what happened."""
         if not owner.capabilities.metrics:
             return f"No chart: {provider_label(owner.name)} does not report training metrics."
+        from bot.charts import loss_chart  # matplotlib is loaded when the first chart is drawn, not at start-up
+
         points = owner.metrics(job.id)
         title = f"{job.id} · {job.fine_tuned_model or job.model}"
         png = loss_chart(points, title=title)
