@@ -26,6 +26,7 @@ class Value:
     low: float = 0
     high: float = 0
     placeholder: str = ""
+    choices: tuple[str, ...] = ()  # for kind "choice": the words it takes
 
     def describe(self) -> str:
         if self.kind == "int":
@@ -38,6 +39,8 @@ class Value:
             return "up to 64 letters, digits, `-`, `_` or `.`"
         if self.kind == "dm":
             return "`dm` (to follow it in a direct message to you)"
+        if self.kind == "choice":
+            return " or ".join(f"`{c}`" for c in self.choices)
         if self.kind == "provider":
             return "a provider's name, such as `openai` or `together` (`/finetune providers` lists them)"
         if self.kind == "model":
@@ -62,6 +65,8 @@ class Value:
             return raw.lower() if PROVIDER_PATTERN.fullmatch(raw.lower()) else None
         if self.kind == "dm":
             return "dm" if raw.lower() == "dm" else None
+        if self.kind == "choice":
+            return raw.lower() if raw.lower() in self.choices else None
         pattern = {"suffix": SUFFIX_PATTERN, "model": MODEL_PATTERN}.get(self.kind, ID_PATTERN)
         return raw if pattern.fullmatch(raw) else None
 
@@ -135,6 +140,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("compare", "The fine-tuned and the base model on up to n held-out examples (the validation file, else "
                           "the end of the training file), beside the expected answers.",
                positional=(_JOB_ID,), options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared"),
+    Subcommand("settings", "What this channel hears: every outcome or failures only, and whether announcements "
+                           "mention who started or subscribed. With no options: the current settings.",
+               options=(Value("outcomes", "choice", placeholder="all|failures", choices=("all", "failures")),
+                        Value("mentions", "bool", placeholder="on|off"))),
     Subcommand("chart", "The job's training loss (and validation loss) by step, as a picture in this channel.",
                positional=(_JOB_ID,), options=(_PROVIDER,)),
     Subcommand("check", "Check a .jsonl training file from Slack: its format, errors with line numbers, tokens and "

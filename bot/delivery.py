@@ -181,7 +181,8 @@ class AnnouncementSender:
             reason = original.get("last_error") or "an error"
             return self.decorate(format_delivery_problem(job, row["outcome"], row["about_channel"], reason,
                                                          bot_user_id=self.slack.bot_user_id()))
-        subscription = Subscription(row["channel_id"], row.get("user_id"), row.get("origin"))
+        mention = bool(self.store.channel_settings(row["channel_id"])["mentions"])
+        subscription = Subscription(row["channel_id"], row.get("user_id"), row.get("origin"), mention)
         return self.decorate(format_announcement(job, row["outcome"], subscription))
 
     # -- when Slack says no ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from bot.messages import (
     format_problem,
     format_provider_error,
     format_providers,
+    format_settings,
     format_start_reconciled,
     format_started,
     format_stopped_taking_jobs,
@@ -70,6 +71,11 @@ class JobService:
 
     def refusal(self, command: Command, caller: Caller) -> str | None:
         """Why this caller may not run this command here, or None. Read-only commands are open to everyone."""
+        if command.name == "settings" and command.args:
+            if self.allowed_users and caller.user_id not in self.allowed_users:
+                return ("Sorry, you're not on this bot's list of people who may change a channel's settings. "
+                        "Ask whoever runs finetune-bot to add you to ALLOWED_USER_IDS.")
+            return None
         if not command.spec.costly:
             return None
         if self.allowed_users and caller.user_id not in self.allowed_users:
@@ -220,6 +226,12 @@ class JobService:
         names = [provider] if provider else self.store.providers_of(job_id)
         existed = any(self.store.unfollow(channel, job_id, name) for name in names)
         return format_unsubscribed(job_id, existed=existed, by_dm=where == "dm")
+
+    def _settings(self, caller: Caller, outcomes: str | None = None, mentions: bool | None = None) -> Message:
+        if outcomes is None and mentions is None:
+            return format_settings(self.store.channel_settings(caller.channel_id), changed=False)
+        row = self.store.set_channel_settings(caller.channel_id, caller.user_id, outcomes=outcomes, mentions=mentions)
+        return format_settings(row, changed=True)
 
     def _providers(self, caller: Caller) -> Message:
         infos = []

@@ -201,6 +201,17 @@ def format_note(text: str, *, emoji: str = ":information_source:") -> Message:
     return _message(text, [_section(f"{emoji} {escape(text)}")])
 
 
+def format_settings(settings: Mapping, *, changed: bool) -> Message:
+    """What a channel hears, and how to change it."""
+    outcomes = "every outcome (succeeded, failed, cancelled)" if settings["outcomes"] == "all" else "failures only"
+    mentions = "on" if settings["mentions"] else "off"
+    head = ":gear: This channel's settings are now:" if changed else ":gear: This channel's settings:"
+    lines = [f"Outcomes announced: *{escape(outcomes)}*  (`outcomes=all|failures`)",
+             f"Mentions of who started or subscribed: *{mentions}*  (`mentions=on|off`)"]
+    text = f"{'Now: ' if changed else ''}outcomes {settings['outcomes']}, mentions {mentions}."
+    return _message(text, [_section(head + "\n" + "\n".join(lines))], in_channel=changed)
+
+
 def format_replay() -> Message:
     text = "I've already received this exact request, so I didn't act on it again."
     return _message(text, [_section(":repeat: " + escape(text))])
@@ -480,6 +491,7 @@ class Subscription:
     channel_id: str
     user_id: str | None = None
     origin: str | None = None
+    mention: bool = True  # the channel's setting: name who started or subscribed
 
 
 def format_announcement(job: Job, outcome: str, subscription: Subscription) -> Message:
@@ -517,7 +529,7 @@ def format_announcement(job: Job, outcome: str, subscription: Subscription) -> M
             *_fields([*about, ("Took", took)]),
         ]
     user = subscription.user_id or ""
-    if SLACK_USER_ID.fullmatch(user):
+    if subscription.mention and SLACK_USER_ID.fullmatch(user):
         verb = "Started" if subscription.origin == "start" else "Followed here"
         blocks.append(_context(f"{verb} by <@{user}>"))
     return _message(text, blocks)

@@ -180,3 +180,12 @@ def m004_shared_answers(db: Database) -> None:
     db["shared_answers"].create({"id": str, "user_id": str, "channel_id": str, "message": str, "created_at": float},
                                 pk="id")
     db["shared_answers"].create_index(["created_at"])
+
+
+@migrations()
+def m005_channel_settings(db: Database) -> None:
+    # What a channel hears: every outcome or failures only, and whether announcements mention who started a job.
+    db["channel_settings"].create(
+        {"channel_id": str, "outcomes": str, "mentions": int, "updated_by": str, "updated_at": float},
+        pk="channel_id", not_null={"outcomes", "mentions"}, defaults={"outcomes": "all", "mentions": 1},
+    )

@@ -197,12 +197,15 @@ class Store:
         """
         where = "provider = ? AND job_id = ?" + (" AND channel_id = ?" if channel_id else "")
         params = (provider, job_id, channel_id) if channel_id else (provider, job_id)
+        # A channel that asked for failures only is owed no other outcome.
+        heard = ("NOT EXISTS (SELECT 1 FROM channel_settings c WHERE c.channel_id = subscriptions.channel_id"
+                 " AND c.outcomes = 'failures' AND ? != 'failed')")
         cur = conn.execute(
             "INSERT OR IGNORE INTO announcements"
             " (key, provider, job_id, channel_id, outcome, user_id, origin, state, created_at, next_attempt_at)"
             " SELECT provider || ':' || job_id || ':' || channel_id || ':' || ?, provider, job_id, channel_id, ?,"
-            f" user_id, origin, 'pending', ?, ? FROM subscriptions WHERE {where}",
-            (outcome, outcome, now, now, *params),
+            f" user_id, origin, 'pending', ?, ? FROM subscriptions WHERE {where} AND {heard}",
+            (outcome, outcome, now, now, *params, outcome),
         )
         return cur.rowcount
 
@@ -248,6 +251,25 @@ class Store:
     def job(self, job_id: str, provider: str = OPENAI) -> dict | None:
         rows = self._rows("SELECT * FROM jobs WHERE provider = ? AND id = ?", (provider, job_id))
         return rows[0] if rows else None
+
+    def channel_settings(self, channel_id: str) -> dict:
+        """What a channel hears (defaults for a channel that never changed anything)."""
+        rows = self._rows("SELECT * FROM channel_settings WHERE channel_id = ?", (channel_id,))
+        return rows[0] if rows else {"channel_id": channel_id, "outcomes": "all", "mentions": 1,
+                                     "updated_by": None, "updated_at": None}
+
+    def set_channel_settings(self, channel_id: str, user_id: str, *, outcomes: str | None = None,
+                             mentions: bool | None = None) -> dict:
+        with self._immediate() as db:
+            current = db.conn.execute("SELECT * FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
+            row = dict(current) if current else {"channel_id": channel_id, "outcomes": "all", "mentions": 1}
+            if outcomes is not None:
+                row["outcomes"] = outcomes
+            if mentions is not None:
+                row["mentions"] = int(mentions)
+            row.update(updated_by=user_id, updated_at=self._clock())
+            db["channel_settings"].upsert(row, pk="channel_id")
+        return row
 
     def dm_follows(self, user_id: str) -> list[dict]:
         """The jobs a person follows in direct messages, with each job's last known state."""

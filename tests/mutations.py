@@ -57,6 +57,8 @@ MUTATIONS = [
     ('chart on every announcement', 'bot/charting.py', '        if row.get("kind") != "announcement" or row.get("outcome") != "succeeded":', '        if row.get("kind") != "announcement":', 'tests/test_charts.py -k failures_get_no_chart'),
     ('chart outside the thread', 'bot/charting.py', '            self.share(owner, job, row["channel_id"], thread_ts=ts)', '            self.share(owner, job, row["channel_id"])', 'tests/test_charts.py -k thread'),
     ('dm follow lands in the channel', 'bot/jobs.py', '            new = self._follow(dm, job, origin="dm")', '            new = self._follow(caller, job, origin="dm")', 'tests/test_scenario.py -k direct_message'),
+    ('failures-only channels hear all', 'storage/store.py', 'f" user_id, origin, \'pending\', ?, ? FROM subscriptions WHERE {where} AND {heard}",', 'f" user_id, origin, \'pending\', ?, ? FROM subscriptions WHERE {where} AND ? IS NOT NULL",', 'tests/test_scenario.py -k settings'),
+    ('mentions always on', 'bot/messages.py', '    if subscription.mention and SLACK_USER_ID.fullmatch(user):', '    if SLACK_USER_ID.fullmatch(user):', 'tests/test_scenario.py -k settings'),
 ]
 only = sys.argv[1:]
 for name, path, old, new, tests in MUTATIONS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.sandbox.provider import SAMPLE_FILE_ID
-from tests.conftest import SIGNING_SECRET, ask, everything_said, reply_to, wait_until
+from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, reply_to, wait_until
 
 
 def test_start_status_succeed_announce_once(server, slack, provider, bot):
@@ -314,3 +314,28 @@ def test_a_job_followed_by_direct_message(server, slack, provider, bot):
     bot.services.poller.run_once()
     bot.services.sender.deliver_due()
     assert len(slack.messages_in("D0ALICE")) == 1
+
+
+def test_channel_settings_change_what_the_channel_hears(make_bot, slack, provider):
+    bot = make_bot(allowed_user_ids=frozenset({"U0ALICE"}))
+    server = Server(bot)
+    try:
+        shown = ask(server, slack, "settings")
+        assert "every outcome" in everything_said(shown) and "Mentions of who started or subscribed: *on*" in (
+            everything_said(shown))
+        assert "not on this bot's list" in ask(server, slack, "settings outcomes=failures", user="U0MALLORY")["text"]
+        assert "`outcomes` must be `all` or `failures`" in ask(server, slack, "settings outcomes=some")["text"]
+        changed = ask(server, slack, "settings outcomes=failures mentions=off")
+        assert "failures only" in everything_said(changed) and changed["response_type"] == "in_channel"
+        ok, bad = provider.add_job(status="running"), provider.add_job(status="running")
+        ask(server, slack, f"subscribe {ok['id']}")
+        ask(server, slack, f"subscribe {bad['id']}")
+        provider.set_status(ok["id"], "succeeded")
+        provider.set_status(bad["id"], "failed")
+        bot.services.poller.run_once()
+        assert [a["job_id"] for a in bot.services.store.announcements()] == [bad["id"]]  # only the failure is owed
+        [posted] = wait_until(lambda: slack.messages_in("C0GENERAL"))
+        assert bad["id"] in posted["text"]
+        assert "<@U0ALICE>" not in json.dumps(posted["blocks"])  # mentions off
+    finally:
+        server.close()

@@ -25,8 +25,9 @@ EXPECTED_COLUMNS = {
     "seen_triggers": ["trigger_id", "seen_at"],
     "health": ["id", "written_at"],
     "shared_answers": ["id", "user_id", "channel_id", "message", "created_at"],
+    "channel_settings": ["channel_id", "outcomes", "mentions", "updated_by", "updated_at"],
 }
-MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers"]
+MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):
