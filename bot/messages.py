@@ -168,7 +168,8 @@ def job_line(job_id: str, status: str, fine_tuned_model: str | None = None) -> s
 def format_help() -> Message:
     lines = [f"{code(s.usage)}\n{s.summary}" for s in SUBCOMMANDS]
     text = "finetune-bot commands:\n" + "\n".join(f"{s.usage}  {s.summary}" for s in SUBCOMMANDS)
-    blocks = [_header("finetune-bot"), _section("\n\n".join(lines)),
+    # A few subcommands a section: together they would near Slack's 3,000 characters for one.
+    blocks = [_header("finetune-bot"), *[_section("\n\n".join(lines[i:i + 6])) for i in range(0, len(lines), 6)],
               _context("Options are `key=value` words after the id, e.g. "
                        "`/finetune start file-abc123 suffix=support-bot epochs=3`.")]
     return _message(text, blocks)

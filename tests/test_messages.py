@@ -207,3 +207,12 @@ def test_times_are_shown_in_utc_whatever_the_machines_time_zone(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_help_names_every_subcommand_within_slacks_limits():
+    from bot.commands import SUBCOMMANDS
+
+    help_message = format_help()
+    said = json.dumps(help_message.blocks)
+    assert all(f"/finetune {s.name}" in said for s in SUBCOMMANDS)
+    assert all(len(b["text"]["text"]) <= 2500 for b in help_message.blocks if b["type"] == "section")
