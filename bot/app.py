@@ -149,6 +149,7 @@ class Bot:
             log.warning("slash-command work was still running after %.0fs; stopping anyway", timeout)
         if not self.services.sender.wait_idle(max(0.0, deadline - time.monotonic())):
             log.warning("a delivery was still running after %.0fs; its lease hands it to the next run", timeout)
+        self.services.charts.stop(max(0.5, deadline - time.monotonic()))
         self.services.store.close()
 
 

@@ -21,11 +21,13 @@ class ChartService:
         self.providers = providers
         self.jobs = jobs
         self.slack = slack
-        # Charts after announcements are drawn one at a time, on a daemon thread: rare, CPU-bound, never worth more
-        # threads, and never a reason to hold up a stopping process (a chart lost then is not worth an announcement).
+        # Charts after announcements are drawn one at a time on a thread of their own: rare, CPU-bound, never worth
+        # more threads. Stopping drops the queued ones (a chart lost then is not worth an announcement) and waits for
+        # the one being drawn: native drawing code must not be running while the interpreter shuts down.
         self._queue: queue.Queue[tuple[dict, str]] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._stopping = threading.Event()
 
     def run(self, command: Command, caller: Caller) -> Message:
         """`/finetune chart <job_id>`: the job's loss chart, shared in this channel."""
@@ -58,18 +60,26 @@ class ChartService:
     def after_announced(self, row: dict, ts: str) -> None:
         """A success was just announced: its chart goes into that message's thread, in the background. A chart
         lost to a crash here is not worth a repeated announcement, so it is never retried."""
-        if row.get("kind") != "announcement" or row.get("outcome") != "succeeded":
+        if row.get("kind") != "announcement" or row.get("outcome") != "succeeded" or self._stopping.is_set():
             return
         self._queue.put((row, ts))
         with self._worker_lock:
             if self._worker is None:
-                self._worker = threading.Thread(target=self._drain, name="finetune-chart", daemon=True)
+                self._worker = threading.Thread(target=self._drain, name="finetune-chart")
                 self._worker.start()
 
+    def stop(self, timeout: float) -> None:
+        """Draw nothing more; wait (at most `timeout`) for the chart being drawn, if any."""
+        self._stopping.set()
+        with self._worker_lock:
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+
     def _drain(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
-                row, ts = self._queue.get(timeout=5.0)
+                row, ts = self._queue.get(timeout=0.5)
             except queue.Empty:
                 with self._worker_lock:  # idle: end, unless something arrived meanwhile
                     if self._queue.empty():
@@ -77,6 +87,8 @@ class ChartService:
                         return
                 continue
             self._chart_in_thread(row, ts)
+        with self._worker_lock:
+            self._worker = None
 
     def _chart_in_thread(self, row: dict, ts: str) -> None:
         try:
