@@ -59,6 +59,7 @@ MUTATIONS = [
     ('dm follow lands in the channel', 'bot/jobs.py', '            new = self._follow(dm, job, origin="dm")', '            new = self._follow(caller, job, origin="dm")', 'tests/test_scenario.py -k direct_message'),
     ('failures-only channels hear all', 'storage/store.py', 'f" user_id, origin, \'pending\', ?, ? FROM subscriptions WHERE {where} AND {heard}",', 'f" user_id, origin, \'pending\', ?, ? FROM subscriptions WHERE {where} AND ? IS NOT NULL",', 'tests/test_scenario.py -k settings'),
     ('mentions always on', 'bot/messages.py', '    if subscription.mention and SLACK_USER_ID.fullmatch(user):', '    if SLACK_USER_ID.fullmatch(user):', 'tests/test_scenario.py -k settings'),
+    ('stop abandons the chart being drawn', 'bot/charting.py', '            worker.join(timeout)', '            pass', 'tests/test_charts.py -k stopping'),
 ]
 only = sys.argv[1:]
 for name, path, old, new, tests in MUTATIONS:

@@ -87,3 +87,21 @@ def test_together_charts_come_from_its_metrics_endpoint(make_bot, both, slack, t
         assert _size(slack.uploads[0]["_content"]) == (1000, 560)
     finally:
         server.close()
+
+
+def test_stopping_waits_for_the_chart_being_drawn_and_drops_the_rest(bot, provider, slack):
+    job = provider.add_job(status="succeeded")
+    bot.services.store.follow("C1", {"id": job["id"], "provider": "openai", "status": "succeeded",
+                                     "model": job["model"], "fine_tuned_model": job["fine_tuned_model"]},
+                              final=True, team_id="T", user_id="U", origin="subscribe")
+    row = {"kind": "announcement", "outcome": "succeeded", "provider": "openai", "job_id": job["id"],
+           "channel_id": "C1"}
+    slack.latency = 0.3  # each chart takes about a second to share
+    charts = bot.services.charts
+    for n in range(5):
+        charts.after_announced(row, f"1.00000{n}")
+    charts.stop(10)
+    assert charts._worker is None  # the chart being drawn was finished, not abandoned mid-way
+    assert len(slack.uploads) <= 1  # the queued ones were dropped
+    charts.after_announced(row, "2.000000")
+    assert charts._worker is None and len(slack.uploads) <= 1  # nothing starts after stopping
