@@ -19,6 +19,7 @@ from bot.messages import (
     Message,
     ProviderInfo,
     format_action,
+    format_events,
     format_followed,
     format_help,
     format_job_list,
@@ -232,6 +233,20 @@ class JobService:
             return format_settings(self.store.channel_settings(caller.channel_id), changed=False)
         row = self.store.set_channel_settings(caller.channel_id, caller.user_id, outcomes=outcomes, mentions=mentions)
         return format_settings(row, changed=True)
+
+    def refresh(self, caller: Caller, job_id: str, provider: str | None) -> Message:
+        """The job as it is now, as `status` shows it (for a Refresh click, which replaces the clicked message and so
+        is seen by whoever saw that one)."""
+        shown = self.run(Command("status", {"job_id": job_id, **({"provider": provider} if provider else {})}), caller)
+        return replace(shown, in_channel=True)
+
+    def latest_events(self, caller: Caller, job_id: str, provider: str | None) -> Message:
+        try:
+            target, job = self.locate(job_id, provider)
+            job = job or target.retrieve(job_id)
+            return format_events(job, target.events(job_id, limit=10) if target.capabilities.events else [])
+        except ProviderError as error:
+            return format_provider_error(f"get the events of {job_id}", error)
 
     def _providers(self, caller: Caller) -> Message:
         infos = []

@@ -249,11 +249,26 @@ def format_started(job: Job, warnings: Sequence[str] = ()) -> Message:
         *_fields(job_fields(job)),
     ]
     blocks += [_section(":warning: " + w) for w in warnings]
-    blocks.append(cancel_button(job.id))
+    blocks.append(job_buttons(job))
     return _message(text, blocks, in_channel=True)
 
 
 CANCEL_ACTION = "cancel_job"
+REFRESH_ACTION = "refresh_job"
+EVENTS_ACTION = "job_events"
+
+
+def job_buttons(job: Job) -> dict:
+    """Refresh (the message shows the job as it is now), Events (its latest, to whoever clicked), and, while it
+    runs, Cancel."""
+    value = escape(json.dumps({"provider": job.provider, "job": job.id}))
+    elements = [{"type": "button", "action_id": REFRESH_ACTION, "value": value,
+                 "text": {"type": "plain_text", "text": "Refresh"}},
+                {"type": "button", "action_id": EVENTS_ACTION, "value": value,
+                 "text": {"type": "plain_text", "text": "Events"}}]
+    if not job.final:
+        elements.append(cancel_button(job.id)["elements"][0])
+    return {"type": "actions", "elements": elements}
 
 
 def cancel_button(job_id: str) -> dict:
@@ -287,12 +302,22 @@ def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bo
     if events:
         lines = "\n".join(f"{when(e.created_at)}  {escape(e.message)}" for e in events)
         blocks.append(_section(f"*Latest events*\n{lines}"))
-    if not job.final:
-        blocks.append(cancel_button(job.id))
+    blocks.append(job_buttons(job))
     note = "This channel follows this job." if followed_here else (
         f"This channel doesn't follow it; `/finetune subscribe {escape(job.id)}` to be told when it finishes.")
     blocks.append(_context(note))
     return _message(text, blocks)
+
+
+def format_events(job: Job, events: Sequence[JobEvent]) -> Message:
+    """A job's latest events, for whoever asked."""
+    if not events:
+        text = f"Job {job.id} has no events yet."
+        return _message(text, [_section(escape(text))])
+    lines = [f"{when(e.created_at)}  {escape(e.message)}" for e in events]
+    blocks = [_section(f"*Latest events of* {code(job.id)} ({escape(provider_label(job.provider))})"),
+              *_lines_in_sections(lines)]
+    return _message(f"Latest events of {job.id}: " + " / ".join(e.message for e in events[:5]), blocks)
 
 
 def format_job_list(jobs: Sequence[Job], *, where: str | None = None, unreachable: Sequence[str] = ()) -> Message:

@@ -2,16 +2,54 @@
 
 from __future__ import annotations
 
+import html
+import json
+
 from slack_bolt import App
 
-from bot.commands import ID_PATTERN, Command
+from bot.commands import ID_PATTERN, PROVIDER_PATTERN, Command
 from bot.jobs import Caller
-from bot.messages import CANCEL_ACTION, format_refusal
+from bot.messages import CANCEL_ACTION, EVENTS_ACTION, REFRESH_ACTION, format_refusal
 from handlers.commands import run_after_ack
+from handlers.errors import apologize
 
 
 def register(app: App, services) -> None:
     app.action(CANCEL_ACTION)(make_cancel_listener(services))
+    app.action(REFRESH_ACTION)(make_job_listener(services, refresh=True))
+    app.action(EVENTS_ACTION)(make_job_listener(services, refresh=False))
+
+
+def make_job_listener(services, *, refresh: bool):
+    """Refresh replaces the clicked message with the job as it is now; Events answers only whoever clicked."""
+    def job_clicked(ack, body, action):  # noqa: ANN001 - Bolt injects by name
+        ack()
+        try:
+            target = json.loads(html.unescape(action.get("value") or "{}"))
+        except ValueError:
+            return
+        job_id, provider = str(target.get("job") or ""), str(target.get("provider") or "")
+        if not ID_PATTERN.fullmatch(job_id) or (provider and not PROVIDER_PATTERN.fullmatch(provider)):
+            return  # not a button of ours
+        caller = Caller((body.get("team") or {}).get("id", ""), (body.get("channel") or {}).get("id", ""),
+                        (body.get("user") or {}).get("id", ""), response_url=body.get("response_url") or None)
+        if caller.response_url:
+            services.background.submit(_answer, services, caller, job_id, provider or None, refresh)
+
+    return job_clicked
+
+
+def _answer(services, caller: Caller, job_id: str, provider, refresh: bool) -> None:
+    def send(message, replace: bool = False):
+        services.slack.reply(caller.response_url, services.decorate(message), replace_original=replace)
+
+    try:
+        if refresh:
+            send(services.jobs.refresh(caller, job_id, provider), replace=True)
+        else:
+            send(services.jobs.latest_events(caller, job_id, provider))
+    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
+        apologize(error, send, "a job button")
 
 
 def make_cancel_listener(services):

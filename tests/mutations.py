@@ -60,6 +60,8 @@ MUTATIONS = [
     ('failures-only channels hear all', 'storage/store.py', 'f" user_id, origin, \'pending\', ?, ? FROM subscriptions WHERE {where} AND {heard}",', 'f" user_id, origin, \'pending\', ?, ? FROM subscriptions WHERE {where} AND ? IS NOT NULL",', 'tests/test_scenario.py -k settings'),
     ('mentions always on', 'bot/messages.py', '    if subscription.mention and SLACK_USER_ID.fullmatch(user):', '    if SLACK_USER_ID.fullmatch(user):', 'tests/test_scenario.py -k settings'),
     ('stop abandons the chart being drawn', 'bot/charting.py', '            worker.join(timeout)', '            pass', 'tests/test_charts.py -k stopping'),
+    ('refresh stays with the clicker', 'bot/jobs.py', '        return replace(shown, in_channel=True)', '        return shown', 'tests/test_scenario.py -k refresh'),
+    ('refresh adds a message instead', 'handlers/actions.py', '            send(services.jobs.refresh(caller, job_id, provider), replace=True)', '            send(services.jobs.refresh(caller, job_id, provider))', 'tests/test_scenario.py -k refresh'),
 ]
 only = sys.argv[1:]
 for name, path, old, new, tests in MUTATIONS:

@@ -276,7 +276,8 @@ def _click(server, slack, job_id: str, *, user: str = "U0ALICE", name: str = "cl
 def test_the_cancel_button_cancels_after_slacks_confirmation(server, slack, provider):
     reply = ask(server, slack, f"start {SAMPLE_FILE_ID}")
     [job_id] = list(provider.jobs)
-    [button] = [b for b in reply["blocks"] if b["type"] == "actions"][0]["elements"]
+    [button] = [e for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]
+                if e["action_id"] == "cancel_job"]
     assert button["value"] == job_id and button["confirm"]["deny"]["text"] == "Keep it running"
     assert _click(server, slack, job_id) == 200
     assert "Cancelled" in reply_to(slack, "click")["text"]
@@ -339,3 +340,28 @@ def test_channel_settings_change_what_the_channel_hears(make_bot, slack, provide
         assert "<@U0ALICE>" not in json.dumps(posted["blocks"])  # mentions off
     finally:
         server.close()
+
+
+def test_refresh_shows_the_job_as_it_is_now_and_events_answer_the_clicker(server, slack, provider):
+    from bot.sandbox.slack import block_action_body, signed_headers
+
+    reply = ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    [job_id] = list(provider.jobs)
+    buttons = {e["action_id"]: e for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]}
+    assert set(buttons) == {"refresh_job", "job_events", "cancel_job"}
+    provider.set_status(job_id, "running")
+    body = block_action_body("refresh_job", buttons["refresh_job"]["value"], response_url=slack.response_url("rf"))
+    server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+    refreshed = reply_to(slack, "rf")
+    assert refreshed["replace_original"] is True and refreshed["response_type"] == "in_channel"
+    assert f"Job {job_id}: running" in refreshed["text"]
+    body = block_action_body("job_events", buttons["job_events"]["value"], response_url=slack.response_url("ev"))
+    server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+    events = reply_to(slack, "ev")
+    assert events["replace_original"] is False and events["response_type"] == "ephemeral"
+    assert "Fine-tuning job started" in everything_said(events)
+    provider.set_status(job_id, "succeeded")
+    body = block_action_body("refresh_job", buttons["refresh_job"]["value"], response_url=slack.response_url("rf2"))
+    server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+    final = reply_to(slack, "rf2")
+    assert "succeeded" in final["text"] and "cancel_job" not in json.dumps(final["blocks"])  # nothing to cancel
