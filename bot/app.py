@@ -24,10 +24,10 @@ from bot.config import Settings
 from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
 from bot.jobs import JobService
-from bot.messages import Message
+from bot.messages import Message, format_unknown_provider
 from bot.poller import Poller
 from bot.providers import registry
-from bot.providers.types import FineTuningProvider, Providers
+from bot.providers.types import FineTuningProvider, Providers, UnknownProvider
 from bot.scrub import Scrubber
 from bot.slack import SlackGateway
 from bot.trying import TryService
@@ -66,12 +66,15 @@ class Services:
         return self.providers.default
 
     def run(self, command, caller) -> Message:
-        """The answer to a command: trying models is one service, everything about jobs another."""
-        if command.name in {"try", "compare"}:
-            return self.trying.run(command, caller)
-        if command.name == "chart":
-            return self.charts.run(command, caller)
-        return self.jobs.run(command, caller)
+        """The answer to a command: trying models, charts, and everything about jobs are three services."""
+        try:
+            if command.name in {"try", "compare"}:
+                return self.trying.run(command, caller)
+            if command.name == "chart":
+                return self.charts.run(command, caller)
+            return self.jobs.run(command, caller)
+        except UnknownProvider as unknown:
+            return format_unknown_provider(str(unknown), self.providers.names, command.spec.usage)
 
     def reply(self, message: Message) -> dict:
         """A message as an ack's body: decorated for the sandbox, scrubbed of anything secret."""

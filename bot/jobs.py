@@ -32,6 +32,7 @@ from bot.messages import (
     format_started,
     format_stopped_taking_jobs,
     format_subscribed,
+    format_unknown_provider,
     format_unsubscribed,
     invite_warning,
 )
@@ -96,9 +97,7 @@ class JobService:
                      error.status)
             return format_provider_error(_doing(command), error)
         except UnknownProvider as unknown:
-            return format_problem(Problem(
-                f"No provider called `{quote(str(unknown))}` is configured here. "
-                f"Configured: {', '.join(f'`{n}`' for n in self.providers.names)}.", command.spec.usage))
+            return format_unknown_provider(str(unknown), self.providers.names, command.spec.usage)
 
     @property
     def provider(self) -> FineTuningProvider:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from bot.commands import BY_NAME, SUBCOMMANDS, Problem
+from bot.commands import BY_NAME, SUBCOMMANDS, Problem, quote
 from bot.providers.types import Job, JobEvent, ProviderError, provider_label
 from bot.scoring import exact as is_exact
 from bot.scoring import similarity
@@ -211,6 +211,12 @@ def format_settings(settings: Mapping, *, changed: bool) -> Message:
              f"Mentions of who started or subscribed: *{mentions}*  (`mentions=on|off`)"]
     text = f"{'Now: ' if changed else ''}outcomes {settings['outcomes']}, mentions {mentions}."
     return _message(text, [_section(head + "\n" + "\n".join(lines))], in_channel=changed)
+
+
+def format_unknown_provider(name: str, configured: Sequence[str], usage: str | None = None) -> Message:
+    """A `provider=` naming no configured provider, with the ones that are."""
+    return format_problem(Problem(f"No provider called `{quote(name)}` is configured here. "
+                                  f"Configured: {', '.join(f'`{n}`' for n in configured)}.", usage))
 
 
 def format_replay() -> Message:

@@ -8,7 +8,7 @@ from slack_bolt import App
 
 from bot.commands import Command, Problem, parse
 from bot.jobs import Caller
-from bot.messages import format_help, format_problem, format_refusal, format_replay
+from bot.messages import format_help, format_problem, format_refusal, format_replay, format_unknown_provider
 from bot.providers.types import UnknownProvider
 from handlers.errors import apologize
 
@@ -52,7 +52,7 @@ def _open_form(services, command: Command, caller: Caller, trigger_id: str) -> N
         if problem:
             send(format_refusal(problem))
     except UnknownProvider as unknown:
-        send(format_problem(Problem(f"No provider called `{unknown}` is configured here.")))
+        send(format_unknown_provider(str(unknown), services.providers.names, command.spec.usage))
     except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
         apologize(error, send, f"/finetune {command.name}")
 

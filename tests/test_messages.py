@@ -44,6 +44,7 @@ from bot.messages import (
     format_stopped_taking_jobs,
     format_subscribed,
     format_try,
+    format_unknown_provider,
     format_unsubscribed,
 )
 from bot.providers.types import ChatAnswer, Job, JobEvent, ProviderError
@@ -87,6 +88,7 @@ def _every_message(hostile: str) -> dict:
         "format_settings": [format_settings({"outcomes": "all", "mentions": 1}, changed=False),
                             format_settings({"outcomes": "failures", "mentions": 0}, changed=True)],
         "format_events": [format_events(job, [JobEvent(1, "info", hostile)]), format_events(job, [])],
+        "format_unknown_provider": [format_unknown_provider(hostile, [hostile], hostile)],
         "format_providers": [format_providers([ProviderInfo(hostile, True, [hostile], [hostile], [hostile], hostile,
                                                             False)])],
         "format_stopped_taking_jobs": [format_stopped_taking_jobs(ProviderError(hostile, provider=hostile), [hostile]),

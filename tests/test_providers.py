@@ -235,3 +235,11 @@ def test_a_database_from_before_providers_goes_on_announcing(make_bot, settings,
     assert sorted(p["text"].split()[2] for p in posted) == sorted([job["id"], "ftjob-done"])  # the old one too
     bot.services.sender.deliver_due()
     assert len(slack.messages_in("C1")) == 2
+
+
+@pytest.mark.parametrize("text", ["try ftjob-abc provider=nonesuch hello", "compare ftjob-abc provider=nonesuch",
+                                  "chart ftjob-abc provider=nonesuch", "status ftjob-abc provider=nonesuch"])
+def test_an_unknown_provider_is_a_plain_answer_for_every_command(server, slack, provider, text):
+    said = ask(server, slack, text)["text"]
+    assert "No provider called `nonesuch` is configured here. Configured: `openai`." in said
+    assert provider.received == []
