@@ -40,9 +40,6 @@ from storage import Store
 log = logging.getLogger(__name__)
 
 MODES = ("start", "check", "upload")
-# Slack applies our answer to a submission ("checking…") when it receives it; a report sent sooner than this after
-# that answer could arrive first and be covered by it.
-SETTLE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,9 +63,6 @@ class DataService:
         self.background = background
         self.max_bytes = max_bytes
         self.decorate = decorate
-        self.settle_seconds = SETTLE_SECONDS
-        self.clock = time.monotonic
-        self.sleep = time.sleep
 
     # -- 1. the form -----------------------------------------------------------------------------------
 
@@ -129,7 +123,7 @@ class DataService:
                     epochs=form.epochs, model=form.model or self._default_model(meta["provider"]))
         answer = {"response_action": "update",
                   "view": data_progress_view(meta["mode"], "Fetching and checking the file…")}
-        answered_at = self.clock()
+        answered_at = time.monotonic()
         return answer, lambda: self.background.submit(self._guarded, self._check, str(view.get("id")), meta,
                                                       answered_at)
 
@@ -137,8 +131,7 @@ class DataService:
         mode = meta["mode"]
 
         def show(view: dict) -> None:
-            self.sleep(max(0.0, answered_at + self.settle_seconds - self.clock()))
-            self.slack.update_view(view_id, view)
+            self.slack.update_view(view_id, view, answered_at=answered_at)
 
         try:
             report, name, digest = self._fetch_and_check(meta["training"], meta)

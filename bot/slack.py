@@ -7,6 +7,7 @@ import json
 import logging
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from typing import BinaryIO
@@ -29,6 +30,7 @@ TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "s
 CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long", "msg_blocks_too_long",
                             "too_many_blocks"})
 ANNOUNCEMENT_EVENT = "finetune_bot_announcement"
+VIEW_SETTLE_SECONDS = 1.0
 DOWNLOAD_CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # a downloaded file larger than this waits on disk, not in memory
 
@@ -153,7 +155,12 @@ class SlackGateway:
         """Open a modal for the person whose command or click carried `trigger_id` (valid for 3 s); its view id."""
         return str(self._call("views_open", trigger_id=trigger_id, view=self.scrub.deep(view))["view"]["id"])
 
-    def update_view(self, view_id: str, view: dict) -> None:
+    def update_view(self, view_id: str, view: dict, *, answered_at: float | None = None) -> None:
+        """Replace a modal. With `answered_at` (time.monotonic() when a submission was answered with a 'busy' view),
+        not sooner than VIEW_SETTLE_SECONDS after it: Slack applies that answer when it receives it, and an update
+        arriving first would be covered by it."""
+        if answered_at is not None:
+            time.sleep(max(0.0, answered_at + VIEW_SETTLE_SECONDS - time.monotonic()))
         self._call("views_update", view_id=view_id, view=self.scrub.deep(view))
 
     def file_info(self, file_id: str) -> dict:

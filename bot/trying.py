@@ -54,7 +54,6 @@ class TryService:
     def __init__(self, providers: Providers, store: Store, jobs: JobService, slack: SlackGateway, *, max_tokens: int,
                  max_prompt_chars: int, max_file_bytes: int, clock: Callable[[], float] = time.perf_counter) -> None:
         self.slack = slack
-        self.settle_seconds = 1.0  # as for the training-data form: Slack shows "asking…" before the answers land
         self.providers = providers
         self.store = store
         self.jobs = jobs
@@ -150,8 +149,7 @@ class TryService:
                 message = format_problem(Problem(str(why)))
             except ProviderError as error:
                 message = format_provider_error(f"try {meta.get('job')}", error)
-            time.sleep(max(0.0, answered_at + self.settle_seconds - time.monotonic()))  # after Slack shows "asking…"
-            self.slack.update_view(str(view.get("id")), try_result_view(message))
+            self.slack.update_view(str(view.get("id")), try_result_view(message), answered_at=answered_at)
 
         waiting = {"response_action": "update", "view": try_result_view(format_refusal(
             "Asking both models… (this form updates when both have answered)"))}
@@ -226,7 +224,7 @@ class TryService:
         if not owner.capabilities.chat:
             raise Refused(f"{provider_label(owner.name)} does not serve chat completions here, so its models "
                           "cannot be tried.")
-        if getattr(owner, "needs_deployment", False):
+        if owner.needs_deployment:
             if not deployment:
                 raise Refused("Azure OpenAI calls a model by its deployment: give the fine-tuned model's deployment "
                               "name with `deployment=<name>` (the base model's answer then comes from a deployment "

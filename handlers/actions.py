@@ -12,6 +12,7 @@ from bot.jobs import Caller
 from bot.messages import CANCEL_ACTION, EVENTS_ACTION, REFRESH_ACTION, format_refusal
 from handlers.commands import run_after_ack
 from handlers.errors import apologize
+from handlers.replies import caller_of_click, replier
 
 
 def register(app: App, services) -> None:
@@ -31,8 +32,7 @@ def make_job_listener(services, *, refresh: bool):
         job_id, provider = str(target.get("job") or ""), str(target.get("provider") or "")
         if not ID_PATTERN.fullmatch(job_id) or (provider and not PROVIDER_PATTERN.fullmatch(provider)):
             return  # not a button of ours
-        caller = Caller((body.get("team") or {}).get("id", ""), (body.get("channel") or {}).get("id", ""),
-                        (body.get("user") or {}).get("id", ""), response_url=body.get("response_url") or None)
+        caller = caller_of_click(body)
         if caller.response_url:
             services.background.submit(_answer, services, caller, job_id, provider or None, refresh)
 
@@ -40,9 +40,7 @@ def make_job_listener(services, *, refresh: bool):
 
 
 def _answer(services, caller: Caller, job_id: str, provider, refresh: bool) -> None:
-    def send(message, replace: bool = False):
-        services.slack.reply(caller.response_url, services.decorate(message), replace_original=replace)
-
+    send = replier(services, caller)
     try:
         if refresh:
             send(services.jobs.refresh(caller, job_id, provider), replace=True)
@@ -56,16 +54,13 @@ def make_cancel_listener(services):
     def cancel_clicked(ack, body, action):  # noqa: ANN001 - Bolt injects by name
         ack()
         job_id = str(action.get("value") or "")
-        caller = Caller((body.get("team") or {}).get("id", ""), (body.get("channel") or {}).get("id", ""),
-                        (body.get("user") or {}).get("id", ""), response_url=body.get("response_url") or None)
+        caller = caller_of_click(body)
         if not ID_PATTERN.fullmatch(job_id):
             return  # not a button of ours
         command = Command("cancel", {"job_id": job_id})
         refusal = services.jobs.refusal(command, caller)
         if refusal:
-            if caller.response_url:
-                services.background.submit(services.slack.reply, caller.response_url,
-                                           services.decorate(format_refusal(refusal)))
+            services.background.submit(replier(services, caller), format_refusal(refusal))
             return
         run_after_ack(services, command, caller, trigger_id=body.get("trigger_id"))
 

@@ -11,6 +11,7 @@ from bot.jobs import Caller
 from bot.messages import format_help, format_problem, format_refusal, format_replay, format_unknown_provider
 from bot.providers.types import UnknownProvider
 from handlers.errors import apologize
+from handlers.replies import replier
 
 
 def register(app: App, services) -> None:
@@ -43,10 +44,7 @@ def make_listener(services):
 
 
 def _open_form(services, command: Command, caller: Caller, trigger_id: str) -> None:
-    def send(message):
-        if caller.response_url:
-            services.slack.reply(caller.response_url, services.decorate(message))
-
+    send = replier(services, caller)
     try:
         problem = services.data.open_form(command.name, caller, trigger_id, provider=command.args.get("provider"))
         if problem:
@@ -63,10 +61,7 @@ def run_after_ack(services, command: Command, caller: Caller, *, trigger_id: str
 
 
 def _work(services, command: Command, caller: Caller, trigger_id: str | None) -> None:
-    def send(message):
-        if caller.response_url:
-            services.slack.reply(caller.response_url, services.decorate(message))
-
+    send = replier(services, caller)
     try:
         # Slack sends a fresh trigger_id with every command and click: the same one again is a replayed request.
         if trigger_id and not services.store.first_sight_of_trigger(trigger_id):

@@ -11,24 +11,14 @@ from bot.commands import ID_PATTERN, Command
 from bot.jobs import Caller
 from bot.messages import TRY_CALLBACK, TRY_OPEN_ACTION, TRY_SHARE_ACTION, format_refusal
 from handlers.errors import apologize
+from handlers.replies import caller_of_click as _caller
+from handlers.replies import replier as _tell
 
 
 def register(app: App, services) -> None:
     app.action(TRY_OPEN_ACTION)(make_open_listener(services))
     app.view(TRY_CALLBACK)(make_submission_listener(services))
     app.action(TRY_SHARE_ACTION)(make_share_listener(services))
-
-
-def _caller(body: dict) -> Caller:
-    return Caller((body.get("team") or {}).get("id", ""), (body.get("channel") or {}).get("id", ""),
-                  (body.get("user") or {}).get("id", ""), response_url=body.get("response_url") or None)
-
-
-def _tell(services, caller: Caller):
-    def send(message):
-        if caller.response_url:
-            services.slack.reply(caller.response_url, services.decorate(message))
-    return send
 
 
 def make_open_listener(services):

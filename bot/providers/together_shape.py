@@ -85,6 +85,7 @@ class TogetherProvider:
     start_options = START_OPTIONS
     page_size = None  # one request lists every job
     new_jobs_end = None
+    needs_deployment = False
 
     def __init__(self, client: together.Together, *, secrets: Iterable[str] = (), read_attempts: int = 2,
                  create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,

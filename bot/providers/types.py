@@ -181,6 +181,7 @@ class FineTuningProvider(Protocol):
     page_size: int | None  # jobs a listing returns at most, or None when one request lists them all
     new_jobs_end: date | None  # the day the provider stops creating jobs, when it has announced one
     default_model: str | None  # the base model `start` uses when none is given, if the provider has its own
+    needs_deployment: bool  # models are called by a deployment's name (AzureOpenAI), not the model's
 
     def owns_id(self, job_id: str) -> bool: ...
 

@@ -63,6 +63,17 @@ def completion(body: dict, *, learnt: dict[str, str] | None) -> Answer:
     })
 
 
+def answer_chat(body: dict, *, jobs, files: dict, name_field: str, succeeded: str, base_models) -> Answer:
+    """A stand-in's chat completion: a fine-tuned model (a job whose `name_field` names it and whose status is
+    `succeeded`) answers as its training file taught it; a base model generically; any other name is unknown."""
+    model = str(body.get("model"))
+    tuned = next((j for j in jobs if j.get(name_field) == model and j["status"] == succeeded), None)
+    if tuned is None and model not in base_models:
+        return unknown_model(model)
+    learnt = learnt_answers(files.get(tuned["training_file"], {}).get("_content", b"")) if tuned else None
+    return completion(body, learnt=learnt)
+
+
 def unknown_model(model: str) -> Answer:
     return json_answer(404, {"error": {"message": f"The model `{model}` does not exist or you do not have access to "
                                                   "it.", "type": "invalid_request_error", "param": "model",

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from importlib import resources
 
-from bot.sandbox.chat import completion, learnt_answers, unknown_model
+from bot.sandbox.chat import answer_chat
 from bot.sandbox.http import Answer, PacedStandIn, Received, json_answer
 
 SAMPLE_FILE_ID = "file-sample"
@@ -153,13 +153,8 @@ class FineTuningSandbox(PacedStandIn):
                 time.sleep(self.chat_latency[model])
             finally:
                 self.lock.acquire()
-        tuned = next((j for j in self.jobs.values() if j.get("fine_tuned_model") == model
-                      and j["status"] == "succeeded"), None)
-        if tuned is None and model not in MODELS:
-            return unknown_model(model)
-        learnt = (learnt_answers(self.files.get(tuned["training_file"], {}).get("_content", b""))
-                  if tuned is not None else None)
-        return completion(body, learnt=learnt)
+        return answer_chat(body, jobs=self.jobs.values(), files=self.files, name_field="fine_tuned_model",
+                           succeeded="succeeded", base_models=MODELS)
 
     def _upload(self, request: Received) -> Answer:
         content_type = request.headers.get("content-type", "")

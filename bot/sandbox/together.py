@@ -16,7 +16,7 @@ import secrets
 import uuid
 from datetime import datetime, timezone
 
-from bot.sandbox.chat import completion, learnt_answers, unknown_model
+from bot.sandbox.chat import answer_chat
 from bot.sandbox.http import Answer, PacedStandIn, Received, json_answer
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, sample_training_file
 
@@ -130,14 +130,8 @@ class TogetherSandbox(PacedStandIn):
         return _error(404, f"Not found: {m} {request.path}")
 
     def _chat(self, body: dict) -> Answer:
-        model = str(body.get("model"))
-        tuned = next((j for j in self.jobs.values() if j.get("model_output_name") == model
-                      and j["status"] == "completed"), None)
-        if tuned is None and model not in MODELS:
-            return unknown_model(model)
-        learnt = (learnt_answers(self.files.get(tuned["training_file"], {}).get("_content", b""))
-                  if tuned is not None else None)
-        return completion(body, learnt=learnt)
+        return answer_chat(body, jobs=self.jobs.values(), files=self.files, name_field="model_output_name",
+                           succeeded="completed", base_models=MODELS)
 
     def _public(self, job: dict) -> dict:
         """A job as retrieve shows it: with its events."""
