@@ -68,6 +68,13 @@ class ChartService:
                 self._worker = threading.Thread(target=self._drain, name="finetune-chart")
                 self._worker.start()
 
+    def wait_idle(self, timeout: float) -> None:
+        """Wait (at most `timeout`) until every chart asked for so far has been shared or given up."""
+        with self._worker_lock:
+            worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+
     def stop(self, timeout: float) -> None:
         """Draw nothing more; wait (at most `timeout`) for the chart being drawn, if any."""
         self._stopping.set()

@@ -69,6 +69,9 @@ def test_failures_get_no_chart(server, slack, provider, bot):
     provider.set_status(job["id"], "failed")
     bot.services.poller.run_once()
     wait_until(lambda: slack.messages_in("C0GENERAL"))
+    assert bot.services.sender.wait_idle(10)  # the announcement's run is over: any chart it asked for is queued
+    bot.services.charts.wait_idle(10)
+    assert slack.uploads == []
     ask(server, slack, f"chart {job['id']}")  # on demand it draws (so the announcement's silence is deliberate)
     assert len(slack.uploads) == 1 and slack.uploads[0]["thread_ts"] is None
 
