@@ -140,10 +140,13 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("compare", "The fine-tuned and the base model on up to n held-out examples (the validation file, else "
                           "the end of the training file), beside the expected answers.",
                positional=(_JOB_ID,), options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared"),
-    Subcommand("settings", "What this channel hears: every outcome or failures only, and whether announcements "
-                           "mention who started or subscribed. With no options: the current settings.",
+    Subcommand("settings", "What this channel hears: every outcome or failures only, mentions, a card per job with "
+                           "progress in its thread, and how often. With no options: the current settings.",
                options=(Value("outcomes", "choice", placeholder="all|failures", choices=("all", "failures")),
-                        Value("mentions", "bool", placeholder="on|off"))),
+                        Value("mentions", "bool", placeholder="on|off"),
+                        Value("cards", "bool", placeholder="on|off"),
+                        Value("progress", "bool", placeholder="on|off"),
+                        Value("every", "int", 1, 1440, placeholder="minutes"))),
     Subcommand("chart", "The job's training loss (and validation loss) by step, as a picture in this channel.",
                positional=(_JOB_ID,), options=(_PROVIDER,)),
     Subcommand("check", "Check a .jsonl training file from Slack: its format, errors with line numbers, tokens and "

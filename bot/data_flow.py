@@ -214,7 +214,8 @@ class DataService:
                 "suffix": meta.get("suffix"), "epochs": meta.get("epochs"), "validation": validation}
         command = Command("start", {k: v for k, v in args.items() if v is not None})
         message = self.decorate(self.jobs.run(command, caller))
-        self.slack.post_quietly(caller.channel_id, message)
+        if message.in_channel:  # (with a card, the card is what the channel sees; the form tells the starter)
+            self.slack.post_quietly(caller.channel_id, message)
         said = escape(message.text)
         if estimate is not None:
             said += f"\n{escape(where)}'s own estimate for this job: {dollars(estimate)}."

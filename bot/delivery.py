@@ -8,6 +8,7 @@ recorded at once and whoever started or subscribed the job gets a direct message
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -15,9 +16,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bot.messages import Message, Subscription, duration, format_announcement, format_delivery_problem
+from bot.messages import (
+    Message,
+    Subscription,
+    duration,
+    format_announcement,
+    format_card,
+    format_delivery_problem,
+    format_progress,
+)
 from bot.providers.types import Job
-from bot.slack import CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
+from bot.slack import CARD_GONE_ERRORS, CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -129,7 +138,18 @@ class AnnouncementSender:
         if row is None:
             return  # another process took it, or it was sent meanwhile
         key = row["key"]
-        if row["uncertain"]:
+        if row["kind"] != "card":
+            card = self.store.card(channel, row["job_id"], row["provider"])
+            if card is not None and card["state"] in {"pending", "sending"}:
+                # The card goes first: an outcome or edit before it would have no thread or nothing to edit.
+                at = max(card["next_attempt_at"] or 0, card["lease_until"] or 0, self.clock()) + CHANNEL_SPACING
+                self.store.release(key, self.worker_id, at=at)
+                return
+        if row["uncertain"] and row["kind"] == "progress":
+            # At most once: a progress reply that may have landed is not worth a second one.
+            self.store.mark_skipped(key, self.worker_id, "an earlier attempt may have posted it")
+            return
+        if row["uncertain"] and row["kind"] != "card_update":  # (an edit is safe to make twice)
             try:
                 ts = self.slack.find_posted(channel, key, oldest=row["created_at"] - 60)
             except NoHistoryAccess as exc:
@@ -140,50 +160,125 @@ class AnnouncementSender:
                 self._handle_failure(row, failure, report)
                 return
             if ts is not None:
+                if row["kind"] == "card":
+                    self.store.set_card(channel, row["job_id"], row["provider"], ts=ts)
                 self.store.mark_sent(key, self.worker_id, ts)
                 report.found_already_posted += 1
                 return
-        message = self._message(row)
-        if message is None:
+        stored = self.store.job(row["job_id"], row["provider"])
+        if stored is None:
             self.store.mark_failed(key, self.worker_id, "the job is no longer known to this bot")
             report.failed += 1
             return
         try:
-            ts = self._post(channel, message, key)
+            sent = getattr(self, "_send_" + row["kind"])(row, Job.from_row(stored), stored.get("revision") or 0)
         except SlackFailure as failure:
             self._handle_failure(row, failure, report)
             return
+        if sent is None:
+            return  # settled without a post (nothing to edit, or nowhere to show it)
+        ts, thread_root = sent
         if self.store.mark_sent(key, self.worker_id, ts):
-            self.on_sent(row, ts)
+            self.on_sent(row, thread_root)
         report.sent += 1
-        log.info("announced %s in %s", key, channel)
+        log.info("delivered %s (%s) in %s", key, row["kind"], channel)
 
-    def _post(self, channel: str, message: Message, key: str) -> str:
-        """Post, and when Slack refuses the blocks themselves, post the plain text instead: the outcome must arrive."""
+    # -- each kind of row: the Slack call it makes, returning (its ts, the thread it belongs to) ---------------
+
+    def _subscription(self, row: dict) -> Subscription:
+        mention = bool(self.store.channel_settings(row["channel_id"])["mentions"])
+        return Subscription(row["channel_id"], row.get("user_id"), row.get("origin"), mention)
+
+    def _send_announcement(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
+        """The outcome: in the card's thread and in the channel when there is a card, else a plain message."""
+        channel, key = row["channel_id"], row["key"]
+        message = self.decorate(format_announcement(job, row["outcome"], self._subscription(row)))
+        card = self.store.card(channel, row["job_id"], row["provider"])
+        if card is not None and card["card_ts"]:
+            try:
+                ts = self._post(channel, message, key, thread_ts=card["card_ts"])
+                return ts, card["card_ts"]
+            except SlackFailure as failure:
+                if failure.reason not in CARD_GONE_ERRORS:
+                    raise
+                log.warning("the card of %s in %s is gone (%s); its outcome goes to the channel", row["job_id"],
+                            channel, failure.reason)
+                self.store.set_card(channel, row["job_id"], row["provider"], ts="")
+        ts = self._post(channel, message, key)
+        return ts, ts
+
+    def _send_delivery_problem(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
+        original = self.store.announcement(
+            f"{row['provider']}:{row['job_id']}:{row['about_channel']}:{row['outcome']}") or {}
+        reason = original.get("last_error") or "an error"
+        message = self.decorate(format_delivery_problem(job, row["outcome"], row["about_channel"], reason,
+                                                        bot_user_id=self.slack.bot_user_id()))
+        ts = self._post(row["channel_id"], message, row["key"])
+        return ts, ts
+
+    def _send_card(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
+        ts = self._post(row["channel_id"], self.decorate(format_card(job, self._subscription(row))), row["key"])
+        self.store.set_card(row["channel_id"], row["job_id"], row["provider"], ts=ts, revision=revision)
+        return ts, ts
+
+    def _send_card_update(self, row: dict, job: Job, revision: int) -> tuple[str, str] | None:
+        channel = row["channel_id"]
+        card = self.store.card(channel, row["job_id"], row["provider"])
+        wanted = json.loads(row.get("detail") or "{}").get("revision", revision)
+        if card is None or not card["card_ts"]:
+            self.store.mark_skipped(row["key"], self.worker_id, "no card to edit")
+            return None
+        if card["card_revision"] >= wanted:
+            self.store.mark_skipped(row["key"], self.worker_id, "the card already shows it")
+            return None
+        message = self.decorate(format_card(job, self._subscription(row)))
         try:
-            return self.slack.post(channel, message, key=key)
+            try:
+                self.slack.update(channel, card["card_ts"], message)
+            except SlackFailure as failure:
+                if failure.reason not in CONTENT_ERRORS:
+                    raise
+                self.slack.update(channel, card["card_ts"], message.plain())
+        except SlackFailure as failure:
+            if failure.reason in CARD_GONE_ERRORS:
+                self.store.set_card(channel, row["job_id"], row["provider"], ts="")
+            raise
+        finally:
+            self._not_before[channel] = self.clock() + CHANNEL_SPACING
+        self.store.set_card(channel, row["job_id"], row["provider"], revision=revision)
+        return card["card_ts"], card["card_ts"]
+
+    def _send_progress(self, row: dict, job: Job, revision: int) -> tuple[str, str] | None:
+        channel = row["channel_id"]
+        card = self.store.card(channel, row["job_id"], row["provider"])
+        if card is None or not card["card_ts"]:
+            self.store.mark_skipped(row["key"], self.worker_id, "no card thread to reply in")
+            return None
+        if job.final:
+            self.store.mark_skipped(row["key"], self.worker_id, "the job has ended: its outcome says the rest")
+            return None
+        message = self.decorate(format_progress(job, json.loads(row.get("detail") or "{}")))
+        try:
+            return self._post(channel, message, None, thread_ts=card["card_ts"], broadcast=False), card["card_ts"]
+        except SlackFailure as failure:
+            if failure.reason in CARD_GONE_ERRORS:
+                self.store.set_card(channel, row["job_id"], row["provider"], ts="")
+            raise
+
+    def _post(self, channel: str, message: Message, key: str | None, *, thread_ts: str | None = None,
+              broadcast: bool = True) -> str:
+        """Post, and when Slack refuses the blocks themselves, post the plain text instead: the outcome must arrive.
+        In a thread (`thread_ts`), also shown in the channel unless `broadcast` is False."""
+        where = {"thread_ts": thread_ts, "broadcast": broadcast} if thread_ts else {}
+        try:
+            return self.slack.post(channel, message, key=key, **where)
         except SlackFailure as failure:
             if failure.reason not in CONTENT_ERRORS or not message.blocks:
                 raise
             log.warning("Slack refused the blocks of %s (%s); posting it as plain text", key, failure.reason)
-            return self.slack.post(channel, message.plain(), key=key)
+            return self.slack.post(channel, message.plain(), key=key, **where)
         finally:
             self._not_before[channel] = self.clock() + CHANNEL_SPACING
-
-    def _message(self, row: dict) -> Message | None:
-        stored = self.store.job(row["job_id"], row["provider"])
-        if stored is None:
-            return None
-        job = Job.from_row(stored)
-        if row["kind"] == "delivery_problem":
-            original = self.store.announcement(
-                f"{row['provider']}:{row['job_id']}:{row['about_channel']}:{row['outcome']}") or {}
-            reason = original.get("last_error") or "an error"
-            return self.decorate(format_delivery_problem(job, row["outcome"], row["about_channel"], reason,
-                                                         bot_user_id=self.slack.bot_user_id()))
-        mention = bool(self.store.channel_settings(row["channel_id"])["mentions"])
-        subscription = Subscription(row["channel_id"], row.get("user_id"), row.get("origin"), mention)
-        return self.decorate(format_announcement(job, row["outcome"], subscription))
 
     # -- when Slack says no ------------------------------------------------------------------------------
 

@@ -18,7 +18,9 @@ from bot.messages import (
     FollowsPage,
     Message,
     ProviderInfo,
+    Subscription,
     format_action,
+    format_card,
     format_events,
     format_followed,
     format_help,
@@ -157,14 +159,14 @@ class JobService:
                 return format_stopped_taking_jobs(error, [p.name for p in self.providers if p.name != target.name])
             raise
         try:
-            self._follow(caller, job, origin="start")
+            card = self._follow(caller, job, origin="start", card=True)[1]
             self.store.finish_intent(request_id, job_id=job.id)
         except sqlite3.Error:
             # The job exists and is billed: the user must still learn its id, and how to follow it.
             log.exception("started %s but could not record that %s follows it", job.id, caller.channel_id)
             return format_started(job, [f"I couldn't save that this channel follows it, so I won't post when it "
                                         f"finishes. Try `/finetune subscribe {job.id}` in a minute."])
-        return format_started(job, self._visibility_warnings(caller))
+        return format_started(job, self._visibility_warnings(caller), card=card)
 
     def _status(self, caller: Caller, job_id: str | None = None, provider: str | None = None) -> Message:
         if job_id is None:
@@ -214,11 +216,11 @@ class JobService:
         self._observe(job)  # first, so a channel subscribing to a job that just ended gets the reply, not a repeat
         if where == "dm":
             dm = replace(caller, channel_id=self.slack.open_dm(caller.user_id))
-            new = self._follow(dm, job, origin="dm")
+            new, _ = self._follow(dm, job, origin="dm")
             return format_subscribed(job, new=new, by_dm=True)
-        new = self._follow(caller, job, origin="subscribe")
+        new, card = self._follow(caller, job, origin="subscribe", card=True)
         warnings = [] if job.final else self._visibility_warnings(caller)
-        return format_subscribed(job, new=new, warnings=warnings)
+        return format_subscribed(job, new=new, warnings=warnings, card=card and new)
 
     def _unsubscribe(self, caller: Caller, job_id: str, provider: str | None = None,
                      where: str | None = None) -> Message:
@@ -227,17 +229,37 @@ class JobService:
         existed = any(self.store.unfollow(channel, job_id, name) for name in names)
         return format_unsubscribed(job_id, existed=existed, by_dm=where == "dm")
 
-    def _settings(self, caller: Caller, outcomes: str | None = None, mentions: bool | None = None) -> Message:
-        if outcomes is None and mentions is None:
+    def _settings(self, caller: Caller, outcomes: str | None = None, mentions: bool | None = None,
+                  cards: bool | None = None, progress: bool | None = None, every: int | None = None) -> Message:
+        changes = {"outcomes": outcomes, "mentions": mentions, "cards": cards, "progress": progress,
+                   "progress_minutes": every}
+        if all(value is None for value in changes.values()):
             return format_settings(self.store.channel_settings(caller.channel_id), changed=False)
-        row = self.store.set_channel_settings(caller.channel_id, caller.user_id, outcomes=outcomes, mentions=mentions)
-        return format_settings(row, changed=True)
+        return format_settings(self.store.set_channel_settings(caller.channel_id, caller.user_id, **changes),
+                               changed=True)
 
     def refresh(self, caller: Caller, job_id: str, provider: str | None) -> Message:
         """The job as it is now, as `status` shows it (for a Refresh click, which replaces the clicked message and so
         is seen by whoever saw that one)."""
         shown = self.run(Command("status", {"job_id": job_id, **({"provider": provider} if provider else {})}), caller)
         return replace(shown, in_channel=True)
+
+    def refresh_card(self, caller: Caller, job_id: str, provider: str | None) -> tuple[Message, bool]:
+        """A card's Refresh: the job re-read (and recorded, so a change seen here edits its other cards too) and the
+        card redrawn in place; (the message, whether it replaces the card). A provider's refusal goes only to
+        whoever clicked, leaving the card as it was."""
+        try:
+            target, job = self.locate(job_id, provider)
+            job = job or target.retrieve(job_id)
+        except ProviderError as error:
+            return format_provider_error(f"refresh {job_id}", error), False
+        except UnknownProvider as unknown:
+            return format_unknown_provider(str(unknown), self.providers.names), False
+        self._observe(job)
+        row = next((f for f in self.store.followers(job.id, target.name) if f["channel_id"] == caller.channel_id), {})
+        mention = bool(self.store.channel_settings(caller.channel_id)["mentions"])
+        subscription = Subscription(caller.channel_id, row.get("user_id"), row.get("origin"), mention)
+        return replace(format_card(job, subscription), in_channel=True), True
 
     def latest_events(self, caller: Caller, job_id: str, provider: str | None) -> Message:
         try:
@@ -320,9 +342,14 @@ class JobService:
         self._observe(job)
         return format_action(action, job)
 
-    def _follow(self, caller: Caller, job: Job, *, origin: str) -> bool:
-        return self.store.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
-                                 user_id=caller.user_id, origin=origin)
+    def _follow(self, caller: Caller, job: Job, *, origin: str, card: bool = False) -> tuple[bool, bool]:
+        """Follow a job here; (whether the follow is new, whether the channel has a card of it coming)."""
+        new = self.store.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
+                                user_id=caller.user_id, origin=origin, card=card)
+        carded = card and not job.final and self.store.card(caller.channel_id, job.id, job.provider) is not None
+        if carded and new:
+            self.on_queued()  # the card goes out now, not at the next scheduled delivery
+        return new, carded
 
     def _observe(self, job: Job) -> None:
         """What a command learnt of a followed job counts like a poll: an outcome seen here is announced."""
@@ -356,9 +383,8 @@ class JobService:
                 continue
             if job is not None:
                 self.store.follow(intent["channel_id"], job.fields(), final=job.final, team_id=intent["team_id"],
-                                  user_id=intent["user_id"], origin="start", announce=job.outcome)
-                if job.final:
-                    self.on_queued()
+                                  user_id=intent["user_id"], origin="start", announce=job.outcome, card=True)
+                self.on_queued()
             self._tell_about_start(intent, format_start_reconciled(job, intent["training_file"]))
             self.store.finish_intent(intent["request_id"], job_id=job.id if job else None,
                                      state="reconciled" if job else "never_started")

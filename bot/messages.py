@@ -205,11 +205,18 @@ def format_note(text: str, *, emoji: str = ":information_source:") -> Message:
 def format_settings(settings: Mapping, *, changed: bool) -> Message:
     """What a channel hears, and how to change it."""
     outcomes = "every outcome (succeeded, failed, cancelled)" if settings["outcomes"] == "all" else "failures only"
-    mentions = "on" if settings["mentions"] else "off"
+    onoff = {name: "on" if settings[name] else "off" for name in ("mentions", "cards", "progress")}
+    minutes = int(settings["progress_minutes"])
+    every = f"at most one reply every {minutes} minute{'s' if minutes != 1 else ''}"
     head = ":gear: This channel's settings are now:" if changed else ":gear: This channel's settings:"
     lines = [f"Outcomes announced: *{escape(outcomes)}*  (`outcomes=all|failures`)",
-             f"Mentions of who started or subscribed: *{mentions}*  (`mentions=on|off`)"]
-    text = f"{'Now: ' if changed else ''}outcomes {settings['outcomes']}, mentions {mentions}."
+             f"Mentions of who started or subscribed: *{onoff['mentions']}*  (`mentions=on|off`)",
+             f"A card per job, edited as it moves, with a thread: *{onoff['cards']}*  (`cards=on|off`; off: plain "
+             "messages)",
+             f"Progress replies in a card's thread: *{onoff['progress']}*, {every}  (`progress=on|off`, "
+             "`every=<minutes>`)"]
+    text = (f"{'Now: ' if changed else ''}outcomes {settings['outcomes']}, mentions {onoff['mentions']}, cards "
+            f"{onoff['cards']}, progress {onoff['progress']} every {minutes} min.")
     return _message(text, [_section(head + "\n" + "\n".join(lines))], in_channel=changed)
 
 
@@ -246,17 +253,23 @@ def job_fields(job: Job | Mapping) -> list[tuple[str, str]]:
     return pairs
 
 
-def format_started(job: Job, warnings: Sequence[str] = ()) -> Message:
+def format_started(job: Job, warnings: Sequence[str] = (), *, card: bool = False) -> Message:
+    """The answer to a start. With a card (the channel's lasting record of the job), only the starter sees it."""
     where = provider_label(job.provider)
-    text = f"Started fine-tuning job {job.id} on {where} ({job.model}). I'll post here when it finishes."
+    text = f"Started fine-tuning job {job.id} on {where} ({job.model}). " + (
+        "Its card is in the channel; progress goes in the card's thread." if card else
+        "I'll post here when it finishes.")
     blocks = [
-        _section(f":rocket: Started fine-tuning job {code(job.id)} on {escape(where)} ({code(job.model)}).\n"
-                 "I'll post in this channel when it finishes."),
-        *_fields(job_fields(job)),
+        _section(f":rocket: Started fine-tuning job {code(job.id)} on {escape(where)} ({code(job.model)}).\n" + (
+            "Its card is in this channel: it shows the job as it moves, with progress in its thread." if card else
+            "I'll post in this channel when it finishes.")),
     ]
+    if not card:
+        blocks += _fields(job_fields(job))
     blocks += [_section(":warning: " + w) for w in warnings]
-    blocks.append(job_buttons(job))
-    return _message(text, blocks, in_channel=True)
+    if not card:
+        blocks.append(job_buttons(job))
+    return _message(text, blocks, in_channel=not card)
 
 
 CANCEL_ACTION = "cancel_job"
@@ -264,17 +277,26 @@ REFRESH_ACTION = "refresh_job"
 EVENTS_ACTION = "job_events"
 
 
-def job_buttons(job: Job) -> dict:
+def job_buttons(job: Job, *, card: bool = False) -> dict:
     """Refresh (the message shows the job as it is now), Events (its latest, to whoever clicked), and, while it
-    runs, Cancel."""
-    value = escape(json.dumps({"provider": job.provider, "job": job.id}))
+    runs, Cancel; on a job's card, Refresh redraws the card, and a succeeded job's card can be tried."""
+    value = escape(json.dumps({"provider": job.provider, "job": job.id, **({"card": 1} if card else {})}))
     elements = [{"type": "button", "action_id": REFRESH_ACTION, "value": value,
                  "text": {"type": "plain_text", "text": "Refresh"}},
                 {"type": "button", "action_id": EVENTS_ACTION, "value": value,
                  "text": {"type": "plain_text", "text": "Events"}}]
     if not job.final:
         elements.append(cancel_button(job.id)["elements"][0])
+    if card and job.state == "succeeded" and job.fine_tuned_model:
+        elements.insert(0, try_button(job))
     return {"type": "actions", "elements": elements}
+
+
+def try_button(job: Job) -> dict:
+    return {"type": "button", "action_id": "try_open", "style": "primary",
+            "text": {"type": "plain_text", "text": "Try it"},
+            # Values are not shown, but they are still text from the provider: escaped like the rest.
+            "value": escape(json.dumps({"provider": job.provider, "job": job.id}))[:2000]}
 
 
 def cancel_button(job_id: str) -> dict:
@@ -467,7 +489,8 @@ def format_action(action: str, job: Job) -> Message:
     return _message(text, [_section(f"{status_label(job.status)}  {past} job {code(job.id)}.")], in_channel=True)
 
 
-def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = (), by_dm: bool = False) -> Message:
+def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = (), by_dm: bool = False,
+                      card: bool = False) -> Message:
     if by_dm and not job.final:
         text = (f"You now follow job {job.id} ({job.status}); I'll tell you in a direct message when it finishes."
                 if new else f"You already follow job {job.id} in a direct message.")
@@ -475,6 +498,10 @@ def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = (), by_d
     if job.final:
         text = f"Job {job.id} has already finished: {job.status}."
         head = f"{status_label(job.status)}  Job {code(job.id)} has already finished, so there is nothing to wait for."
+    elif new and card:
+        text = f"This channel now follows job {job.id} ({job.status}); its card is in the channel."
+        head = (f":bell: This channel now follows {code(job.id)} ({escape(job.status)}). Its card is in the "
+                "channel: it shows the job as it moves, with progress in its thread.")
     elif new:
         text = f"This channel now follows job {job.id} ({job.status}); I'll post here when it finishes."
         head = (f":bell: This channel now follows {code(job.id)} ({escape(job.status)}). "
@@ -486,7 +513,7 @@ def format_subscribed(job: Job, *, new: bool, warnings: Sequence[str] = (), by_d
     if job.error_message:
         blocks.append(_section(f"*Error*\n>{escape(job.error_message)}"))
     blocks += [_section(":warning: " + w) for w in warnings]
-    return _message(text, blocks, in_channel=new and not job.final)
+    return _message(text, blocks, in_channel=new and not job.final and not card)
 
 
 def format_unsubscribed(job_id: str, *, existed: bool, by_dm: bool = False) -> Message:
@@ -541,11 +568,7 @@ def format_announcement(job: Job, outcome: str, subscription: Subscription) -> M
             *_fields([*about, ("Trained tokens", tokens(job.trained_tokens)), ("Took", took)]),
         ]
         if job.fine_tuned_model:
-            blocks.append({"type": "actions", "elements": [{
-                "type": "button", "action_id": "try_open", "style": "primary",
-                "text": {"type": "plain_text", "text": "Try it"},
-                # Values are not shown, but they are still text from the provider: escaped like the rest.
-                "value": escape(json.dumps({"provider": job.provider, "job": job.id}))[:2000]}]})
+            blocks.append({"type": "actions", "elements": [try_button(job)]})
     elif outcome == "failed":
         reason = job.error_message or "The provider gave no reason."
         text = f"Fine-tuning job {job.id} on {where} failed: {reason}"
@@ -565,6 +588,66 @@ def format_announcement(job: Job, outcome: str, subscription: Subscription) -> M
         verb = "Started" if subscription.origin == "start" else "Followed here"
         blocks.append(_context(f"{verb} by <@{user}>"))
     return _message(text, blocks)
+
+
+CARD_ERROR_LIMIT = 1500  # a longer error is cut, with a note saying where the whole of it is
+
+
+def format_card(job: Job, subscription: Subscription) -> Message:
+    """A job's card: one message per following channel, edited in place as the job moves, its progress in its
+    thread, with buttons to refresh, see events, cancel and (once it succeeded) try the model."""
+    where = provider_label(job.provider)
+    emoji = STATUS_EMOJI.get(job.status) or STATUS_EMOJI.get(job.state, ":grey_question:")
+    text = f"Fine-tuning job {job.id} on {where}: {job.status}"
+    pairs = [("Status", status_label(job.status, job.state)), ("Provider", escape(where)),
+             ("Base model", code(job.model)), ("Training file", code(job.training_file or "—"))]
+    if job.fine_tuned_model:
+        pairs.append(("Fine-tuned model", code(job.fine_tuned_model)))
+        text += f". Fine-tuned model: {job.fine_tuned_model}"
+    if job.suffix:
+        pairs.append(("Suffix", code(job.suffix)))
+    pairs.append(("Created", when(job.created_at)))
+    if job.finished_at and job.created_at:
+        pairs.append(("Took", duration(job.finished_at - job.created_at)))
+    user = subscription.user_id or ""
+    if SLACK_USER_ID.fullmatch(user):
+        who = f"<@{user}>" if subscription.mention else code(user)
+        pairs.append(("Started by" if subscription.origin == "start" else "Followed by", who))
+    meaning = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}.get(job.state, "in progress")
+    blocks = [_header(f"{emoji} Fine-tuning job: {meaning}"),  # our words: the provider's are in the fields
+              _section(f"{code(job.id)} on {escape(where)}"), *_fields(pairs)]
+    if job.error_message or job.state == "failed":
+        reason = job.error_message or "The provider gave no reason."
+        shown = reason if len(reason) <= CARD_ERROR_LIMIT else reason[:CARD_ERROR_LIMIT]
+        cut = "" if shown == reason else (f"\n_(cut: {len(reason) - len(shown):,} more characters; "
+                                          f"`/finetune status {escape(job.id)}` shows the whole error)_")
+        blocks.append(_section(f"*Why* ({escape(job.error_code or 'unknown')})\n>{escape(shown)}{cut}"))
+        text += f". Error: {shown}"
+    blocks.append(job_buttons(job, card=True))
+    blocks.append(_context("Progress is posted in this thread." if not job.final else
+                           "Its outcome is in this thread and in the channel."))
+    return _message(text, blocks)
+
+
+def format_progress(job: Job, detail: Mapping) -> Message:
+    """A reply in a card's thread: the job's status changed, or how far training has come."""
+    if "to" in detail:
+        before, after = str(detail.get("from") or "—"), str(detail["to"])
+        text = f"Status of {job.id}: {before} → {after}"
+        return _message(text, [_context(f"{status_label(after)}  Status: {escape(before)} → *{escape(after)}*")])
+    step, total = detail.get("step"), detail.get("total_steps")
+    parts = [f"Step {step:,}" + (f" of {total:,}" if isinstance(total, int) and total >= step else "")]
+    if isinstance(detail.get("train_loss"), (int, float)):
+        parts.append(f"training loss {detail['train_loss']:.4g}")
+    if isinstance(detail.get("valid_loss"), (int, float)):
+        parts.append(f"validation loss {detail['valid_loss']:.4g}")
+    plain = list(parts)
+    finish = detail.get("finish_at")
+    if isinstance(finish, (int, float)) and finish > 0:
+        parts.append(f"expected to finish {when(finish)}")
+        plain.append("expected to finish " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(int(finish))))
+    text = f"{job.id}: " + " · ".join(plain)
+    return _message(text, [_context(":chart_with_downwards_trend: " + " · ".join(parts))])
 
 
 def format_delivery_problem(job: Job, outcome: str, channel_id: str, reason: str,

@@ -25,6 +25,7 @@ PAGE_SIZE = 100
 MAX_RETRIEVES_PER_CYCLE = 100
 MAX_SKIPPED_CYCLES = 16
 MAX_PAUSE_SECONDS = 120.0  # however long the interval, an outage never silences polling for longer than this
+MAX_PROGRESS_READS_PER_CYCLE = 20  # the latest metrics of at most this many jobs a cycle (the rest wait a cycle)
 
 
 @dataclass
@@ -40,6 +41,7 @@ class PollReport:
     errors: dict[str, str] = field(default_factory=dict)
     backing_off: list[str] = field(default_factory=list)
     unconfigured: int = 0  # followed jobs at a provider no longer configured: left as they are
+    progress: int = 0  # progress replies queued (each card's thread hears at most one per its channel's interval)
 
 
 @dataclass
@@ -92,20 +94,47 @@ class Poller:
         return report
 
     def _poll(self, provider: FineTuningProvider, rows: list[dict]) -> tuple[str, dict[str, Job], int,
-                                                                                ProviderError | None]:
-        """Ask one provider about its jobs: what it said (even before an error), the requests made, the error."""
+                                                                                ProviderError | None, int]:
+        """Ask one provider about its jobs: what it said (even before an error), the requests made, the error, and
+        the progress replies queued."""
         seen: dict[str, Job] = {}
         counter = [0]
         try:
             self._collect(provider, rows, seen, counter)
         except ProviderError as error:
-            return provider.name, seen, counter[0], error
-        return provider.name, seen, counter[0], None
+            return provider.name, seen, counter[0], error, 0
+        return provider.name, seen, counter[0], None, self._progress(provider, seen, counter)
+
+    def _progress(self, provider: FineTuningProvider, seen: dict[str, Job], counter: list[int]) -> int:
+        """Queue a progress reply for running jobs whose cards are due one: the provider is asked for a job's latest
+        metrics only then, so the throttle saves provider requests as well as Slack posts."""
+        if not provider.capabilities.metrics:
+            return 0
+        running = [job for job in seen.values() if not job.final]
+        due = self.store.progress_due(provider.name, [job.id for job in running])[:MAX_PROGRESS_READS_PER_CYCLE]
+        queued = 0
+        for job_id in due:
+            try:
+                point = provider.latest_metric(job_id)
+            except ProviderError as error:
+                log.info("no progress for %s this cycle: %s", job_id, error.message)
+                break
+            finally:
+                counter[0] += 1
+            if point is None:
+                continue
+            detail = {"step": point.step, "total_steps": point.total_steps, "train_loss": point.train_loss,
+                      "valid_loss": point.valid_loss, "finish_at": seen[job_id].estimated_finish}
+            queued += self.store.queue_progress(provider.name, job_id, point.step, detail)
+        return queued
 
     def _record(self, report: PollReport, name: str, seen: dict[str, Job], requests: int,
-                error: ProviderError | None) -> None:
+                error: ProviderError | None, progress: int = 0) -> None:
         backoff = self._backoff[name]
         report.requests += requests
+        report.progress += progress
+        if progress:
+            self.on_queued()
         report.requests_by_provider[name] = requests
         if error is not None:
             backoff.failures += 1

@@ -26,9 +26,11 @@ from bot.app import build
 from bot.commands import Command, parse
 from bot.config import Settings
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID
+from bot.messages import TRY_OPEN_ACTION
 from bot.sandbox.slack import (
     BOT_USER_ID,
     SlackStandIn,
+    block_action_body,
     signed_headers,
     slash_command_body,
     view_action_body,
@@ -40,11 +42,13 @@ EMOJI = {
     ":white_check_mark:": "✅", ":x:": "❌", ":no_entry_sign:": "🚫", ":gear:": "⚙️", ":mag:": "🔍",
     ":hourglass_flowing_sand:": "⏳", ":double_vertical_bar:": "⏸", ":rocket:": "🚀", ":warning:": "⚠️",
     ":bell:": "🔔", ":no_bell:": "🔕", ":lock:": "🔒", ":test_tube:": "🧪", ":thinking_face:": "🤔",
-    ":grey_question:": "❔", ":face_with_head_bandage:": "🤕",
+    ":grey_question:": "❔", ":face_with_head_bandage:": "🤕", ":chart_with_downwards_trend:": "📉",
+    ":package:": "📦", ":outbox_tray:": "📤",
 }
 REPLY_WAIT = 30.0
 SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
 Training data: /finetune check PATH or /finetune upload PATH (a local .jsonl file, in place of Slack's file picker)
+Buttons: /click LABEL [JOB_ID] presses a button on the latest card here (of that job), e.g. /click Refresh
 Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /quit"""
 FORM_WAIT = 60.0  # a large file's check, in the shell's own form flow
 
@@ -138,7 +142,7 @@ class Shell:
     def _on_slack(self, kind: str, record: dict) -> None:
         if kind == "upload":
             where = self.channels.get(record["channel"], record["channel"])
-            thread = " (in the announcement's thread)" if record.get("thread_ts") else ""
+            thread = " (in the job's thread)" if record.get("thread_ts") else ""
             self.say(f"[#{where}] finetune-bot shared a picture{thread}: {record['title']} "
                      f"({record['filename']}, {len(record['_content']) // 1024} KB PNG)")
             return
@@ -150,14 +154,30 @@ class Shell:
         if kind == "response":
             self._responses += 1
             who = "everyone" if record.get("response_type") == "in_channel" else "only you"
-            self.say(f"[#{self.channel}] finetune-bot ({who} can see this):\n{self._indent(record)}")
+            did = "replaced the message you clicked" if record.get("replace_original") else f"({who} can see this)"
+            self.say(f"[#{self.channel}] finetune-bot {did}:\n{self._indent(record)}")
+            return
+        where = self.channels.get(record["channel"], record["channel"])
+        label = f"DM to @{where}" if record["channel"].startswith(("U", "D")) else f"#{where}"
+        if kind == "update":
+            self.say(f"[{label}] finetune-bot updated its card of {self._card_job(record)}:\n{self._indent(record)}")
+        elif record.get("thread_ts"):
+            # A thread reply, indented under its card (and marked when also sent to the channel).
+            also = ", also sent to the channel" if record.get("broadcast") else ""
+            parent = next((p for p in self.slack.messages_in(record["channel"]) if p["ts"] == record["thread_ts"]),
+                          {})
+            self.say(f"[{label}]   ↳ reply in the thread of {self._card_job(parent)}{also}:\n"
+                     f"{self._indent(record, depth=6)}")
         else:
-            where = self.channels.get(record["channel"], record["channel"])
-            label = f"DM to @{where}" if record["channel"].startswith("U") else f"#{where}"
             self.say(f"[{label}] finetune-bot posted:\n{self._indent(record)}")
 
-    def _indent(self, record: Mapping) -> str:
-        return "\n".join("  " + line for line in render(record, self.channels).splitlines())
+    @staticmethod
+    def _card_job(record: Mapping) -> str:
+        found = re.search(r"job (\S+) on", record.get("text") or "")
+        return found[1] if found else "a message"
+
+    def _indent(self, record: Mapping, depth: int = 2) -> str:
+        return "\n".join(" " * depth + line for line in render(record, self.channels).splitlines())
 
     def handle(self, line: str) -> bool:
         """Act on one line; False when the user asked to quit."""
@@ -175,6 +195,8 @@ class Shell:
             self.say(f"Now you are @{self.user}.")
         elif word == "/finetune":
             self.dispatch(rest)
+        elif word == "/click" and rest.strip():
+            self.click(*rest.split(None, 1))
         else:
             self.say(SHELL_HELP)
         return True
@@ -199,6 +221,39 @@ class Shell:
             self.say(f"[#{self.channel}] finetune-bot (only you can see this):\n{self._indent(ack)}")
         elif not _opens_a_form(text):  # a form is its own answer: no reply follows it
             self.expected_replies += 1
+            self.wait_for_replies(REPLY_WAIT)
+
+    def click(self, label: str, job_id: str = "") -> None:
+        """Press a button on the latest card in this channel (of `job_id`, if given), as a person would in Slack:
+        a signed block_actions request, through Slack's confirmation dialog when the button has one."""
+        cid = channel_id(self.channel)
+        cards = [c for c in self.slack.cards_in(cid) if job_id.strip() in c["text"]]
+        if not cards:
+            self.say(f"No card{' of ' + job_id.strip() if job_id.strip() else ''} in #{self.channel} to click.")
+            return
+        card = cards[-1]
+        buttons = [e for b in card["blocks"] or [] if b.get("type") == "actions" for e in b["elements"]]
+        chosen = [b for b in buttons if b["text"]["text"].lower().startswith(label.lower())]
+        if not chosen:
+            self.say(f"The card has no [{label}] button; it has " + ", ".join(f"[{b['text']['text']}]"
+                                                                           for b in buttons) + ".")
+            return
+        button = chosen[0]
+        if button.get("confirm"):
+            self.say(f"(Slack asks: \"{button['confirm']['title']['text']}\" {button['confirm']['text']['text']} "
+                     f"— you chose [{button['confirm']['confirm']['text']}])")
+        where = self._where()
+        body = block_action_body(button["action_id"], button.get("value", ""), channel_id=cid,
+                                 user_id=where["user_id"], response_url=where["response_url"],
+                                 message_ts=card["ts"])
+        self.expected_replies += 1
+        response = self.bot.app.dispatch(BoltRequest(body=body, headers=signed_headers(body, self.signing_secret)))
+        if response.status != 200:
+            self.say(f"(Slack would show an error: the app answered HTTP {response.status})")
+            self.expected_replies -= 1
+        elif button["action_id"] == TRY_OPEN_ACTION:
+            self.expected_replies -= 1  # it opens a form, which the shell only describes
+        else:
             self.wait_for_replies(REPLY_WAIT)
 
     def fill_form(self, mode: str, path: str, options: str) -> None:

@@ -29,6 +29,9 @@ TRANSIENT_ERRORS = frozenset({"ratelimited", "internal_error", "fatal_error", "s
 # Refusals of the message's content: the plain text alone may still go through.
 CONTENT_ERRORS = frozenset({"invalid_blocks", "invalid_blocks_format", "msg_too_long", "msg_blocks_too_long",
                             "too_many_blocks"})
+# Answers meaning a card (or its thread) is gone for good: deleted, or no longer the bot's to edit.
+CARD_GONE_ERRORS = frozenset({"message_not_found", "thread_not_found", "cant_update_message", "edit_window_closed",
+                              "cant_broadcast_message"})
 ANNOUNCEMENT_EVENT = "finetune_bot_announcement"
 VIEW_SETTLE_SECONDS = 1.0
 DOWNLOAD_CHUNK = 1024 * 1024
@@ -59,16 +62,26 @@ class SlackGateway:
         self._bot_user_id: str | None = None
         self._bot_user_lock = threading.Lock()
 
-    def post(self, channel: str, message: Message, *, key: str | None = None) -> str:
-        """Post a message; returns its ts. Tagged with `key` in message metadata so it can be found again.
+    def post(self, channel: str, message: Message, *, key: str | None = None, thread_ts: str | None = None,
+             broadcast: bool = False) -> str:
+        """Post a message (in a thread, with `thread_ts`; also shown in the channel, with `broadcast`); returns its
+        ts. Tagged with `key` in message metadata so it can be found again (a broadcast reply is in the channel's
+        history too).
 
         Everything posted is scrubbed first: a provider's error text that quotes a key never reaches a channel."""
         kwargs = {"channel": channel, "text": self.scrub(message.text), "blocks": self.scrub.deep(message.blocks),
                   "unfurl_links": False}
+        if thread_ts:
+            kwargs.update(thread_ts=thread_ts, reply_broadcast=broadcast)
         if key:
             kwargs["metadata"] = {"event_type": ANNOUNCEMENT_EVENT, "event_payload": {"key": key}}
         response = self._call("chat_postMessage", **kwargs)
         return str(response.get("ts"))
+
+    def update(self, channel: str, ts: str, message: Message) -> None:
+        """Edit a message the bot posted (a job's card) in place, scrubbed like a post."""
+        self._call("chat_update", channel=channel, ts=ts, text=self.scrub(message.text),
+                   blocks=self.scrub.deep(message.blocks))
 
     def find_posted(self, channel: str, key: str, *, oldest: float) -> str | None:
         """The ts of a message we posted with `key` since `oldest`, or None; NoHistoryAccess without the scope."""

@@ -34,15 +34,19 @@ def make_job_listener(services, *, refresh: bool):
             return  # not a button of ours
         caller = caller_of_click(body)
         if caller.response_url:
-            services.background.submit(_answer, services, caller, job_id, provider or None, refresh)
+            services.background.submit(_answer, services, caller, job_id, provider or None, refresh,
+                                       bool(target.get("card")))
 
     return job_clicked
 
 
-def _answer(services, caller: Caller, job_id: str, provider, refresh: bool) -> None:
+def _answer(services, caller: Caller, job_id: str, provider, refresh: bool, card: bool) -> None:
     send = replier(services, caller)
     try:
-        if refresh:
+        if refresh and card:
+            message, replace = services.jobs.refresh_card(caller, job_id, provider)
+            send(message, replace=replace)
+        elif refresh:
             send(services.jobs.refresh(caller, job_id, provider), replace=True)
         else:
             send(services.jobs.latest_events(caller, job_id, provider))

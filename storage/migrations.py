@@ -189,3 +189,20 @@ def m005_channel_settings(db: Database) -> None:
         {"channel_id": str, "outcomes": str, "mentions": int, "updated_by": str, "updated_at": float},
         pk="channel_id", not_null={"outcomes", "mentions"}, defaults={"outcomes": "all", "mentions": 1},
     )
+
+
+@migrations()
+def m006_cards(db: Database) -> None:
+    # A job's card: one message per following channel, edited in place, with progress in its thread. Its ts is kept
+    # with the subscription ('' once Slack says it is gone, so the outcome falls back to a plain message).
+    db["subscriptions"].add_column("card_ts", str)
+    db["subscriptions"].add_column("card_revision", int, not_null_default=0)  # the job's revision the card shows
+    db["subscriptions"].add_column("progress_at", float)  # when the last progress reply was queued: the throttle
+    db["subscriptions"].add_column("progress_step", int)
+    # A job's revision counts its status changes; each change is one card edit (keyed by it, so queued once).
+    db["jobs"].add_column("revision", int, not_null_default=0)
+    # What a card edit or progress reply is about (the revision, the step and loss), as JSON.
+    db["announcements"].add_column("detail", str)
+    db["channel_settings"].add_column("cards", int, not_null_default=1)
+    db["channel_settings"].add_column("progress", int, not_null_default=1)
+    db["channel_settings"].add_column("progress_minutes", int, not_null_default=5)

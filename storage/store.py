@@ -38,6 +38,9 @@ WEBHOOK_RETENTION_SECONDS = 7 * 86400  # providers redeliver for at most a few d
 TRIGGER_RETENTION_SECONDS = 600  # Slack refuses a request older than 5 minutes, so a replay is younger than this
 INTENT_RETENTION_SECONDS = 7 * 86400
 SHARE_RETENTION_SECONDS = 86400  # a tried answer can be shared for a day
+# What a channel hears until someone changes it: every outcome, mentions, a card per job with progress in its thread
+# at most every five minutes.
+CHANNEL_DEFAULTS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progress_minutes": 5}
 
 
 class StorageUnavailable(Exception):
@@ -160,13 +163,14 @@ class Store:
 
     def follow(
         self, channel_id: str, job: dict, *, final: bool, team_id: str, user_id: str, origin: str,
-        announce: str | None = None,
+        announce: str | None = None, card: bool = False,
     ) -> bool:
         """Make a channel follow a job; returns False when it already did.
 
         With `announce` (an outcome), the channel is also owed that outcome's announcement: for a job that ended
         while nobody was yet following it (a start reconciled after a crash). Queued at most once, however many
-        processes reconcile the same start.
+        processes reconcile the same start. With `card`, a running job's card is queued for the channel too, unless
+        the channel turned cards off (then its outcome comes as a plain message, as before cards).
         """
         now = self._clock()
         provider = job.get("provider") or OPENAI
@@ -185,7 +189,26 @@ class Store:
             new = cur.rowcount == 1
             if announce:
                 self._queue(db.conn, provider, job["id"], announce, now, channel_id=channel_id)
+            if card and not final and self._setting(db.conn, channel_id, "cards"):
+                self._queue_kind(db.conn, "card", provider, job["id"], channel_id, job.get("status") or "", now,
+                                 key=f"{provider}:{job['id']}:{channel_id}:card")
             return new
+
+    @staticmethod
+    def _setting(conn: sqlite3.Connection, channel_id: str, name: str):
+        row = conn.execute(f"SELECT {name} FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
+        return row[0] if row else CHANNEL_DEFAULTS[name]
+
+    @staticmethod
+    def _queue_kind(conn: sqlite3.Connection, kind: str, provider: str, job_id: str, channel_id: str, outcome: str,
+                    now: float, *, key: str, detail: dict | None = None) -> int:
+        """Queue one card, card edit or progress reply (its key makes it once), for the follower in `channel_id`."""
+        return conn.execute(
+            "INSERT OR IGNORE INTO announcements (key, provider, job_id, channel_id, outcome, user_id, origin, kind,"
+            " detail, state, created_at, next_attempt_at) SELECT ?, provider, job_id, channel_id, ?, user_id, origin,"
+            " ?, ?, 'pending', ?, ? FROM subscriptions WHERE provider = ? AND job_id = ? AND channel_id = ?",
+            (key, outcome, kind, json.dumps(detail) if detail else None, now, now, provider, job_id, channel_id),
+        ).rowcount
 
     @staticmethod
     def _queue(conn: sqlite3.Connection, provider: str, job_id: str, outcome: str, now: float, *,
@@ -217,9 +240,10 @@ class Store:
                 (channel_id, provider, job_id),
             )
             db.conn.execute(
-                "DELETE FROM announcements WHERE channel_id = ? AND provider = ? AND job_id = ? AND state = 'pending'",
+                "DELETE FROM announcements WHERE channel_id = ? AND provider = ? AND job_id = ?"
+                " AND (state = 'pending' OR kind IN ('card', 'card_update', 'progress'))",
                 (channel_id, provider, job_id),
-            )
+            )  # (a card goes with its follow: following again gets a new one)
             return cur.rowcount == 1
 
     def channel_follows(self, channel_id: str, *, final: bool | None = None, limit: int = -1,
@@ -255,18 +279,20 @@ class Store:
     def channel_settings(self, channel_id: str) -> dict:
         """What a channel hears (defaults for a channel that never changed anything)."""
         rows = self._rows("SELECT * FROM channel_settings WHERE channel_id = ?", (channel_id,))
-        return rows[0] if rows else {"channel_id": channel_id, "outcomes": "all", "mentions": 1,
-                                     "updated_by": None, "updated_at": None}
+        return rows[0] if rows else {"channel_id": channel_id, **CHANNEL_DEFAULTS, "updated_by": None,
+                                     "updated_at": None}
 
-    def set_channel_settings(self, channel_id: str, user_id: str, *, outcomes: str | None = None,
-                             mentions: bool | None = None) -> dict:
+    def set_channel_settings(self, channel_id: str, user_id: str, **changes: str | int | bool | None) -> dict:
+        """Change some of a channel's settings (the names of CHANNEL_DEFAULTS); the others stay as they were."""
+        unknown = set(changes) - set(CHANNEL_DEFAULTS)
+        if unknown:
+            raise ValueError(f"no such channel setting: {sorted(unknown)}")
         with self._immediate() as db:
             current = db.conn.execute("SELECT * FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
-            row = dict(current) if current else {"channel_id": channel_id, "outcomes": "all", "mentions": 1}
-            if outcomes is not None:
-                row["outcomes"] = outcomes
-            if mentions is not None:
-                row["mentions"] = int(mentions)
+            row = dict(current) if current else {"channel_id": channel_id, **CHANNEL_DEFAULTS}
+            for name, value in changes.items():
+                if value is not None:
+                    row[name] = int(value) if isinstance(value, bool) else value
             row.update(updated_by=user_id, updated_at=self._clock())
             db["channel_settings"].upsert(row, pk="channel_id")
         return row
@@ -332,19 +358,97 @@ class Store:
             conn = db.conn
             for job, outcome in observed:
                 provider = job.get("provider") or OPENAI
-                row = conn.execute("SELECT final FROM jobs WHERE provider = ? AND id = ?",
+                row = conn.execute("SELECT final, status, revision FROM jobs WHERE provider = ? AND id = ?",
                                    (provider, job["id"])).fetchone()
                 if row is None or row["final"]:
                     continue
                 fields = {k: job.get(k) for k in JOB_FIELDS if k in job}
+                changed = "status" in fields and fields["status"] != row["status"]
+                revision = row["revision"] + int(changed)
                 assignments = ", ".join(f"{k} = ?" for k in fields)
                 conn.execute(
-                    f"UPDATE jobs SET {assignments}, final = ?, observed_at = ?, polled_at = ?"
+                    f"UPDATE jobs SET {assignments}, final = ?, revision = ?, observed_at = ?, polled_at = ?"
                     " WHERE provider = ? AND id = ?",
-                    (*fields.values(), int(outcome is not None), now, now, provider, job["id"]),
+                    (*fields.values(), int(outcome is not None), revision, now, now, provider, job["id"]),
                 )
                 if outcome is not None:
                     queued += self._queue(conn, provider, job["id"], outcome, now)
+                if changed:
+                    queued += self._queue_card_edits(conn, provider, job["id"], revision, row["status"],
+                                                     fields["status"], final=outcome is not None, now=now)
+        return queued
+
+    def _queue_card_edits(self, conn: sqlite3.Connection, provider: str, job_id: str, revision: int, before: str,
+                          after: str, *, final: bool, now: float) -> int:
+        """A status change: each card of the job is edited, and (progress on, not yet final) its thread told."""
+        queued = 0
+        cards = conn.execute("SELECT channel_id FROM announcements WHERE provider = ? AND job_id = ? AND kind = 'card'",
+                             (provider, job_id)).fetchall()
+        for (channel_id,) in cards:
+            base = f"{provider}:{job_id}:{channel_id}"
+            queued += self._queue_kind(conn, "card_update", provider, job_id, channel_id, after, now,
+                                       key=f"{base}:card:{revision}", detail={"revision": revision})
+            if not final and self._setting(conn, channel_id, "progress"):
+                queued += self._queue_kind(conn, "progress", provider, job_id, channel_id, after, now,
+                                           key=f"{base}:status:{revision}", detail={"from": before, "to": after})
+        return queued
+
+    # -- cards ---------------------------------------------------------------------------------------
+
+    def card(self, channel_id: str, job_id: str, provider: str = OPENAI) -> dict | None:
+        """A channel's card of a job: its outbox row's state, and (once posted) its ts and the revision it shows.
+        None when the channel has no card for it (cards off, a direct message, or a follow from before cards)."""
+        rows = self._rows(
+            "SELECT a.state, a.next_attempt_at, a.lease_until, a.last_error, s.card_ts, s.card_revision"
+            " FROM announcements a"
+            " JOIN subscriptions s ON s.channel_id = a.channel_id AND s.provider = a.provider AND s.job_id = a.job_id"
+            " WHERE a.key = ?", (f"{provider}:{job_id}:{channel_id}:card",))
+        return rows[0] if rows else None
+
+    def set_card(self, channel_id: str, job_id: str, provider: str, *, ts: str | None = None,
+                 revision: int | None = None) -> None:
+        """Remember a card's ts once posted ('' when Slack says it is gone), and the job's revision it shows."""
+        with self._immediate() as db:
+            if ts is not None:
+                db.conn.execute("UPDATE subscriptions SET card_ts = ? WHERE channel_id = ? AND provider = ?"
+                                " AND job_id = ?", (ts, channel_id, provider, job_id))
+            if revision is not None:
+                db.conn.execute("UPDATE subscriptions SET card_revision = max(card_revision, ?) WHERE channel_id = ?"
+                                " AND provider = ? AND job_id = ?", (revision, channel_id, provider, job_id))
+
+    def progress_due(self, provider: str, job_ids: Iterable[str]) -> list[str]:
+        """Which of these jobs have a card, in a channel that wants progress, whose last progress reply is older than
+        the channel's interval: only those are worth asking the provider for their latest metrics."""
+        ids = list(job_ids)
+        if not ids:
+            return []
+        now = self._clock()
+        marks = ", ".join("?" for _ in ids)
+        return [r["job_id"] for r in self._rows(
+            "SELECT DISTINCT s.job_id FROM subscriptions s LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
+            f" WHERE s.provider = ? AND s.job_id IN ({marks}) AND coalesce(s.card_ts, '') != ''"
+            " AND coalesce(c.cards, 1) AND coalesce(c.progress, 1)"
+            " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))",
+            (provider, *ids, now))]
+
+    def queue_progress(self, provider: str, job_id: str, step: int, detail: dict) -> int:
+        """Queue a progress reply for each card of the job that is due one and has not yet shown this step, and
+        start each one's interval again: in one transaction, so two processes polling at once queue one reply."""
+        now = self._clock()
+        queued = 0
+        with self._immediate() as db:
+            due = db.conn.execute(
+                "SELECT s.channel_id FROM subscriptions s LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
+                " WHERE s.provider = ? AND s.job_id = ? AND coalesce(s.card_ts, '') != ''"
+                " AND coalesce(c.cards, 1) AND coalesce(c.progress, 1)"
+                " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))"
+                " AND (s.progress_step IS NULL OR s.progress_step < ?)",
+                (provider, job_id, now, step)).fetchall()
+            for (channel_id,) in due:
+                db.conn.execute("UPDATE subscriptions SET progress_at = ?, progress_step = ? WHERE channel_id = ?"
+                                " AND provider = ? AND job_id = ?", (now, step, channel_id, provider, job_id))
+                queued += self._queue_kind(db.conn, "progress", provider, job_id, channel_id, "running", now,
+                                           key=f"{provider}:{job_id}:{channel_id}:progress:{step}", detail=detail)
         return queued
 
     def mark_polled(self, jobs: Iterable[tuple[str, str]]) -> None:
@@ -365,7 +469,7 @@ class Store:
         return self._rows(
             "SELECT * FROM announcements"
             " WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?)"
-            " ORDER BY next_attempt_at LIMIT ?",
+            " ORDER BY next_attempt_at, created_at, rowid LIMIT ?",  # (ties, after a wait: in the order queued)
             (now, now, limit),
         )
 
@@ -450,6 +554,10 @@ class Store:
                          row["channel_id"], reason, now, now),
                     )
             return True
+
+    def mark_skipped(self, key: str, worker: str, reason: str) -> bool:
+        """Settle a card edit or progress reply without posting it (nothing left to show, or nowhere to show it)."""
+        return self._finish_claim(key, worker, "state = 'skipped', last_error = ?", (reason,))
 
     def defer_channel(self, channel_id: str, until: float) -> None:
         """Hold every queued announcement for a channel Slack asked us to slow down for."""

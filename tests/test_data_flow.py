@@ -99,10 +99,10 @@ def test_from_the_form_to_a_checked_upload_and_a_followed_job(server, slack, pro
     assert job["training_file"] in provider.files and provider.files[job["training_file"]]["_content"] == _clean()
     assert (job["suffix"], job["hyperparameters"]["n_epochs"], job["model"]) == ("support", 2, MINI)
     assert wait_until(lambda: [f["channel_id"] for f in bot.services.store.followers(job_id)]) == ["C0GENERAL"]
-    started = wait_until(lambda: slack.messages_in("C0GENERAL"))
-    assert job_id in started[0]["text"] and "Started fine-tuning job" in started[0]["text"]
+    [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))  # the channel sees the job's card
+    assert job_id in card["text"] and "support.jsonl" not in card["text"]
     done = _settled(slack, form["id"])
-    assert job_id in _said(done)
+    assert job_id in _said(done) and "Started fine-tuning job" in _said(done)  # the starter, in the form
 
     _post(server, view_action_body(report, DATA_CONFIRM_ACTION, "start"))  # a second click on the same report
     assert len(provider.jobs) == 1 and len(provider.requests_to("/files", "POST")) == 1

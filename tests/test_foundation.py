@@ -219,8 +219,11 @@ def test_a_job_error_quoting_the_api_key_is_posted_redacted(server, bot, slack, 
     leaked = f"auth with {OPENAI_KEY} and xoxb-9-LEAKEDTOKEN1 failed"
     provider.set_status(job["id"], "failed", error={"code": "bad", "param": None, "message": leaked})
     bot.services.poller.run_once()
-    [post] = wait_until(lambda: slack.messages_in("C0GENERAL"))
+    [post] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
     said = post["text"] + json.dumps(post["blocks"])
+    assert OPENAI_KEY not in said and "xoxb-9-LEAKEDTOKEN1" not in said and "[redacted]" in said
+    [card] = wait_until(lambda: [c for c in slack.cards_in("C0GENERAL") if c.get("edited")])  # the card, edited
+    said = card["text"] + json.dumps(card["blocks"])
     assert OPENAI_KEY not in said and "xoxb-9-LEAKEDTOKEN1" not in said and "[redacted]" in said
     status = ask(server, slack, f"status {job['id']}")
     assert OPENAI_KEY not in everything_said(status)

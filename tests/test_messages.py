@@ -24,6 +24,7 @@ from bot.messages import (
     escape,
     format_action,
     format_announcement,
+    format_card,
     format_apology,
     format_comparison,
     format_delivery_problem,
@@ -34,6 +35,7 @@ from bot.messages import (
     format_job_status,
     format_note,
     format_problem,
+    format_progress,
     format_provider_error,
     format_providers,
     format_refusal,
@@ -58,6 +60,9 @@ def _all_text(message) -> str:
     return message.text + json.dumps(message.blocks)
 
 
+SETTINGS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progress_minutes": 5}
+
+
 def _every_message(hostile: str) -> dict:
     """Every formatter in bot.messages, fed the hostile string wherever it takes untrusted text."""
     job = Job(id="ftjob-1", status=hostile, model=hostile, error_message=hostile, error_code=hostile,
@@ -73,7 +78,7 @@ def _every_message(hostile: str) -> dict:
         "format_provider_error": [format_provider_error(hostile, ProviderError(hostile, code=hostile, status=400))],
         "format_replay": [format_replay()],
         "format_apology": [format_apology(hostile)],
-        "format_started": [format_started(job, [escape(hostile)])],
+        "format_started": [format_started(job, [escape(hostile)]), format_started(job, [escape(hostile)], card=True)],
         "format_job_status": [format_job_status(job, [JobEvent(1, "info", hostile)], followed_here=False)],
         "format_job_list": [format_job_list([job]), format_job_list([job], where=hostile, unreachable=[hostile]),
                             format_job_list([], unreachable=[hostile])],
@@ -85,8 +90,14 @@ def _every_message(hostile: str) -> dict:
             (3, hostile, TrySide("Fine-tuned", hostile, ChatAnswer(hostile), None, 1.0),
              TrySide("Base", hostile, None, hostile, 1.0))], provider=hostile)],
         "format_note": [format_note(hostile), format_note(hostile, emoji=":x:")],
-        "format_settings": [format_settings({"outcomes": "all", "mentions": 1}, changed=False),
-                            format_settings({"outcomes": "failures", "mentions": 0}, changed=True)],
+        "format_settings": [format_settings(SETTINGS, changed=False),
+                            format_settings({**SETTINGS, "outcomes": "failures", "mentions": 0, "cards": 0,
+                                             "progress": 0, "progress_minutes": 1}, changed=True)],
+        "format_card": [format_card(job, subscription), format_card(replace(job, error_message=hostile * 400),
+                                                                    Subscription("C1", hostile, hostile, False))],
+        "format_progress": [format_progress(job, {"from": hostile, "to": hostile}),
+                            format_progress(job, {"step": 5, "total_steps": 10, "train_loss": 0.5,
+                                                  "valid_loss": 0.6, "finish_at": 1_800_000_000})],
         "format_events": [format_events(job, [JobEvent(1, "info", hostile)]), format_events(job, [])],
         "format_unknown_provider": [format_unknown_provider(hostile, [hostile], hostile)],
         "format_providers": [format_providers([ProviderInfo(hostile, True, [hostile], [hostile], [hostile], hostile,

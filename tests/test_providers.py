@@ -49,7 +49,7 @@ def test_one_openai_job_and_one_together_job_in_one_channel_are_each_announced_o
     together.set_status(together_id, "completed")
     report = bot.services.poller.run_once()
     assert sorted(report.finished) == sorted([openai_id, together_id])
-    posted = wait_until(lambda: len(slack.messages_in("C0GENERAL")) == 2 and slack.messages_in("C0GENERAL"))
+    posted = wait_until(lambda: len(slack.outcomes_in("C0GENERAL")) == 2 and slack.outcomes_in("C0GENERAL"))
     said = {p["text"].split()[2]: p for p in posted}  # "Fine-tuning job <id> on …"
     assert "ft:gpt-4.1-mini-2025-04-14:acme:old-way:AbC" in said[openai_id]["text"]
     assert "on OpenAI succeeded" in said[openai_id]["text"]
@@ -60,7 +60,7 @@ def test_one_openai_job_and_one_together_job_in_one_channel_are_each_announced_o
     for _ in range(3):
         assert bot.services.poller.run_once().requests == 0  # both final: nobody is asked again
         bot.services.sender.deliver_due()
-    assert len(slack.messages_in("C0GENERAL")) == 2
+    assert len(slack.outcomes_in("C0GENERAL")) == 2 and len(slack.cards_in("C0GENERAL")) == 2
 
 
 def test_commands_on_a_job_go_to_the_provider_it_lives_at(two, slack, provider, together):
@@ -190,7 +190,7 @@ def test_an_outage_at_one_provider_never_delays_the_others_announcements(two, sl
     cycle = threading.Thread(target=bot.services.poller.run_once)
     cycle.start()
     # ...while OpenAI's outcome is recorded and posted.
-    assert wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=2.5)
+    assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=2.5)
     assert cycle.is_alive()
     cycle.join(10)
 
@@ -208,7 +208,7 @@ def test_an_outage_at_one_provider_never_delays_the_others_announcements(two, sl
     while report.skipped:
         report = poller.run_once()
     assert report.finished == [together_id]
-    posted = wait_until(lambda: len(slack.messages_in("C0GENERAL")) == 2 and slack.messages_in("C0GENERAL"))
+    posted = wait_until(lambda: len(slack.outcomes_in("C0GENERAL")) == 2 and slack.outcomes_in("C0GENERAL"))
     assert "failed: CUDA out of memory &lt;!here&gt;" in posted[-1]["text"]
 
 

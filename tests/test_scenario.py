@@ -10,9 +10,9 @@ from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, reply_t
 
 def test_start_status_succeed_announce_once(server, slack, provider, bot):
     reply = ask(server, slack, f"start {SAMPLE_FILE_ID} suffix=support-bot epochs=2")
-    assert reply["response_type"] == "in_channel"
+    assert reply["response_type"] == "ephemeral"  # the card is the channel's record; the reply is the starter's
     [job_id] = list(provider.jobs)
-    assert job_id in reply["text"]
+    assert job_id in reply["text"] and "Its card is in the channel" in reply["text"]
 
     created = provider.requests_to("/fine_tuning/jobs", "POST")[0].json()
     assert created["training_file"] == SAMPLE_FILE_ID
@@ -21,6 +21,8 @@ def test_start_status_succeed_announce_once(server, slack, provider, bot):
     assert "hyperparameters" not in created
     assert created["metadata"]["slack_channel"] == "C0GENERAL"
     assert created["metadata"]["slack_user"] == "U0ALICE"
+    [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
+    assert job_id in card["text"] and "validating_files" in card["text"]
 
     provider.set_status(job_id, "running")
     status = ask(server, slack, f"status {job_id}")
@@ -30,15 +32,16 @@ def test_start_status_succeed_announce_once(server, slack, provider, bot):
     provider.set_status(job_id, "succeeded", fine_tuned_model="ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123")
     report = bot.services.poller.run_once()
     assert report.finished == [job_id]
-    posted = wait_until(lambda: slack.messages_in("C0GENERAL"))
-    assert len(posted) == 1
-    assert "ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123" in posted[0]["text"]
-    assert "```ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123```" in json.dumps(posted[0]["blocks"])
+    [posted] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
+    assert "ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123" in posted["text"]
+    assert "```ft:gpt-4.1-mini-2025-04-14:acme:support-bot:AbC123```" in json.dumps(posted["blocks"])
+    assert posted["thread_ts"] == card["ts"] and posted["broadcast"]  # in the card's thread and in the channel
 
     for _ in range(3):
         assert bot.services.poller.run_once().requests == 0  # final jobs are never polled again
         bot.services.sender.deliver_due()
-    assert len(slack.messages_in("C0GENERAL")) == 1
+    assert len(slack.outcomes_in("C0GENERAL")) == 1
+    assert [m["ts"] for m in slack.shown_in("C0GENERAL")] == [card["ts"], posted["ts"]]
 
 
 def test_failed_and_cancelled_outcomes_are_announced(server, slack, provider, bot):
@@ -50,8 +53,8 @@ def test_failed_and_cancelled_outcomes_are_announced(server, slack, provider, bo
                                                         "message": "Line 3: <!channel> bad role", "param": None})
     provider.set_status(cancelled["id"], "cancelled")
     bot.services.poller.run_once()
-    general = wait_until(lambda: slack.messages_in("C0GENERAL"))
-    other = wait_until(lambda: slack.messages_in("C0OTHER"))
+    general = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
+    other = wait_until(lambda: slack.outcomes_in("C0OTHER"))
     assert "failed" in general[0]["text"] and "Line 3" in general[0]["text"]
     # Escaped in the blocks and in the fallback text alike: Slack parses both for mentions.
     for said in (general[0]["text"], json.dumps(general[0]["blocks"])):
@@ -66,10 +69,11 @@ def test_every_following_channel_is_told(server, slack, provider, bot):
     ask(server, slack, f"subscribe {job_id}", channel="C0TWO")
     provider.set_status(job_id, "succeeded")
     bot.services.poller.run_once()
-    assert wait_until(lambda: slack.messages_in("C0ONE") and slack.messages_in("C0TWO"))
+    assert wait_until(lambda: slack.outcomes_in("C0ONE") and slack.outcomes_in("C0TWO"))
     bot.services.poller.run_once()
     bot.services.sender.deliver_due()
-    assert len(slack.messages_in("C0ONE")) == 1 and len(slack.messages_in("C0TWO")) == 1
+    assert len(slack.outcomes_in("C0ONE")) == 1 and len(slack.outcomes_in("C0TWO")) == 1
+    assert len(slack.cards_in("C0ONE")) == 1 and len(slack.cards_in("C0TWO")) == 1  # a card in each
 
 
 def test_status_list_and_subscriptions(server, slack, provider):
@@ -228,7 +232,7 @@ def test_a_channel_slack_refuses_shows_why_in_subscriptions(server, slack, provi
     ask(server, slack, f"subscribe {job['id']}", channel="C0ARCHIVED")
     provider.set_status(job["id"], "succeeded")
     bot.services.poller.run_once()
-    wait_until(lambda: bot.services.store.announcements(state="failed"))
+    wait_until(lambda: [a for a in bot.services.store.announcements(state="failed") if a["kind"] == "announcement"])
     subs = ask(server, slack, "subscriptions", channel="C0ARCHIVED")
     assert "I could not post here" in everything_said(subs) and "is_archived" in everything_said(subs)
     [dm] = wait_until(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])
@@ -274,9 +278,10 @@ def _click(server, slack, job_id: str, *, user: str = "U0ALICE", name: str = "cl
 
 
 def test_the_cancel_button_cancels_after_slacks_confirmation(server, slack, provider):
-    reply = ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    ask(server, slack, f"start {SAMPLE_FILE_ID}")
     [job_id] = list(provider.jobs)
-    [button] = [e for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]
+    [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
+    [button] = [e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]
                 if e["action_id"] == "cancel_job"]
     assert button["value"] == job_id and button["confirm"]["deny"]["text"] == "Keep it running"
     assert _click(server, slack, job_id) == 200
@@ -334,8 +339,9 @@ def test_channel_settings_change_what_the_channel_hears(make_bot, slack, provide
         provider.set_status(ok["id"], "succeeded")
         provider.set_status(bad["id"], "failed")
         bot.services.poller.run_once()
-        assert [a["job_id"] for a in bot.services.store.announcements()] == [bad["id"]]  # only the failure is owed
-        [posted] = wait_until(lambda: slack.messages_in("C0GENERAL"))
+        owed = [a["job_id"] for a in bot.services.store.announcements() if a["kind"] == "announcement"]
+        assert owed == [bad["id"]]  # only the failure is owed
+        [posted] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
         assert bad["id"] in posted["text"]
         assert "<@U0ALICE>" not in json.dumps(posted["blocks"])  # mentions off
     finally:
@@ -345,7 +351,10 @@ def test_channel_settings_change_what_the_channel_hears(make_bot, slack, provide
 def test_refresh_shows_the_job_as_it_is_now_and_events_answer_the_clicker(server, slack, provider):
     from bot.sandbox.slack import block_action_body, signed_headers
 
+    # Cards off: plain messages, as before cards (the start reply in the channel, with the job's buttons).
+    assert "with a thread: *off*" in everything_said(ask(server, slack, "settings cards=off"))
     reply = ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    assert reply["response_type"] == "in_channel"
     [job_id] = list(provider.jobs)
     buttons = {e["action_id"]: e for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]}
     assert set(buttons) == {"refresh_job", "job_events", "cancel_job"}

@@ -34,7 +34,7 @@ def test_serve_end_to_end_and_sigterm(tmp_path, slack, provider):
         [job_id] = list(provider.jobs)
         assert job_id in reply[0]["text"]
         provider.set_status(job_id, "succeeded")
-        posted = wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        posted = wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
         assert posted and provider.jobs[job_id]["fine_tuned_model"] in posted[0]["text"]
         assert proc.terminate() == 0
         log = "".join(proc.log)
@@ -42,7 +42,7 @@ def test_serve_end_to_end_and_sigterm(tmp_path, slack, provider):
     finally:
         if proc.proc.poll() is None:
             proc.kill()
-    assert len(slack.messages_in("C0GENERAL")) == 1
+    assert len(slack.outcomes_in("C0GENERAL")) == 1 and len(slack.cards_in("C0GENERAL")) == 1
 
 
 def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, provider):
@@ -57,7 +57,7 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
     provider.set_status(job["id"], "succeeded")
     second = ServeProcess(env)
     try:
-        assert wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
         assert second.terminate() == 0
     finally:
         if second.proc.poll() is None:
@@ -69,8 +69,8 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
     finally:
         if third.proc.poll() is None:
             third.kill()
-    assert len(slack.messages_in("C0GENERAL")) == 1
-    assert json.dumps(slack.messages_in("C0GENERAL")[0]["metadata"]).count(job["id"]) == 1
+    assert len(slack.outcomes_in("C0GENERAL")) == 1 and len(slack.cards_in("C0GENERAL")) == 1
+    assert json.dumps(slack.outcomes_in("C0GENERAL")[0]["metadata"]).count(job["id"]) == 1
 
 
 def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
@@ -83,7 +83,7 @@ def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
         assert _command(proc, f"start {SAMPLE_FILE_ID}", slack.response_url("sb")) == 200
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sb")])
         assert reply[0]["text"].startswith("[sandbox] Started fine-tuning job")
-        posted = wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        posted = wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
         assert posted[0]["text"].startswith("[sandbox] Fine-tuning job") and "ft:" in posted[0]["text"]
         assert "Sandbox provider" in json.dumps(posted[0]["blocks"])
         assert proc.terminate() == 0
@@ -111,10 +111,11 @@ def test_a_start_killed_mid_request_is_followed_and_its_user_told_after_restart(
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/crash")], timeout=20)
         assert reply and job_id in reply[0]["text"] and "did go through" in reply[0]["text"]
         provider.set_status(job_id, "succeeded")
-        assert wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
         assert second.terminate() == 0
     finally:
         if second.proc.poll() is None:
             second.kill()
     assert len(provider.jobs) == 1 and len(provider.requests_to("/fine_tuning/jobs", "POST")) == 1
-    assert len(slack.messages_in("C0GENERAL")) == 1 and job_id in slack.messages_in("C0GENERAL")[0]["text"]
+    [outcome], [card] = slack.outcomes_in("C0GENERAL"), slack.cards_in("C0GENERAL")
+    assert job_id in outcome["text"] and outcome["thread_ts"] == card["ts"]  # the reconciled job got its card

@@ -13,21 +13,23 @@ from storage.migrations import migrations
 EXPECTED_COLUMNS = {
     "jobs": ["provider", "id", "status", "state", "final", "model", "fine_tuned_model", "trained_tokens",
              "training_file", "suffix", "created_at", "finished_at", "error_code", "error_message", "observed_at",
-             "polled_at"],
+             "polled_at", "revision"],
     "subscriptions": ["channel_id", "provider", "job_id", "team_id", "user_id", "origin", "created_at",
-                      "delivery_error"],
+                      "delivery_error", "card_ts", "card_revision", "progress_at", "progress_step"],
     "announcements": ["key", "job_id", "channel_id", "outcome", "user_id", "state", "attempts", "created_at",
                       "next_attempt_at", "lease_until", "claimed_by", "uncertain", "sent_at", "message_ts",
-                      "last_error", "origin", "kind", "about_channel", "provider"],
+                      "last_error", "origin", "kind", "about_channel", "provider", "detail"],
     "webhook_deliveries": ["webhook_id", "received_at"],
     "start_intents": ["request_id", "team_id", "channel_id", "user_id", "response_url", "training_file", "model",
                       "suffix", "created_at", "state", "job_id", "provider"],
     "seen_triggers": ["trigger_id", "seen_at"],
     "health": ["id", "written_at"],
     "shared_answers": ["id", "user_id", "channel_id", "message", "created_at"],
-    "channel_settings": ["channel_id", "outcomes", "mentions", "updated_by", "updated_at"],
+    "channel_settings": ["channel_id", "outcomes", "mentions", "updated_by", "updated_at", "cards", "progress",
+                         "progress_minutes"],
 }
-MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings"]
+MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
+              "m006_cards"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):

@@ -130,9 +130,11 @@ def test_success_announcements_carry_the_try_it_button(server, slack, provider, 
     ask(server, slack, f"subscribe {job['id']}")
     provider.set_status(job["id"], "succeeded")
     bot.services.poller.run_once()
-    [posted] = wait_until(lambda: slack.messages_in("C0GENERAL"))
+    [posted] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
     [button] = [e for b in posted["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert button["action_id"] == TRY_OPEN_ACTION and job["id"] in button["value"]
+    [card] = wait_until(lambda: [c for c in slack.cards_in("C0GENERAL") if "succeeded" in c["text"]])
+    assert TRY_OPEN_ACTION in json.dumps(card["blocks"])  # the card of a succeeded job can be tried too
 
 
 def test_refusals_before_any_model_is_called(make_bot, slack, provider, caplog):

@@ -49,6 +49,7 @@ OPENAI_NEW_JOBS_END = date(2027, 1, 6)
 STATES = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
 JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")
 MAX_EVENT_PAGES = 50  # 5,000 events: a curve of thousands of steps, and a bound on what one chart may cost
+LATEST_EVENTS = 20  # a progress reply needs only the newest metrics event, among the last few events
 START_OPTIONS = (
     StartOption("model", "the base model"),
     StartOption("epochs", "passes over the training file"),
@@ -164,6 +165,18 @@ class OpenAIProvider:
                 break
             after = page.data[-1].id
         return [points[step] for step in sorted(points)]
+
+    def latest_metric(self, job_id: str) -> MetricPoint | None:
+        """The newest `metrics` event among the job's latest events (OpenAI lists them newest first)."""
+        page = self._read(lambda: self._client.fine_tuning.jobs.list_events(job_id, limit=LATEST_EVENTS))
+        for event in page.data:
+            data = dict(getattr(event, "data", None) or {})
+            if getattr(event, "type", None) == "metrics" and isinstance(data.get("step"), int):
+                total = data.get("total_steps")
+                return MetricPoint(data["step"], _number(data.get("train_loss")),
+                                   _number(data.get("valid_loss", data.get("full_valid_loss"))),
+                                   total if isinstance(total, int) else None)
+        return None
 
     def upload_file(self, filename: str, content: bytes | BinaryIO) -> str:
         """Upload a training file; returns its id. Not retried: a lost answer leaves at worst an unused file."""
@@ -325,4 +338,5 @@ def _job(raw: Any, provider: str) -> Job:
         error_code=getattr(error, "code", None) if error else None,
         error_message=getattr(error, "message", None) if error else None,
         metadata=dict(getattr(raw, "metadata", None) or {}),
+        estimated_finish=getattr(raw, "estimated_finish", None),
     )

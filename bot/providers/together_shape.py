@@ -141,6 +141,11 @@ class TogetherProvider:
                                                 _loss(row, "eval_loss", "valid_loss"))
         return [points[step] for step in sorted(points)]
 
+    def latest_metric(self, job_id: str) -> MetricPoint | None:
+        """The last row of Together's metrics endpoint (one request: it answers with every step at once)."""
+        points = self.metrics(job_id)
+        return points[-1] if points else None
+
     def upload_file(self, filename: str, content: bytes | BinaryIO) -> str:
         """Upload a training file through the SDK's own flow (a form, a redirect, a PUT, then preprocessing);
         returns its id. The SDK reads from disk, so the bytes pass through a private temporary file."""

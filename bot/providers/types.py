@@ -46,6 +46,7 @@ class Job:
     # The bot's meaning of `status` (GOING or an outcome); by default the OpenAI words, where they are the same.
     state: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    estimated_finish: int | None = None  # when the provider expects it to end (OpenAI says so while it runs)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -79,7 +80,7 @@ class Job:
 
 
 # What storage keeps of a job: everything but what only a start or a lookup needs.
-STORED_FIELDS = tuple(f.name for f in fields(Job) if f.name not in {"validation_file", "metadata"})
+STORED_FIELDS = tuple(f.name for f in fields(Job) if f.name not in {"validation_file", "metadata", "estimated_finish"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class MetricPoint:
     step: int
     train_loss: float | None = None
     valid_loss: float | None = None
+    total_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,10 @@ class FineTuningProvider(Protocol):
     def events(self, job_id: str, limit: int = 5) -> list[JobEvent]: ...
 
     def metrics(self, job_id: str) -> list[MetricPoint]: ...
+
+    def latest_metric(self, job_id: str) -> MetricPoint | None:
+        """The newest training step a running job reported, in one request (for progress replies); None yet."""
+        ...
 
     def upload_file(self, filename: str, content: bytes | BinaryIO) -> str: ...
 

@@ -185,6 +185,14 @@ class PacedStandIn(StandInServer):
             self._enter(job, status, **fields)
             return self._public(job)
 
+    def train(self, job_id: str, upto: int, *, total: int | None = None) -> None:
+        """Report a running job's training up to step `upto` (of `total`), as the provider's metrics."""
+        with self.lock:
+            job = self.jobs[job_id]
+            if total is not None:
+                job["_total_steps"] = total
+            self._train(job, upto)
+
     def job(self, job_id: str) -> dict:
         with self.lock:
             self._advance(self.jobs[job_id])
@@ -196,6 +204,9 @@ class PacedStandIn(StandInServer):
         raise NotImplementedError
 
     def _enter(self, job: dict, status: str, **fields) -> None:
+        raise NotImplementedError
+
+    def _train(self, job: dict, upto: int) -> None:
         raise NotImplementedError
 
     def _public(self, job: dict) -> dict:

@@ -282,8 +282,11 @@ class FineTuningSandbox(PacedStandIn):
             job["_steps"] += 1
             step = job["_steps"]
             loss = round(2.2 * 0.78**step, 4)
-            self._event(job, f"Step {step}/{STEPS}: training loss={loss}", type_="metrics",
-                        data={"step": step, "train_loss": loss, "total_steps": STEPS})
+            total = job.get("_total_steps", STEPS)
+            self._event(job, f"Step {step}/{total}: training loss={loss}", type_="metrics",
+                        data={"step": step, "train_loss": loss, "total_steps": total})
+
+    _train = _metrics
 
     def _enter(self, job: dict, status: str, **fields) -> None:
         now = self.clock()

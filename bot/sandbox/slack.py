@@ -30,7 +30,9 @@ class SlackStandIn(StandInServer):
         self.app_token: str | None = None  # apps.connections.open answers only to this one
         self.socket_mode_url: str | None = None
         self.history_scope = history_scope
-        self.posted: list[dict] = []
+        self.posted: list[dict] = []  # every message posted, thread replies included ("thread_ts" says where)
+        self.updates: list[dict] = []  # every chat.update: the message's ts and what it became
+        self.deleted: set[tuple[str, str]] = set()  # (channel, ts) of messages someone deleted
         self.responses: list[dict] = []
         self.channel_errors: dict[str, str] = {}  # channel -> error chat.postMessage answers with
         self.invisible_channels: set[str] = set()  # private channels the bot is not in
@@ -57,8 +59,36 @@ class SlackStandIn(StandInServer):
         return super().fault_answer(fault)
 
     def messages_in(self, channel: str) -> list[dict]:
+        """Everything posted in a channel, thread replies included."""
         with self.lock:
             return [p for p in self.posted if p["channel"] == channel]
+
+    def shown_in(self, channel: str) -> list[dict]:
+        """What the channel itself shows: top-level messages and replies also sent to the channel, not deleted."""
+        with self.lock:
+            return [p for p in self.posted if p["channel"] == channel and (not p["thread_ts"] or p["broadcast"])
+                    and (channel, p["ts"]) not in self.deleted]
+
+    def outcomes_in(self, channel: str) -> list[dict]:
+        """The outcome announcements posted in a channel (in a card's thread or not), by their metadata key."""
+        return [p for p in self.messages_in(channel)
+                if str(((p["metadata"] or {}).get("event_payload") or {}).get("key", "")).rsplit(":", 1)[-1]
+                in {"succeeded", "failed", "cancelled"}]
+
+    def cards_in(self, channel: str) -> list[dict]:
+        """The job cards posted in a channel, as they are now (edits applied)."""
+        return [p for p in self.messages_in(channel)
+                if str(((p["metadata"] or {}).get("event_payload") or {}).get("key", "")).endswith(":card")]
+
+    def thread(self, channel: str, ts: str) -> list[dict]:
+        """The replies in a message's thread, oldest first."""
+        with self.lock:
+            return [p for p in self.posted if p["channel"] == channel and p["thread_ts"] == ts]
+
+    def delete_message(self, channel: str, ts: str) -> None:
+        """Someone deletes a message: it can no longer be edited or replied to."""
+        with self.lock:
+            self.deleted.add((channel, ts))
 
     def _notify(self, kind: str, record: dict) -> None:
         for listener in list(self.listeners):
@@ -110,6 +140,9 @@ class SlackStandIn(StandInServer):
         channel = params.get("channel", "")
         if channel in self.channel_errors:
             return {"ok": False, "error": self.channel_errors[channel]}
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts and not self._exists(channel, thread_ts):
+            return {"ok": False, "error": "thread_not_found"}
         ts = f"{int(time.time())}.{next(self._ts):06d}"
         record = {
             "channel": channel,
@@ -117,12 +150,36 @@ class SlackStandIn(StandInServer):
             "text": params.get("text", ""),
             "blocks": _maybe_json(params.get("blocks")),
             "metadata": _maybe_json(params.get("metadata")),
+            "thread_ts": thread_ts,
+            "broadcast": bool(thread_ts) and str(params.get("reply_broadcast")).lower() in {"true", "1"},
             "at": time.time(),
         }
         with self.lock:
             self.posted.append(record)
         self._notify("post", record)
         return {"ok": True, "channel": channel, "ts": ts, "message": {"text": record["text"]}}
+
+    def _exists(self, channel: str, ts: str) -> bool:
+        with self.lock:
+            return (channel, ts) not in self.deleted and any(
+                p["channel"] == channel and p["ts"] == ts and not p["thread_ts"] for p in self.posted)
+
+    def _chat_update(self, params: dict) -> dict:
+        channel, ts = params.get("channel", ""), str(params.get("ts") or "")
+        if channel in self.channel_errors:
+            return {"ok": False, "error": self.channel_errors[channel]}
+        if not self._exists(channel, ts):
+            return {"ok": False, "error": "message_not_found"}
+        blocks = _maybe_json(params.get("blocks"))
+        if isinstance(blocks, list) and len(blocks) > 50:
+            return {"ok": False, "error": "invalid_blocks"}
+        with self.lock:
+            [record] = [p for p in self.posted if p["channel"] == channel and p["ts"] == ts]
+            record.update(text=params.get("text", ""), blocks=blocks, edited=record.get("edited", 0) + 1)
+            update = {"channel": channel, "ts": ts, "text": record["text"], "blocks": blocks, "at": time.time()}
+            self.updates.append(update)
+        self._notify("update", {**record, "at": update["at"]})
+        return {"ok": True, "channel": channel, "ts": ts, "text": record["text"]}
 
     # -- modals ----------------------------------------------------------------------------------------
 
@@ -222,9 +279,11 @@ class SlackStandIn(StandInServer):
         if not self.history_scope:
             return {"ok": False, "error": "missing_scope", "needed": "channels:history"}
         oldest = float(params.get("oldest") or 0)
+        # As Slack's history: top-level messages and replies also sent to the channel, not other thread replies.
         messages = [
-            {"ts": p["ts"], "text": p["text"], "metadata": p["metadata"], "bot_id": "BFINETUNEBOT"}
-            for p in reversed(self.messages_in(params.get("channel", "")))
+            {"ts": p["ts"], "text": p["text"], "metadata": p["metadata"], "bot_id": "BFINETUNEBOT",
+             **({"thread_ts": p["thread_ts"], "subtype": "thread_broadcast"} if p["thread_ts"] else {})}
+            for p in reversed(self.shown_in(params.get("channel", "")))
             if float(p["ts"].split(".")[0]) >= int(oldest)
         ]
         return {"ok": True, "messages": messages[: int(params.get("limit") or 100)], "has_more": False}
@@ -279,6 +338,7 @@ def block_action_body(
     user_id: str = "U0ALICE",
     team_id: str = TEAM_ID,
     response_url: str = "",
+    message_ts: str = "1.000001",
 ) -> str:
     """A button click (`block_actions`), form-encoded with its JSON in `payload`, as Slack sends it."""
     payload = {
@@ -287,7 +347,7 @@ def block_action_body(
         "user": {"id": user_id, "username": "alice", "team_id": team_id},
         "api_app_id": "A0FINETUNE",
         "channel": {"id": channel_id, "name": "general"},
-        "container": {"type": "message", "message_ts": "1.000001", "channel_id": channel_id},
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id},
         "trigger_id": new_trigger_id(),
         "response_url": response_url,
         "actions": [{"type": "button", "action_id": action_id, "block_id": "b1", "value": value,
