@@ -618,11 +618,11 @@ def format_card(job: Job, subscription: Subscription) -> Message:
               _section(f"{code(job.id)} on {escape(where)}"), *_fields(pairs)]
     if job.error_message or job.state == "failed":
         reason = job.error_message or "The provider gave no reason."
-        shown = reason if len(reason) <= CARD_ERROR_LIMIT else reason[:CARD_ERROR_LIMIT]
-        cut = "" if shown == reason else (f"\n_(cut: {len(reason) - len(shown):,} more characters; "
-                                          f"`/finetune status {escape(job.id)}` shows the whole error)_")
-        blocks.append(_section(f"*Why* ({escape(job.error_code or 'unknown')})\n>{escape(shown)}{cut}"))
-        text += f". Error: {shown}"
+        shown = _clip(escape(reason), CARD_ERROR_LIMIT)
+        cut = "" if shown == escape(reason) else (f"\n_(cut: the whole error is {len(reason):,} characters; "
+                                                  f"`/finetune status {escape(job.id)}` shows it)_")
+        blocks.append(_section(f"*Why* ({_clip(escape(job.error_code or 'unknown'), 100)})\n>{shown}{cut}"))
+        text += f". Error: {reason[:CARD_ERROR_LIMIT]}"
     blocks.append(job_buttons(job, card=True))
     blocks.append(_context("Progress is posted in this thread." if not job.final else
                            "Its outcome is in this thread and in the channel."))

@@ -1,0 +1,402 @@
+"""A job's card and its thread: posted once, edited in place, throttled progress, the outcome in thread and channel.
+
+The outbox-level tests run the real poller, adapter, store and sender against the provider and Slack stand-ins with
+an injected clock (the sender's waits advance it), so an hour of training takes milliseconds. The scenarios go
+through the real HTTP endpoint with requests signed as Slack signs them.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+
+import pytest
+from slack_sdk import WebClient
+
+from bot.delivery import AnnouncementSender
+from bot.messages import MAX_BLOCKS, MAX_SECTION, Subscription, format_card
+from bot.poller import Poller
+from bot.providers.openai_shape import OpenAIProvider, build_client
+from bot.providers.types import Job
+from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.slack import block_action_body, signed_headers
+from bot.slack import SlackGateway
+from storage import Store
+from tests.conftest import BOT_TOKEN, SIGNING_SECRET, Server, ask, everything_said, reply_to, wait_until
+from tests.test_delivery import Clock
+
+
+class Desk:
+    """One bot's moving parts on an injected clock: store, poller (real adapter) and sender."""
+
+    def __init__(self, path, settings, provider, slack, clock, worker="w1"):
+        self.clock, self.provider, self.slack = clock, provider, slack
+        self.store = Store(str(path), clock=clock)
+        client = WebClient(token=BOT_TOKEN, base_url=slack.api_url, timeout=2, retry_handlers=[])
+        self.sender = AnnouncementSender(self.store, SlackGateway(client), worker_id=worker, clock=clock,
+                                         sleep=clock.sleep, lease_seconds=30)
+        self.adapter = OpenAIProvider(build_client(settings), sleep=lambda seconds: None)
+        self.poller = Poller(self.adapter, self.store, interval=30)
+
+    def follow(self, job, channel="C1", user="U0OWNER"):
+        self.store.follow(channel, job, final=False, team_id="T", user_id=user, origin="start", card=True)
+
+    def cycle(self):
+        """One poll, then delivery of whatever it queued."""
+        report = self.poller.run_once()
+        self.sender.deliver_due()
+        return report
+
+    def card(self, channel="C1"):
+        [card] = self.slack.cards_in(channel)
+        return card
+
+    def close(self):
+        self.sender.stop()
+        self.store.close()
+
+
+@pytest.fixture
+def clock():
+    return Clock()  # (in the past: the stand-in's message ts are real time, and history is read from the clock's)
+
+
+@pytest.fixture
+def desk(tmp_path, settings, provider, slack, clock):
+    desk = Desk(tmp_path / "cards.db", settings, provider, slack, clock)
+    yield desk
+    desk.close()
+
+
+def _metric_reads(provider, job_id):
+    return len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/events", "GET"))
+
+
+# -- the card and its edits -------------------------------------------------------------------------------------
+
+
+def test_one_card_per_channel_edited_in_place_as_the_job_moves(desk, provider, slack):
+    job = provider.add_job()  # validating_files
+    desk.follow(job)
+    desk.follow(job, channel="C2", user="U0BOB")
+    desk.sender.deliver_due()
+    card = desk.card()
+    assert job["id"] in card["text"] and "validating_files" in card["text"]
+    assert [f["card_ts"] for f in desk.store.followers(job["id"]) if f["channel_id"] == "C1"] == [card["ts"]]
+    buttons = [e["action_id"] for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert buttons == ["refresh_job", "job_events", "cancel_job"]
+    for status in ("queued", "running"):
+        provider.set_status(job["id"], status)
+        desk.cycle()
+        assert status in desk.card()["text"] and desk.card()["ts"] == card["ts"]
+    provider.set_status(job["id"], "succeeded")
+    desk.cycle()
+    desk.cycle()
+    done = desk.card()
+    assert "succeeded" in done["text"] and "ft:" in done["text"] and done["ts"] == card["ts"]
+    assert "try_open" in json.dumps(done["blocks"]) and "cancel_job" not in json.dumps(done["blocks"])
+    # One edit per status change per card, nothing more: three changes, two cards.
+    assert len([u for u in slack.updates if u["channel"] == "C1"]) == 3
+    assert len([u for u in slack.updates if u["channel"] == "C2"]) == 3
+    assert len(slack.cards_in("C1")) == 1 and len(slack.cards_in("C2")) == 1
+    # The thread: each status change, then the outcome, shown in the channel as well.
+    thread = slack.thread("C1", card["ts"])
+    assert ["queued" in thread[0]["text"], "running" in thread[1]["text"]] == [True, True]
+    [outcome] = slack.outcomes_in("C1")
+    assert outcome is thread[-1] and outcome["broadcast"] and "<@U0OWNER>" in json.dumps(outcome["blocks"])
+    assert [m["ts"] for m in slack.shown_in("C1")] == [card["ts"], outcome["ts"]]  # the channel: card, outcome
+
+
+def test_progress_replies_are_throttled_to_the_channels_interval(desk, provider, slack, clock):
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    card = desk.card()
+    # Forty polls 30 s apart (twenty minutes), five new steps of metrics before each one.
+    for n in range(40):
+        provider.train(job["id"], 5 * (n + 1), total=200)
+        desk.cycle()
+        clock.now += 30
+    replies = [r for r in slack.thread("C1", card["ts"]) if "Step" in r["text"]]
+    assert 4 <= len(replies) <= 5  # one every five minutes (the default), not forty
+    assert "Step 5 of 200" in replies[0]["text"] and "training loss" in replies[0]["text"]
+    steps = [int(r["text"].split("Step ")[1].split()[0]) for r in replies]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert _metric_reads(provider, job["id"]) == len(replies)  # the provider is asked only when a reply is due
+    assert slack.shown_in("C1") == [card]  # progress stays in the thread, never the channel
+
+
+def test_a_few_polls_of_many_metrics_make_one_reply(desk, provider, slack, clock):
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    for n in range(4):
+        provider.train(job["id"], 50 * (n + 1), total=1000)
+        desk.cycle()
+        clock.now += 60
+    assert len([r for r in slack.thread("C1", desk.card()["ts"]) if "Step" in r["text"]]) == 1
+
+
+def test_progress_shows_the_providers_estimated_finish(desk, provider, slack):
+    job = provider.add_job(status="running", estimated_finish=1_800_003_600)
+    desk.follow(job)
+    desk.sender.deliver_due()
+    provider.train(job["id"], 3, total=10)
+    desk.cycle()
+    [reply] = slack.thread("C1", desk.card()["ts"])
+    assert "Step 3 of 10" in reply["text"] and "expected to finish 2027-01-15 09:00 UTC" in reply["text"]
+    assert "<!date^1800003600^" in json.dumps(reply["blocks"])  # in each reader's own time zone
+
+
+# -- exactly once, whatever Slack does --------------------------------------------------------------------------
+
+
+def test_the_outcome_survives_a_lost_answer_and_a_restart_exactly_once(tmp_path, settings, desk, provider, slack,
+                                                                         clock):
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    card = desk.card()
+    provider.set_status(job["id"], "succeeded")
+    slack.fail("drop_after", match="chat.postMessage")  # Slack posts the outcome; its answer never comes back
+    desk.cycle()
+    clock.now += 600
+    desk.sender.deliver_due()  # uncertain: the channel's history (broadcasts included) shows it landed
+    again = Desk(tmp_path / "cards.db", settings, provider, slack, clock, worker="w2")  # a restart
+    try:
+        for _ in range(3):
+            again.cycle()
+            clock.now += 600
+    finally:
+        again.close()
+    [outcome] = slack.outcomes_in("C1")
+    assert outcome["thread_ts"] == card["ts"] and outcome["broadcast"]
+    [row] = [a for a in desk.store.announcements() if a["kind"] == "announcement"]
+    assert row["state"] == "sent" and row["message_ts"] == outcome["ts"]  # found in the history, not posted again
+
+
+def test_two_processes_post_one_card_and_one_outcome(tmp_path, settings, provider, slack, clock):
+    slack.latency = 0.05  # slow Slack: both processes are mid-post at once
+    one = Desk(tmp_path / "two.db", settings, provider, slack, clock, worker="w1")
+    two = Desk(tmp_path / "two.db", settings, provider, slack, clock, worker="w2")
+    try:
+        job = provider.add_job(status="running")
+        one.follow(job)
+        two.follow(job)
+        provider.set_status(job["id"], "succeeded")
+        for _ in range(3):
+            threads = [threading.Thread(target=d.cycle) for d in (one, two)]
+            [t.start() for t in threads]
+            [t.join() for t in threads]
+            clock.now += 60
+        assert len(slack.cards_in("C1")) == 1 and len(slack.outcomes_in("C1")) == 1
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    card = desk.card()
+    slack.delete_message("C1", card["ts"])
+    provider.set_status(job["id"], "succeeded")
+    desk.cycle()
+    desk.cycle()
+    [outcome] = slack.outcomes_in("C1")
+    assert outcome["thread_ts"] is None and job["id"] in outcome["text"]  # a plain message in the channel
+    assert [f["card_ts"] for f in desk.store.followers(job["id"])] == [""]  # known to be gone
+    assert slack.updates == []
+
+
+def test_a_card_gone_before_the_outcome_still_lets_it_through(desk, provider, slack):
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    provider.set_status(job["id"], "failed", error={"code": "x", "message": "boom", "param": None})
+    desk.poller.run_once()
+    slack.delete_message("C1", desk.card()["ts"])  # deleted between the edit being queued and the outcome
+    desk.sender.deliver_due()
+    [outcome] = slack.outcomes_in("C1")
+    assert outcome["thread_ts"] is None and "boom" in outcome["text"]
+
+
+def test_a_card_slack_refuses_falls_back_to_plain_messages(desk, provider, slack):
+    slack.fail("status", match="chat.postMessage", status=200, times=1,
+               body={"ok": False, "error": "restricted_action"})
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    assert slack.cards_in("C1") == []
+    provider.set_status(job["id"], "running")
+    provider.train(job["id"], 4)
+    provider.set_status(job["id"], "succeeded")
+    desk.cycle()
+    [outcome] = slack.outcomes_in("C1")
+    assert outcome["thread_ts"] is None and slack.messages_in("C1") == [outcome]  # no thread, nothing else
+
+
+def test_card_edits_wait_out_slacks_rate_limit_and_spend_no_attempt(desk, provider, slack, clock):
+    job = provider.add_job(status="queued")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    slack.fail("status", match="chat.update", status=429, retry_after=40)
+    provider.set_status(job["id"], "running")
+    desk.poller.run_once()
+    start = clock.now
+    report = desk.sender.deliver_due()
+    assert report.waited == 1 and slack.updates == []
+    clock.now = start + 41
+    desk.sender.deliver_due()
+    assert "running" in desk.card()["text"] and len(slack.updates) == 1
+    assert all(a["attempts"] == 0 for a in desk.store.announcements())
+
+
+def test_a_card_edit_slack_finds_too_long_is_made_as_plain_text(desk, provider, slack):
+    job = provider.add_job(status="queued")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    slack.fail("status", match="chat.update", status=200, times=1, body={"ok": False, "error": "msg_too_long"})
+    provider.set_status(job["id"], "running")
+    desk.cycle()
+    [update] = slack.updates
+    assert update["blocks"] in (None, [], "[]") and "running" in update["text"]
+
+
+# -- settings ----------------------------------------------------------------------------------------------------
+
+
+def test_each_setting_changes_what_is_posted(desk, provider, slack, clock):
+    desk.store.set_channel_settings("C0PLAIN", "U1", cards=False)
+    desk.store.set_channel_settings("C0QUIET", "U1", progress=False, mentions=False)
+    desk.store.set_channel_settings("C0CHATTY", "U1", progress_minutes=1)
+    desk.store.set_channel_settings("C0FAIL", "U1", outcomes="failures")
+    job = provider.add_job(status="queued")
+    for channel in ("C0PLAIN", "C0QUIET", "C0CHATTY", "C0FAIL", "C0DEFAULT"):
+        desk.follow(job, channel=channel)
+    desk.sender.deliver_due()
+    provider.set_status(job["id"], "running")
+    for n in range(10):  # ten minutes of training, a poll a minute
+        provider.train(job["id"], n + 1, total=10)
+        desk.cycle()
+        clock.now += 60
+    provider.set_status(job["id"], "succeeded")
+    desk.cycle()
+    desk.cycle()
+
+    def replies(channel):
+        return [r for r in slack.thread(channel, slack.cards_in(channel)[0]["ts"])] if slack.cards_in(channel) else []
+
+    assert slack.cards_in("C0PLAIN") == [] and [m["thread_ts"] for m in slack.messages_in("C0PLAIN")] == [None]
+    assert len(replies("C0QUIET")) == 1 and "<@" not in json.dumps(slack.messages_in("C0QUIET"))  # outcome only
+    assert "U0OWNER" in json.dumps(slack.cards_in("C0QUIET")[0]["blocks"])  # named, not mentioned
+    chatty = [r for r in replies("C0CHATTY") if "Step" in r["text"]]
+    default = [r for r in replies("C0DEFAULT") if "Step" in r["text"]]
+    assert len(chatty) >= 9 and len(default) == 2  # every minute, or every five
+    assert slack.outcomes_in("C0FAIL") == [] and "succeeded" in slack.cards_in("C0FAIL")[0]["text"]
+    assert len(slack.outcomes_in("C0DEFAULT")) == 1
+
+
+def test_settings_are_changed_by_command_and_bad_values_named(make_bot, slack, provider):
+    bot = make_bot(allowed_user_ids=frozenset({"U0ALICE"}))
+    server = Server(bot)
+    try:
+        shown = everything_said(ask(server, slack, "settings"))
+        assert "with a thread: *on*" in shown and "every 5 minutes" in shown
+        assert "`every` must be a whole number from 1 to 1440" in ask(server, slack, "settings every=0")["text"]
+        assert "`cards` must be `true` or `false`" in ask(server, slack, "settings cards=maybe")["text"]
+        assert "not on this bot's list" in ask(server, slack, "settings cards=off", user="U0MALLORY")["text"]
+        changed = everything_said(ask(server, slack, "settings cards=off progress=off every=15"))
+        assert "with a thread: *off*" in changed and "*off*, at most one reply every 15 minutes" in changed
+        row = bot.services.store.channel_settings("C0GENERAL")
+        assert (row["cards"], row["progress"], row["progress_minutes"]) == (0, 0, 15)
+        job = provider.add_job(status="running")
+        reply = ask(server, slack, f"subscribe {job['id']}")
+        assert reply["response_type"] == "in_channel" and "I'll post here when it finishes" in reply["text"]
+        assert bot.services.store.card("C0GENERAL", job["id"]) is None
+    finally:
+        server.close()
+
+
+# -- buttons on the card ----------------------------------------------------------------------------------------
+
+
+def _press(server, slack, card, action_id, *, user="U0ALICE", name="press"):
+    [button] = [e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]
+                if e["action_id"] == action_id]
+    body = block_action_body(action_id, button["value"], user_id=user, response_url=slack.response_url(name),
+                             message_ts=card["ts"])
+    assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+    return button
+
+
+def test_refresh_events_and_cancel_from_the_card(server, slack, provider, bot):
+    ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    [job_id] = list(provider.jobs)
+    [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
+    provider.set_status(job_id, "running")
+    _press(server, slack, card, "refresh_job", name="rf")
+    refreshed = reply_to(slack, "rf")
+    assert refreshed["replace_original"] is True and refreshed["response_type"] == "in_channel"
+    assert "Fine-tuning job: in progress" in json.dumps(refreshed["blocks"]) and "running" in refreshed["text"]
+    assert "refresh_job" in json.dumps(refreshed["blocks"])  # still a card, buttons and all
+    _press(server, slack, card, "job_events", name="ev")
+    events = reply_to(slack, "ev")
+    assert events["response_type"] == "ephemeral" and "Fine-tuning job started" in everything_said(events)
+    button = _press(server, slack, card, "cancel_job", name="cx")
+    assert button["confirm"]["title"]["text"] == "Cancel this job?"  # Slack's dialog comes first
+    assert "Cancelled" in reply_to(slack, "cx")["text"] and provider.jobs[job_id]["status"] == "cancelled"
+    [outcome] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
+    assert "cancelled" in outcome["text"] and outcome["thread_ts"] == card["ts"]
+    assert wait_until(lambda: "cancelled" in slack.cards_in("C0GENERAL")[0]["text"])
+
+
+def test_a_cards_cancel_is_refused_outside_the_allow_list(make_bot, slack, provider):
+    bot = make_bot(allowed_user_ids=frozenset({"U0ALICE"}))
+    server = Server(bot)
+    try:
+        ask(server, slack, f"start {SAMPLE_FILE_ID}")
+        [job_id] = list(provider.jobs)
+        [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
+        _press(server, slack, card, "cancel_job", user="U0INTERN", name="no")
+        assert "ALLOWED_USER_IDS" in reply_to(slack, "no")["text"]
+        assert provider.jobs[job_id]["status"] != "cancelled"
+    finally:
+        server.close()
+
+
+# -- the chart in the card's thread, and Block Kit's limits --------------------------------------------------
+
+
+def test_the_success_chart_goes_into_the_cards_thread(server, slack, provider, bot):
+    ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    [job_id] = list(provider.jobs)
+    [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
+    provider.set_status(job_id, "succeeded")
+    bot.services.poller.run_once()
+    [upload] = wait_until(lambda: slack.uploads, timeout=20)
+    assert upload["channel"] == "C0GENERAL" and upload["thread_ts"] == card["ts"]
+    png = upload["_content"]
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width >= 800 and height >= 450
+
+
+def test_a_card_stays_within_block_kits_limits_whatever_the_job_says():
+    huge = "x<!channel>" * 2000
+    job = Job(id="ftjob-1", status="failed", model=huge, error_message=huge, error_code=huge, training_file=huge,
+              suffix=huge, fine_tuned_model=huge, created_at=1, finished_at=2)
+    message = format_card(job, Subscription("C1", "U0ALICE", "start"))
+    assert len(message.blocks) <= MAX_BLOCKS and len(message.text) <= 3000
+    for block in message.blocks:
+        if block["type"] == "header":
+            assert len(block["text"]["text"]) <= 150
+        if block["type"] == "section":
+            assert len((block.get("text") or {}).get("text", "")) <= MAX_SECTION
+            assert len(block.get("fields") or []) <= 10
+            assert all(len(f["text"]) <= 2000 for f in block.get("fields") or [])
+    said = json.dumps(message.blocks)
+    assert "(cut: the whole error is 22,000 characters; `/finetune status ftjob-1` shows it)" in said
+    assert "<!channel>" not in said and "<!channel>" not in message.text
