@@ -126,3 +126,21 @@ def test_check_and_upload_a_local_file_through_the_form(tmp_path):
     assert "support.jsonl* is ready." in out and "(clicking [Upload to OpenAI])" in out
     assert re.search(r"Uploaded \*support\.jsonl\* to OpenAI: `file-[0-9a-f]+`", out), out
     assert 'opened a form ("Start a job")' in out and "use /finetune check PATH" in out
+
+
+def test_the_shell_shows_the_card_its_edits_and_its_thread_and_presses_its_buttons(tmp_path):
+    script = "/finetune start file-sample suffix=demo\n/click Refresh\n/click Events\n/click Cancel\n"
+    result = _run(script, tmp_path, SANDBOX_PACE_SECONDS="3")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    job_id = re.search(r"ftjob-[0-9a-f]+", out)[0]
+    card = out.index("[#general] finetune-bot posted:\n  🔍 FINE-TUNING JOB: IN PROGRESS")
+    assert "  [Refresh]  [Events]  [Cancel job]" in out[card:]
+    assert re.search(r"\[#general\] finetune-bot replaced the message you clicked:\n  \S+ FINE-TUNING JOB: IN PROGRESS",
+                     out)  # Refresh redraws the card (whichever status the job has reached)
+    assert '(Slack asks: "Cancel this job?"' in out and "you chose [Cancel job]" in out
+    # The outcome: a reply in the card's thread (indented under it), also sent to the channel; then the card edited.
+    reply = out.index(f"[#general]   ↳ reply in the thread of {job_id}, also sent to the channel:")
+    assert out[reply:].split("\n")[1].startswith("      🚫 FINE-TUNING JOB CANCELLED")
+    assert f"[#general] finetune-bot updated its card of {job_id}:\n  🚫 FINE-TUNING JOB: CANCELLED" in out
+    assert "The card has no" not in out and "No card" not in out
