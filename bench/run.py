@@ -11,7 +11,10 @@
    AI's, and the announcement latency of OpenAI jobs while Together AI answers every request with a 503;
 6. checking training data: `finetune-bot check` on 10 MB and 100 MB JSONL files: examples per second, MB per second,
    and the peak memory of the process (flat with file size: the file is read as a stream);
-7. trying a model: the time `try` adds over the slower of the two models' own answers (both are asked at once).
+7. trying a model: the time `try` adds over the slower of the two models' own answers (both are asked at once);
+8. cards: the Slack calls one long job costs its channel (card posts, card edits, thread replies) over two hours of
+   training with a metrics step every 10 s, polled every 30 s, at each progress interval (and with none), beside
+   Slack's limits: about one post a second per channel, chat.update in Tier 3 (about 50 a minute).
 """
 
 from __future__ import annotations
@@ -310,6 +313,72 @@ def bench_try(workdir: str, tries: int = 20) -> None:
         say("try_sequential_would_add_ms", "300")
 
 
+def bench_cards(workdir: str, hours: float = 2.0, step_seconds: int = 10, poll_seconds: int = 30) -> None:
+    """A long job's Slack cost per channel, on an injected clock: real store, poller, adapter and sender."""
+    from slack_sdk import WebClient
+
+    from bot.config import Settings
+    from bot.delivery import AnnouncementSender
+    from bot.poller import Poller
+    from bot.providers.openai_shape import OpenAIProvider, build_client
+    from bot.slack import SlackGateway
+
+    class Clock:
+        def __init__(self) -> None:
+            self.now = 1_000_000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    total_steps = int(hours * 3600 / step_seconds)
+    for minutes in (0, 1, 5, 15):
+        with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+            clock = Clock()
+            settings = Settings(openai_api_key="sk-bench", openai_base_url=provider.url + "/v1")
+            store = Store(os.path.join(workdir, f"cards-{minutes}.db"), clock=clock)
+            client = WebClient(token=TOKEN, base_url=slack.api_url, timeout=5, retry_handlers=[])
+            sender = AnnouncementSender(store, SlackGateway(client), worker_id="bench", clock=clock,
+                                        sleep=clock.sleep)
+            poller = Poller(OpenAIProvider(build_client(settings), sleep=lambda s: None), store,
+                            interval=poll_seconds)
+            store.set_channel_settings("C0BENCH", "U0BENCH", progress_minutes=minutes)
+            job = provider.add_job(status="queued")
+            store.follow("C0BENCH", job, final=False, team_id="T", user_id="U0BENCH", origin="start", card=True)
+            sender.deliver_due()
+            provider.set_status(job["id"], "running")
+            started, per_minute = clock.now, {}
+            while clock.now - started < hours * 3600:
+                provider.train(job["id"], min(total_steps, int((clock.now - started) / step_seconds) + 1),
+                               total=total_steps)
+                before = len(slack.received)
+                poller.run_once()
+                sender.deliver_due()
+                minute = int((clock.now - started) // 60)
+                per_minute[minute] = per_minute.get(minute, 0) + len(slack.received) - before
+                clock.now = max(clock.now, started + (int((clock.now - started) // poll_seconds) + 1) * poll_seconds)
+            provider.set_status(job["id"], "succeeded")
+            poller.run_once()
+            sender.deliver_due()
+            posts = [p for p in slack.posted if not p["thread_ts"]]  # the card itself
+            replies = [p for p in slack.posted if p["thread_ts"]]  # status changes, progress, the outcome
+            metric_reads = len(provider.requests_to(f"/fine_tuning/jobs/{job['id']}/events", "GET"))
+            label = f"every_{minutes}min" if minutes else "unthrottled"  # (0: the naive design, a reply a poll)
+            say(f"cards_{label}_card_posts", len(posts))
+            say(f"cards_{label}_card_edits", len(slack.updates))
+            say(f"cards_{label}_thread_replies", len(replies))
+            say(f"cards_{label}_shown_in_channel", len(slack.shown_in("C0BENCH")))
+            say(f"cards_{label}_slack_calls_total", len(posts) + len(slack.updates) + len(replies))
+            say(f"cards_{label}_busiest_minute_calls", max(per_minute.values()))
+            say(f"cards_{label}_provider_metric_reads", metric_reads)
+            sender.stop()
+            store.close()
+    say("cards_job", f"{hours:g} h, {total_steps} metric steps (one every {step_seconds} s), polled every "
+                     f"{poll_seconds} s")
+
+
 def bench_memory(workdir: str, n: int) -> None:
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
         jobs = [provider.add_job(status="running") for _ in range(n)]
@@ -346,12 +415,13 @@ def tree_peak_kb(pid: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory", "providers", "check", "try"],
+    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory", "providers", "check", "try", "cards"],
                         action="append")
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--senders", type=int, default=20)
+    parser.add_argument("--card-hours", type=float, default=2.0)
     args = parser.parse_args()
-    chosen = set(args.only or ["ack", "poll", "announce", "memory", "providers", "check", "try"])
+    chosen = set(args.only or ["ack", "poll", "announce", "memory", "providers", "check", "try", "cards"])
     say("machine_cores", os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:
         if "ack" in chosen:
@@ -368,6 +438,8 @@ def main() -> None:
             bench_check(workdir)
         if "try" in chosen:
             bench_try(workdir)
+        if "cards" in chosen:
+            bench_cards(workdir, hours=args.card_hours)
 
 
 if __name__ == "__main__":

@@ -16,3 +16,12 @@ def test_bench_prints_name_value_lines():
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert {"ack_p50_ms", "ack_p99_ms", "ack_max_ms", "ack_over_3s", "ack_results_lost"} <= set(figures)
     assert figures["ack_results_lost"] == "0" and figures["ack_over_3s"] == "0"
+
+
+def test_bench_counts_a_long_jobs_slack_calls_and_the_throttle_cuts_them():
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "cards", "--card-hours", "0.25"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert figures["cards_every_5min_card_posts"] == "1" and figures["cards_every_5min_shown_in_channel"] == "2"
+    assert int(figures["cards_unthrottled_thread_replies"]) > 3 * int(figures["cards_every_5min_thread_replies"])
