@@ -142,7 +142,8 @@ class AnnouncementSender:
             card = self.store.card(channel, row["job_id"], row["provider"])
             if card is not None and card["state"] in {"pending", "sending"}:
                 # The card goes first: an outcome or edit before it would have no thread or nothing to edit.
-                at = max(card["next_attempt_at"] or 0, card["lease_until"] or 0, self.clock()) + CHANNEL_SPACING
+                held = card["lease_until"] if card["state"] == "sending" else card["next_attempt_at"]
+                at = max(held or 0, self.clock()) + CHANNEL_SPACING
                 self.store.release(key, self.worker_id, at=at)
                 return
         if row["uncertain"] and row["kind"] == "progress":

@@ -196,6 +196,55 @@ def test_two_processes_post_one_card_and_one_outcome(tmp_path, settings, provide
         two.close()
 
 
+def test_the_outcome_waits_for_its_card(desk, provider, slack, clock):
+    slack.fail("status", match="chat.postMessage", status=503, times=1)  # the card's first post fails
+    job = provider.add_job(status="queued")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    assert slack.cards_in("C1") == []
+    provider.set_status(job["id"], "running")
+    desk.poller.run_once()
+    provider.set_status(job["id"], "succeeded")
+    desk.cycle()  # the edits and the outcome are due; the card is not: they wait for it
+    assert slack.outcomes_in("C1") == [] and slack.updates == []
+    clock.now += 10
+    desk.sender.deliver_due()
+    card = desk.card()
+    [outcome] = slack.outcomes_in("C1")
+    assert outcome["thread_ts"] == card["ts"] and "succeeded" in card["text"]
+    assert slack.updates == []  # the card was drawn as the job is now: the edits it already shows are skipped
+
+
+def test_progress_replies_are_at_most_once(desk, provider, slack, clock):
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    card = desk.card()
+    provider.train(job["id"], 2, total=10)
+    slack.fail("drop_after", match="chat.postMessage")  # the reply lands; its answer is lost
+    desk.cycle()
+    clock.now += 600
+    desk.sender.deliver_due()
+    assert len(slack.thread("C1", card["ts"])) == 1  # not posted again
+    provider.train(job["id"], 6)
+    desk.poller.run_once()  # a reply is queued...
+    provider.set_status(job["id"], "succeeded")
+    desk.cycle()  # ...but the job ended before it went out: its outcome says the rest
+    thread = slack.thread("C1", card["ts"])
+    assert len(thread) == 2 and thread[-1] is slack.outcomes_in("C1")[0]
+
+
+def test_following_again_gets_a_new_card(desk, provider, slack):
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    assert desk.store.unfollow("C1", job["id"])
+    desk.follow(job)
+    desk.sender.deliver_due()
+    first, second = slack.cards_in("C1")
+    assert [f["card_ts"] for f in desk.store.followers(job["id"])] == [second["ts"]]
+
+
 def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
