@@ -127,6 +127,25 @@ def test_progress_replies_are_throttled_to_the_channels_interval(desk, provider,
     assert slack.shown_in("C1") == [card]  # progress stays in the thread, never the channel
 
 
+def test_two_processes_that_both_found_a_reply_due_queue_one(tmp_path, clock):
+    """Both processes asked progress_due before either queued: the queueing transaction decides, and only once."""
+    one, two = Store(str(tmp_path / "p.db"), clock=clock), Store(str(tmp_path / "p.db"), clock=clock)
+    try:
+        one.follow("C1", {"id": "ftjob-1", "status": "running", "model": "m"}, final=False, team_id="T",
+                   user_id="U1", origin="start", card=True)
+        one.set_card("C1", "ftjob-1", "openai", ts="1.000001")
+        assert one.progress_due("openai", ["ftjob-1"]) == two.progress_due("openai", ["ftjob-1"]) == ["ftjob-1"]
+        assert one.queue_progress("openai", "ftjob-1", 2, {"step": 2}) == 1
+        assert two.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 0
+        clock.now += 301
+        assert two.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 1
+        clock.now += 301
+        assert one.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 0  # never a step already shown
+    finally:
+        one.close()
+        two.close()
+
+
 def test_a_few_polls_of_many_metrics_make_one_reply(desk, provider, slack, clock):
     job = provider.add_job(status="running")
     desk.follow(job)
