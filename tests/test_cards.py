@@ -468,3 +468,22 @@ def test_a_card_stays_within_block_kits_limits_whatever_the_job_says():
     said = json.dumps(message.blocks)
     assert "(cut: the whole error is 22,000 characters; `/finetune status ftjob-1` shows it)" in said
     assert "<!channel>" not in said and "<!channel>" not in message.text
+
+
+def test_a_together_job_gets_its_card_and_progress_from_togethers_metrics(make_bot, both, slack, together):
+    bot = make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")})
+    server = Server(bot)
+    try:
+        ask(server, slack, f"start {SAMPLE_FILE_ID} provider=together")
+        [job_id] = list(together.jobs)
+        [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
+        assert "Together AI" in card["text"] and "pending" in card["text"]
+        together.set_status(job_id, "running")
+        together.train(job_id, 3)
+        bot.services.poller.run_once()
+        replies = wait_until(lambda: [r for r in slack.thread("C0GENERAL", card["ts"]) if "Step 3" in r["text"]])
+        assert "training loss" in replies[0]["text"]
+        assert together.requests_to(f"/v1/fine-tunes/{job_id}/metrics")
+        assert wait_until(lambda: "running" in slack.cards_in("C0GENERAL")[0]["text"])
+    finally:
+        server.close()
