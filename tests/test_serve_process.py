@@ -52,6 +52,8 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
     try:
         assert _command(first, f"subscribe {job['id']}", slack.response_url("sub")) == 200
         assert wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sub")])
+        # (its card first: a process killed mid-post holds the card, and the outcome after it, until the lease ends)
+        assert wait_until(lambda: slack.cards_in("C0GENERAL"), timeout=10)
     finally:
         first.kill()  # SIGKILL: no chance to clean up
     provider.set_status(job["id"], "succeeded")
