@@ -42,6 +42,13 @@ def _inject(rng: random.Random, provider: FineTuningSandbox, slack: SlackStandIn
     return kind
 
 
+def _outcome_keys(slack: SlackStandIn) -> collections.Counter:
+    """How many times each outcome announcement was posted (cards, edits and replies aside), by its key."""
+    return collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted
+                               if p.get("metadata") and p["metadata"]["event_payload"]["key"].rsplit(":", 1)[-1]
+                               in OUTCOMES)
+
+
 def _wait_for_empty_outbox(store: Store) -> None:
     wait_until(lambda: not store.announcements(state="pending") and not store.announcements(state="sending"),
                timeout=30)
@@ -59,11 +66,17 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
     with FineTuningSandbox() as provider, SlackStandIn(token=BOT_TOKEN) as slack:
         store = Store(db)
         expected = {}
+        carded = set()
+        coin = random.Random(7)  # (its own stream: the faults and restarts stay those of the seed above)
         for _ in range(JOBS):
             job = provider.add_job(status="running")
             for channel in rng.sample(CHANNELS, rng.randint(1, 3)):
-                store.follow(channel, job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe")
+                card = coin.random() < 0.5  # half with a card: the outcome then goes in its thread
+                store.follow(channel, job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe",
+                             card=card)
                 expected[(job["id"], channel)] = None
+                if card:
+                    carded.add(f"openai:{job['id']}:{channel}:card")
         env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
                "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", "DATABASE_PATH": db,
                "POLL_INTERVAL_SECONDS": "0.2", "DELIVERY_LEASE_SECONDS": "2", "PROVIDER_TIMEOUT_SECONDS": "1",
@@ -98,8 +111,7 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
             settle_started = time.monotonic()
 
             def delivered():
-                keys = collections.Counter(
-                    p["metadata"]["event_payload"]["key"] for p in slack.posted if p.get("metadata"))
+                keys = _outcome_keys(slack)
                 return len(keys) == len(expected) and keys
 
             wait_until(delivered, timeout=60, interval=0.2)
@@ -113,7 +125,9 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
                 assert proc.terminate() == 0
         finally:
             _kill_survivors(procs)
-        keys = collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted if p.get("metadata"))
+        keys = _outcome_keys(slack)
+        cards = collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted
+                                    if p.get("metadata") and p["metadata"]["event_payload"]["key"].endswith(":card"))
         wanted = {f"openai:{job_id}:{channel}:{outcome}" for (job_id, channel), outcome in expected.items()}
         lost = wanted - set(keys)
         duplicated = {k: n for k, n in keys.items() if n > 1}
@@ -122,8 +136,12 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
             print(f"\nfault soak: jobs={JOBS} announcements={len(wanted)} faults_planned={sum(planned.values())} "
                   f"faults_injected={faults} "
                   f"restarts={restarts} processes=2 lost={len(lost)} duplicated={len(duplicated)} "
-                  f"unexpected={len(set(keys) - wanted)} settled_in={settled:.1f}s")
+                  f"unexpected={len(set(keys) - wanted)} cards={len(cards)}/{len(carded)} "
+                  f"cards_duplicated={sum(n > 1 for n in cards.values())} settled_in={settled:.1f}s")
         assert not lost and not duplicated and set(keys) == wanted
+        assert set(cards) <= carded and all(n == 1 for n in cards.values())
+        in_threads = [p for p in slack.posted if p.get("thread_ts") and p.get("metadata")]
+        assert in_threads and all(p["broadcast"] for p in in_threads)  # outcomes in card threads, in the channel
         assert restarts > 0 and faults > 10
 
 
