@@ -4,6 +4,10 @@ Slack asking us to wait (429 with Retry-After) is never a failure: the channel w
 long as it takes. Real failures (5xx, timeouts, dropped connections) are retried with backoff until the
 announcement has been waiting `give_up_seconds`; Slack refusing for good (archived channel, bad blocks, …) is
 recorded at once and whoever started or subscribed the job gets a direct message, queued in this same outbox.
+
+Rows come in kinds, each worth what it is: an outcome (`announcement`) exactly once, in its job card's thread and the
+channel when there is a card; the `card` itself once; a card edit (`card_update`) redone rather than lost, since it
+draws the job as stored; a thread reply (`progress`) at most once. A card goes before everything about its job.
 """
 
 from __future__ import annotations

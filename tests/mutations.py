@@ -59,7 +59,7 @@ MUTATIONS = [
     ('dm follow lands in the channel', 'bot/jobs.py', '            new, _ = self._follow(dm, job, origin="dm")', '            new, _ = self._follow(caller, job, origin="dm")', 'tests/test_scenario.py -k direct_message'),
     ('failures-only channels hear all', 'storage/store.py', 'f" user_id, origin, \'pending\', ?, ? FROM subscriptions WHERE {where} AND {heard}",', 'f" user_id, origin, \'pending\', ?, ? FROM subscriptions WHERE {where} AND ? IS NOT NULL",', 'tests/test_scenario.py -k settings'),
     ('mentions always on', 'bot/messages.py', '    if subscription.mention and SLACK_USER_ID.fullmatch(user):', '    if SLACK_USER_ID.fullmatch(user):', 'tests/test_scenario.py -k settings'),
-    ('stop abandons the chart being drawn', 'bot/charting.py', '            worker.join(timeout)', '            pass', 'tests/test_charts.py -k stopping'),
+    ('stop abandons the chart being drawn', 'bot/charting.py', '            worker.join(timeout)\n\n    def _drain', '            pass\n\n    def _drain', 'tests/test_charts.py -k stopping'),
     ('refresh stays with the clicker', 'bot/jobs.py', '        return replace(shown, in_channel=True)', '        return shown', 'tests/test_scenario.py -k refresh'),
     ('outcome before its card', 'bot/delivery.py', '            if card is not None and card["state"] in {"pending", "sending"}:', '            if False:', 'tests/test_cards.py -k waits_for_its_card'),
     ('progress replies unthrottled', 'storage/store.py', '                " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))"\n                " AND (s.progress_step', '                " AND ? IS NOT NULL"\n                " AND (s.progress_step', 'tests/test_cards.py -k both_found'),
