@@ -224,12 +224,12 @@ def test_the_outcome_waits_for_its_card(desk, provider, slack, clock):
     provider.set_status(job["id"], "running")
     desk.poller.run_once()
     provider.set_status(job["id"], "succeeded")
-    desk.cycle()  # the edits and the outcome are due; the card is not: they wait for it
-    assert slack.outcomes_in("C1") == [] and slack.updates == []
+    desk.cycle()  # the edits and the outcome are due before the card's retry: they wait for it
     clock.now += 10
     desk.sender.deliver_due()
     card = desk.card()
     [outcome] = slack.outcomes_in("C1")
+    assert slack.messages_in("C1") == [card, outcome]  # the card first, then the outcome in its thread
     assert outcome["thread_ts"] == card["ts"] and "succeeded" in card["text"]
     assert slack.updates == []  # the card was drawn as the job is now: the edits it already shows are skipped
 
