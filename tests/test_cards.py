@@ -478,6 +478,7 @@ def test_a_together_job_gets_its_card_and_progress_from_togethers_metrics(make_b
         [job_id] = list(together.jobs)
         [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
         assert "Together AI" in card["text"] and "pending" in card["text"]
+        assert wait_until(lambda: bot.services.store.card("C0GENERAL", job_id, "together")["card_ts"])  # kept
         together.set_status(job_id, "running")
         together.train(job_id, 3)
         bot.services.poller.run_once()
