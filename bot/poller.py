@@ -4,7 +4,10 @@ The cost stays nearly flat as jobs grow: each provider is asked with its cheapes
 a page, so a page answers for up to 100 followed jobs and only those it does not cover are fetched one by one;
 Together's lists every job in one request, so one followed job costs one retrieve and any more cost one list. With
 nothing active, a cycle asks nothing. Providers are asked side by side and each one's news is recorded as soon as it
-arrives, so a provider that is slow or down delays nobody else's announcements; it backs off on its own.
+arrives, so a provider that is slow or down delays nobody else's announcements; it backs off on its own. A running
+job with a card costs one more request (its latest metrics) only when a progress reply is due in some channel: at
+most once per the channel's interval, and at most MAX_PROGRESS_READS_PER_CYCLE such jobs a cycle, longest waiting
+first.
 """
 
 from __future__ import annotations
@@ -53,11 +56,12 @@ class _Backoff:
 class Poller:
     def __init__(self, providers: Providers | FineTuningProvider, store: Store, *,
                  on_queued: Callable[[], None] = lambda: None, max_retrieves: int = MAX_RETRIEVES_PER_CYCLE,
-                 interval: float = 60.0) -> None:
+                 interval: float = 60.0, max_progress_reads: int = MAX_PROGRESS_READS_PER_CYCLE) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers([providers])
         self.store = store
         self.on_queued = on_queued
         self.max_retrieves = max_retrieves
+        self.max_progress_reads = max_progress_reads
         self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))
         self._backoff: dict[str, _Backoff] = defaultdict(_Backoff)
         self._warned_unconfigured: set[str] = set()
@@ -94,16 +98,21 @@ class Poller:
         return report
 
     def _poll(self, provider: FineTuningProvider, rows: list[dict]) -> tuple[str, dict[str, Job], int,
-                                                                                ProviderError | None, int]:
-        """Ask one provider about its jobs: what it said (even before an error), the requests made, the error, and
-        the progress replies queued."""
+                                                                                ProviderError | None, int, int]:
+        """Ask one provider about its jobs and record what it said (even before an error: still news; nothing is
+        marked final on an error); then, with no error, queue the progress replies due. Returns its name, the jobs
+        seen, the requests made, the error, and the announcements and progress replies queued."""
         seen: dict[str, Job] = {}
         counter = [0]
+        error = None
         try:
             self._collect(provider, rows, seen, counter)
-        except ProviderError as error:
-            return provider.name, seen, counter[0], error, 0
-        return provider.name, seen, counter[0], None, self._progress(provider, seen, counter)
+        except ProviderError as caught:
+            error = caught
+        queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0
+        # After the statuses are recorded, so a card's thread tells of a change before the steps that follow it.
+        progress = 0 if error else self._progress(provider, seen, counter)
+        return provider.name, seen, counter[0], error, queued, progress
 
     def _progress(self, provider: FineTuningProvider, seen: dict[str, Job], counter: list[int]) -> int:
         """Queue a progress reply for running jobs whose cards are due one: the provider is asked for a job's latest
@@ -111,7 +120,7 @@ class Poller:
         if not provider.capabilities.metrics:
             return 0
         running = [job for job in seen.values() if not job.final]
-        due = self.store.progress_due(provider.name, [job.id for job in running])[:MAX_PROGRESS_READS_PER_CYCLE]
+        due = self.store.progress_due(provider.name, [job.id for job in running])[:self.max_progress_reads]
         queued = 0
         for job_id in due:
             try:
@@ -122,6 +131,7 @@ class Poller:
             finally:
                 counter[0] += 1
             if point is None:
+                self.store.queue_progress(provider.name, job_id, None, None)  # asked: not again this interval
                 continue
             detail = {"step": point.step, "total_steps": point.total_steps, "train_loss": point.train_loss,
                       "valid_loss": point.valid_loss, "finish_at": seen[job_id].estimated_finish}
@@ -129,13 +139,11 @@ class Poller:
         return queued
 
     def _record(self, report: PollReport, name: str, seen: dict[str, Job], requests: int,
-                error: ProviderError | None, progress: int = 0) -> None:
+                error: ProviderError | None, queued: int, progress: int) -> None:
         backoff = self._backoff[name]
         report.requests += requests
-        report.progress += progress
-        if progress:
-            self.on_queued()
         report.requests_by_provider[name] = requests
+        report.progress += progress
         if error is not None:
             backoff.failures += 1
             backoff.skip = min(2 ** (backoff.failures - 1), self.max_skip)
@@ -145,14 +153,11 @@ class Poller:
         elif backoff.failures:
             log.info("%s answers again; polling it resumes", name)
             backoff.failures = 0
-        # Whatever was seen before an error is still news; nothing is marked final on an error.
-        if seen:
-            report.observed += len(seen)
-            queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values())
-            report.queued += queued
-            report.finished += [j.id for j in seen.values() if j.final]
-            if queued:
-                self.on_queued()
+        report.observed += len(seen)
+        report.queued += queued
+        report.finished += [j.id for j in seen.values() if j.final]
+        if queued or progress:
+            self.on_queued()
 
     def _collect(self, provider: FineTuningProvider, active: list[dict], seen: dict[str, Job],
                  counter: list[int]) -> None:

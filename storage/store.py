@@ -418,37 +418,44 @@ class Store:
 
     def progress_due(self, provider: str, job_ids: Iterable[str]) -> list[str]:
         """Which of these jobs have a card, in a channel that wants progress, whose last progress reply is older than
-        the channel's interval: only those are worth asking the provider for their latest metrics."""
+        the channel's interval: only those are worth asking the provider for their latest metrics. Longest waiting
+        first, so a cycle's cap on such reads reaches every job in turn."""
         ids = list(job_ids)
         if not ids:
             return []
         now = self._clock()
         marks = ", ".join("?" for _ in ids)
         return [r["job_id"] for r in self._rows(
-            "SELECT DISTINCT s.job_id FROM subscriptions s LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
+            "SELECT s.job_id FROM subscriptions s LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
             f" WHERE s.provider = ? AND s.job_id IN ({marks}) AND coalesce(s.card_ts, '') != ''"
             " AND coalesce(c.cards, 1) AND coalesce(c.progress, 1)"
-            " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))",
+            " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))"
+            " GROUP BY s.job_id ORDER BY min(coalesce(s.progress_at, 0)), s.job_id",  # longest waiting first
             (provider, *ids, now))]
 
-    def queue_progress(self, provider: str, job_id: str, step: int, detail: dict) -> int:
-        """Queue a progress reply for each card of the job that is due one and has not yet shown this step, and
-        start each one's interval again: in one transaction, so two processes polling at once queue one reply."""
+    def queue_progress(self, provider: str, job_id: str, step: int | None, detail: dict | None) -> int:
+        """A job's latest step was just read for its cards that were due a reply: each of those starts its interval
+        again, and those that have not yet shown this step get a progress reply queued (none when `step` is None:
+        no metrics yet). In one transaction, so two processes polling at once queue one reply; and a job with no new
+        step (queued, paused, stalled) is not read again before the interval has passed."""
         now = self._clock()
         queued = 0
         with self._immediate() as db:
             due = db.conn.execute(
-                "SELECT s.channel_id FROM subscriptions s LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
+                "SELECT s.channel_id, s.progress_step FROM subscriptions s"
+                " LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
                 " WHERE s.provider = ? AND s.job_id = ? AND coalesce(s.card_ts, '') != ''"
                 " AND coalesce(c.cards, 1) AND coalesce(c.progress, 1)"
-                " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))"
-                " AND (s.progress_step IS NULL OR s.progress_step < ?)",
-                (provider, job_id, now, step)).fetchall()
-            for (channel_id,) in due:
+                " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))",
+                (provider, job_id, now)).fetchall()
+            for channel_id, shown in due:
+                new = step is not None and (shown is None or shown < step)
                 db.conn.execute("UPDATE subscriptions SET progress_at = ?, progress_step = ? WHERE channel_id = ?"
-                                " AND provider = ? AND job_id = ?", (now, step, channel_id, provider, job_id))
-                queued += self._queue_kind(db.conn, "progress", provider, job_id, channel_id, "running", now,
-                                           key=f"{provider}:{job_id}:{channel_id}:progress:{step}", detail=detail)
+                                " AND provider = ? AND job_id = ?",
+                                (now, step if new else shown, channel_id, provider, job_id))
+                if new:
+                    queued += self._queue_kind(db.conn, "progress", provider, job_id, channel_id, "running", now,
+                                               key=f"{provider}:{job_id}:{channel_id}:progress:{step}", detail=detail)
         return queued
 
     def mark_polled(self, jobs: Iterable[tuple[str, str]]) -> None:

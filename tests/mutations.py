@@ -78,6 +78,9 @@ MUTATIONS = [
     ('too-long card edit lost', 'bot/delivery.py', '                self.slack.update(channel, card["card_ts"], message.plain())', '                raise', 'tests/test_cards.py -k too_long'),
     ('following again keeps the old card', 'storage/store.py', '                " AND (state = \'pending\' OR kind IN (\'card\', \'card_update\', \'progress\'))",', '                " AND state = \'pending\'",', 'tests/test_cards.py -k following_again'),
     ('outcome waits on a stale lease', 'bot/delivery.py', '                held = card["lease_until"] if card["state"] == "sending" else card["next_attempt_at"]', '                held = max(card["lease_until"] or 0, card["next_attempt_at"] or 0)', 'tests/test_cards.py -k waits_for_its_card'),
+    ('progress before the status change', 'bot/poller.py', '        queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0\n', '        _p = 0 if error else self._progress(provider, seen, counter)\n        queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0\n        progress = _p\n        return provider.name, seen, counter[0], error, queued, progress\n', 'tests/test_cards.py -k before_the_steps'),
+    ('a job with no metrics read every poll', 'bot/poller.py', '                self.store.queue_progress(provider.name, job_id, None, None)  # asked: not again this interval', '                pass', 'tests/test_cards.py -k no_new_step'),
+    ('no cap on metric reads a cycle', 'bot/poller.py', '[job.id for job in running])[:self.max_progress_reads]', '[job.id for job in running])', 'tests/test_cards.py -k in_turn'),
     ('refresh adds a message instead', 'handlers/actions.py', '            send(services.jobs.refresh(caller, job_id, provider), replace=True)', '            send(services.jobs.refresh(caller, job_id, provider))', 'tests/test_scenario.py -k refresh'),
 ]
 only = sys.argv[1:]

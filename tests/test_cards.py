@@ -146,6 +146,44 @@ def test_two_processes_that_both_found_a_reply_due_queue_one(tmp_path, clock):
         two.close()
 
 
+def test_a_thread_tells_a_status_change_before_the_steps_after_it(desk, provider, slack):
+    job = provider.add_job(status="queued")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    provider.set_status(job["id"], "running")
+    provider.train(job["id"], 3, total=10)
+    desk.cycle()  # one poll sees both: the new status and three steps of training
+    thread = [r["text"] for r in slack.thread("C1", desk.card()["ts"])]
+    assert len(thread) == 2 and "queued → running" in thread[0] and "Step 3 of 10" in thread[1]
+
+
+def test_the_cap_on_metric_reads_reaches_every_job_in_turn(desk, provider, slack, clock):
+    desk.poller.max_progress_reads = 2
+    jobs = [provider.add_job(status="running") for _ in range(5)]
+    for job in jobs:
+        desk.follow(job, channel=f"C{job['id'][-6:]}")
+    provider.train(jobs[0]["id"], 1, total=10)  # one job has metrics; the others have none yet
+    desk.sender.deliver_due()
+    reads = []
+    for _ in range(3):  # three cycles, two reads each: every job is asked once, none twice in its interval
+        desk.cycle()
+        clock.now += 30
+        reads.append(sum(_metric_reads(provider, job["id"]) for job in jobs))
+    assert reads == [2, 4, 5] and [_metric_reads(provider, job["id"]) for job in jobs] == [1] * 5
+    assert len(slack.thread(f"C{jobs[0]['id'][-6:]}", desk.card(f"C{jobs[0]['id'][-6:]}")["ts"])) == 1
+
+
+def test_a_job_with_no_new_step_is_not_read_every_poll(desk, provider, slack, clock):
+    job = provider.add_job(status="queued")  # no metrics while queued (or paused, or stalled)
+    desk.follow(job)
+    desk.sender.deliver_due()
+    for _ in range(20):  # ten minutes of polls, 30 s apart
+        desk.cycle()
+        clock.now += 30
+    assert _metric_reads(provider, job["id"]) == 2  # once per five-minute interval, not twenty times
+    assert slack.thread("C1", desk.card()["ts"]) == []
+
+
 def test_a_few_polls_of_many_metrics_make_one_reply(desk, provider, slack, clock):
     job = provider.add_job(status="running")
     desk.follow(job)
