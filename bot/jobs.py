@@ -39,7 +39,7 @@ from bot.messages import (
     invite_warning,
 )
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
-from bot.slack import SlackGateway
+from bot.slack import SlackFailure, SlackGateway
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -226,8 +226,27 @@ class JobService:
                      where: str | None = None) -> Message:
         channel = self.slack.open_dm(caller.user_id) if where == "dm" else caller.channel_id
         names = [provider] if provider else self.store.providers_of(job_id)
-        existed = any(self.store.unfollow(channel, job_id, name) for name in names)
+        existed = False
+        for name in names:
+            card = self.store.card(channel, job_id, name)  # (read first: it goes with the follow)
+            if self.store.unfollow(channel, job_id, name):
+                existed = True
+                if card is not None and card["card_ts"]:
+                    self._retire_card(channel, card["card_ts"], job_id, name)
         return format_unsubscribed(job_id, existed=existed, by_dm=where == "dm")
+
+    def _retire_card(self, channel: str, ts: str, job_id: str, provider: str) -> None:
+        """A card whose channel stopped following its job says so, rather than showing a status it will no longer
+        follow. Best effort: a card left as it was is only out of date."""
+        stored = self.store.job(job_id, provider)
+        if stored is None:
+            return
+        message = format_card(Job.from_row(stored), Subscription(channel), followed=False)
+        try:
+            self.slack.update(channel, ts, message.as_sandbox() if self.sandbox else message)
+        except SlackFailure as failure:
+            log.info("could not mark the card of %s in %s as no longer followed: %s", job_id, channel,
+                     failure.reason)
 
     def _settings(self, caller: Caller, outcomes: str | None = None, mentions: bool | None = None,
                   cards: bool | None = None, progress: bool | None = None, every: int | None = None) -> Message:
@@ -259,7 +278,7 @@ class JobService:
         row = next((f for f in self.store.followers(job.id, target.name) if f["channel_id"] == caller.channel_id), {})
         mention = bool(self.store.channel_settings(caller.channel_id)["mentions"])
         subscription = Subscription(caller.channel_id, row.get("user_id"), row.get("origin"), mention)
-        return replace(format_card(job, subscription), in_channel=True), True
+        return replace(format_card(job, subscription, followed=bool(row)), in_channel=True), True
 
     def latest_events(self, caller: Caller, job_id: str, provider: str | None) -> Message:
         try:

@@ -593,7 +593,7 @@ def format_announcement(job: Job, outcome: str, subscription: Subscription) -> M
 CARD_ERROR_LIMIT = 1500  # a longer error is cut, with a note saying where the whole of it is
 
 
-def format_card(job: Job, subscription: Subscription) -> Message:
+def format_card(job: Job, subscription: Subscription, *, followed: bool = True) -> Message:
     """A job's card: one message per following channel, edited in place as the job moves, its progress in its
     thread, with buttons to refresh, see events, cancel and (once it succeeded) try the model."""
     where = provider_label(job.provider)
@@ -624,8 +624,13 @@ def format_card(job: Job, subscription: Subscription) -> Message:
         blocks.append(_section(f"*Why* ({_clip(escape(job.error_code or 'unknown'), 100)})\n>{shown}{cut}"))
         text += f". Error: {reason[:CARD_ERROR_LIMIT]}"
     blocks.append(job_buttons(job, card=True))
-    blocks.append(_context("Progress is posted in this thread." if not job.final else
-                           "Its outcome is in this thread and in the channel."))
+    if not followed:
+        note = (f"This channel no longer follows this job: this card is not updated. "
+                f"`/finetune subscribe {escape(job.id)}` follows it again.")
+    else:
+        note = ("Progress is posted in this thread." if not job.final else
+                "Its outcome is in this thread and in the channel.")
+    blocks.append(_context(note))
     return _message(text, blocks)
 
 

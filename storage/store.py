@@ -647,7 +647,8 @@ class Store:
     # -- housekeeping --------------------------------------------------------------------------------
 
     def prune(self) -> dict[str, int]:
-        """Forget what is only kept for a while: webhook ids, trigger ids, closed starts. Returns counts removed."""
+        """Forget what is only kept for a while: webhook ids, trigger ids, closed starts, shared answers, an ended
+        job's card edits and thread replies. Returns counts removed."""
         now = self._clock()
         with self._immediate() as db:
             removed = {
@@ -660,6 +661,14 @@ class Store:
                 "start_intents": db.conn.execute("DELETE FROM start_intents WHERE state != 'pending'"
                                                  " AND state NOT LIKE 'reconciling:%' AND created_at < ?",
                                                  (now - INTENT_RETENTION_SECONDS,)).rowcount,
+                # A long job leaves dozens of settled edits and replies. Once its job has ended nothing can queue
+                # their keys again (each is a revision or a step already passed), so they go; outcomes and cards
+                # stay, for their keys are what keeps them once.
+                "card_edits_and_replies": db.conn.execute(
+                    "DELETE FROM announcements WHERE kind IN ('card_update', 'progress')"
+                    " AND state IN ('sent', 'skipped', 'failed') AND created_at < ? AND EXISTS (SELECT 1 FROM jobs j"
+                    " WHERE j.provider = announcements.provider AND j.id = announcements.job_id AND j.final = 1)",
+                    (now - INTENT_RETENTION_SECONDS,)).rowcount,
             }
         return removed
 

@@ -81,6 +81,9 @@ MUTATIONS = [
     ('progress before the status change', 'bot/poller.py', '        queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0\n', '        _p = 0 if error else self._progress(provider, seen, counter)\n        queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0\n        progress = _p\n        return provider.name, seen, counter[0], error, queued, progress\n', 'tests/test_cards.py -k before_the_steps'),
     ('a job with no metrics read every poll', 'bot/poller.py', '                self.store.queue_progress(provider.name, job_id, None, None)  # asked: not again this interval', '                pass', 'tests/test_cards.py -k no_new_step'),
     ('no cap on metric reads a cycle', 'bot/poller.py', '[job.id for job in running])[:self.max_progress_reads]', '[job.id for job in running])', 'tests/test_cards.py -k in_turn'),
+    ('ended jobs keep every edit and reply', 'storage/store.py', '                    "DELETE FROM announcements WHERE kind IN (\'card_update\', \'progress\')"', '                    "SELECT 1 FROM announcements WHERE kind IN (\'card_update\', \'progress\')"', 'tests/test_cards.py -k pruned'),
+    ('pruning a running job\'s rows', 'storage/store.py', ' AND j.final = 1)",\n                    (now - INTENT_RETENTION_SECONDS,)).rowcount,', ')",\n                    (now - INTENT_RETENTION_SECONDS,)).rowcount,', 'tests/test_cards.py -k pruned'),
+    ('an unfollowed card left as it was', 'bot/jobs.py', '                    self._retire_card(channel, card["card_ts"], job_id, name)', '                    pass', 'tests/test_cards.py -k stops_following'),
     ('refresh adds a message instead', 'handlers/actions.py', '            send(services.jobs.refresh(caller, job_id, provider), replace=True)', '            send(services.jobs.refresh(caller, job_id, provider))', 'tests/test_scenario.py -k refresh'),
 ]
 only = sys.argv[1:]

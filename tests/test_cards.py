@@ -302,6 +302,29 @@ def test_following_again_gets_a_new_card(desk, provider, slack):
     assert [f["card_ts"] for f in desk.store.followers(job["id"])] == [second["ts"]]
 
 
+def test_an_ended_jobs_edits_and_replies_are_pruned_but_its_card_and_outcome_kept(desk, provider, slack, clock):
+    job = provider.add_job(status="queued")
+    running = provider.add_job(status="queued")
+    for followed in (job, running):
+        desk.follow(followed)
+    desk.sender.deliver_due()
+    for followed in (job, running):
+        provider.set_status(followed["id"], "running")
+        provider.train(followed["id"], 2)
+    desk.cycle()
+    provider.set_status(job["id"], "succeeded")
+    desk.cycle()
+    kinds = sorted(a["kind"] for a in desk.store.announcements() if a["job_id"] == job["id"])
+    assert kinds == ["announcement", "card", "card_update", "card_update", "progress", "progress"]
+    clock.now += 8 * 86400
+    assert desk.store.prune()["card_edits_and_replies"] == 4  # the ended job's; the running one's stay
+    assert sorted(a["kind"] for a in desk.store.announcements() if a["job_id"] == job["id"]) == [
+        "announcement", "card"]
+    assert len([a for a in desk.store.announcements() if a["job_id"] == running["id"]]) == 4
+    desk.cycle()
+    assert len(slack.outcomes_in("C1")) == 1  # nothing comes back
+
+
 def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
@@ -457,6 +480,22 @@ def test_refresh_events_and_cancel_from_the_card(server, slack, provider, bot):
     [outcome] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
     assert "cancelled" in outcome["text"] and outcome["thread_ts"] == card["ts"]
     assert wait_until(lambda: "cancelled" in slack.cards_in("C0GENERAL")[0]["text"])
+
+
+def test_a_card_says_so_when_its_channel_stops_following(server, slack, provider, bot):
+    job = provider.add_job(status="running")
+    ask(server, slack, f"subscribe {job['id']}")
+    [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
+    assert wait_until(lambda: bot.services.store.card("C0GENERAL", job["id"])["card_ts"])
+    assert "no longer follows" in ask(server, slack, f"unsubscribe {job['id']}")["text"]
+    [edit] = slack.updates
+    assert edit["ts"] == card["ts"] and "This channel no longer follows this job" in json.dumps(edit["blocks"])
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    bot.services.sender.deliver_due()
+    assert slack.outcomes_in("C0GENERAL") == [] and len(slack.updates) == 1  # nothing more about it here
+    _press(server, slack, card, "refresh_job", name="rf")  # a Refresh still draws it as not followed
+    assert "no longer follows" in json.dumps(reply_to(slack, "rf")["blocks"])
 
 
 def test_a_cards_cancel_is_refused_outside_the_allow_list(make_bot, slack, provider):
