@@ -150,6 +150,11 @@ class AnnouncementSender:
                 at = max(held or 0, self.clock()) + CHANNEL_SPACING
                 self.store.release(key, self.worker_id, at=at)
                 return
+        if row["kind"] == "card_update" and self.store.card_edit_in_flight(row, self.clock()):
+            # One edit of a card at a time, across processes: each draws the job as it is when made, so the last
+            # one made is the job's latest state only if no older drawing can land after it.
+            self.store.release(key, self.worker_id, at=self.clock() + CHANNEL_SPACING)
+            return
         if row["uncertain"] and row["kind"] == "progress":
             # At most once: a progress reply that may have landed is not worth a second one.
             self.store.mark_skipped(key, self.worker_id, "an earlier attempt may have posted it")

@@ -405,6 +405,13 @@ class Store:
             " WHERE a.key = ?", (f"{provider}:{job_id}:{channel_id}:card",))
         return rows[0] if rows else None
 
+    def card_edit_in_flight(self, row: dict, now: float) -> bool:
+        """Whether another edit of the same card is being made right now (claimed, its lease running)."""
+        return bool(self._rows(
+            "SELECT 1 FROM announcements WHERE provider = ? AND job_id = ? AND channel_id = ? AND kind = 'card_update'"
+            " AND state = 'sending' AND key != ? AND lease_until > ? LIMIT 1",
+            (row["provider"], row["job_id"], row["channel_id"], row["key"], now)))
+
     def set_card(self, channel_id: str, job_id: str, provider: str, *, ts: str | None = None,
                  revision: int | None = None) -> None:
         """Remember a card's ts once posted ('' when Slack says it is gone), and the job's revision it shows."""

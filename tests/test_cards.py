@@ -325,6 +325,25 @@ def test_an_ended_jobs_edits_and_replies_are_pruned_but_its_card_and_outcome_kep
     assert len(slack.outcomes_in("C1")) == 1  # nothing comes back
 
 
+def test_one_edit_of_a_card_at_a_time_across_processes(desk, provider, slack, clock):
+    """Each edit draws the job as it is when made; two made at once by two processes could land out of order and
+    leave the card showing the older state. So while one is in flight, the other waits."""
+    job = provider.add_job(status="queued")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    provider.set_status(job["id"], "running")
+    desk.poller.run_once()
+    provider.set_status(job["id"], "succeeded")
+    desk.poller.run_once()
+    edits = sorted(a["key"] for a in desk.store.announcements() if a["kind"] == "card_update")
+    assert desk.store.claim(edits[0], "another-process", lease_seconds=30)  # mid-edit, in another process
+    desk.sender.deliver_due()
+    assert slack.updates == []  # the newer edit waited
+    clock.now += 31  # the other process's lease ends (it died mid-edit)
+    desk.sender.deliver_due()
+    assert "succeeded" in desk.card()["text"] and len(slack.updates) >= 1
+
+
 def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
