@@ -233,6 +233,21 @@ def test_the_outcome_survives_a_lost_answer_and_a_restart_exactly_once(tmp_path,
     assert row["state"] == "sent" and row["message_ts"] == outcome["ts"]  # found in the history, not posted again
 
 
+def test_a_card_whose_answer_was_lost_is_found_not_posted_again(desk, provider, slack, clock):
+    slack.fail("drop_after", match="chat.postMessage")  # the card is posted; its answer never comes back
+    job = provider.add_job(status="running")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    clock.now += 600
+    desk.sender.deliver_due()  # uncertain: found in the channel's history by its key
+    card = desk.card()  # exactly one
+    assert [f["card_ts"] for f in desk.store.followers(job["id"])] == [card["ts"]]  # and its ts kept
+    provider.set_status(job["id"], "succeeded")
+    desk.cycle()
+    [outcome] = slack.outcomes_in("C1")
+    assert outcome["thread_ts"] == card["ts"]
+
+
 def test_two_processes_post_one_card_and_one_outcome(tmp_path, settings, provider, slack, clock):
     slack.latency = 0.05  # slow Slack: both processes are mid-post at once
     one = Desk(tmp_path / "two.db", settings, provider, slack, clock, worker="w1")
