@@ -382,8 +382,12 @@ class Store:
                           after: str, *, final: bool, now: float) -> int:
         """A status change: each card of the job is edited, and (progress on, not yet final) its thread told."""
         queued = 0
-        cards = conn.execute("SELECT channel_id FROM announcements WHERE provider = ? AND job_id = ? AND kind = 'card'",
-                             (provider, job_id)).fetchall()
+        # Every card posted or still to be posted; not one Slack refused or that is known to be gone.
+        cards = conn.execute(
+            "SELECT a.channel_id FROM announcements a JOIN subscriptions s ON s.channel_id = a.channel_id"
+            " AND s.provider = a.provider AND s.job_id = a.job_id WHERE a.provider = ? AND a.job_id = ?"
+            " AND a.kind = 'card' AND a.state != 'failed' AND (s.card_ts IS NULL OR s.card_ts != '')",
+            (provider, job_id)).fetchall()
         for (channel_id,) in cards:
             base = f"{provider}:{job_id}:{channel_id}"
             queued += self._queue_kind(conn, "card_update", provider, job_id, channel_id, after, now,

@@ -399,6 +399,7 @@ def test_a_card_slack_refuses_falls_back_to_plain_messages(desk, provider, slack
     desk.cycle()
     [outcome] = slack.outcomes_in("C1")
     assert outcome["thread_ts"] is None and slack.messages_in("C1") == [outcome]  # no thread, nothing else
+    assert not [a for a in desk.store.announcements() if a["kind"] in {"card_update", "progress"}]  # none queued
 
 
 def test_card_edits_wait_out_slacks_rate_limit_and_spend_no_attempt(desk, provider, slack, clock):
