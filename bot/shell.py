@@ -25,7 +25,7 @@ from slack_bolt.request import BoltRequest
 from bot.app import build
 from bot.commands import Command, parse
 from bot.config import Settings
-from bot.messages import TRY_OPEN_ACTION
+from bot.messages import TRY_CALLBACK, TRY_OPEN_ACTION
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID
 from bot.sandbox.slack import (
     BOT_USER_ID,
@@ -148,8 +148,11 @@ class Shell:
             return
         if kind == "view":
             if record["kind"] == "open" and not self._filling_form:
-                self.say(f"[#{self.channel}] finetune-bot opened a form (\"{record['view']['title']['text']}\"). "
-                         "The shell cannot pick files from Slack: use /finetune check PATH or /finetune upload PATH.")
+                title = record["view"]["title"]["text"]
+                hint = ("The shell does not fill this form: use /finetune try <model_or_job_id> <prompt>."
+                        if record["view"].get("callback_id") == TRY_CALLBACK else
+                        "The shell cannot pick files from Slack: use /finetune check PATH or /finetune upload PATH.")
+                self.say(f"[#{self.channel}] finetune-bot opened a form (\"{title}\"). {hint}")
             return
         if kind == "response":
             self._responses += 1

@@ -87,6 +87,7 @@ MUTATIONS = [
     ('two edits of a card at once', 'bot/delivery.py', '        if row["kind"] == "card_update" and self.store.card_edit_in_flight(row, self.clock()):', '        if False:', 'tests/test_cards.py -k one_edit_of_a_card'),
     ('a found card not kept', 'bot/delivery.py', '                if row["kind"] == "card":\n                    self.store.set_card(channel, row["job_id"], row["provider"], ts=ts)', '                if False:\n                    pass', 'tests/test_cards.py -k found_not_posted'),
     ('edits queued for a refused card', 'storage/store.py', '" AND a.kind = \'card\' AND a.state != \'failed\' AND (s.card_ts IS NULL OR s.card_ts != \'\')",', '" AND a.kind = \'card\'",', 'tests/test_cards.py -k refuses_falls_back'),
+    ('the shell sends a try form to file picking', 'bot/shell.py', '                        if record["view"].get("callback_id") == TRY_CALLBACK else', '                        if False else', 'tests/test_shell.py -k try_it'),
     ('refresh adds a message instead', 'handlers/actions.py', '            send(services.jobs.refresh(caller, job_id, provider), replace=True)', '            send(services.jobs.refresh(caller, job_id, provider))', 'tests/test_scenario.py -k refresh'),
 ]
 only = sys.argv[1:]

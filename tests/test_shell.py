@@ -144,3 +144,20 @@ def test_the_shell_shows_the_card_its_edits_and_its_thread_and_presses_its_butto
     assert out[reply:].split("\n")[1].startswith("      🚫 FINE-TUNING JOB CANCELLED")
     assert f"[#general] finetune-bot updated its card of {job_id}:\n  🚫 FINE-TUNING JOB: CANCELLED" in out
     assert "The card has no" not in out and "No card" not in out
+
+
+def test_the_shell_presses_a_succeeded_cards_try_it(tmp_path):
+    out = io.StringIO()
+    settings = load({"DATABASE_PATH": str(tmp_path / "s.db"), "SANDBOX_PACE_SECONDS": "0.1"}, mode="shell")
+    session = shell.Shell(settings, out)
+    try:
+        session.bot.start_background()
+        session.handle("/finetune start file-sample")
+        assert session._wait(lambda: [c for c in session.slack.cards_in(shell.channel_id("general"))
+                                      if "succeeded" in c["text"]], 30)
+        session.handle("/click Try")
+        assert session._wait(lambda: "opened a form" in out.getvalue(), 10)
+        said = out.getvalue()
+        assert "use /finetune try <model_or_job_id> <prompt>" in said and "cannot pick files" not in said
+    finally:
+        session.close()
