@@ -487,7 +487,10 @@ class Store:
         return self._rows(
             "SELECT * FROM announcements"
             " WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?)"
-            " ORDER BY next_attempt_at, created_at, rowid LIMIT ?",  # (ties, after a wait: in the order queued)
+            # Ties (a busy channel's rows, all held to its pace): cards, then outcomes, then card edits and thread
+            # replies, each in the order queued. An outcome never waits behind a wave of edits.
+            " ORDER BY next_attempt_at, CASE kind WHEN 'card' THEN 0 WHEN 'card_update' THEN 2 WHEN 'progress' THEN 2"
+            " ELSE 1 END, created_at, rowid LIMIT ?",
             (now, now, limit),
         )
 

@@ -88,6 +88,7 @@ MUTATIONS = [
     ('a found card not kept', 'bot/delivery.py', '                if row["kind"] == "card":\n                    self.store.set_card(channel, row["job_id"], row["provider"], ts=ts)', '                if False:\n                    pass', 'tests/test_cards.py -k found_not_posted'),
     ('edits queued for a refused card', 'storage/store.py', '" AND a.kind = \'card\' AND a.state != \'failed\' AND (s.card_ts IS NULL OR s.card_ts != \'\')",', '" AND a.kind = \'card\'",', 'tests/test_cards.py -k refuses_falls_back'),
     ('the shell sends a try form to file picking', 'bot/shell.py', '                        if record["view"].get("callback_id") == TRY_CALLBACK else', '                        if False else', 'tests/test_shell.py -k try_it'),
+    ('outcomes wait behind edits', 'storage/store.py', '            " ORDER BY next_attempt_at, CASE kind WHEN \'card\' THEN 0 WHEN \'card_update\' THEN 2 WHEN \'progress\' THEN 2"\n            " ELSE 1 END, created_at, rowid LIMIT ?",', '            " ORDER BY next_attempt_at, created_at, rowid LIMIT ?",', 'tests/test_cards.py -k busy_channel'),
     ('refresh adds a message instead', 'handlers/actions.py', '            send(services.jobs.refresh(caller, job_id, provider), replace=True)', '            send(services.jobs.refresh(caller, job_id, provider))', 'tests/test_scenario.py -k refresh'),
 ]
 only = sys.argv[1:]

@@ -359,6 +359,23 @@ def test_one_edit_of_a_card_at_a_time_across_processes(desk, provider, slack, cl
     assert "succeeded" in desk.card()["text"] and len(slack.updates) >= 1
 
 
+def test_in_a_busy_channel_an_outcome_goes_before_a_wave_of_edits(desk, provider, slack):
+    jobs = [provider.add_job(status="queued") for _ in range(12)]
+    for job in jobs:
+        desk.follow(job)
+    desk.sender.deliver_due()
+    for job in jobs:
+        provider.set_status(job["id"], "running")  # a sweep starts training: 12 edits and 12 thread replies...
+    desk.poller.run_once()
+    provider.set_status(jobs[5]["id"], "failed", error={"code": "x", "message": "boom", "param": None})
+    desk.cycle()  # ...queued before this outcome
+    [outcome] = slack.outcomes_in("C1")
+    edits_before = [u for u in slack.updates if u["at"] < outcome["at"]]
+    replies_before = [p for p in slack.posted if p["thread_ts"] and p["at"] < outcome["at"]]
+    assert edits_before == [] and replies_before == []  # the outcome went first, at the channel's pace
+    assert len(slack.updates) == 12 and len(slack.cards_in("C1")) == 12
+
+
 def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
