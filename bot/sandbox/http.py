@@ -145,6 +145,7 @@ class PacedStandIn(StandInServer):
         self.pace = pace
         self.clock = clock
         self.jobs: dict[str, dict] = {}
+        self.files: dict[str, dict] = {}
         self._stop_ticker = threading.Event()
 
     def start(self) -> PacedStandIn:
@@ -185,6 +186,15 @@ class PacedStandIn(StandInServer):
             self._enter(job, status, **fields)
             return self._public(job)
 
+    def _file(self, file_id: str, *, content: bool) -> Answer:
+        """A stored file's record (without its private fields), or its bytes; the provider's own 404 if unknown."""
+        file = self.files.get(file_id)
+        if file is None:
+            return self._no_such_file(file_id)
+        if content:
+            return 200, {"content-type": "application/octet-stream"}, file["_content"]
+        return json_answer(200, {k: v for k, v in file.items() if not k.startswith("_")})
+
     def train(self, job_id: str, upto: int, *, total: int | None = None) -> None:
         """Report a running job's training up to step `upto` (of `total`), as the provider's metrics."""
         with self.lock:
@@ -207,6 +217,9 @@ class PacedStandIn(StandInServer):
         raise NotImplementedError
 
     def _train(self, job: dict, upto: int) -> None:
+        raise NotImplementedError
+
+    def _no_such_file(self, file_id: str) -> Answer:
         raise NotImplementedError
 
     def _public(self, job: dict) -> dict:

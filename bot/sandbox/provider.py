@@ -75,7 +75,6 @@ class FineTuningSandbox(PacedStandIn):
         self.refuse_new_jobs: tuple[int, str] | None = None
         self.refuse_models: dict[str, tuple[int, str]] = {}  # model -> (status, message) its chat answers with
         self.chat_latency: dict[str, float] = {}  # model -> seconds its chat answers take
-        self.files: dict[str, dict] = {}
         self.webhooks_sent: list[dict] = []
         self._order = 0
         self.add_file(SAMPLE_FILE_ID, "sample.jsonl", sample_training_file())
@@ -98,6 +97,9 @@ class FineTuningSandbox(PacedStandIn):
             self.files[file_id] = record
         return record
 
+    def _no_such_file(self, file_id: str) -> Answer:
+        return _error(404, f"No such File object: {file_id}", param="id")
+
     def _public(self, job: dict) -> dict:
         return _strip(job)
 
@@ -113,16 +115,8 @@ class FineTuningSandbox(PacedStandIn):
                 return self._upload(request)
             if path == "/chat/completions" and m == "POST":
                 return self._chat(request.json())
-            if (found := re.fullmatch(r"/files/([^/]+)/content", path)) and m == "GET":
-                file = self.files.get(found[1])
-                if file is None:
-                    return _error(404, f"No such File object: {found[1]}", param="id")
-                return 200, {"content-type": "application/octet-stream"}, file["_content"]
-            if (found := re.fullmatch(r"/files/([^/]+)", path)) and m == "GET":
-                file = self.files.get(found[1])
-                if file is None:
-                    return _error(404, f"No such File object: {found[1]}", param="id")
-                return json_answer(200, _strip(file))
+            if (found := re.fullmatch(r"/files/([^/]+)(/content)?", path)) and m == "GET":
+                return self._file(found[1], content=bool(found[2]))
             if path == "/fine_tuning/jobs" and m == "POST":
                 return self._create(request.json())
             if path == "/fine_tuning/jobs" and m == "GET":

@@ -51,7 +51,6 @@ class TogetherSandbox(PacedStandIn):
         self.user = user
         self.refuse_new_jobs: tuple[int, str] | None = None
         self.lora_only: set[str] = set()  # models whose limits say full fine-tuning is not offered
-        self.files: dict[str, dict] = {}
         self._uploads: dict[str, dict] = {}
         self.add_file(SAMPLE_FILE_ID, "sample.jsonl", sample_training_file())
         self.add_file(FAILING_FILE_ID, "invalid-sample.jsonl", b'{"messages": [{"role": "robot", "content": "hi"}]}\n')
@@ -103,16 +102,8 @@ class TogetherSandbox(PacedStandIn):
                 return json_answer(200, {k: v for k, v in record.items() if not k.startswith("_")})
             if path == "/v1/chat/completions" and m == "POST":
                 return self._chat(request.json())
-            if (found := re.fullmatch(r"/v1/files/([^/]+)/content", path)) and m == "GET":
-                file = self.files.get(found[1])
-                if file is None:
-                    return _error(404, f"File {found[1]} not found", code="file_not_found")
-                return 200, {"content-type": "application/octet-stream"}, file["_content"]
-            if (found := re.fullmatch(r"/v1/files/([^/]+)", path)) and m == "GET":
-                file = self.files.get(found[1])
-                if file is None:
-                    return _error(404, f"File {found[1]} not found", code="file_not_found")
-                return json_answer(200, {k: v for k, v in file.items() if not k.startswith("_")})
+            if (found := re.fullmatch(r"/v1/files/([^/]+)(/content)?", path)) and m == "GET":
+                return self._file(found[1], content=bool(found[2]))
             if found := re.fullmatch(r"/v1/fine-tunes/([^/]+)(?:/(cancel|events|metrics))?", path):
                 job = self.jobs.get(found[1])
                 if job is None:
@@ -266,6 +257,9 @@ class TogetherSandbox(PacedStandIn):
             if step % (STEPS // max(1, min(job["n_epochs"], STEPS))) == 0:
                 job["epochs_completed"] = min(job["n_epochs"], job["epochs_completed"] + 1)
                 self._event(job, "epoch_complete", f"Epoch completed, at step {step}", step=step, total_steps=STEPS)
+
+    def _no_such_file(self, file_id: str) -> Answer:
+        return _error(404, f"File {file_id} not found", code="file_not_found")
 
     def _train(self, job: dict, upto: int) -> None:
         self._steps(job, upto)
