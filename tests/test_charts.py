@@ -52,9 +52,10 @@ def test_a_success_announcement_gets_its_chart_in_its_thread(server, slack, prov
     ask(server, slack, f"subscribe {job['id']}")
     provider.set_status(job["id"], "succeeded")
     bot.services.poller.run_once()
-    [announcement] = wait_until(lambda: slack.messages_in("C0GENERAL"))
+    [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
+    [announcement] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
     [upload] = wait_until(lambda: slack.uploads)
-    assert upload["thread_ts"] == announcement["ts"] and upload["channel"] == "C0GENERAL"
+    assert upload["thread_ts"] == announcement["thread_ts"] == card["ts"] and upload["channel"] == "C0GENERAL"
     bot.services.sender.deliver_due()
     assert len(slack.uploads) == 1  # one chart per announcement
 

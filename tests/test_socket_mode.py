@@ -38,7 +38,7 @@ def test_socket_mode_acks_over_the_socket_and_replies(tmp_path, slack, provider)
         [job_id] = list(provider.jobs)
         assert job_id in reply[0]["text"]
         provider.set_status(job_id, "succeeded")
-        assert wait_until(lambda: slack.messages_in("C0GENERAL"), timeout=10)
+        assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)  # (the outcome, not just the card)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
