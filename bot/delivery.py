@@ -17,8 +17,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from bot.messages import (
     Message,
@@ -34,6 +36,7 @@ from bot.slack import CARD_GONE_ERRORS, CONTENT_ERRORS, NoHistoryAccess, SlackFa
 from storage import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BACKOFF = 300.0
 CHANNEL_SPACING = 1.0  # Slack allows about one message a second in a channel
@@ -206,14 +209,13 @@ class AnnouncementSender:
         card = self.store.card(channel, row["job_id"], row["provider"])
         if card is not None and card["card_ts"]:
             try:
-                ts = self._post(channel, message, key, thread_ts=card["card_ts"])
-                return ts, card["card_ts"]
+                with self._on_card(row):
+                    return self._post(channel, message, key, thread_ts=card["card_ts"]), card["card_ts"]
             except SlackFailure as failure:
                 if failure.reason not in CARD_GONE_ERRORS:
                     raise
                 log.warning("the card of %s in %s is gone (%s); its outcome goes to the channel", row["job_id"],
                             channel, failure.reason)
-                self.store.set_card(channel, row["job_id"], row["provider"], ts="")
         ts = self._post(channel, message, key)
         return ts, ts
 
@@ -242,19 +244,8 @@ class AnnouncementSender:
             self.store.mark_skipped(row["key"], self.worker_id, "the card already shows it")
             return None
         message = self.decorate(format_card(job, self._subscription(row)))
-        try:
-            try:
-                self.slack.update(channel, card["card_ts"], message)
-            except SlackFailure as failure:
-                if failure.reason not in CONTENT_ERRORS:
-                    raise
-                self.slack.update(channel, card["card_ts"], message.plain())
-        except SlackFailure as failure:
-            if failure.reason in CARD_GONE_ERRORS:
-                self.store.set_card(channel, row["job_id"], row["provider"], ts="")
-            raise
-        finally:
-            self._not_before[channel] = self.clock() + CHANNEL_SPACING
+        with self._on_card(row):
+            self._send(channel, message, lambda m: self.slack.update(channel, card["card_ts"], m), row["key"])
         self.store.set_card(channel, row["job_id"], row["provider"], revision=revision)
         return card["card_ts"], card["card_ts"]
 
@@ -268,25 +259,37 @@ class AnnouncementSender:
             self.store.mark_skipped(row["key"], self.worker_id, "the job has ended: its outcome says the rest")
             return None
         message = self.decorate(format_progress(job, json.loads(row.get("detail") or "{}")))
-        try:
+        with self._on_card(row):
             return self._post(channel, message, None, thread_ts=card["card_ts"], broadcast=False), card["card_ts"]
+
+    @contextmanager
+    def _on_card(self, row: dict) -> Iterator[None]:
+        """A Slack call on the row's card or its thread: Slack saying the card is gone is remembered, so that nothing
+        more waits on it and the outcome goes to the channel."""
+        try:
+            yield
         except SlackFailure as failure:
             if failure.reason in CARD_GONE_ERRORS:
-                self.store.set_card(channel, row["job_id"], row["provider"], ts="")
+                self.store.set_card(row["channel_id"], row["job_id"], row["provider"], ts="")
             raise
 
     def _post(self, channel: str, message: Message, key: str | None, *, thread_ts: str | None = None,
               broadcast: bool = True) -> str:
-        """Post, and when Slack refuses the blocks themselves, post the plain text instead: the outcome must arrive.
-        In a thread (`thread_ts`), also shown in the channel unless `broadcast` is False."""
+        """Post (in a thread with `thread_ts`, also shown in the channel unless `broadcast` is False); its ts."""
         where = {"thread_ts": thread_ts, "broadcast": broadcast} if thread_ts else {}
+        return self._send(channel, message, lambda m: self.slack.post(channel, m, key=key, **where), key)
+
+    def _send(self, channel: str, message: Message, send: Callable[[Message], T], key: str | None) -> T:
+        """Post or edit through `send`; when Slack refuses the blocks themselves, the plain text instead (the outcome
+        must arrive). Either way the channel's next message waits its spacing."""
         try:
-            return self.slack.post(channel, message, key=key, **where)
-        except SlackFailure as failure:
-            if failure.reason not in CONTENT_ERRORS or not message.blocks:
-                raise
-            log.warning("Slack refused the blocks of %s (%s); posting it as plain text", key, failure.reason)
-            return self.slack.post(channel, message.plain(), key=key, **where)
+            try:
+                return send(message)
+            except SlackFailure as failure:
+                if failure.reason not in CONTENT_ERRORS or not message.blocks:
+                    raise
+                log.warning("Slack refused the blocks of %s (%s); sending it as plain text", key, failure.reason)
+                return send(message.plain())
         finally:
             self._not_before[channel] = self.clock() + CHANNEL_SPACING
 

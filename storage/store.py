@@ -41,6 +41,10 @@ SHARE_RETENTION_SECONDS = 86400  # a tried answer can be shared for a day
 # What a channel hears until someone changes it: every outcome, mentions, a card per job with progress in its thread
 # at most every five minutes.
 CHANNEL_DEFAULTS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progress_minutes": 5}
+# A follow (`s`, with its channel's settings `c`) is due a progress reply when its card is up, its channel wants
+# progress, and its last reply (or read with nothing new) is at least the channel's interval old (the one `?`: now).
+PROGRESS_DUE = ("coalesce(s.card_ts, '') != '' AND coalesce(c.cards, 1) AND coalesce(c.progress, 1)"
+                " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))")
 
 
 class StorageUnavailable(Exception):
@@ -438,9 +442,7 @@ class Store:
         marks = ", ".join("?" for _ in ids)
         return [r["job_id"] for r in self._rows(
             "SELECT s.job_id FROM subscriptions s LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
-            f" WHERE s.provider = ? AND s.job_id IN ({marks}) AND coalesce(s.card_ts, '') != ''"
-            " AND coalesce(c.cards, 1) AND coalesce(c.progress, 1)"
-            " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))"
+            f" WHERE s.provider = ? AND s.job_id IN ({marks}) AND {PROGRESS_DUE}"
             " GROUP BY s.job_id ORDER BY min(coalesce(s.progress_at, 0)), s.job_id",  # longest waiting first
             (provider, *ids, now))]
 
@@ -455,9 +457,7 @@ class Store:
             due = db.conn.execute(
                 "SELECT s.channel_id, s.progress_step FROM subscriptions s"
                 " LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
-                " WHERE s.provider = ? AND s.job_id = ? AND coalesce(s.card_ts, '') != ''"
-                " AND coalesce(c.cards, 1) AND coalesce(c.progress, 1)"
-                " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))",
+                f" WHERE s.provider = ? AND s.job_id = ? AND {PROGRESS_DUE}",
                 (provider, job_id, now)).fetchall()
             for channel_id, shown in due:
                 new = step is not None and (shown is None or shown < step)
