@@ -71,10 +71,6 @@ class Settings:
         return f"sandbox: {names}" if self.sandbox else names
 
     @property
-    def has_provider(self) -> bool:
-        return bool(self.provider_names)
-
-    @property
     def start_provider(self) -> str | None:
         """Which provider `/finetune start` uses when not told: DEFAULT_PROVIDER, the only one, or OpenAI."""
         names = self.provider_names
