@@ -67,7 +67,7 @@ class Store:
         self._open: dict[int, sqlite3.Connection] = {}  # every connection made, by id: close() closes them all
         self._open_lock = threading.Lock()
         try:
-            self._db().enable_wal()
+            self._use_wal()
             with self._immediate() as db:
                 migrations.apply(db)
         except sqlite3.Error as error:
@@ -75,6 +75,24 @@ class Store:
             raise StorageUnavailable(f"the database at {self.path} cannot be used: {error}") from None
 
     # -- connections and transactions ------------------------------------------------------------
+
+    def _use_wal(self) -> None:
+        """Put the file in WAL mode, waiting for another process that holds the write lock. SQLite does not run the
+        busy handler for this one pragma (another writer in rollback mode makes it fail at once), so processes that
+        start together on a new file would otherwise fail here; WAL is a property of the file, so once one of them has
+        converted it the others find it so and take no lock at all."""
+        conn = self._db().conn
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.01
+        while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode=wal").fetchone()
+                return  # converted, or a file that cannot be WAL (in memory): nothing more to wait for
+            except sqlite3.OperationalError as error:
+                if not _is_transient(error) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
 
     def _db(self) -> Database:
         db = getattr(self._local, "db", None)
