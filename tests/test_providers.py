@@ -186,12 +186,13 @@ def test_an_outage_at_one_provider_never_delays_the_others_announcements(two, sl
     ask(server, slack, f"start {SAMPLE_FILE_ID}")
     [openai_id], [together_id] = list(provider.jobs), list(together.jobs)
     provider.set_status(openai_id, "succeeded")
-    together.fail("delay", match="/v1/fine-tunes", delay=3.0)  # Together hangs for three seconds...
+    hang = together.fail("delay", match="/v1/fine-tunes", delay=30.0)  # Together hangs until released...
     cycle = threading.Thread(target=bot.services.poller.run_once)
     cycle.start()
     # ...while OpenAI's outcome is recorded and posted.
-    assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=2.5)
+    assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=15)  # (inside the 20 s provider timeout)
     assert cycle.is_alive()
+    hang.release()
     cycle.join(10)
 
     together.fail("status", match="/v1/fine-tunes", status=503, times=10,

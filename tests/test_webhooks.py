@@ -88,13 +88,13 @@ def test_a_slow_provider_never_holds_the_webhook_answer(server, bot, provider, s
     """The web server's threads only verify and record: fetching the job happens on the background pool."""
     job = _followed_job(bot, provider)
     provider.set_status(job["id"], "succeeded")
-    provider.fail("delay", delay=3.0, match=f"/fine_tuning/jobs/{job['id']}")
+    hang = provider.fail("delay", delay=15.0, match=f"/fine_tuning/jobs/{job['id']}")  # held until released
     body = _event(job["id"])
     assert server.post("/openai/webhook", body, sign_webhook(body, WEBHOOK_SECRET))[0] == 200
     # Answered while the provider was still being asked: nothing is announced yet, the fetch is in flight.
-    assert provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET") or wait_until(
-        lambda: provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET"), timeout=2)
+    assert wait_until(lambda: provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET"), timeout=10)
     assert slack.messages_in("C1") == [] and bot.services.store.job(job["id"])["final"] == 0
+    hang.release()
     assert wait_until(lambda: slack.messages_in("C1"), timeout=10)
 
 

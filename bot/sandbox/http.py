@@ -47,6 +47,12 @@ class Fault:
     body: dict | None = None
     method: str | None = None  # only requests with this method
     exact: bool = False  # `match` is the whole path, not a part of it
+    released: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def release(self) -> None:
+        """End a "delay" now: a test that needs a request held for as long as it looks holds it with a long delay and
+        releases it when done, rather than racing a short delay against a slow machine."""
+        self.released.set()
 
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -260,7 +266,7 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             if server.latency:
                 time.sleep(server.latency)
             if fault is not None and fault.kind == "delay":
-                time.sleep(fault.delay)
+                fault.released.wait(fault.delay)
                 fault = None
             if fault is not None and fault.kind == "drop":
                 self.close_connection = True
