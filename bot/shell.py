@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import sys
 import tempfile
 import threading
@@ -47,7 +48,7 @@ EMOJI = {
 }
 REPLY_WAIT = 30.0
 SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
-Training data: /finetune check PATH or /finetune upload PATH (a local .jsonl file, in place of Slack's file picker)
+Training data: /finetune check PATH or /finetune upload PATH (a local .jsonl file for Slack's file picker; quote spaces)
 Buttons: /click LABEL [JOB_ID] presses a button on the latest card here (of that job), e.g. /click Refresh
 Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /quit"""
 FORM_WAIT = 60.0  # a large file's check, in the shell's own form flow
@@ -207,6 +208,10 @@ class Shell:
     def dispatch(self, text: str) -> None:
         words = text.split()
         if len(words) >= 2 and words[0].lower() in {"check", "upload"} and "=" not in words[1]:
+            try:  # a path with spaces is quoted, as in a terminal
+                words = shlex.split(text)
+            except ValueError:
+                pass
             self.fill_form(words[0].lower(), words[1], " ".join(words[2:]))
             return
         cid = channel_id(self.channel)

@@ -115,13 +115,13 @@ def test_check_and_upload_a_local_file_through_the_form(tmp_path):
     clean.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Q{n}"},
                                                       {"role": "assistant", "content": f"A{n}"}]}) + "\n"
                              for n in range(10)))
-    broken = tmp_path / "broken.jsonl"
+    broken = tmp_path / "my broken.jsonl"  # a name with a space, quoted as in a terminal
     broken.write_text('{"messages": [{"role": "robot", "content": "x"}]}\nnot json\n')
-    script = f"/finetune check {broken}\n/finetune upload {clean}\n/finetune start\n"
+    script = f"/finetune check '{broken}'\n/finetune upload {clean}\n/finetune start\n"
     result = _run(script, tmp_path, timeout=30)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "broken.jsonl* has problems to fix; nothing was uploaded." in out
+    assert "*my broken.jsonl* has problems to fix; nothing was uploaded." in out
     assert "a message with an unknown role: 1 (line 1)" in out and "not valid JSON: 1 (line 2)" in out
     assert "support.jsonl* is ready." in out and "(clicking [Upload to OpenAI])" in out
     assert re.search(r"Uploaded \*support\.jsonl\* to OpenAI: `file-[0-9a-f]+`", out), out
