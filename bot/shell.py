@@ -44,7 +44,8 @@ EMOJI = {
     ":hourglass_flowing_sand:": "⏳", ":double_vertical_bar:": "⏸", ":rocket:": "🚀", ":warning:": "⚠️",
     ":bell:": "🔔", ":no_bell:": "🔕", ":lock:": "🔒", ":test_tube:": "🧪", ":thinking_face:": "🤔",
     ":grey_question:": "❔", ":face_with_head_bandage:": "🤕", ":chart_with_downwards_trend:": "📉",
-    ":package:": "📦", ":outbox_tray:": "📤",
+    ":package:": "📦", ":outbox_tray:": "📤", ":scales:": "⚖️", ":information_source:": "ℹ️",
+    ":large_green_circle:": "🟢", ":no_entry:": "⛔", ":repeat:": "🔁",
 }
 REPLY_WAIT = 30.0
 SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
@@ -62,6 +63,9 @@ def _opens_a_form(text: str) -> bool:
 
 def channel_id(name: str) -> str:
     return "C" + hashlib.sha1(name.encode()).hexdigest()[:10].upper()
+
+
+BOLD = re.compile(r"[*]([^*\n]+)[*]")
 
 
 def render_mrkdwn(text: str, channels: Mapping[str, str]) -> str:
@@ -88,7 +92,8 @@ def render(message: Mapping, channels: Mapping[str, str]) -> str:
                 lines.append(block["text"]["text"])
             for item in block.get("fields") or []:
                 label, _, value = item["text"].partition("\n")
-                lines.append(f"{label.strip('*')}: {value}")
+                label = BOLD.sub(lambda m: m[1], label)  # "*Fine-tuned* `model`" reads "Fine-tuned `model`"
+                lines.append(f"{label}: {value}")
         elif kind == "actions":
             lines.append("  ".join(f"[{e['text']['text']}]" for e in block.get("elements", []) if e.get("text")))
         elif kind == "context":

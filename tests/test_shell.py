@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -83,11 +84,19 @@ def test_render_turns_block_kit_into_text():
     message = {"blocks": [
         {"type": "header", "text": {"type": "plain_text", "text": ":x: Failed"}},
         {"type": "section", "text": {"type": "mrkdwn", "text": "At <!date^0^{date}|1970-01-01 00:00 UTC> &lt;x&gt;"}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": "*Job*\n`j`"}]},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": "*Job*\n`j`"},
+                                       {"type": "mrkdwn", "text": "*Fine-tuned* `ft:m`\n*yes*"}]},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": "in <#C1>"}]},
     ]}
     assert shell.render(message, {"C1": "general"}).splitlines() == [
-        "❌ FAILED", "At 1970-01-01 00:00 UTC <x>", "Job: `j`", "  in #general"]
+        "❌ FAILED", "At 1970-01-01 00:00 UTC <x>", "Job: `j`", "Fine-tuned `ft:m`: *yes*", "  in #general"]
+
+
+def test_the_shell_draws_every_emoji_the_bot_writes():
+    root = pathlib.Path(shell.__file__).resolve().parent.parent
+    written = {code for folder in ("bot", "handlers") for path in (root / folder).rglob("*.py")
+               if "sandbox" not in path.parts for code in re.findall(r":[a-z][a-z0-9_+-]*:", path.read_text())}
+    assert written and written <= set(shell.EMOJI), sorted(written - set(shell.EMOJI))
 
 
 def test_shell_uses_a_configured_provider_and_says_it_is_real(provider, tmp_path):
