@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 
 COMMANDS = {"try", "compare"}
 MAX_COMPARE = 20
+SHARE_REFUSALS = {
+    "gone": "That answer is no longer kept (answers can be shared for a day); try the model again.",
+    "not_yours": "Only the person who asked can share this answer.",
+    "shared": "You already shared this answer in the channel.",
+}
 
 
 class Refused(Exception):
@@ -157,15 +162,17 @@ class TryService:
 
     def share(self, share_id: str, user_id: str) -> str | None:
         """Post a kept answer in its channel, saying who shared it; None when done, else why not."""
-        kept = self.store.answer_to_share(share_id)
+        claim, kept = self.store.claim_share(share_id, user_id)
         if kept is None:
-            return "That answer is no longer kept (answers can be shared for a day); try the model again."
-        if kept["user_id"] != user_id:
-            return "Only the person who asked can share this answer."
+            return SHARE_REFUSALS[claim]
         message = kept["message"]
         blocks = [b for b in message.get("blocks") or [] if b.get("type") != "actions"]
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"Shared by <@{user_id}>"}]})
-        self.slack.post(kept["channel_id"], Message(message.get("text", ""), blocks))
+        try:
+            self.slack.post(kept["channel_id"], Message(message.get("text", ""), blocks))
+        except BaseException:
+            self.store.unclaim_share(share_id)  # not shared after all: the button works again
+            raise
         return None
 
     def _guarded(self, step: Callable[[], None]) -> None:

@@ -9,7 +9,7 @@ from slack_bolt import App
 
 from bot.commands import ID_PATTERN, Command
 from bot.jobs import Caller
-from bot.messages import TRY_CALLBACK, TRY_OPEN_ACTION, TRY_SHARE_ACTION, format_refusal
+from bot.messages import TRY_CALLBACK, TRY_OPEN_ACTION, TRY_SHARE_ACTION, format_note, format_refusal
 from handlers.errors import apologize
 from handlers.replies import caller_of_click as _caller
 from handlers.replies import replier as _tell
@@ -75,5 +75,7 @@ def _share(services, caller: Caller, share_id: str) -> None:
         refusal = services.trying.share(share_id, caller.user_id)
         if refusal:
             send(format_refusal(refusal))
+        else:  # the answer with its button becomes a line saying where it went, so it is not shared twice by eye
+            send(format_note("Shared in the channel.", emoji=":white_check_mark:"), replace=True)
     except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
         apologize(error, send, "the Share button")

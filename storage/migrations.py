@@ -206,3 +206,9 @@ def m006_cards(db: Database) -> None:
     db["channel_settings"].add_column("cards", int, not_null_default=1)
     db["channel_settings"].add_column("progress", int, not_null_default=1)
     db["channel_settings"].add_column("progress_minutes", int, not_null_default=5)
+
+
+@migrations()
+def m007_shared_once(db: Database) -> None:
+    # When a kept answer was shared: a second click on its button (a double click, a second process) shares nothing.
+    db["shared_answers"].add_column("shared_at", float)

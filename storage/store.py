@@ -342,11 +342,24 @@ class Store:
                                          "message": json.dumps(message), "created_at": self._clock()})
         return share_id
 
-    def answer_to_share(self, share_id: str) -> dict | None:
-        rows = self._rows("SELECT * FROM shared_answers WHERE id = ?", (share_id,))
-        if not rows:
-            return None
-        return {**rows[0], "message": json.loads(rows[0]["message"])}
+    def claim_share(self, share_id: str, user_id: str) -> tuple[str, dict | None]:
+        """Take a kept answer to share it, once: ('ok', answer) for its asker the first time; else ('gone', None),
+        ('not_yours', None) or ('shared', None). The claim and the check are one transaction, so two clicks at once
+        (or two processes) share it once; `unclaim_share` gives it back when the post fails."""
+        with self._immediate() as db:
+            rows = [dict(r) for r in db.conn.execute("SELECT * FROM shared_answers WHERE id = ?", (share_id,))]
+            if not rows:
+                return "gone", None
+            if rows[0]["user_id"] != user_id:
+                return "not_yours", None
+            if rows[0]["shared_at"] is not None:
+                return "shared", None
+            db.conn.execute("UPDATE shared_answers SET shared_at = ? WHERE id = ?", (self._clock(), share_id))
+        return "ok", {**rows[0], "message": json.loads(rows[0]["message"])}
+
+    def unclaim_share(self, share_id: str) -> None:
+        with self._immediate() as db:
+            db.conn.execute("UPDATE shared_answers SET shared_at = NULL WHERE id = ?", (share_id,))
 
     def providers_of(self, job_id: str) -> list[str]:
         """Which providers the bot has seen a job called `job_id` at, most recently seen first."""

@@ -21,6 +21,8 @@ MUTATIONS = [
     ("when() in local time", "bot/messages.py", "time.gmtime(ts)", "time.localtime(ts)", "tests/test_messages.py -k utc"),
     ("discard on error removed", "storage/store.py", "        except sqlite3.Error as error:\n            if not _is_transient(error):\n                self._discard()\n            raise\n\n    def _rows", "        except sqlite3.Error:\n            raise\n\n    def _rows", "tests/test_foundation.py -k recovers"),
     ("WAL switch not retried", "storage/store.py", "                if not _is_transient(error) or time.monotonic() >= deadline:", "                if True:", "tests/test_storage.py -k rollback_mode"),
+    ("share not once", "storage/store.py", '            if rows[0]["shared_at"] is not None:\n                return "shared", None\n', "", "tests/test_trying.py -k shared_once"),
+    ("failed share keeps its claim", "bot/trying.py", "            self.store.unclaim_share(share_id)  # not shared after all: the button works again\n", "", "tests/test_trying.py -k tried_again"),
     ("trigger replay check removed", "handlers/commands.py", "if trigger_id and not services.store.first_sight_of_trigger(trigger_id):", "if False:", "tests/test_foundation.py -k replayed"),
     ("connection limit default", "bot/web.py", "CONNECTION_LIMIT = 1000", "CONNECTION_LIMIT = 100", "tests/test_foundation.py -k slow_connections"),
     ("request deadline removed", "bot/web.py", "                channel.will_close = True", "                pass", "tests/test_foundation.py -k never_finishes"),

@@ -25,12 +25,12 @@ EXPECTED_COLUMNS = {
                       "suffix", "created_at", "state", "job_id", "provider"],
     "seen_triggers": ["trigger_id", "seen_at"],
     "health": ["id", "written_at"],
-    "shared_answers": ["id", "user_id", "channel_id", "message", "created_at"],
+    "shared_answers": ["id", "user_id", "channel_id", "message", "created_at", "shared_at"],
     "channel_settings": ["channel_id", "outcomes", "mentions", "updated_by", "updated_at", "cards", "progress",
                          "progress_minutes"],
 }
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
-              "m006_cards"]
+              "m006_cards", "m007_shared_once"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):

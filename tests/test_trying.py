@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 
 import pytest
 
@@ -80,6 +81,45 @@ def test_share_posts_the_answer_in_the_channel_for_its_asker_only(server, slack,
     [shared] = wait_until(lambda: slack.messages_in("C0GENERAL"))
     said = json.dumps(shared["blocks"])
     assert "Paris, as if everyone doesn" in said and "Shared by <@U0ALICE>" in said and TRY_SHARE_ACTION not in said
+    # The asker's copy, with its button, becomes a line saying where it went.
+    [done] = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/share")])
+    assert done["replace_original"] is True and "Shared in the channel." in done["text"]
+
+
+def _click_share(server, slack, value: str, name: str) -> None:
+    body = block_action_body(TRY_SHARE_ACTION, value, response_url=slack.response_url(name))
+    assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+
+
+def test_an_answer_is_shared_once_however_often_its_button_is_clicked(server, slack, provider):
+    job = _succeeded(provider)
+    reply = ask(server, slack, f"try {job['id']} {PROMPT}")
+    [button] = [e for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    clicks = [threading.Thread(target=_click_share, args=(server, slack, button["value"], f"c{n}"))
+              for n in range(4)]
+    for click in clicks:  # a double click, and then some: all at once
+        click.start()
+    for click in clicks:
+        click.join(10)
+    answers = wait_until(lambda: (lambda mine: len(mine) >= 4 and mine)(
+        [r for r in slack.responses if r["url"].rsplit("/", 1)[-1] in {"c0", "c1", "c2", "c3"}]))
+    assert len(slack.messages_in("C0GENERAL")) == 1
+    assert sum("already shared" in r["text"] for r in answers) == 3
+    assert sum("Shared in the channel." in r["text"] for r in answers) == 1
+
+
+def test_a_share_slack_refused_can_be_tried_again(server, slack, provider):
+    job = _succeeded(provider)
+    reply = ask(server, slack, f"try {job['id']} {PROMPT}")
+    [button] = [e for b in reply["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    slack.fail("status", match="chat.postMessage", status=503, times=1)
+    _click_share(server, slack, button["value"], "first")
+    [apology] = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/first")])
+    assert slack.messages_in("C0GENERAL") == [] and "already shared" not in apology["text"]
+    _click_share(server, slack, button["value"], "second")
+    assert wait_until(lambda: slack.messages_in("C0GENERAL"))
+    [done] = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/second")])
+    assert "Shared in the channel." in done["text"]
 
 
 def test_compare_on_the_validation_file(server, slack, provider):
