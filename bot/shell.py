@@ -50,7 +50,7 @@ EMOJI = {
 REPLY_WAIT = 30.0
 SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
 Training data: /finetune check PATH or /finetune upload PATH (a local .jsonl file for Slack's file picker; quote spaces)
-Buttons: /click LABEL [JOB_ID] presses a button on the latest card here (of that job), e.g. /click Refresh
+Buttons: /click LABEL [JOB_ID] presses a button on the latest card or reply here (of that job), e.g. /click Refresh
 Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /quit"""
 FORM_WAIT = 60.0  # a large file's check, in the shell's own form flow
 
@@ -63,6 +63,13 @@ def _opens_a_form(text: str) -> bool:
 
 def channel_id(name: str) -> str:
     return "C" + hashlib.sha1(name.encode()).hexdigest()[:10].upper()
+
+
+def _buttons(message: Mapping) -> list[dict]:
+    blocks = message.get("blocks") or []
+    if isinstance(blocks, str):
+        blocks = json.loads(blocks)
+    return [e for b in blocks if b.get("type") == "actions" for e in b.get("elements", []) if e.get("text")]
 
 
 BOLD = re.compile(r"[*]([^*\n]+)[*]")
@@ -127,6 +134,8 @@ class Shell:
         self.bot = build(self.settings)
         self.expected_replies = 0
         self._responses = 0
+        self._last_reply: dict[str, dict] = {}  # by channel name: the latest reply only its person saw, with buttons
+        self._clicked_reply = False  # whether the last click was on that reply (not a card)
         self._filling_form = False
 
     def say(self, text: str) -> None:
@@ -162,6 +171,10 @@ class Shell:
             return
         if kind == "response":
             self._responses += 1
+            if record.get("replace_original") and self._clicked_reply:
+                self._last_reply.pop(self.channel, None)  # the reply clicked is gone, and its buttons with it
+            if _buttons(record):
+                self._last_reply[self.channel] = record  # its buttons can be pressed too (Share in channel)
             who = "everyone" if record.get("response_type") == "in_channel" else "only you"
             did = "replaced the message you clicked" if record.get("replace_original") else f"({who} can see this)"
             self.say(f"[#{self.channel}] finetune-bot {did}:\n{self._indent(record)}")
@@ -241,24 +254,28 @@ class Shell:
         a signed block_actions request, through Slack's confirmation dialog when the button has one."""
         cid = channel_id(self.channel)
         cards = [c for c in self.slack.cards_in(cid) if job_id.strip() in c["text"]]
-        if not cards:
-            self.say(f"No card{' of ' + job_id.strip() if job_id.strip() else ''} in #{self.channel} to click.")
+        reply = self._last_reply.get(self.channel)
+        # The latest reply only you could see comes first (its [Share in channel]), then the card.
+        messages = ([reply] if reply and job_id.strip() in (reply.get("text") or "") else []) + cards[-1:]
+        if not messages:
+            self.say(f"No card{' of ' + job_id.strip() if job_id.strip() else ''} or reply with buttons in "
+                     f"#{self.channel} to click.")
             return
-        card = cards[-1]
-        buttons = [e for b in card["blocks"] or [] if b.get("type") == "actions" for e in b["elements"]]
-        chosen = [b for b in buttons if b["text"]["text"].lower().startswith(label.lower())]
+        buttons = [(b, m) for m in messages for b in _buttons(m)]
+        chosen = [(b, m) for b, m in buttons if b["text"]["text"].lower().startswith(label.lower())]
         if not chosen:
-            self.say(f"The card has no [{label}] button; it has " + ", ".join(f"[{b['text']['text']}]"
-                                                                           for b in buttons) + ".")
+            self.say(f"No [{label}] button here; there is " + ", ".join(f"[{b['text']['text']}]"
+                                                                      for b, _ in buttons) + ".")
             return
-        button = chosen[0]
+        button, card = chosen[0]
+        self._clicked_reply = card is reply
         if button.get("confirm"):
             self.say(f"(Slack asks: \"{button['confirm']['title']['text']}\" {button['confirm']['text']['text']} "
                      f"— you chose [{button['confirm']['confirm']['text']}])")
         where = self._where()
         body = block_action_body(button["action_id"], button.get("value", ""), channel_id=cid,
                                  user_id=where["user_id"], response_url=where["response_url"],
-                                 message_ts=card["ts"])
+                                 message_ts=card.get("ts", ""))
         self.expected_replies += 1
         response = self.bot.app.dispatch(BoltRequest(body=body, headers=signed_headers(body, self.signing_secret)))
         if response.status != 200:

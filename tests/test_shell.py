@@ -12,6 +12,7 @@ import sys
 
 from bot import shell
 from bot.config import load
+from tests.conftest import wait_until
 
 
 def _run(script: str, tmp_path, timeout: float = 60, **env) -> subprocess.CompletedProcess:
@@ -110,6 +111,24 @@ def test_shell_uses_a_configured_provider_and_says_it_is_real(provider, tmp_path
         session.handle("/finetune list")
         assert provider.requests_to("/fine_tuning/jobs", "GET")
         assert "No fine-tuning jobs yet" in out.getvalue()
+    finally:
+        session.close()
+
+
+def test_the_shell_presses_a_button_on_a_reply_only_you_see(provider, tmp_path):
+    job = provider.add_job(status="succeeded")
+    out = io.StringIO()
+    settings = load({"OPENAI_API_KEY": "sk-test-1234567890abcdef", "OPENAI_BASE_URL": provider.url + "/v1",
+                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell")
+    session = shell.Shell(settings, out)
+    try:
+        session.handle(f"/finetune try {job['id']} Hello")
+        assert "[Share in channel]" in out.getvalue()
+        session.handle("/click Share")
+        assert wait_until(lambda: "Shared in the channel." in out.getvalue())
+        assert "Shared by @alice" in out.getvalue()
+        session.handle("/click Share")  # the reply that had the button was replaced: nothing left to press
+        assert out.getvalue().rstrip().endswith("No card or reply with buttons in #general to click.")
     finally:
         session.close()
 
