@@ -7,6 +7,7 @@ import urllib.request
 
 from bot.sandbox.provider import SAMPLE_FILE_ID
 from bot.sandbox.slack import signed_headers, slash_command_body
+from storage import Store
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
 from tests.process import ServeProcess, wait_until
 
@@ -23,6 +24,14 @@ def _command(proc: ServeProcess, text: str, response_url: str, channel: str = "C
                                      headers=signed_headers(body, SIGNING_SECRET), method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status
+
+
+def _sent(env: dict, kind: str) -> bool:
+    store = Store(env["DATABASE_PATH"])
+    try:
+        return any(row["kind"] == kind for row in store.announcements(state="sent"))
+    finally:
+        store.close()
 
 
 def test_serve_end_to_end_and_sigterm(tmp_path, slack, provider):
@@ -52,8 +61,10 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
     try:
         assert _command(first, f"subscribe {job['id']}", slack.response_url("sub")) == 200
         assert wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sub")])
-        # (its card first: a process killed mid-post holds the card, and the outcome after it, until the lease ends)
+        # Its card first, posted and recorded as sent: a process killed between the two holds the card, and the
+        # outcome after it, until its lease ends (a minute); the fault soak covers that kill.
         assert wait_until(lambda: slack.cards_in("C0GENERAL"), timeout=10)
+        assert wait_until(lambda: _sent(env, "card"), timeout=10)
     finally:
         first.kill()  # SIGKILL: no chance to clean up
     provider.set_status(job["id"], "succeeded")
