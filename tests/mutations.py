@@ -53,7 +53,7 @@ MUTATIONS = [
     ('file name unescaped in the report', 'bot/messages.py', '    head = (f":white_check_mark: *{escape(filename)}* is ready." if ok else\n            f":x: *{escape(filename)}* has problems', '    head = (f":white_check_mark: *{escape(filename)}* is ready." if ok else\n            f":x: *{filename}* has problems', 'tests/test_data_flow.py -k hostile'),
     ('too-long examples pass', 'bot/training_data.py', '        if limit and count > limit:', '        if False:', 'tests/test_training_data.py -k every_kind'),
     ('models asked one at a time', 'bot/trying.py', 'self._pool = ThreadPoolExecutor(max_workers=8,', 'self._pool = ThreadPoolExecutor(max_workers=1,', 'tests/test_trying.py -k at_once'),
-    ('anyone may share', 'bot/trying.py', '        if kept["user_id"] != user_id:', '        if False:', 'tests/test_trying.py -k share'),
+    ('anyone may share', 'storage/store.py', '            if rows[0]["user_id"] != user_id:', '            if False:', 'tests/test_trying.py -k share'),
     ('unfinished jobs tried', 'bot/trying.py', '            if job.state != "succeeded" or not job.fine_tuned_model:', '            if False:', 'tests/test_trying.py -k refusals'),
     ('model output unescaped', 'bot/messages.py', '    shown = _clip(escape(text), limit)', '    shown = _clip(text, limit)', 'tests/test_trying.py -k inert'),
     ('no cap on answer tokens', 'bot/providers/openai_shape.py', '                                                                    max_completion_tokens=max_tokens))', '                                                                    max_completion_tokens=4096))', 'tests/test_trying.py -k side_by_side'),
