@@ -118,3 +118,16 @@ def test_every_registered_shape_is_a_whole_provider():
     for provider in providers:
         assert isinstance(provider, FineTuningProvider), provider.name
         assert {o.name for o in provider.start_options} >= {"model", "epochs", "suffix"}
+
+
+def test_every_mutation_row_still_breaks_a_line_that_exists():
+    """`python tests/mutations.py` breaks each guarded line and runs the tests named for it; a row whose line was
+    since rewritten breaks nothing and guards nothing, so each must still find its line (and its test files)."""
+    from tests.mutations import MUTATIONS
+
+    stale = [name for name, path, old, _new, _tests in MUTATIONS if old not in (ROOT / path).read_text()]
+    assert stale == []
+    missing = [name for name, *_, tests in MUTATIONS
+               if not all((ROOT / word.split("::")[0]).exists() for word in tests.split() if word.endswith(".py")
+                          or ".py::" in word)]
+    assert missing == []
