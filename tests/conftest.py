@@ -163,6 +163,17 @@ def ask(server: Server, slack: SlackStandIn, text: str, **kwargs) -> dict:
     return reply_to(slack, name)
 
 
+def followed_until_it_ends(server: Server, bot, slack: SlackStandIn, provider, status: str = "succeeded",
+                           **fields) -> dict:
+    """A running job #general subscribed to, then ended at the provider (`status`, with `fields` such as an error)
+    and seen by one poll; its outcome is then on its way to Slack."""
+    job = provider.add_job(status="running")
+    ask(server, slack, f"subscribe {job['id']}")
+    provider.set_status(job["id"], status, **fields)
+    bot.services.poller.run_once()
+    return job
+
+
 def everything_said(message: dict) -> str:
     """The fallback text and every block's text, for assertions."""
     return message.get("text", "") + "\n" + json.dumps(message.get("blocks") or [])

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.charts import loss_chart
 from bot.providers.types import MetricPoint
-from tests.conftest import Server, ask, wait_until
+from tests.conftest import Server, ask, followed_until_it_ends, wait_until
 
 
 def _size(png: bytes) -> tuple[int, int]:
@@ -48,10 +48,7 @@ def test_a_job_without_metrics_gets_a_sentence_not_an_empty_chart(server, slack,
 
 
 def test_a_success_announcement_gets_its_chart_in_its_thread(server, slack, provider, bot):
-    job = provider.add_job(status="running")
-    ask(server, slack, f"subscribe {job['id']}")
-    provider.set_status(job["id"], "succeeded")
-    bot.services.poller.run_once()
+    followed_until_it_ends(server, bot, slack, provider)
     [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
     [announcement] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
     [upload] = wait_until(lambda: slack.uploads)

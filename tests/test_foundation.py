@@ -20,7 +20,17 @@ from bot.providers.openai_shape import REQUEST_KEY, OpenAIProvider, build_client
 from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox
 from bot.sandbox.slack import signed_headers, slash_command_body
 from storage import Store
-from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, Server, ask, everything_said, reply_to, wait_until
+from tests.conftest import (
+    BOT_TOKEN,
+    OPENAI_KEY,
+    SIGNING_SECRET,
+    Server,
+    ask,
+    everything_said,
+    followed_until_it_ends,
+    reply_to,
+    wait_until,
+)
 
 # -- a database that cannot be written ------------------------------------------------------------------
 
@@ -214,11 +224,9 @@ def test_status_and_subscriptions_stay_within_slacks_limits_at_any_size(server, 
 
 
 def test_a_job_error_quoting_the_api_key_is_posted_redacted(server, bot, slack, provider):
-    job = provider.add_job(status="running")
-    ask(server, slack, f"subscribe {job['id']}")
     leaked = f"auth with {OPENAI_KEY} and xoxb-9-LEAKEDTOKEN1 failed"
-    provider.set_status(job["id"], "failed", error={"code": "bad", "param": None, "message": leaked})
-    bot.services.poller.run_once()
+    job = followed_until_it_ends(server, bot, slack, provider, "failed",
+                                 error={"code": "bad", "param": None, "message": leaked})
     [post] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
     said = post["text"] + json.dumps(post["blocks"])
     assert OPENAI_KEY not in said and "xoxb-9-LEAKEDTOKEN1" not in said and "[redacted]" in said

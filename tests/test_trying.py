@@ -17,7 +17,7 @@ from bot.sandbox.provider import SAMPLE_FILE_ID
 from bot.sandbox.slack import block_action_body, signed_headers, view_submission_body
 from bot.trying import Refused, TryService
 from storage import Store
-from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, wait_until
+from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, followed_until_it_ends, wait_until
 
 PROMPT = "What's the capital of France?"
 
@@ -168,10 +168,7 @@ def test_the_try_it_button_opens_a_form_that_answers(server, slack, provider, bo
 
 
 def test_success_announcements_carry_the_try_it_button(server, slack, provider, bot):
-    job = provider.add_job(status="running")
-    ask(server, slack, f"subscribe {job['id']}")
-    provider.set_status(job["id"], "succeeded")
-    bot.services.poller.run_once()
+    job = followed_until_it_ends(server, bot, slack, provider)
     [posted] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
     [button] = [e for b in posted["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert button["action_id"] == TRY_OPEN_ACTION and job["id"] in button["value"]
