@@ -153,6 +153,9 @@ class Bot:
         if not self.services.sender.wait_idle(max(0.0, deadline - time.monotonic())):
             log.warning("a delivery was still running after %.0fs; its lease hands it to the next run", timeout)
         self.services.charts.stop(max(0.5, deadline - time.monotonic()))
+        self.services.poller.close()
+        self.services.trying.close()
+        self.services.jobs.provider_calls.shutdown(wait=False, cancel_futures=True)
         self.services.store.close()
 
 
@@ -191,9 +194,12 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
                                 lease_seconds=settings.delivery_lease_seconds,
                                 give_up_seconds=settings.delivery_give_up_seconds, decorate=decorate)
     poller = Poller(providers, store, on_queued=sender.kick, interval=settings.poll_interval_seconds)
+    # Every pool is made here, once, and ended by Bot.stop. Pools whose tasks wait on other tasks (commands, forms)
+    # never share with the pools those tasks wait on (provider listings, model calls).
+    provider_calls = ThreadPoolExecutor(max_workers=max(2, len(providers)), thread_name_prefix="finetune-list")
     jobs = JobService(providers, store, slack, default_model=settings.default_model,
                       allowed_users=settings.allowed_user_ids, allowed_channels=settings.allowed_channel_ids,
-                      on_queued=sender.kick, clock=clock, sandbox=settings.sandbox)
+                      on_queued=sender.kick, clock=clock, sandbox=settings.sandbox, provider_calls=provider_calls)
     # Webhooks come from the OpenAI shape; the first provider that can send them receives them.
     webhook_provider = next((p for p in providers if p.capabilities.webhooks), providers.default)
     background = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work")
@@ -201,11 +207,12 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         settings=settings, store=store, providers=providers, slack=slack, jobs=jobs, poller=poller, sender=sender,
         webhooks=WebhookReceiver(webhook_provider, store, on_queued=sender.kick, background=background),
         data=DataService(slack, jobs, providers, store, background=background,
-                         max_bytes=settings.max_training_file_bytes, decorate=decorate),
+                         max_bytes=settings.max_training_file_bytes, decorate=decorate,
+                         download_deadline_seconds=settings.download_deadline_seconds),
         charts=ChartService(providers, jobs, slack),
         trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
                           max_prompt_chars=settings.try_max_prompt_chars,
-                          max_file_bytes=settings.max_training_file_bytes),
+                          max_file_bytes=settings.max_training_file_bytes, background=background),
         background=background, decorate=decorate, scrub=scrub,
     )
     sender.on_sent = services.charts.after_announced  # a success's chart goes into its announcement's thread

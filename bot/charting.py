@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from bot.commands import Command, Problem
 from bot.jobs import Caller, JobService
@@ -21,12 +21,13 @@ class ChartService:
         self.providers = providers
         self.jobs = jobs
         self.slack = slack
-        # Charts after announcements are drawn one at a time on a thread of their own: rare, CPU-bound, never worth
-        # more threads. Stopping drops the queued ones (a chart lost then is not worth an announcement) and waits for
-        # the one being drawn: native drawing code must not be running while the interpreter shuts down.
-        self._queue: queue.Queue[tuple[dict, str]] = queue.Queue()
-        self._worker: threading.Thread | None = None
-        self._worker_lock = threading.Lock()
+        # Charts after announcements are drawn one at a time on one thread made once (its database connection with
+        # it): rare, CPU-bound, never worth more threads, and never a thread per chart. Stopping drops the queued ones
+        # (a chart lost then is not worth an announcement) and waits for the one being drawn: native drawing code
+        # must not be running while the interpreter shuts down.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-chart")
+        self._pending: set[Future] = set()
+        self._pending_lock = threading.Lock()
         self._stopping = threading.Event()
 
     def run(self, command: Command, caller: Caller) -> Message:
@@ -62,40 +63,29 @@ class ChartService:
         lost to a crash here is not worth a repeated announcement, so it is never retried."""
         if row.get("kind") != "announcement" or row.get("outcome") != "succeeded" or self._stopping.is_set():
             return
-        self._queue.put((row, ts))
-        with self._worker_lock:
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._drain, name="finetune-chart")
-                self._worker.start()
+        try:
+            future = self._pool.submit(self._chart_in_thread, row, ts)
+        except RuntimeError:  # stopped meanwhile
+            return
+        with self._pending_lock:
+            self._pending.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future) -> None:
+        with self._pending_lock:
+            self._pending.discard(future)
 
     def wait_idle(self, timeout: float) -> None:
         """Wait (at most `timeout`) until every chart asked for so far has been shared or given up."""
-        with self._worker_lock:
-            worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
+        with self._pending_lock:
+            pending = set(self._pending)
+        wait(pending, timeout=timeout)
 
     def stop(self, timeout: float) -> None:
         """Draw nothing more; wait (at most `timeout`) for the chart being drawn, if any."""
         self._stopping.set()
-        with self._worker_lock:
-            worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-
-    def _drain(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                row, ts = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                with self._worker_lock:  # idle: end, unless something arrived meanwhile
-                    if self._queue.empty():
-                        self._worker = None
-                        return
-                continue
-            self._chart_in_thread(row, ts)
-        with self._worker_lock:
-            self._worker = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.wait_idle(timeout)
 
     def _chart_in_thread(self, row: dict, ts: str) -> None:
         try:

@@ -52,6 +52,7 @@ class Settings:
     max_training_file_mb: float = 512.0  # OpenAI's own limit for a training file
     try_max_tokens: int = 512  # the most tokens each model may answer a `try` with (it is billed)
     try_max_prompt_chars: int = 4000
+    download_deadline_seconds: float = 120.0  # a whole download of a Slack file, however slowly its bytes come
 
     @property
     def max_training_file_bytes(self) -> int:
@@ -210,4 +211,5 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         max_training_file_mb=_number(env, "MAX_TRAINING_FILE_MB", 512.0, float, 0.001, 8192),
         try_max_tokens=int(_number(env, "TRY_MAX_TOKENS", 512, int, 1, 32768)),
         try_max_prompt_chars=int(_number(env, "TRY_MAX_PROMPT_CHARS", 4000, int, 1, 100_000)),
+        download_deadline_seconds=_number(env, "DOWNLOAD_DEADLINE_SECONDS", 120.0, float, 1, 3600),
     )

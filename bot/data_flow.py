@@ -23,6 +23,7 @@ from bot import training_data
 from bot.commands import SUFFIX_PATTERN, Command
 from bot.jobs import Caller, JobService
 from bot.messages import (
+    FORM_REFUSALS,
     Message,
     code,
     data_done_view,
@@ -55,8 +56,10 @@ class Form:
 
 class DataService:
     def __init__(self, slack: SlackGateway, jobs: JobService, providers: Providers, store: Store, *,
-                 background: Executor, max_bytes: int, decorate: Callable[[Message], Message] = lambda m: m) -> None:
+                 background: Executor, max_bytes: int, decorate: Callable[[Message], Message] = lambda m: m,
+                 download_deadline_seconds: float = 120.0) -> None:
         self.slack = slack
+        self.download_deadline_seconds = download_deadline_seconds
         self.jobs = jobs
         self.providers = providers
         self.store = store
@@ -69,15 +72,17 @@ class DataService:
     def open_form(self, mode: str, caller: Caller, trigger_id: str, provider: str | None = None) -> str | None:
         """Open the form; None when it opened, else why not (for the person, through the command's reply)."""
         target = self.providers.get(provider)
-        metadata = json.dumps({"mode": mode, "provider": target.name, "team": caller.team_id,
-                               "channel": caller.channel_id})
+        metadata = json.dumps({"mode": mode, "provider": target.name})
         view = data_form_view(mode, provider=target.name, models=training_data.models_of(target.name),
                               default_model=target.default_model or self.jobs.default_model, metadata=metadata)
         try:
-            self.slack.open_view(trigger_id, view)
+            view_id = self.slack.open_view(trigger_id, view)
         except SlackFailure as failure:
             log.warning("could not open the training-data form: %s", failure.reason)
             return f"Slack didn't let me open the form ({failure.reason}). Try the command again."
+        # Who opened it, where, and for which provider: what the submission and the report's button are judged by.
+        self.store.record_form(view_id, DATA_FORM, user_id=caller.user_id, team_id=caller.team_id,
+                               channel_id=caller.channel_id, provider=target.name)
         return None
 
     # -- 2. the form submitted ----------------------------------------------------------------------------
@@ -119,6 +124,10 @@ class DataService:
         form = self.read_form((view.get("state") or {}).get("values") or {})
         if isinstance(form, dict):
             return {"response_action": "errors", "errors": form}, None
+        claim, opened = self.store.claim_form(str(view.get("id") or ""), DATA_FORM, user_id)
+        if opened is None:
+            return {"response_action": "errors", "errors": {"training": FORM_REFUSALS[claim]}}, None
+        meta.update(_origin(opened))
         meta.update(user=user_id, training=form.training, validation=form.validation, suffix=form.suffix,
                     epochs=form.epochs, model=form.model or self._default_model(meta["provider"]))
         answer = {"response_action": "update",
@@ -172,6 +181,10 @@ class DataService:
         """Upload the checked file (and for a start, create the job the channel then follows). Once per modal."""
         meta = _metadata(view)
         view_id = str(view.get("id"))
+        opened = self.store.form(view_id, DATA_FORM)
+        if opened is None or opened["user_id"] != user_id:
+            return  # not a form this bot opened for this person: nothing to carry out
+        meta.update(_origin(opened))
         if not self.store.first_sight_of_trigger(f"data-confirm:{view_id}"):
             return  # a second click on the same report: the first is being (or was) carried out
         self.background.submit(self._guarded, self._confirm, view_id, meta, user_id)
@@ -242,7 +255,8 @@ class DataService:
         url = info.get("url_private_download") or info.get("url_private")
         if not url:
             raise FileUnavailable(f"Slack gave no address to download {name} from.")
-        return _Fetched(self.slack.download(str(url), max_bytes=self.max_bytes), name, size)
+        return _Fetched(self.slack.download(str(url), max_bytes=self.max_bytes,
+                                           deadline_seconds=self.download_deadline_seconds), name, size)
 
     def _default_model(self, provider: str) -> str:
         return self.providers.get(provider).default_model or self.jobs.default_model
@@ -260,6 +274,9 @@ class DataService:
                 log.warning("could not show the apology for %s", error_id)
 
 
+DATA_FORM = "data"
+
+
 class _Fetched:
     """A downloaded file, closed when done with."""
 
@@ -271,6 +288,11 @@ class _Fetched:
 
     def __exit__(self, *exc: object) -> None:
         self.stream.close()
+
+
+def _origin(opened: Mapping) -> dict:
+    """Where a form was opened, as recorded then (never as its submission says)."""
+    return {"team": opened["team_id"] or "", "channel": opened["channel_id"] or "", "provider": opened["provider"]}
 
 
 def _metadata(view: Mapping) -> dict:

@@ -7,7 +7,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
@@ -60,8 +60,12 @@ class JobService:
     def __init__(self, providers: Providers | FineTuningProvider, store: Store, slack: SlackGateway, *,
                  default_model: str, allowed_users: frozenset[str] = frozenset(),
                  allowed_channels: frozenset[str] = frozenset(), on_queued: Callable[[], None] = lambda: None,
-                 clock: Callable[[], float] = time.time, sandbox: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, sandbox: bool = False,
+                 provider_calls: Executor | None = None) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers([providers])
+        # `list` asks every provider at once on this pool, whose tasks wait on nothing (made once, by the root).
+        self.provider_calls = provider_calls or ThreadPoolExecutor(max_workers=len(self.providers),
+                                                                   thread_name_prefix="finetune-list")
         self.clock = clock
         self.sandbox = sandbox
         # Providers that refused a start because they no longer create jobs: when, and in their words.
@@ -182,8 +186,7 @@ class JobService:
         """The newest jobs at every provider (or the one named), merged newest first; a provider that cannot be
         asked is named beside the others' jobs rather than failing the whole list."""
         targets = [self.providers.get(provider)] if provider else list(self.providers)
-        with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="finetune-list") as pool:
-            answers = list(pool.map(lambda p: _attempt(lambda: p.list_jobs(n)[0]), targets))
+        answers = list(self.provider_calls.map(lambda p: _attempt(lambda: p.list_jobs(n)[0]), targets))
         jobs = [job for found, _ in answers for job in (found or [])]
         failures = [(p, error) for p, (_, error) in zip(targets, answers, strict=True) if error is not None]
         if failures and len(failures) == len(targets):

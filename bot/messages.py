@@ -16,12 +16,15 @@ from bot.commands import BY_NAME, SUBCOMMANDS, Problem, quote
 from bot.providers.types import Job, JobEvent, ProviderError, provider_label
 from bot.scoring import exact as is_exact
 from bot.scoring import similarity
+from bot.scrub import Scrubber
 
+_SCRUB = Scrubber()  # credential shapes; configured secrets are removed where provider text enters (the adapters)
 SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
 SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,20}")
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
 MAX_TEXT = 3000
+MAX_INPUT_LENGTH = 3000  # the most a plain_text_input's max_length may say: Slack refuses the whole view past it
 SANDBOX_NOTE = ":test_tube: Sandbox provider: a simulated job, no real training and no cost."
 STATUS_EMOJI = {
     "validating_files": ":mag:",
@@ -63,6 +66,14 @@ class Message:
         return replace(self, text=f"[sandbox] {self.text}", blocks=blocks)
 
 
+# Why a form's submission is not acted on, shown under the form's first field.
+FORM_REFUSALS = {
+    "unknown": "This form has expired or was not opened by this bot. Open it again.",
+    "not_yours": "Only the person who opened this form can send it.",
+    "submitted": "This form was already sent; its answers are on their way.",
+}
+
+
 def escape(text: object) -> str:
     """Make untrusted text inert in mrkdwn: no mentions, links or channel pings can be formed from it."""
     return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -74,7 +85,9 @@ def code(text: object) -> str:
 
 
 def _clip(text: str, limit: int) -> str:
-    """Cut to `limit` characters cleanly: never inside an `&lt;` entity or a `<…>` token, code spans closed."""
+    """Cut to `limit` characters cleanly: never inside an `&lt;` entity or a `<…>` token, code spans closed. Anything
+    shaped like a credential goes first: cut through, it would leave most of itself behind for no scrubber to see."""
+    text = _SCRUB(text)
     if len(text) <= limit:
         return text
     cut = text[: limit - 5]  # room for "…" and closing a fence
@@ -622,7 +635,7 @@ def format_card(job: Job, subscription: Subscription, *, followed: bool = True) 
         cut = "" if shown == escape(reason) else (f"\n_(cut: the whole error is {len(reason):,} characters; "
                                                   f"`/finetune status {escape(job.id)}` shows it)_")
         blocks.append(_section(f"*Why* ({_clip(escape(job.error_code or 'unknown'), 100)})\n>{shown}{cut}"))
-        text += f". Error: {reason[:CARD_ERROR_LIMIT]}"
+        text += f". Error: {_SCRUB(reason)[:CARD_ERROR_LIMIT]}"
     blocks.append(job_buttons(job, card=True))
     if not followed:
         note = (f"This channel no longer follows this job: this card is not updated. "
@@ -788,7 +801,7 @@ def format_try(prompt: str, tuned: TrySide, base: TrySide, *, provider: str, sys
             "text": {"type": "plain_text", "text": "Share in channel"}}]})
     text = (f"Fine-tuned {tuned.model}: {getattr(tuned.answer, 'text', '') or tuned.error}\n"
             f"Base {base.model}: {getattr(base.answer, 'text', '') or base.error}")
-    return _message(text[:MAX_TEXT], blocks)
+    return _message(_SCRUB(text)[:MAX_TEXT], blocks)
 
 
 def format_comparison(job_id: str, source: str, where: str, rows: Sequence[tuple], *, provider: str) -> Message:
@@ -816,6 +829,7 @@ def format_comparison(job_id: str, source: str, where: str, rows: Sequence[tuple
 
 
 def try_modal_view(*, model: str, metadata: str, max_prompt_chars: int) -> dict:
+    longest = min(max_prompt_chars, MAX_INPUT_LENGTH)
     return {"type": "modal", "callback_id": TRY_CALLBACK, "title": {"type": "plain_text", "text": "Try the model"},
             "submit": {"type": "plain_text", "text": "Ask both models"},
             "close": {"type": "plain_text", "text": "Close"}, "private_metadata": metadata,
@@ -823,11 +837,11 @@ def try_modal_view(*, model: str, metadata: str, max_prompt_chars: int) -> dict:
                 _section(f"Your prompt goes to {code(model)} and to its base model, side by side."),
                 {"type": "input", "block_id": "prompt", "label": {"type": "plain_text", "text": "Prompt"},
                  "element": {"type": "plain_text_input", "action_id": "value", "multiline": True,
-                             "max_length": max_prompt_chars}},
+                             "max_length": longest}},
                 {"type": "input", "block_id": "system", "optional": True,
                  "label": {"type": "plain_text", "text": "System message (optional)"},
                  "element": {"type": "plain_text_input", "action_id": "value", "multiline": True,
-                             "max_length": max_prompt_chars}},
+                             "max_length": longest}},
             ]}
 
 

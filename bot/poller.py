@@ -65,6 +65,14 @@ class Poller:
         self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))
         self._backoff: dict[str, _Backoff] = defaultdict(_Backoff)
         self._warned_unconfigured: set[str] = set()
+        # Providers are asked side by side on threads made once, one per provider, and ended by close(): a pool a
+        # cycle would leave a thread (and its database connection) behind every cycle.
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.providers.names)),
+                                        thread_name_prefix="finetune-poll")
+
+    def close(self) -> None:
+        """End the polling threads (a cycle under way finishes first, on the scheduler's side)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def run_once(self) -> PollReport:
         report = PollReport()
@@ -90,12 +98,21 @@ class Poller:
                 continue
             asked.append((self.providers.get(name), rows))
         if len(asked) == 1:
-            self._record(report, *self._poll(*asked[0]))
+            self._record(report, *self._guarded_poll(*asked[0]))
         elif asked:
-            with ThreadPoolExecutor(max_workers=len(asked), thread_name_prefix="finetune-poll") as pool:
-                for done in as_completed([pool.submit(self._poll, provider, rows) for provider, rows in asked]):
-                    self._record(report, *done.result())
+            for done in as_completed([self._pool.submit(self._guarded_poll, provider, rows)
+                                      for provider, rows in asked]):
+                self._record(report, *done.result())
         return report
+
+    def _guarded_poll(self, provider: FineTuningProvider, rows: list[dict]):
+        """One provider's part of the cycle; anything unexpected counts as that provider failing (it backs off, the
+        others go on) rather than ending the cycle."""
+        try:
+            return self._poll(provider, rows)
+        except Exception as unexpected:  # noqa: BLE001 - one provider's fault must not stop the others' outcomes
+            log.exception("polling %s failed unexpectedly", provider.name)
+            return provider.name, {}, 0, ProviderError(f"unexpected error ({type(unexpected).__name__})"), 0, 0
 
     def _poll(self, provider: FineTuningProvider, rows: list[dict]) -> tuple[str, dict[str, Job], int,
                                                                                 ProviderError | None, int, int]:

@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import BinaryIO
 
@@ -35,6 +36,9 @@ CARD_GONE_ERRORS = frozenset({"message_not_found", "thread_not_found", "cant_upd
 ANNOUNCEMENT_EVENT = "finetune_bot_announcement"
 VIEW_SETTLE_SECONDS = 1.0
 DOWNLOAD_CHUNK = 1024 * 1024
+DOWNLOAD_DEADLINE_SECONDS = 120.0  # a whole download, however slowly its bytes come (DOWNLOAD_DEADLINE_SECONDS)
+# Where Slack serves shared files (files.slack.com; GovSlack's files.slack-gov.com): the only hosts given the token.
+SLACK_FILE_DOMAINS = ("slack.com", "slack-gov.com")
 SPOOL_IN_MEMORY = 8 * 1024 * 1024  # a downloaded file larger than this waits on disk, not in memory
 
 
@@ -186,13 +190,28 @@ class SlackGateway:
             raise FileUnavailable(f"Slack would not give me the file: {words.get(failure.reason, failure.reason)}."
                                   ) from None
 
-    def download(self, url: str, *, max_bytes: int, timeout: float = 30.0) -> BinaryIO:
+    def download(self, url: str, *, max_bytes: int, timeout: float = 30.0,
+                 deadline_seconds: float = DOWNLOAD_DEADLINE_SECONDS) -> BinaryIO:
         """A shared file's bytes, fetched with the bot token, as a stream (in memory when small, on disk when not);
-        refused past `max_bytes` without reading on."""
+        refused past `max_bytes` without reading on, and past `deadline_seconds` however slowly the bytes come.
+
+        The address comes from Slack's answer, so it is not trusted: only Slack's own file hosts over https (and the
+        origin of SLACK_API_URL, for a proxy or a stand-in) are asked, and the token goes to nothing else. A redirect is
+        followed only to another of those addresses, and never with the token to another origin."""
+        origin = _origin(url)
+        if origin is None or not self._may_fetch(origin):
+            log.warning("refused to download a file from %s: not one of Slack's file hosts", _shown_origin(url))
+            raise FileUnavailable("Slack gave me a download address that is not one of its own file hosts, so I "
+                                  "did not fetch it.")
+        deadline = time.monotonic() + deadline_seconds
+        opener = urllib.request.build_opener(_SameOriginAuth(origin, self._may_fetch))
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.client.token}"})
         try:
-            response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - Slack's own file address
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            response = opener.open(request, timeout=min(timeout, deadline_seconds))
+        except _ForeignRedirect:
+            raise FileUnavailable("Slack's download address sent me somewhere that is not one of its file hosts, "
+                                  "so I did not follow it.") from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             raise FileUnavailable(f"I could not download the file from Slack ({type(exc).__name__}).") from None
         with response:
             if "text/html" in (response.headers.get("content-type") or ""):
@@ -201,15 +220,33 @@ class SlackGateway:
                                       "may lack files:read, or the file is not shared with it.")
             spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
             read = 0
-            while chunk := response.read(DOWNLOAD_CHUNK):
-                read += len(chunk)
-                if read > max_bytes:
-                    spool.close()
-                    raise FileUnavailable(f"The file is larger than {max_bytes / 1e6:,.0f} MB, the most this bot "
-                                          "checks (MAX_TRAINING_FILE_MB).")
-                spool.write(chunk)
+            try:
+                # read1: whatever has arrived, so a host sending a byte at a time is measured against the deadline
+                # between pieces, rather than waited on until a whole chunk has come.
+                while chunk := response.read1(DOWNLOAD_CHUNK):
+                    read += len(chunk)
+                    if read > max_bytes:
+                        raise FileUnavailable(f"The file is larger than {max_bytes / 1e6:,.0f} MB, the most this "
+                                              "bot checks (MAX_TRAINING_FILE_MB).")
+                    if time.monotonic() > deadline:
+                        raise FileUnavailable(f"Slack took longer than {deadline_seconds:,.0f} s to send the file, "
+                                              "so I stopped. Try again in a moment.")
+                    spool.write(chunk)
+            except (http.client.HTTPException, OSError) as exc:
+                spool.close()
+                raise FileUnavailable(f"I could not download the file from Slack ({type(exc).__name__}).") from None
+            except BaseException:
+                spool.close()
+                raise
         spool.seek(0)
         return spool  # type: ignore[return-value]
+
+    def _may_fetch(self, origin: tuple[str, str, int]) -> bool:
+        """Whether an address may be fetched: Slack's file hosts over https, or SLACK_API_URL's own origin."""
+        scheme, host, _ = origin
+        if origin == _origin(str(getattr(self.client, "base_url", "") or "")):
+            return True
+        return scheme == "https" and any(host == h or host.endswith("." + h) for h in SLACK_FILE_DOMAINS)
 
     def open_dm(self, user_id: str) -> str:
         """The id of the bot's direct-message conversation with a person (conversations.open: the same each time)."""
@@ -243,6 +280,45 @@ class SlackGateway:
             # A request that was sent and then lost its answer (or got one we cannot read) may have been carried out.
             raise SlackFailure(f"connection error ({type(exc).__name__})", permanent=False, ambiguous=True) from None
 
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) address; None for anything else (file:, ftp:, no host)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def _shown_origin(url: str) -> str:
+    origin = _origin(url)
+    return f"{origin[0]}://{origin[1]}:{origin[2]}" if origin else "an address that is not http(s)"
+
+
+class _ForeignRedirect(urllib.error.URLError):
+    """A redirect to an address we do not fetch from."""
+
+
+class _SameOriginAuth(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to an address we may fetch, and keep the token only while the origin stays the same
+    (what requests' should_strip_auth does, made strict: an unknown origin is not asked at all)."""
+
+    def __init__(self, origin: tuple[str, str, int], may_fetch) -> None:  # noqa: ANN001
+        self.origin = origin
+        self.may_fetch = may_fetch
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's signature
+        target = _origin(newurl)
+        if target is None or not self.may_fetch(target):
+            raise _ForeignRedirect(f"redirect to {_shown_origin(newurl)}")
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and target != self.origin:
+            new.remove_header("Authorization")
+        return new
 
 
 def _error_word(body: str) -> str:

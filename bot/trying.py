@@ -12,12 +12,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bot.commands import Command, Problem
 from bot.jobs import Caller, JobService
 from bot.messages import (
+    FORM_REFUSALS,
     Message,
     TrySide,
     format_comparison,
@@ -34,8 +35,8 @@ from storage import Store
 
 log = logging.getLogger(__name__)
 
-COMMANDS = {"try", "compare"}
 MAX_COMPARE = 20
+MODEL_CALLS_AT_ONCE = 8
 SHARE_REFUSALS = {
     "gone": "That answer is no longer kept (answers can be shared for a day); try the model again.",
     "not_yours": "Only the person who asked can share this answer.",
@@ -43,6 +44,7 @@ SHARE_REFUSALS = {
 }
 
 
+TRY_FORM = "try"
 class Refused(Exception):
     """A clear answer to give instead of asking any model."""
 
@@ -57,7 +59,8 @@ class Target:
 
 class TryService:
     def __init__(self, providers: Providers, store: Store, jobs: JobService, slack: SlackGateway, *, max_tokens: int,
-                 max_prompt_chars: int, max_file_bytes: int, clock: Callable[[], float] = time.perf_counter) -> None:
+                 max_prompt_chars: int, max_file_bytes: int, clock: Callable[[], float] = time.perf_counter,
+                 background: Executor | None = None) -> None:
         self.slack = slack
         self.providers = providers
         self.store = store
@@ -66,7 +69,19 @@ class TryService:
         self.max_prompt_chars = max_prompt_chars
         self.max_file_bytes = max_file_bytes
         self.clock = clock
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="finetune-try")
+        # Model calls run on a pool of their own whose tasks never wait on anything: whatever waits for answers (a
+        # command, a form, every example of a compare) runs elsewhere, so no task can wait on work queued behind it on
+        # its own pool. Its size bounds how many model calls (each billed) are in flight at once.
+        self._calls = ThreadPoolExecutor(max_workers=MODEL_CALLS_AT_ONCE, thread_name_prefix="finetune-model")
+        # Answers to forms are worked out on the bot's command pool (or one of our own, for a service made alone).
+        self._own_background = background is None
+        self._background = background or ThreadPoolExecutor(max_workers=4, thread_name_prefix="finetune-try")
+
+    def close(self) -> None:
+        """End the model-call threads (and our own form pool): queued calls are dropped, running ones finish."""
+        self._calls.shutdown(wait=False, cancel_futures=True)
+        if self._own_background:
+            self._background.shutdown(wait=False, cancel_futures=True)
 
     def run(self, command: Command, caller: Caller) -> Message:
         try:
@@ -100,9 +115,12 @@ class TryService:
 
     def ask_both(self, target: Target, messages: list[dict]) -> tuple[TrySide, TrySide]:
         """Both models at once; each side is an answer or its error, with the time it took."""
-        tuned = self._pool.submit(self._ask, target.provider, target.tuned, messages, "Fine-tuned")
-        base = self._pool.submit(self._ask, target.provider, target.base, messages, "Base")
+        tuned, base = self._ask_later(target, messages)
         return tuned.result(), base.result()
+
+    def _ask_later(self, target: Target, messages: list[dict]) -> tuple[Future, Future]:
+        return (self._calls.submit(self._ask, target.provider, target.tuned, messages, "Fine-tuned"),
+                self._calls.submit(self._ask, target.provider, target.base, messages, "Base"))
 
     def _ask(self, provider: FineTuningProvider, model: str, messages: list[dict], label: str) -> TrySide:
         started = self.clock()
@@ -120,13 +138,15 @@ class TryService:
             target = self.resolve(job_id, provider, None, need_job=True)
         except (Refused, ProviderError) as why:
             return getattr(why, "message", None) or str(why)
-        metadata = json.dumps({"provider": target.provider.name, "job": job_id, "team": caller.team_id,
-                               "channel": caller.channel_id})
+        metadata = json.dumps({"provider": target.provider.name, "job": job_id})
         try:
-            self.slack.open_view(trigger_id, try_modal_view(model=target.tuned, metadata=metadata,
-                                                            max_prompt_chars=self.max_prompt_chars))
+            view_id = self.slack.open_view(trigger_id, try_modal_view(model=target.tuned, metadata=metadata,
+                                                                      max_prompt_chars=self.max_prompt_chars))
         except SlackFailure as failure:
             return f"Slack didn't let me open the form ({failure.reason}). Click Try it again."
+        # Who opened it and where is kept here: a submission is judged by this record, not by what it carries.
+        self.store.record_form(view_id, TRY_FORM, user_id=caller.user_id, team_id=caller.team_id,
+                               channel_id=caller.channel_id, provider=target.provider.name, job_id=job_id)
         return None
 
     def submitted(self, view: Mapping, user_id: str) -> tuple[dict, Callable[[], object] | None]:
@@ -139,26 +159,28 @@ class TryService:
         prompt, system = text("prompt"), text("system")
         if not prompt:
             return {"response_action": "errors", "errors": {"prompt": "Write a prompt for both models."}}, None
-        try:
-            meta = json.loads(view.get("private_metadata") or "{}")
-        except ValueError:
-            meta = {}
-        caller = Caller(str(meta.get("team", "")), str(meta.get("channel", "")), user_id)
+        claim, form = self.store.claim_form(str(view.get("id") or ""), TRY_FORM, user_id)
+        if form is None:
+            return {"response_action": "errors", "errors": {"prompt": FORM_REFUSALS[claim]}}, None
+        caller = Caller(form["team_id"] or "", form["channel_id"] or "", user_id)
+        refusal = self.jobs.refusal(Command("try", {}), caller)
+        if refusal:
+            return {"response_action": "errors", "errors": {"prompt": refusal}}, None
+        job_id, provider = form["job_id"] or "", form["provider"]
         answered_at = time.monotonic()
 
         def answer() -> None:
             try:
-                message = self.try_prompt(caller, str(meta.get("job", "")), prompt, provider=meta.get("provider"),
-                                          system=system or None)
+                message = self.try_prompt(caller, job_id, prompt, provider=provider, system=system or None)
             except Refused as why:
                 message = format_problem(Problem(str(why)))
             except ProviderError as error:
-                message = format_provider_error(f"try {meta.get('job')}", error)
+                message = format_provider_error(f"try {job_id}", error)
             self.slack.update_view(str(view.get("id")), try_result_view(message), answered_at=answered_at)
 
         waiting = {"response_action": "update", "view": try_result_view(format_refusal(
             "Asking both models… (this form updates when both have answered)"))}
-        return waiting, lambda: self._pool.submit(self._guarded, answer)
+        return waiting, lambda: self._background.submit(self._guarded, answer)
 
     def share(self, share_id: str, user_id: str) -> str | None:
         """Post a kept answer in its channel, saying who shared it; None when done, else why not."""
@@ -193,9 +215,8 @@ class TryService:
         examples = _held_out(content, min(n, MAX_COMPARE), from_end=from_end)
         if not examples:
             raise Refused(f"{source} holds no chat example that ends with an assistant answer to compare against.")
-        asked = [(line, messages, expected, self._pool.submit(self.ask_both, target, messages))
-                 for line, messages, expected in examples]
-        rows = [(line, expected, *future.result()) for line, messages, expected, future in asked]
+        asked = [(line, expected, self._ask_later(target, messages)) for line, messages, expected in examples]
+        rows = [(line, expected, tuned.result(), base.result()) for line, expected, (tuned, base) in asked]
         return format_comparison(job_id, source, "validation file" if not from_end else "end of the training file",
                                  rows, provider=target.provider.name)
 

@@ -212,3 +212,21 @@ def m006_cards(db: Database) -> None:
 def m007_shared_once(db: Database) -> None:
     # When a kept answer was shared: a second click on its button (a double click, a second process) shares nothing.
     db["shared_answers"].add_column("shared_at", float)
+
+
+@migrations()
+def m008_forms_and_indexes(db: Database) -> None:
+    # Each form the bot opened, by Slack's view id: who opened it and from where (so a submission is judged by what
+    # was recorded, not by what it carries), and when it was submitted (so a replayed submission does nothing).
+    db["open_forms"].create(
+        {"view_id": str, "kind": str, "user_id": str, "team_id": str, "channel_id": str, "provider": str,
+         "job_id": str, "created_at": float, "submitted_at": float},
+        pk="view_id", not_null={"view_id", "kind", "user_id"},
+    )
+    db["open_forms"].create_index(["created_at"])
+    # The scans on hot paths: a job's cards and announcements, a job id at any provider, a model's job, a person's
+    # direct-message follows.
+    db["announcements"].create_index(["provider", "job_id", "channel_id"], if_not_exists=True)
+    db["jobs"].create_index(["id"], if_not_exists=True)
+    db["jobs"].create_index(["fine_tuned_model"], if_not_exists=True)
+    db["subscriptions"].create_index(["user_id"], if_not_exists=True)

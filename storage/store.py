@@ -38,6 +38,7 @@ WEBHOOK_RETENTION_SECONDS = 7 * 86400  # providers redeliver for at most a few d
 TRIGGER_RETENTION_SECONDS = 600  # Slack refuses a request older than 5 minutes, so a replay is younger than this
 INTENT_RETENTION_SECONDS = 7 * 86400
 SHARE_RETENTION_SECONDS = 86400  # a tried answer can be shared for a day
+FORM_RETENTION_SECONDS = 86400  # a form left open longer than a day is answered as expired
 # What a channel hears until someone changes it: every outcome, mentions, a card per job with progress in its thread
 # at most every five minutes.
 CHANNEL_DEFAULTS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progress_minutes": 5}
@@ -55,6 +56,30 @@ def _is_transient(error: sqlite3.Error) -> bool:
     """Another writer holds the lock: wait and try again, keep the connection."""
     text = str(error).lower()
     return "locked" in text or "busy" in text
+
+
+class _ThreadConnection:
+    """One thread's connection, closed when that thread ends: Python drops a thread's locals as the thread exits, and
+    this holder (unlike the connection, which sits in reference cycles until a garbage collection) goes at once. So a
+    thread that used the store and ended (a pool's worker retired, a one-off thread) leaves no file handle open."""
+
+    def __init__(self, db: Database, registry: dict[int, sqlite3.Connection], lock: threading.Lock) -> None:
+        self.db = db
+        self._registry = registry
+        self._lock = lock
+        with lock:
+            registry[id(db.conn)] = db.conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._registry.pop(id(self.db.conn), None)
+        try:
+            self.db.conn.close()
+        except sqlite3.Error:
+            pass
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class Store:
@@ -95,8 +120,8 @@ class Store:
             pause = min(pause * 2, 0.25)
 
     def _db(self) -> Database:
-        db = getattr(self._local, "db", None)
-        if db is None:
+        held = getattr(self._local, "held", None)
+        if held is None:
             # One connection per thread, used only by it; made shareable so that close() can close them all.
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
@@ -107,24 +132,22 @@ class Store:
                 conn.close()
                 raise
             conn.row_factory = sqlite3.Row
-            db = Database(conn)
-            self._local.db = db
-            with self._open_lock:
-                self._open[id(conn)] = conn
-        return db
+            held = _ThreadConnection(Database(conn), self._open, self._open_lock)
+            self._local.held = held
+        return held.db
+
+    def connections(self) -> int:
+        """How many connections are open now (one per thread that used the store and is still alive)."""
+        with self._open_lock:
+            return len(self._open)
 
     def _discard(self) -> None:
         """Drop this thread's connection after an error other than a busy lock: a connection opened while the file
         was read-only (or the disk full) keeps failing after the cause is gone, so the next call opens afresh."""
-        db = getattr(self._local, "db", None)
-        self._local.db = None
-        if db is not None:
-            with self._open_lock:
-                self._open.pop(id(db.conn), None)
-            try:
-                db.conn.close()
-            except sqlite3.Error:
-                pass
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held.close()
 
     @contextmanager
     def _immediate(self) -> Iterator[Database]:
@@ -161,7 +184,8 @@ class Store:
     def close(self) -> None:
         """Close every connection this store made, whichever thread made it (call once its users have stopped)."""
         with self._open_lock:
-            conns, self._open = list(self._open.values()), {}
+            conns = list(self._open.values())
+            self._open.clear()  # the same dict the holders know: a holder going later finds nothing to remove
         for conn in conns:
             try:
                 conn.close()
@@ -637,6 +661,38 @@ class Store:
             return self._rows("SELECT * FROM announcements ORDER BY created_at")
         return self._rows("SELECT * FROM announcements WHERE state = ? ORDER BY created_at", (state,))
 
+    # -- forms -----------------------------------------------------------------------------------------
+
+    def record_form(self, view_id: str, kind: str, *, user_id: str, team_id: str, channel_id: str,
+                    provider: str | None = None, job_id: str | None = None) -> None:
+        """Remember a form just opened: who opened it, from which channel, about what."""
+        with self._immediate() as db:
+            db.conn.execute(
+                "INSERT OR REPLACE INTO open_forms (view_id, kind, user_id, team_id, channel_id, provider, job_id,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (view_id, kind, user_id, team_id, channel_id, provider, job_id, self._clock()))
+
+    def form(self, view_id: str, kind: str) -> dict | None:
+        """A form of `kind` the bot opened, as recorded then; None for one it never opened (or long gone)."""
+        rows = self._rows("SELECT * FROM open_forms WHERE view_id = ? AND kind = ?", (view_id, kind))
+        return rows[0] if rows else None
+
+    def claim_form(self, view_id: str, kind: str, user_id: str) -> tuple[str, dict | None]:
+        """Take a form's submission, once: ('ok', form) for the person who opened it, the first time; else
+        ('unknown', None), ('not_yours', None) or ('submitted', None). One transaction, so a replayed or doubled
+        submission, in any process, does nothing."""
+        with self._immediate() as db:
+            row = db.conn.execute("SELECT * FROM open_forms WHERE view_id = ? AND kind = ?",
+                                  (view_id, kind)).fetchone()
+            if row is None:
+                return "unknown", None
+            if row["user_id"] != user_id:
+                return "not_yours", None
+            if row["submitted_at"] is not None:
+                return "submitted", None
+            db.conn.execute("UPDATE open_forms SET submitted_at = ? WHERE view_id = ?", (self._clock(), view_id))
+        return "ok", dict(row)
+
     # -- replays -------------------------------------------------------------------------------------
 
     def first_sight_of_trigger(self, trigger_id: str) -> bool:
@@ -703,6 +759,8 @@ class Store:
                                                  (now - TRIGGER_RETENTION_SECONDS,)).rowcount,
                 "shared_answers": db.conn.execute("DELETE FROM shared_answers WHERE created_at < ?",
                                                   (now - SHARE_RETENTION_SECONDS,)).rowcount,
+                "open_forms": db.conn.execute("DELETE FROM open_forms WHERE created_at < ?",
+                                              (now - FORM_RETENTION_SECONDS,)).rowcount,
                 "start_intents": db.conn.execute("DELETE FROM start_intents WHERE state != 'pending'"
                                                  " AND state NOT LIKE 'reconciling:%' AND created_at < ?",
                                                  (now - INTENT_RETENTION_SECONDS,)).rowcount,

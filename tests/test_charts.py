@@ -102,7 +102,7 @@ def test_stopping_waits_for_the_chart_being_drawn_and_drops_the_rest(bot, provid
     for n in range(5):
         charts.after_announced(row, f"1.00000{n}")
     charts.stop(10)
-    assert charts._worker is None  # the chart being drawn was finished, not abandoned mid-way
+    assert not charts._pending  # the chart being drawn was finished, not abandoned mid-way
     assert len(slack.uploads) <= 1  # the queued ones were dropped
     charts.after_announced(row, "2.000000")
-    assert charts._worker is None and len(slack.uploads) <= 1  # nothing starts after stopping
+    assert not charts._pending and len(slack.uploads) <= 1  # nothing starts after stopping

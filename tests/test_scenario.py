@@ -250,13 +250,18 @@ def test_many_outcomes_do_not_leak_threads_or_connections(bot, provider, slack):
     for n, job in enumerate(jobs):
         bot.services.store.follow(f"C0LEAK{n}", job, final=False, team_id="T", user_id="U", origin="start")
     bot.services.poller.run_once()
+    # The first outcome, its post and its chart make the threads that live as long as the bot (the sender's, the
+    # chart's) and their connections; from then on nothing may grow.
+    provider.set_status(jobs[0]["id"], "succeeded")
+    bot.services.poller.run_once()
+    assert wait_until(lambda: len(slack.posted) == 1 and len(slack.uploads) == 1, timeout=20)
     files, threads = open_files(), threading.active_count()
-    for job in jobs:
+    for job in jobs[1:]:
         provider.set_status(job["id"], "succeeded")
         bot.services.poller.run_once()  # each outcome wakes the sender
     assert wait_until(lambda: len(slack.posted) == 60, timeout=20)
     assert wait_until(lambda: len(slack.uploads) == 60, timeout=30)  # each success's chart, in its thread
-    assert open_files() - files < 5 and threading.active_count() - threads < 5
+    assert open_files() - files < 3 and threading.active_count() - threads < 2
 
 
 def test_a_job_started_when_the_database_fails_is_still_reported_with_its_id(server, slack, provider, bot):

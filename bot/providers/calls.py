@@ -4,14 +4,19 @@ still have started, and billed, a job)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Any
 
-from bot.providers.types import ChatAnswer, Job, ProviderError
+from bot.providers.types import ChatAnswer, Job, JobEvent, ProviderError, provider_label
 from bot.retry_after import retry_after_seconds
+from bot.scrub import Scrubber
+
+SHAPES = Scrubber()  # what every adapter removes even when it was told no secret: anything shaped like a credential
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -21,6 +26,61 @@ log = logging.getLogger(__name__)
 _STOPPED_WORDS = re.compile(r"deprecat|no longer|not (?:be )?accept|discontinu|sunset|retired|unavailable|shut",
                             re.IGNORECASE)
 _STOPPED_CODES = {"fine_tuning_unavailable", "fine_tuning_deprecated", "deprecated", "model_deprecated"}
+
+
+# Every call the services make of an adapter (the FineTuningProvider protocol's methods, bar webhooks, which have
+# their own refusal). Whatever escapes one of them that is not a ProviderError (a 200 whose body is a proxy's error
+# page or cut off, a field of the wrong type, a transport error the SDK does not wrap) is the provider failing.
+PROVIDER_CALLS = ("retrieve", "list_jobs", "events", "metrics", "latest_metric", "upload_file", "estimate_price",
+                  "chat", "file_content", "cancel", "pause", "resume", "create_job", "find_started")
+
+
+def answers_in_provider_errors(cls: type) -> type:
+    """Make every provider call of an adapter class raise only ProviderError: an unreadable answer becomes a
+    retryable one (the poller backs off, a command says so), and one to a create is ambiguous (it may have started
+    a job, so the user is told to look before starting again)."""
+    for name in PROVIDER_CALLS:
+        method = cls.__dict__.get(name)
+        if method is not None and not getattr(method, "_answers_in_provider_errors", False):
+            setattr(cls, name, _guarded(method, creating=name == "create_job"))
+    return cls
+
+
+def _scrubbed(value: Any, redact: Callable[[str], str]) -> Any:
+    """A provider's answer with the free text in it (a job's error, an event's message, a model's answer) scrubbed
+    of secrets as it enters the bot, before anything can cut it and leave part of a key behind."""
+    if isinstance(value, Job) and value.error_message:
+        return replace(value, error_message=redact(value.error_message))
+    if isinstance(value, JobEvent) and value.message:
+        return replace(value, message=redact(value.message))
+    if isinstance(value, ChatAnswer) and value.text:
+        return replace(value, text=redact(value.text))
+    if isinstance(value, list):
+        return [_scrubbed(item, redact) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_scrubbed(item, redact) for item in value)
+    return value
+
+
+def _guarded(method: Callable, *, creating: bool) -> Callable:
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return _scrubbed(method(self, *args, **kwargs), getattr(self, "_redact", None) or SHAPES)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one boundary between an SDK and the bot
+            label = provider_label(getattr(self, "name", ""))
+            log.warning("%s sent an answer that could not be read (%s)", label, type(exc).__name__)
+            if creating:
+                raise ProviderError(f"{label} sent an answer I could not read ({type(exc).__name__}), so I cannot "
+                                    "tell whether the job started. Check `/finetune list` before starting it again.",
+                                    retryable=False, ambiguous=True, provider=getattr(self, "name", None)) from None
+            raise ProviderError(f"{label} sent an answer I could not read ({type(exc).__name__}).",
+                                retryable=True, provider=getattr(self, "name", None)) from None
+
+    call._answers_in_provider_errors = True  # type: ignore[attr-defined]
+    return call
 
 
 def stopped_taking_jobs(status: int, message: str, code: str, new_jobs_end: date | None, now: float) -> bool:

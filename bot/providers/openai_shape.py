@@ -18,6 +18,7 @@ import openai
 
 from bot.config import Settings
 from bot.providers.calls import (
+    answers_in_provider_errors,
     chat_answer,
     made_by_this_start,
     read_capped,
@@ -89,6 +90,7 @@ def configured(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     return found
 
 
+@answers_in_provider_errors
 class OpenAIProvider:
     """Fine-tuning jobs at an OpenAI-shaped provider (OpenAI, both Azure styles, compatible base URLs, the sandbox)."""
 

@@ -23,6 +23,7 @@ import together
 
 from bot.config import Settings
 from bot.providers.calls import (
+    answers_in_provider_errors,
     chat_answer,
     made_by_this_start,
     read_capped,
@@ -75,6 +76,7 @@ def configured(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                              default_model=settings.together_default_model)]
 
 
+@answers_in_provider_errors
 class TogetherProvider:
     """Fine-tuning jobs at Together AI, through the official SDK."""
 

@@ -38,7 +38,9 @@ class Received:
 class Fault:
     """What to do instead of answering normally, for the next `times` requests whose path contains `match`."""
 
-    kind: str  # "status": answer `status`; "drop": close before working; "drop_after": work, then close; "delay"
+    # "status": answer `status`; "drop": close before working; "drop_after": work, then close; "delay"; "garbage": a 200
+    # whose body is not JSON; "trickle": the real answer, a byte every `delay` seconds
+    kind: str
     match: str = ""
     times: int = 1
     status: int = 500
@@ -274,6 +276,13 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             if fault is not None and fault.kind == "status":
                 self._send(server.fault_answer(fault))
                 return
+            if fault is not None and fault.kind == "garbage":
+                # A 200 that is not what it claims: a proxy's error page, or an answer cut off mid-way.
+                self._send((200, {"content-type": "application/json"}, b"<html><body>502 Bad Gateway</body>"))
+                return
+            if fault is not None and fault.kind == "trickle":
+                self._trickle(server.answer(request), fault)
+                return
             answer = server.answer(request)
             if fault is not None and fault.kind == "drop_after":
                 self.close_connection = True
@@ -288,6 +297,24 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+
+        def _trickle(self, answer: Answer, fault: Fault) -> None:
+            """The answer's headers at once, then its body a byte every `fault.delay` seconds (until released)."""
+            status, headers, payload = answer
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            try:
+                for byte in payload:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    if fault.released.wait(fault.delay):
+                        break
+            except OSError:
+                pass
+            self.close_connection = True
 
         do_GET = do_POST = do_PUT = do_DELETE = _handle
 

@@ -94,12 +94,14 @@ class SlackStandIn(StandInServer):
         for listener in list(self.listeners):
             listener(kind, record)
 
-    def add_file(self, name: str, content: bytes, *, filetype: str = "jsonl") -> str:
-        """A file as if someone picked it in a modal's file input; returns its id."""
+    def add_file(self, name: str, content: bytes, *, filetype: str = "jsonl", url: str | None = None) -> str:
+        """A file as if someone picked it in a modal's file input; returns its id. With `url`, files.info names that
+        as its download address (as a hostile or broken answer might)."""
         file_id = f"F{secrets.token_hex(5).upper()}"
         with self.lock:
             self.files[file_id] = {"id": file_id, "name": name, "title": name, "size": len(content),
-                                   "filetype": filetype, "mimetype": "application/octet-stream", "_content": content}
+                                   "filetype": filetype, "mimetype": "application/octet-stream", "_content": content,
+                                   "_url": url}
         return file_id
 
     def answer(self, request: Received) -> Answer:
@@ -250,8 +252,8 @@ class SlackStandIn(StandInServer):
         if file is None:
             return {"ok": False, "error": "file_not_found"}
         shown = {k: v for k, v in file.items() if not k.startswith("_")}
-        return {"ok": True, "file": {**shown, "url_private_download":
-                                     f"{self.url}/files-pri/{TEAM_ID}-{file['id']}/download/{quote(file['name'])}"}}
+        url = file.get("_url") or f"{self.url}/files-pri/{TEAM_ID}-{file['id']}/download/{quote(file['name'])}"
+        return {"ok": True, "file": {**shown, "url_private_download": url}}
 
     def _download(self, request: Received) -> Answer:
         """A file's bytes for the bot token only; anyone else gets Slack's sign-in page, with a 200, as Slack does."""

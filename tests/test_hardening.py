@@ -1,0 +1,450 @@
+"""What production and attackers find that scenarios do not: leaks over hundreds of cycles, pools that wait on
+themselves, downloads from hostile addresses, garbage from a provider, replayed forms, secrets cut in half, and views
+real Slack refuses."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import threading
+import time
+import urllib.request
+
+import pytest
+from slack_sdk import WebClient
+
+from bot.messages import TRY_OPEN_ACTION, try_modal_view
+from bot.providers.types import ProviderError
+from bot.sandbox.http import StandInServer
+from bot.sandbox.slack import block_action_body, signed_headers, view_submission_body
+from bot.slack import FileUnavailable, SlackGateway
+from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, TOGETHER_KEY, Server, ask, everything_said, wait_until
+from tests.slack_limits import assert_within_slack_limits
+
+PROMPT = "What's the capital of France?"
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- 1. nothing leaks per cycle ------------------------------------------------------------------------------------
+
+
+def test_hundreds_of_poll_cycles_with_two_providers_leave_files_threads_and_connections_flat(make_bot, both,
+                                                                                              provider, together):
+    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    for _ in range(3):  # several jobs running at each provider, all followed: each cycle asks both, side by side
+        provider.add_job(status="running")
+        together.add_job(status="running")
+    store = bot.services.store
+    for job in provider.jobs.values():
+        store.follow("C0GENERAL", {**job, "provider": "openai"}, final=False, team_id="T", user_id="U", origin="test")
+    for job in together.jobs.values():
+        store.follow("C0GENERAL", {"id": job["id"], "status": job["status"], "provider": "together"}, final=False,
+                     team_id="T", user_id="U", origin="test")
+
+    def cycle() -> None:
+        report = bot.services.poller.run_once()
+        assert set(report.requests_by_provider) == {"openai", "together"} and not report.errors
+
+    for _ in range(20):  # warm up: every pool thread made, every connection opened
+        cycle()
+    gc.collect()
+    files, threads, connections, rss = _open_files(), threading.active_count(), store.connections(), _rss_mb()
+    for _ in range(300):
+        cycle()
+    gc.collect()
+    print(f"\npoll soak, 300 cycles with two providers: open files {files} -> {_open_files()}, threads {threads} -> "
+          f"{threading.active_count()}, connections {connections} -> {store.connections()}, "
+          f"RSS {rss:.1f} -> {_rss_mb():.1f} MB")
+    assert store.connections() == connections
+    assert threading.active_count() == threads
+    assert _open_files() <= files + 2  # (a keep-alive socket to a stand-in may come or go)
+    assert _rss_mb() - rss < 25
+
+
+def test_a_thread_that_used_the_store_and_ended_leaves_no_connection_behind(bot):
+    store = bot.services.store
+    before, files = store.connections(), _open_files()
+    for _ in range(50):
+        worker = threading.Thread(target=store.active_jobs)
+        worker.start()
+        worker.join()
+    assert store.connections() == before and _open_files() <= files + 1
+
+
+def test_charts_after_announcements_reuse_one_thread(bot, provider):
+    job = provider.add_job(status="succeeded")
+    charts = bot.services.charts
+    charts.after_announced({"kind": "announcement", "outcome": "succeeded", "job_id": job["id"],
+                            "provider": "openai", "channel_id": "C0GENERAL"}, "1.0")
+    charts.wait_idle(30)
+    threads, connections = threading.active_count(), bot.services.store.connections()
+    for n in range(20):
+        charts.after_announced({"kind": "announcement", "outcome": "succeeded", "job_id": job["id"],
+                                "provider": "openai", "channel_id": "C0GENERAL"}, f"{n}.0")
+        charts.wait_idle(30)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("finetune-chart")] == ["finetune-chart_0"]
+    assert threading.active_count() <= threads and bot.services.store.connections() <= connections
+
+
+# -- 2. no pool waits on itself ------------------------------------------------------------------------------------
+
+
+def _examples(n: int) -> bytes:
+    return "".join(json.dumps({"messages": [{"role": "user", "content": f"Question {i}?"},
+                                            {"role": "assistant", "content": f"Answer {i}."}]}) + "\n"
+                   for i in range(n)).encode()
+
+
+def test_compare_twenty_then_try_both_answer(server, slack, provider):
+    provider.add_file("file-long", "long.jsonl", _examples(25))
+    job = provider.add_job(status="succeeded", training_file="file-long")
+    compared = everything_said(ask(server, slack, f"compare {job['id']} n=20"))
+    assert "20 example(s)" in compared
+    tried = everything_said(ask(server, slack, f"try {job['id']} {PROMPT}"))
+    assert "Fine-tuned" in tried and "Base" in tried
+
+
+def _open_try_form(server, slack, job_id: str, user: str = "U0ALICE", channel: str = "C0GENERAL") -> dict:
+    before = {v["view_id"] for v in slack.view_log if v["kind"] == "open"}
+    value = json.dumps({"provider": "openai", "job": job_id})
+    body = block_action_body(TRY_OPEN_ACTION, value, user_id=user, channel_id=channel,
+                             response_url=slack.response_url(f"t{time.monotonic_ns()}"))
+    assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+    [opened] = wait_until(lambda: [v for v in slack.view_log if v["kind"] == "open" and v["view_id"] not in before])
+    return slack.views[opened["view_id"]]
+
+
+def _prompt(text: str) -> dict:
+    return {"prompt": {"value": {"type": "plain_text_input", "value": text}}}
+
+
+def _submit(server, form: dict, text: str = PROMPT, user: str = "U0ALICE") -> tuple[dict, str]:
+    body = view_submission_body(form, _prompt(text), user_id=user)
+    status, raw = server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+    assert status == 200
+    return json.loads(raw), body
+
+
+def _chats(stand_in) -> list:
+    return [r for r in stand_in.received if r.method == "POST" and r.path.endswith("/chat/completions")]
+
+
+def test_twenty_try_it_forms_at_once_all_answer(server, slack, provider):
+    job = provider.add_job(status="succeeded")
+    provider.chat_latency = {job["fine_tuned_model"]: 0.3, "gpt-4.1-mini-2025-04-14": 0.3}
+    forms = [_open_try_form(server, slack, job["id"]) for _ in range(20)]
+    answers = {}
+
+    def submit(form: dict) -> None:
+        answers[form["id"]], _ = _submit(server, form)
+
+    senders = [threading.Thread(target=submit, args=(form,)) for form in forms]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(10)
+    for form in forms:
+        slack.answer_to_submission(form["id"], answers[form["id"]])
+    done = wait_until(lambda: all("Fine-tuned" in json.dumps(slack.views[f["id"]]["blocks"]) for f in forms),
+                      timeout=30)
+    assert done, "some forms never got their answers"
+    assert len(_chats(provider)) == 40
+
+
+# -- 3 and 5. downloads: an overall deadline, Slack's hosts only, the token nowhere else ----------------------------
+
+
+class _FileHost(StandInServer):
+    """Any web server a download address might point at: records what it was sent, answers with a file, or with a
+    redirect to `redirect_to`."""
+
+    def __init__(self, redirect_to: str | None = None) -> None:
+        super().__init__()
+        self.redirect_to = redirect_to
+
+    def answer(self, request):
+        if self.redirect_to:
+            return 302, {"location": self.redirect_to, "content-length": "0"}, b""
+        return 200, {"content-type": "application/octet-stream"}, _examples(12)
+
+
+def _gateway(api_url: str) -> SlackGateway:
+    return SlackGateway(WebClient(token=BOT_TOKEN, base_url=api_url))
+
+
+def test_a_download_trickling_a_byte_at_a_time_ends_at_its_deadline():
+    with _FileHost() as host:
+        fault = host.fail("trickle", delay=0.2, times=1)
+        gateway = _gateway(host.url + "/api/")
+        started = time.monotonic()
+        with pytest.raises(FileUnavailable, match="longer than 1 s"):
+            gateway.download(host.url + "/files-pri/T-F1/download/a.jsonl", max_bytes=10**6, deadline_seconds=1.0)
+        took = time.monotonic() - started
+        fault.release()
+    assert took < 5, took  # per read, each byte came in time: only the overall deadline ends it
+
+
+@pytest.mark.parametrize("address", [
+    "http://{foreign}/files-pri/T-F1/download/a.jsonl",  # another host
+    "https://{foreign}/files-pri/T-F1/download/a.jsonl",  # another host over https
+    "file:///etc/passwd",  # a local file
+    "http://169.254.169.254/latest/meta-data/",  # a cloud metadata address
+    "ftp://{foreign}/a.jsonl",
+])
+def test_a_download_address_off_slacks_hosts_is_never_asked(address):
+    with _FileHost() as slack_host, _FileHost() as foreign:
+        gateway = _gateway(slack_host.url + "/api/")
+        url = address.format(foreign=f"127.0.0.2:{foreign.port}")
+        with pytest.raises(FileUnavailable, match="not one of its own file hosts"):
+            gateway.download(url, max_bytes=10**6)
+    assert foreign.received == [] and slack_host.received == []
+
+
+def test_a_redirect_to_another_host_is_not_followed_and_the_token_goes_nowhere_else():
+    with _FileHost() as foreign:
+        with _FileHost(redirect_to=f"http://127.0.0.2:{foreign.port}/stolen") as slack_host:
+            gateway = _gateway(slack_host.url + "/api/")
+            with pytest.raises(FileUnavailable, match="not one of its file hosts"):
+                gateway.download(slack_host.url + "/files-pri/T-F1/download/a.jsonl", max_bytes=10**6)
+        assert [r.headers.get("authorization") for r in slack_host.received] == [f"Bearer {BOT_TOKEN}"]
+    assert foreign.received == []
+
+
+def test_a_redirect_between_allowed_origins_drops_the_token():
+    from bot.slack import _origin, _SameOriginAuth
+
+    with _FileHost() as second:
+        with _FileHost(redirect_to=second.url + "/files-pri/T-F1/download/a.jsonl") as first:
+            allowed = {_origin(first.url), _origin(second.url)}
+            opener = urllib.request.build_opener(_SameOriginAuth(_origin(first.url), allowed.__contains__))
+            request = urllib.request.Request(first.url + "/f", headers={"Authorization": f"Bearer {BOT_TOKEN}"})
+            with opener.open(request, timeout=5) as response:
+                assert response.read() == _examples(12)
+        assert first.received[0].headers.get("authorization") == f"Bearer {BOT_TOKEN}"
+        assert [r.headers.get("authorization") for r in second.received] == [None]
+
+
+def test_slacks_own_file_hosts_are_allowed_over_https_only():
+    gateway = _gateway("http://127.0.0.1:9/api/")
+    assert gateway._may_fetch(("https", "files.slack.com", 443))
+    assert gateway._may_fetch(("https", "files.slack-gov.com", 443))
+    assert not gateway._may_fetch(("http", "files.slack.com", 80))
+    assert not gateway._may_fetch(("https", "files.slack.com.evil.example", 443))
+    assert not gateway._may_fetch(("https", "evilslack.com", 443))
+    assert gateway._may_fetch(("http", "127.0.0.1", 9)) and not gateway._may_fetch(("http", "127.0.0.1", 10))
+
+
+def test_the_form_says_plainly_when_a_file_address_is_not_slacks(server, slack, provider):
+    file_id = slack.add_file("train.jsonl", _examples(12), url="http://169.254.169.254/latest/meta-data/")
+    status, ack = server.command("check", response_url=slack.response_url("form"))
+    [opened] = wait_until(lambda: [v for v in slack.view_log if v["kind"] == "open"])
+    form = slack.views[opened["view_id"]]
+    values = {"training": {"file": {"type": "file_input", "files": [{"id": file_id, "name": "train.jsonl"}]}}}
+    body = view_submission_body(form, values)
+    answer = json.loads(server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[1])
+    slack.answer_to_submission(form["id"], answer)
+    settled = wait_until(lambda: "not one of its own file hosts" in json.dumps(slack.views[form["id"]]["blocks"]),
+                         timeout=10)
+    assert settled
+
+
+def test_stop_returns_within_its_budget_while_a_download_trickles(make_bot):
+    bot = make_bot()
+    with _FileHost() as host:
+        fault = host.fail("trickle", delay=1.0, times=1)
+        gateway = _gateway(host.url + "/api/")
+        bot.services.background.submit(lambda: gateway.download(host.url + "/f", max_bytes=10**6,
+                                                                deadline_seconds=600))
+        wait_until(lambda: host.received)
+        started = time.monotonic()
+        bot.stop(timeout=2)
+        took = time.monotonic() - started
+        fault.release()
+    assert took < 4, took
+
+
+# -- 4. a provider answering garbage -------------------------------------------------------------------------------
+
+
+def test_a_provider_answering_garbage_backs_off_and_the_other_still_announces(make_bot, both, provider, together,
+                                                                              slack):
+    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url,
+                   poll_interval_seconds=1)  # (the scheduler is not started: cycles run when the test says)
+    server = Server(bot)
+    try:
+        ours = provider.add_job(status="running")
+        theirs = together.add_job(status="running")
+        ask(server, slack, f"subscribe {ours['id']}")
+        ask(server, slack, f"subscribe {theirs['id']}")
+        together.fail("garbage", match="/fine-tunes", times=1000)
+        provider.set_status(ours["id"], "succeeded")
+        report = bot.services.poller.run_once()
+        assert "together" in report.errors and "could not read" in report.errors["together"]
+        assert "openai" not in report.errors and report.queued >= 1
+        assert wait_until(lambda: slack.outcomes_in("C0GENERAL"))
+        asked = len(together.received)
+        second = bot.services.poller.run_once()
+        assert second.backing_off == ["together"] and len(together.received) == asked  # backing off: not asked
+        said = everything_said(ask(server, slack, f"status {theirs['id']}"))
+        assert "could not read" in said and "Traceback" not in said
+        listed = everything_said(ask(server, slack, "list"))
+        assert ours["id"] in listed and "Together AI could not be asked" in listed
+        bot.start_background()  # now the scheduler runs cycles, still against a provider answering garbage
+        assert wait_until(lambda: bot.heartbeat.runs.get("poll", 0) >= 2, timeout=10)
+        status, body = server.get("/healthz")
+        assert status == 200, body
+    finally:
+        server.close()
+
+
+def test_every_provider_call_turns_an_unreadable_answer_into_a_provider_error(bot, provider):
+    provider.fail("garbage", times=1000)
+    openai = bot.services.providers.get("openai")
+    for call in (lambda: openai.retrieve("ftjob-abc"), lambda: openai.list_jobs(10), lambda: openai.events("ftjob-a"),
+                 lambda: openai.cancel("ftjob-abc"), lambda: openai.chat("m", [{"role": "user", "content": "hi"}],
+                                                                         max_tokens=5)):
+        with pytest.raises(ProviderError, match="could not read"):
+            call()
+    with pytest.raises(ProviderError, match="cannot tell whether the job started") as started:
+        openai.create_job(request_id="r1", training_file="file-sample", model="gpt-4.1-mini-2025-04-14")
+    assert started.value.ambiguous
+
+
+# -- 6. forms judged by what the bot recorded, once -----------------------------------------------------------------
+
+
+def test_a_replayed_try_it_submission_asks_the_models_once(server, slack, provider):
+    job = provider.add_job(status="succeeded")
+    form = _open_try_form(server, slack, job["id"])
+    answer, body = _submit(server, form)
+    assert answer["response_action"] == "update"
+    for _ in range(5):  # the same signed body, again, within Slack's five minutes
+        status, raw = server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+        assert status == 200 and json.loads(raw)["response_action"] == "errors"
+    slack.answer_to_submission(form["id"], answer)
+    wait_until(lambda: "Fine-tuned" in json.dumps(slack.views[form["id"]]["blocks"]), timeout=10)
+    time.sleep(0.3)  # (any replay acted on would have asked by now)
+    assert len(_chats(provider)) == 2
+
+
+def test_a_try_it_form_is_judged_by_where_it_was_opened_not_by_what_it_carries(server, slack, provider):
+    job = provider.add_job(status="succeeded")
+    form = _open_try_form(server, slack, job["id"], channel="C0TEAM")
+    forged = {**form, "private_metadata": json.dumps({"provider": "openai", "job": job["id"], "team": "T0",
+                                                      "channel": "C0ELSEWHERE"})}
+    answer, _ = _submit(server, forged)
+    slack.answer_to_submission(form["id"], answer)
+    done = wait_until(lambda: (v := slack.views[form["id"]]) and "Share" in json.dumps(v["blocks"]) and v,
+                      timeout=10)
+    [button] = [e for b in done["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    share = block_action_body("try_share", button["value"], channel_id="C0TEAM",
+                              response_url=slack.response_url("share"))
+    server.post("/slack/events", share, signed_headers(share, SIGNING_SECRET))
+    assert wait_until(lambda: slack.messages_in("C0TEAM"))
+    assert slack.messages_in("C0ELSEWHERE") == []
+
+
+def test_someone_else_submitting_a_form_is_refused_before_any_model_is_asked(server, slack, provider):
+    job = provider.add_job(status="succeeded")
+    form = _open_try_form(server, slack, job["id"])
+    answer, _ = _submit(server, form, user="U0MALLORY")
+    assert answer == {"response_action": "errors", "errors": {"prompt": "Only the person who opened this form can "
+                                                                        "send it."}}
+    unknown, _ = _submit(server, {**form, "id": "V0NEVEROPENED"})
+    assert "expired or was not opened by this bot" in unknown["errors"]["prompt"]
+    time.sleep(0.2)
+    assert _chats(provider) == []
+
+
+def test_the_allow_lists_apply_to_a_form_as_to_the_command(make_bot, slack, provider):
+    bot = make_bot(allowed_channel_ids=frozenset({"C0TEAM"}))
+    server = Server(bot)
+    try:
+        job = provider.add_job(status="succeeded")
+        form = _open_try_form(server, slack, job["id"], channel="C0TEAM")
+        # The same form, recorded as opened in a channel the bot may not spend in (as if the lists changed since).
+        bot.services.store.record_form(form["id"], "try", user_id="U0ALICE", team_id="T0", channel_id="C0OTHER",
+                                       provider="openai", job_id=job["id"])
+        answer, _ = _submit(server, form)
+        assert answer["response_action"] == "errors" and "channel" in answer["errors"]["prompt"]
+        time.sleep(0.2)
+        assert _chats(provider) == []
+    finally:
+        server.close()
+
+
+# -- 7. secrets are scrubbed before anything is cut ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("at", [1500, 1998, 2000, 2990, 3000])
+def test_a_configured_key_straddling_any_cut_leaves_no_part_of_itself(make_bot, both, slack, provider, at, caplog):
+    # Together's key has no telltale shape: only the configured value can find it, where the provider's text enters.
+    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    server = Server(bot)
+    try:
+        job = _failed_with(server, bot, slack, provider, "x" * (at - 10) + f" key {TOGETHER_KEY} " + "y" * 4000)
+        shown = everything_said(ask(server, slack, f"status {job['id']}"))
+    finally:
+        server.close()
+    posted = json.dumps([r.params() for r in slack.received])
+    pieces = [TOGETHER_KEY[i:i + 8] for i in range(0, len(TOGETHER_KEY) - 8)]
+    for where in (shown, posted, "\n".join(r.getMessage() for r in caplog.records)):
+        assert not [p for p in pieces if p in where]
+
+
+def _failed_with(server, bot, slack, provider, error: str) -> dict:
+    job = provider.add_job(status="running")
+    ask(server, slack, f"subscribe {job['id']}")
+    provider.set_status(job["id"], "failed", error={"code": "invalid_file", "message": error, "param": None})
+    bot.services.poller.run_once()
+    wait_until(lambda: slack.outcomes_in("C0GENERAL"))
+    bot.services.sender.deliver_due()
+    return job
+
+
+@pytest.mark.parametrize("at", [10, 500, 1990, 2000, 2995])
+def test_a_token_shaped_secret_is_scrubbed_before_a_message_is_cut(at):
+    from bot.messages import _clip
+
+    for limit in (150, 2000, 3000):
+        text = "z" * min(at, limit - 12) + " " + OPENAI_KEY + " " + "w" * 5000
+        clipped = _clip(text, limit)
+        assert not [OPENAI_KEY[i:i + 8] for i in range(len(OPENAI_KEY) - 8) if OPENAI_KEY[i:i + 8] in clipped]
+
+
+@pytest.mark.parametrize("at", [1500, 2000, 3000])
+def test_a_key_straddling_any_cut_leaves_no_part_of_itself(server, slack, provider, bot, at, caplog):
+    job = _failed_with(server, bot, slack, provider, "x" * (at - 10) + f" key {OPENAI_KEY} " + "y" * 4000)
+    shown = everything_said(ask(server, slack, f"status {job['id']}"))
+    posted = json.dumps([r.params() for r in slack.received])
+    pieces = [OPENAI_KEY[i:i + 8] for i in range(0, len(OPENAI_KEY) - 8)]
+    for where in (shown, posted, "\n".join(r.getMessage() for r in caplog.records)):
+        assert not [p for p in pieces if p in where]
+
+
+# -- 8. every view and message within Slack's documented limits ------------------------------------------------------
+
+
+def test_the_try_it_form_stays_within_slacks_input_limits_whatever_the_setting():
+    view = try_modal_view(model="ft:" + "m" * 300, metadata=json.dumps({"job": "j" * 128}), max_prompt_chars=4000)
+    assert_within_slack_limits(view, kind="view")
+    lengths = [b["element"]["max_length"] for b in view["blocks"] if b["type"] == "input"]
+    assert lengths and max(lengths) <= 3000
+
+
+def test_the_try_it_form_opens_in_slack_with_the_default_prompt_limit(server, slack, provider):
+    job = provider.add_job(status="succeeded")
+    form = _open_try_form(server, slack, job["id"])
+    assert_within_slack_limits(form, kind="view")
