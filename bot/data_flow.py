@@ -72,17 +72,17 @@ class DataService:
     def open_form(self, mode: str, caller: Caller, trigger_id: str, provider: str | None = None) -> str | None:
         """Open the form; None when it opened, else why not (for the person, through the command's reply)."""
         target = self.providers.get(provider)
-        metadata = json.dumps({"mode": mode, "provider": target.name})
+        # Who opens it, where, and for which provider: what the submission and the report's button are judged by.
+        form_id = self.store.record_form(DATA_FORM, user_id=caller.user_id, team_id=caller.team_id,
+                                         channel_id=caller.channel_id, provider=target.name)
+        metadata = json.dumps({"mode": mode, "provider": target.name, "form": form_id})
         view = data_form_view(mode, provider=target.name, models=training_data.models_of(target.name),
                               default_model=target.default_model or self.jobs.default_model, metadata=metadata)
         try:
-            view_id = self.slack.open_view(trigger_id, view)
+            self.slack.open_view(trigger_id, view)
         except SlackFailure as failure:
             log.warning("could not open the training-data form: %s", failure.reason)
             return f"Slack didn't let me open the form ({failure.reason}). Try the command again."
-        # Who opened it, where, and for which provider: what the submission and the report's button are judged by.
-        self.store.record_form(view_id, DATA_FORM, user_id=caller.user_id, team_id=caller.team_id,
-                               channel_id=caller.channel_id, provider=target.name)
         return None
 
     # -- 2. the form submitted ----------------------------------------------------------------------------
@@ -124,7 +124,7 @@ class DataService:
         form = self.read_form((view.get("state") or {}).get("values") or {})
         if isinstance(form, dict):
             return {"response_action": "errors", "errors": form}, None
-        claim, opened = self.store.claim_form(str(view.get("id") or ""), DATA_FORM, user_id)
+        claim, opened = self.store.claim_form(str(meta.get("form") or ""), DATA_FORM, user_id)
         if opened is None:
             return {"response_action": "errors", "errors": {"training": FORM_REFUSALS[claim]}}, None
         meta.update(_origin(opened))
@@ -146,7 +146,7 @@ class DataService:
             report, name, digest = self._fetch_and_check(meta["training"], meta)
             checked_validation = None
             if meta.get("validation") and report.ok:
-                checked_validation = self._fetch_and_check(meta["validation"], meta)
+                checked_validation = self._fetch_and_check(meta["validation"], meta, validation=True)
         except FileUnavailable as why:
             show(data_done_view(mode, f":warning: {escape(str(why))}"))
             return
@@ -166,10 +166,11 @@ class DataService:
             confirm = f"Upload to {provider_label(meta['provider'])}"
         show(data_report_view(mode, lines, filename=name, ok=ok, confirm=confirm, metadata=json.dumps(meta)))
 
-    def _fetch_and_check(self, file_id: str, meta: dict) -> tuple[training_data.DataReport, str, str]:
+    def _fetch_and_check(self, file_id: str, meta: dict, *,
+                         validation: bool = False) -> tuple[training_data.DataReport, str, str]:
         with self._fetch(file_id) as (stream, name, size):
             report = training_data.check(stream, model=meta["model"], epochs=meta.get("epochs"), size=size,
-                                         max_bytes=self.max_bytes)
+                                         max_bytes=self.max_bytes, validation=validation)
             stream.seek(0)
             digest = _sha256(stream)
         log.info("checked a training file: %d examples, %d kinds of error", report.examples, len(report.errors))
@@ -181,7 +182,7 @@ class DataService:
         """Upload the checked file (and for a start, create the job the channel then follows). Once per modal."""
         meta = _metadata(view)
         view_id = str(view.get("id"))
-        opened = self.store.form(view_id, DATA_FORM)
+        opened = self.store.form(str(meta.get("form") or ""), DATA_FORM)
         if opened is None or opened["user_id"] != user_id:
             return  # not a form this bot opened for this person: nothing to carry out
         meta.update(_origin(opened))

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 
 from bot.commands import BY_NAME, SUBCOMMANDS, Problem, quote
 from bot.providers.types import Job, JobEvent, ProviderError, provider_label
+from bot.scoring import SIMILARITY_CHARS, similarity
 from bot.scoring import exact as is_exact
-from bot.scoring import similarity
 from bot.scrub import Scrubber
 
 _SCRUB = Scrubber()  # credential shapes; configured secrets are removed where provider text enters (the adapters)
@@ -822,8 +822,9 @@ def format_comparison(job_id: str, source: str, where: str, rows: Sequence[tuple
         blocks.append(_section("\n".join(parts)))
     mean = {k: (sum(v) / len(v) if v else 0.0) for k, v in scores.items()}
     summary = (f"Exact matches with the expected answer: fine-tuned {exact['Fine-tuned']}/{len(rows)}, base "
-               f"{exact['Base']}/{len(rows)}. Similarity to the expected answer (difflib character ratio, 0 to 1, "
-               f"mean): fine-tuned {mean['Fine-tuned']:.2f}, base {mean['Base']:.2f}.")
+               f"{exact['Base']}/{len(rows)}. Similarity to the expected answer (difflib character ratio over the "
+               f"first {SIMILARITY_CHARS:,} characters, 0 to 1, mean): fine-tuned {mean['Fine-tuned']:.2f}, base "
+               f"{mean['Base']:.2f}.")
     blocks.insert(2, _section(f"*Summary* {escape(summary)}"))
     return _message(f"Compared job {job_id}: {summary}", blocks[:MAX_BLOCKS])
 

@@ -21,6 +21,9 @@ MIN_EXAMPLES = 10  # the providers' own minimum
 FIRST_LINES = 5  # line numbers shown per kind of error
 SNIFF_BYTES = 8192
 MAX_LINE_BYTES = 8 * 1024 * 1024  # one example; a longer line is an error, read past in pieces, never held whole
+# Duplicates are found among the first this many examples (each later one is compared with them): memory stays
+# bounded (about 6 MB) however long the file, and past it the report says "at least".
+DUPLICATES_REMEMBERED = 100_000
 
 CHAT, CHAT_TOOLS, PREFERENCE, COMPLETION = "chat", "chat with tools", "preference pairs", "prompt/completion"
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -79,11 +82,26 @@ MODELS: dict[str, ModelFacts] = {m.name: m for m in [
 ]}
 
 
+# The names OpenAI also accepts for a fine-tunable model, and the dated model each stands for (as its models page and
+# fine-tuning guide resolve them): counted, limited and priced as that model.
+ALIASES = {
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
+}
+
+
 def facts_for(model: str) -> ModelFacts:
-    """What is known of a model; an unknown one is counted with o200k_base, with no length limit and no price."""
+    """What is known of a model (an alias, as the dated model it stands for); an unknown one is counted with
+    o200k_base, with no length limit and no price."""
+    model = ALIASES.get(model, model)
     if model in MODELS:
         return MODELS[model]
     base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else None
+    base = ALIASES.get(base, base)
     if base in MODELS:  # continuing from a fine-tuned model: its base model's facts
         return MODELS[base]
     return ModelFacts(model, "", "o200k_base", 0, None, _OPEN_MODEL, own_tokenizer=False)
@@ -95,15 +113,15 @@ def models_of(provider: str) -> list[str]:
 
 
 def default_epochs(examples: int, provider: str) -> int:
-    """The epochs a provider applies when none are given. OpenAI: 3, raised for small files so that training sees
-    at least 100 examples (at most 25 epochs) and lowered for very large ones (25,000 examples at most, at least 1
-    epoch). Together AI: 1."""
+    """The epochs a provider applies when none are given. OpenAI, as its cookbook (Chat_finetuning_data_prep) has
+    it: 3, raised for small files towards 100 examples seen (100 // examples, rounded down, at most 25 epochs) and
+    lowered for very large ones (25,000 // examples, at least 1 epoch). Together AI: 1."""
     if provider != "openai":
         return 1
     if examples == 0:
         return 3
     if examples * 3 < 100:
-        return min(25, -(-100 // examples))
+        return min(25, 100 // examples)
     if examples * 3 > 25_000:
         return max(1, 25_000 // examples)
     return 3
@@ -155,10 +173,16 @@ class DataReport:
     tokens: list[int] = field(default_factory=list, repr=False)  # per example; ints only, a few MB at most
     billable_per_epoch: int = 0
     provider_estimate: float | None = None  # the provider's own price, once it has been asked
+    validation: bool = False  # a validation file: no minimum number of examples
+
+    @property
+    def too_few(self) -> bool:
+        """Fewer examples than OpenAI takes: its create refuses such a file, so it is an error there."""
+        return self.model.provider == "openai" and not self.validation and 0 < self.examples < MIN_EXAMPLES
 
     @property
     def ok(self) -> bool:
-        return self.refused is None and not self.errors and self.examples > 0
+        return self.refused is None and not self.errors and self.examples > 0 and not self.too_few
 
     @property
     def epochs(self) -> int:
@@ -182,11 +206,13 @@ class DataReport:
         found = []
         if self.model.retired:
             found.append(f"{self.model.name} was {self.model.retired}.")
-        if 0 < self.examples < MIN_EXAMPLES:
+        if 0 < self.examples < MIN_EXAMPLES and not self.too_few:
             found.append(f"Only {self.examples} example{'s' if self.examples != 1 else ''}: providers need at "
                          f"least {MIN_EXAMPLES}.")
         if self.duplicates.count:
-            found.append(f"{self.duplicates.count} duplicate example(s), first at {_lines(self.duplicates)}.")
+            at_least = "At least " if self.examples > DUPLICATES_REMEMBERED else ""
+            found.append(f"{at_least}{self.duplicates.count} duplicate example(s), first at "
+                         f"{_lines(self.duplicates)}.")
         if self.missing_system.count:
             found.append(f"{self.missing_system.count} example(s) have no system message while others do, first at "
                          f"{_lines(self.missing_system)}.")
@@ -201,9 +227,12 @@ class DataReport:
             return [f"Not checked: {self.refused}"]
         fit = "" if self.fits_model else f" ({self.model.name} does not take this format)"
         out.append(f"Format: {self.format or 'none found'}{fit}. Examples: {self.examples:,}.")
-        if self.errors:
-            total = sum(p.count for p in self.errors.values())
+        if self.errors or self.too_few:
+            total = sum(p.count for p in self.errors.values()) + int(self.too_few)
             out.append(f"Errors: {total:,}. Nothing is uploaded until they are fixed.")
+            if self.too_few:
+                out.append(f"  only {self.examples} example{'s' if self.examples != 1 else ''}: OpenAI needs at "
+                           f"least {MIN_EXAMPLES}")
             out += [f"  {ERROR_WORDS[kind]}: {p.count:,} (line {_lines(p)})" for kind, p in self.errors.items()]
         else:
             out.append("Errors: none.")
@@ -256,16 +285,16 @@ def refusal_for(size: int | None, head: bytes, *, max_bytes: int) -> str | None:
 
 
 def check(stream: BinaryIO, *, model: str, epochs: int | None = None, size: int | None = None,
-          max_bytes: int = 512 * 1024 * 1024) -> DataReport:
-    """Check a JSONL training file, read as a stream of lines."""
-    report = DataReport(facts_for(model), epochs_asked=epochs)
+          max_bytes: int = 512 * 1024 * 1024, validation: bool = False) -> DataReport:
+    """Check a JSONL training (or, with `validation`, validation) file, read as a stream of lines."""
+    report = DataReport(facts_for(model), epochs_asked=epochs, validation=validation)
     head = stream.read(SNIFF_BYTES)
     stream = _Prefixed(head, stream)
     report.refused = refusal_for(size, head, max_bytes=max_bytes)
     if report.refused:
         return report
     encoder = tokens.encoding(report.model.encoding)
-    seen: set[bytes] = set()
+    seen: set[int] = set()  # 8-byte digests of the first DUPLICATES_REMEMBERED examples
     formats: Counter[str] = Counter()
     with_system = without_system = 0
     first_without_system: list[int] = []
@@ -313,10 +342,12 @@ def check(stream: BinaryIO, *, model: str, epochs: int | None = None, size: int 
         if problems:
             continue
         report.examples += 1
-        digest = hashlib.blake2b(json.dumps(example, sort_keys=True).encode(), digest_size=16).digest()
+        digest = int.from_bytes(hashlib.blake2b(json.dumps(example, sort_keys=True).encode(), digest_size=8).digest(),
+                                "big")
         if digest in seen:
             report.duplicates.add(number)
-        seen.add(digest)
+        elif len(seen) < DUPLICATES_REMEMBERED:
+            seen.add(digest)
         if shape in (CHAT, CHAT_TOOLS):
             if any(m.get("role") in {"system", "developer"} for m in example["messages"]):
                 with_system += 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -45,6 +46,15 @@ SHARE_REFUSALS = {
 
 
 TRY_FORM = "try"
+def form_id_of(view: Mapping) -> str:
+    """The id a form of ours carries in its private_metadata ('' for anything else)."""
+    try:
+        meta = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return ""
+    return str(meta.get("form") or "") if isinstance(meta, dict) else ""
+
+
 class Refused(Exception):
     """A clear answer to give instead of asking any model."""
 
@@ -138,15 +148,14 @@ class TryService:
             target = self.resolve(job_id, provider, None, need_job=True)
         except (Refused, ProviderError) as why:
             return getattr(why, "message", None) or str(why)
-        metadata = json.dumps({"provider": target.provider.name, "job": job_id})
+        # Who opens it and where is kept here: a submission is judged by this record, not by what it carries.
+        form_id = self.store.record_form(TRY_FORM, user_id=caller.user_id, team_id=caller.team_id,
+                                         channel_id=caller.channel_id, provider=target.provider.name, job_id=job_id)
         try:
-            view_id = self.slack.open_view(trigger_id, try_modal_view(model=target.tuned, metadata=metadata,
-                                                                      max_prompt_chars=self.max_prompt_chars))
+            self.slack.open_view(trigger_id, try_modal_view(model=target.tuned, metadata=json.dumps({"form": form_id}),
+                                                            max_prompt_chars=self.max_prompt_chars))
         except SlackFailure as failure:
             return f"Slack didn't let me open the form ({failure.reason}). Click Try it again."
-        # Who opened it and where is kept here: a submission is judged by this record, not by what it carries.
-        self.store.record_form(view_id, TRY_FORM, user_id=caller.user_id, team_id=caller.team_id,
-                               channel_id=caller.channel_id, provider=target.provider.name, job_id=job_id)
         return None
 
     def submitted(self, view: Mapping, user_id: str) -> tuple[dict, Callable[[], object] | None]:
@@ -159,7 +168,7 @@ class TryService:
         prompt, system = text("prompt"), text("system")
         if not prompt:
             return {"response_action": "errors", "errors": {"prompt": "Write a prompt for both models."}}, None
-        claim, form = self.store.claim_form(str(view.get("id") or ""), TRY_FORM, user_id)
+        claim, form = self.store.claim_form(form_id_of(view), TRY_FORM, user_id)
         if form is None:
             return {"response_action": "errors", "errors": {"prompt": FORM_REFUSALS[claim]}}, None
         caller = Caller(form["team_id"] or "", form["channel_id"] or "", user_id)
@@ -211,8 +220,9 @@ class TryService:
         source, from_end = (job.validation_file, False) if job.validation_file else (job.training_file, True)
         if not source:
             raise Refused(f"Job {job_id} names no training or validation file to take examples from.")
-        content = target.provider.file_content(source, max_bytes=self.max_file_bytes)
-        examples = _held_out(content, min(n, MAX_COMPARE), from_end=from_end)
+        n = min(n, MAX_COMPARE)
+        examples = target.provider.read_file(source, lambda lines: _held_out(lines, n, from_end=from_end),
+                                             max_bytes=self.max_file_bytes)
         if not examples:
             raise Refused(f"{source} holds no chat example that ends with an assistant answer to compare against.")
         asked = [(line, expected, self._ask_later(target, messages)) for line, messages, expected in examples]
@@ -261,10 +271,11 @@ class TryService:
         return Target(owner, tuned, base, job)
 
 
-def _held_out(content: bytes, n: int, *, from_end: bool) -> list[tuple[int, list[dict], str]]:
-    """Up to n chat examples as (line, conversation without its last answer, that answer)."""
-    found = []
-    for number, line in enumerate(content.splitlines(), start=1):
+def _held_out(lines: Iterable[bytes], n: int, *, from_end: bool) -> list[tuple[int, list[dict], str]]:
+    """Up to n chat examples as (line, conversation without its last answer, that answer): the first n, or (streamed,
+    keeping only n at a time) the last n."""
+    found: deque[tuple[int, list[dict], str]] = deque(maxlen=n if from_end else None)
+    for number, line in enumerate(lines, start=1):
         try:
             example = json.loads(line)
         except ValueError:
@@ -275,4 +286,4 @@ def _held_out(content: bytes, n: int, *, from_end: bool) -> list[tuple[int, list
             found.append((number, [m for m in messages[:-1] if isinstance(m, dict)], messages[-1]["content"]))
             if not from_end and len(found) >= n:
                 break
-    return found[-n:] if from_end else found[:n]
+    return list(found)

@@ -216,12 +216,13 @@ def m007_shared_once(db: Database) -> None:
 
 @migrations()
 def m008_forms_and_indexes(db: Database) -> None:
-    # Each form the bot opened, by Slack's view id: who opened it and from where (so a submission is judged by what
-    # was recorded, not by what it carries), and when it was submitted (so a replayed submission does nothing).
+    # Each form the bot opened, by the unguessable id it carries in its private_metadata (recorded before Slack is
+    # asked to open it, so no submission can come first): who opened it and from where (a submission is judged by
+    # what was recorded, not by what it carries), and when it was submitted (a replayed submission does nothing).
     db["open_forms"].create(
-        {"view_id": str, "kind": str, "user_id": str, "team_id": str, "channel_id": str, "provider": str,
+        {"form_id": str, "kind": str, "user_id": str, "team_id": str, "channel_id": str, "provider": str,
          "job_id": str, "created_at": float, "submitted_at": float},
-        pk="view_id", not_null={"view_id", "kind", "user_id"},
+        pk="form_id", not_null={"form_id", "kind", "user_id"},
     )
     db["open_forms"].create_index(["created_at"])
     # The scans on hot paths: a job's cards and announcements, a job id at any provider, a model's job, a person's

@@ -663,34 +663,37 @@ class Store:
 
     # -- forms -----------------------------------------------------------------------------------------
 
-    def record_form(self, view_id: str, kind: str, *, user_id: str, team_id: str, channel_id: str,
-                    provider: str | None = None, job_id: str | None = None) -> None:
-        """Remember a form just opened: who opened it, from which channel, about what."""
+    def record_form(self, kind: str, *, user_id: str, team_id: str, channel_id: str, provider: str | None = None,
+                    job_id: str | None = None, form_id: str | None = None) -> str:
+        """Remember a form about to be opened: who opens it, from which channel, about what. Returns its id (new and
+        unguessable unless given), for the form to carry."""
+        form_id = form_id or secrets.token_urlsafe(18)
         with self._immediate() as db:
             db.conn.execute(
-                "INSERT OR REPLACE INTO open_forms (view_id, kind, user_id, team_id, channel_id, provider, job_id,"
+                "INSERT INTO open_forms (form_id, kind, user_id, team_id, channel_id, provider, job_id,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (view_id, kind, user_id, team_id, channel_id, provider, job_id, self._clock()))
+                (form_id, kind, user_id, team_id, channel_id, provider, job_id, self._clock()))
+        return form_id
 
-    def form(self, view_id: str, kind: str) -> dict | None:
+    def form(self, form_id: str, kind: str) -> dict | None:
         """A form of `kind` the bot opened, as recorded then; None for one it never opened (or long gone)."""
-        rows = self._rows("SELECT * FROM open_forms WHERE view_id = ? AND kind = ?", (view_id, kind))
+        rows = self._rows("SELECT * FROM open_forms WHERE form_id = ? AND kind = ?", (form_id, kind))
         return rows[0] if rows else None
 
-    def claim_form(self, view_id: str, kind: str, user_id: str) -> tuple[str, dict | None]:
+    def claim_form(self, form_id: str, kind: str, user_id: str) -> tuple[str, dict | None]:
         """Take a form's submission, once: ('ok', form) for the person who opened it, the first time; else
         ('unknown', None), ('not_yours', None) or ('submitted', None). One transaction, so a replayed or doubled
         submission, in any process, does nothing."""
         with self._immediate() as db:
-            row = db.conn.execute("SELECT * FROM open_forms WHERE view_id = ? AND kind = ?",
-                                  (view_id, kind)).fetchone()
+            row = db.conn.execute("SELECT * FROM open_forms WHERE form_id = ? AND kind = ?",
+                                  (form_id, kind)).fetchone()
             if row is None:
                 return "unknown", None
             if row["user_id"] != user_id:
                 return "not_yours", None
             if row["submitted_at"] is not None:
                 return "submitted", None
-            db.conn.execute("UPDATE open_forms SET submitted_at = ? WHERE view_id = ?", (self._clock(), view_id))
+            db.conn.execute("UPDATE open_forms SET submitted_at = ? WHERE form_id = ?", (self._clock(), form_id))
         return "ok", dict(row)
 
     # -- replays -------------------------------------------------------------------------------------

@@ -342,7 +342,8 @@ def test_a_replayed_try_it_submission_asks_the_models_once(server, slack, provid
 def test_a_try_it_form_is_judged_by_where_it_was_opened_not_by_what_it_carries(server, slack, provider):
     job = provider.add_job(status="succeeded")
     form = _open_try_form(server, slack, job["id"], channel="C0TEAM")
-    forged = {**form, "private_metadata": json.dumps({"provider": "openai", "job": job["id"], "team": "T0",
+    meta = json.loads(form["private_metadata"])
+    forged = {**form, "private_metadata": json.dumps({**meta, "provider": "openai", "job": job["id"], "team": "T0",
                                                       "channel": "C0ELSEWHERE"})}
     answer, _ = _submit(server, forged)
     slack.answer_to_submission(form["id"], answer)
@@ -362,7 +363,7 @@ def test_someone_else_submitting_a_form_is_refused_before_any_model_is_asked(ser
     answer, _ = _submit(server, form, user="U0MALLORY")
     assert answer == {"response_action": "errors", "errors": {"prompt": "Only the person who opened this form can "
                                                                         "send it."}}
-    unknown, _ = _submit(server, {**form, "id": "V0NEVEROPENED"})
+    unknown, _ = _submit(server, {**form, "private_metadata": json.dumps({"form": "never-opened"})})
     assert "expired or was not opened by this bot" in unknown["errors"]["prompt"]
     time.sleep(0.2)
     assert _chats(provider) == []
@@ -374,10 +375,10 @@ def test_the_allow_lists_apply_to_a_form_as_to_the_command(make_bot, slack, prov
     try:
         job = provider.add_job(status="succeeded")
         form = _open_try_form(server, slack, job["id"], channel="C0TEAM")
-        # The same form, recorded as opened in a channel the bot may not spend in (as if the lists changed since).
-        bot.services.store.record_form(form["id"], "try", user_id="U0ALICE", team_id="T0", channel_id="C0OTHER",
-                                       provider="openai", job_id=job["id"])
-        answer, _ = _submit(server, form)
+        # A form recorded as opened in a channel the bot may not spend in (as if the lists changed since).
+        elsewhere = bot.services.store.record_form("try", user_id="U0ALICE", team_id="T0", channel_id="C0OTHER",
+                                                   provider="openai", job_id=job["id"])
+        answer, _ = _submit(server, {**form, "private_metadata": json.dumps({"form": elsewhere})})
         assert answer["response_action"] == "errors" and "channel" in answer["errors"]["prompt"]
         time.sleep(0.2)
         assert _chats(provider) == []
@@ -448,3 +449,47 @@ def test_the_try_it_form_opens_in_slack_with_the_default_prompt_limit(server, sl
     job = provider.add_job(status="succeeded")
     form = _open_try_form(server, slack, job["id"])
     assert_within_slack_limits(form, kind="view")
+
+
+# -- 13. compare streams the file, and its score is bounded ---------------------------------------------------------
+
+
+def test_compare_streams_the_file_and_keeps_only_the_last_examples():
+    from bot.trying import _held_out
+
+    produced = []
+
+    def lines():  # a large file, one line at a time: nothing may hold it all
+        for n in range(1, 50_001):
+            produced.append(n)
+            yield json.dumps({"messages": [{"role": "user", "content": f"Q{n}"},
+                                           {"role": "assistant", "content": f"A{n}"}]}).encode()
+
+    last = _held_out(lines(), 3, from_end=True)
+    assert [(number, expected) for number, _, expected in last] == [(49_998, "A49998"), (49_999, "A49999"),
+                                                                   (50_000, "A50000")]
+    first = _held_out(lines(), 2, from_end=False)
+    assert [number for number, _, _ in first] == [1, 2] and produced.count(3) == 1  # stopped reading at once
+
+
+def test_file_lines_arrive_whole_across_pieces_and_the_cap_holds():
+    from bot.providers.calls import lines_capped
+
+    assert list(lines_capped([b"ab", b"c\nd", b"e\n\nf"], 100)) == [b"abc", b"de", b"", b"f"]
+    with pytest.raises(ProviderError, match="larger than"):
+        list(lines_capped([b"x" * 60, b"y" * 60], 100))
+
+
+def test_similarity_is_over_a_bounded_prefix():
+    from bot.scoring import SIMILARITY_CHARS, similarity
+
+    head = "the quick brown fox " * (SIMILARITY_CHARS // 20)
+    assert similarity(head + "a" * 20_000, head + "b" * 20_000) == 1.0
+    assert similarity("abc", "abd") == pytest.approx(2 / 3)
+
+
+def test_compare_on_a_large_training_file_takes_its_last_examples(server, slack, provider):
+    provider.add_file("file-big", "big.jsonl", _examples(5_000))
+    job = provider.add_job(status="succeeded", training_file="file-big")
+    said = everything_said(ask(server, slack, f"compare {job['id']} n=2"))
+    assert "(line 4999)" in said and "(line 5000)" in said and "Answer 4999." in said

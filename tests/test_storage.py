@@ -28,7 +28,7 @@ EXPECTED_COLUMNS = {
     "shared_answers": ["id", "user_id", "channel_id", "message", "created_at", "shared_at"],
     "channel_settings": ["channel_id", "outcomes", "mentions", "updated_by", "updated_at", "cards", "progress",
                          "progress_minutes"],
-    "open_forms": ["view_id", "kind", "user_id", "team_id", "channel_id", "provider", "job_id", "created_at",
+    "open_forms": ["form_id", "kind", "user_id", "team_id", "channel_id", "provider", "job_id", "created_at",
                    "submitted_at"],
 }
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",

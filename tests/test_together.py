@@ -3,6 +3,9 @@ events, failures with their reasons, unknown ids, rate limits, outages, and star
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 import pytest
 
 from bot.config import Settings
@@ -241,3 +244,48 @@ def test_a_refusal_that_echoes_the_key_never_shows_it(together):
     with pytest.raises(ProviderError) as error:
         _adapter(together).list_jobs()
     assert TOGETHER_KEY not in error.value.message and "Invalid API key" in error.value.message
+
+
+def test_metrics_rows_are_read_with_the_specs_keys(together):
+    """Rows as Together's OpenAPI spec gives them: `train/loss`, `train/global_step`, `eval/loss`."""
+    job = together.add_job(status="running")
+    together.jobs[job["id"]]["_metrics"] = [
+        {"train/global_step": 2, "train/loss": 1.25, "train/epoch": 0.2, "train/learning_rate": 1e-5},
+        {"train/global_step": 1, "train/loss": 1.5, "eval/loss": 1.75, "train/epoch": 0.1},
+    ]
+    points = _adapter(together).metrics(job["id"])
+    assert [(p.step, p.train_loss, p.valid_loss) for p in points] == [(1, 1.5, 1.75), (2, 1.25, None)]
+    assert _adapter(together).latest_metric(job["id"]).step == 2
+
+
+def test_the_sandbox_answers_in_the_specs_shape(together):
+    """What the published spec requires of a job, each event and each metrics row, as the stand-in sends them: the
+    adapter is tried on the shapes the real API answers with."""
+    together.pace = 1.0
+    job = _start(_adapter(together), suffix="bot")
+    together.set_status(job.id, "running")
+    together.set_status(job.id, "compressing")
+
+    def get(path: str) -> dict:
+        request = urllib.request.Request(together.url + path, headers={"authorization": f"Bearer {TOGETHER_KEY}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    listed = get(f"/v1/fine-tunes/{job.id}")
+    assert isinstance(listed["started_at"], str) and listed["started_at"]
+    assert listed["suffix"] == "bot" and isinstance(listed["random_seed"], int)
+    plain = get(f"/v1/fine-tunes/{_start(_adapter(together)).id}")
+    assert plain["suffix"] == "" and isinstance(plain["random_seed"], int)
+    required = {"param_count", "token_count", "total_steps", "wandb_url", "step", "checkpoint_path", "model_path",
+                "training_offset", "hash"}
+    events = get(f"/v1/fine-tunes/{job.id}/events")["data"]
+    assert events and all(required <= set(event) for event in events)
+    rows = get(f"/v1/fine-tunes/{job.id}/metrics")["metrics"]
+    assert rows and all({"train/global_step", "train/loss", "train/epoch", "train/learning_rate"} <= set(row)
+                        for row in rows)
+
+
+def test_the_default_host_is_togethers_own():
+    settings = Settings(together_api_key=TOGETHER_KEY)
+    (adapter,) = configured(settings)
+    assert str(adapter._client.base_url).rstrip("/") == "https://api.together.ai"

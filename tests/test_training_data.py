@@ -14,6 +14,7 @@ import pytest
 from bot import tokens
 from bot.training_data import MODELS, check, default_epochs
 
+TOGETHER = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 MINI = "gpt-4.1-mini-2025-04-14"
 
 
@@ -106,9 +107,10 @@ def test_tools_preference_and_completion_formats_are_recognised():
     pair = {"input": {"messages": [{"role": "user", "content": "Hi"}]},
             "preferred_output": [{"role": "assistant", "content": "Hello!"}],
             "non_preferred_output": [{"role": "assistant", "content": "What?"}]}
-    preference = check(_jsonl(pair), model=MINI)
-    assert preference.format == "preference pairs" and preference.ok
-    legacy = check(_jsonl({"prompt": "2+2=", "completion": " 4"}), model="davinci-002")
+    preference = check(_jsonl(*[pair] * 10), model=MINI)  # (ten: fewer is an error at OpenAI)
+    assert preference.format == "preference pairs" and not preference.errors and preference.examples == 10
+    legacy = check(_jsonl(*[{"prompt": f"{n}+{n}=", "completion": f" {2 * n}"} for n in range(10)]),
+                   model="davinci-002")
     assert legacy.format == "prompt/completion" and legacy.ok
 
 
@@ -147,7 +149,8 @@ def test_every_kind_of_error_is_counted_with_its_first_lines():
         "unknown_keys": (1, [11]), "wrong_format": (2, [12, 15]), "too_long": (1, [13]),
     }
     text = "\n".join(report.lines())
-    assert "Errors: 14. Nothing is uploaded until they are fixed." in text
+    assert "Errors: 15. Nothing is uploaded until they are fixed." in text  # 14 lines, and too few examples
+    assert "only 2 examples: OpenAI needs at least 10" in text
     assert "not valid JSON: 2 (line 2, 14)" in text and "no assistant message: 1 (line 10)" in text
 
 
@@ -168,7 +171,7 @@ def test_preference_pairs_and_legacy_lines_have_their_own_errors():
 # -- warnings ------------------------------------------------------------------------------------------------------
 
 def test_warnings_few_examples_duplicates_and_missing_system_messages():
-    report = check(_jsonl(_chat("a"), _chat("a"), _chat("b", system=None), _chat("c"), ""), model=MINI)
+    report = check(_jsonl(_chat("a"), _chat("a"), _chat("b", system=None), _chat("c"), ""), model=TOGETHER)
     assert report.ok
     warnings = "\n".join(report.warnings())
     assert "Only 4 examples: providers need at least 10." in warnings
@@ -180,7 +183,8 @@ def test_warnings_few_examples_duplicates_and_missing_system_messages():
 # -- billing ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("examples", "provider", "epochs"),
-                         [(4, "openai", 25), (5, "openai", 20), (10, "openai", 10), (34, "openai", 3),
+                         [(4, "openai", 25), (5, "openai", 20), (6, "openai", 16), (7, "openai", 14),
+                          (10, "openai", 10), (20, "openai", 5), (33, "openai", 3), (34, "openai", 3),
                           (50, "openai", 3), (8_333, "openai", 3), (10_000, "openai", 2), (40_000, "openai", 1),
                           (5, "together", 1)])
 def test_the_providers_epoch_default(examples, provider, epochs):
@@ -275,3 +279,45 @@ def test_the_cli_prints_the_report_and_exits_non_zero_on_errors(tmp_path):
     assert bad.returncode == 1 and "not valid JSON: 1 (line 2)" in bad.stdout and "$3.00 per million" in bad.stdout
     missing = run(str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+# -- what OpenAI itself refuses, and its model names -----------------------------------------------------------------
+
+def test_fewer_than_ten_examples_fail_the_check_for_openai():
+    report = check(_jsonl(*[_chat(f"Q{n}?") for n in range(9)]), model=MINI)
+    assert not report.ok and "only 9 examples: OpenAI needs at least 10" in "\n".join(report.lines())
+    assert "Only 9" not in "\n".join(report.warnings())  # an error, not a warning as well
+    assert check(_jsonl(*[_chat(f"Q{n}?") for n in range(10)]), model=MINI).ok
+    validation = check(_jsonl(_chat("Q?")), model=MINI, validation=True)
+    assert validation.ok  # a validation file has no minimum
+
+
+def test_the_cli_exits_1_for_a_file_openai_would_refuse(tmp_path):
+    from bot.cli import main
+
+    path = tmp_path / "few.jsonl"
+    path.write_bytes(_jsonl(*[_chat(f"Q{n}?") for n in range(3)]).read())
+    assert main(["check", str(path), "--model", MINI]) == 1
+
+
+@pytest.mark.parametrize(("alias", "dated"), [
+    ("gpt-3.5-turbo", "gpt-3.5-turbo-0125"), ("gpt-4o-mini", "gpt-4o-mini-2024-07-18"),
+    ("gpt-4.1-mini", "gpt-4.1-mini-2025-04-14"), ("gpt-4o", "gpt-4o-2024-08-06"),
+    ("gpt-4.1", "gpt-4.1-2025-04-14"), ("gpt-4.1-nano", "gpt-4.1-nano-2025-04-14")])
+def test_model_aliases_count_limit_and_price_as_their_dated_model(alias, dated):
+    examples = [_chat(f"Question {n}?", f"Answer {n}.") for n in range(12)]
+    by_alias, by_date = check(_jsonl(*examples), model=alias), check(_jsonl(*examples), model=dated)
+    assert by_alias.model == MODELS[dated]
+    assert (by_alias.tokens, by_alias.epochs, by_alias.price) == (by_date.tokens, by_date.epochs, by_date.price)
+    assert by_alias.price is not None and by_alias.epochs == 8  # 100 // 12
+
+
+def test_duplicates_are_found_within_bounded_memory(monkeypatch):
+    from bot import training_data
+
+    monkeypatch.setattr(training_data, "DUPLICATES_REMEMBERED", 5)
+    rows = [_chat(f"Q{n}?") for n in range(8)] + [_chat("Q1?"), _chat("Q7?"), _chat("Q7?")]
+    report = check(_jsonl(*rows), model=MINI)
+    # Q1 (among the first five remembered) is found; Q7, past the bound, is not remembered, so its repeats are not.
+    assert report.duplicates.count == 1 and report.duplicates.lines == [9]
+    assert "At least 1 duplicate example(s), first at 9." in "\n".join(report.warnings())

@@ -7,10 +7,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.providers.types import ChatAnswer, Job, JobEvent, ProviderError, provider_label
 from bot.retry_after import retry_after_seconds
@@ -18,6 +18,7 @@ from bot.scrub import Scrubber
 
 SHAPES = Scrubber()  # what every adapter removes even when it was told no secret: anything shaped like a credential
 
+T = TypeVar("T")
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ _STOPPED_CODES = {"fine_tuning_unavailable", "fine_tuning_deprecated", "deprecat
 # their own refusal). Whatever escapes one of them that is not a ProviderError (a 200 whose body is a proxy's error
 # page or cut off, a field of the wrong type, a transport error the SDK does not wrap) is the provider failing.
 PROVIDER_CALLS = ("retrieve", "list_jobs", "events", "metrics", "latest_metric", "upload_file", "estimate_price",
-                  "chat", "file_content", "cancel", "pause", "resume", "create_job", "find_started")
+                  "chat", "read_file", "cancel", "pause", "resume", "create_job", "find_started")
 
 
 def answers_in_provider_errors(cls: type) -> type:
@@ -162,14 +163,18 @@ def refusal(provider: str, status: int, body: object, headers: Mapping[str, str]
                          stopped_taking_jobs=stopped, provider=provider)
 
 
-def read_capped(chunks, max_bytes: int) -> bytes:
-    """A file's content, read in pieces and refused past `max_bytes` rather than held whole."""
-    out = bytearray()
+def lines_capped(chunks: Iterable[bytes], max_bytes: int) -> Iterator[bytes]:
+    """A file's lines as its pieces arrive (never the whole file in memory), refused past `max_bytes`."""
+    read = 0
+    pending = b""
     for chunk in chunks:
-        out += chunk
-        if len(out) > max_bytes:
+        read += len(chunk)
+        if read > max_bytes:
             raise ProviderError(f"The file is larger than {max_bytes / 1e6:,.0f} MB, the most this bot reads.")
-    return bytes(out)
+        *whole, pending = (pending + chunk).split(b"\n")
+        yield from whole
+    if pending:
+        yield pending
 
 
 def chat_answer(raw: Any) -> ChatAnswer:

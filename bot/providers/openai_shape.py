@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -18,10 +18,11 @@ import openai
 
 from bot.config import Settings
 from bot.providers.calls import (
+    T,
     answers_in_provider_errors,
     chat_answer,
+    lines_capped,
     made_by_this_start,
-    read_capped,
     read_with_retries,
     refusal,
     start_once,
@@ -200,10 +201,10 @@ class OpenAIProvider:
         except openai.OpenAIError as exc:
             raise self._translate(exc) from None
 
-    def file_content(self, file_id: str, *, max_bytes: int) -> bytes:
+    def read_file(self, file_id: str, consume: Callable[[Iterator[bytes]], T], *, max_bytes: int) -> T:
         try:
             with self._client.files.with_streaming_response.content(file_id) as response:
-                return read_capped(response.iter_bytes(), max_bytes)
+                return consume(lines_capped(response.iter_bytes(), max_bytes))
         except openai.OpenAIError as exc:
             raise self._translate(exc) from None
 

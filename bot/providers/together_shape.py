@@ -13,7 +13,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -23,10 +23,11 @@ import together
 
 from bot.config import Settings
 from bot.providers.calls import (
+    T,
     answers_in_provider_errors,
     chat_answer,
+    lines_capped,
     made_by_this_start,
-    read_capped,
     read_with_retries,
     refusal,
     start_once,
@@ -47,11 +48,13 @@ from bot.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.together.xyz"
+DEFAULT_BASE_URL = "https://api.together.ai"  # the SDK's and the published spec's host root
 # Together's words for a job's outcome; `user_error` is what older jobs say for a failure. Every other word
 # (pending, queued, running, compressing, uploading, cancel_requested, one added later) is still going.
 STATES = {"completed": "succeeded", "error": "failed", "user_error": "failed", "cancelled": "cancelled"}
 JOB_ID = re.compile(r"ft-[A-Za-z0-9-]+")
+# The keys of a metrics row (GET /v1/fine-tunes/{id}/metrics) in Together's OpenAPI spec.
+METRIC_STEP, METRIC_TRAIN_LOSS, METRIC_EVAL_LOSS = "train/global_step", "train/loss", "eval/loss"
 START_OPTIONS = (
     StartOption("model", "the base model, such as meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"),
     StartOption("epochs", "passes over the training file (Together's n_epochs)"),
@@ -137,10 +140,10 @@ class TogetherProvider:
         rows = self._read(lambda: self._client.fine_tuning.list_metrics(job_id)).metrics or []
         points: dict[int, MetricPoint] = {}
         for row in rows:
-            step = row.get("global_step", row.get("step"))
-            if isinstance(step, (int, float)):
-                points[int(step)] = MetricPoint(int(step), _loss(row, "train_loss", "loss"),
-                                                _loss(row, "eval_loss", "valid_loss"))
+            # Rows keyed as Together's published spec keys them (wandb-style names).
+            step = row.get(METRIC_STEP)
+            if isinstance(step, (int, float)) and not isinstance(step, bool):
+                points[int(step)] = MetricPoint(int(step), _loss(row, METRIC_TRAIN_LOSS), _loss(row, METRIC_EVAL_LOSS))
         return [points[step] for step in sorted(points)]
 
     def latest_metric(self, job_id: str) -> MetricPoint | None:
@@ -188,10 +191,10 @@ class TogetherProvider:
         except together.TogetherError as exc:
             raise self._translate(exc) from None
 
-    def file_content(self, file_id: str, *, max_bytes: int) -> bytes:
+    def read_file(self, file_id: str, consume: Callable[[Iterator[bytes]], T], *, max_bytes: int) -> T:
         try:
             with self._client.files.with_streaming_response.content(file_id) as response:
-                return read_capped(response.iter_bytes(), max_bytes)
+                return consume(lines_capped(response.iter_bytes(), max_bytes))
         except together.TogetherError as exc:
             raise self._translate(exc) from None
 

@@ -6,10 +6,12 @@ returns these dataclasses and raises `ProviderError`. `Providers` is the set con
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, TypeVar, runtime_checkable
+
+T = TypeVar("T")
 
 # What a job's status means to the bot, whatever word its provider uses: still going, or one of three outcomes.
 GOING = "going"
@@ -206,7 +208,9 @@ class FineTuningProvider(Protocol):
 
     def chat(self, model: str, messages: list[dict], *, max_tokens: int) -> ChatAnswer: ...
 
-    def file_content(self, file_id: str, *, max_bytes: int) -> bytes: ...
+    def read_file(self, file_id: str, consume: Callable[[Iterator[bytes]], T], *, max_bytes: int) -> T:
+        """`consume` over the lines of a file at the provider, streamed (refused past `max_bytes`)."""
+        ...
 
     def cancel(self, job_id: str) -> Job: ...
 

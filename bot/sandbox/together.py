@@ -196,10 +196,11 @@ class TogetherSandbox(PacedStandIn):
             "model_output_name": f"{self.user}/{name}",
             "training_file": body.get("training_file"),
             "validation_file": body.get("validation_file") or "",
-            "suffix": suffix or None,
+            "suffix": suffix,  # a string, as the spec has it ('' when none was given)
             "n_epochs": int(body.get("n_epochs") or 1),
             "learning_rate": body.get("learning_rate", 0.00001),
-            "random_seed": body.get("random_seed"),
+            # Together picks a seed when none is given, and says which.
+            "random_seed": body.get("random_seed") if body.get("random_seed") is not None else secrets.randbelow(2**31),
             "training_type": training_type,
             "training_method": body.get("training_method") or {"method": "sft", "train_on_inputs": "auto"},
             "batch_size": 8,
@@ -210,7 +211,7 @@ class TogetherSandbox(PacedStandIn):
             "epochs_completed": 0,
             "created_at": _iso(now),
             "updated_at": _iso(now),
-            "started_at": None,
+            "started_at": _iso(now),  # a string in the spec: the request's time until training starts
             "_stage_at": now,
             "_events": [],
             "_metrics": [],
@@ -223,8 +224,12 @@ class TogetherSandbox(PacedStandIn):
         return job
 
     def _event(self, job: dict, type_: str, message: str, *, level: str = "info", **extra) -> None:
+        # Every field the spec requires of an event, with the values a job at this stage has.
+        required = {"param_count": 8_030_261_248, "token_count": job.get("token_count") or 0, "total_steps": STEPS,
+                    "wandb_url": "", "step": job.get("_steps", 0), "checkpoint_path": "", "model_path": "",
+                    "training_offset": 0, "hash": ""}
         job["_events"].append({"object": "fine-tune-event", "created_at": _iso(self.clock()), "type": type_,
-                               "message": message, "level": level, **extra})
+                               "message": message, "level": level, **required, **extra})
 
     def _advance(self, job: dict) -> None:
         if self.pace is None:
@@ -252,8 +257,9 @@ class TogetherSandbox(PacedStandIn):
             job["_steps"] += 1
             step = job["_steps"]
             loss = round(2.1 * 0.8**step, 4)
-            job["_metrics"].append({"global_step": step, "train_loss": loss, "epoch": step / STEPS * job["n_epochs"],
-                                    "learning_rate": job["learning_rate"] or 0.00001})
+            job["_metrics"].append({"train/global_step": step, "train/loss": loss,
+                                    "train/epoch": step / STEPS * job["n_epochs"],
+                                    "train/learning_rate": job["learning_rate"] or 0.00001})
             if step % (STEPS // max(1, min(job["n_epochs"], STEPS))) == 0:
                 job["epochs_completed"] = min(job["n_epochs"], job["epochs_completed"] + 1)
                 self._event(job, "epoch_complete", f"Epoch completed, at step {step}", step=step, total_steps=STEPS)
