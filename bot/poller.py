@@ -136,7 +136,9 @@ class Poller:
         metrics only then, so the throttle saves provider requests as well as Slack posts."""
         if not provider.capabilities.metrics:
             return 0
-        running = [job for job in seen.values() if not job.final]
+        # Only a job that is training has metrics to read: one validating or queued is not asked, so it is due the
+        # moment training starts rather than a whole interval after a read that found nothing.
+        running = [job for job in seen.values() if not job.final and job.status in provider.training_statuses]
         due = self.store.progress_due(provider.name, [job.id for job in running])[:self.max_progress_reads]
         queued = 0
         for job_id in due:
@@ -147,8 +149,8 @@ class Poller:
                 break
             finally:
                 counter[0] += 1
-            if point is None:
-                self.store.queue_progress(provider.name, job_id, None, None)  # asked: not again this interval
+            if point is None:  # training, no step yet: asked again next cycle (within the cap), not an interval later
+                self.store.queue_progress(provider.name, job_id, None, None, soon=True)
                 continue
             detail = {"step": point.step, "total_steps": point.total_steps, "train_loss": point.train_loss,
                       "valid_loss": point.valid_loss, "finish_at": seen[job_id].estimated_finish}

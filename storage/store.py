@@ -501,24 +501,27 @@ class Store:
             " GROUP BY s.job_id ORDER BY min(coalesce(s.progress_at, 0)), s.job_id",  # longest waiting first
             (provider, *ids, now))]
 
-    def queue_progress(self, provider: str, job_id: str, step: int | None, detail: dict | None) -> int:
+    def queue_progress(self, provider: str, job_id: str, step: int | None, detail: dict | None, *,
+                       soon: bool = False) -> int:
         """A job's latest step was just read for its cards that were due a reply: each of those starts its interval
-        again, and those that have not yet shown this step get a progress reply queued (none when `step` is None:
-        no metrics yet). In one transaction, so two processes polling at once queue one reply; and a job with no new
-        step (queued, paused, stalled) is not read again before the interval has passed."""
+        again, and those that have not yet shown this step get a progress reply queued. In one transaction, so two
+        processes polling at once queue one reply; and a job with no new step (paused, stalled) is not read again
+        before the interval has passed. With `step` None (training, but no metrics yet) and `soon`, the job is due
+        again at the next cycle rather than a whole interval later: its first steps are about to come."""
         now = self._clock()
         queued = 0
         with self._immediate() as db:
             due = db.conn.execute(
-                "SELECT s.channel_id, s.progress_step FROM subscriptions s"
+                "SELECT s.channel_id, s.progress_step, coalesce(c.progress_minutes, 5) FROM subscriptions s"
                 " LEFT JOIN channel_settings c ON c.channel_id = s.channel_id"
                 f" WHERE s.provider = ? AND s.job_id = ? AND {PROGRESS_DUE}",
                 (provider, job_id, now)).fetchall()
-            for channel_id, shown in due:
+            for channel_id, shown, minutes in due:
                 new = step is not None and (shown is None or shown < step)
+                asked_at = now - 60 * minutes if step is None and soon else now
                 db.conn.execute("UPDATE subscriptions SET progress_at = ?, progress_step = ? WHERE channel_id = ?"
                                 " AND provider = ? AND job_id = ?",
-                                (now, step if new else shown, channel_id, provider, job_id))
+                                (asked_at, step if new else shown, channel_id, provider, job_id))
                 if new:
                     queued += self._queue_kind(db.conn, "progress", provider, job_id, channel_id, "running", now,
                                                key=f"{provider}:{job_id}:{channel_id}:progress:{step}", detail=detail)

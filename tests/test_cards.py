@@ -162,7 +162,8 @@ def test_the_cap_on_metric_reads_reaches_every_job_in_turn(desk, provider, slack
     jobs = [provider.add_job(status="running") for _ in range(5)]
     for job in jobs:
         desk.follow(job, channel=f"C{job['id'][-6:]}")
-    provider.train(jobs[0]["id"], 1, total=10)  # one job has metrics; the others have none yet
+    for job in jobs:  # every job has a step to tell (one with none yet is asked again a cycle later, by design)
+        provider.train(job["id"], 1, total=10)
     desk.sender.deliver_due()
     reads = []
     for _ in range(3):  # three cycles, two reads each: every job is asked once, none twice in its interval
@@ -174,14 +175,33 @@ def test_the_cap_on_metric_reads_reaches_every_job_in_turn(desk, provider, slack
 
 
 def test_a_job_with_no_new_step_is_not_read_every_poll(desk, provider, slack, clock):
-    job = provider.add_job(status="queued")  # no metrics while queued (or paused, or stalled)
+    job = provider.add_job(status="running")
     desk.follow(job)
     desk.sender.deliver_due()
-    for _ in range(20):  # ten minutes of polls, 30 s apart
+    provider.train(job["id"], 3, total=10)
+    desk.cycle()  # step 3: a reply
+    for _ in range(20):  # then ten minutes of polls, 30 s apart, with no new step (stalled)
         desk.cycle()
         clock.now += 30
-    assert _metric_reads(provider, job["id"]) == 2  # once per five-minute interval, not twenty times
-    assert slack.thread("C1", desk.card()["ts"]) == []
+    assert _metric_reads(provider, job["id"]) == 2  # the step, then once at five minutes: not twenty times
+    assert len(slack.thread("C1", desk.card()["ts"])) == 1
+
+
+def test_a_job_not_yet_training_is_not_read_and_its_first_steps_come_at_once(desk, provider, slack, clock):
+    job = provider.add_job(status="queued")  # no metrics while validating or queued
+    desk.follow(job)
+    desk.sender.deliver_due()
+    for _ in range(10):
+        desk.cycle()
+        clock.now += 30
+    assert _metric_reads(provider, job["id"]) == 0
+    provider.set_status(job["id"], "running")
+    desk.cycle()  # training, but no step reported yet: asked again next cycle, not five minutes later
+    clock.now += 30
+    provider.train(job["id"], 2, total=10)
+    desk.cycle()
+    desk.sender.deliver_due()
+    assert any("Step 2 of 10" in r["text"] for r in slack.thread("C1", desk.card()["ts"]))
 
 
 def test_a_few_polls_of_many_metrics_make_one_reply(desk, provider, slack, clock):

@@ -40,6 +40,17 @@ def test_piped_start_ends_with_the_success_announcement(tmp_path):
     assert not list(tmp_path.iterdir())  # the sandbox's database was temporary
 
 
+def test_the_readme_session_shows_progress_in_the_jobs_thread(tmp_path):
+    """The README's first sandbox session, as written (the default pace): the card, a progress reply in its thread,
+    then the outcome."""
+    result = _run("/finetune start file-sample suffix=support-bot\n", tmp_path, SANDBOX_PACE_SECONDS="2")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    progress = re.search(r"reply in the thread of ftjob-[0-9a-f]+:\n\s+📉 Step \d+ of 10 · training loss", out)
+    assert progress, out
+    assert out.index("posted:") < progress.start() < out.index("FINE-TUNING JOB SUCCEEDED")
+
+
 def test_the_sandbox_speaks_both_providers_with_no_account(tmp_path):
     script = ("/finetune providers\n/finetune start file-sample provider=together suffix=demo\n"
               "/finetune start file-sample\n")

@@ -97,6 +97,7 @@ class OpenAIProvider:
 
     start_options = START_OPTIONS
     page_size = 100
+    training_statuses = frozenset({"running"})  # the status words during which metrics come
 
     def __init__(self, client: openai.OpenAI, *, name: str = "openai", secrets: Iterable[str] = (),
                  read_attempts: int = 2, create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,

@@ -91,6 +91,7 @@ class TogetherProvider:
     page_size = None  # one request lists every job
     new_jobs_end = None
     needs_deployment = False
+    training_statuses = frozenset({"running"})  # the status words during which metrics come
 
     def __init__(self, client: together.Together, *, secrets: Iterable[str] = (), read_attempts: int = 2,
                  create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,

@@ -186,6 +186,7 @@ class FineTuningProvider(Protocol):
     new_jobs_end: date | None  # the day the provider stops creating jobs, when it has announced one
     default_model: str | None  # the base model `start` uses when none is given, if the provider has its own
     needs_deployment: bool  # models are called by a deployment's name (AzureOpenAI), not the model's
+    training_statuses: frozenset[str]  # the provider's status words while a job trains (and metrics come)
 
     def owns_id(self, job_id: str) -> bool: ...
 

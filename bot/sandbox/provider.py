@@ -1,7 +1,8 @@
 """An OpenAI-compatible fine-tuning service on loopback: the shell's sandbox provider and the tests' stand-in.
 
 The real `openai` client talks to it through `base_url`. It keeps files and jobs in memory, moves jobs through
-`validating_files -> queued -> running -> succeeded` (each stage lasting `pace` seconds, or only when a test says),
+`validating_files -> queued -> running -> succeeded` (each stage lasting `pace` seconds, training three, or only when
+a test says),
 emits the events the real service emits, and can call a webhook URL, signed as OpenAI signs, when a job ends.
 """
 
@@ -37,6 +38,8 @@ MODELS = {
     "gpt-4.1-nano-2025-04-14",
 }
 STEPS = 10
+# Training lasts this many paces: long enough for a progress reply to reach the job's thread before it ends.
+TRAINING_PACES = 3
 # Paths the SDK uses, whichever way the client was built: OpenAI (/v1), Azure v1 (/openai/v1), AzureOpenAI (/openai).
 _PREFIX = re.compile(r"^(/openai)?(/v1)?")
 
@@ -261,9 +264,9 @@ class FineTuningSandbox(PacedStandIn):
             elif status == "queued" and elapsed >= self.pace:
                 self._enter(job, "running")
             elif status == "running":
-                due = min(STEPS, int(elapsed / self.pace * STEPS))
+                due = min(STEPS, int(elapsed / (TRAINING_PACES * self.pace) * STEPS))
                 self._metrics(job, due)
-                if elapsed < self.pace:
+                if elapsed < TRAINING_PACES * self.pace:
                     return
                 self._enter(job, "succeeded")
             elif status == "pausing":

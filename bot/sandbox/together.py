@@ -4,7 +4,7 @@ The real `together` client talks to it through `base_url` (the host root; the SD
 files and jobs in memory and answers as Together's API does: `ft-<uuid>` ids, ISO timestamps, the model limits and
 price estimate the SDK asks for before it creates a job, one unpaged list of every job in no particular order, a
 failure's reason only in a `job_error` event, and jobs that move `pending -> queued -> running -> compressing ->
-uploading -> completed` (each stage lasting `pace` seconds, or only when a test says).
+uploading -> completed` (each stage lasting `pace` seconds, training three, or only when a test says).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ MODELS = {
 }
 FINAL = {"completed", "error", "cancelled"}
 STEPS = 10
+# Training lasts this many paces: long enough for a progress reply to reach the job's thread before it ends.
+TRAINING_PACES = 3
 PRICE_PER_MILLION_TOKENS = 0.48  # the sandbox's own figure, for its estimates
 
 
@@ -240,8 +242,8 @@ class TogetherSandbox(PacedStandIn):
             nxt = {"pending": "queued", "queued": "running", "compressing": "uploading", "uploading": "completed",
                    "cancel_requested": "cancelled"}.get(status)
             if status == "running":
-                self._steps(job, min(STEPS, int(elapsed / self.pace * STEPS)))
-                if elapsed < self.pace:
+                self._steps(job, min(STEPS, int(elapsed / (TRAINING_PACES * self.pace) * STEPS)))
+                if elapsed < TRAINING_PACES * self.pace:
                     return
                 self._enter(job, "compressing")
             elif status == "queued" and job["_fails"] and elapsed >= self.pace:
