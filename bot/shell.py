@@ -50,8 +50,10 @@ EMOJI = {
 REPLY_WAIT = 30.0
 SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
 Training data: /finetune check PATH or /finetune upload PATH (a local .jsonl file for Slack's file picker; quote spaces)
-Buttons: /click LABEL [JOB_ID] presses a button on the latest card or reply here (of that job), e.g. /click Refresh
+Buttons: /click LABEL [JOB_ID] presses a button on the latest card or reply here (of that job), e.g. /click Refresh;
+  /click "Try it" [JOB_ID] PROMPT fills the form that button opens with your prompt
 Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /quit"""
+SHELL_COMMANDS = "/finetune …, /click LABEL, /channel NAME, /user NAME, /quit"
 FORM_WAIT = 60.0  # a large file's check, in the shell's own form flow
 
 
@@ -137,6 +139,9 @@ class Shell:
         self._last_reply: dict[str, dict] = {}  # by channel name: the latest reply only its person saw, with buttons
         self._clicked_reply = False  # whether the last click was on that reply (not a card)
         self._filling_form = False
+        self._forms_done: set[str] = set()
+        self._arrived: dict[object, int] = {}  # when each card (by ts) and reply (by id) arrived, in order
+        self._arrivals = 0
 
     def say(self, text: str) -> None:
         with self.print_lock:
@@ -164,7 +169,7 @@ class Shell:
         if kind == "view":
             if record["kind"] == "open" and not self._filling_form:
                 title = record["view"]["title"]["text"]
-                hint = ("The shell does not fill this form: use /finetune try <model_or_job_id> <prompt>."
+                hint = ("Its answers show here once it is sent."
                         if record["view"].get("callback_id") == TRY_CALLBACK else
                         "The shell cannot pick files from Slack: use /finetune check PATH or /finetune upload PATH.")
                 self.say(f"[#{self.channel}] finetune-bot opened a form (\"{title}\"). {hint}")
@@ -175,6 +180,8 @@ class Shell:
                 self._last_reply.pop(self.channel, None)  # the reply clicked is gone, and its buttons with it
             if _buttons(record):
                 self._last_reply[self.channel] = record  # its buttons can be pressed too (Share in channel)
+                self._arrivals += 1
+                self._arrived[id(record)] = self._arrivals
             who = "everyone" if record.get("response_type") == "in_channel" else "only you"
             did = "replaced the message you clicked" if record.get("replace_original") else f"({who} can see this)"
             self.say(f"[#{self.channel}] finetune-bot {did}:\n{self._indent(record)}")
@@ -191,6 +198,8 @@ class Shell:
             self.say(f"[{label}]   ↳ reply in the thread of {self._card_job(parent)}{also}:\n"
                      f"{self._indent(record, depth=6)}")
         else:
+            self._arrivals += 1
+            self._arrived[record.get("ts")] = self._arrivals
             self.say(f"[{label}] finetune-bot posted:\n{self._indent(record)}")
 
     @staticmethod
@@ -209,18 +218,26 @@ class Shell:
         word, _, rest = line.partition(" ")
         if word in {"/quit", "/exit"}:
             return False
-        if word == "/channel" and rest.strip():
+        if word in {"/channel", "/user", "/click"} and not rest.strip():
+            example = {"/channel": "/channel ml-team", "/user": "/user bob", "/click": "/click Refresh"}[word]
+            self.say(f"{word} needs {'a label' if word == '/click' else 'a name'}, e.g. {example}.")
+        elif word == "/channel":
             self.channel = rest.strip().lstrip("#")
             self.say(f"Now in #{self.channel}.")
-        elif word == "/user" and rest.strip():
+        elif word == "/user":
             self.user = rest.strip().lstrip("@")
             self.say(f"Now you are @{self.user}.")
         elif word == "/finetune":
             self.dispatch(rest)
-        elif word == "/click" and rest.strip():
-            self.click(*rest.split(None, 1))
-        else:
+        elif word == "/click":
+            self.click_line(rest)
+        elif word in {"/help", "/?"}:
             self.say(SHELL_HELP)
+        elif word.startswith("/"):
+            self.say(f"{word} is not a command here. Try /finetune help, or one of: {SHELL_COMMANDS}.")
+        else:
+            self.say("The bot only hears slash commands: type /finetune help (plain text goes nowhere in Slack "
+                     "either). Shell commands: " + SHELL_COMMANDS + ".")
         return True
 
     def dispatch(self, text: str) -> None:
@@ -249,14 +266,33 @@ class Shell:
             self.expected_replies += 1
             self.wait_for_replies(REPLY_WAIT)
 
-    def click(self, label: str, job_id: str = "") -> None:
-        """Press a button on the latest card in this channel (of `job_id`, if given), as a person would in Slack:
-        a signed block_actions request, through Slack's confirmation dialog when the button has one."""
+    def click_line(self, rest: str) -> None:
+        """`/click LABEL [JOB_ID] [PROMPT…]`: a label with spaces is quoted ("Try it"); the words after a label whose
+        button opens a form fill that form."""
+        try:
+            words = shlex.split(rest)
+        except ValueError:
+            words = rest.split()
+        label, more = words[0], words[1:]
+        cid = channel_id(self.channel)
+        known = {match for c in self.slack.cards_in(cid) for match in re.findall(r"\S+", c.get("text") or "")}
+        job_id = more.pop(0) if more and more[0] in known else ""
+        self.click(label, job_id, prompt=" ".join(more))
+
+    def click(self, label: str, job_id: str = "", *, prompt: str = "") -> None:
+        """Press a button on the latest card or reply in this channel with buttons (of `job_id`, if given), as a
+        person would in Slack: a signed block_actions request, through Slack's confirmation dialog when the button
+        has one. A button that opens the Try it form gets `prompt` typed into it and sent."""
         cid = channel_id(self.channel)
         cards = [c for c in self.slack.cards_in(cid) if job_id.strip() in c["text"]]
         reply = self._last_reply.get(self.channel)
-        # The latest reply only you could see comes first (its [Share in channel]), then the card.
-        messages = ([reply] if reply and job_id.strip() in (reply.get("text") or "") else []) + cards[-1:]
+        if reply and job_id.strip() not in (reply.get("text") or ""):
+            reply = None
+        # The newest of the two: the latest card posted, or the latest reply only you could see.
+        newest_card = cards[-1:] and [cards[-1]]
+        if reply and newest_card and self._arrived.get(id(reply), 0) < self._arrived.get(newest_card[0]["ts"], 0):
+            reply = None
+        messages = ([reply] if reply else []) + newest_card
         if not messages:
             self.say(f"No card{' of ' + job_id.strip() if job_id.strip() else ''} or reply with buttons in "
                      f"#{self.channel} to click.")
@@ -282,9 +318,33 @@ class Shell:
             self.say(f"(Slack would show an error: the app answered HTTP {response.status})")
             self.expected_replies -= 1
         elif button["action_id"] == TRY_OPEN_ACTION:
-            self.expected_replies -= 1  # it opens a form, which the shell only describes
+            self.expected_replies -= 1  # it opens a form: the answer comes in the form, not as a reply
+            self.try_form(prompt)
         else:
             self.wait_for_replies(REPLY_WAIT)
+
+    def try_form(self, prompt: str) -> None:
+        """Fill the Try it form just opened with `prompt`, send it, and print the answers it then shows."""
+        if not prompt:
+            self.say('(The form asks for a prompt: give it after the label, e.g. /click "Try it" What is the '
+                     "capital of France?)")
+            return
+        opened = self._wait(lambda: [r for r in self.slack.view_log if r["kind"] == "open"
+                                     and r["view"].get("callback_id") == TRY_CALLBACK
+                                     and r["view_id"] not in self._forms_done], 10)
+        if not opened:
+            return  # refused: the reply already said why
+        view = self.slack.views[opened[-1]["view_id"]]
+        self._forms_done.add(view["id"])
+        values = {"prompt": {"value": {"type": "plain_text_input", "value": prompt}}}
+        answer = self._request(view_submission_body(view, values, user_id=self._where()["user_id"]))
+        if answer.get("response_action") == "errors":
+            self.say(f"[form] {' '.join(answer['errors'].values())}")
+            return
+        self.slack.answer_to_submission(view["id"], answer)
+        done = self._settled_view(view["id"], after=self.slack.views[view["id"]])
+        if done is not None:
+            self.say(f"[form] {done['title']['text']}:\n{self._indent(done)}")
 
     def fill_form(self, mode: str, path: str, options: str) -> None:
         """`/finetune check|upload PATH`: the local file stands in for Slack's file picker. The file goes to the Slack

@@ -197,6 +197,46 @@ def test_the_shell_presses_a_succeeded_cards_try_it(tmp_path):
         session.handle("/click Try")
         assert session._wait(lambda: "opened a form" in out.getvalue(), 10)
         said = out.getvalue()
-        assert "use /finetune try <model_or_job_id> <prompt>" in said and "cannot pick files" not in said
+        assert 'give it after the label, e.g. /click "Try it"' in said and "cannot pick files" not in said
+        session.handle('/click "Try it" What is the capital of France?')
+        assert session._wait(lambda: "[form] Try the model:" in out.getvalue(), 20), out.getvalue()
+        answers = out.getvalue().split("[form] Try the model:")[1]
+        assert "What is the capital of France?" in answers and "ft:gpt-4.1-mini-2025-04-14:sandbox:" in answers
+        assert "Fine-tuned" in answers and "Base" in answers and "[Share in channel]" in answers
+    finally:
+        session.close()
+
+
+def test_the_shell_says_what_was_wrong_with_input_it_does_not_take(tmp_path):
+    out = io.StringIO()
+    session = shell.Shell(load({"DATABASE_PATH": str(tmp_path / "s.db")}, mode="shell"), out)
+    try:
+        for line, answer in [("/foo", "/foo is not a command here. Try /finetune help"),
+                             ("hello bot", "The bot only hears slash commands"),
+                             ("/channel", "/channel needs a name, e.g. /channel ml-team"),
+                             ("/user  ", "/user needs a name, e.g. /user bob"),
+                             ("/click", "/click needs a label, e.g. /click Refresh")]:
+            before = len(out.getvalue())
+            session.handle(line)
+            said = out.getvalue()[before:]
+            assert answer in said and "Type what you would type in Slack" not in said, (line, said)
+    finally:
+        session.close()
+
+
+def test_a_bare_click_presses_the_newest_message_with_that_button(provider, tmp_path):
+    first, second = provider.add_job(status="running"), provider.add_job(status="running")
+    out = io.StringIO()
+    settings = load({"OPENAI_API_KEY": "sk-test-1234567890abcdef", "OPENAI_BASE_URL": provider.url + "/v1",
+                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell")
+    session = shell.Shell(settings, out)
+    try:
+        session.handle(f"/finetune status {first['id']}")  # a reply with buttons, only for me
+        session.handle(f"/finetune subscribe {second['id']}")  # then a card, newer
+        assert session._wait(lambda: session.slack.cards_in(shell.channel_id("general")), 10)
+        before = len(provider.received)
+        session.handle("/click Refresh")
+        asked = [r.path for r in provider.received[before:] if r.method == "GET"]
+        assert asked and all(second["id"] in path for path in asked), asked
     finally:
         session.close()
