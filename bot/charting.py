@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from bot.commands import Command, Problem
 from bot.jobs import Caller, JobService
 from bot.messages import Message, format_note, format_problem, format_provider_error
-from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, provider_label
+from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, ended, provider_label
 from bot.slack import SlackFailure, SlackGateway
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ class ChartService:
         title = f"{job.id} · {job.fine_tuned_model or job.model}"
         png = loss_chart(points, title=title)
         if png is None:
+            if job.final:
+                return (f"Job {job.id} {ended(job)} before it reported any training metrics, so there is nothing to "
+                        "draw.")
             return f"Job {job.id} has no training metrics yet, so there is nothing to draw."
         name = re.sub(r"[^A-Za-z0-9._-]", "_", job.id) + "-loss.png"
         self.slack.upload_png(channel, name, png, title=f"Training loss of {job.id}", thread_ts=thread_ts,

@@ -221,6 +221,10 @@ def parse(text: str) -> Command | Problem:
             args[option.name] = value
             continue
         if given >= len(positional):
+            before = words[index - 1] if index > 1 else ""
+            if "=" in before and before.partition("=")[0].lower() in options:
+                return Problem(f"`{quote(word)}` looks like more of `{quote(before)}`: a value can't hold spaces "
+                               f"(try `{quote(before)}-{quote(word)}`).", spec.usage)
             return Problem(f"`{spec.name}` doesn't take `{quote(word)}`.", spec.usage)
         slot = positional[given]
         value = slot.convert(word)

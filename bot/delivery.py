@@ -199,8 +199,9 @@ class AnnouncementSender:
     # -- each kind of row: the Slack call it makes, returning (its ts, the thread it belongs to) ---------------
 
     def _subscription(self, row: dict) -> Subscription:
-        mention = bool(self.store.channel_settings(row["channel_id"])["mentions"])
-        return Subscription(row["channel_id"], row.get("user_id"), row.get("origin"), mention)
+        settings = self.store.channel_settings(row["channel_id"])
+        return Subscription(row["channel_id"], row.get("user_id"), row.get("origin"), bool(settings["mentions"]),
+                            outcomes=settings["outcomes"], progress=bool(settings["progress"]))
 
     def _send_announcement(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
         """The outcome: in the card's thread and in the channel when there is a card, else a plain message."""

@@ -338,7 +338,7 @@ class JobService:
                 raise error
         asked = " and ".join(provider_label(c.name) for c in candidates)
         raise ProviderError(f"No provider configured here knows a job called {job_id} (I asked {asked}).",
-                            status=404, code="job_not_found")
+                            status=404, code="job_not_found", own=True)
 
     def _subscriptions(self, caller: Caller, page: int = 1) -> Message:
         return format_followed(self._follows_page(caller.channel_id, page), title="This channel's subscriptions",

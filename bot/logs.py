@@ -37,4 +37,13 @@ def configure(level: str, secrets: Iterable[str], *, stream=None) -> logging.Han
     handler._finetune_bot = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # The scheduler says "Running job … executed successfully" for every run (four a second with a 1 s poll), and
+    # the HTTP clients a line a request: at INFO that drowns what the bot itself says. Their warnings still show,
+    # and LOG_LEVEL=DEBUG shows everything.
+    quiet = logging.DEBUG if logging.getLevelName(level) == logging.DEBUG else logging.WARNING
+    for chatty in CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(quiet)
     return handler
+
+
+CHATTY_LOGGERS = ("apscheduler", "httpx", "httpx2", "openai._base_client", "together._base_client")

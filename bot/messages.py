@@ -201,9 +201,12 @@ def format_refusal(reason: str) -> Message:
 
 def format_provider_error(doing: str, error: ProviderError) -> Message:
     """The provider's own words, escaped, with what we were doing."""
-    said = f"{provider_label(error.provider) if error.provider else 'The provider'} said: {error.message}"
-    if error.status:
-        said += f" (HTTP {error.status}{', ' + error.code if error.code else ''})"
+    if error.own:  # the bot's own finding (no provider said it): no "said", no HTTP status
+        said = error.message
+    else:
+        said = f"{provider_label(error.provider) if error.provider else 'The provider'} said: {error.message}"
+        if error.status:
+            said += f" (HTTP {error.status}{', ' + error.code if error.code else ''})"
     body = f":warning: Could not {escape(doing)}.\n>{escape(said)}"
     if error.retryable and not error.ambiguous:
         body += "\nThis looks temporary; try again in a minute."
@@ -220,16 +223,18 @@ def format_settings(settings: Mapping, *, changed: bool) -> Message:
     outcomes = "every outcome (succeeded, failed, cancelled)" if settings["outcomes"] == "all" else "failures only"
     onoff = {name: "on" if settings[name] else "off" for name in ("mentions", "cards", "progress")}
     minutes = int(settings["progress_minutes"])
-    every = f"at most one reply every {minutes} minute{'s' if minutes != 1 else ''}"
+    every = (f", at most one reply every {minutes} minute{'s' if minutes != 1 else ''}" if settings["progress"]
+             else "")
     head = ":gear: This channel's settings are now:" if changed else ":gear: This channel's settings:"
     lines = [f"Outcomes announced: *{escape(outcomes)}*  (`outcomes=all|failures`)",
              f"Mentions of who started or subscribed: *{onoff['mentions']}*  (`mentions=on|off`)",
              f"A card per job, edited as it moves, with a thread: *{onoff['cards']}*  (`cards=on|off`; off: plain "
              "messages)",
-             f"Progress replies in a card's thread: *{onoff['progress']}*, {every}  (`progress=on|off`, "
+             f"Progress replies in a card's thread: *{onoff['progress']}*{every}  (`progress=on|off`, "
              "`every=<minutes>`)"]
     text = (f"{'Now: ' if changed else ''}outcomes {settings['outcomes']}, mentions {onoff['mentions']}, cards "
-            f"{onoff['cards']}, progress {onoff['progress']} every {minutes} min.")
+            f"{onoff['cards']}, progress {onoff['progress']}"
+            + (f" every {minutes} min." if settings["progress"] else "."))
     return _message(text, [_section(head + "\n" + "\n".join(lines))], in_channel=changed)
 
 
@@ -564,6 +569,12 @@ class Subscription:
     user_id: str | None = None
     origin: str | None = None
     mention: bool = True  # the channel's setting: name who started or subscribed
+    outcomes: str = "all"  # the channel's setting: every outcome, or failures only
+    progress: bool = True  # the channel's setting: status changes and progress in a card's thread
+
+    def hears(self, outcome: str) -> bool:
+        """Whether this channel is told of `outcome`."""
+        return self.outcomes != "failures" or outcome == "failed"
 
 
 def format_announcement(job: Job, outcome: str, subscription: Subscription) -> Message:
@@ -640,9 +651,15 @@ def format_card(job: Job, subscription: Subscription, *, followed: bool = True) 
     if not followed:
         note = (f"This channel no longer follows this job: this card is not updated. "
                 f"`/finetune subscribe {escape(job.id)}` follows it again.")
+    elif not job.final:
+        note = ("Progress is posted in this thread." if subscription.progress else
+                "This card is edited as the job moves (progress replies are off here: `/finetune settings "
+                "progress=on`).")
+    elif subscription.hears(job.state):
+        note = "Its outcome is in this thread and in the channel."
     else:
-        note = ("Progress is posted in this thread." if not job.final else
-                "Its outcome is in this thread and in the channel.")
+        note = (f"This channel hears failures only (`/finetune settings outcomes=all` for every outcome), so its "
+                f"{escape(job.state)} outcome was not announced here.")
     blocks.append(_context(note))
     return _message(text, blocks)
 
@@ -671,7 +688,10 @@ def format_progress(job: Job, detail: Mapping) -> Message:
 def format_delivery_problem(job: Job, outcome: str, channel_id: str, reason: str,
                             bot_user_id: str | None = None) -> Message:
     """A direct message to whoever started or subscribed, when their channel refuses our announcement."""
-    where = f"<#{channel_id}>" if SLACK_CHANNEL_ID.fullmatch(channel_id) else code(channel_id)
+    if channel_id.startswith(("D", "U", "W")):
+        where = "your direct messages"  # (a conversation with a person, not a channel: no #name to show)
+    else:
+        where = f"<#{channel_id}>" if SLACK_CHANNEL_ID.fullmatch(channel_id) else code(channel_id)
     text = (f"I couldn't post the outcome of fine-tuning job {escape(job.id)} ({escape(outcome)}) in {where}: "
             f"Slack said {escape(reason)}.")
     body = (f":warning: I couldn't post the outcome of {code(job.id)} ({escape(outcome)}) in {where}: "

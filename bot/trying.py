@@ -30,7 +30,7 @@ from bot.messages import (
     try_modal_view,
     try_result_view,
 )
-from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, provider_label
+from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, ended, provider_label
 from bot.slack import SlackFailure, SlackGateway
 from storage import Store
 
@@ -241,9 +241,10 @@ class TryService:
             owner, job = self.jobs.locate(model_or_job, provider)
             job = job or owner.retrieve(model_or_job)
             if job.state != "succeeded" or not job.fine_tuned_model:
+                if job.final:
+                    raise Refused(f"Job {job.id} {ended(job)} ({job.status}), so it made no model to try.")
                 raise Refused(f"Job {job.id} has not succeeded (it is {job.status}), so there is no model to try yet."
-                              + (" I'll post here when it finishes if you `/finetune subscribe` to it."
-                                 if not job.final else ""))
+                              " I'll post here when it finishes if you `/finetune subscribe` to it.")
             return self._target(owner, job.fine_tuned_model, job.model, job, deployment)
         row = self.store.job_with_model(model_or_job)
         if row is not None and (provider is None or row["provider"] == provider) and row["provider"] in self.providers:

@@ -510,7 +510,11 @@ def test_settings_are_changed_by_command_and_bad_values_named(make_bot, slack, p
         assert "`cards` must be `true` or `false`" in ask(server, slack, "settings cards=maybe")["text"]
         assert "not on this bot's list" in ask(server, slack, "settings cards=off", user="U0MALLORY")["text"]
         changed = everything_said(ask(server, slack, "settings cards=off progress=off every=15"))
-        assert "with a thread: *off*" in changed and "*off*, at most one reply every 15 minutes" in changed
+        assert "with a thread: *off*" in changed and "thread: *off*  (`progress=on|off`" in changed
+        assert "every 15 minutes" not in changed  # (no interval to name while progress is off)
+        on = everything_said(ask(server, slack, "settings progress=on"))
+        assert "*on*, at most one reply every 15 minutes" in on
+        ask(server, slack, "settings progress=off")
         row = bot.services.store.channel_settings("C0GENERAL")
         assert (row["cards"], row["progress"], row["progress_minutes"]) == (0, 0, 15)
         job = provider.add_job(status="running")

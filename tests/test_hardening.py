@@ -493,3 +493,80 @@ def test_compare_on_a_large_training_file_takes_its_last_examples(server, slack,
     job = provider.add_job(status="succeeded", training_file="file-big")
     said = everything_said(ask(server, slack, f"compare {job['id']} n=2"))
     assert "(line 4999)" in said and "(line 5000)" in said and "Answer 4999." in said
+
+
+# -- 15 and 16. words a person reads ---------------------------------------------------------------------------------
+
+
+def test_the_bots_own_finding_is_not_presented_as_a_providers(make_bot, both, slack, provider, together):
+    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    server = Server(bot)
+    try:
+        said = everything_said(ask(server, slack, "status 12345"))
+    finally:
+        server.close()
+    assert "No provider configured here knows a job called 12345" in said
+    assert "said:" not in said and "HTTP 404" not in said
+
+
+def test_a_value_with_a_space_is_named_as_such():
+    from bot.commands import parse
+
+    problem = parse("start file-abc suffix=has spaces")
+    assert "`spaces` looks like more of `suffix=has`" in problem.message and "doesn't take" not in problem.message
+
+
+def test_a_failed_job_is_told_as_failed_not_as_not_yet(server, slack, provider, bot):
+    job = provider.add_job(status="failed", error={"code": "invalid_file", "message": "bad", "param": None})
+    tried = everything_said(ask(server, slack, f"try {job['id']} hello"))
+    assert "failed (failed), so it made no model to try" in tried and "yet" not in tried
+    charted = everything_said(ask(server, slack, f"chart {job['id']}"))
+    assert "failed before it reported any training metrics" in charted and "yet" not in charted
+
+
+def test_a_cards_footer_says_what_this_channel_hears():
+    from bot.messages import Subscription, format_card
+    from bot.providers.types import Job
+
+    done = Job(id="ftjob-1", status="succeeded", model="m", fine_tuned_model="ft:m", provider="openai")
+    running = Job(id="ftjob-2", status="running", model="m", provider="openai")
+
+    def footer(job, **settings):
+        return json.dumps(format_card(job, Subscription("C1", **settings)).blocks[-1])
+
+    assert "Its outcome is in this thread" in footer(done)
+    assert "failures only" in footer(done, outcomes="failures") and "in this thread" not in footer(
+        done, outcomes="failures")
+    assert "Progress is posted in this thread" in footer(running)
+    assert "progress replies are off here" in footer(running, progress=False)
+
+
+def test_settings_with_progress_off_name_no_interval():
+    from bot.messages import format_settings
+
+    shown = format_settings({"outcomes": "all", "mentions": 1, "cards": 1, "progress": 0, "progress_minutes": 5},
+                            changed=False)
+    assert "every 5" not in everything_said({"text": shown.text, "blocks": shown.blocks})
+
+
+def test_a_delivery_problem_in_a_direct_message_is_not_labelled_as_a_channel():
+    from bot.messages import format_delivery_problem
+    from bot.providers.types import Job
+
+    message = format_delivery_problem(Job(id="ftjob-1", status="failed", model="m"), "failed", "D0ABCDEF",
+                                      "is_archived")
+    said = everything_said({"text": message.text, "blocks": message.blocks})
+    assert "<#D0ABCDEF>" not in said and "your direct messages" in said
+
+
+def test_the_scheduler_does_not_flood_the_log_at_info():
+    import logging
+
+    from bot.logs import configure
+
+    configure("INFO", [])
+    assert not logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
+    assert logging.getLogger("bot.poller").isEnabledFor(logging.INFO)
+    configure("DEBUG", [])
+    assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.DEBUG)
+    configure("WARNING", [])

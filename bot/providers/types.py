@@ -25,6 +25,11 @@ def provider_label(name: str) -> str:
     return LABELS.get(name, name.title() if name else "the provider")
 
 
+def ended(job: Job) -> str:
+    """How a final job ended, as a verb phrase: "succeeded", "failed", "was cancelled"."""
+    return {"cancelled": "was cancelled"}.get(job.state, job.state)
+
+
 def state_of(status: str, table: Mapping[str, str]) -> str:
     """A provider's status word mapped through its adapter's table; a word the table lacks is still going."""
     return table.get(status, GOING)
@@ -119,7 +124,7 @@ class ProviderError(Exception):
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  retryable: bool = False, retry_after: float | None = None, ambiguous: bool = False,
-                 stopped_taking_jobs: bool = False, provider: str | None = None) -> None:
+                 stopped_taking_jobs: bool = False, provider: str | None = None, own: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
@@ -129,6 +134,7 @@ class ProviderError(Exception):
         self.ambiguous = ambiguous  # the request may have been carried out although no answer came back
         self.stopped_taking_jobs = stopped_taking_jobs  # the provider no longer creates fine-tuning jobs at all
         self.provider = provider  # which provider said it, when known
+        self.own = own  # the bot's own finding about providers (no provider said it)
 
     @property
     def not_found(self) -> bool:
