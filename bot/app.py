@@ -156,7 +156,7 @@ class Bot:
         self.services.poller.close()
         self.services.trying.close()
         self.services.jobs.provider_calls.shutdown(wait=False, cancel_futures=True)
-        self.services.store.close()
+        self.services.store.close(for_good=True)  # a worker still running past the budget opens nothing more
 
 
 def _quiet_token_precedence(record: logging.LogRecord) -> bool:

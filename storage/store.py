@@ -91,6 +91,7 @@ class Store:
         self._local = threading.local()
         self._open: dict[int, sqlite3.Connection] = {}  # every connection made, by id: close() closes them all
         self._open_lock = threading.Lock()
+        self._closed = False
         try:
             self._use_wal()
             with self._immediate() as db:
@@ -122,6 +123,9 @@ class Store:
     def _db(self) -> Database:
         held = getattr(self._local, "held", None)
         if held is None:
+            if self._closed:
+                # A worker still running after its bot stopped gets no new connection to leave open behind it.
+                raise sqlite3.ProgrammingError("the store is closed")
             # One connection per thread, used only by it; made shareable so that close() can close them all.
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
@@ -181,8 +185,10 @@ class Store:
         with self._immediate() as db:
             db.conn.execute("INSERT OR REPLACE INTO health (id, written_at) VALUES (1, ?)", (self._clock(),))
 
-    def close(self) -> None:
-        """Close every connection this store made, whichever thread made it (call once its users have stopped)."""
+    def close(self, *, for_good: bool = False) -> None:
+        """Close every connection this store made, whichever thread made it (call once its users have stopped). A
+        thread that uses the store afterwards opens a new one, unless it was closed `for_good` (its bot stopped)."""
+        self._closed = for_good
         with self._open_lock:
             conns = list(self._open.values())
             self._open.clear()  # the same dict the holders know: a holder going later finds nothing to remove
