@@ -52,7 +52,7 @@ class Services:
     jobs: JobService
     poller: Poller
     sender: AnnouncementSender
-    webhooks: WebhookReceiver
+    webhook_routes: dict[str, WebhookReceiver]
     data: DataService
     trying: TryService
     charts: ChartService
@@ -142,14 +142,17 @@ class Bot:
         self._stopped = True
         deadline = time.monotonic() + timeout
         self.services.sender.stop()
+        # A poll cycle under way finishes (its findings recorded), and commands already being worked on finish (a
+        # job being started gets followed and its user told): both within the budget, whatever they are doing.
+        stopping = [threading.Thread(target=self.services.background.shutdown, kwargs={"wait": True}, daemon=True)]
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
-        # Commands already being worked on finish (a job being started gets followed and its user told).
-        draining = threading.Thread(target=self.services.background.shutdown, kwargs={"wait": True}, daemon=True)
-        draining.start()
-        draining.join(max(0.0, deadline - time.monotonic()))
-        if draining.is_alive():
-            log.warning("slash-command work was still running after %.0fs; stopping anyway", timeout)
+            stopping.append(threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True))
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in stopping):
+            log.warning("work (a command or a poll cycle) was still running after %.0fs; stopping anyway", timeout)
         if not self.services.sender.wait_idle(max(0.0, deadline - time.monotonic())):
             log.warning("a delivery was still running after %.0fs; its lease hands it to the next run", timeout)
         self.services.charts.stop(max(0.5, deadline - time.monotonic()))
@@ -200,12 +203,13 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     jobs = JobService(providers, store, slack, default_model=settings.default_model,
                       allowed_users=settings.allowed_user_ids, allowed_channels=settings.allowed_channel_ids,
                       on_queued=sender.kick, clock=clock, sandbox=settings.sandbox, provider_calls=provider_calls)
-    # Webhooks come from the OpenAI shape; the first provider that can send them receives them.
-    webhook_provider = next((p for p in providers if p.capabilities.webhooks), providers.default)
     background = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work")
+    # Each provider that sends webhooks, and has the secret to verify them, gets its route (OpenAI's /openai/webhook).
+    webhook_routes = {p.webhook_route: WebhookReceiver(p, store, on_queued=sender.kick, background=background)
+                      for p in providers if p.capabilities.webhooks and p.webhook_route and p.webhooks_verifiable}
     services = Services(
         settings=settings, store=store, providers=providers, slack=slack, jobs=jobs, poller=poller, sender=sender,
-        webhooks=WebhookReceiver(webhook_provider, store, on_queued=sender.kick, background=background),
+        webhook_routes=webhook_routes,
         data=DataService(slack, jobs, providers, store, background=background,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate,
                          download_deadline_seconds=settings.download_deadline_seconds),

@@ -110,8 +110,6 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             Value("epochs", "int", 1, 50, placeholder="n"),
             Value("validation", "id", placeholder="file_id"),
             Value("seed", "int", 0, 2**31 - 1, placeholder="n"),
-            Value("lora", "bool", placeholder="true|false"),
-            Value("learning_rate", "number", 0, 1, placeholder="rate"),
         ),
         costly=True,
         past="started",
@@ -160,6 +158,22 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 BY_NAME = {s.name: s for s in SUBCOMMANDS}
 
 
+def add_start_options(values) -> None:  # noqa: ANN001 - Values declared by provider shapes
+    """Take the start options some provider shapes declare (Together's `lora`, …) into `start`'s grammar, once
+    each: parsing and help then know them, and the provider's own check says which provider takes which."""
+    spec = BY_NAME["start"]
+    known = {v.name for v in spec.options}
+    extra = tuple(v for v in values if v.name not in known)
+    if extra:
+        object.__setattr__(spec, "options", spec.options + extra)  # the one table, grown by the registry
+
+
+def _load_shape_options() -> None:
+    from bot.providers import registry  # (the registry's adapters import this module)
+
+    add_start_options(registry.start_options())
+
+
 @dataclass(frozen=True)
 class Command:
     name: str
@@ -186,6 +200,7 @@ def quote(raw: str, limit: int = 40) -> str:
 
 def parse(text: str) -> Command | Problem:
     """Read the text after `/finetune`. Never raises: anything not understood becomes a Problem."""
+    _load_shape_options()
     if len(text) > MAX_COMMAND_LENGTH:
         return Problem(f"That command is {len(text)} characters long; the most I read is {MAX_COMMAND_LENGTH}.")
     spans = list(re.finditer(r"\S+", text))

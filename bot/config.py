@@ -8,8 +8,6 @@ from dataclasses import dataclass, field, replace
 
 DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
 DEFAULT_TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
-# Every provider the bot can talk to, in the order `DEFAULT_PROVIDER` falls back through when several are set.
-PROVIDER_NAMES = ("openai", "azure", "together")
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # Sandbox jobs take seconds, so the shell and `--sandbox` poll every second unless told otherwise.
 SANDBOX_POLL_INTERVAL = 1.0
@@ -53,6 +51,10 @@ class Settings:
     try_max_tokens: int = 512  # the most tokens each model may answer a `try` with (it is billed)
     try_max_prompt_chars: int = 4000
     download_deadline_seconds: float = 120.0  # a whole download of a Slack file, however slowly its bytes come
+    # Every variable a registered provider shape declares (bot/providers/shape.py), by name, as set: how a shape
+    # gets its settings without a field here. Secret ones are scrubbed like the fields above.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    env_secrets: frozenset[str] = frozenset()  # the names in `env` that are secret
 
     @property
     def max_training_file_bytes(self) -> int:
@@ -60,10 +62,10 @@ class Settings:
 
     @property
     def provider_names(self) -> list[str]:
-        """The providers whose settings are present, in PROVIDER_NAMES order."""
-        present = {"openai": bool(self.openai_api_key), "azure": bool(self.azure_openai_endpoint and not self.sandbox),
-                   "together": bool(self.together_api_key)}
-        return [name for name in PROVIDER_NAMES if present[name]]
+        """The providers whose settings are present, in the registry's order."""
+        from bot.providers.registry import present  # (the registry's adapters import this module)
+
+        return present(self)
 
     @property
     def provider_name(self) -> str:
@@ -80,7 +82,7 @@ class Settings:
         return names[0] if names else None
 
     def secrets(self) -> list[str]:
-        """Every secret value set, for scrubbing logs."""
+        """Every secret value set, for scrubbing logs: Slack's, and every provider shape's (whichever it is)."""
         values = [
             self.slack_bot_token,
             self.slack_signing_secret,
@@ -89,15 +91,25 @@ class Settings:
             self.azure_openai_api_key,
             self.openai_webhook_secret,
             self.together_api_key,
+            *(self.env.get(name) for name in sorted(self.env_secrets)),
         ]
         return [v for v in values if v]
 
-    def with_sandbox(self, provider_url: str, together_url: str | None = None) -> Settings:
-        """Point at the sandbox's stand-ins: OpenAI's shape at `provider_url`, Together's at `together_url`."""
-        return replace(self, sandbox=True, openai_base_url=provider_url, openai_api_key="sandbox-key",
-                       azure_openai_endpoint=None, together_base_url=together_url,
-                       together_api_key="sandbox-together-key" if together_url else None)
+    def value(self, name: str) -> str | None:
+        """A registered shape's setting, as set in the environment (or by the sandbox)."""
+        return self.env.get(name) or None
 
+    def with_sandbox(self, values: Mapping[str, str]) -> Settings:
+        """Point at the sandbox's stand-ins: `values` are settings by their environment names (each shape's sandbox
+        says which), as if the person had set them; nothing real (Azure) is left configured."""
+        fields = {FIELDS[name]: value for name, value in values.items() if name in FIELDS}
+        rest = {name: value for name, value in values.items() if name not in FIELDS}
+        return replace(self, sandbox=True, azure_openai_endpoint=None, **fields, env={**self.env, **rest})
+
+
+# The settings that predate provider shapes declaring their own, by environment name: the field each fills.
+FIELDS = {"OPENAI_API_KEY": "openai_api_key", "OPENAI_BASE_URL": "openai_base_url",
+          "TOGETHER_API_KEY": "together_api_key", "TOGETHER_BASE_URL": "together_base_url"}
 
 _WHERE = {
     "SLACK_BOT_TOKEN": "the Bot User OAuth Token on your Slack app's 'OAuth & Permissions' page (xoxb-...)",
@@ -153,33 +165,36 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         required.append("SLACK_SIGNING_SECRET")
     if mode == "socket":
         required.append("SLACK_APP_TOKEN")
+    from bot.providers.registry import SHAPES  # (the registry's adapters import this module)
+
+    declared = {setting.name: setting for shape in SHAPES for setting in shape.settings}
+    where = {**{name: setting.where for name, setting in declared.items()}, **_WHERE}
+    shape_env = {name: get(name) for name in declared if get(name)}
     if not sandbox:
         # Each provider is either fully set or not at all: half a provider is named, not silently ignored.
         if get("AZURE_OPENAI_ENDPOINT") or get("AZURE_OPENAI_API_KEY"):
             required += ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION"]
-        if get("TOGETHER_BASE_URL"):
-            required.append("TOGETHER_API_KEY")
+        for shape in SHAPES:
+            if any(setting.name in shape_env for setting in shape.settings):
+                required += [setting.name for setting in shape.settings if setting.required]
         if mode in {"serve", "socket"} and not (get("OPENAI_API_KEY") or get("AZURE_OPENAI_ENDPOINT")
-                                                  or get("TOGETHER_API_KEY") or get("AZURE_OPENAI_API_KEY")):
+                                                  or get("AZURE_OPENAI_API_KEY")
+                                                  or any(declared[name].required for name in shape_env)):
             required.append("OPENAI_API_KEY")
     for name in required:
         if not get(name):
-            raise ConfigError(f"{name} is not set: it is {_WHERE[name]}.")
+            raise ConfigError(f"{name} is not set: it is {where[name]}.")
     default_provider = (get("DEFAULT_PROVIDER") or "").lower() or None
-    if default_provider is not None:
-        if default_provider not in PROVIDER_NAMES:
-            raise ConfigError(f"DEFAULT_PROVIDER must be one of {', '.join(PROVIDER_NAMES)}, got {default_provider!r}")
-        present = {"openai": get("OPENAI_API_KEY"), "azure": get("AZURE_OPENAI_ENDPOINT"),
-                   "together": get("TOGETHER_API_KEY")}
-        if not sandbox and not present[default_provider]:
-            raise ConfigError(f"DEFAULT_PROVIDER is {default_provider}, but {default_provider} is not configured.")
+    names = [name for shape in SHAPES for name in shape.labels]
+    if default_provider is not None and default_provider not in names:
+        raise ConfigError(f"DEFAULT_PROVIDER must be one of {', '.join(names)}, got {default_provider!r}")
 
     # The shell is a conversation: warnings and worse only, unless asked.
     log_level = (get("LOG_LEVEL") or ("WARNING" if mode == "shell" else "INFO")).upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
     api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
-    return Settings(
+    settings = Settings(
         slack_bot_token=get("SLACK_BOT_TOKEN"),
         slack_signing_secret=get("SLACK_SIGNING_SECRET"),
         slack_app_token=get("SLACK_APP_TOKEN"),
@@ -212,4 +227,9 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         try_max_tokens=int(_number(env, "TRY_MAX_TOKENS", 512, int, 1, 32768)),
         try_max_prompt_chars=int(_number(env, "TRY_MAX_PROMPT_CHARS", 4000, int, 1, 100_000)),
         download_deadline_seconds=_number(env, "DOWNLOAD_DEADLINE_SECONDS", 120.0, float, 1, 3600),
+        env=shape_env,
+        env_secrets=frozenset(name for name, setting in declared.items() if setting.secret),
     )
+    if default_provider is not None and not sandbox and default_provider not in settings.provider_names:
+        raise ConfigError(f"DEFAULT_PROVIDER is {default_provider}, but {default_provider} is not configured.")
+    return settings

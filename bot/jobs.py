@@ -38,6 +38,7 @@ from bot.messages import (
     format_unsubscribed,
     invite_warning,
 )
+from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
 from bot.slack import SlackFailure, SlackGateway
 from storage import Store
@@ -117,11 +118,11 @@ class JobService:
 
     def _start(self, caller: Caller, training_file: str, provider: str | None = None, model: str | None = None,
                suffix: str | None = None, epochs: int | None = None, validation: str | None = None,
-               seed: int | None = None, lora: bool | None = None, learning_rate: float | None = None) -> Message:
+               seed: int | None = None, **options: object) -> Message:
         target = self.providers.get(provider)
         label = provider_label(target.name)
         given = {"model": model, "suffix": suffix, "epochs": epochs, "validation": validation, "seed": seed,
-                 "lora": lora, "learning_rate": learning_rate}
+                 **options}  # (options only some shapes take: Together's lora and learning_rate, …)
         accepted = {option.name for option in target.start_options}
         refused = [name for name, value in given.items() if value is not None and name not in accepted]
         if refused:
@@ -134,7 +135,7 @@ class JobService:
                 f"`{quote(suffix, 64)}` has {len(suffix)}.", BY_NAME["start"].usage))
         metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
                     "slack_user": caller.user_id}
-        extra = {name: given[name] for name in ("lora", "learning_rate") if given[name] is not None}
+        extra = {name: value for name, value in options.items() if value is not None}
         request_id = uuid.uuid4().hex
         model = model or target.default_model or self.default_model
         try:
@@ -160,7 +161,8 @@ class JobService:
                 self.stopped[target.name] = (self.clock(), error.message)
                 log.warning("%s refused a start: it no longer creates fine-tuning jobs (%s)", target.name,
                             error.message)
-                return format_stopped_taking_jobs(error, [p.name for p in self.providers if p.name != target.name])
+                return format_stopped_taking_jobs(error, [p.name for p in self.providers if p.name != target.name],
+                                                  advice=registry.advice())
             raise
         try:
             card = self._follow(caller, job, origin="start", card=True)[1]

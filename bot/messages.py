@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bot.commands import BY_NAME, SUBCOMMANDS, Problem, quote
-from bot.providers.types import Job, JobEvent, ProviderError, provider_label
+from bot.providers.types import Job, JobEvent, ProviderError, provider_label, status_emoji
 from bot.scoring import SIMILARITY_CHARS, similarity
 from bot.scoring import exact as is_exact
 from bot.scrub import Scrubber
@@ -26,23 +26,6 @@ MAX_SECTION = 3000
 MAX_TEXT = 3000
 MAX_INPUT_LENGTH = 3000  # the most a plain_text_input's max_length may say: Slack refuses the whole view past it
 SANDBOX_NOTE = ":test_tube: Sandbox provider: a simulated job, no real training and no cost."
-STATUS_EMOJI = {
-    "validating_files": ":mag:",
-    "queued": ":hourglass_flowing_sand:",
-    "running": ":gear:",
-    "pausing": ":double_vertical_bar:",
-    "paused": ":double_vertical_bar:",
-    "succeeded": ":white_check_mark:",
-    "failed": ":x:",
-    "cancelled": ":no_entry_sign:",
-    # Together AI's words
-    "pending": ":hourglass_flowing_sand:",
-    "compressing": ":package:",
-    "uploading": ":outbox_tray:",
-    "cancel_requested": ":no_entry_sign:",
-    "completed": ":white_check_mark:",
-    "error": ":x:",
-}
 
 
 @dataclass(frozen=True)
@@ -164,12 +147,12 @@ def tokens(n: int | None) -> str:
 
 def status_label(status: str, state: str | None = None) -> str:
     """The provider's own status word, with an emoji for what it means (its outcome, when the word is new to us)."""
-    return f"{STATUS_EMOJI.get(status) or STATUS_EMOJI.get(state or '', ':grey_question:')} {escape(status)}"
+    return f"{status_emoji(status, state)} {escape(status)}"
 
 
 def job_line(job_id: str, status: str, fine_tuned_model: str | None = None) -> str:
     """One job on one line, as lists show it."""
-    line = f"{STATUS_EMOJI.get(status, ':grey_question:')} {code(job_id)}  {escape(status)}"
+    line = f"{status_emoji(status)} {code(job_id)}  {escape(status)}"
     if fine_tuned_model:
         line += f" → {code(fine_tuned_model)}"
     return line
@@ -413,7 +396,7 @@ def format_providers(infos: Sequence[ProviderInfo], *, sandbox: bool = False) ->
     return _message(f"{title}: " + " ".join(text), [_section(f"*{title}*"), *_lines_in_sections(lines)])
 
 
-def format_stopped_taking_jobs(error: ProviderError, others: Sequence[str]) -> Message:
+def format_stopped_taking_jobs(error: ProviderError, others: Sequence[str], *, advice: str = "") -> Message:
     """A start refused because the provider no longer creates jobs at all: its words, and where else to go."""
     label = provider_label(error.provider)
     said = f"{label} no longer starts fine-tuning jobs. It said: {error.message}"
@@ -422,8 +405,8 @@ def format_stopped_taking_jobs(error: ProviderError, others: Sequence[str]) -> M
         advice = (f"Other providers configured here: {names}. "
                   f"For example: /finetune start <file_id> provider={others[0]}")
     else:
-        advice = ("No other provider is configured here; whoever runs finetune-bot can add one "
-                  "(TOGETHER_API_KEY for Together AI, or AZURE_OPENAI_ENDPOINT for Azure OpenAI).")
+        advice = ("No other provider is configured here; whoever runs finetune-bot can add one"
+                  + (f" ({advice})." if advice else "."))
     body = f":no_entry: {escape(label)} no longer starts fine-tuning jobs.\n>{escape(error.message)}\n{escape(advice)}"
     return _message(f"{said} {advice}", [_section(body)])
 
@@ -621,7 +604,7 @@ def format_card(job: Job, subscription: Subscription, *, followed: bool = True) 
     """A job's card: one message per following channel, edited in place as the job moves, its progress in its
     thread, with buttons to refresh, see events, cancel and (once it succeeded) try the model."""
     where = provider_label(job.provider)
-    emoji = STATUS_EMOJI.get(job.status) or STATUS_EMOJI.get(job.state, ":grey_question:")
+    emoji = status_emoji(job.status, job.state)
     text = f"Fine-tuning job {job.id} on {where}: {job.status}"
     pairs = [("Status", status_label(job.status, job.state)), ("Provider", escape(where)),
              ("Base model", code(job.model)), ("Training file", code(job.training_file or "—"))]

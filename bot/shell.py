@@ -57,6 +57,14 @@ SHELL_COMMANDS = "/finetune …, /click LABEL, /channel NAME, /user NAME, /quit"
 FORM_WAIT = 60.0  # a large file's check, in the shell's own form flow
 
 
+def _simulated(labels: list[str]) -> str:
+    """"Two providers are simulated: OpenAI's shape and Together AI's", for however many shapes there are."""
+    count = {1: "One provider is", 2: "Two providers are", 3: "Three providers are"}.get(len(labels),
+                                                                                      f"{len(labels)} providers are")
+    named = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+    return f"{count} simulated: {named}"
+
+
 def _opens_a_form(text: str) -> bool:
     command = parse(text)
     return isinstance(command, Command) and (command.name in {"check", "upload"} or (
@@ -151,7 +159,7 @@ class Shell:
         if self.sandbox is not None:
             provider = (f"Provider: SANDBOX. Jobs are simulated on this machine: no real training, no money spent.\n"
                         f"Training files ready: {SAMPLE_FILE_ID} (succeeds), {FAILING_FILE_ID} (fails validation).\n"
-                        f"Two providers are simulated: OpenAI's shape and Together AI's (`/finetune providers`).\n"
+                        f"{_simulated(self.sandbox.labels)} (`/finetune providers`).\n"
                         f"Try: /finetune start {SAMPLE_FILE_ID}   or   /finetune start {SAMPLE_FILE_ID} "
                         "provider=together")
         else:

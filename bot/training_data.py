@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from bot import tokens
+from bot.providers import registry
+from bot.providers.shape import CHAT, CHAT_TOOLS, COMPLETION, PREFERENCE, ModelFacts
+from bot.providers.types import provider_label
 
 MIN_EXAMPLES = 10  # the providers' own minimum
 FIRST_LINES = 5  # line numbers shown per kind of error
@@ -25,7 +28,6 @@ MAX_LINE_BYTES = 8 * 1024 * 1024  # one example; a longer line is an error, read
 # bounded (about 6 MB) however long the file, and past it the report says "at least".
 DUPLICATES_REMEMBERED = 100_000
 
-CHAT, CHAT_TOOLS, PREFERENCE, COMPLETION = "chat", "chat with tools", "preference pairs", "prompt/completion"
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "function_call", "tool_call_id", "refusal"}
 TOP_KEYS = {
@@ -35,96 +37,47 @@ TOP_KEYS = {
 }
 
 # -- the models: what each accepts, how long an example may be, and what training costs ---------------------------
-
-# Prices in US dollars per million training tokens. OpenAI: its pricing page (openai.com/api/pricing, "Fine-tuning"),
-# as last read in 2025-06; Together AI: together.ai/pricing, "Fine-tuning", supervised LoRA, by model size, as last
-# read in 2025-06. Both change: the report says the figure is an estimate, and where the provider offers its own
-# (Together's estimate-price endpoint), that is shown beside it once the file is uploaded.
-PRICE_SOURCES = {
-    "openai": "OpenAI's pricing page, fine-tuning, as read in 2025-06",
-    "together": "Together AI's pricing page, supervised LoRA fine-tuning by model size, as read in 2025-06",
-}
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    name: str
-    provider: str
-    encoding: str  # the tokenizer counts are made with
-    context: int  # the most tokens one training example may have
-    price_per_million: float | None
-    formats: frozenset[str]
-    own_tokenizer: bool = True  # False: counted with an OpenAI encoding, so only approximately
-    retired: str | None = None
-
-
-_CHAT_ALL = frozenset({CHAT, CHAT_TOOLS, PREFERENCE})
-_OPEN_MODEL = frozenset({CHAT, CHAT_TOOLS, PREFERENCE, COMPLETION})
-MODELS: dict[str, ModelFacts] = {m.name: m for m in [
-    ModelFacts("gpt-4.1-2025-04-14", "openai", "o200k_base", 65_536, 25.00, _CHAT_ALL),
-    ModelFacts("gpt-4.1-mini-2025-04-14", "openai", "o200k_base", 65_536, 5.00, _CHAT_ALL),
-    ModelFacts("gpt-4.1-nano-2025-04-14", "openai", "o200k_base", 65_536, 1.50, _CHAT_ALL),
-    ModelFacts("gpt-4o-2024-08-06", "openai", "o200k_base", 65_536, 25.00, _CHAT_ALL),
-    ModelFacts("gpt-4o-mini-2024-07-18", "openai", "o200k_base", 65_536, 3.00, _CHAT_ALL),
-    ModelFacts("gpt-3.5-turbo-0125", "openai", "cl100k_base", 16_385, 8.00, frozenset({CHAT, CHAT_TOOLS})),
-    ModelFacts("davinci-002", "openai", "cl100k_base", 16_384, 6.00, frozenset({COMPLETION})),
-    ModelFacts("babbage-002", "openai", "cl100k_base", 16_384, 0.40, frozenset({COMPLETION}),
-               retired="retired by OpenAI on 2026-09-28"),
-    ModelFacts("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "together", "o200k_base", 8_192, 0.48, _OPEN_MODEL,
-               own_tokenizer=False),
-    ModelFacts("meta-llama/Meta-Llama-3.1-70B-Instruct-Reference", "together", "o200k_base", 8_192, 2.90,
-               _OPEN_MODEL, own_tokenizer=False),
-    ModelFacts("meta-llama/Llama-3.2-3B-Instruct", "together", "o200k_base", 8_192, 0.48, _OPEN_MODEL,
-               own_tokenizer=False),
-    ModelFacts("Qwen/Qwen2.5-7B-Instruct", "together", "o200k_base", 8_192, 0.48, _OPEN_MODEL, own_tokenizer=False),
-    ModelFacts("mistralai/Mistral-7B-Instruct-v0.2", "together", "o200k_base", 8_192, 0.48, _OPEN_MODEL,
-               own_tokenizer=False),
-]}
-
-
-# The names OpenAI also accepts for a fine-tunable model, and the dated model each stands for (as its models page and
-# fine-tuning guide resolve them): counted, limited and priced as that model.
-ALIASES = {
-    "gpt-4.1": "gpt-4.1-2025-04-14",
-    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
-    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
-    "gpt-4o": "gpt-4o-2024-08-06",
-    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
-    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
-}
+# Each provider shape declares its own (bot/providers/<shape>.py, `PRICING`: the prices with their source and date,
+# the epoch rule, the minimum number of examples, the names it also takes); the registry gathers them.
 
 
 def facts_for(model: str) -> ModelFacts:
     """What is known of a model (an alias, as the dated model it stands for); an unknown one is counted with
     o200k_base, with no length limit and no price."""
-    model = ALIASES.get(model, model)
-    if model in MODELS:
-        return MODELS[model]
+    known, aliases = registry.models(), registry.aliases()
+    model = aliases.get(model, model)
+    if model in known:
+        return known[model]
     base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else None
-    base = ALIASES.get(base, base)
-    if base in MODELS:  # continuing from a fine-tuned model: its base model's facts
-        return MODELS[base]
+    base = aliases.get(base, base)
+    if base in known:  # continuing from a fine-tuned model: its base model's facts
+        return known[base]
     return ModelFacts(model, "", "o200k_base", 0, None, _OPEN_MODEL, own_tokenizer=False)
 
 
 def models_of(provider: str) -> list[str]:
-    """The models a provider fine-tunes, as far as this table knows, current ones first."""
-    return [m.name for m in MODELS.values() if m.provider == provider and not m.retired]
+    """The models a provider fine-tunes, as far as its shape knows, current ones first."""
+    return [m.name for m in registry.models().values() if m.provider == provider and not m.retired]
 
 
 def default_epochs(examples: int, provider: str) -> int:
-    """The epochs a provider applies when none are given. OpenAI, as its cookbook (Chat_finetuning_data_prep) has
-    it: 3, raised for small files towards 100 examples seen (100 // examples, rounded down, at most 25 epochs) and
-    lowered for very large ones (25,000 // examples, at least 1 epoch). Together AI: 1."""
-    if provider != "openai":
-        return 1
-    if examples == 0:
-        return 3
-    if examples * 3 < 100:
-        return min(25, 100 // examples)
-    if examples * 3 > 25_000:
-        return max(1, 25_000 // examples)
-    return 3
+    """The epochs a provider applies when none are given (its shape's rule; 1 when it declares none)."""
+    shape = registry.shape_of(provider)
+    return shape.pricing.default_epochs(examples) if shape and shape.pricing else 1
+
+
+def price_source(provider: str) -> str:
+    shape = registry.shape_of(provider)
+    return shape.pricing.source if shape and shape.pricing else "no published price"
+
+
+def min_examples(provider: str) -> int:
+    """The fewest examples a provider takes (0: it says nothing)."""
+    shape = registry.shape_of(provider)
+    return shape.pricing.min_examples if shape and shape.pricing else 0
+
+
+_OPEN_MODEL = frozenset({CHAT, CHAT_TOOLS, PREFERENCE, COMPLETION})
 
 
 # -- the report -------------------------------------------------------------------------------------------------
@@ -177,8 +130,8 @@ class DataReport:
 
     @property
     def too_few(self) -> bool:
-        """Fewer examples than OpenAI takes: its create refuses such a file, so it is an error there."""
-        return self.model.provider == "openai" and not self.validation and 0 < self.examples < MIN_EXAMPLES
+        """Fewer examples than the provider takes: its create refuses such a file, so it is an error there."""
+        return not self.validation and 0 < self.examples < min_examples(self.model.provider)
 
     @property
     def ok(self) -> bool:
@@ -231,8 +184,8 @@ class DataReport:
             total = sum(p.count for p in self.errors.values()) + int(self.too_few)
             out.append(f"Errors: {total:,}. Nothing is uploaded until they are fixed.")
             if self.too_few:
-                out.append(f"  only {self.examples} example{'s' if self.examples != 1 else ''}: OpenAI needs at "
-                           f"least {MIN_EXAMPLES}")
+                out.append(f"  only {self.examples} example{'s' if self.examples != 1 else ''}: "
+                           f"{provider_label(self.model.provider)} needs at least {min_examples(self.model.provider)}")
             out += [f"  {ERROR_WORDS[kind]}: {p.count:,} (line {_lines(p)})" for kind, p in self.errors.items()]
         else:
             out.append("Errors: none.")
@@ -250,7 +203,7 @@ class DataReport:
             out.append(f"Billed: {self.billed_tokens:,} tokens ({self.billable_per_epoch:,} per epoch × {epochs}).")
             if self.price is not None:
                 out.append(f"Estimated price: {dollars(self.price)} at ${self.model.price_per_million:.2f} per million "
-                           f"training tokens for {self.model.name} ({PRICE_SOURCES[self.model.provider]}). "
+                           f"training tokens for {self.model.name} ({price_source(self.model.provider)}). "
                            "An estimate, not a quote.")
             else:
                 out.append(f"Estimated price: unknown for {self.model.name}.")

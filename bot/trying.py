@@ -30,6 +30,7 @@ from bot.messages import (
     try_modal_view,
     try_result_view,
 )
+from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, ended, provider_label
 from bot.slack import SlackFailure, SlackGateway
 from storage import Store
@@ -250,11 +251,12 @@ class TryService:
         if row is not None and (provider is None or row["provider"] == provider) and row["provider"] in self.providers:
             job = Job.from_row(row)
             return self._target(self.providers.get(job.provider), model_or_job, job.model, job, deployment)
-        parts = model_or_job.split(":")
-        if model_or_job.startswith("ft:") and len(parts) >= 3:
-            owner = self.providers.get(provider) if provider else next(
-                (p for p in self.providers if p.name in {"openai", "azure"}), self.providers.default)
-            return self._target(owner, model_or_job, parts[1], None, deployment)
+        # A fine-tuned model named in its shape's own form (OpenAI's `ft:<base>:<org>:<suffix>:<id>`): asked of the
+        # provider named, or the first whose shape writes names so.
+        owners = [p for p in self.providers if (shape := registry.shape_of(p.name)) and shape.owns_model(model_or_job)]
+        if owners:
+            owner = self.providers.get(provider) if provider else owners[0]
+            return self._target(owner, model_or_job, model_or_job.split(":")[1], None, deployment)
         raise Refused(f"I don't know a fine-tuned model called `{model_or_job}`. Give its job id instead "
                       "(`/finetune list` shows them).")
 

@@ -30,7 +30,7 @@ REQUEST_DEADLINE = 10.0  # seconds from a request's first byte to its last
 
 def make_wsgi(bot: Bot) -> Callable:
     app = bot.app
-    webhooks_enabled = bool(bot.settings.openai_webhook_secret)
+    webhooks = bot.services.webhook_routes  # path -> receiver, for each provider that sends verifiable webhooks
 
     verifier = SignatureVerifier(bot.settings.slack_signing_secret or "")
 
@@ -40,7 +40,7 @@ def make_wsgi(bot: Bot) -> Callable:
             healthy, reason = bot.health()
             return _answer(start_response, 200 if healthy else 503,
                            {"ok": healthy, "reason": reason, "cycles": dict(bot.heartbeat.runs)})
-        if path not in {"/slack/events", "/openai/webhook"} or (path == "/openai/webhook" and not webhooks_enabled):
+        if path != "/slack/events" and path not in webhooks:
             return _answer(start_response, 404, {"error": "not found"})
         if method != "POST":
             return _answer(start_response, 405, {"error": "method not allowed"})
@@ -55,8 +55,8 @@ def make_wsgi(bot: Bot) -> Callable:
                    if key.startswith("HTTP_")}
         if "CONTENT_TYPE" in environ:
             headers["content-type"] = environ["CONTENT_TYPE"]
-        if path == "/openai/webhook":
-            answer = bot.services.webhooks.handle(body, headers)
+        if path in webhooks:
+            answer = webhooks[path].handle(body, headers)
             return _answer(start_response, answer.status, {"result": answer.text})
         text = body.decode("utf-8", "replace")
         # Checked before anything reads the body: an unsigned request, well-formed or not, is a 401 and no more.

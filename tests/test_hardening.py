@@ -67,8 +67,8 @@ def test_hundreds_of_poll_cycles_with_two_providers_leave_files_threads_and_conn
     print(f"\npoll soak, 300 cycles with two providers: open files {files} -> {_open_files()}, threads {threads} -> "
           f"{threading.active_count()}, connections {connections} -> {store.connections()}, "
           f"RSS {rss:.1f} -> {_rss_mb():.1f} MB")
-    assert store.connections() == connections
-    assert threading.active_count() == threads
+    assert store.connections() <= connections
+    assert threading.active_count() <= threads  # (threads of the tests before it may still be ending)
     assert _open_files() <= files + 2  # (a keep-alive socket to a stand-in may come or go)
     assert _rss_mb() - rss < 25
 

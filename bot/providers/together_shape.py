@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import together
-
+from bot.commands import Value
 from bot.config import Settings
 from bot.providers.calls import (
     T,
@@ -31,6 +30,17 @@ from bot.providers.calls import (
     read_with_retries,
     refusal,
     start_once,
+)
+from bot.providers.shape import (
+    CHAT,
+    CHAT_TOOLS,
+    COMPLETION,
+    PREFERENCE,
+    EnvSetting,
+    ModelFacts,
+    Pricing,
+    ProviderShape,
+    SandboxSpec,
 )
 from bot.providers.types import (
     Capabilities,
@@ -46,7 +56,18 @@ from bot.providers.types import (
 )
 from bot.scrub import Scrubber
 
+if TYPE_CHECKING:
+    import together
+
 log = logging.getLogger(__name__)
+
+
+def _sdk():
+    """The `together` SDK, imported the first time a Together provider is configured or called: a bot that does not
+    use Together never loads it (about 25 MB)."""
+    import together
+
+    return together
 
 DEFAULT_BASE_URL = "https://api.together.ai"  # the SDK's and the published spec's host root
 # Together's words for a job's outcome; `user_error` is what older jobs say for a failure. Every other word
@@ -68,11 +89,58 @@ START_OPTIONS = (
 EXTRA_ARGUMENTS = {"lora": "lora", "learning_rate": "learning_rate"}
 
 
+_OPEN_MODEL = frozenset({CHAT, CHAT_TOOLS, PREFERENCE, COMPLETION})
+# Prices in US dollars per million training tokens: together.ai/pricing, "Fine-tuning", supervised LoRA, by model
+# size, as last read in 2025-06. Together's own estimate (its estimate-price endpoint) is shown beside it once a file
+# is uploaded. Its tokenizers are not OpenAI's: counts are made with o200k_base and marked approximate.
+PRICING = Pricing(
+    source="Together AI's pricing page, supervised LoRA fine-tuning by model size, as read in 2025-06",
+    models=tuple(ModelFacts(name, "together", "o200k_base", 8_192, price, _OPEN_MODEL, own_tokenizer=False)
+                 for name, price in (("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", 0.48),
+                                     ("meta-llama/Meta-Llama-3.1-70B-Instruct-Reference", 2.90),
+                                     ("meta-llama/Llama-3.2-3B-Instruct", 0.48),
+                                     ("Qwen/Qwen2.5-7B-Instruct", 0.48),
+                                     ("mistralai/Mistral-7B-Instruct-v0.2", 0.48))),
+    default_epochs=lambda examples: 1,
+)
+
+
+def _sandbox(pace: float | None):
+    from bot.sandbox.together import TogetherSandbox
+
+    return TogetherSandbox(pace=pace).start()
+
+
+SHAPE = ProviderShape(
+    name="together",
+    configured=lambda settings, **kw: configured(settings, **kw),
+    present=lambda settings: ["together"] if settings.together_api_key else [],
+    labels={"together": "Together AI"},
+    settings=(
+        EnvSetting("TOGETHER_API_KEY", "your Together AI API key (api.together.ai, Settings, API keys)", secret=True,
+                   required=True),
+        EnvSetting("TOGETHER_BASE_URL", "the host root of Together's API, for a proxy"),
+        EnvSetting("TOGETHER_DEFAULT_MODEL", "the base model `start` uses at Together when none is given"),
+    ),
+    status_emoji={"pending": ":hourglass_flowing_sand:", "queued": ":hourglass_flowing_sand:", "running": ":gear:",
+                  "compressing": ":package:", "uploading": ":outbox_tray:", "cancel_requested": ":no_entry_sign:",
+                  "completed": ":white_check_mark:", "error": ":x:", "user_error": ":x:",
+                  "cancelled": ":no_entry_sign:"},
+    pricing=PRICING,
+    start_options=(Value("lora", "bool", placeholder="true|false"),
+                   Value("learning_rate", "number", 0, 1, placeholder="rate")),
+    sandbox=SandboxSpec(start=_sandbox, label="Together AI's",
+                        settings=lambda stand_in: {"TOGETHER_BASE_URL": stand_in.url,
+                                                   "TOGETHER_API_KEY": "sandbox-together-key"}),
+    advice="TOGETHER_API_KEY for Together AI",
+)
+
+
 def configured(settings: Settings, *, clock: Callable[[], float] = time.time) -> list[TogetherProvider]:
     """Together AI, when its key is set."""
     if not settings.together_api_key:
         return []
-    client = together.Together(api_key=settings.together_api_key,
+    client = _sdk().Together(api_key=settings.together_api_key,
                                base_url=settings.together_base_url or DEFAULT_BASE_URL,
                                timeout=settings.provider_timeout_seconds, max_retries=0)
     return [TogetherProvider(client, secrets=settings.secrets(), clock=clock,
@@ -92,6 +160,8 @@ class TogetherProvider:
     new_jobs_end = None
     needs_deployment = False
     training_statuses = frozenset({"running"})  # the status words during which metrics come
+    webhook_route = None  # Together sends no webhooks
+    webhooks_verifiable = False
 
     def __init__(self, client: together.Together, *, secrets: Iterable[str] = (), read_attempts: int = 2,
                  create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
@@ -166,7 +236,7 @@ class TogetherProvider:
             try:
                 # check=False: the SDK would read the whole file again to check it; callers check before uploading.
                 return self._client.files.upload(file=path, purpose="fine-tune", check=False).id
-            except together.TogetherError as exc:
+            except _sdk().TogetherError as exc:
                 raise self._translate(exc) from None
 
     def estimate_price(self, *, training_file: str, model: str, n_epochs: int | None,
@@ -189,18 +259,18 @@ class TogetherProvider:
         try:
             return chat_answer(self._client.chat.completions.create(model=model, messages=messages,
                                                                     max_tokens=max_tokens))
-        except together.TogetherError as exc:
+        except _sdk().TogetherError as exc:
             raise self._translate(exc) from None
 
     def read_file(self, file_id: str, consume: Callable[[Iterator[bytes]], T], *, max_bytes: int) -> T:
         try:
             with self._client.files.with_streaming_response.content(file_id) as response:
                 return consume(lines_capped(response.iter_bytes(), max_bytes))
-        except together.TogetherError as exc:
+        except _sdk().TogetherError as exc:
             raise self._translate(exc) from None
 
     def _read(self, call: Callable[[], Any]) -> Any:
-        return read_with_retries(call, sdk_error=together.TogetherError, translate=self._translate,
+        return read_with_retries(call, sdk_error=_sdk().TogetherError, translate=self._translate,
                                  attempts=self._read_attempts, sleep=self._sleep)
 
     # -- actions -------------------------------------------------------------------------------------
@@ -208,7 +278,7 @@ class TogetherProvider:
     def cancel(self, job_id: str) -> Job:
         try:
             return self._job(self._client.fine_tuning.cancel(job_id))
-        except together.TogetherError as exc:
+        except _sdk().TogetherError as exc:
             raise self._translate(exc) from None
 
     def pause(self, job_id: str) -> Job:
@@ -236,7 +306,7 @@ class TogetherProvider:
                 return self._job(self._client.fine_tuning.create(**kwargs))
             except ValueError as exc:  # the SDK checks the options against the model's limits before sending
                 raise ProviderError(self._redact(str(exc).split("\n")[0])) from None
-            except together.TogetherError as exc:
+            except _sdk().TogetherError as exc:
                 raise self._translate(exc, creating=True) from None
 
         def find(since: float) -> Job | None:
@@ -250,7 +320,7 @@ class TogetherProvider:
                      since: float) -> Job | None:
         try:
             page = self._client.fine_tuning.list()
-        except together.TogetherError as exc:
+        except _sdk().TogetherError as exc:
             raise self._translate(exc) from None
         for raw in page.data:
             job = self._job(raw)
@@ -266,13 +336,13 @@ class TogetherProvider:
     # -- errors --------------------------------------------------------------------------------------
 
     def _translate(self, exc: Exception, *, creating: bool = False) -> ProviderError:
-        if isinstance(exc, together.APITimeoutError):
+        if isinstance(exc, _sdk().APITimeoutError):
             return ProviderError("Together AI did not answer in time.", retryable=True,
                                  ambiguous=creating and _was_create(exc))
-        if isinstance(exc, together.APIConnectionError):
+        if isinstance(exc, _sdk().APIConnectionError):
             return ProviderError("Could not reach Together AI.", retryable=True,
                                  ambiguous=creating and _was_create(exc))
-        if isinstance(exc, together.APIStatusError):
+        if isinstance(exc, _sdk().APIStatusError):
             # Together's client hands over the whole body, {"error": {...}}; OpenAI's only the inner object.
             return refusal(self.name, exc.status_code, exc.body, exc.response.headers, redact=self._redact,
                            creating=creating, new_jobs_end=self.new_jobs_end, now=self._clock())

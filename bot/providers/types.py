@@ -17,8 +17,11 @@ T = TypeVar("T")
 GOING = "going"
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 STATES = FINAL_STATUSES | {GOING}
-# How people read each provider's name. A provider missing here is shown by its name.
-LABELS = {"openai": "OpenAI", "azure": "Azure OpenAI", "together": "Together AI"}
+# How people read each provider's name, and the emoji of each status word: filled from the shapes' declarations by
+# bot/providers/registry.py (a provider missing here is shown by its name; a word missing, by its meaning's emoji).
+LABELS: dict[str, str] = {}
+STATUS_EMOJI: dict[str, str] = {}
+STATE_EMOJI = {GOING: ":gear:", "succeeded": ":white_check_mark:", "failed": ":x:", "cancelled": ":no_entry_sign:"}
 
 
 def provider_label(name: str) -> str:
@@ -28,6 +31,11 @@ def provider_label(name: str) -> str:
 def ended(job: Job) -> str:
     """How a final job ended, as a verb phrase: "succeeded", "failed", "was cancelled"."""
     return {"cancelled": "was cancelled"}.get(job.state, job.state)
+
+
+def status_emoji(status: str, state: str | None = None) -> str:
+    """The emoji of a provider's status word (or, for a word no shape declares, of what it means)."""
+    return STATUS_EMOJI.get(status) or STATE_EMOJI.get(state or "", ":grey_question:")
 
 
 def state_of(status: str, table: Mapping[str, str]) -> str:
@@ -193,6 +201,8 @@ class FineTuningProvider(Protocol):
     default_model: str | None  # the base model `start` uses when none is given, if the provider has its own
     needs_deployment: bool  # models are called by a deployment's name (AzureOpenAI), not the model's
     training_statuses: frozenset[str]  # the provider's status words while a job trains (and metrics come)
+    webhook_route: str | None  # the path its webhooks come to (bot/web.py), if it sends any
+    webhooks_verifiable: bool  # its webhooks' signing secret is set, so they can be received
 
     def owns_id(self, job_id: str) -> bool: ...
 

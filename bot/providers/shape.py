@@ -1,0 +1,75 @@
+"""What an adapter module declares about its API shape, so that nothing else in the bot has to know it: its
+settings (and which are secret), its providers' labels and status words, its prices and epoch rule, its start
+options, its sandbox stand-in. No SDK is imported here; `bot/providers/registry.py` lists the shapes, one line each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# The formats of training examples a model may take.
+CHAT, CHAT_TOOLS, PREFERENCE, COMPLETION = "chat", "chat with tools", "preference pairs", "prompt/completion"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """A fine-tunable model, as the data check needs it."""
+
+    name: str
+    provider: str
+    encoding: str  # the tokenizer counts are made with
+    context: int  # the most tokens one training example may have
+    price_per_million: float | None
+    formats: frozenset[str]
+    own_tokenizer: bool = True  # False: counted with an OpenAI encoding, so only approximately
+    retired: str | None = None
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What training costs at a provider, and how many epochs it runs when none are asked for."""
+
+    source: str  # where the prices come from, and when they were read
+    models: tuple[ModelFacts, ...]
+    default_epochs: Callable[[int], int] = lambda examples: 1
+    min_examples: int = 0  # fewer is refused by the provider: an error in the data check, not a warning
+    aliases: Mapping[str, str] = field(default_factory=dict)  # names it also takes -> the dated model
+
+
+@dataclass(frozen=True)
+class EnvSetting:
+    """An environment variable the shape reads (only bot/config.py reads the environment, by these names)."""
+
+    name: str
+    where: str  # where a person finds its value, for the line that names it when it is missing
+    secret: bool = False  # scrubbed from every log line, error and message
+    required: bool = False  # needed whenever any of the shape's settings is set: half a provider is named
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """The shape's loopback stand-in, for the shell and `--sandbox`: how to start one, and the settings that point
+    the shape's providers at it."""
+
+    start: Callable[[float | None], Any]  # pace -> a started stand-in with `.url` and `.stop()`
+    settings: Callable[[Any], Mapping[str, str]]  # stand-in -> environment values, as if the person had set them
+    label: str  # how the shell names it: "OpenAI's shape"
+
+
+@dataclass(frozen=True)
+class ProviderShape:
+    """One API shape: the adapter module's whole declaration."""
+
+    name: str
+    configured: Callable[..., list]  # (settings, clock=...) -> the providers whose settings are present
+    present: Callable[[Any], list[str]]  # settings -> the names of the providers they configure (no SDK loaded)
+    labels: Mapping[str, str]  # provider name -> how people read it
+    settings: tuple[EnvSetting, ...] = ()
+    status_emoji: Mapping[str, str] = field(default_factory=dict)
+    pricing: Pricing | None = None
+    start_options: tuple = ()  # bot.commands.Value of the options only this shape takes (parsed by the grammar)
+    sandbox: SandboxSpec | None = None
+    owns_model: Callable[[str], bool] = lambda model: False  # a fine-tuned model name in this shape's own form
+    advice: str = ""  # the settings that add it, for a person told to configure another provider
