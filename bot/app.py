@@ -66,13 +66,9 @@ class Services:
         return self.providers.default
 
     def run(self, command, caller) -> Message:
-        """The answer to a command: trying models, charts, and everything about jobs are three services."""
+        """The answer to a command, from the service the subcommand table names for it."""
         try:
-            if command.name in {"try", "compare"}:
-                return self.trying.run(command, caller)
-            if command.name == "chart":
-                return self.charts.run(command, caller)
-            return self.jobs.run(command, caller)
+            return getattr(self, command.spec.service).run(command, caller)
         except UnknownProvider as unknown:
             return format_unknown_provider(str(unknown), self.providers.names, command.spec.usage)
 

@@ -38,7 +38,7 @@ class ChartService:
             job = job or owner.retrieve(job_id)
             return format_note(self.share(owner, job, caller.channel_id), emoji=":chart_with_downwards_trend:")
         except ProviderError as error:
-            return format_provider_error(f"draw the chart of {job_id}", error)
+            return format_provider_error(f"{command.spec.doing} {job_id}", error)
         except SlackFailure as failure:
             return format_problem(Problem(f"Slack refused the chart ({failure.reason})."))
 

@@ -81,6 +81,13 @@ class Subcommand:
     rest: str | None = None  # the name of free text that ends the command (a prompt), taken as typed
     costly: bool = False  # starts, stops, changes or runs something billed: ALLOWED_USER_IDS / ALLOWED_CHANNEL_IDS
     past: str = ""  # what a job is once this is done to it ("cancelled"), for replies and refusals
+    service: str = "jobs"  # which service does it (an attribute of bot.app.Services): jobs, trying or charts
+    doing: str = ""  # what the bot was doing, for "Could not …" when a provider refuses ("cancel", "list jobs")
+
+    @property
+    def handler(self) -> str:
+        """The service's method that does it: `_<name>`."""
+        return "_" + self.name
 
     @property
     def usage(self) -> str:
@@ -113,31 +120,34 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         ),
         costly=True,
         past="started",
+        doing="start a job from",
     ),
     Subcommand("status", "Where a job stands; with no id, the jobs this channel follows.",
-               optional_positional=(_JOB_ID,), options=(_PROVIDER,)),
+               optional_positional=(_JOB_ID,), options=(_PROVIDER,), doing="get the status of"),
     Subcommand("list", "The most recent jobs at every provider, newest first (10 unless you say, at most 100).",
-               optional_positional=(Value("n", "int", 1, 100),), options=(_PROVIDER,)),
+               optional_positional=(Value("n", "int", 1, 100),), options=(_PROVIDER,), doing="list jobs"),
     Subcommand("cancel", "Cancel a job.", positional=(_JOB_ID,), options=(_PROVIDER,), costly=True,
-               past="cancelled"),
+               past="cancelled", doing="cancel"),
     Subcommand("pause", "Pause a running job (where the provider can).", positional=(_JOB_ID,),
-               options=(_PROVIDER,), costly=True, past="paused"),
+               options=(_PROVIDER,), costly=True, past="paused", doing="pause"),
     Subcommand("resume", "Resume a paused job.", positional=(_JOB_ID,), options=(_PROVIDER,), costly=True,
-               past="resumed"),
+               past="resumed", doing="resume"),
     Subcommand("subscribe", "Follow a job started anywhere: this channel is told when it finishes (with `dm`: you, "
                             "in a direct message).",
-               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,)),
+               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,), doing="subscribe to"),
     Subcommand("unsubscribe", "Stop following a job in this channel (with `dm`: in your direct messages).",
-               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,)),
-    Subcommand("providers", "The providers configured here, what each can do, and whether each takes new jobs."),
+               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,), doing="unsubscribe from"),
+    Subcommand("providers", "The providers configured here, what each can do, and whether each takes new jobs.",
+               doing="list the providers"),
     Subcommand("try", "Your prompt to the fine-tuned model and to its base model, answers side by side (a job id "
                       "stands for its model). Only you see it, with a button to share it.",
                positional=(Value("model_or_job", "model", placeholder="model_or_job_id"),),
                options=(_PROVIDER, Value("deployment", "model", placeholder="azure_deployment")),
-               rest="prompt", costly=True, past="tried"),
+               rest="prompt", costly=True, past="tried", service="trying", doing="try"),
     Subcommand("compare", "The fine-tuned and the base model on up to n held-out examples (the validation file, else "
                           "the end of the training file), beside the expected answers.",
-               positional=(_JOB_ID,), options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared"),
+               positional=(_JOB_ID,), options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared",
+               service="trying", doing="compare"),
     Subcommand("settings", "What this channel hears: every outcome or failures only, mentions, a card per job with "
                            "progress in its thread, and how often. With no options: the current settings.",
                options=(Value("outcomes", "choice", placeholder="all|failures", choices=("all", "failures")),
@@ -146,7 +156,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                         Value("progress", "bool", placeholder="on|off"),
                         Value("every", "int", 1, 1440, placeholder="minutes"))),
     Subcommand("chart", "The job's training loss (and validation loss) by step, as a picture in this channel.",
-               positional=(_JOB_ID,), options=(_PROVIDER,)),
+               positional=(_JOB_ID,), options=(_PROVIDER,), service="charts", doing="draw the chart of"),
     Subcommand("check", "Check a .jsonl training file from Slack: its format, errors with line numbers, tokens and "
                         "price. Nothing is uploaded.", options=(_PROVIDER,)),
     Subcommand("upload", "Check a .jsonl training file from Slack and, when it is clean, upload it to a provider; "

@@ -22,20 +22,11 @@ from typing import BinaryIO
 from bot import training_data
 from bot.commands import SUFFIX_PATTERN, Command
 from bot.jobs import Caller, JobService
-from bot.messages import (
-    FORM_REFUSALS,
-    Message,
-    code,
-    data_done_view,
-    data_form_view,
-    data_progress_view,
-    data_report_view,
-    escape,
-    format_apology,
-)
+from bot.messages import Message, code, escape, format_apology
 from bot.providers.types import ProviderError, Providers, provider_label
 from bot.slack import FileUnavailable, SlackFailure, SlackGateway
 from bot.training_data import dollars
+from bot.views import FORM_REFUSALS, data_done_view, data_form_view, data_progress_view, data_report_view
 from storage import Store
 
 log = logging.getLogger(__name__)

@@ -96,7 +96,7 @@ class JobService:
         return None
 
     def run(self, command: Command, caller: Caller) -> Message:
-        handler = getattr(self, "_" + command.name)
+        handler = getattr(self, command.spec.handler)
         try:
             return handler(caller, **command.args)
         except ProviderError as error:
@@ -417,17 +417,16 @@ class JobService:
         return settled
 
     def _tell_about_start(self, intent: dict, message: Message) -> None:
-        fresh = time.time() - intent["created_at"] < RESPONSE_URL_LIFETIME - 60
+        fresh = self.clock() - intent["created_at"] < RESPONSE_URL_LIFETIME - 60
         if fresh and intent["response_url"] and self.slack.reply(intent["response_url"], message):
             return
         self.slack.post_quietly(intent["user_id"], message)
 
 
 def _doing(command: Command) -> str:
+    """What the bot was doing, from the subcommand table, with the job or file it was about."""
     target = command.args.get("job_id") or command.args.get("training_file")
-    what = {"start": "start a job from", "status": "get the status of", "list": "list jobs",
-            "cancel": "cancel", "pause": "pause", "resume": "resume", "subscribe": "subscribe to",
-            "unsubscribe": "unsubscribe from", "providers": "list the providers"}.get(command.name, command.name)
+    what = command.spec.doing or command.name
     return f"{what} {target}" if target else what
 
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, replace
 
 from bot.commands import BY_NAME, SUBCOMMANDS, Problem, quote
 from bot.providers.types import Job, JobEvent, ProviderError, provider_label, status_emoji
-from bot.scoring import SIMILARITY_CHARS, similarity
-from bot.scoring import exact as is_exact
 from bot.scrub import Scrubber
 
 _SCRUB = Scrubber()  # credential shapes; configured secrets are removed where provider text enters (the adapters)
@@ -47,14 +45,6 @@ class Message:
         """The same message, saying plainly that it comes from the sandbox provider."""
         blocks = self.blocks[: MAX_BLOCKS - 1] + [_context(SANDBOX_NOTE)]
         return replace(self, text=f"[sandbox] {self.text}", blocks=blocks)
-
-
-# Why a form's submission is not acted on, shown under the form's first field.
-FORM_REFUSALS = {
-    "unknown": "This form has expired or was not opened by this bot. Open it again.",
-    "not_yours": "Only the person who opened this form can send it.",
-    "submitted": "This form was already sent; its answers are on their way.",
-}
 
 
 def escape(text: object) -> str:
@@ -684,171 +674,8 @@ def format_delivery_problem(job: Job, outcome: str, channel_id: str, reason: str
     return _message(text, [_section(body), *_fields(job_fields(job))], text_escaped=True)
 
 
-# -- training data: the modal, its report, and its outcome ------------------------------------------------------
-
-DATA_CALLBACK = "finetune_data"
-DATA_CONFIRM_ACTION = "finetune_data_confirm"
-# A modal's title: at most 24 characters (Slack's limit); at most 100 blocks and 3,000 characters of metadata.
-DATA_TITLES = {"start": "Start a job", "check": "Check training data", "upload": "Upload training data"}
-
-
-def _modal(mode: str, blocks: list[dict], *, metadata: str = "", submit: str | None = None) -> dict:
-    view = {"type": "modal", "callback_id": DATA_CALLBACK, "title": {"type": "plain_text", "text": DATA_TITLES[mode]},
-            "close": {"type": "plain_text", "text": "Close"}, "blocks": blocks[:100], "private_metadata": metadata}
-    if submit:
-        view["submit"] = {"type": "plain_text", "text": submit}
-    return view
-
-
-def _file_input(block_id: str, label: str, *, optional: bool = False) -> dict:
-    return {"type": "input", "block_id": block_id, "optional": optional,
-            "label": {"type": "plain_text", "text": label},
-            "element": {"type": "file_input", "action_id": "file", "filetypes": ["jsonl"], "max_files": 1}}
-
-
-def data_form_view(mode: str, *, provider: str, models: Sequence[str], default_model: str, metadata: str) -> dict:
-    """The form: a training file (and for a start, a validation file, the base model, suffix and epochs)."""
-    where = provider_label(provider)
-    blocks = [_section(f"Pick a `.jsonl` file. I check it before anything is uploaded to {escape(where)}: format, "
-                       "errors with line numbers, tokens and the estimated price."),
-              _file_input("training", "Training file")]
-    if mode == "start":
-        choices = list(dict.fromkeys([default_model, *models]))[:100]
-        options = [{"text": {"type": "plain_text", "text": m[:75]}, "value": m[:150]} for m in choices]
-        blocks += [
-            _file_input("validation", "Validation file (optional)", optional=True),
-            {"type": "input", "block_id": "model", "label": {"type": "plain_text", "text": f"Base model at {where}"},
-             "element": {"type": "static_select", "action_id": "value", "options": options,
-                         "initial_option": options[0]}},
-            {"type": "input", "block_id": "suffix", "optional": True,
-             "label": {"type": "plain_text", "text": "Suffix for the model's name (optional)"},
-             "element": {"type": "plain_text_input", "action_id": "value", "max_length": 64}},
-            {"type": "input", "block_id": "epochs", "optional": True,
-             "label": {"type": "plain_text", "text": "Epochs (optional; the provider's default otherwise)"},
-             "element": {"type": "number_input", "action_id": "value", "is_decimal_allowed": False,
-                         "min_value": "1", "max_value": "50"}},
-        ]
-    return _modal(mode, blocks, metadata=metadata, submit="Check")
-
-
-def data_progress_view(mode: str, sentence: str, *, metadata: str = "") -> dict:
-    """A modal saying what is being done (checking, uploading, starting), while it is done."""
-    return _modal(mode, [_section(f":hourglass_flowing_sand: {escape(sentence)}")], metadata=metadata)
-
-
-def data_report_view(mode: str, report_lines: Sequence[str], *, filename: str, ok: bool, metadata: str,
-                     confirm: str | None = None) -> dict:
-    """The check's report, escaped line by line; with a button that states the estimate when there is a next step."""
-    head = (f":white_check_mark: *{escape(filename)}* is ready." if ok else
-            f":x: *{escape(filename)}* has problems to fix; nothing was uploaded.")
-    body = [escape(line).replace("  ", "\u2003", 1) if line.startswith("  ") else escape(line)
-            for line in report_lines]
-    blocks = [_section(head), *_lines_in_sections(body, per=8)]
-    if ok and confirm:
-        blocks.append({"type": "actions", "block_id": "confirm", "elements": [
-            {"type": "button", "action_id": DATA_CONFIRM_ACTION, "style": "primary", "value": mode,
-             "text": {"type": "plain_text", "text": confirm[:75]}}]})
-    return _modal(mode, blocks[:100], metadata=metadata)
-
-
-def data_done_view(mode: str, mrkdwn: str) -> dict:
-    """The last word in the modal: what was uploaded or started, or why not (already escaped by the caller)."""
-    return _modal(mode, [_section(mrkdwn)])
-
-
-# -- trying a fine-tuned model -----------------------------------------------------------------------------------
+# -- the Try it button, its form and its answers' Share button (built in bot/views.py and bot/comparison.py) -------
 
 TRY_SHARE_ACTION = "try_share"
 TRY_OPEN_ACTION = "try_open"
 TRY_CALLBACK = "finetune_try"
-_ANSWER_LIMIT = 1800  # each side's answer in a field (Slack: 2,000 characters a field)
-
-
-@dataclass(frozen=True)
-class TrySide:
-    """One model's side of a try: its answer or its error, and how long it took."""
-
-    label: str
-    model: str
-    answer: object | None  # a ChatAnswer
-    error: str | None
-    seconds: float
-
-    def usage(self) -> str:
-        answer = self.answer
-        used = getattr(answer, "completion_tokens", None)
-        cut = " · cut at the token limit" if getattr(answer, "finish_reason", None) == "length" else ""
-        return f"{self.seconds:.1f} s" + (f" · {used:,} tokens out" if used is not None else "") + cut
-
-
-def _side_text(side: TrySide, limit: int) -> str:
-    if side.error is not None:
-        return f":warning: {_clip(escape(side.error), limit)}"
-    text = str(getattr(side.answer, "text", "") or "(an empty answer)")
-    shown = _clip(escape(text), limit)
-    return shown if len(escape(text)) <= limit else shown + f"\n_(cut: {len(text):,} characters in all)_"
-
-
-def format_try(prompt: str, tuned: TrySide, base: TrySide, *, provider: str, system: str | None = None,
-               share_id: str | None = None) -> Message:
-    """Both answers side by side, each with its model, time and tokens; untrusted text escaped and cut cleanly."""
-    fields = [f"*{escape(s.label)}* {code(s.model)}\n{_side_text(s, _ANSWER_LIMIT)}\n_{escape(s.usage())}_"
-              for s in (tuned, base)]
-    blocks = [_section(f"*Prompt* ({escape(provider_label(provider))})\n>{_clip(escape(prompt), 600)}")]
-    if system:
-        blocks.append(_context(f"System message: {_clip(escape(system), 300)}"))
-    blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
-    if share_id:
-        blocks.append({"type": "actions", "elements": [{
-            "type": "button", "action_id": TRY_SHARE_ACTION, "value": share_id,
-            "text": {"type": "plain_text", "text": "Share in channel"}}]})
-    text = (f"Fine-tuned {tuned.model}: {getattr(tuned.answer, 'text', '') or tuned.error}\n"
-            f"Base {base.model}: {getattr(base.answer, 'text', '') or base.error}")
-    return _message(_SCRUB(text)[:MAX_TEXT], blocks)
-
-
-def format_comparison(job_id: str, source: str, where: str, rows: Sequence[tuple], *, provider: str) -> Message:
-    """Per held-out example: the expected answer, the base model's and the fine-tuned model's; then the tally."""
-    blocks = [_header(":scales: Fine-tuned vs base"),
-              _context(f"Job {code(job_id)} at {escape(provider_label(provider))}: {len(rows)} example(s) from the "
-                       f"{escape(where)} {code(source)}.")]
-    exact = {"Fine-tuned": 0, "Base": 0}
-    scores: dict[str, list[float]] = {"Fine-tuned": [], "Base": []}
-    for index, (line, expected, tuned, base) in enumerate(rows, start=1):
-        parts = [f"*Example {index}* (line {line})", f"*Expected:* {_clip(escape(expected), 500)}"]
-        for side in (base, tuned):
-            text = str(getattr(side.answer, "text", "") or "")
-            if side.error is None:
-                exact[side.label] += int(is_exact(expected, text))
-                scores[side.label].append(similarity(expected, text))
-            parts.append(f"*{side.label}:* {_side_text(side, 500)}")
-        blocks.append(_section("\n".join(parts)))
-    mean = {k: (sum(v) / len(v) if v else 0.0) for k, v in scores.items()}
-    summary = (f"Exact matches with the expected answer: fine-tuned {exact['Fine-tuned']}/{len(rows)}, base "
-               f"{exact['Base']}/{len(rows)}. Similarity to the expected answer (difflib character ratio over the "
-               f"first {SIMILARITY_CHARS:,} characters, 0 to 1, mean): fine-tuned {mean['Fine-tuned']:.2f}, base "
-               f"{mean['Base']:.2f}.")
-    blocks.insert(2, _section(f"*Summary* {escape(summary)}"))
-    return _message(f"Compared job {job_id}: {summary}", blocks[:MAX_BLOCKS])
-
-
-def try_modal_view(*, model: str, metadata: str, max_prompt_chars: int) -> dict:
-    longest = min(max_prompt_chars, MAX_INPUT_LENGTH)
-    return {"type": "modal", "callback_id": TRY_CALLBACK, "title": {"type": "plain_text", "text": "Try the model"},
-            "submit": {"type": "plain_text", "text": "Ask both models"},
-            "close": {"type": "plain_text", "text": "Close"}, "private_metadata": metadata,
-            "blocks": [
-                _section(f"Your prompt goes to {code(model)} and to its base model, side by side."),
-                {"type": "input", "block_id": "prompt", "label": {"type": "plain_text", "text": "Prompt"},
-                 "element": {"type": "plain_text_input", "action_id": "value", "multiline": True,
-                             "max_length": longest}},
-                {"type": "input", "block_id": "system", "optional": True,
-                 "label": {"type": "plain_text", "text": "System message (optional)"},
-                 "element": {"type": "plain_text_input", "action_id": "value", "multiline": True,
-                             "max_length": longest}},
-            ]}
-
-
-def try_result_view(message: Message) -> dict:
-    return {"type": "modal", "callback_id": TRY_CALLBACK, "title": {"type": "plain_text", "text": "Try the model"},
-            "close": {"type": "plain_text", "text": "Close"}, "blocks": message.blocks[:100]}

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from typing import BinaryIO
 
 from slack_sdk import WebClient
@@ -60,8 +61,10 @@ class NoHistoryAccess(Exception):
 
 
 class SlackGateway:
-    def __init__(self, client: WebClient, *, scrub: Scrubber | None = None) -> None:
+    def __init__(self, client: WebClient, *, scrub: Scrubber | None = None,
+                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.client = client
+        self._sleep, self._monotonic = sleep, monotonic
         self.scrub = scrub or Scrubber()
         self._bot_user_id: str | None = None
         self._bot_user_lock = threading.Lock()
@@ -177,7 +180,7 @@ class SlackGateway:
         not sooner than VIEW_SETTLE_SECONDS after it: Slack applies that answer when it receives it, and an update
         arriving first would be covered by it."""
         if answered_at is not None:
-            time.sleep(max(0.0, answered_at + VIEW_SETTLE_SECONDS - time.monotonic()))
+            self._sleep(max(0.0, answered_at + VIEW_SETTLE_SECONDS - self._monotonic()))
         self._call("views_update", view_id=view_id, view=self.scrub.deep(view))
 
     def file_info(self, file_id: str) -> dict:

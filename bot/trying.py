@@ -17,22 +17,13 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bot.commands import Command, Problem
+from bot.comparison import TrySide, format_comparison, format_try
 from bot.jobs import Caller, JobService
-from bot.messages import (
-    FORM_REFUSALS,
-    Message,
-    TrySide,
-    format_comparison,
-    format_problem,
-    format_provider_error,
-    format_refusal,
-    format_try,
-    try_modal_view,
-    try_result_view,
-)
+from bot.messages import Message, format_problem, format_provider_error, format_refusal
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, ended, provider_label
 from bot.slack import SlackFailure, SlackGateway
+from bot.views import FORM_REFUSALS, try_modal_view, try_result_view
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -103,7 +94,7 @@ class TryService:
             return format_problem(Problem(str(why)))
         except ProviderError as error:
             what = command.args.get("model_or_job") or command.args.get("job_id")
-            return format_provider_error(f"{command.name} {what}", error)
+            return format_provider_error(f"{command.spec.doing} {what}", error)
 
     # -- try -------------------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slack_bolt import App
 
-from bot.messages import DATA_CALLBACK, DATA_CONFIRM_ACTION
+from bot.views import DATA_CALLBACK, DATA_CONFIRM_ACTION
 
 
 def register(app: App, services) -> None:

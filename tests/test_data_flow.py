@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from bot.messages import DATA_CONFIRM_ACTION
 from bot.sandbox.slack import signed_headers, view_action_body, view_submission_body
 from bot.slack import FileUnavailable, SlackGateway
+from bot.views import DATA_CONFIRM_ACTION
 from tests.conftest import SIGNING_SECRET, Server, wait_until
 
 MINI = "gpt-4.1-mini-2025-04-14"

@@ -14,11 +14,12 @@ import urllib.request
 import pytest
 from slack_sdk import WebClient
 
-from bot.messages import TRY_OPEN_ACTION, try_modal_view
+from bot.messages import TRY_OPEN_ACTION
 from bot.providers.types import ProviderError
 from bot.sandbox.http import StandInServer
 from bot.sandbox.slack import block_action_body, signed_headers, view_submission_body
 from bot.slack import FileUnavailable, SlackGateway
+from bot.views import try_modal_view
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, TOGETHER_KEY, Server, ask, everything_said, wait_until
 from tests.slack_limits import assert_within_slack_limits
 
@@ -89,13 +90,13 @@ def test_charts_after_announcements_reuse_one_thread(bot, provider):
     charts.after_announced({"kind": "announcement", "outcome": "succeeded", "job_id": job["id"],
                             "provider": "openai", "channel_id": "C0GENERAL"}, "1.0")
     charts.wait_idle(30)
-    threads, connections = threading.active_count(), bot.services.store.connections()
+    connections = bot.services.store.connections()
     for n in range(20):
         charts.after_announced({"kind": "announcement", "outcome": "succeeded", "job_id": job["id"],
                                 "provider": "openai", "channel_id": "C0GENERAL"}, f"{n}.0")
         charts.wait_idle(30)
     assert [t.name for t in threading.enumerate() if t.name.startswith("finetune-chart")] == ["finetune-chart_0"]
-    assert threading.active_count() <= threads and bot.services.store.connections() <= connections
+    assert bot.services.store.connections() <= connections  # (other threads, a stand-in's, come and go)
 
 
 # -- 2. no pool waits on itself ------------------------------------------------------------------------------------

@@ -13,20 +13,19 @@ from hypothesis import strategies as st
 
 from bot import messages
 from bot.commands import Problem
+from bot.comparison import TrySide, format_comparison, format_try
 from bot.messages import (
     MAX_BLOCKS,
     MAX_SECTION,
     FollowsPage,
     ProviderInfo,
     Subscription,
-    TrySide,
     code,
     escape,
     format_action,
     format_announcement,
     format_apology,
     format_card,
-    format_comparison,
     format_delivery_problem,
     format_events,
     format_followed,
@@ -45,7 +44,6 @@ from bot.messages import (
     format_started,
     format_stopped_taking_jobs,
     format_subscribed,
-    format_try,
     format_unknown_provider,
     format_unsubscribed,
 )
@@ -123,7 +121,10 @@ def _every_message(hostile: str) -> dict:
 
 
 def test_every_formatter_is_covered_by_the_hostile_text_test():
-    formatters = {name for name, value in vars(messages).items() if name.startswith("format_") and callable(value)}
+    from bot import comparison
+
+    formatters = {name for module in (messages, comparison) for name, value in vars(module).items()
+                  if name.startswith("format_") and callable(value)}
     assert formatters == set(_every_message("x"))
 
 

@@ -76,11 +76,6 @@ class Job:
         """The outcome (succeeded, failed, cancelled), or None while the job, in any status word, is still going."""
         return self.state if self.final else None
 
-    @property
-    def key(self) -> tuple[str, str]:
-        """What names a job: two providers may use the same id."""
-        return self.provider, self.id
-
     def fields(self) -> dict:
         """The job's state as storage keeps it."""
         return {name: getattr(self, name) for name in STORED_FIELDS}
