@@ -13,7 +13,7 @@ from bot.messages import MAX_BLOCKS, TRY_OPEN_ACTION, _message, _section
 from bot.sandbox.slack import block_action_body, signed_headers, view_action_body, view_submission_body
 from bot.scrub import Scrubber
 from storage import Store
-from tests.conftest import SIGNING_SECRET, TOGETHER_KEY, Server, ask, wait_until
+from tests.conftest import BOT_TOKEN, SIGNING_SECRET, TOGETHER_KEY, Server, ask, wait_until
 
 
 def test_a_claim_within_its_lease_cannot_be_taken(tmp_path):
@@ -133,3 +133,35 @@ def test_an_unknown_channel_setting_is_refused(tmp_path):
     with pytest.raises(ValueError, match="no such channel setting"):
         store.set_channel_settings("C1", "U1", colour="blue")
     store.close()
+
+
+def test_the_gateway_scrubs_every_post_and_edit_whatever_reaches_it(slack):
+    """The last line of defence: text that reached the gateway unscrubbed (a configured secret with no telltale
+    shape) leaves it scrubbed, in a post and in a card edit, fallback text and blocks alike."""
+    from slack_sdk import WebClient
+
+    from bot.messages import Message
+    from bot.slack import SlackGateway
+
+    gateway = SlackGateway(WebClient(token=BOT_TOKEN, base_url=slack.api_url), scrub=Scrubber([TOGETHER_KEY]))
+    said = Message(f"the key {TOGETHER_KEY}", [{"type": "section", "text": {"type": "mrkdwn",
+                                                                             "text": f"key {TOGETHER_KEY}"}}])
+    ts = gateway.post("C1", said)
+    gateway.update("C1", ts, said)
+    sent = json.dumps([r.params() for r in slack.received if r.path.endswith(("chat.postMessage", "chat.update"))])
+    assert sent.count("[redacted]") >= 4 and TOGETHER_KEY not in sent
+
+
+def test_provider_text_is_scrubbed_where_it_enters(both, together):
+    """A job's error, as the adapter hands it over, holds no configured secret: nothing after it can cut the secret
+    in half before a scrubber sees it whole."""
+    from bot.providers import registry
+
+    job = together.add_job(status="error")
+    together.jobs[job["id"]]["_events"].append({"object": "fine-tune-event", "created_at": "2026-01-01T00:00:00Z",
+                                                "type": "job_error", "level": "error",
+                                                "message": f"bad key {TOGETHER_KEY} in the request"})
+    adapter = registry.configured(both).get("together")
+    seen = adapter.retrieve(job["id"])
+    assert seen.error_message and TOGETHER_KEY not in seen.error_message and "[redacted]" in seen.error_message
+    assert all(TOGETHER_KEY not in e.message for e in adapter.events(job["id"], limit=20))
