@@ -398,6 +398,87 @@ def bench_memory(workdir: str, n: int) -> None:
         say("memory_peak_rss_mb", f"{peak_kb / 1024:.1f}")
 
 
+def bench_memory_idle(workdir: str, n: int) -> None:
+    """Resident memory of `serve` following n running jobs at OpenAI's shape, cards on, with no chart drawn; then the
+    same process after its first chart (matplotlib is loaded with it)."""
+    with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+        jobs = [provider.add_job(status="running") for _ in range(n)]
+        db = os.path.join(workdir, "memory-idle.db")
+        follow(db, jobs)
+        proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS="1"))
+        try:
+            time.sleep(4.5)  # a few full poll cycles over all of them
+            idle_kb = rss_kb(proc.proc.pid)
+            provider.set_status(jobs[0]["id"], "succeeded")
+            wait_until(lambda: slack.uploads, timeout=20)
+            time.sleep(0.5)
+            charted_kb = rss_kb(proc.proc.pid)
+            loaded = proc_modules(proc.proc.pid)
+        finally:
+            proc.terminate()
+        say("memory_idle_followed_jobs", n)
+        say("memory_idle_rss_mb", f"{idle_kb / 1024:.1f}")
+        say("memory_idle_target_mb", 100)
+        say("memory_after_first_chart_rss_mb", f"{charted_kb / 1024:.1f}")
+        say("memory_idle_sdks_loaded", loaded or "none")
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def proc_modules(pid: int) -> str:
+    """Which heavy libraries a process has mapped (their shared objects show in /proc/PID/maps)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        text = maps.read()
+    return ",".join(name for name in ("matplotlib", "together", "tiktoken") if f"/{name}/" in text)
+
+
+def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, channels: int = 25,
+                        interval: float = 1.0, runs: int = 1) -> None:
+    """Announcement latency with cards and progress on: `followed` running jobs over `channels` channels (each with
+    its card), then `finishing` of them succeed at once; from the provider's change to Slack's answer."""
+    latencies: list[float] = []
+    for run in range(runs):
+        with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+            jobs = [provider.add_job(status="running") for _ in range(followed)]
+            for job in jobs:
+                provider.train(job["id"], 3, total=100)  # training, with metrics: progress is due on every card
+            db = os.path.join(workdir, f"announce-busy{run}.db")
+            store = Store(db)
+            for k, job in enumerate(jobs):
+                store.follow(f"C0BUSY{k % channels}", job, final=False, team_id="T", user_id="U0BENCH",
+                             origin="subscribe", card=True)
+            store.close()
+            proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)))
+            try:
+                wait_until(lambda: len(slack.posted) >= followed, timeout=120, interval=0.2)  # every card is up
+                time.sleep(interval * 2)
+                chosen = [jobs[k * followed // finishing] for k in range(finishing)]
+                finished_at = {}
+                for job in chosen:
+                    provider.set_status(job["id"], "succeeded")
+                    finished_at[job["id"]] = time.time()
+                wait_until(lambda: sum(1 for p in slack.posted if p.get("broadcast")) >= finishing, timeout=60,
+                           interval=0.05)
+            finally:
+                proc.terminate()
+            for p in slack.posted:
+                if p.get("broadcast"):
+                    job_id = next((j for j in finished_at if j in p["text"]), None)
+                    if job_id:
+                        latencies.append(p["at"] - finished_at[job_id])
+    say("announce_busy_followed_jobs", followed)
+    say("announce_busy_finishing_at_once", finishing)
+    say("announce_busy_channels", channels)
+    say("announce_busy_interval_s", interval)
+    say("announce_busy_announced", len(latencies))
+    say("announce_busy_p50_s", f"{percentile(latencies, 50):.2f}")
+    say("announce_busy_max_s", f"{max(latencies):.2f}")
+    say("announce_busy_target", "p50 <= 1.00 s, max <= 2.00 s")
+
+
 def tree_peak_kb(pid: int) -> int:
     """Peak resident memory (VmHWM) summed over a process and all its descendants."""
     total, stack = 0, [pid]
@@ -413,15 +494,18 @@ def tree_peak_kb(pid: int) -> int:
     return total
 
 
+PARTS = ["ack", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "check", "try", "cards"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ack", "poll", "announce", "memory", "providers", "check", "try", "cards"],
-                        action="append")
+    parser.add_argument("--only", choices=PARTS, action="append")
     parser.add_argument("--commands", type=int, default=300)
     parser.add_argument("--senders", type=int, default=20)
     parser.add_argument("--card-hours", type=float, default=2.0)
+    parser.add_argument("--runs", type=int, default=1, help="repeat announce-busy this many times (figures pooled)")
     args = parser.parse_args()
-    chosen = set(args.only or ["ack", "poll", "announce", "memory", "providers", "check", "try", "cards"])
+    chosen = set(args.only or PARTS)
     say("machine_cores", os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:
         if "ack" in chosen:
@@ -432,6 +516,10 @@ def main() -> None:
             bench_announce(workdir, 50)
         if "memory" in chosen:
             bench_memory(workdir, 1000)
+        if "memory-idle" in chosen:
+            bench_memory_idle(workdir, 1000)
+        if "announce-busy" in chosen:
+            bench_announce_busy(workdir, runs=args.runs)
         if "providers" in chosen:
             bench_two_providers(workdir, 300)
         if "check" in chosen:

