@@ -102,6 +102,50 @@ def bench_ack(workdir: str, commands: int, senders: int) -> None:
             proc.terminate()
 
 
+def bench_ack_under_load(workdir: str, commands: int, senders: int, followed: int = 1000, channels: int = 50) -> None:
+    """Ack latency while the bot is busy: a poll cycle over `followed` running jobs every second, and the sender
+    draining outcomes in `channels` channels (a job in each succeeds as the commands start)."""
+    with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+        jobs = [provider.add_job(status="running") for _ in range(followed)]
+        db = os.path.join(workdir, "ack-load.db")
+        follow(db, jobs[channels:])
+        for k, job in enumerate(jobs[:channels]):
+            follow(db, [job], channel=f"C0DRAIN{k}")
+        proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS="1"))
+        try:
+            time.sleep(3)  # polling over all of them
+            for job in jobs[:channels]:
+                provider.set_status(job["id"], "succeeded")
+            latencies: list[float] = []
+            lock = threading.Lock()
+
+            def send(n: int) -> None:
+                body = slash_command_body(["help", "settings", "subscriptions", f"status {jobs[n]['id']}"][n % 4],
+                                          channel_id=f"C0ACK{n % 7}", response_url=slack.response_url(f"ack{n}"))
+                request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
+                                                 headers=signed_headers(body, SECRET), method="POST")
+                started = time.perf_counter()
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    response.read()
+                with lock:
+                    latencies.append(time.perf_counter() - started)
+
+            with ThreadPoolExecutor(senders) as pool:
+                list(pool.map(send, range(commands)))
+            drained = len([p for p in slack.posted if p["channel"].startswith("C0DRAIN")])
+        finally:
+            proc.terminate()
+        say("ack_load_commands", commands)
+        say("ack_load_concurrent_senders", senders)
+        say("ack_load_followed_jobs_polled_each_second", followed)
+        say("ack_load_channels_draining", channels)
+        say("ack_load_outcomes_posted_meanwhile", drained)
+        say("ack_load_p50_ms", f"{percentile(latencies, 50) * 1000:.1f}")
+        say("ack_load_p99_ms", f"{percentile(latencies, 99) * 1000:.1f}")
+        say("ack_load_max_ms", f"{max(latencies) * 1000:.1f}")
+        say("ack_load_target", "p99 < 100 ms")
+
+
 def bursts(times: list[float], gap: float) -> list[int]:
     """Request counts per poll cycle: requests closer together than `gap` belong to one cycle."""
     counts: list[int] = []
@@ -494,7 +538,8 @@ def tree_peak_kb(pid: int) -> int:
     return total
 
 
-PARTS = ["ack", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "check", "try", "cards"]
+PARTS = ["ack", "ack-load", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "check", "try",
+         "cards"]
 
 
 def main() -> None:
@@ -510,6 +555,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:
         if "ack" in chosen:
             bench_ack(workdir, args.commands, args.senders)
+        if "ack-load" in chosen:
+            bench_ack_under_load(workdir, args.commands, args.senders)
         if "poll" in chosen:
             bench_poll_cost(workdir, [10, 100, 1000])
         if "announce" in chosen:
