@@ -491,7 +491,7 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
                 provider.train(job["id"], 3, total=100)  # training, with metrics: progress is due on every card
             db = os.path.join(workdir, f"announce-busy{run}.db")
             store = Store(db)
-            for k, job in enumerate(jobs):
+            for k, job in enumerate(jobs):  # job k in channel k % channels
                 store.follow(f"C0BUSY{k % channels}", job, final=False, team_id="T", user_id="U0BENCH",
                              origin="subscribe", card=True)
             store.close()
@@ -499,7 +499,8 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
             try:
                 wait_until(lambda: len(slack.posted) >= followed, timeout=120, interval=0.2)  # every card is up
                 time.sleep(interval * 2)
-                chosen = [jobs[k * followed // finishing] for k in range(finishing)]
+                # Spread over the channels as a sweep's would be: every channel has one, a few have two.
+                chosen = jobs[:finishing]
                 finished_at = {}
                 for job in chosen:
                     provider.set_status(job["id"], "succeeded")

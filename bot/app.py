@@ -209,7 +209,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         data=DataService(slack, jobs, providers, store, background=background,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate,
                          download_deadline_seconds=settings.download_deadline_seconds),
-        charts=ChartService(providers, jobs, slack),
+        charts=ChartService(providers, jobs, slack, quiet=lambda: not store.outcomes_waiting()),
         trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
                           max_prompt_chars=settings.try_max_prompt_chars,
                           max_file_bytes=settings.max_training_file_bytes, background=background),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from bot.commands import Command, Problem
@@ -15,10 +17,16 @@ from bot.slack import SlackFailure, SlackGateway
 
 log = logging.getLogger(__name__)
 
+CHART_PATIENCE = 60.0  # the longest a chart waits for the outbox's outcomes to go out before it is drawn anyway
+
 
 class ChartService:
-    def __init__(self, providers: Providers, jobs: JobService, slack: SlackGateway) -> None:
+    def __init__(self, providers: Providers, jobs: JobService, slack: SlackGateway, *,
+                 quiet: Callable[[], bool] = lambda: True) -> None:
         self.providers = providers
+        # Whether no outcome waits to be posted: drawing is CPU-bound and holds the interpreter, so a chart waits for
+        # the outcomes (a sweep's thirty at once) to go out first, for up to CHART_PATIENCE seconds.
+        self.quiet = quiet
         self.jobs = jobs
         self.slack = slack
         # Charts after announcements are drawn one at a time on one thread made once (its database connection with
@@ -91,6 +99,11 @@ class ChartService:
         self.wait_idle(timeout)
 
     def _chart_in_thread(self, row: dict, ts: str) -> None:
+        deadline = time.monotonic() + CHART_PATIENCE
+        while not self.quiet() and time.monotonic() < deadline and not self._stopping.wait(0.1):
+            pass
+        if self._stopping.is_set():
+            return
         try:
             owner = self.providers.get(row.get("provider") or "openai")
             stored = self.jobs.store.job(row["job_id"], owner.name)  # as announced: no need to ask again

@@ -42,6 +42,10 @@ MAX_BACKOFF = 300.0
 CHANNEL_SPACING = 1.0  # Slack allows about one message a second in a channel
 WAIT_FOR_NEXT = 1.5  # a row due this soon is waited for in the same run, so one busy channel drains at Slack's pace
 RUN_LIMIT = 30.0  # one run hands back after this long; the scheduler starts the next a second later
+# Card edits and thread replies yield: after this long working through them, the due rows are read again, so an
+# outcome that fell due meanwhile (its channel's pace allowing) goes next rather than after the whole wave.
+LOW_PRIORITY = frozenset({"card_update", "progress"})
+REFETCH_AFTER = 0.2
 
 
 @dataclass
@@ -89,9 +93,12 @@ class AnnouncementSender:
             while not self._stopping.is_set() and self.clock() - started < RUN_LIMIT:
                 self._again.clear()
                 rows = self.store.due_announcements(limit=self.batch)
+                fetched = self.clock()
                 for row in rows:
                     if self._stopping.is_set():
                         break  # what is not claimed stays queued for the next run; nothing is cut off mid-post
+                    if row["kind"] in LOW_PRIORITY and self.clock() - fetched > REFETCH_AFTER:
+                        break  # a wave of edits and replies: look again, for outcomes that fell due meanwhile
                     self._deliver(row, report)
                 if rows or self._again.is_set():
                     continue

@@ -655,6 +655,12 @@ class Store:
                 (until, channel_id),
             )
 
+    def outcomes_waiting(self, *, within: float = 5.0) -> bool:
+        """Whether an outcome is being posted or falls due within `within` seconds: what best-effort work (a chart)
+        waits behind. One held back for longer (a rate limit, a failing channel) keeps nothing waiting."""
+        return bool(self._rows("SELECT 1 FROM announcements WHERE kind = 'announcement' AND (state = 'sending'"
+                               " OR (state = 'pending' AND next_attempt_at <= ?)) LIMIT 1", (self._clock() + within,)))
+
     def next_due(self) -> float | None:
         """When the earliest queued announcement falls due (or a claim on one lapses); None when nothing waits."""
         row = self._rows(

@@ -127,6 +127,8 @@ MUTATIONS = [
     ("the bot's finding told as a provider's", 'bot/jobs.py', 'status=404, code="job_not_found", own=True)', 'status=404, code="job_not_found")', 'tests/test_hardening.py -k own_finding'),
     ('card edits spend the post pace', 'bot/delivery.py', '            (self._not_before if pace is None else pace)[channel] = self.clock() + CHANNEL_SPACING', '            self._not_before[channel] = self.clock() + CHANNEL_SPACING', 'tests/test_cards.py -k never_holds_back'),
     ("outcomes wait for the cycle's metric reads", 'bot/poller.py', '        if queued:\n            self.on_queued()  # the sender goes now', '        if False:\n            self.on_queued()  # the sender goes now', 'tests/test_hardening.py -k while_the_cycles_metric_reads'),
+    ('charts draw before outcomes go', 'bot/charting.py', '        while not self.quiet() and time.monotonic() < deadline and not self._stopping.wait(0.1):', '        while False and time.monotonic() < deadline and not self._stopping.wait(0.1):', 'tests/test_hardening.py -k chart_waits'),
+    ('a wave of edits holds outcomes back', 'bot/delivery.py', '                    if row["kind"] in LOW_PRIORITY and self.clock() - fetched > REFETCH_AFTER:', '                    if False:', 'tests/test_delivery.py -k refetch'),
 ]
 
 

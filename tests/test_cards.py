@@ -659,3 +659,35 @@ def test_a_card_edit_never_holds_back_a_post_in_its_channel(desk, provider, slac
     [reply] = [p for p in slack.posted if p["thread_ts"]]
     assert clock.now == started  # both went at once: the reply did not wait out a second after the edit
     assert "running" in edit["text"] and "running" in reply["text"]
+
+
+class _TickingClock(Clock):
+    """A clock that moves on a little at every reading, as a busy sender's does."""
+
+    def __call__(self) -> float:
+        self.now += 0.02
+        return self.now
+
+
+def test_an_outcome_that_falls_due_amid_a_wave_of_edits_goes_next(tmp_path, settings, provider, slack):
+    clock = _TickingClock()
+    desk = Desk(tmp_path / "wave.db", settings, provider, slack, clock)
+    try:
+        jobs = [provider.add_job(status="queued") for _ in range(20)]
+        for k, job in enumerate(jobs):
+            desk.follow(job, channel=f"C{k}")
+        lone = provider.add_job(status="running")
+        desk.follow(lone, channel="CLONE")
+        desk.sender.deliver_due()  # every card up
+        for job in jobs:
+            provider.set_status(job["id"], "running")  # twenty card edits (and replies), due now
+        provider.set_status(lone["id"], "succeeded")
+        desk.store.set_channel_settings("CLONE", "U", progress=False)
+        desk.poller.run_once(progress=False)
+        desk.sender._not_before["CLONE"] = clock.now + 0.3  # its channel posted a moment ago: due shortly
+        desk.sender.deliver_due()
+        [outcome] = slack.outcomes_in("CLONE")
+        edits_after = [u for u in slack.updates if u["at"] > outcome["at"]]
+        assert edits_after  # it went amid the wave, not after all twenty edits
+    finally:
+        desk.close()

@@ -604,3 +604,21 @@ def test_the_scheduler_reads_progress_apart_from_the_poll(bot, provider, slack):
     assert report.progress == 0 and provider.requests_to("/events") == []
     assert bot.services.poller.read_progress() == 1  # the job the cycle saw training: its step, read and queued
     assert {job.id for job in bot.scheduler.get_jobs()} >= {"poll", "progress"}
+
+
+def test_a_chart_waits_for_the_outcomes_queued_to_go_out_first(bot, provider, slack):
+    done = provider.add_job(status="succeeded")
+    bot.services.store.follow("C0CHART", done, final=True, team_id="T", user_id="U", origin="start")
+    row = {"kind": "announcement", "outcome": "succeeded", "job_id": done["id"], "provider": "openai",
+           "channel_id": "C0CHART"}
+    bot.services.charts.after_announced(row, "1.0")  # nothing waits: drawn at once (and matplotlib loaded)
+    assert wait_until(lambda: len(slack.uploads) == 1, timeout=20)
+    waiting = provider.add_job(status="running")
+    bot.services.store.follow("C0OTHER", waiting, final=False, team_id="T", user_id="U", origin="start")
+    bot.services.store.record_jobs([({**waiting, "provider": "openai", "status": "succeeded"}, "succeeded")])
+    assert bot.services.store.outcomes_waiting()  # an outcome is queued, not yet posted
+    bot.services.charts.after_announced(row, "2.0")
+    time.sleep(1.0)
+    assert len(slack.uploads) == 1  # the second chart holds back while an outcome waits
+    bot.services.sender.deliver_due()
+    assert wait_until(lambda: len(slack.uploads) == 2, timeout=10)
