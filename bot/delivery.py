@@ -74,6 +74,7 @@ class AnnouncementSender:
         self.on_sent = on_sent  # what follows a posted announcement (its chart): best effort, never a repeat of it
         self._not_before: dict[str, float] = {}  # per channel: spacing between posts, or Slack's Retry-After
         self._edits_not_before: dict[str, float] = {}  # per channel: spacing between card edits (chat.update)
+        self._after_reply: dict[str, bool] = {}  # per channel: its last post was a progress reply
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
@@ -147,7 +148,10 @@ class AnnouncementSender:
         channel = due["channel_id"]
         edit = due["kind"] == "card_update"
         not_before = (self._edits_not_before if edit else self._not_before).get(channel, 0)
-        if not_before > self.clock():
+        # An outcome does not wait out the spacing after a thread reply (Slack allows short bursts): a sweep's
+        # progress replies never cost an outcome a second. After an outcome, the next post waits as always.
+        yields = due["kind"] == "announcement" and self._after_reply.get(channel, False)
+        if not_before > self.clock() and not yields:
             # Its turn comes at Slack's pace (no claim, no attempt): posts at a post a second, card edits (chat.update,
             # a rate tier of its own) at an edit a second, neither waiting for the other.
             self.store.defer_channel(channel, not_before, edits=edit)
@@ -273,7 +277,8 @@ class AnnouncementSender:
             return None
         message = self.decorate(format_progress(job, json.loads(row.get("detail") or "{}")))
         with self._on_card(row):
-            return self._post(channel, message, None, thread_ts=card["card_ts"], broadcast=False), card["card_ts"]
+            return (self._post(channel, message, None, thread_ts=card["card_ts"], broadcast=False, reply=True),
+                    card["card_ts"])
 
     @contextmanager
     def _on_card(self, row: dict) -> Iterator[None]:
@@ -287,10 +292,14 @@ class AnnouncementSender:
             raise
 
     def _post(self, channel: str, message: Message, key: str | None, *, thread_ts: str | None = None,
-              broadcast: bool = True) -> str:
-        """Post (in a thread with `thread_ts`, also shown in the channel unless `broadcast` is False); its ts."""
+              broadcast: bool = True, reply: bool = False) -> str:
+        """Post (in a thread with `thread_ts`, also shown in the channel unless `broadcast` is False); its ts. A
+        progress `reply` is one an outcome may follow at once; any other attempt, refused (a 429) or not, is not."""
         where = {"thread_ts": thread_ts, "broadcast": broadcast} if thread_ts else {}
-        return self._send(channel, message, lambda m: self.slack.post(channel, m, key=key, **where), key)
+        try:
+            return self._send(channel, message, lambda m: self.slack.post(channel, m, key=key, **where), key)
+        finally:
+            self._after_reply[channel] = reply
 
     def _send(self, channel: str, message: Message, send: Callable[[Message], T], key: str | None, *,
               pace: dict[str, float] | None = None) -> T:

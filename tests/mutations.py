@@ -68,7 +68,7 @@ MUTATIONS = [
     ('outcome before its card', 'bot/delivery.py', '            if card is not None and card["state"] in {"pending", "sending"}:', '            if False:', 'tests/test_cards.py -k waits_for_its_card'),
     ('progress replies unthrottled', 'storage/store.py', '                " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))")', '                " AND ? IS NOT NULL")', 'tests/test_cards.py -k "throttled or both_found"'),
     ('lost outcome answer re-posted', 'bot/delivery.py', '        if row["uncertain"] and row["kind"] != "card_update":', '        if False:', 'tests/test_cards.py -k lost_answer'),
-    ('outcome only in the thread', 'bot/delivery.py', '              broadcast: bool = True) -> str:', '              broadcast: bool = False) -> str:', 'tests/test_cards.py -k edited_in_place'),
+    ('outcome only in the thread', 'bot/delivery.py', '              broadcast: bool = True, reply: bool = False) -> str:', '              broadcast: bool = False, reply: bool = False) -> str:', 'tests/test_cards.py -k edited_in_place'),
     ('gone card loses the outcome', 'bot/delivery.py', '                if failure.reason not in CARD_GONE_ERRORS:\n                    raise\n                log.warning("the card', '                if True:\n                    raise\n                log.warning("the card', 'tests/test_cards.py -k gone_before'),
     ('card edits never made', 'bot/delivery.py', '        if card["card_revision"] >= wanted:', '        if True:', 'tests/test_cards.py -k edited_in_place'),
     ('card edits the card already shows', 'bot/delivery.py', '        if card["card_revision"] >= wanted:', '        if False:', 'tests/test_cards.py -k waits_for_its_card'),
@@ -129,6 +129,8 @@ MUTATIONS = [
     ("outcomes wait for the cycle's metric reads", 'bot/poller.py', '        if queued:\n            self.on_queued()  # the sender goes now', '        if False:\n            self.on_queued()  # the sender goes now', 'tests/test_hardening.py -k while_the_cycles_metric_reads'),
     ('charts draw before outcomes go', 'bot/charting.py', '        while not self.quiet() and time.monotonic() < deadline and not self._stopping.wait(0.1):', '        while False and time.monotonic() < deadline and not self._stopping.wait(0.1):', 'tests/test_hardening.py -k chart_waits'),
     ('a wave of edits holds outcomes back', 'bot/delivery.py', '                    if row["kind"] in LOW_PRIORITY and self.clock() - fetched > REFETCH_AFTER:', '                    if False:', 'tests/test_delivery.py -k refetch'),
+    ("outcomes wait out a reply's spacing", 'bot/delivery.py', '        yields = due["kind"] == "announcement" and self._after_reply.get(channel, False)', '        yields = False', 'tests/test_cards.py -k spacing_but_outcomes'),
+    ('outcomes burst after outcomes', 'bot/delivery.py', '            self._after_reply[channel] = reply', '            self._after_reply[channel] = True', 'tests/test_cards.py -k spacing_but_outcomes'),
 ]
 
 

@@ -691,3 +691,46 @@ def test_an_outcome_that_falls_due_amid_a_wave_of_edits_goes_next(tmp_path, sett
         assert edits_after  # it went amid the wave, not after all twenty edits
     finally:
         desk.close()
+
+
+def test_an_outcome_does_not_wait_out_a_progress_replys_spacing_but_outcomes_keep_theirs(desk, provider, slack,
+                                                                                        clock):
+    first, second = provider.add_job(status="running"), provider.add_job(status="running")
+    for job in (first, second):
+        desk.follow(job)
+    desk.sender.deliver_due()  # both cards
+    provider.train(first["id"], 3, total=10)
+    desk.poller.run_once()
+    desk.sender.deliver_due()  # a progress reply in the channel, just now
+    provider.set_status(first["id"], "succeeded")
+    provider.set_status(second["id"], "succeeded")
+    desk.poller.run_once(progress=False)
+    posted_at = []
+    slack.listeners.append(lambda kind, record: posted_at.append(clock.now) if kind == "post" else None)
+    started = clock.now
+    desk.sender.deliver_due()
+    assert len(slack.outcomes_in("C1")) == 2 and len(posted_at) == 2
+    assert posted_at[0] == started  # the first at once, though a reply was posted a moment before
+    assert posted_at[1] - posted_at[0] >= 1.0  # the second a second after it: outcomes keep the channel's pace
+
+
+def test_slack_asking_to_wait_is_obeyed_after_a_progress_reply_too(desk, provider, slack, clock):
+    job, other = provider.add_job(status="running"), provider.add_job(status="running")
+    desk.follow(job)
+    desk.follow(other)
+    desk.sender.deliver_due()
+    provider.train(job["id"], 3, total=10)
+    desk.poller.run_once()
+    desk.sender.deliver_due()  # a progress reply, just now
+    provider.set_status(job["id"], "succeeded")
+    desk.poller.run_once(progress=False)
+    slack.fail("status", match="chat.postMessage", status=429, retry_after=30, times=1)
+    desk.sender.deliver_due()  # Slack says: wait 30 s
+    provider.set_status(other["id"], "succeeded")
+    desk.poller.run_once(progress=False)  # another outcome for the channel, queued during Slack's wait
+    clock.now += 2
+    desk.sender.deliver_due()
+    assert slack.outcomes_in("C1") == []
+    clock.now += 30
+    desk.sender.deliver_due()
+    assert len(slack.outcomes_in("C1")) == 2
