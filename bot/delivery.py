@@ -45,6 +45,10 @@ RUN_LIMIT = 30.0  # one run hands back after this long; the scheduler starts the
 # Card edits and thread replies yield: after this long working through them, the due rows are read again, so an
 # outcome that fell due meanwhile (its channel's pace allowing) goes next rather than after the whole wave.
 LOW_PRIORITY = frozenset({"card_update", "progress"})
+# Which of a channel's rows wait along with one that must wait its turn: a card edit holds back only edits; a thread
+# reply only replies (an outcome may follow a reply at once); anything else every post.
+POSTS = ("announcement", "card", "progress", "delivery_problem")
+DEFERRED_WITH = {"card_update": ("card_update",), "progress": ("progress",)}
 REFETCH_AFTER = 0.2
 
 
@@ -154,7 +158,7 @@ class AnnouncementSender:
         if not_before > self.clock() and not yields:
             # Its turn comes at Slack's pace (no claim, no attempt): posts at a post a second, card edits (chat.update,
             # a rate tier of its own) at an edit a second, neither waiting for the other.
-            self.store.defer_channel(channel, not_before, edits=edit)
+            self.store.defer_channel(channel, not_before, kinds=DEFERRED_WITH.get(due["kind"], POSTS))
             return
         row = self.store.claim(due["key"], self.worker_id, lease_seconds=self.lease_seconds)
         if row is None:

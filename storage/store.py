@@ -644,15 +644,16 @@ class Store:
         """Settle a card edit or progress reply without posting it (nothing left to show, or nowhere to show it)."""
         return self._finish_claim(key, worker, "state = 'skipped', last_error = ?", (reason,))
 
-    def defer_channel(self, channel_id: str, until: float, *, edits: bool | None = None) -> None:
-        """Hold a channel's queued rows until `until`: every one (Slack asked us to slow down), or only its card edits
-        (`edits=True`) or only its posts (`edits=False`), which keep paces of their own."""
-        kinds = {None: "", True: " AND kind = 'card_update'", False: " AND kind != 'card_update'"}[edits]
+    def defer_channel(self, channel_id: str, until: float, *, kinds: Iterable[str] | None = None) -> None:
+        """Hold a channel's queued rows until `until`: every one (Slack asked us to slow down), or only those of
+        `kinds` (card edits keep a pace of their own, and an outcome is not held back with a thread reply)."""
+        chosen = list(kinds) if kinds is not None else None
+        only = f" AND kind IN ({', '.join('?' for _ in chosen)})" if chosen else ""
         with self._immediate() as db:
             db.conn.execute(
                 "UPDATE announcements SET next_attempt_at = max(next_attempt_at, ?)"
-                f" WHERE channel_id = ? AND state = 'pending'{kinds}",
-                (until, channel_id),
+                f" WHERE channel_id = ? AND state = 'pending'{only}",
+                (until, channel_id, *(chosen or ())),
             )
 
     def outcomes_waiting(self, *, within: float = 5.0) -> bool:

@@ -131,6 +131,7 @@ MUTATIONS = [
     ('a wave of edits holds outcomes back', 'bot/delivery.py', '                    if row["kind"] in LOW_PRIORITY and self.clock() - fetched > REFETCH_AFTER:', '                    if False:', 'tests/test_delivery.py -k refetch'),
     ("outcomes wait out a reply's spacing", 'bot/delivery.py', '        yields = due["kind"] == "announcement" and self._after_reply.get(channel, False)', '        yields = False', 'tests/test_cards.py -k spacing_but_outcomes'),
     ('outcomes burst after outcomes', 'bot/delivery.py', '            self._after_reply[channel] = reply', '            self._after_reply[channel] = True', 'tests/test_cards.py -k spacing_but_outcomes'),
+    ("a reply's wait holds outcomes back", 'bot/delivery.py', '            self.store.defer_channel(channel, not_before, kinds=DEFERRED_WITH.get(due["kind"], POSTS))', '            self.store.defer_channel(channel, not_before, kinds=None if due["kind"] != "card_update" else ("card_update",))', 'tests/test_cards.py -k holds_back_no_outcome'),
 ]
 
 

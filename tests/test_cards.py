@@ -734,3 +734,24 @@ def test_slack_asking_to_wait_is_obeyed_after_a_progress_reply_too(desk, provide
     clock.now += 30
     desk.sender.deliver_due()
     assert len(slack.outcomes_in("C1")) == 2
+
+
+def test_a_reply_waiting_its_turn_holds_back_no_outcome(desk, provider, slack, clock):
+    from bot.delivery import DeliveryReport
+
+    running, done = provider.add_job(status="running"), provider.add_job(status="running")
+    for job in (running, done):
+        desk.follow(job)
+    desk.sender.deliver_due()
+    provider.train(running["id"], 3, total=10)
+    desk.poller.run_once()
+    desk.sender.deliver_due()  # a reply, just now: the channel's next post waits a second
+    provider.train(running["id"], 6, total=10)
+    clock.now += 400  # (the next progress reply is due)
+    provider.set_status(done["id"], "succeeded")
+    desk.poller.run_once()
+    desk.sender._not_before["C1"] = clock.now + 1  # as if that reply had just gone
+    rows = {row["kind"]: row for row in desk.store.due_announcements(limit=10)}
+    desk.sender._deliver(rows["progress"], DeliveryReport())  # the reply must wait its turn...
+    outcome = desk.store.announcement(rows["announcement"]["key"])
+    assert outcome["next_attempt_at"] <= clock.now  # ...and holds the outcome back with it no more
