@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bot.messages import (
     _SCRUB,
     MAX_BLOCKS,
+    MAX_FIELD,
     MAX_TEXT,
     TRY_SHARE_ACTION,
     Message,
@@ -56,8 +57,8 @@ def _side_text(side: TrySide, limit: int) -> str:
 def format_try(prompt: str, tuned: TrySide, base: TrySide, *, provider: str, system: str | None = None,
                share_id: str | None = None) -> Message:
     """Both answers side by side, each with its model, time and tokens; untrusted text escaped and cut cleanly."""
-    fields = [f"*{escape(s.label)}* {code(s.model)}\n{_side_text(s, _ANSWER_LIMIT)}\n_{escape(s.usage())}_"
-              for s in (tuned, base)]
+    fields = [_clip(f"*{escape(s.label)}* {code(s.model[:150])}\n{_side_text(s, _ANSWER_LIMIT)}\n_{escape(s.usage())}_",
+                    MAX_FIELD) for s in (tuned, base)]
     blocks = [_section(f"*Prompt* ({escape(provider_label(provider))})\n>{_clip(escape(prompt), 600)}")]
     if system:
         blocks.append(_context(f"System message: {_clip(escape(system), 300)}"))

@@ -22,6 +22,8 @@ SLACK_CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,20}")
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
 MAX_TEXT = 3000
+MAX_BUTTON_VALUE = 2000  # Slack's limit for a button's value
+MAX_FIELD = 2000  # and for a section field's text
 MAX_INPUT_LENGTH = 3000  # the most a plain_text_input's max_length may say: Slack refuses the whole view past it
 SANDBOX_NOTE = ":test_tube: Sandbox provider: a simulated job, no real training and no cost."
 
@@ -271,7 +273,7 @@ EVENTS_ACTION = "job_events"
 def job_buttons(job: Job, *, card: bool = False) -> dict:
     """Refresh (the message shows the job as it is now), Events (its latest, to whoever clicked), and, while it
     runs, Cancel; on a job's card, Refresh redraws the card, and a succeeded job's card can be tried."""
-    value = escape(json.dumps({"provider": job.provider, "job": job.id, **({"card": 1} if card else {})}))
+    value = _button_value({"provider": job.provider, "job": job.id, **({"card": 1} if card else {})})
     elements = [{"type": "button", "action_id": REFRESH_ACTION, "value": value,
                  "text": {"type": "plain_text", "text": "Refresh"}},
                 {"type": "button", "action_id": EVENTS_ACTION, "value": value,
@@ -283,11 +285,18 @@ def job_buttons(job: Job, *, card: bool = False) -> dict:
     return {"type": "actions", "elements": elements}
 
 
+def _button_value(target: dict) -> str:
+    """What a button carries: escaped (text from a provider, though never shown) and within Slack's 2,000
+    characters. An id too long to fit is no id a provider gave (theirs are at most 128): its button does nothing."""
+    value = escape(json.dumps(target))
+    return value if len(value) <= MAX_BUTTON_VALUE else "{}"
+
+
 def try_button(job: Job) -> dict:
     return {"type": "button", "action_id": "try_open", "style": "primary",
             "text": {"type": "plain_text", "text": "Try it"},
             # Values are not shown, but they are still text from the provider: escaped like the rest.
-            "value": escape(json.dumps({"provider": job.provider, "job": job.id}))[:2000]}
+            "value": _button_value({"provider": job.provider, "job": job.id})}
 
 
 def cancel_button(job_id: str) -> dict:
@@ -299,7 +308,7 @@ def cancel_button(job_id: str) -> dict:
             "action_id": CANCEL_ACTION,
             "text": {"type": "plain_text", "text": "Cancel job"},
             "style": "danger",
-            "value": job_id,
+            "value": job_id[:MAX_BUTTON_VALUE],
             "confirm": {
                 "title": {"type": "plain_text", "text": "Cancel this job?"},
                 "text": {"type": "mrkdwn", "text": f"Fine-tuning job {code(job_id)} stops and cannot be resumed."},

@@ -12,7 +12,7 @@ from bot.jobs import Caller
 from bot.messages import CANCEL_ACTION, EVENTS_ACTION, REFRESH_ACTION, format_refusal
 from handlers.commands import run_after_ack
 from handlers.errors import apologize
-from handlers.replies import caller_of_click, replier
+from handlers.replies import caller_of_click, first_sight, replier
 
 
 def register(app: App, services) -> None:
@@ -35,14 +35,16 @@ def make_job_listener(services, *, refresh: bool):
         caller = caller_of_click(body)
         if caller.response_url:
             services.background.submit(_answer, services, caller, job_id, provider or None, refresh,
-                                       bool(target.get("card")))
+                                       bool(target.get("card")), body)
 
     return job_clicked
 
 
-def _answer(services, caller: Caller, job_id: str, provider, refresh: bool, card: bool) -> None:
+def _answer(services, caller: Caller, job_id: str, provider, refresh: bool, card: bool, body: dict) -> None:
     send = replier(services, caller)
     try:
+        if not first_sight(services, body):
+            return  # a replayed click: answered the first time
         if refresh and card:
             message, replace = services.jobs.refresh_card(caller, job_id, provider)
             send(message, replace=replace)

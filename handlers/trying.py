@@ -12,6 +12,7 @@ from bot.jobs import Caller
 from bot.messages import TRY_CALLBACK, TRY_OPEN_ACTION, TRY_SHARE_ACTION, format_note, format_refusal
 from handlers.errors import apologize
 from handlers.replies import caller_of_click as _caller
+from handlers.replies import first_sight
 from handlers.replies import replier as _tell
 
 
@@ -36,14 +37,16 @@ def make_open_listener(services):
         if refusal:
             services.background.submit(_tell(services, caller), format_refusal(refusal))
             return
-        services.background.submit(_open, services, caller, job_id, provider, body.get("trigger_id") or "")
+        services.background.submit(_open, services, caller, job_id, provider, body)
 
     return try_clicked
 
 
-def _open(services, caller: Caller, job_id: str, provider, trigger_id: str) -> None:
+def _open(services, caller: Caller, job_id: str, provider, body: dict) -> None:
     try:
-        problem = services.trying.open_form(caller, job_id, provider, trigger_id)
+        if not first_sight(services, body):
+            return  # a replayed click opens no second form
+        problem = services.trying.open_form(caller, job_id, provider, str(body.get("trigger_id") or ""))
         if problem:
             _tell(services, caller)(problem)
     except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
@@ -64,14 +67,16 @@ def make_share_listener(services):
     def share_clicked(ack, body, action):  # noqa: ANN001 - Bolt injects by name
         ack()
         caller = _caller(body)
-        services.background.submit(_share, services, caller, str(action.get("value") or ""))
+        services.background.submit(_share, services, caller, str(action.get("value") or ""), body)
 
     return share_clicked
 
 
-def _share(services, caller: Caller, share_id: str) -> None:
+def _share(services, caller: Caller, share_id: str, body: dict) -> None:
     send = _tell(services, caller)
     try:
+        if not first_sight(services, body):
+            return  # a replayed click: the answer is shared once anyway, and its clicker was told
         refusal = services.trying.share(share_id, caller.user_id)
         if refusal:
             send(format_refusal(refusal))

@@ -132,6 +132,9 @@ MUTATIONS = [
     ("outcomes wait out a reply's spacing", 'bot/delivery.py', '        yields = due["kind"] == "announcement" and self._after_reply.get(channel, False)', '        yields = False', 'tests/test_cards.py -k spacing_but_outcomes'),
     ('outcomes burst after outcomes', 'bot/delivery.py', '            self._after_reply[channel] = reply', '            self._after_reply[channel] = True', 'tests/test_cards.py -k spacing_but_outcomes'),
     ("a reply's wait holds outcomes back", 'bot/delivery.py', '            self.store.defer_channel(channel, not_before, kinds=DEFERRED_WITH.get(due["kind"], POSTS))', '            self.store.defer_channel(channel, not_before, kinds=None if due["kind"] != "card_update" else ("card_update",))', 'tests/test_cards.py -k holds_back_no_outcome'),
+    ('replayed clicks acted on again', 'handlers/replies.py', '    return not trigger_id or services.store.first_sight_of_trigger(str(trigger_id))', '    return True', 'tests/test_guards.py -k replayed_click'),
+    ("a button value over Slack's limit", 'bot/messages.py', '    return value if len(value) <= MAX_BUTTON_VALUE else "{}"', '    return value', 'tests/test_messages.py -k within_slacks'),
+    ("a try field over Slack's limit", 'bot/comparison.py', '                    MAX_FIELD) for s in (tuned, base)]', '                    100_000) for s in (tuned, base)]', 'tests/test_messages.py -k within_slacks'),
 ]
 
 

@@ -165,3 +165,22 @@ def test_provider_text_is_scrubbed_where_it_enters(both, together):
     seen = adapter.retrieve(job["id"])
     assert seen.error_message and TOGETHER_KEY not in seen.error_message and "[redacted]" in seen.error_message
     assert all(TOGETHER_KEY not in e.message for e in adapter.events(job["id"], limit=20))
+
+
+def test_a_replayed_click_is_acted_on_once(server, slack, provider):
+    """Refresh, Events and Try it: the same signed click sent again (same trigger_id) does nothing more."""
+    from bot.messages import EVENTS_ACTION
+
+    job = provider.add_job(status="succeeded")
+    value = json.dumps({"provider": "openai", "job": job["id"]})
+    for action, name in ((EVENTS_ACTION, "ev"), (TRY_OPEN_ACTION, "tr")):
+        body = block_action_body(action, value, response_url=slack.response_url(name))
+        for _ in range(3):
+            assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+    assert wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/ev")])
+    assert wait_until(lambda: [v for v in slack.view_log if v["kind"] == "open"])
+    import time
+
+    time.sleep(0.5)  # (a replay acted on would have answered by now)
+    assert len([r for r in slack.responses if r["url"].endswith("/ev")]) == 1
+    assert len([v for v in slack.view_log if v["kind"] == "open"]) == 1

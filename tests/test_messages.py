@@ -233,3 +233,53 @@ def test_help_names_every_subcommand_within_slacks_limits():
     said = json.dumps(help_message.blocks)
     assert all(f"/finetune {s.name}" in said for s in SUBCOMMANDS)
     assert all(len(b["text"]["text"]) <= 2500 for b in help_message.blocks if b["type"] == "section")
+
+
+LONG = ["x" * 5000, "<!channel> " * 400, "ftjob-" + "9" * 122, "meta-llama/" + "M" * 240, "é" * 3000]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE[:3] + LONG)
+def test_every_message_is_within_slacks_documented_limits(hostile):
+    """Every formatter, fed hostile and very long text (ids, model names, errors, answers), builds a message that
+    slack_sdk's models accept and that keeps every limit Slack documents."""
+    from tests.slack_limits import assert_within_slack_limits
+
+    for name, produced in _every_message(hostile).items():
+        for message in produced:
+            try:
+                assert_within_slack_limits({"text": message.text, "blocks": message.blocks}, kind="message")
+            except Exception as error:
+                raise AssertionError(f"{name}: {error}") from None
+
+
+@pytest.mark.parametrize("hostile", HOSTILE[:2] + LONG)
+def test_every_view_is_within_slacks_documented_limits(hostile):
+    from bot.comparison import TrySide, format_try
+    from bot.views import (
+        data_done_view,
+        data_form_view,
+        data_progress_view,
+        data_report_view,
+        try_modal_view,
+        try_result_view,
+    )
+    from tests.slack_limits import assert_within_slack_limits
+
+    metadata = json.dumps({"mode": "start", "provider": "openai", "form": "f" * 24})
+    answers = format_try(hostile, TrySide("Fine-tuned", hostile, ChatAnswer(hostile * 3), None, 1.0),
+                         TrySide("Base", hostile, None, hostile, 1.0), provider="openai", share_id="s1")
+    views = {
+        "form": data_form_view("start", provider="openai", models=[hostile] * 150, default_model=hostile,
+                               metadata=metadata),
+        "progress": data_progress_view("check", hostile, metadata=metadata),
+        "report": data_report_view("upload", [hostile] * 300, filename=hostile, ok=True, metadata=metadata,
+                                   confirm=hostile),
+        "done": data_done_view("start", hostile),
+        "try": try_modal_view(model=hostile, metadata=json.dumps({"form": "f" * 24}), max_prompt_chars=100_000),
+        "try answers": try_result_view(answers),
+    }
+    for name, view in views.items():
+        try:
+            assert_within_slack_limits(view, kind="view")
+        except Exception as error:
+            raise AssertionError(f"{name}: {error}") from None
