@@ -6,6 +6,7 @@ little, and creating a job is made idempotent so that a retry never starts (and 
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -243,8 +244,11 @@ class OpenAIProvider:
         kwargs: dict[str, Any] = {"limit": min(limit or self.page_size, self.page_size)}
         if after:
             kwargs["after"] = after
-        page = self._read(lambda: self._client.fine_tuning.jobs.list(**kwargs))
-        return [self._job(j) for j in page.data], bool(page.has_more)
+        # The page's JSON read as it is: building the SDK's models for a hundred jobs cost 70 ms a page, the most
+        # of a poll cycle's time (and of the interpreter that answers Slack meanwhile).
+        raw = self._read(lambda: self._client.fine_tuning.jobs.with_raw_response.list(**kwargs))
+        page = json.loads(raw.text)
+        return [_job_from_json(item, self.name) for item in page["data"]], bool(page.get("has_more"))
 
     def events(self, job_id: str, limit: int = 5) -> list[JobEvent]:
         page = self._read(lambda: self._client.fine_tuning.jobs.list_events(job_id, limit=limit))
@@ -443,4 +447,28 @@ def _job(raw: Any, provider: str) -> Job:
         error_message=getattr(error, "message", None) if error else None,
         metadata=dict(getattr(raw, "metadata", None) or {}),
         estimated_finish=getattr(raw, "estimated_finish", None),
+    )
+
+
+def _job_from_json(item: Mapping[str, Any], provider: str) -> Job:
+    """A job from its JSON as the API sends it (a listing's), the same as `_job` reads the SDK's model of it."""
+    error = item.get("error") if isinstance(item.get("error"), Mapping) else None
+    status = str(item["status"])
+    return Job(
+        id=str(item["id"]),
+        provider=provider,
+        status=status,
+        state=state_of(status, STATES),
+        model=item.get("model") or "",
+        fine_tuned_model=item.get("fine_tuned_model"),
+        trained_tokens=item.get("trained_tokens"),
+        training_file=item.get("training_file"),
+        validation_file=item.get("validation_file"),
+        suffix=item.get("user_provided_suffix") or item.get("suffix"),
+        created_at=item.get("created_at"),
+        finished_at=item.get("finished_at"),
+        error_code=error.get("code") if error else None,
+        error_message=error.get("message") if error else None,
+        metadata=dict(item.get("metadata") or {}),
+        estimated_finish=item.get("estimated_finish"),
     )
