@@ -41,6 +41,7 @@ MAINTENANCE_INTERVAL = 60.0  # at most: reconciling interrupted starts, forgetti
 WORKERS = 32  # slash-command work after ack(): provider calls, mostly waiting on the network
 SLACK_TIMEOUT = 10.0
 WRITABLE_CHECK_EVERY = 2.0  # /healthz writes to the database at most this often
+CYCLE_GRACE = 2.0  # at stop, how long a poll cycle under way may finish first
 
 
 @dataclass
@@ -140,14 +141,17 @@ class Bot:
         self.services.sender.stop()
         # A poll cycle under way finishes (its findings recorded), and commands already being worked on finish (a
         # job being started gets followed and its user told): both within the budget, whatever they are doing.
-        stopping = [threading.Thread(target=self.services.background.shutdown, kwargs={"wait": True}, daemon=True)]
+        draining = threading.Thread(target=self.services.background.shutdown, kwargs={"wait": True}, daemon=True)
+        draining.start()
+        cycle = None
         if self.scheduler.running:
-            stopping.append(threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True))
-        for thread in stopping:
-            thread.start()
-        for thread in stopping:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        if any(thread.is_alive() for thread in stopping):
+            cycle = threading.Thread(target=self.scheduler.shutdown, kwargs={"wait": True}, daemon=True)
+            cycle.start()
+            # A poll cycle under way gets a moment to record what it has read (what it has not, the next run reads
+            # again); the store refuses it anything new once closed, so a longer one costs nothing but its work.
+            cycle.join(min(CYCLE_GRACE, max(0.0, deadline - time.monotonic())))
+        draining.join(max(0.0, deadline - time.monotonic()))
+        if draining.is_alive() or (cycle is not None and cycle.is_alive()):
             log.warning("work (a command or a poll cycle) was still running after %.0fs; stopping anyway", timeout)
         if not self.services.sender.wait_idle(max(0.0, deadline - time.monotonic())):
             log.warning("a delivery was still running after %.0fs; its lease hands it to the next run", timeout)

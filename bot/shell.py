@@ -48,6 +48,7 @@ EMOJI = {
     ":large_green_circle:": "🟢", ":no_entry:": "⛔", ":repeat:": "🔁",
 }
 REPLY_WAIT = 30.0
+CARD_WAIT = 10.0  # how long a click waits for a card that is on its way
 SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
 Training data: /finetune check PATH or /finetune upload PATH (a local .jsonl file for Slack's file picker; quote spaces)
 Buttons: /click LABEL [JOB_ID] presses a button on the latest card or reply here (of that job), e.g. /click Refresh;
@@ -292,6 +293,12 @@ class Shell:
         person would in Slack: a signed block_actions request, through Slack's confirmation dialog when the button
         has one. A button that opens the Try it form gets `prompt` typed into it and sent."""
         cid = channel_id(self.channel)
+        if any(a["kind"] == "card" and a["channel_id"] == cid and a["state"] in {"pending", "sending"}
+               for a in self.bot.services.store.announcements()):
+            # A card just queued (a start typed a moment ago) is not up yet: as in Slack, a moment later it is.
+            self._wait(lambda: not any(a["kind"] == "card" and a["channel_id"] == cid
+                                       and a["state"] in {"pending", "sending"}
+                                       for a in self.bot.services.store.announcements()), CARD_WAIT)
         cards = [c for c in self.slack.cards_in(cid) if job_id.strip() in c["text"]]
         reply = self._last_reply.get(self.channel)
         if reply and job_id.strip() not in (reply.get("text") or ""):
