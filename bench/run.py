@@ -453,18 +453,18 @@ def bench_memory_idle(workdir: str, n: int) -> None:
         try:
             time.sleep(4.5)  # a few full poll cycles over all of them
             idle_kb = rss_kb(proc.proc.pid)
+            idle_loaded = proc_modules(proc.proc.pid)
             provider.set_status(jobs[0]["id"], "succeeded")
             wait_until(lambda: slack.uploads, timeout=20)
             time.sleep(0.5)
             charted_kb = rss_kb(proc.proc.pid)
-            loaded = proc_modules(proc.proc.pid)
         finally:
             proc.terminate()
         say("memory_idle_followed_jobs", n)
         say("memory_idle_rss_mb", f"{idle_kb / 1024:.1f}")
         say("memory_idle_target_mb", 100)
         say("memory_after_first_chart_rss_mb", f"{charted_kb / 1024:.1f}")
-        say("memory_idle_sdks_loaded", loaded or "none")
+        say("memory_idle_libraries_loaded", idle_loaded or "none")  # of matplotlib, together, tiktoken
 
 
 def rss_kb(pid: int) -> int:
@@ -550,6 +550,8 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=20)
     parser.add_argument("--card-hours", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=1, help="repeat announce-busy this many times (figures pooled)")
+    parser.add_argument("--small", action="store_true",
+                        help="tiny sizes for announce-busy, memory-idle and ack-load: that they run, not their figures")
     args = parser.parse_args()
     chosen = set(args.only or PARTS)
     say("machine_cores", os.cpu_count())
@@ -557,7 +559,8 @@ def main() -> None:
         if "ack" in chosen:
             bench_ack(workdir, args.commands, args.senders)
         if "ack-load" in chosen:
-            bench_ack_under_load(workdir, args.commands, args.senders)
+            bench_ack_under_load(workdir, args.commands, args.senders, **({"followed": 60, "channels": 5}
+                                                                          if args.small else {}))
         if "poll" in chosen:
             bench_poll_cost(workdir, [10, 100, 1000])
         if "announce" in chosen:
@@ -565,9 +568,10 @@ def main() -> None:
         if "memory" in chosen:
             bench_memory(workdir, 1000)
         if "memory-idle" in chosen:
-            bench_memory_idle(workdir, 1000)
+            bench_memory_idle(workdir, 50 if args.small else 1000)
         if "announce-busy" in chosen:
-            bench_announce_busy(workdir, runs=args.runs)
+            bench_announce_busy(workdir, runs=args.runs, **({"followed": 12, "finishing": 4, "channels": 3}
+                                                            if args.small else {}))
         if "providers" in chosen:
             bench_two_providers(workdir, 300)
         if "check" in chosen:

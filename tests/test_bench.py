@@ -25,3 +25,15 @@ def test_bench_counts_a_long_jobs_slack_calls_and_the_throttle_cuts_them():
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert figures["cards_every_5min_card_posts"] == "1" and figures["cards_every_5min_shown_in_channel"] == "2"
     assert int(figures["cards_unthrottled_thread_replies"]) > 3 * int(figures["cards_every_5min_thread_replies"])
+
+
+def test_bench_measures_acks_under_load_idle_memory_and_a_sweeps_announcements():
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "ack-load", "--only", "memory-idle", "--only",
+                             "announce-busy", "--small", "--commands", "20", "--senders", "4"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert {"ack_load_p99_ms", "memory_idle_rss_mb", "memory_after_first_chart_rss_mb", "announce_busy_p50_s",
+            "announce_busy_max_s"} <= set(figures)
+    assert figures["announce_busy_announced"] == "4"
+    assert figures["memory_idle_libraries_loaded"] == "none"  # no chart drawn, no file checked, no Together: none
