@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable, Iterable
 
@@ -27,7 +26,6 @@ SERVER_THREADS = 32
 CONNECTION_LIMIT = 1000
 IDLE_TIMEOUT = 10  # seconds a keep-alive connection may sit with no request (waitress's default is 120)
 REQUEST_DEADLINE = 10.0  # seconds from a request's first byte to its last
-SWITCH_INTERVAL = 0.001  # seconds a thread holds the interpreter before another may run (Python's default: 0.005)
 
 
 def make_wsgi(bot: Bot) -> Callable:
@@ -152,9 +150,6 @@ def serve(bot: Bot, *, host: str = "0.0.0.0", port: int | None = None,
     """Serve until SIGTERM or SIGINT, then stop taking requests, finish deliveries and exit 0."""
     server = make_server(make_wsgi(bot), host=host, port=bot.settings.port if port is None else port)
     stopping = threading.Event()
-    # Acks first: the interpreter hands over between threads every SWITCH_INTERVAL rather than every 5 ms, so a
-    # request thread waiting behind a poll cycle's parsing (CPU-bound) gets its turn sooner.
-    sys.setswitchinterval(SWITCH_INTERVAL)
 
     def on_signal(signum, frame):  # noqa: ANN001 - signal's signature
         if not stopping.is_set():
