@@ -102,7 +102,8 @@ def bench_ack(workdir: str, commands: int, senders: int) -> None:
             proc.terminate()
 
 
-def bench_ack_under_load(workdir: str, commands: int, senders: int, followed: int = 1000, channels: int = 50) -> None:
+def bench_ack_under_load(workdir: str, commands: int, senders: int, followed: int = 1000, channels: int = 50,
+                         settle: float = 3.0) -> None:
     """Ack latency while the bot is busy: a poll cycle over `followed` running jobs every second, and the sender
     draining outcomes in `channels` channels (a job in each succeeds as the commands start)."""
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
@@ -113,7 +114,7 @@ def bench_ack_under_load(workdir: str, commands: int, senders: int, followed: in
             follow(db, [job], channel=f"C0DRAIN{k}")
         proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS="1"))
         try:
-            time.sleep(3)  # polling over all of them
+            time.sleep(settle)  # polling over all of them
             for job in jobs[:channels]:
                 provider.set_status(job["id"], "succeeded")
             latencies: list[float] = []
@@ -442,7 +443,7 @@ def bench_memory(workdir: str, n: int) -> None:
         say("memory_peak_rss_mb", f"{peak_kb / 1024:.1f}")
 
 
-def bench_memory_idle(workdir: str, n: int) -> None:
+def bench_memory_idle(workdir: str, n: int, settle: float = 4.5) -> None:
     """Resident memory of `serve` following n running jobs at OpenAI's shape, cards on, with no chart drawn; then the
     same process after its first chart (matplotlib is loaded with it)."""
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
@@ -451,7 +452,7 @@ def bench_memory_idle(workdir: str, n: int) -> None:
         follow(db, jobs)
         proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS="1"))
         try:
-            time.sleep(4.5)  # a few full poll cycles over all of them
+            time.sleep(settle)  # a few full poll cycles over all of them
             idle_kb = rss_kb(proc.proc.pid)
             idle_loaded = proc_modules(proc.proc.pid)
             provider.set_status(jobs[0]["id"], "succeeded")
@@ -559,7 +560,7 @@ def main() -> None:
         if "ack" in chosen:
             bench_ack(workdir, args.commands, args.senders)
         if "ack-load" in chosen:
-            bench_ack_under_load(workdir, args.commands, args.senders, **({"followed": 60, "channels": 5}
+            bench_ack_under_load(workdir, args.commands, args.senders, **({"followed": 60, "channels": 5, "settle": 1.5}
                                                                           if args.small else {}))
         if "poll" in chosen:
             bench_poll_cost(workdir, [10, 100, 1000])
@@ -568,7 +569,7 @@ def main() -> None:
         if "memory" in chosen:
             bench_memory(workdir, 1000)
         if "memory-idle" in chosen:
-            bench_memory_idle(workdir, 50 if args.small else 1000)
+            bench_memory_idle(workdir, 50, settle=2.0) if args.small else bench_memory_idle(workdir, 1000)
         if "announce-busy" in chosen:
             bench_announce_busy(workdir, runs=args.runs, **({"followed": 12, "finishing": 4, "channels": 3}
                                                             if args.small else {}))

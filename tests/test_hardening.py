@@ -91,7 +91,7 @@ def test_charts_after_announcements_reuse_one_thread(bot, provider):
                             "provider": "openai", "channel_id": "C0GENERAL"}, "1.0")
     charts.wait_idle(30)
     connections = bot.services.store.connections()
-    for n in range(20):
+    for n in range(8):
         charts.after_announced({"kind": "announcement", "outcome": "succeeded", "job_id": job["id"],
                                 "provider": "openai", "channel_id": "C0GENERAL"}, f"{n}.0")
         charts.wait_idle(30)
