@@ -63,6 +63,28 @@ def follow(db: str, jobs: list[dict], channel: str = "C0BENCH") -> None:
     store.close()
 
 
+def timed_commands(proc, slack: SlackStandIn, commands: int, senders: int, command) -> list[float]:  # noqa: ANN001
+    """Send `commands` signed slash commands from `senders` threads at once (`command(n)` gives the nth one's text,
+    channel and response_url name); the seconds each took to be acked."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def send(n: int) -> None:
+        text, channel, reply = command(n)
+        body = slash_command_body(text, channel_id=channel, response_url=slack.response_url(reply))
+        request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
+                                         headers=signed_headers(body, SECRET), method="POST")
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=30) as response:
+            response.read()
+        with lock:
+            latencies.append(time.perf_counter() - started)
+
+    with ThreadPoolExecutor(senders) as pool:
+        list(pool.map(send, range(commands)))
+    return latencies
+
+
 def bench_ack(workdir: str, commands: int, senders: int) -> None:
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
         running = [provider.add_job(status="running") for _ in range(5)]
@@ -71,22 +93,8 @@ def bench_ack(workdir: str, commands: int, senders: int) -> None:
         try:
             texts = [f"start {SAMPLE_FILE_ID}", "list 5", f"status {running[0]['id']}",
                      f"subscribe {running[1]['id']}", "subscriptions", f"status {running[2]['id']}"]
-            latencies: list[float] = []
-            lock = threading.Lock()
-
-            def send(n: int) -> None:
-                body = slash_command_body(texts[n % len(texts)], channel_id=f"C0LOAD{n % 7}",
-                                          response_url=slack.response_url(f"load{n}"))
-                request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
-                                                 headers=signed_headers(body, SECRET), method="POST")
-                started = time.perf_counter()
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    response.read()
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-
-            with ThreadPoolExecutor(senders) as pool:
-                list(pool.map(send, range(commands)))
+            latencies = timed_commands(proc, slack, commands, senders,
+                                       lambda n: (texts[n % len(texts)], f"C0LOAD{n % 7}", f"load{n}"))
             answered = wait_until(lambda: len({r["url"] for r in slack.responses}) >= commands, timeout=120,
                                   interval=0.1)
             got = len({r["url"] for r in slack.responses})
@@ -117,22 +125,10 @@ def bench_ack_under_load(workdir: str, commands: int, senders: int, followed: in
             time.sleep(settle)  # polling over all of them
             for job in jobs[:channels]:
                 provider.set_status(job["id"], "succeeded")
-            latencies: list[float] = []
-            lock = threading.Lock()
-
-            def send(n: int) -> None:
-                body = slash_command_body(["help", "settings", "subscriptions", f"status {jobs[n]['id']}"][n % 4],
-                                          channel_id=f"C0ACK{n % 7}", response_url=slack.response_url(f"ack{n}"))
-                request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
-                                                 headers=signed_headers(body, SECRET), method="POST")
-                started = time.perf_counter()
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    response.read()
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-
-            with ThreadPoolExecutor(senders) as pool:
-                list(pool.map(send, range(commands)))
+            texts = ["help", "settings", "subscriptions"]
+            latencies = timed_commands(
+                proc, slack, commands, senders,
+                lambda n: ((texts + [f"status {jobs[n]['id']}"])[n % 4], f"C0ACK{n % 7}", f"ack{n}"))
             drained = len([p for p in slack.posted if p["channel"].startswith("C0DRAIN")])
         finally:
             proc.terminate()

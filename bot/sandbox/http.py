@@ -290,22 +290,21 @@ def _make_handler(server: StandInServer) -> type[BaseHTTPRequestHandler]:
             self._send(answer)
 
         def _send(self, answer: Answer) -> None:
+            self.wfile.write(self._head(answer))
+
+        def _head(self, answer: Answer) -> bytes:
+            """Send an answer's status and headers; its body, for the caller to send."""
             status, headers, payload = answer
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            return payload
 
         def _trickle(self, answer: Answer, fault: Fault) -> None:
             """The answer's headers at once, then its body a byte every `fault.delay` seconds (until released)."""
-            status, headers, payload = answer
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
+            payload = self._head(answer)
             try:
                 for byte in payload:
                     self.wfile.write(bytes([byte]))
