@@ -247,7 +247,7 @@ class OpenAIProvider:
         # The page's JSON read as it is: building the SDK's models for a hundred jobs cost 70 ms a page, the most
         # of a poll cycle's time (and of the interpreter that answers Slack meanwhile).
         raw = self._read(lambda: self._client.fine_tuning.jobs.with_raw_response.list(**kwargs))
-        page = json.loads(raw.text)
+        page = json.loads(raw.http_response.text)
         return [_job_from_json(item, self.name) for item in page["data"]], bool(page.get("has_more"))
 
     def events(self, job_id: str, limit: int = 5) -> list[JobEvent]:

@@ -8,6 +8,7 @@ webhooks. Retries are ours, as for OpenAI: the SDK's are off, and a start is mad
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from bot.commands import Value
@@ -191,8 +193,12 @@ class TogetherProvider:
 
     def list_jobs(self, limit: int | None = 10, *, after: str | None = None) -> tuple[list[Job], bool]:
         """Every job (Together lists them all in one answer, in no set order), newest first, cut to `limit`."""
-        page = self._read(lambda: self._client.fine_tuning.list())
-        jobs = sorted((self._job(raw) for raw in page.data), key=lambda j: (j.created_at or 0, j.id), reverse=True)
+        # Read from the answer's JSON as it is: building the SDK's models for every job the account has is most of a
+        # cycle's CPU (as it was for OpenAI's pages), and the interpreter is shared with the acks.
+        raw = self._read(lambda: self._client.fine_tuning.with_raw_response.list())
+        items = json.loads(raw.http_response.text)["data"]
+        jobs = sorted((self._job(SimpleNamespace(**item)) for item in items), key=lambda j: (j.created_at or 0, j.id),
+                      reverse=True)
         if after:
             ids = [j.id for j in jobs]
             jobs = jobs[ids.index(after) + 1:] if after in ids else []
@@ -376,7 +382,8 @@ def _loss(row: Mapping[str, Any], *names: str) -> float | None:
 
 def _output_name(raw: Any) -> str | None:
     """The model to call: `model_output_name` on the wire, which the SDK's types name two ways."""
-    return getattr(raw, "x_model_output_name", None) or getattr(raw, "output_name", None)
+    return (getattr(raw, "x_model_output_name", None) or getattr(raw, "model_output_name", None)
+            or getattr(raw, "output_name", None))
 
 
 def _was_create(exc: Exception) -> bool:
