@@ -32,9 +32,11 @@ def _post(server: Server, body: str) -> tuple[int, dict]:
 
 
 def _open_form(server, slack, text: str = "start", **kwargs) -> dict:
+    before = len([v for v in slack.view_log if v["kind"] == "open"])
     status, ack = server.command(text, response_url=slack.response_url("form"), **kwargs)
     assert status == 200 and not ack.get("text"), ack  # an empty ack: the form is the answer
-    opened = wait_until(lambda: [v for v in slack.view_log if v["kind"] == "open"])
+    opened = wait_until(lambda: (found := [v for v in slack.view_log if v["kind"] == "open"]) and len(found) > before
+                        and found)
     return slack.views[opened[-1]["view_id"]]
 
 
