@@ -66,7 +66,6 @@ class Poller:
         self._backoff: dict[str, _Backoff] = defaultdict(_Backoff)
         self._warned_unconfigured: set[str] = set()
         self._training: dict[str, dict[str, Job]] = {}  # by provider: the jobs its last answer said are going
-        self._with_progress = True
         # Providers are asked side by side on threads made once, one per provider, and ended by close(): a pool a
         # cycle would leave a thread (and its database connection) behind every cycle.
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.providers.names)),
@@ -80,7 +79,6 @@ class Poller:
         """One cycle: every provider asked about its own followed jobs, outcomes queued (and the sender woken) as
         each provider's answer is recorded. With `progress`, the metric reads due follow in the same cycle; the
         scheduler runs them on their own (`read_progress`), so that no outcome ever waits behind a metric read."""
-        self._with_progress = progress
         report = PollReport()
         active = self.store.active_jobs()
         report.active = len(active)
@@ -104,24 +102,24 @@ class Poller:
                 continue
             asked.append((self.providers.get(name), rows))
         if len(asked) == 1:
-            self._record(report, *self._guarded_poll(*asked[0]))
+            self._record(report, *self._guarded_poll(*asked[0], progress))
         elif asked:
-            for done in as_completed([self._pool.submit(self._guarded_poll, provider, rows)
+            for done in as_completed([self._pool.submit(self._guarded_poll, provider, rows, progress)
                                       for provider, rows in asked]):
                 self._record(report, *done.result())
         return report
 
-    def _guarded_poll(self, provider: FineTuningProvider, rows: list[dict]):
+    def _guarded_poll(self, provider: FineTuningProvider, rows: list[dict], progress: bool):
         """One provider's part of the cycle; anything unexpected counts as that provider failing (it backs off, the
         others go on) rather than ending the cycle."""
         try:
-            return self._poll(provider, rows)
+            return self._poll(provider, rows, progress=progress)
         except Exception as unexpected:  # noqa: BLE001 - one provider's fault must not stop the others' outcomes
             log.exception("polling %s failed unexpectedly", provider.name)
             return provider.name, {}, 0, ProviderError(f"unexpected error ({type(unexpected).__name__})"), 0, 0
 
-    def _poll(self, provider: FineTuningProvider, rows: list[dict]) -> tuple[str, dict[str, Job], int,
-                                                                                ProviderError | None, int, int]:
+    def _poll(self, provider: FineTuningProvider, rows: list[dict], *,
+              progress: bool) -> tuple[str, dict[str, Job], int, ProviderError | None, int, int]:
         """Ask one provider about its jobs and record what it said (even before an error: still news; nothing is
         marked final on an error); then, with no error, queue the progress replies due. Returns its name, the jobs
         seen, the requests made, the error, and the announcements and progress replies queued."""
@@ -138,8 +136,8 @@ class Poller:
         if error is None:
             self._training[provider.name] = {job_id: job for job_id, job in seen.items() if not job.final}
         # After the statuses are recorded, so a card's thread tells of a change before the steps that follow it.
-        progress = 0 if error or not self._with_progress else self._progress(provider, seen, counter)
-        return provider.name, seen, counter[0], error, queued, progress
+        replies = self._progress(provider, seen, counter) if progress and error is None else 0
+        return provider.name, seen, counter[0], error, queued, replies
 
     def read_progress(self) -> int:
         """The metric reads due for the jobs the last cycle saw still going (at most the cap a provider), and the
