@@ -125,17 +125,24 @@ def bench_ack_under_load(workdir: str, commands: int, senders: int, followed: in
             time.sleep(settle)  # polling over all of them
             for job in jobs[:channels]:
                 provider.set_status(job["id"], "succeeded")
+            # The commands start as the sender starts draining, so the two overlap (counted below).
+            wait_until(lambda: any(p["channel"].startswith("C0DRAIN") for p in slack.posted), timeout=30,
+                       interval=0.02)
             texts = ["help", "settings", "subscriptions"]
+            began = time.time()
             latencies = timed_commands(
                 proc, slack, commands, senders,
                 lambda n: ((texts + [f"status {jobs[n]['id']}"])[n % 4], f"C0ACK{n % 7}", f"ack{n}"))
-            drained = len([p for p in slack.posted if p["channel"].startswith("C0DRAIN")])
+            ended = time.time()
+            drained = len([p for p in slack.posted if p["channel"].startswith("C0DRAIN") and began <= p["at"] <= ended])
+            span = ended - began
         finally:
             proc.terminate()
         say("ack_load_commands", commands)
         say("ack_load_concurrent_senders", senders)
         say("ack_load_followed_jobs_polled_each_second", followed)
         say("ack_load_channels_draining", channels)
+        say("ack_load_commands_took_s", f"{span:.2f}")
         say("ack_load_outcomes_posted_meanwhile", drained)
         say("ack_load_p50_ms", f"{percentile(latencies, 50) * 1000:.1f}")
         say("ack_load_p99_ms", f"{percentile(latencies, 99) * 1000:.1f}")

@@ -175,6 +175,8 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     store = Store(settings.database_path, clock=clock)
     scrub = Scrubber(settings.secrets())
     providers = providers or registry.configured(settings, clock=clock)
+    for provider in providers:
+        provider.warm()  # its SDK's first-use work now, not inside the first commands' acks
     # Rows from before jobs were named by provider came from the one OpenAI-shaped provider configured then:
     # Azure OpenAI when its endpoint was set, OpenAI otherwise.
     legacy = "azure" if settings.azure_openai_endpoint and not settings.sandbox else "openai"

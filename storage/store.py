@@ -551,9 +551,13 @@ class Store:
         return self._rows(
             "SELECT * FROM announcements"
             " WHERE (state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?)"
-            # Of the rows due: cards, then outcomes, then card edits and thread replies, each in the order queued.
-            # An outcome never waits behind a wave of edits or replies, however long those have been due.
-            " ORDER BY CASE kind WHEN 'card' THEN 0 WHEN 'card_update' THEN 2 WHEN 'progress' THEN 2"
+            # Of the rows due: outcomes (with the cards their threads need), then other rows, then card edits and
+            # thread replies, each in the order queued. An outcome never waits behind a wave of edits or replies, nor
+            # behind the cards of other jobs still going up in its channel (a sweep's cards take a second each).
+            " ORDER BY CASE kind WHEN 'announcement' THEN 0 WHEN 'card_update' THEN 2 WHEN 'progress' THEN 2"
+            " WHEN 'card' THEN 1 - EXISTS (SELECT 1 FROM announcements o WHERE o.kind = 'announcement'"
+            " AND o.state IN ('pending', 'sending') AND o.channel_id = announcements.channel_id"
+            " AND o.provider = announcements.provider AND o.job_id = announcements.job_id)"
             " ELSE 1 END, next_attempt_at, created_at, rowid LIMIT ?",
             (now, now, limit),
         )

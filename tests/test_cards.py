@@ -398,6 +398,27 @@ def test_in_a_busy_channel_an_outcome_goes_before_a_wave_of_edits(desk, provider
     assert len(slack.updates) == 12 and len(slack.cards_in("C1")) == 12
 
 
+def test_an_outcome_goes_before_the_cards_of_other_jobs_still_going_up(desk, provider, slack):
+    done, late = provider.add_job(status="running"), provider.add_job(status="running")
+    desk.follow(done)
+    desk.sender.deliver_due()  # its card is up
+    sweep = [provider.add_job(status="running") for _ in range(6)]
+    for job in [*sweep[:3], late, *sweep[3:]]:
+        desk.follow(job)  # seven cards queued, a second apart at the channel's pace
+    provider.set_status(done["id"], "succeeded")
+    provider.set_status(late["id"], "failed", error={"code": "x", "message": "boom", "param": None})
+    desk.cycle()
+    posts = [p for p in slack.posted if p["channel"] == "C1"]
+    first_after = [("outcome" if p["thread_ts"] else "card") + (f":{j}" if (j := next(
+        (x["id"][-6:] for x in (done, late) if x["id"] in p["text"]), None)) else "") for p in posts[1:]]
+    # Both outcomes go before the sweep's cards (an outcome never waits for other jobs' cards), the failed job's
+    # after its own card, which its thread needs.
+    assert sorted(first_after[:3]) == sorted([f"outcome:{done['id'][-6:]}", f"card:{late['id'][-6:]}",
+                                              f"outcome:{late['id'][-6:]}"])
+    assert first_after.index(f"card:{late['id'][-6:]}") < first_after.index(f"outcome:{late['id'][-6:]}")
+    assert len(posts) == 1 + 7 + 2
+
+
 def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)

@@ -622,3 +622,29 @@ def test_a_chart_waits_for_the_outcomes_queued_to_go_out_first(bot, provider, sl
     assert len(slack.uploads) == 1  # the second chart holds back while an outcome waits
     bot.services.sender.deliver_due()
     assert wait_until(lambda: len(slack.uploads) == 2, timeout=10)
+
+
+def test_a_built_bot_has_done_its_sdks_first_use_work_so_no_early_ack_waits_for_it(tmp_path):
+    """The SDKs load their resources lazily (Together's fine-tuning module alone took 170 ms on first touch): done
+    inside the first commands' work, it held back the acks of a burst (p99 142 ms; 46 ms once warm). `build` does
+    it at start-up, with no request made."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from bot.app import build\n"
+        "from bot.config import load\n"
+        "build(load(mode='serve'))\n"
+        "print(','.join(m for m in ('openai.resources.fine_tuning.jobs.jobs', 'openai.resources.chat.completions',"
+        " 'together.resources.fine_tuning') if m in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "TOGETHER_", "AZURE_"))}
+    env.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL="http://127.0.0.1:9/api/",
+               OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL="http://127.0.0.1:9/v1", TOGETHER_API_KEY=TOGETHER_KEY,
+               TOGETHER_BASE_URL="http://127.0.0.1:9", DATABASE_PATH=str(tmp_path / "warm.db"))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(",") == ["openai.resources.fine_tuning.jobs.jobs",
+                                                "openai.resources.chat.completions", "together.resources.fine_tuning"]

@@ -65,6 +65,9 @@ class AcmeProvider:
     def __init__(self, cloud: AcmeCloud, key: str) -> None:
         self.cloud, self._redact = cloud, Scrubber([key])
 
+    def warm(self) -> None:
+        pass  # a plain HTTP client: nothing loads on first use
+
     def owns_id(self, job_id: str) -> bool:
         return job_id.startswith("acme-")
 

@@ -177,6 +177,17 @@ class TogetherProvider:
         self.default_model = default_model
         self._timeout = float(client.timeout) if isinstance(client.timeout, (int, float)) else 5.0
 
+    def warm(self) -> None:
+        # Measured: the first touch of `fine_tuning` imports about 170 ms of the SDK's modules.
+        try:
+            client = self._client
+            _ = (client.fine_tuning, client.files, client.chat.completions)
+            from together.types.finetune_response import FinetuneResponse
+
+            FinetuneResponse.model_rebuild()
+        except Exception:  # noqa: BLE001 - warming is an optimisation; first use does the same work
+            log.debug("could not warm the Together SDK", exc_info=True)
+
     def owns_id(self, job_id: str) -> bool:
         return bool(JOB_ID.fullmatch(job_id))
 

@@ -201,6 +201,11 @@ class FineTuningProvider(Protocol):
 
     def owns_id(self, job_id: str) -> bool: ...
 
+    def warm(self) -> None:
+        """Do now, with no request, the first-use work its SDK would otherwise do inside the first command that calls
+        it (importing the resources it reaches lazily, building its response types' validators): at start-up, so
+        that no ack waits behind it. Never fails: what cannot be warmed is done on first use as before."""
+
     def retrieve(self, job_id: str) -> Job: ...
 
     def list_jobs(self, limit: int | None = 10, *, after: str | None = None) -> tuple[list[Job], bool]: ...
