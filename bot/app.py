@@ -249,6 +249,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     def maintain() -> None:
         jobs.reconcile_starts(older_than=orphan_after, worker=worker_id)
         store.prune()
+        services.charts.release_idle()
 
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     now = datetime.now(timezone.utc)

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from bot.commands import Command, Problem
+from bot.drawing import loss_png
 from bot.jobs import Caller, JobService
 from bot.messages import Message, format_note, format_problem, format_provider_error
-from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, ended, provider_label
+from bot.providers.types import FineTuningProvider, Job, MetricPoint, ProviderError, Providers, ended, provider_label
 from bot.slack import SlackFailure, SlackGateway
 
 log = logging.getLogger(__name__)
 
 CHART_PATIENCE = 60.0  # the longest a chart waits for the outbox's outcomes to go out before it is drawn anyway
+DRAW_DEADLINE = 60.0  # the longest one drawing may take (the first includes starting the drawing process)
+DRAWER_IDLE = 600.0  # the drawing process ends after this long without a chart (about 80 MB back), and starts again
+
+
+class ChartUnavailable(Exception):
+    """The drawing process could not draw (it died, or took too long); said in one line."""
 
 
 class ChartService:
@@ -37,6 +46,46 @@ class ChartService:
         self._pending: set[Future] = set()
         self._pending_lock = threading.Lock()
         self._stopping = threading.Event()
+        # Drawing itself happens in a process of its own, started with the first chart: matplotlib's rendering holds
+        # the interpreter for hundreds of milliseconds a chart, which in the bot's process would stall every ack and
+        # post meanwhile (a sweep's fifty charts doubled the acks' p99 under load); and the bot's own memory stays
+        # what it was before the first chart. One process, kept for the next chart, ended by `stop`.
+        self._drawer: ProcessPoolExecutor | None = None
+        self._drawer_lock = threading.Lock()
+        self._drawing = 0  # charts being drawn now
+        self._last_drawn = 0.0  # time.monotonic() of the last chart's end
+
+    def _draw_elsewhere(self, points: Sequence[MetricPoint], title: str) -> bytes | None:
+        with self._drawer_lock:
+            if self._stopping.is_set():
+                raise ChartUnavailable("the bot is stopping")
+            if self._drawer is None:
+                self._drawer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            drawer = self._drawer
+            self._drawing += 1
+        try:
+            return drawer.submit(loss_png, list(points), title).result(timeout=DRAW_DEADLINE)
+        except (BrokenProcessPool, RuntimeError) as error:  # it died (killed, out of memory), or was shut down
+            with self._drawer_lock:
+                if self._drawer is drawer:
+                    self._drawer = None  # the next chart starts a new one
+            raise ChartUnavailable(f"the drawing process ended ({type(error).__name__})") from None
+        except TimeoutError:
+            raise ChartUnavailable(f"drawing took longer than {DRAW_DEADLINE:.0f} s") from None
+        finally:
+            with self._drawer_lock:
+                self._drawing -= 1
+                self._last_drawn = time.monotonic()
+
+    def release_idle(self, *, idle: float = DRAWER_IDLE) -> bool:
+        """End the drawing process when no chart has been drawn for `idle` seconds (maintenance calls this): charts
+        come with successes, hours apart, and the process holds matplotlib's memory. True when it was ended."""
+        with self._drawer_lock:
+            if self._drawer is None or self._drawing or time.monotonic() - self._last_drawn < idle:
+                return False
+            drawer, self._drawer = self._drawer, None
+        drawer.shutdown(wait=True)
+        return True
 
     def run(self, command: Command, caller: Caller) -> Message:
         """`/finetune chart <job_id>`: the job's loss chart, shared in this channel."""
@@ -54,11 +103,13 @@ class ChartService:
         """Draw the job's training loss and share it; a sentence saying what happened."""
         if not owner.capabilities.metrics:
             return f"No chart: {provider_label(owner.name)} does not report training metrics."
-        from bot.charts import loss_chart  # matplotlib is loaded when the first chart is drawn, not at start-up
-
         points = owner.metrics(job.id)
         title = f"{job.id} · {job.fine_tuned_model or job.model}"
-        png = loss_chart(points, title=title)
+        try:
+            png = self._draw_elsewhere(points, title)
+        except ChartUnavailable as error:
+            log.warning("could not draw the loss chart of %s: %s", job.id, error)
+            return f"The loss chart of {job.id} could not be drawn this time ({error}); try again in a moment."
         if png is None:
             if job.final:
                 return (f"Job {job.id} {ended(job)} before it reported any training metrics, so there is nothing to "
@@ -97,6 +148,10 @@ class ChartService:
         self._stopping.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.wait_idle(timeout)
+        with self._drawer_lock:
+            drawer, self._drawer = self._drawer, None
+        if drawer is not None:
+            drawer.shutdown(wait=True, cancel_futures=True)  # its process ends with the bot, never left behind
 
     def _chart_in_thread(self, row: dict, ts: str) -> None:
         deadline = time.monotonic() + CHART_PATIENCE

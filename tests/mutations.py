@@ -135,6 +135,10 @@ MUTATIONS = [
     ("a reply's wait holds outcomes back", 'bot/delivery.py', '            self.store.defer_channel(channel, not_before, kinds=DEFERRED_WITH.get(due["kind"], POSTS))', '            self.store.defer_channel(channel, not_before, kinds=None if due["kind"] != "card_update" else ("card_update",))', 'tests/test_cards.py -k holds_back_no_outcome'),
     ('replayed clicks acted on again', 'handlers/replies.py', '    return not trigger_id or services.store.first_sight_of_trigger(str(trigger_id))', '    return True', 'tests/test_guards.py -k replayed_click'),
     ('no warm-up at build', 'bot/app.py', '        provider.warm()  # its SDK\'s first-use work now, not inside the first commands\' acks', '        pass', 'tests/test_hardening.py -k first_use'),
+    ('charts drawn in the bot process', 'bot/charting.py', '            return drawer.submit(loss_png, list(points), title).result(timeout=DRAW_DEADLINE)', '            return loss_png(list(points), title)', 'tests/test_charts.py -k own_ended'),
+    ('idle drawer kept for ever', 'bot/charting.py', '            if self._drawer is None or self._drawing or time.monotonic() - self._last_drawn < idle:', '            if True:', 'tests/test_charts.py -k own_ended'),
+    ('a dead drawer is used again', 'bot/charting.py', '                    self._drawer = None  # the next chart starts a new one', '                    pass', 'tests/test_charts.py -k own_ended'),
+    ('drawer outlives the bot', 'bot/charting.py', '            drawer.shutdown(wait=True, cancel_futures=True)  # its process ends with the bot, never left behind', '            pass', 'tests/test_charts.py -k own_ended'),
     ("a button value over Slack's limit", 'bot/messages.py', '    return value if len(value) <= MAX_BUTTON_VALUE else "{}"', '    return value', 'tests/test_messages.py -k within_slacks'),
     ("a try field over Slack's limit", 'bot/comparison.py', '                    MAX_FIELD) for s in (tuned, base)]', '                    100_000) for s in (tuned, base)]', 'tests/test_messages.py -k within_slacks'),
 ]

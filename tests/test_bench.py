@@ -37,3 +37,6 @@ def test_bench_measures_acks_under_load_idle_memory_and_a_sweeps_announcements()
             "announce_busy_max_s"} <= set(figures)
     assert figures["announce_busy_announced"] == "4"
     assert figures["memory_idle_libraries_loaded"] == "none"  # no chart drawn, no file checked, no Together: none
+    # A chart is drawn in a process of its own: the bot's never loads matplotlib, nor holds its interpreter to draw.
+    assert figures["memory_after_first_chart_libraries_loaded"] == "none"
+    assert float(figures["memory_chart_process_rss_mb"]) > 20

@@ -4,6 +4,8 @@ thread of a success announcement (the job card's thread, when it has one)."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import struct
 
 from PIL import Image
@@ -106,3 +108,65 @@ def test_stopping_waits_for_the_chart_being_drawn_and_drops_the_rest(bot, provid
     assert len(slack.uploads) <= 1  # the queued ones were dropped
     charts.after_announced(row, "2.000000")
     assert not charts._pending and len(slack.uploads) <= 1  # nothing starts after stopping
+
+
+def _children() -> set[int]:
+    """This process's children, whichever thread started them."""
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as children:
+                found |= {int(c) for c in children.read().split()}
+        except OSError:
+            continue
+    return found
+
+
+def _drawers(before: set[int]) -> set[int]:
+    """New children that are drawing processes (not the multiprocessing resource tracker)."""
+    drawers = set()
+    for pid in _children() - before:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"resource_tracker" not in cmdline.read():
+                    drawers.add(pid)
+        except OSError:
+            continue
+    return drawers
+
+
+def test_charts_are_drawn_in_one_process_of_their_own_ended_when_idle_and_with_the_bot(bot, provider, slack):
+    """Drawing holds the interpreter for hundreds of milliseconds: in the bot's process it stalled acks and posts (a
+    sweep's charts doubled the acks' p99 under load). It happens in one drawing process, started with the first
+    chart, kept for the next, ended after a while without charts, started again when needed, ended by stop; one
+    killed meanwhile costs a chart, not the next one."""
+    before = _children()
+    job = provider.add_job(status="succeeded")
+    provider.train(job["id"], 3, total=3)
+    stored = {"id": job["id"], "provider": "openai", "status": "succeeded", "model": job["model"],
+              "fine_tuned_model": job["fine_tuned_model"]}
+    bot.services.store.follow("C1", stored, final=True, team_id="T", user_id="U", origin="subscribe")
+    owner, charts = bot.services.providers.get("openai"), bot.services.charts
+    from bot.providers.types import Job
+
+    done = Job(**{**stored, "provider": "openai"})
+    assert "is in the channel" in charts.share(owner, done, "C1")
+    [drawer] = _drawers(before)
+    assert "is in the channel" in charts.share(owner, done, "C1")
+    assert _drawers(before) == {drawer}  # the same process drew the second
+    assert len(slack.uploads) == 2
+
+    assert not charts.release_idle(idle=600)  # drew a moment ago: kept
+    assert charts.release_idle(idle=0)
+    assert wait_until(lambda: not _drawers(before), timeout=10)
+    assert "is in the channel" in charts.share(owner, done, "C1")  # started again for the next chart
+    [again] = _drawers(before)
+
+    os.kill(again, signal.SIGKILL)  # killed (out of memory, say) between charts
+    wait_until(lambda: not _drawers(before), timeout=10)
+    said = charts.share(owner, done, "C1")
+    if "is in the channel" not in said:  # the pool saw its process die: this chart is lost, said plainly
+        assert "could not be drawn this time" in said
+        assert "is in the channel" in charts.share(owner, done, "C1")  # and the next starts a new process
+    charts.stop(10)
+    assert not _drawers(before)  # ended (and reaped) before stop returned: nothing outlives the bot
