@@ -534,7 +534,9 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
                 # take a second each in their channel, and an outcome posted meanwhile waits for the one in flight.
                 wait_until(lambda: sum(1 for p in slack.posted if not p.get("thread_ts")) >= followed, timeout=120,
                            interval=0.2)
-                time.sleep(interval * 2)
+                # A provider's change comes at no particular moment of the poll cycle. Waiting on a Slack post ties
+                # this moment to the cycle's (posts follow cycles): the runs spread it evenly over an interval.
+                time.sleep(interval * 2 + interval * (run + 0.5) / runs)
                 # Spread over the channels as a sweep's would be: every channel has one, a few have two.
                 chosen = jobs[:finishing]
                 finished_at = {}

@@ -77,9 +77,10 @@ class ChartService:
                 self._drawing -= 1
                 self._last_drawn = time.monotonic()
 
-    def release_idle(self, *, idle: float = DRAWER_IDLE) -> bool:
+    def release_idle(self, *, idle: float | None = None) -> bool:
         """End the drawing process when no chart has been drawn for `idle` seconds (maintenance calls this): charts
         come with successes, hours apart, and the process holds matplotlib's memory. True when it was ended."""
+        idle = DRAWER_IDLE if idle is None else idle
         with self._drawer_lock:
             if self._drawer is None or self._drawing or time.monotonic() - self._last_drawn < idle:
                 return False

@@ -139,6 +139,7 @@ MUTATIONS = [
     ('idle drawer kept for ever', 'bot/charting.py', '            if self._drawer is None or self._drawing or time.monotonic() - self._last_drawn < idle:', '            if True:', 'tests/test_charts.py -k own_ended'),
     ('a dead drawer is used again', 'bot/charting.py', '                    self._drawer = None  # the next chart starts a new one', '                    pass', 'tests/test_charts.py -k own_ended'),
     ('drawer outlives the bot', 'bot/charting.py', '            drawer.shutdown(wait=True, cancel_futures=True)  # its process ends with the bot, never left behind', '            pass', 'tests/test_charts.py -k own_ended'),
+    ('maintenance keeps an idle drawer', 'bot/app.py', '        services.charts.release_idle()', '        pass', 'tests/test_charts.py -k maintenance_ends'),
     ("a button value over Slack's limit", 'bot/messages.py', '    return value if len(value) <= MAX_BUTTON_VALUE else "{}"', '    return value', 'tests/test_messages.py -k within_slacks'),
     ("a try field over Slack's limit", 'bot/comparison.py', '                    MAX_FIELD) for s in (tuned, base)]', '                    100_000) for s in (tuned, base)]', 'tests/test_messages.py -k within_slacks'),
 ]

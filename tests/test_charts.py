@@ -170,3 +170,20 @@ def test_charts_are_drawn_in_one_process_of_their_own_ended_when_idle_and_with_t
         assert "is in the channel" in charts.share(owner, done, "C1")  # and the next starts a new process
     charts.stop(10)
     assert not _drawers(before)  # ended (and reaped) before stop returned: nothing outlives the bot
+
+
+def test_maintenance_ends_a_drawing_process_left_idle(bot, provider, slack, monkeypatch):
+    import bot.charting as charting
+
+    monkeypatch.setattr(charting, "DRAWER_IDLE", 0.0)  # (ten minutes in the bot)
+    before = _children()
+    job = provider.add_job(status="succeeded")
+    provider.train(job["id"], 3, total=3)
+    from bot.providers.types import Job
+
+    done = Job(id=job["id"], status="succeeded", model=job["model"], fine_tuned_model=job["fine_tuned_model"],
+               provider="openai")
+    assert "is in the channel" in bot.services.charts.share(bot.services.providers.get("openai"), done, "C1")
+    assert _drawers(before)
+    bot.scheduler.get_job("maintain").func()  # what the scheduler runs every minute
+    assert not _drawers(before)
