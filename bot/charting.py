@@ -8,11 +8,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+from bot import drawing
 from bot.commands import Command, Problem
-from bot.drawing import loss_png
 from bot.jobs import Caller, JobService
 from bot.messages import Message, format_note, format_problem, format_provider_error
 from bot.providers.types import FineTuningProvider, Job, MetricPoint, ProviderError, Providers, ended, provider_label
@@ -27,6 +26,42 @@ DRAWER_IDLE = 600.0  # the drawing process ends after this long without a chart 
 
 class ChartUnavailable(Exception):
     """The drawing process could not draw (it died, or took too long); said in one line."""
+
+
+class _Drawer:
+    """One drawing process (bot.drawing.serve) and our end of its pipe. Every wait on it is bounded: a chart that
+    takes too long, or a process that died, ends it, and closing it never waits longer than it is given."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the bot's state, no locks
+        self._conn, child = context.Pipe()
+        # daemon: ended with the bot even if nothing else ends it
+        self.process = context.Process(target=drawing.serve, args=(child,), name="finetune-bot-charts", daemon=True)
+        self.process.start()
+        child.close()
+
+    def draw(self, points: Sequence[MetricPoint], title: str, *, timeout: float) -> bytes | None:
+        try:
+            self._conn.send((list(points), title))
+            if not self._conn.poll(timeout):
+                raise ChartUnavailable(f"drawing took longer than {timeout:.0f} s")
+            kind, value = self._conn.recv()
+        except (EOFError, OSError, BrokenPipeError):
+            raise ChartUnavailable("the drawing process ended") from None
+        if kind != "ok":
+            raise ChartUnavailable(f"the drawing failed ({value})")
+        return value
+
+    def close(self, timeout: float) -> None:
+        """Close our end (the process then ends by itself), wait at most `timeout`, then end it by force."""
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+        self.process.join(max(0.0, timeout))
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
 
 
 class ChartService:
@@ -50,28 +85,33 @@ class ChartService:
         # the interpreter for hundreds of milliseconds a chart, which in the bot's process would stall every ack and
         # post meanwhile (a sweep's fifty charts doubled the acks' p99 under load); and the bot's own memory stays
         # what it was before the first chart. One process, kept for the next chart, ended by `stop`.
-        self._drawer: ProcessPoolExecutor | None = None
-        self._drawer_lock = threading.Lock()
-        self._drawing = 0  # charts being drawn now
+        self._drawer: _Drawer | None = None
+        self._drawer_lock = threading.Lock()  # guards _drawer and the counts below
+        self._draw_lock = threading.Lock()  # one chart at a time through the pipe (charts after outcomes, `chart`)
+        self._drawing = 0  # charts being drawn (or waiting to be) now
         self._last_drawn = 0.0  # time.monotonic() of the last chart's end
 
     def _draw_elsewhere(self, points: Sequence[MetricPoint], title: str) -> bytes | None:
         with self._drawer_lock:
             if self._stopping.is_set():
                 raise ChartUnavailable("the bot is stopping")
-            if self._drawer is None:
-                self._drawer = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            drawer = self._drawer
             self._drawing += 1
         try:
-            return drawer.submit(loss_png, list(points), title).result(timeout=DRAW_DEADLINE)
-        except (BrokenProcessPool, RuntimeError) as error:  # it died (killed, out of memory), or was shut down
-            with self._drawer_lock:
-                if self._drawer is drawer:
-                    self._drawer = None  # the next chart starts a new one
-            raise ChartUnavailable(f"the drawing process ended ({type(error).__name__})") from None
-        except TimeoutError:
-            raise ChartUnavailable(f"drawing took longer than {DRAW_DEADLINE:.0f} s") from None
+            with self._draw_lock:
+                with self._drawer_lock:
+                    if self._stopping.is_set():
+                        raise ChartUnavailable("the bot is stopping")
+                    if self._drawer is None:
+                        self._drawer = _Drawer()
+                    drawer = self._drawer
+                try:
+                    return drawer.draw(points, title, timeout=DRAW_DEADLINE)
+                except ChartUnavailable:
+                    with self._drawer_lock:
+                        if self._drawer is drawer:
+                            self._drawer = None  # the next chart starts a new one
+                    drawer.close(0)
+                    raise
         finally:
             with self._drawer_lock:
                 self._drawing -= 1
@@ -85,7 +125,7 @@ class ChartService:
             if self._drawer is None or self._drawing or time.monotonic() - self._last_drawn < idle:
                 return False
             drawer, self._drawer = self._drawer, None
-        drawer.shutdown(wait=True)
+        drawer.close(5)
         return True
 
     def run(self, command: Command, caller: Caller) -> Message:
@@ -148,11 +188,12 @@ class ChartService:
         """Draw nothing more; wait (at most `timeout`) for the chart being drawn, if any."""
         self._stopping.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        started = time.monotonic()
         self.wait_idle(timeout)
         with self._drawer_lock:
             drawer, self._drawer = self._drawer, None
         if drawer is not None:
-            drawer.shutdown(wait=True, cancel_futures=True)  # its process ends with the bot, never left behind
+            drawer.close(timeout - (time.monotonic() - started))  # its process ends with the bot, never left behind
 
     def _chart_in_thread(self, row: dict, ts: str) -> None:
         deadline = time.monotonic() + CHART_PATIENCE

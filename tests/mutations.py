@@ -32,7 +32,7 @@ MUTATIONS = [
     ("pacing spacing off", "bot/delivery.py", "CHANNEL_SPACING = 1.0", "CHANNEL_SPACING = 0.0", "tests/test_delivery.py -k busy_channel"),
     ("wait inline off", "bot/delivery.py", "WAIT_FOR_NEXT = 1.5", "WAIT_FOR_NEXT = 0.0", "tests/test_delivery.py -k busy_channel"),
     ("pause cap off", "bot/poller.py", "self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))", "self.max_skip = MAX_SKIPPED_CYCLES", "tests/test_poller.py -k two_minutes"),
-    ("id pattern dots", "bot/commands.py", 'ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\\-]{0,127}")', 'ID_PATTERN = re.compile(r"[A-Za-z0-9_.:\\-]{1,128}")', "tests/test_commands.py"),
+    ("id pattern dots", "bot/commands.py", 'ID_PATTERN = re.compile(r"(?=.{1,200}$)[A-Za-z0-9][A-Za-z0-9_.:\\-]*(?:/(?!\\.\\.?(?:/|$))[A-Za-z0-9_.:\\-]+)*")', 'ID_PATTERN = re.compile(r"(?=.{1,200}$)[A-Za-z0-9_.:\\-]*(?:/[A-Za-z0-9_.:\\-]*)*")', "tests/test_commands.py"),
     ("close leaves others", "storage/store.py", "            conns = list(self._open.values())\n", "            conns = []\n", "tests/test_foundation.py -k no_database_handle"),
     ("prune webhooks off", "storage/store.py", '"webhook_deliveries": db.conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?",', '"webhook_deliveries": db.conn.execute("SELECT ?",', "tests/test_foundation.py -k forgotten"),
     ("health ignores db", "bot/app.py", "        if problem:\n            return False, problem", "        if False:\n            return False, problem", "tests/test_foundation.py -k cannot_be_written"),
@@ -135,11 +135,12 @@ MUTATIONS = [
     ("a reply's wait holds outcomes back", 'bot/delivery.py', '            self.store.defer_channel(channel, not_before, kinds=DEFERRED_WITH.get(due["kind"], POSTS))', '            self.store.defer_channel(channel, not_before, kinds=None if due["kind"] != "card_update" else ("card_update",))', 'tests/test_cards.py -k holds_back_no_outcome'),
     ('replayed clicks acted on again', 'handlers/replies.py', '    return not trigger_id or services.store.first_sight_of_trigger(str(trigger_id))', '    return True', 'tests/test_guards.py -k replayed_click'),
     ('no warm-up at build', 'bot/app.py', '        provider.warm()  # its SDK\'s first-use work now, not inside the first commands\' acks', '        pass', 'tests/test_hardening.py -k first_use'),
-    ('charts drawn in the bot process', 'bot/charting.py', '            return drawer.submit(loss_png, list(points), title).result(timeout=DRAW_DEADLINE)', '            return loss_png(list(points), title)', 'tests/test_charts.py -k own_ended'),
+    ('charts drawn in the bot process', 'bot/charting.py', '                    return drawer.draw(points, title, timeout=DRAW_DEADLINE)', '                    return drawing.loss_png(points, title)', 'tests/test_bench.py -k idle_memory'),
     ('idle drawer kept for ever', 'bot/charting.py', '            if self._drawer is None or self._drawing or time.monotonic() - self._last_drawn < idle:', '            if True:', 'tests/test_charts.py -k own_ended'),
-    ('a dead drawer is used again', 'bot/charting.py', '                    self._drawer = None  # the next chart starts a new one', '                    pass', 'tests/test_charts.py -k own_ended'),
-    ('drawer outlives the bot', 'bot/charting.py', '            drawer.shutdown(wait=True, cancel_futures=True)  # its process ends with the bot, never left behind', '            pass', 'tests/test_charts.py -k own_ended'),
+    ('a dead drawer is used again', 'bot/charting.py', '                            self._drawer = None  # the next chart starts a new one', '                            pass', 'tests/test_charts.py -k own_ended'),
+    ('drawer outlives the bot', 'bot/charting.py', '            drawer.close(timeout - (time.monotonic() - started))  # its process ends with the bot, never left behind', '            pass', 'tests/test_charts.py -k own_ended'),
     ('maintenance keeps an idle drawer', 'bot/app.py', '        services.charts.release_idle()', '        pass', 'tests/test_charts.py -k maintenance_ends'),
+    ('a hung drawer holds up stop', 'bot/charting.py', '            self.process.kill()', '            pass', 'tests/test_charts.py -k hangs'),
     ("a button value over Slack's limit", 'bot/messages.py', '    return value if len(value) <= MAX_BUTTON_VALUE else "{}"', '    return value', 'tests/test_messages.py -k within_slacks'),
     ("a try field over Slack's limit", 'bot/comparison.py', '                    MAX_FIELD) for s in (tuned, base)]', '                    100_000) for s in (tuned, base)]', 'tests/test_messages.py -k within_slacks'),
 ]
@@ -159,10 +160,15 @@ def main(only: list[str]) -> int:
             continue
         p.write_text(text.replace(old, new, 1))
         try:
-            r = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider",
-                                *shlex.split(tests)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-            print(("RED  " if r.returncode else "GREEN") + f" {name}")
-            weak += not r.returncode
+            try:
+                r = subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "pytest", "-q", "-x", "-n", "0", "-p",
+                                    "no:cacheprovider", *shlex.split(tests)], cwd=ROOT, capture_output=True, text=True,
+                                   timeout=300)
+                failed = bool(r.returncode)
+            except subprocess.TimeoutExpired:
+                failed = True  # the tests hung: the mutation was noticed, if not gracefully
+            print(("RED  " if failed else "GREEN") + f" {name}")
+            weak += not failed
         finally:
             p.write_text(text)
     return 1 if weak else 0

@@ -187,3 +187,40 @@ def test_maintenance_ends_a_drawing_process_left_idle(bot, provider, slack, monk
     assert _drawers(before)
     bot.scheduler.get_job("maintain").func()  # what the scheduler runs every minute
     assert not _drawers(before)
+
+
+def test_stop_ends_a_drawing_process_that_hangs_within_its_budget(bot, provider, slack):
+    """A drawing process that stops answering (stopped, swapped out, stuck in native code) holds a chart at most
+    DRAW_DEADLINE, and never holds up the bot's stop: it is ended by force when the budget runs out."""
+    from bot.providers.types import Job
+
+    before = _children()
+    job = provider.add_job(status="succeeded")
+    provider.train(job["id"], 3, total=3)
+    done = Job(id=job["id"], status="succeeded", model=job["model"], fine_tuned_model=job["fine_tuned_model"],
+               provider="openai")
+    owner, charts = bot.services.providers.get("openai"), bot.services.charts
+    assert "is in the channel" in charts.share(owner, done, "C1")
+    [drawer] = _drawers(before)
+    os.kill(drawer, signal.SIGSTOP)
+    try:
+        _stop_within_budget(charts, owner, done, before)
+    finally:
+        for pid in _drawers(before):  # (only if the guard failed: nothing is left stopped behind the test)
+            os.kill(pid, signal.SIGKILL)
+
+
+def _stop_within_budget(charts, owner, done, before):
+    import threading
+    import time
+
+    said = []
+    waiting = threading.Thread(target=lambda: said.append(charts.share(owner, done, "C1")), daemon=True)
+    waiting.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    charts.stop(2)
+    assert time.monotonic() - started < 5
+    assert not _drawers(before)  # killed (a stopped process cannot end by itself)
+    waiting.join(5)
+    assert said and "could not be drawn this time" in said[0]
