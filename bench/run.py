@@ -8,7 +8,8 @@
 3. announcement latency: job final at the provider -> message posted, through polling and through webhooks;
 4. memory: peak resident memory of the serve process tree with 1,000 followed jobs;
 5. two providers: requests per poll cycle at each with 300 followed jobs split between OpenAI's shape and Together
-   AI's, and the announcement latency of OpenAI jobs while Together AI answers every request with a 503;
+   AI's, and the announcement latency of OpenAI jobs while Together AI answers every request with a 503; three
+   providers (`providers3`): the same with 300 jobs over OpenAI's, Together AI's and Fireworks AI's shapes;
 6. checking training data: `finetune-bot check` on 10 MB and 100 MB JSONL files: examples per second, MB per second,
    and the peak memory of the process (flat with file size: the file is read as a stream);
 7. trying a model: the time `try` adds over the slower of the two models' own answers (both are asked at once);
@@ -30,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bot.sandbox.fireworks import FireworksSandbox  # noqa: E402
 from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox  # noqa: E402
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body  # noqa: E402
 from bot.sandbox.together import TogetherSandbox  # noqa: E402
@@ -283,6 +285,47 @@ def bench_two_providers(workdir: str, n: int) -> None:
         say("two_providers_outage_openai_announce_p50_s", f"{percentile(latencies, 50):.2f}")
         say("two_providers_outage_openai_announce_max_s", f"{max(latencies):.2f}")
         say("two_providers_outage_target_s", f"{interval + 1:.2f}")
+
+
+def bench_three_providers(workdir: str, n: int) -> None:
+    """Provider requests per poll cycle with `n` followed jobs split over OpenAI's shape, Together AI's and
+    Fireworks AI's (each organization with 20 newer jobs of its own beside them)."""
+    third = n // 3
+    with (FineTuningSandbox() as provider, TogetherSandbox() as together, FireworksSandbox() as fireworks,
+          SlackStandIn(token=TOKEN) as slack):
+        openai_jobs = [provider.add_job(status="running") for _ in range(third)]
+        together_jobs = [together.add_job(status="running") for _ in range(third)]
+        fireworks_jobs = [fireworks.add_job(status="running") for _ in range(n - 2 * third)]
+        for _ in range(20):
+            provider.add_job(status="succeeded")
+            together.add_job(status="completed")
+            fireworks.add_job(status="succeeded")
+        db = os.path.join(workdir, "three.db")
+        follow(db, openai_jobs)
+        follow(db, [{"id": j["id"], "provider": "together", "status": j["status"], "model": j["model"]}
+                    for j in together_jobs])
+        follow(db, [{"id": j["name"].rsplit("/", 1)[-1], "provider": "fireworks", "status": "running",
+                     "model": j["baseModel"]} for j in fireworks_jobs])
+        interval = 1.5
+        extra = {"TOGETHER_API_KEY": "tgp-bench-key", "TOGETHER_BASE_URL": together.url,
+                 "FIREWORKS_API_KEY": "fw-bench-key", "FIREWORKS_ACCOUNT_ID": fireworks.account,
+                 "FIREWORKS_BASE_URL": fireworks.url, "POLL_INTERVAL_SECONDS": str(interval),
+                 "PROVIDER_TIMEOUT_SECONDS": "2"}
+        proc = ServeProcess(env_for(db, slack, provider, **extra))
+        try:
+            time.sleep(interval * 3.5)
+            cycles = {"openai": bursts([r.at for r in provider.requests_to("/fine_tuning/jobs")], gap=interval / 2),
+                      "together": bursts([r.at for r in together.requests_to("/v1/fine-tunes")], gap=interval / 2),
+                      "fireworks": bursts([r.at for r in fireworks.requests_to("/supervisedFineTuningJobs")],
+                                          gap=interval / 2)}
+        finally:
+            proc.terminate()
+        say("three_providers_followed_jobs", f"{third}+{third}+{n - 2 * third}")
+        for name, counts in cycles.items():
+            say(f"three_providers_{name}_requests_per_cycle", max(counts))
+        say("three_providers_requests_per_cycle", sum(max(counts) for counts in cycles.values()))
+        say("three_providers_naive_requests_per_cycle", n)
+        say("three_providers_fireworks_budget", -(-(n - 2 * third) // 200) + 2)
 
 
 def write_training_file(path: str, megabytes: int) -> int:
@@ -576,8 +619,8 @@ def tree_peak_kb(pid: int) -> int:
     return total
 
 
-PARTS = ["ack", "ack-load", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "check", "try",
-         "cards"]
+PARTS = ["ack", "ack-load", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "providers3",
+         "check", "try", "cards"]
 
 
 def main() -> None:
@@ -611,6 +654,8 @@ def main() -> None:
                                                             if args.small else {}))
         if "providers" in chosen:
             bench_two_providers(workdir, 300)
+        if "providers3" in chosen:
+            bench_three_providers(workdir, 300)
         if "check" in chosen:
             bench_check(workdir)
         if "try" in chosen:

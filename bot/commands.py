@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 MAX_COMMAND_LENGTH = 4000  # Slack's own limit for a slash command's text
 # Starts with a letter or digit: an id made only of dots (`..`) would name another path at the provider.
-ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}")
+# "/" between segments, for full resource names (Fireworks: accounts/{account}/datasets/{id}); no segment is empty,
+# "." or "..", so an id never names another path (the SDKs percent-encode path values as well).
+ID_PATTERN = re.compile(r"(?=.{1,200}$)[A-Za-z0-9][A-Za-z0-9_.:\-]*(?:/(?!\.\.?(?:/|$))[A-Za-z0-9_.:\-]+)*")
 SUFFIX_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # Model names may hold an organization: meta-llama/Meta-Llama-3.1-8B-Instruct-Reference (sent in a body, not a path).
 MODEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/\-]{0,255}")
@@ -45,7 +47,7 @@ class Value:
             return "a provider's name, such as `openai` or `together` (`/finetune providers` lists them)"
         if self.kind == "model":
             return "a model name: letters, digits, `-`, `_`, `.`, `:` or `/`, starting with a letter or digit"
-        return "up to 128 letters, digits, `-`, `_`, `.` or `:`, starting with a letter or digit"
+        return "up to 200 letters, digits, `-`, `_`, `.`, `:` or `/`, starting with a letter or digit"
 
     def convert(self, raw: str) -> str | int | float | bool | None:
         """The value, or None when `raw` is not acceptable."""

@@ -24,7 +24,6 @@ from storage import Store
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 100
 MAX_RETRIEVES_PER_CYCLE = 100
 MAX_SKIPPED_CYCLES = 16
 MAX_PAUSE_SECONDS = 120.0  # however long the interval, an outage never silences polling for longer than this
@@ -211,7 +210,7 @@ class Poller:
         elif len(wanted) > 1:
             # Pages of the organization's recent jobs, newest first, until every followed job is covered,
             # the pages are older than the oldest followed job, or the budget is spent.
-            page_size = min(PAGE_SIZE, provider.page_size)
+            page_size = provider.page_size  # (OpenAI's pages hold 100, Fireworks' 200)
             oldest = min((row["created_at"] or 0) for row in active)
             after = None
             for _ in range(math.ceil(len(wanted) / page_size) + 1):

@@ -14,6 +14,7 @@ import pytest
 
 from bot.app import build
 from bot.config import Settings
+from bot.sandbox.fireworks import FireworksSandbox
 from bot.sandbox.provider import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
 from bot.sandbox.together import TogetherSandbox
@@ -23,6 +24,7 @@ BOT_TOKEN = "xoxb-test-0000-SECRETBOTTOKEN"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 OPENAI_KEY = "sk-test-SECRETOPENAIKEY0123456789"
 TOGETHER_KEY = "tgp_v1_test-SECRETTOGETHERKEY0123456789"
+FIREWORKS_KEY = "fw_test-SECRETFIREWORKSKEY0123456789"
 WEBHOOK_SECRET = "whsec_c2VjcmV0LXdlYmhvb2sta2V5LWZvci10ZXN0cw=="
 ENV_NAMES = [
     "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL", "SLACK_CLIENT_ID",
@@ -31,7 +33,8 @@ ENV_NAMES = [
     "PORT", "LOG_LEVEL", "ALLOWED_USER_IDS", "ALLOWED_CHANNEL_IDS", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID",
     "AZURE_OPENAI_AD_TOKEN", "SANDBOX_PACE_SECONDS", "PROVIDER_TIMEOUT_SECONDS", "DELIVERY_LEASE_SECONDS",
     "TOGETHER_API_KEY", "TOGETHER_BASE_URL", "TOGETHER_DEFAULT_MODEL", "DEFAULT_PROVIDER", "DELIVERY_GIVE_UP_SECONDS",
-    "MAX_TRAINING_FILE_MB",
+    "MAX_TRAINING_FILE_MB", "FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID", "FIREWORKS_BASE_URL",
+    "FIREWORKS_DEFAULT_MODEL",
 ]
 
 
@@ -51,6 +54,25 @@ def provider():
 def together():
     with TogetherSandbox() as sandbox:
         yield sandbox
+
+
+@pytest.fixture
+def fireworks():
+    with FireworksSandbox() as sandbox:
+        yield sandbox
+
+
+def with_fireworks(settings: Settings, sandbox: FireworksSandbox) -> Settings:
+    """`settings` with Fireworks AI configured beside whatever they configure, pointed at `sandbox`."""
+    return replace(settings, env={**settings.env, "FIREWORKS_API_KEY": FIREWORKS_KEY,
+                                  "FIREWORKS_ACCOUNT_ID": sandbox.account, "FIREWORKS_BASE_URL": sandbox.url},
+                   env_secrets=settings.env_secrets | {"FIREWORKS_API_KEY"})
+
+
+@pytest.fixture
+def three(both, fireworks) -> Settings:
+    """Settings with OpenAI's shape, Together AI and Fireworks AI configured at once."""
+    return with_fireworks(both, fireworks)
 
 
 @pytest.fixture

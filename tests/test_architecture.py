@@ -49,6 +49,12 @@ def test_exactly_one_module_imports_together():
     assert importers == ["bot/providers/together_shape.py"]
 
 
+def test_exactly_one_module_imports_fireworks():
+    importers = [str(p.relative_to(ROOT)) for pkg in ("bot", "handlers", "storage") for p in _files(pkg)
+                 if "fireworks" in _imports(p)]
+    assert importers == ["bot/providers/fireworks_shape.py"]
+
+
 def _provider_modules(tree: ast.AST) -> set[str]:
     """The bot.providers modules a file imports, however spelt (`from bot.providers import x` included)."""
     found = set()
@@ -72,7 +78,7 @@ def test_services_know_providers_only_through_the_shared_types():
         allowed = {"types"} | ({"registry", "shape"} if relative.startswith("bot/") else set())
         assert _provider_modules(ast.parse(path.read_text())) <= allowed, relative
     importers = {str(p.relative_to(ROOT)) for p in _files("bot") + _files("handlers")
-                 if _provider_modules(ast.parse(p.read_text())) & {"openai_shape", "together_shape"}}
+                 if _provider_modules(ast.parse(p.read_text())) & {"openai_shape", "together_shape", "fireworks_shape"}}
     assert importers == {REGISTRY}
     types = _imports(ROOT / "bot/providers/types.py")
     assert not types & {"openai", "together", "bot"}
@@ -113,10 +119,11 @@ def test_every_registered_shape_is_a_whole_provider():
     from bot.providers.types import FineTuningProvider
 
     settings = Settings(openai_api_key="k", together_api_key="t", azure_openai_endpoint="https://r.openai.azure.com",
-                        azure_openai_api_key="k", openai_api_version="2025-04-01-preview")
+                        azure_openai_api_key="k", openai_api_version="2025-04-01-preview",
+                        env={"FIREWORKS_API_KEY": "f", "FIREWORKS_ACCOUNT_ID": "acme"})
     providers = registry.configured(settings)
-    assert providers.names == ["openai", "azure", "together"]
-    assert [shape.name for shape in registry.SHAPES] == ["openai", "together"]
+    assert providers.names == ["openai", "azure", "together", "fireworks"]
+    assert [shape.name for shape in registry.SHAPES] == ["openai", "together", "fireworks"]
     for provider in providers:
         assert isinstance(provider, FineTuningProvider), provider.name
         assert {o.name for o in provider.start_options} >= {"model", "epochs", "suffix"}

@@ -40,3 +40,13 @@ def test_bench_measures_acks_under_load_idle_memory_and_a_sweeps_announcements()
     # A chart is drawn in a process of its own: the bot's never loads matplotlib, nor holds its interpreter to draw.
     assert figures["memory_after_first_chart_libraries_loaded"] == "none"
     assert float(figures["memory_chart_process_rss_mb"]) > 20
+
+
+def test_bench_counts_requests_per_cycle_over_three_providers():
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "providers3"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    fireworks = int(figures["three_providers_fireworks_requests_per_cycle"])
+    assert fireworks <= int(figures["three_providers_fireworks_budget"])
+    assert int(figures["three_providers_requests_per_cycle"]) < int(figures["three_providers_naive_requests_per_cycle"])

@@ -64,7 +64,7 @@ def test_valid_commands(text, expected):
         ("list provider=", "`provider` must be a provider's name"),
         ("start file-abc epochs=1 epochs=2", "`epochs` is given twice"),
         ("start file-abc file-def", "`start` doesn't take `file-def`"),
-        ("status " + "a" * 129, "is not a valid job_id"),
+        ("status " + "a" * 201, "is not a valid job_id"),
         ("status ftjob/../../etc", "is not a valid job_id"),
         ("status <!channel>", "is not a valid job_id"),
         ("status a b", "`status` doesn't take `b`"),

@@ -208,7 +208,7 @@ def test_a_third_shapes_sandbox_runs_beside_the_others(acme):
 
     sandbox = SandboxProviders.start(None)
     try:
-        assert sandbox.labels == ["OpenAI's shape", "Together AI's", "Acme's"]
+        assert sandbox.labels == ["OpenAI's shape", "Together AI's", "Fireworks AI's", "Acme's"]
         settings = sandbox.configure(load({}, mode="shell"))
         assert settings.value("ACME_API_KEY") == "sandbox-acme-key" and "acme" in settings.provider_names
     finally:

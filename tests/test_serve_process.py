@@ -92,7 +92,7 @@ def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
            "SANDBOX_PACE_SECONDS": "0.1"}
     proc = ServeProcess(env, args=("--sandbox",))
     try:
-        assert "(provider: sandbox: openai, together)" in "".join(proc.log)
+        assert "(provider: sandbox: openai, together, fireworks)" in "".join(proc.log)
         assert _command(proc, f"start {SAMPLE_FILE_ID}", slack.response_url("sb")) == 200
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sb")])
         assert reply[0]["text"].startswith("[sandbox] Started fine-tuning job")

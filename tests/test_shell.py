@@ -66,6 +66,15 @@ def test_the_sandbox_speaks_both_providers_with_no_account(tmp_path):
     assert openai_job in out
 
 
+def test_the_sandbox_speaks_fireworks_with_no_account(tmp_path):
+    script = "/finetune start file-sample provider=fireworks suffix=fw-demo\n"
+    result = _run(script, tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Fireworks AI" in out and out.count("FINE-TUNING JOB SUCCEEDED") == 1
+    assert re.search(r"```accounts/sandbox/models/fw-demo-ftb-[0-9a-f]+```", out), out
+
+
 def test_failure_announcement_and_channels(tmp_path):
     script = "\n".join([
         "/finetune help",

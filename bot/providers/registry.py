@@ -9,13 +9,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from bot.providers import openai_shape, together_shape
+from bot.providers import fireworks_shape, openai_shape, together_shape
 from bot.providers.shape import ModelFacts, ProviderShape
 from bot.providers.types import LABELS, STATUS_EMOJI, Providers
 
 SHAPES: list[ProviderShape] = [
     openai_shape.SHAPE,  # OpenAI, Azure OpenAI, OpenAI-compatible base URLs
     together_shape.SHAPE,  # Together AI
+    fireworks_shape.SHAPE,  # Fireworks AI
 ]
 
 
