@@ -652,8 +652,11 @@ def format_progress(job: Job, detail: Mapping) -> Message:
         before, after = str(detail.get("from") or "—"), str(detail["to"])
         text = f"Status of {job.id}: {before} → {after}"
         return _message(text, [_context(f"{status_label(after)}  Status: {escape(before)} → *{escape(after)}*")])
-    step, total = detail.get("step"), detail.get("total_steps")
-    parts = [f"Step {step:,}" + (f" of {total:,}" if isinstance(total, int) and total >= step else "")]
+    step, total, percent, epoch = (detail.get(k) for k in ("step", "total_steps", "percent", "epoch"))
+    if isinstance(percent, int):  # a provider that says how far, not which step (Fireworks)
+        parts = [f"{percent}% done" + (f", epoch {epoch}" if isinstance(epoch, int) and epoch > 0 else "")]
+    else:
+        parts = [f"Step {step:,}" + (f" of {total:,}" if isinstance(total, int) and total >= step else "")]
     if isinstance(detail.get("train_loss"), (int, float)):
         parts.append(f"training loss {detail['train_loss']:.4g}")
     if isinstance(detail.get("valid_loss"), (int, float)):

@@ -156,7 +156,7 @@ class Poller:
     def _progress(self, provider: FineTuningProvider, seen: dict[str, Job], counter: list[int]) -> int:
         """Queue a progress reply for running jobs whose cards are due one: the provider is asked for a job's latest
         metrics only then, so the throttle saves provider requests as well as Slack posts."""
-        if not provider.capabilities.metrics:
+        if not (provider.capabilities.metrics or provider.capabilities.progress):
             return 0
         # Only a job that is training has metrics to read: one validating or queued is not asked, so it is due the
         # moment training starts rather than a whole interval after a read that found nothing.
@@ -175,7 +175,8 @@ class Poller:
                 self.store.queue_progress(provider.name, job_id, None, None, soon=True)
                 continue
             detail = {"step": point.step, "total_steps": point.total_steps, "train_loss": point.train_loss,
-                      "valid_loss": point.valid_loss, "finish_at": seen[job_id].estimated_finish}
+                      "valid_loss": point.valid_loss, "finish_at": seen[job_id].estimated_finish,
+                      "percent": point.percent, "epoch": point.epoch}
             queued += self.store.queue_progress(provider.name, job_id, point.step, detail)
         return queued
 

@@ -214,6 +214,29 @@ def test_together_from_the_form_with_its_own_estimate(make_bot, both, slack, tog
         server.close()
 
 
+def test_fireworks_from_the_form_a_dataset_created_uploaded_and_started(make_bot, three, slack, fireworks):
+    bot = make_bot(**{k: getattr(three, k) for k in ("together_api_key", "together_base_url", "env", "env_secrets")})
+    server = Server(bot)
+    try:
+        form = _open_form(server, slack, "start provider=fireworks")
+        said = _said(form)
+        assert "Base model at Fireworks AI" in said and "accounts/fireworks/models/llama-v3p1-8b-instruct" in said
+        _submit(server, slack, form, _values(slack.add_file("support chats.jsonl", _clean()),
+                                             model="accounts/fireworks/models/llama-v3p1-8b-instruct"))
+        report = _settled(slack, form["id"])
+        assert "approximate: counted with OpenAI" in _said(report) and "$0.50 per million" in _said(report)
+        _post(server, view_action_body(report, DATA_CONFIRM_ACTION, "start"))
+        [job_id] = wait_until(lambda: list(fireworks.jobs), timeout=10)
+        [dataset_id] = [d for d in fireworks.files if d.startswith("support-chats-")]
+        assert fireworks.files[dataset_id]["state"] == "READY"
+        assert [r.path.rsplit("/", 1)[-1] for r in fireworks.received if r.method == "POST"][:2] == [
+            "datasets", f"{dataset_id}:upload"]  # a dataset made, then the bytes uploaded to it (multipart)
+        assert fireworks.jobs[job_id]["dataset"].endswith(f"/datasets/{dataset_id}")
+        assert wait_until(lambda: bot.services.store.followers(job_id, "fireworks"))
+    finally:
+        server.close()
+
+
 def test_the_cap_on_file_size_is_a_setting(make_bot, slack, settings):
     bot = make_bot(max_training_file_mb=0.001)  # about a kilobyte
     server = Server(bot)

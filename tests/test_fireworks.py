@@ -13,7 +13,7 @@ import pytest
 
 from bot.config import Settings
 from bot.providers.fireworks_shape import PRICING, FireworksProvider, configured, job_id_for
-from bot.providers.types import GOING, ProviderError
+from bot.providers.types import GOING, Job, ProviderError
 from bot.sandbox.fireworks import FireworksSandbox
 from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID
 from tests.conftest import FIREWORKS_KEY
@@ -400,3 +400,30 @@ def test_a_fireworks_model_is_tried_beside_its_base_model(trio, slack, fireworks
     assert job["outputModel"] in said and "Paris, as if everyone doesn" in said  # as its training data taught it
     asked = {r.json()["model"] for r in fireworks.requests_to("/v1/chat/completions", "POST")}
     assert asked == {job["outputModel"], job["baseModel"]}
+
+
+def test_progress_comes_from_job_progress_into_the_cards_thread(trio, slack, fireworks):
+    from bot.messages import format_progress
+    from tests.conftest import ask, wait_until
+
+    bot, server = trio
+    job = fireworks.add_job(status="running")
+    job_id = job["name"].rsplit("/", 1)[-1]
+    ask(server, slack, f"subscribe {job_id}")
+    bot.services.sender.deliver_due()  # its card is up
+    fireworks.train(job_id, 4, total=10)
+    bot.services.poller.run_once()
+    card = wait_until(lambda: slack.cards_in("C0GENERAL"))[0]
+    [reply] = wait_until(lambda: [p for p in slack.thread("C0GENERAL", card["ts"]) if "% done" in p["text"]])
+    assert "40% done" in reply["text"] and "Step" not in reply["text"]
+    assert "40% done, epoch" not in format_progress(Job(id="x", status="running", model="m"),
+                                                    {"step": 40, "percent": 40, "epoch": 0}).text
+
+
+def test_no_chart_for_fireworks_says_why(trio, slack, fireworks):
+    from tests.conftest import ask, everything_said
+
+    bot, server = trio
+    job_id = fireworks.add_job(status="succeeded")["name"].rsplit("/", 1)[-1]
+    said = everything_said(ask(server, slack, f"chart {job_id}"))
+    assert "Fireworks AI does not report training metrics" in said

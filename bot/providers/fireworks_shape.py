@@ -163,7 +163,9 @@ class FireworksProvider:
 
     name = "fireworks"
     max_suffix = MAX_SUFFIX
-    capabilities = Capabilities(pause_resume=False, metadata=False, events=False, metrics=False, webhooks=False)
+    # No loss metrics through the API (so no charts); how far a run has come is its jobProgress (percent, epoch).
+    capabilities = Capabilities(pause_resume=False, metadata=False, events=False, metrics=False, progress=True,
+                                webhooks=False)
     start_options = START_OPTIONS
     page_size = PAGE_SIZE
     new_jobs_end = None
@@ -234,7 +236,14 @@ class FireworksProvider:
         return []  # no loss metrics through the API
 
     def latest_metric(self, job_id: str) -> MetricPoint | None:
-        return None
+        """How far the run has come, from its jobProgress (the percent stands for the step: it only grows)."""
+        raw = self._read(lambda: self._client.supervised_fine_tuning_jobs.get(_last_segment(job_id)))
+        progress = getattr(raw, "job_progress", None)
+        percent = getattr(progress, "percent", None)
+        if not isinstance(percent, int) or percent <= 0:
+            return None
+        epoch = getattr(progress, "epoch", None)
+        return MetricPoint(percent, total_steps=100, percent=percent, epoch=epoch if isinstance(epoch, int) else None)
 
     def upload_file(self, filename: str, content: bytes | BinaryIO) -> str:
         """Create a dataset named after the file, upload the bytes to it, and wait (briefly) for it to be READY;

@@ -110,6 +110,8 @@ class MetricPoint:
     train_loss: float | None = None
     valid_loss: float | None = None
     total_steps: int | None = None
+    percent: int | None = None  # how far the run has come, where a provider says so instead of steps (Fireworks)
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -164,15 +166,18 @@ class Capabilities:
     metadata: bool = False
     events: bool = True
     metrics: bool = False
+    progress: bool = False  # says how far a run has come without loss metrics (a share, an epoch)
     webhooks: bool = False
     price_estimate: bool = False
 
     def described(self, *, present: bool = True) -> list[str]:
         """What the provider can do (or, with present=False, cannot), in words."""
         names = {"pause_resume": "pause and resume", "chat": "trying models", "metadata": "job metadata",
-                 "events": "events",
-                 "metrics": "training metrics", "webhooks": "webhooks", "price_estimate": "price estimates"}
-        return [names[f.name] for f in fields(self) if bool(getattr(self, f.name)) is present]
+                 "events": "events", "metrics": "training metrics", "progress": "progress", "webhooks": "webhooks",
+                 "price_estimate": "price estimates"}
+        has = {f.name: bool(getattr(self, f.name)) for f in fields(self)}
+        has["progress"] = has["progress"] or has["metrics"]  # training metrics say how far a run has come, too
+        return [names[name] for name, value in has.items() if value is present]
 
 
 @dataclass(frozen=True)
