@@ -259,6 +259,12 @@ def format_started(job: Job, warnings: Sequence[str] = (), *, card: bool = False
     ]
     if not card:
         blocks += _fields(job_fields(job))
+    if job.provider_estimate is not None:
+        from bot.training_data import dollars
+
+        estimate = f"{where}'s own estimate for this job: {dollars(job.provider_estimate)}."
+        text += " " + estimate
+        blocks.append(_context(":moneybag: " + escape(estimate)))
     blocks += [_section(":warning: " + w) for w in warnings]
     if not card:
         blocks.append(job_buttons(job))

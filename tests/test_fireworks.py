@@ -427,3 +427,27 @@ def test_no_chart_for_fireworks_says_why(trio, slack, fireworks):
     job_id = fireworks.add_job(status="succeeded")["name"].rsplit("/", 1)[-1]
     said = everything_said(ask(server, slack, f"chart {job_id}"))
     assert "Fireworks AI does not report training metrics" in said
+
+
+def test_fireworks_own_estimate_is_read_in_dollars_and_shown_at_start(trio, slack, fireworks):
+    from bot.providers.fireworks_shape import _usd
+    from tests.conftest import ask, everything_said
+
+    assert _usd({"currencyCode": "USD", "units": "86", "nanos": 420_000_000}) == pytest.approx(86.42)
+    assert _usd({"currencyCode": "EUR", "units": "3", "nanos": 0}) is None  # never converted by guesswork
+    assert _usd({"units": "x"}) is None and _usd(None) is None
+    bot, server = trio
+    said = everything_said(ask(server, slack, f"start {SAMPLE_FILE_ID} provider=fireworks"))
+    assert "Fireworks AI's own estimate for this job: under $0.01" in said
+
+
+def test_an_id_that_fits_two_providers_is_looked_up_at_each_and_the_answer_says_where(trio, slack, together,
+                                                                                     fireworks):
+    from tests.conftest import ask, everything_said
+
+    bot, server = trio
+    with fireworks.lock:  # a Fireworks job whose id also looks like one of Together's (ft-<uuid>)
+        job = fireworks._new_job({"_id": "ft-0a1b2c3d-0000-4000-8000-000000000000", "baseModel": MODEL})
+    said = everything_said(ask(server, slack, f"status {job['name'].rsplit('/', 1)[-1]}"))
+    assert "Fireworks AI" in said and "creating" in said
+    assert together.requests_to("/v1/fine-tunes/ft-0a1b2c3d")  # Together was asked first, and did not know it

@@ -434,6 +434,7 @@ class FireworksProvider:
             error_code=_field(reason, "code") if state == "failed" else None,
             error_message=(_field(reason, "message") or ("The job expired." if status == "expired" else None))
             if state == "failed" else None,
+            provider_estimate=_usd(getattr(raw, "estimated_cost", None)),
         )
 
 
@@ -467,6 +468,21 @@ class _Wire:
 
     def __getattr__(self, name: str) -> Any:
         return self._item.get(self.NAMES.get(name, name))
+
+
+def _usd(cost: Any) -> float | None:
+    """Fireworks' estimatedCost ({currencyCode, units, nanos}: a google.type.Money) in US dollars; None for none, or
+    for another currency (never converted by guesswork)."""
+    if cost is None:
+        return None
+    currency = _field(cost, "currency_code") or _field(cost, "currencyCode") or "USD"
+    units, nanos = _field(cost, "units") or "0", (cost.get("nanos") if isinstance(cost, Mapping)
+                                                   else getattr(cost, "nanos", None)) or 0
+    try:
+        amount = int(units) + int(nanos) / 1e9
+    except (TypeError, ValueError):
+        return None
+    return amount if currency == "USD" and amount >= 0 else None
 
 
 def _field(value: Any, name: str) -> str | None:

@@ -62,6 +62,7 @@ class Job:
     state: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
     estimated_finish: int | None = None  # when the provider expects it to end (OpenAI says so while it runs)
+    provider_estimate: float | None = None  # the provider's own estimate of its cost, US dollars (Fireworks says so)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -90,7 +91,8 @@ class Job:
 
 
 # What storage keeps of a job: everything but what only a start or a lookup needs.
-STORED_FIELDS = tuple(f.name for f in fields(Job) if f.name not in {"validation_file", "metadata", "estimated_finish"})
+STORED_FIELDS = tuple(f.name for f in fields(Job)
+                      if f.name not in {"validation_file", "metadata", "estimated_finish", "provider_estimate"})
 
 
 @dataclass(frozen=True)

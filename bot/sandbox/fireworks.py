@@ -243,6 +243,9 @@ class FireworksSandbox(PacedStandIn):
         }
         if body.get("evaluationDataset"):
             job["evaluationDataset"] = body["evaluationDataset"]
+        # Fireworks estimates a job's cost as it is made (a google.type.Money: whole units as a string, and nanos).
+        cost = job["_tokens"] * job["epochs"] / 1e6 * PRICE_PER_MILLION_TOKENS
+        job["estimatedCost"] = {"currencyCode": "USD", "units": str(int(cost)), "nanos": int(cost % 1 * 1e9)}
         self.jobs[job_id] = job
         return job
 
@@ -257,8 +260,6 @@ class FireworksSandbox(PacedStandIn):
         job.update({k: v for k, v in fields.items() if not k.startswith("_")})
         if state in {"JOB_STATE_WRITING_RESULTS", "JOB_STATE_COMPLETED", "JOB_STATE_EARLY_STOPPED"}:
             job["jobProgress"] = {"percent": 100, "epoch": job["epochs"]}
-            cost = job["_tokens"] * job["epochs"] / 1e6 * PRICE_PER_MILLION_TOKENS
-            job["estimatedCost"] = {"currencyCode": "USD", "units": str(int(cost)), "nanos": int(cost % 1 * 1e9)}
         if state in FINAL:
             job["completedTime"] = _iso(now)
         if state == "JOB_STATE_FAILED":
