@@ -289,7 +289,9 @@ class JobService:
         try:
             target, job = self.locate(job_id, provider)
             job = job or target.retrieve(job_id)
-            return format_events(job, target.events(job_id, limit=10) if target.capabilities.events else [])
+            if not target.capabilities.events:
+                return format_events(job, [], kept=False)
+            return format_events(job, target.events(job_id, limit=10))
         except ProviderError as error:
             return format_provider_error(f"get the events of {job_id}", error)
 

@@ -343,8 +343,12 @@ def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bo
     return _message(text, blocks)
 
 
-def format_events(job: Job, events: Sequence[JobEvent]) -> Message:
-    """A job's latest events, for whoever asked."""
+def format_events(job: Job, events: Sequence[JobEvent], *, kept: bool = True) -> Message:
+    """A job's latest events, for whoever asked; with `kept` False, that its provider keeps none (Fireworks)."""
+    if not kept:
+        text = (f"{provider_label(job.provider)} keeps no events for a job; its status says where {job.id} stands: "
+                f"{job.status}.")
+        return _message(text, [_section(escape(text))])
     if not events:
         text = f"Job {job.id} has no events yet."
         return _message(text, [_section(escape(text))])

@@ -451,3 +451,12 @@ def test_an_id_that_fits_two_providers_is_looked_up_at_each_and_the_answer_says_
     said = everything_said(ask(server, slack, f"status {job['name'].rsplit('/', 1)[-1]}"))
     assert "Fireworks AI" in said and "creating" in said
     assert together.requests_to("/v1/fine-tunes/ft-0a1b2c3d")  # Together was asked first, and did not know it
+
+
+def test_events_of_a_fireworks_job_say_it_keeps_none_without_asking_for_them(trio, fireworks):
+    from bot.jobs import Caller
+
+    bot, _server = trio
+    job_id = fireworks.add_job(status="running")["name"].rsplit("/", 1)[-1]
+    said = bot.services.jobs.latest_events(Caller("T", "C1", "U1"), job_id, "fireworks").text
+    assert said == f"Fireworks AI keeps no events for a job; its status says where {job_id} stands: running."
