@@ -45,7 +45,7 @@ EMOJI = {
     ":bell:": "🔔", ":no_bell:": "🔕", ":lock:": "🔒", ":test_tube:": "🧪", ":thinking_face:": "🤔",
     ":grey_question:": "❔", ":face_with_head_bandage:": "🤕", ":chart_with_downwards_trend:": "📉",
     ":package:": "📦", ":outbox_tray:": "📤", ":scales:": "⚖️", ":information_source:": "ℹ️",
-    ":large_green_circle:": "🟢", ":no_entry:": "⛔", ":repeat:": "🔁",
+    ":large_green_circle:": "🟢", ":no_entry:": "⛔", ":repeat:": "🔁", ":moneybag:": "💰",
 }
 REPLY_WAIT = 30.0
 CARD_WAIT = 10.0  # how long a click waits for a card that is on its way
