@@ -132,3 +132,33 @@ def test_a_start_killed_mid_request_is_followed_and_its_user_told_after_restart(
     assert len(provider.jobs) == 1 and len(provider.requests_to("/fine_tuning/jobs", "POST")) == 1
     [outcome], [card] = slack.outcomes_in("C0GENERAL"), slack.cards_in("C0GENERAL")
     assert job_id in outcome["text"] and outcome["thread_ts"] == card["ts"]  # the reconciled job got its card
+
+
+def test_a_killed_bot_leaves_no_drawing_process_behind(tmp_path, slack, provider):
+    """The drawing process ends when the bot's end of its pipe closes, however the bot ended: SIGKILL included (no
+    `stop`, no atexit), so a crashed or OOM-killed bot leaves no matplotlib process holding memory on the host."""
+    import os
+
+    job = provider.add_job(status="running")
+    provider.train(job["id"], 3, total=10)
+    proc = ServeProcess(_env(tmp_path, slack, provider))
+    store = Store(str(tmp_path / "serve.db"))
+    store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="subscribe")
+    store.close()
+    provider.set_status(job["id"], "succeeded")
+    assert wait_until(lambda: slack.uploads, timeout=30)  # a chart was drawn: the drawing process is up
+    children = set()
+    for task in os.listdir(f"/proc/{proc.proc.pid}/task"):
+        with open(f"/proc/{proc.proc.pid}/task/{task}/children") as listed:
+            children |= {int(c) for c in listed.read().split()}
+    assert children
+    proc.kill()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    assert wait_until(lambda: not any(alive(pid) for pid in children), timeout=10)
