@@ -482,7 +482,7 @@ def bench_memory(workdir: str, n: int) -> None:
                 provider.set_status(job["id"], "succeeded")
             wait_until(lambda: len(slack.posted) >= 1, timeout=10)
             time.sleep(2)
-            peak_kb = tree_peak_kb(proc.proc.pid)
+            peak_kb = tree_rss_kb(proc.proc.pid, "VmHWM")
         finally:
             proc.terminate()
         say("memory_followed_jobs", n)
@@ -518,9 +518,10 @@ def bench_memory_idle(workdir: str, n: int, settle: float = 4.5) -> None:
         say("memory_after_first_chart_libraries_loaded", charted_loaded or "none")  # charts are drawn elsewhere
 
 
-def rss_kb(pid: int) -> int:
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory now (VmRSS), or its peak (VmHWM), in kB."""
     with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
 
 
 def children_of(pid: int) -> list[int]:
@@ -535,13 +536,13 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_kb(pid: int) -> int:
-    """Resident memory now (VmRSS) summed over a process and all its descendants."""
+def tree_rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory now (VmRSS), or peak (VmHWM), summed over a process and all its descendants."""
     total, stack = 0, [pid]
     while stack:
         current = stack.pop()
         try:
-            total += rss_kb(current)
+            total += rss_kb(current, field)
             stack += children_of(current)
         except (OSError, StopIteration):
             continue
@@ -603,20 +604,6 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
     say("announce_busy_p50_s", f"{percentile(latencies, 50):.2f}")
     say("announce_busy_max_s", f"{max(latencies):.2f}")
     say("announce_busy_target", "p50 <= 1.00 s, max <= 2.00 s")
-
-
-def tree_peak_kb(pid: int) -> int:
-    """Peak resident memory (VmHWM) summed over a process and all its descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            with open(f"/proc/{current}/status") as status:
-                total += next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-            stack += children_of(current)
-        except (OSError, StopIteration):
-            continue
-    return total
 
 
 PARTS = ["ack", "ack-load", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "providers3",
