@@ -16,6 +16,9 @@
 8. cards: the Slack calls one long job costs its channel (card posts, card edits, thread replies) over two hours of
    training with a metrics step every 10 s, polled every 30 s, at each progress interval (and with none), beside
    Slack's limits: about one post a second per channel, chat.update in Tier 3 (about 50 a minute).
+
+`BENCH_TRACE=1` with `--only announce-busy` also prints the slowest outcome's channel: every post there from three
+seconds before the provider's change to that outcome, so a figure over its target says what it waited behind.
 """
 
 from __future__ import annotations
@@ -596,6 +599,14 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
                     job_id = next((j for j in finished_at if j in p["text"]), None)
                     if job_id:
                         latencies.append(p["at"] - finished_at[job_id])
+                        if latencies[-1] >= max(latencies):
+                            slowest = (p, finished_at[job_id], list(slack.posted))
+    if os.environ.get("BENCH_TRACE"):
+        p, at, posted = slowest
+        for q in posted:
+            if q["channel"] == p["channel"] and at - 3 <= q["at"] <= p["at"]:
+                kind = "outcome" if q.get("broadcast") else "reply" if q.get("thread_ts") else "card"
+                print(f"  trace {p['channel']}: {q['at'] - at:+.2f} s {kind}")
     say("announce_busy_followed_jobs", followed)
     say("announce_busy_finishing_at_once", finishing)
     say("announce_busy_channels", channels)

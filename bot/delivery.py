@@ -40,13 +40,18 @@ T = TypeVar("T")
 
 MAX_BACKOFF = 300.0
 CHANNEL_SPACING = 1.0  # Slack allows about one message a second in a channel
+# "Short bursts >1 allowed" (Slack's rate-limit guide): a channel has posts in hand, one back a second up to this many,
+# so its average stays one a second. An outcome goes whenever one is in hand, a thread reply only when all are: a
+# sweep's replies always leave two for a wave's outcomes, so a channel's first two outcomes never wait for them.
+POST_BURST = 3
+IN_HAND_SLACK = 1e-6  # a post back "a second later" to the float's precision is back
 WAIT_FOR_NEXT = 1.5  # a row due this soon is waited for in the same run, so one busy channel drains at Slack's pace
 RUN_LIMIT = 30.0  # one run hands back after this long; the scheduler starts the next a second later
 # Card edits and thread replies yield: after this long working through them, the due rows are read again, so an
 # outcome that fell due meanwhile (its channel's pace allowing) goes next rather than after the whole wave.
 LOW_PRIORITY = frozenset({"card_update", "progress"})
 # Which of a channel's rows wait along with one that must wait its turn: a card edit holds back only edits; a thread
-# reply only replies (an outcome may follow a reply at once); anything else every post.
+# reply only replies (an outcome with a post in hand may follow a reply at once); anything else every post.
 POSTS = ("announcement", "card", "progress", "delivery_problem")
 DEFERRED_WITH = {"card_update": ("card_update",), "progress": ("progress",)}
 REFETCH_AFTER = 0.2
@@ -78,7 +83,8 @@ class AnnouncementSender:
         self.on_sent = on_sent  # what follows a posted announcement (its chart): best effort, never a repeat of it
         self._not_before: dict[str, float] = {}  # per channel: spacing between posts, or Slack's Retry-After
         self._edits_not_before: dict[str, float] = {}  # per channel: spacing between card edits (chat.update)
-        self._after_reply: dict[str, bool] = {}  # per channel: its last post was a progress reply
+        self._in_hand: dict[str, tuple[float, float]] = {}  # per channel: posts in hand after its last post, and when
+        self._held_until: dict[str, float] = {}  # per channel: Slack's Retry-After, which nothing goes before
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
@@ -152,9 +158,17 @@ class AnnouncementSender:
         channel = due["channel_id"]
         edit = due["kind"] == "card_update"
         not_before = (self._edits_not_before if edit else self._not_before).get(channel, 0)
-        # An outcome does not wait out the spacing after a thread reply (Slack allows short bursts): a sweep's
-        # progress replies never cost an outcome a second. After an outcome, the next post waits as always.
-        yields = due["kind"] == "announcement" and self._after_reply.get(channel, False)
+        if due["kind"] == "progress":
+            # A thread reply waits until every post is back in hand: it never takes one kept for an outcome. (A card
+            # keeps only the plain spacing: an outcome may be waiting for it.)
+            short = POST_BURST - self._posts_in_hand(channel)
+            if short > IN_HAND_SLACK:
+                not_before = max(not_before, self.clock() + short * CHANNEL_SPACING)
+        # An outcome does not wait out the spacing when the channel has a post in hand (Slack allows short bursts):
+        # a sweep's cards and progress replies never cost an outcome a second, nor does a quiet channel's second
+        # outcome of a wave. Slack asking us to wait holds everything.
+        yields = (due["kind"] == "announcement" and self.clock() >= self._held_until.get(channel, 0)
+                  and self._posts_in_hand(channel) >= 1 - IN_HAND_SLACK)
         if not_before > self.clock() and not yields:
             # Its turn comes at Slack's pace (no claim, no attempt): posts at a post a second, card edits (chat.update,
             # a rate tier of its own) at an edit a second, neither waiting for the other.
@@ -281,7 +295,7 @@ class AnnouncementSender:
             return None
         message = self.decorate(format_progress(job, json.loads(row.get("detail") or "{}")))
         with self._on_card(row):
-            return (self._post(channel, message, None, thread_ts=card["card_ts"], broadcast=False, reply=True),
+            return (self._post(channel, message, None, thread_ts=card["card_ts"], broadcast=False),
                     card["card_ts"])
 
     @contextmanager
@@ -296,14 +310,19 @@ class AnnouncementSender:
             raise
 
     def _post(self, channel: str, message: Message, key: str | None, *, thread_ts: str | None = None,
-              broadcast: bool = True, reply: bool = False) -> str:
-        """Post (in a thread with `thread_ts`, also shown in the channel unless `broadcast` is False); its ts. A
-        progress `reply` is one an outcome may follow at once; any other attempt, refused (a 429) or not, is not."""
+              broadcast: bool = True) -> str:
+        """Post (in a thread with `thread_ts`, also shown in the channel unless `broadcast` is False); its ts. Every
+        attempt, refused or not, spends one of the channel's posts in hand."""
         where = {"thread_ts": thread_ts, "broadcast": broadcast} if thread_ts else {}
         try:
             return self._send(channel, message, lambda m: self.slack.post(channel, m, key=key, **where), key)
         finally:
-            self._after_reply[channel] = reply
+            self._in_hand[channel] = (self._posts_in_hand(channel) - 1, self.clock())
+
+    def _posts_in_hand(self, channel: str) -> float:
+        """How many posts the channel could make at once now: one back per second since its last, at most a burst."""
+        held, at = self._in_hand.get(channel, (POST_BURST, 0.0))
+        return min(POST_BURST, held + (self.clock() - at) / CHANNEL_SPACING)
 
     def _send(self, channel: str, message: Message, send: Callable[[Message], T], key: str | None, *,
               pace: dict[str, float] | None = None) -> T:
@@ -332,6 +351,7 @@ class AnnouncementSender:
             # Slack asked us to wait: the whole channel waits that long; no attempt is spent, nothing gives up.
             at = self.clock() + failure.retry_after
             self._not_before[channel] = max(self._not_before.get(channel, 0), at)
+            self._held_until[channel] = max(self._held_until.get(channel, 0), at)
             self.store.release(key, self.worker_id, at=at, note=failure.reason)
             self.store.defer_channel(channel, at)
             report.waited += 1

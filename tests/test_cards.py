@@ -720,23 +720,49 @@ def test_an_outcome_that_falls_due_amid_a_wave_of_edits_goes_next(tmp_path, sett
 
 def test_an_outcome_does_not_wait_out_a_progress_replys_spacing_but_outcomes_keep_theirs(desk, provider, slack,
                                                                                         clock):
-    first, second = provider.add_job(status="running"), provider.add_job(status="running")
-    for job in (first, second):
+    jobs = [provider.add_job(status="running") for _ in range(3)]
+    for job in jobs:
         desk.follow(job)
-    desk.sender.deliver_due()  # both cards
-    provider.train(first["id"], 3, total=10)
+    desk.sender.deliver_due()  # the cards
+    provider.train(jobs[0]["id"], 3, total=10)
     desk.poller.run_once()
     desk.sender.deliver_due()  # a progress reply in the channel, just now
-    provider.set_status(first["id"], "succeeded")
-    provider.set_status(second["id"], "succeeded")
+    for job in jobs:
+        provider.set_status(job["id"], "succeeded")
     desk.poller.run_once(progress=False)
     posted_at = []
     slack.listeners.append(lambda kind, record: posted_at.append(clock.now) if kind == "post" else None)
     started = clock.now
     desk.sender.deliver_due()
-    assert len(slack.outcomes_in("C1")) == 2 and len(posted_at) == 2
-    assert posted_at[0] == started  # the first at once, though a reply was posted a moment before
-    assert posted_at[1] - posted_at[0] >= 1.0  # the second a second after it: outcomes keep the channel's pace
+    assert len(slack.outcomes_in("C1")) == 3 and len(posted_at) == 3
+    assert posted_at[:2] == [started, started]  # two at once, though a reply was posted a moment before
+    assert posted_at[2] - posted_at[1] >= 1.0  # the third a second later: outcomes keep the channel's pace
+
+
+def test_a_reply_never_takes_the_posts_kept_for_a_waves_outcomes(desk, provider, slack, clock):
+    jobs = [provider.add_job(status="running") for _ in range(5)]
+    for job in jobs:
+        desk.follow(job)
+    desk.sender.deliver_due()  # five cards, a second apart
+    clock.now += 60  # the channel is quiet: every post in hand
+    posted_at = []
+    slack.listeners.append(lambda kind, record: posted_at.append(clock.now) if kind == "post" else None)
+    for job in jobs[:2]:
+        provider.set_status(job["id"], "succeeded")
+    desk.poller.run_once(progress=False)
+    desk.sender.deliver_due()
+    assert len(slack.outcomes_in("C1")) == 2 and posted_at == [posted_at[0]] * 2  # two at once
+    clock.now = max(clock.now, posted_at[-1] + 1.0)  # a post back in hand (the card edits may have taken longer)...
+    provider.train(jobs[2]["id"], 3, total=10)
+    desk.poller.run_once()  # ...and a progress reply due
+    desk.sender.deliver_due()  # the reply waits until every post is back: it may not take one kept for outcomes
+    assert len(posted_at) == 3
+    for job in jobs[3:]:
+        provider.set_status(job["id"], "succeeded")
+    desk.poller.run_once(progress=False)
+    started = clock.now
+    desk.sender.deliver_due()
+    assert len(slack.outcomes_in("C1")) == 4 and posted_at[-2:] == [started, started]  # both at once, not behind it
 
 
 def test_slack_asking_to_wait_is_obeyed_after_a_progress_reply_too(desk, provider, slack, clock):
@@ -753,6 +779,29 @@ def test_slack_asking_to_wait_is_obeyed_after_a_progress_reply_too(desk, provide
     desk.sender.deliver_due()  # Slack says: wait 30 s
     provider.set_status(other["id"], "succeeded")
     desk.poller.run_once(progress=False)  # another outcome for the channel, queued during Slack's wait
+    clock.now += 2
+    desk.sender.deliver_due()
+    assert slack.outcomes_in("C1") == []
+    clock.now += 30
+    desk.sender.deliver_due()
+    assert len(slack.outcomes_in("C1")) == 2
+
+
+def test_slack_asking_to_wait_for_a_progress_reply_holds_back_the_outcomes_that_follow(desk, provider, slack,
+                                                                                       clock):
+    """Neither the outcome's right to follow a reply at once nor a quiet channel's burst of two outruns a 429."""
+    job, other = provider.add_job(status="running"), provider.add_job(status="running")
+    desk.follow(job)
+    desk.follow(other)
+    desk.sender.deliver_due()
+    clock.now += 60  # a quiet channel: a burst of two in hand
+    provider.train(job["id"], 3, total=10)
+    desk.poller.run_once()
+    slack.fail("status", match="chat.postMessage", status=429, retry_after=30, times=1)
+    desk.sender.deliver_due()  # the progress reply: Slack says wait 30 s
+    provider.set_status(job["id"], "succeeded")
+    provider.set_status(other["id"], "succeeded")
+    desk.poller.run_once(progress=False)  # two outcomes queued during Slack's wait
     clock.now += 2
     desk.sender.deliver_due()
     assert slack.outcomes_in("C1") == []
