@@ -24,13 +24,14 @@ seconds before the provider's change to that outcome, so a figure over its targe
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,6 +45,9 @@ from tests.process import ServeProcess, wait_until  # noqa: E402
 TOKEN = "xoxb-bench-token"
 SECRET = "bench-signing-secret"
 WEBHOOK_SECRET = "whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQta2V5LTEyMzQ1"
+
+
+SENDERS_APART = False  # --senders-apart
 
 
 def say(name: str, value) -> None:
@@ -68,26 +72,43 @@ def follow(db: str, jobs: list[dict], channel: str = "C0BENCH") -> None:
     store.close()
 
 
-def timed_commands(proc, slack: SlackStandIn, commands: int, senders: int, command) -> list[float]:  # noqa: ANN001
-    """Send `commands` signed slash commands from `senders` threads at once (`command(n)` gives the nth one's text,
-    channel and response_url name); the seconds each took to be acked."""
+def send_signed(url: str, requests: list[tuple[str, dict]], senders: int) -> tuple[list[float], float, float]:
+    """POST each signed (body, headers) to `url` from `senders` threads at once: the seconds each took to answer, and
+    when the first was sent and the last answered."""
     latencies: list[float] = []
     lock = threading.Lock()
 
-    def send(n: int) -> None:
-        text, channel, reply = command(n)
-        body = slash_command_body(text, channel_id=channel, response_url=slack.response_url(reply))
-        request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
-                                         headers=signed_headers(body, SECRET), method="POST")
+    def send(item: tuple[str, dict]) -> None:
+        body, headers = item
+        request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
         started = time.perf_counter()
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
         with lock:
             latencies.append(time.perf_counter() - started)
 
+    began = time.time()
     with ThreadPoolExecutor(senders) as pool:
-        list(pool.map(send, range(commands)))
-    return latencies
+        list(pool.map(send, requests))
+    return latencies, began, time.time()
+
+
+def timed_commands(proc, slack: SlackStandIn, commands: int, senders: int,  # noqa: ANN001
+                   command) -> tuple[list[float], float, float]:
+    """Send `commands` signed slash commands from `senders` threads at once (`command(n)` gives the nth one's text,
+    channel and response_url name); the seconds each took to be acked, and when they began and ended. With
+    `--senders-apart` the senders run in a process of their own (started before the clock does), as a load generator
+    should; by default they share this process with the stand-ins, as the figures before them were measured."""
+    requests = []
+    for n in range(commands):
+        text, channel, reply = command(n)
+        body = slash_command_body(text, channel_id=channel, response_url=slack.response_url(reply))
+        requests.append((body, signed_headers(body, SECRET)))
+    if not SENDERS_APART:
+        return send_signed(proc.url + "/slack/events", requests, senders)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(time.time).result()  # started and ready
+        return pool.submit(send_signed, proc.url + "/slack/events", requests, senders).result()
 
 
 def bench_ack(workdir: str, commands: int, senders: int) -> None:
@@ -98,8 +119,8 @@ def bench_ack(workdir: str, commands: int, senders: int) -> None:
         try:
             texts = [f"start {SAMPLE_FILE_ID}", "list 5", f"status {running[0]['id']}",
                      f"subscribe {running[1]['id']}", "subscriptions", f"status {running[2]['id']}"]
-            latencies = timed_commands(proc, slack, commands, senders,
-                                       lambda n: (texts[n % len(texts)], f"C0LOAD{n % 7}", f"load{n}"))
+            latencies, _, _ = timed_commands(proc, slack, commands, senders,
+                                             lambda n: (texts[n % len(texts)], f"C0LOAD{n % 7}", f"load{n}"))
             answered = wait_until(lambda: len({r["url"] for r in slack.responses}) >= commands, timeout=120,
                                   interval=0.1)
             got = len({r["url"] for r in slack.responses})
@@ -134,17 +155,16 @@ def bench_ack_under_load(workdir: str, commands: int, senders: int, followed: in
             wait_until(lambda: any(p["channel"].startswith("C0DRAIN") for p in slack.posted), timeout=30,
                        interval=0.02)
             texts = ["help", "settings", "subscriptions"]
-            began = time.time()
-            latencies = timed_commands(
+            latencies, began, ended = timed_commands(
                 proc, slack, commands, senders,
                 lambda n: ((texts + [f"status {jobs[n]['id']}"])[n % 4], f"C0ACK{n % 7}", f"ack{n}"))
-            ended = time.time()
             drained = len([p for p in slack.posted if p["channel"].startswith("C0DRAIN") and began <= p["at"] <= ended])
             span = ended - began
         finally:
             proc.terminate()
         say("ack_load_commands", commands)
         say("ack_load_concurrent_senders", senders)
+        say("ack_load_senders_in_own_process", SENDERS_APART)
         say("ack_load_followed_jobs_polled_each_second", followed)
         say("ack_load_channels_draining", channels)
         say("ack_load_commands_took_s", f"{span:.2f}")
@@ -630,7 +650,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="repeat announce-busy this many times (figures pooled)")
     parser.add_argument("--small", action="store_true",
                         help="tiny sizes for announce-busy, memory-idle and ack-load: that they run, not their figures")
+    parser.add_argument("--senders-apart", action="store_true",
+                        help="send the ack benches' commands from a process of their own")
     args = parser.parse_args()
+    global SENDERS_APART
+    SENDERS_APART = args.senders_apart
     chosen = set(args.only or PARTS)
     say("machine_cores", os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:

@@ -29,13 +29,14 @@ def test_bench_counts_a_long_jobs_slack_calls_and_the_throttle_cuts_them():
 
 def test_bench_measures_acks_under_load_idle_memory_and_a_sweeps_announcements():
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "ack-load", "--only", "memory-idle", "--only",
-                             "announce-busy", "--small", "--commands", "20", "--senders", "4"],
+                             "announce-busy", "--small", "--commands", "20", "--senders", "4", "--senders-apart"],
                             cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert {"ack_load_p99_ms", "memory_idle_rss_mb", "memory_after_first_chart_rss_mb", "announce_busy_p50_s",
             "announce_busy_max_s"} <= set(figures)
     assert figures["announce_busy_announced"] == "4"
+    assert figures["ack_load_senders_in_own_process"] == "True"
     assert figures["memory_idle_libraries_loaded"] == "none"  # no chart drawn, no file checked, no Together: none
     # A chart is drawn in a process of its own: the bot's never loads matplotlib, nor holds its interpreter to draw.
     assert figures["memory_after_first_chart_libraries_loaded"] == "none"
