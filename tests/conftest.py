@@ -202,3 +202,25 @@ def everything_said(message: dict) -> str:
 
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server for this session (one per worker), or a skip that says why there is none. CI
+    sets REQUIRE_POSTGRES=1, so that a server it failed to install is a failure there, never a quiet skip."""
+    from tests.postgres import ThrowawayPostgres, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = ThrowawayPostgres().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new, empty database on the session's PostgreSQL server."""
+    return postgres_server.new_database()

@@ -1,0 +1,170 @@
+"""finetune-bot's tables declared once, in SQLAlchemy Core, for every engine (SQLite, PostgreSQL).
+
+This is the schema that `storage/migrations.py` builds on SQLite step by step (m001 to m008); `tests/test_schema.py`
+checks the two agree column by column, and creates these tables on a real PostgreSQL server. Imported only where an
+engine other than the embedded SQLite default is used: SQLAlchemy is not loaded by a bot that never needs it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Float, Index, MetaData, Table, Text
+
+metadata = MetaData()
+
+
+def _text(name: str, **kw) -> Column:
+    return Column(name, Text, **kw)
+
+
+def _int(name: str, **kw) -> Column:
+    # 64 bits everywhere: SQLite's INTEGER is, and provider timestamps and token counts outgrow 32.
+    return Column(name, BigInteger, **kw)
+
+
+def _real(name: str, **kw) -> Column:
+    return Column(name, Float(53), **kw)  # double precision: times in seconds with their fractions
+
+
+jobs = Table(
+    "jobs", metadata,
+    _text("provider", primary_key=True, server_default=""),
+    _text("id", primary_key=True),
+    _text("status", nullable=False),
+    _text("state"),
+    _int("final", nullable=False, server_default="0"),
+    _text("model"),
+    _text("fine_tuned_model"),
+    _int("trained_tokens"),
+    _text("training_file"),
+    _text("suffix"),
+    _int("created_at"),
+    _int("finished_at"),
+    _text("error_code"),
+    _text("error_message"),
+    _real("observed_at"),
+    _real("polled_at"),
+    _int("revision", nullable=False, server_default="0"),
+    Index("idx_jobs_final", "final"),
+    Index("idx_jobs_id", "id"),
+    Index("idx_jobs_fine_tuned_model", "fine_tuned_model"),
+)
+
+subscriptions = Table(
+    "subscriptions", metadata,
+    _text("channel_id", primary_key=True),
+    _text("provider", primary_key=True, server_default=""),
+    _text("job_id", primary_key=True),
+    _text("team_id"),
+    _text("user_id"),
+    _text("origin"),
+    _real("created_at"),
+    _text("delivery_error"),
+    _text("card_ts"),
+    _int("card_revision", nullable=False, server_default="0"),
+    _real("progress_at"),
+    _int("progress_step"),
+    Index("idx_subscriptions_provider_job_id", "provider", "job_id"),
+    Index("idx_subscriptions_user_id", "user_id"),
+)
+
+# The outbox: one row per job, channel and outcome (or card, edit, reply). Its key is what makes a post happen once.
+announcements = Table(
+    "announcements", metadata,
+    _text("key", primary_key=True),
+    _text("job_id", nullable=False),
+    _text("channel_id", nullable=False),
+    _text("outcome", nullable=False),
+    _text("user_id"),
+    _text("state", nullable=False),
+    _int("attempts", server_default="0"),
+    _real("created_at"),
+    _real("next_attempt_at"),
+    _real("lease_until"),
+    _text("claimed_by"),
+    _int("uncertain", server_default="0"),
+    _real("sent_at"),
+    _text("message_ts"),
+    _text("last_error"),
+    _text("origin"),
+    _text("kind", nullable=False, server_default="announcement"),
+    _text("about_channel"),
+    _text("provider", nullable=False, server_default=""),
+    _text("detail"),
+    Index("idx_announcements_state_next_attempt_at", "state", "next_attempt_at"),
+    Index("idx_announcements_provider_job_id_channel_id", "provider", "job_id", "channel_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    _text("webhook_id", primary_key=True),
+    _real("received_at"),
+    Index("idx_webhook_deliveries_received_at", "received_at"),
+)
+
+# A start written down before the provider is asked, so a crash in between is reconciled by its request id.
+start_intents = Table(
+    "start_intents", metadata,
+    _text("request_id", primary_key=True),
+    _text("team_id"),
+    _text("channel_id", nullable=False),
+    _text("user_id"),
+    _text("response_url"),
+    _text("training_file"),
+    _text("model"),
+    _text("suffix"),
+    _real("created_at", nullable=False),
+    _text("state", nullable=False),
+    _text("job_id"),
+    _text("provider"),
+    Index("idx_start_intents_state_created_at", "state", "created_at"),
+)
+
+seen_triggers = Table(
+    "seen_triggers", metadata,
+    _text("trigger_id", primary_key=True),
+    _real("seen_at"),
+    Index("idx_seen_triggers_seen_at", "seen_at"),
+)
+
+health = Table(
+    "health", metadata,
+    _int("id", primary_key=True, autoincrement=False),
+    _real("written_at"),
+)
+
+shared_answers = Table(
+    "shared_answers", metadata,
+    _text("id", primary_key=True),
+    _text("user_id"),
+    _text("channel_id"),
+    _text("message"),
+    _real("created_at"),
+    _real("shared_at"),
+    Index("idx_shared_answers_created_at", "created_at"),
+)
+
+channel_settings = Table(
+    "channel_settings", metadata,
+    _text("channel_id", primary_key=True),
+    _text("outcomes", nullable=False, server_default="all"),
+    _int("mentions", nullable=False, server_default="1"),
+    _text("updated_by"),
+    _real("updated_at"),
+    _int("cards", nullable=False, server_default="1"),
+    _int("progress", nullable=False, server_default="1"),
+    _int("progress_minutes", nullable=False, server_default="5"),
+)
+
+open_forms = Table(
+    "open_forms", metadata,
+    _text("form_id", primary_key=True),
+    _text("kind", nullable=False),
+    _text("user_id", nullable=False),
+    _text("team_id"),
+    _text("channel_id"),
+    _text("provider"),
+    _text("job_id"),
+    _real("created_at"),
+    _real("submitted_at"),
+    Index("idx_open_forms_created_at", "created_at"),
+)
