@@ -44,8 +44,14 @@ FORM_RETENTION_SECONDS = 86400  # a form left open longer than a day is answered
 CHANNEL_DEFAULTS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progress_minutes": 5}
 # A follow (`s`, with its channel's settings `c`) is due a progress reply when its card is up, its channel wants
 # progress, and its last reply (or read with nothing new) is at least the channel's interval old (the one `?`: now).
-PROGRESS_DUE = ("coalesce(s.card_ts, '') != '' AND coalesce(c.cards, 1) AND coalesce(c.progress, 1)"
+PROGRESS_DUE = ("coalesce(s.card_ts, '') != '' AND coalesce(c.cards, 1) != 0 AND coalesce(c.progress, 1) != 0"
                 " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))")
+
+
+def _insert(conn: sqlite3.Connection, table: str, row: dict) -> None:
+    """INSERT one row (its keys are our own column names, never input)."""
+    conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                 tuple(row.values()))
 
 
 class StorageUnavailable(Exception):
@@ -183,7 +189,8 @@ class Store:
     def check_writable(self) -> None:
         """Write one row and commit; raises sqlite3.Error when the database cannot be written (read-only, full)."""
         with self._immediate() as db:
-            db.conn.execute("INSERT OR REPLACE INTO health (id, written_at) VALUES (1, ?)", (self._clock(),))
+            db.conn.execute("INSERT INTO health (id, written_at) VALUES (1, ?)"
+                            " ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at", (self._clock(),))
 
     def close(self, *, for_good: bool = False) -> None:
         """Close every connection this store made, whichever thread made it (call once its users have stopped). A
@@ -230,12 +237,12 @@ class Store:
             exists = db.conn.execute("SELECT 1 FROM jobs WHERE provider = ? AND id = ?",
                                      (provider, job["id"])).fetchone()
             if not exists:
-                row = {k: job.get(k) for k in JOB_FIELDS}
-                db["jobs"].insert({"provider": provider, "id": job["id"], **row, "final": int(final),
-                                   "observed_at": now})
+                row = {"provider": provider, "id": job["id"], **{k: job.get(k) for k in JOB_FIELDS},
+                       "final": int(final), "observed_at": now}
+                _insert(db.conn, "jobs", row)
             cur = db.conn.execute(
-                "INSERT OR IGNORE INTO subscriptions (channel_id, provider, job_id, team_id, user_id, origin,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO subscriptions (channel_id, provider, job_id, team_id, user_id, origin,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (channel_id, provider, job["id"], team_id, user_id, origin, now),
             )
             new = cur.rowcount == 1
@@ -256,9 +263,10 @@ class Store:
                     now: float, *, key: str, detail: dict | None = None) -> int:
         """Queue one card, card edit or progress reply (its key makes it once), for the follower in `channel_id`."""
         return conn.execute(
-            "INSERT OR IGNORE INTO announcements (key, provider, job_id, channel_id, outcome, user_id, origin, kind,"
+            "INSERT INTO announcements (key, provider, job_id, channel_id, outcome, user_id, origin, kind,"
             " detail, state, created_at, next_attempt_at) SELECT ?, provider, job_id, channel_id, ?, user_id, origin,"
-            " ?, ?, 'pending', ?, ? FROM subscriptions WHERE provider = ? AND job_id = ? AND channel_id = ?",
+            " ?, ?, 'pending', ?, ? FROM subscriptions WHERE provider = ? AND job_id = ? AND channel_id = ?"
+            " ON CONFLICT DO NOTHING",
             (key, outcome, kind, json.dumps(detail) if detail else None, now, now, provider, job_id, channel_id),
         ).rowcount
 
@@ -276,10 +284,10 @@ class Store:
         heard = ("NOT EXISTS (SELECT 1 FROM channel_settings c WHERE c.channel_id = subscriptions.channel_id"
                  " AND c.outcomes = 'failures' AND ? != 'failed')")
         cur = conn.execute(
-            "INSERT OR IGNORE INTO announcements"
+            "INSERT INTO announcements"
             " (key, provider, job_id, channel_id, outcome, user_id, origin, state, created_at, next_attempt_at)"
             " SELECT provider || ':' || job_id || ':' || channel_id || ':' || ?, provider, job_id, channel_id, ?,"
-            f" user_id, origin, 'pending', ?, ? FROM subscriptions WHERE {where} AND {heard}",
+            f" user_id, origin, 'pending', ?, ? FROM subscriptions WHERE {where} AND {heard} ON CONFLICT DO NOTHING",
             (outcome, outcome, now, now, *params, outcome),
         )
         return cur.rowcount
@@ -298,11 +306,13 @@ class Store:
             )  # (a card goes with its follow: following again gets a new one)
             return cur.rowcount == 1
 
-    def channel_follows(self, channel_id: str, *, final: bool | None = None, limit: int = -1,
+    def channel_follows(self, channel_id: str, *, final: bool | None = None, limit: int | None = None,
                         offset: int = 0) -> list[dict]:
         """The jobs a channel follows, running before finished, newest first, with each job's last known state."""
         only = "" if final is None else " AND j.final = ?"
         params: tuple = (channel_id,) if final is None else (channel_id, int(final))
+        if limit is None:  # all of them: no LIMIT (SQLite spells it -1, PostgreSQL ALL)
+            return self.channel_follows(channel_id, final=final, limit=2**62, offset=offset)
         return self._rows(
             "SELECT s.job_id, s.user_id, s.origin, s.created_at AS followed_at, s.delivery_error, j.*"
             " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id"
@@ -314,7 +324,8 @@ class Store:
     def follow_counts(self, channel_id: str) -> tuple[int, int]:
         """How many jobs a channel follows that are still running, and how many have finished."""
         row = self._rows(
-            "SELECT sum(j.final = 0) AS active, sum(j.final = 1) AS finished"
+            "SELECT sum(CASE WHEN j.final = 0 THEN 1 ELSE 0 END) AS active,"
+            " sum(CASE WHEN j.final = 1 THEN 1 ELSE 0 END) AS finished"
             " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id WHERE s.channel_id = ?",
             (channel_id,),
         )[0]
@@ -346,7 +357,11 @@ class Store:
                 if value is not None:
                     row[name] = int(value) if isinstance(value, bool) else value
             row.update(updated_by=user_id, updated_at=self._clock())
-            db["channel_settings"].upsert(row, pk="channel_id")
+            names = [name for name in row if name != "channel_id"]
+            db.conn.execute(
+                f"INSERT INTO channel_settings ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})"
+                f" ON CONFLICT (channel_id) DO UPDATE SET {', '.join(f'{n} = excluded.{n}' for n in names)}",
+                tuple(row.values()))
         return row
 
     def dm_follows(self, user_id: str) -> list[dict]:
@@ -368,8 +383,8 @@ class Store:
         """Keep a message only its asker sees, so a button can share it in `channel_id` later; returns its id."""
         share_id = secrets.token_hex(12)
         with self._immediate() as db:
-            db["shared_answers"].insert({"id": share_id, "user_id": user_id, "channel_id": channel_id,
-                                         "message": json.dumps(message), "created_at": self._clock()})
+            _insert(db.conn, "shared_answers", {"id": share_id, "user_id": user_id, "channel_id": channel_id,
+                                                "message": json.dumps(message), "created_at": self._clock()})
         return share_id
 
     def claim_share(self, share_id: str, user_id: str) -> tuple[str, dict | None]:
@@ -489,8 +504,9 @@ class Store:
                 db.conn.execute("UPDATE subscriptions SET card_ts = ? WHERE channel_id = ? AND provider = ?"
                                 " AND job_id = ?", (ts, channel_id, provider, job_id))
             if revision is not None:
-                db.conn.execute("UPDATE subscriptions SET card_revision = max(card_revision, ?) WHERE channel_id = ?"
-                                " AND provider = ? AND job_id = ?", (revision, channel_id, provider, job_id))
+                db.conn.execute("UPDATE subscriptions SET card_revision = CASE WHEN card_revision > ? THEN"
+                                " card_revision ELSE ? END WHERE channel_id = ? AND provider = ? AND job_id = ?",
+                                (revision, revision, channel_id, provider, job_id))
 
     def progress_due(self, provider: str, job_ids: Iterable[str]) -> list[str]:
         """Which of these jobs have a card, in a channel that wants progress, whose last progress reply is older than
@@ -555,9 +571,9 @@ class Store:
             # thread replies, each in the order queued. An outcome never waits behind a wave of edits or replies, nor
             # behind the cards of other jobs still going up in its channel (a sweep's cards take a second each).
             " ORDER BY CASE kind WHEN 'announcement' THEN 0 WHEN 'card_update' THEN 2 WHEN 'progress' THEN 2"
-            " WHEN 'card' THEN 1 - EXISTS (SELECT 1 FROM announcements o WHERE o.kind = 'announcement'"
+            " WHEN 'card' THEN CASE WHEN EXISTS (SELECT 1 FROM announcements o WHERE o.kind = 'announcement'"
             " AND o.state IN ('pending', 'sending') AND o.channel_id = announcements.channel_id"
-            " AND o.provider = announcements.provider AND o.job_id = announcements.job_id)"
+            " AND o.provider = announcements.provider AND o.job_id = announcements.job_id) THEN 0 ELSE 1 END"
             " ELSE 1 END, next_attempt_at, created_at, rowid LIMIT ?",
             (now, now, limit),
         )
@@ -572,7 +588,7 @@ class Store:
         with self._immediate() as db:
             cur = db.conn.execute(
                 "UPDATE announcements SET state = 'sending', claimed_by = ?, lease_until = ?,"
-                " uncertain = uncertain OR (state = 'sending')"
+                " uncertain = CASE WHEN uncertain != 0 OR state = 'sending' THEN 1 ELSE 0 END"
                 " WHERE key = ? AND ((state = 'pending' AND next_attempt_at <= ?)"
                 " OR (state = 'sending' AND lease_until <= ?))",
                 (worker, now + lease_seconds, key, now, now),
@@ -605,7 +621,8 @@ class Store:
         return self._finish_claim(
             key,
             worker,
-            "state = 'pending', next_attempt_at = ?, last_error = ?, uncertain = uncertain OR ?,"
+            "state = 'pending', next_attempt_at = ?, last_error = ?,"
+            " uncertain = CASE WHEN uncertain != 0 OR ? != 0 THEN 1 ELSE 0 END,"
             " attempts = attempts + 1",
             (at, error, int(uncertain)),
         )
@@ -635,9 +652,10 @@ class Store:
                 )
                 if tell:
                     db.conn.execute(
-                        "INSERT OR IGNORE INTO announcements (key, provider, job_id, channel_id, outcome, user_id,"
+                        "INSERT INTO announcements (key, provider, job_id, channel_id, outcome, user_id,"
                         " origin, kind, about_channel, last_error, state, created_at, next_attempt_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, 'delivery_problem', ?, ?, 'pending', ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, 'delivery_problem', ?, ?, 'pending', ?, ?)"
+                        " ON CONFLICT DO NOTHING",
                         (f"{row['provider']}:{row['job_id']}:{tell}:{row['outcome']}:about:{row['channel_id']}",
                          row["provider"], row["job_id"], tell, row["outcome"], tell, row["origin"],
                          row["channel_id"], reason, now, now),
@@ -655,9 +673,9 @@ class Store:
         only = f" AND kind IN ({', '.join('?' for _ in chosen)})" if chosen else ""
         with self._immediate() as db:
             db.conn.execute(
-                "UPDATE announcements SET next_attempt_at = max(next_attempt_at, ?)"
-                f" WHERE channel_id = ? AND state = 'pending'{only}",
-                (until, channel_id, *(chosen or ())),
+                "UPDATE announcements SET next_attempt_at = CASE WHEN next_attempt_at > ? THEN next_attempt_at"
+                f" ELSE ? END WHERE channel_id = ? AND state = 'pending'{only}",
+                (until, until, channel_id, *(chosen or ())),
             )
 
     def outcomes_waiting(self, *, within: float = 5.0) -> bool:
@@ -723,7 +741,8 @@ class Store:
     def first_sight_of_trigger(self, trigger_id: str) -> bool:
         """Remember a Slack trigger_id; False when it was seen before (the same signed request, replayed)."""
         with self._immediate() as db:
-            cur = db.conn.execute("INSERT OR IGNORE INTO seen_triggers (trigger_id, seen_at) VALUES (?, ?)",
+            cur = db.conn.execute("INSERT INTO seen_triggers (trigger_id, seen_at) VALUES (?, ?)"
+                                  " ON CONFLICT DO NOTHING",
                                   (trigger_id, self._clock()))
             return cur.rowcount == 1
 
@@ -734,7 +753,7 @@ class Store:
                       provider: str = OPENAI) -> None:
         """Write down a start before the provider is asked, so a crash in between can be reconciled."""
         with self._immediate() as db:
-            db["start_intents"].insert({
+            _insert(db.conn, "start_intents", {
                 "request_id": request_id, "provider": provider, "team_id": team_id, "channel_id": channel_id,
                 "user_id": user_id,
                 "response_url": response_url, "training_file": training_file, "model": model, "suffix": suffix,
@@ -806,7 +825,7 @@ class Store:
         """Remember a webhook delivery; False when it was handled before (the provider delivered it again)."""
         with self._immediate() as db:
             cur = db.conn.execute(
-                "INSERT OR IGNORE INTO webhook_deliveries (webhook_id, received_at) VALUES (?, ?)",
+                "INSERT INTO webhook_deliveries (webhook_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (webhook_id, self._clock()),
             )
             return cur.rowcount == 1
