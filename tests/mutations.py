@@ -155,6 +155,8 @@ MUTATIONS = [
     ('progress only from loss metrics', 'bot/poller.py', '        if not (provider.capabilities.metrics or provider.capabilities.progress):', '        if not provider.capabilities.metrics:', 'tests/test_fireworks.py -k progress_comes'),
     ("a button value over Slack's limit", 'bot/messages.py', '    return value if len(value) <= MAX_BUTTON_VALUE else "{}"', '    return value', 'tests/test_messages.py -k within_slacks'),
     ("a try field over Slack's limit", 'bot/comparison.py', '                    MAX_FIELD) for s in (tuned, base)]', '                    100_000) for s in (tuned, base)]', 'tests/test_messages.py -k within_slacks'),
+    ('store SQL only SQLite speaks', 'storage/store.py', '"INSERT INTO seen_triggers (trigger_id, seen_at) VALUES (?, ?)"', '"INSERT OR IGNORE INTO seen_triggers (trigger_id, seen_at) VALUES (?, ?)"', 'tests/test_schema.py -k valid_postgresql'),
+    ('a declared column the migrations lack', 'storage/schema.py', '    _text("detail"),', '    _text("details"),', 'tests/test_schema.py'),
     ('a drawer outlives a killed bot', 'bot/drawing.py', '            points, title = conn.recv()\n        except (EOFError, OSError):\n            return', '            points, title = conn.recv()\n        except (EOFError, OSError):\n            continue', 'tests/test_serve_process.py -k drawing_process'),
 ]
 
