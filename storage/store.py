@@ -41,6 +41,7 @@ SHARE_RETENTION_SECONDS = 86400  # a tried answer can be shared for a day
 FORM_RETENTION_SECONDS = 86400  # a form left open longer than a day is answered as expired
 # What a channel hears until someone changes it: every outcome, mentions, a card per job with progress in its thread
 # at most every five minutes.
+NO_LIMIT = 2**62  # LIMIT for "all of them", in both dialects (SQLite spells it -1, PostgreSQL ALL)
 CHANNEL_DEFAULTS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progress_minutes": 5}
 # A follow (`s`, with its channel's settings `c`) is due a progress reply when its card is up, its channel wants
 # progress, and its last reply (or read with nothing new) is at least the channel's interval old (the one `?`: now).
@@ -48,9 +49,9 @@ PROGRESS_DUE = ("coalesce(s.card_ts, '') != '' AND coalesce(c.cards, 1) != 0 AND
                 " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))")
 
 
-def _insert(conn: sqlite3.Connection, table: str, row: dict) -> None:
-    """INSERT one row (its keys are our own column names, never input)."""
-    conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+def _insert(conn: sqlite3.Connection, table: str, row: dict, *, on_conflict: str = "") -> None:
+    """INSERT one row (its keys are our own column names, never input), with an ON CONFLICT clause if given."""
+    conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}){on_conflict}",
                  tuple(row.values()))
 
 
@@ -311,14 +312,12 @@ class Store:
         """The jobs a channel follows, running before finished, newest first, with each job's last known state."""
         only = "" if final is None else " AND j.final = ?"
         params: tuple = (channel_id,) if final is None else (channel_id, int(final))
-        if limit is None:  # all of them: no LIMIT (SQLite spells it -1, PostgreSQL ALL)
-            return self.channel_follows(channel_id, final=final, limit=2**62, offset=offset)
         return self._rows(
             "SELECT s.job_id, s.user_id, s.origin, s.created_at AS followed_at, s.delivery_error, j.*"
             " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id"
             f" WHERE s.channel_id = ?{only}"
             " ORDER BY j.final, s.created_at DESC, s.job_id LIMIT ? OFFSET ?",
-            (*params, limit, offset),
+            (*params, NO_LIMIT if limit is None else limit, offset),
         )
 
     def follow_counts(self, channel_id: str) -> tuple[int, int]:
@@ -357,11 +356,8 @@ class Store:
                 if value is not None:
                     row[name] = int(value) if isinstance(value, bool) else value
             row.update(updated_by=user_id, updated_at=self._clock())
-            names = [name for name in row if name != "channel_id"]
-            db.conn.execute(
-                f"INSERT INTO channel_settings ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})"
-                f" ON CONFLICT (channel_id) DO UPDATE SET {', '.join(f'{n} = excluded.{n}' for n in names)}",
-                tuple(row.values()))
+            changed = ", ".join(f"{name} = excluded.{name}" for name in row if name != "channel_id")
+            _insert(db.conn, "channel_settings", row, on_conflict=f" ON CONFLICT (channel_id) DO UPDATE SET {changed}")
         return row
 
     def dm_follows(self, user_id: str) -> list[dict]:
