@@ -6,6 +6,7 @@ import argparse
 import logging
 import sqlite3
 import sys
+from collections.abc import Callable
 
 from bot import logs
 from bot.config import ConfigError, Settings, load
@@ -110,27 +111,69 @@ def _build_or_explain(build, settings: Settings):
 
 
 class _Stop(Exception):
-    """SIGTERM or SIGINT arrived."""
+    """A signal arrived while the bot was still starting."""
+
+
+def wait_for_stop_signal(started: Callable[[], None] = lambda: None) -> str:
+    """Block until SIGTERM or SIGINT and return its name, whichever of the process's threads the kernel hands it to.
+
+    `signal.pause()` waits for a signal to *this* thread: with Bolt's socket threads, the scheduler and the sender
+    running, the kernel may deliver SIGTERM to one of those, and the main thread sleeps on (CI saw a `socket` process
+    killed 15 s after its SIGTERM). Python's C-level handler writes each signal's number to the wakeup fd on whatever
+    thread took it, so reading that fd wakes at once and says which signal it was, with no race against the moment
+    Python runs its own handler. `started` runs once the handlers are in place: a signal during it cuts it short (a
+    start that hangs, Slack unreachable, still ends at Ctrl-C) and is not lost."""
+    import select
+    import signal
+    import socket
+
+    stopping = {signal.SIGTERM.value, signal.SIGINT.value}
+    starting = True
+
+    def on_signal(signum, frame):  # noqa: ANN001 - signal's signature
+        if starting:
+            raise _Stop
+
+    wake_read, wake_write = socket.socketpair()
+    wake_read.setblocking(False)
+    wake_write.setblocking(False)
+    old_fd = signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
+    old_handlers = {sig: signal.signal(sig, on_signal) for sig in stopping}
+    try:
+        try:
+            started()
+        except _Stop:
+            pass
+        starting = False
+        while True:
+            select.select([wake_read], [], [])
+            try:
+                arrived = wake_read.recv(64)
+            except BlockingIOError:
+                continue
+            for signum in arrived:
+                if signum in stopping:
+                    return signal.Signals(signum).name
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        wake_read.close()
+        wake_write.close()
 
 
 def _socket(bot) -> int:
-    import signal
-
     from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-    def on_signal(signum, frame):  # noqa: ANN001 - signal's signature
-        raise _Stop(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     handler = SocketModeHandler(bot.app, bot.settings.slack_app_token)
-    bot.start_background()
-    try:
+
+    def connect() -> None:
+        bot.start_background()
         handler.connect()
         print(f"finetune-bot connected over Socket Mode (provider: {bot.settings.provider_name})", flush=True)
-        signal.pause()
-    except _Stop as stop:
-        log.info("received %s; stopping", stop)
+
+    try:
+        log.info("received %s; stopping", wait_for_stop_signal(connect))
     finally:
         handler.close()
         bot.stop()

@@ -158,6 +158,7 @@ MUTATIONS = [
     ('store SQL only SQLite speaks', 'storage/store.py', '"INSERT INTO seen_triggers (trigger_id, seen_at) VALUES (?, ?)"', '"INSERT OR IGNORE INTO seen_triggers (trigger_id, seen_at) VALUES (?, ?)"', 'tests/test_schema.py -k valid_postgresql'),
     ('a declared column the migrations lack', 'storage/schema.py', '    _text("detail"),', '    _text("details"),', 'tests/test_schema.py'),
     ('a drawer outlives a killed bot', 'bot/drawing.py', '            points, title = conn.recv()\n        except (EOFError, OSError):\n            return', '            points, title = conn.recv()\n        except (EOFError, OSError):\n            continue', 'tests/test_serve_process.py -k drawing_process'),
+    ("socket bot waits for a signal to its main thread", "bot/cli.py", "            select.select([wake_read], [], [])\n", "            signal.pause()\n", "tests/test_socket_mode.py -k another_thread"),
 ]
 
 

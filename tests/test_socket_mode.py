@@ -50,3 +50,32 @@ def test_socket_mode_acks_over_the_socket_and_replies(tmp_path, slack, provider)
     assert proc.returncode == 0, out
     assert "connected over Socket Mode" in out and "Traceback" not in out
     assert APP_TOKEN not in out and BOT_TOKEN not in out
+
+
+STOP_SCRIPT = """
+import os, signal, sys, threading, time
+from bot.cli import wait_for_stop_signal
+
+def started():
+    if sys.argv[1] == "during-start":  # the signal comes while the bot is still starting, and cuts that short
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(60)
+        return
+
+    def signal_this_thread():  # as the kernel may: SIGTERM handed to one of the bot's own threads, not the main one
+        time.sleep(0.2)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        time.sleep(60)
+
+    threading.Thread(target=signal_this_thread, daemon=True).start()
+
+print("stopping on", wait_for_stop_signal(started), flush=True)
+"""
+
+
+def test_a_stop_signal_taken_by_another_thread_still_stops_the_socket_bot():
+    """CI once killed a `socket` bot 15 s after its SIGTERM: the main thread slept in `signal.pause()` while the
+    kernel had handed the signal to one of Bolt's threads. Each case sends its signal to a thread of its choosing."""
+    for case, expected in (("other-thread", "SIGTERM"), ("during-start", "SIGINT")):
+        proc = subprocess.run([sys.executable, "-c", STOP_SCRIPT, case], capture_output=True, text=True, timeout=30)
+        assert (proc.returncode, proc.stdout.strip()) == (0, f"stopping on {expected}"), proc.stderr
