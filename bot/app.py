@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from bot.scrub import Scrubber
 from bot.slack import SlackGateway
 from bot.trying import TryService
 from bot.webhooks import WebhookReceiver
-from storage import Store
+from storage import DB_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +115,7 @@ class Bot:
             try:
                 self.services.store.check_writable()
                 problem = None
-            except sqlite3.Error as error:
+            except DB_ERRORS as error:
                 problem = f"the database cannot be written: {error}"
             self._writable = (time.monotonic(), problem)
         if problem:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sqlite3
 import sys
 from collections.abc import Callable
 
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 def _build_or_explain(build, settings: Settings):
     """The bot, or None after one line saying why it cannot run: a database it cannot open or write is no place to
     promise announcements from (every command would end in an apology)."""
-    from storage import Store
+    from storage import DB_ERRORS, Store
     from storage.store import StorageUnavailable
 
     try:
@@ -102,8 +101,8 @@ def _build_or_explain(build, settings: Settings):
         return None
     try:
         store.check_writable()
-    except sqlite3.Error as error:
-        print(f"finetune-bot: the database at {settings.database_path} cannot be written: {error}", file=sys.stderr)
+    except DB_ERRORS as error:
+        print(f"finetune-bot: the database at {store.where} cannot be written: {error}", file=sys.stderr)
         return None
     finally:
         store.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from bot.messages import (
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
 from bot.slack import SlackFailure, SlackGateway
-from storage import Store
+from storage import DB_ERRORS, Store
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ class JobService:
             self.store.record_intent(request_id, team_id=caller.team_id, channel_id=caller.channel_id,
                                      user_id=caller.user_id, response_url=caller.response_url,
                                      training_file=training_file, model=model, suffix=suffix, provider=target.name)
-        except sqlite3.Error:
+        except DB_ERRORS:
             log.exception("could not record a start before asking the provider; nothing was started")
             return format_problem(Problem("I can't save anything right now, so I didn't start a job I couldn't "
                                           "follow. Nothing was started or billed; try again in a minute."))
@@ -167,7 +166,7 @@ class JobService:
         try:
             card = self._follow(caller, job, origin="start", card=True)[1]
             self.store.finish_intent(request_id, job_id=job.id)
-        except sqlite3.Error:
+        except DB_ERRORS:
             # The job exists and is billed: the user must still learn its id, and how to follow it.
             log.exception("started %s but could not record that %s follows it", job.id, caller.channel_id)
             return format_started(job, [f"I couldn't save that this channel follows it, so I won't post when it "

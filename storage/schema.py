@@ -7,7 +7,7 @@ engine other than the embedded SQLite default is used: SQLAlchemy is not loaded 
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, MetaData, Table, Text
+from sqlalchemy import BigInteger, Column, Float, Identity, Index, MetaData, Table, Text
 
 metadata = MetaData()
 
@@ -90,6 +90,9 @@ announcements = Table(
     _text("about_channel"),
     _text("provider", nullable=False, server_default=""),
     _text("detail"),
+    # The order rows were queued in (a status change's thread reply before the steps after it): SQLite's own rowid,
+    # which the SQLite tables have without declaring it; PostgreSQL needs the column.
+    Column("seq", BigInteger, Identity(), nullable=False, info={"sqlite": "rowid"}),
     Index("idx_announcements_state_next_attempt_at", "state", "next_attempt_at"),
     Index("idx_announcements_provider_job_id_channel_id", "provider", "job_id", "channel_id"),
 )

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlite_utils import Database
 
-from storage.migrations import migrations
+from storage.engines import DB_ERRORS, describe, open_engine
 
 JOB_FIELDS = (
     "status",
@@ -32,8 +29,6 @@ JOB_FIELDS = (
 # The provider of a job dict that names none: the OpenAI shape, which was the only one before providers were named.
 OPENAI = "openai"
 
-# How long another process may hold the write lock before we give up (SQLite's busy handler waits meanwhile).
-BUSY_TIMEOUT_MS = 30_000
 WEBHOOK_RETENTION_SECONDS = 7 * 86400  # providers redeliver for at most a few days
 TRIGGER_RETENTION_SECONDS = 600  # Slack refuses a request older than 5 minutes, so a replay is younger than this
 INTENT_RETENTION_SECONDS = 7 * 86400
@@ -49,7 +44,7 @@ PROGRESS_DUE = ("coalesce(s.card_ts, '') != '' AND coalesce(c.cards, 1) != 0 AND
                 " AND (s.progress_at IS NULL OR s.progress_at <= ? - 60 * coalesce(c.progress_minutes, 5))")
 
 
-def _insert(conn: sqlite3.Connection, table: str, row: dict, *, on_conflict: str = "") -> None:
+def _insert(conn: Any, table: str, row: dict, *, on_conflict: str = "") -> None:
     """INSERT one row (its keys are our own column names, never input), with an ON CONFLICT clause if given."""
     conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}){on_conflict}",
                  tuple(row.values()))
@@ -59,136 +54,46 @@ class StorageUnavailable(Exception):
     """The database cannot be opened or written; the message is one line meant for the person running the bot."""
 
 
-def _is_transient(error: sqlite3.Error) -> bool:
-    """Another writer holds the lock: wait and try again, keep the connection."""
-    text = str(error).lower()
-    return "locked" in text or "busy" in text
-
-
-class _ThreadConnection:
-    """One thread's connection, closed when that thread ends: Python drops a thread's locals as the thread exits, and
-    this holder (unlike the connection, which sits in reference cycles until a garbage collection) goes at once. So a
-    thread that used the store and ended (a pool's worker retired, a one-off thread) leaves no file handle open."""
-
-    def __init__(self, db: Database, registry: dict[int, sqlite3.Connection], lock: threading.Lock) -> None:
-        self.db = db
-        self._registry = registry
-        self._lock = lock
-        with lock:
-            registry[id(db.conn)] = db.conn
-
-    def close(self) -> None:
-        with self._lock:
-            self._registry.pop(id(self.db.conn), None)
-        try:
-            self.db.conn.close()
-        except sqlite3.Error:
-            pass
-
-    def __del__(self) -> None:
-        self.close()
-
-
 class Store:
-    """Followed jobs, their last known state, the announcement outbox, and webhook deliveries seen."""
+    """Followed jobs, their last known state, the announcement outbox, and webhook deliveries seen.
 
-    def __init__(self, path: str, *, clock: Callable[[], float] = time.time):
-        self.path = str(path)
+    `location` is a SQLite file's path (the default) or a postgresql:// URL; `storage/engines.py` runs the one
+    dialect of SQL below on either."""
+
+    def __init__(self, location: str, *, clock: Callable[[], float] = time.time):
+        self.path = str(location)
         self._clock = clock
-        self._local = threading.local()
-        self._open: dict[int, sqlite3.Connection] = {}  # every connection made, by id: close() closes them all
-        self._open_lock = threading.Lock()
-        self._closed = False
         try:
-            self._use_wal()
-            with self._immediate() as db:
-                migrations.apply(db)
-        except sqlite3.Error as error:
+            self.engine = open_engine(self.path)
+        except DB_ERRORS as error:
+            raise StorageUnavailable(f"the database at {describe(self.path)} cannot be used: {error}") from None
+        self.where = self.engine.where
+        try:
+            self.engine.migrate()
+        except DB_ERRORS as error:
             self.close()
-            raise StorageUnavailable(f"the database at {self.path} cannot be used: {error}") from None
+            raise StorageUnavailable(f"the database at {self.where} cannot be used: {error}") from None
+        self._queue_order = self.engine.words["queue_order"]
 
     # -- connections and transactions ------------------------------------------------------------
 
-    def _use_wal(self) -> None:
-        """Put the file in WAL mode, waiting for another process that holds the write lock. SQLite does not run the
-        busy handler for this one pragma (another writer in rollback mode makes it fail at once), so processes that
-        start together on a new file would otherwise fail here; WAL is a property of the file, so once one of them has
-        converted it the others find it so and take no lock at all."""
-        conn = self._db().conn
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        pause = 0.01
-        while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            try:
-                conn.execute("PRAGMA journal_mode=wal").fetchone()
-                return  # converted, or a file that cannot be WAL (in memory): nothing more to wait for
-            except sqlite3.OperationalError as error:
-                if not _is_transient(error) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, 0.25)
-
     def _db(self) -> Database:
-        held = getattr(self._local, "held", None)
-        if held is None:
-            if self._closed:
-                # A worker still running after its bot stopped gets no new connection to leave open behind it.
-                raise sqlite3.ProgrammingError("the store is closed")
-            # One connection per thread, used only by it; made shareable so that close() can close them all.
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                   check_same_thread=False)
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.Error:
-                conn.close()
-                raise
-            conn.row_factory = sqlite3.Row
-            held = _ThreadConnection(Database(conn), self._open, self._open_lock)
-            self._local.held = held
-        return held.db
+        """This thread's SQLite connection (SQLite only: for tests that look at the file itself)."""
+        return self.engine.db()
 
     def connections(self) -> int:
-        """How many connections are open now (one per thread that used the store and is still alive)."""
-        with self._open_lock:
-            return len(self._open)
+        """How many connections are in use now (SQLite: one per live thread that used the store)."""
+        return self.engine.connections()
 
-    def _discard(self) -> None:
-        """Drop this thread's connection after an error other than a busy lock: a connection opened while the file
-        was read-only (or the disk full) keeps failing after the cause is gone, so the next call opens afresh."""
-        held = getattr(self._local, "held", None)
-        self._local.held = None
-        if held is not None:
-            held.close()
-
-    @contextmanager
-    def _immediate(self) -> Iterator[Database]:
-        """A write transaction that takes the lock up front, so read-then-write never hits 'database is locked'."""
-        db = self._db()
-        try:
-            db.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                if db.conn.in_transaction:
-                    db.conn.execute("ROLLBACK")
-                raise
-            else:
-                db.conn.execute("COMMIT")
-        except sqlite3.Error as error:
-            if not _is_transient(error):
-                self._discard()
-            raise
+    def _immediate(self):  # noqa: ANN202 - a context manager over the engine's unit of work
+        """A write transaction that takes the engine's write lock up front, so read-then-write is safe."""
+        return self.engine.transaction()
 
     def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
-        try:
-            return [dict(row) for row in self._db().conn.execute(sql, tuple(params))]
-        except sqlite3.Error as error:
-            if not _is_transient(error):
-                self._discard()
-            raise
+        return self.engine.rows(sql, params)
 
     def check_writable(self) -> None:
-        """Write one row and commit; raises sqlite3.Error when the database cannot be written (read-only, full)."""
+        """Write one row and commit; raises one of DB_ERRORS when the database cannot be written (read-only, full)."""
         with self._immediate() as db:
             db.conn.execute("INSERT INTO health (id, written_at) VALUES (1, ?)"
                             " ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at", (self._clock(),))
@@ -196,16 +101,7 @@ class Store:
     def close(self, *, for_good: bool = False) -> None:
         """Close every connection this store made, whichever thread made it (call once its users have stopped). A
         thread that uses the store afterwards opens a new one, unless it was closed `for_good` (its bot stopped)."""
-        self._closed = for_good
-        with self._open_lock:
-            conns = list(self._open.values())
-            self._open.clear()  # the same dict the holders know: a holder going later finds nothing to remove
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        self._local = threading.local()
+        self.engine.close(for_good=for_good)
 
     # -- jobs and subscriptions ------------------------------------------------------------------
 
@@ -214,10 +110,15 @@ class Store:
         used then). Returns how many jobs were adopted; runs at every start-up and does nothing the second time."""
         with self._immediate() as db:
             conn = db.conn
-            adopted = conn.execute("UPDATE OR IGNORE jobs SET provider = ? WHERE provider = ''", (provider,)).rowcount
-            conn.execute("UPDATE OR IGNORE subscriptions SET provider = ? WHERE provider = ''", (provider,))
-            conn.execute("UPDATE OR IGNORE announcements SET provider = ?, key = ? || key WHERE provider = ''",
-                         (provider, provider))
+            # A row whose provider-named twin exists already stays as it was (SQLite's UPDATE OR IGNORE, portably).
+            adopted = conn.execute("UPDATE jobs SET provider = ? WHERE provider = '' AND NOT EXISTS (SELECT 1 FROM"
+                                   " jobs t WHERE t.provider = ? AND t.id = jobs.id)", (provider, provider)).rowcount
+            conn.execute("UPDATE subscriptions SET provider = ? WHERE provider = '' AND NOT EXISTS (SELECT 1 FROM"
+                         " subscriptions t WHERE t.provider = ? AND t.channel_id = subscriptions.channel_id"
+                         " AND t.job_id = subscriptions.job_id)", (provider, provider))
+            conn.execute("UPDATE announcements SET provider = ?, key = ? || key WHERE provider = '' AND NOT EXISTS"
+                         " (SELECT 1 FROM announcements t WHERE t.key = ? || announcements.key)",
+                         (provider, provider, provider))
             conn.execute("UPDATE start_intents SET provider = ? WHERE provider IS NULL", (provider,))
             return adopted
 
@@ -255,12 +156,12 @@ class Store:
             return new
 
     @staticmethod
-    def _setting(conn: sqlite3.Connection, channel_id: str, name: str):
+    def _setting(conn: Any, channel_id: str, name: str):
         row = conn.execute(f"SELECT {name} FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
         return row[0] if row else CHANNEL_DEFAULTS[name]
 
     @staticmethod
-    def _queue_kind(conn: sqlite3.Connection, kind: str, provider: str, job_id: str, channel_id: str, outcome: str,
+    def _queue_kind(conn: Any, kind: str, provider: str, job_id: str, channel_id: str, outcome: str,
                     now: float, *, key: str, detail: dict | None = None) -> int:
         """Queue one card, card edit or progress reply (its key makes it once), for the follower in `channel_id`."""
         return conn.execute(
@@ -272,7 +173,7 @@ class Store:
         ).rowcount
 
     @staticmethod
-    def _queue(conn: sqlite3.Connection, provider: str, job_id: str, outcome: str, now: float, *,
+    def _queue(conn: Any, provider: str, job_id: str, outcome: str, now: float, *,
                channel_id: str | None = None) -> int:
         """Queue an outcome's announcement for every channel following the job (or just `channel_id`).
 
@@ -454,7 +355,7 @@ class Store:
                                                      fields["status"], final=outcome is not None, now=now)
         return queued
 
-    def _queue_card_edits(self, conn: sqlite3.Connection, provider: str, job_id: str, revision: int, before: str,
+    def _queue_card_edits(self, conn: Any, provider: str, job_id: str, revision: int, before: str,
                           after: str, *, final: bool, now: float) -> int:
         """A status change: each card of the job is edited, and (progress on, not yet final) its thread told."""
         queued = 0
@@ -570,7 +471,7 @@ class Store:
             " WHEN 'card' THEN CASE WHEN EXISTS (SELECT 1 FROM announcements o WHERE o.kind = 'announcement'"
             " AND o.state IN ('pending', 'sending') AND o.channel_id = announcements.channel_id"
             " AND o.provider = announcements.provider AND o.job_id = announcements.job_id) THEN 0 ELSE 1 END"
-            " ELSE 1 END, next_attempt_at, created_at, rowid LIMIT ?",
+            f" ELSE 1 END, next_attempt_at, created_at, {self._queue_order} LIMIT ?",
             (now, now, limit),
         )
 

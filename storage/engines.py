@@ -1,0 +1,400 @@
+"""Where the store's SQL runs: the embedded SQLite file (the default) or a PostgreSQL server (`DATABASE_URL`).
+
+The store writes one dialect of SQL with `?` placeholders (tests/test_schema.py has a real PostgreSQL plan every
+statement it runs). An engine owns what differs: connections and their pool, how a write transaction takes the
+lock that makes read-then-write safe across threads, processes and replicas, the few words each spells its own way,
+the schema's creation, and which errors mean "try again". SQLAlchemy and psycopg are imported by the PostgreSQL engine
+only, so the SQLite bot does not carry them (about 30 MB).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlite_utils import Database
+
+from storage.migrations import migrations
+
+# How long another process may hold the write lock before we give up (SQLite's busy handler waits meanwhile).
+BUSY_TIMEOUT_MS = 30_000
+
+
+class DatabaseError(Exception):
+    """PostgreSQL refused or could not be reached; SQLite's errors stay sqlite3.Error. Catch `DB_ERRORS` for both."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, DatabaseError)
+
+
+def is_postgres(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
+
+
+def describe(location: str) -> str:
+    """Where the database is, for a log line or an error: a file's path, or a server's host, port and database with
+    no user or password (the URL's secret part never reaches a log, a message or /healthz)."""
+    if not is_postgres(location):
+        return location
+    parts = urlsplit(location)
+    host = parts.hostname or "localhost"
+    return f"PostgreSQL database {parts.path.lstrip('/') or '(default)'!r} on {host}:{parts.port or 5432}"
+
+
+def open_engine(location: str):
+    """An engine for a file path or a postgresql:// URL."""
+    return PostgresEngine(location) if is_postgres(location) else SQLiteEngine(location)
+
+
+# -- SQLite -------------------------------------------------------------------------------------------
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    """Another writer holds the lock: wait and try again, keep the connection."""
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+def is_transient(error: Exception) -> bool:
+    """Whether an error is worth waiting out (a lock held elsewhere, a server restarting), not a fault of ours."""
+    if isinstance(error, DatabaseError):
+        return error.transient
+    return isinstance(error, sqlite3.Error) and _is_busy(error)
+
+
+class _ThreadConnection:
+    """One thread's connection, closed when that thread ends: Python drops a thread's locals as the thread exits, and
+    this holder (unlike the connection, which sits in reference cycles until a garbage collection) goes at once. So a
+    thread that used the store and ended (a pool's worker retired, a one-off thread) leaves no file handle open."""
+
+    def __init__(self, db: Database, registry: dict[int, sqlite3.Connection], lock: threading.Lock) -> None:
+        self.db = db
+        self._registry = registry
+        self._lock = lock
+        with lock:
+            registry[id(db.conn)] = db.conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._registry.pop(id(self.db.conn), None)
+        try:
+            self.db.conn.close()
+        except sqlite3.Error:
+            pass
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class SQLiteEngine:
+    """One SQLite file in WAL mode; a connection per thread; writes take the file's lock up front."""
+
+    name = "sqlite"
+    words = {"queue_order": "rowid"}  # the order rows were queued in: SQLite's own row id
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self.where = self.path
+        self._local = threading.local()
+        self._open: dict[int, sqlite3.Connection] = {}  # every connection made, by id: close() closes them all
+        self._open_lock = threading.Lock()
+        self._closed = False
+
+    def migrate(self) -> None:
+        self._use_wal()
+        with self.transaction() as db:
+            migrations.apply(db)
+
+    def _use_wal(self) -> None:
+        """Put the file in WAL mode, waiting for another process that holds the write lock. SQLite does not run the
+        busy handler for this one pragma (another writer in rollback mode makes it fail at once), so processes that
+        start together on a new file would otherwise fail here; WAL is a property of the file, so once one of them has
+        converted it the others find it so and take no lock at all."""
+        conn = self.db().conn
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.01
+        while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode=wal").fetchone()
+                return  # converted, or a file that cannot be WAL (in memory): nothing more to wait for
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    def db(self) -> Database:
+        held = getattr(self._local, "held", None)
+        if held is None:
+            if self._closed:
+                # A worker still running after its bot stopped gets no new connection to leave open behind it.
+                raise sqlite3.ProgrammingError("the store is closed")
+            # One connection per thread, used only by it; made shareable so that close() can close them all.
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error:
+                conn.close()
+                raise
+            conn.row_factory = sqlite3.Row
+            held = _ThreadConnection(Database(conn), self._open, self._open_lock)
+            self._local.held = held
+        return held.db
+
+    def connections(self) -> int:
+        """How many connections are open now (one per thread that used the store and is still alive)."""
+        with self._open_lock:
+            return len(self._open)
+
+    def _discard(self) -> None:
+        """Drop this thread's connection after an error other than a busy lock: a connection opened while the file
+        was read-only (or the disk full) keeps failing after the cause is gone, so the next call opens afresh."""
+        held = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """A write transaction that takes the lock up front, so read-then-write never hits 'database is locked'."""
+        db = self.db()
+        try:
+            db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.conn.in_transaction:
+                    db.conn.execute("ROLLBACK")
+                raise
+            else:
+                db.conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            if not _is_busy(error):
+                self._discard()
+            raise
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        try:
+            return [dict(row) for row in self.db().conn.execute(sql, tuple(params))]
+        except sqlite3.Error as error:
+            if not _is_busy(error):
+                self._discard()
+            raise
+
+    def close(self, *, for_good: bool = False) -> None:
+        self._closed = for_good
+        with self._open_lock:
+            conns = list(self._open.values())
+            self._open.clear()  # the same dict the holders know: a holder going later finds nothing to remove
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------
+
+# The key of the transaction-scoped advisory lock every write transaction takes: what BEGIN IMMEDIATE is on SQLite.
+# Writes are a few milliseconds each, so one at a time across all replicas costs nothing this bot can notice, and the
+# store's read-then-write methods keep the one meaning they have on SQLite. (Arbitrary, fixed: "ftbot" in ASCII.)
+WRITE_LOCK = 0x6674626F74
+MIGRATION_LOCK = WRITE_LOCK + 1
+STATEMENT_TIMEOUT_MS = 15_000  # a stuck query never holds an ack or a poll cycle for longer
+LOCK_TIMEOUT_MS = 10_000
+CONNECT_TIMEOUT_S = 5
+POOL_SIZE = 8  # the web threads' share, the sender, the poll cycle and the background workers
+POOL_OVERFLOW = 8
+POOL_WAIT_S = 10
+# SQLSTATE classes and codes worth waiting out: a lost connection, the server starting or shutting down, a lock
+# or statement timeout, a deadlock or serialization failure, too many connections.
+TRANSIENT_STATES = ("08", "57P", "53300", "55P03", "57014", "40001", "40P01")
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class Row:
+    """A row by column name or by position, as sqlite3.Row is, so the store reads both engines' rows alike."""
+
+    __slots__ = ("_values", "_index")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: int | str) -> Any:
+        return self._values[self._index[key]] if isinstance(key, str) else self._values[key]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def _row_factory(cursor):  # noqa: ANN001, ANN202 - psycopg's RowFactory protocol
+    index = {column.name: i for i, column in enumerate(cursor.description or ())}
+    return lambda values: Row(values, index)
+
+
+@functools.lru_cache(maxsize=512)
+def _to_pyformat(sql: str) -> str:
+    """The store's `?` placeholders as psycopg's `%s` (a literal % doubled). The store's SQL has no `?` in a string."""
+    return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+
+
+class _PostgresConnection:
+    """A pooled psycopg connection that speaks the store's `?` SQL."""
+
+    def __init__(self, raw) -> None:  # noqa: ANN001 - SQLAlchemy's pooled DBAPI connection
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()):  # noqa: ANN201 - a psycopg cursor
+        cursor = self.raw.cursor()
+        cursor.execute(_to_pyformat(sql), tuple(params))
+        return cursor
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]):  # noqa: ANN201
+        cursor = self.raw.cursor()
+        cursor.executemany(_to_pyformat(sql), [tuple(p) for p in seq])
+        return cursor
+
+
+class _Unit:
+    """What a transaction hands the store: `.conn`, as sqlite-utils' Database has."""
+
+    def __init__(self, conn: _PostgresConnection) -> None:
+        self.conn = conn
+
+
+def _sqlalchemy_url(location: str) -> str:
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if location.startswith(prefix):
+            return "postgresql+psycopg://" + location[len(prefix):]
+    raise ValueError("not a PostgreSQL URL")
+
+
+def _translate(error: Exception, where: str) -> DatabaseError:
+    """A psycopg or pool error as ours: one line, no URL, no password; transient when waiting may cure it."""
+    import psycopg
+    from sqlalchemy import exc
+
+    if isinstance(error, exc.TimeoutError):
+        return DatabaseError(f"no free connection to the {where} (pool exhausted)", transient=True)
+    original = getattr(error, "orig", None) or error
+    state = getattr(original, "sqlstate", None) or ""
+    transient = isinstance(original, psycopg.OperationalError) or state.startswith(TRANSIENT_STATES)
+    first = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    return DatabaseError(f"{where}: {first}", transient=transient)
+
+
+class PostgresEngine:
+    """A PostgreSQL server through SQLAlchemy's pool and psycopg 3; every write transaction takes one advisory lock."""
+
+    name = "postgresql"
+    words = {"queue_order": "seq"}  # the identity column the declared outbox has for it
+
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+        from sqlalchemy import create_engine
+
+        self.where = describe(url)
+        options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"
+        self.engine = create_engine(
+            _sqlalchemy_url(url), pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_timeout=POOL_WAIT_S,
+            pool_pre_ping=True, pool_recycle=1800, hide_parameters=True,
+            connect_args={"connect_timeout": int(connect_timeout), "options": options,
+                          "application_name": "finetune-bot"},
+        )
+        self._closed = False
+
+    def migrate(self) -> None:
+        """Create the declared tables, once, however many replicas start together: a session advisory lock makes
+        the others wait for the first, then find everything there."""
+        from storage.schema import metadata
+
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+                try:
+                    metadata.create_all(conn)
+                    conn.commit()
+                finally:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+                    conn.commit()
+        except Exception as error:  # noqa: BLE001 - every driver and pool error becomes one line of ours
+            raise _translate(error, self.where) from None
+
+    @contextmanager
+    def _connection(self) -> Iterator[_PostgresConnection]:
+        if self._closed:
+            raise DatabaseError("the store is closed")
+        try:
+            raw = self.engine.raw_connection()
+        except Exception as error:  # noqa: BLE001
+            raise _translate(error, self.where) from None
+        raw.driver_connection.row_factory = _row_factory
+        try:
+            yield _PostgresConnection(raw)
+            raw.commit()
+        except DatabaseError:
+            self._end(raw)
+            raise
+        except BaseException as error:
+            broken = self._end(raw)
+            if broken or _is_driver_error(error):
+                raise _translate(error, self.where) from None
+            raise
+        finally:
+            raw.close()  # back to the pool (rolled back there if still open)
+
+    @staticmethod
+    def _end(raw) -> bool:  # noqa: ANN001
+        """Roll back after a failure; a connection that cannot even do that is dropped from the pool."""
+        try:
+            raw.rollback()
+            return False
+        except Exception:  # noqa: BLE001 - the connection is gone; the pool makes a new one
+            raw.invalidate()
+            return True
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Unit]:
+        with self._connection() as conn:
+            conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            yield _Unit(conn)
+
+    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        with self._connection() as conn:
+            return [dict(row) for row in conn.execute(sql, tuple(params))]
+
+    def connections(self) -> int:
+        """Connections checked out of the pool now (the pool keeps idle ones open for reuse: that is its job)."""
+        return self.engine.pool.checkedout()
+
+    def close(self, *, for_good: bool = False) -> None:
+        self._closed = for_good
+        self.engine.dispose()
+
+
+def _is_driver_error(error: BaseException) -> bool:
+    import psycopg
+    from sqlalchemy import exc
+
+    return isinstance(error, (psycopg.Error, exc.SQLAlchemyError))
