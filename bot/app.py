@@ -171,7 +171,7 @@ def _quiet_token_precedence(record: logging.LogRecord) -> bool:
 def build(settings: Settings, *, providers: Providers | None = None, slack_client: WebClient | None = None,
           clock: Callable[[], float] = time.time, worker_id: str | None = None) -> Bot:
     """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
-    store = Store(settings.database_path, clock=clock)
+    store = Store(settings.database, clock=clock)
     scrub = Scrubber(settings.secrets())
     providers = providers or registry.configured(settings, clock=clock)
     for provider in providers:

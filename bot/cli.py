@@ -95,7 +95,7 @@ def _build_or_explain(build, settings: Settings):
     from storage.store import StorageUnavailable
 
     try:
-        store = Store(settings.database_path)
+        store = Store(settings.database)
     except StorageUnavailable as error:
         print(f"finetune-bot: {error}", file=sys.stderr)
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from urllib.parse import unquote, urlsplit
 
 DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
 DEFAULT_TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
@@ -35,6 +36,7 @@ class Settings:
     together_default_model: str = DEFAULT_TOGETHER_MODEL
     default_provider: str | None = None  # None: the only one configured, or OpenAI when several are
     database_path: str = "finetune-bot.db"
+    database_url: str | None = field(default=None, repr=False)  # PostgreSQL instead of SQLite (holds a password)
     poll_interval_seconds: float = 60.0
     default_model: str = DEFAULT_MODEL
     port: int = 3000
@@ -81,6 +83,11 @@ class Settings:
             return self.default_provider
         return names[0] if names else None
 
+    @property
+    def database(self) -> str:
+        """Where the store keeps its tables: DATABASE_URL's server, or the SQLite file."""
+        return self.database_url or self.database_path
+
     def secrets(self) -> list[str]:
         """Every secret value set, for scrubbing logs: Slack's, and every provider shape's (whichever it is)."""
         values = [
@@ -91,6 +98,7 @@ class Settings:
             self.azure_openai_api_key,
             self.openai_webhook_secret,
             self.together_api_key,
+            *_url_secrets(self.database_url),
             *(self.env.get(name) for name in sorted(self.env_secrets)),
         ]
         return [v for v in values if v]
@@ -140,6 +148,37 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type, low: 
 
 def _ids(env: Mapping[str, str], name: str) -> frozenset[str]:
     return frozenset(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+def _database_url(url: str | None, path: str | None) -> str | None:
+    """DATABASE_URL checked: a PostgreSQL URL (postgres:// is Heroku's spelling of postgresql://), never with
+    DATABASE_PATH too. Errors name the scheme or the conflict, never the URL (it holds the password)."""
+    if url is None:
+        return None
+    if path is not None:
+        raise ConfigError("DATABASE_URL and DATABASE_PATH are both set: DATABASE_URL chooses PostgreSQL, DATABASE_PATH "
+                          "a SQLite file. Unset one of them.")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in {"postgresql", "postgres", "postgresql+psycopg"}:
+        shown = f"{scheme}://" if scheme else "no scheme"
+        raise ConfigError(f"DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@host:5432/db), got "
+                          f"{shown}. For SQLite, set DATABASE_PATH instead.")
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError("DATABASE_URL's port is not a number.") from None
+    if not parts.hostname and "host=" not in parts.query:
+        raise ConfigError("DATABASE_URL names no host (postgresql://user:password@host:5432/db).")
+    return url
+
+
+def _url_secrets(url: str | None) -> list[str]:
+    """The parts of a database URL that are secret: its password, and the whole URL (which carries it)."""
+    if not url:
+        return []
+    password = urlsplit(url).password
+    return [url, *([password, unquote(password)] if password else [])]
 
 
 def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: bool = False) -> Settings:
@@ -194,6 +233,7 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
     api_url = get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    database_url = _database_url(get("DATABASE_URL"), get("DATABASE_PATH"))
     settings = Settings(
         slack_bot_token=get("SLACK_BOT_TOKEN"),
         slack_signing_secret=get("SLACK_SIGNING_SECRET"),
@@ -210,7 +250,8 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         together_default_model=get("TOGETHER_DEFAULT_MODEL") or DEFAULT_TOGETHER_MODEL,
         default_provider=default_provider,
         database_path=get("DATABASE_PATH") or "finetune-bot.db",
-        temporary_database=mode == "shell" and sandbox and not get("DATABASE_PATH"),
+        database_url=database_url,
+        temporary_database=mode == "shell" and sandbox and not get("DATABASE_PATH") and not database_url,
         poll_interval_seconds=_number(env, "POLL_INTERVAL_SECONDS", SANDBOX_POLL_INTERVAL if sandbox else 60.0,
                                       float, 0.05, 86400),
         default_model=get("DEFAULT_MODEL") or DEFAULT_MODEL,

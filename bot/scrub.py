@@ -14,6 +14,8 @@ _SHAPES = re.compile(
     # …and one on any host (a proxy, a test stand-in) by its path: /commands/TEAM/ID/SECRET or /actions/…
     r"|(?:/|%2F)(?:commands|actions)(?:/|%2F)T[A-Z0-9]+(?:/|%2F)\d+(?:/|%2F)[A-Za-z0-9]+"
 )
+# The password in any URL that carries one (a DATABASE_URL in a driver's error, however short the password).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]+@")
 # A response_url named as such, whatever its host: JSON, form-encoded or a Python repr.
 _NAMED_URL = re.compile(r"(response_url[\"']?\s*(?:=|:|%3D)\s*[\"']?)[^\s\"'&,}]+", re.IGNORECASE)
 
@@ -27,6 +29,7 @@ class Scrubber:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
         text = _SHAPES.sub(REDACTED, text)
+        text = _URL_PASSWORD.sub(lambda m: m[1] + REDACTED + "@", text)
         return _NAMED_URL.sub(lambda m: m[1] + REDACTED, text)
 
     def deep(self, value):

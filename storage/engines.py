@@ -290,18 +290,42 @@ def _sqlalchemy_url(location: str) -> str:
     raise ValueError("not a PostgreSQL URL")
 
 
-def _translate(error: Exception, where: str) -> DatabaseError:
+# What a failed connection says, and the one line we say for it (the server's words carry no password).
+_CONNECT_CAUSES = (
+    ("password authentication failed", "the server refused the password (check DATABASE_URL's user and password)"),
+    ("no password supplied", "the server asks for a password and DATABASE_URL has none"),
+    ("does not exist", None),  # a missing database or user: the server's own words name which
+    ("connection refused", "nothing answers there (connection refused): is the server running, and the port right?"),
+    ("timeout expired", "the server did not answer in time (a firewall, or the wrong host?)"),
+    ("could not translate host name", "its host name is not known (check DATABASE_URL's host)"),
+    ("name or service not known", "its host name is not known (check DATABASE_URL's host)"),
+    ("too many connections", "the server has no connection to spare (too many clients)"),
+    ("is starting up", "the server is still starting; try again in a moment"),
+    ("shutting down", "the server is shutting down"),
+    ("ssl", None),
+)
+
+
+def _translate(error: Exception) -> DatabaseError:
     """A psycopg or pool error as ours: one line, no URL, no password; transient when waiting may cure it."""
     import psycopg
     from sqlalchemy import exc
 
     if isinstance(error, exc.TimeoutError):
-        return DatabaseError(f"no free connection to the {where} (pool exhausted)", transient=True)
+        return DatabaseError("no free connection in the pool (every one busy)", transient=True)
     original = getattr(error, "orig", None) or error
     state = getattr(original, "sqlstate", None) or ""
     transient = isinstance(original, psycopg.OperationalError) or state.startswith(TRANSIENT_STATES)
-    first = (str(original).strip().splitlines() or [type(original).__name__])[0]
-    return DatabaseError(f"{where}: {first}", transient=transient)
+    lines = [line.strip() for line in str(original).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else type(original).__name__
+    if "FATAL:" in first:  # "connection to server at … failed: FATAL:  database "x" does not exist"
+        first = first.split("FATAL:", 1)[1].strip()
+    lowered = first.lower()
+    for words, said in _CONNECT_CAUSES:
+        if words in lowered:
+            first = said or first
+            break
+    return DatabaseError(first, transient=transient)
 
 
 class PostgresEngine:
@@ -339,7 +363,7 @@ class PostgresEngine:
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
                     conn.commit()
         except Exception as error:  # noqa: BLE001 - every driver and pool error becomes one line of ours
-            raise _translate(error, self.where) from None
+            raise _translate(error) from None
 
     @contextmanager
     def _connection(self) -> Iterator[_PostgresConnection]:
@@ -348,7 +372,7 @@ class PostgresEngine:
         try:
             raw = self.engine.raw_connection()
         except Exception as error:  # noqa: BLE001
-            raise _translate(error, self.where) from None
+            raise _translate(error) from None
         raw.driver_connection.row_factory = _row_factory
         try:
             yield _PostgresConnection(raw)
@@ -359,7 +383,7 @@ class PostgresEngine:
         except BaseException as error:
             broken = self._end(raw)
             if broken or _is_driver_error(error):
-                raise _translate(error, self.where) from None
+                raise _translate(error) from None
             raise
         finally:
             raw.close()  # back to the pool (rolled back there if still open)

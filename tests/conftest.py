@@ -224,3 +224,19 @@ def postgres_server():
 def postgres_url(postgres_server) -> str:
     """A new, empty database on the session's PostgreSQL server."""
     return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    """Where a store keeps its tables, once for each engine: a new SQLite file, then a new database on the session's
+    throwaway PostgreSQL server. Tests of what must hold on both take this rather than a path."""
+    if request.param == "sqlite":
+        return str(tmp_path / "bot.db")
+    return request.getfixturevalue("postgres_url")
+
+
+def database_env(location: str) -> dict[str, str]:
+    """The setting that points a bot process at `location`: DATABASE_URL for a server, DATABASE_PATH for a file."""
+    from storage.engines import is_postgres
+
+    return {"DATABASE_URL": location} if is_postgres(location) else {"DATABASE_PATH": location}

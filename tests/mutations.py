@@ -159,6 +159,8 @@ MUTATIONS = [
     ('a declared column the migrations lack', 'storage/schema.py', '    _text("detail"),', '    _text("details"),', 'tests/test_schema.py'),
     ('a drawer outlives a killed bot', 'bot/drawing.py', '            points, title = conn.recv()\n        except (EOFError, OSError):\n            return', '            points, title = conn.recv()\n        except (EOFError, OSError):\n            continue', 'tests/test_serve_process.py -k drawing_process'),
     ("socket bot waits for a signal to its main thread", "bot/cli.py", "            select.select([wake_read], [], [])\n", "            signal.pause()\n", "tests/test_socket_mode.py -k another_thread"),
+    ("replicas migrate without a lock", "storage/engines.py", '                conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")\n', "", "tests/test_storage.py -k starting_together_on_an_empty"),
+    ("postgresql writes without the write lock", "storage/engines.py", '            conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")\n', "", "tests/test_storage.py -k postgresql"),
 ]
 
 

@@ -49,6 +49,7 @@ class ThrowawayPostgres:
         self.given = os.environ.get("TEST_DATABASE_URL")
         self.workdir: str | None = None
         self.url = self.given or ""
+        self.password = urlsplit(self.given).password if self.given else None
         self._as_user = {}
 
     def start(self) -> ThrowawayPostgres:
@@ -62,14 +63,22 @@ class ThrowawayPostgres:
             shutil.chown(self.workdir, "postgres", "postgres")
             self._as_user = {"user": "postgres", "group": "postgres"}
         data, port = os.path.join(self.workdir, "data"), _free_port()
-        self._run([str(binaries / "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                   "--no-sync"])
+        # A password over TCP, as a managed server asks: the bot's URLs carry one, so every test also shows that it
+        # never reaches a log line or a message.
+        self.password = "pw-" + secrets.token_urlsafe(12)
+        pwfile = os.path.join(self.workdir, "pwfile")
+        Path(pwfile).write_text(self.password + "\n")
+        if self._as_user:
+            shutil.chown(pwfile, "postgres", "postgres")
+        self._run([str(binaries / "initdb"), "-D", data, "-U", "postgres", "--auth-local=trust",
+                   "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"])
+        os.unlink(pwfile)
         options = (f"-p {port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
                    " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run([str(binaries / "pg_ctl"), "-D", data, "-o", options, "-l", os.path.join(self.workdir, "log"),
                    "-w", "-t", str(START_SECONDS), "start"])
         self._pg_ctl = str(binaries / "pg_ctl")
-        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.url = f"postgresql://postgres:{self.password}@127.0.0.1:{port}/postgres"
         return self
 
     def _run(self, argv: list[str]) -> None:

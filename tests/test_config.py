@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 
@@ -128,3 +130,64 @@ def test_cli_stops_with_one_line_and_a_nonzero_exit(tmp_path):
         "finetune-bot: SLACK_BOT_TOKEN is not set: it is the Bot User OAuth Token on your Slack app's "
         "'OAuth & Permissions' page (xoxb-...)."]
     assert "Traceback" not in result.stderr
+
+
+def test_database_url_chooses_postgresql_and_its_secret_part_is_scrubbed():
+    url = "postgres://bot:s3@db.example.com:6543/fine?sslmode=require"  # Heroku's spelling, a 2-letter password
+    settings = load({**SERVE_ENV, "DATABASE_URL": url})
+    assert settings.database == url and settings.database_path == "finetune-bot.db"
+    assert url not in repr(settings) and "s3" in settings.secrets()
+    from bot.scrub import Scrubber
+
+    said = Scrubber(settings.secrets())(f"could not connect to {url.replace('postgres:', 'postgresql+psycopg:')}")
+    assert "s3@" not in said and "db.example.com:6543" in said
+    assert load(SERVE_ENV).database == "finetune-bot.db"
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"DATABASE_URL": "postgresql://u:p@h/db", "DATABASE_PATH": "/data/bot.db"},
+     "DATABASE_URL and DATABASE_PATH are both set"),
+    ({"DATABASE_URL": "mysql://u:secretpw@h/db"}, "must be a PostgreSQL URL (postgresql://user:password@host:5432/db), "
+                                                  "got mysql://"),
+    ({"DATABASE_URL": "u:secretpw@h/db"}, "must be a PostgreSQL URL"),
+    ({"DATABASE_URL": "postgresql://u:secretpw@h:port/db"}, "port is not a number"),
+    ({"DATABASE_URL": "postgresql:///db"}, "names no host"),
+])
+def test_a_database_url_that_cannot_be_used_is_named_without_its_password(env, said):
+    with pytest.raises(ConfigError, match=re.escape(said)) as refused:
+        load({**SERVE_ENV, **env})
+    assert "secretpw" not in str(refused.value)
+
+
+def _serve(env: dict, cwd) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_", "DATABASE_"))}
+    return subprocess.run([sys.executable, "-m", "bot", "serve"], env={**base, **SERVE_ENV, **env}, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_database_that_cannot_be_reached_stops_start_up_with_one_line_each(tmp_path, postgres_server):
+    """Each cause its own line, naming the host and database, never the password; exit 2 and no traceback."""
+    from urllib.parse import urlsplit
+
+    good = postgres_server.new_database()
+    parts = urlsplit(good)
+    secret = parts.password
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    cases = [
+        (good.replace(f":{secret}@", ":not-the-password@"), "the server refused the password"),
+        (good.rsplit("/", 1)[0] + "/no_such_db", 'database "no_such_db" does not exist'),
+        (f"postgresql://bot:{secret}@127.0.0.1:{closed_port}/fine", "nothing answers there (connection refused)"),
+    ]
+    for url, said in cases:
+        result = _serve({"DATABASE_URL": url}, tmp_path)
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        where = urlsplit(url)
+        assert line.startswith(f"finetune-bot: the database at PostgreSQL database '{where.path[1:]}' on "
+                               f"{where.hostname}:{where.port} cannot be used: ") and said in line, line
+        assert secret not in result.stderr + result.stdout and "not-the-password" not in result.stderr
+    both = _serve({"DATABASE_URL": good, "DATABASE_PATH": str(tmp_path / "x.db")}, tmp_path)
+    assert both.returncode == 2 and len(both.stderr.strip().splitlines()) == 1
+    assert "both set" in both.stderr and secret not in both.stderr

@@ -35,8 +35,9 @@ def clock():
 
 
 @pytest.fixture
-def store(tmp_path, clock):
-    store = Store(str(tmp_path / "outbox.db"), clock=clock)
+def store(database, clock):
+    """The outbox on each engine: every delivery promise below holds on SQLite and on PostgreSQL."""
+    store = Store(database, clock=clock)
     yield store
     store.close()
 

@@ -1,4 +1,5 @@
-"""Many jobs through random faults, SIGKILLs and two processes on one database: every outcome exactly once.
+"""Many jobs through random faults, SIGKILLs and two processes on one database (a SQLite file, then a PostgreSQL
+server): every outcome exactly once.
 
 Run alone with `python -m pytest tests/test_fault_soak.py -s` to see its figures.
 """
@@ -12,7 +13,7 @@ import time
 from bot.sandbox.provider import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn
 from storage import Store
-from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
+from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, database_env
 from tests.process import ServeProcess, wait_until
 
 JOBS = 40
@@ -60,9 +61,9 @@ def _kill_survivors(procs: list[ServeProcess]) -> None:
             proc.kill()
 
 
-def test_every_outcome_announced_exactly_once(tmp_path, capsys):
+def test_every_outcome_announced_exactly_once(database, capsys):
     rng = random.Random(20261126)
-    db = str(tmp_path / "shared.db")
+    db = database
     with FineTuningSandbox() as provider, SlackStandIn(token=BOT_TOKEN) as slack:
         store = Store(db)
         expected = {}
@@ -78,7 +79,7 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
                 if card:
                     carded.add(f"openai:{job['id']}:{channel}:card")
         env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
-               "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", "DATABASE_PATH": db,
+               "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", **database_env(db),
                "POLL_INTERVAL_SECONDS": "0.2", "DELIVERY_LEASE_SECONDS": "2", "PROVIDER_TIMEOUT_SECONDS": "1",
                "LOG_LEVEL": "WARNING"}
         procs = [ServeProcess(env), ServeProcess(env)]
@@ -145,10 +146,10 @@ def test_every_outcome_announced_exactly_once(tmp_path, capsys):
         assert restarts > 0 and faults > 10
 
 
-def test_slow_slack_with_two_processes_and_a_sigterm_posts_each_outcome_once(tmp_path, capsys):
+def test_slow_slack_with_two_processes_and_a_sigterm_posts_each_outcome_once(database, capsys):
     """Slack taking 1.5 s a call, no history scope (the default manifest), two processes on one database, one of
     them stopped mid-run: a claim covers only the post it guards, so no takeover can race a post in flight."""
-    db = str(tmp_path / "slow.db")
+    db = database
     with FineTuningSandbox() as provider, SlackStandIn(token=BOT_TOKEN, history_scope=False) as slack:
         slack.latency = 1.5
         store = Store(db)
@@ -156,7 +157,7 @@ def test_slow_slack_with_two_processes_and_a_sigterm_posts_each_outcome_once(tmp
         for n, job in enumerate(jobs):
             store.follow(f"C0SLOW{n}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe")
         env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
-               "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", "DATABASE_PATH": db,
+               "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", **database_env(db),
                "POLL_INTERVAL_SECONDS": "0.2", "DELIVERY_LEASE_SECONDS": "4", "LOG_LEVEL": "WARNING"}
         procs = [ServeProcess(env), ServeProcess(env)]
         started = time.monotonic()

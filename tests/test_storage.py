@@ -1,4 +1,5 @@
-"""Storage on a real SQLite file: schema, subscriptions, the outbox, and two processes at once."""
+"""Storage on a real SQLite file and a real PostgreSQL server: schema, subscriptions, the outbox, and two processes
+at once."""
 
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def test_migrations_build_the_schema(tmp_path):
     assert len(migrations.applied(Database(str(path)))) == len(MIGRATIONS)
 
 
-def test_follow_and_unfollow(tmp_path):
-    store = Store(str(tmp_path / "s.db"))
+def test_follow_and_unfollow(database):
+    store = Store(database)
     assert store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
     assert not store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="subscribe")
     assert store.follow("C2", _job(), final=False, team_id="T", user_id="U2", origin="subscribe")
@@ -63,8 +64,8 @@ def test_follow_and_unfollow(tmp_path):
     assert store.active_jobs() == [] and not store.has_active_jobs()
 
 
-def test_an_outcome_is_queued_once_per_channel(tmp_path):
-    store = Store(str(tmp_path / "s.db"))
+def test_an_outcome_is_queued_once_per_channel(database):
+    store = Store(database)
     for channel in ("C1", "C2"):
         store.follow(channel, _job(), final=False, team_id="T", user_id="U", origin="start")
     assert store.record_jobs([(_job(status="queued"), None)]) == 0
@@ -76,15 +77,15 @@ def test_an_outcome_is_queued_once_per_channel(tmp_path):
                                                                 "openai:ftjob-1:C2:succeeded"]
 
 
-def test_unfollowed_jobs_are_not_recorded(tmp_path):
-    store = Store(str(tmp_path / "s.db"))
+def test_unfollowed_jobs_are_not_recorded(database):
+    store = Store(database)
     assert store.record_jobs([(_job("ftjob-unknown", "succeeded"), "succeeded")]) == 0
     assert store.job("ftjob-unknown") is None
 
 
-def test_claims_expire_and_are_taken_over_as_uncertain(tmp_path):
+def test_claims_expire_and_are_taken_over_as_uncertain(database):
     now = [1000.0]
-    store = Store(str(tmp_path / "s.db"), clock=lambda: now[0])
+    store = Store(database, clock=lambda: now[0])
     store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
     store.record_jobs([(_job(status="failed"), "failed")])
     [claimed] = store.claim_announcements("a", limit=10, lease_seconds=30)
@@ -112,8 +113,8 @@ def _hammer(path: str, worker: str, jobs: int, out) -> None:
     out.put(sent)
 
 
-def test_two_processes_on_one_database_queue_and_claim_each_announcement_once(tmp_path):
-    path = str(tmp_path / "shared.db")
+def test_two_processes_on_one_database_queue_and_claim_each_announcement_once(database):
+    path = database
     store = Store(path)
     jobs = 150
     for i in range(jobs):
@@ -153,6 +154,24 @@ def test_migrations_from_processes_starting_together_do_not_collide(tmp_path):
         for p in procs:
             p.join(timeout=30)
         assert len(migrations.applied(Database(path))) == len(MIGRATIONS)
+
+
+def test_replicas_starting_together_on_an_empty_postgresql_database_all_come_up(postgres_server):
+    """Four processes create the tables of a new PostgreSQL database at once: one does, under the migration lock;
+    the others wait for it and find them there (without the lock, CREATE TABLE races fail some of them)."""
+    context = multiprocessing.get_context("spawn")
+    for _round in range(2):
+        url = postgres_server.new_database()
+        out = context.Queue()
+        procs = [context.Process(target=_open, args=(url, out)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        assert sorted(out.get(timeout=60) for _ in procs) == ["ok"] * 4
+        for p in procs:
+            p.join(timeout=30)
+        store = Store(url)
+        assert store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+        store.close()
 
 
 def test_opening_waits_for_a_writer_that_holds_a_new_file_in_rollback_mode(tmp_path):
@@ -212,8 +231,8 @@ def test_a_database_from_before_providers_keeps_its_jobs_follows_and_outbox(tmp_
     assert store.unfollow("C1", "ftjob-old", "azure")
 
 
-def test_two_providers_may_use_the_same_job_id(tmp_path):
-    store = Store(str(tmp_path / "s.db"))
+def test_two_providers_may_use_the_same_job_id(database):
+    store = Store(database)
     for provider in ("openai", "together"):
         store.follow("C1", {**_job("job-1"), "provider": provider}, final=False, team_id="T", user_id="U",
                      origin="start")
@@ -221,3 +240,38 @@ def test_two_providers_may_use_the_same_job_id(tmp_path):
     assert store.record_jobs([({**_job("job-1", "completed"), "provider": "together"}, "succeeded")]) == 1
     assert [a["key"] for a in store.announcements()] == ["together:job-1:C1:succeeded"]
     assert [(r["provider"], r["final"]) for r in store.active_jobs()] == [("openai", 0)]
+
+
+def test_read_then_write_is_one_step_for_every_thread_at_once(database):
+    """What the store reads and then writes in one transaction holds however many connections race it: each answer
+    is shared once, each form submitted once, a job followed from eight threads at once is made once (no duplicate
+    key error), and two settings changed at once are both kept. (On SQLite, BEGIN IMMEDIATE; on PostgreSQL, the
+    write lock every write transaction takes.)"""
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    store = Store(database)
+    threads = 8
+    with ThreadPoolExecutor(threads) as pool:
+
+        def all_at_once(calls):
+            gate = threading.Barrier(len(calls))
+            return list(pool.map(lambda call: (gate.wait(), call())[1], calls))
+
+        for round_ in range(10):
+            share = store.keep_answer("U1", "C1", {"text": "hi"})
+            said = all_at_once([partial(store.claim_share, share, "U1")] * threads)
+            assert sorted(s for s, _ in said) == ["ok"] + ["shared"] * (threads - 1)
+            form = store.record_form("start", user_id="U1", team_id="T", channel_id="C1")
+            said = all_at_once([partial(store.claim_form, form, "start", "U1")] * threads)
+            assert sorted(s for s, _ in said) == ["ok"] + ["submitted"] * (threads - 1)
+            job = _job(f"ftjob-race-{round_}")
+            new = all_at_once([partial(store.follow, f"C{n}", job, final=False, team_id="T", user_id="U",
+                                       origin="start") for n in range(threads)])
+            assert new == [True] * threads
+            channel = f"CSET{round_}"
+            changes = [{"progress_minutes": 7}, {"outcomes": "failures"}] * (threads // 2)
+            all_at_once([partial(store.set_channel_settings, channel, "U", **c) for c in changes])
+            settings = store.channel_settings(channel)
+            assert (settings["progress_minutes"], settings["outcomes"]) == (7, "failures")
+    store.close()
