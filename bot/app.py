@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +28,8 @@ from bot.providers.types import FineTuningProvider, Providers, UnknownProvider
 from bot.scrub import Scrubber
 from bot.slack import SlackGateway
 from bot.trying import TryService
+from bot.turns import Turns
+from bot.turns import worker_id as turns_worker_id
 from bot.webhooks import WebhookReceiver
 from storage import DB_ERRORS, Store
 
@@ -59,6 +59,7 @@ class Services:
     background: ThreadPoolExecutor
     decorate: Callable[[Message], Message]
     scrub: Scrubber
+    turns: Turns
 
     @property
     def provider(self) -> FineTuningProvider:
@@ -154,6 +155,7 @@ class Bot:
             log.warning("work (a command or a poll cycle) was still running after %.0fs; stopping anyway", timeout)
         if not self.services.sender.wait_idle(max(0.0, deadline - time.monotonic())):
             log.warning("a delivery was still running after %.0fs; its lease hands it to the next run", timeout)
+        self.services.turns.give_back()  # another replica polls at its next interval, not two from now
         self.services.charts.stop(max(0.5, deadline - time.monotonic()))
         self.services.poller.close()
         self.services.trying.close()
@@ -189,7 +191,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         retry_handlers=[],  # retries are ours (bot.delivery); the SDK's would silently re-send a POST
     )
     slack = SlackGateway(slack_client, scrub=scrub)
-    worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(store):x}"
+    worker_id = worker_id or turns_worker_id(f"{id(store):x}")
 
     def decorate(message: Message) -> Message:
         return message.as_sandbox() if settings.sandbox else message
@@ -218,7 +220,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
                           max_prompt_chars=settings.try_max_prompt_chars,
                           max_file_bytes=settings.max_training_file_bytes, background=background),
-        background=background, decorate=decorate, scrub=scrub,
+        background=background, decorate=decorate, scrub=scrub, turns=Turns(store, worker_id),
     )
     sender.on_sent = services.charts.after_announced  # a success's chart goes into its announcement's thread
     bolt_log = logging.getLogger("finetune_bot.bolt")
@@ -245,22 +247,31 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     # look-ups and two waits, each at most one provider timeout.
     orphan_after = 8 * settings.provider_timeout_seconds
 
+    maintenance_interval = min(MAINTENANCE_INTERVAL, max(1.0, orphan_after / 2))
+    interval = settings.poll_interval_seconds
+    # Provider requests and maintenance happen once per interval whatever the number of replicas: one process at a
+    # time holds each turn (for two intervals, kept while it runs them); delivery runs everywhere, a channel's posts
+    # one process at a time (bot.delivery).
+    turns = services.turns
+    reconcile_and_prune = turns.one_at_a_time(
+        "maintain", lambda: (jobs.reconcile_starts(older_than=orphan_after, worker=worker_id), store.prune()),
+        hold=2 * maintenance_interval)
+
     def maintain() -> None:
-        jobs.reconcile_starts(older_than=orphan_after, worker=worker_id)
-        store.prune()
-        services.charts.release_idle()
+        reconcile_and_prune()
+        services.charts.release_idle()  # (this process's own drawing process)
 
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     now = datetime.now(timezone.utc)
-    scheduler.add_job(heartbeat.beat("poll", lambda: poller.run_once(progress=False)), "interval",
-                      seconds=settings.poll_interval_seconds, id="poll", max_instances=1, coalesce=True,
-                      next_run_time=now)
+    scheduler.add_job(heartbeat.beat("poll", turns.one_at_a_time("poll", lambda: poller.run_once(progress=False),
+                                                                 hold=2 * interval)),
+                      "interval", seconds=interval, id="poll", max_instances=1, coalesce=True, next_run_time=now)
     # Metric reads for progress replies run on their own: a cycle's outcomes never wait behind them.
-    scheduler.add_job(heartbeat.beat("progress", poller.read_progress), "interval",
-                      seconds=settings.poll_interval_seconds, id="progress", max_instances=1, coalesce=True)
+    scheduler.add_job(heartbeat.beat("progress", turns.one_at_a_time("progress", poller.read_progress,
+                                                                     hold=2 * interval)),
+                      "interval", seconds=interval, id="progress", max_instances=1, coalesce=True)
     scheduler.add_job(heartbeat.beat("deliver", sender.deliver_due), "interval", seconds=DELIVERY_INTERVAL,
                       id="deliver", max_instances=1, coalesce=True)
-    scheduler.add_job(heartbeat.beat("maintain", maintain), "interval",
-                      seconds=min(MAINTENANCE_INTERVAL, max(1.0, orphan_after / 2)),
+    scheduler.add_job(heartbeat.beat("maintain", maintain), "interval", seconds=maintenance_interval,
                       id="maintain", max_instances=1, coalesce=True, next_run_time=now)
     return Bot(settings=settings, app=app, services=services, scheduler=scheduler, heartbeat=heartbeat)

@@ -231,3 +231,12 @@ def m008_forms_and_indexes(db: Database) -> None:
     db["jobs"].create_index(["id"], if_not_exists=True)
     db["jobs"].create_index(["fine_tuned_model"], if_not_exists=True)
     db["subscriptions"].create_index(["user_id"], if_not_exists=True)
+
+
+@migrations()
+def m009_leases(db: Database) -> None:
+    # Turns shared by every process on the database (replicas): who runs the poll cycle, the metric reads and the
+    # maintenance this interval, and who posts in a channel now (its pace and Slack's Retry-After are that holder's).
+    # A holder that dies is replaced once its turn ends.
+    db["leases"].create({"name": str, "holder": str, "held_until": float}, pk="name",
+                        not_null={"name", "holder", "held_until"})

@@ -171,3 +171,11 @@ open_forms = Table(
     _real("submitted_at"),
     Index("idx_open_forms_created_at", "created_at"),
 )
+
+# Turns shared by every process on the database: the poll cycle's, the maintenance's, each channel's posts.
+leases = Table(
+    "leases", metadata,
+    _text("name", primary_key=True),
+    _text("holder", nullable=False),
+    _real("held_until", nullable=False),
+)

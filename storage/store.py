@@ -708,6 +708,8 @@ class Store:
                 # A long job leaves dozens of settled edits and replies. Once its job has ended nothing can queue
                 # their keys again (each is a revision or a step already passed), so they go; outcomes and cards
                 # stay, for their keys are what keeps them once.
+                "leases": db.conn.execute("DELETE FROM leases WHERE held_until < ?",
+                                          (now - TRIGGER_RETENTION_SECONDS,)).rowcount,
                 "card_edits_and_replies": db.conn.execute(
                     "DELETE FROM announcements WHERE kind IN ('card_update', 'progress')"
                     " AND state IN ('sent', 'skipped', 'failed') AND created_at < ? AND EXISTS (SELECT 1 FROM jobs j"
@@ -715,6 +717,41 @@ class Store:
                     (now - INTENT_RETENTION_SECONDS,)).rowcount,
             }
         return removed
+
+    # -- turns shared by every process on the database ----------------------------------------------
+
+    def take_turn(self, name: str, worker: str, *, hold: float, at_least_until: float = 0.0,
+                  from_holder: str | None = None) -> bool:
+        """Take (or keep) the turn called `name` for `hold` seconds from now (or until `at_least_until`, if later):
+        True when `worker` holds it now, False while another holder's turn runs. One statement, so two processes
+        (or replicas) asking at once cannot both have it; a holder that died is replaced once its turn ends, or at
+        once `from_holder` (known dead) if it still holds it."""
+        now = self._clock()
+        with self._immediate() as db:
+            if from_holder is not None:
+                return db.conn.execute("UPDATE leases SET holder = ?, held_until = ? WHERE name = ? AND holder = ?",
+                                       (worker, max(now + hold, at_least_until), name, from_holder)).rowcount == 1
+            return db.conn.execute(
+                "INSERT INTO leases (name, holder, held_until) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,"
+                " held_until = CASE WHEN leases.holder = excluded.holder AND leases.held_until > excluded.held_until"
+                " THEN leases.held_until ELSE excluded.held_until END"
+                " WHERE leases.holder = excluded.holder OR leases.held_until <= ?",
+                (name, worker, max(now + hold, at_least_until), now)).rowcount == 1
+
+    def end_turns(self, worker: str, names: Iterable[str]) -> int:
+        """Give back turns `worker` holds (it is stopping): another process takes each at its next ask."""
+        now = self._clock()
+        with self._immediate() as db:
+            return sum(db.conn.execute("UPDATE leases SET held_until = ? WHERE name = ? AND holder = ?"
+                                       " AND held_until > ?", (now, name, worker, now)).rowcount for name in names)
+
+    def turn_holder(self, name: str) -> str | None:
+        rows = self._rows("SELECT holder FROM leases WHERE name = ?", (name,))
+        return rows[0]["holder"] if rows else None
+
+    def turns(self) -> list[dict]:
+        return self._rows("SELECT * FROM leases ORDER BY name")
 
     # -- webhooks ----------------------------------------------------------------------------------
 

@@ -31,9 +31,10 @@ EXPECTED_COLUMNS = {
                          "progress_minutes"],
     "open_forms": ["form_id", "kind", "user_id", "team_id", "channel_id", "provider", "job_id", "created_at",
                    "submitted_at"],
+    "leases": ["name", "holder", "held_until"],
 }
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
-              "m006_cards", "m007_shared_once", "m008_forms_and_indexes"]
+              "m006_cards", "m007_shared_once", "m008_forms_and_indexes", "m009_leases"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):
@@ -274,4 +275,28 @@ def test_read_then_write_is_one_step_for_every_thread_at_once(database):
             all_at_once([partial(store.set_channel_settings, channel, "U", **c) for c in changes])
             settings = store.channel_settings(channel)
             assert (settings["progress_minutes"], settings["outcomes"]) == (7, "failures")
+    store.close()
+
+
+def test_a_turn_is_one_holders_until_it_ends_or_is_given_back(database):
+    """The poll cycle's turn (and each channel's): one holder at a time across processes; a holder that stops asking
+    (died) is replaced when its turn ends; one that stops gives it back at once."""
+    now = [1000.0]
+    store = Store(database, clock=lambda: now[0])
+    assert store.take_turn("poll", "a", hold=2.0)
+    assert not store.take_turn("poll", "b", hold=2.0)
+    now[0] += 1.5
+    assert store.take_turn("poll", "a", hold=2.0)  # kept: its turn now ends at 1003.5
+    now[0] += 1.9
+    assert not store.take_turn("poll", "b", hold=2.0)
+    now[0] += 0.2  # "a" asked no more (it died): its turn has ended
+    assert store.take_turn("poll", "b", hold=2.0) and not store.take_turn("poll", "a", hold=2.0)
+    assert store.end_turns("b", ["poll"]) == 1 and store.take_turn("poll", "a", hold=2.0)  # b stopped: given back
+    assert store.take_turn("channel:C1", "b", hold=1.0, at_least_until=now[0] + 30)  # Slack said: wait 30 s
+    assert store.take_turn("channel:C1", "b", hold=1.0)  # asking again does not shorten it
+    now[0] += 10
+    assert not store.take_turn("channel:C1", "a", hold=1.0)
+    assert [(t["name"], t["holder"]) for t in store.turns()] == [("channel:C1", "b"), ("poll", "a")]
+    now[0] += 700
+    assert store.prune()["leases"] == 2
     store.close()

@@ -1,0 +1,81 @@
+"""Work done once per interval across every process on the database (replicas), not once per process each."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+from storage import DB_ERRORS, Store
+
+log = logging.getLogger(__name__)
+
+
+class Turns:
+    """The poll cycle, the metric reads and the maintenance take turns through the database: the process holding a
+    task's turn runs it and keeps the turn while it keeps running it; the others skip theirs. A holder that dies is
+    replaced within `hold` seconds (two intervals); one that stops gives its turns back at once."""
+
+    def __init__(self, store: Store, worker_id: str) -> None:
+        self.store = store
+        self.worker = worker_id
+        self.held: set[str] = set()
+
+    def one_at_a_time(self, name: str, task: Callable[[], object], *, hold: float) -> Callable[[], object]:
+        """`task`, run only by the process holding the turn `name` (taken, or kept, for `hold` seconds)."""
+
+        def run() -> object:
+            if not self._take(name, hold):
+                return None
+            try:
+                return task()
+            finally:
+                self._take(name, hold)  # kept from the end of this run: a long run does not lose it to the next
+
+        return run
+
+    def _take(self, name: str, hold: float) -> bool:
+        try:
+            mine = self.store.take_turn(name, self.worker, hold=hold)
+            if not mine:
+                # A holder on this machine whose process is gone (killed, crashed; restarted as this one) hands over
+                # at once: a bot restarted after a crash catches up now, not when its predecessor's turn ends.
+                holder = self.store.turn_holder(name)
+                mine = holder is not None and _died_here(holder) and self.store.take_turn(
+                    name, self.worker, hold=hold, from_holder=holder)
+        except DB_ERRORS as error:
+            log.warning("could not ask the database whose turn %s is (%s); skipping it this time", name, error)
+            mine = False
+        (self.held.add if mine else self.held.discard)(name)
+        return mine
+
+    def give_back(self) -> None:
+        """At stop: every turn this process holds goes to the next process that asks."""
+        if not self.held:
+            return
+        try:
+            self.store.end_turns(self.worker, sorted(self.held))
+        except DB_ERRORS as error:
+            log.warning("could not give back this process's turns (%s); they pass on when they end", error)
+        self.held.clear()
+
+
+def worker_id(tag: str) -> str:
+    """This process's name in the turns it takes: its host, its process id, and a tag for one bot among several."""
+    return f"{socket.gethostname()}:{os.getpid()}:{tag}"
+
+
+def _died_here(holder: str) -> bool:
+    """Whether `holder` names a process on this machine that is no longer running."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
