@@ -155,6 +155,11 @@ class Bot:
             log.warning("work (a command or a poll cycle) was still running after %.0fs; stopping anyway", timeout)
         if not self.services.sender.wait_idle(max(0.0, deadline - time.monotonic())):
             log.warning("a delivery was still running after %.0fs; its lease hands it to the next run", timeout)
+        else:
+            try:
+                self.services.sender.give_back_channels()
+            except DB_ERRORS as error:
+                log.warning("could not give back this process's channels (%s); they pass on when due", error)
         self.services.turns.give_back()  # another replica polls at its next interval, not two from now
         self.services.charts.stop(max(0.5, deadline - time.monotonic()))
         self.services.poller.close()

@@ -55,6 +55,12 @@ LOW_PRIORITY = frozenset({"card_update", "progress"})
 POSTS = ("announcement", "card", "progress", "delivery_problem")
 DEFERRED_WITH = {"card_update": ("card_update",), "progress": ("progress",)}
 REFETCH_AFTER = 0.2
+# A channel's posts are made by one process at a time (replicas, or two processes on one file): the one holding its
+# turn in the database, which keeps the channel's pace and Slack's Retry-After. Renewed when less than
+# CHANNEL_TURN_RENEW is left, so a holder's last post is always that long before its turn can pass: by then a new
+# holder's full hand of posts is what Slack allows.
+CHANNEL_TURN = 10.0
+CHANNEL_TURN_RENEW = 5.0
 
 
 @dataclass
@@ -85,6 +91,7 @@ class AnnouncementSender:
         self._edits_not_before: dict[str, float] = {}  # per channel: spacing between card edits (chat.update)
         self._in_hand: dict[str, tuple[float, float]] = {}  # per channel: posts in hand after its last post, and when
         self._held_until: dict[str, float] = {}  # per channel: Slack's Retry-After, which nothing goes before
+        self._channel_turns: dict[str, float] = {}  # per channel whose turn this process holds: until when
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
@@ -105,12 +112,18 @@ class AnnouncementSender:
                 self._again.clear()
                 rows = self.store.due_announcements(limit=self.batch)
                 fetched = self.clock()
+                others = 0
                 for row in rows:
                     if self._stopping.is_set():
                         break  # what is not claimed stays queued for the next run; nothing is cut off mid-post
                     if row["kind"] in LOW_PRIORITY and self.clock() - fetched > REFETCH_AFTER:
                         break  # a wave of edits and replies: look again, for outcomes that fell due meanwhile
+                    if not self._channel_turn(row["channel_id"]):
+                        others += 1  # another process posts in that channel now: its rows are that one's
+                        continue
                     self._deliver(row, report)
+                if others and others == len(rows) and not self._again.is_set():
+                    break  # everything due is other processes' to post
                 if rows or self._again.is_set():
                     continue
                 due = self.store.next_due()
@@ -144,6 +157,27 @@ class AnnouncementSender:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+
+    def give_back_channels(self) -> None:
+        """At stop, once idle: the channels this process posts in pass to the next process that has something for
+        them, except those Slack asked to wait (their turn runs till then, so nobody posts early)."""
+        now = self.clock()
+        free = [f"channel:{c}" for c in self._channel_turns if self._held_until.get(c, 0) <= now]
+        self._channel_turns.clear()
+        if free:
+            self.store.end_turns(self.worker_id, free)
+
+    def _channel_turn(self, channel: str) -> bool:
+        """Whether this process may post in `channel` now (it holds the channel's turn, taken or kept here)."""
+        now = self.clock()
+        if self._channel_turns.get(channel, 0) - now > CHANNEL_TURN_RENEW:
+            return True
+        held_until = self._held_until.get(channel, 0)
+        if self.store.take_turn(f"channel:{channel}", self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until):
+            self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)
+            return True
+        self._channel_turns.pop(channel, None)
+        return False
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait for an in-flight delivery to finish; False if it did not within `timeout`."""
@@ -352,6 +386,9 @@ class AnnouncementSender:
             at = self.clock() + failure.retry_after
             self._not_before[channel] = max(self._not_before.get(channel, 0), at)
             self._held_until[channel] = max(self._held_until.get(channel, 0), at)
+            # The channel stays this process's until then: no other process posts before Slack said it may.
+            self.store.take_turn(f"channel:{channel}", self.worker_id, hold=CHANNEL_TURN, at_least_until=at)
+            self._channel_turns[channel] = max(self._channel_turns.get(channel, 0), at)
             self.store.release(key, self.worker_id, at=at, note=failure.reason)
             self.store.defer_channel(channel, at)
             report.waited += 1

@@ -161,6 +161,12 @@ MUTATIONS = [
     ("socket bot waits for a signal to its main thread", "bot/cli.py", "            select.select([wake_read], [], [])\n", "            signal.pause()\n", "tests/test_socket_mode.py -k another_thread"),
     ("replicas migrate without a lock", "storage/engines.py", '                conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")\n', "", "tests/test_storage.py -k starting_together_on_an_empty"),
     ("postgresql writes without the write lock", "storage/engines.py", '            conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")\n', "", "tests/test_storage.py -k postgresql"),
+    ("every replica polls", "bot/turns.py", "            if not self._take(name, hold):\n                return None\n", "            self._take(name, hold)\n", "tests/test_replicas.py -k once_per_interval"),
+    ("a dead holder's turn never lapses", "storage/store.py", '                " WHERE leases.holder = excluded.holder OR leases.held_until <= ?",', '                " WHERE leases.holder = excluded.holder OR ? < 0",', "tests/test_replicas.py -k once_per_interval"),
+    ("a crashed predecessor's turn waited out", "bot/turns.py", "                mine = holder is not None and _died_here(holder) and", "                mine = holder is not None and False and", "tests/test_replicas.py -k gone_from_this_machine"),
+    ("turns kept at stop", "bot/turns.py", "            self.store.end_turns(self.worker, sorted(self.held))\n", "            pass\n", "tests/test_replicas.py -k gone_from_this_machine"),
+    ("every process posts in every channel", "bot/delivery.py", '                    if not self._channel_turn(row["channel_id"]):', '                    if False:', "tests/test_delivery.py -k pace_between"),
+    ("Slack's wait dies with its process", "bot/delivery.py", "            self.store.take_turn(f\"channel:{channel}\", self.worker_id, hold=CHANNEL_TURN, at_least_until=at)\n", "", "tests/test_delivery.py -k turn_passes"),
 ]
 
 

@@ -276,3 +276,46 @@ def test_an_outcome_owed_twice_is_queued_and_posted_once(store, slack, clock):
     assert sender.deliver_due().sent == 0
     assert _keys(slack) == ["openai:ftjob-r:C1:succeeded"]
     assert store.announcements()[0]["state"] == "sent"
+
+
+def test_two_processes_keep_one_channels_pace_between_them(store, slack, clock):
+    """Replicas (or two processes on one file) each run a sender: a channel's posts are made by one of them at a
+    time, so Slack sees one pace (three at once, then one a second), not one per process. Here the second sender
+    runs whenever the first waits, as a replica's scheduled run would."""
+    for n in range(10):
+        _finish(store, f"ftjob-{n}")
+    second = _sender(store, slack, clock, worker="w2")
+    woken = []
+
+    def first_waits(seconds):
+        clock.sleep(seconds)
+        woken.append(second.deliver_due().sent)
+
+    first = AnnouncementSender(store, SlackGateway(WebClient(token=BOT_TOKEN, base_url=slack.api_url, timeout=2,
+                                                             retry_handlers=[])),
+                               worker_id="w1", clock=clock, sleep=first_waits, lease_seconds=30)
+    posted_at = []
+    slack.listeners.append(lambda kind, record: posted_at.append(clock.now) if kind == "post" else None)
+    assert first.deliver_due().sent == 10
+    assert woken and set(woken) == {0}  # the second found every row due in a channel the first posts in
+    assert {a["claimed_by"] for a in store.announcements()} == {"w1"}
+    gaps = [b - a for a, b in zip(posted_at, posted_at[1:], strict=False)]
+    assert gaps[0] < 0.5 and gaps[1] < 0.5 and all(gap >= 0.99 for gap in gaps[2:])
+
+
+def test_a_channels_turn_passes_on_when_its_process_dies_and_slacks_wait_outlives_it(store, slack, clock):
+    """The process posting in a channel dies: another takes the channel once its turn has run out. Slack had asked
+    that process to wait 60 s: nobody posts there before those 60 s are over, whichever process it is."""
+    _finish(store, "ftjob-1", channels=("C1", "C2"))
+    first, second = _sender(store, slack, clock, worker="w1"), _sender(store, slack, clock, worker="w2")
+    slack.fail("status", match="chat.postMessage", status=429, retry_after=60)
+    report = first.deliver_due()  # one channel refused (the first holds it for 60 s); the other's post goes
+    assert (report.waited, report.sent) == (1, 1)
+    waited = slack.requests_to("chat.postMessage")[0].params()["channel"]
+    _finish(store, "ftjob-2", channels=(waited,))  # more for the waiting channel; the first process dies now
+    for step in (15, 30, 14):
+        clock.now += step
+        assert second.deliver_due().sent == 0, step  # its turn outlives the process, for Slack's 60 s
+    clock.now += 2
+    assert second.deliver_due().sent == 2
+    assert sorted(_keys(slack, waited)) == [f"openai:ftjob-1:{waited}:succeeded", f"openai:ftjob-2:{waited}:succeeded"]
