@@ -32,6 +32,7 @@ from bot.turns import Turns
 from bot.turns import worker_id as turns_worker_id
 from bot.webhooks import WebhookReceiver
 from storage import DB_ERRORS, Store
+from storage.engines import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,24 @@ class Heartbeat:
     started_at: float = field(default_factory=time.monotonic)
     last_run: dict[str, float] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=dict)
+    database_away: set[str] = field(default_factory=set)  # the tasks whose last run found the database away
 
     def beat(self, name: str, task: Callable[[], object]) -> Callable[[], object]:
         def run():
-            result = task()
+            try:
+                result = task()
+            except DB_ERRORS as error:
+                if not is_transient(error):
+                    raise
+                # The database away (restarting, failing over): one line when it goes, one when it is back, no
+                # traceback a run; what this run would have done, the next does (nothing is lost meanwhile).
+                if name not in self.database_away:
+                    self.database_away.add(name)
+                    log.warning("%s: the database cannot be reached (%s); trying again each run", name, error)
+                return None
+            if name in self.database_away:
+                self.database_away.discard(name)
+                log.info("%s: the database is back", name)
             self.last_run[name] = time.monotonic()
             self.runs[name] = self.runs.get(name, 0) + 1
             return result

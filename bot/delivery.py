@@ -33,7 +33,7 @@ from bot.messages import (
 )
 from bot.providers.types import Job
 from bot.slack import CARD_GONE_ERRORS, CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
-from storage import Store
+from storage import DB_ERRORS, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,6 +151,9 @@ class AnnouncementSender:
             self._wake.clear()
             try:
                 self.deliver_due()
+            except DB_ERRORS as error:
+                log.warning("delivering just-queued announcements found the database away (%s); the next scheduled "
+                            "run retries", error)
             except Exception:  # noqa: BLE001 - this thread's last stop; the scheduled delivery retries what is left
                 log.exception("delivering just-queued announcements failed; the next scheduled run retries")
 

@@ -224,6 +224,12 @@ def format_replay() -> Message:
     return _message(text, [_section(":repeat: " + escape(text))])
 
 
+def format_database_unavailable(error_id: str) -> Message:
+    text = (f"I can't reach my database right now, so I didn't do that. Try again in a moment; nothing already "
+            f"under way is lost. (If it keeps happening, quote this id: {error_id})")
+    return _message(text, [_section(":hourglass_flowing_sand: " + escape(text))])
+
+
 def format_apology(error_id: str) -> Message:
     text = f"Sorry, something went wrong on my side. If it keeps happening, quote this id: {error_id}"
     return _message(text, [_section(":face_with_head_bandage: " + escape(text))])

@@ -75,11 +75,18 @@ class ThrowawayPostgres:
         os.unlink(pwfile)
         options = (f"-p {port} -k {self.workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
                    " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run([str(binaries / "pg_ctl"), "-D", data, "-o", options, "-l", os.path.join(self.workdir, "log"),
-                   "-w", "-t", str(START_SECONDS), "start"])
-        self._pg_ctl = str(binaries / "pg_ctl")
+        self._pg_ctl, self._data, self._options = str(binaries / "pg_ctl"), data, options
+        self.resume()
         self.url = f"postgresql://postgres:{self.password}@127.0.0.1:{port}/postgres"
         return self
+
+    def halt(self) -> None:
+        """Stop the server (an outage): every connection to it drops. `resume()` starts it again on the same port."""
+        self._run([self._pg_ctl, "-D", self._data, "-m", "fast", "-w", "stop"])
+
+    def resume(self) -> None:
+        self._run([self._pg_ctl, "-D", self._data, "-o", self._options, "-l", os.path.join(self.workdir, "log"),
+                   "-w", "-t", str(START_SECONDS), "start"])
 
     def _run(self, argv: list[str]) -> None:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=START_SECONDS, cwd=self.workdir,

@@ -3,15 +3,24 @@ that dies hands its turns on. On SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import collections
 import multiprocessing
 import os
 import socket
+import time
+import urllib.request
 from dataclasses import replace
 
+import pytest
+
 from bot.app import build
+from bot.sandbox.slack import signed_headers, slash_command_body
 from bot.turns import Turns
 from storage import Store
 from storage.engines import is_postgres
+from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
+from tests.postgres import ThrowawayPostgres
+from tests.process import ServeProcess, wait_until
 
 
 def _on(settings, database: str):
@@ -79,3 +88,89 @@ def test_a_turn_held_by_a_process_gone_from_this_machine_is_taken_at_once(databa
         assert ran == ["poll", "next"]  # given back at stop: the next process asking has it at once
     finally:
         store.close()
+
+
+# -- real processes ------------------------------------------------------------------------------------
+
+
+def _replica_env(slack, provider, url: str) -> dict:
+    return {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
+            "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", "DATABASE_URL": url,
+            "POLL_INTERVAL_SECONDS": "0.2", "DELIVERY_LEASE_SECONDS": "3", "PROVIDER_TIMEOUT_SECONDS": "1",
+            "LOG_LEVEL": "INFO"}
+
+
+def _command(proc: ServeProcess, text: str, response_url: str, channel: str = "C0GENERAL") -> int:
+    body = slash_command_body(text, channel_id=channel, response_url=response_url)
+    request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
+                                     headers=signed_headers(body, SIGNING_SECRET), method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status
+
+
+def _outcomes(slack) -> collections.Counter:
+    return collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted
+                               if p.get("metadata") and p["metadata"]["event_payload"]["key"].endswith(":succeeded"))
+
+
+def _stop_all(procs) -> list[int]:
+    codes = []
+    for proc in procs:
+        if proc.proc.poll() is None:
+            codes.append(proc.terminate())
+    return codes
+
+
+def test_a_ten_second_database_outage_loses_nothing_and_posts_every_outcome_once(postgres_server, slack, provider,
+                                                                                 tmp_path):
+    """PostgreSQL stops for ten seconds under two replicas while jobs finish: commands meanwhile are answered "try
+    again in a moment", /healthz says 503 and why, no traceback is logged, and once it is back every outcome is
+    posted exactly once, each replica healthy again."""
+    if postgres_server.given:
+        pytest.skip("needs a server of its own to stop (TEST_DATABASE_URL names a shared one)")
+    server = ThrowawayPostgres().start()
+    procs = []
+    try:
+        url = server.new_database()
+        store = Store(url)
+        jobs = [provider.add_job(status="running") for _ in range(10)]
+        for n, job in enumerate(jobs):
+            store.follow(f"C0OUT{n % 4}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe")
+        store.close()
+        env = _replica_env(slack, provider, url)
+        for n in range(2):
+            (tmp_path / f"r{n}").mkdir()
+            procs.append(ServeProcess(env, cwd=str(tmp_path / f"r{n}")))
+        assert all(wait_until(p.healthy, timeout=10) for p in procs)
+        server.halt()
+        for job in jobs:
+            provider.set_status(job["id"], "succeeded")
+        assert _command(procs[0], "status", slack.response_url("during")) == 200  # acked, whatever the database
+        reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/during")], timeout=10)
+        assert reply and "can't reach my database right now" in reply[0]["text"], reply
+        said = wait_until(lambda: procs[1].health().get("ok") is False and procs[1].health(), timeout=10)
+        assert said and "database" in said.get("reason", ""), said
+        assert not urllib_ok(procs[1].url + "/healthz")
+        time.sleep(10 - 2)  # (the outage itself: ten seconds, give or take the checks above)
+        assert not _outcomes(slack)
+        server.resume()
+        assert wait_until(lambda: len(_outcomes(slack)) == len(jobs), timeout=30), _outcomes(slack)
+        assert all(wait_until(p.healthy, timeout=15) for p in procs)
+        assert _stop_all(procs) == [0, 0]
+    finally:
+        for proc in procs:
+            if proc.proc.poll() is None:
+                proc.kill()
+        server.stop()
+    assert set(_outcomes(slack).values()) == {1} and len(_outcomes(slack)) == len(jobs)
+    log = "".join(line for proc in procs for line in proc.log)
+    assert "Traceback" not in log, log[-3000:]
+    assert server.password not in log
+
+
+def urllib_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
