@@ -14,6 +14,7 @@ from dataclasses import replace
 import pytest
 
 from bot.app import build
+from bot.sandbox.provider import SAMPLE_FILE_ID
 from bot.sandbox.slack import signed_headers, slash_command_body
 from bot.turns import Turns
 from storage import Store
@@ -174,3 +175,89 @@ def urllib_ok(url: str) -> bool:
             return response.status == 200
     except OSError:
         return False
+
+
+def _provider_reads(provider, seconds: float) -> float:
+    """Poll cycles' reads of the provider's job list per second, over `seconds` (metric reads for cards aside: they
+    come once per job and interval, whoever makes them)."""
+
+    def lists() -> int:
+        return len([r for r in provider.requests_to("/fine_tuning/jobs", "GET") if r.path.endswith("/jobs")])
+
+    before = lists()
+    time.sleep(seconds)
+    return (lists() - before) / seconds
+
+
+def test_three_replicas_keep_every_promise_through_a_kill_and_a_fresh_start(postgres_url, slack, provider, tmp_path):
+    """Three `serve` replicas, each in an empty folder of its own, on one PostgreSQL database behind no shared disk:
+    commands through any of them; provider reads per second as for one; fifty outcomes with Slack slow, one replica
+    SIGKILLed meanwhile, each posted once and each channel at Slack's pace; then all stopped, and a new replica in a
+    fresh folder carries on (the follows, the cards, the queued posts, a start left in flight)."""
+    env = _replica_env(slack, provider, postgres_url)
+
+    def replica(name: str, **extra) -> ServeProcess:
+        (tmp_path / name).mkdir()
+        return ServeProcess({**env, **extra}, cwd=str(tmp_path / name))
+
+    procs = [replica("r0")]
+    try:
+        store = Store(postgres_url)
+        jobs = []
+        for n in range(47):
+            job = provider.add_job(status="running")
+            store.follow(f"C0REP{n % 5}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe",
+                         card=n % 2 == 0)
+            jobs.append(job)
+        store.close()
+        assert wait_until(lambda: len(slack.cards_in("C0REP0")) >= 5, timeout=60)
+        with_one = _provider_reads(provider, 3.0)
+        procs += [replica("r1"), replica("r2")]
+        for n, proc in enumerate(procs):  # a command through each replica (the load balancer's choice)
+            assert _command(proc, f"start {SAMPLE_FILE_ID} suffix=r{n}", slack.response_url(f"start{n}"),
+                            channel=f"C0REP{n}") == 200
+        replies = wait_until(lambda: len([r for r in slack.responses if "/start" in r["url"]]) == 3, timeout=15)
+        assert replies and len(provider.jobs) == 50
+        jobs = list(provider.jobs.values())
+        assert wait_until(lambda: len([p for p in slack.posted if p.get("metadata")]) >= 24 + 3, timeout=60)
+        with_three = _provider_reads(provider, 3.0)
+        slack.latency = 0.3  # Slack slow
+        for job in jobs:
+            provider.set_status(job["id"], "succeeded")
+        assert wait_until(lambda: len(_outcomes(slack)) >= 8, timeout=30)
+        procs[1].kill()  # SIGKILL, perhaps mid-post
+        assert wait_until(lambda: len(_outcomes(slack)) == 50, timeout=120), len(_outcomes(slack))
+        slack.latency = 0.0
+        assert _stop_all(procs) == [0, 0]
+        # A start in flight when every replica goes: the provider is slow to create it, and the replica is killed.
+        provider.fail("delay", delay=2.0, match="/fine_tuning/jobs")
+        last = replica("r3", PROVIDER_TIMEOUT_SECONDS="30")
+        assert _command(last, f"start {SAMPLE_FILE_ID} suffix=inflight", slack.response_url("inflight")) == 200
+        assert wait_until(lambda: provider.requests_to("/fine_tuning/jobs", "POST")[3:], timeout=10)
+        last.kill()
+        assert wait_until(lambda: len(provider.jobs) == 51, timeout=10)
+        fresh = replica("fresh", PROVIDER_TIMEOUT_SECONDS="0.5")  # a new folder: everything comes from the database
+        procs = [fresh]
+        told = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/inflight")], timeout=30)
+        assert told and "did go through" in told[0]["text"]
+        new_job = next(j for j in provider.jobs.values() if j.get("user_provided_suffix") == "inflight"
+                       or "inflight" in (j.get("fine_tuned_model") or j.get("suffix") or ""))
+        provider.set_status(new_job["id"], "succeeded")
+        assert wait_until(lambda: len(_outcomes(slack)) == 51, timeout=30)
+        assert fresh.terminate() == 0
+    finally:
+        for proc in procs:
+            if proc.proc.poll() is None:
+                proc.kill()
+    outcomes = _outcomes(slack)
+    assert set(outcomes.values()) == {1}, {k: n for k, n in outcomes.items() if n > 1}
+    cards = collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted
+                                if p.get("metadata") and p["metadata"]["event_payload"]["key"].endswith(":card"))
+    assert set(cards.values()) == {1}
+    for channel in {p["channel"] for p in slack.posted}:  # one pace per channel, whichever replica posted
+        times = sorted(r.at for r in slack.requests_to("chat.postMessage") if r.params().get("channel") == channel)
+        bursts = [b - a for a, b in zip(times, times[3:], strict=False)]
+        # Three at once at most, then one a second: any four posts span at least a second.
+        assert all(gap >= 0.9 for gap in bursts), (channel, bursts)
+    print(f"\nprovider reads per second, 50 running jobs: one replica {with_one:.1f}, three {with_three:.1f}")
+    assert with_one >= 2 and with_three <= 1.5 * with_one  # (one list a cycle, every 0.2 s; not one per replica)
