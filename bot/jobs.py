@@ -41,6 +41,7 @@ from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
 from bot.slack import SlackFailure, SlackGateway
 from storage import DB_ERRORS, Store
+from storage.engines import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +143,9 @@ class JobService:
             self.store.record_intent(request_id, team_id=caller.team_id, channel_id=caller.channel_id,
                                      user_id=caller.user_id, response_url=caller.response_url,
                                      training_file=training_file, model=model, suffix=suffix, provider=target.name)
-        except DB_ERRORS:
-            log.exception("could not record a start before asking the provider; nothing was started")
+        except DB_ERRORS as error:
+            log.warning("could not record a start before asking the provider; nothing was started (%s)", error,
+                        exc_info=not is_transient(error))
             return format_problem(Problem("I can't save anything right now, so I didn't start a job I couldn't "
                                           "follow. Nothing was started or billed; try again in a minute."))
         try:
@@ -166,9 +168,10 @@ class JobService:
         try:
             card = self._follow(caller, job, origin="start", card=True)[1]
             self.store.finish_intent(request_id, job_id=job.id)
-        except DB_ERRORS:
+        except DB_ERRORS as error:
             # The job exists and is billed: the user must still learn its id, and how to follow it.
-            log.exception("started %s but could not record that %s follows it", job.id, caller.channel_id)
+            log.warning("started %s but could not record that %s follows it (%s)", job.id, caller.channel_id, error,
+                        exc_info=not is_transient(error))
             return format_started(job, [f"I couldn't save that this channel follows it, so I won't post when it "
                                         f"finishes. Try `/finetune subscribe {job.id}` in a minute."])
         return format_started(job, self._visibility_warnings(caller), card=card)

@@ -20,7 +20,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers
-from storage import Store
+from storage import DB_ERRORS, Store
+from storage.engines import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,11 @@ class Poller:
         others go on) rather than ending the cycle."""
         try:
             return self._poll(provider, rows, progress=progress)
+        except DB_ERRORS as error:
+            if is_transient(error):
+                raise  # the database is away, not the provider: the cycle ends, and the next one does its work
+            log.exception("polling %s failed unexpectedly", provider.name)
+            return provider.name, {}, 0, ProviderError(f"unexpected error ({type(error).__name__})"), 0, 0
         except Exception as unexpected:  # noqa: BLE001 - one provider's fault must not stop the others' outcomes
             log.exception("polling %s failed unexpectedly", provider.name)
             return provider.name, {}, 0, ProviderError(f"unexpected error ({type(unexpected).__name__})"), 0, 0
@@ -147,6 +153,10 @@ class Poller:
                 continue  # (a provider backing off is not asked for its metrics either)
             try:
                 queued += self._progress(self.providers.get(name), seen, [0])
+            except DB_ERRORS as error:
+                if is_transient(error):
+                    raise  # the database is away: these reads wait for the next run
+                log.exception("reading progress at %s failed unexpectedly", name)
             except Exception:  # noqa: BLE001 - one provider's fault must not stop the others' progress
                 log.exception("reading progress at %s failed unexpectedly", name)
         if queued:

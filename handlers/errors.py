@@ -18,12 +18,13 @@ log = logging.getLogger("finetune_bot.errors")
 
 def apologize(error: BaseException, send: Callable[[Message], object] | None, where: str) -> str:
     error_id = "E" + secrets.token_hex(4).upper()
-    if isinstance(error, DB_ERRORS) and is_transient(error):
+    away = isinstance(error, DB_ERRORS) and is_transient(error)
+    if away:
         # The database going away (a restart, a failover) is not a bug: one line, and the person told to retry.
         log.warning("the database could not be reached in %s (%s): %s", where, error_id, error)
     else:
         log.error("unexpected error %s in %s", error_id, where, exc_info=error)
-    message = format_database_unavailable(error_id) if isinstance(error, DB_ERRORS) else format_apology(error_id)
+    message = format_database_unavailable(error_id) if away else format_apology(error_id)
     if send is not None:
         try:
             send(message)
