@@ -169,6 +169,7 @@ MUTATIONS = [
     ("Slack's wait dies with its process", "bot/delivery.py", "            self.store.take_turn(f\"channel:{channel}\", self.worker_id, hold=CHANNEL_TURN, at_least_until=at)\n", "", "tests/test_delivery.py -k turn_passes"),
     ("a database outage logs a traceback a run", "bot/app.py", "            except DB_ERRORS as error:\n                if not is_transient(error):\n                    raise\n", "            except ZeroDivisionError as error:\n                if not is_transient(error):\n                    raise\n", "tests/test_replicas.py -k outage"),
     ("a database outage answered as a bug", "handlers/errors.py", "    message = format_database_unavailable(error_id) if away else format_apology(error_id)", "    message = format_apology(error_id)", "tests/test_replicas.py -k outage"),
+    ("postgresql without a statement timeout", "storage/engines.py", '        options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"', '        options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"', "tests/test_storage.py -k stuck"),
 ]
 
 

@@ -7,6 +7,7 @@ import multiprocessing
 import sqlite3
 import threading
 
+import pytest
 from sqlite_utils import Database
 
 from storage import Store
@@ -300,3 +301,30 @@ def test_a_turn_is_one_holders_until_it_ends_or_is_given_back(database):
     now[0] += 700
     assert store.prune()["leases"] == 2
     store.close()
+
+
+def test_a_stuck_query_or_a_held_lock_ends_at_the_timeout_on_postgresql(postgres_url):
+    """A query that never ends, or a write waiting on a lock another client holds, is cut off at the statement
+    timeout (15 s in the bot; 0.3 s here) as an error worth retrying, and its connection goes back to the pool: an ack
+    or a poll cycle is never held for good."""
+    import psycopg
+
+    from storage.engines import WRITE_LOCK, DatabaseError, PostgresEngine
+
+    Store(postgres_url).close()
+    engine = PostgresEngine(postgres_url, statement_timeout_ms=300)
+    other = psycopg.connect(postgres_url)
+    try:
+        with pytest.raises(DatabaseError, match="statement timeout") as stuck:
+            engine.rows("SELECT pg_sleep(30)")
+        assert stuck.value.transient
+        other.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # a writer that never commits
+        with pytest.raises(DatabaseError, match="statement timeout"), engine.transaction() as unit:
+            unit.conn.execute("SELECT 1")
+        assert engine.connections() == 0
+        other.rollback()
+        with engine.transaction() as unit:
+            assert unit.conn.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        other.close()
+        engine.close()
