@@ -15,7 +15,10 @@
 7. trying a model: the time `try` adds over the slower of the two models' own answers (both are asked at once);
 8. cards: the Slack calls one long job costs its channel (card posts, card edits, thread replies) over two hours of
    training with a metrics step every 10 s, polled every 30 s, at each progress interval (and with none), beside
-   Slack's limits: about one post a second per channel, chat.update in Tier 3 (about 50 a minute).
+   Slack's limits: about one post a second per channel, chat.update in Tier 3 (about 50 a minute);
+9. deployments (`deploy`): SQLite on one host, PostgreSQL with one replica and with three, at 300 and 10,000 followed
+   jobs: the provider's list reads per poll cycle, announcement latency p50/max (30 succeeding at once), the acks' p99
+   with 20 senders spread over the replicas while 200 outcomes drain over 50 channels, and that drain's rate.
 
 `BENCH_TRACE=1` with `--only announce-busy` also prints the slowest outcome's channel: every post there from three
 seconds before the provider's change to that outcome, so a figure over its target says what it waited behind.
@@ -40,6 +43,7 @@ from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox  # noqa: E402
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body  # noqa: E402
 from bot.sandbox.together import TogetherSandbox  # noqa: E402
 from storage import Store  # noqa: E402
+from storage.engines import is_postgres  # noqa: E402
 from tests.process import ServeProcess, wait_until  # noqa: E402
 
 TOKEN = "xoxb-bench-token"
@@ -60,9 +64,10 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def env_for(db: str, slack: SlackStandIn, provider: FineTuningSandbox, **extra) -> dict:
+    where = {"DATABASE_URL": db} if is_postgres(db) else {"DATABASE_PATH": db}
     return {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": slack.api_url,
             "OPENAI_API_KEY": "sk-bench-key-0000000000", "OPENAI_BASE_URL": provider.url + "/v1",
-            "DATABASE_PATH": db, "LOG_LEVEL": "WARNING", **extra}
+            **where, "LOG_LEVEL": "WARNING", **extra}
 
 
 def follow(db: str, jobs: list[dict], channel: str = "C0BENCH") -> None:
@@ -72,14 +77,18 @@ def follow(db: str, jobs: list[dict], channel: str = "C0BENCH") -> None:
     store.close()
 
 
-def send_signed(url: str, requests: list[tuple[str, dict]], senders: int) -> tuple[list[float], float, float]:
-    """POST each signed (body, headers) to `url` from `senders` threads at once: the seconds each took to answer, and
-    when the first was sent and the last answered."""
+def send_signed(url: str | list[str], requests: list[tuple[str, dict]],
+                senders: int) -> tuple[list[float], float, float]:
+    """POST each signed (body, headers) to `url` (or to each of several in turn: replicas behind a load balancer)
+    from `senders` threads at once: the seconds each took to answer, and when the first was sent and the last
+    answered."""
     latencies: list[float] = []
     lock = threading.Lock()
+    urls = [url] if isinstance(url, str) else url
 
-    def send(item: tuple[str, dict]) -> None:
-        body, headers = item
+    def send(numbered: tuple[int, tuple[str, dict]]) -> None:
+        n, (body, headers) = numbered
+        url = urls[n % len(urls)]
         request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
         started = time.perf_counter()
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -89,12 +98,12 @@ def send_signed(url: str, requests: list[tuple[str, dict]], senders: int) -> tup
 
     began = time.time()
     with ThreadPoolExecutor(senders) as pool:
-        list(pool.map(send, requests))
+        list(pool.map(send, enumerate(requests)))
     return latencies, began, time.time()
 
 
 def timed_commands(proc, slack: SlackStandIn, commands: int, senders: int,  # noqa: ANN001
-                   command) -> tuple[list[float], float, float]:
+                   command, *, others: tuple = ()) -> tuple[list[float], float, float]:
     """Send `commands` signed slash commands from `senders` threads at once (`command(n)` gives the nth one's text,
     channel and response_url name); the seconds each took to be acked, and when they began and ended. With
     `--senders-apart` the senders run in a process of their own (started before the clock does), as a load generator
@@ -104,11 +113,12 @@ def timed_commands(proc, slack: SlackStandIn, commands: int, senders: int,  # no
         text, channel, reply = command(n)
         body = slash_command_body(text, channel_id=channel, response_url=slack.response_url(reply))
         requests.append((body, signed_headers(body, SECRET)))
+    urls = [p.url + "/slack/events" for p in (proc, *others)]
     if not SENDERS_APART:
-        return send_signed(proc.url + "/slack/events", requests, senders)
+        return send_signed(urls, requests, senders)
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
         pool.submit(time.time).result()  # started and ready
-        return pool.submit(send_signed, proc.url + "/slack/events", requests, senders).result()
+        return pool.submit(send_signed, urls, requests, senders).result()
 
 
 def bench_ack(workdir: str, commands: int, senders: int) -> None:
@@ -637,8 +647,100 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
     say("announce_busy_target", "p50 <= 1.00 s, max <= 2.00 s")
 
 
+def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed: int, *, commands: int = 300,
+                     senders: int = 20, channels: int = 50, finishing: int = 30, draining: int = 200) -> None:
+    """One deployment (`label`: SQLite on one host, or PostgreSQL with `replicas` replicas) with `followed` running
+    jobs over `channels` channels: the provider's list reads per poll cycle; the announcement latency of `finishing`
+    jobs succeeding at once; then `draining` more outcomes (a few per channel) while `commands` slash commands come
+    from `senders` senders spread over the replicas: the acks' p99 and the outbox's drain rate."""
+    interval = 1.0 if followed <= 1000 else 5.0
+    with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
+        jobs = [provider.add_job(status="running") for _ in range(followed)]
+        store = Store(db)
+        for k, job in enumerate(jobs):
+            store.follow(f"C0DEP{k % channels}", job, final=False, team_id="T", user_id="U0BENCH", origin="subscribe")
+        store.close()
+        procs = []
+        for n in range(replicas):
+            folder = os.path.join(workdir, f"{label}-{followed}-r{n}")
+            os.makedirs(folder)
+            procs.append(ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)), cwd=folder))
+        try:
+            wait_until(lambda: provider.requests_to("/fine_tuning/jobs"), timeout=60)
+            time.sleep(interval * 2)
+
+            def lists() -> int:
+                return len([r for r in provider.requests_to("/fine_tuning/jobs", "GET") if r.path.endswith("/jobs")])
+
+            before, window = lists(), interval * 5
+            time.sleep(window)
+            per_cycle = (lists() - before) / (window / interval)
+            finished_at = {}
+            for job in jobs[:finishing]:
+                provider.set_status(job["id"], "succeeded")
+                finished_at[job["id"]] = time.time()
+            wait_until(lambda: len(slack.posted) >= finishing, timeout=60, interval=0.02)
+            latencies = [p["at"] - finished_at[j] for p in slack.posted for j in finished_at if j in p["text"]]
+            drain = jobs[finishing:finishing + draining]
+            for job in drain:
+                provider.set_status(job["id"], "succeeded")
+            wait_until(lambda: len(slack.posted) > finishing, timeout=60, interval=0.02)
+            texts = ["help", "settings", "subscriptions"]
+            acks, _began, _ended = timed_commands(
+                procs[0], slack, commands, senders,
+                lambda n: ((texts + [f"status {jobs[n % followed]['id']}"])[n % 4], f"C0ACK{n % 7}", f"dep{n}"),
+                others=tuple(procs[1:]))
+            wait_until(lambda: len(slack.posted) >= finishing + len(drain), timeout=120, interval=0.05)
+            drained = sorted(p["at"] for p in slack.posted[finishing:])
+        finally:
+            for proc in procs:
+                proc.terminate()
+        name = f"deploy_{label}_n{followed}"
+        say(f"{name}_replicas", replicas)
+        say(f"{name}_poll_interval_s", interval)
+        say(f"{name}_provider_list_reads_per_cycle", f"{per_cycle:.1f}")
+        say(f"{name}_announce_p50_s", f"{percentile(latencies, 50):.2f}")
+        say(f"{name}_announce_max_s", f"{max(latencies):.2f}")
+        say(f"{name}_ack_p99_ms", f"{percentile(acks, 99) * 1000:.1f}")
+        rate = (len(drained) - 1) / max(drained[-1] - drained[0], 1e-9)
+        say(f"{name}_drain_posts_per_s_over_{channels}_channels", f"{rate:.1f}")
+
+
+def bench_deployments(workdir: str, sizes: list[int], database_url: str | None) -> None:
+    """SQLite on one host, then PostgreSQL (`--database-url`, or a throwaway server from this machine's PostgreSQL)
+    with one replica and with three, each with every size of `sizes`."""
+    server = None
+    if database_url is None:
+        from tests.postgres import ThrowawayPostgres
+
+        server = ThrowawayPostgres().start()
+    try:
+        for followed in sizes:
+            bench_deployment(workdir, "sqlite", os.path.join(workdir, f"deploy-{followed}.db"), 1, followed)
+            for replicas in (1, 3):
+                db = database_url if server is None else server.new_database()
+                if server is None:
+                    _empty(db)
+                bench_deployment(workdir, f"postgresql_{replicas}", db, replicas, followed)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _empty(url: str) -> None:
+    """A given PostgreSQL database emptied of the bot's tables, so that each deployment starts from nothing."""
+    from sqlalchemy import create_engine
+
+    from storage.schema import metadata
+
+    engine = create_engine(url.replace("postgres://", "postgresql+psycopg://", 1).replace(
+        "postgresql://", "postgresql+psycopg://", 1))
+    metadata.drop_all(engine)
+    engine.dispose()
+
+
 PARTS = ["ack", "ack-load", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "providers3",
-         "check", "try", "cards"]
+         "check", "try", "cards", "deploy"]
 
 
 def main() -> None:
@@ -652,6 +754,9 @@ def main() -> None:
                         help="tiny sizes for announce-busy, memory-idle and ack-load: that they run, not their figures")
     parser.add_argument("--senders-apart", action="store_true",
                         help="send the ack benches' commands from a process of their own")
+    parser.add_argument("--database-url", help="deploy: this PostgreSQL database (emptied first) rather than a "
+                        "throwaway server")
+    parser.add_argument("--deploy-sizes", default="300,10000", help="deploy: followed jobs, comma-separated")
     args = parser.parse_args()
     global SENDERS_APART
     SENDERS_APART = args.senders_apart
@@ -684,6 +789,8 @@ def main() -> None:
             bench_try(workdir)
         if "cards" in chosen:
             bench_cards(workdir, hours=args.card_hours)
+        if "deploy" in chosen:
+            bench_deployments(workdir, [int(n) for n in args.deploy_sizes.split(",")], args.database_url)
 
 
 if __name__ == "__main__":

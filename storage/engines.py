@@ -342,7 +342,7 @@ class PostgresEngine:
         options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"
         self.engine = create_engine(
             _sqlalchemy_url(url), pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_timeout=POOL_WAIT_S,
-            pool_pre_ping=True, pool_recycle=1800, hide_parameters=True,
+            pool_recycle=1800, hide_parameters=True,  # (a dropped connection is replaced on first use, not pinged)
             connect_args={"connect_timeout": int(connect_timeout), "options": options,
                           "application_name": "finetune-bot"},
         )
@@ -366,16 +366,28 @@ class PostgresEngine:
             raise _translate(error) from None
 
     @contextmanager
-    def _connection(self) -> Iterator[_PostgresConnection]:
-        if self._closed:
-            raise DatabaseError("the store is closed")
+    def _connection(self, first: str, params: Sequence[Any] = (), *,
+                    autocommit: bool) -> Iterator[tuple[_PostgresConnection, Any]]:
+        """A pooled connection with its first statement run: (the connection, that statement's cursor). A pooled
+        connection the server dropped meanwhile (it restarted, a failover) fails on that first statement and is
+        replaced once, so no round trip is spent checking each connection before use. Reads run in autocommit (one
+        round trip); a transaction commits when the block ends."""
+        for attempt in (1, 2):
+            raw = self._checkout(autocommit)
+            conn = _PostgresConnection(raw)
+            try:
+                cursor = conn.execute(first, params)
+            except BaseException as error:
+                broken = self._end(raw)
+                raw.close()
+                if broken and attempt == 1 and _is_driver_error(error):
+                    continue
+                if _is_driver_error(error):
+                    raise _translate(error) from None
+                raise
+            break
         try:
-            raw = self.engine.raw_connection()
-        except Exception as error:  # noqa: BLE001
-            raise _translate(error) from None
-        raw.driver_connection.row_factory = _row_factory
-        try:
-            yield _PostgresConnection(raw)
+            yield conn, cursor
             raw.commit()
         except DatabaseError:
             self._end(raw)
@@ -388,10 +400,25 @@ class PostgresEngine:
         finally:
             raw.close()  # back to the pool (rolled back there if still open)
 
+    def _checkout(self, autocommit: bool):  # noqa: ANN202 - SQLAlchemy's pooled DBAPI connection
+        if self._closed:
+            raise DatabaseError("the store is closed")
+        try:
+            raw = self.engine.raw_connection()
+        except Exception as error:  # noqa: BLE001
+            raise _translate(error) from None
+        driver = raw.driver_connection
+        driver.row_factory = _row_factory
+        if driver.autocommit != autocommit:
+            driver.autocommit = autocommit
+        return raw
+
     @staticmethod
     def _end(raw) -> bool:  # noqa: ANN001
         """Roll back after a failure; a connection that cannot even do that is dropped from the pool."""
         try:
+            if raw.driver_connection.closed or raw.driver_connection.broken:
+                raise ConnectionError
             raw.rollback()
             return False
         except Exception:  # noqa: BLE001 - the connection is gone; the pool makes a new one
@@ -400,13 +427,12 @@ class PostgresEngine:
 
     @contextmanager
     def transaction(self) -> Iterator[_Unit]:
-        with self._connection() as conn:
-            conn.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+        with self._connection(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})", autocommit=False) as (conn, _):
             yield _Unit(conn)
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
-        with self._connection() as conn:
-            return [dict(row) for row in conn.execute(sql, tuple(params))]
+        with self._connection(sql, tuple(params), autocommit=True) as (_, cursor):
+            return [dict(row) for row in cursor]
 
     def connections(self) -> int:
         """Connections checked out of the pool now (the pool keeps idle ones open for reuse: that is its job)."""

@@ -170,6 +170,7 @@ MUTATIONS = [
     ("a database outage logs a traceback a run", "bot/app.py", "            except DB_ERRORS as error:\n                if not is_transient(error):\n                    raise\n", "            except ZeroDivisionError as error:\n                if not is_transient(error):\n                    raise\n", "tests/test_replicas.py -k outage"),
     ("a database outage answered as a bug", "handlers/errors.py", "    message = format_database_unavailable(error_id) if away else format_apology(error_id)", "    message = format_apology(error_id)", "tests/test_replicas.py -k outage"),
     ("postgresql without a statement timeout", "storage/engines.py", '        options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"', '        options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"', "tests/test_storage.py -k stuck"),
+    ("a dropped pooled connection fails its first use", "storage/engines.py", "                if broken and attempt == 1 and _is_driver_error(error):", "                if False:", "tests/test_storage.py -k dropped"),
 ]
 
 

@@ -328,3 +328,24 @@ def test_a_stuck_query_or_a_held_lock_ends_at_the_timeout_on_postgresql(postgres
     finally:
         other.close()
         engine.close()
+
+
+def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(postgres_server):
+    """After PostgreSQL restarts (a deploy, a failover) every pooled connection is dead: the first use of each is
+    replaced by a new one at once, so no read or write fails for it (and none is spent pinging before every use)."""
+    from tests.postgres import ThrowawayPostgres
+
+    if postgres_server.given:
+        pytest.skip("needs a server of its own to restart (TEST_DATABASE_URL names a shared one)")
+    server = ThrowawayPostgres().start()
+    try:
+        store = Store(server.new_database())
+        assert store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+        store.job("ftjob-1")
+        server.halt()
+        server.resume()
+        assert store.job("ftjob-1")["status"] == "running"  # a read on a connection from before the restart
+        assert store.first_sight_of_trigger("after")  # and a write
+        store.close()
+    finally:
+        server.stop()
