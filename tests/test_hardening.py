@@ -648,3 +648,30 @@ def test_a_built_bot_has_done_its_sdks_first_use_work_so_no_early_ack_waits_for_
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().split(",") == ["openai.resources.fine_tuning.jobs.jobs",
                                                 "openai.resources.chat.completions", "together.resources.fine_tuning"]
+
+
+def test_a_sqlite_bot_never_loads_the_postgresql_libraries(tmp_path, postgres_url):
+    """SQLAlchemy and psycopg cost about 30 MB: a bot on the SQLite file (the default) does not import them; one
+    on DATABASE_URL does."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from bot.app import build\n"
+        "from bot.config import load\n"
+        "build(load(mode='serve')).stop(timeout=1)\n"
+        "print(sorted(m for m in ('sqlalchemy', 'psycopg') if m in sys.modules))\n"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "TOGETHER_", "AZURE_",
+                                                                      "DATABASE_"))}
+    base.update(SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_SIGNING_SECRET=SIGNING_SECRET, SLACK_API_URL="http://127.0.0.1:9/api/",
+                OPENAI_API_KEY=OPENAI_KEY, OPENAI_BASE_URL="http://127.0.0.1:9/v1")
+    said = {}
+    places = (("sqlite", {"DATABASE_PATH": str(tmp_path / "lean.db")}), ("pg", {"DATABASE_URL": postgres_url}))
+    for name, where in places:
+        result = subprocess.run([sys.executable, "-c", script], env={**base, **where}, capture_output=True, text=True,
+                                timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert result.returncode == 0, result.stderr
+        said[name] = result.stdout.strip()
+    assert said == {"sqlite": "[]", "pg": "['psycopg', 'sqlalchemy']"}
