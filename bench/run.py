@@ -697,6 +697,7 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
                 proc.terminate()
         name = f"deploy_{label}_n{followed}"
         say(f"{name}_replicas", replicas)
+        say(f"{name}_announced", f"{len(slack.posted)}/{finishing + len(drain)}")
         say(f"{name}_poll_interval_s", interval)
         say(f"{name}_provider_list_reads_per_cycle", f"{per_cycle:.1f}")
         say(f"{name}_announce_p50_s", f"{percentile(latencies, 50):.2f}")
@@ -706,7 +707,7 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
         say(f"{name}_drain_posts_per_s_over_{channels}_channels", f"{rate:.1f}")
 
 
-def bench_deployments(workdir: str, sizes: list[int], database_url: str | None) -> None:
+def bench_deployments(workdir: str, sizes: list[int], database_url: str | None, kinds: set[str], **small) -> None:
     """SQLite on one host, then PostgreSQL (`--database-url`, or a throwaway server from this machine's PostgreSQL)
     with one replica and with three, each with every size of `sizes`."""
     server = None
@@ -716,12 +717,16 @@ def bench_deployments(workdir: str, sizes: list[int], database_url: str | None) 
         server = ThrowawayPostgres().start()
     try:
         for followed in sizes:
-            bench_deployment(workdir, "sqlite", os.path.join(workdir, f"deploy-{followed}.db"), 1, followed)
+            if "sqlite" in kinds:
+                bench_deployment(workdir, "sqlite", os.path.join(workdir, f"deploy-{followed}.db"), 1, followed,
+                                 **small)
             for replicas in (1, 3):
+                if f"postgresql_{replicas}" not in kinds:
+                    continue
                 db = database_url if server is None else server.new_database()
                 if server is None:
                     _empty(db)
-                bench_deployment(workdir, f"postgresql_{replicas}", db, replicas, followed)
+                bench_deployment(workdir, f"postgresql_{replicas}", db, replicas, followed, **small)
     finally:
         if server is not None:
             server.stop()
@@ -751,12 +756,15 @@ def main() -> None:
     parser.add_argument("--card-hours", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=1, help="repeat announce-busy this many times (figures pooled)")
     parser.add_argument("--small", action="store_true",
-                        help="tiny sizes for announce-busy, memory-idle and ack-load: that they run, not their figures")
+                        help="tiny sizes for announce-busy, memory-idle, ack-load and deploy: that they run, not their "
+                             "figures")
     parser.add_argument("--senders-apart", action="store_true",
                         help="send the ack benches' commands from a process of their own")
     parser.add_argument("--database-url", help="deploy: this PostgreSQL database (emptied first) rather than a "
                         "throwaway server")
     parser.add_argument("--deploy-sizes", default="300,10000", help="deploy: followed jobs, comma-separated")
+    parser.add_argument("--deploy-kinds", default="sqlite,postgresql_1,postgresql_3",
+                        help="deploy: which deployments, comma-separated")
     args = parser.parse_args()
     global SENDERS_APART
     SENDERS_APART = args.senders_apart
@@ -790,7 +798,10 @@ def main() -> None:
         if "cards" in chosen:
             bench_cards(workdir, hours=args.card_hours)
         if "deploy" in chosen:
-            bench_deployments(workdir, [int(n) for n in args.deploy_sizes.split(",")], args.database_url)
+            small = {"commands": args.commands, "senders": args.senders, "channels": 10, "finishing": 5,
+                     "draining": 20} if args.small else {"commands": args.commands, "senders": args.senders}
+            bench_deployments(workdir, [60] if args.small else [int(n) for n in args.deploy_sizes.split(",")],
+                              args.database_url, set(args.deploy_kinds.split(",")), **small)
 
 
 if __name__ == "__main__":

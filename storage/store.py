@@ -50,6 +50,21 @@ def _insert(conn: Any, table: str, row: dict, *, on_conflict: str = "") -> None:
                  tuple(row.values()))
 
 
+IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's limits on parameters
+
+
+def _chunks(ids: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(ids), IN_CHUNK):
+        yield ids[start:start + IN_CHUNK]
+
+
+def _by_provider(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for provider, job_id in keys:
+        grouped.setdefault(provider, []).append(job_id)
+    return grouped
+
+
 class StorageUnavailable(Exception):
     """The database cannot be opened or written; the message is one line meant for the person running the bot."""
 
@@ -331,15 +346,21 @@ class Store:
         """
         now = self._clock()
         queued = 0
+        items = [(job.get("provider") or OPENAI, job, outcome) for job, outcome in observed]
         with self._immediate() as db:
             conn = db.conn
-            for job, outcome in observed:
-                provider = job.get("provider") or OPENAI
-                row = conn.execute("SELECT final, status, revision FROM jobs WHERE provider = ? AND id = ?",
-                                   (provider, job["id"])).fetchone()
+            # Read every job's stored state at once, and write only what changed: a cycle over thousands of jobs is a
+            # few statements, not two a job (on a server, each a round trip made while holding the write lock).
+            stored = self._stored_jobs(conn, [(provider, job["id"]) for provider, job, _ in items])
+            unchanged: dict[str, list[str]] = {}
+            for provider, job, outcome in items:
+                row = stored.get((provider, job["id"]))
                 if row is None or row["final"]:
                     continue
                 fields = {k: job.get(k) for k in JOB_FIELDS if k in job}
+                if outcome is None and all(row[k] == v for k, v in fields.items()):
+                    unchanged.setdefault(provider, []).append(job["id"])  # nothing new: only when it was seen
+                    continue
                 changed = "status" in fields and fields["status"] != row["status"]
                 revision = row["revision"] + int(changed)
                 assignments = ", ".join(f"{k} = ?" for k in fields)
@@ -348,12 +369,30 @@ class Store:
                     " WHERE provider = ? AND id = ?",
                     (*fields.values(), int(outcome is not None), revision, now, now, provider, job["id"]),
                 )
+                stored[(provider, job["id"])] = {**row, **fields, "final": int(outcome is not None),
+                                                 "revision": revision}
                 if outcome is not None:
                     queued += self._queue(conn, provider, job["id"], outcome, now)
                 if changed:
                     queued += self._queue_card_edits(conn, provider, job["id"], revision, row["status"],
                                                      fields["status"], final=outcome is not None, now=now)
+            for provider, ids in unchanged.items():
+                for chunk in _chunks(ids):
+                    conn.execute(f"UPDATE jobs SET observed_at = ?, polled_at = ? WHERE provider = ? AND final = 0"
+                                 f" AND id IN ({', '.join('?' for _ in chunk)})", (now, now, provider, *chunk))
         return queued
+
+    @staticmethod
+    def _stored_jobs(conn: Any, keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+        """The stored state of these (provider, id) jobs that the bot has, a few statements for any number."""
+        found = {}
+        for provider, ids in _by_provider(keys).items():
+            for chunk in _chunks(ids):
+                for row in conn.execute(
+                        f"SELECT provider, id, final, status, revision, {', '.join(JOB_FIELDS)} FROM jobs"
+                        f" WHERE provider = ? AND id IN ({', '.join('?' for _ in chunk)})", (provider, *chunk)):
+                    found[(row["provider"], row["id"])] = dict(row)
+        return found
 
     def _queue_card_edits(self, conn: Any, provider: str, job_id: str, revision: int, before: str,
                           after: str, *, final: bool, now: float) -> int:
@@ -453,8 +492,10 @@ class Store:
         if not keys:
             return
         with self._immediate() as db:
-            db.conn.executemany("UPDATE jobs SET polled_at = ? WHERE provider = ? AND id = ?",
-                                [(now, provider, job_id) for provider, job_id in keys])
+            for provider, ids in _by_provider(keys).items():
+                for chunk in _chunks(ids):
+                    db.conn.execute(f"UPDATE jobs SET polled_at = ? WHERE provider = ?"
+                                    f" AND id IN ({', '.join('?' for _ in chunk)})", (now, provider, *chunk))
 
     # -- the outbox --------------------------------------------------------------------------------
 

@@ -51,3 +51,17 @@ def test_bench_counts_requests_per_cycle_over_three_providers():
     fireworks = int(figures["three_providers_fireworks_requests_per_cycle"])
     assert fireworks <= int(figures["three_providers_fireworks_budget"])
     assert int(figures["three_providers_requests_per_cycle"]) < int(figures["three_providers_naive_requests_per_cycle"])
+
+
+def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgres_server):
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "deploy", "--small", "--commands", "20",
+                             "--senders", "4"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    for label in ("sqlite", "postgresql_1", "postgresql_3"):
+        name = f"deploy_{label}_n60"
+        assert figures[f"{name}_announced"] == "25/25", label
+        assert {f"{name}_announce_p50_s", f"{name}_ack_p99_ms", f"{name}_drain_posts_per_s_over_10_channels"} <= set(
+            figures)
+    one, three = (float(figures[f"deploy_postgresql_{n}_n60_provider_list_reads_per_cycle"]) for n in (1, 3))
+    assert three <= 1.5 * one  # the poll cycle runs once per interval, not once per replica
