@@ -358,6 +358,9 @@ class PostgresEngine:
                 conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
                 try:
                     metadata.create_all(conn)
+                    # Fresh planner statistics at every start: a table filled since the last autovacuum (a restore, a
+                    # burst of follows) would otherwise be planned as if nearly empty.
+                    conn.exec_driver_sql("ANALYZE")
                     conn.commit()
                 finally:
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")

@@ -50,6 +50,16 @@ class ServeProcess:
         except OSError:
             return {}
 
+    def command(self, text: str, response_url: str, channel: str = "C0GENERAL") -> int:
+        """A `/finetune` command, signed with this process's signing secret, as Slack sends it; the HTTP status."""
+        from bot.sandbox.slack import signed_headers, slash_command_body
+
+        body = slash_command_body(text, channel_id=channel, response_url=response_url)
+        request = urllib.request.Request(self.url + "/slack/events", data=body.encode(), method="POST",
+                                         headers=signed_headers(body, self.env["SLACK_SIGNING_SECRET"]))
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+
     def cycles(self, name: str = "poll") -> int:
         return int(self.health().get("cycles", {}).get(name, 0))
 

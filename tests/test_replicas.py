@@ -15,7 +15,6 @@ import pytest
 
 from bot.app import build
 from bot.sandbox.provider import SAMPLE_FILE_ID
-from bot.sandbox.slack import signed_headers, slash_command_body
 from bot.turns import Turns
 from storage import Store
 from storage.engines import is_postgres
@@ -101,14 +100,6 @@ def _replica_env(slack, provider, url: str) -> dict:
             "LOG_LEVEL": "INFO"}
 
 
-def _command(proc: ServeProcess, text: str, response_url: str, channel: str = "C0GENERAL") -> int:
-    body = slash_command_body(text, channel_id=channel, response_url=response_url)
-    request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
-                                     headers=signed_headers(body, SIGNING_SECRET), method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status
-
-
 def _outcomes(slack) -> collections.Counter:
     return collections.Counter(p["metadata"]["event_payload"]["key"] for p in slack.posted
                                if p.get("metadata") and p["metadata"]["event_payload"]["key"].endswith(":succeeded"))
@@ -146,7 +137,7 @@ def test_a_ten_second_database_outage_loses_nothing_and_posts_every_outcome_once
         server.halt()
         for job in jobs:
             provider.set_status(job["id"], "succeeded")
-        assert _command(procs[0], "status", slack.response_url("during")) == 200  # acked, whatever the database
+        assert procs[0].command("status", slack.response_url("during")) == 200  # acked, whatever the database
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/during")], timeout=10)
         assert reply and "can't reach my database right now" in reply[0]["text"], reply
         said = wait_until(lambda: procs[1].health().get("ok") is False and procs[1].health(), timeout=10)
@@ -214,7 +205,7 @@ def test_three_replicas_keep_every_promise_through_a_kill_and_a_fresh_start(post
         with_one = _provider_reads(provider, 3.0)
         procs += [replica("r1"), replica("r2")]
         for n, proc in enumerate(procs):  # a command through each replica (the load balancer's choice)
-            assert _command(proc, f"start {SAMPLE_FILE_ID} suffix=r{n}", slack.response_url(f"start{n}"),
+            assert proc.command(f"start {SAMPLE_FILE_ID} suffix=r{n}", slack.response_url(f"start{n}"),
                             channel=f"C0REP{n}") == 200
         replies = wait_until(lambda: len([r for r in slack.responses if "/start" in r["url"]]) == 3, timeout=15)
         assert replies and len(provider.jobs) == 50
@@ -232,7 +223,7 @@ def test_three_replicas_keep_every_promise_through_a_kill_and_a_fresh_start(post
         # A start in flight when every replica goes: the provider is slow to create it, and the replica is killed.
         provider.fail("delay", delay=2.0, match="/fine_tuning/jobs")
         last = replica("r3", PROVIDER_TIMEOUT_SECONDS="30")
-        assert _command(last, f"start {SAMPLE_FILE_ID} suffix=inflight", slack.response_url("inflight")) == 200
+        assert last.command(f"start {SAMPLE_FILE_ID} suffix=inflight", slack.response_url("inflight")) == 200
         assert wait_until(lambda: provider.requests_to("/fine_tuning/jobs", "POST")[3:], timeout=10)
         last.kill()
         assert wait_until(lambda: len(provider.jobs) == 51, timeout=10)

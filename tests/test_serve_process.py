@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 
 from bot.sandbox.provider import SAMPLE_FILE_ID
-from bot.sandbox.slack import signed_headers, slash_command_body
 from storage import Store
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
 from tests.process import ServeProcess, wait_until
@@ -16,14 +14,6 @@ def _env(tmp_path, slack, provider) -> dict:
     return {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
             "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1",
             "DATABASE_PATH": str(tmp_path / "serve.db"), "POLL_INTERVAL_SECONDS": "0.2"}
-
-
-def _command(proc: ServeProcess, text: str, response_url: str, channel: str = "C0GENERAL") -> int:
-    body = slash_command_body(text, channel_id=channel, response_url=response_url)
-    request = urllib.request.Request(proc.url + "/slack/events", data=body.encode(),
-                                     headers=signed_headers(body, SIGNING_SECRET), method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status
 
 
 def _sent(env: dict, kind: str) -> bool:
@@ -38,7 +28,7 @@ def test_serve_end_to_end_and_sigterm(tmp_path, slack, provider):
     proc = ServeProcess(_env(tmp_path, slack, provider))
     try:
         assert proc.healthy()
-        assert _command(proc, f"start {SAMPLE_FILE_ID}", slack.response_url("start")) == 200
+        assert proc.command(f"start {SAMPLE_FILE_ID}", slack.response_url("start")) == 200
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/start")])
         [job_id] = list(provider.jobs)
         assert job_id in reply[0]["text"]
@@ -59,7 +49,7 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
     env = _env(tmp_path, slack, provider)
     first = ServeProcess(env)
     try:
-        assert _command(first, f"subscribe {job['id']}", slack.response_url("sub")) == 200
+        assert first.command(f"subscribe {job['id']}", slack.response_url("sub")) == 200
         assert wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sub")])
         # Its card first, posted and recorded as sent: a process killed between the two holds the card, and the
         # outcome after it, until its lease ends (a minute); the fault soak covers that kill.
@@ -93,7 +83,7 @@ def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
     proc = ServeProcess(env, args=("--sandbox",))
     try:
         assert "(provider: sandbox: openai, together, fireworks)" in "".join(proc.log)
-        assert _command(proc, f"start {SAMPLE_FILE_ID}", slack.response_url("sb")) == 200
+        assert proc.command(f"start {SAMPLE_FILE_ID}", slack.response_url("sb")) == 200
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sb")])
         assert reply[0]["text"].startswith("[sandbox] Started fine-tuning job")
         posted = wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
@@ -112,7 +102,7 @@ def test_a_start_killed_mid_request_is_followed_and_its_user_told_after_restart(
     provider.fail("delay", delay=2.0, match="/fine_tuning/jobs")  # the create is slow; the job is made at its end
     first = ServeProcess({**env, "PROVIDER_TIMEOUT_SECONDS": "30"})
     try:
-        assert _command(first, f"start {SAMPLE_FILE_ID} suffix=crash", slack.response_url("crash")) == 200
+        assert first.command(f"start {SAMPLE_FILE_ID} suffix=crash", slack.response_url("crash")) == 200
         assert wait_until(lambda: provider.requests_to("/fine_tuning/jobs", "POST"), timeout=10)
     finally:
         first.kill()  # mid-request: no reply, no subscription

@@ -144,33 +144,31 @@ def _open(path: str, out) -> None:
         out.put(repr(error))
 
 
-def test_migrations_from_processes_starting_together_do_not_collide(tmp_path):
+def _open_together(location: str, processes: int = 4) -> None:
+    """Open a store at `location` from several processes at once; each must come up."""
     context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    procs = [context.Process(target=_open, args=(location, out)) for _ in range(processes)]
+    for p in procs:
+        p.start()
+    assert sorted(out.get(timeout=60) for _ in procs) == ["ok"] * processes
+    for p in procs:
+        p.join(timeout=30)
+
+
+def test_migrations_from_processes_starting_together_do_not_collide(tmp_path):
     for round_ in range(3):
         path = str(tmp_path / f"race{round_}.db")
-        out = context.Queue()
-        procs = [context.Process(target=_open, args=(path, out)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        assert sorted(out.get(timeout=60) for _ in procs) == ["ok"] * 4
-        for p in procs:
-            p.join(timeout=30)
+        _open_together(path)
         assert len(migrations.applied(Database(path))) == len(MIGRATIONS)
 
 
 def test_replicas_starting_together_on_an_empty_postgresql_database_all_come_up(postgres_server):
     """Four processes create the tables of a new PostgreSQL database at once: one does, under the migration lock;
     the others wait for it and find them there (without the lock, CREATE TABLE races fail some of them)."""
-    context = multiprocessing.get_context("spawn")
     for _round in range(2):
         url = postgres_server.new_database()
-        out = context.Queue()
-        procs = [context.Process(target=_open, args=(url, out)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        assert sorted(out.get(timeout=60) for _ in procs) == ["ok"] * 4
-        for p in procs:
-            p.join(timeout=30)
+        _open_together(url)
         store = Store(url)
         assert store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
         store.close()
