@@ -171,6 +171,7 @@ MUTATIONS = [
     ("a database outage answered as a bug", "handlers/errors.py", "    message = format_database_unavailable(error_id) if away else format_apology(error_id)", "    message = format_apology(error_id)", "tests/test_replicas.py -k outage"),
     ("postgresql without a statement timeout", "storage/engines.py", '        options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"', '        options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"', "tests/test_storage.py -k stuck"),
     ("a dropped pooled connection fails its first use", "storage/engines.py", "                if broken and attempt == 1 and _is_driver_error(error):", "                if False:", "tests/test_storage.py -k dropped"),
+    ("every poll rewrites every job", "storage/store.py", '                    if (row["observed_at"] or 0) <= now - OBSERVED_REFRESH_SECONDS:', '                    if True:', "tests/test_storage.py -k once_a_minute"),
 ]
 
 

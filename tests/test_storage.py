@@ -347,3 +347,22 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(pos
         store.close()
     finally:
         server.stop()
+
+
+def test_an_unchanged_job_is_rewritten_once_a_minute_not_every_cycle(database):
+    """A poll that finds a running job as it was writes nothing for it, except to refresh its "as of" once a minute;
+    a change is written at once."""
+    now = [1000.0]
+    store = Store(database, clock=lambda: now[0])
+    store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+    for _ in range(5):
+        now[0] += 10
+        store.record_jobs([(_job(), None)])
+    assert store.job("ftjob-1")["observed_at"] == 1000.0
+    now[0] += 15  # 65 s since it was last written
+    store.record_jobs([(_job(), None)])
+    assert store.job("ftjob-1")["observed_at"] == 1065.0
+    now[0] += 1
+    store.record_jobs([(_job(status="validating_files"), None)])
+    assert (store.job("ftjob-1")["observed_at"], store.job("ftjob-1")["status"]) == (1066.0, "validating_files")
+    store.close()
