@@ -650,9 +650,10 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
 def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed: int, *, commands: int = 300,
                      senders: int = 20, channels: int = 50, finishing: int = 30, draining: int = 200) -> None:
     """One deployment (`label`: SQLite on one host, or PostgreSQL with `replicas` replicas) with `followed` running
-    jobs over `channels` channels: the provider's list reads per poll cycle; the announcement latency of `finishing`
-    jobs succeeding at once; then `draining` more outcomes (a few per channel) while `commands` slash commands come
-    from `senders` senders spread over the replicas: the acks' p99 and the outbox's drain rate."""
+    jobs over `channels` channels: the provider's list reads per poll interval (per cycle while a cycle takes less
+    than the interval); the announcement latency of `finishing` jobs succeeding at once; then `draining` more
+    outcomes (a few per channel) while `commands` slash commands come from `senders` senders spread over the
+    replicas: the acks' p99 and the outbox's drain rate."""
     interval = 1.0 if followed <= 1000 else 5.0
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
         jobs = [provider.add_job(status="running") for _ in range(followed)]
@@ -699,7 +700,7 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
         say(f"{name}_replicas", replicas)
         say(f"{name}_announced", f"{len(slack.posted)}/{finishing + len(drain)}")
         say(f"{name}_poll_interval_s", interval)
-        say(f"{name}_provider_list_reads_per_cycle", f"{per_cycle:.1f}")
+        say(f"{name}_provider_list_reads_per_interval", f"{per_cycle:.1f}")
         say(f"{name}_announce_p50_s", f"{percentile(latencies, 50):.2f}")
         say(f"{name}_announce_max_s", f"{max(latencies):.2f}")
         say(f"{name}_ack_p99_ms", f"{percentile(acks, 99) * 1000:.1f}")
