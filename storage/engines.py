@@ -101,7 +101,8 @@ class SQLiteEngine:
     """One SQLite file in WAL mode; a connection per thread; writes take the file's lock up front."""
 
     name = "sqlite"
-    words = {"queue_order": "rowid"}  # the order rows were queued in: SQLite's own row id
+    # The order rows were queued in: SQLite's own row id. No row locks: a write transaction holds the whole file.
+    words = {"queue_order": "rowid", "skip_locked": ""}
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
@@ -168,8 +169,9 @@ class SQLiteEngine:
             held.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[Database]:
-        """A write transaction that takes the lock up front, so read-then-write never hits 'database is locked'."""
+    def transaction(self, *, row_locks: bool = False) -> Iterator[Database]:
+        """A write transaction that takes the lock up front, so read-then-write never hits 'database is locked'
+        (`row_locks` asks for no more than the rows it locks: SQLite has only the file's lock)."""
         db = self.db()
         try:
             db.conn.execute("BEGIN IMMEDIATE")
@@ -332,7 +334,8 @@ class PostgresEngine:
     """A PostgreSQL server through SQLAlchemy's pool and psycopg 3; every write transaction takes one advisory lock."""
 
     name = "postgresql"
-    words = {"queue_order": "seq"}  # the identity column the declared outbox has for it
+    # The identity column the declared outbox has for the queue order; row locks that skip rows another holds.
+    words = {"queue_order": "seq", "skip_locked": " FOR UPDATE SKIP LOCKED"}
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
                  connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -429,8 +432,11 @@ class PostgresEngine:
             return True
 
     @contextmanager
-    def transaction(self) -> Iterator[_Unit]:
-        with self._connection(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})", autocommit=False) as (conn, _):
+    def transaction(self, *, row_locks: bool = False) -> Iterator[_Unit]:
+        """A write transaction holding the write lock every other one takes; with `row_locks`, one that locks only
+        the rows it reads FOR UPDATE (each of its statements must be safe beside the lock-holding writers: a claim)."""
+        first = "SELECT 1" if row_locks else f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        with self._connection(first, autocommit=False) as (conn, _):
             yield _Unit(conn)
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:

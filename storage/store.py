@@ -90,6 +90,7 @@ class Store:
             self.close()
             raise StorageUnavailable(f"the database at {self.where} cannot be used: {error}") from None
         self._queue_order = self.engine.words["queue_order"]
+        self._skip_locked = self.engine.words["skip_locked"]
 
     # -- connections and transactions ------------------------------------------------------------
 
@@ -528,12 +529,17 @@ class Store:
         taken over from a holder whose lease ended is marked uncertain: that holder may have posted before dying.
         """
         now = self._clock()
-        with self._immediate() as db:
+        due = "key = ? AND ((state = 'pending' AND next_attempt_at <= ?) OR (state = 'sending' AND lease_until <= ?))"
+        # The row alone is locked (on PostgreSQL, skipping one another process is claiming this moment), not the
+        # whole database: replicas claim side by side, and none waits behind another's claim.
+        with self.engine.transaction(row_locks=True) as db:
+            if not db.conn.execute(f"SELECT key FROM announcements WHERE {due}{self._skip_locked}",
+                                   (key, now, now)).fetchone():
+                return None
             cur = db.conn.execute(
                 "UPDATE announcements SET state = 'sending', claimed_by = ?, lease_until = ?,"
                 " uncertain = CASE WHEN uncertain != 0 OR state = 'sending' THEN 1 ELSE 0 END"
-                " WHERE key = ? AND ((state = 'pending' AND next_attempt_at <= ?)"
-                " OR (state = 'sending' AND lease_until <= ?))",
+                f" WHERE {due}",
                 (worker, now + lease_seconds, key, now, now),
             )
             if cur.rowcount != 1:

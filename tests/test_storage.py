@@ -366,3 +366,27 @@ def test_an_unchanged_job_is_rewritten_once_a_minute_not_every_cycle(database):
     store.record_jobs([(_job(status="validating_files"), None)])
     assert (store.job("ftjob-1")["observed_at"], store.job("ftjob-1")["status"]) == (1066.0, "validating_files")
     store.close()
+
+
+def test_a_claim_skips_a_row_another_replica_holds_and_waits_for_no_other_writer(postgres_url):
+    """On PostgreSQL a claim locks its row alone (FOR UPDATE SKIP LOCKED): a row another replica is claiming this
+    moment is skipped at once (not waited for), and a claim does not queue behind the write lock other writes take."""
+    import psycopg
+
+    from storage.engines import WRITE_LOCK
+
+    store = Store(postgres_url)
+    store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+    store.record_jobs([(_job(status="succeeded"), "succeeded")])
+    [row] = store.announcements(state="pending")
+    other = psycopg.connect(postgres_url)
+    try:
+        other.execute("SELECT key FROM announcements FOR UPDATE")  # another replica, mid-claim
+        assert store.claim(row["key"], "w2", lease_seconds=30) is None
+        other.rollback()
+        other.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # another replica, mid-write elsewhere
+        claimed = store.claim(row["key"], "w2", lease_seconds=30)
+        assert claimed is not None and claimed["claimed_by"] == "w2"
+    finally:
+        other.close()
+        store.close()
