@@ -352,15 +352,14 @@ class PostgresEngine:
         self._closed = False
 
     def migrate(self) -> None:
-        """Create the declared tables, once, however many replicas start together: a session advisory lock makes
-        the others wait for the first, then find everything there."""
-        from storage.schema import metadata
-
+        """Create the declared tables in a new database, or apply to an existing one the steps it has not had; once,
+        however many replicas start together: a session advisory lock makes the others wait for the first, then
+        find everything done."""
         try:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
                 try:
-                    metadata.create_all(conn)
+                    _migrate_postgres(conn)
                     # Fresh planner statistics at every start: a table filled since the last autovacuum (a restore, a
                     # burst of follows) would otherwise be planned as if nearly empty.
                     conn.exec_driver_sql("ANALYZE")
@@ -368,6 +367,8 @@ class PostgresEngine:
                 finally:
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
                     conn.commit()
+        except DatabaseError:
+            raise
         except Exception as error:  # noqa: BLE001 - every driver and pool error becomes one line of ours
             raise _translate(error) from None
 
@@ -450,6 +451,33 @@ class PostgresEngine:
     def close(self, *, for_good: bool = False) -> None:
         self._closed = for_good
         self.engine.dispose()
+
+
+def _migrate_postgres(conn) -> None:  # noqa: ANN001 - a SQLAlchemy connection
+    """A new database: the declared tables, marked as having every step. An existing one: each step it lacks."""
+    from sqlalchemy import inspect
+
+    from storage.migrations import POSTGRES_STEPS, STEPS
+    from storage.schema import metadata
+
+    new = not inspect(conn).has_table("jobs")
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS _finetune_migrations (name TEXT PRIMARY KEY,"
+                         " applied_at DOUBLE PRECISION NOT NULL)")
+    if new:
+        metadata.create_all(conn)
+        missing = []
+    else:
+        applied = {row[0] for row in conn.exec_driver_sql("SELECT name FROM _finetune_migrations")}
+        missing = [name for name in STEPS if name not in applied]
+        unknown = [name for name in missing if name not in POSTGRES_STEPS]
+        if unknown:
+            raise DatabaseError(f"this database lacks schema step {unknown[0]}, which has no PostgreSQL form: "
+                                "it was created by a bot older than this one's first PostgreSQL release")
+    for name in missing:
+        POSTGRES_STEPS[name](conn)
+    for name in STEPS if new else missing:
+        conn.exec_driver_sql("INSERT INTO _finetune_migrations (name, applied_at) VALUES (%(name)s, %(at)s)"
+                             " ON CONFLICT DO NOTHING", {"name": name, "at": time.time()})
 
 
 def _is_driver_error(error: BaseException) -> bool:

@@ -1,11 +1,38 @@
 """Schema of finetune-bot's database, as sqlite-utils migrations (applied in order, each once)."""
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlite_utils import Database, Migrations
 
 migrations = Migrations("finetune-bot")
+STEPS: list[str] = []  # every step's name, in order: what a database of today's schema has had applied
+
+# PostgreSQL: a new database is created from the declared tables (storage/schema.py, which tests/test_schema.py keeps
+# equal to what these steps build) and marked as having every step. A step added later changes the declared tables
+# and also registers here what an existing PostgreSQL database needs (a function given a SQLAlchemy connection);
+# storage/engines.py applies those not yet recorded, once, under the migration lock. (PostgreSQL came with m009_leases:
+# every later step needs its PostgreSQL form; tests/test_schema.py checks.)
+POSTGRES_STEPS: dict[str, Callable[[Any], None]] = {}
 
 
-@migrations()
+def step(fn: Callable[[Database], None]) -> Callable[[Database], None]:
+    """A step of the schema (SQLite's, applied by sqlite-utils); its name is recorded in STEPS."""
+    STEPS.append(fn.__name__)
+    return migrations()(fn)
+
+
+def postgres_step(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
+    """What step `name` does to an existing PostgreSQL database."""
+
+    def register(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        POSTGRES_STEPS[name] = fn
+        return fn
+
+    return register
+
+
+@step
 def m001_initial(db: Database) -> None:
     db["jobs"].create(
         {
@@ -69,7 +96,7 @@ def m001_initial(db: Database) -> None:
     db["webhook_deliveries"].create({"webhook_id": str, "received_at": float}, pk="webhook_id")
 
 
-@migrations()
+@step
 def m002_foundation(db: Database) -> None:
     # Who an announcement is for, carried on the row so a direct message about a refused channel is queued in the
     # same outbox (and retried by the same rules) as the announcement itself.
@@ -105,7 +132,7 @@ def m002_foundation(db: Database) -> None:
     db["health"].create({"id": int, "written_at": float}, pk="id")
 
 
-@migrations()
+@step
 def m003_providers(db: Database) -> None:
     # Several providers at once: a job is named by (provider, id), since two providers may use the same id. Rows
     # written before this carry provider '' until start-up names the OpenAI-shaped provider they came from
@@ -174,7 +201,7 @@ def m003_providers(db: Database) -> None:
     db["start_intents"].add_column("provider", str)
 
 
-@migrations()
+@step
 def m004_shared_answers(db: Database) -> None:
     # A model's answer shown only to whoever asked, kept a day so its "Share in channel" button can post it.
     db["shared_answers"].create({"id": str, "user_id": str, "channel_id": str, "message": str, "created_at": float},
@@ -182,7 +209,7 @@ def m004_shared_answers(db: Database) -> None:
     db["shared_answers"].create_index(["created_at"])
 
 
-@migrations()
+@step
 def m005_channel_settings(db: Database) -> None:
     # What a channel hears: every outcome or failures only, and whether announcements mention who started a job.
     db["channel_settings"].create(
@@ -191,7 +218,7 @@ def m005_channel_settings(db: Database) -> None:
     )
 
 
-@migrations()
+@step
 def m006_cards(db: Database) -> None:
     # A job's card: one message per following channel, edited in place, with progress in its thread. Its ts is kept
     # with the subscription ('' once Slack says it is gone, so the outcome falls back to a plain message).
@@ -208,13 +235,13 @@ def m006_cards(db: Database) -> None:
     db["channel_settings"].add_column("progress_minutes", int, not_null_default=5)
 
 
-@migrations()
+@step
 def m007_shared_once(db: Database) -> None:
     # When a kept answer was shared: a second click on its button (a double click, a second process) shares nothing.
     db["shared_answers"].add_column("shared_at", float)
 
 
-@migrations()
+@step
 def m008_forms_and_indexes(db: Database) -> None:
     # Each form the bot opened, by the unguessable id it carries in its private_metadata (recorded before Slack is
     # asked to open it, so no submission can come first): who opened it and from where (a submission is judged by
@@ -233,7 +260,7 @@ def m008_forms_and_indexes(db: Database) -> None:
     db["subscriptions"].create_index(["user_id"], if_not_exists=True)
 
 
-@migrations()
+@step
 def m009_leases(db: Database) -> None:
     # Turns shared by every process on the database (replicas): who runs the poll cycle, the metric reads and the
     # maintenance this interval, and who posts in a channel now (its pace and Slack's Retry-After are that holder's).

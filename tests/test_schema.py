@@ -154,3 +154,12 @@ def test_every_statement_the_store_runs_is_valid_postgresql(tmp_path, postgres_u
     # column of its own for it, which comes with the store's move onto the declared tables.
     known = [r for r in refused if 'column "rowid" does not exist' in r and r.startswith("SELECT * FROM announcements")]
     assert len(known) <= 1 and refused == known, "\n".join(refused)
+
+
+def test_every_schema_step_after_the_first_postgresql_release_has_a_postgresql_form():
+    """PostgreSQL databases were first made with the steps up to m009_leases; any later step must say what it does
+    to one (storage/migrations.py's POSTGRES_STEPS), or their next start would stop on it."""
+    from storage.migrations import POSTGRES_STEPS, STEPS
+
+    later = STEPS[STEPS.index("m009_leases") + 1:]
+    assert [name for name in later if name not in POSTGRES_STEPS] == []
