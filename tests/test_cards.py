@@ -765,6 +765,16 @@ def test_a_reply_never_takes_the_posts_kept_for_a_waves_outcomes(desk, provider,
     assert len(slack.outcomes_in("C1")) == 4 and posted_at[-2:] == [started, started]  # both at once, not behind it
 
 
+def _two_outcomes_wait_out_slacks_30_seconds(desk, slack, clock) -> None:
+    """Slack said wait 30 s in C1: nothing is posted there 2 s on; 30 s later both queued outcomes are."""
+    clock.now += 2
+    desk.sender.deliver_due()
+    assert slack.outcomes_in("C1") == []
+    clock.now += 30
+    desk.sender.deliver_due()
+    assert len(slack.outcomes_in("C1")) == 2
+
+
 def test_slack_asking_to_wait_is_obeyed_after_a_progress_reply_too(desk, provider, slack, clock):
     job, other = provider.add_job(status="running"), provider.add_job(status="running")
     desk.follow(job)
@@ -779,12 +789,7 @@ def test_slack_asking_to_wait_is_obeyed_after_a_progress_reply_too(desk, provide
     desk.sender.deliver_due()  # Slack says: wait 30 s
     provider.set_status(other["id"], "succeeded")
     desk.poller.run_once(progress=False)  # another outcome for the channel, queued during Slack's wait
-    clock.now += 2
-    desk.sender.deliver_due()
-    assert slack.outcomes_in("C1") == []
-    clock.now += 30
-    desk.sender.deliver_due()
-    assert len(slack.outcomes_in("C1")) == 2
+    _two_outcomes_wait_out_slacks_30_seconds(desk, slack, clock)
 
 
 def test_slack_asking_to_wait_for_a_progress_reply_holds_back_the_outcomes_that_follow(desk, provider, slack,
@@ -802,12 +807,7 @@ def test_slack_asking_to_wait_for_a_progress_reply_holds_back_the_outcomes_that_
     provider.set_status(job["id"], "succeeded")
     provider.set_status(other["id"], "succeeded")
     desk.poller.run_once(progress=False)  # two outcomes queued during Slack's wait
-    clock.now += 2
-    desk.sender.deliver_due()
-    assert slack.outcomes_in("C1") == []
-    clock.now += 30
-    desk.sender.deliver_due()
-    assert len(slack.outcomes_in("C1")) == 2
+    _two_outcomes_wait_out_slacks_30_seconds(desk, slack, clock)
 
 
 def test_a_reply_waiting_its_turn_holds_back_no_outcome(desk, provider, slack, clock):

@@ -675,3 +675,49 @@ def test_a_sqlite_bot_never_loads_the_postgresql_libraries(tmp_path, postgres_ur
         assert result.returncode == 0, result.stderr
         said[name] = result.stdout.strip()
     assert said == {"sqlite": "[]", "pg": "['psycopg', 'sqlalchemy']"}
+
+
+def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_connections_flat(make_bot, provider, slack,
+                                                                                            postgres_url):
+    """What the scheduler runs on a replica, as it runs it (the turn, the poll cycle, delivery), 300 times on
+    PostgreSQL, with an outcome to post every tenth cycle: open files and threads stay flat, the server's sessions
+    stay within the pool's size, and nothing stays checked out."""
+    import psycopg
+
+    bot = make_bot(database_url=postgres_url)
+    store = bot.services.store
+    for _ in range(3):
+        store.follow("C0GENERAL", provider.add_job(status="running"), final=False, team_id="T", user_id="U",
+                     origin="test")
+    poll, deliver = bot.scheduler.get_job("poll").func, bot.scheduler.get_job("deliver").func
+
+    def sessions() -> int:
+        with psycopg.connect(postgres_url) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'finetune-bot'"
+                                ).fetchone()[0]
+
+    def cycle(n: int) -> None:
+        if n % 10 == 0:
+            job = provider.add_job(status="running")
+            store.follow(f"C0SOAK{n % 7}", job, final=False, team_id="T", user_id="U", origin="test")
+            provider.set_status(job["id"], "succeeded")
+        poll()
+        deliver()
+
+    for n in range(20):
+        cycle(n)
+    gc.collect()
+    files, threads, rss, server = _open_files(), threading.active_count(), _rss_mb(), sessions()
+    for n in range(300):
+        cycle(n)
+    gc.collect()
+    print(f"\npostgresql soak, 300 scheduled cycles: open files {files} -> {_open_files()}, threads {threads} -> "
+          f"{threading.active_count()}, server sessions {server} -> {sessions()}, RSS {rss:.1f} -> {_rss_mb():.1f} MB")
+    assert len(slack.outcomes_in("C0SOAK0")) >= 4  # the work was done: outcomes posted along the way
+    from storage.engines import POOL_SIZE
+
+    # (the pool keeps up to POOL_SIZE idle connections for reuse: bounded by it, not growing with the cycles)
+    assert store.connections() == 0 and sessions() <= max(server, POOL_SIZE)
+    assert threading.active_count() <= threads
+    assert _open_files() <= files + 2
+    assert _rss_mb() - rss < 25
