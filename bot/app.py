@@ -30,6 +30,7 @@ from bot.slack import SlackGateway
 from bot.trying import TryService
 from bot.turns import Turns
 from bot.turns import worker_id as turns_worker_id
+from bot.watchdog import Watchdog
 from bot.webhooks import WebhookReceiver
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
@@ -219,13 +220,17 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     sender = AnnouncementSender(store, slack, worker_id=worker_id, clock=clock,
                                 lease_seconds=settings.delivery_lease_seconds,
                                 give_up_seconds=settings.delivery_give_up_seconds, decorate=decorate)
-    poller = Poller(providers, store, on_queued=sender.kick, interval=settings.poll_interval_seconds)
+    watchdog = Watchdog(store, every=settings.metrics_interval_seconds, clock=clock, on_queued=sender.kick,
+                        stall_seconds=60 * settings.watchdog_stall_minutes)
+    poller = Poller(providers, store, on_queued=sender.kick, interval=settings.poll_interval_seconds,
+                    watchdog=watchdog)
     # Every pool is made here, once, and ended by Bot.stop. Pools whose tasks wait on other tasks (commands, forms)
     # never share with the pools those tasks wait on (provider listings, model calls).
     provider_calls = ThreadPoolExecutor(max_workers=max(2, len(providers)), thread_name_prefix="finetune-list")
     jobs = JobService(providers, store, slack, default_model=settings.default_model,
                       allowed_users=settings.allowed_user_ids, allowed_channels=settings.allowed_channel_ids,
-                      on_queued=sender.kick, clock=clock, sandbox=settings.sandbox, provider_calls=provider_calls)
+                      on_queued=sender.kick, clock=clock, sandbox=settings.sandbox, provider_calls=provider_calls,
+                      approvers=settings.approver_user_ids, max_file_bytes=settings.max_training_file_bytes)
     background = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work")
     # Each provider that sends webhooks, and has the secret to verify them, gets its route (OpenAI's /openai/webhook).
     webhook_routes = {p.webhook_route: WebhookReceiver(p, store, on_queued=sender.kick, background=background)

@@ -43,6 +43,10 @@ class Value:
             return "`dm` (to follow it in a direct message to you)"
         if self.kind == "choice":
             return " or ".join(f"`{c}`" for c in self.choices)
+        if self.kind == "usd":
+            return f"an amount of US dollars from 0 to {self.high:,.0f}, such as `250` or `99.50`, or `off`"
+        if self.kind == "month":
+            return "a month written `YYYY-MM`, such as `2026-11`"
         if self.kind == "provider":
             return "a provider's name, such as `openai` or `together` (`/finetune providers` lists them)"
         if self.kind == "model":
@@ -69,6 +73,16 @@ class Value:
             return "dm" if raw.lower() == "dm" else None
         if self.kind == "choice":
             return raw.lower() if raw.lower() in self.choices else None
+        if self.kind == "usd":
+            if raw.lower() == "off":
+                return "off"
+            amount = raw.removeprefix("$").replace(",", "")
+            if not re.fullmatch(r"[0-9]{1,9}(?:\.[0-9]{1,2})?", amount):
+                return None
+            return float(amount) if float(amount) <= self.high else None
+        if self.kind == "month":
+            found = re.fullmatch(r"([0-9]{4})-([0-9]{2})", raw)
+            return raw if found and 1 <= int(found[2]) <= 12 and 2000 <= int(found[1]) <= 2999 else None
         pattern = {"suffix": SUFFIX_PATTERN, "model": MODEL_PATTERN}.get(self.kind, ID_PATTERN)
         return raw if pattern.fullmatch(raw) else None
 
@@ -150,19 +164,27 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                           "the end of the training file), beside the expected answers.",
                positional=(_JOB_ID,), options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared",
                service="trying", doing="compare"),
-    Subcommand("settings", "What this channel hears: every outcome or failures only, mentions, a card per job with "
-                           "progress in its thread, and how often. With no options: the current settings.",
+    Subcommand("settings", "What this channel hears (outcomes, mentions, cards, progress and how often), what a start "
+                           "may cost before it needs a click, the month's budget, the watchdog. No options: the "
+                           "current settings.",
                options=(Value("outcomes", "choice", placeholder="all|failures", choices=("all", "failures")),
                         Value("mentions", "bool", placeholder="on|off"),
                         Value("cards", "bool", placeholder="on|off"),
                         Value("progress", "bool", placeholder="on|off"),
-                        Value("every", "int", 1, 1440, placeholder="minutes"))),
+                        Value("every", "int", 1, 1440, placeholder="minutes"),
+                        Value("confirm_above", "usd", 0, 1_000_000, placeholder="USD|off"),
+                        Value("budget", "usd", 0, 10_000_000, placeholder="USD|off"),
+                        Value("watchdog", "choice", placeholder="off|warn|cancel", choices=("off", "warn", "cancel")))),
     Subcommand("chart", "The job's training loss (and validation loss) by step, as a picture in this channel.",
                positional=(_JOB_ID,), options=(_PROVIDER,), service="charts", doing="draw the chart of"),
     Subcommand("check", "Check a .jsonl training file from Slack: its format, errors with line numbers, tokens and "
                         "price. Nothing is uploaded.", options=(_PROVIDER,)),
     Subcommand("upload", "Check a .jsonl training file from Slack and, when it is clean, upload it to a provider; "
                          "replies with its file id.", options=(_PROVIDER,), costly=True, past="uploaded"),
+    Subcommand("spend", "What this channel's jobs of a month cost (this month by default): estimates, actual costs, "
+                        "who started each, totals.",
+               optional_positional=(Value("month", "month", placeholder="YYYY-MM"),),
+               options=(_PROVIDER, Value("page", "int", 1, 10_000)), doing="count the spend"),
     Subcommand("subscriptions", "The jobs this channel follows: running first, then finished, a page at a time.",
                optional_positional=(Value("page", "int", 1, 10_000),)),
     Subcommand("help", "This help."),

@@ -43,6 +43,9 @@ class Settings:
     log_level: str = "INFO"
     allowed_user_ids: frozenset[str] = frozenset()
     allowed_channel_ids: frozenset[str] = frozenset()
+    approver_user_ids: frozenset[str] = frozenset()  # when set, a held start needs one of them (not its requester)
+    metrics_interval_seconds: float = 60.0  # the watchdog reads a running job's metrics at most this often
+    watchdog_stall_minutes: float = 30.0  # training, yet no new step for this long: the watchdog warns
     provider_timeout_seconds: float = 20.0
     delivery_lease_seconds: float = 60.0
     delivery_give_up_seconds: float = 86400.0
@@ -259,6 +262,9 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         log_level=log_level,
         allowed_user_ids=_ids(env, "ALLOWED_USER_IDS"),
         allowed_channel_ids=_ids(env, "ALLOWED_CHANNEL_IDS"),
+        approver_user_ids=_ids(env, "APPROVER_USER_IDS"),
+        metrics_interval_seconds=_number(env, "METRICS_INTERVAL_SECONDS", 60.0, float, 1, 86400),
+        watchdog_stall_minutes=_number(env, "WATCHDOG_STALL_MINUTES", 30.0, float, 1, 7 * 1440),
         provider_timeout_seconds=_number(env, "PROVIDER_TIMEOUT_SECONDS", 20.0, float, 0.1, 600),
         delivery_lease_seconds=_number(env, "DELIVERY_LEASE_SECONDS", 60.0, float, 1, 3600),
         delivery_give_up_seconds=_number(env, "DELIVERY_GIVE_UP_SECONDS", 86400.0, float, 60, 30 * 86400),

@@ -19,7 +19,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from bot import training_data
+from bot import costs, training_data
 from bot.commands import SUFFIX_PATTERN, Command
 from bot.jobs import Caller, JobService
 from bot.messages import Message, code, escape, format_apology
@@ -149,6 +149,7 @@ class DataService:
             ok = ok and validation_report.ok
             meta["validation_name"], meta["validation_sha"] = validation_name, validation_digest
         meta["training_name"], meta["training_sha"] = name, digest
+        meta["per_epoch"], meta["examples"] = report.billable_per_epoch, report.examples
         confirm = None
         if mode == "start":
             price = f" · est. {dollars(report.price)}" if report.price is not None else ""
@@ -208,6 +209,10 @@ class DataService:
                 f":white_check_mark: Uploaded *{escape(meta.get('training_name', ''))}* to {escape(where)}: "
                 f"{code(training)}\nStart a job from it with {start}")))
             return
+        if isinstance(meta.get("per_epoch"), int) and isinstance(meta.get("examples"), int):
+            # Counted when it was checked: the start's estimate need not read the uploaded file again.
+            costs.remember_checked(self.store, target.name, training, meta["model"], per_epoch=meta["per_epoch"],
+                                   examples=meta["examples"])
         estimate = None
         if target.capabilities.price_estimate:
             try:
@@ -221,6 +226,9 @@ class DataService:
         message = self.decorate(self.jobs.run(command, caller))
         if message.in_channel:  # (with a card, the card is what the channel sees; the form tells the starter)
             self.slack.post_quietly(caller.channel_id, message)
+        elif message.blocks and any(b.get("type") == "actions" for b in message.blocks):
+            # A held start: its Start anyway button cannot live in the form, so it goes to the starter directly.
+            self.slack.post_quietly(caller.user_id, message)
         said = escape(message.text)
         if estimate is not None:
             said += f"\n{escape(where)}'s own estimate for this job: {dollars(estimate)}."

@@ -30,6 +30,7 @@ from bot.messages import (
     format_card,
     format_delivery_problem,
     format_progress,
+    format_watchdog,
 )
 from bot.providers.types import Job
 from bot.slack import CARD_GONE_ERRORS, CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
@@ -334,6 +335,19 @@ class AnnouncementSender:
         with self._on_card(row):
             return (self._post(channel, message, None, thread_ts=card["card_ts"], broadcast=False),
                     card["card_ts"])
+
+    def _send_watchdog(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
+        """A warning in the card's thread (and in the channel when the run was cancelled), else in the channel."""
+        channel = row["channel_id"]
+        detail = json.loads(row.get("detail") or "{}")
+        message = self.decorate(format_watchdog(job, detail, self._subscription(row)))
+        card = self.store.card(channel, row["job_id"], row["provider"])
+        if card is not None and card["card_ts"]:
+            with self._on_card(row):
+                return (self._post(channel, message, row["key"], thread_ts=card["card_ts"],
+                                   broadcast=detail.get("cancel") == "cancelled"), card["card_ts"])
+        ts = self._post(channel, message, row["key"])
+        return ts, ts
 
     @contextmanager
     def _on_card(self, row: dict) -> Iterator[None]:

@@ -5,30 +5,38 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
+from bot import costs
 from bot.commands import BY_NAME, Command, Problem, quote
+from bot.costs import Estimate
 from bot.messages import (
     FOLLOWS_PAGE,
     RECENT_FINISHED,
+    SPEND_PAGE,
     FollowsPage,
     Message,
     ProviderInfo,
     Subscription,
     format_action,
+    format_approval_request,
     format_card,
     format_events,
     format_followed,
+    format_held,
     format_help,
+    format_hold_decided,
     format_job_list,
     format_job_status,
+    format_note,
     format_problem,
     format_provider_error,
     format_providers,
     format_settings,
+    format_spend,
     format_start_reconciled,
     format_started,
     format_stopped_taking_jobs,
@@ -40,6 +48,7 @@ from bot.messages import (
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
 from bot.slack import SlackFailure, SlackGateway
+from bot.training_data import dollars
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
 
@@ -62,7 +71,8 @@ class JobService:
                  default_model: str, allowed_users: frozenset[str] = frozenset(),
                  allowed_channels: frozenset[str] = frozenset(), on_queued: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.time, sandbox: bool = False,
-                 provider_calls: Executor | None = None) -> None:
+                 provider_calls: Executor | None = None, approvers: frozenset[str] = frozenset(),
+                 max_file_bytes: int = 512 * 1024 * 1024) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers([providers])
         # `list` asks every provider at once on this pool, whose tasks wait on nothing (made once, by the root).
         self.provider_calls = provider_calls or ThreadPoolExecutor(max_workers=len(self.providers),
@@ -77,6 +87,8 @@ class JobService:
         self.allowed_users = allowed_users
         self.allowed_channels = allowed_channels
         self.on_queued = on_queued
+        self.approvers = approvers
+        self.max_file_bytes = max_file_bytes
 
     def refusal(self, command: Command, caller: Caller) -> str | None:
         """Why this caller may not run this command here, or None. Read-only commands are open to everyone."""
@@ -119,8 +131,22 @@ class JobService:
     def _start(self, caller: Caller, training_file: str, provider: str | None = None, model: str | None = None,
                suffix: str | None = None, epochs: int | None = None, validation: str | None = None,
                seed: int | None = None, **options: object) -> Message:
-        target = self.providers.get(provider)
+        args = {"training_file": training_file, "provider": provider, "model": model, "suffix": suffix,
+                "epochs": epochs, "validation": validation, "seed": seed, **options}
+        return self.start(caller, {k: v for k, v in args.items() if v is not None})
+
+    def start(self, caller: Caller, args: dict, *, estimate: Estimate | None = None,
+              released: Mapping | None = None) -> Message:
+        """Start a job from `start`'s arguments: checked, estimated, held when the channel's threshold or budget
+        (or its approvers) say so, else started and followed. `released` is a held start let go (by its requester
+        or an approver): it starts without being held again."""
+        args = dict(args)
+        training_file = args.pop("training_file")
+        target = self.providers.get(args.pop("provider", None))
         label = provider_label(target.name)
+        model, suffix, epochs = args.pop("model", None), args.pop("suffix", None), args.pop("epochs", None)
+        validation, seed = args.pop("validation", None), args.pop("seed", None)
+        options = args
         given = {"model": model, "suffix": suffix, "epochs": epochs, "validation": validation, "seed": seed,
                  **options}  # (options only some shapes take: Together's lora and learning_rate, …)
         accepted = {option.name for option in target.start_options}
@@ -133,16 +159,27 @@ class JobService:
             return format_problem(Problem(
                 f"{label} takes suffixes of at most {target.max_suffix} characters; "
                 f"`{quote(suffix, 64)}` has {len(suffix)}.", BY_NAME["start"].usage))
+        model = model or target.default_model or self.default_model
+        if estimate is None:
+            estimate = costs.estimate_start(target, self.store, training_file=training_file, model=model,
+                                            epochs=epochs, max_bytes=self.max_file_bytes)
+        if released is None:
+            held = self._hold_if_needed(caller, target.name, estimate, {
+                "training_file": training_file, "provider": target.name, "model": model, **{
+                    k: v for k, v in given.items() if k != "model" and v is not None}})
+            if held is not None:
+                return held
+        approved_by = released.get("approved_by") if released else None
         metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
                     "slack_user": caller.user_id}
         extra = {name: value for name, value in options.items() if value is not None}
         request_id = uuid.uuid4().hex
-        model = model or target.default_model or self.default_model
         try:
             # Written down before the provider is asked: a crash from here on is reconciled at the next start-up.
             self.store.record_intent(request_id, team_id=caller.team_id, channel_id=caller.channel_id,
                                      user_id=caller.user_id, response_url=caller.response_url,
-                                     training_file=training_file, model=model, suffix=suffix, provider=target.name)
+                                     training_file=training_file, model=model, suffix=suffix, provider=target.name,
+                                     estimate=estimate.amount, approved_by=approved_by)
         except DB_ERRORS as error:
             log.warning("could not record a start before asking the provider; nothing was started (%s)", error,
                         exc_info=not is_transient(error))
@@ -165,16 +202,86 @@ class JobService:
                 return format_stopped_taking_jobs(error, [p.name for p in self.providers if p.name != target.name],
                                                   advice=registry.advice())
             raise
+        job = replace(job, estimate=estimate.amount, approved_by=approved_by)
         try:
-            card = self._follow(caller, job, origin="start", card=True)[1]
+            # The estimate and approver go with the job before its card is queued, so the card shows them.
+            card = self._follow(caller, job, origin="start", card=True,
+                                recorded={"estimate": estimate.amount, "approved_by": approved_by})[1]
             self.store.finish_intent(request_id, job_id=job.id)
         except DB_ERRORS as error:
             # The job exists and is billed: the user must still learn its id, and how to follow it.
             log.warning("started %s but could not record that %s follows it (%s)", job.id, caller.channel_id, error,
                         exc_info=not is_transient(error))
             return format_started(job, [f"I couldn't save that this channel follows it, so I won't post when it "
-                                        f"finishes. Try `/finetune subscribe {job.id}` in a minute."])
-        return format_started(job, self._visibility_warnings(caller), card=card)
+                                        f"finishes. Try `/finetune subscribe {job.id}` in a minute."],
+                                  estimate=estimate)
+        return format_started(job, self._visibility_warnings(caller), card=card, estimate=estimate)
+
+    def _hold_if_needed(self, caller: Caller, provider: str, estimate: Estimate, command: dict) -> Message | None:
+        """Hold a start the channel's settings say needs a click (above `confirm_above`, past the month's
+        `budget`): kept, not sent, with the figures; None when it may start now."""
+        settings = self.store.channel_settings(caller.channel_id)
+        threshold, budget = settings.get("confirm_above"), settings.get("budget")
+        if threshold is None and budget is None:
+            return None
+        reasons = []
+        spent = None
+        if estimate.amount is None:
+            reasons.append(f"its estimate is {estimate.words()}, and this channel confirms starts above "
+                           + (f"{dollars(threshold)}" if threshold is not None else "its budget"))
+        elif threshold is not None and estimate.amount > threshold:
+            reasons.append(f"its estimate, {dollars(estimate.amount)}, is above this channel's "
+                           f"{dollars(threshold)} (`confirm_above`)")
+        if budget is not None:
+            start, end, month = costs.month_bounds(None, self.clock())
+            spent = self.store.spend.month_totals(caller.channel_id, start, end)["spent"]
+            if spent + (estimate.amount or 0) > budget:
+                reasons.append(f"it would take {month}'s spend to {dollars(spent + (estimate.amount or 0))}, past "
+                               f"this channel's budget of {dollars(budget)} ({dollars(spent)} spent or running)")
+        if not reasons:
+            return None
+        reason = "; ".join(reasons)
+        hold_id = self.store.spend.hold(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id,
+                                        provider=provider, command=command, estimate=estimate.amount, reason=reason)
+        log.info("held a start at %s in %s: %s", provider, caller.channel_id, reason)
+        if self.approvers:
+            self.ask_approvers(hold_id)
+        return format_held(hold_id, command, estimate, reason, needs_approval=bool(self.approvers))
+
+    def release(self, caller: Caller, hold_id: str, decision: str) -> tuple[Message, dict | None]:
+        """A held start's button pressed: Start anyway (its requester, when no approvers are set), Approve or Deny
+        (an approver who is not its requester). (the answer for whoever pressed it, the hold as decided or None)."""
+        hold = self.store.spend.held(hold_id)
+        if hold is None:
+            return format_note("That start is no longer held here (it was started, refused or has expired)."), None
+        if decision != "start" and hold["channel_id"] != caller.channel_id:
+            return format_note("That button belongs to a start held in another channel."), None
+        if decision == "start":
+            if self.approvers:
+                return format_note("This start needs an approver's Approve now; Start anyway no longer applies."), None
+            if caller.user_id != hold["user_id"]:
+                return format_note("Only the person who asked for this start can start it anyway."), None
+        else:
+            if caller.user_id not in self.approvers:
+                return format_note("Only the people in this bot's APPROVER_USER_IDS can approve or deny a held "
+                                   "start."), None
+            if caller.user_id == hold["user_id"]:
+                return format_note("A held start needs an approver other than the person who asked for it."), None
+        state = {"start": "started", "approve": "approved", "deny": "denied"}[decision]
+        outcome, decided = self.store.spend.decide(hold_id, caller.user_id, state)
+        if outcome == "gone":
+            return format_note("That start is no longer held here."), None
+        if outcome == "expired":
+            return format_note("That start was held for more than a day, so it has expired: nothing was started. "
+                               "Run `/finetune start` again if it is still wanted."), decided
+        if outcome == "decided":
+            return format_note(f"That start was already {decided['state']}."), None
+        if state == "denied":
+            return format_note("Denied: nothing was started."), decided
+        requester = Caller(hold["team_id"] or "", hold["channel_id"], hold["user_id"])
+        released = {"approved_by": caller.user_id if state == "approved" else None}
+        estimate = Estimate(hold["estimate"]) if hold["estimate"] is not None else None
+        return self.start(requester, hold["command"], estimate=estimate, released=released), decided
 
     def _status(self, caller: Caller, job_id: str | None = None, provider: str | None = None) -> Message:
         if job_id is None:
@@ -256,13 +363,52 @@ class JobService:
                      failure.reason)
 
     def _settings(self, caller: Caller, outcomes: str | None = None, mentions: bool | None = None,
-                  cards: bool | None = None, progress: bool | None = None, every: int | None = None) -> Message:
+                  cards: bool | None = None, progress: bool | None = None, every: int | None = None,
+                  confirm_above: float | str | None = None, budget: float | str | None = None,
+                  watchdog: str | None = None) -> Message:
         changes = {"outcomes": outcomes, "mentions": mentions, "cards": cards, "progress": progress,
-                   "progress_minutes": every}
+                   "progress_minutes": every, "confirm_above": confirm_above, "budget": budget,
+                   "watchdog": watchdog}
         if all(value is None for value in changes.values()):
             return format_settings(self.store.channel_settings(caller.channel_id), changed=False)
         return format_settings(self.store.set_channel_settings(caller.channel_id, caller.user_id, **changes),
                                changed=True)
+
+    def _spend(self, caller: Caller, month: str | None = None, provider: str | None = None, page: int = 1) -> Message:
+        start, end, name = costs.month_bounds(month, self.clock())  # (the grammar let through real months only)
+        totals = self.store.spend.month_totals(caller.channel_id, start, end, provider=provider)
+        pages = max(1, -(-totals["jobs"] // SPEND_PAGE))
+        page = min(page, pages)
+        rows = self.store.spend.month_jobs(caller.channel_id, start, end, provider=provider, limit=SPEND_PAGE,
+                                           offset=(page - 1) * SPEND_PAGE)
+        return format_spend(name, rows, totals, page=page, pages=pages, provider=provider)
+
+    def ask_approvers(self, hold_id: str) -> None:
+        """Post a held start's request for approval in its channel, with Approve and Deny."""
+        hold = self.store.spend.held(hold_id)
+        if hold is None:
+            return
+        try:
+            ts = self.slack.post(hold["channel_id"], self._decorated(format_approval_request(hold)))
+        except SlackFailure as failure:
+            log.warning("could not ask for the approval of a held start in %s: %s", hold["channel_id"],
+                        failure.reason)
+            return
+        if ts:
+            self.store.spend.set_hold_message(hold_id, ts)
+
+    def settle_hold(self, hold: Mapping, answer: Message) -> None:
+        """A held start decided: its request in the channel says so (buttons gone), and its requester is told."""
+        outcome = _first_line(answer.text)
+        decided = self._decorated(format_hold_decided(hold, outcome=outcome))
+        if hold.get("message_ts"):
+            try:
+                self.slack.update(hold["channel_id"], hold["message_ts"], decided)
+            except SlackFailure as failure:
+                log.info("could not mark the approval request in %s as decided: %s", hold["channel_id"],
+                         failure.reason)
+        if hold.get("decided_by") != hold["user_id"]:
+            self.slack.post_quietly(hold["user_id"], decided)
 
     def refresh(self, caller: Caller, job_id: str, provider: str | None) -> Message:
         """The job as it is now, as `status` shows it (for a Refresh click, which replaces the clicked message and so
@@ -370,10 +516,11 @@ class JobService:
         self._observe(job)
         return format_action(action, job)
 
-    def _follow(self, caller: Caller, job: Job, *, origin: str, card: bool = False) -> tuple[bool, bool]:
+    def _follow(self, caller: Caller, job: Job, *, origin: str, card: bool = False,
+                recorded: Mapping | None = None) -> tuple[bool, bool]:
         """Follow a job here; (whether the follow is new, whether the channel has a card of it coming)."""
         new = self.store.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
-                                user_id=caller.user_id, origin=origin, card=card)
+                                user_id=caller.user_id, origin=origin, card=card, recorded=recorded)
         carded = card and not job.final and self.store.card(caller.channel_id, job.id, job.provider) is not None
         if carded and new:
             self.on_queued()  # the card goes out now, not at the next scheduled delivery
@@ -383,6 +530,9 @@ class JobService:
         """What a command learnt of a followed job counts like a poll: an outcome seen here is announced."""
         if self.store.record_jobs([(job.fields(), job.outcome)]):
             self.on_queued()
+
+    def _decorated(self, message: Message) -> Message:
+        return message.as_sandbox() if self.sandbox else message
 
     def _visibility_warnings(self, caller: Caller) -> list[str]:
         if self.slack.can_post(caller.channel_id) is False:
@@ -411,9 +561,12 @@ class JobService:
                 continue
             if job is not None:
                 self.store.follow(intent["channel_id"], job.fields(), final=job.final, team_id=intent["team_id"],
-                                  user_id=intent["user_id"], origin="start", announce=job.outcome, card=True)
+                                  user_id=intent["user_id"], origin="start", announce=job.outcome, card=True,
+                                  recorded={"estimate": intent.get("estimate"),
+                                            "approved_by": intent.get("approved_by")})
                 self.on_queued()
-            self._tell_about_start(intent, format_start_reconciled(job, intent["training_file"]))
+            self._tell_about_start(intent, format_start_reconciled(job, intent["training_file"],
+                                                                   estimate=intent.get("estimate")))
             self.store.finish_intent(intent["request_id"], job_id=job.id if job else None,
                                      state="reconciled" if job else "never_started")
             log.info("reconciled an interrupted start: %s", job.id if job else "no job was created")
@@ -425,6 +578,10 @@ class JobService:
         if fresh and intent["response_url"] and self.slack.reply(intent["response_url"], message):
             return
         self.slack.post_quietly(intent["user_id"], message)
+
+
+def _first_line(text: str) -> str:
+    return text.split("\n", 1)[0]
 
 
 def _doing(command: Command) -> str:

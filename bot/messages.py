@@ -11,10 +11,14 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from bot.commands import BY_NAME, SUBCOMMANDS, Problem, quote
 from bot.providers.types import Job, JobEvent, ProviderError, provider_label, status_emoji
 from bot.scrub import Scrubber
+
+if TYPE_CHECKING:
+    from bot.costs import Estimate
 
 _SCRUB = Scrubber()  # credential shapes; configured secrets are removed where provider text enters (the adapters)
 SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,20}")
@@ -111,6 +115,13 @@ def _message(text: str, blocks: Sequence[dict], *, in_channel: bool = False, tex
     return Message(_clip(text if text_escaped else escape(text), MAX_TEXT), blocks, in_channel)
 
 
+def dollars(amount: float) -> str:
+    """A price as people read it (bot.training_data's one rule; imported when first needed)."""
+    from bot.training_data import dollars as said
+
+    return said(amount)
+
+
 def when(ts: int | float | None) -> str:
     """A timestamp as Slack shows it in each reader's own time zone, with a UTC fallback."""
     if not ts:
@@ -155,7 +166,9 @@ def job_line(job_id: str, status: str, fine_tuned_model: str | None = None) -> s
 
 def format_help() -> Message:
     lines = [f"{code(s.usage)}\n{s.summary}" for s in SUBCOMMANDS]
-    text = "finetune-bot commands:\n" + "\n".join(f"{s.usage}  {s.summary}" for s in SUBCOMMANDS)
+    # The fallback text (notifications, clients without blocks) lists every usage line; the blocks also say what each
+    # does (both together pass Slack's 3,000 characters for the text).
+    text = "finetune-bot commands:\n" + "\n".join(s.usage for s in SUBCOMMANDS)
     # A few subcommands a section: together they would near Slack's 3,000 characters for one.
     blocks = [_header("finetune-bot"), *[_section("\n\n".join(lines[i:i + 6])) for i in range(0, len(lines), 6)],
               _context("Options are `key=value` words after the id, e.g. "
@@ -207,9 +220,19 @@ def format_settings(settings: Mapping, *, changed: bool) -> Message:
              "messages)",
              f"Progress replies in a card's thread: *{onoff['progress']}*{every}  (`progress=on|off`, "
              "`every=<minutes>`)"]
+    threshold, budget = settings.get("confirm_above"), settings.get("budget")
+    watchdog = settings.get("watchdog") or "warn"
+    lines += [f"Starts above this estimate wait for a click: *{dollars(threshold) if threshold is not None else 'off'}*"
+              "  (`confirm_above=<USD>|off`)",
+              f"This month's budget: *{dollars(budget) if budget is not None else 'off'}*  (`budget=<USD>|off`; a "
+              "start past it is held)",
+              f"Watchdog (NaN or rising loss, a stalled run, overfitting): *{escape(watchdog)}*  "
+              "(`watchdog=off|warn|cancel`)"]
     text = (f"{'Now: ' if changed else ''}outcomes {settings['outcomes']}, mentions {onoff['mentions']}, cards "
             f"{onoff['cards']}, progress {onoff['progress']}"
-            + (f" every {minutes} min." if settings["progress"] else "."))
+            + (f" every {minutes} min" if settings["progress"] else "")
+            + f", confirm above {dollars(threshold) if threshold is not None else 'off'}, budget "
+            f"{dollars(budget) if budget is not None else 'off'}, watchdog {watchdog}.")
     return _message(text, [_section(head + "\n" + "\n".join(lines))], in_channel=changed)
 
 
@@ -252,7 +275,8 @@ def job_fields(job: Job | Mapping) -> list[tuple[str, str]]:
     return pairs
 
 
-def format_started(job: Job, warnings: Sequence[str] = (), *, card: bool = False) -> Message:
+def format_started(job: Job, warnings: Sequence[str] = (), *, card: bool = False,
+                   estimate: Estimate | None = None) -> Message:
     """The answer to a start. With a card (the channel's lasting record of the job), only the starter sees it."""
     where = provider_label(job.provider)
     text = f"Started fine-tuning job {job.id} on {where} ({job.model}). " + (
@@ -265,12 +289,14 @@ def format_started(job: Job, warnings: Sequence[str] = (), *, card: bool = False
     ]
     if not card:
         blocks += _fields(job_fields(job))
+    if estimate is not None:
+        said = f"Estimated cost: {estimate.words()}."
+        text += " " + said
+        blocks.append(_context(":moneybag: " + escape(said)))
     if job.provider_estimate is not None:
-        from bot.training_data import dollars
-
-        estimate = f"{where}'s own estimate for this job: {dollars(job.provider_estimate)}."
-        text += " " + estimate
-        blocks.append(_context(":moneybag: " + escape(estimate)))
+        said = f"{where}'s own estimate for this job: {dollars(job.provider_estimate)}."
+        text += " " + said
+        blocks.append(_context(":moneybag: " + escape(said)))
     blocks += [_section(":warning: " + w) for w in warnings]
     if not card:
         blocks.append(job_buttons(job))
@@ -483,7 +509,7 @@ def format_followed(view: FollowsPage, *, title: str, by_dm: Sequence[Mapping] =
     return _message(text, (blocks + dm)[:MAX_BLOCKS])
 
 
-def format_start_reconciled(job: Job | None, training_file: str) -> Message:
+def format_start_reconciled(job: Job | None, training_file: str, *, estimate: float | None = None) -> Message:
     """What the person who started a job hears when the bot restarts after dying mid-start."""
     if job is None:
         text = (f"Your start of a fine-tuning job from {training_file} was interrupted before the provider created "
@@ -494,6 +520,9 @@ def format_start_reconciled(job: Job | None, training_file: str) -> Message:
     blocks = [_section(f":information_source: Your start from {code(training_file)} did go through while I was "
                        f"restarting: job {code(job.id)}. This channel follows it, so there is no need to start it "
                        "again."), *_fields(job_fields(job))]
+    if estimate is not None:
+        text += f" Estimated cost: {dollars(estimate)}."
+        blocks.append(_context(f":moneybag: Estimated cost: {dollars(estimate)}."))
     return _message(text, blocks, in_channel=True)
 
 
@@ -587,8 +616,9 @@ def format_announcement(job: Job, outcome: str, subscription: Subscription) -> M
             _header(":white_check_mark: Fine-tuning job succeeded"),
             _section(f"*Fine-tuned model* (call it by this name at {escape(where)})\n"
                      f"```{escape(str(model).replace('`', chr(39)))}```"),
-            *_fields([*about, ("Trained tokens", tokens(job.trained_tokens)), ("Took", took)]),
+            *_fields([*about, ("Cost", escape(cost_words(job))), ("Took", took)]),
         ]
+        text += f" ({cost_words(job)})"
         if job.fine_tuned_model:
             blocks.append({"type": "actions", "elements": [try_button(job)]})
     elif outcome == "failed":
@@ -597,19 +627,35 @@ def format_announcement(job: Job, outcome: str, subscription: Subscription) -> M
         blocks = [
             _header(":x: Fine-tuning job failed"),
             _section(f"*Why* ({escape(job.error_code or 'unknown')})\n>{escape(reason)}"),
-            *_fields([*about, ("Took", took)]),
+            *_fields([*about, ("Cost so far", escape(cost_words(job))), ("Took", took)]),
         ]
     else:
         text = f"Fine-tuning job {job.id} on {where} was cancelled."
         blocks = [
             _header(":no_entry_sign: Fine-tuning job cancelled"),
-            *_fields([*about, ("Took", took)]),
+            *_fields([*about, ("Cost so far", escape(cost_words(job))), ("Took", took)]),
         ]
     user = subscription.user_id or ""
     if subscription.mention and SLACK_USER_ID.fullmatch(user):
         verb = "Started" if subscription.origin == "start" else "Followed here"
         blocks.append(_context(f"{verb} by <@{user}>"))
     return _message(text, blocks)
+
+
+def cost_words(job: Job) -> str:
+    """What a run cost, as its outcome and card say it: "trained 3,456,789 tokens · $86.42"; the estimate while
+    nothing more is known; never a made-up figure."""
+    parts = [f"trained {job.trained_tokens:,} tokens"] if job.trained_tokens else []
+    if job.cost is not None:
+        parts.append(dollars(job.cost))
+    elif job.final:
+        parts.append("cost not reported" + (f" (estimated {dollars(job.estimate)})" if job.estimate is not None
+                                            else ""))
+    elif job.estimate is not None:
+        parts.append(f"estimated {dollars(job.estimate)}")
+    else:
+        parts.append("estimate unknown")
+    return " · ".join(parts)
 
 
 CARD_ERROR_LIMIT = 1500  # a longer error is cut, with a note saying where the whole of it is
@@ -631,10 +677,13 @@ def format_card(job: Job, subscription: Subscription, *, followed: bool = True) 
     pairs.append(("Created", when(job.created_at)))
     if job.finished_at and job.created_at:
         pairs.append(("Took", duration(job.finished_at - job.created_at)))
+    pairs.append(("Cost", escape(cost_words(job))))
     user = subscription.user_id or ""
     if SLACK_USER_ID.fullmatch(user):
         who = f"<@{user}>" if subscription.mention else code(user)
         pairs.append(("Started by" if subscription.origin == "start" else "Followed by", who))
+    if job.approved_by and SLACK_USER_ID.fullmatch(job.approved_by):
+        pairs.append(("Approved by", f"<@{job.approved_by}>" if subscription.mention else code(job.approved_by)))
     meaning = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}.get(job.state, "in progress")
     blocks = [_header(f"{emoji} Fine-tuning job: {meaning}"),  # our words: the provider's are in the fields
               _section(f"{code(job.id)} on {escape(where)}"), *_fields(pairs)]
@@ -684,6 +733,152 @@ def format_progress(job: Job, detail: Mapping) -> Message:
         plain.append("expected to finish " + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(int(finish))))
     text = f"{job.id}: " + " · ".join(plain)
     return _message(text, [_context(":chart_with_downwards_trend: " + " · ".join(parts))])
+
+
+# -- money: held starts, approvals, a month's spend ------------------------------------------------------------------
+
+HOLD_START_ACTION = "hold_start"
+HOLD_APPROVE_ACTION = "hold_approve"
+HOLD_DENY_ACTION = "hold_deny"
+SPEND_PAGE = 20
+
+
+def _start_words(command: Mapping) -> str:
+    """A held start's command, as it would be typed."""
+    words = [f"/finetune start {command.get('training_file')}"]
+    words += [f"{k}={v}" for k, v in command.items() if k != "training_file" and v is not None]
+    return " ".join(words)
+
+
+def _hold_button(action: str, label: str, hold_id: str, *, style: str | None = None) -> dict:
+    button = {"type": "button", "action_id": action, "text": {"type": "plain_text", "text": label},
+              "value": hold_id[:MAX_BUTTON_VALUE]}
+    return {**button, "style": style} if style else button
+
+
+def format_held(hold_id: str, command: Mapping, estimate: Estimate, reason: str, *, needs_approval: bool) -> Message:
+    """The requester's answer to a start that was held, not sent: the figures and what happens next."""
+    what = _start_words(command)
+    head = f":raised_hand: I held this start: nothing was sent to {provider_label(str(command.get('provider')))}."
+    lines = [f"Why: {reason}.", f"Estimated cost: {estimate.words()}."]
+    if needs_approval:
+        lines.append("An approver has been asked in this channel; I'll tell you what they decide. It expires in a day.")
+    else:
+        lines.append("Press Start anyway to start it as it is (only you can). It expires in a day.")
+    text = f"{head} {' '.join(lines)}"
+    blocks = [_section(f"{escape(head)}\n{code(what)}\n" + "\n".join(escape(line) for line in lines))]
+    if not needs_approval:
+        blocks.append({"type": "actions", "elements": [
+            _hold_button(HOLD_START_ACTION, "Start anyway", hold_id, style="primary")]})
+    return _message(text, blocks)
+
+
+def format_approval_request(hold: Mapping) -> Message:
+    """In the channel: a start waiting for an approver, with Approve and Deny."""
+    user = str(hold.get("user_id") or "")
+    who = f"<@{user}>" if SLACK_USER_ID.fullmatch(user) else code(user)
+    amount = hold.get("estimate")
+    estimate = dollars(amount) if isinstance(amount, (int, float)) else "unknown"
+    text = (f"A fine-tuning start needs approval: {_start_words(hold['command'])}. Estimated cost: {estimate}. "
+            f"Why: {hold.get('reason')}.")
+    blocks = [_section(f":raised_hand: {who} asks to start a fine-tuning job that needs approval:\n"
+                       f"{code(_start_words(hold['command']))}\nEstimated cost: *{escape(estimate)}*\n"
+                       f"Why: {escape(hold.get('reason') or '')}."),
+              {"type": "actions", "elements": [
+                  _hold_button(HOLD_APPROVE_ACTION, "Approve", str(hold["id"]), style="primary"),
+                  _hold_button(HOLD_DENY_ACTION, "Deny", str(hold["id"]), style="danger")]},
+              _context("Approvers (APPROVER_USER_IDS) other than the requester may press these. It expires in a "
+                       "day.")]
+    return _message(text, blocks, in_channel=True)
+
+
+def format_hold_decided(hold: Mapping, *, outcome: str) -> Message:
+    """What became of a held start (its request's buttons replaced by this, and the requester told)."""
+    by = str(hold.get("decided_by") or "")
+    who = f"<@{by}>" if SLACK_USER_ID.fullmatch(by) else "someone"
+    what = code(_start_words(hold["command"]))
+    said = {"approved": f":white_check_mark: Approved by {who}: {what}. {escape(outcome)}",
+            "denied": f":no_entry_sign: Denied by {who}: {what}. Nothing was started.",
+            "expired": f":hourglass: Expired after a day without a decision: {what}. Nothing was started.",
+            "started": f":rocket: Started anyway: {what}. {escape(outcome)}"}[str(hold.get("state"))]
+    plain = re.sub(r"<@([A-Z0-9]+)>", r"@\1", said.replace("`", ""))
+    return _message(plain, [_section(said)], in_channel=True, text_escaped=True)
+
+
+def format_spend(month: str, rows: Sequence[Mapping], totals: Mapping, *, page: int, pages: int,
+                 provider: str | None = None) -> Message:
+    """A channel's jobs of a month, what each was expected to cost and cost, and the totals (a page at a time)."""
+    where = f" at {provider_label(provider)}" if provider else ""
+    head = f":moneybag: Spend in this channel, {month}{where}: {totals['jobs']} job{'s' if totals['jobs'] != 1 else ''}"
+    sums = (f"Estimated {dollars(totals['estimated'])} · actual {dollars(totals['actual'])} (ended jobs) · "
+            f"{dollars(totals['running'])} still running (estimated)")
+    if totals.get("unknown"):
+        sums += f" · {totals['unknown']} without an estimate"
+    lines = []
+    for row in rows:
+        job = Job.from_row(row)
+        user = str(row.get("user_id") or "")
+        who = f"<@{user}>" if SLACK_USER_ID.fullmatch(user) else "—"
+        verb = "started by" if row.get("origin") == "start" else "followed by"
+        estimate = dollars(job.estimate) if job.estimate is not None else "unknown"
+        actual = (dollars(job.cost) if job.cost is not None else "not reported") if job.final else "running"
+        lines.append(f"{status_emoji(job.status, job.state)} {code(job.id)} · {escape(provider_label(job.provider))} "
+                     f"· {code(job.model)} · {verb} {who} · est. {escape(estimate)} · actual {escape(actual)}")
+    if not lines:
+        lines = ["No jobs were started or followed here that month."]
+    blocks = [_section(escape(head) + "\n" + escape(sums)), *_lines_in_sections(lines)]
+    if pages > 1:
+        blocks.append(_context(f"Page {page} of {pages}. `/finetune spend {month_code(month)} page={page + 1}` "
+                               "shows the next." if page < pages else f"Page {page} of {pages}."))
+    return _message(f"{head}. {sums}.", blocks)
+
+
+def month_code(month: str) -> str:
+    """"November 2026" as it is typed: 2026-11."""
+    return time.strftime("%Y-%m", time.strptime(month, "%B %Y"))
+
+
+WATCHDOG_WORDS = {"nan": "its loss is not a number", "rising": "its training loss keeps rising",
+                  "stalled": "it has stopped making progress", "overfitting": "it looks like it is overfitting"}
+
+
+def _losses(values: Sequence[object]) -> str:
+    return " → ".join(f"{v:.4g}" if isinstance(v, (int, float)) else str(v) for v in values)
+
+
+def format_watchdog(job: Job, detail: Mapping, subscription: Subscription) -> Message:
+    """The watchdog's warning in a job's thread (or the channel): what it saw, with the numbers, and a Cancel
+    button, or what it did when the channel asked it to cancel."""
+    kind = str(detail.get("kind") or "")
+    what = WATCHDOG_WORDS.get(kind, "something looks wrong")
+    if kind == "nan":
+        numbers = f"the {detail.get('which') or 'training'} loss was {detail.get('value')} at step {detail.get('step')}"
+    elif kind == "rising":
+        numbers = (f"training loss {_losses(detail.get('losses') or [])} over steps "
+                   f"{', '.join(str(s) for s in detail.get('steps') or [])} (its recent low: "
+                   f"{_losses([detail.get('low')])})")
+    elif kind == "stalled":
+        numbers = (f"still at step {detail.get('step')} after {detail.get('minutes')} minutes, while "
+                   f"{provider_label(job.provider)} says it is {job.status}")
+    else:
+        numbers = (f"validation loss {_losses(detail.get('valid') or [])} while training loss went "
+                   f"{_losses(detail.get('train') or [])}")
+    cancel = detail.get("cancel")
+    user = subscription.user_id or ""
+    who = f"<@{user}> " if SLACK_USER_ID.fullmatch(user) and subscription.origin == "start" else ""
+    head = f":rotating_light: {who}Fine-tuning job {code(job.id)}: {escape(what)}."
+    text = f"Fine-tuning job {job.id}: {what}."
+    if cancel == "cancelled":
+        done = "I cancelled it, as this channel's watchdog setting says (`watchdog=cancel`)."
+    elif cancel:
+        done = f"This channel asks me to cancel such a run, but I {cancel}"
+    else:
+        done = "" if job.final else "Cancel it if it should not go on (`/finetune settings watchdog=cancel` does so " \
+                                    "on its own next time)."
+    blocks = [_section(f"{head}\n{escape(numbers)}."), *([_context(escape(done))] if done else [])]
+    if not job.final and cancel != "cancelled":
+        blocks.append(cancel_button(job.id))
+    return _message(f"{text} {numbers}. {done}", blocks)
 
 
 def format_delivery_problem(job: Job, outcome: str, channel_id: str, reason: str,

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers
+from bot.watchdog import Watchdog
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
 
@@ -56,12 +57,14 @@ class _Backoff:
 class Poller:
     def __init__(self, providers: Providers | FineTuningProvider, store: Store, *,
                  on_queued: Callable[[], None] = lambda: None, max_retrieves: int = MAX_RETRIEVES_PER_CYCLE,
-                 interval: float = 60.0, max_progress_reads: int = MAX_PROGRESS_READS_PER_CYCLE) -> None:
+                 interval: float = 60.0, max_progress_reads: int = MAX_PROGRESS_READS_PER_CYCLE,
+                 watchdog: Watchdog | None = None) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers([providers])
         self.store = store
         self.on_queued = on_queued
         self.max_retrieves = max_retrieves
         self.max_progress_reads = max_progress_reads
+        self.watchdog = watchdog
         self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))
         self._backoff: dict[str, _Backoff] = defaultdict(_Backoff)
         self._warned_unconfigured: set[str] = set()
@@ -148,11 +151,14 @@ class Poller:
         """The metric reads due for the jobs the last cycle saw still going (at most the cap a provider), and the
         progress replies they make; scheduled apart from `run_once`. Returns the replies queued."""
         queued = 0
+        watch_budget = self.watchdog.max_reads if self.watchdog else 0
         for name, seen in list(self._training.items()):
             if name not in self.providers or self._backoff[name].skip:
                 continue  # (a provider backing off is not asked for its metrics either)
             try:
                 queued += self._progress(self.providers.get(name), seen, [0])
+                if self.watchdog and watch_budget > 0:
+                    watch_budget -= self.watchdog.watch(self.providers.get(name), seen, budget=watch_budget)
             except DB_ERRORS as error:
                 if is_transient(error):
                     raise  # the database is away: these reads wait for the next run
@@ -181,6 +187,11 @@ class Poller:
                 break
             finally:
                 counter[0] += 1
+            if self.watchdog:  # a read made for a progress reply is the watchdog's reading too (one request)
+                self.store.watch.record_reading(provider.name, job_id, point.step if point else None,
+                                                point.train_loss if point else None,
+                                                point.valid_loss if point else None)
+                self.watchdog.judge(provider, seen[job_id])
             if point is None:  # training, no step yet: asked again next cycle (within the cap), not an interval later
                 self.store.queue_progress(provider.name, job_id, None, None, soon=True)
                 continue

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import html
 import json
+import re
 
 from slack_bolt import App
 
 from bot.commands import ID_PATTERN, PROVIDER_PATTERN, Command
 from bot.jobs import Caller
-from bot.messages import CANCEL_ACTION, EVENTS_ACTION, REFRESH_ACTION, format_refusal
+from bot.messages import (
+    CANCEL_ACTION,
+    EVENTS_ACTION,
+    HOLD_APPROVE_ACTION,
+    HOLD_DENY_ACTION,
+    HOLD_START_ACTION,
+    REFRESH_ACTION,
+    format_refusal,
+    format_replay,
+)
 from handlers.commands import run_after_ack
 from handlers.errors import apologize
 from handlers.replies import caller_of_click, first_sight, replier
@@ -19,6 +29,42 @@ def register(app: App, services) -> None:
     app.action(CANCEL_ACTION)(make_cancel_listener(services))
     app.action(REFRESH_ACTION)(make_job_listener(services, refresh=True))
     app.action(EVENTS_ACTION)(make_job_listener(services, refresh=False))
+    for action, decision in ((HOLD_START_ACTION, "start"), (HOLD_APPROVE_ACTION, "approve"),
+                             (HOLD_DENY_ACTION, "deny")):
+        app.action(action)(make_hold_listener(services, decision))
+
+
+HOLD_ID = re.compile(r"[A-Za-z0-9_\-]{8,64}")
+
+
+def make_hold_listener(services, decision: str):
+    """A held start's Start anyway, Approve or Deny: ack at once; decided once, on the bot's pool."""
+    def hold_clicked(ack, body, action):  # noqa: ANN001 - Bolt injects by name
+        ack()
+        hold_id = str(action.get("value") or "")
+        if not HOLD_ID.fullmatch(hold_id):
+            return  # not a button of ours
+        services.background.submit(_decide, services, caller_of_click(body), hold_id, decision, body)
+
+    return hold_clicked
+
+
+def _decide(services, caller: Caller, hold_id: str, decision: str, body: dict) -> None:
+    send = replier(services, caller)
+    try:
+        if not first_sight(services, body):
+            send(format_replay())
+            return
+        refusal = services.jobs.refusal(Command("start", {"training_file": "held"}), caller)
+        if refusal and decision == "start":
+            send(format_refusal(refusal))
+            return
+        answer, decided = services.jobs.release(caller, hold_id, decision)
+        send(answer, replace=decision == "start" and decided is not None)
+        if decided is not None and decided["state"] in {"approved", "denied", "expired"}:
+            services.jobs.settle_hold(decided, answer)
+    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
+        apologize(error, send, "a held start's button")
 
 
 def make_job_listener(services, *, refresh: bool):

@@ -102,7 +102,7 @@ class SQLiteEngine:
 
     name = "sqlite"
     # The order rows were queued in: SQLite's own row id. No row locks: a write transaction holds the whole file.
-    words = {"queue_order": "rowid", "skip_locked": ""}
+    words = {"queue_order": "rowid", "skip_locked": "", "for_update": ""}
 
     def __init__(self, path: str) -> None:
         self.path = str(path)
@@ -335,7 +335,7 @@ class PostgresEngine:
 
     name = "postgresql"
     # The identity column the declared outbox has for the queue order; row locks that skip rows another holds.
-    words = {"queue_order": "seq", "skip_locked": " FOR UPDATE SKIP LOCKED"}
+    words = {"queue_order": "seq", "skip_locked": " FOR UPDATE SKIP LOCKED", "for_update": " FOR UPDATE"}
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE, statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
                  connect_timeout: float = CONNECT_TIMEOUT_S) -> None:

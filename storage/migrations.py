@@ -267,3 +267,58 @@ def m009_leases(db: Database) -> None:
     # A holder that dies is replaced once its turn ends.
     db["leases"].create({"name": str, "holder": str, "held_until": float}, pk="name",
                         not_null={"name", "holder", "held_until"})
+
+
+# What m010 adds to existing tables, in both engines' words: (table, column, SQLite type, PostgreSQL type, default).
+_M010_COLUMNS = (
+    ("jobs", "cost", float, "DOUBLE PRECISION", None),  # what the run cost, US dollars, when known
+    ("jobs", "estimate", float, "DOUBLE PRECISION", None),  # the bot's estimate when it was started
+    ("jobs", "approved_by", str, "TEXT", None),  # who approved a held start
+    ("jobs", "metrics_read_at", float, "DOUBLE PRECISION", None),  # the watchdog's last read of its metrics
+    ("start_intents", "estimate", float, "DOUBLE PRECISION", None),
+    ("start_intents", "approved_by", str, "TEXT", None),
+    ("channel_settings", "confirm_above", float, "DOUBLE PRECISION", None),  # NULL: off
+    ("channel_settings", "budget", float, "DOUBLE PRECISION", None),  # a month's, US dollars; NULL: off
+    ("channel_settings", "watchdog", str, "TEXT", "warn"),
+)
+_M010_TABLES = ("file_tokens", "held_starts", "job_readings", "watch_marks")
+
+
+@step
+def m010_spend_and_watchdog(db: Database) -> None:
+    for table, column, kind, _, default in _M010_COLUMNS:
+        if default is None:
+            db[table].add_column(column, kind)
+        else:
+            db[table].add_column(column, kind, not_null_default=default)
+    # The tokens a file at a provider bills per epoch, counted once (read through the provider's files API), by the
+    # model it was counted for (its tokenizer and its longest example decide the count).
+    db["file_tokens"].create({"provider": str, "file_id": str, "model": str, "billable_per_epoch": int,
+                              "examples": int, "counted_at": float},
+                             pk=("provider", "file_id", "model"), not_null={"provider", "file_id", "model"})
+    # A start held for confirmation (above the channel's threshold, past its budget): what it would start, for whom,
+    # and what became of it. Nothing of it reaches the provider until it is released, once.
+    db["held_starts"].create({"id": str, "team_id": str, "channel_id": str, "user_id": str, "provider": str,
+                              "command": str, "estimate": float, "reason": str, "created_at": float,
+                              "expires_at": float, "state": str, "decided_by": str, "decided_at": float,
+                              "message_ts": str},
+                             pk="id", not_null={"id", "channel_id", "user_id", "command", "state"})
+    db["held_starts"].create_index(["created_at"])
+    # Each training step the watchdog has read of a running job: the readings its rules look at.
+    db["job_readings"].create({"provider": str, "job_id": str, "step": int, "train_loss": float,
+                               "valid_loss": float, "read_at": float},
+                              pk=("provider", "job_id", "step"), not_null={"provider", "job_id", "step"})
+    # What the watchdog has said (or done) of a job, once per job and kind.
+    db["watch_marks"].create({"provider": str, "job_id": str, "kind": str, "detail": str, "at": float},
+                             pk=("provider", "job_id", "kind"), not_null={"provider", "job_id", "kind"})
+
+
+@postgres_step("m010_spend_and_watchdog")
+def _m010_postgres(conn: Any) -> None:
+    from storage.schema import metadata
+
+    for table, column, _, kind, default in _M010_COLUMNS:
+        tail = f" NOT NULL DEFAULT '{default}'" if default is not None else ""
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}{tail}")
+    for name in _M010_TABLES:
+        metadata.tables[name].create(conn, checkfirst=True)

@@ -44,6 +44,10 @@ jobs = Table(
     _real("observed_at"),
     _real("polled_at"),
     _int("revision", nullable=False, server_default="0"),
+    _real("cost"),
+    _real("estimate"),
+    _text("approved_by"),
+    _real("metrics_read_at"),
     Index("idx_jobs_final", "final"),
     Index("idx_jobs_id", "id"),
     Index("idx_jobs_fine_tuned_model", "fine_tuned_model"),
@@ -119,6 +123,8 @@ start_intents = Table(
     _text("state", nullable=False),
     _text("job_id"),
     _text("provider"),
+    _real("estimate"),
+    _text("approved_by"),
     Index("idx_start_intents_state_created_at", "state", "created_at"),
 )
 
@@ -156,6 +162,9 @@ channel_settings = Table(
     _int("cards", nullable=False, server_default="1"),
     _int("progress", nullable=False, server_default="1"),
     _int("progress_minutes", nullable=False, server_default="5"),
+    _real("confirm_above"),
+    _real("budget"),
+    _text("watchdog", nullable=False, server_default="warn"),
 )
 
 open_forms = Table(
@@ -178,4 +187,53 @@ leases = Table(
     _text("name", primary_key=True),
     _text("holder", nullable=False),
     _real("held_until", nullable=False),
+)
+
+file_tokens = Table(
+    "file_tokens", metadata,
+    _text("provider", primary_key=True),
+    _text("file_id", primary_key=True),
+    _text("model", primary_key=True),
+    _int("billable_per_epoch"),
+    _int("examples"),
+    _real("counted_at"),
+)
+
+# A start held for confirmation or approval; nothing of it reaches the provider until it is released, once.
+held_starts = Table(
+    "held_starts", metadata,
+    _text("id", primary_key=True),
+    _text("team_id"),
+    _text("channel_id", nullable=False),
+    _text("user_id", nullable=False),
+    _text("provider"),
+    _text("command", nullable=False),
+    _real("estimate"),
+    _text("reason"),
+    _real("created_at"),
+    _real("expires_at"),
+    _text("state", nullable=False),
+    _text("decided_by"),
+    _real("decided_at"),
+    _text("message_ts"),
+    Index("idx_held_starts_created_at", "created_at"),
+)
+
+job_readings = Table(
+    "job_readings", metadata,
+    _text("provider", primary_key=True),
+    _text("job_id", primary_key=True),
+    _int("step", primary_key=True, autoincrement=False),
+    _real("train_loss"),
+    _real("valid_loss"),
+    _real("read_at"),
+)
+
+watch_marks = Table(
+    "watch_marks", metadata,
+    _text("provider", primary_key=True),
+    _text("job_id", primary_key=True),
+    _text("kind", primary_key=True),
+    _text("detail"),
+    _real("at"),
 )

@@ -11,6 +11,9 @@ from typing import Any
 from sqlite_utils import Database
 
 from storage.engines import DB_ERRORS, describe, open_engine
+from storage.outbox import queue_kind
+from storage.spend import SpendStore
+from storage.watch import WatchStore
 
 JOB_FIELDS = (
     "status",
@@ -24,6 +27,7 @@ JOB_FIELDS = (
     "finished_at",
     "error_code",
     "error_message",
+    "cost",
 )
 
 # The provider of a job dict that names none: the OpenAI shape, which was the only one before providers were named.
@@ -37,7 +41,9 @@ FORM_RETENTION_SECONDS = 86400  # a form left open longer than a day is answered
 # What a channel hears until someone changes it: every outcome, mentions, a card per job with progress in its thread
 # at most every five minutes.
 NO_LIMIT = 2**62  # LIMIT for "all of them", in both dialects (SQLite spells it -1, PostgreSQL ALL)
-CHANNEL_DEFAULTS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progress_minutes": 5}
+CHANNEL_DEFAULTS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progress_minutes": 5,
+                    "confirm_above": None, "budget": None, "watchdog": "warn"}
+OFF = "off"  # a setting whose off is no value at all (a threshold, a budget): stored as NULL
 # A follow (`s`, with its channel's settings `c`) is due a progress reply when its card is up, its channel wants
 # progress, and its last reply (or read with nothing new) is at least the channel's interval old (the one `?`: now).
 PROGRESS_DUE = ("coalesce(s.card_ts, '') != '' AND coalesce(c.cards, 1) != 0 AND coalesce(c.progress, 1) != 0"
@@ -90,6 +96,8 @@ class Store:
             self.close()
             raise StorageUnavailable(f"the database at {self.where} cannot be used: {error}") from None
         self._queue_order = self.engine.words["queue_order"]
+        self.spend = SpendStore(self.engine, clock)
+        self.watch = WatchStore(self.engine, clock)
         self._skip_locked = self.engine.words["skip_locked"]
 
     # -- connections and transactions ------------------------------------------------------------
@@ -141,7 +149,7 @@ class Store:
 
     def follow(
         self, channel_id: str, job: dict, *, final: bool, team_id: str, user_id: str, origin: str,
-        announce: str | None = None, card: bool = False,
+        announce: str | None = None, card: bool = False, recorded: dict | None = None,
     ) -> bool:
         """Make a channel follow a job; returns False when it already did.
 
@@ -165,6 +173,10 @@ class Store:
                 (channel_id, provider, job["id"], team_id, user_id, origin, now),
             )
             new = cur.rowcount == 1
+            if recorded:  # what the bot itself knows of a job it started: its estimate, who approved it
+                db.conn.execute("UPDATE jobs SET estimate = coalesce(estimate, ?), approved_by = coalesce(approved_by,"
+                                " ?) WHERE provider = ? AND id = ?",
+                                (recorded.get("estimate"), recorded.get("approved_by"), provider, job["id"]))
             if announce:
                 self._queue(db.conn, provider, job["id"], announce, now, channel_id=channel_id)
             if card and not final and self._setting(db.conn, channel_id, "cards"):
@@ -177,17 +189,7 @@ class Store:
         row = conn.execute(f"SELECT {name} FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
         return row[0] if row else CHANNEL_DEFAULTS[name]
 
-    @staticmethod
-    def _queue_kind(conn: Any, kind: str, provider: str, job_id: str, channel_id: str, outcome: str,
-                    now: float, *, key: str, detail: dict | None = None) -> int:
-        """Queue one card, card edit or progress reply (its key makes it once), for the follower in `channel_id`."""
-        return conn.execute(
-            "INSERT INTO announcements (key, provider, job_id, channel_id, outcome, user_id, origin, kind,"
-            " detail, state, created_at, next_attempt_at) SELECT ?, provider, job_id, channel_id, ?, user_id, origin,"
-            " ?, ?, 'pending', ?, ? FROM subscriptions WHERE provider = ? AND job_id = ? AND channel_id = ?"
-            " ON CONFLICT DO NOTHING",
-            (key, outcome, kind, json.dumps(detail) if detail else None, now, now, provider, job_id, channel_id),
-        ).rowcount
+    _queue_kind = staticmethod(queue_kind)
 
     @staticmethod
     def _queue(conn: Any, provider: str, job_id: str, outcome: str, now: float, *,
@@ -271,7 +273,9 @@ class Store:
             current = db.conn.execute("SELECT * FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
             row = dict(current) if current else {"channel_id": channel_id, **CHANNEL_DEFAULTS}
             for name, value in changes.items():
-                if value is not None:
+                if value == OFF and CHANNEL_DEFAULTS[name] is None:
+                    row[name] = None
+                elif value is not None:
                     row[name] = int(value) if isinstance(value, bool) else value
             row.update(updated_by=user_id, updated_at=self._clock())
             changed = ", ".join(f"{name} = excluded.{name}" for name in row if name != "channel_id")
@@ -699,14 +703,15 @@ class Store:
 
     def record_intent(self, request_id: str, *, team_id: str, channel_id: str, user_id: str,
                       response_url: str | None, training_file: str, model: str, suffix: str | None,
-                      provider: str = OPENAI) -> None:
+                      provider: str = OPENAI, estimate: float | None = None, approved_by: str | None = None) -> None:
         """Write down a start before the provider is asked, so a crash in between can be reconciled."""
         with self._immediate() as db:
             _insert(db.conn, "start_intents", {
                 "request_id": request_id, "provider": provider, "team_id": team_id, "channel_id": channel_id,
                 "user_id": user_id,
                 "response_url": response_url, "training_file": training_file, "model": model, "suffix": suffix,
-                "created_at": self._clock(), "state": "pending", "job_id": None,
+                "created_at": self._clock(), "state": "pending", "job_id": None, "estimate": estimate,
+                "approved_by": approved_by,
             })
 
     def finish_intent(self, request_id: str, *, job_id: str | None, state: str = "done") -> bool:
@@ -760,6 +765,8 @@ class Store:
                 # A long job leaves dozens of settled edits and replies. Once its job has ended nothing can queue
                 # their keys again (each is a revision or a step already passed), so they go; outcomes and cards
                 # stay, for their keys are what keeps them once.
+                "held_starts": self.spend.prune(db.conn, now),
+                "job_readings": self.watch.prune(db.conn),
                 "leases": db.conn.execute("DELETE FROM leases WHERE held_until < ?",
                                           (now - TRIGGER_RETENTION_SECONDS,)).rowcount,
                 "card_edits_and_replies": db.conn.execute(

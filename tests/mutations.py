@@ -172,7 +172,7 @@ MUTATIONS = [
     ("postgresql without a statement timeout", "storage/engines.py", '        options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"', '        options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"', "tests/test_storage.py -k stuck"),
     ("a dropped pooled connection fails its first use", "storage/engines.py", "                if broken and attempt == 1 and _is_driver_error(error):", "                if False:", "tests/test_storage.py -k dropped"),
     ("every poll rewrites every job", "storage/store.py", '                    if (row["observed_at"] or 0) <= now - OBSERVED_REFRESH_SECONDS:', '                    if True:', "tests/test_storage.py -k once_a_minute"),
-    ("claims wait on a row another replica holds", "storage/engines.py", '"skip_locked": " FOR UPDATE SKIP LOCKED"}', '"skip_locked": " FOR UPDATE"}', "tests/test_storage.py -k skips_a_row"),
+    ("claims wait on a row another replica holds", "storage/engines.py", '"skip_locked": " FOR UPDATE SKIP LOCKED",', '"skip_locked": " FOR UPDATE",', "tests/test_storage.py -k skips_a_row"),
     ("claims queue behind every writer", "storage/engines.py", '        first = "SELECT 1" if row_locks else', '        first = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})" if row_locks else', "tests/test_storage.py -k skips_a_row"),
     ("postgresql never takes a later step", "storage/engines.py", "    for name in missing:\n        POSTGRES_STEPS[name](conn)\n", "", "tests/test_storage.py -k later_schema_step"),
 ]

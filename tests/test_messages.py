@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from bot import messages
 from bot.commands import Problem
 from bot.comparison import TrySide, format_comparison, format_try
+from bot.costs import Estimate
 from bot.messages import (
     MAX_BLOCKS,
     MAX_SECTION,
@@ -25,12 +26,15 @@ from bot.messages import (
     format_action,
     format_announcement,
     format_apology,
+    format_approval_request,
     format_card,
     format_database_unavailable,
     format_delivery_problem,
     format_events,
     format_followed,
+    format_held,
     format_help,
+    format_hold_decided,
     format_job_list,
     format_job_status,
     format_note,
@@ -41,12 +45,14 @@ from bot.messages import (
     format_refusal,
     format_replay,
     format_settings,
+    format_spend,
     format_start_reconciled,
     format_started,
     format_stopped_taking_jobs,
     format_subscribed,
     format_unknown_provider,
     format_unsubscribed,
+    format_watchdog,
 )
 from bot.providers.types import ChatAnswer, Job, JobEvent, ProviderError
 
@@ -70,6 +76,10 @@ def _every_message(hostile: str) -> dict:
     row = {"job_id": hostile, "status": hostile, "fine_tuned_model": hostile, "delivery_error": hostile,
            "observed_at": 5}
     subscription = Subscription("C1", "U0ALICE", "start")
+    hold = {"id": "h1", "user_id": hostile, "estimate": 12.5, "reason": hostile, "decided_by": hostile,
+            "command": {"training_file": hostile, "provider": hostile, "model": hostile, "suffix": hostile}}
+    row = {**row, "id": "ftjob-2", "provider": "openai", "model": hostile, "final": 0, "estimate": 1.5,
+           "user_id": "U0ALICE", "origin": "start"}
     return {
         "format_help": [format_help()],
         "format_problem": [format_problem(Problem(hostile, "/finetune x <y>"))],
@@ -119,6 +129,23 @@ def _every_message(hostile: str) -> dict:
                                 for outcome in ("succeeded", "failed", "cancelled")],
         "format_delivery_problem": [format_delivery_problem(job, hostile, hostile, hostile, bot_user_id=hostile),
                                     format_delivery_problem(job, "failed", "C0REAL", "not_in_channel")],
+        "format_held": [format_held("h1", hold["command"], Estimate(None, unknown_because=hostile), hostile,
+                                    needs_approval=approval) for approval in (False, True)],
+        "format_approval_request": [format_approval_request(hold)],
+        "format_hold_decided": [format_hold_decided({**hold, "state": state}, outcome=hostile)
+                                for state in ("approved", "denied", "expired", "started")],
+        "format_spend": [format_spend("November 2026", [row, {**row, "id": hostile, "provider": hostile,
+                                                              "model": hostile, "final": 1, "cost": 1.5,
+                                                              "origin": "start", "user_id": hostile}],
+                                      {"jobs": 2, "estimated": 3.0, "actual": 1.5, "running": 1.5, "spent": 3.0,
+                                       "unknown": 1}, page=1, pages=2, provider=hostile)],
+        "format_watchdog": [format_watchdog(replace(job, status="running", state=""), {"kind": kind, **numbers},
+                                            subscription)
+                            for kind, numbers in (("nan", {"which": hostile, "value": hostile, "step": 3}),
+                                                  ("rising", {"steps": [1, 2], "losses": [hostile], "low": 1.0}),
+                                                  ("stalled", {"step": 4, "minutes": 40, "cancel": hostile}),
+                                                  ("overfitting", {"valid": [hostile], "train": [1.0],
+                                                                   "cancel": "cancelled"}))],
     }
 
 

@@ -16,7 +16,7 @@ from storage.migrations import migrations
 EXPECTED_COLUMNS = {
     "jobs": ["provider", "id", "status", "state", "final", "model", "fine_tuned_model", "trained_tokens",
              "training_file", "suffix", "created_at", "finished_at", "error_code", "error_message", "observed_at",
-             "polled_at", "revision"],
+             "polled_at", "revision", "cost", "estimate", "approved_by", "metrics_read_at"],
     "subscriptions": ["channel_id", "provider", "job_id", "team_id", "user_id", "origin", "created_at",
                       "delivery_error", "card_ts", "card_revision", "progress_at", "progress_step"],
     "announcements": ["key", "job_id", "channel_id", "outcome", "user_id", "state", "attempts", "created_at",
@@ -24,18 +24,24 @@ EXPECTED_COLUMNS = {
                       "last_error", "origin", "kind", "about_channel", "provider", "detail"],
     "webhook_deliveries": ["webhook_id", "received_at"],
     "start_intents": ["request_id", "team_id", "channel_id", "user_id", "response_url", "training_file", "model",
-                      "suffix", "created_at", "state", "job_id", "provider"],
+                      "suffix", "created_at", "state", "job_id", "provider", "estimate", "approved_by"],
     "seen_triggers": ["trigger_id", "seen_at"],
     "health": ["id", "written_at"],
     "shared_answers": ["id", "user_id", "channel_id", "message", "created_at", "shared_at"],
     "channel_settings": ["channel_id", "outcomes", "mentions", "updated_by", "updated_at", "cards", "progress",
-                         "progress_minutes"],
+                         "progress_minutes", "confirm_above", "budget", "watchdog"],
     "open_forms": ["form_id", "kind", "user_id", "team_id", "channel_id", "provider", "job_id", "created_at",
                    "submitted_at"],
     "leases": ["name", "holder", "held_until"],
+    "file_tokens": ["provider", "file_id", "model", "billable_per_epoch", "examples", "counted_at"],
+    "held_starts": ["id", "team_id", "channel_id", "user_id", "provider", "command", "estimate", "reason",
+                    "created_at", "expires_at", "state", "decided_by", "decided_at", "message_ts"],
+    "job_readings": ["provider", "job_id", "step", "train_loss", "valid_loss", "read_at"],
+    "watch_marks": ["provider", "job_id", "kind", "detail", "at"],
 }
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
-              "m006_cards", "m007_shared_once", "m008_forms_and_indexes", "m009_leases"]
+              "m006_cards", "m007_shared_once", "m008_forms_and_indexes", "m009_leases",
+              "m010_spend_and_watchdog"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):

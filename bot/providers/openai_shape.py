@@ -459,6 +459,7 @@ def _job(raw: Any, provider: str) -> Job:
         error_message=getattr(error, "message", None) if error else None,
         metadata=dict(getattr(raw, "metadata", None) or {}),
         estimated_finish=getattr(raw, "estimated_finish", None),
+        cost=PRICING.cost_of(raw.model or "", raw.trained_tokens),  # OpenAI bills trained tokens at the model's price
     )
 
 
@@ -483,4 +484,5 @@ def _job_from_json(item: Mapping[str, Any], provider: str) -> Job:
         error_message=error.get("message") if error else None,
         metadata=dict(item.get("metadata") or {}),
         estimated_finish=item.get("estimated_finish"),
+        cost=PRICING.cost_of(item.get("model") or "", item.get("trained_tokens")),
     )

@@ -37,6 +37,19 @@ class Pricing:
     min_examples: int = 0  # fewer is refused by the provider: an error in the data check, not a warning
     aliases: Mapping[str, str] = field(default_factory=dict)  # names it also takes -> the dated model
 
+    def per_million(self, model: str) -> float | None:
+        """The price of a million training tokens of `model` (an alias, or a model fine-tuned from one, priced as
+        its base model); None for a model this table does not price."""
+        if model.startswith("ft:") and model.count(":") >= 2:
+            model = model.split(":")[1]
+        model = self.aliases.get(model, model)
+        return next((m.price_per_million for m in self.models if m.name == model), None)
+
+    def cost_of(self, model: str, tokens: int | None) -> float | None:
+        """What `tokens` trained tokens of `model` cost by this table, in US dollars; None when either is unknown."""
+        price = self.per_million(model)
+        return None if price is None or not tokens else tokens / 1_000_000 * price
+
 
 @dataclass(frozen=True)
 class EnvSetting:

@@ -383,7 +383,14 @@ class TogetherProvider:
             suffix=getattr(raw, "suffix", None) or extra.get("suffix"),
             created_at=_seconds(getattr(raw, "created_at", None)),
             finished_at=_seconds(getattr(raw, "updated_at", None)) if state != "going" else None,
+            cost=_billed(getattr(raw, "total_price", None)),
         )
+
+
+def _billed(total_price: Any) -> float | None:
+    """Together's `total_price` in US dollars. The SDK's types declare it an integer; its own CLI divides it by
+    10**9 (`finetune_price_to_dollars`, NANODOLLAR): nano-dollars. 0 until the run is billed: unknown, not free."""
+    return total_price / 1e9 if isinstance(total_price, (int, float)) and total_price > 0 else None
 
 
 def _loss(row: Mapping[str, Any], *names: str) -> float | None:

@@ -63,6 +63,13 @@ class Job:
     metadata: Mapping[str, str] = field(default_factory=dict)
     estimated_finish: int | None = None  # when the provider expects it to end (OpenAI says so while it runs)
     provider_estimate: float | None = None  # the provider's own estimate of its cost, US dollars (Fireworks says so)
+    # What the run cost, US dollars: as the provider bills it (Together's total_price), or its trained tokens at the
+    # shape's price (OpenAI's); None while nobody can say. Billed so far, for a job cancelled or failed part way.
+    cost: float | None = None
+    # The bot's estimate when it was started (the channel's record, not the provider's), and who approved a held
+    # start: kept with the job, never read from a provider.
+    estimate: float | None = None
+    approved_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -84,15 +91,18 @@ class Job:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
         """A job as storage last saw it."""
-        values = {name: row.get(name) for name in STORED_FIELDS}
+        values = {name: row.get(name) for name in (*STORED_FIELDS, *RECORDED_FIELDS)}
         values["provider"] = values["provider"] or "openai"
         values["state"] = values["state"] or ""
         return cls(**values)
 
 
-# What storage keeps of a job: everything but what only a start or a lookup needs.
+# What the bot itself records of a job (at its start), which no provider's answer carries or overwrites.
+RECORDED_FIELDS = ("estimate", "approved_by")
+# What storage keeps of a job from the provider's answers: everything but what only a start or a lookup needs.
 STORED_FIELDS = tuple(f.name for f in fields(Job)
-                      if f.name not in {"validation_file", "metadata", "estimated_finish", "provider_estimate"})
+                      if f.name not in {"validation_file", "metadata", "estimated_finish", "provider_estimate",
+                                        *RECORDED_FIELDS})
 
 
 @dataclass(frozen=True)
