@@ -275,7 +275,7 @@ class JobService:
             return format_note("That start was held for more than a day, so it has expired: nothing was started. "
                                "Run `/finetune start` again if it is still wanted."), decided
         if outcome == "decided":
-            return format_note(f"That start was already {decided['state']}."), None
+            return format_note(f"That held start has already been {decided['state']}."), None
         if state == "denied":
             return format_note("Denied: nothing was started."), decided
         requester = Caller(hold["team_id"] or "", hold["channel_id"], hold["user_id"])

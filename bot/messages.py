@@ -629,8 +629,9 @@ def format_announcement(job: Job, outcome: str, subscription: Subscription) -> M
             _section(f"*Why* ({escape(job.error_code or 'unknown')})\n>{escape(reason)}"),
             *_fields([*about, ("Cost so far", escape(cost_words(job))), ("Took", took)]),
         ]
+        text += f" (cost so far: {cost_words(job)})"
     else:
-        text = f"Fine-tuning job {job.id} on {where} was cancelled."
+        text = f"Fine-tuning job {job.id} on {where} was cancelled (cost so far: {cost_words(job)})."
         blocks = [
             _header(":no_entry_sign: Fine-tuning job cancelled"),
             *_fields([*about, ("Cost so far", escape(cost_words(job))), ("Took", took)]),

@@ -193,3 +193,15 @@ def made_by_this_start(job: Job, *, training_file: str, model: str, suffix: str 
     metadata to tag it with)."""
     return (job.training_file == training_file and job.model == model and (job.suffix or None) == (suffix or None)
             and (job.created_at or 0) >= int(since) - 5)
+
+
+def loss_value(value: Any) -> float | None:
+    """A loss as a provider reports it: a number, or NaN and infinities however they are written (JSON has no word
+    for them: some services send the bare NaN token, others the string "NaN" or "inf"). Anything else: no loss."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and value.strip().lower() in {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}:
+        return float(value.strip())
+    return None

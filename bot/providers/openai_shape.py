@@ -21,6 +21,7 @@ from bot.providers.calls import (
     answers_in_provider_errors,
     chat_answer,
     lines_capped,
+    loss_value,
     made_by_this_start,
     read_with_retries,
     refusal,
@@ -436,7 +437,7 @@ class OpenAIProvider:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) else None
+    return loss_value(value)
 
 
 def _job(raw: Any, provider: str) -> Job:

@@ -28,6 +28,7 @@ from bot.providers.calls import (
     answers_in_provider_errors,
     chat_answer,
     lines_capped,
+    loss_value,
     made_by_this_start,
     read_with_retries,
     refusal,
@@ -394,8 +395,8 @@ def _billed(total_price: Any) -> float | None:
 
 
 def _loss(row: Mapping[str, Any], *names: str) -> float | None:
-    values = [row[name] for name in names if isinstance(row.get(name), (int, float))]
-    return float(values[0]) if values else None
+    values = [loss_value(row.get(name)) for name in names]
+    return next((value for value in values if value is not None), None)
 
 
 def _output_name(raw: Any) -> str | None:

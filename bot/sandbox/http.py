@@ -211,6 +211,15 @@ class PacedStandIn(StandInServer):
                 job["_total_steps"] = total
             self._train(job, upto)
 
+    def report(self, job_id: str, step: int, train_loss: float | None, valid_loss: float | None = None) -> None:
+        """Report one training step with the losses given (NaN and infinities too), as the provider's metrics:
+        a scripted run for the watchdog."""
+        with self.lock:
+            self._report(self.jobs[job_id], step, train_loss, valid_loss)
+
+    def _report(self, job: dict, step: int, train_loss: float | None, valid_loss: float | None) -> None:
+        raise NotImplementedError
+
     def job(self, job_id: str) -> dict:
         with self.lock:
             self._advance(self.jobs[job_id])

@@ -285,6 +285,13 @@ class FineTuningSandbox(PacedStandIn):
 
     _train = _metrics
 
+    def _report(self, job: dict, step: int, train_loss: float | None, valid_loss: float | None) -> None:
+        job["_steps"] = step
+        data = {"step": step, "train_loss": train_loss, "total_steps": job.get("_total_steps", STEPS)}
+        if valid_loss is not None:
+            data["valid_loss"] = valid_loss
+        self._event(job, f"Step {step}: training loss={train_loss}", type_="metrics", data=data)
+
     def _enter(self, job: dict, status: str, **fields) -> None:
         now = self.clock()
         job["status"] = status

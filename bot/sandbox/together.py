@@ -266,6 +266,13 @@ class TogetherSandbox(PacedStandIn):
                 job["epochs_completed"] = min(job["n_epochs"], job["epochs_completed"] + 1)
                 self._event(job, "epoch_complete", f"Epoch completed, at step {step}", step=step, total_steps=STEPS)
 
+    def _report(self, job: dict, step: int, train_loss: float | None, valid_loss: float | None) -> None:
+        job["_steps"] = step
+        row = {"train/global_step": step, "train/loss": train_loss, "train/epoch": 1}
+        if valid_loss is not None:
+            row["eval/loss"] = valid_loss
+        job["_metrics"].append(row)
+
     def _no_such_file(self, file_id: str) -> Answer:
         return _error(404, f"File {file_id} not found", code="file_not_found")
 

@@ -1,0 +1,194 @@
+"""The watchdog: its rules on scripted metric streams, and what it says and does through the real SDKs against the
+stand-ins (a warning once per job and kind, in the card's thread, a cancel at the provider once)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bot.watchdog import MAX_METRIC_READS_PER_CYCLE, findings
+from tests.conftest import ask, everything_said, wait_until
+
+STALL = 1800.0
+
+
+def readings(train, valid=None, *, every: float = 60.0, start: float = 1000.0, steps=None):
+    """A scripted stream: one reading a minute, steps 10, 20, … unless given."""
+    valid = valid or [None] * len(train)
+    steps = steps or [10 * (i + 1) for i in range(len(train))]
+    return [{"step": s, "train_loss": t, "valid_loss": v, "read_at": start + i * every}
+            for i, (s, t, v) in enumerate(zip(steps, train, valid, strict=True))]
+
+
+def kinds(stream, *, training: bool = True, now: float | None = None) -> list[str]:
+    now = now if now is not None else stream[-1]["read_at"] + 1
+    return [f.kind for f in findings(stream, training=training, now=now, stall_seconds=STALL)]
+
+
+def test_a_healthy_run_with_noise_raises_nothing():
+    noisy = [2.0, 1.8, 1.85, 1.6, 1.62, 1.4, 1.45, 1.3, 1.28, 1.31, 1.2]  # falling, with single bumps
+    assert kinds(readings(noisy, [2.1, 1.9, 1.8, 1.7, 1.65, 1.6, 1.55, 1.5, 1.45, 1.44, 1.43])) == []
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_nan_or_infinite_loss_is_found_at_once(bad):
+    assert kinds(readings([2.0, bad])) == ["nan"]
+    assert kinds(readings([2.0, 1.5], [1.9, bad])) == ["nan"]
+
+
+def test_a_training_loss_rising_three_readings_running_past_a_tenth_above_its_low():
+    assert kinds(readings([2.0, 1.5, 1.4, 1.5, 1.6, 1.7])) == ["rising"]
+    assert kinds(readings([2.0, 1.5, 1.4, 1.42, 1.44, 1.46])) == []  # rising, but within a tenth of its low
+    assert kinds(readings([2.0, 1.5, 1.4, 1.6, 1.55, 1.7])) == []  # not three rises in a row
+    assert kinds(readings([1.4, 1.6, 1.7])) == []  # too few readings to call
+
+
+def test_a_stalled_run_is_one_training_with_no_new_step_for_the_stall_time():
+    stream = readings([2.0, 1.5, 1.5], steps=[10, 20, 20], every=600)
+    later = stream[-1]["read_at"] + STALL
+    assert kinds(stream, now=later) == []  # its step 20 was first read 40 minutes before, but read again recently
+    stale = readings([2.0, 1.5], steps=[10, 20], every=60)
+    assert kinds(stale, now=stale[-1]["read_at"] + STALL + 1) == ["stalled"]
+    assert kinds(stale, now=stale[-1]["read_at"] + STALL + 1, training=False) == []  # paused or queued: not stalled
+
+
+def test_overfitting_is_validation_loss_rising_while_training_loss_falls():
+    assert kinds(readings([2.0, 1.8, 1.6, 1.4], [1.50, 1.55, 1.62, 1.70])) == ["overfitting"]
+    assert kinds(readings([2.0, 1.8, 1.6, 1.4], [1.50, 1.51, 1.52, 1.53])) == []  # within 5%
+    assert kinds(readings([2.0, 2.1, 2.2, 2.3], [1.50, 1.55, 1.62, 1.70])) != ["overfitting"]  # both rising
+
+
+# -- through the real SDKs and stand-ins ----------------------------------------------------------------------
+
+
+def eager(bot):
+    """The bot's watchdog reading every job at every cycle (the interval's own test is below)."""
+    bot.services.poller.watchdog.every = 0
+    return bot
+
+
+def _running_card(server, slack, provider, bot, *, channel="C0GENERAL"):
+    """A job started from #general (its card up), running, seen by a cycle."""
+    ask(server, slack, "start file-sample", channel=channel)
+    [job_id] = list(provider.jobs)
+    provider.set_status(job_id, "running")
+    bot.services.poller.run_once(progress=False)
+    wait_until(lambda: slack.cards_in(channel))
+    return job_id
+
+
+def watch(bot) -> None:
+    bot.services.poller.run_once(progress=False)
+    bot.services.poller.read_progress()
+    bot.services.sender.deliver_due()
+
+
+def warnings_in(slack, channel="C0GENERAL"):
+    return [m for m in slack.messages_in(channel) if "rotating_light" in everything_said(m)]
+
+
+def delivered_warnings(bot, slack, channel="C0GENERAL"):
+    """The warnings in `channel` once the outbox has drained (a channel's posts are paced a second apart)."""
+    return wait_until(lambda: (bot.services.sender.deliver_due(), warnings_in(slack, channel))[1]
+                      if not bot.services.store.announcements(state="pending") else
+                      (bot.services.sender.deliver_due(), None)[1], 10)
+
+
+def test_a_nan_loss_is_warned_once_in_the_cards_thread_mentioning_the_starter(server, slack, provider, bot):
+    eager(bot)
+    job_id = _running_card(server, slack, provider, bot)
+    provider.report(job_id, 5, 1.9)
+    watch(bot)
+    assert warnings_in(slack) == []
+    provider.report(job_id, 6, math.nan)
+    for _ in range(3):  # read at every cycle: said once all the same
+        watch(bot)
+    [warning] = delivered_warnings(bot, slack)
+    card = slack.cards_in("C0GENERAL")[0]
+    assert warning["thread_ts"] == card["ts"] and not warning.get("broadcast")
+    said = everything_said(warning)
+    assert "<@U0ALICE>" in said and "not a number" in said and "step 6" in said
+    assert "cancel_job" in said  # a Cancel button
+    assert "nan" in warning["text"].lower()
+    assert provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST") == []
+
+
+def test_watchdog_cancel_cancels_at_the_provider_once_and_says_why_in_the_thread_and_channel(server, slack, provider,
+                                                                                              bot):
+    eager(bot)
+    ask(server, slack, "settings watchdog=cancel")
+    job_id = _running_card(server, slack, provider, bot)
+    for step, loss in ((1, 1.2), (2, 1.0), (3, 0.9), (4, 1.0), (5, 1.1), (6, 1.3)):
+        provider.report(job_id, step, loss)
+        watch(bot)
+    [warning] = delivered_warnings(bot, slack)
+    assert warning.get("broadcast") and "I cancelled it" in everything_said(warning)
+    assert "1 → 1.1 → 1.3" in everything_said(warning) or "0.9 → 1 → 1.1 → 1.3" in everything_said(warning)
+    assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1
+    assert bot.services.store.job(job_id, "openai")["status"] == "cancelled"
+    watch(bot)
+    assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1
+    assert "cancel_job" not in json.dumps(warning["blocks"])  # nothing left to cancel
+
+
+def test_watchdog_off_reads_nothing_and_says_nothing(server, slack, provider, bot):
+    eager(bot)
+    ask(server, slack, "settings watchdog=off progress=off")
+    job_id = _running_card(server, slack, provider, bot)
+    provider.report(job_id, 3, math.nan)
+    before = len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/events", "GET"))
+    watch(bot)
+    assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/events", "GET")) == before
+    assert warnings_in(slack) == []
+
+
+def test_metrics_are_read_at_most_every_interval_and_within_the_cap(settings, provider, slack, make_bot):
+    bot = make_bot(metrics_interval_seconds=3600)
+    store = bot.services.store
+    jobs = [provider.add_job(status="running") for _ in range(MAX_METRIC_READS_PER_CYCLE + 10)]
+    for job in jobs:
+        store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="subscribe")
+    store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+
+    def reads() -> int:
+        return sum(len(provider.requests_to(f"/fine_tuning/jobs/{j['id']}/events", "GET")) for j in jobs)
+
+    bot.services.poller.run_once(progress=False)
+    bot.services.poller.read_progress()
+    assert reads() == MAX_METRIC_READS_PER_CYCLE  # the cap; the rest wait for the next cycle
+    bot.services.poller.read_progress()
+    assert reads() == len(jobs)  # those that waited
+    bot.services.poller.read_progress()
+    assert reads() == len(jobs)  # and none again within the interval
+
+
+def test_together_metrics_reach_the_same_rules(both, slack, together, make_bot):
+    bot = eager(make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")}))
+    store = bot.services.store
+    job = together.add_job(status="running")
+    store.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
+                 origin="start")
+    store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+    for step, (train, valid) in enumerate(((2.0, 1.50), (1.8, 1.55), (1.6, 1.62), (1.4, 1.70)), start=1):
+        together.report(job["id"], step, train, valid)
+        watch(bot)
+    [warning] = delivered_warnings(bot, slack)
+    assert "overfitting" in warning["text"] and "1.5 → 1.55 → 1.62 → 1.7" in warning["text"]
+    assert bot.services.store.watch.marks("together", job["id"]) == ["overfitting"]
+
+
+def test_two_processes_finding_the_same_thing_warn_once(settings, provider, slack, make_bot):
+    first, second = eager(make_bot()), eager(make_bot())
+    job = provider.add_job(status="running")
+    first.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+    first.services.store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+    provider.report(job["id"], 2, math.inf)
+    for bot in (first, second):
+        bot.services.poller.run_once(progress=False)
+        bot.services.poller.read_progress()
+    for bot in (first, second):
+        bot.services.sender.deliver_due()
+    assert len(delivered_warnings(first, slack)) == 1
+    assert first.services.store.watch.marks("openai", job["id"]) == ["nan"]
