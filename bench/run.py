@@ -18,7 +18,10 @@
    Slack's limits: about one post a second per channel, chat.update in Tier 3 (about 50 a minute);
 9. deployments (`deploy`): SQLite on one host, PostgreSQL with one replica and with three, at 300 and 10,000 followed
    jobs: the provider's list reads per poll cycle, announcement latency p50/max (30 succeeding at once), the acks' p99
-   with 20 senders spread over the replicas while 200 outcomes drain over 50 channels, and that drain's rate.
+   with 20 senders spread over the replicas while 200 outcomes drain over 50 channels, and that drain's rate;
+10. spend and the watchdog (`estimate`, `watchdog`): estimating a start from a 100 MB file by its id (read through
+   the provider's files API, streamed: time and peak memory, then again with its count remembered), and the
+   watchdog's metric reads per poll cycle with 300 jobs training at the default intervals.
 
 `BENCH_TRACE=1` with `--only announce-busy` also prints the slowest outcome's channel: every post there from three
 seconds before the provider's change to that outcome, so a figure over its target says what it waited behind.
@@ -407,6 +410,92 @@ def bench_check(workdir: str) -> None:
         os.remove(path)
 
 
+def bench_estimate(workdir: str, megabytes: int = 100) -> None:
+    """Estimating a start from a file already at the provider: the file read through its files API (the real
+    OpenAI SDK against the stand-in), streamed and counted with the real tokenizer, in a process of its own so that
+    its peak memory is its own; then the same start again (the count remembered, nothing read)."""
+    import subprocess
+
+    path = os.path.join(workdir, f"estimate{megabytes}.jsonl")
+    examples = write_training_file(path, megabytes)
+    with FineTuningSandbox() as provider, open(path, "rb") as data:
+        provider.add_file("file-big", "big.jsonl", data.read())
+        script = (
+            "import resource, sys, time\n"
+            "from bot.config import Settings\nfrom bot.costs import estimate_start\n"
+            "from bot.providers import registry\nfrom storage import Store\n"
+            "settings = Settings(openai_api_key='sk-bench', openai_base_url=sys.argv[1], database_path=sys.argv[2],"
+            " provider_timeout_seconds=120)\n"
+            "provider = registry.configured(settings).get('openai'); store = Store(settings.database_path)\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "for _ in range(2):\n"
+            "    started = time.perf_counter()\n"
+            "    e = estimate_start(provider, store, training_file='file-big', model='gpt-4.1-mini',"
+            " epochs=None, max_bytes=512 * 1024 * 1024)\n"
+            "    print('took', time.perf_counter() - started, 'amount', e.amount, 'tokens', e.tokens)\n"
+            "print('before_kb', before, 'peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+        result = subprocess.run([sys.executable, "-c", script, provider.url + "/v1",
+                                 os.path.join(workdir, "estimate.db")], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                env={**os.environ, "LOG_LEVEL": "WARNING"})
+        assert result.returncode == 0, result.stdout + result.stderr
+        reads = len(provider.requests_to("/files/file-big/content", "GET"))
+    lines = [line.split() for line in result.stdout.splitlines()]
+    first, again, memory = lines[0], lines[1], lines[2]
+    say(f"estimate_{megabytes}mb_examples", examples)
+    say(f"estimate_{megabytes}mb_seconds", f"{float(first[1]):.1f}")
+    say(f"estimate_{megabytes}mb_mb_per_s", f"{os.path.getsize(path) / 1e6 / float(first[1]):.1f}")
+    say(f"estimate_{megabytes}mb_estimate_usd", f"{float(first[3]):.2f}")
+    say(f"estimate_{megabytes}mb_peak_rss_mb", f"{int(memory[3]) / 1024:.1f}")
+    say(f"estimate_{megabytes}mb_rss_growth_mb", f"{(int(memory[3]) - int(memory[1])) / 1024:.1f}")
+    say(f"estimate_{megabytes}mb_again_seconds", f"{float(again[1]):.4f}")
+    say(f"estimate_{megabytes}mb_file_reads", reads)
+    os.remove(path)
+
+
+def bench_watchdog(workdir: str, running: int = 300, cycles: int = 8) -> None:
+    """The watchdog's metric reads per poll cycle with `running` jobs training, at the default intervals (a poll
+    cycle a minute, each job's metrics at most once a minute), over `cycles` cycles of a clock that is moved on a
+    minute a cycle: the real poller, watchdog, store and OpenAI SDK against the stand-in."""
+    from bot.config import Settings
+    from bot.poller import Poller
+    from bot.providers import registry
+    from bot.watchdog import Watchdog
+
+    now = [time.time()]
+    with FineTuningSandbox() as provider:
+        jobs = [provider.add_job(status="running") for _ in range(running)]
+        for job in jobs:
+            provider.report(job["id"], 1, 2.0)
+        settings = Settings(openai_api_key="sk-bench", openai_base_url=provider.url + "/v1",
+                            database_path=os.path.join(workdir, "watchdog.db"))
+        store = Store(settings.database_path, clock=lambda: now[0])
+        for job in jobs:
+            store.follow("C0BENCH", job, final=False, team_id="T", user_id="U0BENCH", origin="start")
+        watchdog = Watchdog(store, every=settings.metrics_interval_seconds, clock=lambda: now[0],
+                            stall_seconds=60 * settings.watchdog_stall_minutes)
+        poller = Poller(registry.configured(settings), store, interval=settings.poll_interval_seconds,
+                        watchdog=watchdog)
+        per_cycle, took = [], []
+        for _ in range(cycles):
+            before = len(provider.requests_to("/events", "GET"))
+            poller.run_once(progress=False)
+            started = time.perf_counter()
+            poller.read_progress()
+            took.append(time.perf_counter() - started)
+            per_cycle.append(len(provider.requests_to("/events", "GET")) - before)
+            now[0] += settings.poll_interval_seconds
+        read_at = [r["metrics_read_at"] for r in store._rows("SELECT metrics_read_at FROM jobs")]
+        poller.close()
+        store.close()
+    say("watchdog_running_jobs", running)
+    say("watchdog_metric_reads_per_cycle", ",".join(map(str, per_cycle)))
+    say("watchdog_metric_reads_cap", watchdog.max_reads)
+    say("watchdog_cycle_reads_seconds_max", f"{max(took):.2f}")
+    say("watchdog_jobs_read", sum(1 for at in read_at if at))
+    say("watchdog_minutes_between_reads_of_a_job", f"{running / watchdog.max_reads:.0f}")
+
+
 def bench_try(workdir: str, tries: int = 20) -> None:
     from bot.config import Settings
     from bot.providers import registry
@@ -749,7 +838,7 @@ def _empty(url: str) -> None:
 
 
 PARTS = ["ack", "ack-load", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "providers3",
-         "check", "try", "cards", "deploy"]
+         "check", "try", "cards", "deploy", "estimate", "watchdog"]
 
 
 def main() -> None:
@@ -799,6 +888,10 @@ def main() -> None:
             bench_check(workdir)
         if "try" in chosen:
             bench_try(workdir)
+        if "estimate" in chosen:
+            bench_estimate(workdir, 10 if args.small else 100)
+        if "watchdog" in chosen:
+            bench_watchdog(workdir, 30 if args.small else 300, 3 if args.small else 8)
         if "cards" in chosen:
             bench_cards(workdir, hours=args.card_hours)
         if "deploy" in chosen:

@@ -31,7 +31,7 @@ RISE_READINGS = 3
 RISE_MARGIN = 0.10
 OVERFIT_READINGS = 4
 OVERFIT_MARGIN = 0.05
-MAX_METRIC_READS_PER_CYCLE = 50  # the watchdog's reads a cycle, over every provider's jobs (the rest wait a cycle)
+MAX_METRIC_READS_PER_CYCLE = 100  # the watchdog's reads a cycle, over every provider's jobs (the rest wait a cycle)
 KINDS = ("nan", "rising", "stalled", "overfitting")
 
 

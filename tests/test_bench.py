@@ -65,3 +65,13 @@ def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgr
             figures)
     one, three = (float(figures[f"deploy_postgresql_{n}_n60_provider_list_reads_per_interval"]) for n in (1, 3))
     assert three <= 1.5 * one  # the poll cycle runs once per interval, not once per replica
+
+
+def test_bench_estimates_a_file_by_id_and_counts_the_watchdogs_reads():
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "estimate", "--only", "watchdog", "--small"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert float(figures["estimate_10mb_estimate_usd"]) > 0 and figures["estimate_10mb_file_reads"] == "1"
+    reads = [int(n) for n in figures["watchdog_metric_reads_per_cycle"].split(",")]
+    assert reads[0] == 30 and figures["watchdog_jobs_read"] == "30"

@@ -9,7 +9,7 @@ import pytest
 from bot.sandbox.slack import signed_headers, view_action_body, view_submission_body
 from bot.slack import FileUnavailable, SlackGateway
 from bot.views import DATA_CONFIRM_ACTION
-from tests.conftest import SIGNING_SECRET, Server, wait_until
+from tests.conftest import SIGNING_SECRET, Server, ask, wait_until
 
 MINI = "gpt-4.1-mini-2025-04-14"
 
@@ -105,6 +105,10 @@ def test_from_the_form_to_a_checked_upload_and_a_followed_job(server, slack, pro
     assert job_id in card["text"] and "support.jsonl" not in card["text"]
     done = _settled(slack, form["id"])
     assert job_id in _said(done) and "Started fine-tuning job" in _said(done)  # the starter, in the form
+    # The estimate the report showed is the start's (its count kept from the check: the file is not read again).
+    assert "Estimated cost: under $0.01" in _said(done)
+    assert provider.requests_to(f"/files/{job['training_file']}/content", "GET") == []
+    assert bot.services.store.job(job_id, "openai")["estimate"] > 0
 
     _post(server, view_action_body(report, DATA_CONFIRM_ACTION, "start"))  # a second click on the same report
     # (its own trigger_id, as a real second click has; the work after the ack is the bot's, so give it time)
@@ -272,3 +276,16 @@ def test_a_broken_validation_file_stops_the_start(server, slack, provider):
     said = _said(_settled(slack, form["id"]))
     assert "has problems to fix" in said and "not valid JSON: 1 (line 3)" in said and DATA_CONFIRM_ACTION not in said
     assert provider.received == []
+
+
+def test_a_start_from_the_form_held_by_the_channel_goes_to_its_starter_with_its_button(server, slack, provider):
+    ask(server, slack, "settings confirm_above=0")
+    form = _open_form(server, slack)
+    file_id = slack.add_file("support.jsonl", _clean())
+    _submit(server, slack, form, _values(file_id, model=MINI))
+    report = _settled(slack, form["id"])
+    _post(server, view_action_body(report, DATA_CONFIRM_ACTION, "start"))
+    done = wait_until(lambda: "held this start" in _said(_settled(slack, form["id"])) and _settled(slack, form["id"]))
+    assert done and provider.jobs == {}  # uploaded, but nothing started
+    [held] = wait_until(lambda: [m for m in slack.messages_in("U0ALICE") if "held this start" in m["text"]])
+    assert "hold_start" in json.dumps(held["blocks"])

@@ -322,3 +322,27 @@ def test_a_hold_is_decided_once_by_many_deciders_at_once(database):
     assert sorted(outcomes) == ["decided"] * 7 + ["ok"]
     assert store.spend.held(hold_id)["state"] == "approved"
     store.close()
+
+
+def test_a_months_totals_and_the_watchdogs_records_on_both_engines(database):
+    import math
+
+    now = 1_800_000_000.0
+    store = Store(database, clock=lambda: now)
+    for n, (final, cost, estimate) in enumerate(((1, 4.0, 5.0), (1, None, 2.0), (0, None, 3.0), (0, None, None))):
+        store.follow("C1", {"id": f"j{n}", "provider": "openai", "status": "x", "created_at": int(now), "cost": cost},
+                     final=bool(final), team_id="T", user_id="U1", origin="start", recorded={"estimate": estimate})
+    store.follow("C2", {"id": "other", "provider": "openai", "status": "x", "created_at": int(now), "cost": 99.0},
+                 final=True, team_id="T", user_id="U1", origin="start")
+    totals = store.spend.month_totals("C1", now - 10, now + 10)
+    assert totals == {"jobs": 4, "estimated": 10.0, "actual": 4.0, "running": 3.0, "spent": 9.0, "unknown": 1}
+    assert [r["id"] for r in store.spend.month_jobs("C1", now - 10, now + 10, limit=2, offset=1)] == ["j1", "j2"]
+    assert store.spend.month_totals("C1", now + 10, now + 20)["jobs"] == 0
+    store.watch.record_reading("openai", "j2", 5, math.nan, math.inf)
+    store.watch.record_reading("openai", "j2", 5, 1.0, 1.0)  # the same step again: kept once
+    [reading] = store.watch.readings("openai", "j2")
+    assert math.isnan(reading["train_loss"]) and reading["valid_loss"] == math.inf
+    assert store.watch.metrics_due("openai", ["j2", "j3"], every=60) == ["j3"]
+    assert store.watch.claim("openai", "j2", "nan", {}) is not None
+    assert store.watch.claim("openai", "j2", "nan", {}) is None
+    store.close()
