@@ -175,6 +175,25 @@ MUTATIONS = [
     ("claims wait on a row another replica holds", "storage/engines.py", '"skip_locked": " FOR UPDATE SKIP LOCKED",', '"skip_locked": " FOR UPDATE",', "tests/test_storage.py -k skips_a_row"),
     ("claims queue behind every writer", "storage/engines.py", '        first = "SELECT 1" if row_locks else', '        first = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})" if row_locks else', "tests/test_storage.py -k skips_a_row"),
     ("postgresql never takes a later step", "storage/engines.py", "    for name in missing:\n        POSTGRES_STEPS[name](conn)\n", "", "tests/test_storage.py -k later_schema_step"),
+    # Spend and the watchdog (issue 18).
+    ("hold decided twice", "storage/spend.py", '            if row["state"] != "held":\n                return "decided", found\n', "", "tests/test_spend.py -k decided_once"),
+    ("hold never expires", "storage/spend.py", '            if (row["expires_at"] or 0) <= now:', '            if False:', "tests/test_spend.py -k expires"),
+    ("anyone starts a held start", "bot/jobs.py", '            if caller.user_id != hold["user_id"]:\n                return format_note("Only the person', '            if False:\n                return format_note("Only the person', "tests/test_spend.py -k requester_starts"),
+    ("a requester approves their own start", "bot/jobs.py", '            if caller.user_id == hold["user_id"]:', '            if False:', "tests/test_spend.py -k approver_other"),
+    ("anyone approves", "bot/jobs.py", '            if caller.user_id not in self.approvers:', '            if False:', "tests/test_spend.py -k approver_other"),
+    ("no hold above confirm_above", "bot/jobs.py", "        elif threshold is not None and estimate.amount > threshold:", "        elif False:", "tests/test_spend.py -k requester_starts"),
+    ("budget never holds", "bot/jobs.py", "            if spent + (estimate.amount or 0) > budget:", "            if False:", "tests/test_spend.py -k past_the_months_budget"),
+    ("an unknown estimate passes as free", "bot/jobs.py", "        if estimate.amount is None:\n            reasons.append(", "        if False:\n            reasons.append(", "tests/test_spend.py -k unknown_estimate"),
+    ("held click replay not checked", "handlers/actions.py", "        if not first_sight(services, body):\n            send(format_replay())", "        if False:\n            send(format_replay())", "tests/test_spend.py -k requester_starts"),
+    ("file read for every estimate", "bot/costs.py", "    counted = store.spend.file_tokens(provider.name, training_file, facts.name)", "    counted = None", "tests/test_spend.py -k counted_once"),
+    ("together price taken as dollars", "bot/providers/together_shape.py", "    return total_price / 1e9 if", "    return total_price / 1 if", "tests/test_spend.py -k nano_dollars"),
+    ("watchdog warns every time", "storage/watch.py", "                               (provider, job_id, kind, json.dumps(detail), self._clock())).rowcount != 1:", "                               (provider, job_id, kind, json.dumps(detail), self._clock())).rowcount < 0:", "tests/test_spend.py -k both_engines"),
+    ("watchdog cancel ignored", "bot/watchdog.py", '            if any(f["watchdog"] == "cancel" and f["origin"] == "start" for f in followers):', "            if False:", "tests/test_watchdog.py -k cancels_at_the_provider"),
+    ("watchdog reads every cycle", "storage/watch.py", '            " AND coalesce(j.metrics_read_at, 0) <= ?"', '            " AND ? IS NOT NULL"', "tests/test_watchdog.py -k at_most_every"),
+    ("watchdog reads uncapped", "bot/watchdog.py", "        for job_id in self.store.watch.metrics_due(provider.name, training, every=self.every)[:budget]:", "        for job_id in self.store.watch.metrics_due(provider.name, training, every=self.every):", "tests/test_watchdog.py -k at_most_every"),
+    ("watchdog off still reads", "storage/watch.py", "WHERE c.channel_id = s.channel_id), 'warn') != 'off'\"", "WHERE c.channel_id = s.channel_id), 'warn') != 'nothing'\"", "tests/test_watchdog.py -k reads_nothing"),
+    ("nan stored as a number", "storage/watch.py", "    if math.isnan(value):\n        return _NAN\n", "", "tests/test_spend.py -k both_engines"),
+    ("rising on a single bump", "bot/watchdog.py", "RISE_READINGS = 3", "RISE_READINGS = 1", "tests/test_watchdog.py -k noise"),
 ]
 
 

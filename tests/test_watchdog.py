@@ -30,6 +30,7 @@ def kinds(stream, *, training: bool = True, now: float | None = None) -> list[st
 def test_a_healthy_run_with_noise_raises_nothing():
     noisy = [2.0, 1.8, 1.85, 1.6, 1.62, 1.4, 1.45, 1.3, 1.28, 1.31, 1.2]  # falling, with single bumps
     assert kinds(readings(noisy, [2.1, 1.9, 1.8, 1.7, 1.65, 1.6, 1.55, 1.5, 1.45, 1.44, 1.43])) == []
+    assert kinds(readings([2.0, 1.6, 1.3, 1.1, 1.0, 1.15])) == []  # one bump of 15%: a noisy batch, not a trend
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
