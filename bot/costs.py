@@ -33,6 +33,7 @@ class Estimate:
     epochs: int | None = None
     price_per_million: float | None = None
     unknown_because: str | None = None
+    source: str | None = None  # where the price comes from, and when it was read
 
     def words(self) -> str:
         """The estimate in a sentence's words: "$12.34 (1,234,567 tokens × 3 epochs at $8.00 per million)"."""
@@ -78,7 +79,8 @@ def priced(model: str, per_epoch: int, examples: int, epochs: int | None, provid
     if facts.price_per_million is None:
         return Estimate(None, per_epoch * epochs, epochs, unknown_because=f"no published price for {model}")
     tokens = per_epoch * epochs
-    return Estimate(tokens / 1_000_000 * facts.price_per_million, tokens, epochs, facts.price_per_million)
+    return Estimate(tokens / 1_000_000 * facts.price_per_million, tokens, epochs, facts.price_per_million,
+                    source=training_data.price_source(provider))
 
 
 def remember_checked(store: Store, provider: str, file_id: str, model: str, *, per_epoch: int,

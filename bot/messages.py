@@ -762,6 +762,8 @@ def format_held(hold_id: str, command: Mapping, estimate: Estimate, reason: str,
     what = _start_words(command)
     head = f":raised_hand: I held this start: nothing was sent to {provider_label(str(command.get('provider')))}."
     lines = [f"Why: {reason}.", f"Estimated cost: {estimate.words()}."]
+    if estimate.source:
+        lines.append(f"Prices: {estimate.source}; an estimate, not a quote.")
     if needs_approval:
         lines.append("An approver has been asked in this channel; I'll tell you what they decide. It expires in a day.")
     else:
@@ -822,9 +824,10 @@ def format_spend(month: str, rows: Sequence[Mapping], totals: Mapping, *, page: 
         who = f"<@{user}>" if SLACK_USER_ID.fullmatch(user) else "—"
         verb = "started by" if row.get("origin") == "start" else "followed by"
         estimate = dollars(job.estimate) if job.estimate is not None else "unknown"
-        actual = (dollars(job.cost) if job.cost is not None else "not reported") if job.final else "running"
+        actual = (f"actual {dollars(job.cost)}" if job.cost is not None else "actual not reported") if job.final \
+            else "still running"
         lines.append(f"{status_emoji(job.status, job.state)} {code(job.id)} · {escape(provider_label(job.provider))} "
-                     f"· {code(job.model)} · {verb} {who} · est. {escape(estimate)} · actual {escape(actual)}")
+                     f"· {code(job.model)} · {verb} {who} · est. {escape(estimate)} · {escape(actual)}")
     if not lines:
         lines = ["No jobs were started or followed here that month."]
     blocks = [_section(escape(head) + "\n" + escape(sums)), *_lines_in_sections(lines)]

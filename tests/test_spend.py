@@ -113,7 +113,7 @@ def test_spend_lists_the_months_jobs_with_estimates_actuals_and_totals(server, s
     spend = ask(server, slack, "spend")
     said = everything_said(spend)
     assert first in said and second in said and "<@U0ALICE>" in said and "<@U0BOB>" in said
-    assert "actual $5.00" in said and "running" in said
+    assert "actual $5.00" in said and "still running" in said
     assert f"Estimated {training_data.dollars(expected_estimate() + expected_estimate(2))}" in said
     assert f"{training_data.dollars(expected_estimate(2))} still running" in said
     assert "2 jobs" in spend["text"]
@@ -158,6 +158,7 @@ def test_a_start_above_confirm_above_is_held_until_its_requester_starts_it_once(
     held = ask(server, slack, f"start {SAMPLE_FILE_ID}")
     assert "held this start" in held["text"] and creates(provider) == []  # nothing reached the provider
     assert training_data.dollars(expected_estimate()) in held["text"] and "above this channel's $0.01" in held["text"]
+    assert "Prices: OpenAI's pricing page" in held["text"]
     body = press(server, slack, held, "hold_start", user="U0BOB", name="bob")
     assert "Only the person who asked" in reply_to(slack, "bob")["text"] and creates(provider) == []
     first = press(server, slack, held, "hold_start", name="go1")

@@ -193,3 +193,20 @@ def test_two_processes_finding_the_same_thing_warn_once(settings, provider, slac
         bot.services.sender.deliver_due()
     assert len(delivered_warnings(first, slack)) == 1
     assert first.services.store.watch.marks("openai", job["id"]) == ["nan"]
+
+
+def test_a_run_the_provider_will_not_cancel_is_warned_with_what_it_said(server, slack, provider, bot):
+    eager(bot)
+    ask(server, slack, "settings watchdog=cancel")
+    job_id = _running_card(server, slack, provider, bot)
+    provider.fail(match="/cancel", status=400, times=5,
+                  body={"error": {"message": "Job cannot be cancelled in its current state", "type": "invalid"}})
+    provider.report(job_id, 2, math.nan)
+    watch(bot)
+    [warning] = delivered_warnings(bot, slack)
+    said = everything_said(warning)
+    assert "cannot be cancelled in its current state" in said and "could not" in said
+    assert "cancel_job" in said  # still running: the Cancel button stays
+    assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1  # tried once, not each cycle
+    watch(bot)
+    assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1
