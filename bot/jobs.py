@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 import uuid
@@ -227,8 +228,9 @@ class JobService:
         reasons = []
         spent = None
         if estimate.amount is None:
-            reasons.append(f"its estimate is {estimate.words()}, and this channel confirms starts above "
-                           + (f"{dollars(threshold)}" if threshold is not None else "its budget"))
+            reasons.append(f"its estimate is {estimate.words()}, and this channel "
+                           + (f"confirms starts above {dollars(threshold)}" if threshold is not None else
+                              "has a budget it cannot be checked against"))
         elif threshold is not None and estimate.amount > threshold:
             reasons.append(f"its estimate, {dollars(estimate.amount)}, is above this channel's "
                            f"{dollars(threshold)} (`confirm_above`)")
@@ -399,7 +401,7 @@ class JobService:
 
     def settle_hold(self, hold: Mapping, answer: Message) -> None:
         """A held start decided: its request in the channel says so (buttons gone), and its requester is told."""
-        outcome = _first_line(answer.text)
+        outcome = html.unescape(_first_line(answer.text))  # (a message's text is kept escaped for Slack)
         decided = self._decorated(format_hold_decided(hold, outcome=outcome))
         if hold.get("message_ts"):
             try:

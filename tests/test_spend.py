@@ -347,3 +347,14 @@ def test_a_months_totals_and_the_watchdogs_records_on_both_engines(database):
     assert store.watch.claim("openai", "j2", "nan", {}) is not None
     assert store.watch.claim("openai", "j2", "nan", {}) is None
     store.close()
+
+
+def test_a_decided_hold_tells_its_requester_without_escaping_twice(bot, slack):
+    from bot.messages import format_note
+
+    hold = {"id": "h1", "channel_id": "C0GENERAL", "user_id": "U0ALICE", "decided_by": "U0CAROL",
+            "state": "approved", "message_ts": None, "command": {"training_file": "file-1", "provider": "openai"}}
+    bot.services.jobs.settle_hold(hold, format_note("OpenAI said: <bad> & worse"))
+    [told] = wait_until(lambda: slack.messages_in("U0ALICE"))
+    assert "&lt;bad&gt; &amp; worse" in told["text"] and "&amp;lt;" not in told["text"] + json.dumps(told["blocks"])
+    assert "<@U0CAROL>" in json.dumps(told["blocks"])
