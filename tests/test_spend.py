@@ -32,8 +32,9 @@ def creates(provider) -> list:
 
 def press(server, slack, message, action_id, *, user="U0ALICE", name="press", channel="C0GENERAL", body=None):
     """Click a button of `message` as Slack would (signed); returns the request's body, to replay it."""
-    [button] = [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
-                if e["action_id"] == action_id]
+    if body is None:
+        [button] = [e for b in message["blocks"] if b["type"] == "actions" for e in b["elements"]
+                    if e["action_id"] == action_id]
     body = body or block_action_body(action_id, button["value"], user_id=user, channel_id=channel,
                                      response_url=slack.response_url(name), message_ts=message.get("ts", "1.1"))
     assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
@@ -241,8 +242,10 @@ def test_with_approvers_a_held_start_needs_an_approver_other_than_its_requester(
         press(srv, slack, request, "hold_approve", user="U0BOB", name="bob")  # not an approver
         assert "APPROVER_USER_IDS" in reply_to(slack, "bob")["text"]
         assert creates(provider) == []
-        press(srv, slack, request, "hold_approve", user="U0CAROL", name="carol")
+        approved = press(srv, slack, request, "hold_approve", user="U0CAROL", name="carol")
         reply_to(slack, "carol")
+        press(srv, slack, request, "hold_approve", body=approved)  # the same signed click, replayed
+        assert wait_until(lambda: "already received this exact request" in reply_to(slack, "carol")["text"])
         assert len(wait_until(lambda: creates(provider))) == 1
         [job_id] = list(provider.jobs)
         assert bot.services.store.job(job_id, "openai")["approved_by"] == "U0CAROL"

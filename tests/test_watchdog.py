@@ -210,3 +210,31 @@ def test_a_run_the_provider_will_not_cancel_is_warned_with_what_it_said(server, 
     assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1  # tried once, not each cycle
     watch(bot)
     assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1
+
+
+def test_a_run_with_no_new_step_for_the_stall_time_is_warned_of_as_stalled(settings, provider, slack):
+    from bot.app import build
+
+    now = [1_800_000_000.0]
+    bot = build(settings, clock=lambda: now[0])
+    try:
+        eager(bot)
+        store = bot.services.store
+        job = provider.add_job(status="running")
+        store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+        store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+        provider.report(job["id"], 7, 1.5)
+        watch(bot)
+        now[0] += 29 * 60
+        watch(bot)
+        assert warnings_in(slack) == []  # 29 minutes at step 7: not yet
+        now[0] += 2 * 60
+        watch(bot)
+        [warning] = delivered_warnings(bot, slack)
+        assert "stopped making progress" in warning["text"] and "still at step 7 after 31 minutes" in warning["text"]
+        provider.report(job["id"], 8, 1.4)
+        now[0] += 60
+        watch(bot)
+        assert len(warnings_in(slack)) == 1  # moving again: nothing more (and said once per job and kind)
+    finally:
+        bot.stop(timeout=2)
