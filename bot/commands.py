@@ -181,8 +181,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                         "price. Nothing is uploaded.", options=(_PROVIDER,)),
     Subcommand("upload", "Check a .jsonl training file from Slack and, when it is clean, upload it to a provider; "
                          "replies with its file id.", options=(_PROVIDER,), costly=True, past="uploaded"),
-    Subcommand("spend", "What this channel's jobs of a month cost (this month by default): estimates, actual costs, "
-                        "who started each, totals.",
+    Subcommand("spend", "What the jobs started from this channel in a month cost (this month by default): "
+                        "estimates, actual costs, who started each, totals.",
                optional_positional=(Value("month", "month", placeholder="YYYY-MM"),),
                options=(_PROVIDER, Value("page", "int", 1, 10_000)), doing="count the spend"),
     Subcommand("subscriptions", "The jobs this channel follows: running first, then finished, a page at a time.",

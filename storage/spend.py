@@ -11,9 +11,10 @@ from typing import Any
 
 HOLD_SECONDS = 86400  # a held start may be released for a day; after that it is answered as expired
 HELD_RETENTION_SECONDS = 30 * 86400
-# A job of a channel's month: followed there, started (by the provider's clock, else when followed) within it.
+# A job of a channel's month: started from there (a job it only follows is another's spend), created (by the
+# provider's clock, else when the channel began following it) within the month.
 _MONTH_JOBS = ("FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id"
-               " WHERE s.channel_id = ? AND coalesce(j.created_at, s.created_at) >= ?"
+               " WHERE s.channel_id = ? AND s.origin = 'start' AND coalesce(j.created_at, s.created_at) >= ?"
                " AND coalesce(j.created_at, s.created_at) < ?")
 
 

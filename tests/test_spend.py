@@ -338,6 +338,8 @@ def test_a_months_totals_and_the_watchdogs_records_on_both_engines(database):
                      final=bool(final), team_id="T", user_id="U1", origin="start", recorded={"estimate": estimate})
     store.follow("C2", {"id": "other", "provider": "openai", "status": "x", "created_at": int(now), "cost": 99.0},
                  final=True, team_id="T", user_id="U1", origin="start")
+    store.follow("C1", {"id": "other", "provider": "openai", "status": "x"}, final=True, team_id="T", user_id="U1",
+                 origin="subscribe")  # followed in C1, started elsewhere: C2's spend, not C1's
     totals = store.spend.month_totals("C1", now - 10, now + 10)
     assert totals == {"jobs": 4, "estimated": 10.0, "actual": 4.0, "running": 3.0, "spent": 9.0, "unknown": 1}
     assert [r["id"] for r in store.spend.month_jobs("C1", now - 10, now + 10, limit=2, offset=1)] == ["j1", "j2"]
