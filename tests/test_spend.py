@@ -4,6 +4,7 @@ budget, and approvers."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -259,38 +260,38 @@ def test_with_approvers_a_held_start_needs_an_approver_other_than_its_requester(
         srv.close()
 
 
-def test_a_denied_start_is_never_sent_and_its_requester_is_told(settings, slack, provider, make_bot):
-    bot = make_bot(approver_user_ids=frozenset({"U0CAROL"}))
+@contextlib.contextmanager
+def approval_asked(make_bot, slack, approvers: set[str]):
+    """A bot with approvers, served; a start held past a budget of $0; its request for approval in the channel (a
+    copy: the stand-in edits its own when the request is decided)."""
+    bot = make_bot(approver_user_ids=frozenset(approvers))
     srv = Server(bot)
     try:
         ask(srv, slack, "settings budget=0")
         ask(srv, slack, f"start {SAMPLE_FILE_ID}")
         [request] = wait_until(lambda: [m for m in slack.messages_in("C0GENERAL") if "needs approval" in m["text"]])
-        request = copy.deepcopy(request)  # (the stand-in edits its own copy when the request is decided)
+        yield srv, copy.deepcopy(request)
+    finally:
+        srv.close()
+
+
+def test_a_denied_start_is_never_sent_and_its_requester_is_told(settings, slack, provider, make_bot):
+    with approval_asked(make_bot, slack, {"U0CAROL"}) as (srv, request):
         press(srv, slack, request, "hold_deny", user="U0CAROL", name="deny")
         assert "nothing was started" in reply_to(slack, "deny")["text"].lower()
         assert wait_until(lambda: [m for m in slack.messages_in("U0ALICE") if "Denied by" in m["text"]])
         press(srv, slack, request, "hold_approve", user="U0CAROL", name="late")
         assert "already been denied" in reply_to(slack, "late")["text"]
         assert creates(provider) == []
-    finally:
-        srv.close()
 
 
 def test_a_forged_approve_is_refused(settings, slack, provider, make_bot):
-    bot = make_bot(approver_user_ids=frozenset({"U0CAROL"}))
-    srv = Server(bot)
-    try:
-        ask(srv, slack, "settings budget=0")
-        ask(srv, slack, f"start {SAMPLE_FILE_ID}")
-        [request] = wait_until(lambda: [m for m in slack.messages_in("C0GENERAL") if "needs approval" in m["text"]])
+    with approval_asked(make_bot, slack, {"U0CAROL"}) as (srv, request):
         [button] = [e for b in request["blocks"] if b["type"] == "actions" for e in b["elements"]
                     if e["action_id"] == "hold_approve"]
         body = block_action_body("hold_approve", button["value"], user_id="U0CAROL")
         assert srv.post("/slack/events", body, signed_headers(body, "not-the-signing-secret"))[0] == 401
         assert creates(provider) == []
-    finally:
-        srv.close()
 
 
 def test_a_start_reconciled_after_a_crash_keeps_its_estimate_and_approver(bot, slack, provider):
