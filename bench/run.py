@@ -473,7 +473,8 @@ def bench_watchdog(workdir: str, running: int = 300, cycles: int = 8) -> None:
         for job in jobs:
             store.follow("C0BENCH", job, final=False, team_id="T", user_id="U0BENCH", origin="start")
         watchdog = Watchdog(store, every=settings.metrics_interval_seconds, clock=lambda: now[0],
-                            stall_seconds=60 * settings.watchdog_stall_minutes)
+                            stall_seconds=60 * settings.watchdog_stall_minutes,
+                            interval=settings.poll_interval_seconds)
         poller = Poller(registry.configured(settings), store, interval=settings.poll_interval_seconds,
                         watchdog=watchdog)
         per_cycle, took = [], []

@@ -221,7 +221,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
                                 lease_seconds=settings.delivery_lease_seconds,
                                 give_up_seconds=settings.delivery_give_up_seconds, decorate=decorate)
     watchdog = Watchdog(store, every=settings.metrics_interval_seconds, clock=clock, on_queued=sender.kick,
-                        stall_seconds=60 * settings.watchdog_stall_minutes)
+                        stall_seconds=60 * settings.watchdog_stall_minutes, interval=settings.poll_interval_seconds)
     poller = Poller(providers, store, on_queued=sender.kick, interval=settings.poll_interval_seconds,
                     watchdog=watchdog)
     # Every pool is made here, once, and ended by Bot.stop. Pools whose tasks wait on other tasks (commands, forms)

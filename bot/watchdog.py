@@ -31,7 +31,10 @@ RISE_READINGS = 3
 RISE_MARGIN = 0.10
 OVERFIT_READINGS = 4
 OVERFIT_MARGIN = 0.05
-MAX_METRIC_READS_PER_CYCLE = 100  # the watchdog's reads a cycle, over every provider's jobs (the rest wait a cycle)
+# The watchdog's reads, over every provider's jobs: at most this many a minute, whatever the poll interval (a cycle
+# takes its share: 100 at the default minute, 2 at a 1 s interval; the rest wait for a later cycle). Bounded by time,
+# not by cycle, so a short interval never multiplies what the providers are asked.
+MAX_METRIC_READS_PER_MINUTE = 100
 KINDS = ("nan", "rising", "stalled", "overfitting")
 
 
@@ -84,13 +87,14 @@ def findings(readings: Sequence[Mapping], *, training: bool, now: float, stall_s
 
 class Watchdog:
     def __init__(self, store: Store, *, every: float, stall_seconds: float, clock: Callable[[], float],
-                 on_queued: Callable[[], None] = lambda: None, max_reads: int = MAX_METRIC_READS_PER_CYCLE) -> None:
+                 on_queued: Callable[[], None] = lambda: None, interval: float = 60.0,
+                 per_minute: int = MAX_METRIC_READS_PER_MINUTE) -> None:
         self.store = store
         self.every = every
         self.stall_seconds = stall_seconds
         self.clock = clock
         self.on_queued = on_queued
-        self.max_reads = max_reads
+        self.max_reads = max(1, min(per_minute, round(per_minute * interval / 60)))  # a cycle's share
 
     def watch(self, provider: FineTuningProvider, going: Mapping[str, Job], *, budget: int) -> int:
         """Read the metrics of this provider's running jobs that are due a read (at most `budget` of them, longest

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from bot.watchdog import MAX_METRIC_READS_PER_CYCLE, findings
+from bot.watchdog import MAX_METRIC_READS_PER_MINUTE, Watchdog, findings
 from tests.conftest import ask, everything_said, wait_until
 
 STALL = 1800.0
@@ -145,10 +145,16 @@ def test_watchdog_off_reads_nothing_and_says_nothing(server, slack, provider, bo
     assert warnings_in(slack) == []
 
 
+def test_a_cycles_share_of_reads_follows_the_poll_interval_so_a_short_one_asks_no_more():
+    share = {interval: Watchdog(None, every=60, stall_seconds=STALL, clock=lambda: 0.0, interval=interval).max_reads
+             for interval in (0.05, 1, 30, 60, 3600)}
+    assert share == {0.05: 1, 1: 2, 30: 50, 60: MAX_METRIC_READS_PER_MINUTE, 3600: MAX_METRIC_READS_PER_MINUTE}
+
+
 def test_metrics_are_read_at_most_every_interval_and_within_the_cap(settings, provider, slack, make_bot):
-    bot = make_bot(metrics_interval_seconds=3600)
+    bot = make_bot(metrics_interval_seconds=3600, poll_interval_seconds=60)
     store = bot.services.store
-    jobs = [provider.add_job(status="running") for _ in range(MAX_METRIC_READS_PER_CYCLE + 10)]
+    jobs = [provider.add_job(status="running") for _ in range(MAX_METRIC_READS_PER_MINUTE + 10)]
     for job in jobs:
         store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="subscribe")
     store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
@@ -158,7 +164,7 @@ def test_metrics_are_read_at_most_every_interval_and_within_the_cap(settings, pr
 
     bot.services.poller.run_once(progress=False)
     bot.services.poller.read_progress()
-    assert reads() == MAX_METRIC_READS_PER_CYCLE  # the cap; the rest wait for the next cycle
+    assert reads() == MAX_METRIC_READS_PER_MINUTE  # the cap; the rest wait for the next cycle
     bot.services.poller.read_progress()
     assert reads() == len(jobs)  # those that waited
     bot.services.poller.read_progress()
