@@ -36,6 +36,7 @@ from bot.messages import (
     format_problem,
     format_provider_error,
     format_providers,
+    format_refusal,
     format_settings,
     format_spend,
     format_start_reconciled,
@@ -259,6 +260,10 @@ class JobService:
         if decision != "start" and hold["channel_id"] != caller.channel_id:
             return format_note("That button belongs to a start held in another channel."), None
         if decision == "start":
+            # Judged where the start was asked for (its Start anyway may be pressed in a direct message: the form's).
+            refusal = self.refusal(Command("start", {}), replace(caller, channel_id=hold["channel_id"]))
+            if refusal:
+                return format_refusal(refusal), None
             if self.approvers:
                 return format_note("This start needs an approver's Approve now; Start anyway no longer applies."), None
             if caller.user_id != hold["user_id"]:

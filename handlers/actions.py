@@ -55,10 +55,6 @@ def _decide(services, caller: Caller, hold_id: str, decision: str, body: dict) -
         if not first_sight(services, body):
             send(format_replay())
             return
-        refusal = services.jobs.refusal(Command("start", {"training_file": "held"}), caller)
-        if refusal and decision == "start":
-            send(format_refusal(refusal))
-            return
         answer, decided = services.jobs.release(caller, hold_id, decision)
         send(answer, replace=decision == "start" and decided is not None)
         if decided is not None and decided["state"] in {"approved", "denied", "expired"}:

@@ -364,3 +364,19 @@ def test_a_decided_hold_tells_its_requester_without_escaping_twice(bot, slack):
     [told] = wait_until(lambda: slack.messages_in("U0ALICE"))
     assert "&lt;bad&gt; &amp; worse" in told["text"] and "&amp;lt;" not in told["text"] + json.dumps(told["blocks"])
     assert "<@U0CAROL>" in json.dumps(told["blocks"])
+
+
+def test_start_anyway_is_judged_where_the_start_was_asked_for(settings, slack, provider, make_bot):
+    bot = make_bot(allowed_channel_ids=frozenset({"C0GENERAL"}), allowed_user_ids=frozenset({"U0ALICE"}))
+    srv = Server(bot)
+    try:
+        ask(srv, slack, "settings confirm_above=0")
+        held = ask(srv, slack, f"start {SAMPLE_FILE_ID}")
+        press(srv, slack, held, "hold_start", channel="D0ALICE", name="dm")  # the button in a direct message
+        assert "Started fine-tuning job" in reply_to(slack, "dm")["text"]
+        held = ask(srv, slack, f"start {SAMPLE_FILE_ID}")
+        bot.services.jobs.allowed_users = frozenset({"U0BOB"})  # Alice is taken off the list while it is held
+        press(srv, slack, held, "hold_start", name="gone")
+        assert "not on this bot's list" in reply_to(slack, "gone")["text"] and len(creates(provider)) == 1
+    finally:
+        srv.close()
