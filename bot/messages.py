@@ -856,21 +856,23 @@ def format_watchdog(job: Job, detail: Mapping, subscription: Subscription) -> Me
     kind = str(detail.get("kind") or "")
     what = WATCHDOG_WORDS.get(kind, "something looks wrong")
     if kind == "nan":
-        numbers = f"the {detail.get('which') or 'training'} loss was {detail.get('value')} at step {detail.get('step')}"
+        numbers = f"The {detail.get('which') or 'training'} loss was {detail.get('value')} at step {detail.get('step')}"
     elif kind == "rising":
-        numbers = (f"training loss {_losses(detail.get('losses') or [])} over steps "
+        numbers = (f"Training loss {_losses(detail.get('losses') or [])} over steps "
                    f"{', '.join(str(s) for s in detail.get('steps') or [])} (its recent low: "
                    f"{_losses([detail.get('low')])})")
     elif kind == "stalled":
-        numbers = (f"still at step {detail.get('step')} after {detail.get('minutes')} minutes, while "
+        numbers = (f"Still at step {detail.get('step')} after {detail.get('minutes')} minutes, while "
                    f"{provider_label(job.provider)} says it is {job.status}")
     else:
-        numbers = (f"validation loss {_losses(detail.get('valid') or [])} while training loss went "
+        numbers = (f"Validation loss {_losses(detail.get('valid') or [])} while training loss went "
                    f"{_losses(detail.get('train') or [])}")
     cancel = detail.get("cancel")
     user = subscription.user_id or ""
-    who = f"<@{user}> " if SLACK_USER_ID.fullmatch(user) and subscription.origin == "start" else ""
-    head = f":rotating_light: {who}Fine-tuning job {code(job.id)}: {escape(what)}."
+    head = f":rotating_light: Fine-tuning job {code(job.id)}: {escape(what)}."
+    if SLACK_USER_ID.fullmatch(user) and subscription.origin == "start":  # (a channel with mentions off is not pinged)
+        head = (f":rotating_light: <@{user}>, your fine-tuning job {code(job.id)}: {escape(what)}." if
+                subscription.mention else f"{head[:-1]} (started by {code(user)}).")
     text = f"Fine-tuning job {job.id}: {what}."
     if cancel == "cancelled":
         done = "I cancelled it, as this channel's watchdog setting says (`watchdog=cancel`)."

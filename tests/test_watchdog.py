@@ -237,10 +237,22 @@ def test_a_run_with_no_new_step_for_the_stall_time_is_warned_of_as_stalled(setti
         now[0] += 2 * 60
         watch(bot)
         [warning] = delivered_warnings(bot, slack)
-        assert "stopped making progress" in warning["text"] and "still at step 7 after 31 minutes" in warning["text"]
+        assert "stopped making progress" in warning["text"] and "Still at step 7 after 31 minutes" in warning["text"]
         provider.report(job["id"], 8, 1.4)
         now[0] += 60
         watch(bot)
         assert len(warnings_in(slack)) == 1  # moving again: nothing more (and said once per job and kind)
     finally:
         bot.stop(timeout=2)
+
+
+def test_a_channel_with_mentions_off_is_not_pinged_by_a_warning():
+    from bot.messages import Subscription, format_watchdog
+    from bot.providers.types import Job
+
+    job = Job(id="ftjob-1", status="running", model="m")
+    detail = {"kind": "nan", "which": "training", "value": "nan", "step": 3}
+    quiet = format_watchdog(job, detail, Subscription("C1", "U0ALICE", "start", mention=False))
+    loud = format_watchdog(job, detail, Subscription("C1", "U0ALICE", "start", mention=True))
+    assert "<@" not in json.dumps(quiet.blocks) and "started by `U0ALICE`" in json.dumps(quiet.blocks)
+    assert "<@U0ALICE>, your fine-tuning job" in json.dumps(loud.blocks)
