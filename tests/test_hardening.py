@@ -5,6 +5,7 @@ real Slack refuses."""
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import threading
@@ -54,18 +55,29 @@ def test_hundreds_of_poll_cycles_with_two_providers_leave_files_threads_and_conn
         store.follow("C0GENERAL", {"id": job["id"], "status": job["status"], "provider": "together"}, final=False,
                      team_id="T", user_id="U", origin="test")
 
+    for job_id in provider.jobs:
+        provider.report(job_id, 1, 2.0)
+    for job_id in together.jobs:
+        together.report(job_id, 1, 2.0)
+    bot.services.poller.watchdog.every = 0  # the watchdog reads every job's metrics whenever it runs
+    cycles = itertools.count()
+
     def cycle() -> None:
         report = bot.services.poller.run_once()
         assert set(report.requests_by_provider) == {"openai", "together"} and not report.errors
+        if next(cycles) % 10 == 0:
+            bot.services.poller.read_progress()  # (every tenth cycle: a metric read costs more than a cycle)
 
     for _ in range(20):  # warm up: every pool thread made, every connection opened
         cycle()
+    assert {len(store.watch.readings("openai", job_id)) for job_id in provider.jobs} == {1}
     gc.collect()
     files, threads, connections, rss = _open_files(), threading.active_count(), store.connections(), _rss_mb()
     for _ in range(300):
         cycle()
     gc.collect()
-    print(f"\npoll soak, 300 cycles with two providers: open files {files} -> {_open_files()}, threads {threads} -> "
+    print(f"\npoll soak, 300 cycles with two providers and the watchdog: open files {files} -> {_open_files()}, "
+          f"threads {threads} -> "
           f"{threading.active_count()}, connections {connections} -> {store.connections()}, "
           f"RSS {rss:.1f} -> {_rss_mb():.1f} MB")
     assert store.connections() <= connections
