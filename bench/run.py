@@ -134,11 +134,13 @@ def bench_ack(workdir: str, commands: int, senders: int) -> None:
         try:
             texts = [f"start {SAMPLE_FILE_ID}", "list 5", f"status {running[0]['id']}",
                      f"subscribe {running[1]['id']}", "subscriptions", f"status {running[2]['id']}"]
-            latencies, _, _ = timed_commands(proc, slack, commands, senders,
-                                             lambda n: (texts[n % len(texts)], f"C0LOAD{n % 7}", f"load{n}"))
+            latencies, began, _ = timed_commands(proc, slack, commands, senders,
+                                                 lambda n: (texts[n % len(texts)], f"C0LOAD{n % 7}", f"load{n}"))
             answered = wait_until(lambda: len({r["url"] for r in slack.responses}) >= commands, timeout=120,
                                   interval=0.1)
             got = len({r["url"] for r in slack.responses})
+            # The burst's last answer (through its response_url): the work after the acks, every provider call 0.5 s.
+            say("ack_burst_answered_s", f"{max(r['at'] for r in slack.responses) - began:.1f}")
             say("ack_commands", commands)
             say("ack_concurrent_senders", senders)
             say("ack_provider_delay_s", 0.5)

@@ -36,7 +36,7 @@ def make_listener(services):
         ack()
         if parsed.name in {"check", "upload"} or (parsed.name == "start" and "training_file" not in parsed.args):
             # The form opens with the command's trigger_id, which Slack honours for 3 seconds: at once, after ack.
-            services.background.submit(_open_form, services, parsed, caller, command.get("trigger_id") or "")
+            services.prompt.submit(_open_form, services, parsed, caller, command.get("trigger_id") or "")
             return
         run_after_ack(services, parsed, caller, trigger_id=command.get("trigger_id"))
 

@@ -37,7 +37,7 @@ def make_open_listener(services):
         if refusal:
             services.background.submit(_tell(services, caller), format_refusal(refusal))
             return
-        services.background.submit(_open, services, caller, job_id, provider, body)
+        services.prompt.submit(_open, services, caller, job_id, provider, body)
 
     return try_clicked
 

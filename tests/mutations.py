@@ -194,6 +194,7 @@ MUTATIONS = [
     ("watchdog off still reads", "storage/watch.py", "WHERE c.channel_id = s.channel_id), 'warn') != 'off'\"", "WHERE c.channel_id = s.channel_id), 'warn') != 'nothing'\"", "tests/test_watchdog.py -k reads_nothing"),
     ("nan stored as a number", "storage/watch.py", "    if math.isnan(value):\n        return _NAN\n", "", "tests/test_spend.py -k both_engines"),
     ("rising on a single bump", "bot/watchdog.py", "RISE_READINGS = 3", "RISE_READINGS = 1", "tests/test_watchdog.py -k noise"),
+    ("forms open behind slow work", "handlers/commands.py", "services.prompt.submit(_open_form,", "services.background.submit(_open_form,", "tests/test_data_flow.py -k every_worker_is_busy"),
 ]
 
 

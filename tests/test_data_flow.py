@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
@@ -289,3 +291,17 @@ def test_a_start_from_the_form_held_by_the_channel_goes_to_its_starter_with_its_
     assert done and provider.jobs == {}  # uploaded, but nothing started
     [held] = wait_until(lambda: [m for m in slack.messages_in("U0ALICE") if "held this start" in m["text"]])
     assert "hold_start" in json.dumps(held["blocks"])
+
+
+def test_a_form_opens_within_its_trigger_ids_seconds_while_every_worker_is_busy(server, slack, bot):
+    from bot.app import WORKERS
+
+    gate = threading.Event()
+    busy = [bot.services.background.submit(gate.wait, 30) for _ in range(WORKERS + 4)]  # slow work, queued too
+    try:
+        started = time.monotonic()
+        form = _open_form(server, slack)
+        assert form and time.monotonic() - started < 3  # Slack honours a trigger_id for 3 seconds
+    finally:
+        gate.set()
+    assert all(job.result(10) for job in busy)
