@@ -47,8 +47,10 @@ class Pricing:
 
     def cost_of(self, model: str, tokens: int | None) -> float | None:
         """What `tokens` trained tokens of `model` cost by this table, in US dollars; None when either is unknown."""
+        if not tokens:  # (a running job has trained nothing yet: no price is looked up for it)
+            return None
         price = self.per_million(model)
-        return None if price is None or not tokens else tokens / 1_000_000 * price
+        return None if price is None else tokens / 1_000_000 * price
 
 
 @dataclass(frozen=True)
