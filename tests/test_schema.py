@@ -163,3 +163,34 @@ def test_every_schema_step_after_the_first_postgresql_release_has_a_postgresql_f
 
     later = STEPS[STEPS.index("m009_leases") + 1:]
     assert [name for name in later if name not in POSTGRES_STEPS] == []
+
+
+def test_a_postgresql_database_from_before_spend_takes_m010_at_its_next_start(postgres_url):
+    """A database made by the release before spend and the watchdog (m009) gains their columns and tables once."""
+    import psycopg
+
+    from storage import Store
+    from storage.migrations import _M010_COLUMNS, _M010_TABLES
+
+    Store(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # back to how m009 left it
+        for table in _M010_TABLES:
+            conn.execute(f"DROP TABLE {table}")
+        for table, column, *_ in _M010_COLUMNS:
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("DELETE FROM _finetune_migrations WHERE name = 'm010_spend_and_watchdog'")
+    store = Store(postgres_url)
+    try:
+        store.follow("C1", {"id": "j1", "provider": "openai", "status": "running"}, final=False, team_id="T",
+                     user_id="U1", origin="start", recorded={"estimate": 2.5})
+        assert store.job("j1", "openai")["estimate"] == 2.5
+        store.set_channel_settings("C1", "U1", budget=100.0)
+        assert (store.channel_settings("C1")["watchdog"], store.channel_settings("C1")["budget"]) == ("warn", 100.0)
+        assert store.spend.hold(team_id="T", channel_id="C1", user_id="U1", provider="openai", command={},
+                                estimate=1.0, reason="r")
+        store.watch.record_reading("openai", "j1", 1, 2.0, None)
+    finally:
+        store.close()
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT count(*) FROM _finetune_migrations WHERE name = 'm010_spend_and_watchdog'"
+                            ).fetchone()[0] == 1
