@@ -247,9 +247,8 @@ class JobService:
         hold_id = self.store.spend.hold(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id,
                                         provider=provider, command=command, estimate=estimate.amount, reason=reason)
         log.info("held a start at %s in %s: %s", provider, caller.channel_id, reason)
-        if self.approvers:
-            self.ask_approvers(hold_id)
-        return format_held(hold_id, command, estimate, reason, needs_approval=bool(self.approvers))
+        unasked = self.ask_approvers(hold_id) if self.approvers else None
+        return format_held(hold_id, command, estimate, reason, needs_approval=bool(self.approvers), unasked=unasked)
 
     def release(self, caller: Caller, hold_id: str, decision: str) -> tuple[Message, dict | None]:
         """A held start's button pressed: Start anyway (its requester, when no approvers are set), Approve or Deny
@@ -390,19 +389,19 @@ class JobService:
                                            offset=(page - 1) * SPEND_PAGE)
         return format_spend(name, rows, totals, page=page, pages=pages, provider=provider)
 
-    def ask_approvers(self, hold_id: str) -> None:
-        """Post a held start's request for approval in its channel, with Approve and Deny."""
+    def ask_approvers(self, hold_id: str) -> str | None:
+        """Post a held start's request for approval in its channel, with Approve and Deny; None when it is there,
+        else what Slack said."""
         hold = self.store.spend.held(hold_id)
-        if hold is None:
-            return
         try:
             ts = self.slack.post(hold["channel_id"], self._decorated(format_approval_request(hold)))
         except SlackFailure as failure:
             log.warning("could not ask for the approval of a held start in %s: %s", hold["channel_id"],
                         failure.reason)
-            return
+            return failure.reason
         if ts:
             self.store.spend.set_hold_message(hold_id, ts)
+        return None
 
     def settle_hold(self, hold: Mapping, answer: Message) -> None:
         """A held start decided: its request in the channel says so (buttons gone), and its requester is told."""

@@ -757,14 +757,18 @@ def _hold_button(action: str, label: str, hold_id: str, *, style: str | None = N
     return {**button, "style": style} if style else button
 
 
-def format_held(hold_id: str, command: Mapping, estimate: Estimate, reason: str, *, needs_approval: bool) -> Message:
+def format_held(hold_id: str, command: Mapping, estimate: Estimate, reason: str, *, needs_approval: bool,
+                unasked: str | None = None) -> Message:
     """The requester's answer to a start that was held, not sent: the figures and what happens next."""
     what = _start_words(command)
     head = f":raised_hand: I held this start: nothing was sent to {provider_label(str(command.get('provider')))}."
     lines = [f"Why: {reason}.", f"Estimated cost: {estimate.words()}."]
     if estimate.source:
         lines.append(f"Prices: {estimate.source}; an estimate, not a quote.")
-    if needs_approval:
+    if needs_approval and unasked:
+        lines.append(f"It needs an approver, but I could not ask in this channel (Slack said {unasked}): invite me to "
+                     "it (/invite @finetune-bot) and start again. Nothing was started.")
+    elif needs_approval:
         lines.append("An approver has been asked in this channel; I'll tell you what they decide. It expires in a day.")
     else:
         lines.append("Press Start anyway to start it as it is (only you can). It expires in a day.")

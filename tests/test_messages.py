@@ -130,7 +130,8 @@ def _every_message(hostile: str) -> dict:
         "format_delivery_problem": [format_delivery_problem(job, hostile, hostile, hostile, bot_user_id=hostile),
                                     format_delivery_problem(job, "failed", "C0REAL", "not_in_channel")],
         "format_held": [format_held("h1", hold["command"], Estimate(None, unknown_because=hostile), hostile,
-                                    needs_approval=approval) for approval in (False, True)],
+                                    needs_approval=approval, unasked=unasked)
+                        for approval, unasked in ((False, None), (True, None), (True, hostile))],
         "format_approval_request": [format_approval_request(hold)],
         "format_hold_decided": [format_hold_decided({**hold, "state": state}, outcome=hostile)
                                 for state in ("approved", "denied", "expired", "started")],

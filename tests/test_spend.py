@@ -380,3 +380,16 @@ def test_start_anyway_is_judged_where_the_start_was_asked_for(settings, slack, p
         assert "not on this bot's list" in reply_to(slack, "gone")["text"] and len(creates(provider)) == 1
     finally:
         srv.close()
+
+
+def test_a_held_start_whose_approvers_cannot_be_asked_says_so(settings, slack, provider, make_bot):
+    bot = make_bot(approver_user_ids=frozenset({"U0CAROL"}))
+    srv = Server(bot)
+    try:
+        ask(srv, slack, "settings budget=0")
+        slack.fail(match="chat.postMessage", status=200, body={"ok": False, "error": "not_in_channel"})
+        held = ask(srv, slack, f"start {SAMPLE_FILE_ID}")
+        assert "could not ask in this channel (Slack said not_in_channel)" in held["text"]
+        assert "An approver has been asked" not in held["text"] and creates(provider) == []
+    finally:
+        srv.close()
