@@ -111,8 +111,12 @@ class JobService:
 
     def run(self, command: Command, caller: Caller) -> Message:
         handler = getattr(self, command.spec.handler)
+        return self._answered(command, lambda: handler(caller, **command.args))
+
+    def _answered(self, command: Command, call: Callable[[], Message]) -> Message:
+        """A command's answer, with a provider's refusal (or a provider not configured) said in words."""
         try:
-            return handler(caller, **command.args)
+            return call()
         except ProviderError as error:
             log.info("%s refused %s: %s (HTTP %s)", error.provider or "provider", command.name, error.message,
                      error.status)
@@ -227,7 +231,6 @@ class JobService:
         if threshold is None and budget is None:
             return None
         reasons = []
-        spent = None
         if estimate.amount is None:
             reasons.append(f"its estimate is {estimate.words()}, and this channel "
                            + (f"confirms starts above {dollars(threshold)}" if threshold is not None else
@@ -287,7 +290,9 @@ class JobService:
         requester = Caller(hold["team_id"] or "", hold["channel_id"], hold["user_id"])
         released = {"approved_by": caller.user_id if state == "approved" else None}
         estimate = Estimate(hold["estimate"]) if hold["estimate"] is not None else None
-        return self.start(requester, hold["command"], estimate=estimate, released=released), decided
+        started = self._answered(Command("start", hold["command"]),
+                                 lambda: self.start(requester, hold["command"], estimate=estimate, released=released))
+        return started, decided
 
     def _status(self, caller: Caller, job_id: str | None = None, provider: str | None = None) -> Message:
         if job_id is None:
@@ -363,7 +368,7 @@ class JobService:
             return
         message = format_card(Job.from_row(stored), Subscription(channel), followed=False)
         try:
-            self.slack.update(channel, ts, message.as_sandbox() if self.sandbox else message)
+            self.slack.update(channel, ts, self._decorated(message))
         except SlackFailure as failure:
             log.info("could not mark the card of %s in %s as no longer followed: %s", job_id, channel,
                      failure.reason)

@@ -196,6 +196,7 @@ MUTATIONS = [
     ("rising on a single bump", "bot/watchdog.py", "RISE_READINGS = 3", "RISE_READINGS = 1", "tests/test_watchdog.py -k noise"),
     ("forms open behind slow work", "handlers/commands.py", "services.prompt.submit(_open_form,", "services.background.submit(_open_form,", "tests/test_data_flow.py -k every_worker_is_busy"),
     ("m010 makes no tables on postgresql", "storage/migrations.py", "        metadata.tables[name].create(conn, checkfirst=True)", "        pass", "tests/test_schema.py -k before_spend"),
+    ("an approved start's refusal is an apology", "bot/jobs.py", '        started = self._answered(Command("start", hold["command"]),\n                                 lambda: self.start(', '        started = (lambda call: call())(\n                                 lambda: self.start(', "tests/test_spend.py -k provider_refuses"),
 ]
 
 

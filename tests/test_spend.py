@@ -393,3 +393,14 @@ def test_a_held_start_whose_approvers_cannot_be_asked_says_so(settings, slack, p
         assert "An approver has been asked" not in held["text"] and creates(provider) == []
     finally:
         srv.close()
+
+
+def test_an_approved_start_the_provider_refuses_is_said_in_its_words_to_both(settings, slack, provider, make_bot):
+    with approval_asked(make_bot, slack, {"U0CAROL"}) as (srv, request):
+        provider.fail(match="/fine_tuning/jobs", method="POST", status=400,
+                      body={"error": {"message": "Quota exceeded for fine-tuning", "type": "invalid_request_error"}})
+        press(srv, slack, request, "hold_approve", user="U0CAROL", name="carol")
+        said = reply_to(slack, "carol")["text"]
+        assert "Could not start a job from file-sample" in said and "Quota exceeded" in said
+        told = wait_until(lambda: [m for m in slack.messages_in("U0ALICE") if "Approved by" in m["text"]])
+        assert told and "Quota exceeded" in told[0]["text"]
