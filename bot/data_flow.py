@@ -22,7 +22,7 @@ from typing import BinaryIO
 from bot import costs, training_data
 from bot.commands import SUFFIX_PATTERN, Command
 from bot.jobs import Caller, JobService
-from bot.messages import Message, code, escape, format_apology
+from bot.messages import HOLD_START_ACTION, Message, code, escape, format_apology
 from bot.providers.types import ProviderError, Providers, provider_label
 from bot.slack import FileUnavailable, SlackFailure, SlackGateway
 from bot.training_data import dollars
@@ -226,7 +226,7 @@ class DataService:
         message = self.decorate(self.jobs.run(command, caller))
         if message.in_channel:  # (with a card, the card is what the channel sees; the form tells the starter)
             self.slack.post_quietly(caller.channel_id, message)
-        elif message.blocks and any(b.get("type") == "actions" for b in message.blocks):
+        elif any(e.get("action_id") == HOLD_START_ACTION for b in message.blocks for e in b.get("elements") or ()):
             # A held start: its Start anyway button cannot live in the form, so it goes to the starter directly.
             self.slack.post_quietly(caller.user_id, message)
         said = escape(message.text)
