@@ -733,3 +733,37 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
     assert threading.active_count() <= threads
     assert _open_files() <= files + 2
     assert _rss_mb() - rss < 25
+
+
+def test_a_hundred_and_fifty_held_starts_estimated_and_released_leave_files_threads_and_connections_flat(bot, provider):
+    """Per start and per click: each file read through the files API for its estimate, held, released, started."""
+    from bot.commands import Command
+    from bot.jobs import Caller
+    from bot.sandbox.provider import sample_training_file
+
+    store, jobs = bot.services.store, bot.services.jobs
+    store.set_channel_settings("C0GENERAL", "U0ALICE", confirm_above=0)
+    caller = Caller("T", "C0GENERAL", "U0ALICE")
+
+    def held_and_released(n: int) -> None:
+        provider.add_file(f"file-soak{n}", f"soak{n}.jsonl", sample_training_file())
+        held = jobs.run(Command("start", {"training_file": f"file-soak{n}"}), caller)
+        [hold_id] = [e["value"] for b in held.blocks if b["type"] == "actions" for e in b["elements"]]
+        started, decided = jobs.release(caller, hold_id, "start")
+        assert decided["state"] == "started" and "Started fine-tuning job" in started.text
+
+    for n in range(20):  # warm up
+        held_and_released(n)
+    gc.collect()
+    files, threads, connections, rss = _open_files(), threading.active_count(), store.connections(), _rss_mb()
+    for n in range(20, 170):
+        held_and_released(n)
+    gc.collect()
+    print(f"\nheld-start soak, 150 starts (each file read, held, released): open files {files} -> {_open_files()}, "
+          f"threads {threads} -> {threading.active_count()}, connections {connections} -> {store.connections()}, "
+          f"RSS {rss:.1f} -> {_rss_mb():.1f} MB")
+    assert len(provider.requests_to("/content", "GET")) == 170  # every file read once, for its estimate
+    assert store.connections() <= connections
+    assert wait_until(lambda: threading.active_count() <= threads, 5)  # (a stand-in's request thread may be ending)
+    assert _open_files() <= files + 2
+    assert _rss_mb() - rss < 25
