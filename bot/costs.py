@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,9 +19,6 @@ from bot.providers.types import FineTuningProvider, ProviderError, provider_labe
 from storage import Store
 
 log = logging.getLogger(__name__)
-
-MONTH_PATTERN = re.compile(r"([0-9]{4})-([0-9]{2})")
-
 
 @dataclass(frozen=True)
 class Estimate:
@@ -69,18 +65,11 @@ def estimate_start(provider: FineTuningProvider, store: Store, *, training_file:
         store.spend.remember_file_tokens(provider.name, training_file, facts.name,
                                          billable_per_epoch=report.billable_per_epoch, examples=report.examples)
         counted = {"billable_per_epoch": report.billable_per_epoch, "examples": report.examples}
-    return priced(facts.name, counted["billable_per_epoch"], counted["examples"], epochs, provider.name)
-
-
-def priced(model: str, per_epoch: int, examples: int, epochs: int | None, provider: str) -> Estimate:
-    """An estimate from a file's count: its tokens per epoch, times the epochs, at the model's price."""
-    facts = training_data.facts_for(model)
-    epochs = epochs or training_data.default_epochs(examples, provider)
-    if facts.price_per_million is None:
-        return Estimate(None, per_epoch * epochs, epochs, unknown_because=f"no published price for {model}")
-    tokens = per_epoch * epochs
+    # The count per epoch, times the epochs asked for (or the provider's rule for this many examples), at the price.
+    epochs = epochs or training_data.default_epochs(counted["examples"], provider.name)
+    tokens = counted["billable_per_epoch"] * epochs
     return Estimate(tokens / 1_000_000 * facts.price_per_million, tokens, epochs, facts.price_per_million,
-                    source=training_data.price_source(provider))
+                    source=training_data.price_source(provider.name))
 
 
 def remember_checked(store: Store, provider: str, file_id: str, model: str, *, per_epoch: int,
@@ -119,17 +108,14 @@ def _stream_of(lines: Iterator[bytes]) -> io.BufferedReader:
 # -- months --------------------------------------------------------------------------------------------------------
 
 
-def month_bounds(text: str | None, now: float) -> tuple[float, float, str] | None:
-    """A month (`YYYY-MM`, or this one for None) as its first second, the first second after it, and its name;
-    None for a month that does not exist."""
-    if text is None:
+def month_bounds(month: str | None, now: float) -> tuple[float, float, str]:
+    """A month (`YYYY-MM`, as the grammar checked it, or this one for None) as its first second, the first second
+    after it, and its name."""
+    if month is None:
         today = datetime.fromtimestamp(now, timezone.utc)
-        year, month = today.year, today.month
+        year, number = today.year, today.month
     else:
-        found = MONTH_PATTERN.fullmatch(text)
-        if not found or not 1 <= int(found[2]) <= 12 or not 2000 <= int(found[1]) <= 2999:
-            return None
-        year, month = int(found[1]), int(found[2])
-    start = datetime(year, month, 1, tzinfo=timezone.utc)
-    end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=timezone.utc)
+        year, number = (int(part) for part in month.split("-"))
+    start = datetime(year, number, 1, tzinfo=timezone.utc)
+    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=timezone.utc)
     return start.timestamp(), end.timestamp(), start.strftime("%B %Y")

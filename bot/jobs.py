@@ -386,7 +386,7 @@ class JobService:
                                changed=True)
 
     def _spend(self, caller: Caller, month: str | None = None, provider: str | None = None, page: int = 1) -> Message:
-        start, end, name = costs.month_bounds(month, self.clock())  # (the grammar let through real months only)
+        start, end, name = costs.month_bounds(month, self.clock())
         totals = self.store.spend.month_totals(caller.channel_id, start, end, provider=provider)
         pages = max(1, -(-totals["jobs"] // SPEND_PAGE))
         page = min(page, pages)

@@ -1,7 +1,7 @@
 """The watchdog: a running job's metrics read at most every METRICS_INTERVAL_SECONDS, and a warning (or, where the
 channel that started it says so, a cancel) when its run goes bad.
 
-The rules see one shape whatever the provider (`Reading`: a step, its training and validation loss, when it was
+The rules see one shape whatever the provider (a reading: a step, its training and validation loss, when it was
 read) and are pure functions of a job's readings, oldest first:
 - **nan**: a training or validation loss that is NaN or infinite, at once.
 - **rising**: the training loss rose at each of the last RISE_READINGS readings and ended more than RISE_MARGIN
@@ -35,7 +35,6 @@ OVERFIT_MARGIN = 0.05
 # takes its share: 100 at the default minute, 2 at a 1 s interval; the rest wait for a later cycle). Bounded by time,
 # not by cycle, so a short interval never multiplies what the providers are asked.
 MAX_METRIC_READS_PER_MINUTE = 100
-KINDS = ("nan", "rising", "stalled", "overfitting")
 
 
 @dataclass(frozen=True)

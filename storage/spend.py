@@ -1,6 +1,6 @@
-"""What runs cost and what a channel may spend: token counts of files, the estimate and approval recorded with each
-job, a channel's month of jobs, and starts held for confirmation or approval. One concern of the store, over its
-engine (the same queries on SQLite and PostgreSQL)."""
+"""What runs cost and what a channel may spend: token counts of files, a channel's month of jobs (their estimates and
+costs, which the store keeps with each job), and starts held for confirmation or approval. One concern of the store,
+over its engine (the same queries on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
