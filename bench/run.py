@@ -174,7 +174,7 @@ def bench_ack_under_load(workdir: str, commands: int, senders: int, followed: in
             texts = ["help", "settings", "subscriptions"]
             latencies, began, ended = timed_commands(
                 proc, slack, commands, senders,
-                lambda n: ((texts + [f"status {jobs[n]['id']}"])[n % 4], f"C0ACK{n % 7}", f"ack{n}"))
+                lambda n: ((texts + [f"status {jobs[n % followed]['id']}"])[n % 4], f"C0ACK{n % 7}", f"ack{n}"))
             drained = len([p for p in slack.posted if p["channel"].startswith("C0DRAIN") and began <= p["at"] <= ended])
             span = ended - began
         finally:

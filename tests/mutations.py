@@ -197,6 +197,8 @@ MUTATIONS = [
     ("forms open behind slow work", "handlers/commands.py", "services.prompt.submit(_open_form,", "services.background.submit(_open_form,", "tests/test_data_flow.py -k every_worker_is_busy"),
     ("m010 makes no tables on postgresql", "storage/migrations.py", "        metadata.tables[name].create(conn, checkfirst=True)", "        pass", "tests/test_schema.py -k before_spend"),
     ("an approved start's refusal is an apology", "bot/jobs.py", '        started = self._answered(Command("start", hold["command"]),\n                                 lambda: self.start(', '        started = (lambda call: call())(\n                                 lambda: self.start(', "tests/test_spend.py -k provider_refuses"),
+    ("scrub shortcut skips a shape", "bot/scrub.py", '"actions/", "actions%2F",\n          "://")', '"actions/", "actions%2F")', "tests/test_scrub.py"),
+    ("scrub shortcut matches case only", "bot/scrub.py", "_NAMED_HINT in text.casefold()", "_NAMED_HINT in text.lower()", "tests/test_scrub.py"),
 ]
 
 
