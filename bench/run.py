@@ -32,11 +32,12 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import socket
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+import urllib.parse
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,24 +87,43 @@ def send_signed(url: str | list[str], requests: list[tuple[str, dict]],
                 senders: int) -> tuple[list[float], float, float]:
     """POST each signed (body, headers) to `url` (or to each of several in turn: replicas behind a load balancer)
     from `senders` threads at once: the seconds each took to answer, and when the first was sent and the last
-    answered."""
+    answered.
+
+    Each request's bytes are made before its clock starts, and sent on a new connection of its own over a plain
+    socket, its answer read to the end: the time is the server's (connect, accept, answer) and as little of the
+    sender's own as can be. With urllib each request also built its opener and parsed its answer's headers with the
+    email package, in 20 threads sharing one interpreter with the stand-ins: up to 3/4 of what it reported (the
+    bot's own accept-to-close time was a p50 of 8 ms while urllib measured 36)."""
     latencies: list[float] = []
     lock = threading.Lock()
     urls = [url] if isinstance(url, str) else url
+    prepared = []
+    for n, (body, headers) in enumerate(requests):
+        where = urllib.parse.urlsplit(urls[n % len(urls)])
+        data = body.encode()
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items()
+                       if name.lower() not in {"content-length", "connection", "host"})
+        raw = (f"POST {where.path} HTTP/1.1\r\nHost: {where.netloc}\r\n{head}Content-Length: {len(data)}\r\n"
+               "Connection: close\r\n\r\n").encode() + data
+        prepared.append(((where.hostname, where.port), raw))
 
-    def send(numbered: tuple[int, tuple[str, dict]]) -> None:
-        n, (body, headers) = numbered
-        url = urls[n % len(urls)]
-        request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+    def send(item: tuple[tuple[str, int], bytes]) -> None:
+        address, raw = item
         started = time.perf_counter()
-        with urllib.request.urlopen(request, timeout=30) as response:
-            response.read()
+        with socket.create_connection(address, timeout=30) as conn:
+            conn.sendall(raw)
+            answer = bytearray()
+            while chunk := conn.recv(65536):
+                answer += chunk
+        took = time.perf_counter() - started
+        if not answer.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"the bot answered {bytes(answer[:60])!r}")
         with lock:
-            latencies.append(time.perf_counter() - started)
+            latencies.append(took)
 
     began = time.time()
     with ThreadPoolExecutor(senders) as pool:
-        list(pool.map(send, enumerate(requests)))
+        list(pool.map(send, prepared))
     return latencies, began, time.time()
 
 
