@@ -199,6 +199,8 @@ MUTATIONS = [
     ("an approved start's refusal is an apology", "bot/jobs.py", '        started = self._answered(Command("start", hold["command"]),\n                                 lambda: self.start(', '        started = (lambda call: call())(\n                                 lambda: self.start(', "tests/test_spend.py -k provider_refuses"),
     ("scrub shortcut skips a shape", "bot/scrub.py", '"actions/", "actions%2F",\n          "://")', '"actions/", "actions%2F")', "tests/test_scrub.py"),
     ("scrub shortcut matches case only", "bot/scrub.py", "_NAMED_HINT in text.casefold()", "_NAMED_HINT in text.lower()", "tests/test_scrub.py"),
+    ("one connection a turn", "bot/web.py", "        for _ in range(ACCEPT_AT_ONCE):\n            open_now", "        for _ in range(1):\n            open_now", "tests/test_foundation.py -k every_waiting_connection"),
+    ("accepting past the connection limit", "bot/web.py", "            if open_now >= self.adj.connection_limit:", "            if False:", "tests/test_foundation.py -k every_waiting_connection"),
 ]
 
 

@@ -313,6 +313,32 @@ def test_many_slow_connections_do_not_lock_slack_out(bot, slack, provider):
         server.close()
 
 
+def test_one_turn_of_the_loop_takes_every_waiting_connection_up_to_the_limit():
+    """waitress alone takes one connection a turn, and each turn waits for the interpreter after its poll(): a burst's
+    connections sat in the backlog for most of their ack time under load."""
+    from bot.web import make_server
+
+    server = make_server(lambda environ, start_response: [], host="127.0.0.1", port=0, threads=1)
+    clients = []
+    try:
+        before = len(server._map)  # the listening socket and the trigger
+        clients = [socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) for _ in range(12)]
+        time.sleep(0.2)  # handshakes done: all twelve wait in the backlog
+        server.adj.connection_limit = before + 8
+        server.handle_accept()  # one turn's accept
+        assert len(server._map) == before + 8  # all it may take, and not one past the limit
+        server.adj.connection_limit = 1000
+        server.handle_accept()
+        assert len(server._map) == before + 12
+        server.handle_accept()  # nothing left waiting: takes nothing, and returns
+        assert len(server._map) == before + 12
+    finally:
+        for client in clients:
+            client.close()
+        server.task_dispatcher.shutdown()
+        server.asyncore.close_all(server._map)
+
+
 def test_a_request_that_never_finishes_arriving_is_cut_off(bot):
     server = Server(bot, request_deadline=1.0)
     try:
