@@ -287,8 +287,11 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     # time holds each turn (for two intervals, kept while it runs them); delivery runs everywhere, a channel's posts
     # one process at a time (bot.delivery).
     turns = services.turns
+    # A watchdog finding claimed and never said (its process stopped during the cancel it asked for) is finished
+    # once its claim is as old as any living process's could be.
     reconcile_and_prune = turns.one_at_a_time(
-        "maintain", lambda: (jobs.reconcile_starts(older_than=orphan_after, worker=worker_id), store.prune()),
+        "maintain", lambda: (jobs.reconcile_starts(older_than=orphan_after, worker=worker_id),
+                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune()),
         hold=2 * maintenance_interval)
 
     def maintain() -> None:

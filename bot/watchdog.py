@@ -17,12 +17,13 @@ Each is said once per job and kind (the store's mark), to every following channe
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.providers.types import FineTuningProvider, Job, ProviderError
+from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers
 from storage import Store
 
 log = logging.getLogger(__name__)
@@ -121,23 +122,58 @@ class Watchdog:
         queued = 0
         for finding in findings(readings, training=job.status in provider.training_statuses, now=self.clock(),
                                 stall_seconds=self.stall_seconds):
-            followers = self.store.watch.claim(provider.name, job.id, finding.kind, finding.numbers)
-            if followers is None:
+            claim = self.store.watch.claim(provider.name, job.id, finding.kind, finding.numbers, _cancel_wanted)
+            if claim is None:
                 continue  # said before (here or by another process)
-            detail = dict(finding.numbers)
-            if any(f["watchdog"] == "cancel" and f["origin"] == "start" for f in followers):
-                detail["cancel"] = self._cancel(provider, job)
-            queued += self.store.watch.queue_warning(provider.name, job.id, finding.kind, detail, followers)
-            log.info("watchdog: %s in %s (%s)", finding.kind, job.id, detail.get("cancel", "warned"))
+            if claim.cancelling:
+                queued += self._cancel_and_say(provider, job.id, finding.kind, finding.numbers, claim.followers)
+            else:
+                queued += claim.queued
+                log.info("watchdog: %s in %s (warned)", finding.kind, job.id)
         if queued:
             self.on_queued()
         return queued
 
-    def _cancel(self, provider: FineTuningProvider, job: Job) -> str:
+    def finish_interrupted(self, providers: Providers, *, older_than: float) -> int:
+        """Findings whose process stopped between claiming them and saying them (a cancel under way): each is taken
+        over once, its cancel sent unless the job is known to have ended, and its warning queued. `older_than`: how
+        long a claim may be under way in a living process (every request its cancel could make, over)."""
+        queued = 0
+        for mark in self.store.watch.unsaid(older_than=older_than):
+            provider, job_id, kind = mark["provider"], mark["job_id"], mark["kind"]
+            followers = self.store.watch.take_over(provider, job_id, kind, older_than=older_than)
+            if followers is None:
+                continue  # another process has it, or it was said meanwhile
+            numbers = json.loads(mark["detail"] or "{}")
+            if provider not in providers:
+                queued += self.store.watch.say(provider, job_id, kind, {
+                    **numbers, "cancel": f"could not: {provider} is no longer configured"}, followers)
+                continue
+            queued += self._cancel_and_say(providers.get(provider), job_id, kind, numbers, followers)
+        if queued:
+            self.on_queued()
+        return queued
+
+    def _cancel_and_say(self, provider: FineTuningProvider, job_id: str, kind: str, numbers: dict,
+                        followers: list[dict]) -> int:
+        stored = self.store.job(job_id, provider.name)
+        if stored and stored.get("final"):  # ended meanwhile (an earlier try's cancel, or anyone's): its outcome says
+            outcome = {}
+        else:
+            outcome = {"cancel": self._cancel(provider, job_id)}
+        log.info("watchdog: %s in %s (%s)", kind, job_id, outcome.get("cancel", "ended before its cancel"))
+        return self.store.watch.say(provider.name, job_id, kind, {**numbers, **outcome}, followers)
+
+    def _cancel(self, provider: FineTuningProvider, job_id: str) -> str:
         """Cancel a run gone bad, once (its finding's mark is this process's); what happened, in words."""
         try:
-            cancelled = provider.cancel(job.id)
+            cancelled = provider.cancel(job_id)
         except ProviderError as error:
             return f"could not: {error.message}"
         self.store.record_jobs([(cancelled.fields(), cancelled.outcome)])
         return "cancelled"
+
+
+def _cancel_wanted(followers: list[dict]) -> bool:
+    """A channel that started the job asks for runs gone bad to be cancelled (a channel only following it may not)."""
+    return any(f["watchdog"] == "cancel" and f["origin"] == "start" for f in followers)

@@ -322,3 +322,18 @@ def _m010_postgres(conn: Any) -> None:
         conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}{tail}")
     for name in _M010_TABLES:
         metadata.tables[name].create(conn, checkfirst=True)
+
+
+@step
+def m011_watch_marks_said(db: Database) -> None:
+    # When a finding's warning was queued. A finding whose channel asked for a cancel is claimed before the cancel is
+    # sent and said after it; one left unsaid (its process stopped in between) is taken over and said by maintenance.
+    # Marks from before were said when they were made.
+    db["watch_marks"].add_column("said_at", float)
+    db.execute("UPDATE watch_marks SET said_at = at")
+
+
+@postgres_step("m011_watch_marks_said")
+def _m011_postgres(conn: Any) -> None:
+    conn.exec_driver_sql("ALTER TABLE watch_marks ADD COLUMN IF NOT EXISTS said_at DOUBLE PRECISION")
+    conn.exec_driver_sql("UPDATE watch_marks SET said_at = at WHERE said_at IS NULL")

@@ -236,4 +236,5 @@ watch_marks = Table(
     _text("kind", primary_key=True),
     _text("detail"),
     _real("at"),
+    _real("said_at"),
 )

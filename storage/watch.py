@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from storage.outbox import queue_kind
@@ -14,6 +15,16 @@ from storage.outbox import queue_kind
 READINGS_KEPT = 12  # the readings a job's rules look at, newest first (older ones are of no use to them)
 # A following channel whose watchdog listens (`off` hears nothing; a channel that never set it warns).
 _LISTENING = "coalesce((SELECT c.watchdog FROM channel_settings c WHERE c.channel_id = s.channel_id), 'warn') != 'off'"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A finding claimed by this process: who listens, the warnings queued with the claim, and whether a cancel is
+    wanted first (then nothing is queued until `WatchStore.say`)."""
+
+    followers: list[dict]
+    queued: int
+    cancelling: bool
 
 
 class WatchStore:
@@ -54,28 +65,60 @@ class WatchStore:
         return [{**r, "train_loss": _loaded(r["train_loss"]), "valid_loss": _loaded(r["valid_loss"])}
                 for r in reversed(rows)]
 
-    def claim(self, provider: str, job_id: str, kind: str, detail: dict) -> list[dict] | None:
-        """Record that the watchdog found `kind` in a job, once: the listening followers (each with its channel's
-        setting) the first time; None after, here or in any other process."""
+    def claim(self, provider: str, job_id: str, kind: str, detail: dict,
+              cancelling: Callable[[list[dict]], bool]) -> Claim | None:
+        """Record that the watchdog found `kind` in a job, once (None after, here or in any other process), with the
+        listening followers (each with its channel's setting). When `cancelling(followers)` is false, the warning is
+        queued to each in the same transaction: found and said, or neither. When it is true, the finding is left
+        unsaid until `say` (after the cancel); one left so by a process that stopped is taken over by `take_over`."""
         with self.engine.transaction() as db:
             if db.conn.execute("INSERT INTO watch_marks (provider, job_id, kind, detail, at) VALUES (?, ?, ?, ?, ?)"
                                " ON CONFLICT DO NOTHING",
                                (provider, job_id, kind, json.dumps(detail), self._clock())).rowcount != 1:
                 return None
-            return [dict(r) for r in db.conn.execute(
-                "SELECT s.channel_id, s.user_id, s.origin, coalesce((SELECT c.watchdog FROM channel_settings c"
-                " WHERE c.channel_id = s.channel_id), 'warn') AS watchdog FROM subscriptions s"
-                f" WHERE s.provider = ? AND s.job_id = ? AND {_LISTENING} ORDER BY s.created_at",
-                (provider, job_id))]
+            followers = self._followers(db, provider, job_id)
+            if cancelling(followers):
+                return Claim(followers, queued=0, cancelling=True)
+            return Claim(followers, queued=self._said(db, provider, job_id, kind, detail, followers),
+                         cancelling=False)
 
-    def queue_warning(self, provider: str, job_id: str, kind: str, detail: dict, followers: list[dict]) -> int:
-        """The finding's warning for each of these followers (once each, by its key)."""
-        now = self._clock()
+    def say(self, provider: str, job_id: str, kind: str, detail: dict, followers: list[dict]) -> int:
+        """A claimed finding's warning for each of these followers (once each, by its key), and the finding said."""
         with self.engine.transaction() as db:
-            return sum(queue_kind(db.conn, "watchdog", provider, job_id, f["channel_id"], kind, now,
-                                  key=f"{provider}:{job_id}:{f['channel_id']}:watchdog:{kind}",
-                                  detail={**detail, "kind": kind})
-                       for f in followers)
+            return self._said(db, provider, job_id, kind, detail, followers)
+
+    def unsaid(self, *, older_than: float) -> list[dict]:
+        """Findings claimed `older_than` seconds ago or more and never said: their process stopped between the claim
+        and the warning (a cancel under way)."""
+        return self.engine.rows("SELECT provider, job_id, kind, detail FROM watch_marks WHERE said_at IS NULL"
+                                " AND at <= ? ORDER BY at", (self._clock() - older_than,))
+
+    def take_over(self, provider: str, job_id: str, kind: str, *, older_than: float) -> list[dict] | None:
+        """An unsaid finding, for this process to finish (its followers), once: None if another process has it, or
+        it was said meanwhile. Its claim is renewed, so a process that stops in turn hands it on in its turn."""
+        with self.engine.transaction(row_locks=True) as db:
+            if db.conn.execute("UPDATE watch_marks SET at = ? WHERE provider = ? AND job_id = ? AND kind = ?"
+                               " AND said_at IS NULL AND at <= ?",
+                               (self._clock(), provider, job_id, kind, self._clock() - older_than)).rowcount != 1:
+                return None
+            return self._followers(db, provider, job_id)
+
+    def _followers(self, db: Any, provider: str, job_id: str) -> list[dict]:
+        return [dict(r) for r in db.conn.execute(
+            "SELECT s.channel_id, s.user_id, s.origin, coalesce((SELECT c.watchdog FROM channel_settings c"
+            " WHERE c.channel_id = s.channel_id), 'warn') AS watchdog FROM subscriptions s"
+            f" WHERE s.provider = ? AND s.job_id = ? AND {_LISTENING} ORDER BY s.created_at",
+            (provider, job_id))]
+
+    def _said(self, db: Any, provider: str, job_id: str, kind: str, detail: dict, followers: list[dict]) -> int:
+        now = self._clock()
+        queued = sum(queue_kind(db.conn, "watchdog", provider, job_id, f["channel_id"], kind, now,
+                                key=f"{provider}:{job_id}:{f['channel_id']}:watchdog:{kind}",
+                                detail={**detail, "kind": kind})
+                     for f in followers)
+        db.conn.execute("UPDATE watch_marks SET said_at = ? WHERE provider = ? AND job_id = ? AND kind = ?",
+                        (now, provider, job_id, kind))
+        return queued
 
     def marks(self, provider: str, job_id: str) -> list[str]:
         return [r["kind"] for r in self.engine.rows(

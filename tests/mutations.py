@@ -99,7 +99,7 @@ MUTATIONS = [
     ('try button skips the allow-lists', 'handlers/trying.py', '        refusal = services.jobs.refusal(Command("try", {}), caller)', '        refusal = None', 'tests/test_guards.py -k try_it_button'),
     ('data confirm skips the allow-lists', 'bot/data_flow.py', '        refusal = self.jobs.refusal(Command(mode, {}), caller)\n        if refusal:', '        refusal = self.jobs.refusal(Command(mode, {}), caller)\n        if False:', 'tests/test_guards.py -k confirm_checks'),
     ('no 50-block cap', 'bot/messages.py', '    if len(blocks) > MAX_BLOCKS:', '    if False:', 'tests/test_guards.py -k fifty'),
-    ('response_url by name kept', 'bot/scrub.py', '        return _NAMED_URL.sub(lambda m: m[1] + REDACTED, text)', '        return text', 'tests/test_guards.py -k response_url'),
+    ('response_url by name kept', 'bot/scrub.py', '    return _NAMED_URL.sub(lambda m: m[1] + REDACTED, text)', '    return text', 'tests/test_guards.py -k response_url'),
     ('tracebacks not scrubbed', 'bot/logs.py', '            record.exc_text = self.redact(record.exc_text)', '            pass', 'tests/test_guards.py -k traceback'),
     ('together answers uncapped', 'bot/providers/together_shape.py', '                                                                    max_tokens=max_tokens))', '                                                                    max_tokens=4096))', 'tests/test_guards.py -k together_answers'),
     ('a closed start closed again', 'storage/store.py', '                " WHERE request_id = ? AND (state = \'pending\' OR state LIKE \'reconciling:%\')",', '                " WHERE request_id = ?",', 'tests/test_guards.py -k closed_once'),
@@ -188,7 +188,7 @@ MUTATIONS = [
     ("file read for every estimate", "bot/costs.py", "    counted = store.spend.file_tokens(provider.name, training_file, facts.name)", "    counted = None", "tests/test_spend.py -k counted_once"),
     ("together price taken as dollars", "bot/providers/together_shape.py", "    return total_price / 1e9 if", "    return total_price / 1 if", "tests/test_spend.py -k nano_dollars"),
     ("watchdog warns every time", "storage/watch.py", "                               (provider, job_id, kind, json.dumps(detail), self._clock())).rowcount != 1:", "                               (provider, job_id, kind, json.dumps(detail), self._clock())).rowcount < 0:", "tests/test_spend.py -k both_engines"),
-    ("watchdog cancel ignored", "bot/watchdog.py", '            if any(f["watchdog"] == "cancel" and f["origin"] == "start" for f in followers):', "            if False:", "tests/test_watchdog.py -k cancels_at_the_provider"),
+    ("watchdog cancel ignored", "bot/watchdog.py", '    return any(f["watchdog"] == "cancel" and f["origin"] == "start" for f in followers)', "    return False", "tests/test_watchdog.py -k cancels_at_the_provider"),
     ("watchdog reads every cycle", "storage/watch.py", '            " AND coalesce(j.metrics_read_at, 0) <= ?"', '            " AND ? IS NOT NULL"', "tests/test_watchdog.py -k at_most_every"),
     ("watchdog reads uncapped", "bot/watchdog.py", "        for job_id in self.store.watch.metrics_due(provider.name, training, every=self.every)[:budget]:", "        for job_id in self.store.watch.metrics_due(provider.name, training, every=self.every):", "tests/test_watchdog.py -k at_most_every"),
     ("watchdog off still reads", "storage/watch.py", "WHERE c.channel_id = s.channel_id), 'warn') != 'off'\"", "WHERE c.channel_id = s.channel_id), 'warn') != 'nothing'\"", "tests/test_watchdog.py -k reads_nothing"),
@@ -201,6 +201,13 @@ MUTATIONS = [
     ("scrub shortcut matches case only", "bot/scrub.py", "_NAMED_HINT in text.casefold()", "_NAMED_HINT in text.lower()", "tests/test_scrub.py"),
     ("one connection a turn", "bot/web.py", "        for _ in range(ACCEPT_AT_ONCE):\n            open_now", "        for _ in range(1):\n            open_now", "tests/test_foundation.py -k every_waiting_connection"),
     ("accepting past the connection limit", "bot/web.py", "            if open_now >= self.adj.connection_limit:", "            if False:", "tests/test_foundation.py -k every_waiting_connection"),
+    ("unsaid finding never finished", "bot/watchdog.py", "        for mark in self.store.watch.unsaid(older_than=older_than):", "        for mark in []:", "tests/test_watchdog.py -k finished_once"),
+    ("a living claim taken over", "storage/watch.py", '" AND said_at IS NULL AND at <= ?",', '" AND said_at IS NULL AND ? > 0",', "tests/test_watchdog.py -k one_process_at_a_time"),
+    ("a finding claimed though its warning failed", "storage/watch.py", "            return Claim(followers, queued=self._said(db, provider, job_id, kind, detail, followers),\n                         cancelling=False)", "            try:\n                queued = self._said(db, provider, job_id, kind, detail, followers)\n            except Exception:\n                queued = 0\n            return Claim(followers, queued=queued, cancelling=False)", "tests/test_watchdog.py -k cannot_be_queued"),
+    ("an ended job cancelled on recovery", "bot/watchdog.py", '        if stored and stored.get("final"):', "        if False:", "tests/test_watchdog.py -k ended_meanwhile"),
+    ("m011 leaves old findings unsaid (sqlite)", "storage/migrations.py", '    db.execute("UPDATE watch_marks SET said_at = at")', '    db.execute("SELECT 1")', "tests/test_schema.py -k before_m011"),
+    ("m011 leaves old findings unsaid (postgresql)", "storage/migrations.py", '    conn.exec_driver_sql("UPDATE watch_marks SET said_at = at WHERE said_at IS NULL")', '    conn.exec_driver_sql("SELECT 1")', "tests/test_schema.py -k before_m011"),
+    ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune()),", "                             store.prune()),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 
 

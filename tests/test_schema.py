@@ -194,3 +194,36 @@ def test_a_postgresql_database_from_before_spend_takes_m010_at_its_next_start(po
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT count(*) FROM _finetune_migrations WHERE name = 'm010_spend_and_watchdog'"
                             ).fetchone()[0] == 1
+
+
+def test_a_database_from_before_m011_takes_it_with_its_findings_said_on_both_engines(database):
+    """The watchdog's findings recorded before m011 were said when made: none of them is taken for an interrupted
+    cancel (which would cancel a job a second time and warn again)."""
+    from storage import Store
+    from storage.engines import is_postgres
+
+    Store(database).close()
+    if is_postgres(database):
+        import psycopg
+
+        with psycopg.connect(database, autocommit=True) as conn:  # back to how m010 left it, with a finding
+            conn.execute("ALTER TABLE watch_marks DROP COLUMN said_at")
+            conn.execute("INSERT INTO watch_marks (provider, job_id, kind, detail, at) VALUES"
+                         " ('openai', 'j1', 'nan', '{}', 10)")
+            conn.execute("DELETE FROM _finetune_migrations WHERE name = 'm011_watch_marks_said'")
+    else:
+        from sqlite_utils import Database
+
+        db = Database(database)
+        db["watch_marks"].transform(drop={"said_at"})
+        db["watch_marks"].insert({"provider": "openai", "job_id": "j1", "kind": "nan", "detail": "{}", "at": 10})
+        db.execute("DELETE FROM _sqlite_migrations WHERE name = 'm011_watch_marks_said'")
+        db.conn.commit()
+        db.close()
+    store = Store(database)
+    try:
+        assert store.watch.marks("openai", "j1") == ["nan"]
+        assert store.watch.unsaid(older_than=0) == []
+        assert store.watch.claim("openai", "j1", "nan", {}, lambda followers: True) is None  # said once, still
+    finally:
+        store.close()

@@ -351,8 +351,8 @@ def test_a_months_totals_and_the_watchdogs_records_on_both_engines(database):
     [reading] = store.watch.readings("openai", "j2")
     assert math.isnan(reading["train_loss"]) and reading["valid_loss"] == math.inf
     assert store.watch.metrics_due("openai", ["j2", "j3"], every=60) == ["j3"]
-    assert store.watch.claim("openai", "j2", "nan", {}) is not None
-    assert store.watch.claim("openai", "j2", "nan", {}) is None
+    assert store.watch.claim("openai", "j2", "nan", {}, lambda followers: False) is not None
+    assert store.watch.claim("openai", "j2", "nan", {}, lambda followers: False) is None
     store.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 
 import pytest
 
@@ -216,6 +217,146 @@ def test_a_run_the_provider_will_not_cancel_is_warned_with_what_it_said(server, 
     assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1  # tried once, not each cycle
     watch(bot)
     assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1
+
+
+def _claimed_and_stopped(bot, job_id):
+    """What a process leaves when it stops during the cancel a finding asked for: the finding claimed (so no other
+    process acts on it), the cancel not known to be sent, nothing said."""
+    claim = bot.services.store.watch.claim("openai", job_id, "nan", {"step": 2, "which": "training", "value": "nan"},
+                                           lambda followers: True)
+    assert claim is not None and claim.cancelling and claim.queued == 0
+
+
+def test_a_cancel_whose_process_stopped_before_its_warning_is_finished_once_by_maintenance(settings, provider, slack,
+                                                                                           make_bot):
+    first, second = eager(make_bot()), eager(make_bot())  # two processes on one database
+    job = provider.add_job(status="running")
+    first.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+    first.services.store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
+    first.services.poller.run_once(progress=False)
+    _claimed_and_stopped(first, job["id"])
+    cancels = f"/fine_tuning/jobs/{job['id']}/cancel"
+    # While the claim could still be a living process's, nothing is done over its head.
+    assert second.services.poller.watchdog.finish_interrupted(second.services.providers, older_than=3600) == 0
+    assert provider.requests_to(cancels, "POST") == []
+    # Then one process finishes it: the cancel sent once, the warning said once, whoever else tries.
+    done = [bot.services.poller.watchdog.finish_interrupted(bot.services.providers, older_than=0)
+            for bot in (second, first, second)]
+    assert sorted(done) == [0, 0, 1]
+    assert len(provider.requests_to(cancels, "POST")) == 1
+    [warning] = delivered_warnings(second, slack)
+    assert "I cancelled it" in everything_said(warning)
+    provider.report(job["id"], 3, math.nan)
+    watch(first)  # the finding is said: the rules find it again and say nothing more
+    assert len(delivered_warnings(first, slack)) == 1 and len(provider.requests_to(cancels, "POST")) == 1
+
+
+def test_an_unsaid_finding_is_taken_over_by_one_process_at_a_time_on_both_engines(database):
+    from storage import Store
+
+    now = [1000.0]
+    first, second = Store(database, clock=lambda: now[0]), Store(database, clock=lambda: now[0])
+    try:
+        first.follow("C1", {"id": "j1", "provider": "openai", "status": "running"}, final=False, team_id="T",
+                     user_id="U1", origin="start")
+        assert first.watch.claim("openai", "j1", "nan", {"step": 1}, lambda followers: True).cancelling
+        now[0] += 600
+        assert first.watch.unsaid(older_than=300) == second.watch.unsaid(older_than=300) != []  # both see it
+        assert first.watch.take_over("openai", "j1", "nan", older_than=300) is not None
+        assert second.watch.take_over("openai", "j1", "nan", older_than=300) is None  # the first has it now
+        now[0] += 600  # …and stopped in turn
+        followers = second.watch.take_over("openai", "j1", "nan", older_than=300)
+        assert [f["channel_id"] for f in followers] == ["C1"]
+        assert second.watch.say("openai", "j1", "nan", {"step": 1}, followers) == 1
+        now[0] += 600
+        assert second.watch.unsaid(older_than=300) == []
+        assert first.watch.take_over("openai", "j1", "nan", older_than=300) is None
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_maintenance_run_finishes_an_interrupted_cancel_once_its_claim_is_older_than_any_living_one(
+        settings, provider, slack):
+    from bot.app import build
+
+    now = [1_800_000_000.0]
+    bot = build(settings, clock=lambda: now[0])
+    try:
+        job = provider.add_job(status="running")
+        bot.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+        bot.services.store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
+        bot.services.poller.run_once(progress=False)
+        _claimed_and_stopped(bot, job["id"])
+        maintain = bot.scheduler.get_job("maintain").func
+        cancels = f"/fine_tuning/jobs/{job['id']}/cancel"
+        maintain()
+        assert provider.requests_to(cancels, "POST") == []  # its process may be cancelling it still
+        now[0] += 8 * settings.provider_timeout_seconds + 1  # every request that process could make, over
+        bot.services.turns.give_back()  # (the maintenance turn is held for two intervals)
+        maintain()
+        assert len(provider.requests_to(cancels, "POST")) == 1
+        # Its warning is queued once, saying the run was cancelled (delivering it is the sender's, shown above; this
+        # bot's clock stands still, and the channel's pace with it).
+        [warning] = [a for a in bot.services.store.announcements() if a["kind"] == "watchdog"]
+        assert json.loads(warning["detail"])["cancel"] == "cancelled"
+        bot.services.turns.give_back()
+        maintain()
+        assert len(provider.requests_to(cancels, "POST")) == 1
+        assert len([a for a in bot.services.store.announcements() if a["kind"] == "watchdog"]) == 1
+    finally:
+        bot.stop(timeout=2)
+
+
+def test_an_interrupted_cancel_of_a_job_that_ended_meanwhile_is_said_without_one(bot, provider, slack):
+    eager(bot)
+    job = provider.add_job(status="running")
+    store = bot.services.store
+    store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+    store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
+    bot.services.poller.run_once(progress=False)
+    _claimed_and_stopped(bot, job["id"])
+    provider.set_status(job["id"], "failed")
+    bot.services.poller.run_once(progress=False)
+    assert bot.services.poller.watchdog.finish_interrupted(bot.services.providers, older_than=0) == 1
+    assert provider.requests_to(f"/fine_tuning/jobs/{job['id']}/cancel", "POST") == []
+    said = " ".join(everything_said(w) for w in delivered_warnings(bot, slack))
+    assert "not a number" in said
+    assert "I cancelled it" not in said and "cancel_job" not in said
+
+
+def test_a_warning_that_cannot_be_queued_leaves_its_finding_unclaimed_for_the_next_read(bot, provider, slack,
+                                                                                         monkeypatch):
+    """Found and said, or neither: a warning (no cancel asked) is queued in the claim's own transaction."""
+    import storage.watch
+
+    eager(bot)
+    job = provider.add_job(status="running")
+    store = bot.services.store
+    store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+    store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+    provider.report(job["id"], 2, math.nan)
+    bot.services.poller.run_once(progress=False)
+
+    def disk_full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(storage.watch, "queue_kind", disk_full)
+        try:
+            bot.services.poller.read_progress()  # reads the NaN, finds it, cannot queue its warning
+        except sqlite3.OperationalError:
+            pass  # (the scheduler's run reports it; the next run tries again)
+    assert store.watch.readings("openai", job["id"])  # it was read…
+    assert store.watch.marks("openai", job["id"]) == []  # …and not claimed: the next read finds it again
+    store.watch.record_reading("openai", job["id"], 3, math.nan, None)
+    bot.services.poller.watchdog.judge(bot.services.providers.get("openai"), _job(bot, job["id"]))
+    assert store.watch.marks("openai", job["id"]) == ["nan"]
+    assert len(delivered_warnings(bot, slack)) == 1
+
+
+def _job(bot, job_id):
+    return bot.services.providers.get("openai").retrieve(job_id)
 
 
 def test_a_run_with_no_new_step_for_the_stall_time_is_warned_of_as_stalled(settings, provider, slack):
