@@ -184,4 +184,3 @@ def serve(bot: Bot, *, host: str = "0.0.0.0", port: int | None = None,
     finally:
         bot.stop()
     return 0
-
