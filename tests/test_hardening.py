@@ -60,6 +60,7 @@ def test_hundreds_of_poll_cycles_with_two_providers_leave_files_threads_and_conn
     for job_id in together.jobs:
         together.report(job_id, 1, 2.0)
     bot.services.poller.watchdog.every = 0  # the watchdog reads every job's metrics whenever it runs
+    maintain = bot.scheduler.get_job("maintain").func
     cycles = itertools.count()
 
     def cycle() -> None:
@@ -67,6 +68,7 @@ def test_hundreds_of_poll_cycles_with_two_providers_leave_files_threads_and_conn
         assert set(report.requests_by_provider) == {"openai", "together"} and not report.errors
         if next(cycles) % 10 == 0:
             bot.services.poller.read_progress()  # (every tenth cycle: a metric read costs more than a cycle)
+            maintain()  # reconciling starts, finishing interrupted watchdog cancels, pruning
 
     for _ in range(20):  # warm up: every pool thread made, every connection opened
         cycle()
@@ -84,6 +86,41 @@ def test_hundreds_of_poll_cycles_with_two_providers_leave_files_threads_and_conn
     assert threading.active_count() <= threads  # (threads of the tests before it may still be ending)
     assert _open_files() <= files + 2  # (a keep-alive socket to a stand-in may come or go)
     assert _rss_mb() - rss < 25
+
+
+def test_hundreds_of_commands_in_bursts_leave_files_threads_and_memory_flat(bot, slack):
+    """Each turn of the server's loop accepts every connection waiting: bursts of twenty at once, 400 in all, through
+    the real server, leave no socket, thread or memory behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bot.sandbox.slack import slash_command_body
+
+    server = Server(bot)
+
+    def burst() -> None:
+        def one(n: int) -> int:
+            body = slash_command_body("help", channel_id="C0GENERAL", response_url=slack.response_url(f"soak{n}"))
+            return server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0]
+
+        with ThreadPoolExecutor(20) as pool:
+            assert set(pool.map(one, range(20))) == {200}
+
+    try:
+        for _ in range(3):  # warm up: every server thread made
+            burst()
+        gc.collect()
+        files, threads, rss = _open_files(), threading.active_count(), _rss_mb()
+        for _ in range(20):
+            burst()
+        wait_until(lambda: _open_files() <= files, 5)  # (the server closes each connection after its answer)
+        gc.collect()
+        print(f"\ncommand soak, 400 in bursts of 20: open files {files} -> {_open_files()}, threads {threads} -> "
+              f"{threading.active_count()}, RSS {rss:.1f} -> {_rss_mb():.1f} MB")
+        assert _open_files() <= files
+        assert threading.active_count() <= threads
+        assert _rss_mb() - rss < 15
+    finally:
+        server.close()
 
 
 def test_a_thread_that_used_the_store_and_ended_leaves_no_connection_behind(bot):
