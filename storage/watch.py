@@ -96,10 +96,11 @@ class WatchStore:
     def take_over(self, provider: str, job_id: str, kind: str, *, older_than: float) -> list[dict] | None:
         """An unsaid finding, for this process to finish (its followers), once: None if another process has it, or
         it was said meanwhile. Its claim is renewed, so a process that stops in turn hands it on in its turn."""
+        now = self._clock()
         with self.engine.transaction(row_locks=True) as db:
             if db.conn.execute("UPDATE watch_marks SET at = ? WHERE provider = ? AND job_id = ? AND kind = ?"
                                " AND said_at IS NULL AND at <= ?",
-                               (self._clock(), provider, job_id, kind, self._clock() - older_than)).rowcount != 1:
+                               (now, provider, job_id, kind, now - older_than)).rowcount != 1:
                 return None
             return self._followers(db, provider, job_id)
 
