@@ -22,6 +22,7 @@ from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
 from bot.jobs import JobService
 from bot.messages import Message, format_unknown_provider
+from bot.moves import MoveService
 from bot.poller import Poller
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Providers, UnknownProvider
@@ -63,6 +64,7 @@ class Services:
     data: DataService
     trying: TryService
     charts: ChartService
+    moves: MoveService
     background: ThreadPoolExecutor
     # Work that must reach Slack within a trigger_id's 3 seconds (opening a form): never queued behind slow work.
     prompt: ThreadPoolExecutor
@@ -253,6 +255,8 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
                           max_prompt_chars=settings.try_max_prompt_chars,
                           max_file_bytes=settings.max_training_file_bytes, background=background),
+        moves=MoveService(providers, store, jobs, max_file_bytes=settings.max_training_file_bytes, clock=clock,
+                          on_queued=sender.kick),
         background=background, decorate=decorate, scrub=scrub, turns=Turns(store, worker_id),
         prompt=ThreadPoolExecutor(max_workers=PROMPT_WORKERS, thread_name_prefix="finetune-prompt"),
     )
@@ -291,7 +295,8 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     # once its claim is as old as any living process's could be.
     reconcile_and_prune = turns.one_at_a_time(
         "maintain", lambda: (jobs.reconcile_starts(older_than=orphan_after, worker=worker_id),
-                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune()),
+                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),
+                             services.moves.notify_retiring()),
         hold=2 * maintenance_interval)
 
     def maintain() -> None:

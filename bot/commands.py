@@ -29,6 +29,7 @@ class Value:
     high: float = 0
     placeholder: str = ""
     choices: tuple[str, ...] = ()  # for kind "choice": the words it takes
+    required: bool = False  # an option the command needs (`move`'s `to=`)
 
     def describe(self) -> str:
         if self.kind == "int":
@@ -110,7 +111,8 @@ class Subcommand:
         words = [f"/finetune {self.name}"]
         words += [f"<{v.placeholder or v.name}>" for v in self.positional]
         words += [f"[{v.placeholder or v.name}]" for v in self.optional_positional]
-        words += [f"[{v.name}=<{v.placeholder or v.kind}>]" for v in self.options]
+        words += [f"{v.name}=<{v.placeholder or v.kind}>" if v.required else f"[{v.name}=<{v.placeholder or v.kind}>]"
+                  for v in self.options]
         if self.rest:
             words.append(f"<{self.rest}…>")
         return " ".join(words)
@@ -161,9 +163,23 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                options=(_PROVIDER, Value("deployment", "model", placeholder="azure_deployment")),
                rest="prompt", costly=True, past="tried", service="trying", doing="try"),
     Subcommand("compare", "The fine-tuned and the base model on up to n held-out examples (the validation file, else "
-                          "the end of the training file), beside the expected answers.",
-               positional=(_JOB_ID,), options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared",
+                          "the end of the training file), beside the expected answers. With a second job id: the "
+                          "two fine-tuned models side by side (a moved fine-tune and its original).",
+               positional=(_JOB_ID,), optional_positional=(Value("other_job", "id", placeholder="other_job_id"),),
+               options=(_PROVIDER, Value("n", "int", 1, 20)), costly=True, past="compared",
                service="trying", doing="compare"),
+    Subcommand("move", "Re-train a fine-tune at another provider: its training file copied there (checked against "
+                       "that provider's rules), the nearest base model, the same epochs, then started as `start` "
+                       "does (estimate, holds, approvals).",
+               positional=(_JOB_ID,),
+               options=(Value("to", "provider", placeholder="provider", required=True), _PROVIDER,
+                        Value("model", "model", placeholder="base"), Value("suffix", "suffix", placeholder="text"),
+                        Value("epochs", "int", 1, 50, placeholder="n"),
+                        Value("validation", "id", placeholder="file_id")),
+               costly=True, past="moved", service="moves", doing="move"),
+    Subcommand("retiring", "The fine-tunes this channel follows that a coming date puts at risk (a provider that "
+                           "stops taking jobs, a base model that retires), each with its date and a Move… button.",
+               service="moves", doing="list the fine-tunes at risk"),
     Subcommand("settings", "What this channel hears (outcomes, mentions, cards, progress and how often), what a start "
                            "may cost before it needs a click, the month's budget, the watchdog. No options: the "
                            "current settings.",
@@ -285,6 +301,9 @@ def parse(text: str) -> Command | Problem:
     missing = [v for v in spec.positional if v.name not in args]
     if missing:
         return Problem(f"`{spec.name}` needs a {missing[0].placeholder or missing[0].name}.", spec.usage)
+    unsaid = [v for v in spec.options if v.required and v.name not in args]
+    if unsaid:
+        return Problem(f"`{spec.name}` needs `{unsaid[0].name}=<{unsaid[0].placeholder}>`.", spec.usage)
     if spec.rest and not args.get(spec.rest):
         return Problem(f"`{spec.name}` needs a {spec.rest} after the {positional[-1].placeholder}.", spec.usage)
     return Command(spec.name, args)

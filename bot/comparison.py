@@ -74,14 +74,38 @@ def format_try(prompt: str, tuned: TrySide, base: TrySide, *, provider: str, sys
 
 def format_comparison(job_id: str, source: str, where: str, rows: Sequence[tuple], *, provider: str) -> Message:
     """Per held-out example: the expected answer, the base model's and the fine-tuned model's; then the tally."""
-    blocks = [_header(":scales: Fine-tuned vs base"),
-              _context(f"Job {code(job_id)} at {escape(provider_label(provider))}: {len(rows)} example(s) from the "
-                       f"{escape(where)} {code(source)}.")]
-    exact = {"Fine-tuned": 0, "Base": 0}
-    scores: dict[str, list[float]] = {"Fine-tuned": [], "Base": []}
-    for index, (line, expected, tuned, base) in enumerate(rows, start=1):
+    about = (f"Job {code(job_id)} at {escape(provider_label(provider))}: {_examples(len(rows))} from the "
+             f"{escape(where)} {code(source)}.")
+    return _compared(":scales: Fine-tuned vs base", about, f"Compared job {job_id}", rows,
+                     names={"Fine-tuned": "fine-tuned", "Base": "base"}, order=("Base", "Fine-tuned"))
+
+
+def format_two_fine_tunes(first: tuple, second: tuple, source: str, where: str, rows: Sequence[tuple]) -> Message:
+    """Two fine-tuned models (a moved fine-tune and its original), each at its own provider, on the same held-out
+    examples of the first: per example the expected answer and each model's, then exact matches and similarity."""
+    (job_a, model_a), (job_b, model_b) = first, second
+    names = {label: f"{job.id} ({provider_label(job.provider)})" for label, job in (("A", job_a), ("B", job_b))}
+    about = (f"*A* {code(model_a)} (job {code(job_a.id)} at {escape(provider_label(job_a.provider))}) and *B* "
+             f"{code(model_b)} (job {code(job_b.id)} at {escape(provider_label(job_b.provider))}) on "
+             f"{_examples(len(rows))} from A's {escape(where)} {code(source)}.")
+    return _compared(":scales: Two fine-tunes compared", about, f"Compared {job_a.id} with {job_b.id}", rows,
+                     names=names, order=("A", "B"))
+
+
+def _examples(count: int) -> str:
+    return f"{count} example{'s' if count != 1 else ''}"
+
+
+def _compared(title: str, about: str, said: str, rows: Sequence[tuple], *, names: dict[str, str],
+              order: tuple[str, str]) -> Message:
+    """Rows of (line, expected, side, side) shown example by example, the sides in `order`, then the tally of each
+    side by its label (`names` says how the summary calls each)."""
+    blocks = [_header(title), _context(about)]
+    exact = {label: 0 for label in names}
+    scores: dict[str, list[float]] = {label: [] for label in names}
+    for index, (line, expected, *sides) in enumerate(rows, start=1):
         parts = [f"*Example {index}* (line {line})", f"*Expected:* {_clip(escape(expected), 500)}"]
-        for side in (base, tuned):
+        for side in sorted(sides, key=lambda s: order.index(s.label)):
             text = str(getattr(side.answer, "text", "") or "")
             if side.error is None:
                 exact[side.label] += int(is_exact(expected, text))
@@ -89,9 +113,10 @@ def format_comparison(job_id: str, source: str, where: str, rows: Sequence[tuple
             parts.append(f"*{side.label}:* {_side_text(side, 500)}")
         blocks.append(_section("\n".join(parts)))
     mean = {k: (sum(v) / len(v) if v else 0.0) for k, v in scores.items()}
-    summary = (f"Exact matches with the expected answer: fine-tuned {exact['Fine-tuned']}/{len(rows)}, base "
-               f"{exact['Base']}/{len(rows)}. Similarity to the expected answer (difflib character ratio over the "
-               f"first {SIMILARITY_CHARS:,} characters, 0 to 1, mean): fine-tuned {mean['Fine-tuned']:.2f}, base "
-               f"{mean['Base']:.2f}.")
+    first, second = order[::-1] if order[0] == "Base" else order
+    summary = (f"Exact matches with the expected answer: {names[first]} {exact[first]}/{len(rows)}, "
+               f"{names[second]} {exact[second]}/{len(rows)}. Similarity to the expected answer (difflib character "
+               f"ratio over the first {SIMILARITY_CHARS:,} characters, 0 to 1, mean): {names[first]} "
+               f"{mean[first]:.2f}, {names[second]} {mean[second]:.2f}.")
     blocks.insert(2, _section(f"*Summary* {escape(summary)}"))
-    return _message(f"Compared job {job_id}: {summary}", blocks[:MAX_BLOCKS])
+    return _message(f"{said}: {summary}", blocks[:MAX_BLOCKS])

@@ -60,15 +60,23 @@ class DataService:
 
     # -- 1. the form -----------------------------------------------------------------------------------
 
-    def open_form(self, mode: str, caller: Caller, trigger_id: str, provider: str | None = None) -> str | None:
-        """Open the form; None when it opened, else why not (for the person, through the command's reply)."""
+    def open_form(self, mode: str, caller: Caller, trigger_id: str, provider: str | None = None,
+                  move: Mapping | None = None) -> str | None:
+        """Open the form; None when it opened, else why not (for the person, through the command's reply). With a
+        `move` whose file its provider keeps: filled in with what the move kept, and the start it makes is the
+        move's."""
         target = self.providers.get(provider)
         # Who opens it, where, and for which provider: what the submission and the report's button are judged by.
         form_id = self.store.record_form(DATA_FORM, user_id=caller.user_id, team_id=caller.team_id,
-                                         channel_id=caller.channel_id, provider=target.name)
+                                         channel_id=caller.channel_id, provider=target.name,
+                                         job_id=move["id"] if move else None)
         metadata = json.dumps({"mode": mode, "provider": target.name, "form": form_id})
+        kept = (move or {}).get("options") or {}
         view = data_form_view(mode, provider=target.name, models=training_data.models_of(target.name),
-                              default_model=target.default_model or self.jobs.default_model, metadata=metadata)
+                              default_model=kept.get("model") or target.default_model or self.jobs.default_model,
+                              metadata=metadata, suffix=kept.get("suffix"), epochs=kept.get("epochs"),
+                              intro=(f"Moving {move['source_job']} to {provider_label(target.name)}: its provider "
+                                     "keeps the file, so pick it here." if move else ""))
         try:
             self.slack.open_view(trigger_id, view)
         except SlackFailure as failure:
@@ -191,6 +199,10 @@ class DataService:
             return
         target = self.providers.get(meta["provider"])
         where = provider_label(target.name)
+        if meta.get("move") and not self.store.moves.take(meta["move"], "needs_file", team_id=caller.team_id):
+            self.slack.update_view(view_id, data_done_view(mode, ":information_source: This move already went on "
+                                                                 "(from another form, or a new `/finetune move`)."))
+            return
         self.slack.update_view(view_id, data_progress_view(mode, f"Uploading to {where}…"))
         try:
             training = self._upload(meta["training"], meta["training_sha"], target)
@@ -221,14 +233,13 @@ class DataService:
             except ProviderError as error:
                 log.info("%s gave no price estimate: %s", target.name, error.message)
         args = {"training_file": training, "provider": target.name, "model": meta["model"],
-                "suffix": meta.get("suffix"), "epochs": meta.get("epochs"), "validation": validation}
+                "suffix": meta.get("suffix"), "epochs": meta.get("epochs"), "validation": validation,
+                "move": meta.get("move")}
         command = Command("start", {k: v for k, v in args.items() if v is not None})
         message = self.decorate(self.jobs.run(command, caller))
-        if message.in_channel:  # (with a card, the card is what the channel sees; the form tells the starter)
-            self.slack.post_quietly(caller.channel_id, message)
-        elif any(e.get("action_id") == HOLD_START_ACTION for b in message.blocks for e in b.get("elements") or ()):
-            # A held start: its Start anyway button cannot live in the form, so it goes to the starter directly.
-            self.slack.post_quietly(caller.user_id, message)
+        if meta.get("move"):
+            self.store.moves.settle(meta["move"], "not started")  # (refused: the move may be tried again)
+        pass_on_from_form(self.slack, caller, message)
         said = escape(message.text)
         if estimate is not None:
             said += f"\n{escape(where)}'s own estimate for this job: {dollars(estimate)}."
@@ -277,6 +288,16 @@ class DataService:
 DATA_FORM = "data"
 
 
+def pass_on_from_form(slack: SlackGateway, caller: Caller, message: Message) -> None:
+    """What a form's start (or move) answered, where it belongs: the channel for what it shows everyone (with a
+    card, the card is what the channel sees; the form tells the starter), the starter for a held start (its Start
+    anyway button cannot live in a form)."""
+    if message.in_channel:
+        slack.post_quietly(caller.channel_id, message)
+    elif any(e.get("action_id") == HOLD_START_ACTION for b in message.blocks for e in b.get("elements") or ()):
+        slack.post_quietly(caller.user_id, message)
+
+
 class _Fetched:
     """A downloaded file, closed when done with."""
 
@@ -291,8 +312,9 @@ class _Fetched:
 
 
 def _origin(opened: Mapping) -> dict:
-    """Where a form was opened, as recorded then (never as its submission says)."""
-    return {"team": opened["team_id"] or "", "channel": opened["channel_id"] or "", "provider": opened["provider"]}
+    """Where a form was opened, as recorded then (never as its submission says), and the move it goes on with."""
+    return {"team": opened["team_id"] or "", "channel": opened["channel_id"] or "", "provider": opened["provider"],
+            "move": opened.get("job_id") or None}
 
 
 def _metadata(view: Mapping) -> dict:

@@ -32,6 +32,7 @@ from bot.messages import (
     format_progress,
     format_watchdog,
 )
+from bot.move_messages import format_retiring_notice, move_links
 from bot.providers.types import Job
 from bot.slack import CARD_GONE_ERRORS, CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
 from storage import DB_ERRORS, Store
@@ -53,7 +54,7 @@ RUN_LIMIT = 30.0  # one run hands back after this long; the scheduler starts the
 LOW_PRIORITY = frozenset({"card_update", "progress"})
 # Which of a channel's rows wait along with one that must wait its turn: a card edit holds back only edits; a thread
 # reply only replies (an outcome with a post in hand may follow a reply at once); anything else every post.
-POSTS = ("announcement", "card", "progress", "delivery_problem")
+POSTS = ("announcement", "card", "progress", "delivery_problem", "watchdog", "retiring")
 DEFERRED_WITH = {"card_update": ("card_update",), "progress": ("progress",)}
 REFETCH_AFTER = 0.2
 # A channel's posts are made by one process at a time (replicas, or two processes on one file): the one holding its
@@ -277,7 +278,8 @@ class AnnouncementSender:
     def _send_announcement(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
         """The outcome: in the card's thread and in the channel when there is a card, else a plain message."""
         channel, key = row["channel_id"], row["key"]
-        message = self.decorate(format_announcement(job, row["outcome"], self._subscription(row)))
+        message = self.decorate(format_announcement(job, row["outcome"], self._subscription(row),
+                                                    moved_from=self.store.moves.moved_from(job.provider, job.id)))
         card = self.store.card(channel, row["job_id"], row["provider"])
         if card is not None and card["card_ts"]:
             try:
@@ -300,8 +302,14 @@ class AnnouncementSender:
         ts = self._post(row["channel_id"], message, row["key"])
         return ts, ts
 
+    def _card(self, row: dict, job: Job) -> Message:
+        """A job's card as the channel sees it, with where it moved from or to."""
+        links = move_links(self.store.moves.moved_from(job.provider, job.id),
+                           self.store.moves.moved_to(job.provider, job.id))
+        return self.decorate(format_card(job, self._subscription(row), links=links))
+
     def _send_card(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
-        ts = self._post(row["channel_id"], self.decorate(format_card(job, self._subscription(row))), row["key"])
+        ts = self._post(row["channel_id"], self._card(row, job), row["key"])
         self.store.set_card(row["channel_id"], row["job_id"], row["provider"], ts=ts, revision=revision)
         return ts, ts
 
@@ -315,7 +323,7 @@ class AnnouncementSender:
         if card["card_revision"] >= wanted:
             self.store.mark_skipped(row["key"], self.worker_id, "the card already shows it")
             return None
-        message = self.decorate(format_card(job, self._subscription(row)))
+        message = self._card(row, job)
         with self._on_card(row):
             self._send(channel, message, lambda m: self.slack.update(channel, card["card_ts"], m), row["key"],
                        pace=self._edits_not_before)
@@ -335,6 +343,12 @@ class AnnouncementSender:
         with self._on_card(row):
             return (self._post(channel, message, None, thread_ts=card["card_ts"], broadcast=False),
                     card["card_ts"])
+
+    def _send_retiring(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
+        """The notice before a date that puts fine-tunes this channel follows at risk (once per channel and date)."""
+        message = self.decorate(format_retiring_notice(json.loads(row.get("detail") or "{}")))
+        ts = self._post(row["channel_id"], message, row["key"])
+        return ts, ts
 
     def _send_watchdog(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
         """A warning in the card's thread (and in the channel when the run was cancelled), else in the channel."""

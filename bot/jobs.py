@@ -47,6 +47,7 @@ from bot.messages import (
     format_unsubscribed,
     invite_warning,
 )
+from bot.move_messages import move_links
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
 from bot.slack import SlackFailure, SlackGateway
@@ -148,6 +149,7 @@ class JobService:
         or an approver): it starts without being held again."""
         args = dict(args)
         training_file = args.pop("training_file")
+        move_id = args.pop("move", None)  # a start that moves a fine-tune here (bot.moves): linked once it exists
         target = self.providers.get(args.pop("provider", None))
         label = provider_label(target.name)
         model, suffix, epochs = args.pop("model", None), args.pop("suffix", None), args.pop("epochs", None)
@@ -172,8 +174,11 @@ class JobService:
         if released is None:
             held = self._hold_if_needed(caller, target.name, estimate, {
                 "training_file": training_file, "provider": target.name, "model": model, **{
-                    k: v for k, v in given.items() if k != "model" and v is not None}})
+                    k: v for k, v in given.items() if k != "model" and v is not None},
+                **({"move": move_id} if move_id else {})})
             if held is not None:
+                if move_id:
+                    self.store.moves.set_state(move_id, "held")
                 return held
         approved_by = released.get("approved_by") if released else None
         metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
@@ -214,6 +219,8 @@ class JobService:
             card = self._follow(caller, job, origin="start", card=True,
                                 recorded={"estimate": estimate.amount, "approved_by": approved_by})[1]
             self.store.finish_intent(request_id, job_id=job.id)
+            if move_id:
+                self.link_move(move_id, job)
         except DB_ERRORS as error:
             # The job exists and is billed: the user must still learn its id, and how to follow it.
             log.warning("started %s but could not record that %s follows it (%s)", job.id, caller.channel_id, error,
@@ -222,6 +229,25 @@ class JobService:
                                         f"finishes. Try `/finetune subscribe {job.id}` in a minute."],
                                   estimate=estimate)
         return format_started(job, self._visibility_warnings(caller), card=card, estimate=estimate)
+
+    def link_move(self, move_id: str, job: Job) -> None:
+        """A moved fine-tune's new job exists: the move points at it (once), the channels that followed the source
+        follow it too, and the source's cards are redrawn to say where it went."""
+        move = self.store.moves.started(move_id, job.id)
+        if move is None:
+            return
+        for row in self.store.followers(move["source_job"], move["source_provider"]):
+            if row["channel_id"] == move["channel_id"]:
+                continue  # (the channel that moved it follows it as its starter)
+            origin = "dm" if row["origin"] == "dm" else "subscribe"
+            self.store.follow(row["channel_id"], job.fields(), final=job.final, team_id=row["team_id"] or "",
+                              user_id=row["user_id"] or "", origin=origin, card=origin != "dm")
+        self.store.redraw_cards(move["source_provider"], move["source_job"])
+        self.on_queued()
+
+    def links(self, provider: str, job_id: str) -> list[str]:
+        """Where a job was moved from and to, as its card and status say it."""
+        return move_links(self.store.moves.moved_from(provider, job_id), self.store.moves.moved_to(provider, job_id))
 
     def _hold_if_needed(self, caller: Caller, provider: str, estimate: Estimate, command: dict) -> Message | None:
         """Hold a start the channel's settings say needs a click (above `confirm_above`, past the month's
@@ -302,7 +328,7 @@ class JobService:
         events = target.events(job_id, limit=5) if target.capabilities.events else []
         self._observe(job)
         followed = any(f["channel_id"] == caller.channel_id for f in self.store.followers(job_id, target.name))
-        return format_job_status(job, events, followed_here=followed)
+        return format_job_status(job, events, followed_here=followed, links=self.links(target.name, job.id))
 
     def _list(self, caller: Caller, n: int = 10, provider: str | None = None) -> Message:
         """The newest jobs at every provider (or the one named), merged newest first; a provider that cannot be
@@ -366,7 +392,8 @@ class JobService:
         stored = self.store.job(job_id, provider)
         if stored is None:
             return
-        message = format_card(Job.from_row(stored), Subscription(channel), followed=False)
+        message = format_card(Job.from_row(stored), Subscription(channel), followed=False,
+                              links=self.links(provider, job_id))
         try:
             self.slack.update(channel, ts, self._decorated(message))
         except SlackFailure as failure:
@@ -442,7 +469,8 @@ class JobService:
         row = next((f for f in self.store.followers(job.id, target.name) if f["channel_id"] == caller.channel_id), {})
         mention = bool(self.store.channel_settings(caller.channel_id)["mentions"])
         subscription = Subscription(caller.channel_id, row.get("user_id"), row.get("origin"), mention)
-        return replace(format_card(job, subscription, followed=bool(row)), in_channel=True), True
+        return replace(format_card(job, subscription, followed=bool(row), links=self.links(target.name, job.id)),
+                       in_channel=True), True
 
     def latest_events(self, caller: Caller, job_id: str, provider: str | None) -> Message:
         try:

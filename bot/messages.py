@@ -6,6 +6,7 @@ Every untrusted string (anything from a user or the provider) goes through `esca
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import time
@@ -304,6 +305,7 @@ def format_started(job: Job, warnings: Sequence[str] = (), *, card: bool = False
 
 
 CANCEL_ACTION = "cancel_job"
+COMPARE_ORIGINAL_ACTION = "compare_original"  # a moved job's success: it beside the job it was moved from
 REFRESH_ACTION = "refresh_job"
 EVENTS_ACTION = "job_events"
 
@@ -357,7 +359,13 @@ def cancel_button(job_id: str) -> dict:
     }
 
 
-def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bool) -> Message:
+def _plain_lines(lines: Sequence[str]) -> str:
+    """mrkdwn lines (their untrusted parts escaped) as plain words for a fallback text, which is escaped once more."""
+    return html.unescape(" ".join(re.sub(r"`|:truck: ", "", line) for line in lines))
+
+
+def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bool,
+                      links: Sequence[str] = ()) -> Message:
     text = f"Job {job.id}: {job.status}"
     if job.fine_tuned_model:
         text += f", model {job.fine_tuned_model}"
@@ -368,6 +376,9 @@ def format_job_status(job: Job, events: Sequence[JobEvent], *, followed_here: bo
     if events:
         lines = "\n".join(f"{when(e.created_at)}  {escape(e.message)}" for e in events)
         blocks.append(_section(f"*Latest events*\n{lines}"))
+    if links:
+        blocks.append(_section("\n".join(links)))
+        text += ". " + _plain_lines(links)
     blocks.append(job_buttons(job))
     note = "This channel follows this job." if followed_here else (
         f"This channel doesn't follow it; `/finetune subscribe {escape(job.id)}` to be told when it finishes.")
@@ -604,7 +615,8 @@ class Subscription:
         return self.outcomes != "failures" or outcome == "failed"
 
 
-def format_announcement(job: Job, outcome: str, subscription: Subscription) -> Message:
+def format_announcement(job: Job, outcome: str, subscription: Subscription, *,
+                        moved_from: Mapping | None = None) -> Message:
     """The message a following channel gets when a job reaches its outcome."""
     took = duration(job.finished_at - job.created_at) if job.created_at and job.finished_at else "—"
     where = provider_label(job.provider)
@@ -619,8 +631,19 @@ def format_announcement(job: Job, outcome: str, subscription: Subscription) -> M
             *_fields([*about, ("Cost", escape(cost_words(job))), ("Took", took)]),
         ]
         text += f" ({cost_words(job)})"
+        if moved_from:
+            text += f". Moved from {moved_from['source_job']} at {provider_label(moved_from['source_provider'])}."
+            blocks.append(_context(f":truck: Moved from {code(moved_from['source_job'])} at "
+                                   f"{escape(provider_label(moved_from['source_provider']))}."))
         if job.fine_tuned_model:
-            blocks.append({"type": "actions", "elements": [try_button(job)]})
+            buttons = [try_button(job)]
+            if moved_from:
+                buttons.append({"type": "button", "action_id": COMPARE_ORIGINAL_ACTION,
+                                "text": {"type": "plain_text", "text": "Compare with the original"},
+                                "value": _button_value({"provider": job.provider, "job": job.id,
+                                                        "from_provider": moved_from["source_provider"],
+                                                        "from_job": moved_from["source_job"]})})
+            blocks.append({"type": "actions", "elements": buttons})
     elif outcome == "failed":
         reason = job.error_message or "The provider gave no reason."
         text = f"Fine-tuning job {job.id} on {where} failed: {reason}"
@@ -662,7 +685,7 @@ def cost_words(job: Job) -> str:
 CARD_ERROR_LIMIT = 1500  # a longer error is cut, with a note saying where the whole of it is
 
 
-def format_card(job: Job, subscription: Subscription, *, followed: bool = True) -> Message:
+def format_card(job: Job, subscription: Subscription, *, followed: bool = True, links: Sequence[str] = ()) -> Message:
     """A job's card: one message per following channel, edited in place as the job moves, its progress in its
     thread, with buttons to refresh, see events, cancel and (once it succeeded) try the model."""
     where = provider_label(job.provider)
@@ -695,6 +718,9 @@ def format_card(job: Job, subscription: Subscription, *, followed: bool = True) 
                                                   f"`/finetune status {escape(job.id)}` shows it)_")
         blocks.append(_section(f"*Why* ({_clip(escape(job.error_code or 'unknown'), 100)})\n>{shown}{cut}"))
         text += f". Error: {_SCRUB(reason)[:CARD_ERROR_LIMIT]}"
+    if links:
+        blocks.append(_section("\n".join(links)))
+        text += ". " + _plain_lines(links)
     blocks.append(job_buttons(job, card=True))
     if not followed:
         note = (f"This channel no longer follows this job: this card is not updated. "
@@ -747,7 +773,7 @@ SPEND_PAGE = 20
 def _start_words(command: Mapping) -> str:
     """A held start's command, as it would be typed."""
     words = [f"/finetune start {command.get('training_file')}"]
-    words += [f"{k}={v}" for k, v in command.items() if k != "training_file" and v is not None]
+    words += [f"{k}={v}" for k, v in command.items() if k not in {"training_file", "move"} and v is not None]
     return " ".join(words)
 
 

@@ -46,7 +46,7 @@ EMOJI = {
     ":grey_question:": "❔", ":face_with_head_bandage:": "🤕", ":chart_with_downwards_trend:": "📉",
     ":package:": "📦", ":outbox_tray:": "📤", ":scales:": "⚖️", ":information_source:": "ℹ️",
     ":large_green_circle:": "🟢", ":no_entry:": "⛔", ":repeat:": "🔁", ":moneybag:": "💰",
-    ":hourglass:": "⌛", ":raised_hand:": "✋", ":rotating_light:": "🚨",
+    ":hourglass:": "⌛", ":raised_hand:": "✋", ":rotating_light:": "🚨", ":truck:": "🚚", ":file_folder:": "📁",
 }
 REPLY_WAIT = 30.0
 CARD_WAIT = 10.0  # how long a click waits for a card that is on its way

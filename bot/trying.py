@@ -17,7 +17,7 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bot.commands import Command, Problem
-from bot.comparison import TrySide, format_comparison, format_try
+from bot.comparison import TrySide, format_comparison, format_try, format_two_fine_tunes
 from bot.jobs import Caller, JobService
 from bot.messages import Message, format_problem, format_provider_error, format_refusal
 from bot.providers import registry
@@ -206,8 +206,12 @@ class TryService:
 
     # -- compare ---------------------------------------------------------------------------------------
 
-    def compare(self, caller: Caller, job_id: str, n: int = 5, provider: str | None = None) -> Message:
+    def compare(self, caller: Caller, job_id: str, n: int = 5, provider: str | None = None,
+                other_job: str | None = None) -> Message:
+        """A fine-tuned model beside its base model on held-out examples; with `other_job`, beside that job's
+        fine-tuned model (each asked at its own provider): is the moved fine-tune as good as the original?"""
         target = self.resolve(job_id, provider, None, need_job=True)
+        other = self.resolve(other_job, None, None, need_job=True) if other_job else None
         job = target.job
         source, from_end = (job.validation_file, False) if job.validation_file else (job.training_file, True)
         if not source:
@@ -217,10 +221,17 @@ class TryService:
                                              max_bytes=self.max_file_bytes)
         if not examples:
             raise Refused(f"{source} holds no chat example that ends with an assistant answer to compare against.")
-        asked = [(line, expected, self._ask_later(target, messages)) for line, messages, expected in examples]
-        rows = [(line, expected, tuned.result(), base.result()) for line, expected, (tuned, base) in asked]
-        return format_comparison(job_id, source, "validation file" if not from_end else "end of the training file",
-                                 rows, provider=target.provider.name)
+        where = "validation file" if not from_end else "end of the training file"
+        if other is None:
+            asked = [(line, expected, self._ask_later(target, messages)) for line, messages, expected in examples]
+            rows = [(line, expected, tuned.result(), base.result()) for line, expected, (tuned, base) in asked]
+            return format_comparison(job_id, source, where, rows, provider=target.provider.name)
+        pairs = [(line, expected, self._calls.submit(self._ask, target.provider, target.tuned, messages, "A"),
+                  self._calls.submit(self._ask, other.provider, other.tuned, messages, "B"))
+                 for line, messages, expected in examples]
+        rows = [(line, expected, a.result(), b.result()) for line, expected, a, b in pairs]
+        log.info("compared %s with %s on %d examples", target.tuned, other.tuned, len(rows))
+        return format_two_fine_tunes((target.job, target.tuned), (other.job, other.tuned), source, where, rows)
 
     # -- which models -------------------------------------------------------------------------------------
 

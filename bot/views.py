@@ -45,11 +45,14 @@ def _file_input(block_id: str, label: str, *, optional: bool = False) -> dict:
             "element": {"type": "file_input", "action_id": "file", "filetypes": ["jsonl"], "max_files": 1}}
 
 
-def data_form_view(mode: str, *, provider: str, models: Sequence[str], default_model: str, metadata: str) -> dict:
-    """The form: a training file (and for a start, a validation file, the base model, suffix and epochs)."""
+def data_form_view(mode: str, *, provider: str, models: Sequence[str], default_model: str, metadata: str,
+                   intro: str = "", suffix: str | None = None, epochs: int | None = None) -> dict:
+    """The form: a training file (and for a start, a validation file, the base model, suffix and epochs, filled in
+    with what a move kept)."""
     where = provider_label(provider)
-    blocks = [_section(f"Pick a `.jsonl` file. I check it before anything is uploaded to {escape(where)}: format, "
-                       "errors with line numbers, tokens and the estimated price."),
+    blocks = [_section(f"{escape(intro) + chr(10) if intro else ''}Pick a `.jsonl` file. I check it before anything "
+                       f"is uploaded to {escape(where)}: format, errors with line numbers, tokens and the estimated "
+                       "price."),
               _file_input("training", "Training file")]
     if mode == "start":
         choices = list(dict.fromkeys([default_model, *models]))[:100]
@@ -61,11 +64,13 @@ def data_form_view(mode: str, *, provider: str, models: Sequence[str], default_m
                          "initial_option": options[0]}},
             {"type": "input", "block_id": "suffix", "optional": True,
              "label": {"type": "plain_text", "text": "Suffix for the model's name (optional)"},
-             "element": {"type": "plain_text_input", "action_id": "value", "max_length": 64}},
+             "element": {"type": "plain_text_input", "action_id": "value", "max_length": 64,
+                         **({"initial_value": suffix[:64]} if suffix else {})}},
             {"type": "input", "block_id": "epochs", "optional": True,
              "label": {"type": "plain_text", "text": "Epochs (optional; the provider's default otherwise)"},
              "element": {"type": "number_input", "action_id": "value", "is_decimal_allowed": False,
-                         "min_value": "1", "max_value": "50"}},
+                         "min_value": "1", "max_value": "50",
+                         **({"initial_value": str(epochs)} if epochs and 1 <= epochs <= 50 else {})}},
         ]
     return _modal(mode, blocks, metadata=metadata, submit="Check")
 
@@ -115,3 +120,38 @@ def try_modal_view(*, model: str, metadata: str, max_prompt_chars: int) -> dict:
 def try_result_view(message: Message) -> dict:
     return {"type": "modal", "callback_id": TRY_CALLBACK, "title": {"type": "plain_text", "text": "Try the model"},
             "close": {"type": "plain_text", "text": "Close"}, "blocks": message.blocks[:100]}
+
+
+# -- moving a fine-tune: the small form a Move… button opens ----------------------------------------------------
+
+MOVE_CALLBACK = "finetune_move"
+
+
+def move_form_view(*, job_id: str, source: str, base: str, targets: Sequence[str], model: str | None, metadata: str,
+                   estimate: str) -> dict:
+    """Where to move a fine-tune (the configured providers), the base model there (filled from the mapping: empty
+    means the nearest), and the estimate; moved on submit, exactly as `/finetune move` does."""
+    options = [{"text": {"type": "plain_text", "text": provider_label(t)[:75]}, "value": t[:150]} for t in targets]
+    model_element = {"type": "plain_text_input", "action_id": "value", "max_length": 256,
+                     **({"initial_value": model[:256]} if model else {})}
+    blocks = [
+        _section(f"Re-train {code(job_id)} (base {code(base)} at {escape(provider_label(source))}) at another "
+                 "provider: its training file is copied there and checked, then started as `/finetune start` "
+                 "does (this channel's confirm_above, budget and approvers apply)."),
+        {"type": "input", "block_id": "target", "label": {"type": "plain_text", "text": "Move to"},
+         "element": {"type": "static_select", "action_id": "value", "options": options[:100],
+                     "initial_option": options[0]}},
+        {"type": "input", "block_id": "model", "optional": True,
+         "label": {"type": "plain_text", "text": "Base model there (empty: the nearest)"}, "element": model_element},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(estimate)[:MAX_INPUT_LENGTH]}]},
+    ]
+    return {"type": "modal", "callback_id": MOVE_CALLBACK, "title": {"type": "plain_text", "text": "Move a fine-tune"},
+            "close": {"type": "plain_text", "text": "Close"}, "submit": {"type": "plain_text", "text": "Move"},
+            "blocks": blocks, "private_metadata": metadata}
+
+
+def move_done_view(message: Message) -> dict:
+    """The move's answer in its form (escaped where it was made)."""
+    return {"type": "modal", "callback_id": MOVE_CALLBACK, "title": {"type": "plain_text", "text": "Move a fine-tune"},
+            "close": {"type": "plain_text", "text": "Close"},
+            "blocks": [b for b in message.blocks if b.get("type") != "actions"][:100] or [_section(message.text)]}

@@ -2,7 +2,7 @@
 
 from slack_bolt import App
 
-from handlers import actions, commands, errors, trying, views
+from handlers import actions, commands, errors, moves, trying, views
 
 
 def register(app: App, services) -> None:
@@ -11,3 +11,4 @@ def register(app: App, services) -> None:
     actions.register(app, services)
     views.register(app, services)
     trying.register(app, services)
+    moves.register(app, services)

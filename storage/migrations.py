@@ -337,3 +337,29 @@ def m011_watch_marks_said(db: Database) -> None:
 def _m011_postgres(conn: Any) -> None:
     conn.exec_driver_sql("ALTER TABLE watch_marks ADD COLUMN IF NOT EXISTS said_at DOUBLE PRECISION")
     conn.exec_driver_sql("UPDATE watch_marks SET said_at = at WHERE said_at IS NULL")
+
+
+_M012_TABLES = ("moves", "moved_files")
+
+
+@step
+def m012_moves(db: Database) -> None:
+    # A fine-tune moved to another provider, claimed once before its first upload; and the files moves uploaded, by
+    # content, so the same content moved to the same provider is uploaded once.
+    db["moves"].create({"id": str, "team_id": str, "channel_id": str, "user_id": str, "source_provider": str,
+                        "source_job": str, "target_provider": str, "options": str, "state": str, "new_job": str,
+                        "note": str, "created_at": float, "updated_at": float, "lease_until": float},
+                       pk="id", not_null={"id", "team_id", "channel_id", "user_id", "source_provider", "source_job",
+                                          "target_provider", "state"})
+    db["moves"].create_index(["team_id", "source_provider", "source_job", "target_provider"], unique=True)
+    db["moves"].create_index(["target_provider", "new_job"])
+    db["moved_files"].create({"provider": str, "sha256": str, "file_id": str, "uploaded_at": float},
+                             pk=("provider", "sha256"), not_null={"provider", "sha256", "file_id"})
+
+
+@postgres_step("m012_moves")
+def _m012_postgres(conn: Any) -> None:
+    from storage.schema import metadata
+
+    for name in _M012_TABLES:
+        metadata.tables[name].create(conn, checkfirst=True)

@@ -238,3 +238,34 @@ watch_marks = Table(
     _real("at"),
     _real("said_at"),
 )
+
+# A fine-tune moved to another provider: claimed once (per workspace, source job and target), before the first
+# upload, so double clicks, retries and replicas make one upload and one job.
+moves = Table(
+    "moves", metadata,
+    _text("id", primary_key=True),
+    _text("team_id", nullable=False),
+    _text("channel_id", nullable=False),
+    _text("user_id", nullable=False),
+    _text("source_provider", nullable=False),
+    _text("source_job", nullable=False),
+    _text("target_provider", nullable=False),
+    _text("options"),
+    _text("state", nullable=False),
+    _text("new_job"),
+    _text("note"),
+    _real("created_at"),
+    _real("updated_at"),
+    _real("lease_until"),
+    Index("idx_moves_source", "team_id", "source_provider", "source_job", "target_provider", unique=True),
+    Index("idx_moves_new_job", "target_provider", "new_job"),
+)
+
+# A file uploaded to a provider by a move, by its content's SHA-256: the same content moved there again reuses it.
+moved_files = Table(
+    "moved_files", metadata,
+    _text("provider", primary_key=True),
+    _text("sha256", primary_key=True),
+    _text("file_id", nullable=False),
+    _real("uploaded_at"),
+)

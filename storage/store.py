@@ -11,6 +11,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from storage.engines import DB_ERRORS, describe, open_engine
+from storage.moves import MoveStore
 from storage.outbox import queue_kind
 from storage.spend import SpendStore
 from storage.watch import WatchStore
@@ -98,6 +99,7 @@ class Store:
         self._queue_order = self.engine.words["queue_order"]
         self.spend = SpendStore(self.engine, clock)
         self.watch = WatchStore(self.engine, clock)
+        self.moves = MoveStore(self.engine, clock)
         self._skip_locked = self.engine.words["skip_locked"]
 
     # -- connections and transactions ------------------------------------------------------------
@@ -386,6 +388,7 @@ class Store:
                 if changed:
                     queued += self._queue_card_edits(conn, provider, job["id"], revision, row["status"],
                                                      fields["status"], final=outcome is not None, now=now)
+                    queued += self._redraw_moved_from(conn, provider, job["id"], now)
             for provider, ids in unchanged.items():
                 for chunk in _chunks(ids):
                     conn.execute(f"UPDATE jobs SET observed_at = ?, polled_at = ? WHERE provider = ? AND final = 0"
@@ -422,6 +425,40 @@ class Store:
                 queued += self._queue_kind(conn, "progress", provider, job_id, channel_id, after, now,
                                            key=f"{base}:status:{revision}", detail={"from": before, "to": after})
         return queued
+
+    def followed_jobs(self, provider: str, *, state: str) -> list[dict]:
+        """Every follow of a job at `provider` in `state` (a meaning: going, succeeded, …), with the job."""
+        return self._rows("SELECT s.channel_id, s.user_id AS follower, j.* FROM subscriptions s JOIN jobs j"
+                          " ON j.provider = s.provider AND j.id = s.job_id WHERE j.provider = ? AND j.state = ?"
+                          " ORDER BY s.channel_id, j.id", (provider, state))
+
+    def queue_notice(self, kind: str, provider: str, job_id: str, channel_id: str, *, key: str, detail: dict) -> int:
+        """A message about a followed job (and others), for a channel that follows it, once by its key."""
+        with self._immediate() as db:
+            return self._queue_kind(db.conn, kind, provider, job_id, channel_id, kind, self._clock(), key=key,
+                                    detail=detail)
+
+    def redraw_cards(self, provider: str, job_id: str) -> int:
+        """Edit every card of a job (finished or not) to show what the bot now knows of it (where it moved): a new
+        revision, with no thread reply."""
+        with self._immediate() as db:
+            return self._redraw(db.conn, provider, job_id, self._clock())
+
+    def _redraw(self, conn: Any, provider: str, job_id: str, now: float) -> int:
+        row = conn.execute("SELECT revision, status FROM jobs WHERE provider = ? AND id = ?",
+                           (provider, job_id)).fetchone()
+        if row is None:
+            return 0
+        revision = row["revision"] + 1
+        conn.execute("UPDATE jobs SET revision = ? WHERE provider = ? AND id = ?", (revision, provider, job_id))
+        return self._queue_card_edits(conn, provider, job_id, revision, row["status"], row["status"], final=True,
+                                      now=now)
+
+    def _redraw_moved_from(self, conn: Any, provider: str, job_id: str, now: float) -> int:
+        """A moved job's status changed: the cards of the job it was moved from show its new state."""
+        sources = conn.execute("SELECT source_provider, source_job FROM moves WHERE target_provider = ?"
+                               " AND new_job = ?", (provider, job_id)).fetchall()
+        return sum(self._redraw(conn, source_provider, source_job, now) for source_provider, source_job in sources)
 
     # -- cards ---------------------------------------------------------------------------------------
 

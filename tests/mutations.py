@@ -207,7 +207,7 @@ MUTATIONS = [
     ("an ended job cancelled on recovery", "bot/watchdog.py", '        if stored and stored.get("final"):', "        if False:", "tests/test_watchdog.py -k ended_meanwhile"),
     ("m011 leaves old findings unsaid (sqlite)", "storage/migrations.py", '    db.execute("UPDATE watch_marks SET said_at = at")', '    db.execute("SELECT 1")', "tests/test_schema.py -k before_m011"),
     ("m011 leaves old findings unsaid (postgresql)", "storage/migrations.py", '    conn.exec_driver_sql("UPDATE watch_marks SET said_at = at WHERE said_at IS NULL")', '    conn.exec_driver_sql("SELECT 1")', "tests/test_schema.py -k before_m011"),
-    ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune()),", "                             store.prune()),", "tests/test_watchdog.py -k maintenance_run"),
+    ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 
 

@@ -104,7 +104,7 @@ def test_help_lists_every_subcommand_from_the_table():
 
 def test_only_changing_commands_are_costly():
     assert {s.name for s in SUBCOMMANDS if s.costly} == {"start", "cancel", "pause", "resume", "upload", "try",
-                                                         "compare"}
+                                                         "compare", "move"}
 
 
 @settings(max_examples=400, deadline=None)

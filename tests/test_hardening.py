@@ -161,7 +161,7 @@ def test_compare_twenty_then_try_both_answer(server, slack, provider):
     provider.add_file("file-long", "long.jsonl", _examples(25))
     job = provider.add_job(status="succeeded", training_file="file-long")
     compared = everything_said(ask(server, slack, f"compare {job['id']} n=20"))
-    assert "20 example(s)" in compared
+    assert "20 examples" in compared
     tried = everything_said(ask(server, slack, f"try {job['id']} {PROMPT}"))
     assert "Fine-tuned" in tried and "Base" in tried
 

@@ -6,6 +6,7 @@ import json
 import re
 import time
 from dataclasses import replace
+from datetime import date
 
 import pytest
 from hypothesis import given
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from bot import messages
 from bot.commands import Problem
-from bot.comparison import TrySide, format_comparison, format_try
+from bot.comparison import TrySide, format_comparison, format_try, format_two_fine_tunes
 from bot.costs import Estimate
 from bot.messages import (
     MAX_BLOCKS,
@@ -54,6 +55,14 @@ from bot.messages import (
     format_unsubscribed,
     format_watchdog,
 )
+from bot.move_messages import (
+    format_move_needs_file,
+    format_move_refused,
+    format_moving,
+    format_retiring,
+    format_retiring_notice,
+    move_links,
+)
 from bot.providers.types import ChatAnswer, Job, JobEvent, ProviderError
 
 HOSTILE = ["<!channel>", "<!here>", "<@U123ADMIN>", "<https://evil.example|click me>", "<#C0SECRET>",
@@ -80,7 +89,27 @@ def _every_message(hostile: str) -> dict:
             "command": {"training_file": hostile, "provider": hostile, "model": hostile, "suffix": hostile}}
     row = {**row, "id": "ftjob-2", "provider": "openai", "model": hostile, "final": 0, "estimate": 1.5,
            "user_id": "U0ALICE", "origin": "start"}
+    links = move_links({"source_job": hostile, "source_provider": hostile},
+                       [{"new_job": hostile, "target_provider": hostile, "new_status": hostile, "new_state": None}])
+    entry = {"provider": hostile, "job": hostile, "model": hostile, "fine_tuned_model": hostile, "date": "2027-01-06",
+             "what": hostile, "source": hostile}
+    today = date(2026, 12, 6)
+    moved_from = {"source_job": hostile, "source_provider": hostile}
     return {
+        "format_two_fine_tunes": [format_two_fine_tunes(
+            (replace(job, id=hostile), hostile), (job, hostile), hostile, hostile,
+            [(3, hostile, TrySide("A", hostile, ChatAnswer(hostile), None, 1.0),
+              TrySide("B", hostile, None, hostile, 1.0))])],
+        "format_moving": [format_moving(replace(job, id=hostile), hostile, [hostile], started=format_note(hostile)),
+                          format_moving(job, hostile, [hostile], report=[hostile], role=hostile)],
+        "format_move_refused": [format_move_refused(job, hostile, {"user_id": hostile, "new_job": hostile,
+                                                                   "state": state})
+                                for state in ("started", "held", "preparing")],
+        "format_move_needs_file": [format_move_needs_file({"id": hostile, "options": {"model": hostile}}, job, hostile,
+                                                          hostile, role=hostile)],
+        "format_retiring": [format_retiring([entry], today=today), format_retiring([], today=today)],
+        "format_retiring_notice": [format_retiring_notice({"date": "2027-01-06", "days": 30, "entries": [entry],
+                                                           "more": 3})],
         "format_help": [format_help()],
         "format_problem": [format_problem(Problem(hostile, "/finetune x <y>"))],
         "format_refusal": [format_refusal(hostile)],
@@ -89,7 +118,8 @@ def _every_message(hostile: str) -> dict:
         "format_apology": [format_apology(hostile)],
         "format_database_unavailable": [format_database_unavailable(hostile)],
         "format_started": [format_started(job, [escape(hostile)]), format_started(job, [escape(hostile)], card=True)],
-        "format_job_status": [format_job_status(job, [JobEvent(1, "info", hostile)], followed_here=False)],
+        "format_job_status": [format_job_status(job, [JobEvent(1, "info", hostile)], followed_here=False),
+                              format_job_status(job, [], followed_here=True, links=links)],
         "format_job_list": [format_job_list([job]), format_job_list([job], where=hostile, unreachable=[hostile]),
                             format_job_list([], unreachable=[hostile])],
         "format_try": [format_try(hostile, TrySide(hostile, hostile, ChatAnswer(hostile * 400, 1, 2, "length"), None,
@@ -105,7 +135,7 @@ def _every_message(hostile: str) -> dict:
                                              "progress": 0, "progress_minutes": 1}, changed=True)],
         "format_card": [format_card(job, subscription), format_card(replace(job, error_message=hostile * 400),
                                                                     Subscription("C1", hostile, hostile, False)),
-                        format_card(job, subscription, followed=False)],
+                        format_card(job, subscription, followed=False), format_card(job, subscription, links=links)],
         "format_progress": [format_progress(job, {"from": hostile, "to": hostile}),
                             format_progress(job, {"step": 5, "total_steps": 10, "train_loss": 0.5,
                                                   "valid_loss": 0.6, "finish_at": 1_800_000_000})],
@@ -125,7 +155,7 @@ def _every_message(hostile: str) -> dict:
         "format_unsubscribed": [format_unsubscribed(hostile, existed=True), format_unsubscribed(hostile,
                                                                                                 existed=False),
                                 format_unsubscribed(hostile, existed=True, by_dm=True)],
-        "format_announcement": [format_announcement(job, outcome, subscription)
+        "format_announcement": [format_announcement(job, outcome, subscription, moved_from=moved_from)
                                 for outcome in ("succeeded", "failed", "cancelled")],
         "format_delivery_problem": [format_delivery_problem(job, hostile, hostile, hostile, bot_user_id=hostile),
                                     format_delivery_problem(job, "failed", "C0REAL", "not_in_channel")],
@@ -151,9 +181,9 @@ def _every_message(hostile: str) -> dict:
 
 
 def test_every_formatter_is_covered_by_the_hostile_text_test():
-    from bot import comparison
+    from bot import comparison, move_messages
 
-    formatters = {name for module in (messages, comparison) for name, value in vars(module).items()
+    formatters = {name for module in (messages, comparison, move_messages) for name, value in vars(module).items()
                   if name.startswith("format_") and callable(value)}
     assert formatters == set(_every_message("x"))
 

@@ -38,10 +38,13 @@ EXPECTED_COLUMNS = {
                     "created_at", "expires_at", "state", "decided_by", "decided_at", "message_ts"],
     "job_readings": ["provider", "job_id", "step", "train_loss", "valid_loss", "read_at"],
     "watch_marks": ["provider", "job_id", "kind", "detail", "at", "said_at"],
+    "moves": ["id", "team_id", "channel_id", "user_id", "source_provider", "source_job", "target_provider", "options",
+              "state", "new_job", "note", "created_at", "updated_at", "lease_until"],
+    "moved_files": ["provider", "sha256", "file_id", "uploaded_at"],
 }
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
               "m006_cards", "m007_shared_once", "m008_forms_and_indexes", "m009_leases",
-              "m010_spend_and_watchdog", "m011_watch_marks_said"]
+              "m010_spend_and_watchdog", "m011_watch_marks_said", "m012_moves"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):

@@ -128,7 +128,7 @@ def test_compare_on_the_validation_file(server, slack, provider):
     job = _succeeded(provider, validation_file=SAMPLE_FILE_ID)
     reply = ask(server, slack, f"compare {job['id']} n=3")
     said = everything_said(reply)
-    assert "3 example(s) from the validation file" in said
+    assert "3 examples from the validation file" in said
     assert "Exact matches with the expected answer: fine-tuned 3/3, base 0/3." in said
     assert "difflib character ratio" in said and "fine-tuned 1.00" in said
     assert "*Expected:* Paris, as if everyone" in said and "(line 1)" in said

@@ -24,7 +24,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from bot.commands import Value
 from bot.config import Settings
 from bot.providers.calls import T, answers_in_provider_errors, chat_answer, lines_capped, read_with_retries, refusal
-from bot.providers.shape import CHAT, CHAT_TOOLS, EnvSetting, ModelFacts, Pricing, ProviderShape, SandboxSpec
+from bot.providers.shape import (
+    CHAT,
+    CHAT_TOOLS,
+    EnvSetting,
+    ModelFacts,
+    Moves,
+    Nearest,
+    Pricing,
+    ProviderShape,
+    SandboxSpec,
+)
 from bot.providers.types import (
     Capabilities,
     ChatAnswer,
@@ -36,6 +46,7 @@ from bot.providers.types import (
     WebhookEvent,
     WebhookRejected,
     state_of,
+    whole_epochs,
 )
 from bot.scrub import Scrubber
 
@@ -103,6 +114,31 @@ PRICING = Pricing(
 DEFAULT_MODEL = FIREWORKS_MODELS + "llama-v3p1-8b-instruct"
 
 
+_SMALL = "OpenAI publishes no sizes; a small, fast chat model maps to the 8B instruct model of the open families here"
+_LARGE = "OpenAI publishes no sizes; a large chat model maps to the largest instruct model tunable here (70B)"
+_F8, _F70, _F3 = (FIREWORKS_MODELS + "llama-v3p1-8b-instruct", FIREWORKS_MODELS + "llama-v3p1-70b-instruct",
+                  FIREWORKS_MODELS + "llama-v3p2-3b-instruct")
+# The nearest tunable base at Fireworks for a base model elsewhere: by size, and by family where Fireworks tunes it.
+MOVES = Moves(
+    nearest={
+        "gpt-4o-mini-2024-07-18": Nearest(_F8, _SMALL), "gpt-4.1-mini-2025-04-14": Nearest(_F8, _SMALL),
+        "gpt-3.5-turbo-0125": Nearest(_F8, _SMALL),
+        "gpt-4.1-nano-2025-04-14": Nearest(_F3, "OpenAI's smallest tunable model maps to the 3B instruct model"),
+        "gpt-4o-2024-08-06": Nearest(_F70, _LARGE), "gpt-4.1-2025-04-14": Nearest(_F70, _LARGE),
+        "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference": Nearest(_F8, "the same model: Llama 3.1 8B Instruct"),
+        "meta-llama/Meta-Llama-3.1-70B-Instruct-Reference": Nearest(_F70, "the same model: Llama 3.1 70B Instruct"),
+        "meta-llama/Llama-3.2-3B-Instruct": Nearest(_F3, "the same model: Llama 3.2 3B Instruct"),
+        "Qwen/Qwen2.5-7B-Instruct": Nearest(FIREWORKS_MODELS + "qwen2p5-7b-instruct",
+                                            "the same model: Qwen2.5 7B Instruct"),
+        "mistralai/Mistral-7B-Instruct-v0.2": Nearest(_F8, "no Mistral 7B is tunable here: the nearest size, 8B"),
+    },
+    source="the providers' model pages (sizes and families), as read 2026-11",
+    # A CHAT dataset: OpenAI's chat messages, without OpenAI's per-message `weight` and refusals.
+    message_keys=frozenset({"role", "content", "name", "tool_calls", "tool_call_id"}),
+    example_keys=frozenset({"messages", "tools"}),
+)
+
+
 def _sandbox(pace: float | None):
     from bot.sandbox.fireworks import FireworksSandbox
 
@@ -138,6 +174,7 @@ SHAPE = ProviderShape(
     owns_model=lambda model: bool(re.fullmatch(r"accounts/[^/]+/models/[a-z0-9-]+", model))
     and not model.startswith(FIREWORKS_MODELS),
     advice="FIREWORKS_API_KEY and FIREWORKS_ACCOUNT_ID for Fireworks AI",
+    moves=MOVES,
 )
 
 
@@ -171,6 +208,7 @@ class FireworksProvider:
     new_jobs_end = None
     needs_deployment = False
     training_statuses = frozenset({"running"})
+    retirements = ()  # no announced end of jobs or models
     webhook_route = None  # Fireworks sends no fine-tuning webhooks
     webhooks_verifiable = False
 
@@ -435,6 +473,7 @@ class FireworksProvider:
             error_message=(_field(reason, "message") or ("The job expired." if status == "expired" else None))
             if state == "failed" else None,
             provider_estimate=_usd(getattr(raw, "estimated_cost", None)),
+            n_epochs=whole_epochs(getattr(raw, "epochs", None)),
         )
 
 

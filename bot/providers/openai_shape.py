@@ -34,8 +34,11 @@ from bot.providers.shape import (
     PREFERENCE,
     EnvSetting,
     ModelFacts,
+    Moves,
+    Nearest,
     Pricing,
     ProviderShape,
+    Retirement,
     SandboxSpec,
 )
 from bot.providers.types import (
@@ -49,6 +52,7 @@ from bot.providers.types import (
     WebhookEvent,
     WebhookRejected,
     state_of,
+    whole_epochs,
 )
 from bot.scrub import Scrubber
 
@@ -122,6 +126,28 @@ PRICING = Pricing(
 )
 
 
+# What stops at OpenAI, and when. Only OpenAI's own API (api.openai.com, or the sandbox that stands in for it) has
+# these dates: Azure OpenAI and compatible base URLs keep their own counsel.
+_SECONDARY = ("secondary reports (not OpenAI's deprecations page), as gathered 2026-11: unconfirmed, check "
+              "platform.openai.com/docs/deprecations")
+RETIREMENTS = (
+    Retirement(OPENAI_NEW_JOBS_END, "OpenAI takes no new fine-tuning jobs (fine-tuned models keep answering until "
+               "their base model retires)", "OpenAI's deprecations page"),
+    *(Retirement(date(2027, 1, 14), f"fine-tuned models of {model} stop answering (its shutdown)", _SECONDARY,
+                 model=model)
+      for model in ("gpt-4o-2024-08-06", "gpt-4o-2024-11-20", "gpt-4o-mini-2024-07-18", "gpt-4.1-2025-04-14",
+                    "gpt-4.1-mini-2025-04-14")),
+)
+# A move to Azure OpenAI (the OpenAI shape's other provider): the same base models are tunable there, by the same
+# names. From the other shapes' open models there is no nearest closed model: `model=` chooses one.
+MOVES = Moves(
+    nearest={name: Nearest(name, "the same base model: Azure OpenAI tunes OpenAI's models through the same API")
+             for name in ("gpt-4.1-2025-04-14", "gpt-4.1-mini-2025-04-14", "gpt-4.1-nano-2025-04-14",
+                          "gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "gpt-3.5-turbo-0125")},
+    source="Azure OpenAI's fine-tuning models page, as read 2026-11",
+)
+
+
 def present(settings: Settings) -> list[str]:
     """Which of this shape's providers the settings configure."""
     return [name for name, on in (("openai", bool(settings.openai_api_key)),
@@ -157,6 +183,7 @@ SHAPE = ProviderShape(
                                                    "OPENAI_API_KEY": "sandbox-key"}),
     owns_model=lambda model: model.startswith("ft:") and model.count(":") >= 2,
     advice="OPENAI_API_KEY for OpenAI, or AZURE_OPENAI_ENDPOINT for Azure OpenAI",
+    moves=MOVES,
 )
 
 
@@ -183,7 +210,7 @@ def configured(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         own = host == "api.openai.com" or settings.sandbox
         found.append(OpenAIProvider(build_client(settings), name="openai", secrets=settings.secrets(), clock=clock,
                                     new_jobs_end=OPENAI_NEW_JOBS_END if own else None,
-                                    default_model=settings.default_model))
+                                    retirements=RETIREMENTS if own else (), default_model=settings.default_model))
     if settings.azure_openai_endpoint and not settings.sandbox:
         found.append(OpenAIProvider(build_client(settings, azure=True), name="azure", secrets=settings.secrets(),
                                     clock=clock, default_model=settings.default_model))
@@ -202,10 +229,11 @@ class OpenAIProvider:
     def __init__(self, client: openai.OpenAI, *, name: str = "openai", secrets: Iterable[str] = (),
                  read_attempts: int = 2, create_attempts: int = 3, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.time, new_jobs_end: date | None = None,
-                 default_model: str | None = None) -> None:
+                 default_model: str | None = None, retirements: tuple[Retirement, ...] = ()) -> None:
         self._client = client
         self.name = name
         self.new_jobs_end = new_jobs_end
+        self.retirements = retirements
         self.default_model = default_model
         self._redact = Scrubber(secrets)
         self._read_attempts = read_attempts
@@ -460,6 +488,8 @@ def _job(raw: Any, provider: str) -> Job:
         error_message=getattr(error, "message", None) if error else None,
         metadata=dict(getattr(raw, "metadata", None) or {}),
         estimated_finish=getattr(raw, "estimated_finish", None),
+        n_epochs=_epochs_run({"method": _plain(getattr(raw, "method", None)),
+                              "hyperparameters": _plain(getattr(raw, "hyperparameters", None))}),
         cost=PRICING.cost_of(raw.model or "", raw.trained_tokens),  # OpenAI bills trained tokens at the model's price
     )
 
@@ -485,5 +515,21 @@ def _job_from_json(item: Mapping[str, Any], provider: str) -> Job:
         error_message=error.get("message") if error else None,
         metadata=dict(item.get("metadata") or {}),
         estimated_finish=item.get("estimated_finish"),
+        n_epochs=_epochs_run(item),
         cost=PRICING.cost_of(item.get("model") or "", item.get("trained_tokens")),
     )
+
+
+def _plain(value: Any) -> Any:
+    """An SDK model as the JSON it came from (None stays None)."""
+    return value.model_dump() if hasattr(value, "model_dump") else value
+
+
+def _epochs_run(item: Mapping[str, Any]) -> int | None:
+    """The epochs a job runs, once OpenAI has resolved an "auto": its method's hyperparameters, else the legacy
+    top-level ones."""
+    method = item.get("method") if isinstance(item.get("method"), Mapping) else {}
+    kind = method.get(method.get("type") or "supervised") if isinstance(method, Mapping) else None
+    hyper = kind.get("hyperparameters") if isinstance(kind, Mapping) else None
+    legacy = item.get("hyperparameters") if isinstance(item.get("hyperparameters"), Mapping) else {}
+    return whole_epochs((hyper or {}).get("n_epochs")) or whole_epochs(legacy.get("n_epochs"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 # The formats of training examples a model may take.
@@ -54,6 +55,36 @@ class Pricing:
 
 
 @dataclass(frozen=True)
+class Nearest:
+    """The nearest tunable base model at a shape for a base model elsewhere, and why (size and family)."""
+
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Moves:
+    """What a move to this shape needs: the nearest base here for each base elsewhere (read with its date), and the
+    keys of a chat example this shape's training files take (others are dropped, and the move says so)."""
+
+    nearest: Mapping[str, Nearest]
+    source: str  # how the mapping was judged, and when
+    message_keys: frozenset[str] | None = None  # None: every key OpenAI's chat format has
+    example_keys: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Retirement:
+    """A date after which something at a provider stops: it takes no new jobs (`model` None), or a base model's
+    fine-tunes stop answering. With where the date comes from."""
+
+    on: date
+    what: str  # what stops, in words
+    source: str
+    model: str | None = None  # the base model (its dated name) whose fine-tunes are affected; None: every job
+
+
+@dataclass(frozen=True)
 class EnvSetting:
     """An environment variable the shape reads (only bot/config.py reads the environment, by these names)."""
 
@@ -88,3 +119,4 @@ class ProviderShape:
     sandbox: SandboxSpec | None = None
     owns_model: Callable[[str], bool] = lambda model: False  # a fine-tuned model name in this shape's own form
     advice: str = ""  # the settings that add it, for a person told to configure another provider
+    moves: Moves | None = None  # None: nothing is moved to this shape

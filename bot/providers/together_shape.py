@@ -41,6 +41,8 @@ from bot.providers.shape import (
     PREFERENCE,
     EnvSetting,
     ModelFacts,
+    Moves,
+    Nearest,
     Pricing,
     ProviderShape,
     SandboxSpec,
@@ -56,6 +58,7 @@ from bot.providers.types import (
     WebhookEvent,
     WebhookRejected,
     state_of,
+    whole_epochs,
 )
 from bot.scrub import Scrubber
 
@@ -108,6 +111,31 @@ PRICING = Pricing(
 )
 
 
+_L8, _L70, _L3 = ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "meta-llama/Meta-Llama-3.1-70B-Instruct-Reference",
+                  "meta-llama/Llama-3.2-3B-Instruct")
+_SMALL = "OpenAI publishes no sizes; a small, fast chat model maps to the 8B instruct model of the open families here"
+_LARGE = "OpenAI publishes no sizes; a large chat model maps to the largest instruct model tunable here (70B)"
+_FIREWORKS = "accounts/fireworks/models/"
+# The nearest tunable base at Together for a base model elsewhere: by size, and by family where Together tunes it.
+MOVES = Moves(
+    nearest={
+        "gpt-4o-mini-2024-07-18": Nearest(_L8, _SMALL), "gpt-4.1-mini-2025-04-14": Nearest(_L8, _SMALL),
+        "gpt-3.5-turbo-0125": Nearest(_L8, _SMALL),
+        "gpt-4.1-nano-2025-04-14": Nearest(_L3, "OpenAI's smallest tunable model maps to the 3B instruct model"),
+        "gpt-4o-2024-08-06": Nearest(_L70, _LARGE), "gpt-4.1-2025-04-14": Nearest(_L70, _LARGE),
+        _FIREWORKS + "llama-v3p1-8b-instruct": Nearest(_L8, "the same model: Llama 3.1 8B Instruct"),
+        _FIREWORKS + "llama-v3p1-70b-instruct": Nearest(_L70, "the same model: Llama 3.1 70B Instruct"),
+        _FIREWORKS + "llama-v3p2-3b-instruct": Nearest(_L3, "the same model: Llama 3.2 3B Instruct"),
+        _FIREWORKS + "qwen2p5-7b-instruct": Nearest("Qwen/Qwen2.5-7B-Instruct", "the same model: Qwen2.5 7B Instruct"),
+        _FIREWORKS + "qwen2p5-72b-instruct": Nearest(_L70, "no Qwen2.5 72B is tunable here: the nearest size, 70B"),
+    },
+    source="the providers' model pages (sizes and families), as read 2026-11",
+    # Together's conversational format: OpenAI's chat messages, without OpenAI's per-message `weight` and refusals.
+    message_keys=frozenset({"role", "content", "name", "tool_calls", "tool_call_id"}),
+    example_keys=frozenset({"messages", "tools"}),
+)
+
+
 def _sandbox(pace: float | None):
     from bot.sandbox.together import TogetherSandbox
 
@@ -136,6 +164,7 @@ SHAPE = ProviderShape(
                         settings=lambda stand_in: {"TOGETHER_BASE_URL": stand_in.url,
                                                    "TOGETHER_API_KEY": "sandbox-together-key"}),
     advice="TOGETHER_API_KEY for Together AI",
+    moves=MOVES,
 )
 
 
@@ -163,6 +192,7 @@ class TogetherProvider:
     new_jobs_end = None
     needs_deployment = False
     training_statuses = frozenset({"running"})  # the status words during which metrics come
+    retirements = ()  # no announced end of jobs or models
     webhook_route = None  # Together sends no webhooks
     webhooks_verifiable = False
 
@@ -385,6 +415,7 @@ class TogetherProvider:
             created_at=_seconds(getattr(raw, "created_at", None)),
             finished_at=_seconds(getattr(raw, "updated_at", None)) if state != "going" else None,
             cost=_billed(getattr(raw, "total_price", None)),
+            n_epochs=whole_epochs(getattr(raw, "n_epochs", None)),
         )
 
 

@@ -38,6 +38,11 @@ def status_emoji(status: str, state: str | None = None) -> str:
     return STATUS_EMOJI.get(status) or STATE_EMOJI.get(state or "", ":grey_question:")
 
 
+def whole_epochs(value: Any) -> int | None:
+    """Epochs as a provider reports them, when resolved to a number (OpenAI says "auto" until it has chosen)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 10_000 else None
+
+
 def state_of(status: str, table: Mapping[str, str]) -> str:
     """A provider's status word mapped through its adapter's table; a word the table lacks is still going."""
     return table.get(status, GOING)
@@ -63,6 +68,7 @@ class Job:
     metadata: Mapping[str, str] = field(default_factory=dict)
     estimated_finish: int | None = None  # when the provider expects it to end (OpenAI says so while it runs)
     provider_estimate: float | None = None  # the provider's own estimate of its cost, US dollars (Fireworks says so)
+    n_epochs: int | None = None  # the epochs the job runs, once the provider has resolved them (never "auto")
     # What the run cost, US dollars: as the provider bills it (Together's total_price), or its trained tokens at the
     # shape's price (OpenAI's); None while nobody can say. Billed so far, for a job cancelled or failed part way.
     cost: float | None = None
@@ -102,7 +108,7 @@ RECORDED_FIELDS = ("estimate", "approved_by")
 # What storage keeps of a job from the provider's answers: everything but what only a start or a lookup needs.
 STORED_FIELDS = tuple(f.name for f in fields(Job)
                       if f.name not in {"validation_file", "metadata", "estimated_finish", "provider_estimate",
-                                        *RECORDED_FIELDS})
+                                        "n_epochs", *RECORDED_FIELDS})
 
 
 @dataclass(frozen=True)

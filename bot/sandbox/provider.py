@@ -100,6 +100,18 @@ class FineTuningSandbox(PacedStandIn):
             self.files[file_id] = record
         return record
 
+    def withhold(self, file_id: str, purpose: str = "fine-tune") -> None:
+        """Refuse to return this file's content, as OpenAI does for some purposes (and on some accounts)."""
+        with self.lock:
+            self.files[file_id]["purpose"] = purpose
+            self.files[file_id]["_withheld"] = True
+
+    def _file(self, file_id: str, *, content: bool) -> Answer:
+        file = self.files.get(file_id)
+        if content and file is not None and file.get("_withheld"):
+            return _error(400, f"Not allowed to download files of purpose: {file['purpose']}")
+        return super()._file(file_id, content=content)
+
     def _no_such_file(self, file_id: str) -> Answer:
         return _error(404, f"No such File object: {file_id}", param="id")
 
