@@ -98,9 +98,11 @@ def _risk_line(entry: Mapping, today: date) -> str:
     days = (date.fromisoformat(entry["date"]) - today).days
     when = "today" if days == 0 else f"in {days} day{'s' if days != 1 else ''}"
     model = entry.get("fine_tuned_model") or entry["job"]
+    moved = "".join(f" Already moved to {code(job)} at {escape(provider_label(where))}."
+                    for job, where in entry.get("moved") or ())
     return (f"{code(model)} (job {code(entry['job'])} at {escape(provider_label(entry['provider']))}, base "
             f"{code(entry['model'])}): on *{escape(entry['date'])}* ({when}), {escape(entry['what'])}. "
-            f"_Source: {escape(entry['source'])}._")
+            f"_Source: {escape(entry['source'])}._{moved}")
 
 
 def _move_button(entry: Mapping) -> dict:

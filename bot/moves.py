@@ -53,9 +53,7 @@ class AtRisk:
 
 def is_download_refused(error: ProviderError) -> bool:
     """The provider keeps the file's content to itself (OpenAI: 400 "Not allowed to download files of purpose")."""
-    words = error.message.lower()
-    return error.status in {400, 403} and ("not allowed to download" in words or "download" in words
-                                           and "not allowed" in words)
+    return error.status in {400, 403} and "not allowed to download" in error.message.lower()
 
 
 def canonical(model: str) -> str:
@@ -79,7 +77,10 @@ class MoveService:
     def run(self, command: Command, caller: Caller) -> Message:
         try:
             if command.name == "retiring":
-                return format_retiring([_entry(r) for r in self.at_risk(caller.channel_id)], today=self._today())
+                entries = [{**_entry(r), "moved": [(m["new_job"], m["target_provider"]) for m in
+                                                   self.store.moves.moved_to(r.job.provider, r.job.id)]}
+                           for r in self.at_risk(caller.channel_id)]
+                return format_retiring(entries, today=self._today())
             return self.move(caller, **command.args)
         except ProviderError as error:
             return format_provider_error(f"move {command.args.get('job_id')}", error)

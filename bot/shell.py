@@ -54,8 +54,11 @@ SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finet
 Training data: /finetune check PATH or /finetune upload PATH (a local .jsonl file for Slack's file picker; quote spaces)
 Buttons: /click LABEL [JOB_ID] presses a button on the latest card or reply here (of that job), e.g. /click Refresh;
   /click "Try it" [JOB_ID] PROMPT fills the form that button opens with your prompt
-Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /quit"""
-SHELL_COMMANDS = "/finetune …, /click LABEL, /channel NAME, /user NAME, /quit"
+Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /wait (until every job
+  followed here has ended and been announced), /quit. In a command, $JOB1, $JOB2, … stand for the jobs this channel
+  follows, in the order it began following them (/finetune move $JOB1 to=together)"""
+SHELL_COMMANDS = "/finetune …, /click LABEL, /channel NAME, /user NAME, /wait, /quit"
+WAIT_LIMIT = 300.0  # /wait gives up after this long
 FORM_WAIT = 60.0  # a large file's check, in the shell's own form flow
 
 
@@ -237,8 +240,13 @@ class Shell:
         elif word == "/user":
             self.user = rest.strip().lstrip("@")
             self.say(f"Now you are @{self.user}.")
+        elif word == "/wait":
+            if not self._wait(self.settled, WAIT_LIMIT):
+                self.say(f"Still waiting after {WAIT_LIMIT:g}s; going on.")
         elif word == "/finetune":
-            self.dispatch(rest)
+            text = self.with_jobs(rest)
+            if text is not None:
+                self.dispatch(text)
         elif word == "/click":
             self.click_line(rest)
         elif word in {"/help", "/?"}:
@@ -249,6 +257,19 @@ class Shell:
             self.say("The bot only hears slash commands: type /finetune help (plain text goes nowhere in Slack "
                      "either). Shell commands: " + SHELL_COMMANDS + ".")
         return True
+
+    def with_jobs(self, text: str) -> str | None:
+        """The command with $JOB1, $JOB2, … replaced by the jobs this channel follows, oldest follow first; None (and
+        a word why) when one of them is not there."""
+        if "$JOB" not in text:
+            return text
+        follows = self.bot.services.store.channel_follows(channel_id(self.channel))
+        ids = [row["job_id"] for row in sorted(follows, key=lambda row: (row["followed_at"] or 0, row["job_id"]))]
+        missing = [int(n) for n in re.findall(r"\$JOB(\d+)", text) if not 1 <= int(n) <= len(ids)]
+        if missing:
+            self.say(f"$JOB{missing[0]}: #{self.channel} follows {len(ids)} job(s) so far.")
+            return None
+        return re.sub(r"\$JOB(\d+)", lambda found: ids[int(found[1]) - 1], text)
 
     def dispatch(self, text: str) -> None:
         words = text.split()

@@ -271,18 +271,25 @@ def test_the_form_the_pick_button_opens_goes_on_with_the_move_once(movers, slack
     provider.withhold("file-moveme")
     reply = ask(server, slack, f"move {job['id']} to=together")
     [button] = [e for b in reply["blocks"] for e in b.get("elements") or () if e.get("action_id") == MOVE_PICK_ACTION]
-    body = _click(MOVE_PICK_ACTION, button["value"])
-    server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
-    opened = wait_until(lambda: [v for v in slack.view_log if v["kind"] == "open"])
-    form = slack.views[opened[-1]["view_id"]]
+    forms = []
+    for _ in range(2):  # two clicks, two forms (say, two browser tabs): the move goes on from one of them
+        body = _click(MOVE_PICK_ACTION, button["value"])
+        server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+        opened = wait_until(lambda n=len(forms): len(found := [v for v in slack.view_log if v["kind"] == "open"]) > n
+                            and found)
+        forms.append(slack.views[opened[-1]["view_id"]])
     file_id = slack.add_file("picked.jsonl", _examples())
-    _submit(server, slack, form, _values(file_id, model=LLAMA_8B))
-    report = _settled(slack, form["id"])
-    for _ in range(2):  # a double click on the report's button
+    reports = []
+    for form in forms:
+        _submit(server, slack, form, _values(file_id, model=LLAMA_8B))
+        reports.append(_settled(slack, form["id"]))
+    for report in reports:
         _post(server, view_action_body(report, DATA_CONFIRM_ACTION, "start"))
     new = wait_until(lambda: bot.services.store.moves.moved_to("openai", job["id"]), timeout=10)
     assert new and new[0]["target_provider"] == "together"
-    assert len(_posts(together, "/v1/fine-tunes")) == 1
+    assert wait_until(lambda: any("already went on" in json.dumps(slack.views[f["id"]]["blocks"]) for f in forms),
+                      timeout=10)
+    assert len(_posts(together, "/v1/fine-tunes")) == 1 and len(_posts(together, "/v1/files")) == 1
 
 
 def test_a_held_move_starts_once_when_released_and_is_linked(movers, slack, provider, together):
@@ -320,7 +327,8 @@ def test_links_both_ways_and_the_followers_come_along(movers, slack, provider, t
     bot.services.poller.run_once()
     bot.services.sender.deliver_due()
     edits = [u for u in slack.updates if u["channel"] == "C0OTHER" and new_id in json.dumps(u)]
-    assert edits, slack.updates
+    assert edits and "(⚙️ running)" not in json.dumps(edits[0], ensure_ascii=False)
+    assert "running" in json.dumps(edits[-1], ensure_ascii=False)  # the new job's state, as it changed
 
 
 def test_the_moved_success_offers_compare_with_the_original_which_compares_two_fine_tunes(movers, slack, provider,
@@ -531,3 +539,13 @@ def test_the_move_button_opens_a_form_with_the_mapping_and_the_estimate_then_mov
         assert wait_until(lambda: "Moving" in json.dumps(slack.views[view_id]["blocks"]), timeout=10)
     finally:
         server.close()
+
+
+def test_only_openais_own_api_has_openais_dates(settings):
+    """A compatible service at another base URL is not OpenAI: no end of jobs and no model shutdowns for it."""
+    from bot.providers import registry
+
+    [compatible] = [p for p in registry.configured(settings) if p.name == "openai"]
+    [own] = [p for p in registry.configured(replace(settings, sandbox=True)) if p.name == "openai"]
+    assert compatible.retirements == () and compatible.new_jobs_end is None
+    assert {r.on.isoformat() for r in own.retirements} == {"2027-01-06", "2027-01-14"}

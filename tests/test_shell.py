@@ -249,3 +249,19 @@ def test_a_bare_click_presses_the_newest_message_with_that_button(provider, tmp_
         assert asked and all(second["id"] in path for path in asked), asked
     finally:
         session.close()
+
+
+def test_the_sandbox_moves_an_openai_fine_tune_to_together_and_fireworks_and_compares_them(tmp_path):
+    """Moving off OpenAI, as the README shows it: a sandbox OpenAI job succeeds, moves to the Together and Fireworks
+    sandboxes, both succeed, and compare puts each beside the original."""
+    script = ("/finetune start file-sample suffix=demo\n/wait\n/finetune move $JOB1 to=together\n"
+              "/finetune move $JOB1 to=fireworks\n/wait\n/finetune compare $JOB1 $JOB2 n=2\n"
+              "/finetune compare $JOB1 $JOB3 n=2\n/finetune retiring\n")
+    result = _run(script, tmp_path, timeout=90)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count("FINE-TUNING JOB SUCCEEDED") == 3, out
+    assert "Moving `ftjob-" in out and "from OpenAI to Together AI" in out and "from OpenAI to Fireworks AI" in out
+    assert out.count("[Compare with the original]") == 2 and out.count("TWO FINE-TUNES COMPARED") == 2
+    assert "at Together AI (✅ completed)" in out and "at Fireworks AI (✅ completed)" in out
+    assert "FINE-TUNES AT RISK" in out and "2027-01-06" in out and "Already moved to" in out
