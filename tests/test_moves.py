@@ -312,7 +312,12 @@ def test_a_held_move_starts_once_when_released_and_is_linked(movers, slack, prov
 def test_links_both_ways_and_the_followers_come_along(movers, slack, provider, together):
     bot, server = movers
     job = _succeeded_openai_job(provider, _examples())
+    provider.set_status(job["id"], "running")  # followed (with a card) while it ran, then succeeded
     ask(server, slack, f"subscribe {job['id']}", channel="C0OTHER")
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    bot.services.sender.deliver_due()
+    [card] = slack.cards_in("C0OTHER")
     ask(server, slack, f"move {job['id']} to=together")
     [moved] = bot.services.store.moves.moved_to("openai", job["id"])
     new_id = moved["new_job"]
@@ -321,14 +326,17 @@ def test_links_both_ways_and_the_followers_come_along(movers, slack, provider, t
     assert "Moved to `" + new_id + "` at Together AI" in source_status
     followers = {f["channel_id"] for f in bot.services.store.followers(new_id, "together")}
     assert followers == {"C0GENERAL", "C0OTHER"}
-    # The source's card in C0OTHER is redrawn to say where it went, with the new job's state as it changes.
-    bot.services.sender.deliver_due()
+    # The original's card in C0OTHER is redrawn to say where it went, then again as the new job's state changes.
+    def card_says(words: str) -> bool:
+        bot.services.sender.deliver_due()
+        edits = [u for u in slack.updates if u["channel"] == "C0OTHER" and u["ts"] == card["ts"]]
+        return bool(edits) and words in json.dumps(edits[-1], ensure_ascii=False)
+
+    assert wait_until(lambda: card_says(f"Moved to `{new_id}` at Together AI (:hourglass_flowing_sand: pending)"),
+                      timeout=10)
     together.set_status(new_id, "running")
     bot.services.poller.run_once()
-    bot.services.sender.deliver_due()
-    edits = [u for u in slack.updates if u["channel"] == "C0OTHER" and new_id in json.dumps(u)]
-    assert edits and "(⚙️ running)" not in json.dumps(edits[0], ensure_ascii=False)
-    assert "running" in json.dumps(edits[-1], ensure_ascii=False)  # the new job's state, as it changed
+    assert wait_until(lambda: card_says(f"Moved to `{new_id}` at Together AI (:gear: running)"), timeout=10)
 
 
 def test_the_moved_success_offers_compare_with_the_original_which_compares_two_fine_tunes(movers, slack, provider,
