@@ -487,6 +487,60 @@ def bench_estimate(workdir: str, megabytes: int = 100) -> None:
     os.remove(path)
 
 
+def bench_move(workdir: str, sizes: tuple[int, ...] = (10, 100), target: str = "together") -> None:
+    """Moving a fine-tune off OpenAI (`/finetune move`): its training file read through OpenAI's files API (the real
+    SDK against the stand-in), converted and checked against the target's rules, uploaded to the target (the real
+    Together or Fireworks SDK) and the job started there; in a process of its own, so that its peak memory is its
+    own, at two file sizes: memory that stays flat as the file grows is memory that does not hold the file."""
+    import subprocess
+
+    script = (
+        "import resource, sys, time\n"
+        "from bot.app import build\nfrom bot.commands import Command\nfrom bot.config import Settings\n"
+        "from bot.jobs import Caller\n"
+        "env = {'FIREWORKS_API_KEY': 'fw-bench', 'FIREWORKS_ACCOUNT_ID': sys.argv[5],"
+        " 'FIREWORKS_BASE_URL': sys.argv[4]}\n"
+        "settings = Settings(slack_bot_token='xoxb-bench', slack_signing_secret='s', slack_api_url=sys.argv[6],"
+        " openai_api_key='sk-bench', openai_base_url=sys.argv[1], together_api_key='tg-bench',"
+        " together_base_url=sys.argv[2], database_path=sys.argv[3], provider_timeout_seconds=300,"
+        " poll_interval_seconds=3600, env=env)\n"
+        "bot = build(settings)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "started = time.perf_counter()\n"
+        "message = bot.services.moves.run(Command('move', {'job_id': sys.argv[7], 'to': sys.argv[8]}),"
+        " Caller('T0BENCH', 'C0BENCH', 'U0BENCH'))\n"
+        "took = time.perf_counter() - started\n"
+        "assert 'Started fine-tuning job' in message.text, message.text\n"
+        "print('took', took, 'before_kb', before, 'peak_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "bot.stop(timeout=2)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for megabytes in sizes:
+        path = os.path.join(workdir, f"move{megabytes}.jsonl")
+        write_training_file(path, megabytes)
+        with FineTuningSandbox() as provider, TogetherSandbox() as together, FireworksSandbox() as fireworks, \
+                SlackStandIn(token="xoxb-bench") as slack, open(path, "rb") as data:
+            provider.add_file("file-big", "big.jsonl", data.read())
+            job = provider.add_job(status="succeeded")
+            with provider.lock:
+                provider.jobs[job["id"]]["training_file"] = "file-big"
+            result = subprocess.run(
+                [sys.executable, "-c", script, provider.url + "/v1", together.url, os.path.join(workdir, "move.db"),
+                 fireworks.url, fireworks.account, slack.api_url, job["id"], target],
+                capture_output=True, text=True, cwd=root, env={**os.environ, "LOG_LEVEL": "WARNING"})
+            assert result.returncode == 0, result.stdout + result.stderr
+            stand_in = together if target == "together" else fireworks
+            uploaded = sum(len(r.body) for r in stand_in.received if r.method in {"PUT", "POST"} and len(r.body) > 1000)
+        os.remove(os.path.join(workdir, "move.db"))
+        words = result.stdout.split()
+        took, before, peak = float(words[1]), int(words[3]), int(words[5])
+        say(f"move_{target}_{megabytes}mb_seconds", f"{took:.1f}")
+        say(f"move_{target}_{megabytes}mb_mb_per_s", f"{os.path.getsize(path) / 1e6 / took:.1f}")
+        say(f"move_{target}_{megabytes}mb_uploaded_mb", f"{uploaded / 1e6:.1f}")
+        say(f"move_{target}_{megabytes}mb_peak_rss_mb", f"{peak / 1024:.1f}")
+        say(f"move_{target}_{megabytes}mb_rss_growth_mb", f"{(peak - before) / 1024:.1f}")
+        os.remove(path)
+
+
 def bench_watchdog(workdir: str, running: int = 300, cycles: int = 8) -> None:
     """The watchdog's metric reads per poll cycle with `running` jobs training, at the default intervals (a poll
     cycle a minute, each job's metrics at most once a minute), over `cycles` cycles of a clock that is moved on a
@@ -873,7 +927,7 @@ def _empty(url: str) -> None:
 
 
 PARTS = ["ack", "ack-load", "poll", "announce", "announce-busy", "memory", "memory-idle", "providers", "providers3",
-         "check", "try", "cards", "deploy", "estimate", "watchdog"]
+         "check", "try", "cards", "deploy", "estimate", "watchdog", "move"]
 
 
 def main() -> None:
@@ -925,6 +979,9 @@ def main() -> None:
             bench_try(workdir)
         if "estimate" in chosen:
             bench_estimate(workdir, 10 if args.small else 100)
+        if "move" in chosen:
+            for target in ("together", "fireworks"):
+                bench_move(workdir, (2, 5) if args.small else (10, 100), target)
         if "watchdog" in chosen:
             bench_watchdog(workdir, 30 if args.small else 300, 3 if args.small else 8)
         if "cards" in chosen:

@@ -8,6 +8,7 @@ from bot.messages import (
     MAX_INPUT_LENGTH,
     TRY_CALLBACK,
     Message,
+    _context,
     _lines_in_sections,
     _section,
     code,
@@ -143,7 +144,7 @@ def move_form_view(*, job_id: str, source: str, base: str, targets: Sequence[str
                      "initial_option": options[0]}},
         {"type": "input", "block_id": "model", "optional": True,
          "label": {"type": "plain_text", "text": "Base model there (empty: the nearest)"}, "element": model_element},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": escape(estimate)[:MAX_INPUT_LENGTH]}]},
+        _context(escape(estimate)),
     ]
     return {"type": "modal", "callback_id": MOVE_CALLBACK, "title": {"type": "plain_text", "text": "Move a fine-tune"},
             "close": {"type": "plain_text", "text": "Close"}, "submit": {"type": "plain_text", "text": "Move"},

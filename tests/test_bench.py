@@ -75,3 +75,13 @@ def test_bench_estimates_a_file_by_id_and_counts_the_watchdogs_reads():
     assert float(figures["estimate_10mb_estimate_usd"]) > 0 and figures["estimate_10mb_file_reads"] == "1"
     reads = [int(n) for n in figures["watchdog_metric_reads_per_cycle"].split(",")]
     assert reads[0] == 30 and figures["watchdog_jobs_read"] == "30"
+
+
+def test_bench_moves_a_training_file_to_together_and_fireworks():
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "move", "--small"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    for target in ("together", "fireworks"):
+        assert float(figures[f"move_{target}_5mb_uploaded_mb"]) == 5.0
+        assert {f"move_{target}_2mb_peak_rss_mb", f"move_{target}_5mb_seconds"} <= set(figures)

@@ -321,6 +321,8 @@ def test_every_view_is_within_slacks_documented_limits(hostile):
         data_form_view,
         data_progress_view,
         data_report_view,
+        move_done_view,
+        move_form_view,
         try_modal_view,
         try_result_view,
     )
@@ -338,6 +340,12 @@ def test_every_view_is_within_slacks_documented_limits(hostile):
         "done": data_done_view("start", hostile),
         "try": try_modal_view(model=hostile, metadata=json.dumps({"form": "f" * 24}), max_prompt_chars=100_000),
         "try answers": try_result_view(answers),
+        "moving form": data_form_view("start", provider="together", models=[hostile] * 150, default_model=hostile,
+                                      metadata=metadata, intro=hostile * 5, suffix=hostile * 10, epochs=50),
+        "move": move_form_view(job_id=hostile, source=hostile, base=hostile, targets=[hostile] * 120, model=hostile * 9,
+                               metadata=metadata, estimate=hostile * 40),
+        "move done": move_done_view(format_try(hostile, TrySide("A", hostile, None, hostile, 1.0),
+                                               TrySide("B", hostile, None, hostile, 1.0), provider="x")),
     }
     for name, view in views.items():
         try:
