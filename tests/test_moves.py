@@ -74,6 +74,10 @@ def _succeeded_openai_job(provider, content: bytes | None = None, **fields) -> d
 def test_an_openai_fine_tune_moves_to_together_in_one_command(movers, slack, provider, together):
     bot, server = movers
     job = _succeeded_openai_job(provider, _examples())
+    held_out = b"".join(reversed(_examples(3).splitlines(keepends=True)))
+    provider.add_file("file-heldout", "heldout.jsonl", held_out)
+    with provider.lock:
+        provider.jobs[job["id"]]["validation_file"] = "file-heldout"
     before = len(together.files)
     reply = ask(server, slack, f"move {job['id']} to=together")
     said = everything_said(reply)
@@ -83,8 +87,9 @@ def test_an_openai_fine_tune_moves_to_together_in_one_command(movers, slack, pro
     body = created.json()
     assert body["model"] == LLAMA_8B and body["n_epochs"] == 4 and body["suffix"] == "support"
     [uploaded] = [f for fid, f in together.files.items() if fid == body["training_file"]]
-    assert len(together.files) == before + 1
+    assert len(together.files) == before + 2
     assert _parsed(uploaded["_content"]) == _parsed(_examples())  # the same examples, read as examples
+    assert _parsed(together.files[body["validation_file"]]["_content"]) == _parsed(held_out)
     new_job = next(j for j in together.jobs.values() if j["training_file"] == body["training_file"])
     follows = bot.services.store.followers(new_job["id"], "together")
     assert [f["channel_id"] for f in follows] == ["C0GENERAL"] and follows[0]["origin"] == "start"
