@@ -190,7 +190,7 @@ class JobService:
             self.store.record_intent(request_id, team_id=caller.team_id, channel_id=caller.channel_id,
                                      user_id=caller.user_id, response_url=caller.response_url,
                                      training_file=training_file, model=model, suffix=suffix, provider=target.name,
-                                     estimate=estimate.amount, approved_by=approved_by)
+                                     estimate=estimate.amount, approved_by=approved_by, move_id=move_id)
         except DB_ERRORS as error:
             log.warning("could not record a start before asking the provider; nothing was started (%s)", error,
                         exc_info=not is_transient(error))
@@ -306,6 +306,9 @@ class JobService:
         outcome, decided = self.store.spend.decide(hold_id, caller.user_id, state)
         if outcome == "gone":
             return format_note("That start is no longer held here."), None
+        moved = (decided or {}).get("command", {}).get("move")
+        if moved and (outcome == "expired" or (outcome == "ok" and state == "denied")):
+            self.store.moves.set_state(moved, "refused", note=f"its hold was {decided['state']}")  # (free to retry)
         if outcome == "expired":
             return format_note("That start was held for more than a day, so it has expired: nothing was started. "
                                "Run `/finetune start` again if it is still wanted."), decided
@@ -603,7 +606,11 @@ class JobService:
                                   user_id=intent["user_id"], origin="start", announce=job.outcome, card=True,
                                   recorded={"estimate": intent.get("estimate"),
                                             "approved_by": intent.get("approved_by")})
+                if intent.get("move_id"):
+                    self.link_move(intent["move_id"], job)
                 self.on_queued()
+            elif intent.get("move_id"):
+                self.store.moves.settle(intent["move_id"], "never started")  # (it may be moved again)
             self._tell_about_start(intent, format_start_reconciled(job, intent["training_file"],
                                                                    estimate=intent.get("estimate")))
             self.store.finish_intent(intent["request_id"], job_id=job.id if job else None,

@@ -355,6 +355,8 @@ def m012_moves(db: Database) -> None:
     db["moves"].create_index(["target_provider", "new_job"])
     db["moved_files"].create({"provider": str, "sha256": str, "file_id": str, "uploaded_at": float},
                              pk=("provider", "sha256"), not_null={"provider", "sha256", "file_id"})
+    # The move a start makes, so a start a crash interrupted is linked to its move when it is reconciled.
+    db["start_intents"].add_column("move_id", str)
 
 
 @postgres_step("m012_moves")
@@ -363,3 +365,4 @@ def _m012_postgres(conn: Any) -> None:
 
     for name in _M012_TABLES:
         metadata.tables[name].create(conn, checkfirst=True)
+    conn.exec_driver_sql("ALTER TABLE start_intents ADD COLUMN IF NOT EXISTS move_id TEXT")

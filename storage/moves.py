@@ -42,7 +42,11 @@ class MoveStore:
                 "SELECT * FROM moves WHERE team_id = ? AND source_provider = ? AND source_job = ?"
                 f" AND target_provider = ?{self.engine.words['for_update']}",
                 (team_id, source_provider, source_job, target_provider)).fetchone())
-            stale = ((found["state"] == PREPARING and (found["lease_until"] or 0) <= now)
+            # A move whose process stopped is taken over once its lease ends, unless its start is still to be
+            # reconciled (the job may exist: reconciling links it, or frees the move).
+            stale = ((found["state"] == PREPARING and (found["lease_until"] or 0) <= now and not db.conn.execute(
+                "SELECT 1 FROM start_intents WHERE move_id = ? AND (state = 'pending' OR state LIKE 'reconciling:%')",
+                (found["id"],)).fetchone())
                      or (found["state"] == HELD and (found["updated_at"] or 0) <= now - HOLD_SECONDS))
             if found["state"] not in RETRYABLE and not stale:
                 return False, _read(found)

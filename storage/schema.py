@@ -125,6 +125,7 @@ start_intents = Table(
     _text("provider"),
     _real("estimate"),
     _text("approved_by"),
+    _text("move_id"),
     Index("idx_start_intents_state_created_at", "state", "created_at"),
 )
 

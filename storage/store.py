@@ -740,7 +740,8 @@ class Store:
 
     def record_intent(self, request_id: str, *, team_id: str, channel_id: str, user_id: str,
                       response_url: str | None, training_file: str, model: str, suffix: str | None,
-                      provider: str = OPENAI, estimate: float | None = None, approved_by: str | None = None) -> None:
+                      provider: str = OPENAI, estimate: float | None = None, approved_by: str | None = None,
+                      move_id: str | None = None) -> None:
         """Write down a start before the provider is asked, so a crash in between can be reconciled."""
         with self._immediate() as db:
             _insert(db.conn, "start_intents", {
@@ -748,7 +749,7 @@ class Store:
                 "user_id": user_id,
                 "response_url": response_url, "training_file": training_file, "model": model, "suffix": suffix,
                 "created_at": self._clock(), "state": "pending", "job_id": None, "estimate": estimate,
-                "approved_by": approved_by,
+                "approved_by": approved_by, "move_id": move_id,
             })
 
     def finish_intent(self, request_id: str, *, job_id: str | None, state: str = "done") -> bool:

@@ -220,6 +220,9 @@ MUTATIONS = [
     ("the original's card not redrawn as the moved job changes", "storage/store.py", "                    queued += self._redraw_moved_from(conn, provider, job[\"id\"], now)", "                    pass", "tests/test_moves.py -k links_both_ways"),
     ("a retiring notice per run", "bot/moves.py", '                        key=f"retiring:{channel}:{day.isoformat()}:{notice}",', '                        key=f"retiring:{channel}:{day.isoformat()}:{notice}:{time.time()}",', "tests/test_moves.py -k told_once"),
     ("OpenAI's dates on any compatible URL", "bot/providers/openai_shape.py", "retirements=RETIREMENTS if own else (),", "retirements=RETIREMENTS,", "tests/test_moves.py -k own_api"),
+    ("a stale move taken over while its start waits", "storage/moves.py", "            stale = ((found[\"state\"] == PREPARING and (found[\"lease_until\"] or 0) <= now and not db.conn.execute(", "            stale = ((found[\"state\"] == PREPARING and (found[\"lease_until\"] or 0) <= now and True or db.conn.execute(", "tests/test_moves.py -k process_died"),
+    ("a reconciled move not linked", "bot/jobs.py", "                    self.link_move(intent[\"move_id\"], job)", "                    pass", "tests/test_moves.py -k process_died"),
+    ("a denied move stays held", "bot/jobs.py", "            self.store.moves.set_state(moved, \"refused\", note=f\"its hold was {decided['state']}\")  # (free to retry)", "            pass", "tests/test_moves.py -k denied_move"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 

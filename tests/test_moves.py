@@ -562,3 +562,47 @@ def test_only_openais_own_api_has_openais_dates(settings):
     [own] = [p for p in registry.configured(replace(settings, sandbox=True)) if p.name == "openai"]
     assert compatible.retirements == () and compatible.new_jobs_end is None
     assert {r.on.isoformat() for r in own.retirements} == {"2027-01-06", "2027-01-14"}
+
+
+def test_a_move_whose_process_died_after_the_create_is_linked_when_reconciled_never_started_again(
+        three, database, provider, together):
+    """The worst moment: the job was created at the target, then the process died before the move knew of it. The
+    move is not taken over while its start waits to be reconciled; reconciling finds the job and links it."""
+    from bot.providers.openai_shape import REQUEST_KEY
+
+    location = {"database_url": database} if "://" in database else {"database_path": database}
+    bot = build(replace(three, **location))
+    try:
+        together.add_file("file-crash", "c.jsonl", _examples())
+        source = together.add_job(status="completed", training_file="file-crash")
+        store = bot.services.store
+        _, move = store.moves.claim(team_id=CALLER.team_id, channel_id=CALLER.channel_id, user_id=CALLER.user_id,
+                                    source_provider="together", source_job=source["id"], target_provider="openai",
+                                    options={"model": MINI})
+        store.record_intent("req-crash", team_id=CALLER.team_id, channel_id=CALLER.channel_id,
+                            user_id=CALLER.user_id, response_url=None, training_file="file-sample", model=MINI,
+                            suffix=None, provider="openai", move_id=move["id"])
+        made = provider.add_job(status="running", metadata={REQUEST_KEY: "req-crash"})
+        with store.engine.transaction() as db:  # its lease long over: the process is gone
+            db.conn.execute("UPDATE moves SET lease_until = 0 WHERE id = ?", (move["id"],))
+        again = bot.services.moves.run(Command("move", {"job_id": source["id"], "to": "openai", "model": MINI}), CALLER)
+        assert "is being moved" in again.text and not provider.requests_to("/fine_tuning/jobs", "POST")
+        assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
+        [linked] = store.moves.moved_to("together", source["id"])
+        assert linked["new_job"] == made["id"]
+        again = bot.services.moves.run(Command("move", {"job_id": source["id"], "to": "openai", "model": MINI}), CALLER)
+        assert "was already moved" in again.text and not provider.requests_to("/fine_tuning/jobs", "POST")
+    finally:
+        bot.stop(timeout=2)
+
+
+def test_a_denied_move_may_be_moved_again(movers, slack, provider, together):
+    bot, server = movers
+    bot.services.jobs.approvers = frozenset({"U0BOB"})
+    ask(server, slack, "settings confirm_above=0")
+    job = _succeeded_openai_job(provider, _examples())
+    assert "I held this start" in everything_said(ask(server, slack, f"move {job['id']} to=together"))
+    [hold] = bot.services.store.engine.rows("SELECT id FROM held_starts")
+    bot.services.jobs.release(Caller("T0SANDBOX", "C0GENERAL", "U0BOB"), hold["id"], "deny")
+    said = everything_said(ask(server, slack, f"move {job['id']} to=together"))
+    assert "I held this start" in said and "is held, waiting" not in said

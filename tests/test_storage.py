@@ -24,7 +24,7 @@ EXPECTED_COLUMNS = {
                       "last_error", "origin", "kind", "about_channel", "provider", "detail"],
     "webhook_deliveries": ["webhook_id", "received_at"],
     "start_intents": ["request_id", "team_id", "channel_id", "user_id", "response_url", "training_file", "model",
-                      "suffix", "created_at", "state", "job_id", "provider", "estimate", "approved_by"],
+                      "suffix", "created_at", "state", "job_id", "provider", "estimate", "approved_by", "move_id"],
     "seen_triggers": ["trigger_id", "seen_at"],
     "health": ["id", "written_at"],
     "shared_answers": ["id", "user_id", "channel_id", "message", "created_at", "shared_at"],
