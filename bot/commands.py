@@ -77,10 +77,11 @@ class Value:
         if self.kind == "usd":
             if raw.lower() == "off":
                 return "off"
-            amount = raw.removeprefix("$").replace(",", "")
-            if not re.fullmatch(r"[0-9]{1,9}(?:\.[0-9]{1,2})?", amount):
+            amount = raw.removeprefix("$")
+            # Commas only as thousands separators: `1,0,0` is no amount (it was read as $100).
+            if not re.fullmatch(r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,9})(?:\.[0-9]{1,2})?", amount):
                 return None
-            return float(amount) if float(amount) <= self.high else None
+            return float(amount.replace(",", "")) if float(amount.replace(",", "")) <= self.high else None
         if self.kind == "month":
             found = re.fullmatch(r"([0-9]{4})-([0-9]{2})", raw)
             return raw if found and 1 <= int(found[2]) <= 12 and 2000 <= int(found[1]) <= 2999 else None

@@ -54,10 +54,12 @@ from bot.slack import SlackFailure, SlackGateway
 from bot.training_data import dollars
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
+from storage.store import NotLowered
 
 log = logging.getLogger(__name__)
 
 
+MONEY_LIMITS = ("confirm_above", "budget")  # a channel's limits that hold a start for a click or an approver
 RESPONSE_URL_LIFETIME = 30 * 60  # Slack accepts replies through a response_url for 30 minutes
 
 
@@ -412,8 +414,16 @@ class JobService:
                    "watchdog": watchdog}
         if all(value is None for value in changes.values()):
             return format_settings(self.store.channel_settings(caller.channel_id), changed=False)
-        return format_settings(self.store.set_channel_settings(caller.channel_id, caller.user_id, **changes),
-                               changed=True)
+        # With approvers, the limits that hold a start for them are theirs to raise or switch off: anyone may lower
+        # them (a requester must not be able to switch off the approval their start needs).
+        only_lower = () if not self.approvers or caller.user_id in self.approvers else MONEY_LIMITS
+        try:
+            return format_settings(self.store.set_channel_settings(caller.channel_id, caller.user_id,
+                                                                   only_lower=only_lower, **changes), changed=True)
+        except NotLowered as refused:
+            return format_refusal(
+                f"Only an approver (APPROVER_USER_IDS) may raise `{refused.name}` or switch it off; it is "
+                f"{dollars(refused.current)} here. You may lower it. Nothing was changed.")
 
     def _spend(self, caller: Caller, month: str | None = None, provider: str | None = None, page: int = 1) -> Message:
         start, end, name = costs.month_bounds(month, self.clock())

@@ -43,8 +43,8 @@ def format_moving(job: Job, target: str, notes: Sequence[str], *, started: Messa
         blocks = [_section(f"{head}\n{escape(said)}"), *_lines_in_sections([escape(line) for line in report], per=8)]
         return _message(f"Moving {job.id} to {where}: {said} " + " ".join(report[:3]), blocks)
     blocks = [_section(head), _context("\n".join(escape(note) for note in notes)), *started.blocks]
-    text = f"Moving {job.id} from {source} to {where}. {started.text}"
-    return _message(text, blocks, in_channel=started.in_channel, text_escaped=False)
+    text = f"Moving {escape(job.id)} from {escape(source)} to {escape(where)}. {started.text}"  # (its text: escaped)
+    return _message(text, blocks, in_channel=started.in_channel, text_escaped=True)
 
 
 def format_move_refused(job: Job, target: str, move: Mapping) -> Message:

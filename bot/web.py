@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from slack_bolt.request import BoltRequest
@@ -32,11 +34,51 @@ REQUEST_DEADLINE = 10.0  # seconds from a request's first byte to its last
 ACCEPT_AT_ONCE = 64
 
 
+# A signature as Slack writes it, and a timestamp as Slack sends it (Unix seconds, ASCII digits). Anything else is
+# refused before slack_sdk's verifier sees it: it raised on `abc`, `nan`, 5,000 digits or Arabic digits (a 500 and a
+# traceback each time).
+SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+TIMESTAMP = re.compile(r"[0-9]{1,12}")
+REFUSALS_LOGGED_EVERY = 60.0  # seconds: refused requests are counted, and said in at most one line this often
+
+
+class RefusalLog:
+    """Requests refused at the door, said in one line an interval at most (a flood must not fill the disk)."""
+
+    def __init__(self, every: float = REFUSALS_LOGGED_EVERY, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every, self.clock = every, clock
+        self._lock = threading.Lock()
+        self._count, self._since = 0, None
+
+    def refused(self) -> None:
+        with self._lock:
+            now = self.clock()
+            self._count += 1
+            if self._since is not None and now - self._since < self.every:
+                return
+            count, self._count, self._since = self._count, 0, now
+        log.warning("refused %d request(s) without a valid Slack signature%s", count,
+                    "" if count == 1 else f" in the last {self.every:.0f}s")
+
+
+def slack_signed(verifier: SignatureVerifier, body: str, headers: dict) -> bool:
+    """Whether a request carries Slack's signature over this body, judged without ever raising."""
+    timestamp = headers.get("x-slack-request-timestamp") or ""
+    signature = headers.get("x-slack-signature") or ""
+    if not TIMESTAMP.fullmatch(timestamp) or not SIGNATURE.fullmatch(signature):
+        return False
+    try:
+        return verifier.is_valid_request(body, headers)
+    except (ValueError, TypeError, OverflowError, UnicodeError):
+        return False
+
+
 def make_wsgi(bot: Bot) -> Callable:
     app = bot.app
     webhooks = bot.services.webhook_routes  # path -> receiver, for each provider that sends verifiable webhooks
 
     verifier = SignatureVerifier(bot.settings.slack_signing_secret or "")
+    refusals = RefusalLog()
 
     def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
@@ -64,7 +106,8 @@ def make_wsgi(bot: Bot) -> Callable:
             return _answer(start_response, answer.status, {"result": answer.text})
         text = body.decode("utf-8", "replace")
         # Checked before anything reads the body: an unsigned request, well-formed or not, is a 401 and no more.
-        if not verifier.is_valid_request(text, headers):
+        if not slack_signed(verifier, text, headers):
+            refusals.refused()
             return _answer(start_response, 401, {"error": "invalid request signature"})
         try:
             response = app.dispatch(BoltRequest(body=text, query=environ.get("QUERY_STRING", ""), headers=headers))

@@ -77,6 +77,14 @@ class StorageUnavailable(Exception):
     """The database cannot be opened or written; the message is one line meant for the person running the bot."""
 
 
+class NotLowered(ValueError):
+    """A limit that may only be lowered here, asked to go up or off: which, and what it is now."""
+
+    def __init__(self, name: str, current: float) -> None:
+        super().__init__(name)
+        self.name, self.current = name, current
+
+
 class Store:
     """Followed jobs, their last known state, the announcement outbox, and webhook deliveries seen.
 
@@ -266,14 +274,21 @@ class Store:
         return rows[0] if rows else {"channel_id": channel_id, **CHANNEL_DEFAULTS, "updated_by": None,
                                      "updated_at": None}
 
-    def set_channel_settings(self, channel_id: str, user_id: str, **changes: str | int | bool | None) -> dict:
-        """Change some of a channel's settings (the names of CHANNEL_DEFAULTS); the others stay as they were."""
+    def set_channel_settings(self, channel_id: str, user_id: str, *, only_lower: Iterable[str] = (),
+                             **changes: str | int | bool | None) -> dict:
+        """Change some of a channel's settings (the names of CHANNEL_DEFAULTS); the others stay as they were. A limit
+        named in `only_lower` may only be lowered (or set where it was off): raising it or switching it off raises
+        NotLowered, and nothing changes. Judged in the same transaction as the write."""
         unknown = set(changes) - set(CHANNEL_DEFAULTS)
         if unknown:
             raise ValueError(f"no such channel setting: {sorted(unknown)}")
         with self._immediate() as db:
             current = db.conn.execute("SELECT * FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
             row = dict(current) if current else {"channel_id": channel_id, **CHANNEL_DEFAULTS}
+            for name in only_lower:
+                value, now = changes.get(name), row.get(name)
+                if value is not None and now is not None and (value == OFF or value > now):
+                    raise NotLowered(name, now)
             for name, value in changes.items():
                 if value == OFF and CHANNEL_DEFAULTS[name] is None:
                     row[name] = None

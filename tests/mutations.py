@@ -223,6 +223,10 @@ MUTATIONS = [
     ("a stale move taken over while its start waits", "storage/moves.py", "            stale = ((found[\"state\"] == PREPARING and (found[\"lease_until\"] or 0) <= now and not db.conn.execute(", "            stale = ((found[\"state\"] == PREPARING and (found[\"lease_until\"] or 0) <= now and True or db.conn.execute(", "tests/test_moves.py -k process_died"),
     ("a reconciled move not linked", "bot/jobs.py", "                    self.link_move(intent[\"move_id\"], job)", "                    pass", "tests/test_moves.py -k process_died"),
     ("a denied move stays held", "bot/jobs.py", "            self.store.moves.set_state(moved, \"refused\", note=f\"its hold was {decided['state']}\")  # (free to retry)", "            pass", "tests/test_moves.py -k denied_move"),
+    ("malformed signature headers reach slack_sdk", "bot/web.py", "        if not slack_signed(verifier, text, headers):", "        if not verifier.is_valid_request(text, headers):", "tests/test_front_door.py -k malformed"),
+    ("every refused request logged", "bot/web.py", "            if self._since is not None and now - self._since < self.every:", "            if False:", "tests/test_front_door.py -k 'malformed or refusal_count'"),
+    ("the requester raises the approvers' limits", "bot/jobs.py", "        only_lower = () if not self.approvers or caller.user_id in self.approvers else MONEY_LIMITS", "        only_lower = ()", "tests/test_spend.py -k only_they_may"),
+    ("an amount's commas dropped anywhere", "bot/commands.py", '            if not re.fullmatch(r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,9})(?:\\.[0-9]{1,2})?", amount):', '            if not re.fullmatch(r"[0-9,]{1,12}(?:\\.[0-9]{1,2})?", amount):', "tests/test_commands.py -k thousands"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 

@@ -126,3 +126,11 @@ def test_parser_never_raises_and_always_answers(text):
 def test_a_near_miss_gets_a_suggestion():
     assert "Did you mean `/finetune status`?" in parse("stauts ftjob-1").message
     assert "Did you mean" not in parse("xyzzy").message
+
+
+def test_amounts_take_thousands_separators_only_where_they_belong():
+    usd = BY_NAME["settings"].options[5]
+    assert usd.name == "confirm_above"
+    assert usd.convert("1,000.50") == 1000.5 and usd.convert("$250") == 250 and usd.convert("off") == "off"
+    for raw in ("1,0,0", "10,00", ",100", "1,000,00", "1.005"):
+        assert usd.convert(raw) is None, raw

@@ -85,3 +85,55 @@ def test_redaction_catches_token_shapes_it_was_not_told_about():
     redact = logs.RedactSecrets([]).redact
     assert redact("token xoxb-1234-5678-abcdefgh and sk-proj-abcdefghijklmnop") == \
         "token [redacted] and [redacted]"
+
+
+def _raw(url: str, headers: dict[str, bytes], body: bytes = b"token=x&text=status") -> bytes:
+    """One request over a plain socket, its header values sent as the bytes given (as a hostile client would)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    lines = [b"POST /slack/events HTTP/1.1", b"Host: " + where.netloc.encode(),
+             b"Content-Type: application/x-www-form-urlencoded", b"Content-Length: " + str(len(body)).encode(),
+             b"Connection: close"] + [name.encode() + b": " + value for name, value in headers.items()]
+    with socket.create_connection((where.hostname, where.port), timeout=10) as conn:
+        conn.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize("timestamp,signature", [
+    (b"abc", b"v0=" + b"0" * 64), (b"nan", b"v0=" + b"0" * 64), (b"9" * 5000, b"v0=" + b"0" * 64),
+    ("١٧٠٠٠٠٠٠٠٠".encode(), b"v0=" + b"0" * 64), (b"1700000000", "v0=é".encode() + b"0" * 62),
+    (b"-1", b"v0=abc"), (b"1e9", b"v0=" + b"0" * 64), (b"", b""), (b"1700000000", b"v0=" + b"0" * 6400),
+])
+def test_malformed_signature_headers_are_a_401_and_at_most_one_log_line(server, timestamp, signature, caplog):
+    """Issue 28: these were a 500 and a traceback each (slack_sdk's verifier raised); 2,000 wrote 1.38 MB of log."""
+    with caplog.at_level(logging.INFO):
+        answers = [_raw(server.url, {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature})
+                   for _ in range(30)]
+    assert all(a.startswith(b"HTTP/1.1 401") for a in answers), answers[0][:200]
+    said = [r for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(said) <= 1 and not any(r.exc_info for r in caplog.records), [r.getMessage() for r in said]
+
+
+def test_the_refusal_count_is_said_again_after_its_interval():
+    from bot.web import RefusalLog
+
+    now = {"t": 0.0}
+    refusals = RefusalLog(every=60, clock=lambda: now["t"])
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("bot.web").addHandler(handler)
+    try:
+        for step in range(200):
+            now["t"] = step
+            refusals.refused()
+    finally:
+        logging.getLogger("bot.web").removeHandler(handler)
+    assert [r.getMessage() for r in records] == [
+        "refused 1 request(s) without a valid Slack signature", *[
+            "refused 60 request(s) without a valid Slack signature in the last 60s"] * 3]

@@ -606,3 +606,13 @@ def test_a_denied_move_may_be_moved_again(movers, slack, provider, together):
     bot.services.jobs.release(Caller("T0SANDBOX", "C0GENERAL", "U0BOB"), hold["id"], "deny")
     said = everything_said(ask(server, slack, f"move {job['id']} to=together"))
     assert "I held this start" in said and "is held, waiting" not in said
+
+
+def test_a_moves_fallback_text_is_escaped_once():
+    from bot.messages import format_note
+    from bot.move_messages import format_moving
+    from bot.providers.types import Job
+
+    message = format_moving(Job(id="ft-a&b", status="succeeded", model="m", provider="openai"), "together", ["n"],
+                            started=format_note("Started x & y"))
+    assert "ft-a&amp;b" in message.text and "x &amp; y" in message.text and "&amp;amp;" not in message.text

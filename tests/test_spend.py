@@ -126,7 +126,9 @@ def test_spend_lists_the_months_jobs_with_estimates_actuals_and_totals(server, s
 @pytest.mark.parametrize("text,named", [("spend 2026-13", "YYYY-MM"), ("spend november", "YYYY-MM"),
                                         ("settings budget=abc", "US dollars"), ("settings confirm_above=-5",
                                                                                 "US dollars"),
-                                        ("settings watchdog=loud", "`off` or `warn` or `cancel`")])
+                                        ("settings watchdog=loud", "`off` or `warn` or `cancel`"),
+                                        ("settings confirm_above=1,0,0", "US dollars"),
+                                        ("settings budget=10,00", "US dollars")])
 def test_bad_amounts_and_months_are_answered_with_what_is_accepted(server, slack, text, named):
     reply = ask(server, slack, text)
     assert named in reply["text"] and reply["response_type"] == "ephemeral"
@@ -228,6 +230,33 @@ def test_changing_money_settings_obeys_allowed_user_ids(server, slack, make_bot)
 
 
 # -- approvers ------------------------------------------------------------------------------------------------
+
+
+def test_with_approvers_only_they_may_raise_or_switch_off_the_limits_anyone_may_lower_them(make_bot, slack,
+                                                                                            provider):
+    """Issue 28: a requester switched off confirm_above and budget, then started without approval."""
+    bot = make_bot(approver_user_ids=frozenset({"U0BOB"}))
+    srv = Server(bot)
+    try:
+        assert "$10.00" in ask(srv, slack, "settings confirm_above=10 budget=100", user="U0BOB")["text"]
+        for text in ("settings confirm_above=off", "settings budget=off", "settings budget=101",
+                     "settings confirm_above=5 budget=off", "settings confirm_above=11"):
+            refused = ask(srv, slack, text, user="U0DAVE")
+            assert "Only an approver (APPROVER_USER_IDS) may raise" in refused["text"], (text, refused)
+            assert "Nothing was changed" in refused["text"] and refused["response_type"] == "ephemeral"
+        settings = bot.services.store.channel_settings("C0GENERAL")
+        assert (settings["confirm_above"], settings["budget"]) == (10, 100)
+        assert "$5.00" in ask(srv, slack, "settings confirm_above=5 budget=50", user="U0DAVE")["text"]
+        assert "off" in ask(srv, slack, "settings budget=off", user="U0BOB")["text"]
+        assert "$20.00" in ask(srv, slack, "settings budget=20", user="U0DAVE")["text"]  # (a limit where there was
+        settings = bot.services.store.channel_settings("C0GENERAL")  # none is a lower one)
+        assert (settings["confirm_above"], settings["budget"]) == (5, 20)
+        ask(srv, slack, "settings confirm_above=0", user="U0DAVE")  # lowered: any start now needs an approver
+        held = ask(srv, slack, f"start {SAMPLE_FILE_ID}", user="U0DAVE")
+        assert "held" in everything_said(held) and not provider.requests_to("/fine_tuning/jobs", "POST")
+    finally:
+        srv.close()
+
 
 
 def test_with_approvers_a_held_start_needs_an_approver_other_than_its_requester(settings, slack, provider,
