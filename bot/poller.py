@@ -19,8 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
-from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers
-from bot.watchdog import Watchdog
+from bot.providers.types import FineTuningProvider, Job, MetricPoint, ProviderError, Providers
+from bot.watchdog import Watchdog, one_job
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
 
@@ -187,19 +187,23 @@ class Poller:
                 break
             finally:
                 counter[0] += 1
-            if self.watchdog:  # a read made for a progress reply is the watchdog's reading too (one request)
-                self.store.watch.record_reading(provider.name, job_id, point.step if point else None,
-                                                point.train_loss if point else None,
-                                                point.valid_loss if point else None)
-                self.watchdog.judge(provider, seen[job_id])
-            if point is None:  # training, no step yet: asked again next cycle (within the cap), not an interval later
-                self.store.queue_progress(provider.name, job_id, None, None, soon=True)
-                continue
-            detail = {"step": point.step, "total_steps": point.total_steps, "train_loss": point.train_loss,
-                      "valid_loss": point.valid_loss, "finish_at": seen[job_id].estimated_finish,
-                      "percent": point.percent, "epoch": point.epoch}
-            queued += self.store.queue_progress(provider.name, job_id, point.step, detail)
+            with one_job(job_id, "progress"):  # one job's fault never stops the others' progress
+                queued += self._progress_of(provider, seen[job_id], point)
         return queued
+
+    def _progress_of(self, provider: FineTuningProvider, job: Job, point: MetricPoint | None) -> int:
+        if self.watchdog:  # a read made for a progress reply is the watchdog's reading too (one request)
+            self.store.watch.record_reading(provider.name, job.id, point.step if point else None,
+                                            point.train_loss if point else None,
+                                            point.valid_loss if point else None)
+            self.watchdog.judge(provider, job)
+        if point is None:  # training, no step yet: asked again next cycle (within the cap), not an interval later
+            self.store.queue_progress(provider.name, job.id, None, None, soon=True)
+            return 0
+        detail = {"step": point.step, "total_steps": point.total_steps, "train_loss": point.train_loss,
+                  "valid_loss": point.valid_loss, "finish_at": job.estimated_finish,
+                  "percent": point.percent, "epoch": point.epoch}
+        return self.store.queue_progress(provider.name, job.id, point.step, detail)
 
     def _record(self, report: PollReport, name: str, seen: dict[str, Job], requests: int,
                 error: ProviderError | None, queued: int, progress: int) -> None:

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers
-from storage import Store
+from storage import DB_ERRORS, Store
+from storage.engines import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,34 @@ def findings(readings: Sequence[Mapping], *, training: bool, now: float, stall_s
     return found
 
 
+_FAULTED: set[tuple[str, str]] = set()  # (job, what) whose fault was logged with its traceback (once each)
+_FAULTS_KEPT = 10_000
+
+
+@contextmanager
+def one_job(job_id: str, what: str) -> Iterator[None]:
+    """One job's part of a cycle: a fault in it (an absurd number a provider sent, a bug) is logged, with its
+    traceback once per job, and the cycle goes on with the other jobs. The database away stops the cycle."""
+    try:
+        yield
+    except DB_ERRORS as error:
+        if is_transient(error):
+            raise
+        _fault(job_id, what)
+    except Exception:  # noqa: BLE001 - one job must never stop the others
+        _fault(job_id, what)
+
+
+def _fault(job_id: str, what: str) -> None:
+    if (job_id, what) in _FAULTED:
+        log.debug("%s of %s failed again", what, job_id, exc_info=True)
+        return
+    if len(_FAULTED) >= _FAULTS_KEPT:
+        _FAULTED.clear()
+    _FAULTED.add((job_id, what))
+    log.exception("%s of %s failed; the other jobs go on (said once per job)", what, job_id)
+
+
 class Watchdog:
     def __init__(self, store: Store, *, every: float, stall_seconds: float, clock: Callable[[], float],
                  on_queued: Callable[[], None] = lambda: None, interval: float = 60.0,
@@ -111,9 +141,11 @@ class Watchdog:
                 reads += 1
                 break  # (the provider is struggling: the rest wait for the next cycle)
             reads += 1
-            self.store.watch.record_reading(provider.name, job_id, point.step if point else None,
-                                            point.train_loss if point else None, point.valid_loss if point else None)
-            self.judge(provider, going[job_id])
+            with one_job(job_id, "the watchdog's read"):  # one job's fault never stops the others' reads
+                self.store.watch.record_reading(provider.name, job_id, point.step if point else None,
+                                                point.train_loss if point else None,
+                                                point.valid_loss if point else None)
+                self.judge(provider, going[job_id])
         return reads
 
     def judge(self, provider: FineTuningProvider, job: Job) -> int:

@@ -4,6 +4,7 @@ stand-ins (a warning once per job and kind, in the card's thread, a cancel at th
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sqlite3
 
@@ -397,3 +398,70 @@ def test_a_channel_with_mentions_off_is_not_pinged_by_a_warning():
     loud = format_watchdog(job, detail, Subscription("C1", "U0ALICE", "start", mention=True))
     assert "<@" not in json.dumps(quiet.blocks) and "started by `U0ALICE`" in json.dumps(quiet.blocks)
     assert "<@U0ALICE>, your fine-tuning job" in json.dumps(loud.blocks)
+
+
+# -- everything a provider reports is hostile (issue 28) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("absurd", [10**30, 1e300, math.inf, math.nan, -5, True, "12"])
+def test_one_absurd_step_at_a_provider_silences_nothing(both, slack, together, make_bot, absurd, caplog):
+    """A job reporting step 10**30 (a Together row here) made every progress cycle at that provider fail with
+    'Python int too large to convert to SQLite INTEGER': no progress and no warnings for any of its jobs."""
+    bot = eager(make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")}))
+    store = bot.services.store
+    bad, good = together.add_job(status="running"), together.add_job(status="running")
+    for job in (bad, good):
+        store.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
+                     origin="start")
+    together.report(bad["id"], 1, 2.0)
+    with together.lock:
+        together.jobs[bad["id"]]["_metrics"].append({"train/global_step": absurd, "train/loss": 10**400})
+    together.report(good["id"], 1, 2.0)
+    together.report(good["id"], 2, math.nan)
+    for _ in range(3):
+        watch(bot)
+    [warning] = delivered_warnings(bot, slack)
+    assert good["id"] in everything_said(warning)
+    assert [r["step"] for r in store.watch.readings("together", bad["id"])] == [1]  # the absurd row skipped
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_fault_in_one_jobs_reading_leaves_the_others_read_and_is_logged_once(server, slack, provider, bot, caplog):
+    """Isolation: whatever fails for one job (here its reading cannot be recorded), the others go on."""
+    eager(bot)
+    first = _running_card(server, slack, provider, bot)
+    second = provider.add_job(status="running")
+    ask(server, slack, f"subscribe {second['id']}")
+    bot.services.poller.run_once(progress=False)
+    record = bot.services.store.watch.record_reading
+
+    def faulty(provider_name, job_id, *args):
+        if job_id == first:
+            raise RuntimeError("a fault in this job's reading")
+        return record(provider_name, job_id, *args)
+
+    bot.services.store.watch.record_reading = faulty
+    provider.report(first, 5, 1.0)
+    provider.report(second["id"], 5, math.nan)
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            watch(bot)
+    [warning] = delivered_warnings(bot, slack)
+    assert second["id"] in everything_said(warning)
+    logged = [r for r in caplog.records if "failed; the other jobs go on" in r.getMessage()]
+    assert {r.getMessage().split(" of ")[1].split(" failed")[0] for r in logged} == {first}
+    assert len({r.getMessage() for r in logged}) == len(logged)  # each (job, what) said once
+
+
+def test_a_jobs_absurd_numbers_are_unknown_and_its_long_text_cut():
+    from bot.providers.types import MAX_TEXT, Job, MetricPoint
+
+    job = Job(id="j", status="running", model="m", trained_tokens=10**30, created_at=math.nan, finished_at=-1,
+              n_epochs=True, cost=math.inf, provider_estimate=-3.0, error_message="x" * (MAX_TEXT * 50))
+    assert (job.trained_tokens, job.created_at, job.finished_at, job.n_epochs) == (None, None, None, None)
+    assert (job.cost, job.provider_estimate) == (None, None) and len(job.error_message) == MAX_TEXT
+    assert Job(id="j", status="running", model="m", trained_tokens=1234.0, cost=2).trained_tokens == 1234
+    point = MetricPoint(3, math.nan, 1, total_steps=10**40, percent=250, epoch=-1)
+    assert (point.total_steps, point.percent, point.epoch) == (None, None, None) and math.isnan(point.train_loss)
+    with pytest.raises(ValueError):
+        MetricPoint(10**30)

@@ -46,6 +46,7 @@ from bot.providers.types import (
     WebhookEvent,
     WebhookRejected,
     state_of,
+    whole,
     whole_epochs,
 )
 from bot.scrub import Scrubber
@@ -277,11 +278,10 @@ class FireworksProvider:
         """How far the run has come, from its jobProgress (the percent stands for the step: it only grows)."""
         raw = self._read(lambda: self._client.supervised_fine_tuning_jobs.get(_last_segment(job_id)))
         progress = getattr(raw, "job_progress", None)
-        percent = getattr(progress, "percent", None)
-        if not isinstance(percent, int) or percent <= 0:
+        percent = whole(getattr(progress, "percent", None), high=100)
+        if not percent:
             return None
-        epoch = getattr(progress, "epoch", None)
-        return MetricPoint(percent, total_steps=100, percent=percent, epoch=epoch if isinstance(epoch, int) else None)
+        return MetricPoint(percent, total_steps=100, percent=percent, epoch=whole(getattr(progress, "epoch", None)))
 
     def upload_file(self, filename: str, content: bytes | BinaryIO) -> str:
         """Create a dataset named after the file, upload the bytes to it, and wait (briefly) for it to be READY;

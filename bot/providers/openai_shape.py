@@ -52,6 +52,7 @@ from bot.providers.types import (
     WebhookEvent,
     WebhookRejected,
     state_of,
+    whole,
     whole_epochs,
 )
 from bot.scrub import Scrubber
@@ -307,7 +308,7 @@ class OpenAIProvider:
             page = self._read(lambda kw=kwargs: self._client.fine_tuning.jobs.list_events(job_id, **kw))
             for event in page.data:
                 data = dict(getattr(event, "data", None) or {})
-                if getattr(event, "type", None) == "metrics" and isinstance(data.get("step"), int):
+                if getattr(event, "type", None) == "metrics" and whole(data.get("step")) is not None:
                     points[data["step"]] = MetricPoint(data["step"], _number(data.get("train_loss")),
                                                        _number(data.get("valid_loss", data.get("full_valid_loss"))))
             if not page.has_more or not page.data:
@@ -320,7 +321,7 @@ class OpenAIProvider:
         page = self._read(lambda: self._client.fine_tuning.jobs.list_events(job_id, limit=LATEST_EVENTS))
         for event in page.data:
             data = dict(getattr(event, "data", None) or {})
-            if getattr(event, "type", None) == "metrics" and isinstance(data.get("step"), int):
+            if getattr(event, "type", None) == "metrics" and whole(data.get("step")) is not None:
                 total = data.get("total_steps")
                 return MetricPoint(data["step"], _number(data.get("train_loss")),
                                    _number(data.get("valid_loss", data.get("full_valid_loss"))),

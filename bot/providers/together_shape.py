@@ -58,6 +58,7 @@ from bot.providers.types import (
     WebhookEvent,
     WebhookRejected,
     state_of,
+    whole,
     whole_epochs,
 )
 from bot.scrub import Scrubber
@@ -260,9 +261,9 @@ class TogetherProvider:
         points: dict[int, MetricPoint] = {}
         for row in rows:
             # Rows keyed as Together's published spec keys them (wandb-style names).
-            step = row.get(METRIC_STEP)
-            if isinstance(step, (int, float)) and not isinstance(step, bool):
-                points[int(step)] = MetricPoint(int(step), _loss(row, METRIC_TRAIN_LOSS), _loss(row, METRIC_EVAL_LOSS))
+            step = whole(row.get(METRIC_STEP))  # (10**30, NaN or infinity: no step the bot can keep, skipped)
+            if step is not None:
+                points[step] = MetricPoint(step, _loss(row, METRIC_TRAIN_LOSS), _loss(row, METRIC_EVAL_LOSS))
         return [points[step] for step in sorted(points)]
 
     def latest_metric(self, job_id: str) -> MetricPoint | None:

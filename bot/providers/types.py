@@ -6,6 +6,7 @@ returns these dataclasses and raises `ProviderError`. `Providers` is the set con
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date
@@ -38,9 +39,30 @@ def status_emoji(status: str, state: str | None = None) -> str:
     return STATUS_EMOJI.get(status) or STATE_EMOJI.get(state or "", ":grey_question:")
 
 
+MAX_WHOLE = 2**53  # the largest whole number every store and JSON reader keeps exactly (SQLite's INTEGER is 64 bits)
+MAX_TEXT = 20_000  # what the bot keeps of any text a provider sends (an error, a name): more is cut
+
+
+def whole(value: Any, *, high: int = MAX_WHOLE) -> int | None:
+    """A count, step or time as a provider reports it, if it is one: a whole number from 0 to `high` (an integral
+    float included); anything else (10**30, NaN, a bool, a string) is no number at all."""
+    if type(value) is int:
+        return value if 0 <= value <= high else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= high:
+        return int(value)
+    return None
+
+
+def amount(value: Any) -> float | None:
+    """Money as a provider reports it: a finite amount from 0, else unknown."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and 0 <= value <= 1e12 else None
+
+
 def whole_epochs(value: Any) -> int | None:
     """Epochs as a provider reports them, when resolved to a number (OpenAI says "auto" until it has chosen)."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 10_000 else None
+    return whole(value, high=10_000) or None
 
 
 def state_of(status: str, table: Mapping[str, str]) -> str:
@@ -80,6 +102,19 @@ class Job:
     def __post_init__(self) -> None:
         if self.state not in STATES:
             object.__setattr__(self, "state", self.status if self.status in FINAL_STATUSES else GOING)
+        # Everything a provider says is hostile: one absurd number (a step of 10**30) once stopped every progress read
+        # at its provider, when SQLite could not store it. Numbers out of range are unknown; long text is cut.
+        for name in _COUNTS:
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, whole(getattr(self, name)))
+        for name in _AMOUNTS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, amount(value))
+        for name in _TEXTS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+                object.__setattr__(self, name, str(value)[:MAX_TEXT])
 
     @property
     def final(self) -> bool:
@@ -103,6 +138,10 @@ class Job:
         return cls(**values)
 
 
+_COUNTS = ("trained_tokens", "created_at", "finished_at", "estimated_finish", "n_epochs")
+_AMOUNTS = ("cost", "provider_estimate", "estimate")
+_TEXTS = ("status", "model", "fine_tuned_model", "training_file", "validation_file", "suffix", "error_code",
+          "error_message")
 # What the bot itself records of a job (at its start), which no provider's answer carries or overwrites.
 RECORDED_FIELDS = ("estimate", "approved_by")
 # What storage keeps of a job from the provider's answers: everything but what only a start or a lookup needs.
@@ -130,6 +169,19 @@ class MetricPoint:
     total_steps: int | None = None
     percent: int | None = None  # how far the run has come, where a provider says so instead of steps (Fireworks)
     epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        """A step the bot can keep, or none at all (ValueError: the adapter skips such a point); the rest bounded."""
+        if whole(self.step) is None:
+            raise ValueError(f"not a step: {self.step!r:.40}")
+        object.__setattr__(self, "step", whole(self.step))
+        for name in ("total_steps", "epoch"):
+            object.__setattr__(self, name, whole(getattr(self, name)))
+        object.__setattr__(self, "percent", whole(self.percent, high=100))
+        for name in ("train_loss", "valid_loss"):  # NaN and infinities are kept: they are what the watchdog sees
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                object.__setattr__(self, name, None)
 
 
 @dataclass(frozen=True)
