@@ -173,31 +173,36 @@ class JobService:
         if estimate is None:
             estimate = costs.estimate_start(target, self.store, training_file=training_file, model=model,
                                             epochs=epochs, max_bytes=self.max_file_bytes)
+        held_command = {"training_file": training_file, "provider": target.name, "model": model,
+                        **{k: v for k, v in given.items() if k != "model" and v is not None},
+                        **({"move": move_id} if move_id else {})}
         if released is None:
-            held = self._hold_if_needed(caller, target.name, estimate, {
-                "training_file": training_file, "provider": target.name, "model": model, **{
-                    k: v for k, v in given.items() if k != "model" and v is not None},
-                **({"move": move_id} if move_id else {})})
+            held = self._hold_if_needed(caller, target.name, estimate, held_command, move_id=move_id)
             if held is not None:
-                if move_id:
-                    self.store.moves.set_state(move_id, "held")
                 return held
         approved_by = released.get("approved_by") if released else None
         metadata = {"source": "finetune-bot", "slack_team": caller.team_id, "slack_channel": caller.channel_id,
                     "slack_user": caller.user_id}
         extra = {name: value for name, value in options.items() if value is not None}
         request_id = uuid.uuid4().hex
+        # The budget is a reservation: admitted, a start's estimate counts against the month at once (before the
+        # provider is asked), so starts racing each other cannot all pass a check made before any was recorded.
+        budget = None if released else self.store.channel_settings(caller.channel_id).get("budget")
         try:
             # Written down before the provider is asked: a crash from here on is reconciled at the next start-up.
-            self.store.record_intent(request_id, team_id=caller.team_id, channel_id=caller.channel_id,
-                                     user_id=caller.user_id, response_url=caller.response_url,
-                                     training_file=training_file, model=model, suffix=suffix, provider=target.name,
-                                     estimate=estimate.amount, approved_by=approved_by, move_id=move_id)
+            refused_at = self.store.record_intent(
+                request_id, team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id,
+                response_url=caller.response_url, training_file=training_file, model=model, suffix=suffix,
+                provider=target.name, estimate=estimate.amount, approved_by=approved_by, move_id=move_id,
+                budget=budget, month=costs.month_bounds(None, self.clock())[:2])
         except DB_ERRORS as error:
             log.warning("could not record a start before asking the provider; nothing was started (%s)", error,
                         exc_info=not is_transient(error))
             return format_problem(Problem("I can't save anything right now, so I didn't start a job I couldn't "
                                           "follow. Nothing was started or billed; try again in a minute."))
+        if refused_at is not None:  # other starts took the budget meanwhile: held like any start past it
+            return self._hold(caller, target.name, estimate, held_command,
+                              self._past_budget(refused_at, estimate, budget), move_id=move_id)
         try:
             job = target.create_job(
                 request_id=request_id, training_file=training_file, model=model, suffix=suffix, n_epochs=epochs,
@@ -219,8 +224,8 @@ class JobService:
         try:
             # The estimate and approver go with the job before its card is queued, so the card shows them.
             card = self._follow(caller, job, origin="start", card=True,
-                                recorded={"estimate": estimate.amount, "approved_by": approved_by})[1]
-            self.store.finish_intent(request_id, job_id=job.id)
+                                recorded={"estimate": estimate.amount, "approved_by": approved_by},
+                                finishes=request_id)[1]
             if move_id:
                 self.link_move(move_id, job)
         except DB_ERRORS as error:
@@ -251,7 +256,8 @@ class JobService:
         """Where a job was moved from and to, as its card and status say it."""
         return move_links(self.store.moves.moved_from(provider, job_id), self.store.moves.moved_to(provider, job_id))
 
-    def _hold_if_needed(self, caller: Caller, provider: str, estimate: Estimate, command: dict) -> Message | None:
+    def _hold_if_needed(self, caller: Caller, provider: str, estimate: Estimate, command: dict, *,
+                        move_id: str | None = None) -> Message | None:
         """Hold a start the channel's settings say needs a click (above `confirm_above`, past the month's
         `budget`): kept, not sent, with the figures; None when it may start now."""
         settings = self.store.channel_settings(caller.channel_id)
@@ -267,14 +273,24 @@ class JobService:
             reasons.append(f"its estimate, {dollars(estimate.amount)}, is above this channel's "
                            f"{dollars(threshold)} (`confirm_above`)")
         if budget is not None:
-            start, end, month = costs.month_bounds(None, self.clock())
-            spent = self.store.spend.month_totals(caller.channel_id, start, end)["spent"]
+            start, end, _ = costs.month_bounds(None, self.clock())
+            spent = self.store.spend.committed_now(caller.channel_id, start, end)
             if spent + (estimate.amount or 0) > budget:
-                reasons.append(f"it would take {month}'s spend to {dollars(spent + (estimate.amount or 0))}, past "
-                               f"this channel's budget of {dollars(budget)} ({dollars(spent)} spent or running)")
+                reasons.append(self._past_budget(spent, estimate, budget))
         if not reasons:
             return None
-        reason = "; ".join(reasons)
+        return self._hold(caller, provider, estimate, command, "; ".join(reasons), move_id=move_id)
+
+    def _past_budget(self, spent: float, estimate: Estimate, budget: float) -> str:
+        month = costs.month_bounds(None, self.clock())[2]
+        return (f"it would take {month}'s spend to {dollars(spent + (estimate.amount or 0))}, past this channel's "
+                f"budget of {dollars(budget)} ({dollars(spent)} spent, running or being started)")
+
+    def _hold(self, caller: Caller, provider: str, estimate: Estimate, command: dict, reason: str, *,
+              move_id: str | None = None) -> Message:
+        """Keep a start that needs a click (or an approver): its request asked for, its requester told why."""
+        if move_id:
+            self.store.moves.set_state(move_id, "held")
         hold_id = self.store.spend.hold(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id,
                                         provider=provider, command=command, estimate=estimate.amount, reason=reason)
         log.info("held a start at %s in %s: %s", provider, caller.channel_id, reason)
@@ -569,10 +585,12 @@ class JobService:
         return format_action(action, job)
 
     def _follow(self, caller: Caller, job: Job, *, origin: str, card: bool = False,
-                recorded: Mapping | None = None) -> tuple[bool, bool]:
-        """Follow a job here; (whether the follow is new, whether the channel has a card of it coming)."""
+                recorded: Mapping | None = None, finishes: str | None = None) -> tuple[bool, bool]:
+        """Follow a job here (closing the start that made it); (whether the follow is new, whether the channel has
+        a card of it coming)."""
         new = self.store.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
-                                user_id=caller.user_id, origin=origin, card=card, recorded=recorded)
+                                user_id=caller.user_id, origin=origin, card=card, recorded=recorded,
+                                finishes=finishes)
         carded = card and not job.final and self.store.card(caller.channel_id, job.id, job.provider) is not None
         if carded and new:
             self.on_queued()  # the card goes out now, not at the next scheduled delivery

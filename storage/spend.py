@@ -63,6 +63,23 @@ class SpendStore:
             f" {_MONTH_JOBS}{only}", (channel_id, start, end, *((provider,) if provider else ())))[0]
         return {key: (row[key] or 0) for key in ("jobs", "estimated", "actual", "running", "spent", "unknown")}
 
+    def committed(self, conn: Any, channel_id: str, start: float, end: float) -> float:
+        """What a channel's budget counts for a month, read inside the caller's write transaction: each ended job's
+        cost (its estimate when no cost is known), each running job's estimate, and each start admitted but not yet
+        recorded as a job (its estimate is reserved until the job, or its refusal, replaces it)."""
+        jobs = conn.execute(
+            "SELECT sum(CASE WHEN j.final = 1 THEN coalesce(j.cost, j.estimate, 0) ELSE coalesce(j.estimate, 0) END)"
+            f" {_MONTH_JOBS}", (channel_id, start, end)).fetchone()[0]
+        in_flight = conn.execute(
+            "SELECT sum(estimate) FROM start_intents WHERE channel_id = ? AND created_at >= ? AND created_at < ?"
+            " AND (state = 'pending' OR state LIKE 'reconciling:%')", (channel_id, start, end)).fetchone()[0]
+        return float(jobs or 0) + float(in_flight or 0)
+
+    def committed_now(self, channel_id: str, start: float, end: float) -> float:
+        """`committed`, read on its own (for a reply's figures; a start is admitted by `Store.record_intent`)."""
+        with self.engine.transaction() as db:
+            return self.committed(db.conn, channel_id, start, end)
+
     # -- starts held for confirmation or approval ------------------------------------------------------------
 
     def hold(self, *, team_id: str, channel_id: str, user_id: str, provider: str, command: dict,

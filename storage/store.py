@@ -159,7 +159,7 @@ class Store:
 
     def follow(
         self, channel_id: str, job: dict, *, final: bool, team_id: str, user_id: str, origin: str,
-        announce: str | None = None, card: bool = False, recorded: dict | None = None,
+        announce: str | None = None, card: bool = False, recorded: dict | None = None, finishes: str | None = None,
     ) -> bool:
         """Make a channel follow a job; returns False when it already did.
 
@@ -187,6 +187,11 @@ class Store:
                 db.conn.execute("UPDATE jobs SET estimate = coalesce(estimate, ?), approved_by = coalesce(approved_by,"
                                 " ?) WHERE provider = ? AND id = ?",
                                 (recorded.get("estimate"), recorded.get("approved_by"), provider, job["id"]))
+            if finishes:  # the start that made it: closed in the same transaction, so its reservation of the
+                # budget and the job's estimate are never counted both at once
+                db.conn.execute("UPDATE start_intents SET state = 'done', job_id = ?, response_url = NULL"
+                                " WHERE request_id = ? AND (state = 'pending' OR state LIKE 'reconciling:%')",
+                                (job["id"], finishes))
             if announce:
                 self._queue(db.conn, provider, job["id"], announce, now, channel_id=channel_id)
             if card and not final and self._setting(db.conn, channel_id, "cards"):
@@ -756,9 +761,17 @@ class Store:
     def record_intent(self, request_id: str, *, team_id: str, channel_id: str, user_id: str,
                       response_url: str | None, training_file: str, model: str, suffix: str | None,
                       provider: str = OPENAI, estimate: float | None = None, approved_by: str | None = None,
-                      move_id: str | None = None) -> None:
-        """Write down a start before the provider is asked, so a crash in between can be reconciled."""
+                      move_id: str | None = None, budget: float | None = None,
+                      month: tuple[float, float] | None = None) -> float | None:
+        """Write down a start before the provider is asked, so a crash in between can be reconciled. With a
+        `budget`, the start is admitted only if the month's committed spend (`month`: its bounds) with its estimate
+        stays within it, decided in the same transaction as the write (starts racing each other are counted):
+        returns None when admitted, else the committed spend that refused it (and nothing is written)."""
         with self._immediate() as db:
+            if budget is not None and month is not None:
+                committed = self.spend.committed(db.conn, channel_id, *month)
+                if committed + (estimate or 0) > budget:
+                    return committed
             _insert(db.conn, "start_intents", {
                 "request_id": request_id, "provider": provider, "team_id": team_id, "channel_id": channel_id,
                 "user_id": user_id,
@@ -766,6 +779,7 @@ class Store:
                 "created_at": self._clock(), "state": "pending", "job_id": None, "estimate": estimate,
                 "approved_by": approved_by, "move_id": move_id,
             })
+        return None
 
     def finish_intent(self, request_id: str, *, job_id: str | None, state: str = "done") -> bool:
         """Close an intent (its response_url, a credential, is forgotten); False when another process closed it."""

@@ -227,6 +227,9 @@ MUTATIONS = [
     ("every refused request logged", "bot/web.py", "            if self._since is not None and now - self._since < self.every:", "            if False:", "tests/test_front_door.py -k 'malformed or refusal_count'"),
     ("the requester raises the approvers' limits", "bot/jobs.py", "        only_lower = () if not self.approvers or caller.user_id in self.approvers else MONEY_LIMITS", "        only_lower = ()", "tests/test_spend.py -k only_they_may"),
     ("an amount's commas dropped anywhere", "bot/commands.py", '            if not re.fullmatch(r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,9})(?:\\.[0-9]{1,2})?", amount):', '            if not re.fullmatch(r"[0-9,]{1,12}(?:\\.[0-9]{1,2})?", amount):', "tests/test_commands.py -k thousands"),
+    ("the budget checked apart from the start's record", "storage/store.py", "                if committed + (estimate or 0) > budget:", "                if False:", "tests/test_spend.py -k racing"),
+    ("a start's reservation counted beside its job", "bot/jobs.py", "                                finishes=request_id)[1]", "                                )[1]", "tests/test_spend.py -k racing"),
+    ("in-flight starts not counted", "storage/spend.py", "        return float(jobs or 0) + float(in_flight or 0)", "        return float(jobs or 0)", "tests/test_spend.py -k racing"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 

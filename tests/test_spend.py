@@ -9,6 +9,7 @@ import copy
 import io
 import json
 import threading
+import time
 
 import pytest
 
@@ -211,7 +212,7 @@ def test_a_start_past_the_months_budget_is_held_with_the_figures(server, slack, 
     bot.services.poller.run_once()
     ask(server, slack, "settings budget=10.01")
     held = ask(server, slack, f"start {SAMPLE_FILE_ID}")
-    assert "past this channel's budget of $10.01 ($10.00 spent or running)" in held["text"]
+    assert "past this channel's budget of $10.01 ($10.00 spent, running or being started)" in held["text"]
     assert len(creates(provider)) == 1
     ask(server, slack, "settings budget=off")
     assert "Started fine-tuning job" in ask(server, slack, f"start {SAMPLE_FILE_ID}")["text"]
@@ -434,3 +435,63 @@ def test_an_approved_start_the_provider_refuses_is_said_in_its_words_to_both(set
         assert "Could not start a job from file-sample" in said and "Quota exceeded" in said
         told = wait_until(lambda: [m for m in slack.messages_in("U0ALICE") if "Approved by" in m["text"]])
         assert told and "Quota exceeded" in told[0]["text"]
+
+
+# -- the budget is a reservation (issue 28) --------------------------------------------------------------------------
+
+
+def test_starts_racing_each_other_stay_within_the_budget_across_two_processes(settings, provider, slack, database):
+    """Ten starts at once, each estimated $0.02, against a budget of $0.05: two start, eight are held. Before, the
+    check and the job's record were separate steps: 7-10 of 10 started on SQLite, 9-10 on PostgreSQL."""
+    from dataclasses import replace
+
+    from bot.app import build
+    from bot.commands import Command
+    from bot.jobs import Caller
+
+    location = {"database_url": database} if "://" in database else {"database_path": database}
+    bots = [build(replace(settings, **location)) for _ in range(2)]
+    try:
+        bots[0].services.store.set_channel_settings("C0GENERAL", "U0ALICE", budget=0.05)
+        answers = []
+        caller = Caller("T", "C0GENERAL", "U0ALICE")
+        go = threading.Barrier(10)
+
+        def start(bot):
+            go.wait(10)
+            answers.append(bot.services.jobs.run(Command("start", {"training_file": SAMPLE_FILE_ID}), caller))
+
+        bots[0].services.jobs.run(Command("start", {"training_file": SAMPLE_FILE_ID, "provider": "openai",
+                                                    "epochs": 10}), Caller("T", "C0OTHER", "U0ALICE"))  # (counted)
+        threads = [threading.Thread(target=start, args=(bots[i % 2],)) for i in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        started = [a for a in answers if "Started fine-tuning job" in a.text]
+        held = [a for a in answers if "I held this start" in a.text]
+        assert (len(started), len(held)) == (2, 8), [a.text[:80] for a in answers]
+        store = bots[0].services.store
+        from bot.costs import month_bounds
+
+        start_at, end_at, _ = month_bounds(None, time.time())
+        assert store.spend.month_totals("C0GENERAL", start_at, end_at)["spent"] <= 0.05
+        assert "being started" in held[0].text
+    finally:
+        for bot in bots:
+            bot.stop(timeout=2)
+
+
+def test_a_refused_start_gives_its_reservation_back(settings, provider, slack, make_bot):
+    from bot.commands import Command
+    from bot.jobs import Caller
+
+    bot = make_bot()
+    bot.services.store.set_channel_settings("C0GENERAL", "U0ALICE", budget=0.03)  # room for one $0.02 start
+    caller = Caller("T", "C0GENERAL", "U0ALICE")
+    provider.refuse_new_jobs = (400, "Fine-tuning is down for maintenance.")
+    refused = bot.services.jobs.run(Command("start", {"training_file": SAMPLE_FILE_ID}), caller)
+    assert "down for maintenance" in refused.text and "held" not in refused.text
+    provider.refuse_new_jobs = None
+    assert "Started fine-tuning job" in bot.services.jobs.run(Command("start", {"training_file": SAMPLE_FILE_ID}),
+                                                              caller).text
