@@ -46,6 +46,9 @@ MAINTENANCE_INTERVAL = 60.0  # at most: reconciling interrupted starts, forgetti
 # (`python bench/run.py --only ack --only ack-load`).
 WORKERS = 12
 PROMPT_WORKERS = 4  # opening forms: one Slack call each, bound by a trigger_id's 3 seconds
+# Fetching files from Slack and the work on them (the data form's check and upload): a pool of its own, so a slow file
+# host fills it and never the commands' workers (12 trickling downloads once kept every `status` waiting for 60 s).
+DOWNLOAD_WORKERS = 4
 SLACK_TIMEOUT = 10.0
 WRITABLE_CHECK_EVERY = 2.0  # /healthz writes to the database at most this often
 CYCLE_GRACE = 2.0  # at stop, how long a poll cycle under way may finish first
@@ -68,6 +71,7 @@ class Services:
     background: ThreadPoolExecutor
     # Work that must reach Slack within a trigger_id's 3 seconds (opening a form): never queued behind slow work.
     prompt: ThreadPoolExecutor
+    downloads: ThreadPoolExecutor  # the data form's fetches from Slack (and what is done with them)
     decorate: Callable[[Message], Message]
     scrub: Scrubber
     turns: Turns
@@ -164,6 +168,9 @@ class Bot:
         self._stopped = True
         deadline = time.monotonic() + timeout
         self.services.sender.stop()
+        # Downloads from Slack end now (their connections shut, the form told why), not at their deadline.
+        self.services.slack.stop_downloads()
+        self.services.downloads.shutdown(wait=False, cancel_futures=True)
         # A poll cycle under way finishes (its findings recorded), and commands already being worked on finish (a
         # job being started gets followed and its user told): both within the budget, whatever they are doing.
         draining = threading.Thread(target=self.services.background.shutdown, kwargs={"wait": True}, daemon=True)
@@ -242,23 +249,26 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
                       on_queued=sender.kick, clock=clock, sandbox=settings.sandbox, provider_calls=provider_calls,
                       approvers=settings.approver_user_ids, max_file_bytes=settings.max_training_file_bytes)
     background = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work")
+    downloads = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="finetune-download")
     # Each provider that sends webhooks, and has the secret to verify them, gets its route (OpenAI's /openai/webhook).
     webhook_routes = {p.webhook_route: WebhookReceiver(p, store, on_queued=sender.kick, background=background)
                       for p in providers if p.capabilities.webhooks and p.webhook_route and p.webhooks_verifiable}
     services = Services(
         settings=settings, store=store, providers=providers, slack=slack, jobs=jobs, poller=poller, sender=sender,
         webhook_routes=webhook_routes,
-        data=DataService(slack, jobs, providers, store, background=background,
+        data=DataService(slack, jobs, providers, store, background=downloads,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate,
                          download_deadline_seconds=settings.download_deadline_seconds),
         charts=ChartService(providers, jobs, slack, quiet=lambda: not store.outcomes_waiting()),
         trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
                           max_prompt_chars=settings.try_max_prompt_chars,
-                          max_file_bytes=settings.max_training_file_bytes, background=background),
+                          max_file_bytes=settings.max_training_file_bytes, background=background,
+                          limit_per_minute=settings.try_limit_per_minute),
         moves=MoveService(providers, store, jobs, max_file_bytes=settings.max_training_file_bytes, clock=clock,
                           on_queued=sender.kick),
         background=background, decorate=decorate, scrub=scrub, turns=Turns(store, worker_id),
         prompt=ThreadPoolExecutor(max_workers=PROMPT_WORKERS, thread_name_prefix="finetune-prompt"),
+        downloads=downloads,
     )
     sender.on_sent = services.charts.after_announced  # a success's chart goes into its announcement's thread
     bolt_log = logging.getLogger("finetune_bot.bolt")

@@ -55,6 +55,7 @@ class Settings:
     max_training_file_mb: float = 512.0  # OpenAI's own limit for a training file
     try_max_tokens: int = 512  # the most tokens each model may answer a `try` with (it is billed)
     try_max_prompt_chars: int = 4000
+    try_limit_per_minute: int = 20  # prompts a person may send to models a minute (try, Try it, compare's examples)
     download_deadline_seconds: float = 120.0  # a whole download of a Slack file, however slowly its bytes come
     # Every variable a registered provider shape declares (bot/providers/shape.py), by name, as set: how a shape
     # gets its settings without a field here. Secret ones are scrubbed like the fields above.
@@ -273,6 +274,7 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         max_training_file_mb=_number(env, "MAX_TRAINING_FILE_MB", 512.0, float, 0.001, 8192),
         try_max_tokens=int(_number(env, "TRY_MAX_TOKENS", 512, int, 1, 32768)),
         try_max_prompt_chars=int(_number(env, "TRY_MAX_PROMPT_CHARS", 4000, int, 1, 100_000)),
+        try_limit_per_minute=int(_number(env, "TRY_LIMIT_PER_MINUTE", 20, int, 1, 10_000)),
         download_deadline_seconds=_number(env, "DOWNLOAD_DEADLINE_SECONDS", 120.0, float, 1, 3600),
         env=shape_env,
         env_secrets=frozenset(name for name, setting in declared.items() if setting.secret),

@@ -49,6 +49,8 @@ class DataService:
     def __init__(self, slack: SlackGateway, jobs: JobService, providers: Providers, store: Store, *,
                  background: Executor, max_bytes: int, decorate: Callable[[Message], Message] = lambda m: m,
                  download_deadline_seconds: float = 120.0) -> None:
+        """`background`: the pool this service's work runs on, which fetches files from Slack: its own (bounded),
+        never the commands' workers, so a slow file host cannot keep `status` from being answered."""
         self.slack = slack
         self.download_deadline_seconds = download_deadline_seconds
         self.jobs = jobs

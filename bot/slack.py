@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
+import socket
 import tempfile
 import threading
 import time
@@ -56,6 +58,9 @@ class SlackFailure(Exception):
         self.ambiguous = ambiguous  # Slack may have posted although we got no answer
 
 
+STOPPING = "The bot is restarting, so I stopped fetching the file; try again in a moment."
+
+
 class NoHistoryAccess(Exception):
     """The bot may not read the channel's history, so it cannot check whether a post already landed."""
 
@@ -68,6 +73,24 @@ class SlackGateway:
         self.scrub = scrub or Scrubber()
         self._bot_user_id: str | None = None
         self._bot_user_lock = threading.Lock()
+        # Downloads under way, so that a stop can end them at once rather than at their deadline.
+        self._downloads: set = set()
+        self._downloads_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def stop_downloads(self) -> int:
+        """End every download under way now (their connections shut), and refuse new ones: for a stop, which must
+        not wait out a slow file host's deadline. Returns how many were ended."""
+        self._stopping.set()
+        with self._downloads_lock:
+            responses = list(self._downloads)
+        for response in responses:
+            try:  # shutdown acts on the connection whichever descriptor names it: the blocked read returns at once
+                with socket.socket(fileno=os.dup(response.fileno())) as conn:
+                    conn.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass  # (already closed)
+        return len(responses)
 
     def post(self, channel: str, message: Message, *, key: str | None = None, thread_ts: str | None = None,
              broadcast: bool = False) -> str:
@@ -206,6 +229,8 @@ class SlackGateway:
             log.warning("refused to download a file from %s: not one of Slack's file hosts", _shown_origin(url))
             raise FileUnavailable("Slack gave me a download address that is not one of its own file hosts, so I "
                                   "did not fetch it.")
+        if self._stopping.is_set():
+            raise FileUnavailable(STOPPING)
         deadline = time.monotonic() + deadline_seconds
         opener = urllib.request.build_opener(_SameOriginAuth(origin, self._may_fetch))
         request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.client.token}"})
@@ -216,6 +241,17 @@ class SlackGateway:
                                   "so I did not follow it.") from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             raise FileUnavailable(f"I could not download the file from Slack ({type(exc).__name__}).") from None
+        with self._downloads_lock:
+            self._downloads.add(response)
+        try:
+            return self._read_download(response, max_bytes=max_bytes, deadline=deadline,
+                                       deadline_seconds=deadline_seconds)
+        finally:
+            with self._downloads_lock:
+                self._downloads.discard(response)
+
+    def _read_download(self, response, *, max_bytes: int, deadline: float,  # noqa: ANN001 - an http.client response
+                       deadline_seconds: float) -> BinaryIO:
         with response:
             if "text/html" in (response.headers.get("content-type") or ""):
                 # Slack answers a request it will not serve with its sign-in page, not with an error.
@@ -235,8 +271,12 @@ class SlackGateway:
                         raise FileUnavailable(f"Slack took longer than {deadline_seconds:,.0f} s to send the file, "
                                               "so I stopped. Try again in a moment.")
                     spool.write(chunk)
+                if self._stopping.is_set():  # (its connection was shut: what arrived is not the whole file)
+                    raise FileUnavailable(STOPPING)
             except (http.client.HTTPException, OSError) as exc:
                 spool.close()
+                if self._stopping.is_set():
+                    raise FileUnavailable(STOPPING) from None
                 raise FileUnavailable(f"I could not download the file from Slack ({type(exc).__name__}).") from None
             except BaseException:
                 spool.close()

@@ -62,7 +62,8 @@ class Target:
 class TryService:
     def __init__(self, providers: Providers, store: Store, jobs: JobService, slack: SlackGateway, *, max_tokens: int,
                  max_prompt_chars: int, max_file_bytes: int, clock: Callable[[], float] = time.perf_counter,
-                 background: Executor | None = None) -> None:
+                 background: Executor | None = None, limit_per_minute: int = 20) -> None:
+        self.limit_per_minute = limit_per_minute
         self.slack = slack
         self.providers = providers
         self.store = store
@@ -107,6 +108,7 @@ class TryService:
             raise Refused(f"That prompt is {len(prompt):,} characters; the most I send is {self.max_prompt_chars:,} "
                           "(TRY_MAX_PROMPT_CHARS).")
         target = self.resolve(model_or_job, provider, deployment)
+        self._take(caller, 1)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         tuned, base = self.ask_both(target, messages)
         log.info("tried %s against %s at %s", target.tuned, target.base, target.provider.name)
@@ -221,6 +223,7 @@ class TryService:
                                              max_bytes=self.max_file_bytes)
         if not examples:
             raise Refused(f"{source} holds no chat example that ends with an assistant answer to compare against.")
+        self._take(caller, len(examples))
         where = "validation file" if not from_end else "end of the training file"
         if other is None:
             asked = [(line, expected, self._ask_later(target, messages)) for line, messages, expected in examples]
@@ -232,6 +235,16 @@ class TryService:
         rows = [(line, expected, a.result(), b.result()) for line, expected, a, b in pairs]
         log.info("compared %s with %s on %d examples", target.tuned, other.tuned, len(rows))
         return format_two_fine_tunes((target.job, target.tuned), (other.job, other.tuned), source, where, rows)
+
+    def _take(self, caller: Caller, prompts: int) -> None:
+        """Count these prompts against the person's TRY_LIMIT_PER_MINUTE (each is billed at two models), or refuse
+        with when to try again. Other people are unaffected."""
+        wait = self.store.take_model_calls(caller.user_id, prompts, limit=self.limit_per_minute)
+        if wait is not None:
+            asked = f" ({prompts} asked now)" if prompts > 1 else ""
+            raise Refused(f"That would take you past {self.limit_per_minute} prompts to models in a minute{asked}, the "
+                          "most this bot sends for one person (TRY_LIMIT_PER_MINUTE). Nothing was sent; try again in "
+                          f"{wait:.0f} seconds.")
 
     # -- which models -------------------------------------------------------------------------------------
 

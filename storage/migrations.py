@@ -339,7 +339,7 @@ def _m011_postgres(conn: Any) -> None:
     conn.exec_driver_sql("UPDATE watch_marks SET said_at = at WHERE said_at IS NULL")
 
 
-_M012_TABLES = ("moves", "moved_files")
+_M012_TABLES = ("moves", "moved_files", "model_calls")
 
 
 @step
@@ -357,6 +357,10 @@ def m012_moves(db: Database) -> None:
                              pk=("provider", "sha256"), not_null={"provider", "sha256", "file_id"})
     # The move a start makes, so a start a crash interrupted is linked to its move when it is reconciled.
     db["start_intents"].add_column("move_id", str)
+    # Prompts a person sent to models, for TRY_LIMIT_PER_MINUTE (every replica counts the same rows).
+    db["model_calls"].create({"id": str, "user_id": str, "at": float, "count": int}, pk="id",
+                             not_null={"id", "user_id", "at", "count"}, defaults={"count": 1})
+    db["model_calls"].create_index(["user_id", "at"])
 
 
 @postgres_step("m012_moves")

@@ -270,3 +270,13 @@ moved_files = Table(
     _text("file_id", nullable=False),
     _real("uploaded_at"),
 )
+
+# Prompts a person sent to models (try, Try it, compare's examples), for TRY_LIMIT_PER_MINUTE across replicas.
+model_calls = Table(
+    "model_calls", metadata,
+    _text("id", primary_key=True),
+    _text("user_id", nullable=False),
+    _real("at", nullable=False),
+    _int("count", nullable=False, server_default="1"),
+    Index("idx_model_calls_user_id_at", "user_id", "at"),
+)

@@ -319,6 +319,26 @@ class Store:
 
     # -- answers kept for sharing ------------------------------------------------------------------
 
+    def take_model_calls(self, user_id: str, count: int, *, limit: int, window: float = 60.0) -> float | None:
+        """Count `count` prompts against a person's `limit` a `window`, in one write transaction (every process and
+        replica counts the same rows): None when taken, else the seconds until enough of the window has passed."""
+        now = self._clock()
+        with self._immediate() as db:
+            rows = db.conn.execute("SELECT at, count FROM model_calls WHERE user_id = ? AND at > ? ORDER BY at",
+                                   (user_id, now - window)).fetchall()
+            used = sum(row["count"] for row in rows)
+            if used + count > limit:
+                freed, wait = used + count - limit, window
+                for row in rows:  # the oldest prompts leave the window first
+                    freed -= row["count"]
+                    if freed <= 0:
+                        wait = row["at"] + window - now
+                        break
+                return max(1.0, wait)
+            _insert(db.conn, "model_calls", {"id": secrets.token_hex(8), "user_id": user_id, "at": now,
+                                             "count": count})
+        return None
+
     def keep_answer(self, user_id: str, channel_id: str, message: dict) -> str:
         """Keep a message only its asker sees, so a button can share it in `channel_id` later; returns its id."""
         share_id = secrets.token_hex(12)
@@ -836,6 +856,7 @@ class Store:
                 "job_readings": self.watch.prune(db.conn),
                 "leases": db.conn.execute("DELETE FROM leases WHERE held_until < ?",
                                           (now - TRIGGER_RETENTION_SECONDS,)).rowcount,
+                "model_calls": db.conn.execute("DELETE FROM model_calls WHERE at < ?", (now - 3600,)).rowcount,
                 "card_edits_and_replies": db.conn.execute(
                     "DELETE FROM announcements WHERE kind IN ('card_update', 'progress')"
                     " AND state IN ('sent', 'skipped', 'failed') AND created_at < ? AND EXISTS (SELECT 1 FROM jobs j"

@@ -230,6 +230,11 @@ MUTATIONS = [
     ("the budget checked apart from the start's record", "storage/store.py", "                if committed + (estimate or 0) > budget:", "                if False:", "tests/test_spend.py -k racing"),
     ("a start's reservation counted beside its job", "bot/jobs.py", "                                finishes=request_id)[1]", "                                )[1]", "tests/test_spend.py -k racing"),
     ("in-flight starts not counted", "storage/spend.py", "        return float(jobs or 0) + float(in_flight or 0)", "        return float(jobs or 0)", "tests/test_spend.py -k racing"),
+    ("a try not counted against the limit", "bot/trying.py", "        self._take(caller, 1)\n", "", "tests/test_trying.py -k fifty_tries"),
+    ("the try limit counted per process", "storage/store.py", "            if used + count > limit:", "            if False:", "tests/test_trying.py -k 'fifty_tries or across_replicas'"),
+    ("skipped runs said every time", "bot/logs.py", "            if self._said_at is not None and now - self._said_at < self.every:", "            if False:", "tests/test_hardening.py -k skipped_scheduled"),
+    ("downloads on the commands' pool", "bot/app.py", "        data=DataService(slack, jobs, providers, store, background=downloads,", "        data=DataService(slack, jobs, providers, store, background=background,", "tests/test_hardening.py -k trickling_from_slacks"),
+    ("a stop waits out the downloads", "bot/app.py", "        self.services.slack.stop_downloads()\n", "", "tests/test_hardening.py -k trickling_from_slacks"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 

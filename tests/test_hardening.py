@@ -162,7 +162,8 @@ def test_compare_twenty_then_try_both_answer(server, slack, provider):
     job = provider.add_job(status="succeeded", training_file="file-long")
     compared = everything_said(ask(server, slack, f"compare {job['id']} n=20"))
     assert "20 examples" in compared
-    tried = everything_said(ask(server, slack, f"try {job['id']} {PROMPT}"))
+    # (Alice has sent her 20 prompts this minute; Bob has his own.)
+    tried = everything_said(ask(server, slack, f"try {job['id']} {PROMPT}", user="U0BOB"))
     assert "Fine-tuned" in tried and "Base" in tried
 
 
@@ -804,3 +805,58 @@ def test_a_hundred_and_fifty_held_starts_estimated_and_released_leave_files_thre
     assert wait_until(lambda: threading.active_count() <= threads, 5)  # (a stand-in's request thread may be ending)
     assert _open_files() <= files + 2
     assert _rss_mb() - rss < 25
+
+
+def test_skipped_scheduled_runs_are_said_once_an_interval_not_every_time():
+    """Issue 28: at a 0.1 s interval the log filled with APScheduler's "maximum number of running instances reached"
+    (263 lines in 35 s). A skipped run is normal; it is said once a minute, with how many were skipped."""
+    import io
+    import threading
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from bot import logs
+
+    stream = io.StringIO()
+    handler = logs.configure("INFO", [], stream=stream)
+    logs.SKIPPED_RUNS._said_at, logs.SKIPPED_RUNS._skipped = None, 0  # (a fresh minute)
+    release = threading.Event()
+    scheduler = BackgroundScheduler()
+    scheduler.add_job(lambda: release.wait(5), "interval", seconds=0.02, max_instances=1, coalesce=True)
+    scheduler.start()
+    try:
+        assert wait_until(lambda: logs.SKIPPED_RUNS._skipped >= 5, 10)
+    finally:
+        release.set()
+        scheduler.shutdown(wait=True)
+        __import__("logging").getLogger().removeHandler(handler)
+    said = [line for line in stream.getvalue().splitlines() if "skipped" in line]
+    assert len(said) == 1 and "said at most once every 60s" in said[0], said
+
+
+def test_downloads_trickling_from_slacks_own_host_hold_neither_the_commands_nor_the_stop(make_bot, slack, provider):
+    """Issue 28: with Slack's file host trickling, 12 downloads filled all 12 command workers (`status` went
+    unanswered for 60 s) and SIGTERM waited out the download deadline (120 s). Downloads have their own pool now,
+    and a stop ends them."""
+    from tests.test_data_flow import _open_form, _submit, _values
+
+    bot = make_bot()
+    server = Server(bot)
+    try:
+        slack.fail("trickle", match="/files-pri/", times=12, delay=1.0)
+        forms = []
+        for i in range(12):
+            form = _open_form(server, slack, "check")
+            _submit(server, slack, form, _values(slack.add_file(f"t{i}.jsonl", _examples(12))))
+            forms.append(form)
+        assert wait_until(lambda: len([r for r in slack.received if "/files-pri/" in r.path]) >= 4, 10)
+        job = provider.add_job(status="running")
+        answered = ask(server, slack, f"status {job['id']}")  # (within ask's own bounded wait: 5 s)
+        assert job["id"] in everything_said(answered)
+        started = time.monotonic()
+        bot.stop(timeout=3)
+        took = time.monotonic() - started
+        assert took < 5, took
+        assert wait_until(lambda: any("restarting" in json.dumps(slack.views[f["id"]]["blocks"]) for f in forms), 5)
+    finally:
+        server.close()

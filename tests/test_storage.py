@@ -41,6 +41,7 @@ EXPECTED_COLUMNS = {
     "moves": ["id", "team_id", "channel_id", "user_id", "source_provider", "source_job", "target_provider", "options",
               "state", "new_job", "note", "created_at", "updated_at", "lease_until"],
     "moved_files": ["provider", "sha256", "file_id", "uploaded_at"],
+    "model_calls": ["id", "user_id", "at", "count"],
 }
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
               "m006_cards", "m007_shared_once", "m008_forms_and_indexes", "m009_leases",

@@ -234,3 +234,57 @@ def test_azure_openai_asks_for_the_deployment(tmp_path, provider):
         trying.resolve("ft:gpt-4o-mini-2024-07-18:acme::AbC", None, None)
     target = trying.resolve("ft:gpt-4o-mini-2024-07-18:acme::AbC", None, "my-tuned-deployment")
     assert (target.tuned, target.base) == ("my-tuned-deployment", "gpt-4o-mini-2024-07-18")
+
+
+# -- TRY_LIMIT_PER_MINUTE (issue 28) -------------------------------------------------------------------------------
+
+
+def test_fifty_tries_at_once_from_one_person_send_at_most_the_limit_and_others_are_unaffected(make_bot, slack,
+                                                                                             provider):
+    """50 concurrent `try`s from one person made 100 model calls; now at most TRY_LIMIT_PER_MINUTE prompts (each
+    asked of both models), the rest answered with when to try again."""
+    from bot.commands import Command
+    from bot.jobs import Caller
+
+    bot = make_bot(try_limit_per_minute=10)
+    job = _succeeded(provider)
+    alice = Caller("T", "C0GENERAL", "U0ALICE")
+    answers = []
+    go = threading.Barrier(50)
+
+    def try_once():
+        go.wait(10)
+        answers.append(bot.services.trying.run(Command("try", {"model_or_job": job["id"], "prompt": PROMPT}), alice))
+
+    threads = [threading.Thread(target=try_once) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    refused = [a for a in answers if "TRY_LIMIT_PER_MINUTE" in a.text]
+    assert len(answers) == 50 and len(refused) == 40 and len(_chats(provider)) == 20
+    assert "try again in" in refused[0].text and "seconds" in refused[0].text
+    bob = bot.services.trying.run(Command("try", {"model_or_job": job["id"], "prompt": PROMPT}),
+                                  Caller("T", "C0GENERAL", "U0BOB"))
+    assert "TRY_LIMIT_PER_MINUTE" not in bob.text and len(_chats(provider)) == 22
+    compare = bot.services.trying.run(Command("compare", {"job_id": job["id"], "n": 3}),
+                                      Caller("T", "C0GENERAL", "U0BOB"))  # 1 + 3 examples > 3 left of 10? no: fits
+    assert "TRY_LIMIT_PER_MINUTE" not in compare.text
+    too_many = bot.services.trying.run(Command("compare", {"job_id": job["id"], "n": 8}),
+                                       Caller("T", "C0GENERAL", "U0BOB"))  # 4 used: 8 more would be 12
+    assert "TRY_LIMIT_PER_MINUTE" in too_many.text and "(8 asked now)" in too_many.text
+
+
+def test_the_limit_is_counted_across_replicas_and_frees_as_the_minute_passes(database):
+    now = {"t": 1000.0}
+    stores = [Store(database, clock=lambda: now["t"]) for _ in range(2)]
+    try:
+        for i in range(4):
+            assert stores[i % 2].take_model_calls("U0ALICE", 1, limit=5) is None
+        assert stores[0].take_model_calls("U0ALICE", 2, limit=5) == 60.0  # the oldest leaves the window at 1060
+        assert stores[1].take_model_calls("U0BOB", 5, limit=5) is None
+        now["t"] = 1061.0
+        assert stores[1].take_model_calls("U0ALICE", 2, limit=5) is None
+    finally:
+        for store in stores:
+            store.close()
