@@ -13,14 +13,23 @@ from collections.abc import Callable, Iterable
 from slack_bolt.request import BoltRequest
 from slack_sdk.signature import SignatureVerifier
 from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
+from waitress.utilities import Error
 
 from bot.app import Bot
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1_000_000  # Slack's payloads are a few KB; anything near this is not from Slack
+# What one request may carry. Slack's payloads are usually a few KB, but a click in one of the bot's own modals
+# carries the whole view: the largest the bot can build (a data report of 100 blocks of non-ASCII text) form-encodes
+# to 0.99 MB (tests/test_front_door.py measures it), so this is the bound.
+MAX_BODY = 1_000_000
+# What all requests may hold at once while they arrive and wait for a worker: past it a new connection's bytes are
+# refused and it is closed (800 connections each sending 1 MB once took the process from 91 to 526 MB).
+BUFFER_BUDGET = 48_000_000
 SERVER_THREADS = 32
 # Connections are cheap (one socket each in poll()); threads are not, and waitress only hands a request to a thread
 # once it has fully arrived. So: many connections, a short idle timeout, and a deadline for a request to arrive
@@ -50,15 +59,14 @@ class RefusalLog:
         self._lock = threading.Lock()
         self._count, self._since = 0, None
 
-    def refused(self) -> None:
+    def refused(self, why: str = "without a valid Slack signature") -> None:
         with self._lock:
             now = self.clock()
             self._count += 1
             if self._since is not None and now - self._since < self.every:
                 return
             count, self._count, self._since = self._count, 0, now
-        log.warning("refused %d request(s) without a valid Slack signature%s", count,
-                    "" if count == 1 else f" in the last {self.every:.0f}s")
+        log.warning("refused %d request(s) %s%s", count, why, "" if count == 1 else f" in the last {self.every:.0f}s")
 
 
 def slack_signed(verifier: SignatureVerifier, body: str, headers: dict) -> bool:
@@ -135,15 +143,99 @@ def _answer(start_response: Callable, status: int, payload: dict) -> list[bytes]
     return [out]
 
 
+class Unauthorized(Error):
+    code = 401
+    reason = "Unauthorized"
+
+
+class Busy(Error):
+    code = 503
+    reason = "Service Unavailable"
+
+
+class SignedOrRefused(HTTPRequestParser):
+    """Judged as soon as its headers are in, before any of its body is read or held: a request to Slack's endpoint
+    whose headers cannot carry Slack's signature is a 401; one whose body would take the requests held at once past
+    BUFFER_BUDGET is a 503 (Slack retries it); else its body's size is reserved until it has been served."""
+
+    judged = False
+    refused_early = False
+
+    def __init__(self, adj: Adjustments, admit: Callable[[int], bool] = lambda size: True) -> None:
+        super().__init__(adj)
+        self.admit = admit
+
+    def received(self, data: bytes) -> int:
+        consumed = super().received(data)
+        if self.headers_finished and not self.completed and not self.judged:
+            self.judged = True
+            if self.path == "/slack/events" and not (
+                    TIMESTAMP.fullmatch(self.headers.get("X_SLACK_REQUEST_TIMESTAMP", ""))
+                    and SIGNATURE.fullmatch(self.headers.get("X_SLACK_SIGNATURE", ""))):
+                self.error = Unauthorized("invalid request signature")
+            elif not self.admit(self.content_length if not self.chunked else self.adj.max_request_body_size):
+                self.error = Busy("too many requests under way; try again")
+            if self.error:
+                self.completed = self.refused_early = True
+                return len(data)  # (the rest of this piece is the body: dropped unread)
+        return consumed
+
+
+class BoundedChannel(HTTPChannel):
+    """A connection whose requests' bodies are reserved against the server's BUFFER_BUDGET from their headers until
+    they have been served; the rest of a request refused early is dropped unread."""
+
+    held = 0
+    discarding = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.parser_class = lambda adj: SignedOrRefused(adj, admit=self.admit)
+
+    def admit(self, size: int) -> bool:
+        self.settle()
+        if self.server.buffered + size > self.server.buffer_budget:
+            self.server.over_budget()
+            return False
+        self.held += size
+        return True
+
+    def received(self, data: bytes) -> bool:
+        if self.discarding:
+            return bool(data)
+        result = super().received(data)
+        if any(getattr(r, "refused_early", False) for r in self.requests):
+            self.discarding = True
+            self.server.refusals.refused()
+        return result
+
+    def settle(self) -> None:
+        """Give back what this connection reserved once nothing of it is waiting (its requests have been served)."""
+        if self.held and self.request is None and not self.requests:
+            self.held = 0
+
+
 class HardenedServer(TcpWSGIServer):
     """waitress, with a deadline for each request to arrive whole, run and stopped from one thread."""
 
     request_deadline = REQUEST_DEADLINE
+    channel_class = BoundedChannel
+    buffer_budget = BUFFER_BUDGET
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._arriving: dict[int, tuple[object, float]] = {}  # channel -> (its partial request, first seen)
         self._stop = threading.Event()
+        self.refusals = RefusalLog()
+        self._over_budget = RefusalLog()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of requests held now over every open connection (a closed one holds nothing: it is not counted)."""
+        return sum(channel.held for channel in list(self._map.values()) if isinstance(channel, BoundedChannel))
+
+    def over_budget(self) -> None:
+        self._over_budget.refused(f"with a 503: the requests under way already hold {self.buffered / 1e6:.0f} MB")
 
     def handle_accept(self) -> None:
         """Every connection waiting (up to ACCEPT_AT_ONCE, and never past the connection limit), not just one."""
@@ -158,6 +250,8 @@ class HardenedServer(TcpWSGIServer):
     def maintenance(self, now: float) -> None:
         super().maintenance(now)  # idle keep-alive connections
         for channel_id, channel in list(self.active_channels.items()):
+            if isinstance(channel, BoundedChannel):
+                channel.settle()
             partial = getattr(channel, "request", None)
             if partial is None:
                 self._arriving.pop(channel_id, None)
