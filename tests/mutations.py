@@ -235,6 +235,8 @@ MUTATIONS = [
     ("skipped runs said every time", "bot/logs.py", "            if self._said_at is not None and now - self._said_at < self.every:", "            if False:", "tests/test_hardening.py -k skipped_scheduled"),
     ("downloads on the commands' pool", "bot/app.py", "        data=DataService(slack, jobs, providers, store, background=downloads,", "        data=DataService(slack, jobs, providers, store, background=background,", "tests/test_hardening.py -k trickling_from_slacks"),
     ("a stop waits out the downloads", "bot/app.py", "        self.services.slack.stop_downloads()\n", "", "tests/test_hardening.py -k trickling_from_slacks"),
+    ("unsigned bodies read whole", "bot/web.py", '            if self.path == "/slack/events" and not (', "            if False and not (", "tests/test_front_door.py -k unsigned_bodies"),
+    ("no budget for the bodies held at once", "bot/web.py", "        if self.server.buffered + size > self.server.buffer_budget:", "        if False:", "tests/test_front_door.py -k well_shaped"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 
