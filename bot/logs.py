@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -58,9 +59,22 @@ class SkippedRunsOncePerInterval(logging.Filter):
 SKIPPED_RUNS = SkippedRunsOncePerInterval()
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever `sys.stderr` is when it writes (not the one it was made with, which a test
+    runner or a daemon may since have closed)."""
+
+    @property
+    def stream(self):  # noqa: ANN201 - a text stream
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001 - (logging sets it once; the current stderr is used instead)
+        pass
+
+
 def configure(level: str, secrets: Iterable[str], *, stream=None) -> logging.Handler:
     """Send all logs to one handler that scrubs secrets; returns it (tests attach their own stream)."""
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()

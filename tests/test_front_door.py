@@ -254,3 +254,10 @@ def test_forged_but_well_shaped_bodies_are_held_within_the_budget_and_given_back
     assert peak["mb"] - before_mb < 100, (before_mb, peak)
     assert wait_until(lambda: server._server.buffered == 0, 10)
     assert wait_until(lambda: len(os.listdir("/proc/self/fd")) <= before_files + 2, 10)
+
+
+def test_a_well_shaped_but_forged_signature_is_a_401_after_the_body(server, provider):
+    """Past the headers' check (a signature's shape), the body is verified with the signing secret: a request signed
+    with another secret, or replayed with another body, is a 401 and reaches nothing."""
+    status, _ = server.command("status ftjob-1", secret="another-secret-entirely")
+    assert status == 401 and provider.received == []

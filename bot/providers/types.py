@@ -40,7 +40,7 @@ def status_emoji(status: str, state: str | None = None) -> str:
 
 
 MAX_WHOLE = 2**53  # the largest whole number every store and JSON reader keeps exactly (SQLite's INTEGER is 64 bits)
-MAX_TEXT = 20_000  # what the bot keeps of any text a provider sends (an error, a name): more is cut
+MAX_TEXT = 100_000  # what the bot keeps of any text a provider sends (an error, a name): more is cut
 
 
 def whole(value: Any, *, high: int = MAX_WHOLE) -> int | None:

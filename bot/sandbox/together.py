@@ -117,7 +117,10 @@ class TogetherSandbox(PacedStandIn):
                 if action == "events" and m == "GET":
                     return json_answer(200, {"data": list(job["_events"])})
                 if action == "metrics" and m == "GET":
-                    return json_answer(200, {"metrics": list(job["_metrics"])})
+                    since = (request.query.get("global_step_from") or [None])[0]
+                    rows = [row for row in job["_metrics"] if since is None or not isinstance(
+                        row.get("train/global_step"), (int, float)) or row["train/global_step"] >= int(since)]
+                    return json_answer(200, {"metrics": rows})
                 if action == "cancel" and m == "POST":
                     return self._cancel(job)
         return _error(404, f"Not found: {m} {request.path}")
