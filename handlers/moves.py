@@ -33,6 +33,14 @@ def _value(action: dict) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+def _refused(services, caller: Caller, command: str) -> bool:
+    """Whether the allow-lists refuse this click's command here; the clicker is told so (after the ack)."""
+    refusal = services.jobs.refusal(Command(command, {}), caller)
+    if refusal:
+        services.background.submit(replier(services, caller), format_refusal(refusal))
+    return bool(refusal)
+
+
 def _job_of(target: dict, job: str = "job", provider: str = "provider") -> tuple[str, str | None] | None:
     job_id, name = str(target.get(job) or ""), str(target.get(provider) or "")
     if not ID_PATTERN.fullmatch(job_id) or (name and not PROVIDER_PATTERN.fullmatch(name)):
@@ -81,11 +89,8 @@ def make_open_listener(services):
         if found is None:
             return
         caller = caller_of_click(body)
-        refusal = services.jobs.refusal(Command("move", {}), caller)
-        if refusal:
-            services.background.submit(replier(services, caller), format_refusal(refusal))
-            return
-        services.prompt.submit(_open, services, caller, *found, body)
+        if not _refused(services, caller, "move"):
+            services.prompt.submit(_open, services, caller, *found, body)
 
     return move_clicked
 
@@ -133,9 +138,7 @@ def make_compare_listener(services):
         if moved is None or original is None:
             return
         caller = caller_of_click(body)
-        refusal = services.jobs.refusal(Command("compare", {}), caller)
-        if refusal:
-            services.background.submit(replier(services, caller), format_refusal(refusal))
+        if _refused(services, caller, "compare"):
             return
         container, clicked = body.get("container") or {}, body.get("message") or {}
         thread = str(container.get("thread_ts") or clicked.get("thread_ts") or container.get("message_ts")

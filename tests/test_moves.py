@@ -212,32 +212,28 @@ def test_moving_again_answers_with_the_job_it_made(movers, slack, provider, toge
 
 def test_double_clicks_at_once_make_one_upload_and_one_job(movers, provider, together):
     bot, _ = movers
-    job = _succeeded_openai_job(provider, _examples())
+    _moved_at_once(_succeeded_openai_job(provider, _examples()), [bot] * 6)
+    assert len(_posts(together, "/v1/fine-tunes")) == 1
+    assert len(_posts(together, "/v1/files")) == 1
+
+
+def _moved_at_once(job: dict, bots: list) -> None:
+    """The same move asked of each bot at once (clicks, processes), each answered."""
     answers = []
-    threads = [threading.Thread(target=lambda: answers.append(bot.services.moves.run(
-        Command("move", {"job_id": job["id"], "to": "together"}), CALLER))) for _ in range(6)]
+    threads = [threading.Thread(target=lambda b=b: answers.append(b.services.moves.run(
+        Command("move", {"job_id": job["id"], "to": "together"}), CALLER))) for b in bots]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    assert len(answers) == 6
-    assert len(_posts(together, "/v1/fine-tunes")) == 1
-    assert len(_posts(together, "/v1/files")) == 1
+    assert len(answers) == len(bots)
 
 
 def test_two_processes_on_one_database_move_once(three, database, provider, together):
     location = {"database_url": database} if "://" in database else {"database_path": database}
     first, second = (build(replace(three, **location)) for _ in range(2))
     try:
-        job = _succeeded_openai_job(provider, _examples())
-        answers = []
-        threads = [threading.Thread(target=lambda b=b: answers.append(b.services.moves.run(
-            Command("move", {"job_id": job["id"], "to": "together"}), CALLER))) for b in (first, second) * 3]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert len(answers) == 6
+        _moved_at_once(_succeeded_openai_job(provider, _examples()), [first, second] * 3)
         assert len(_posts(together, "/v1/fine-tunes")) == 1
         assert len(_posts(together, "/v1/files")) == 1
     finally:

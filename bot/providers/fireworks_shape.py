@@ -27,6 +27,8 @@ from bot.providers.calls import T, answers_in_provider_errors, chat_answer, line
 from bot.providers.shape import (
     CHAT,
     CHAT_TOOLS,
+    CLOSED_LARGE,
+    CLOSED_SMALL,
     EnvSetting,
     ModelFacts,
     Moves,
@@ -115,17 +117,15 @@ PRICING = Pricing(
 DEFAULT_MODEL = FIREWORKS_MODELS + "llama-v3p1-8b-instruct"
 
 
-_SMALL = "OpenAI publishes no sizes; a small, fast chat model maps to the 8B instruct model of the open families here"
-_LARGE = "OpenAI publishes no sizes; a large chat model maps to the largest instruct model tunable here (70B)"
 _F8, _F70, _F3 = (FIREWORKS_MODELS + "llama-v3p1-8b-instruct", FIREWORKS_MODELS + "llama-v3p1-70b-instruct",
                   FIREWORKS_MODELS + "llama-v3p2-3b-instruct")
 # The nearest tunable base at Fireworks for a base model elsewhere: by size, and by family where Fireworks tunes it.
 MOVES = Moves(
     nearest={
-        "gpt-4o-mini-2024-07-18": Nearest(_F8, _SMALL), "gpt-4.1-mini-2025-04-14": Nearest(_F8, _SMALL),
-        "gpt-3.5-turbo-0125": Nearest(_F8, _SMALL),
+        "gpt-4o-mini-2024-07-18": Nearest(_F8, CLOSED_SMALL), "gpt-4.1-mini-2025-04-14": Nearest(_F8, CLOSED_SMALL),
+        "gpt-3.5-turbo-0125": Nearest(_F8, CLOSED_SMALL),
         "gpt-4.1-nano-2025-04-14": Nearest(_F3, "OpenAI's smallest tunable model maps to the 3B instruct model"),
-        "gpt-4o-2024-08-06": Nearest(_F70, _LARGE), "gpt-4.1-2025-04-14": Nearest(_F70, _LARGE),
+        "gpt-4o-2024-08-06": Nearest(_F70, CLOSED_LARGE), "gpt-4.1-2025-04-14": Nearest(_F70, CLOSED_LARGE),
         "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference": Nearest(_F8, "the same model: Llama 3.1 8B Instruct"),
         "meta-llama/Meta-Llama-3.1-70B-Instruct-Reference": Nearest(_F70, "the same model: Llama 3.1 70B Instruct"),
         "meta-llama/Llama-3.2-3B-Instruct": Nearest(_F3, "the same model: Llama 3.2 3B Instruct"),

@@ -62,6 +62,12 @@ class Nearest:
     reason: str
 
 
+# Why an OpenAI model maps to an open one of a size (OpenAI publishes none), shared by the nearest-model tables.
+CLOSED_SMALL = ("OpenAI publishes no sizes; a small, fast chat model maps to the 8B instruct model of the open "
+                "families here")
+CLOSED_LARGE = "OpenAI publishes no sizes; a large chat model maps to the largest instruct model tunable here (70B)"
+
+
 @dataclass(frozen=True)
 class Moves:
     """What a move to this shape needs: the nearest base here for each base elsewhere (read with its date), and the

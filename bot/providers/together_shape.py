@@ -37,6 +37,8 @@ from bot.providers.calls import (
 from bot.providers.shape import (
     CHAT,
     CHAT_TOOLS,
+    CLOSED_LARGE,
+    CLOSED_SMALL,
     COMPLETION,
     PREFERENCE,
     EnvSetting,
@@ -115,16 +117,14 @@ PRICING = Pricing(
 
 _L8, _L70, _L3 = ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "meta-llama/Meta-Llama-3.1-70B-Instruct-Reference",
                   "meta-llama/Llama-3.2-3B-Instruct")
-_SMALL = "OpenAI publishes no sizes; a small, fast chat model maps to the 8B instruct model of the open families here"
-_LARGE = "OpenAI publishes no sizes; a large chat model maps to the largest instruct model tunable here (70B)"
 _FIREWORKS = "accounts/fireworks/models/"
 # The nearest tunable base at Together for a base model elsewhere: by size, and by family where Together tunes it.
 MOVES = Moves(
     nearest={
-        "gpt-4o-mini-2024-07-18": Nearest(_L8, _SMALL), "gpt-4.1-mini-2025-04-14": Nearest(_L8, _SMALL),
-        "gpt-3.5-turbo-0125": Nearest(_L8, _SMALL),
+        "gpt-4o-mini-2024-07-18": Nearest(_L8, CLOSED_SMALL), "gpt-4.1-mini-2025-04-14": Nearest(_L8, CLOSED_SMALL),
+        "gpt-3.5-turbo-0125": Nearest(_L8, CLOSED_SMALL),
         "gpt-4.1-nano-2025-04-14": Nearest(_L3, "OpenAI's smallest tunable model maps to the 3B instruct model"),
-        "gpt-4o-2024-08-06": Nearest(_L70, _LARGE), "gpt-4.1-2025-04-14": Nearest(_L70, _LARGE),
+        "gpt-4o-2024-08-06": Nearest(_L70, CLOSED_LARGE), "gpt-4.1-2025-04-14": Nearest(_L70, CLOSED_LARGE),
         _FIREWORKS + "llama-v3p1-8b-instruct": Nearest(_L8, "the same model: Llama 3.1 8B Instruct"),
         _FIREWORKS + "llama-v3p1-70b-instruct": Nearest(_L70, "the same model: Llama 3.1 70B Instruct"),
         _FIREWORKS + "llama-v3p2-3b-instruct": Nearest(_L3, "the same model: Llama 3.2 3B Instruct"),
