@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     shell = sub.add_parser("shell", help="talk to the bot in this terminal; no Slack needed")
     shell.add_argument("--timeout", type=float, default=300.0,
                        help="with piped input: seconds to wait for followed jobs to finish (default 300)")
+    where = shell.add_mutually_exclusive_group()
+    where.add_argument("--sandbox", action="store_true",
+                       help="the built-in sandbox providers: no real jobs, no money spent (the default)")
+    where.add_argument("--real", action="store_true",
+                       help="the providers your environment configures: REAL jobs, billed to your accounts")
     check = sub.add_parser("check", help="check a JSONL training file and print its report; exits 1 when it has "
                                          "errors (needs no Slack and no provider)")
     check.add_argument("path", help="the training file (.jsonl)")
@@ -59,7 +64,7 @@ def _start_sandbox(settings: Settings) -> tuple[Settings, object]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load(mode=args.mode, sandbox=getattr(args, "sandbox", False))
+        settings = load(mode=args.mode, sandbox=getattr(args, "sandbox", False), real=getattr(args, "real", False))
     except ConfigError as error:
         print(f"finetune-bot: {error}", file=sys.stderr)
         return 2

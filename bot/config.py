@@ -185,10 +185,12 @@ def _url_secrets(url: str | None) -> list[str]:
     return [url, *([password, unquote(password)] if password else [])]
 
 
-def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: bool = False) -> Settings:
+def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: bool = False,
+         real: bool = False) -> Settings:
     """Read settings for `mode` (serve, socket or shell); a missing required one raises ConfigError.
 
-    The shell with no provider configured runs the sandbox, as `--sandbox` does elsewhere.
+    The shell runs the sandbox unless asked for `real` providers (`shell --real`): an exported key never makes the
+    Quick start spend money. `--sandbox` does the same for serve and socket.
     """
     env = os.environ if env is None else env
 
@@ -198,8 +200,17 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
 
     if mode == "check":
         sandbox = True  # a file check asks no provider and no Slack: nothing is required
-    if mode == "shell" and not (get("OPENAI_API_KEY") or get("AZURE_OPENAI_ENDPOINT") or get("TOGETHER_API_KEY")):
-        sandbox = True
+    from bot.providers.registry import SHAPES  # (the registry's adapters import this module)
+
+    if mode == "shell":
+        sandbox = not real
+        # Every provider alike, as the shapes declare their settings: one whose key (or required setting) is present.
+        if real and not any(get(setting.name) for shape in SHAPES for setting in shape.settings
+                            if setting.secret or setting.required):
+            keys = ", ".join(sorted({setting.name for shape in SHAPES for setting in shape.settings
+                                     if setting.required or setting.secret and "WEBHOOK" not in setting.name}))
+            raise ConfigError(f"--real needs a provider's settings ({keys}); without --real the shell uses the "
+                              "sandbox.")
 
     required = []
     if mode in {"serve", "socket"}:
@@ -208,7 +219,6 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         required.append("SLACK_SIGNING_SECRET")
     if mode == "socket":
         required.append("SLACK_APP_TOKEN")
-    from bot.providers.registry import SHAPES  # (the registry's adapters import this module)
 
     declared = {setting.name: setting for shape in SHAPES for setting in shape.settings}
     where = {**{name: setting.where for name, setting in declared.items()}, **_WHERE}

@@ -166,7 +166,8 @@ class Shell:
                         f"Training files ready: {SAMPLE_FILE_ID} (succeeds), {FAILING_FILE_ID} (fails validation).\n"
                         f"{_simulated(self.sandbox.labels)} (`/finetune providers`).\n"
                         f"Try: /finetune start {SAMPLE_FILE_ID}   or   /finetune start {SAMPLE_FILE_ID} "
-                        "provider=together")
+                        "provider=together\n"
+                        "(`finetune-bot shell --real` uses the providers your environment configures instead.)")
         else:
             provider = (f"Provider: {self.settings.provider_name.upper()}. Commands here start REAL jobs, billed to "
                         "your account.")

@@ -123,7 +123,7 @@ def test_the_shell_draws_every_emoji_the_bot_writes():
 def test_shell_uses_a_configured_provider_and_says_it_is_real(provider, tmp_path):
     out = io.StringIO()
     settings = load({"OPENAI_API_KEY": "sk-test-1234567890abcdef", "OPENAI_BASE_URL": provider.url + "/v1",
-                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell")
+                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell", real=True)
     session = shell.Shell(settings, out)
     try:
         assert session.sandbox is None
@@ -139,7 +139,7 @@ def test_the_shell_presses_a_button_on_a_reply_only_you_see(provider, tmp_path):
     job = provider.add_job(status="succeeded")
     out = io.StringIO()
     settings = load({"OPENAI_API_KEY": "sk-test-1234567890abcdef", "OPENAI_BASE_URL": provider.url + "/v1",
-                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell")
+                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell", real=True)
     session = shell.Shell(settings, out)
     try:
         session.handle(f"/finetune try {job['id']} Hello")
@@ -237,7 +237,7 @@ def test_a_bare_click_presses_the_newest_message_with_that_button(provider, tmp_
     first, second = provider.add_job(status="running"), provider.add_job(status="running")
     out = io.StringIO()
     settings = load({"OPENAI_API_KEY": "sk-test-1234567890abcdef", "OPENAI_BASE_URL": provider.url + "/v1",
-                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell")
+                     "DATABASE_PATH": str(tmp_path / "real.db")}, mode="shell", real=True)
     session = shell.Shell(settings, out)
     try:
         session.handle(f"/finetune status {first['id']}")  # a reply with buttons, only for me
@@ -265,3 +265,36 @@ def test_the_sandbox_moves_an_openai_fine_tune_to_together_and_fireworks_and_com
     assert out.count("[Compare with the original]") == 2 and out.count("TWO FINE-TUNES COMPARED") == 2
     assert "at Together AI (✅ completed)" in out and "at Fireworks AI (✅ completed)" in out
     assert "FINE-TUNES AT RISK" in out and "2027-01-06" in out and "Already moved to" in out
+
+
+
+def test_an_exported_key_never_makes_the_quick_start_spend_money(tmp_path):
+    """Issue 29: with OPENAI_API_KEY exported (as many developers have it) the shell silently started real, billed
+    jobs. It uses the sandbox unless asked for real providers, says which at the top, and takes --sandbox too."""
+    for flags in ([], ["--sandbox"]):
+        result = subprocess.run([sys.executable, "-m", "bot", "shell", *flags, "--timeout", "30"],
+                                input="/finetune providers\n", capture_output=True, text=True, timeout=60,
+                                cwd=tmp_path, env={**os.environ, "OPENAI_API_KEY": "sk-real-looking-key-1234567890",
+                                                   "TOGETHER_API_KEY": "tgp_real", "SANDBOX_PACE_SECONDS": "0.2"})
+        assert result.returncode == 0, result.stderr
+        head = result.stdout.split("\n", 3)[1]
+        assert head.startswith("Provider: SANDBOX") and "REAL" not in result.stdout
+        assert "--real" in result.stdout
+
+
+def test_real_providers_are_every_configured_one_alike_and_only_with_real(fireworks, tmp_path):
+    env = {"FIREWORKS_API_KEY": "fw-key", "FIREWORKS_ACCOUNT_ID": fireworks.account,
+           "FIREWORKS_BASE_URL": fireworks.url, "DATABASE_PATH": str(tmp_path / "real.db")}
+    assert load(env, mode="shell").sandbox  # no flag: the sandbox, whatever is exported
+    settings = load(env, mode="shell", real=True)
+    session = shell.Shell(settings, io.StringIO())
+    try:
+        assert session.sandbox is None and "REAL jobs, billed" in session.banner()
+        assert "FIREWORKS" in session.banner().upper()
+    finally:
+        session.close()
+    import pytest
+
+    from bot.config import ConfigError
+    with pytest.raises(ConfigError, match="--real needs a provider's settings"):
+        load({}, mode="shell", real=True)
