@@ -45,7 +45,8 @@ class Value:
         if self.kind == "choice":
             return " or ".join(f"`{c}`" for c in self.choices)
         if self.kind == "usd":
-            return f"an amount of US dollars from 0 to {self.high:,.0f}, such as `250` or `99.50`, or `off`"
+            return (f"an amount of US dollars from 0 to {self.high:,.0f} with at most four decimals, such as `250`, "
+                    "`99.50` or `0.005`, or `off`")
         if self.kind == "month":
             return "a month written `YYYY-MM`, such as `2026-11`"
         if self.kind == "provider":
@@ -79,7 +80,7 @@ class Value:
                 return "off"
             amount = raw.removeprefix("$")
             # Commas only as thousands separators: `1,0,0` is no amount (it was read as $100).
-            if not re.fullmatch(r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,9})(?:\.[0-9]{1,2})?", amount):
+            if not re.fullmatch(r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]{1,9})(?:\.[0-9]{1,4})?", amount):
                 return None
             return float(amount.replace(",", "")) if float(amount.replace(",", "")) <= self.high else None
         if self.kind == "month":
@@ -214,7 +215,7 @@ def add_start_options(values) -> None:  # noqa: ANN001 - Values declared by prov
     each: parsing and help then know them, and the provider's own check says which provider takes which."""
     spec = BY_NAME["start"]
     known = {v.name for v in spec.options}
-    extra = tuple(v for v in values if v.name not in known)
+    extra = tuple({v.name: v for v in values if v.name not in known}.values())  # (once, however many shapes take it)
     if extra:
         object.__setattr__(spec, "options", spec.options + extra)  # the one table, grown by the registry
 

@@ -170,8 +170,8 @@ def format_help() -> Message:
     # The fallback text (notifications, clients without blocks) lists every usage line; the blocks also say what each
     # does (both together pass Slack's 3,000 characters for the text).
     text = "finetune-bot commands:\n" + "\n".join(s.usage for s in SUBCOMMANDS)
-    # A few subcommands a section: together they would near Slack's 3,000 characters for one.
-    blocks = [_header("finetune-bot"), *[_section("\n\n".join(lines[i:i + 6])) for i in range(0, len(lines), 6)],
+    # One section a subcommand: evenly spaced wherever it is shown (together they would pass 3,000 characters).
+    blocks = [_header("finetune-bot"), *[_section(line) for line in lines],
               _context("Options are `key=value` words after the id, e.g. "
                        "`/finetune start file-abc123 suffix=support-bot epochs=3`.")]
     return _message(text, blocks)

@@ -58,6 +58,7 @@ class SlackFailure(Exception):
         self.ambiguous = ambiguous  # Slack may have posted although we got no answer
 
 
+UNREACHABLE = "unreachable: "  # a reply that never reached Slack: Slack refused nothing
 STOPPING = "The bot is restarting, so I stopped fetching the file; try again in a moment."
 
 
@@ -146,17 +147,20 @@ class SlackGateway:
         refusal = self._send_reply(response_url, kwargs)
         if refusal is None:
             return True
+        if refusal.startswith(UNREACHABLE):
+            log.warning("could not reach Slack to send a reply (%s)", refusal.removeprefix(UNREACHABLE))
+            return False
         log.warning("Slack refused a reply (%s); sending a short one instead", refusal)
         short = {"text": kwargs["text"][:2000] + f"\n(I couldn't show the full answer: Slack said {refusal}.)",
                  "response_type": "ephemeral", "replace_original": False}
         return self._send_reply(response_url, short) is None
 
     def _send_reply(self, response_url: str, kwargs: dict) -> str | None:
-        """None when Slack took the reply, else why not."""
+        """None when Slack took the reply, else why not (starting with UNREACHABLE when Slack was never reached)."""
         try:
             response = WebhookClient(response_url, timeout=10, retry_handlers=[]).send(**kwargs)
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-            return f"connection error ({type(exc).__name__})"
+            return f"{UNREACHABLE}{type(exc).__name__}"
         body = (response.body or "").strip()
         refused = '"ok":false' in body.replace(" ", "")
         if response.status_code == 200 and not refused:

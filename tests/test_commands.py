@@ -132,5 +132,15 @@ def test_amounts_take_thousands_separators_only_where_they_belong():
     usd = BY_NAME["settings"].options[5]
     assert usd.name == "confirm_above"
     assert usd.convert("1,000.50") == 1000.5 and usd.convert("$250") == 250 and usd.convert("off") == "off"
-    for raw in ("1,0,0", "10,00", ",100", "1,000,00", "1.005"):
+    assert usd.convert("0.001") == 0.001  # (a sandbox start's estimate is under a cent)
+    for raw in ("1,0,0", "10,00", ",100", "1,000,00", "1.00005"):
         assert usd.convert(raw) is None, raw
+
+
+
+def test_help_and_usage_name_each_option_once():
+    """Issue 29: `learning_rate` appeared twice in help and in every start usage error (two shapes declare it)."""
+    parse("help")  # (the shapes' options are taken in)
+    usage = BY_NAME["start"].usage
+    assert usage.count("learning_rate=") == 1 and usage.count("lora_rank=") == 1 and usage.count("lora=") == 1
+    assert html.unescape(format_help().text).count("[learning_rate=") == 1

@@ -478,3 +478,23 @@ def test_an_old_interrupted_start_is_told_by_direct_message(bot, slack, provider
     assert job["id"] in dm["text"] and not [r for r in slack.responses if r["url"].endswith("/old")]
     # It ended while nobody followed it: the channel is owed the outcome (the sender was woken to post it).
     assert wait_until(lambda: [p for p in slack.posted if p["channel"] == "C0GENERAL" and job["id"] in p["text"]])
+
+
+def test_a_reply_that_never_reached_slack_does_not_blame_slack(caplog):
+    """Issue 29: "Slack refused a reply (connection error …)" blamed Slack for a refused connection."""
+    from slack_sdk import WebClient
+
+    from bot.messages import format_note
+    from bot.slack import SlackGateway
+
+    gateway = SlackGateway(WebClient(token="xoxb-test", base_url="http://127.0.0.1:9/api/"))
+    with caplog.at_level(logging.WARNING):
+        assert gateway.reply("http://127.0.0.1:9/commands/T/1/x", format_note("hi")) is False
+    assert "could not reach Slack to send a reply" in caplog.text and "Slack refused" not in caplog.text
+
+
+def test_providers_say_what_they_cannot_do_in_words_that_hold(server, slack):
+    """Issue 29: OpenAI "Cannot: price estimates" while every start there shows one (the bot's): it has no estimate
+    of its own."""
+    said = everything_said(ask(server, slack, "providers"))
+    assert "price estimates of its own" in said and "Cannot: price estimates," not in said

@@ -244,7 +244,7 @@ class Capabilities:
         """What the provider can do (or, with present=False, cannot), in words."""
         names = {"pause_resume": "pause and resume", "chat": "trying models", "metadata": "job metadata",
                  "events": "events", "metrics": "training metrics", "progress": "progress", "webhooks": "webhooks",
-                 "price_estimate": "price estimates"}
+                 "price_estimate": "price estimates of its own"}
         has = {f.name: bool(getattr(self, f.name)) for f in fields(self)}
         has["progress"] = has["progress"] or has["metrics"]  # training metrics say how far a run has come, too
         return [names[name] for name, value in has.items() if value is present]
