@@ -236,6 +236,9 @@ MUTATIONS = [
     ("a stop waits out the downloads", "bot/app.py", "        self.services.slack.stop_downloads()\n", "", "tests/test_hardening.py -k trickling_from_slacks"),
     ("unsigned bodies read whole", "bot/web.py", '            if self.path == "/slack/events" and not (', "            if False and not (", "tests/test_front_door.py -k unsigned_bodies"),
     ("no budget for the bodies held at once", "bot/web.py", "        if self.server.buffered + size > self.server.buffer_budget:", "        if False:", "tests/test_front_door.py -k well_shaped"),
+    ("a follower's watchdog=cancel cancels another's job", "bot/watchdog.py", '    return any(f["watchdog"] == "cancel" and f["origin"] == "start" for f in followers)', '    return any(f["watchdog"] == "cancel" for f in followers)', "tests/test_watchdog.py -k only_follows"),
+    ("Together's total_price of 0 read as $0", "bot/providers/together_shape.py", "    return total_price / 1e9 if isinstance(total_price, (int, float)) and total_price > 0 else None", "    return total_price / 1e9 if isinstance(total_price, (int, float)) else None", "tests/test_spend.py -k zero_is_not"),
+    ("overfitting without the training loss falling", "bot/watchdog.py", '                and both[-1]["train_loss"] < both[0]["train_loss"]):', "                ):", "tests/test_watchdog.py -k training_loss_to_have"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 

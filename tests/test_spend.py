@@ -495,3 +495,18 @@ def test_a_refused_start_gives_its_reservation_back(settings, provider, slack, m
     provider.refuse_new_jobs = None
     assert "Started fine-tuning job" in bot.services.jobs.run(Command("start", {"training_file": SAMPLE_FILE_ID}),
                                                               caller).text
+
+
+def test_togethers_total_price_of_zero_is_not_yet_billed_never_free(both, together, slack, make_bot):
+    """Issue 29: Together's `total_price` is 0 until the run is billed: unknown, not $0."""
+    from bot.providers.together_shape import _billed
+
+    assert _billed(0) is None and _billed(12_340_000_000) == 12.34
+    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    job = together.add_job(status="running")
+    bot.services.store.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T",
+                              user_id="U0ALICE", origin="start")
+    together.set_status(job["id"], "completed", total_price=0, token_count=2_000_000)
+    bot.services.poller.run_once()
+    [posted] = wait_until(lambda: (bot.services.sender.deliver_due(), slack.outcomes_in("C0GENERAL"))[1])
+    assert "$0.00" not in everything_said(posted) and "cost not reported" in posted["text"]

@@ -465,3 +465,28 @@ def test_a_jobs_absurd_numbers_are_unknown_and_its_long_text_cut():
     assert (point.total_steps, point.percent, point.epoch) == (None, None, None) and math.isnan(point.train_loss)
     with pytest.raises(ValueError):
         MetricPoint(10**30)
+
+
+# -- guards no test noticed (issue 29) -------------------------------------------------------------------------------
+
+
+def test_a_channel_that_only_follows_a_job_cannot_have_it_cancelled(server, slack, provider, bot):
+    """`watchdog=cancel` is the starting channel's say: a channel that merely follows someone's job (here with
+    watchdog=cancel) is warned, and the job is not cancelled."""
+    eager(bot)
+    job_id = _running_card(server, slack, provider, bot)  # started from #general (watchdog=warn)
+    ask(server, slack, f"subscribe {job_id}", channel="C0FOLLOWER")
+    ask(server, slack, "settings watchdog=cancel", channel="C0FOLLOWER")
+    provider.report(job_id, 5, 1.0)
+    watch(bot)
+    provider.report(job_id, 6, math.nan)
+    watch(bot)
+    assert delivered_warnings(bot, slack, "C0FOLLOWER")
+    assert provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST") == []
+
+
+def test_overfitting_needs_the_training_loss_to_have_fallen():
+    """Validation loss rising with training loss flat is not overfitting (the run is not learning the training set
+    better while it gets worse elsewhere)."""
+    assert kinds(readings([1.4, 1.4, 1.4, 1.4], [1.50, 1.55, 1.62, 1.70])) == []
+    assert kinds(readings([1.4, 1.3, 1.2, 1.1], [1.50, 1.55, 1.62, 1.70])) == ["overfitting"]
