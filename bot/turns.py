@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable
 
 from storage import DB_ERRORS, Store
@@ -21,6 +22,8 @@ class Turns:
         self.store = store
         self.worker = worker_id
         self.held: set[str] = set()
+        self._away = False  # the database could not be asked: said once when it goes, once when it is back
+        self._away_lock = threading.Lock()
 
     def one_at_a_time(self, name: str, task: Callable[[], object], *, hold: float) -> Callable[[], object]:
         """`task`, run only by the process holding the turn `name` (taken, or kept, for `hold` seconds)."""
@@ -45,8 +48,17 @@ class Turns:
                 mine = holder is not None and _died_here(holder) and self.store.take_turn(
                     name, self.worker, hold=hold, from_holder=holder)
         except DB_ERRORS as error:
-            log.warning("could not ask the database whose turn %s is (%s); skipping it this time", name, error)
-            mine = False
+            with self._away_lock:
+                said, self._away = self._away, True
+            if not said:  # (every task asks every interval: two lines a second at a 1 s interval, once)
+                log.warning("could not ask the database whose turn %s is (%s); the scheduled work waits until it "
+                            "answers, and says so once it does", name, error)
+            self.held.discard(name)
+            return False
+        with self._away_lock:
+            back, self._away = self._away, False
+        if back:
+            log.info("the database answers again; the scheduled work goes on")
         (self.held.add if mine else self.held.discard)(name)
         return mine
 

@@ -252,3 +252,39 @@ def test_three_replicas_keep_every_promise_through_a_kill_and_a_fresh_start(post
         assert all(gap >= 0.9 for gap in bursts), (channel, bursts)
     print(f"\nprovider reads per second, 50 running jobs: one replica {with_one:.1f}, three {with_three:.1f}")
     assert with_one >= 2 and with_three <= 1.5 * with_one  # (one list a cycle, every 0.2 s; not one per replica)
+
+
+def test_the_database_going_away_is_said_once_and_its_return_once(tmp_path, caplog):
+    """Issue 29: during a 20 s outage each replica logged 32 lines of 'could not ask the database whose turn poll
+    is' (two a second at a 1 s interval); the README promises one when it goes and one when it is back."""
+    import logging
+    import sqlite3
+
+    from bot.turns import Turns
+    from storage import Store
+
+    store = Store(str(tmp_path / "t.db"))
+    turns = Turns(store, "worker-1")
+    take = store.take_turn
+    away = {"now": True}
+
+    def flaky(*args, **kwargs):
+        if away["now"]:
+            raise sqlite3.OperationalError("unable to open database file")
+        return take(*args, **kwargs)
+
+    store.take_turn = flaky
+    ran = []
+    poll = turns.one_at_a_time("poll", lambda: ran.append(1), hold=10)
+    progress = turns.one_at_a_time("progress", lambda: ran.append(2), hold=10)
+    with caplog.at_level(logging.INFO, logger="bot.turns"):
+        for _ in range(40):
+            poll()
+            progress()
+        away["now"] = False
+        for _ in range(5):
+            poll()
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.turns"]
+    assert len(said) == 2 and "could not ask the database" in said[0] and "answers again" in said[1], said
+    assert ran == [1] * 5
+    store.close()
