@@ -230,6 +230,11 @@ class AnnouncementSender:
             # one made is the job's latest state only if no older drawing can land after it.
             self.store.release(key, self.worker_id, at=self.clock() + CHANNEL_SPACING)
             return
+        if row["kind"] == "progress":
+            older = self.store.older_reply_held(row)
+            if older is not None:  # an earlier state's reply is still to go: this one goes after it
+                self.store.release(key, self.worker_id, at=max(older, self.clock()) + IN_HAND_SLACK)
+                return
         if row["uncertain"] and row["kind"] == "progress":
             # At most once: a progress reply that may have landed is not worth a second one.
             self.store.mark_skipped(key, self.worker_id, "an earlier attempt may have posted it")

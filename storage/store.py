@@ -586,6 +586,16 @@ class Store:
 
     # -- the outbox --------------------------------------------------------------------------------
 
+    def older_reply_held(self, row: dict) -> float | None:
+        """When the oldest thread reply of this row's job and channel queued before it is due, if one is still to be
+        sent: replies go in the order they were queued (a later state's never before an earlier one's)."""
+        order = self._queue_order
+        rows = self._rows(
+            f"SELECT min(next_attempt_at) AS at FROM announcements WHERE provider = ? AND job_id = ? AND channel_id = ?"
+            f" AND kind = 'progress' AND state IN ('pending', 'sending') AND {order} < (SELECT {order} FROM"
+            " announcements WHERE key = ?)", (row["provider"], row["job_id"], row["channel_id"], row["key"]))
+        return rows[0]["at"] if rows and rows[0]["at"] is not None else None
+
     def due_announcements(self, *, limit: int) -> list[dict]:
         """Announcements due now (or whose holder's lease has ended), oldest first. Nothing is claimed yet."""
         now = self._clock()

@@ -240,6 +240,7 @@ MUTATIONS = [
     ("Together's total_price of 0 read as $0", "bot/providers/together_shape.py", "    return total_price / 1e9 if isinstance(total_price, (int, float)) and total_price > 0 else None", "    return total_price / 1e9 if isinstance(total_price, (int, float)) else None", "tests/test_spend.py -k zero_is_not"),
     ("overfitting without the training loss falling", "bot/watchdog.py", '                and both[-1]["train_loss"] < both[0]["train_loss"]):', "                ):", "tests/test_watchdog.py -k training_loss_to_have"),
     ("the database's absence said every interval", "bot/turns.py", "            if not said:  # (every task asks every interval: two lines a second at a 1 s interval, once)", "            if True:", "tests/test_replicas.py -k said_once_and_its_return"),
+    ("a later state's reply passes an earlier one", "bot/delivery.py", "            if older is not None:  # an earlier state's reply is still to go: this one goes after it", "            if False:", "tests/test_cards.py -k earlier_state_never"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
 ]
 

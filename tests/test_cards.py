@@ -829,3 +829,24 @@ def test_a_reply_waiting_its_turn_holds_back_no_outcome(desk, provider, slack, c
     desk.sender._deliver(rows["progress"], DeliveryReport())  # the reply must wait its turn...
     outcome = desk.store.announcement(rows["announcement"]["key"])
     assert outcome["next_attempt_at"] <= clock.now  # ...and holds the outcome back with it no more
+
+
+def test_a_reply_about_an_earlier_state_never_comes_after_a_later_ones(desk, provider, slack, clock):
+    """Issue 29: a thread showed "pending → running", then progress, then "validating": a reply held back (waiting for
+    its card, for Slack, for the channel's pace) was passed by the replies queued after it. A reply now waits for
+    every older one of its job in its channel."""
+    job = provider.add_job(status="validating_files")
+    desk.follow(job)
+    desk.sender.deliver_due()  # the card
+    provider.set_status(job["id"], "queued")
+    desk.poller.run_once()  # the first status reply, queued...
+    with desk.store.engine.transaction() as db:  # ...and held back for a while (whatever the reason)
+        db.conn.execute("UPDATE announcements SET next_attempt_at = ? WHERE kind = 'progress'", (clock.now + 20,))
+    provider.set_status(job["id"], "running")
+    desk.poller.run_once()  # a later state's reply, due at once
+    for _ in range(40):
+        clock.now += 1
+        desk.sender.deliver_due()
+    replies = [r["text"] for r in slack.thread("C1", desk.card()["ts"])]
+    said = [text.split(": ", 1)[1] for text in replies if text.startswith("Status of")]
+    assert said == ["validating_files → queued", "queued → running"], replies
