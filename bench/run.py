@@ -980,7 +980,7 @@ def main() -> None:
             bench_estimate(workdir, 10 if args.small else 100)
         if "move" in chosen:
             for target in ("together", "fireworks"):
-                bench_move(workdir, (2, 5) if args.small else (10, 100), target)
+                bench_move(workdir, (2,) if args.small else (10, 100), target)
         if "watchdog" in chosen:
             bench_watchdog(workdir, 30 if args.small else 300, 3 if args.small else 8)
         if "cards" in chosen:

@@ -75,7 +75,7 @@ class Conversion:
             elif kind == "message":
                 extra = ""
                 if key == "weight" and self.counts["weight_zero"]:
-                    extra = (f"; {self.counts['weight_zero']:,} had weight 0, which OpenAI did not train on and the "
-                             "target will")
+                    extra = (f"; {self.counts['weight_zero']:,} had weight 0, which the source did not train on "
+                             "and the target will")
                 said.append(f"`{key}` removed from {count:,} message(s) (the target does not take it{extra})")
         return said

@@ -52,7 +52,7 @@ class AtRisk:
 
 
 def is_download_refused(error: ProviderError) -> bool:
-    """The provider keeps the file's content to itself (OpenAI: 400 "Not allowed to download files of purpose")."""
+    """The provider keeps the file's content to itself (a 400 "Not allowed to download files of purpose: …")."""
     return error.status in {400, 403} and "not allowed to download" in error.message.lower()
 
 
@@ -163,8 +163,9 @@ class MoveService:
             notes.append(f"Epochs: {options['epochs']}, as {job.id} ran.")
         else:
             notes.append(f"Epochs: {provider_label(target.name)}'s default ({job.id} reported no number).")
-        notes.append("The learning rate is not carried over: providers scale it differently (OpenAI's is a "
-                     "multiplier), so the target's default applies; set `learning_rate=` on a start to choose.")
+        notes.append("The learning rate is not carried over: providers scale it differently (one a multiplier of its "
+                     "own default, another an absolute rate), so the target's default applies; set `learning_rate=` "
+                     "on a start to choose.")
         return notes
 
     def _carry_out(self, caller: Caller, move: dict, job: Job, source: FineTuningProvider,

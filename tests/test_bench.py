@@ -83,5 +83,5 @@ def test_bench_moves_a_training_file_to_together_and_fireworks():
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     for target in ("together", "fireworks"):
-        assert float(figures[f"move_{target}_5mb_uploaded_mb"]) == 5.0
-        assert {f"move_{target}_2mb_peak_rss_mb", f"move_{target}_5mb_seconds"} <= set(figures)
+        assert float(figures[f"move_{target}_2mb_uploaded_mb"]) == 2.0
+        assert {f"move_{target}_2mb_peak_rss_mb", f"move_{target}_2mb_seconds"} <= set(figures)
