@@ -860,3 +860,43 @@ def test_downloads_trickling_from_slacks_own_host_hold_neither_the_commands_nor_
         assert wait_until(lambda: any("restarting" in json.dumps(slack.views[f["id"]]["blocks"]) for f in forms), 5)
     finally:
         server.close()
+
+
+def test_a_hundred_moves_leave_files_threads_and_connections_flat(make_bot, both, provider, together):
+    """Per move: a file streamed from one provider through a spool, checked, uploaded to another (through a
+    temporary file, as Together's SDK reads from disk), a job started and linked."""
+    import json as _json
+
+    from bot.commands import Command
+    from bot.jobs import Caller
+
+    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    store, moves = bot.services.store, bot.services.moves
+    caller = Caller("T", "C0GENERAL", "U0ALICE")
+
+    def moved(n: int) -> None:
+        content = "".join(_json.dumps({"messages": [{"role": "user", "content": f"q{n}.{i}"},
+                                                    {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                          for i in range(12)).encode()
+        provider.add_file(f"file-move{n}", f"m{n}.jsonl", content)
+        job = provider.add_job(status="succeeded")
+        with provider.lock:
+            provider.jobs[job["id"]]["training_file"] = f"file-move{n}"
+        answer = moves.run(Command("move", {"job_id": job["id"], "to": "together"}), caller)
+        assert "Started fine-tuning job" in answer.text, answer.text
+
+    for n in range(10):  # warm up
+        moved(n)
+    gc.collect()
+    files, threads, connections, rss = _open_files(), threading.active_count(), store.connections(), _rss_mb()
+    for n in range(10, 110):
+        moved(n)
+    gc.collect()
+    print(f"\nmove soak, 100 moves: open files {files} -> {_open_files()}, threads {threads} -> "
+          f"{threading.active_count()}, connections {connections} -> {store.connections()}, RSS {rss:.1f} -> "
+          f"{_rss_mb():.1f} MB")
+    assert len(store.engine.rows("SELECT 1 FROM moves WHERE state = 'started'")) == 110
+    assert store.connections() <= connections
+    assert wait_until(lambda: threading.active_count() <= threads, 5)
+    assert _open_files() <= files + 2
+    assert _rss_mb() - rss < 25
