@@ -47,15 +47,19 @@ class MoveStore:
             stale = ((found["state"] == PREPARING and (found["lease_until"] or 0) <= now and not db.conn.execute(
                 "SELECT 1 FROM start_intents WHERE move_id = ? AND (state = 'pending' OR state LIKE 'reconciling:%')",
                 (found["id"],)).fetchone())
-                     or (found["state"] == HELD and (found["updated_at"] or 0) <= now - HOLD_SECONDS))
+                     or (found["state"] == HELD and (found["updated_at"] or 0) <= now - HOLD_SECONDS)
+                     # A move whose job failed or was cancelled may be made again (with another model, say).
+                     or (found["state"] == STARTED and db.conn.execute(
+                         "SELECT 1 FROM jobs WHERE provider = ? AND id = ? AND state IN ('failed', 'cancelled')",
+                         (target_provider, found["new_job"])).fetchone() is not None))
             if found["state"] not in RETRYABLE and not stale:
                 return False, _read(found)
             db.conn.execute("UPDATE moves SET channel_id = ?, user_id = ?, options = ?, state = ?, note = NULL,"
-                            " updated_at = ?, lease_until = ? WHERE id = ?",
+                            " new_job = NULL, updated_at = ?, lease_until = ? WHERE id = ?",
                             (channel_id, user_id, json.dumps(options), PREPARING, now, now + PREPARE_LEASE_SECONDS,
                              found["id"]))
             return True, _read({**found, "channel_id": channel_id, "user_id": user_id,
-                                "options": json.dumps(options), "state": PREPARING, "note": None})
+                                "options": json.dumps(options), "state": PREPARING, "note": None, "new_job": None})
 
     def take(self, move_id: str, state: str, *, team_id: str) -> bool:
         """Go on with a move in `state` (waiting for its file), once: False when it is not in that state any more

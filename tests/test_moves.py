@@ -612,3 +612,17 @@ def test_a_moves_fallback_text_is_escaped_once():
     message = format_moving(Job(id="ft-a&b", status="succeeded", model="m", provider="openai"), "together", ["n"],
                             started=format_note("Started x & y"))
     assert "ft-a&amp;b" in message.text and "x &amp; y" in message.text and "&amp;amp;" not in message.text
+
+
+def test_a_move_whose_job_failed_may_be_made_again(movers, slack, provider, together):
+    bot, server = movers
+    job = _succeeded_openai_job(provider, _examples())
+    ask(server, slack, f"move {job['id']} to=together")
+    [first] = bot.services.store.moves.moved_to("openai", job["id"])
+    assert "was already moved" in everything_said(ask(server, slack, f"move {job['id']} to=together"))
+    together.set_status(first["new_job"], "error")
+    bot.services.poller.run_once()
+    said = everything_said(ask(server, slack, f"move {job['id']} to=together model=Qwen/Qwen2.5-7B-Instruct"))
+    assert "Started fine-tuning job" in said, said
+    [again] = bot.services.store.moves.moved_to("openai", job["id"])
+    assert again["new_job"] != first["new_job"] and len(_posts(together, "/v1/fine-tunes")) == 2
