@@ -790,17 +790,23 @@ def test_a_hundred_and_fifty_held_starts_estimated_and_released_leave_files_thre
         started, decided = jobs.release(caller, hold_id, "start")
         assert decided["state"] == "started" and "Started fine-tuning job" in started.text
 
-    for n in range(20):  # warm up
-        held_and_released(n)
+    _stays_flat(held_and_released, store, warm=20, runs=150,
+                label="held-start soak, 150 starts (each file read, held, released)")
+    assert len(provider.requests_to("/content", "GET")) == 170  # every file read once, for its estimate
+
+
+def _stays_flat(step, store, *, warm: int, runs: int, label: str) -> None:
+    """`step(n)` run `warm` times, then `runs` more: open files, threads, the store's connections and memory stay
+    where they were after the warm-up (what a day in production would show)."""
+    for n in range(warm):
+        step(n)
     gc.collect()
     files, threads, connections, rss = _open_files(), threading.active_count(), store.connections(), _rss_mb()
-    for n in range(20, 170):
-        held_and_released(n)
+    for n in range(warm, warm + runs):
+        step(n)
     gc.collect()
-    print(f"\nheld-start soak, 150 starts (each file read, held, released): open files {files} -> {_open_files()}, "
-          f"threads {threads} -> {threading.active_count()}, connections {connections} -> {store.connections()}, "
-          f"RSS {rss:.1f} -> {_rss_mb():.1f} MB")
-    assert len(provider.requests_to("/content", "GET")) == 170  # every file read once, for its estimate
+    print(f"\n{label}: open files {files} -> {_open_files()}, threads {threads} -> {threading.active_count()}, "
+          f"connections {connections} -> {store.connections()}, RSS {rss:.1f} -> {_rss_mb():.1f} MB")
     assert store.connections() <= connections
     assert wait_until(lambda: threading.active_count() <= threads, 5)  # (a stand-in's request thread may be ending)
     assert _open_files() <= files + 2
@@ -885,18 +891,5 @@ def test_a_hundred_moves_leave_files_threads_and_connections_flat(make_bot, both
         answer = moves.run(Command("move", {"job_id": job["id"], "to": "together"}), caller)
         assert "Started fine-tuning job" in answer.text, answer.text
 
-    for n in range(10):  # warm up
-        moved(n)
-    gc.collect()
-    files, threads, connections, rss = _open_files(), threading.active_count(), store.connections(), _rss_mb()
-    for n in range(10, 110):
-        moved(n)
-    gc.collect()
-    print(f"\nmove soak, 100 moves: open files {files} -> {_open_files()}, threads {threads} -> "
-          f"{threading.active_count()}, connections {connections} -> {store.connections()}, RSS {rss:.1f} -> "
-          f"{_rss_mb():.1f} MB")
+    _stays_flat(moved, store, warm=10, runs=100, label="move soak, 100 moves")
     assert len(store.engine.rows("SELECT 1 FROM moves WHERE state = 'started'")) == 110
-    assert store.connections() <= connections
-    assert wait_until(lambda: threading.active_count() <= threads, 5)
-    assert _open_files() <= files + 2
-    assert _rss_mb() - rss < 25
