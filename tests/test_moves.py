@@ -626,3 +626,26 @@ def test_a_move_whose_job_failed_may_be_made_again(movers, slack, provider, toge
     assert "Started fine-tuning job" in said, said
     [again] = bot.services.store.moves.moved_to("openai", job["id"])
     assert again["new_job"] != first["new_job"] and len(_posts(together, "/v1/fine-tunes")) == 2
+
+
+def test_another_workspace_can_neither_see_nor_carry_on_a_move(movers, slack, provider, together):
+    """A move belongs to the workspace that made it: another workspace's same move is its own, and another workspace
+    cannot go on with this one's (its Pick the training file button, its form)."""
+    from bot.sandbox.slack import block_action_body
+
+    bot, server = movers
+    job = _succeeded_openai_job(provider, _examples())
+    provider.withhold("file-moveme")
+    reply = ask(server, slack, f"move {job['id']} to=together")  # (the stand-in's workspace: T0SANDBOX)
+    [button] = [e for b in reply["blocks"] for e in b.get("elements") or () if e.get("action_id") == MOVE_PICK_ACTION]
+    move_id = json.loads(html.unescape(button["value"]))["move"]
+    store = bot.services.store
+    assert store.moves.take(move_id, "needs_file", team_id="T0OTHERTEAM") is False
+    body = block_action_body(MOVE_PICK_ACTION, button["value"], team_id="T0OTHERTEAM",
+                             response_url=slack.response_url("other"))
+    server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+    refused = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/other")])
+    assert "not known here" in refused[-1]["text"] and not [v for v in slack.view_log if v["kind"] == "open"]
+    mine, theirs = store.moves.claim(team_id="T0OTHERTEAM", channel_id="C9", user_id="U9", source_provider="openai",
+                                     source_job=job["id"], target_provider="together", options={})
+    assert mine and theirs["id"] != move_id and store.moves.get(move_id)["state"] == "needs_file"
