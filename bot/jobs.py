@@ -176,8 +176,9 @@ class JobService:
         held_command = {"training_file": training_file, "provider": target.name, "model": model,
                         **{k: v for k, v in given.items() if k != "model" and v is not None},
                         **({"move": move_id} if move_id else {})}
+        settings = self.store.channel_settings(caller.channel_id) if released is None else {}
         if released is None:
-            held = self._hold_if_needed(caller, target.name, estimate, held_command, move_id=move_id)
+            held = self._hold_if_needed(caller, target.name, estimate, held_command, settings, move_id=move_id)
             if held is not None:
                 return held
         approved_by = released.get("approved_by") if released else None
@@ -187,7 +188,7 @@ class JobService:
         request_id = uuid.uuid4().hex
         # The budget is a reservation: admitted, a start's estimate counts against the month at once (before the
         # provider is asked), so starts racing each other cannot all pass a check made before any was recorded.
-        budget = None if released else self.store.channel_settings(caller.channel_id).get("budget")
+        budget = settings.get("budget")  # (none for a released start: it was let go past it)
         try:
             # Written down before the provider is asked: a crash from here on is reconciled at the next start-up.
             refused_at = self.store.record_intent(
@@ -256,11 +257,10 @@ class JobService:
         """Where a job was moved from and to, as its card and status say it."""
         return move_links(self.store.moves.moved_from(provider, job_id), self.store.moves.moved_to(provider, job_id))
 
-    def _hold_if_needed(self, caller: Caller, provider: str, estimate: Estimate, command: dict, *,
-                        move_id: str | None = None) -> Message | None:
+    def _hold_if_needed(self, caller: Caller, provider: str, estimate: Estimate, command: dict, settings: Mapping,
+                        *, move_id: str | None = None) -> Message | None:
         """Hold a start the channel's settings say needs a click (above `confirm_above`, past the month's
         `budget`): kept, not sent, with the figures; None when it may start now."""
-        settings = self.store.channel_settings(caller.channel_id)
         threshold, budget = settings.get("confirm_above"), settings.get("budget")
         if threshold is None and budget is None:
             return None
