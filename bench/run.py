@@ -828,12 +828,13 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
 
 
 def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed: int, *, commands: int = 300,
-                     senders: int = 20, channels: int = 50, finishing: int = 30, draining: int = 200) -> None:
+                     senders: int = 20, channels: int = 50, finishing: int = 30, draining: int = 200,
+                     cycles: int = 5) -> None:
     """One deployment (`label`: SQLite on one host, or PostgreSQL with `replicas` replicas) with `followed` running
     jobs over `channels` channels: the provider's list reads per poll interval (per cycle while a cycle takes less
     than the interval); the announcement latency of `finishing` jobs succeeding at once; then `draining` more
     outcomes (a few per channel) while `commands` slash commands come from `senders` senders spread over the
-    replicas: the acks' p99 and the outbox's drain rate."""
+    replicas: the acks' p99 and the outbox's drain rate. The list reads are counted over `cycles` intervals."""
     interval = 1.0 if followed <= 1000 else 5.0
     with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
         jobs = [provider.add_job(status="running") for _ in range(followed)]
@@ -853,7 +854,7 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
             def lists() -> int:
                 return len([r for r in provider.requests_to("/fine_tuning/jobs", "GET") if r.path.endswith("/jobs")])
 
-            before, window = lists(), interval * 5
+            before, window = lists(), interval * cycles
             time.sleep(window)
             per_cycle = (lists() - before) / (window / interval)
             finished_at = {}
@@ -986,8 +987,9 @@ def main() -> None:
         if "cards" in chosen:
             bench_cards(workdir, hours=args.card_hours)
         if "deploy" in chosen:
-            small = {"commands": args.commands, "senders": args.senders, "channels": 10, "finishing": 5,
-                     "draining": 20} if args.small else {"commands": args.commands, "senders": args.senders}
+            small = {"commands": args.commands, "senders": args.senders}
+            if args.small:
+                small.update(channels=10, finishing=5, draining=20, cycles=3)
             bench_deployments(workdir, [60] if args.small else [int(n) for n in args.deploy_sizes.split(",")],
                               args.database_url, set(args.deploy_kinds.split(",")), **small)
 

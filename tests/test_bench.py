@@ -53,9 +53,11 @@ def test_bench_counts_requests_per_cycle_over_three_providers():
     assert int(figures["three_providers_requests_per_cycle"]) < int(figures["three_providers_naive_requests_per_cycle"])
 
 
-def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgres_server):
+def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgres_url):
+    # (on the session's server: the bench empties the database before each deployment)
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "deploy", "--small", "--commands", "20",
-                             "--senders", "4"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+                             "--senders", "4", "--database-url", postgres_url], cwd=ROOT, capture_output=True,
+                            text=True, timeout=240)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     for label in ("sqlite", "postgresql_1", "postgresql_3"):

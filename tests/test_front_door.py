@@ -126,7 +126,8 @@ def test_malformed_signature_headers_are_a_401_and_at_most_one_log_line(server, 
         answers = [_raw(server.url, {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature})
                    for _ in range(30)]
     assert all(a.startswith(b"HTTP/1.1 401") for a in answers), answers[0][:200]
-    said = [r for r in caplog.records if r.levelno >= logging.INFO]
+    # waitress' own "Task queue depth" warning says the machine was busy, not what we made of the headers
+    said = [r for r in caplog.records if r.levelno >= logging.INFO and r.name != "waitress.queue"]
     assert len(said) <= 1 and not any(r.exc_info for r in caplog.records), [r.getMessage() for r in said]
 
 

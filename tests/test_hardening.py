@@ -767,7 +767,8 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
     from storage.engines import POOL_SIZE
 
     # (the pool keeps up to POOL_SIZE idle connections for reuse: bounded by it, not growing with the cycles)
-    assert store.connections() == 0 and sessions() <= max(server, POOL_SIZE)
+    # (a delivery thread may hold one for the instant it writes: a leaked one would stay checked out)
+    assert wait_until(lambda: store.connections() == 0, 5) and sessions() <= max(server, POOL_SIZE)
     assert threading.active_count() <= threads
     assert _open_files() <= files + 2
     assert _rss_mb() - rss < 25
