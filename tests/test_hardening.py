@@ -769,7 +769,7 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
     # (the pool keeps up to POOL_SIZE idle connections for reuse: bounded by it, not growing with the cycles)
     # (a delivery thread may hold one for the instant it writes: a leaked one would stay checked out)
     assert wait_until(lambda: store.connections() == 0, 5) and sessions() <= max(server, POOL_SIZE)
-    assert threading.active_count() <= threads
+    assert wait_until(lambda: threading.active_count() <= threads, 5)  # (a stand-in's request thread may be ending)
     assert _open_files() <= files + 2
     assert _rss_mb() - rss < 25
 
