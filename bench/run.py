@@ -77,9 +77,9 @@ def env_for(db: str, slack: SlackStandIn, provider: FineTuningSandbox, **extra) 
 def follow(db: str, jobs: list[dict], channel: str = "C0BENCH", *, watchdog: str | None = None) -> None:
     store = Store(db)
     if watchdog:
-        store.set_channel_settings(channel, "U0BENCH", watchdog=watchdog)
+        store.channels.set_channel_settings(channel, "U0BENCH", watchdog=watchdog)
     for job in jobs:
-        store.follow(channel, job, final=False, team_id="T", user_id="U0BENCH", origin="subscribe")
+        store.follows.follow(channel, job, final=False, team_id="T", user_id="U0BENCH", origin="subscribe")
     store.close()
 
 
@@ -558,7 +558,7 @@ def bench_watchdog(workdir: str, running: int = 300, cycles: int = 8) -> None:
                             database_path=os.path.join(workdir, "watchdog.db"))
         store = Store(settings.database_path, clock=lambda: now[0])
         for job in jobs:
-            store.follow("C0BENCH", job, final=False, team_id="T", user_id="U0BENCH", origin="start")
+            store.follows.follow("C0BENCH", job, final=False, team_id="T", user_id="U0BENCH", origin="start")
         watchdog = Watchdog(store, every=settings.metrics_interval_seconds, clock=lambda: now[0],
                             stall_seconds=60 * settings.watchdog_stall_minutes,
                             interval=settings.poll_interval_seconds)
@@ -573,7 +573,7 @@ def bench_watchdog(workdir: str, running: int = 300, cycles: int = 8) -> None:
             took.append(time.perf_counter() - started)
             per_cycle.append(len(provider.requests_to("/events", "GET")) - before)
             now[0] += settings.poll_interval_seconds
-        read_at = [r["metrics_read_at"] for r in store._rows("SELECT metrics_read_at FROM jobs")]
+        read_at = [r["metrics_read_at"] for r in store.engine.rows("SELECT metrics_read_at FROM jobs")]
         poller.close()
         store.close()
     say("watchdog_running_jobs", running)
@@ -596,7 +596,8 @@ def bench_try(workdir: str, tries: int = 20) -> None:
                             database_path=os.path.join(workdir, "try.db"))
         store = Store(settings.database_path)
         providers = registry.configured(settings)
-        store.follow("C0BENCH", {"id": job["id"], "provider": "openai", "status": "succeeded", "model": job["model"],
+        store.follows.follow("C0BENCH", {"id": job["id"], "provider": "openai", "status": "succeeded",
+                                         "model": job["model"],
                                  "fine_tuned_model": job["fine_tuned_model"]}, final=True, team_id="T",
                      user_id="U0BENCH", origin="subscribe")
         trying = TryService(providers, store, None, None, max_tokens=256, max_prompt_chars=4000,
@@ -648,9 +649,9 @@ def bench_cards(workdir: str, hours: float = 2.0, step_seconds: int = 10, poll_s
                                         sleep=clock.sleep)
             poller = Poller(OpenAIProvider(build_client(settings), sleep=lambda s: None), store,
                             interval=poll_seconds)
-            store.set_channel_settings("C0BENCH", "U0BENCH", progress_minutes=minutes)
+            store.channels.set_channel_settings("C0BENCH", "U0BENCH", progress_minutes=minutes)
             job = provider.add_job(status="queued")
-            store.follow("C0BENCH", job, final=False, team_id="T", user_id="U0BENCH", origin="start", card=True)
+            store.follows.follow("C0BENCH", job, final=False, team_id="T", user_id="U0BENCH", origin="start", card=True)
             sender.deliver_due()
             provider.set_status(job["id"], "running")
             started, per_minute = clock.now, {}
@@ -782,7 +783,7 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
             db = os.path.join(workdir, f"announce-busy{run}.db")
             store = Store(db)
             for k, job in enumerate(jobs):  # job k in channel k % channels
-                store.follow(f"C0BUSY{k % channels}", job, final=False, team_id="T", user_id="U0BENCH",
+                store.follows.follow(f"C0BUSY{k % channels}", job, final=False, team_id="T", user_id="U0BENCH",
                              origin="subscribe", card=True)
             store.close()
             proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)))
@@ -840,7 +841,8 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
         jobs = [provider.add_job(status="running") for _ in range(followed)]
         store = Store(db)
         for k, job in enumerate(jobs):
-            store.follow(f"C0DEP{k % channels}", job, final=False, team_id="T", user_id="U0BENCH", origin="subscribe")
+            store.follows.follow(f"C0DEP{k % channels}", job, final=False, team_id="T", user_id="U0BENCH",
+                                 origin="subscribe")
         store.close()
         procs = []
         for n in range(replicas):

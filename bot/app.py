@@ -219,7 +219,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     # Rows from before jobs were named by provider came from the one OpenAI-shaped provider configured then:
     # Azure OpenAI when its endpoint was set, OpenAI otherwise.
     legacy = "azure" if settings.azure_openai_endpoint and not settings.sandbox else "openai"
-    if legacy in providers and store.adopt_unnamed(legacy):
+    if legacy in providers and store.follows.adopt_unnamed(legacy):
         log.info("jobs recorded before providers were named now belong to %s", legacy)
     slack_client = slack_client or WebClient(
         token=settings.slack_bot_token, base_url=settings.slack_api_url,
@@ -259,7 +259,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         data=DataService(slack, jobs, providers, store, background=downloads,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate,
                          download_deadline_seconds=settings.download_deadline_seconds),
-        charts=ChartService(providers, jobs, slack, quiet=lambda: not store.outcomes_waiting()),
+        charts=ChartService(providers, jobs, slack, quiet=lambda: not store.outbox.outcomes_waiting()),
         trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
                           max_prompt_chars=settings.try_max_prompt_chars,
                           max_file_bytes=settings.max_training_file_bytes, background=background,

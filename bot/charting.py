@@ -203,7 +203,7 @@ class ChartService:
             return
         try:
             owner = self.providers.get(row.get("provider") or "openai")
-            stored = self.jobs.store.job(row["job_id"], owner.name)  # as announced: no need to ask again
+            stored = self.jobs.store.follows.job(row["job_id"], owner.name)  # as announced: no need to ask again
             job = Job.from_row(stored) if stored else owner.retrieve(row["job_id"])
             self.share(owner, job, row["channel_id"], thread_ts=ts)
         except Exception:  # noqa: BLE001 - best effort after the announcement itself went out

@@ -69,7 +69,7 @@ class DataService:
         move's."""
         target = self.providers.get(provider)
         # Who opens it, where, and for which provider: what the submission and the report's button are judged by.
-        form_id = self.store.record_form(DATA_FORM, user_id=caller.user_id, team_id=caller.team_id,
+        form_id = self.store.forms.record_form(DATA_FORM, user_id=caller.user_id, team_id=caller.team_id,
                                          channel_id=caller.channel_id, provider=target.name,
                                          job_id=move["id"] if move else None)
         metadata = json.dumps({"mode": mode, "provider": target.name, "form": form_id})
@@ -125,7 +125,7 @@ class DataService:
         form = self.read_form((view.get("state") or {}).get("values") or {})
         if isinstance(form, dict):
             return {"response_action": "errors", "errors": form}, None
-        claim, opened = self.store.claim_form(str(meta.get("form") or ""), DATA_FORM, user_id)
+        claim, opened = self.store.forms.claim_form(str(meta.get("form") or ""), DATA_FORM, user_id)
         if opened is None:
             return {"response_action": "errors", "errors": {"training": FORM_REFUSALS[claim]}}, None
         meta.update(_origin(opened))
@@ -184,11 +184,11 @@ class DataService:
         """Upload the checked file (and for a start, create the job the channel then follows). Once per modal."""
         meta = _metadata(view)
         view_id = str(view.get("id"))
-        opened = self.store.form(str(meta.get("form") or ""), DATA_FORM)
+        opened = self.store.forms.form(str(meta.get("form") or ""), DATA_FORM)
         if opened is None or opened["user_id"] != user_id:
             return  # not a form this bot opened for this person: nothing to carry out
         meta.update(_origin(opened))
-        if not self.store.first_sight_of_trigger(f"data-confirm:{view_id}"):
+        if not self.store.replays.first_sight_of_trigger(f"data-confirm:{view_id}"):
             return  # a second click on the same report: the first is being (or was) carried out
         self.background.submit(self._guarded, self._confirm, view_id, meta, user_id)
 

@@ -112,7 +112,7 @@ class AnnouncementSender:
         try:
             while not self._stopping.is_set() and self.clock() - started < RUN_LIMIT:
                 self._again.clear()
-                rows = self.store.due_announcements(limit=self.batch)
+                rows = self.store.outbox.due_announcements(limit=self.batch)
                 fetched = self.clock()
                 others = 0
                 for row in rows:
@@ -128,7 +128,7 @@ class AnnouncementSender:
                     break  # everything due is other processes' to post
                 if rows or self._again.is_set():
                     continue
-                due = self.store.next_due()
+                due = self.store.outbox.next_due()
                 wait = None if due is None else due - self.clock()
                 if wait is None or wait > WAIT_FOR_NEXT:
                     break
@@ -170,7 +170,7 @@ class AnnouncementSender:
         free = [f"channel:{c}" for c in self._channel_turns if self._held_until.get(c, 0) <= now]
         self._channel_turns.clear()
         if free:
-            self.store.end_turns(self.worker_id, free)
+            self.store.leases.end_turns(self.worker_id, free)
 
     def _channel_turn(self, channel: str) -> bool:
         """Whether this process may post in `channel` now (it holds the channel's turn, taken or kept here)."""
@@ -178,7 +178,8 @@ class AnnouncementSender:
         if self._channel_turns.get(channel, 0) - now > CHANNEL_TURN_RENEW:
             return True
         held_until = self._held_until.get(channel, 0)
-        if self.store.take_turn(f"channel:{channel}", self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until):
+        if self.store.leases.take_turn(f"channel:{channel}", self.worker_id, hold=CHANNEL_TURN,
+                                       at_least_until=held_until):
             self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)
             return True
         self._channel_turns.pop(channel, None)
@@ -211,33 +212,33 @@ class AnnouncementSender:
         if not_before > self.clock() and not yields:
             # Its turn comes at Slack's pace (no claim, no attempt): posts at a post a second, card edits (chat.update,
             # a rate tier of its own) at an edit a second, neither waiting for the other.
-            self.store.defer_channel(channel, not_before, kinds=DEFERRED_WITH.get(due["kind"], POSTS))
+            self.store.outbox.defer_channel(channel, not_before, kinds=DEFERRED_WITH.get(due["kind"], POSTS))
             return
-        row = self.store.claim(due["key"], self.worker_id, lease_seconds=self.lease_seconds)
+        row = self.store.outbox.claim(due["key"], self.worker_id, lease_seconds=self.lease_seconds)
         if row is None:
             return  # another process took it, or it was sent meanwhile
         key = row["key"]
         if row["kind"] != "card":
-            card = self.store.card(channel, row["job_id"], row["provider"])
+            card = self.store.cards.card(channel, row["job_id"], row["provider"])
             if card is not None and card["state"] in {"pending", "sending"}:
                 # The card goes first: an outcome or edit before it would have no thread or nothing to edit.
                 held = card["lease_until"] if card["state"] == "sending" else card["next_attempt_at"]
                 at = max(held or 0, self.clock()) + CHANNEL_SPACING
-                self.store.release(key, self.worker_id, at=at)
+                self.store.outbox.release(key, self.worker_id, at=at)
                 return
-        if row["kind"] == "card_update" and self.store.card_edit_in_flight(row, self.clock()):
+        if row["kind"] == "card_update" and self.store.cards.card_edit_in_flight(row, self.clock()):
             # One edit of a card at a time, across processes: each draws the job as it is when made, so the last
             # one made is the job's latest state only if no older drawing can land after it.
-            self.store.release(key, self.worker_id, at=self.clock() + CHANNEL_SPACING)
+            self.store.outbox.release(key, self.worker_id, at=self.clock() + CHANNEL_SPACING)
             return
         if row["kind"] == "progress":
-            older = self.store.older_reply_held(row)
+            older = self.store.outbox.older_reply_held(row)
             if older is not None:  # an earlier state's reply is still to go: this one goes after it
-                self.store.release(key, self.worker_id, at=max(older, self.clock()) + IN_HAND_SLACK)
+                self.store.outbox.release(key, self.worker_id, at=max(older, self.clock()) + IN_HAND_SLACK)
                 return
         if row["uncertain"] and row["kind"] == "progress":
             # At most once: a progress reply that may have landed is not worth a second one.
-            self.store.mark_skipped(key, self.worker_id, "an earlier attempt may have posted it")
+            self.store.outbox.mark_skipped(key, self.worker_id, "an earlier attempt may have posted it")
             return
         if row["uncertain"] and row["kind"] != "card_update":  # (an edit is safe to make twice)
             try:
@@ -251,13 +252,13 @@ class AnnouncementSender:
                 return
             if ts is not None:
                 if row["kind"] == "card":
-                    self.store.set_card(channel, row["job_id"], row["provider"], ts=ts)
-                self.store.mark_sent(key, self.worker_id, ts)
+                    self.store.cards.set_card(channel, row["job_id"], row["provider"], ts=ts)
+                self.store.outbox.mark_sent(key, self.worker_id, ts)
                 report.found_already_posted += 1
                 return
-        stored = self.store.job(row["job_id"], row["provider"])
+        stored = self.store.follows.job(row["job_id"], row["provider"])
         if stored is None:
-            self.store.mark_failed(key, self.worker_id, "the job is no longer known to this bot")
+            self.store.outbox.mark_failed(key, self.worker_id, "the job is no longer known to this bot")
             report.failed += 1
             return
         try:
@@ -268,7 +269,7 @@ class AnnouncementSender:
         if sent is None:
             return  # settled without a post (nothing to edit, or nowhere to show it)
         ts, thread_root = sent
-        if self.store.mark_sent(key, self.worker_id, ts):
+        if self.store.outbox.mark_sent(key, self.worker_id, ts):
             self.on_sent(row, thread_root)
         report.sent += 1
         log.info("delivered %s (%s) in %s", key, row["kind"], channel)
@@ -276,7 +277,7 @@ class AnnouncementSender:
     # -- each kind of row: the Slack call it makes, returning (its ts, the thread it belongs to) ---------------
 
     def _subscription(self, row: dict) -> Subscription:
-        settings = self.store.channel_settings(row["channel_id"])
+        settings = self.store.channels.channel_settings(row["channel_id"])
         return Subscription(row["channel_id"], row.get("user_id"), row.get("origin"), bool(settings["mentions"]),
                             outcomes=settings["outcomes"], progress=bool(settings["progress"]))
 
@@ -285,7 +286,7 @@ class AnnouncementSender:
         channel, key = row["channel_id"], row["key"]
         message = self.decorate(format_announcement(job, row["outcome"], self._subscription(row),
                                                     moved_from=self.store.moves.moved_from(job.provider, job.id)))
-        card = self.store.card(channel, row["job_id"], row["provider"])
+        card = self.store.cards.card(channel, row["job_id"], row["provider"])
         if card is not None and card["card_ts"]:
             try:
                 with self._on_card(row):
@@ -299,7 +300,7 @@ class AnnouncementSender:
         return ts, ts
 
     def _send_delivery_problem(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
-        original = self.store.announcement(
+        original = self.store.outbox.announcement(
             f"{row['provider']}:{row['job_id']}:{row['about_channel']}:{row['outcome']}") or {}
         reason = original.get("last_error") or "an error"
         message = self.decorate(format_delivery_problem(job, row["outcome"], row["about_channel"], reason,
@@ -315,34 +316,34 @@ class AnnouncementSender:
 
     def _send_card(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
         ts = self._post(row["channel_id"], self._card(row, job), row["key"])
-        self.store.set_card(row["channel_id"], row["job_id"], row["provider"], ts=ts, revision=revision)
+        self.store.cards.set_card(row["channel_id"], row["job_id"], row["provider"], ts=ts, revision=revision)
         return ts, ts
 
     def _send_card_update(self, row: dict, job: Job, revision: int) -> tuple[str, str] | None:
         channel = row["channel_id"]
-        card = self.store.card(channel, row["job_id"], row["provider"])
+        card = self.store.cards.card(channel, row["job_id"], row["provider"])
         wanted = json.loads(row.get("detail") or "{}").get("revision", revision)
         if card is None or not card["card_ts"]:
-            self.store.mark_skipped(row["key"], self.worker_id, "no card to edit")
+            self.store.outbox.mark_skipped(row["key"], self.worker_id, "no card to edit")
             return None
         if card["card_revision"] >= wanted:
-            self.store.mark_skipped(row["key"], self.worker_id, "the card already shows it")
+            self.store.outbox.mark_skipped(row["key"], self.worker_id, "the card already shows it")
             return None
         message = self._card(row, job)
         with self._on_card(row):
             self._send(channel, message, lambda m: self.slack.update(channel, card["card_ts"], m), row["key"],
                        pace=self._edits_not_before)
-        self.store.set_card(channel, row["job_id"], row["provider"], revision=revision)
+        self.store.cards.set_card(channel, row["job_id"], row["provider"], revision=revision)
         return card["card_ts"], card["card_ts"]
 
     def _send_progress(self, row: dict, job: Job, revision: int) -> tuple[str, str] | None:
         channel = row["channel_id"]
-        card = self.store.card(channel, row["job_id"], row["provider"])
+        card = self.store.cards.card(channel, row["job_id"], row["provider"])
         if card is None or not card["card_ts"]:
-            self.store.mark_skipped(row["key"], self.worker_id, "no card thread to reply in")
+            self.store.outbox.mark_skipped(row["key"], self.worker_id, "no card thread to reply in")
             return None
         if job.final:
-            self.store.mark_skipped(row["key"], self.worker_id, "the job has ended: its outcome says the rest")
+            self.store.outbox.mark_skipped(row["key"], self.worker_id, "the job has ended: its outcome says the rest")
             return None
         message = self.decorate(format_progress(job, json.loads(row.get("detail") or "{}")))
         with self._on_card(row):
@@ -360,7 +361,7 @@ class AnnouncementSender:
         channel = row["channel_id"]
         detail = json.loads(row.get("detail") or "{}")
         message = self.decorate(format_watchdog(job, detail, self._subscription(row)))
-        card = self.store.card(channel, row["job_id"], row["provider"])
+        card = self.store.cards.card(channel, row["job_id"], row["provider"])
         if card is not None and card["card_ts"]:
             with self._on_card(row):
                 return (self._post(channel, message, row["key"], thread_ts=card["card_ts"],
@@ -376,7 +377,7 @@ class AnnouncementSender:
             yield
         except SlackFailure as failure:
             if failure.reason in CARD_GONE_ERRORS:
-                self.store.set_card(row["channel_id"], row["job_id"], row["provider"], ts="")
+                self.store.cards.set_card(row["channel_id"], row["job_id"], row["provider"], ts="")
             raise
 
     def _post(self, channel: str, message: Message, key: str | None, *, thread_ts: str | None = None,
@@ -423,10 +424,10 @@ class AnnouncementSender:
             self._not_before[channel] = max(self._not_before.get(channel, 0), at)
             self._held_until[channel] = max(self._held_until.get(channel, 0), at)
             # The channel stays this process's until then: no other process posts before Slack said it may.
-            self.store.take_turn(f"channel:{channel}", self.worker_id, hold=CHANNEL_TURN, at_least_until=at)
+            self.store.leases.take_turn(f"channel:{channel}", self.worker_id, hold=CHANNEL_TURN, at_least_until=at)
             self._channel_turns[channel] = max(self._channel_turns.get(channel, 0), at)
-            self.store.release(key, self.worker_id, at=at, note=failure.reason)
-            self.store.defer_channel(channel, at)
+            self.store.outbox.release(key, self.worker_id, at=at, note=failure.reason)
+            self.store.outbox.defer_channel(channel, at)
             report.waited += 1
             log.info("Slack asked to wait %.0fs before posting in %s again", failure.retry_after, channel)
             return
@@ -437,13 +438,13 @@ class AnnouncementSender:
         # 2 s, 4 s, 8 s … up to five minutes, with jitter: always longer than a run waits, so each is its own try.
         delay = min(MAX_BACKOFF, 2.0 ** min(row["attempts"] + 2, 10))
         at = self.clock() + delay * random.uniform(0.5, 1.0)
-        self.store.mark_retry(key, self.worker_id, at=at, error=failure.reason, uncertain=failure.ambiguous)
+        self.store.outbox.mark_retry(key, self.worker_id, at=at, error=failure.reason, uncertain=failure.ambiguous)
         report.retried += 1
         log.warning("could not post %s (%s); trying again in %.1fs", key, failure.reason, at - self.clock())
 
     def _fail(self, row: dict, reason: str, report: DeliveryReport) -> None:
         user = row.get("user_id")
         tell = user if row["kind"] == "announcement" and user and user != row["channel_id"] else None
-        self.store.mark_failed(row["key"], self.worker_id, reason, tell=tell)
+        self.store.outbox.mark_failed(row["key"], self.worker_id, reason, tell=tell)
         report.failed += 1
         log.error("giving up on %s in %s: %s", row["key"], row["channel_id"], reason)

@@ -53,8 +53,8 @@ from bot.providers.types import FineTuningProvider, Job, ProviderError, Provider
 from bot.slack import SlackFailure, SlackGateway
 from bot.training_data import dollars
 from storage import DB_ERRORS, Store
+from storage.channels import NotLowered
 from storage.engines import is_transient
-from storage.store import NotLowered
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class JobService:
         held_command = {"training_file": training_file, "provider": target.name, "model": model,
                         **{k: v for k, v in given.items() if k != "model" and v is not None},
                         **({"move": move_id} if move_id else {})}
-        settings = self.store.channel_settings(caller.channel_id) if released is None else {}
+        settings = self.store.channels.channel_settings(caller.channel_id) if released is None else {}
         if released is None:
             held = self._hold_if_needed(caller, target.name, estimate, held_command, settings, move_id=move_id)
             if held is not None:
@@ -191,7 +191,7 @@ class JobService:
         budget = settings.get("budget")  # (none for a released start: it was let go past it)
         try:
             # Written down before the provider is asked: a crash from here on is reconciled at the next start-up.
-            refused_at = self.store.record_intent(
+            refused_at = self.store.replays.record_intent(
                 request_id, team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id,
                 response_url=caller.response_url, training_file=training_file, model=model, suffix=suffix,
                 provider=target.name, estimate=estimate.amount, approved_by=approved_by, move_id=move_id,
@@ -212,7 +212,7 @@ class JobService:
         except ProviderError as error:
             error.provider = error.provider or target.name
             if not error.ambiguous:
-                self.store.finish_intent(request_id, job_id=None, state="refused")
+                self.store.replays.finish_intent(request_id, job_id=None, state="refused")
             # An unconfirmed start stays open: if the job turns up, reconciling follows it and tells the user.
             if error.stopped_taking_jobs:
                 self.stopped[target.name] = (self.clock(), error.message)
@@ -244,13 +244,13 @@ class JobService:
         move = self.store.moves.started(move_id, job.id)
         if move is None:
             return
-        for row in self.store.followers(move["source_job"], move["source_provider"]):
+        for row in self.store.follows.followers(move["source_job"], move["source_provider"]):
             if row["channel_id"] == move["channel_id"]:
                 continue  # (the channel that moved it follows it as its starter)
             origin = "dm" if row["origin"] == "dm" else "subscribe"
-            self.store.follow(row["channel_id"], job.fields(), final=job.final, team_id=row["team_id"] or "",
+            self.store.follows.follow(row["channel_id"], job.fields(), final=job.final, team_id=row["team_id"] or "",
                               user_id=row["user_id"] or "", origin=origin, card=origin != "dm")
-        self.store.redraw_cards(move["source_provider"], move["source_job"])
+        self.store.cards.redraw_cards(move["source_provider"], move["source_job"])
         self.on_queued()
 
     def links(self, provider: str, job_id: str) -> list[str]:
@@ -348,7 +348,7 @@ class JobService:
         job = job or target.retrieve(job_id)
         events = target.events(job_id, limit=5) if target.capabilities.events else []
         self._observe(job)
-        followed = any(f["channel_id"] == caller.channel_id for f in self.store.followers(job_id, target.name))
+        followed = any(f["channel_id"] == caller.channel_id for f in self.store.follows.followers(job_id, target.name))
         return format_job_status(job, events, followed_here=followed, links=self.links(target.name, job.id))
 
     def _list(self, caller: Caller, n: int = 10, provider: str | None = None) -> Message:
@@ -397,11 +397,11 @@ class JobService:
     def _unsubscribe(self, caller: Caller, job_id: str, provider: str | None = None,
                      where: str | None = None) -> Message:
         channel = self.slack.open_dm(caller.user_id) if where == "dm" else caller.channel_id
-        names = [provider] if provider else self.store.providers_of(job_id)
+        names = [provider] if provider else self.store.follows.providers_of(job_id)
         existed = False
         for name in names:
-            card = self.store.card(channel, job_id, name)  # (read first: it goes with the follow)
-            if self.store.unfollow(channel, job_id, name):
+            card = self.store.cards.card(channel, job_id, name)  # (read first: it goes with the follow)
+            if self.store.follows.unfollow(channel, job_id, name):
                 existed = True
                 if card is not None and card["card_ts"]:
                     self._retire_card(channel, card["card_ts"], job_id, name)
@@ -410,7 +410,7 @@ class JobService:
     def _retire_card(self, channel: str, ts: str, job_id: str, provider: str) -> None:
         """A card whose channel stopped following its job says so, rather than showing a status it will no longer
         follow. Best effort: a card left as it was is only out of date."""
-        stored = self.store.job(job_id, provider)
+        stored = self.store.follows.job(job_id, provider)
         if stored is None:
             return
         message = format_card(Job.from_row(stored), Subscription(channel), followed=False,
@@ -429,12 +429,12 @@ class JobService:
                    "progress_minutes": every, "confirm_above": confirm_above, "budget": budget,
                    "watchdog": watchdog}
         if all(value is None for value in changes.values()):
-            return format_settings(self.store.channel_settings(caller.channel_id), changed=False)
+            return format_settings(self.store.channels.channel_settings(caller.channel_id), changed=False)
         # With approvers, the limits that hold a start for them are theirs to raise or switch off: anyone may lower
         # them (a requester must not be able to switch off the approval their start needs).
         only_lower = () if not self.approvers or caller.user_id in self.approvers else MONEY_LIMITS
         try:
-            return format_settings(self.store.set_channel_settings(caller.channel_id, caller.user_id,
+            return format_settings(self.store.channels.set_channel_settings(caller.channel_id, caller.user_id,
                                                                    only_lower=only_lower, **changes), changed=True)
         except NotLowered as refused:
             return format_refusal(
@@ -495,8 +495,9 @@ class JobService:
         except UnknownProvider as unknown:
             return format_unknown_provider(str(unknown), self.providers.names), False
         self._observe(job)
-        row = next((f for f in self.store.followers(job.id, target.name) if f["channel_id"] == caller.channel_id), {})
-        mention = bool(self.store.channel_settings(caller.channel_id)["mentions"])
+        row = next((f for f in self.store.follows.followers(job.id,
+                                                            target.name) if f["channel_id"] == caller.channel_id), {})
+        mention = bool(self.store.channels.channel_settings(caller.channel_id)["mentions"])
         subscription = Subscription(caller.channel_id, row.get("user_id"), row.get("origin"), mention)
         return replace(format_card(job, subscription, followed=bool(row), links=self.links(target.name, job.id)),
                        in_channel=True), True
@@ -544,7 +545,7 @@ class JobService:
         the one of the providers whose ids look like it that knows it (then with the job, already read)."""
         if provider:
             return self.providers.get(provider), None
-        known = [name for name in self.store.providers_of(job_id) if name in self.providers]
+        known = [name for name in self.store.follows.providers_of(job_id) if name in self.providers]
         if known:
             return self.providers.get(known[0]), None
         candidates = self.providers.fitting(job_id)
@@ -562,19 +563,20 @@ class JobService:
 
     def _subscriptions(self, caller: Caller, page: int = 1) -> Message:
         return format_followed(self._follows_page(caller.channel_id, page), title="This channel's subscriptions",
-                               by_dm=self.store.dm_follows(caller.user_id) if page == 1 else ())
+                               by_dm=self.store.follows.dm_follows(caller.user_id) if page == 1 else ())
 
     def _follows_page(self, channel_id: str, page: int) -> FollowsPage:
         """Page 1: running jobs, then the finished ones counted and the latest few. Later pages: the rest."""
-        active, finished = self.store.follow_counts(channel_id)
+        active, finished = self.store.follows.follow_counts(channel_id)
         first = min(active, FOLLOWS_PAGE)
         rest = active + finished - first
         pages = 1 + -(-rest // FOLLOWS_PAGE) if rest > RECENT_FINISHED or active > FOLLOWS_PAGE else 1
         page = min(page, max(pages, 1))
         if page == 1:
-            return FollowsPage(1, pages, active, finished, self.store.channel_follows(channel_id, limit=first),
-                               self.store.channel_follows(channel_id, final=True, limit=RECENT_FINISHED))
-        rows = self.store.channel_follows(channel_id, limit=FOLLOWS_PAGE, offset=first + (page - 2) * FOLLOWS_PAGE)
+            return FollowsPage(1, pages, active, finished, self.store.follows.channel_follows(channel_id, limit=first),
+                               self.store.follows.channel_follows(channel_id, final=True, limit=RECENT_FINISHED))
+        rows = self.store.follows.channel_follows(channel_id, limit=FOLLOWS_PAGE,
+                                                  offset=first + (page - 2) * FOLLOWS_PAGE)
         return FollowsPage(page, pages, active, finished, rows)
 
     # -- shared steps ----------------------------------------------------------------------------------
@@ -588,17 +590,17 @@ class JobService:
                 recorded: Mapping | None = None, finishes: str | None = None) -> tuple[bool, bool]:
         """Follow a job here (closing the start that made it); (whether the follow is new, whether the channel has
         a card of it coming)."""
-        new = self.store.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
+        new = self.store.follows.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
                                 user_id=caller.user_id, origin=origin, card=card, recorded=recorded,
                                 finishes=finishes)
-        carded = card and not job.final and self.store.card(caller.channel_id, job.id, job.provider) is not None
+        carded = card and not job.final and self.store.cards.card(caller.channel_id, job.id, job.provider) is not None
         if carded and new:
             self.on_queued()  # the card goes out now, not at the next scheduled delivery
         return new, carded
 
     def _observe(self, job: Job) -> None:
         """What a command learnt of a followed job counts like a poll: an outcome seen here is announced."""
-        if self.store.record_jobs([(job.fields(), job.outcome)]):
+        if self.store.follows.record_jobs([(job.fields(), job.outcome)]):
             self.on_queued()
 
     def _decorated(self, message: Message) -> Message:
@@ -615,11 +617,11 @@ class JobService:
         """Settle starts left open by a process that died while asking the provider: follow the job if it exists
         and tell the person who typed the command either way. Returns how many were settled."""
         settled = 0
-        for intent in self.store.claim_orphaned_intents(older_than=older_than, worker=worker):
+        for intent in self.store.replays.claim_orphaned_intents(older_than=older_than, worker=worker):
             if (intent.get("provider") or "openai") not in self.providers:
                 log.warning("an interrupted start at %s, which is not configured now, waits until it is",
                             intent.get("provider"))
-                self.store.reopen_intent(intent["request_id"])
+                self.store.replays.reopen_intent(intent["request_id"])
                 continue
             try:
                 owner = self.providers.get(intent.get("provider") or "openai")
@@ -627,10 +629,11 @@ class JobService:
                                          model=intent["model"], suffix=intent["suffix"], since=intent["created_at"])
             except ProviderError as error:
                 log.warning("could not yet check an interrupted start (%s); trying again later", error.message)
-                self.store.reopen_intent(intent["request_id"])
+                self.store.replays.reopen_intent(intent["request_id"])
                 continue
             if job is not None:
-                self.store.follow(intent["channel_id"], job.fields(), final=job.final, team_id=intent["team_id"],
+                self.store.follows.follow(intent["channel_id"], job.fields(), final=job.final,
+                                          team_id=intent["team_id"],
                                   user_id=intent["user_id"], origin="start", announce=job.outcome, card=True,
                                   recorded={"estimate": intent.get("estimate"),
                                             "approved_by": intent.get("approved_by")})
@@ -641,7 +644,7 @@ class JobService:
                 self.store.moves.settle(intent["move_id"], "never started")  # (it may be moved again)
             self._tell_about_start(intent, format_start_reconciled(job, intent["training_file"],
                                                                    estimate=intent.get("estimate")))
-            self.store.finish_intent(intent["request_id"], job_id=job.id if job else None,
+            self.store.replays.finish_intent(intent["request_id"], job_id=job.id if job else None,
                                      state="reconciled" if job else "never_started")
             log.info("reconciled an interrupted start: %s", job.id if job else "no job was created")
             settled += 1

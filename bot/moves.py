@@ -255,14 +255,14 @@ class MoveService:
             source, job = self.jobs.locate(job_id, provider)
         except (ProviderError, UnknownProvider) as why:
             return getattr(why, "message", None) or f"{why} is not configured here.", None
-        stored = Job.from_row(self.store.job(job_id, source.name) or {"id": job_id, "status": "unknown",
+        stored = Job.from_row(self.store.follows.job(job_id, source.name) or {"id": job_id, "status": "unknown",
                                                                        "provider": source.name})
         targets = [p.name for p in self.providers if p.name != source.name]
         if not targets:
             return (f"Only {provider_label(source.name)} is configured here: there is nowhere to move it. "
                     "Configure another provider first (`/finetune providers`)."), None
         chosen = self.nearest(stored.model or "", targets[0])
-        form_id = self.store.record_form(MOVE_FORM, user_id=caller.user_id, team_id=caller.team_id,
+        form_id = self.store.forms.record_form(MOVE_FORM, user_id=caller.user_id, team_id=caller.team_id,
                                          channel_id=caller.channel_id, provider=source.name, job_id=job_id)
         metadata = json.dumps({"form": form_id})
 
@@ -309,7 +309,7 @@ class MoveService:
         if model is not None and not MODEL_PATTERN.fullmatch(model):
             return {"response_action": "errors", "errors": {"model": "A model name: letters, digits, -, _, ., : or /."}
                     }, None
-        claim, form = self.store.claim_form(form_id_of(view), MOVE_FORM, user_id)
+        claim, form = self.store.forms.claim_form(form_id_of(view), MOVE_FORM, user_id)
         if form is None:
             return {"response_action": "errors", "errors": {"target": FORM_REFUSALS[claim]}}, None
         caller = Caller(form["team_id"] or "", form["channel_id"] or "", user_id)
@@ -332,7 +332,7 @@ class MoveService:
         """The succeeded fine-tunes this channel follows that a coming date puts at risk, soonest first."""
         today = self._today()
         found = []
-        for row in self.store.channel_follows(channel_id, final=True):
+        for row in self.store.follows.channel_follows(channel_id, final=True):
             found += self._risks(Job.from_row(row), today)
         return sorted(found, key=lambda risk: (risk.retirement.on, risk.job.id))
 
@@ -354,13 +354,13 @@ class MoveService:
                 days = (day - today).days
                 notice = min(n for n in NOTICE_DAYS if days <= n)
                 by_channel: dict[str, list[AtRisk]] = {}
-                for row in self.store.followed_jobs(provider.name, state="succeeded"):
+                for row in self.store.follows.followed_jobs(provider.name, state="succeeded"):
                     risks = [r for r in self._risks(Job.from_row(row), today) if r.retirement.on == day]
                     if risks:
                         by_channel.setdefault(row["channel_id"], []).extend(risks)
                 for channel, risks in by_channel.items():
                     entries = [_entry(r) for r in risks[:MAX_LISTED]]
-                    queued += self.store.queue_notice(
+                    queued += self.store.outbox.queue_notice(
                         "retiring", provider.name, risks[0].job.id, channel,
                         key=f"retiring:{channel}:{day.isoformat()}:{notice}",
                         detail={"date": day.isoformat(), "days": days, "entries": entries,

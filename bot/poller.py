@@ -83,7 +83,7 @@ class Poller:
         each provider's answer is recorded. With `progress`, the metric reads due follow in the same cycle; the
         scheduler runs them on their own (`read_progress`), so that no outcome ever waits behind a metric read."""
         report = PollReport()
-        active = self.store.active_jobs()
+        active = self.store.follows.active_jobs()
         report.active = len(active)
         by_provider: dict[str, list[dict]] = defaultdict(list)
         for row in active:
@@ -138,7 +138,7 @@ class Poller:
             self._collect(provider, rows, seen, counter)
         except ProviderError as caught:
             error = caught
-        queued = self.store.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0
+        queued = self.store.follows.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0
         if queued:
             self.on_queued()  # the sender goes now, not once every provider and every metric read is done
         if error is None:
@@ -177,7 +177,7 @@ class Poller:
         # Only a job that is training has metrics to read: one validating or queued is not asked, so it is due the
         # moment training starts rather than a whole interval after a read that found nothing.
         running = [job for job in seen.values() if not job.final and job.status in provider.training_statuses]
-        due = self.store.progress_due(provider.name, [job.id for job in running])[:self.max_progress_reads]
+        due = self.store.cards.progress_due(provider.name, [job.id for job in running])[:self.max_progress_reads]
         queued = 0
         for job_id in due:
             try:
@@ -198,12 +198,12 @@ class Poller:
                                             point.valid_loss if point else None)
             self.watchdog.judge(provider, job)
         if point is None:  # training, no step yet: asked again next cycle (within the cap), not an interval later
-            self.store.queue_progress(provider.name, job.id, None, None, soon=True)
+            self.store.cards.queue_progress(provider.name, job.id, None, None, soon=True)
             return 0
         detail = {"step": point.step, "total_steps": point.total_steps, "train_loss": point.train_loss,
                   "valid_loss": point.valid_loss, "finish_at": job.estimated_finish,
                   "percent": point.percent, "epoch": point.epoch}
-        return self.store.queue_progress(provider.name, job.id, point.step, detail)
+        return self.store.cards.queue_progress(provider.name, job.id, point.step, detail)
 
     def _record(self, report: PollReport, name: str, seen: dict[str, Job], requests: int,
                 error: ProviderError | None, queued: int, progress: int) -> None:
@@ -260,4 +260,4 @@ class Poller:
                     raise
                 log.warning("%s no longer knows followed job %s; leaving it as it was", provider.name, job_id)
             counter[0] += 1
-        self.store.mark_polled((provider.name, job_id) for job_id in missing)
+        self.store.follows.mark_polled((provider.name, job_id) for job_id in missing)

@@ -264,7 +264,7 @@ class Shell:
         a word why) when one of them is not there."""
         if "$JOB" not in text:
             return text
-        follows = self.bot.services.store.channel_follows(channel_id(self.channel))
+        follows = self.bot.services.store.follows.channel_follows(channel_id(self.channel))
         ids = [row["job_id"] for row in sorted(follows, key=lambda row: (row["followed_at"] or 0, row["job_id"]))]
         missing = [int(n) for n in re.findall(r"\$JOB(\d+)", text) if not 1 <= int(n) <= len(ids)]
         if missing:
@@ -317,11 +317,11 @@ class Shell:
         has one. A button that opens the Try it form gets `prompt` typed into it and sent."""
         cid = channel_id(self.channel)
         if any(a["kind"] == "card" and a["channel_id"] == cid and a["state"] in {"pending", "sending"}
-               for a in self.bot.services.store.announcements()):
+               for a in self.bot.services.store.outbox.announcements()):
             # A card just queued (a start typed a moment ago) is not up yet: as in Slack, a moment later it is.
             self._wait(lambda: not any(a["kind"] == "card" and a["channel_id"] == cid
                                        and a["state"] in {"pending", "sending"}
-                                       for a in self.bot.services.store.announcements()), CARD_WAIT)
+                                       for a in self.bot.services.store.outbox.announcements()), CARD_WAIT)
         cards = [c for c in self.slack.cards_in(cid) if job_id.strip() in c["text"]]
         reply = self._last_reply.get(self.channel)
         if reply and job_id.strip() not in (reply.get("text") or ""):
@@ -471,8 +471,8 @@ class Shell:
 
     def settled(self) -> bool:
         store = self.bot.services.store
-        return (self._responses >= self.expected_replies and not store.has_active_jobs()
-                and not store.announcements(state="pending") and not store.announcements(state="sending"))
+        return (self._responses >= self.expected_replies and not store.follows.has_active_jobs()
+                and not store.outbox.announcements(state="pending") and not store.outbox.announcements(state="sending"))
 
     def close(self) -> None:
         self.bot.stop(timeout=5)
@@ -499,7 +499,7 @@ def run(settings: Settings, *, stdin: TextIO = sys.stdin, stdout: TextIO = sys.s
         deadline = time.monotonic() + timeout
         while not shell.settled():
             if time.monotonic() > deadline:
-                active = [j["id"] for j in shell.bot.services.store.active_jobs()]
+                active = [j["id"] for j in shell.bot.services.store.follows.active_jobs()]
                 shell.say(f"Timed out after {timeout:g}s; still running: {', '.join(active) or 'replies not back'}")
                 return 1
             time.sleep(0.1)

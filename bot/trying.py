@@ -113,7 +113,7 @@ class TryService:
         tuned, base = self.ask_both(target, messages)
         log.info("tried %s against %s at %s", target.tuned, target.base, target.provider.name)
         shown = format_try(prompt, tuned, base, provider=target.provider.name, system=system)
-        share_id = self.store.keep_answer(caller.user_id, caller.channel_id,
+        share_id = self.store.forms.keep_answer(caller.user_id, caller.channel_id,
                                           {"text": shown.text, "blocks": shown.blocks})
         return format_try(prompt, tuned, base, provider=target.provider.name, system=system, share_id=share_id)
 
@@ -143,7 +143,7 @@ class TryService:
         except (Refused, ProviderError) as why:
             return getattr(why, "message", None) or str(why)
         # Who opens it and where is kept here: a submission is judged by this record, not by what it carries.
-        form_id = self.store.record_form(TRY_FORM, user_id=caller.user_id, team_id=caller.team_id,
+        form_id = self.store.forms.record_form(TRY_FORM, user_id=caller.user_id, team_id=caller.team_id,
                                          channel_id=caller.channel_id, provider=target.provider.name, job_id=job_id)
         try:
             self.slack.open_view(trigger_id, try_modal_view(model=target.tuned, metadata=json.dumps({"form": form_id}),
@@ -162,7 +162,7 @@ class TryService:
         prompt, system = text("prompt"), text("system")
         if not prompt:
             return {"response_action": "errors", "errors": {"prompt": "Write a prompt for both models."}}, None
-        claim, form = self.store.claim_form(form_id_of(view), TRY_FORM, user_id)
+        claim, form = self.store.forms.claim_form(form_id_of(view), TRY_FORM, user_id)
         if form is None:
             return {"response_action": "errors", "errors": {"prompt": FORM_REFUSALS[claim]}}, None
         caller = Caller(form["team_id"] or "", form["channel_id"] or "", user_id)
@@ -187,7 +187,7 @@ class TryService:
 
     def share(self, share_id: str, user_id: str) -> str | None:
         """Post a kept answer in its channel, saying who shared it; None when done, else why not."""
-        claim, kept = self.store.claim_share(share_id, user_id)
+        claim, kept = self.store.forms.claim_share(share_id, user_id)
         if kept is None:
             return SHARE_REFUSALS[claim]
         message = kept["message"]
@@ -196,7 +196,7 @@ class TryService:
         try:
             self.slack.post(kept["channel_id"], Message(message.get("text", ""), blocks))
         except BaseException:
-            self.store.unclaim_share(share_id)  # not shared after all: the button works again
+            self.store.forms.unclaim_share(share_id)  # not shared after all: the button works again
             raise
         return None
 
@@ -239,7 +239,7 @@ class TryService:
     def _take(self, caller: Caller, prompts: int) -> None:
         """Count these prompts against the person's TRY_LIMIT_PER_MINUTE (each is billed at two models), or refuse
         with when to try again. Other people are unaffected."""
-        wait = self.store.take_model_calls(caller.user_id, prompts, limit=self.limit_per_minute)
+        wait = self.store.forms.take_model_calls(caller.user_id, prompts, limit=self.limit_per_minute)
         if wait is not None:
             asked = f" ({prompts} asked now)" if prompts > 1 else ""
             raise Refused(f"That would take you past {self.limit_per_minute} prompts to models in a minute{asked}, the "
@@ -251,7 +251,7 @@ class TryService:
     def resolve(self, model_or_job: str, provider: str | None, deployment: str | None, *,
                 need_job: bool = False) -> Target:
         """The fine-tuned model and its base: from a job (which must have succeeded) or a model name."""
-        looks_like_job = bool(self.store.providers_of(model_or_job)) or any(
+        looks_like_job = bool(self.store.follows.providers_of(model_or_job)) or any(
             p.owns_id(model_or_job) for p in self.providers)
         if need_job or looks_like_job:
             owner, job = self.jobs.locate(model_or_job, provider)
@@ -262,7 +262,7 @@ class TryService:
                 raise Refused(f"Job {job.id} has not succeeded (it is {job.status}), so there is no model to try yet."
                               " I'll post here when it finishes if you `/finetune subscribe` to it.")
             return self._target(owner, job.fine_tuned_model, job.model, job, deployment)
-        row = self.store.job_with_model(model_or_job)
+        row = self.store.follows.job_with_model(model_or_job)
         if row is not None and (provider is None or row["provider"] == provider) and row["provider"] in self.providers:
             job = Job.from_row(row)
             return self._target(self.providers.get(job.provider), model_or_job, job.model, job, deployment)

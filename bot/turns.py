@@ -40,12 +40,12 @@ class Turns:
 
     def _take(self, name: str, hold: float) -> bool:
         try:
-            mine = self.store.take_turn(name, self.worker, hold=hold)
+            mine = self.store.leases.take_turn(name, self.worker, hold=hold)
             if not mine:
                 # A holder on this machine whose process is gone (killed, crashed; restarted as this one) hands over
                 # at once: a bot restarted after a crash catches up now, not when its predecessor's turn ends.
-                holder = self.store.turn_holder(name)
-                mine = holder is not None and _died_here(holder) and self.store.take_turn(
+                holder = self.store.leases.turn_holder(name)
+                mine = holder is not None and _died_here(holder) and self.store.leases.take_turn(
                     name, self.worker, hold=hold, from_holder=holder)
         except DB_ERRORS as error:
             with self._away_lock:
@@ -67,7 +67,7 @@ class Turns:
         if not self.held:
             return
         try:
-            self.store.end_turns(self.worker, sorted(self.held))
+            self.store.leases.end_turns(self.worker, sorted(self.held))
         except DB_ERRORS as error:
             log.warning("could not give back this process's turns (%s); they pass on when they end", error)
         self.held.clear()

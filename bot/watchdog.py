@@ -188,7 +188,7 @@ class Watchdog:
 
     def _cancel_and_say(self, provider: FineTuningProvider, job_id: str, kind: str, numbers: dict,
                         followers: list[dict]) -> int:
-        stored = self.store.job(job_id, provider.name)
+        stored = self.store.follows.job(job_id, provider.name)
         if stored and stored.get("final"):  # ended meanwhile (an earlier try's cancel, or anyone's): its outcome says
             outcome = {}
         else:
@@ -202,7 +202,7 @@ class Watchdog:
             cancelled = provider.cancel(job_id)
         except ProviderError as error:
             return f"could not: {error.message}"
-        self.store.record_jobs([(cancelled.fields(), cancelled.outcome)])
+        self.store.follows.record_jobs([(cancelled.fields(), cancelled.outcome)])
         return "cancelled"
 
 

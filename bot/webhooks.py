@@ -40,9 +40,10 @@ class WebhookReceiver:
         except WebhookRejected as exc:
             log.warning("refused a webhook: %s", exc)
             return WebhookAnswer(400, "invalid webhook signature")
-        if not self.store.remember_webhook(event.id):
+        if not self.store.replays.remember_webhook(event.id):
             return WebhookAnswer(200, "already handled")
-        if event.type in JOB_EVENTS and event.job_id and self.store.job(event.job_id, self.provider.name) is not None:
+        if event.type in JOB_EVENTS and event.job_id and self.store.follows.job(event.job_id,
+                                                                                self.provider.name) is not None:
             self.background.submit(self.fetch, event.job_id)
         return WebhookAnswer(200, "ok")
 
@@ -53,5 +54,5 @@ class WebhookReceiver:
         except ProviderError as error:
             log.warning("webhook for %s: could not fetch the job (%s); polling will", job_id, error.message)
             return
-        if self.store.record_jobs([(job.fields(), job.outcome)]):
+        if self.store.follows.record_jobs([(job.fields(), job.outcome)]):
             self.on_queued()

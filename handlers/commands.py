@@ -64,7 +64,7 @@ def _work(services, command: Command, caller: Caller, trigger_id: str | None) ->
     send = replier(services, caller)
     try:
         # Slack sends a fresh trigger_id with every command and click: the same one again is a replayed request.
-        if trigger_id and not services.store.first_sight_of_trigger(trigger_id):
+        if trigger_id and not services.store.replays.first_sight_of_trigger(trigger_id):
             send(format_replay())
             return
         send(services.run(command, caller))

@@ -27,4 +27,4 @@ def first_sight(services, body: dict) -> bool:
     """Whether this click is new: Slack sends a fresh trigger_id with every click, so the same one again is the same
     signed request replayed (checked after the ack, on the bot's pool: a database write)."""
     trigger_id = body.get("trigger_id")
-    return not trigger_id or services.store.first_sight_of_trigger(str(trigger_id))
+    return not trigger_id or services.store.replays.first_sight_of_trigger(str(trigger_id))

@@ -40,7 +40,7 @@ class Desk:
         self.poller = Poller(self.adapter, self.store, interval=30)
 
     def follow(self, job, channel="C1", user="U0OWNER"):
-        self.store.follow(channel, job, final=False, team_id="T", user_id=user, origin="start", card=True)
+        self.store.follows.follow(channel, job, final=False, team_id="T", user_id=user, origin="start", card=True)
 
     def cycle(self):
         """One poll, then delivery of whatever it queued."""
@@ -83,7 +83,7 @@ def test_one_card_per_channel_edited_in_place_as_the_job_moves(desk, provider, s
     desk.sender.deliver_due()
     card = desk.card()
     assert job["id"] in card["text"] and "validating_files" in card["text"]
-    assert [f["card_ts"] for f in desk.store.followers(job["id"]) if f["channel_id"] == "C1"] == [card["ts"]]
+    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"]) if f["channel_id"] == "C1"] == [card["ts"]]
     buttons = [e["action_id"] for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert buttons == ["refresh_job", "job_events", "cancel_job"]
     for status in ("queued", "running"):
@@ -131,16 +131,17 @@ def test_two_processes_that_both_found_a_reply_due_queue_one(tmp_path, clock):
     """Both processes asked progress_due before either queued: the queueing transaction decides, and only once."""
     one, two = Store(str(tmp_path / "p.db"), clock=clock), Store(str(tmp_path / "p.db"), clock=clock)
     try:
-        one.follow("C1", {"id": "ftjob-1", "status": "running", "model": "m"}, final=False, team_id="T",
+        one.follows.follow("C1", {"id": "ftjob-1", "status": "running", "model": "m"}, final=False, team_id="T",
                    user_id="U1", origin="start", card=True)
-        one.set_card("C1", "ftjob-1", "openai", ts="1.000001")
-        assert one.progress_due("openai", ["ftjob-1"]) == two.progress_due("openai", ["ftjob-1"]) == ["ftjob-1"]
-        assert one.queue_progress("openai", "ftjob-1", 2, {"step": 2}) == 1
-        assert two.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 0
+        one.cards.set_card("C1", "ftjob-1", "openai", ts="1.000001")
+        assert one.cards.progress_due("openai", ["ftjob-1"]) == two.cards.progress_due("openai",
+                                                                                       ["ftjob-1"]) == ["ftjob-1"]
+        assert one.cards.queue_progress("openai", "ftjob-1", 2, {"step": 2}) == 1
+        assert two.cards.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 0
         clock.now += 301
-        assert two.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 1
+        assert two.cards.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 1
         clock.now += 301
-        assert one.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 0  # never a step already shown
+        assert one.cards.queue_progress("openai", "ftjob-1", 3, {"step": 3}) == 0  # never a step already shown
     finally:
         one.close()
         two.close()
@@ -249,7 +250,7 @@ def test_the_outcome_survives_a_lost_answer_and_a_restart_exactly_once(tmp_path,
         again.close()
     [outcome] = slack.outcomes_in("C1")
     assert outcome["thread_ts"] == card["ts"] and outcome["broadcast"]
-    [row] = [a for a in desk.store.announcements() if a["kind"] == "announcement"]
+    [row] = [a for a in desk.store.outbox.announcements() if a["kind"] == "announcement"]
     assert row["state"] == "sent" and row["message_ts"] == outcome["ts"]  # found in the history, not posted again
 
 
@@ -261,7 +262,7 @@ def test_a_card_whose_answer_was_lost_is_found_not_posted_again(desk, provider, 
     clock.now += 600
     desk.sender.deliver_due()  # uncertain: found in the channel's history by its key
     card = desk.card()  # exactly one
-    assert [f["card_ts"] for f in desk.store.followers(job["id"])] == [card["ts"]]  # and its ts kept
+    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"])] == [card["ts"]]  # and its ts kept
     provider.set_status(job["id"], "succeeded")
     desk.cycle()
     [outcome] = slack.outcomes_in("C1")
@@ -330,11 +331,11 @@ def test_following_again_gets_a_new_card(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
     desk.sender.deliver_due()
-    assert desk.store.unfollow("C1", job["id"])
+    assert desk.store.follows.unfollow("C1", job["id"])
     desk.follow(job)
     desk.sender.deliver_due()
     first, second = slack.cards_in("C1")
-    assert [f["card_ts"] for f in desk.store.followers(job["id"])] == [second["ts"]]
+    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"])] == [second["ts"]]
 
 
 def test_an_ended_jobs_edits_and_replies_are_pruned_but_its_card_and_outcome_kept(desk, provider, slack, clock):
@@ -349,13 +350,13 @@ def test_an_ended_jobs_edits_and_replies_are_pruned_but_its_card_and_outcome_kep
     desk.cycle()
     provider.set_status(job["id"], "succeeded")
     desk.cycle()
-    kinds = sorted(a["kind"] for a in desk.store.announcements() if a["job_id"] == job["id"])
+    kinds = sorted(a["kind"] for a in desk.store.outbox.announcements() if a["job_id"] == job["id"])
     assert kinds == ["announcement", "card", "card_update", "card_update", "progress", "progress"]
     clock.now += 8 * 86400
     assert desk.store.prune()["card_edits_and_replies"] == 4  # the ended job's; the running one's stay
-    assert sorted(a["kind"] for a in desk.store.announcements() if a["job_id"] == job["id"]) == [
+    assert sorted(a["kind"] for a in desk.store.outbox.announcements() if a["job_id"] == job["id"]) == [
         "announcement", "card"]
-    assert len([a for a in desk.store.announcements() if a["job_id"] == running["id"]]) == 4
+    assert len([a for a in desk.store.outbox.announcements() if a["job_id"] == running["id"]]) == 4
     desk.cycle()
     assert len(slack.outcomes_in("C1")) == 1  # nothing comes back
 
@@ -370,8 +371,8 @@ def test_one_edit_of_a_card_at_a_time_across_processes(desk, provider, slack, cl
     desk.poller.run_once()
     provider.set_status(job["id"], "succeeded")
     desk.poller.run_once()
-    edits = sorted(a["key"] for a in desk.store.announcements() if a["kind"] == "card_update")
-    assert desk.store.claim(edits[0], "another-process", lease_seconds=30)  # mid-edit, in another process
+    edits = sorted(a["key"] for a in desk.store.outbox.announcements() if a["kind"] == "card_update")
+    assert desk.store.outbox.claim(edits[0], "another-process", lease_seconds=30)  # mid-edit, in another process
     desk.sender.deliver_due()
     assert slack.updates == []  # the newer edit waited
     clock.now += 31  # the other process's lease ends (it died mid-edit)
@@ -430,7 +431,7 @@ def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
     desk.cycle()
     [outcome] = slack.outcomes_in("C1")
     assert outcome["thread_ts"] is None and job["id"] in outcome["text"]  # a plain message in the channel
-    assert [f["card_ts"] for f in desk.store.followers(job["id"])] == [""]  # known to be gone
+    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"])] == [""]  # known to be gone
     assert slack.updates == []
 
 
@@ -442,7 +443,7 @@ def test_a_card_gone_before_the_outcome_still_lets_it_through(desk, provider, sl
     desk.poller.run_once()
     # The card's edit was made (edits keep a pace of their own), and then the card was deleted: only the outcome's
     # own post can find that out.
-    with desk.store._immediate() as db:
+    with desk.store.engine.transaction() as db:
         db.conn.execute("UPDATE announcements SET state = 'sent' WHERE kind = 'card_update'")
     slack.delete_message("C1", desk.card()["ts"])
     desk.sender.deliver_due()
@@ -463,7 +464,7 @@ def test_a_card_slack_refuses_falls_back_to_plain_messages(desk, provider, slack
     desk.cycle()
     [outcome] = slack.outcomes_in("C1")
     assert outcome["thread_ts"] is None and slack.messages_in("C1") == [outcome]  # no thread, nothing else
-    assert not [a for a in desk.store.announcements() if a["kind"] in {"card_update", "progress"}]  # none queued
+    assert not [a for a in desk.store.outbox.announcements() if a["kind"] in {"card_update", "progress"}]  # none queued
 
 
 def test_card_edits_wait_out_slacks_rate_limit_and_spend_no_attempt(desk, provider, slack, clock):
@@ -479,7 +480,7 @@ def test_card_edits_wait_out_slacks_rate_limit_and_spend_no_attempt(desk, provid
     clock.now = start + 41
     desk.sender.deliver_due()
     assert "running" in desk.card()["text"] and len(slack.updates) == 1
-    assert all(a["attempts"] == 0 for a in desk.store.announcements())
+    assert all(a["attempts"] == 0 for a in desk.store.outbox.announcements())
 
 
 def test_a_card_edit_slack_finds_too_long_is_made_as_plain_text(desk, provider, slack):
@@ -497,10 +498,10 @@ def test_a_card_edit_slack_finds_too_long_is_made_as_plain_text(desk, provider, 
 
 
 def test_each_setting_changes_what_is_posted(desk, provider, slack, clock):
-    desk.store.set_channel_settings("C0PLAIN", "U1", cards=False)
-    desk.store.set_channel_settings("C0QUIET", "U1", progress=False, mentions=False)
-    desk.store.set_channel_settings("C0CHATTY", "U1", progress_minutes=1)
-    desk.store.set_channel_settings("C0FAIL", "U1", outcomes="failures")
+    desk.store.channels.set_channel_settings("C0PLAIN", "U1", cards=False)
+    desk.store.channels.set_channel_settings("C0QUIET", "U1", progress=False, mentions=False)
+    desk.store.channels.set_channel_settings("C0CHATTY", "U1", progress_minutes=1)
+    desk.store.channels.set_channel_settings("C0FAIL", "U1", outcomes="failures")
     job = provider.add_job(status="queued")
     for channel in ("C0PLAIN", "C0QUIET", "C0CHATTY", "C0FAIL", "C0DEFAULT"):
         desk.follow(job, channel=channel)
@@ -542,12 +543,12 @@ def test_settings_are_changed_by_command_and_bad_values_named(make_bot, slack, p
         on = everything_said(ask(server, slack, "settings progress=on"))
         assert "*on*, at most one reply every 15 minutes" in on
         ask(server, slack, "settings progress=off")
-        row = bot.services.store.channel_settings("C0GENERAL")
+        row = bot.services.store.channels.channel_settings("C0GENERAL")
         assert (row["cards"], row["progress"], row["progress_minutes"]) == (0, 0, 15)
         job = provider.add_job(status="running")
         reply = ask(server, slack, f"subscribe {job['id']}")
         assert reply["response_type"] == "in_channel" and "I'll post here when it finishes" in reply["text"]
-        assert bot.services.store.card("C0GENERAL", job["id"]) is None
+        assert bot.services.store.cards.card("C0GENERAL", job["id"]) is None
     finally:
         server.close()
 
@@ -589,7 +590,7 @@ def test_a_card_says_so_when_its_channel_stops_following(server, slack, provider
     job = provider.add_job(status="running")
     ask(server, slack, f"subscribe {job['id']}")
     [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
-    assert wait_until(lambda: bot.services.store.card("C0GENERAL", job["id"])["card_ts"])
+    assert wait_until(lambda: bot.services.store.cards.card("C0GENERAL", job["id"])["card_ts"])
     assert "no longer follows" in ask(server, slack, f"unsubscribe {job['id']}")["text"]
     [edit] = slack.updates
     assert edit["ts"] == card["ts"] and "This channel no longer follows this job" in json.dumps(edit["blocks"])
@@ -658,7 +659,7 @@ def test_a_together_job_gets_its_card_and_progress_from_togethers_metrics(make_b
         [job_id] = list(together.jobs)
         [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
         assert "Together AI" in card["text"] and "pending" in card["text"]
-        assert wait_until(lambda: bot.services.store.card("C0GENERAL", job_id, "together")["card_ts"])  # kept
+        assert wait_until(lambda: bot.services.store.cards.card("C0GENERAL", job_id, "together")["card_ts"])  # kept
         together.set_status(job_id, "running")
         together.train(job_id, 3)
         bot.services.poller.run_once()
@@ -707,7 +708,7 @@ def test_an_outcome_that_falls_due_amid_a_wave_of_edits_goes_next(tmp_path, sett
         for job in jobs:
             provider.set_status(job["id"], "running")  # twenty card edits (and replies), due now
         provider.set_status(lone["id"], "succeeded")
-        desk.store.set_channel_settings("CLONE", "U", progress=False)
+        desk.store.channels.set_channel_settings("CLONE", "U", progress=False)
         desk.poller.run_once(progress=False)
         desk.sender._not_before["CLONE"] = clock.now + 0.3  # its channel posted a moment ago: due shortly
         desk.sender.deliver_due()
@@ -825,9 +826,9 @@ def test_a_reply_waiting_its_turn_holds_back_no_outcome(desk, provider, slack, c
     provider.set_status(done["id"], "succeeded")
     desk.poller.run_once()
     desk.sender._not_before["C1"] = clock.now + 1  # as if that reply had just gone
-    rows = {row["kind"]: row for row in desk.store.due_announcements(limit=10)}
+    rows = {row["kind"]: row for row in desk.store.outbox.due_announcements(limit=10)}
     desk.sender._deliver(rows["progress"], DeliveryReport())  # the reply must wait its turn...
-    outcome = desk.store.announcement(rows["announcement"]["key"])
+    outcome = desk.store.outbox.announcement(rows["announcement"]["key"])
     assert outcome["next_attempt_at"] <= clock.now  # ...and holds the outcome back with it no more
 
 

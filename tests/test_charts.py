@@ -94,7 +94,7 @@ def test_together_charts_come_from_its_metrics_endpoint(make_bot, both, slack, t
 
 def test_stopping_waits_for_the_chart_being_drawn_and_drops_the_rest(bot, provider, slack):
     job = provider.add_job(status="succeeded")
-    bot.services.store.follow("C1", {"id": job["id"], "provider": "openai", "status": "succeeded",
+    bot.services.store.follows.follow("C1", {"id": job["id"], "provider": "openai", "status": "succeeded",
                                      "model": job["model"], "fine_tuned_model": job["fine_tuned_model"]},
                               final=True, team_id="T", user_id="U", origin="subscribe")
     row = {"kind": "announcement", "outcome": "succeeded", "provider": "openai", "job_id": job["id"],
@@ -145,7 +145,7 @@ def test_charts_are_drawn_in_one_process_of_their_own_ended_when_idle_and_with_t
     provider.train(job["id"], 3, total=3)
     stored = {"id": job["id"], "provider": "openai", "status": "succeeded", "model": job["model"],
               "fine_tuned_model": job["fine_tuned_model"]}
-    bot.services.store.follow("C1", stored, final=True, team_id="T", user_id="U", origin="subscribe")
+    bot.services.store.follows.follow("C1", stored, final=True, team_id="T", user_id="U", origin="subscribe")
     owner, charts = bot.services.providers.get("openai"), bot.services.charts
     from bot.providers.types import Job
 

@@ -102,7 +102,7 @@ def test_from_the_form_to_a_checked_upload_and_a_followed_job(server, slack, pro
     job = provider.jobs[job_id]
     assert job["training_file"] in provider.files and provider.files[job["training_file"]]["_content"] == _clean()
     assert (job["suffix"], job["hyperparameters"]["n_epochs"], job["model"]) == ("support", 2, MINI)
-    assert wait_until(lambda: [f["channel_id"] for f in bot.services.store.followers(job_id)]) == ["C0GENERAL"]
+    assert wait_until(lambda: [f["channel_id"] for f in bot.services.store.follows.followers(job_id)]) == ["C0GENERAL"]
     [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))  # the channel sees the job's card
     assert job_id in card["text"] and "support.jsonl" not in card["text"]
     done = _settled(slack, form["id"])
@@ -110,7 +110,7 @@ def test_from_the_form_to_a_checked_upload_and_a_followed_job(server, slack, pro
     # The estimate the report showed is the start's (its count kept from the check: the file is not read again).
     assert "Estimated cost: under $0.01" in _said(done)
     assert provider.requests_to(f"/files/{job['training_file']}/content", "GET") == []
-    assert bot.services.store.job(job_id, "openai")["estimate"] > 0
+    assert bot.services.store.follows.job(job_id, "openai")["estimate"] > 0
 
     _post(server, view_action_body(report, DATA_CONFIRM_ACTION, "start"))  # a second click on the same report
     # (its own trigger_id, as a real second click has; the work after the ack is the bot's, so give it time)
@@ -217,7 +217,7 @@ def test_together_from_the_form_with_its_own_estimate(make_bot, both, slack, tog
             ("POST", "v1"), ("PUT", "upload"), ("POST", "v1")]  # the SDK's upload: form, bytes, preprocess
         done = wait_until(lambda: job_id in _said(slack.views[form["id"]]) and slack.views[form["id"]])
         assert "Together AI's own estimate for this job: under $0.01" in _said(done)
-        assert wait_until(lambda: bot.services.store.followers(job_id, "together"))
+        assert wait_until(lambda: bot.services.store.follows.followers(job_id, "together"))
     finally:
         server.close()
 
@@ -240,7 +240,7 @@ def test_fireworks_from_the_form_a_dataset_created_uploaded_and_started(make_bot
         assert [r.path.rsplit("/", 1)[-1] for r in fireworks.received if r.method == "POST"][:2] == [
             "datasets", f"{dataset_id}:upload"]  # a dataset made, then the bytes uploaded to it (multipart)
         assert fireworks.jobs[job_id]["dataset"].endswith(f"/datasets/{dataset_id}")
-        assert wait_until(lambda: bot.services.store.followers(job_id, "fireworks"))
+        assert wait_until(lambda: bot.services.store.follows.followers(job_id, "fireworks"))
     finally:
         server.close()
 

@@ -50,9 +50,9 @@ def _sender(store, slack, clock, worker="w1", **kwargs) -> AnnouncementSender:
 
 def _finish(store, job_id="ftjob-1", channels=("C1",), outcome="succeeded"):
     for channel in channels:
-        store.follow(channel, {"id": job_id, "status": "running", "model": "m", "created_at": 1},
+        store.follows.follow(channel, {"id": job_id, "status": "running", "model": "m", "created_at": 1},
                      final=False, team_id="T", user_id="U0OWNER", origin="start")
-    return store.record_jobs([({"id": job_id, "status": outcome, "fine_tuned_model": "ft:m:x"}, outcome)])
+    return store.follows.record_jobs([({"id": job_id, "status": outcome, "fine_tuned_model": "ft:m:x"}, outcome)])
 
 
 def _keys(slack, channel=None) -> list[str]:
@@ -79,7 +79,7 @@ def test_rate_limit_honours_retry_after_for_the_whole_channel(store, slack, cloc
     report = sender.deliver_due()
     assert report.sent == 0 and report.waited == 1
     assert len(slack.requests_to("chat.postMessage")) == 1  # the channel was not hammered
-    assert all(row["next_attempt_at"] >= clock.now + 29 for row in store.announcements(state="pending"))
+    assert all(row["next_attempt_at"] >= clock.now + 29 for row in store.outbox.announcements(state="pending"))
     clock.now += 28
     assert sender.deliver_due().sent == 0
     clock.now += 3
@@ -99,7 +99,7 @@ def test_minutes_of_rate_limiting_spend_no_attempts_and_lose_nothing(store, slac
         clock.now += 1  # the scheduler's next run
     assert clock.now - started >= 400
     assert _keys(slack) == ["openai:ftjob-1:C1:succeeded"]
-    [row] = store.announcements()
+    [row] = store.outbox.announcements()
     assert row["state"] == "sent" and row["attempts"] == 0
     assert len(slack.requests_to("chat.postMessage")) == 401
 
@@ -110,13 +110,13 @@ def test_real_failures_give_up_by_elapsed_time_and_say_why(store, slack, clock):
     sender = _sender(store, slack, clock, give_up_seconds=3600)
     for _ in range(200):
         sender.deliver_due()
-        if store.announcements(state="failed"):
+        if store.outbox.announcements(state="failed"):
             break
         clock.now += 60
-    [failed] = store.announcements(state="failed")
+    [failed] = store.outbox.announcements(state="failed")
     assert failed["last_error"].startswith("gave up after 1h") and "http_503" in failed["last_error"]
     assert clock.now - failed["created_at"] >= 3600
-    assert store.channel_follows("C1")[0]["delivery_error"] == failed["last_error"]
+    assert store.follows.channel_follows("C1")[0]["delivery_error"] == failed["last_error"]
     # Nothing gave up before the hour was out, however many attempts that took.
     assert failed["attempts"] >= 10
 
@@ -133,7 +133,7 @@ def test_the_owners_direct_message_waits_out_rate_limits_too(store, slack, clock
         clock.now += 1
     [dm] = [p for p in slack.posted if p["channel"] == "U0OWNER"]
     assert "is_archived" in dm["text"] and "ftjob-1" in dm["text"]
-    assert {r["kind"]: r["state"] for r in store.announcements()} == {"announcement": "failed",
+    assert {r["kind"]: r["state"] for r in store.outbox.announcements()} == {"announcement": "failed",
                                                                         "delivery_problem": "sent"}
 
 
@@ -155,9 +155,9 @@ def test_permanent_refusals_are_recorded_and_the_owner_is_told(store, slack, clo
     slack.channel_errors["C0GONE"] = reason
     report = _sender(store, slack, clock).deliver_due()
     assert report.failed == 1 and report.retried == 0
-    [row] = store.announcements(state="failed")
+    [row] = store.outbox.announcements(state="failed")
     assert row["last_error"] == reason
-    assert store.channel_follows("C0GONE")[0]["delivery_error"] == reason
+    assert store.follows.channel_follows("C0GONE")[0]["delivery_error"] == reason
     if reason != "invalid_auth":
         [dm] = slack.posted
         assert dm["channel"] == "U0OWNER" and reason in dm["text"]
@@ -194,7 +194,7 @@ def test_lost_answer_is_checked_in_history_before_reposting(store, slack, clock)
     report = sender.deliver_due()
     assert report.found_already_posted == 1 and report.sent == 0
     assert len(slack.posted) == 1
-    assert store.announcements(state="sent")[0]["message_ts"] == slack.posted[0]["ts"]
+    assert store.outbox.announcements(state="sent")[0]["message_ts"] == slack.posted[0]["ts"]
 
 
 def test_without_history_scope_it_reposts_and_logs_the_possible_duplicate(store, slack, clock, caplog):
@@ -212,7 +212,7 @@ def test_without_history_scope_it_reposts_and_logs_the_possible_duplicate(store,
 
 def test_a_dead_senders_claim_is_taken_over_after_its_lease(store, slack, clock):
     _finish(store)
-    store.claim_announcements("dead-worker", limit=10, lease_seconds=30)  # claimed, then the process died
+    store.outbox.claim_announcements("dead-worker", limit=10, lease_seconds=30)  # claimed, then the process died
     sender = _sender(store, slack, clock, worker="w2")
     assert sender.deliver_due().sent == 0
     clock.now += 31
@@ -226,7 +226,7 @@ def test_a_claim_is_held_only_for_the_post_it_guards(store, slack, clock):
         _finish(store, f"ftjob-{n}", channels=(f"C{n}",))
     slack.latency = 0.05
     seen_claims = []
-    slack.listeners.append(lambda kind, record: seen_claims.append(len(store.announcements(state="sending"))))
+    slack.listeners.append(lambda kind, record: seen_claims.append(len(store.outbox.announcements(state="sending"))))
     assert _sender(store, slack, clock).deliver_due().sent == 5
     assert seen_claims == [1] * 5  # each post happened while exactly its own row was claimed
 
@@ -236,7 +236,7 @@ def test_connection_refused_is_retried(store, clock, slack):
     client = WebClient(token=BOT_TOKEN, base_url="http://127.0.0.1:9/api/", timeout=1, retry_handlers=[])
     sender = AnnouncementSender(store, SlackGateway(client), worker_id="w", clock=clock, sleep=clock.sleep)
     assert sender.deliver_due().retried == 1
-    assert store.announcements(state="pending")[0]["last_error"].startswith("connection error")
+    assert store.outbox.announcements(state="pending")[0]["last_error"].startswith("connection error")
 
 
 def test_one_busy_channel_drains_at_one_post_a_second_without_spending_attempts(store, slack, clock):
@@ -249,7 +249,7 @@ def test_one_busy_channel_drains_at_one_post_a_second_without_spending_attempts(
     # Slack's one a second, not one every two: a quiet channel's first three outcomes go at once (a short burst,
     # which Slack allows), then one a second.
     assert 7.0 <= clock.slept <= 8.5
-    assert {a["attempts"] for a in store.announcements()} == {0}
+    assert {a["attempts"] for a in store.outbox.announcements()} == {0}
     times = [r.at for r in slack.requests_to("chat.postMessage")]
     assert len(times) == 10
     gaps = [b - a for a, b in zip(posted_at, posted_at[1:], strict=False)]
@@ -258,7 +258,7 @@ def test_one_busy_channel_drains_at_one_post_a_second_without_spending_attempts(
 
 def test_unfollowing_drops_an_announcement_not_yet_sent(store, slack, clock):
     _finish(store, channels=("C1", "C2"))
-    assert store.unfollow("C1", "ftjob-1")
+    assert store.follows.unfollow("C1", "ftjob-1")
     assert _sender(store, slack, clock).deliver_due().sent == 1
     assert _keys(slack) == ["openai:ftjob-1:C2:succeeded"]
 
@@ -267,15 +267,15 @@ def test_an_outcome_owed_twice_is_queued_and_posted_once(store, slack, clock):
     """Two processes reconciling the same interrupted start both say the channel is owed the outcome: the
     outbox's key, inserted or ignored, is what keeps that to one post, before and after it is sent."""
     job = {"id": "ftjob-r", "status": "succeeded", "model": "m", "fine_tuned_model": "ft:m:r", "created_at": 1}
-    store.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
-    store.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
+    store.follows.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
+    store.follows.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
     sender = _sender(store, slack, clock)
     assert sender.deliver_due().sent == 1
-    store.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
+    store.follows.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
     clock.now += 10
     assert sender.deliver_due().sent == 0
     assert _keys(slack) == ["openai:ftjob-r:C1:succeeded"]
-    assert store.announcements()[0]["state"] == "sent"
+    assert store.outbox.announcements()[0]["state"] == "sent"
 
 
 def test_two_processes_keep_one_channels_pace_between_them(store, slack, clock):
@@ -298,7 +298,7 @@ def test_two_processes_keep_one_channels_pace_between_them(store, slack, clock):
     slack.listeners.append(lambda kind, record: posted_at.append(clock.now) if kind == "post" else None)
     assert first.deliver_due().sent == 10
     assert woken and set(woken) == {0}  # the second found every row due in a channel the first posts in
-    assert {a["claimed_by"] for a in store.announcements()} == {"w1"}
+    assert {a["claimed_by"] for a in store.outbox.announcements()} == {"w1"}
     gaps = [b - a for a, b in zip(posted_at, posted_at[1:], strict=False)]
     assert gaps[0] < 0.5 and gaps[1] < 0.5 and all(gap >= 0.99 for gap in gaps[2:])
 

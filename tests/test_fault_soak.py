@@ -51,7 +51,8 @@ def _outcome_keys(slack: SlackStandIn) -> collections.Counter:
 
 
 def _wait_for_empty_outbox(store: Store) -> None:
-    wait_until(lambda: not store.announcements(state="pending") and not store.announcements(state="sending"),
+    outbox = store.outbox
+    wait_until(lambda: not outbox.announcements(state="pending") and not outbox.announcements(state="sending"),
                timeout=30)
 
 
@@ -73,7 +74,7 @@ def test_every_outcome_announced_exactly_once(database, capsys):
             job = provider.add_job(status="running")
             for channel in rng.sample(CHANNELS, rng.randint(1, 3)):
                 card = coin.random() < 0.5  # half with a card: the outcome then goes in its thread
-                store.follow(channel, job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe",
+                store.follows.follow(channel, job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe",
                              card=card)
                 expected[(job["id"], channel)] = None
                 if card:
@@ -155,7 +156,7 @@ def test_slow_slack_with_two_processes_and_a_sigterm_posts_each_outcome_once(dat
         store = Store(db)
         jobs = [provider.add_job(status="running") for _ in range(12)]
         for n, job in enumerate(jobs):
-            store.follow(f"C0SLOW{n}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe")
+            store.follows.follow(f"C0SLOW{n}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe")
         env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
                "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", **database_env(db),
                "POLL_INTERVAL_SECONDS": "0.2", "DELIVERY_LEASE_SECONDS": "4", "LOG_LEVEL": "WARNING"}

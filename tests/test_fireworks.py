@@ -179,7 +179,7 @@ def test_a_poll_of_many_jobs_costs_pages_of_two_hundred(fireworks, tmp_path):
     store = Store(str(tmp_path / "fw.db"))
     for _ in range(450):
         job = fireworks.add_job(status="running")
-        store.follow("C1", {"id": job["name"].rsplit("/", 1)[-1], "provider": "fireworks", "status": "running",
+        store.follows.follow("C1", {"id": job["name"].rsplit("/", 1)[-1], "provider": "fireworks", "status": "running",
                             "model": MODEL}, final=False, team_id="T", user_id="U", origin="subscribe")
     report = Poller(Providers([_adapter(fireworks)]), store, interval=30).run_once()
     store.close()

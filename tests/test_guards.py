@@ -19,15 +19,15 @@ from tests.conftest import BOT_TOKEN, SIGNING_SECRET, TOGETHER_KEY, Server, ask,
 def test_a_claim_within_its_lease_cannot_be_taken(tmp_path):
     now = [1000.0]
     store = Store(str(tmp_path / "c.db"), clock=lambda: now[0])
-    store.follow("C1", {"id": "ftjob-1", "status": "running", "provider": "openai"}, final=False, team_id="T",
+    store.follows.follow("C1", {"id": "ftjob-1", "status": "running", "provider": "openai"}, final=False, team_id="T",
                  user_id="U", origin="start")
-    store.record_jobs([({"id": "ftjob-1", "provider": "openai", "status": "succeeded"}, "succeeded")])
-    [row] = store.due_announcements(limit=10)
-    assert store.claim(row["key"], "first", lease_seconds=30) is not None
+    store.follows.record_jobs([({"id": "ftjob-1", "provider": "openai", "status": "succeeded"}, "succeeded")])
+    [row] = store.outbox.due_announcements(limit=10)
+    assert store.outbox.claim(row["key"], "first", lease_seconds=30) is not None
     now[0] += 10
-    assert store.claim(row["key"], "second", lease_seconds=30) is None  # the first holder's lease is live
+    assert store.outbox.claim(row["key"], "second", lease_seconds=30) is None  # the first holder's lease is live
     now[0] += 25
-    taken = store.claim(row["key"], "second", lease_seconds=30)
+    taken = store.outbox.claim(row["key"], "second", lease_seconds=30)
     assert taken is not None and taken["uncertain"]  # its lease ended: taken over, marked uncertain
     store.close()
 
@@ -62,7 +62,7 @@ def test_the_data_forms_confirm_checks_the_allow_lists_again(make_bot, slack, pr
         form = slack.views[opened["view_id"]]
         # Recorded as opened where the bot may no longer spend (as if the lists changed after the check).
         meta = json.loads(form["private_metadata"])
-        elsewhere = bot.services.store.record_form("data", user_id="U0ALICE", team_id="T", channel_id="C0OTHER",
+        elsewhere = bot.services.store.forms.record_form("data", user_id="U0ALICE", team_id="T", channel_id="C0OTHER",
                                                    provider="openai")
         form = {**form, "private_metadata": json.dumps({**meta, "form": elsewhere})}
         file_id = slack.add_file("train.jsonl", _examples(12))
@@ -120,18 +120,19 @@ def test_together_answers_are_capped_at_try_max_tokens(make_bot, both, slack, to
 
 def test_a_start_closed_once_cannot_be_closed_again(tmp_path):
     store = Store(str(tmp_path / "i.db"))
-    store.record_intent("r1", team_id="T", channel_id="C", user_id="U", response_url="https://x", training_file="f",
+    store.replays.record_intent("r1", team_id="T", channel_id="C", user_id="U", response_url="https://x",
+                                training_file="f",
                         model="m", suffix=None)
-    assert store.finish_intent("r1", job_id="ftjob-1")
-    assert not store.finish_intent("r1", job_id="ftjob-2")  # another process closed it first
-    assert store.intents()[0]["job_id"] == "ftjob-1"
+    assert store.replays.finish_intent("r1", job_id="ftjob-1")
+    assert not store.replays.finish_intent("r1", job_id="ftjob-2")  # another process closed it first
+    assert store.replays.intents()[0]["job_id"] == "ftjob-1"
     store.close()
 
 
 def test_an_unknown_channel_setting_is_refused(tmp_path):
     store = Store(str(tmp_path / "s.db"))
     with pytest.raises(ValueError, match="no such channel setting"):
-        store.set_channel_settings("C1", "U1", colour="blue")
+        store.channels.set_channel_settings("C1", "U1", colour="blue")
     store.close()
 
 

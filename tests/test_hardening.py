@@ -50,9 +50,11 @@ def test_hundreds_of_poll_cycles_with_two_providers_leave_files_threads_and_conn
         together.add_job(status="running")
     store = bot.services.store
     for job in provider.jobs.values():
-        store.follow("C0GENERAL", {**job, "provider": "openai"}, final=False, team_id="T", user_id="U", origin="test")
+        store.follows.follow("C0GENERAL", {**job, "provider": "openai"}, final=False, team_id="T", user_id="U",
+                             origin="test")
     for job in together.jobs.values():
-        store.follow("C0GENERAL", {"id": job["id"], "status": job["status"], "provider": "together"}, final=False,
+        store.follows.follow("C0GENERAL", {"id": job["id"], "status": job["status"], "provider": "together"},
+                             final=False,
                      team_id="T", user_id="U", origin="test")
 
     for job_id in provider.jobs:
@@ -127,7 +129,7 @@ def test_a_thread_that_used_the_store_and_ended_leaves_no_connection_behind(bot)
     store = bot.services.store
     before, files = store.connections(), _open_files()
     for _ in range(50):
-        worker = threading.Thread(target=store.active_jobs)
+        worker = threading.Thread(target=store.follows.active_jobs)
         worker.start()
         worker.join()
     assert store.connections() == before and _open_files() <= files + 1
@@ -427,7 +429,7 @@ def test_the_allow_lists_apply_to_a_form_as_to_the_command(make_bot, slack, prov
         job = provider.add_job(status="succeeded")
         form = _open_try_form(server, slack, job["id"], channel="C0TEAM")
         # A form recorded as opened in a channel the bot may not spend in (as if the lists changed since).
-        elsewhere = bot.services.store.record_form("try", user_id="U0ALICE", team_id="T0", channel_id="C0OTHER",
+        elsewhere = bot.services.store.forms.record_form("try", user_id="U0ALICE", team_id="T0", channel_id="C0OTHER",
                                                    provider="openai", job_id=job["id"])
         answer, _ = _submit(server, {**form, "private_metadata": json.dumps({"form": elsewhere})})
         assert answer["response_action"] == "errors" and "channel" in answer["errors"]["prompt"]
@@ -631,7 +633,8 @@ def test_an_outcome_is_posted_while_the_cycles_metric_reads_are_still_under_way(
     training = provider.add_job(status="running")
     provider.train(training["id"], 3, total=10)
     for job in (done, training):
-        bot.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="start", card=True)
+        bot.services.store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="start",
+                                          card=True)
     bot.services.sender.deliver_due()  # the cards are up
     provider.set_status(done["id"], "succeeded")
     held = provider.fail("delay", match="/events", delay=30, times=10)  # every metric read hangs until released
@@ -648,7 +651,8 @@ def test_an_outcome_is_posted_while_the_cycles_metric_reads_are_still_under_way(
 def test_the_scheduler_reads_progress_apart_from_the_poll(bot, provider, slack):
     job = provider.add_job(status="running")
     provider.train(job["id"], 4, total=10)
-    bot.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="start", card=True)
+    bot.services.store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="start",
+                                      card=True)
     bot.services.sender.deliver_due()
     report = bot.services.poller.run_once(progress=False)
     assert report.progress == 0 and provider.requests_to("/events") == []
@@ -658,15 +662,15 @@ def test_the_scheduler_reads_progress_apart_from_the_poll(bot, provider, slack):
 
 def test_a_chart_waits_for_the_outcomes_queued_to_go_out_first(bot, provider, slack):
     done = provider.add_job(status="succeeded")
-    bot.services.store.follow("C0CHART", done, final=True, team_id="T", user_id="U", origin="start")
+    bot.services.store.follows.follow("C0CHART", done, final=True, team_id="T", user_id="U", origin="start")
     row = {"kind": "announcement", "outcome": "succeeded", "job_id": done["id"], "provider": "openai",
            "channel_id": "C0CHART"}
     bot.services.charts.after_announced(row, "1.0")  # nothing waits: drawn at once (and matplotlib loaded)
     assert wait_until(lambda: len(slack.uploads) == 1, timeout=20)
     waiting = provider.add_job(status="running")
-    bot.services.store.follow("C0OTHER", waiting, final=False, team_id="T", user_id="U", origin="start")
-    bot.services.store.record_jobs([({**waiting, "provider": "openai", "status": "succeeded"}, "succeeded")])
-    assert bot.services.store.outcomes_waiting()  # an outcome is queued, not yet posted
+    bot.services.store.follows.follow("C0OTHER", waiting, final=False, team_id="T", user_id="U", origin="start")
+    bot.services.store.follows.record_jobs([({**waiting, "provider": "openai", "status": "succeeded"}, "succeeded")])
+    assert bot.services.store.outbox.outcomes_waiting()  # an outcome is queued, not yet posted
     bot.services.charts.after_announced(row, "2.0")
     time.sleep(1.0)
     assert len(slack.uploads) == 1  # the second chart holds back while an outcome waits
@@ -737,7 +741,7 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
     bot = make_bot(database_url=postgres_url)
     store = bot.services.store
     for _ in range(3):
-        store.follow("C0GENERAL", provider.add_job(status="running"), final=False, team_id="T", user_id="U",
+        store.follows.follow("C0GENERAL", provider.add_job(status="running"), final=False, team_id="T", user_id="U",
                      origin="test")
     poll, deliver = bot.scheduler.get_job("poll").func, bot.scheduler.get_job("deliver").func
 
@@ -749,12 +753,12 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
     def cycle(n: int) -> None:
         if n % 10 == 0:
             job = provider.add_job(status="running")
-            store.follow(f"C0SOAK{n % 7}", job, final=False, team_id="T", user_id="U", origin="test")
+            store.follows.follow(f"C0SOAK{n % 7}", job, final=False, team_id="T", user_id="U", origin="test")
             provider.set_status(job["id"], "succeeded")
         poll()
         deliver()
 
-    for n in range(20):
+    for n in range(70):  # (an outcome in each of the seven channels: the delivery pool has grown to what it needs)
         cycle(n)
     gc.collect()
     files, threads, rss, server = _open_files(), threading.active_count(), _rss_mb(), sessions()
@@ -781,7 +785,7 @@ def test_a_hundred_and_fifty_held_starts_estimated_and_released_leave_files_thre
     from bot.sandbox.provider import sample_training_file
 
     store, jobs = bot.services.store, bot.services.jobs
-    store.set_channel_settings("C0GENERAL", "U0ALICE", confirm_above=0)
+    store.channels.set_channel_settings("C0GENERAL", "U0ALICE", confirm_above=0)
     caller = Caller("T", "C0GENERAL", "U0ALICE")
 
     def held_and_released(n: int) -> None:

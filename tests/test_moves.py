@@ -91,7 +91,7 @@ def test_an_openai_fine_tune_moves_to_together_in_one_command(movers, slack, pro
     assert _parsed(uploaded["_content"]) == _parsed(_examples())  # the same examples, read as examples
     assert _parsed(together.files[body["validation_file"]]["_content"]) == _parsed(held_out)
     new_job = next(j for j in together.jobs.values() if j["training_file"] == body["training_file"])
-    follows = bot.services.store.followers(new_job["id"], "together")
+    follows = bot.services.store.follows.followers(new_job["id"], "together")
     assert [f["channel_id"] for f in follows] == ["C0GENERAL"] and follows[0]["origin"] == "start"
     assert bot.services.store.moves.moved_from("together", new_job["id"])["source_job"] == job["id"]
 
@@ -144,7 +144,7 @@ def test_openai_to_azure_keeps_the_base_model(settings, slack, provider):
 def test_bad_input_gets_a_clear_answer_and_no_request_anywhere(movers, slack, provider, together, fireworks):
     bot, server = movers
     job = _succeeded_openai_job(provider, _examples())
-    bot.services.store.follow("C0GENERAL", {"id": job["id"], "provider": "openai", "status": "succeeded",
+    bot.services.store.follows.follow("C0GENERAL", {"id": job["id"], "provider": "openai", "status": "succeeded",
                                             "model": MINI}, final=True, team_id="T", user_id="U", origin="subscribe")
     counts = [len(s.received) for s in (provider, together, fireworks)]
     cases = {
@@ -325,7 +325,7 @@ def test_links_both_ways_and_the_followers_come_along(movers, slack, provider, t
     assert "Moved from `" + job["id"] + "` at OpenAI" in everything_said(ask(server, slack, f"status {new_id}"))
     source_status = everything_said(ask(server, slack, f"status {job['id']}"))
     assert "Moved to `" + new_id + "` at Together AI" in source_status
-    followers = {f["channel_id"] for f in bot.services.store.followers(new_id, "together")}
+    followers = {f["channel_id"] for f in bot.services.store.follows.followers(new_id, "together")}
     assert followers == {"C0GENERAL", "C0OTHER"}
     # The original's card in C0OTHER is redrawn to say where it went, then again as the new job's state changes.
     def card_says(words: str) -> bool:
@@ -465,7 +465,7 @@ def dated(three, slack):
 
 
 def _follow(bot, job: dict, provider: str, channel: str = "C0GENERAL") -> None:
-    bot.services.store.follow(channel, {"id": job["id"], "provider": provider, "status": job["status"],
+    bot.services.store.follows.follow(channel, {"id": job["id"], "provider": provider, "status": job["status"],
                                         "state": "succeeded", "model": job["model"],
                                         "fine_tuned_model": job.get("fine_tuned_model")},
                               final=True, team_id="T0SANDBOX", user_id="U0ALICE", origin="start")
@@ -575,7 +575,7 @@ def test_a_move_whose_process_died_after_the_create_is_linked_when_reconciled_ne
         _, move = store.moves.claim(team_id=CALLER.team_id, channel_id=CALLER.channel_id, user_id=CALLER.user_id,
                                     source_provider="together", source_job=source["id"], target_provider="openai",
                                     options={"model": MINI})
-        store.record_intent("req-crash", team_id=CALLER.team_id, channel_id=CALLER.channel_id,
+        store.replays.record_intent("req-crash", team_id=CALLER.team_id, channel_id=CALLER.channel_id,
                             user_id=CALLER.user_id, response_url=None, training_file="file-sample", model=MINI,
                             suffix=None, provider="openai", move_id=move["id"])
         made = provider.add_job(status="running", metadata={REQUEST_KEY: "req-crash"})

@@ -11,7 +11,7 @@ from bot.providers.openai_shape import OpenAIProvider, build_client
 
 
 def _follow(bot, job, channel="C1"):
-    return bot.services.store.follow(channel, job, final=False, team_id="T", user_id="U",
+    return bot.services.store.follows.follow(channel, job, final=False, team_id="T", user_id="U",
                                      origin="subscribe")
 
 
@@ -23,7 +23,7 @@ def test_no_active_jobs_no_requests(bot, provider):
     assert bot.services.poller.run_once().requests == 0
     done = provider.add_job(status="succeeded")
     _follow(bot, done)
-    bot.services.store.record_jobs([({**done}, "succeeded")])
+    bot.services.store.follows.record_jobs([({**done}, "succeeded")])
     assert bot.services.poller.run_once().requests == 0
     assert _requests(provider) == 0
 
@@ -62,8 +62,8 @@ def test_unknown_and_paused_statuses_keep_being_polled(bot, provider):
         provider.jobs[job["id"]]["status"] = status
         report = bot.services.poller.run_once()
         assert report.queued == 0 and report.error is None
-        assert bot.services.store.job(job["id"])["status"] == status
-        assert bot.services.store.job(job["id"])["final"] == 0
+        assert bot.services.store.follows.job(job["id"])["status"] == status
+        assert bot.services.store.follows.job(job["id"])["final"] == 0
 
 
 def test_provider_outage_backs_off_resumes_and_marks_nothing_final(bot, provider, slack):
@@ -82,7 +82,7 @@ def test_provider_outage_backs_off_resumes_and_marks_nothing_final(bot, provider
     provider.set_status(job["id"], "succeeded")
     recovered = poller.run_once()
     assert recovered.error is None and recovered.queued == 1
-    assert bot.services.store.job(job["id"])["final"] == 1
+    assert bot.services.store.follows.job(job["id"])["final"] == 1
 
 
 @pytest.mark.parametrize("interval, longest_pause", [(60, 120), (30, 120), (1, 17), (600, 600)])
@@ -108,13 +108,13 @@ def test_a_404_for_one_job_does_not_stop_the_others(bot, provider):
     provider.set_status(alive["id"], "succeeded")
     report = bot.services.poller.run_once()
     assert report.queued == 1 and report.error is None
-    assert bot.services.store.job("ftjob-deleted")["final"] == 0
+    assert bot.services.store.follows.job("ftjob-deleted")["final"] == 0
 
 
 def _follow_at_together(bot, job, channel="C1"):
     fields = {"id": job["id"], "provider": "together", "status": job["status"], "model": job["model"],
               "created_at": 1}
-    return bot.services.store.follow(channel, fields, final=False, team_id="T", user_id="U", origin="subscribe")
+    return bot.services.store.follows.follow(channel, fields, final=False, team_id="T", user_id="U", origin="subscribe")
 
 
 def test_together_is_asked_with_its_cheapest_call(make_bot, both, provider, together):
@@ -137,4 +137,4 @@ def test_together_is_asked_with_its_cheapest_call(make_bot, both, provider, toge
     failed = bot.services.poller.run_once()
     # The list says "error" but not why: that job alone is read whole, with its events.
     assert failed.finished == [jobs[2]["id"]] and failed.requests == 2
-    assert bot.services.store.job(jobs[2]["id"], "together")["error_message"] == "Loss became NaN at step 40"
+    assert bot.services.store.follows.job(jobs[2]["id"], "together")["error_message"] == "Loss became NaN at step 40"

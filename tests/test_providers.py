@@ -101,7 +101,7 @@ def test_each_provider_takes_only_its_own_options_checked_before_any_request(two
     nonesuch = ask(server, slack, f"start {SAMPLE_FILE_ID} provider=nonesuch")
     assert "No provider called `nonesuch` is configured here" in nonesuch["text"]
     assert "`openai`, `together`" in nonesuch["text"]
-    assert provider.received == [] and together.received == [] and bot.services.store.intents() == []
+    assert provider.received == [] and together.received == [] and bot.services.store.replays.intents() == []
 
 
 def test_list_merges_every_provider_newest_first_and_names_each(two, slack, provider, together):
@@ -170,7 +170,7 @@ def test_a_provider_that_stopped_taking_jobs_is_named_and_the_others_offered(two
     assert "OpenAI no longer starts fine-tuning jobs" in reply["text"]
     assert "Fine-tuning job creation is no longer available for this organization." in said
     assert "Together AI (provider=together)" in said and "provider=together" in reply["text"]
-    assert [i["state"] for i in bot.services.store.intents()] == ["refused"]
+    assert [i["state"] for i in bot.services.store.replays.intents()] == ["refused"]
     providers = everything_said(ask(server, slack, "providers"))
     assert "Not taking new jobs: it refused a start on" in providers and "no longer available" in providers
     assert together_id_started(ask(server, slack, f"start {SAMPLE_FILE_ID} provider=together"), together)
@@ -229,7 +229,7 @@ def test_a_database_from_before_providers_goes_on_announcing(make_bot, settings,
     job = provider.add_job(status="running")
     database_from_before_providers(settings.database_path, running=job["id"])
     bot = make_bot()  # OpenAI's shape configured: the rows are OpenAI's
-    assert [(r["provider"], r["id"]) for r in bot.services.store.active_jobs()] == [("openai", job["id"])]
+    assert [(r["provider"], r["id"]) for r in bot.services.store.follows.active_jobs()] == [("openai", job["id"])]
     provider.set_status(job["id"], "succeeded", fine_tuned_model="ft:gpt-4.1-mini:acme::kept")
     assert bot.services.poller.run_once().finished == [job["id"]]
     posted = wait_until(lambda: len(slack.messages_in("C1")) == 2 and slack.messages_in("C1"))

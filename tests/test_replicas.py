@@ -35,7 +35,7 @@ def test_replicas_poll_once_per_interval_and_a_dead_ones_turn_passes_on(settings
     bots = [build(settings, clock=lambda: now[0], worker_id=f"replica-{n}.example:1{n}:x") for n in range(3)]
     try:
         for _ in range(3):
-            bots[0].services.store.follow("C1", provider.add_job(status="running"), final=False, team_id="T",
+            bots[0].services.store.follows.follow("C1", provider.add_job(status="running"), final=False, team_id="T",
                                           user_id="U", origin="subscribe")
         polls = [bot.scheduler.get_job("poll").func for bot in bots]
         asked = []
@@ -57,7 +57,7 @@ def test_replicas_poll_once_per_interval_and_a_dead_ones_turn_passes_on(settings
                 asked.append(len(provider.received) - before)
             now[0] += 1.0
         assert [n > 0 for n in asked] == [False, False, True, False, True, False]
-        assert bots[1].services.store.turn_holder("poll") == "replica-1.example:11:x"
+        assert bots[1].services.store.leases.turn_holder("poll") == "replica-1.example:11:x"
     finally:
         for bot in bots:
             bot.stop(timeout=2)
@@ -77,12 +77,12 @@ def test_a_turn_held_by_a_process_gone_from_this_machine_is_taken_at_once(databa
     store = Store(database)
     ran = []
     try:
-        assert store.take_turn("poll", f"{host}:{process.pid}:dead", hold=3600)
-        assert store.take_turn("progress", f"{host}:{os.getppid()}:alive", hold=3600)
+        assert store.leases.take_turn("poll", f"{host}:{process.pid}:dead", hold=3600)
+        assert store.leases.take_turn("progress", f"{host}:{os.getppid()}:alive", hold=3600)
         turns = Turns(store, f"{host}:{os.getpid()}:me")
         turns.one_at_a_time("poll", lambda: ran.append("poll"), hold=2)()
         turns.one_at_a_time("progress", lambda: ran.append("progress"), hold=2)()
-        assert ran == ["poll"] and store.turn_holder("poll") == f"{host}:{os.getpid()}:me"
+        assert ran == ["poll"] and store.leases.turn_holder("poll") == f"{host}:{os.getpid()}:me"
         turns.give_back()
         assert Turns(store, "elsewhere:1:x").one_at_a_time("poll", lambda: ran.append("next"), hold=2)() is None
         assert ran == ["poll", "next"]  # given back at stop: the next process asking has it at once
@@ -127,7 +127,7 @@ def test_a_ten_second_database_outage_loses_nothing_and_posts_every_outcome_once
         store = Store(url)
         jobs = [provider.add_job(status="running") for _ in range(10)]
         for n, job in enumerate(jobs):
-            store.follow(f"C0OUT{n % 4}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe")
+            store.follows.follow(f"C0OUT{n % 4}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe")
         store.close()
         env = _replica_env(slack, provider, url)
         for n in range(2):
@@ -200,7 +200,7 @@ def test_three_replicas_keep_every_promise_through_a_kill_and_a_fresh_start(post
         jobs = []
         for n in range(FOLLOWED):
             job = provider.add_job(status="running")
-            store.follow(f"C0REP{n % 5}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe",
+            store.follows.follow(f"C0REP{n % 5}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe",
                          card=n % 2 == 0)
             jobs.append(job)
         store.close()
@@ -270,7 +270,7 @@ def test_the_database_going_away_is_said_once_and_its_return_once(tmp_path, capl
 
     store = Store(str(tmp_path / "t.db"))
     turns = Turns(store, "worker-1")
-    take = store.take_turn
+    take = store.leases.take_turn
     away = {"now": True}
 
     def flaky(*args, **kwargs):
@@ -278,7 +278,7 @@ def test_the_database_going_away_is_said_once_and_its_return_once(tmp_path, capl
             raise sqlite3.OperationalError("unable to open database file")
         return take(*args, **kwargs)
 
-    store.take_turn = flaky
+    store.leases.take_turn = flaky
     ran = []
     poll = turns.one_at_a_time("poll", lambda: ran.append(1), hold=10)
     progress = turns.one_at_a_time("progress", lambda: ran.append(2), hold=10)

@@ -232,7 +232,8 @@ def test_a_channel_slack_refuses_shows_why_in_subscriptions(server, slack, provi
     ask(server, slack, f"subscribe {job['id']}", channel="C0ARCHIVED")
     provider.set_status(job["id"], "succeeded")
     bot.services.poller.run_once()
-    wait_until(lambda: [a for a in bot.services.store.announcements(state="failed") if a["kind"] == "announcement"])
+    outbox = bot.services.store.outbox
+    wait_until(lambda: [a for a in outbox.announcements(state="failed") if a["kind"] == "announcement"])
     subs = ask(server, slack, "subscriptions", channel="C0ARCHIVED")
     assert "I could not post here" in everything_said(subs) and "is_archived" in everything_said(subs)
     [dm] = wait_until(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])
@@ -248,7 +249,7 @@ def test_many_outcomes_do_not_leak_threads_or_connections(bot, provider, slack):
 
     jobs = [provider.add_job(status="running") for _ in range(60)]
     for n, job in enumerate(jobs):
-        bot.services.store.follow(f"C0LEAK{n}", job, final=False, team_id="T", user_id="U", origin="start")
+        bot.services.store.follows.follow(f"C0LEAK{n}", job, final=False, team_id="T", user_id="U", origin="start")
     bot.services.poller.run_once()
     # The first outcome, its post and its chart make the threads that live as long as the bot (the sender's, the
     # chart's) and their connections; from then on nothing may grow.
@@ -344,7 +345,7 @@ def test_channel_settings_change_what_the_channel_hears(make_bot, slack, provide
         provider.set_status(ok["id"], "succeeded")
         provider.set_status(bad["id"], "failed")
         bot.services.poller.run_once()
-        owed = [a["job_id"] for a in bot.services.store.announcements() if a["kind"] == "announcement"]
+        owed = [a["job_id"] for a in bot.services.store.outbox.announcements() if a["kind"] == "announcement"]
         assert owed == [bad["id"]]  # only the failure is owed
         [posted] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
         assert bad["id"] in posted["text"]

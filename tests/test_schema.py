@@ -103,38 +103,43 @@ def test_every_statement_the_store_runs_is_valid_postgresql(tmp_path, postgres_u
     store = Store(str(tmp_path / "bot.db"), clock=lambda: 1_000_000.0)
     seen: list[str] = []
     store._db().conn.set_trace_callback(seen.append)
+    follows, outbox, cards, channels, forms, replays = (store.follows, store.outbox, store.cards, store.channels,
+                                                        store.forms, store.replays)
     job = {"id": "ftjob-1", "status": "running", "model": "m", "created_at": 1, "provider": "openai"}
-    store.follow("C1", job, final=False, team_id="T", user_id="U1", origin="start", card=True)
-    store.follow("D1", {**job, "id": "ftjob-2"}, final=False, team_id="T", user_id="U1", origin="dm")
-    store.set_channel_settings("C1", "U1", outcomes="failures", progress_minutes=10)
-    store.channel_settings("C1"), store.channel_follows("C1"), store.channel_follows("C1", final=False, limit=5)
-    store.follow_counts("C1"), store.followers("ftjob-1"), store.job("ftjob-1"), store.dm_follows("U1")
-    store.providers_of("ftjob-1"), store.active_jobs(), store.has_active_jobs(), store.mark_polled([("openai", "x")])
-    [card] = store.claim_announcements("w", limit=5, lease_seconds=60)
-    store.set_card("C1", "ftjob-1", "openai", ts="1.0", revision=1)
-    store.mark_sent(card["key"], "w", "1.0"), store.card("C1", "ftjob-1"), store.card_edit_in_flight(card, 1.0)
-    store.progress_due("openai", ["ftjob-1"]), store.queue_progress("openai", "ftjob-1", 3, {"loss": 1.0})
-    store.record_jobs([({**job, "status": "failed"}, "failed"), ({**job, "id": "ftjob-2", "status": "x"}, None)])
-    store.defer_channel("C1", 2_000_000.0), store.defer_channel("C1", 2_000_000.0, kinds=["progress"])
-    store.outcomes_waiting(), store.next_due(), store.due_announcements(limit=5), store.announcements(state="sent")
-    for row in store.announcements(state="pending"):
-        store.claim(row["key"], "w", lease_seconds=60)
-        store.mark_retry(row["key"], "w", at=1.0, error="e", uncertain=True)
-        store.claim(row["key"], "w", lease_seconds=60)
-        store.release(row["key"], "w", at=1.0, note="n")
-        store.claim(row["key"], "w", lease_seconds=60)
-        store.mark_failed(row["key"], "w", "gone", tell="U1") if row["kind"] == "announcement" else store.mark_skipped(
-            row["key"], "w", "r")
-    store.job_with_model("ft:m"), store.unfollow("D1", "ftjob-2")
-    share = store.keep_answer("U1", "C1", {"text": "hi"})
-    store.claim_share(share, "U1"), store.unclaim_share(share)
-    form = store.record_form("start", user_id="U1", team_id="T", channel_id="C1")
-    store.form(form, "start"), store.claim_form(form, "start", "U1")
-    store.first_sight_of_trigger("t1"), store.remember_webhook("wh1"), store.check_writable()
-    store.record_intent("r1", team_id="T", channel_id="C1", user_id="U1", response_url=None, training_file="f",
-                        model="m", suffix=None)
-    store.claim_orphaned_intents(older_than=0, worker="w"), store.reopen_intent("r1")
-    store.finish_intent("r1", job_id="ftjob-1"), store.intents(), store.prune()
+    follows.follow("C1", job, final=False, team_id="T", user_id="U1", origin="start", card=True)
+    follows.follow("D1", {**job, "id": "ftjob-2"}, final=False, team_id="T", user_id="U1", origin="dm")
+    channels.set_channel_settings("C1", "U1", outcomes="failures", progress_minutes=10)
+    channels.channel_settings("C1"), follows.channel_follows("C1"), follows.channel_follows("C1", final=False, limit=5)
+    follows.follow_counts("C1"), follows.followers("ftjob-1"), follows.job("ftjob-1"), follows.dm_follows("U1")
+    follows.providers_of("ftjob-1"), follows.active_jobs(), follows.has_active_jobs()
+    follows.mark_polled([("openai", "x")])
+    [card] = outbox.claim_announcements("w", limit=5, lease_seconds=60)
+    cards.set_card("C1", "ftjob-1", "openai", ts="1.0", revision=1)
+    outbox.mark_sent(card["key"], "w", "1.0"), cards.card("C1", "ftjob-1"), cards.card_edit_in_flight(card, 1.0)
+    cards.progress_due("openai", ["ftjob-1"]), cards.queue_progress("openai", "ftjob-1", 3, {"loss": 1.0})
+    follows.record_jobs([({**job, "status": "failed"}, "failed"), ({**job, "id": "ftjob-2", "status": "x"}, None)])
+    outbox.defer_channel("C1", 2_000_000.0), outbox.defer_channel("C1", 2_000_000.0, kinds=["progress"])
+    outbox.outcomes_waiting(), outbox.next_due(), outbox.due_announcements(limit=5), outbox.announcements(state="sent")
+    for row in outbox.announcements(state="pending"):
+        outbox.claim(row["key"], "w", lease_seconds=60)
+        outbox.mark_retry(row["key"], "w", at=1.0, error="e", uncertain=True)
+        outbox.claim(row["key"], "w", lease_seconds=60)
+        outbox.release(row["key"], "w", at=1.0, note="n")
+        outbox.claim(row["key"], "w", lease_seconds=60)
+        if row["kind"] == "announcement":
+            outbox.mark_failed(row["key"], "w", "gone", tell="U1")
+        else:
+            outbox.mark_skipped(row["key"], "w", "r")
+    follows.job_with_model("ft:m"), follows.unfollow("D1", "ftjob-2")
+    share = forms.keep_answer("U1", "C1", {"text": "hi"})
+    forms.claim_share(share, "U1"), forms.unclaim_share(share)
+    form = forms.record_form("start", user_id="U1", team_id="T", channel_id="C1")
+    forms.form(form, "start"), forms.claim_form(form, "start", "U1")
+    replays.first_sight_of_trigger("t1"), replays.remember_webhook("wh1"), store.check_writable()
+    replays.record_intent("r1", team_id="T", channel_id="C1", user_id="U1", response_url=None, training_file="f",
+                          model="m", suffix=None)
+    replays.claim_orphaned_intents(older_than=0, worker="w"), replays.reopen_intent("r1")
+    replays.finish_intent("r1", job_id="ftjob-1"), replays.intents(), store.prune()
     store.close()
 
     statements = {s.strip() for s in seen if s.split(None, 1)[0].upper() in {"SELECT", "INSERT", "UPDATE", "DELETE"}}
@@ -181,11 +186,12 @@ def test_a_postgresql_database_from_before_spend_takes_m010_at_its_next_start(po
         conn.execute("DELETE FROM _finetune_migrations WHERE name = 'm010_spend_and_watchdog'")
     store = Store(postgres_url)
     try:
-        store.follow("C1", {"id": "j1", "provider": "openai", "status": "running"}, final=False, team_id="T",
+        store.follows.follow("C1", {"id": "j1", "provider": "openai", "status": "running"}, final=False, team_id="T",
                      user_id="U1", origin="start", recorded={"estimate": 2.5})
-        assert store.job("j1", "openai")["estimate"] == 2.5
-        store.set_channel_settings("C1", "U1", budget=100.0)
-        assert (store.channel_settings("C1")["watchdog"], store.channel_settings("C1")["budget"]) == ("warn", 100.0)
+        assert store.follows.job("j1", "openai")["estimate"] == 2.5
+        store.channels.set_channel_settings("C1", "U1", budget=100.0)
+        assert (store.channels.channel_settings("C1")["watchdog"],
+                store.channels.channel_settings("C1")["budget"]) == ("warn", 100.0)
         assert store.spend.hold(team_id="T", channel_id="C1", user_id="U1", provider="openai", command={},
                                 estimate=1.0, reason="r")
         store.watch.record_reading("openai", "j1", 1, 2.0, None)

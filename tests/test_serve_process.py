@@ -19,7 +19,7 @@ def _env(tmp_path, slack, provider) -> dict:
 def _sent(env: dict, kind: str) -> bool:
     store = Store(env["DATABASE_PATH"])
     try:
-        return any(row["kind"] == kind for row in store.announcements(state="sent"))
+        return any(row["kind"] == kind for row in store.outbox.announcements(state="sent"))
     finally:
         store.close()
 
@@ -133,7 +133,7 @@ def test_a_killed_bot_leaves_no_drawing_process_behind(tmp_path, slack, provider
     provider.train(job["id"], 3, total=10)
     proc = ServeProcess(_env(tmp_path, slack, provider))
     store = Store(str(tmp_path / "serve.db"))
-    store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="subscribe")
+    store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="subscribe")
     store.close()
     provider.set_status(job["id"], "succeeded")
     assert wait_until(lambda: slack.uploads, timeout=30)  # a chart was drawn: the drawing process is up

@@ -56,7 +56,7 @@ def test_a_start_by_file_id_shows_its_estimate_counted_once_per_file(server, sla
     assert training_data.dollars(expected_estimate(3)) in again["text"]
     assert len(provider.requests_to(f"/files/{SAMPLE_FILE_ID}/content", "GET")) == 1  # remembered, not read again
     [first, _] = provider.jobs
-    assert Store(server.bot.settings.database).job(first, "openai")["estimate"] == pytest.approx(amount)
+    assert Store(server.bot.settings.database).follows.job(first, "openai")["estimate"] == pytest.approx(amount)
 
 
 def test_an_unknown_estimate_is_said_to_be_unknown_never_zero_and_is_held_when_starts_need_confirming(
@@ -87,7 +87,7 @@ def test_the_outcome_and_card_show_trained_tokens_and_the_actual_cost(server, sl
     assert f"trained 3,456,789 tokens · {training_data.dollars(cost)}" in posted["text"]
     card = wait_until(lambda: [c for c in slack.cards_in("C0GENERAL") if "succeeded" in c["text"]])[0]
     assert training_data.dollars(cost) in card["text"] or training_data.dollars(cost) in everything_said(card)
-    assert bot.services.store.job(job_id, "openai")["cost"] == pytest.approx(cost)
+    assert bot.services.store.follows.job(job_id, "openai")["cost"] == pytest.approx(cost)
 
 
 def test_togethers_total_price_is_nano_dollars_and_a_failed_billed_job_shows_its_cost_so_far(both, together, slack,
@@ -95,7 +95,7 @@ def test_togethers_total_price_is_nano_dollars_and_a_failed_billed_job_shows_its
     bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
     store = bot.services.store
     job = together.add_job(status="running")
-    store.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
+    store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
                  origin="start")
     together.set_status(job["id"], "error", total_price=12_340_000_000, token_count=2_000_000)
     bot.services.poller.run_once()
@@ -140,7 +140,8 @@ def test_spend_pages_stay_within_slacks_limits(settings, bot):
 
     store = bot.services.store
     for n in range(45):
-        store.follow("C0GENERAL", {"id": f"ftjob-{n:03d}", "provider": "openai", "status": "running", "model": MINI,
+        store.follows.follow("C0GENERAL", {"id": f"ftjob-{n:03d}", "provider": "openai", "status": "running",
+                                           "model": MINI,
                                    "created_at": int(bot.services.jobs.clock())}, final=False, team_id="T",
                      user_id="U0ALICE", origin="start", recorded={"estimate": 1.25})
     from bot.commands import Command
@@ -224,7 +225,7 @@ def test_changing_money_settings_obeys_allowed_user_ids(server, slack, make_bot)
     try:
         refused = ask(srv, slack, "settings budget=100", user="U0MALLORY")
         assert "not on this bot's list" in refused["text"]
-        assert bot.services.store.channel_settings("C0GENERAL")["budget"] is None
+        assert bot.services.store.channels.channel_settings("C0GENERAL")["budget"] is None
         assert "$100.00" in ask(srv, slack, "settings budget=100")["text"]
     finally:
         srv.close()
@@ -245,12 +246,12 @@ def test_with_approvers_only_they_may_raise_or_switch_off_the_limits_anyone_may_
             refused = ask(srv, slack, text, user="U0DAVE")
             assert "Only an approver (APPROVER_USER_IDS) may raise" in refused["text"], (text, refused)
             assert "Nothing was changed" in refused["text"] and refused["response_type"] == "ephemeral"
-        settings = bot.services.store.channel_settings("C0GENERAL")
+        settings = bot.services.store.channels.channel_settings("C0GENERAL")
         assert (settings["confirm_above"], settings["budget"]) == (10, 100)
         assert "$5.00" in ask(srv, slack, "settings confirm_above=5 budget=50", user="U0DAVE")["text"]
         assert "off" in ask(srv, slack, "settings budget=off", user="U0BOB")["text"]
         assert "$20.00" in ask(srv, slack, "settings budget=20", user="U0DAVE")["text"]  # (a limit where there was
-        settings = bot.services.store.channel_settings("C0GENERAL")  # none is a lower one)
+        settings = bot.services.store.channels.channel_settings("C0GENERAL")  # none is a lower one)
         assert (settings["confirm_above"], settings["budget"]) == (5, 20)
         ask(srv, slack, "settings confirm_above=0", user="U0DAVE")  # lowered: any start now needs an approver
         held = ask(srv, slack, f"start {SAMPLE_FILE_ID}", user="U0DAVE")
@@ -280,7 +281,7 @@ def test_with_approvers_a_held_start_needs_an_approver_other_than_its_requester(
         assert wait_until(lambda: "already received this exact request" in reply_to(slack, "carol")["text"])
         assert len(wait_until(lambda: creates(provider))) == 1
         [job_id] = list(provider.jobs)
-        assert bot.services.store.job(job_id, "openai")["approved_by"] == "U0CAROL"
+        assert bot.services.store.follows.job(job_id, "openai")["approved_by"] == "U0CAROL"
         [card] = wait_until(lambda: (bot.services.sender.deliver_due(), slack.cards_in("C0GENERAL"))[1])
         assert "Approved by" in everything_said(card) and "<@U0CAROL>" in everything_said(card)
         decided = wait_until(lambda: [m for m in slack.messages_in("C0GENERAL") if "Approved by" in m["text"]
@@ -330,12 +331,12 @@ def test_a_start_reconciled_after_a_crash_keeps_its_estimate_and_approver(bot, s
 
     store = bot.services.store
     job = provider.add_job(status="running", metadata={REQUEST_KEY: "req-crashed"})
-    store.record_intent("req-crashed", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
+    store.replays.record_intent("req-crashed", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
                         response_url=slack.response_url("crashed"), training_file=SAMPLE_FILE_ID, model=job["model"],
                         suffix=None, estimate=42.5, approved_by="U0CAROL")
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
     assert "Estimated cost: $42.50" in reply_to(slack, "crashed")["text"]
-    row = store.job(job["id"], "openai")
+    row = store.follows.job(job["id"], "openai")
     assert (row["estimate"], row["approved_by"]) == (42.5, "U0CAROL")
 
 
@@ -366,11 +367,14 @@ def test_a_months_totals_and_the_watchdogs_records_on_both_engines(database):
     now = 1_800_000_000.0
     store = Store(database, clock=lambda: now)
     for n, (final, cost, estimate) in enumerate(((1, 4.0, 5.0), (1, None, 2.0), (0, None, 3.0), (0, None, None))):
-        store.follow("C1", {"id": f"j{n}", "provider": "openai", "status": "x", "created_at": int(now), "cost": cost},
+        store.follows.follow("C1", {"id": f"j{n}", "provider": "openai", "status": "x", "created_at": int(now),
+                                    "cost": cost},
                      final=bool(final), team_id="T", user_id="U1", origin="start", recorded={"estimate": estimate})
-    store.follow("C2", {"id": "other", "provider": "openai", "status": "x", "created_at": int(now), "cost": 99.0},
+    store.follows.follow("C2", {"id": "other", "provider": "openai", "status": "x", "created_at": int(now),
+                                "cost": 99.0},
                  final=True, team_id="T", user_id="U1", origin="start")
-    store.follow("C1", {"id": "other", "provider": "openai", "status": "x"}, final=True, team_id="T", user_id="U1",
+    store.follows.follow("C1", {"id": "other", "provider": "openai", "status": "x"}, final=True, team_id="T",
+                         user_id="U1",
                  origin="subscribe")  # followed in C1, started elsewhere: C2's spend, not C1's
     totals = store.spend.month_totals("C1", now - 10, now + 10)
     assert totals == {"jobs": 4, "estimated": 10.0, "actual": 4.0, "running": 3.0, "spent": 9.0, "unknown": 1}
@@ -452,7 +456,7 @@ def test_starts_racing_each_other_stay_within_the_budget_across_two_processes(se
     location = {"database_url": database} if "://" in database else {"database_path": database}
     bots = [build(replace(settings, **location)) for _ in range(2)]
     try:
-        bots[0].services.store.set_channel_settings("C0GENERAL", "U0ALICE", budget=0.05)
+        bots[0].services.store.channels.set_channel_settings("C0GENERAL", "U0ALICE", budget=0.05)
         answers = []
         caller = Caller("T", "C0GENERAL", "U0ALICE")
         go = threading.Barrier(10)
@@ -487,7 +491,7 @@ def test_a_refused_start_gives_its_reservation_back(settings, provider, slack, m
     from bot.jobs import Caller
 
     bot = make_bot()
-    bot.services.store.set_channel_settings("C0GENERAL", "U0ALICE", budget=0.03)  # room for one $0.02 start
+    bot.services.store.channels.set_channel_settings("C0GENERAL", "U0ALICE", budget=0.03)  # room for one $0.02 start
     caller = Caller("T", "C0GENERAL", "U0ALICE")
     provider.refuse_new_jobs = (400, "Fine-tuning is down for maintenance.")
     refused = bot.services.jobs.run(Command("start", {"training_file": SAMPLE_FILE_ID}), caller)
@@ -504,7 +508,7 @@ def test_togethers_total_price_of_zero_is_not_yet_billed_never_free(both, togeth
     assert _billed(0) is None and _billed(12_340_000_000) == 12.34
     bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
     job = together.add_job(status="running")
-    bot.services.store.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T",
+    bot.services.store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T",
                               user_id="U0ALICE", origin="start")
     together.set_status(job["id"], "completed", total_price=0, token_count=2_000_000)
     bot.services.poller.run_once()

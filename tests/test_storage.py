@@ -66,61 +66,61 @@ def test_migrations_build_the_schema(tmp_path):
 
 def test_follow_and_unfollow(database):
     store = Store(database)
-    assert store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
-    assert not store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="subscribe")
-    assert store.follow("C2", _job(), final=False, team_id="T", user_id="U2", origin="subscribe")
-    assert [r["job_id"] for r in store.channel_follows("C1")] == ["ftjob-1"]
-    assert [j["id"] for j in store.active_jobs()] == ["ftjob-1"]
-    assert store.unfollow("C1", "ftjob-1") and not store.unfollow("C1", "ftjob-1")
-    assert store.unfollow("C2", "ftjob-1")
-    assert store.active_jobs() == [] and not store.has_active_jobs()
+    assert store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+    assert not store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="subscribe")
+    assert store.follows.follow("C2", _job(), final=False, team_id="T", user_id="U2", origin="subscribe")
+    assert [r["job_id"] for r in store.follows.channel_follows("C1")] == ["ftjob-1"]
+    assert [j["id"] for j in store.follows.active_jobs()] == ["ftjob-1"]
+    assert store.follows.unfollow("C1", "ftjob-1") and not store.follows.unfollow("C1", "ftjob-1")
+    assert store.follows.unfollow("C2", "ftjob-1")
+    assert store.follows.active_jobs() == [] and not store.follows.has_active_jobs()
 
 
 def test_an_outcome_is_queued_once_per_channel(database):
     store = Store(database)
     for channel in ("C1", "C2"):
-        store.follow(channel, _job(), final=False, team_id="T", user_id="U", origin="start")
-    assert store.record_jobs([(_job(status="queued"), None)]) == 0
-    assert store.record_jobs([(_job(status="succeeded", fine_tuned_model="ft:m"), "succeeded")]) == 2
-    assert store.record_jobs([(_job(status="succeeded"), "succeeded")]) == 0
-    assert store.record_jobs([(_job(status="running"), None)]) == 0  # a final job never goes back
-    assert store.job("ftjob-1")["status"] == "succeeded"
-    assert sorted(a["key"] for a in store.announcements()) == ["openai:ftjob-1:C1:succeeded",
+        store.follows.follow(channel, _job(), final=False, team_id="T", user_id="U", origin="start")
+    assert store.follows.record_jobs([(_job(status="queued"), None)]) == 0
+    assert store.follows.record_jobs([(_job(status="succeeded", fine_tuned_model="ft:m"), "succeeded")]) == 2
+    assert store.follows.record_jobs([(_job(status="succeeded"), "succeeded")]) == 0
+    assert store.follows.record_jobs([(_job(status="running"), None)]) == 0  # a final job never goes back
+    assert store.follows.job("ftjob-1")["status"] == "succeeded"
+    assert sorted(a["key"] for a in store.outbox.announcements()) == ["openai:ftjob-1:C1:succeeded",
                                                                 "openai:ftjob-1:C2:succeeded"]
 
 
 def test_unfollowed_jobs_are_not_recorded(database):
     store = Store(database)
-    assert store.record_jobs([(_job("ftjob-unknown", "succeeded"), "succeeded")]) == 0
-    assert store.job("ftjob-unknown") is None
+    assert store.follows.record_jobs([(_job("ftjob-unknown", "succeeded"), "succeeded")]) == 0
+    assert store.follows.job("ftjob-unknown") is None
 
 
 def test_claims_expire_and_are_taken_over_as_uncertain(database):
     now = [1000.0]
     store = Store(database, clock=lambda: now[0])
-    store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
-    store.record_jobs([(_job(status="failed"), "failed")])
-    [claimed] = store.claim_announcements("a", limit=10, lease_seconds=30)
+    store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+    store.follows.record_jobs([(_job(status="failed"), "failed")])
+    [claimed] = store.outbox.claim_announcements("a", limit=10, lease_seconds=30)
     assert claimed["uncertain"] == 0 and claimed["outcome"] == "failed"
-    assert store.claim_announcements("b", limit=10, lease_seconds=30) == []
+    assert store.outbox.claim_announcements("b", limit=10, lease_seconds=30) == []
     now[0] += 31  # "a" died holding the claim
-    [taken] = store.claim_announcements("b", limit=10, lease_seconds=30)
+    [taken] = store.outbox.claim_announcements("b", limit=10, lease_seconds=30)
     assert taken["uncertain"] == 1 and taken["claimed_by"] == "b"
-    assert not store.mark_sent(taken["key"], "a", "1.1")  # the dead holder's late answer changes nothing
-    assert store.mark_sent(taken["key"], "b", "1.2")
-    assert store.announcements(state="sent")[0]["message_ts"] == "1.2"
+    assert not store.outbox.mark_sent(taken["key"], "a", "1.1")  # the dead holder's late answer changes nothing
+    assert store.outbox.mark_sent(taken["key"], "b", "1.2")
+    assert store.outbox.announcements(state="sent")[0]["message_ts"] == "1.2"
 
 
 def _hammer(path: str, worker: str, jobs: int, out) -> None:
     store = Store(path)
     sent = []
     for i in range(jobs):
-        store.record_jobs([(_job(f"ftjob-{i}", "succeeded"), "succeeded")])
-        for row in store.claim_announcements(worker, limit=5, lease_seconds=300):
-            if store.mark_sent(row["key"], worker, worker):
+        store.follows.record_jobs([(_job(f"ftjob-{i}", "succeeded"), "succeeded")])
+        for row in store.outbox.claim_announcements(worker, limit=5, lease_seconds=300):
+            if store.outbox.mark_sent(row["key"], worker, worker):
                 sent.append(row["key"])
-    for row in store.claim_announcements(worker, limit=1000, lease_seconds=300):
-        if store.mark_sent(row["key"], worker, worker):
+    for row in store.outbox.claim_announcements(worker, limit=1000, lease_seconds=300):
+        if store.outbox.mark_sent(row["key"], worker, worker):
             sent.append(row["key"])
     out.put(sent)
 
@@ -131,7 +131,7 @@ def test_two_processes_on_one_database_queue_and_claim_each_announcement_once(da
     jobs = 150
     for i in range(jobs):
         for channel in ("C1", "C2"):
-            store.follow(channel, _job(f"ftjob-{i}"), final=False, team_id="T", user_id="U", origin="start")
+            store.follows.follow(channel, _job(f"ftjob-{i}"), final=False, team_id="T", user_id="U", origin="start")
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     workers = [context.Process(target=_hammer, args=(path, f"w{n}", jobs, out)) for n in range(2)]
@@ -143,7 +143,7 @@ def test_two_processes_on_one_database_queue_and_claim_each_announcement_once(da
         assert w.exitcode == 0  # no "database is locked"
     sent = results[0] + results[1]
     assert len(sent) == len(set(sent)) == jobs * 2
-    assert len(store.announcements(state="sent")) == jobs * 2
+    assert len(store.outbox.announcements(state="sent")) == jobs * 2
 
 
 def _open(path: str, out) -> None:
@@ -180,7 +180,7 @@ def test_replicas_starting_together_on_an_empty_postgresql_database_all_come_up(
         url = postgres_server.new_database()
         _open_together(url)
         store = Store(url)
-        assert store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+        assert store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
         store.close()
 
 
@@ -227,29 +227,31 @@ def test_a_database_from_before_providers_keeps_its_jobs_follows_and_outbox(tmp_
     database_from_before_providers(path)
     store = Store(path)
     assert [m.name for m in migrations.applied(Database(path))] == MIGRATIONS
-    assert store.active_jobs()[0]["provider"] == ""  # nobody's until start-up says whose
-    assert store.adopt_unnamed("azure") == 2
-    assert store.adopt_unnamed("openai") == 0  # once only
-    assert [(r["provider"], r["id"], r["state"]) for r in store.active_jobs()] == [("azure", "ftjob-old", "going")]
-    assert store.job("ftjob-done", "azure")["state"] == "succeeded"
-    assert [f["channel_id"] for f in store.followers("ftjob-old", "azure")] == ["C1"]
-    assert store.announcement("azure:ftjob-done:C1:succeeded")["state"] == "pending"
+    assert store.follows.active_jobs()[0]["provider"] == ""  # nobody's until start-up says whose
+    assert store.follows.adopt_unnamed("azure") == 2
+    assert store.follows.adopt_unnamed("openai") == 0  # once only
+    assert [(r["provider"], r["id"], r["state"]) for r in store.follows.active_jobs()] == [("azure", "ftjob-old",
+                                                                                            "going")]
+    assert store.follows.job("ftjob-done", "azure")["state"] == "succeeded"
+    assert [f["channel_id"] for f in store.follows.followers("ftjob-old", "azure")] == ["C1"]
+    assert store.outbox.announcement("azure:ftjob-done:C1:succeeded")["state"] == "pending"
     # The outcome already queued is not queued again when seen again.
-    assert store.record_jobs([({"id": "ftjob-done", "provider": "azure", "status": "succeeded"}, "succeeded")]) == 0
-    assert len(store.announcements()) == 1
-    assert store.intents()[0]["provider"] == "azure"
-    assert store.unfollow("C1", "ftjob-old", "azure")
+    assert store.follows.record_jobs([({"id": "ftjob-done", "provider": "azure", "status": "succeeded"},
+                                       "succeeded")]) == 0
+    assert len(store.outbox.announcements()) == 1
+    assert store.replays.intents()[0]["provider"] == "azure"
+    assert store.follows.unfollow("C1", "ftjob-old", "azure")
 
 
 def test_two_providers_may_use_the_same_job_id(database):
     store = Store(database)
     for provider in ("openai", "together"):
-        store.follow("C1", {**_job("job-1"), "provider": provider}, final=False, team_id="T", user_id="U",
+        store.follows.follow("C1", {**_job("job-1"), "provider": provider}, final=False, team_id="T", user_id="U",
                      origin="start")
-    assert sorted(store.providers_of("job-1")) == ["openai", "together"]
-    assert store.record_jobs([({**_job("job-1", "completed"), "provider": "together"}, "succeeded")]) == 1
-    assert [a["key"] for a in store.announcements()] == ["together:job-1:C1:succeeded"]
-    assert [(r["provider"], r["final"]) for r in store.active_jobs()] == [("openai", 0)]
+    assert sorted(store.follows.providers_of("job-1")) == ["openai", "together"]
+    assert store.follows.record_jobs([({**_job("job-1", "completed"), "provider": "together"}, "succeeded")]) == 1
+    assert [a["key"] for a in store.outbox.announcements()] == ["together:job-1:C1:succeeded"]
+    assert [(r["provider"], r["final"]) for r in store.follows.active_jobs()] == [("openai", 0)]
 
 
 def test_read_then_write_is_one_step_for_every_thread_at_once(database):
@@ -269,20 +271,20 @@ def test_read_then_write_is_one_step_for_every_thread_at_once(database):
             return list(pool.map(lambda call: (gate.wait(), call())[1], calls))
 
         for round_ in range(10):
-            share = store.keep_answer("U1", "C1", {"text": "hi"})
-            said = all_at_once([partial(store.claim_share, share, "U1")] * threads)
+            share = store.forms.keep_answer("U1", "C1", {"text": "hi"})
+            said = all_at_once([partial(store.forms.claim_share, share, "U1")] * threads)
             assert sorted(s for s, _ in said) == ["ok"] + ["shared"] * (threads - 1)
-            form = store.record_form("start", user_id="U1", team_id="T", channel_id="C1")
-            said = all_at_once([partial(store.claim_form, form, "start", "U1")] * threads)
+            form = store.forms.record_form("start", user_id="U1", team_id="T", channel_id="C1")
+            said = all_at_once([partial(store.forms.claim_form, form, "start", "U1")] * threads)
             assert sorted(s for s, _ in said) == ["ok"] + ["submitted"] * (threads - 1)
             job = _job(f"ftjob-race-{round_}")
-            new = all_at_once([partial(store.follow, f"C{n}", job, final=False, team_id="T", user_id="U",
+            new = all_at_once([partial(store.follows.follow, f"C{n}", job, final=False, team_id="T", user_id="U",
                                        origin="start") for n in range(threads)])
             assert new == [True] * threads
             channel = f"CSET{round_}"
             changes = [{"progress_minutes": 7}, {"outcomes": "failures"}] * (threads // 2)
-            all_at_once([partial(store.set_channel_settings, channel, "U", **c) for c in changes])
-            settings = store.channel_settings(channel)
+            all_at_once([partial(store.channels.set_channel_settings, channel, "U", **c) for c in changes])
+            settings = store.channels.channel_settings(channel)
             assert (settings["progress_minutes"], settings["outcomes"]) == (7, "failures")
     store.close()
 
@@ -292,20 +294,21 @@ def test_a_turn_is_one_holders_until_it_ends_or_is_given_back(database):
     (died) is replaced when its turn ends; one that stops gives it back at once."""
     now = [1000.0]
     store = Store(database, clock=lambda: now[0])
-    assert store.take_turn("poll", "a", hold=2.0)
-    assert not store.take_turn("poll", "b", hold=2.0)
+    assert store.leases.take_turn("poll", "a", hold=2.0)
+    assert not store.leases.take_turn("poll", "b", hold=2.0)
     now[0] += 1.5
-    assert store.take_turn("poll", "a", hold=2.0)  # kept: its turn now ends at 1003.5
+    assert store.leases.take_turn("poll", "a", hold=2.0)  # kept: its turn now ends at 1003.5
     now[0] += 1.9
-    assert not store.take_turn("poll", "b", hold=2.0)
+    assert not store.leases.take_turn("poll", "b", hold=2.0)
     now[0] += 0.2  # "a" asked no more (it died): its turn has ended
-    assert store.take_turn("poll", "b", hold=2.0) and not store.take_turn("poll", "a", hold=2.0)
-    assert store.end_turns("b", ["poll"]) == 1 and store.take_turn("poll", "a", hold=2.0)  # b stopped: given back
-    assert store.take_turn("channel:C1", "b", hold=1.0, at_least_until=now[0] + 30)  # Slack said: wait 30 s
-    assert store.take_turn("channel:C1", "b", hold=1.0)  # asking again does not shorten it
+    assert store.leases.take_turn("poll", "b", hold=2.0) and not store.leases.take_turn("poll", "a", hold=2.0)
+    assert store.leases.end_turns("b", ["poll"]) == 1 and store.leases.take_turn("poll", "a",
+                                                                                 hold=2.0)  # b stopped: given back
+    assert store.leases.take_turn("channel:C1", "b", hold=1.0, at_least_until=now[0] + 30)  # Slack said: wait 30 s
+    assert store.leases.take_turn("channel:C1", "b", hold=1.0)  # asking again does not shorten it
     now[0] += 10
-    assert not store.take_turn("channel:C1", "a", hold=1.0)
-    assert [(t["name"], t["holder"]) for t in store.turns()] == [("channel:C1", "b"), ("poll", "a")]
+    assert not store.leases.take_turn("channel:C1", "a", hold=1.0)
+    assert [(t["name"], t["holder"]) for t in store.leases.turns()] == [("channel:C1", "b"), ("poll", "a")]
     now[0] += 700
     assert store.prune()["leases"] == 2
     store.close()
@@ -348,12 +351,12 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(pos
     server = ThrowawayPostgres().start()
     try:
         store = Store(server.new_database())
-        assert store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
-        store.job("ftjob-1")
+        assert store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+        store.follows.job("ftjob-1")
         server.halt()
         server.resume()
-        assert store.job("ftjob-1")["status"] == "running"  # a read on a connection from before the restart
-        assert store.first_sight_of_trigger("after")  # and a write
+        assert store.follows.job("ftjob-1")["status"] == "running"  # a read on a connection from before the restart
+        assert store.replays.first_sight_of_trigger("after")  # and a write
         store.close()
     finally:
         server.stop()
@@ -364,17 +367,18 @@ def test_an_unchanged_job_is_rewritten_once_a_minute_not_every_cycle(database):
     a change is written at once."""
     now = [1000.0]
     store = Store(database, clock=lambda: now[0])
-    store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+    store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
     for _ in range(5):
         now[0] += 10
-        store.record_jobs([(_job(), None)])
-    assert store.job("ftjob-1")["observed_at"] == 1000.0
+        store.follows.record_jobs([(_job(), None)])
+    assert store.follows.job("ftjob-1")["observed_at"] == 1000.0
     now[0] += 15  # 65 s since it was last written
-    store.record_jobs([(_job(), None)])
-    assert store.job("ftjob-1")["observed_at"] == 1065.0
+    store.follows.record_jobs([(_job(), None)])
+    assert store.follows.job("ftjob-1")["observed_at"] == 1065.0
     now[0] += 1
-    store.record_jobs([(_job(status="validating_files"), None)])
-    assert (store.job("ftjob-1")["observed_at"], store.job("ftjob-1")["status"]) == (1066.0, "validating_files")
+    store.follows.record_jobs([(_job(status="validating_files"), None)])
+    assert (store.follows.job("ftjob-1")["observed_at"], store.follows.job("ftjob-1")["status"]) == (1066.0,
+                                                                                                     "validating_files")
     store.close()
 
 
@@ -386,16 +390,16 @@ def test_a_claim_skips_a_row_another_replica_holds_and_waits_for_no_other_writer
     from storage.engines import WRITE_LOCK
 
     store = Store(postgres_url)
-    store.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
-    store.record_jobs([(_job(status="succeeded"), "succeeded")])
-    [row] = store.announcements(state="pending")
+    store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
+    store.follows.record_jobs([(_job(status="succeeded"), "succeeded")])
+    [row] = store.outbox.announcements(state="pending")
     other = psycopg.connect(postgres_url)
     try:
         other.execute("SELECT key FROM announcements FOR UPDATE")  # another replica, mid-claim
-        assert store.claim(row["key"], "w2", lease_seconds=30) is None
+        assert store.outbox.claim(row["key"], "w2", lease_seconds=30) is None
         other.rollback()
         other.execute(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")  # another replica, mid-write elsewhere
-        claimed = store.claim(row["key"], "w2", lease_seconds=30)
+        claimed = store.outbox.claim(row["key"], "w2", lease_seconds=30)
         assert claimed is not None and claimed["claimed_by"] == "w2"
     finally:
         other.close()

@@ -280,11 +280,11 @@ def test_the_limit_is_counted_across_replicas_and_frees_as_the_minute_passes(dat
     stores = [Store(database, clock=lambda: now["t"]) for _ in range(2)]
     try:
         for i in range(4):
-            assert stores[i % 2].take_model_calls("U0ALICE", 1, limit=5) is None
-        assert stores[0].take_model_calls("U0ALICE", 2, limit=5) == 60.0  # the oldest leaves the window at 1060
-        assert stores[1].take_model_calls("U0BOB", 5, limit=5) is None
+            assert stores[i % 2].forms.take_model_calls("U0ALICE", 1, limit=5) is None
+        assert stores[0].forms.take_model_calls("U0ALICE", 2, limit=5) == 60.0  # the oldest leaves the window at 1060
+        assert stores[1].forms.take_model_calls("U0BOB", 5, limit=5) is None
         now["t"] = 1061.0
-        assert stores[1].take_model_calls("U0ALICE", 2, limit=5) is None
+        assert stores[1].forms.take_model_calls("U0ALICE", 2, limit=5) is None
     finally:
         for store in stores:
             store.close()

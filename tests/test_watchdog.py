@@ -95,7 +95,7 @@ def warnings_in(slack, channel="C0GENERAL"):
 def delivered_warnings(bot, slack, channel="C0GENERAL"):
     """The warnings in `channel` once the outbox has drained (a channel's posts are paced a second apart)."""
     return wait_until(lambda: (bot.services.sender.deliver_due(), warnings_in(slack, channel))[1]
-                      if not bot.services.store.announcements(state="pending") else
+                      if not bot.services.store.outbox.announcements(state="pending") else
                       (bot.services.sender.deliver_due(), None)[1], 10)
 
 
@@ -130,7 +130,7 @@ def test_watchdog_cancel_cancels_at_the_provider_once_and_says_why_in_the_thread
     assert warning.get("broadcast") and "I cancelled it" in everything_said(warning)
     assert "1 → 1.1 → 1.3" in everything_said(warning) or "0.9 → 1 → 1.1 → 1.3" in everything_said(warning)
     assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1
-    assert bot.services.store.job(job_id, "openai")["status"] == "cancelled"
+    assert bot.services.store.follows.job(job_id, "openai")["status"] == "cancelled"
     watch(bot)
     assert len(provider.requests_to(f"/fine_tuning/jobs/{job_id}/cancel", "POST")) == 1
     assert "cancel_job" not in json.dumps(warning["blocks"])  # nothing left to cancel
@@ -158,8 +158,8 @@ def test_metrics_are_read_at_most_every_interval_and_within_the_cap(settings, pr
     store = bot.services.store
     jobs = [provider.add_job(status="running") for _ in range(MAX_METRIC_READS_PER_MINUTE + 10)]
     for job in jobs:
-        store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="subscribe")
-    store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+        store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="subscribe")
+    store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
 
     def reads() -> int:
         return sum(len(provider.requests_to(f"/fine_tuning/jobs/{j['id']}/events", "GET")) for j in jobs)
@@ -177,9 +177,9 @@ def test_together_metrics_reach_the_same_rules(both, slack, together, make_bot):
     bot = eager(make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")}))
     store = bot.services.store
     job = together.add_job(status="running")
-    store.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
+    store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
                  origin="start")
-    store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+    store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
     for step, (train, valid) in enumerate(((2.0, 1.50), (1.8, 1.55), (1.6, 1.62), (1.4, 1.70)), start=1):
         together.report(job["id"], step, train, valid)
         watch(bot)
@@ -191,8 +191,8 @@ def test_together_metrics_reach_the_same_rules(both, slack, together, make_bot):
 def test_two_processes_finding_the_same_thing_warn_once(settings, provider, slack, make_bot):
     first, second = eager(make_bot()), eager(make_bot())
     job = provider.add_job(status="running")
-    first.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
-    first.services.store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+    first.services.store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+    first.services.store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
     provider.report(job["id"], 2, math.inf)
     for bot in (first, second):
         bot.services.poller.run_once(progress=False)
@@ -232,8 +232,8 @@ def test_a_cancel_whose_process_stopped_before_its_warning_is_finished_once_by_m
                                                                                            make_bot):
     first, second = eager(make_bot()), eager(make_bot())  # two processes on one database
     job = provider.add_job(status="running")
-    first.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
-    first.services.store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
+    first.services.store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+    first.services.store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
     first.services.poller.run_once(progress=False)
     _claimed_and_stopped(first, job["id"])
     cancels = f"/fine_tuning/jobs/{job['id']}/cancel"
@@ -258,7 +258,7 @@ def test_an_unsaid_finding_is_taken_over_by_one_process_at_a_time_on_both_engine
     now = [1000.0]
     first, second = Store(database, clock=lambda: now[0]), Store(database, clock=lambda: now[0])
     try:
-        first.follow("C1", {"id": "j1", "provider": "openai", "status": "running"}, final=False, team_id="T",
+        first.follows.follow("C1", {"id": "j1", "provider": "openai", "status": "running"}, final=False, team_id="T",
                      user_id="U1", origin="start")
         assert first.watch.claim("openai", "j1", "nan", {"step": 1}, lambda followers: True).cancelling
         now[0] += 600
@@ -285,8 +285,8 @@ def test_the_maintenance_run_finishes_an_interrupted_cancel_once_its_claim_is_ol
     bot = build(settings, clock=lambda: now[0])
     try:
         job = provider.add_job(status="running")
-        bot.services.store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
-        bot.services.store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
+        bot.services.store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+        bot.services.store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
         bot.services.poller.run_once(progress=False)
         _claimed_and_stopped(bot, job["id"])
         maintain = bot.scheduler.get_job("maintain").func
@@ -299,12 +299,12 @@ def test_the_maintenance_run_finishes_an_interrupted_cancel_once_its_claim_is_ol
         assert len(provider.requests_to(cancels, "POST")) == 1
         # Its warning is queued once, saying the run was cancelled (delivering it is the sender's, shown above; this
         # bot's clock stands still, and the channel's pace with it).
-        [warning] = [a for a in bot.services.store.announcements() if a["kind"] == "watchdog"]
+        [warning] = [a for a in bot.services.store.outbox.announcements() if a["kind"] == "watchdog"]
         assert json.loads(warning["detail"])["cancel"] == "cancelled"
         bot.services.turns.give_back()
         maintain()
         assert len(provider.requests_to(cancels, "POST")) == 1
-        assert len([a for a in bot.services.store.announcements() if a["kind"] == "watchdog"]) == 1
+        assert len([a for a in bot.services.store.outbox.announcements() if a["kind"] == "watchdog"]) == 1
     finally:
         bot.stop(timeout=2)
 
@@ -313,8 +313,8 @@ def test_an_interrupted_cancel_of_a_job_that_ended_meanwhile_is_said_without_one
     eager(bot)
     job = provider.add_job(status="running")
     store = bot.services.store
-    store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
-    store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
+    store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+    store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False, watchdog="cancel")
     bot.services.poller.run_once(progress=False)
     _claimed_and_stopped(bot, job["id"])
     provider.set_status(job["id"], "failed")
@@ -334,8 +334,8 @@ def test_a_warning_that_cannot_be_queued_leaves_its_finding_unclaimed_for_the_ne
     eager(bot)
     job = provider.add_job(status="running")
     store = bot.services.store
-    store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
-    store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+    store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+    store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
     provider.report(job["id"], 2, math.nan)
     bot.services.poller.run_once(progress=False)
 
@@ -369,8 +369,8 @@ def test_a_run_with_no_new_step_for_the_stall_time_is_warned_of_as_stalled(setti
         eager(bot)
         store = bot.services.store
         job = provider.add_job(status="running")
-        store.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
-        store.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
+        store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U0ALICE", origin="start")
+        store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
         provider.report(job["id"], 7, 1.5)
         watch(bot)
         now[0] += 29 * 60
@@ -411,7 +411,7 @@ def test_one_absurd_step_at_a_provider_silences_nothing(both, slack, together, m
     store = bot.services.store
     bad, good = together.add_job(status="running"), together.add_job(status="running")
     for job in (bad, good):
-        store.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
+        store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
                      origin="start")
     together.report(bad["id"], 1, 2.0)
     with together.lock:

@@ -16,7 +16,7 @@ def _event(job_id: str, kind: str = "succeeded") -> str:
 
 def _followed_job(bot, provider, channel="C1"):
     job = provider.add_job(status="running")
-    bot.services.store.follow(channel, job, final=False, team_id="T", user_id="U", origin="start")
+    bot.services.store.follows.follow(channel, job, final=False, team_id="T", user_id="U", origin="start")
     return job
 
 
@@ -42,7 +42,7 @@ def test_bad_or_stale_signatures_change_nothing(server, bot, provider, slack):
         status, _ = server.post("/openai/webhook", payload, headers)
         assert status == 400
     assert provider.requests_to(f"/fine_tuning/jobs/{job['id']}") == []
-    assert bot.services.store.announcements() == []
+    assert bot.services.store.outbox.announcements() == []
 
 
 def test_redelivery_and_poll_after_webhook_announce_once(server, bot, provider, slack):
@@ -60,7 +60,7 @@ def test_redelivery_and_poll_after_webhook_announce_once(server, bot, provider, 
                 if not r.path.endswith("/events")]  # (the events are the success chart's, drawn after the post)
 
     # Two deliveries (wh_same, wh_other) are two fetches, both off the request thread; the redelivery is none.
-    assert wait_until(lambda: len(reads()) >= 2 and bot.services.store.job(job["id"])["final"])
+    assert wait_until(lambda: len(reads()) >= 2 and bot.services.store.follows.job(job["id"])["final"])
     bot.services.poller.run_once()
     assert wait_until(lambda: slack.messages_in("C1"))
     bot.services.sender.deliver_due()
@@ -93,7 +93,7 @@ def test_a_slow_provider_never_holds_the_webhook_answer(server, bot, provider, s
     assert server.post("/openai/webhook", body, sign_webhook(body, WEBHOOK_SECRET))[0] == 200
     # Answered while the provider was still being asked: nothing is announced yet, the fetch is in flight.
     assert wait_until(lambda: provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET"), timeout=10)
-    assert slack.messages_in("C1") == [] and bot.services.store.job(job["id"])["final"] == 0
+    assert slack.messages_in("C1") == [] and bot.services.store.follows.job(job["id"])["final"] == 0
     hang.release()
     assert wait_until(lambda: slack.messages_in("C1"), timeout=10)
 
