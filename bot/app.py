@@ -21,7 +21,8 @@ from bot.config import Settings
 from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
 from bot.jobs import JobService
-from bot.messages import Message, format_unknown_provider
+from bot.messages.answers import format_unknown_provider
+from bot.messages.blocks import Message
 from bot.moves import MoveService
 from bot.poller import Poller
 from bot.providers import registry

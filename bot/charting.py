@@ -13,7 +13,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from bot import drawing
 from bot.commands import Command, Problem
 from bot.jobs import Caller, JobService
-from bot.messages import Message, format_note, format_problem, format_provider_error
+from bot.messages.answers import format_note, format_problem, format_provider_error
+from bot.messages.blocks import Message
 from bot.providers.types import FineTuningProvider, Job, MetricPoint, ProviderError, Providers, ended, provider_label
 from bot.slack import SlackFailure, SlackGateway
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.messages import (
-    _SCRUB,
+from bot.messages.blocks import (
     MAX_BLOCKS,
     MAX_FIELD,
     MAX_TEXT,
-    TRY_SHARE_ACTION,
+    SCRUB,
     Message,
-    _clip,
-    _context,
-    _header,
-    _message,
-    _section,
+    build_message,
+    clip,
     code,
+    context_block,
     escape,
+    header_block,
+    section_block,
 )
+from bot.messages.jobs import TRY_SHARE_ACTION
 from bot.providers.types import provider_label
 from bot.scoring import SIMILARITY_CHARS, similarity
 from bot.scoring import exact as is_exact
@@ -48,20 +48,20 @@ class TrySide:
 
 def _side_text(side: TrySide, limit: int) -> str:
     if side.error is not None:
-        return f":warning: {_clip(escape(side.error), limit)}"
+        return f":warning: {clip(escape(side.error), limit)}"
     text = str(getattr(side.answer, "text", "") or "(an empty answer)")
-    shown = _clip(escape(text), limit)
+    shown = clip(escape(text), limit)
     return shown if len(escape(text)) <= limit else shown + f"\n_(cut: {len(text):,} characters in all)_"
 
 
 def format_try(prompt: str, tuned: TrySide, base: TrySide, *, provider: str, system: str | None = None,
                share_id: str | None = None) -> Message:
     """Both answers side by side, each with its model, time and tokens; untrusted text escaped and cut cleanly."""
-    fields = [_clip(f"*{escape(s.label)}* {code(s.model[:150])}\n{_side_text(s, _ANSWER_LIMIT)}\n_{escape(s.usage())}_",
-                    MAX_FIELD) for s in (tuned, base)]
-    blocks = [_section(f"*Prompt* ({escape(provider_label(provider))})\n>{_clip(escape(prompt), 600)}")]
+    fields = [clip(f"*{escape(s.label)}* {code(s.model[:150])}\n{_side_text(s, _ANSWER_LIMIT)}\n_{escape(s.usage())}_",
+                   MAX_FIELD) for s in (tuned, base)]
+    blocks = [section_block(f"*Prompt* ({escape(provider_label(provider))})\n>{clip(escape(prompt), 600)}")]
     if system:
-        blocks.append(_context(f"System message: {_clip(escape(system), 300)}"))
+        blocks.append(context_block(f"System message: {clip(escape(system), 300)}"))
     blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
     if share_id:
         blocks.append({"type": "actions", "elements": [{
@@ -69,7 +69,7 @@ def format_try(prompt: str, tuned: TrySide, base: TrySide, *, provider: str, sys
             "text": {"type": "plain_text", "text": "Share in channel"}}]})
     text = (f"Fine-tuned {tuned.model}: {getattr(tuned.answer, 'text', '') or tuned.error}\n"
             f"Base {base.model}: {getattr(base.answer, 'text', '') or base.error}")
-    return _message(_SCRUB(text)[:MAX_TEXT], blocks)
+    return build_message(SCRUB(text)[:MAX_TEXT], blocks)
 
 
 def format_comparison(job_id: str, source: str, where: str, rows: Sequence[tuple], *, provider: str) -> Message:
@@ -100,23 +100,23 @@ def _compared(title: str, about: str, said: str, rows: Sequence[tuple], *, names
               order: tuple[str, str]) -> Message:
     """Rows of (line, expected, side, side) shown example by example, the sides in `order`, then the tally of each
     side by its label (`names` says how the summary calls each)."""
-    blocks = [_header(title), _context(about)]
+    blocks = [header_block(title), context_block(about)]
     exact = {label: 0 for label in names}
     scores: dict[str, list[float]] = {label: [] for label in names}
     for index, (line, expected, *sides) in enumerate(rows, start=1):
-        parts = [f"*Example {index}* (line {line})", f"*Expected:* {_clip(escape(expected), 500)}"]
+        parts = [f"*Example {index}* (line {line})", f"*Expected:* {clip(escape(expected), 500)}"]
         for side in sorted(sides, key=lambda s: order.index(s.label)):
             text = str(getattr(side.answer, "text", "") or "")
             if side.error is None:
                 exact[side.label] += int(is_exact(expected, text))
                 scores[side.label].append(similarity(expected, text))
             parts.append(f"*{side.label}:* {_side_text(side, 500)}")
-        blocks.append(_section("\n".join(parts)))
+        blocks.append(section_block("\n".join(parts)))
     mean = {k: (sum(v) / len(v) if v else 0.0) for k, v in scores.items()}
     first, second = order[::-1] if order[0] == "Base" else order
     summary = (f"Exact matches with the expected answer: {names[first]} {exact[first]}/{len(rows)}, "
                f"{names[second]} {exact[second]}/{len(rows)}. Similarity to the expected answer (difflib character "
                f"ratio over the first {SIMILARITY_CHARS:,} characters, 0 to 1, mean): {names[first]} "
                f"{mean[first]:.2f}, {names[second]} {mean[second]:.2f}.")
-    blocks.insert(2, _section(f"*Summary* {escape(summary)}"))
-    return _message(f"{said}: {summary}", blocks[:MAX_BLOCKS])
+    blocks.insert(2, section_block(f"*Summary* {escape(summary)}"))
+    return build_message(f"{said}: {summary}", blocks[:MAX_BLOCKS])

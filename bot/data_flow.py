@@ -22,7 +22,9 @@ from typing import BinaryIO
 from bot import costs, training_data
 from bot.commands import SUFFIX_PATTERN, Command
 from bot.jobs import Caller, JobService
-from bot.messages import HOLD_START_ACTION, Message, code, escape, format_apology
+from bot.messages.answers import format_apology
+from bot.messages.blocks import Message, code, escape
+from bot.messages.money import HOLD_START_ACTION
 from bot.providers.types import ProviderError, Providers, provider_label
 from bot.slack import FileUnavailable, SlackFailure, SlackGateway
 from bot.training_data import dollars

@@ -22,10 +22,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from bot.messages import (
-    Message,
+from bot.messages.blocks import Message, duration
+from bot.messages.cards import (
     Subscription,
-    duration,
     format_announcement,
     format_card,
     format_delivery_problem,

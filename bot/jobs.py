@@ -14,39 +14,36 @@ from datetime import datetime, timezone
 from bot import costs
 from bot.commands import BY_NAME, Command, Problem, quote
 from bot.costs import Estimate
-from bot.messages import (
-    FOLLOWS_PAGE,
-    RECENT_FINISHED,
-    SPEND_PAGE,
-    FollowsPage,
-    Message,
+from bot.messages.answers import (
     ProviderInfo,
-    Subscription,
-    format_action,
-    format_approval_request,
-    format_card,
-    format_events,
-    format_followed,
-    format_held,
     format_help,
-    format_hold_decided,
-    format_job_list,
-    format_job_status,
     format_note,
     format_problem,
     format_provider_error,
     format_providers,
     format_refusal,
     format_settings,
-    format_spend,
-    format_start_reconciled,
-    format_started,
     format_stopped_taking_jobs,
-    format_subscribed,
     format_unknown_provider,
-    format_unsubscribed,
     invite_warning,
 )
+from bot.messages.blocks import Message
+from bot.messages.cards import Subscription, format_card
+from bot.messages.jobs import (
+    FOLLOWS_PAGE,
+    RECENT_FINISHED,
+    FollowsPage,
+    format_action,
+    format_events,
+    format_followed,
+    format_job_list,
+    format_job_status,
+    format_start_reconciled,
+    format_started,
+    format_subscribed,
+    format_unsubscribed,
+)
+from bot.messages.money import SPEND_PAGE, format_approval_request, format_held, format_hold_decided, format_spend
 from bot.move_messages import move_links
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label

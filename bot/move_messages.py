@@ -7,19 +7,19 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 
-from bot.messages import (
+from bot.messages.blocks import (
     MAX_BUTTON_VALUE,
     SLACK_USER_ID,
     Message,
-    _context,
-    _header,
-    _lines_in_sections,
-    _message,
-    _section,
+    build_message,
     code,
+    context_block,
     escape,
-    status_label,
+    header_block,
+    section_block,
+    sections_of_lines,
 )
+from bot.messages.jobs import status_label
 from bot.providers.types import Job, provider_label
 
 MOVE_PICK_ACTION = "move_pick_file"  # a move whose file its provider keeps: pick it in Slack
@@ -40,11 +40,12 @@ def format_moving(job: Job, target: str, notes: Sequence[str], *, started: Messa
     if started is None:
         said = (f"The {role} file of {job.id} doesn't meet {where}'s rules, so nothing was uploaded or started. "
                 "Fix these in the file and start it there yourself, or move it with another `model=`:")
-        blocks = [_section(f"{head}\n{escape(said)}"), *_lines_in_sections([escape(line) for line in report], per=8)]
-        return _message(f"Moving {job.id} to {where}: {said} " + " ".join(report[:3]), blocks)
-    blocks = [_section(head), _context("\n".join(escape(note) for note in notes)), *started.blocks]
+        blocks = [section_block(f"{head}\n{escape(said)}"), *sections_of_lines([escape(line) for line in report],
+                                                                               per=8)]
+        return build_message(f"Moving {job.id} to {where}: {said} " + " ".join(report[:3]), blocks)
+    blocks = [section_block(head), context_block("\n".join(escape(note) for note in notes)), *started.blocks]
     text = f"Moving {escape(job.id)} from {escape(source)} to {escape(where)}. {started.text}"  # (its text: escaped)
-    return _message(text, blocks, in_channel=started.in_channel, text_escaped=True)
+    return build_message(text, blocks, in_channel=started.in_channel, text_escaped=True)
 
 
 def format_move_refused(job: Job, target: str, move: Mapping) -> Message:
@@ -61,7 +62,7 @@ def format_move_refused(job: Job, target: str, move: Mapping) -> Message:
                 "approver; nothing was started again.")
     else:
         said = f"{code(job.id)} is being moved to {escape(where)}{who} right now; nothing was started again."
-    return _message(said.replace("`", ""), [_section(f":information_source: {said}")], text_escaped=True)
+    return build_message(said.replace("`", ""), [section_block(f":information_source: {said}")], text_escaped=True)
 
 
 def format_move_needs_file(move: Mapping, job: Job, target: str, words: str, *, role: str) -> Message:
@@ -72,12 +73,12 @@ def format_move_needs_file(move: Mapping, job: Job, target: str, words: str, *, 
     said = (f"{source} won't give back the {role} file of {job.id}, so I can't copy it to {where} myself. "
             f"{source} said: {words}. Pick the file in Slack and the move goes on from there, with everything else "
             f"kept (to {where}{', ' + kept if kept else ''}). Nothing was uploaded or started.")
-    blocks = [_section(f":file_folder: {escape(said)}"),
+    blocks = [section_block(f":file_folder: {escape(said)}"),
               {"type": "actions", "elements": [
                   {"type": "button", "action_id": MOVE_PICK_ACTION, "style": "primary",
                    "text": {"type": "plain_text", "text": "Pick the training file…"},
                    "value": _value({"move": move["id"]})}]}]
-    return _message(said, blocks)
+    return build_message(said, blocks)
 
 
 def move_links(moved_from: Mapping | None, moved_to: Sequence[Mapping]) -> list[str]:
@@ -114,7 +115,7 @@ def _move_button(entry: Mapping) -> dict:
 def _risk_blocks(entries: Sequence[Mapping], today: date) -> list[dict]:
     blocks = []
     for entry in entries:
-        blocks += [_section(_risk_line(entry, today)), _move_button(entry)]
+        blocks += [section_block(_risk_line(entry, today)), _move_button(entry)]
     return blocks
 
 
@@ -124,15 +125,15 @@ def format_retiring(entries: Sequence[Mapping], *, today: date, listed: int = 20
     if not entries:
         text = ("No fine-tune this channel follows is at risk: no provider it uses has announced an end of jobs or "
                 "of their base models.")
-        return _message(text, [_section(f":white_check_mark: {escape(text)}")])
-    blocks = [_header(":hourglass: Fine-tunes at risk"),
-              _context("Each date is where it comes from: a provider's own page, or reports marked as such. "
-                       "Move… re-trains one at another provider (`/finetune move <job_id> to=<provider>`)."),
+        return build_message(text, [section_block(f":white_check_mark: {escape(text)}")])
+    blocks = [header_block(":hourglass: Fine-tunes at risk"),
+              context_block("Each date is where it comes from: a provider's own page, or reports marked as such. "
+                            "Move… re-trains one at another provider (`/finetune move <job_id> to=<provider>`)."),
               *_risk_blocks(entries[:listed], today)]
     if len(entries) > listed:
-        blocks.append(_context(f"…and {len(entries) - listed} more."))
+        blocks.append(context_block(f"…and {len(entries) - listed} more."))
     text = f"{len(entries)} fine-tune(s) this channel follows are at risk; the soonest date is {entries[0]['date']}."
-    return _message(text, blocks)
+    return build_message(text, blocks)
 
 
 def format_retiring_notice(detail: Mapping) -> Message:
@@ -143,9 +144,10 @@ def format_retiring_notice(detail: Mapping) -> Message:
     today = date.fromisoformat(detail["date"]) - timedelta(days=days)
     when = "today" if days <= 0 else f"in {days} day{'s' if days != 1 else ''}"
     head = f":hourglass: {len(entries) + int(detail.get('more') or 0)} fine-tune(s) here are at risk {when}"
-    blocks = [_header(head.removeprefix(":hourglass: ")), *_risk_blocks(entries, today)]
+    blocks = [header_block(head.removeprefix(":hourglass: ")), *_risk_blocks(entries, today)]
     if detail.get("more"):
-        blocks.append(_context(f"…and {detail['more']} more: `/finetune retiring` lists them all."))
-    blocks.append(_context("`/finetune retiring` lists every fine-tune at risk here; Move… re-trains one elsewhere."))
-    return _message(f"{head.removeprefix(':hourglass: ')} ({detail['date']}). `/finetune retiring` lists them.",
-                    blocks, in_channel=True)
+        blocks.append(context_block(f"…and {detail['more']} more: `/finetune retiring` lists them all."))
+    blocks.append(context_block("`/finetune retiring` lists every fine-tune at risk here; Move… re-trains one "
+                                "elsewhere."))
+    return build_message(f"{head.removeprefix(':hourglass: ')} ({detail['date']}). `/finetune retiring` lists them.",
+                         blocks, in_channel=True)

@@ -24,7 +24,8 @@ from bot import costs, training_data
 from bot.commands import BY_NAME, MODEL_PATTERN, Command, Problem, quote
 from bot.conversion import Conversion, NotMovable
 from bot.jobs import Caller, JobService
-from bot.messages import Message, format_note, format_problem, format_provider_error
+from bot.messages.answers import format_note, format_problem, format_provider_error
+from bot.messages.blocks import Message
 from bot.move_messages import format_move_needs_file, format_move_refused, format_moving, format_retiring
 from bot.providers import registry
 from bot.providers.shape import Retirement

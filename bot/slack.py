@@ -20,7 +20,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
-from bot.messages import Message
+from bot.messages.blocks import Message
 from bot.retry_after import retry_after_seconds
 from bot.scrub import Scrubber
 

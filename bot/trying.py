@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from bot.commands import Command, Problem
 from bot.comparison import TrySide, format_comparison, format_try, format_two_fine_tunes
 from bot.jobs import Caller, JobService
-from bot.messages import Message, format_problem, format_provider_error, format_refusal
+from bot.messages.answers import format_problem, format_provider_error, format_refusal
+from bot.messages.blocks import Message
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, ended, provider_label
 from bot.slack import SlackFailure, SlackGateway

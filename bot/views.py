@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bot.messages import (
-    MAX_INPUT_LENGTH,
-    TRY_CALLBACK,
-    Message,
-    _context,
-    _lines_in_sections,
-    _section,
-    code,
-    escape,
-)
+from bot.messages.blocks import MAX_INPUT_LENGTH, Message, code, context_block, escape, section_block, sections_of_lines
+from bot.messages.jobs import TRY_CALLBACK
 from bot.providers.types import provider_label
 
 # Why a form's submission is not acted on, shown under the form's first field.
@@ -51,9 +43,9 @@ def data_form_view(mode: str, *, provider: str, models: Sequence[str], default_m
     """The form: a training file (and for a start, a validation file, the base model, suffix and epochs, filled in
     with what a move kept)."""
     where = provider_label(provider)
-    blocks = [_section(f"{escape(intro) + chr(10) if intro else ''}Pick a `.jsonl` file. I check it before anything "
-                       f"is uploaded to {escape(where)}: format, errors with line numbers, tokens and the estimated "
-                       "price."),
+    lead = escape(intro) + "\n" if intro else ""
+    blocks = [section_block(f"{lead}Pick a `.jsonl` file. I check it before anything is uploaded to "
+                            f"{escape(where)}: format, errors with line numbers, tokens and the estimated price."),
               _file_input("training", "Training file")]
     if mode == "start":
         choices = list(dict.fromkeys([default_model, *models]))[:100]
@@ -78,7 +70,7 @@ def data_form_view(mode: str, *, provider: str, models: Sequence[str], default_m
 
 def data_progress_view(mode: str, sentence: str, *, metadata: str = "") -> dict:
     """A modal saying what is being done (checking, uploading, starting), while it is done."""
-    return _modal(mode, [_section(f":hourglass_flowing_sand: {escape(sentence)}")], metadata=metadata)
+    return _modal(mode, [section_block(f":hourglass_flowing_sand: {escape(sentence)}")], metadata=metadata)
 
 
 def data_report_view(mode: str, report_lines: Sequence[str], *, filename: str, ok: bool, metadata: str,
@@ -88,7 +80,7 @@ def data_report_view(mode: str, report_lines: Sequence[str], *, filename: str, o
             f":x: *{escape(filename)}* has problems to fix; nothing was uploaded.")
     body = [escape(line).replace("  ", "\u2003", 1) if line.startswith("  ") else escape(line)
             for line in report_lines]
-    blocks = [_section(head), *_lines_in_sections(body, per=8)]
+    blocks = [section_block(head), *sections_of_lines(body, per=8)]
     if ok and confirm:
         blocks.append({"type": "actions", "block_id": "confirm", "elements": [
             {"type": "button", "action_id": DATA_CONFIRM_ACTION, "style": "primary", "value": mode,
@@ -98,7 +90,7 @@ def data_report_view(mode: str, report_lines: Sequence[str], *, filename: str, o
 
 def data_done_view(mode: str, mrkdwn: str) -> dict:
     """The last word in the modal: what was uploaded or started, or why not (already escaped by the caller)."""
-    return _modal(mode, [_section(mrkdwn)])
+    return _modal(mode, [section_block(mrkdwn)])
 
 
 def try_modal_view(*, model: str, metadata: str, max_prompt_chars: int) -> dict:
@@ -107,7 +99,7 @@ def try_modal_view(*, model: str, metadata: str, max_prompt_chars: int) -> dict:
             "submit": {"type": "plain_text", "text": "Ask both models"},
             "close": {"type": "plain_text", "text": "Close"}, "private_metadata": metadata,
             "blocks": [
-                _section(f"Your prompt goes to {code(model)} and to its base model, side by side."),
+                section_block(f"Your prompt goes to {code(model)} and to its base model, side by side."),
                 {"type": "input", "block_id": "prompt", "label": {"type": "plain_text", "text": "Prompt"},
                  "element": {"type": "plain_text_input", "action_id": "value", "multiline": True,
                              "max_length": longest}},
@@ -136,15 +128,15 @@ def move_form_view(*, job_id: str, source: str, base: str, targets: Sequence[str
     model_element = {"type": "plain_text_input", "action_id": "value", "max_length": 256,
                      **({"initial_value": model[:256]} if model else {})}
     blocks = [
-        _section(f"Re-train {code(job_id)} (base {code(base)} at {escape(provider_label(source))}) at another "
-                 "provider: its training file is copied there and checked, then started as `/finetune start` "
-                 "does (this channel's confirm_above, budget and approvers apply)."),
+        section_block(f"Re-train {code(job_id)} (base {code(base)} at {escape(provider_label(source))}) at another "
+                      "provider: its training file is copied there and checked, then started as `/finetune start` "
+                      "does (this channel's confirm_above, budget and approvers apply)."),
         {"type": "input", "block_id": "target", "label": {"type": "plain_text", "text": "Move to"},
          "element": {"type": "static_select", "action_id": "value", "options": options[:100],
                      "initial_option": options[0]}},
         {"type": "input", "block_id": "model", "optional": True,
          "label": {"type": "plain_text", "text": "Base model there (empty: the nearest)"}, "element": model_element},
-        _context(escape(estimate)),
+        context_block(escape(estimate)),
     ]
     return {"type": "modal", "callback_id": MOVE_CALLBACK, "title": {"type": "plain_text", "text": "Move a fine-tune"},
             "close": {"type": "plain_text", "text": "Close"}, "submit": {"type": "plain_text", "text": "Move"},
@@ -155,4 +147,4 @@ def move_done_view(message: Message) -> dict:
     """The move's answer in its form (escaped where it was made)."""
     return {"type": "modal", "callback_id": MOVE_CALLBACK, "title": {"type": "plain_text", "text": "Move a fine-tune"},
             "close": {"type": "plain_text", "text": "Close"},
-            "blocks": [b for b in message.blocks if b.get("type") != "actions"][:100] or [_section(message.text)]}
+            "blocks": [b for b in message.blocks if b.get("type") != "actions"][:100] or [section_block(message.text)]}

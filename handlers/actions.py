@@ -10,16 +10,9 @@ from slack_bolt import App
 
 from bot.commands import ID_PATTERN, PROVIDER_PATTERN, Command
 from bot.jobs import Caller
-from bot.messages import (
-    CANCEL_ACTION,
-    EVENTS_ACTION,
-    HOLD_APPROVE_ACTION,
-    HOLD_DENY_ACTION,
-    HOLD_START_ACTION,
-    REFRESH_ACTION,
-    format_refusal,
-    format_replay,
-)
+from bot.messages.answers import format_refusal, format_replay
+from bot.messages.jobs import CANCEL_ACTION, EVENTS_ACTION, REFRESH_ACTION
+from bot.messages.money import HOLD_APPROVE_ACTION, HOLD_DENY_ACTION, HOLD_START_ACTION
 from handlers.commands import run_after_ack
 from handlers.errors import apologize
 from handlers.replies import caller_of_click, first_sight, replier

@@ -8,7 +8,7 @@ from slack_bolt import App
 
 from bot.commands import Command, Problem, parse
 from bot.jobs import Caller
-from bot.messages import format_help, format_problem, format_refusal, format_replay, format_unknown_provider
+from bot.messages.answers import format_help, format_problem, format_refusal, format_replay, format_unknown_provider
 from bot.providers.types import UnknownProvider
 from handlers.errors import apologize
 from handlers.replies import replier

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from slack_bolt import App
 
-from bot.messages import Message, format_apology, format_database_unavailable
+from bot.messages.answers import format_apology, format_database_unavailable
+from bot.messages.blocks import Message
 from storage import DB_ERRORS
 from storage.engines import is_transient
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bot.jobs import Caller
-from bot.messages import Message
+from bot.messages.blocks import Message
 
 
 def caller_of_click(body: dict) -> Caller:

@@ -15,7 +15,8 @@ import pytest
 from slack_sdk import WebClient
 
 from bot.delivery import AnnouncementSender
-from bot.messages import MAX_BLOCKS, MAX_SECTION, Subscription, format_card
+from bot.messages.blocks import MAX_BLOCKS, MAX_SECTION
+from bot.messages.cards import Subscription, format_card
 from bot.poller import Poller
 from bot.providers.openai_shape import OpenAIProvider, build_client
 from bot.providers.types import Job

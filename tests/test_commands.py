@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.commands import BY_NAME, MAX_COMMAND_LENGTH, SUBCOMMANDS, Command, Problem, parse
-from bot.messages import format_help
+from bot.messages.answers import format_help
 
 
 @pytest.mark.parametrize(

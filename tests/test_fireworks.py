@@ -403,7 +403,7 @@ def test_a_fireworks_model_is_tried_beside_its_base_model(trio, slack, fireworks
 
 
 def test_progress_comes_from_job_progress_into_the_cards_thread(trio, slack, fireworks):
-    from bot.messages import format_progress
+    from bot.messages.cards import format_progress
     from tests.conftest import ask, wait_until
 
     bot, server = trio

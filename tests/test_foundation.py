@@ -488,7 +488,7 @@ def test_a_reply_that_never_reached_slack_does_not_blame_slack(caplog):
     """Issue 29: "Slack refused a reply (connection error …)" blamed Slack for a refused connection."""
     from slack_sdk import WebClient
 
-    from bot.messages import format_note
+    from bot.messages.answers import format_note
     from bot.slack import SlackGateway
 
     gateway = SlackGateway(WebClient(token="xoxb-test", base_url="http://127.0.0.1:9/api/"))

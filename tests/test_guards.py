@@ -9,7 +9,8 @@ import logging
 
 import pytest
 
-from bot.messages import MAX_BLOCKS, TRY_OPEN_ACTION, _message, _section
+from bot.messages.blocks import MAX_BLOCKS, build_message, section_block
+from bot.messages.jobs import TRY_OPEN_ACTION
 from bot.sandbox.slack import block_action_body, signed_headers, view_action_body, view_submission_body
 from bot.scrub import Scrubber
 from storage import Store
@@ -81,7 +82,7 @@ def test_the_data_forms_confirm_checks_the_allow_lists_again(make_bot, slack, pr
 
 
 def test_no_message_has_more_than_fifty_blocks():
-    message = _message("many", [_section(f"line {n}") for n in range(120)])
+    message = build_message("many", [section_block(f"line {n}") for n in range(120)])
     assert len(message.blocks) == MAX_BLOCKS and "71 more not shown" in json.dumps(message.blocks[-1])
 
 
@@ -141,7 +142,7 @@ def test_the_gateway_scrubs_every_post_and_edit_whatever_reaches_it(slack):
     shape) leaves it scrubbed, in a post and in a card edit, fallback text and blocks alike."""
     from slack_sdk import WebClient
 
-    from bot.messages import Message
+    from bot.messages.blocks import Message
     from bot.slack import SlackGateway
 
     gateway = SlackGateway(WebClient(token=BOT_TOKEN, base_url=slack.api_url), scrub=Scrubber([TOGETHER_KEY]))
@@ -170,7 +171,7 @@ def test_provider_text_is_scrubbed_where_it_enters(both, together):
 
 def test_a_replayed_click_is_acted_on_once(server, slack, provider):
     """Refresh, Events and Try it: the same signed click sent again (same trigger_id) does nothing more."""
-    from bot.messages import EVENTS_ACTION
+    from bot.messages.jobs import EVENTS_ACTION
 
     job = provider.add_job(status="succeeded")
     value = json.dumps({"provider": "openai", "job": job["id"]})

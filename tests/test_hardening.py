@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from slack_sdk import WebClient
 
-from bot.messages import TRY_OPEN_ACTION
+from bot.messages.jobs import TRY_OPEN_ACTION
 from bot.providers.types import ProviderError
 from bot.sandbox.http import StandInServer
 from bot.sandbox.slack import block_action_body, signed_headers, view_submission_body
@@ -470,11 +470,11 @@ def _failed_with(server, bot, slack, provider, error: str) -> dict:
 
 @pytest.mark.parametrize("at", [10, 500, 1990, 2000, 2995])
 def test_a_token_shaped_secret_is_scrubbed_before_a_message_is_cut(at):
-    from bot.messages import _clip
+    from bot.messages.blocks import clip
 
     for limit in (150, 2000, 3000):
         text = "z" * min(at, limit - 12) + " " + OPENAI_KEY + " " + "w" * 5000
-        clipped = _clip(text, limit)
+        clipped = clip(text, limit)
         assert not [OPENAI_KEY[i:i + 8] for i in range(len(OPENAI_KEY) - 8) if OPENAI_KEY[i:i + 8] in clipped]
 
 
@@ -578,7 +578,7 @@ def test_a_failed_job_is_told_as_failed_not_as_not_yet(server, slack, provider, 
 
 
 def test_a_cards_footer_says_what_this_channel_hears():
-    from bot.messages import Subscription, format_card
+    from bot.messages.cards import Subscription, format_card
     from bot.providers.types import Job
 
     done = Job(id="ftjob-1", status="succeeded", model="m", fine_tuned_model="ft:m", provider="openai")
@@ -595,7 +595,7 @@ def test_a_cards_footer_says_what_this_channel_hears():
 
 
 def test_settings_with_progress_off_name_no_interval():
-    from bot.messages import format_settings
+    from bot.messages.answers import format_settings
 
     shown = format_settings({"outcomes": "all", "mentions": 1, "cards": 1, "progress": 0, "progress_minutes": 5},
                             changed=False)
@@ -603,7 +603,7 @@ def test_settings_with_progress_off_name_no_interval():
 
 
 def test_a_delivery_problem_in_a_direct_message_is_not_labelled_as_a_channel():
-    from bot.messages import format_delivery_problem
+    from bot.messages.cards import format_delivery_problem
     from bot.providers.types import Job
 
     message = format_delivery_problem(Job(id="ftjob-1", status="failed", model="m"), "failed", "D0ABCDEF",

@@ -12,49 +12,46 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot import messages
 from bot.commands import Problem
 from bot.comparison import TrySide, format_comparison, format_try, format_two_fine_tunes
 from bot.costs import Estimate
-from bot.messages import (
-    MAX_BLOCKS,
-    MAX_SECTION,
-    FollowsPage,
+from bot.messages.answers import (
     ProviderInfo,
-    Subscription,
-    code,
-    escape,
-    format_action,
-    format_announcement,
     format_apology,
-    format_approval_request,
-    format_card,
     format_database_unavailable,
-    format_delivery_problem,
-    format_events,
-    format_followed,
-    format_held,
     format_help,
-    format_hold_decided,
-    format_job_list,
-    format_job_status,
     format_note,
     format_problem,
-    format_progress,
     format_provider_error,
     format_providers,
     format_refusal,
     format_replay,
     format_settings,
-    format_spend,
-    format_start_reconciled,
-    format_started,
     format_stopped_taking_jobs,
-    format_subscribed,
     format_unknown_provider,
-    format_unsubscribed,
+)
+from bot.messages.blocks import MAX_BLOCKS, MAX_SECTION, clip, code, escape, when
+from bot.messages.cards import (
+    Subscription,
+    format_announcement,
+    format_card,
+    format_delivery_problem,
+    format_progress,
     format_watchdog,
 )
+from bot.messages.jobs import (
+    FollowsPage,
+    format_action,
+    format_events,
+    format_followed,
+    format_job_list,
+    format_job_status,
+    format_start_reconciled,
+    format_started,
+    format_subscribed,
+    format_unsubscribed,
+)
+from bot.messages.money import format_approval_request, format_held, format_hold_decided, format_spend
 from bot.move_messages import (
     format_move_needs_file,
     format_move_refused,
@@ -78,7 +75,7 @@ SETTINGS = {"outcomes": "all", "mentions": 1, "cards": 1, "progress": 1, "progre
 
 
 def _every_message(hostile: str) -> dict:
-    """Every formatter in bot.messages, fed the hostile string wherever it takes untrusted text."""
+    """Every formatter in bot.messages' modules, fed the hostile string wherever it takes untrusted text."""
     job = Job(id="ftjob-1", status=hostile, model=hostile, error_message=hostile, error_code=hostile,
               fine_tuned_model=hostile, suffix=hostile, training_file=hostile, created_at=40, finished_at=100,
               provider=hostile)
@@ -182,9 +179,13 @@ def _every_message(hostile: str) -> dict:
 
 
 def test_every_formatter_is_covered_by_the_hostile_text_test():
+    import importlib
+
     from bot import comparison, move_messages
 
-    formatters = {name for module in (messages, comparison, move_messages) for name, value in vars(module).items()
+    surfaces = [importlib.import_module(f"bot.messages.{name}")
+                for name in ("answers", "blocks", "cards", "jobs", "money")]
+    formatters = {name for module in (*surfaces, comparison, move_messages) for name, value in vars(module).items()
                   if name.startswith("format_") and callable(value)}
     assert formatters == set(_every_message("x"))
 
@@ -268,7 +269,7 @@ def test_escape_always_removes_angle_brackets_and_round_trips(text):
 
 @given(st.text(alphabet="<>&`ab \n", max_size=400), st.integers(20, 300))
 def test_cutting_never_splits_an_entity_or_leaves_a_code_block_open(raw, limit):
-    body = messages._clip(f"*Error*\n```{escape(raw.replace('`', chr(39)))}``` and {code(raw)}", limit)
+    body = clip(f"*Error*\n```{escape(raw.replace('`', chr(39)))}``` and {code(raw)}", limit)
     assert len(body) <= limit
     assert not re.search(r"&(?!amp;|lt;|gt;)", body)  # never half an &lt;
     assert body.count("```") % 2 == 0
@@ -279,7 +280,7 @@ def test_times_are_shown_in_utc_whatever_the_machines_time_zone(monkeypatch):
     time.tzset()
     try:
         assert time.localtime(1_700_000_000).tm_hour != 22  # the machine's own zone really is elsewhere
-        assert messages.when(1_700_000_000).endswith("|2023-11-14 22:13 UTC>")
+        assert when(1_700_000_000).endswith("|2023-11-14 22:13 UTC>")
         job = Job(id="j", status="succeeded", model="m", created_at=1_700_000_000, finished_at=1_700_003_600)
         assert "2023-11-14 23:13 UTC" in json.dumps(format_job_status(job, [], followed_here=True).blocks)
     finally:

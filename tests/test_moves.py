@@ -15,7 +15,7 @@ from bot.app import build
 from bot.commands import Command
 from bot.conversion import Conversion, NotMovable
 from bot.jobs import Caller
-from bot.messages import COMPARE_ORIGINAL_ACTION
+from bot.messages.jobs import COMPARE_ORIGINAL_ACTION
 from bot.move_messages import MOVE_OPEN_ACTION, MOVE_PICK_ACTION
 from bot.providers.shape import CHAT, CHAT_TOOLS, COMPLETION
 from bot.sandbox.provider import FineTuningSandbox
@@ -605,7 +605,7 @@ def test_a_denied_move_may_be_moved_again(movers, slack, provider, together):
 
 
 def test_a_moves_fallback_text_is_escaped_once():
-    from bot.messages import format_note
+    from bot.messages.answers import format_note
     from bot.move_messages import format_moving
     from bot.providers.types import Job
 

@@ -391,7 +391,7 @@ def test_a_months_totals_and_the_watchdogs_records_on_both_engines(database):
 
 
 def test_a_decided_hold_tells_its_requester_without_escaping_twice(bot, slack):
-    from bot.messages import format_note
+    from bot.messages.answers import format_note
 
     hold = {"id": "h1", "channel_id": "C0GENERAL", "user_id": "U0ALICE", "decided_by": "U0CAROL",
             "state": "approved", "message_ts": None, "command": {"training_file": "file-1", "provider": "openai"}}

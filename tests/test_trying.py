@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from bot.config import Settings
-from bot.messages import TRY_OPEN_ACTION, TRY_SHARE_ACTION
+from bot.messages.jobs import TRY_OPEN_ACTION, TRY_SHARE_ACTION
 from bot.providers.openai_shape import OpenAIProvider, build_client
 from bot.providers.types import Providers
 from bot.sandbox.provider import SAMPLE_FILE_ID

@@ -389,7 +389,7 @@ def test_a_run_with_no_new_step_for_the_stall_time_is_warned_of_as_stalled(setti
 
 
 def test_a_channel_with_mentions_off_is_not_pinged_by_a_warning():
-    from bot.messages import Subscription, format_watchdog
+    from bot.messages.cards import Subscription, format_watchdog
     from bot.providers.types import Job
 
     job = Job(id="ftjob-1", status="running", model="m")
