@@ -784,7 +784,7 @@ def bench_announce_busy(workdir: str, followed: int = 300, finishing: int = 30, 
             store = Store(db)
             for k, job in enumerate(jobs):  # job k in channel k % channels
                 store.follows.follow(f"C0BUSY{k % channels}", job, final=False, team_id="T", user_id="U0BENCH",
-                             origin="subscribe", card=True)
+                                     origin="subscribe", card=True)
             store.close()
             proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)))
             try:

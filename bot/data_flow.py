@@ -72,8 +72,8 @@ class DataService:
         target = self.providers.get(provider)
         # Who opens it, where, and for which provider: what the submission and the report's button are judged by.
         form_id = self.store.forms.record_form(DATA_FORM, user_id=caller.user_id, team_id=caller.team_id,
-                                         channel_id=caller.channel_id, provider=target.name,
-                                         job_id=move["id"] if move else None)
+                                               channel_id=caller.channel_id, provider=target.name,
+                                               job_id=move["id"] if move else None)
         metadata = json.dumps({"mode": mode, "provider": target.name, "form": form_id})
         kept = (move or {}).get("options") or {}
         view = data_form_view(mode, provider=target.name, models=training_data.models_of(target.name),

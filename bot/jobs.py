@@ -246,7 +246,7 @@ class JobService:
                 continue  # (the channel that moved it follows it as its starter)
             origin = "dm" if row["origin"] == "dm" else "subscribe"
             self.store.follows.follow(row["channel_id"], job.fields(), final=job.final, team_id=row["team_id"] or "",
-                              user_id=row["user_id"] or "", origin=origin, card=origin != "dm")
+                                      user_id=row["user_id"] or "", origin=origin, card=origin != "dm")
         self.store.cards.redraw_cards(move["source_provider"], move["source_job"])
         self.on_queued()
 
@@ -431,8 +431,9 @@ class JobService:
         # them (a requester must not be able to switch off the approval their start needs).
         only_lower = () if not self.approvers or caller.user_id in self.approvers else MONEY_LIMITS
         try:
-            return format_settings(self.store.channels.set_channel_settings(caller.channel_id, caller.user_id,
-                                                                   only_lower=only_lower, **changes), changed=True)
+            now_set = self.store.channels.set_channel_settings(caller.channel_id, caller.user_id,
+                                                               only_lower=only_lower, **changes)
+            return format_settings(now_set, changed=True)
         except NotLowered as refused:
             return format_refusal(
                 f"Only an approver (APPROVER_USER_IDS) may raise `{refused.name}` or switch it off; it is "
@@ -588,8 +589,8 @@ class JobService:
         """Follow a job here (closing the start that made it); (whether the follow is new, whether the channel has
         a card of it coming)."""
         new = self.store.follows.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
-                                user_id=caller.user_id, origin=origin, card=card, recorded=recorded,
-                                finishes=finishes)
+                                        user_id=caller.user_id, origin=origin, card=card, recorded=recorded,
+                                        finishes=finishes)
         carded = card and not job.final and self.store.cards.card(caller.channel_id, job.id, job.provider) is not None
         if carded and new:
             self.on_queued()  # the card goes out now, not at the next scheduled delivery
@@ -642,7 +643,7 @@ class JobService:
             self._tell_about_start(intent, format_start_reconciled(job, intent["training_file"],
                                                                    estimate=intent.get("estimate")))
             self.store.replays.finish_intent(intent["request_id"], job_id=job.id if job else None,
-                                     state="reconciled" if job else "never_started")
+                                             state="reconciled" if job else "never_started")
             log.info("reconciled an interrupted start: %s", job.id if job else "no job was created")
             settled += 1
         return settled

@@ -264,7 +264,7 @@ class MoveService:
                     "Configure another provider first (`/finetune providers`)."), None
         chosen = self.nearest(stored.model or "", targets[0])
         form_id = self.store.forms.record_form(MOVE_FORM, user_id=caller.user_id, team_id=caller.team_id,
-                                         channel_id=caller.channel_id, provider=source.name, job_id=job_id)
+                                               channel_id=caller.channel_id, provider=source.name, job_id=job_id)
         metadata = json.dumps({"form": form_id})
 
         def view(estimate: str) -> dict:

@@ -115,7 +115,7 @@ class TryService:
         log.info("tried %s against %s at %s", target.tuned, target.base, target.provider.name)
         shown = format_try(prompt, tuned, base, provider=target.provider.name, system=system)
         share_id = self.store.forms.keep_answer(caller.user_id, caller.channel_id,
-                                          {"text": shown.text, "blocks": shown.blocks})
+                                                {"text": shown.text, "blocks": shown.blocks})
         return format_try(prompt, tuned, base, provider=target.provider.name, system=system, share_id=share_id)
 
     def ask_both(self, target: Target, messages: list[dict]) -> tuple[TrySide, TrySide]:
@@ -145,7 +145,8 @@ class TryService:
             return getattr(why, "message", None) or str(why)
         # Who opens it and where is kept here: a submission is judged by this record, not by what it carries.
         form_id = self.store.forms.record_form(TRY_FORM, user_id=caller.user_id, team_id=caller.team_id,
-                                         channel_id=caller.channel_id, provider=target.provider.name, job_id=job_id)
+                                               channel_id=caller.channel_id, provider=target.provider.name,
+                                               job_id=job_id)
         try:
             self.slack.open_view(trigger_id, try_modal_view(model=target.tuned, metadata=json.dumps({"form": form_id}),
                                                             max_prompt_chars=self.max_prompt_chars))

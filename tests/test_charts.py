@@ -95,7 +95,7 @@ def test_together_charts_come_from_its_metrics_endpoint(make_bot, both, slack, t
 def test_stopping_waits_for_the_chart_being_drawn_and_drops_the_rest(bot, provider, slack):
     job = provider.add_job(status="succeeded")
     bot.services.store.follows.follow("C1", {"id": job["id"], "provider": "openai", "status": "succeeded",
-                                     "model": job["model"], "fine_tuned_model": job["fine_tuned_model"]},
+                                             "model": job["model"], "fine_tuned_model": job["fine_tuned_model"]},
                               final=True, team_id="T", user_id="U", origin="subscribe")
     row = {"kind": "announcement", "outcome": "succeeded", "provider": "openai", "job_id": job["id"],
            "channel_id": "C1"}

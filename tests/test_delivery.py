@@ -51,7 +51,7 @@ def _sender(store, slack, clock, worker="w1", **kwargs) -> AnnouncementSender:
 def _finish(store, job_id="ftjob-1", channels=("C1",), outcome="succeeded"):
     for channel in channels:
         store.follows.follow(channel, {"id": job_id, "status": "running", "model": "m", "created_at": 1},
-                     final=False, team_id="T", user_id="U0OWNER", origin="start")
+                             final=False, team_id="T", user_id="U0OWNER", origin="start")
     return store.follows.record_jobs([({"id": job_id, "status": outcome, "fine_tuned_model": "ft:m:x"}, outcome)])
 
 

@@ -75,7 +75,7 @@ def test_every_outcome_announced_exactly_once(database, capsys):
             for channel in rng.sample(CHANNELS, rng.randint(1, 3)):
                 card = coin.random() < 0.5  # half with a card: the outcome then goes in its thread
                 store.follows.follow(channel, job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe",
-                             card=card)
+                                     card=card)
                 expected[(job["id"], channel)] = None
                 if card:
                     carded.add(f"openai:{job['id']}:{channel}:card")

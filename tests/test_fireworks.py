@@ -180,7 +180,7 @@ def test_a_poll_of_many_jobs_costs_pages_of_two_hundred(fireworks, tmp_path):
     for _ in range(450):
         job = fireworks.add_job(status="running")
         store.follows.follow("C1", {"id": job["name"].rsplit("/", 1)[-1], "provider": "fireworks", "status": "running",
-                            "model": MODEL}, final=False, team_id="T", user_id="U", origin="subscribe")
+                                    "model": MODEL}, final=False, team_id="T", user_id="U", origin="subscribe")
     report = Poller(Providers([_adapter(fireworks)]), store, interval=30).run_once()
     store.close()
     assert report.observed == 450 and report.requests <= -(-450 // 200) + 2

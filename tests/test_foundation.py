@@ -65,11 +65,11 @@ def test_a_connection_opened_while_read_only_recovers_when_the_file_is_writable_
         store.check_writable()
     with pytest.raises(sqlite3.Error):
         store.follows.follow("C1", {"id": "ftjob-1", "status": "running", "model": "m"}, final=False, team_id="T",
-                     user_id="U", origin="start")
+                             user_id="U", origin="start")
     _set_read_only(path, False)
     store.check_writable()  # the same thread, the same store: a fresh connection, not the read-only one
     assert store.follows.follow("C1", {"id": "ftjob-1", "status": "running", "model": "m"}, final=False, team_id="T",
-                        user_id="U", origin="start")
+                                user_id="U", origin="start")
     store.close()
 
 
@@ -221,7 +221,7 @@ def test_status_and_subscriptions_stay_within_slacks_limits_at_any_size(server, 
     for n in range(600):
         final = n % 3 != 0
         store.follows.follow("C0BUSY", {"id": f"ftjob-{n:04d}", "status": "succeeded" if final else "running",
-                                "model": "m", "created_at": n}, final=final, team_id="T", user_id="U",
+                                        "model": "m", "created_at": n}, final=final, team_id="T", user_id="U",
                      origin="subscribe")
     first = ask(server, slack, "status", channel="C0BUSY")
     said = everything_said(first)
@@ -459,8 +459,8 @@ def test_old_webhook_ids_trigger_ids_and_starts_are_forgotten(tmp_path):
 def test_an_interrupted_start_that_never_reached_the_provider_is_reported_as_not_started(bot, slack, provider):
     store = bot.services.store
     store.replays.record_intent("req-lost", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
-                        response_url=slack.response_url("lost"), training_file=SAMPLE_FILE_ID,
-                        model="gpt-4.1-mini-2025-04-14", suffix=None)
+                                response_url=slack.response_url("lost"), training_file=SAMPLE_FILE_ID,
+                                model="gpt-4.1-mini-2025-04-14", suffix=None)
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
     reply = reply_to(slack, "lost")
     assert "nothing was started or billed" in reply["text"]
@@ -474,8 +474,8 @@ def test_an_old_interrupted_start_is_told_by_direct_message(bot, slack, provider
     store = Store(bot.settings.database_path, clock=lambda: now[0])
     job = provider.add_job(status="succeeded", metadata={REQUEST_KEY: "req-old"})
     store.replays.record_intent("req-old", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
-                        response_url=slack.response_url("old"), training_file=SAMPLE_FILE_ID, model=job["model"],
-                        suffix=None)
+                                response_url=slack.response_url("old"), training_file=SAMPLE_FILE_ID,
+                                model=job["model"], suffix=None)
     store.close()
     assert bot.services.jobs.reconcile_starts(older_than=60, worker="w") == 1
     [dm] = wait_until(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])

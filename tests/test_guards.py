@@ -21,7 +21,7 @@ def test_a_claim_within_its_lease_cannot_be_taken(tmp_path):
     now = [1000.0]
     store = Store(str(tmp_path / "c.db"), clock=lambda: now[0])
     store.follows.follow("C1", {"id": "ftjob-1", "status": "running", "provider": "openai"}, final=False, team_id="T",
-                 user_id="U", origin="start")
+                         user_id="U", origin="start")
     store.follows.record_jobs([({"id": "ftjob-1", "provider": "openai", "status": "succeeded"}, "succeeded")])
     [row] = store.outbox.due_announcements(limit=10)
     assert store.outbox.claim(row["key"], "first", lease_seconds=30) is not None
@@ -64,7 +64,7 @@ def test_the_data_forms_confirm_checks_the_allow_lists_again(make_bot, slack, pr
         # Recorded as opened where the bot may no longer spend (as if the lists changed after the check).
         meta = json.loads(form["private_metadata"])
         elsewhere = bot.services.store.forms.record_form("data", user_id="U0ALICE", team_id="T", channel_id="C0OTHER",
-                                                   provider="openai")
+                                                         provider="openai")
         form = {**form, "private_metadata": json.dumps({**meta, "form": elsewhere})}
         file_id = slack.add_file("train.jsonl", _examples(12))
         values = {"training": {"file": {"type": "file_input", "files": [{"id": file_id}]}}}

@@ -430,7 +430,7 @@ def test_the_allow_lists_apply_to_a_form_as_to_the_command(make_bot, slack, prov
         form = _open_try_form(server, slack, job["id"], channel="C0TEAM")
         # A form recorded as opened in a channel the bot may not spend in (as if the lists changed since).
         elsewhere = bot.services.store.forms.record_form("try", user_id="U0ALICE", team_id="T0", channel_id="C0OTHER",
-                                                   provider="openai", job_id=job["id"])
+                                                         provider="openai", job_id=job["id"])
         answer, _ = _submit(server, {**form, "private_metadata": json.dumps({"form": elsewhere})})
         assert answer["response_action"] == "errors" and "channel" in answer["errors"]["prompt"]
         time.sleep(0.2)
@@ -742,7 +742,7 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
     store = bot.services.store
     for _ in range(3):
         store.follows.follow("C0GENERAL", provider.add_job(status="running"), final=False, team_id="T", user_id="U",
-                     origin="test")
+                             origin="test")
     poll, deliver = bot.scheduler.get_job("poll").func, bot.scheduler.get_job("deliver").func
 
     def sessions() -> int:

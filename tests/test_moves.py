@@ -145,7 +145,8 @@ def test_bad_input_gets_a_clear_answer_and_no_request_anywhere(movers, slack, pr
     bot, server = movers
     job = _succeeded_openai_job(provider, _examples())
     bot.services.store.follows.follow("C0GENERAL", {"id": job["id"], "provider": "openai", "status": "succeeded",
-                                            "model": MINI}, final=True, team_id="T", user_id="U", origin="subscribe")
+                                                    "model": MINI}, final=True, team_id="T", user_id="U",
+                                      origin="subscribe")
     counts = [len(s.received) for s in (provider, together, fireworks)]
     cases = {
         f"move {job['id']} to=nowhere": "`to=` takes `openai`, `together`, `fireworks`",
@@ -466,8 +467,8 @@ def dated(three, slack):
 
 def _follow(bot, job: dict, provider: str, channel: str = "C0GENERAL") -> None:
     bot.services.store.follows.follow(channel, {"id": job["id"], "provider": provider, "status": job["status"],
-                                        "state": "succeeded", "model": job["model"],
-                                        "fine_tuned_model": job.get("fine_tuned_model")},
+                                                "state": "succeeded", "model": job["model"],
+                                                "fine_tuned_model": job.get("fine_tuned_model")},
                               final=True, team_id="T0SANDBOX", user_id="U0ALICE", origin="start")
 
 
@@ -576,8 +577,8 @@ def test_a_move_whose_process_died_after_the_create_is_linked_when_reconciled_ne
                                     source_provider="together", source_job=source["id"], target_provider="openai",
                                     options={"model": MINI})
         store.replays.record_intent("req-crash", team_id=CALLER.team_id, channel_id=CALLER.channel_id,
-                            user_id=CALLER.user_id, response_url=None, training_file="file-sample", model=MINI,
-                            suffix=None, provider="openai", move_id=move["id"])
+                                    user_id=CALLER.user_id, response_url=None, training_file="file-sample", model=MINI,
+                                    suffix=None, provider="openai", move_id=move["id"])
         made = provider.add_job(status="running", metadata={REQUEST_KEY: "req-crash"})
         with store.engine.transaction() as db:  # its lease long over: the process is gone
             db.conn.execute("UPDATE moves SET lease_until = 0 WHERE id = ?", (move["id"],))

@@ -12,7 +12,7 @@ from bot.providers.openai_shape import OpenAIProvider, build_client
 
 def _follow(bot, job, channel="C1"):
     return bot.services.store.follows.follow(channel, job, final=False, team_id="T", user_id="U",
-                                     origin="subscribe")
+                                             origin="subscribe")
 
 
 def _requests(provider) -> int:

@@ -36,7 +36,7 @@ def test_replicas_poll_once_per_interval_and_a_dead_ones_turn_passes_on(settings
     try:
         for _ in range(3):
             bots[0].services.store.follows.follow("C1", provider.add_job(status="running"), final=False, team_id="T",
-                                          user_id="U", origin="subscribe")
+                                                  user_id="U", origin="subscribe")
         polls = [bot.scheduler.get_job("poll").func for bot in bots]
         asked = []
         for _ in range(4):
@@ -201,7 +201,7 @@ def test_three_replicas_keep_every_promise_through_a_kill_and_a_fresh_start(post
         for n in range(FOLLOWED):
             job = provider.add_job(status="running")
             store.follows.follow(f"C0REP{n % 5}", job, final=False, team_id="T", user_id="U0OWNER", origin="subscribe",
-                         card=n % 2 == 0)
+                                 card=n % 2 == 0)
             jobs.append(job)
         store.close()
         assert wait_until(lambda: sum(len(slack.cards_in(f"C0REP{c}")) for c in range(5)) >= (FOLLOWED + 1) // 2,

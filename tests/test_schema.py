@@ -187,7 +187,7 @@ def test_a_postgresql_database_from_before_spend_takes_m010_at_its_next_start(po
     store = Store(postgres_url)
     try:
         store.follows.follow("C1", {"id": "j1", "provider": "openai", "status": "running"}, final=False, team_id="T",
-                     user_id="U1", origin="start", recorded={"estimate": 2.5})
+                             user_id="U1", origin="start", recorded={"estimate": 2.5})
         assert store.follows.job("j1", "openai")["estimate"] == 2.5
         store.channels.set_channel_settings("C1", "U1", budget=100.0)
         assert (store.channels.channel_settings("C1")["watchdog"],

@@ -96,7 +96,7 @@ def test_togethers_total_price_is_nano_dollars_and_a_failed_billed_job_shows_its
     store = bot.services.store
     job = together.add_job(status="running")
     store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
-                 origin="start")
+                         origin="start")
     together.set_status(job["id"], "error", total_price=12_340_000_000, token_count=2_000_000)
     bot.services.poller.run_once()
     [posted] = wait_until(lambda: (bot.services.sender.deliver_due(), slack.outcomes_in("C0GENERAL"))[1])
@@ -332,8 +332,8 @@ def test_a_start_reconciled_after_a_crash_keeps_its_estimate_and_approver(bot, s
     store = bot.services.store
     job = provider.add_job(status="running", metadata={REQUEST_KEY: "req-crashed"})
     store.replays.record_intent("req-crashed", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
-                        response_url=slack.response_url("crashed"), training_file=SAMPLE_FILE_ID, model=job["model"],
-                        suffix=None, estimate=42.5, approved_by="U0CAROL")
+                                response_url=slack.response_url("crashed"), training_file=SAMPLE_FILE_ID,
+                                model=job["model"], suffix=None, estimate=42.5, approved_by="U0CAROL")
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
     assert "Estimated cost: $42.50" in reply_to(slack, "crashed")["text"]
     row = store.follows.job(job["id"], "openai")
@@ -509,7 +509,7 @@ def test_togethers_total_price_of_zero_is_not_yet_billed_never_free(both, togeth
     bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
     job = together.add_job(status="running")
     bot.services.store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T",
-                              user_id="U0ALICE", origin="start")
+                                      user_id="U0ALICE", origin="start")
     together.set_status(job["id"], "completed", total_price=0, token_count=2_000_000)
     bot.services.poller.run_once()
     [posted] = wait_until(lambda: (bot.services.sender.deliver_due(), slack.outcomes_in("C0GENERAL"))[1])

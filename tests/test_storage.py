@@ -247,7 +247,7 @@ def test_two_providers_may_use_the_same_job_id(database):
     store = Store(database)
     for provider in ("openai", "together"):
         store.follows.follow("C1", {**_job("job-1"), "provider": provider}, final=False, team_id="T", user_id="U",
-                     origin="start")
+                             origin="start")
     assert sorted(store.follows.providers_of("job-1")) == ["openai", "together"]
     assert store.follows.record_jobs([({**_job("job-1", "completed"), "provider": "together"}, "succeeded")]) == 1
     assert [a["key"] for a in store.outbox.announcements()] == ["together:job-1:C1:succeeded"]

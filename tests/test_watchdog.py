@@ -178,7 +178,7 @@ def test_together_metrics_reach_the_same_rules(both, slack, together, make_bot):
     store = bot.services.store
     job = together.add_job(status="running")
     store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
-                 origin="start")
+                         origin="start")
     store.channels.set_channel_settings("C0GENERAL", "U0ALICE", progress=False)
     for step, (train, valid) in enumerate(((2.0, 1.50), (1.8, 1.55), (1.6, 1.62), (1.4, 1.70)), start=1):
         together.report(job["id"], step, train, valid)
@@ -412,7 +412,7 @@ def test_one_absurd_step_at_a_provider_silences_nothing(both, slack, together, m
     bad, good = together.add_job(status="running"), together.add_job(status="running")
     for job in (bad, good):
         store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
-                     origin="start")
+                             origin="start")
     together.report(bad["id"], 1, 2.0)
     with together.lock:
         together.jobs[bad["id"]]["_metrics"].append({"train/global_step": absurd, "train/loss": 10**400})
