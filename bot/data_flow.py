@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from bot import costs, training_data
-from bot.commands import SUFFIX_PATTERN, Command
+from bot.commands import Command
 from bot.jobs import Caller, JobService
 from bot.messages.answers import format_apology
 from bot.messages.blocks import Message, code, escape
@@ -28,6 +28,7 @@ from bot.messages.money import HOLD_START_ACTION
 from bot.providers.types import ProviderError, Providers, provider_label
 from bot.slack import FileUnavailable, SlackFailure, SlackGateway
 from bot.training_data import dollars
+from bot.values import SUFFIX_PATTERN
 from bot.views import FORM_REFUSALS, data_done_view, data_form_view, data_progress_view, data_report_view
 from storage import Store
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import logging
 import time
 import uuid
@@ -14,6 +13,7 @@ from datetime import datetime, timezone
 from bot import costs
 from bot.commands import BY_NAME, Command, Problem, quote
 from bot.costs import Estimate
+from bot.holds import HoldService
 from bot.messages.answers import (
     ProviderInfo,
     format_help,
@@ -43,7 +43,6 @@ from bot.messages.jobs import (
     format_subscribed,
     format_unsubscribed,
 )
-from bot.messages.money import SPEND_PAGE, format_approval_request, format_held, format_hold_decided, format_spend
 from bot.move_messages import move_links
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
@@ -74,7 +73,7 @@ class JobService:
                  allowed_channels: frozenset[str] = frozenset(), on_queued: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.time, sandbox: bool = False,
                  provider_calls: Executor | None = None, approvers: frozenset[str] = frozenset(),
-                 max_file_bytes: int = 512 * 1024 * 1024) -> None:
+                 max_file_bytes: int = 512 * 1024 * 1024, holds: HoldService) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers([providers])
         # `list` asks every provider at once on this pool, whose tasks wait on nothing (made once, by the root).
         self.provider_calls = provider_calls or ThreadPoolExecutor(max_workers=len(self.providers),
@@ -91,6 +90,7 @@ class JobService:
         self.on_queued = on_queued
         self.approvers = approvers
         self.max_file_bytes = max_file_bytes
+        self.holds = holds  # a start the channel's limits hold, and its approvers asked
 
     def refusal(self, command: Command, caller: Caller) -> str | None:
         """Why this caller may not run this command here, or None. Read-only commands are open to everyone."""
@@ -175,7 +175,7 @@ class JobService:
                         **({"move": move_id} if move_id else {})}
         settings = self.store.channels.channel_settings(caller.channel_id) if released is None else {}
         if released is None:
-            held = self._hold_if_needed(caller, target.name, estimate, held_command, settings, move_id=move_id)
+            held = self.holds.hold_if_needed(caller, target.name, estimate, held_command, settings, move_id=move_id)
             if held is not None:
                 return held
         approved_by = released.get("approved_by") if released else None
@@ -199,8 +199,8 @@ class JobService:
             return format_problem(Problem("I can't save anything right now, so I didn't start a job I couldn't "
                                           "follow. Nothing was started or billed; try again in a minute."))
         if refused_at is not None:  # other starts took the budget meanwhile: held like any start past it
-            return self._hold(caller, target.name, estimate, held_command,
-                              self._past_budget(refused_at, estimate, budget), move_id=move_id)
+            return self.holds.hold(caller, target.name, estimate, held_command,
+                              self.holds.past_budget(refused_at, estimate, budget), move_id=move_id)
         try:
             job = target.create_job(
                 request_id=request_id, training_file=training_file, model=model, suffix=suffix, n_epochs=epochs,
@@ -253,46 +253,6 @@ class JobService:
     def links(self, provider: str, job_id: str) -> list[str]:
         """Where a job was moved from and to, as its card and status say it."""
         return move_links(self.store.moves.moved_from(provider, job_id), self.store.moves.moved_to(provider, job_id))
-
-    def _hold_if_needed(self, caller: Caller, provider: str, estimate: Estimate, command: dict, settings: Mapping,
-                        *, move_id: str | None = None) -> Message | None:
-        """Hold a start the channel's settings say needs a click (above `confirm_above`, past the month's
-        `budget`): kept, not sent, with the figures; None when it may start now."""
-        threshold, budget = settings.get("confirm_above"), settings.get("budget")
-        if threshold is None and budget is None:
-            return None
-        reasons = []
-        if estimate.amount is None:
-            reasons.append(f"its estimate is {estimate.words()}, and this channel "
-                           + (f"confirms starts above {dollars(threshold)}" if threshold is not None else
-                              "has a budget it cannot be checked against"))
-        elif threshold is not None and estimate.amount > threshold:
-            reasons.append(f"its estimate, {dollars(estimate.amount)}, is above this channel's "
-                           f"{dollars(threshold)} (`confirm_above`)")
-        if budget is not None:
-            start, end, _ = costs.month_bounds(None, self.clock())
-            spent = self.store.spend.committed_now(caller.channel_id, start, end)
-            if spent + (estimate.amount or 0) > budget:
-                reasons.append(self._past_budget(spent, estimate, budget))
-        if not reasons:
-            return None
-        return self._hold(caller, provider, estimate, command, "; ".join(reasons), move_id=move_id)
-
-    def _past_budget(self, spent: float, estimate: Estimate, budget: float) -> str:
-        month = costs.month_bounds(None, self.clock())[2]
-        return (f"it would take {month}'s spend to {dollars(spent + (estimate.amount or 0))}, past this channel's "
-                f"budget of {dollars(budget)} ({dollars(spent)} spent, running or being started)")
-
-    def _hold(self, caller: Caller, provider: str, estimate: Estimate, command: dict, reason: str, *,
-              move_id: str | None = None) -> Message:
-        """Keep a start that needs a click (or an approver): its request asked for, its requester told why."""
-        if move_id:
-            self.store.moves.set_state(move_id, "held")
-        hold_id = self.store.spend.hold(team_id=caller.team_id, channel_id=caller.channel_id, user_id=caller.user_id,
-                                        provider=provider, command=command, estimate=estimate.amount, reason=reason)
-        log.info("held a start at %s in %s: %s", provider, caller.channel_id, reason)
-        unasked = self.ask_approvers(hold_id) if self.approvers else None
-        return format_held(hold_id, command, estimate, reason, needs_approval=bool(self.approvers), unasked=unasked)
 
     def release(self, caller: Caller, hold_id: str, decision: str) -> tuple[Message, dict | None]:
         """A held start's button pressed: Start anyway (its requester, when no approvers are set), Approve or Deny
@@ -438,42 +398,6 @@ class JobService:
             return format_refusal(
                 f"Only an approver (APPROVER_USER_IDS) may raise `{refused.name}` or switch it off; it is "
                 f"{dollars(refused.current)} here. You may lower it. Nothing was changed.")
-
-    def _spend(self, caller: Caller, month: str | None = None, provider: str | None = None, page: int = 1) -> Message:
-        start, end, name = costs.month_bounds(month, self.clock())
-        totals = self.store.spend.month_totals(caller.channel_id, start, end, provider=provider)
-        pages = max(1, -(-totals["jobs"] // SPEND_PAGE))
-        page = min(page, pages)
-        rows = self.store.spend.month_jobs(caller.channel_id, start, end, provider=provider, limit=SPEND_PAGE,
-                                           offset=(page - 1) * SPEND_PAGE)
-        return format_spend(name, rows, totals, page=page, pages=pages, provider=provider)
-
-    def ask_approvers(self, hold_id: str) -> str | None:
-        """Post a held start's request for approval in its channel, with Approve and Deny; None when it is there,
-        else what Slack said."""
-        hold = self.store.spend.held(hold_id)
-        try:
-            ts = self.slack.post(hold["channel_id"], self._decorated(format_approval_request(hold)))
-        except SlackFailure as failure:
-            log.warning("could not ask for the approval of a held start in %s: %s", hold["channel_id"],
-                        failure.reason)
-            return failure.reason
-        if ts:
-            self.store.spend.set_hold_message(hold_id, ts)
-        return None
-
-    def settle_hold(self, hold: Mapping, answer: Message) -> None:
-        """A held start decided: its request in the channel says so (buttons gone), and its requester is told."""
-        outcome = html.unescape(_first_line(answer.text))  # (a message's text is kept escaped for Slack)
-        decided = self._decorated(format_hold_decided(hold, outcome=outcome))
-        if hold.get("message_ts"):
-            try:
-                self.slack.update(hold["channel_id"], hold["message_ts"], decided)
-            except SlackFailure as failure:
-                log.info("could not mark the approval request in %s as decided: %s", hold["channel_id"],
-                         failure.reason)
-        if hold.get("decided_by") != hold["user_id"]:
-            self.slack.post_quietly(hold["user_id"], decided)
 
     def refresh(self, caller: Caller, job_id: str, provider: str | None) -> Message:
         """The job as it is now, as `status` shows it (for a Refresh click, which replaces the clicked message and so
@@ -653,10 +577,6 @@ class JobService:
         if fresh and intent["response_url"] and self.slack.reply(intent["response_url"], message):
             return
         self.slack.post_quietly(intent["user_id"], message)
-
-
-def _first_line(text: str) -> str:
-    return text.split("\n", 1)[0]
 
 
 def _doing(command: Command) -> str:

@@ -21,7 +21,7 @@ from datetime import date, datetime, timezone
 from typing import BinaryIO
 
 from bot import costs, training_data
-from bot.commands import BY_NAME, MODEL_PATTERN, Command, Problem, quote
+from bot.commands import BY_NAME, Command, Problem, quote
 from bot.conversion import Conversion, NotMovable
 from bot.jobs import Caller, JobService
 from bot.messages.answers import format_note, format_problem, format_provider_error
@@ -32,6 +32,7 @@ from bot.providers.shape import Retirement
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
 from bot.slack import SlackFailure, SlackGateway
 from bot.trying import form_id_of
+from bot.values import MODEL_PATTERN
 from bot.views import FORM_REFUSALS, move_done_view, move_form_view
 from storage import Store
 

@@ -8,11 +8,12 @@ import re
 
 from slack_bolt import App
 
-from bot.commands import ID_PATTERN, PROVIDER_PATTERN, Command
+from bot.commands import Command
 from bot.jobs import Caller
 from bot.messages.answers import format_refusal, format_replay
 from bot.messages.jobs import CANCEL_ACTION, EVENTS_ACTION, REFRESH_ACTION
 from bot.messages.money import HOLD_APPROVE_ACTION, HOLD_DENY_ACTION, HOLD_START_ACTION
+from bot.values import ID_PATTERN, PROVIDER_PATTERN
 from handlers.commands import run_after_ack
 from handlers.errors import apologize
 from handlers.replies import caller_of_click, first_sight, replier
@@ -51,7 +52,7 @@ def _decide(services, caller: Caller, hold_id: str, decision: str, body: dict) -
         answer, decided = services.jobs.release(caller, hold_id, decision)
         send(answer, replace=decision == "start" and decided is not None)
         if decided is not None and decided["state"] in {"approved", "denied", "expired"}:
-            services.jobs.settle_hold(decided, answer)
+            services.holds.settle_hold(decided, answer)
     except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
         apologize(error, send, "a held start's button")
 

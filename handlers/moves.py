@@ -8,12 +8,13 @@ import json
 
 from slack_bolt import App
 
-from bot.commands import ID_PATTERN, PROVIDER_PATTERN, Command
+from bot.commands import Command
 from bot.data_flow import pass_on_from_form
 from bot.jobs import Caller
 from bot.messages.answers import format_note, format_refusal, format_replay
 from bot.messages.jobs import COMPARE_ORIGINAL_ACTION
 from bot.move_messages import MOVE_OPEN_ACTION, MOVE_PICK_ACTION
+from bot.values import ID_PATTERN, PROVIDER_PATTERN
 from bot.views import MOVE_CALLBACK, move_done_view
 from handlers.errors import apologize
 from handlers.replies import caller_of_click, first_sight, replier

@@ -7,10 +7,11 @@ import json
 
 from slack_bolt import App
 
-from bot.commands import ID_PATTERN, Command
+from bot.commands import Command
 from bot.jobs import Caller
 from bot.messages.answers import format_note, format_refusal
 from bot.messages.jobs import TRY_CALLBACK, TRY_OPEN_ACTION, TRY_SHARE_ACTION
+from bot.values import ID_PATTERN
 from handlers.errors import apologize
 from handlers.replies import caller_of_click as _caller
 from handlers.replies import first_sight

@@ -11,13 +11,13 @@ from dataclasses import replace
 
 import pytest
 
-from bot.commands import Value
 from bot.config import ConfigError, load
 from bot.providers import registry
 from bot.providers.calls import answers_in_provider_errors
 from bot.providers.shape import CHAT, EnvSetting, ModelFacts, Pricing, ProviderShape, SandboxSpec
 from bot.providers.types import Capabilities, Job, ProviderError, StartOption, state_of
 from bot.scrub import Scrubber
+from bot.values import Value
 from tests.conftest import Server, ask, everything_said, wait_until
 
 ACME_KEY = "acme-live-SECRETACMEKEY0123456789"

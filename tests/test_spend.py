@@ -148,7 +148,7 @@ def test_spend_pages_stay_within_slacks_limits(settings, bot):
     from bot.jobs import Caller
 
     caller = Caller("T", "C0GENERAL", "U0ALICE")
-    pages = [bot.services.jobs.run(Command("spend", {"page": page}), caller) for page in (1, 2, 3, 9)]
+    pages = [bot.services.run(Command("spend", {"page": page}), caller) for page in (1, 2, 3, 9)]
     for message in pages:
         assert_within_slack_limits(message.reply_kwargs(), kind="message")
     assert "Page 1 of 3" in everything_said(pages[0].reply_kwargs())
@@ -395,7 +395,7 @@ def test_a_decided_hold_tells_its_requester_without_escaping_twice(bot, slack):
 
     hold = {"id": "h1", "channel_id": "C0GENERAL", "user_id": "U0ALICE", "decided_by": "U0CAROL",
             "state": "approved", "message_ts": None, "command": {"training_file": "file-1", "provider": "openai"}}
-    bot.services.jobs.settle_hold(hold, format_note("OpenAI said: <bad> & worse"))
+    bot.services.holds.settle_hold(hold, format_note("OpenAI said: <bad> & worse"))
     [told] = wait_until(lambda: slack.messages_in("U0ALICE"))
     assert "&lt;bad&gt; &amp; worse" in told["text"] and "&amp;lt;" not in told["text"] + json.dumps(told["blocks"])
     assert "<@U0CAROL>" in json.dumps(told["blocks"])

@@ -21,8 +21,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from bot.commands import Value
-from bot.config import Settings
 from bot.providers.calls import T, answers_in_provider_errors, chat_answer, lines_capped, read_with_retries, refusal
 from bot.providers.shape import (
     CHAT,
@@ -52,9 +50,12 @@ from bot.providers.types import (
     whole_epochs,
 )
 from bot.scrub import Scrubber
+from bot.values import Value
 
 if TYPE_CHECKING:
     import fireworks
+
+    from bot.config import Settings  # (only its type: the settings module reads the registry, not the reverse)
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from datetime import date
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
-from bot.config import Settings
 from bot.providers.calls import (
     T,
     answers_in_provider_errors,
@@ -59,6 +58,8 @@ from bot.scrub import Scrubber
 
 if TYPE_CHECKING:
     import openai
+
+    from bot.config import Settings  # (only its type: the settings module reads the registry, not the reverse)
 
 log = logging.getLogger(__name__)
 

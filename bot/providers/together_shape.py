@@ -21,8 +21,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from bot.commands import Value
-from bot.config import Settings
 from bot.providers.calls import (
     T,
     answers_in_provider_errors,
@@ -64,9 +62,12 @@ from bot.providers.types import (
     whole_epochs,
 )
 from bot.scrub import Scrubber
+from bot.values import Value
 
 if TYPE_CHECKING:
     import together
+
+    from bot.config import Settings  # (only its type: the settings module reads the registry, not the reverse)
 
 log = logging.getLogger(__name__)
 

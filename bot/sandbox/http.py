@@ -249,6 +249,9 @@ class PacedStandIn(StandInServer):
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: fifty clients at once (a burst of tries) had connections refused by the
+    # stand-in itself, which a provider's front end never does.
+    request_queue_size = 128
     def handle_error(self, request, client_address) -> None:  # noqa: ANN001 - the stdlib's signature
         """A client that hung up (a timeout, a test's dropped connection) is not worth a traceback."""
 
