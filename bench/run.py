@@ -43,7 +43,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bot.sandbox.fireworks import FireworksSandbox  # noqa: E402
-from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox  # noqa: E402
+from bot.sandbox.openai import SAMPLE_FILE_ID, FineTuningSandbox  # noqa: E402
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body  # noqa: E402
 from bot.sandbox.together import TogetherSandbox  # noqa: E402
 from storage import Store  # noqa: E402

@@ -27,7 +27,7 @@ from bot.app import build
 from bot.commands import Command, parse
 from bot.config import Settings
 from bot.messages.jobs import TRY_CALLBACK, TRY_OPEN_ACTION
-from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID
+from bot.sandbox.openai import FAILING_FILE_ID, SAMPLE_FILE_ID
 from bot.sandbox.slack import (
     BOT_USER_ID,
     SlackStandIn,

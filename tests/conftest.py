@@ -15,7 +15,7 @@ import pytest
 from bot.app import build
 from bot.config import Settings
 from bot.sandbox.fireworks import FireworksSandbox
-from bot.sandbox.provider import FineTuningSandbox
+from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
 from bot.sandbox.together import TogetherSandbox
 from tests.process import wait_until

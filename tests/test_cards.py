@@ -20,7 +20,7 @@ from bot.messages.cards import Subscription, format_card
 from bot.poller import Poller
 from bot.providers.openai_shape import OpenAIProvider, build_client
 from bot.providers.types import Job
-from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.openai import SAMPLE_FILE_ID
 from bot.sandbox.slack import block_action_body, signed_headers
 from bot.slack import SlackGateway
 from storage import Store

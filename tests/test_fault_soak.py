@@ -10,7 +10,7 @@ import collections
 import random
 import time
 
-from bot.sandbox.provider import FineTuningSandbox
+from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn
 from storage import Store
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, database_env

@@ -15,7 +15,7 @@ from bot.config import Settings
 from bot.providers.fireworks_shape import PRICING, FireworksProvider, configured, job_id_for
 from bot.providers.types import GOING, Job, ProviderError
 from bot.sandbox.fireworks import FireworksSandbox
-from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID
+from bot.sandbox.openai import FAILING_FILE_ID, SAMPLE_FILE_ID
 from tests.conftest import FIREWORKS_KEY
 
 MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"

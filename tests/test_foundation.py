@@ -17,7 +17,7 @@ import pytest
 
 from bot import cli
 from bot.providers.openai_shape import REQUEST_KEY, OpenAIProvider, build_client
-from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox
+from bot.sandbox.openai import SAMPLE_FILE_ID, FineTuningSandbox
 from bot.sandbox.slack import signed_headers, slash_command_body
 from storage import Store
 from tests.conftest import (

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bot import logs
-from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.openai import SAMPLE_FILE_ID
 from tests.conftest import (
     BOT_TOKEN,
     OPENAI_KEY,

@@ -782,7 +782,7 @@ def test_a_hundred_and_fifty_held_starts_estimated_and_released_leave_files_thre
     """Per start and per click: each file read through the files API for its estimate, held, released, started."""
     from bot.commands import Command
     from bot.jobs import Caller
-    from bot.sandbox.provider import sample_training_file
+    from bot.sandbox.openai import sample_training_file
 
     store, jobs = bot.services.store, bot.services.jobs
     store.channels.set_channel_settings("C0GENERAL", "U0ALICE", confirm_above=0)

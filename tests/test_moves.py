@@ -18,7 +18,7 @@ from bot.jobs import Caller
 from bot.messages.jobs import COMPARE_ORIGINAL_ACTION
 from bot.move_messages import MOVE_OPEN_ACTION, MOVE_PICK_ACTION
 from bot.providers.shape import CHAT, CHAT_TOOLS, COMPLETION
-from bot.sandbox.provider import FineTuningSandbox
+from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import block_action_body, signed_headers, view_action_body
 from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, wait_until
 

@@ -8,7 +8,7 @@ import pytest
 from bot.config import Settings
 from bot.providers.openai_shape import REQUEST_KEY, OpenAIProvider, build_client
 from bot.providers.types import ProviderError
-from bot.sandbox.provider import SAMPLE_FILE_ID, FineTuningSandbox
+from bot.sandbox.openai import SAMPLE_FILE_ID, FineTuningSandbox
 from tests.conftest import OPENAI_KEY
 
 

@@ -13,7 +13,7 @@ from bot.config import Settings
 from bot.poller import Poller
 from bot.providers import registry
 from bot.providers.openai_shape import OPENAI_NEW_JOBS_END
-from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.openai import SAMPLE_FILE_ID
 from tests.conftest import Server, ask, everything_said, wait_until
 from tests.test_storage import database_from_before_providers
 

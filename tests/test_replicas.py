@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 
 from bot.app import build
-from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.openai import SAMPLE_FILE_ID
 from bot.turns import Turns
 from storage import Store
 from storage.engines import is_postgres

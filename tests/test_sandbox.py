@@ -7,7 +7,7 @@ import time
 import openai
 import pytest
 
-from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, FineTuningSandbox, sign_webhook
+from bot.sandbox.openai import FAILING_FILE_ID, SAMPLE_FILE_ID, FineTuningSandbox, sign_webhook
 from tests.conftest import WEBHOOK_SECRET, wait_until
 
 

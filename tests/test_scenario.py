@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.openai import SAMPLE_FILE_ID
 from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, reply_to, wait_until
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.openai import SAMPLE_FILE_ID
 from storage import Store
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
 from tests.process import ServeProcess, wait_until

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 
-from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.openai import SAMPLE_FILE_ID
 from tests.conftest import BOT_TOKEN, OPENAI_KEY
 from tests.process import wait_until
 from tests.socket_standin import SocketModeStandIn, slash_command_envelope

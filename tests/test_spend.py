@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bot import training_data
-from bot.sandbox.provider import SAMPLE_FILE_ID, sample_training_file
+from bot.sandbox.openai import SAMPLE_FILE_ID, sample_training_file
 from bot.sandbox.slack import block_action_body, signed_headers
 from storage import Store
 from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, reply_to, wait_until

@@ -11,7 +11,7 @@ import pytest
 from bot.config import Settings
 from bot.providers.together_shape import TogetherProvider, configured
 from bot.providers.types import GOING, ProviderError
-from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID
+from bot.sandbox.openai import FAILING_FILE_ID, SAMPLE_FILE_ID
 from bot.sandbox.together import TogetherSandbox
 from tests.conftest import TOGETHER_KEY
 

@@ -13,7 +13,7 @@ from bot.config import Settings
 from bot.messages.jobs import TRY_OPEN_ACTION, TRY_SHARE_ACTION
 from bot.providers.openai_shape import OpenAIProvider, build_client
 from bot.providers.types import Providers
-from bot.sandbox.provider import SAMPLE_FILE_ID
+from bot.sandbox.openai import SAMPLE_FILE_ID
 from bot.sandbox.slack import block_action_body, signed_headers, view_submission_body
 from bot.trying import Refused, TryService
 from storage import Store

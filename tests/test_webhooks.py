@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from bot.sandbox.provider import sign_webhook
+from bot.sandbox.openai import sign_webhook
 from tests.conftest import WEBHOOK_SECRET, Server, wait_until
 
 

@@ -157,7 +157,7 @@ def present(settings: Settings) -> list[str]:
 
 
 def _sandbox(pace: float | None):
-    from bot.sandbox.provider import FineTuningSandbox
+    from bot.sandbox.openai import FineTuningSandbox
 
     return FineTuningSandbox(pace=pace).start()
 

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 
 from bot.sandbox.chat import answer_chat
 from bot.sandbox.http import Answer, PacedStandIn, Received, json_answer
-from bot.sandbox.provider import FAILING_FILE_ID, SAMPLE_FILE_ID, sample_training_file
+from bot.sandbox.openai import FAILING_FILE_ID, SAMPLE_FILE_ID, sample_training_file
 
 ACCOUNT = "sandbox"
 BASE = "accounts/fireworks/models/"
