@@ -80,14 +80,6 @@ class Settings:
         return f"sandbox: {names}" if self.sandbox else names
 
     @property
-    def start_provider(self) -> str | None:
-        """Which provider `/finetune start` uses when not told: DEFAULT_PROVIDER, the only one, or OpenAI."""
-        names = self.provider_names
-        if self.default_provider in names:
-            return self.default_provider
-        return names[0] if names else None
-
-    @property
     def database(self) -> str:
         """Where the store keeps its tables: DATABASE_URL's server, or the SQLite file."""
         return self.database_url or self.database_path

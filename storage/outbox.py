@@ -60,7 +60,7 @@ class Outbox:
         """A message about a followed job (and others), for a channel that follows it, once by its key."""
         with self.engine.transaction() as db:
             return queue_kind(db.conn, kind, provider, job_id, channel_id, kind, self._clock(), key=key,
-                                    detail=detail)
+                              detail=detail)
 
     def older_reply_held(self, row: dict) -> float | None:
         """When the oldest thread reply of this row's job and channel queued before it is due, if one is still to be
@@ -112,12 +112,6 @@ class Outbox:
             if cur.rowcount != 1:
                 return None
             return dict(db.conn.execute("SELECT * FROM announcements WHERE key = ?", (key,)).fetchone())
-
-    def claim_announcements(self, worker: str, *, limit: int, lease_seconds: float) -> list[dict]:
-        """Claim up to `limit` due announcements at once (for tests and tools; the sender claims one at a time)."""
-        claimed = (self.claim(row["key"], worker, lease_seconds=lease_seconds)
-                   for row in self.due_announcements(limit=limit))
-        return [row for row in claimed if row is not None]
 
     def _finish_claim(self, key: str, worker: str, sql: str, params: tuple) -> bool:
         with self.engine.transaction() as db:

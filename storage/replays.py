@@ -78,9 +78,6 @@ class Replays:
         with self.engine.transaction() as db:
             db.conn.execute("UPDATE start_intents SET state = 'pending' WHERE request_id = ?", (request_id,))
 
-    def intents(self) -> list[dict]:
-        return self.engine.rows("SELECT * FROM start_intents ORDER BY created_at")
-
     def remember_webhook(self, webhook_id: str) -> bool:
         """Remember a webhook delivery; False when it was handled before (the provider delivered it again)."""
         with self.engine.transaction() as db:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlite_utils import Database
-
 from storage.cards import Cards
 from storage.channels import ChannelSettings
 from storage.engines import DB_ERRORS, describe, open_engine
@@ -56,10 +54,6 @@ class Store:
         self.leases = Leases(self.engine, clock)
         self.watch = WatchStore(self.engine, clock)
         self.moves = MoveStore(self.engine, clock)
-
-    def _db(self) -> Database:
-        """This thread's SQLite connection (SQLite only: for tests that look at the file itself)."""
-        return self.engine.db()
 
     def connections(self) -> int:
         """How many connections are in use now (SQLite: one per live thread that used the store)."""

@@ -241,3 +241,22 @@ def database_env(location: str) -> dict[str, str]:
     from storage.engines import is_postgres
 
     return {"DATABASE_URL": location} if is_postgres(location) else {"DATABASE_PATH": location}
+
+
+def start_provider_of(settings) -> str:  # noqa: ANN001
+    """Where `/finetune start` goes when not told, as the bot it builds decides."""
+    from bot.providers import registry
+
+    return registry.configured(settings).default.name
+
+
+def claim_due(store, worker: str, *, limit: int, lease_seconds: float) -> list[dict]:  # noqa: ANN001
+    """Claim up to `limit` due posts at once, as a test's sender would (the bot's sender claims one at a time)."""
+    claimed = (store.outbox.claim(row["key"], worker, lease_seconds=lease_seconds)
+               for row in store.outbox.due_announcements(limit=limit))
+    return [row for row in claimed if row is not None]
+
+
+def start_intents(store) -> list[dict]:  # noqa: ANN001
+    """Every start written down before its provider was asked, oldest first."""
+    return store.engine.rows("SELECT * FROM start_intents ORDER BY created_at")

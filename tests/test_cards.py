@@ -382,10 +382,12 @@ def test_one_edit_of_a_card_at_a_time_across_processes(desk, provider, slack, cl
 
 
 def test_in_a_busy_channel_an_outcome_goes_before_a_wave_of_edits(desk, provider, slack):
+    desk.sender.batch = 10  # (fewer than the edits and replies due: which rows a delivery reads first decides it)
     jobs = [provider.add_job(status="queued") for _ in range(12)]
     for job in jobs:
         desk.follow(job)
     desk.sender.deliver_due()
+    desk.clock.now += 60  # a quiet minute: the channel's burst of posts is back in hand
     for job in jobs:
         provider.set_status(job["id"], "running")  # a sweep starts training: 12 edits and 12 thread replies...
     desk.poller.run_once()

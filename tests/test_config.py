@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from bot.config import DEFAULT_MODEL, ConfigError, load
+from tests.conftest import start_provider_of
 
 SERVE_ENV = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "OPENAI_API_KEY": "sk-1"}
 
@@ -62,7 +63,7 @@ def test_the_training_file_cap_is_a_setting():
 
 def test_together_alone_is_a_provider_and_the_default():
     settings = load({**SLACK, "TOGETHER_API_KEY": "tgp-1"})
-    assert settings.provider_names == ["together"] and settings.start_provider == "together"
+    assert settings.provider_names == ["together"] and start_provider_of(settings) == "together"
     assert settings.together_base_url is None and settings.together_default_model.startswith("meta-llama/")
     assert "tgp-1" in settings.secrets() and "tgp-1" not in repr(settings)
 
@@ -70,8 +71,8 @@ def test_together_alone_is_a_provider_and_the_default():
 def test_several_providers_at_once_default_to_openai_unless_told():
     env = {**SERVE_ENV, "TOGETHER_API_KEY": "tgp-1", "TOGETHER_BASE_URL": "http://127.0.0.1:9"}
     settings = load(env)
-    assert settings.provider_names == ["openai", "together"] and settings.start_provider == "openai"
-    assert load({**env, "DEFAULT_PROVIDER": "Together"}).start_provider == "together"
+    assert settings.provider_names == ["openai", "together"] and start_provider_of(settings) == "openai"
+    assert start_provider_of(load({**env, "DEFAULT_PROVIDER": "Together"})) == "together"
     with pytest.raises(ConfigError, match="^DEFAULT_PROVIDER must be one of openai, azure, together"):
         load({**env, "DEFAULT_PROVIDER": "mistral"})
     with pytest.raises(ConfigError, match="^DEFAULT_PROVIDER is azure, but azure is not configured"):

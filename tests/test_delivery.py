@@ -13,7 +13,7 @@ from slack_sdk import WebClient
 from bot.delivery import AnnouncementSender
 from bot.slack import SlackGateway
 from storage import Store
-from tests.conftest import BOT_TOKEN
+from tests.conftest import BOT_TOKEN, claim_due
 
 
 class Clock:
@@ -212,7 +212,7 @@ def test_without_history_scope_it_reposts_and_logs_the_possible_duplicate(store,
 
 def test_a_dead_senders_claim_is_taken_over_after_its_lease(store, slack, clock):
     _finish(store)
-    store.outbox.claim_announcements("dead-worker", limit=10, lease_seconds=30)  # claimed, then the process died
+    claim_due(store, "dead-worker", limit=10, lease_seconds=30)  # claimed, then the process died
     sender = _sender(store, slack, clock, worker="w2")
     assert sender.deliver_due().sent == 0
     clock.now += 31

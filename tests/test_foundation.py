@@ -29,6 +29,7 @@ from tests.conftest import (
     everything_said,
     followed_until_it_ends,
     reply_to,
+    start_intents,
     wait_until,
 )
 
@@ -464,7 +465,7 @@ def test_an_interrupted_start_that_never_reached_the_provider_is_reported_as_not
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
     reply = reply_to(slack, "lost")
     assert "nothing was started or billed" in reply["text"]
-    assert store.replays.intents()[0]["state"] == "never_started" and store.replays.intents()[0]["response_url"] is None
+    assert start_intents(store)[0]["state"] == "never_started" and start_intents(store)[0]["response_url"] is None
     assert store.follows.channel_follows("C0GENERAL") == []
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 0  # settled once
 

@@ -14,7 +14,7 @@ from bot.messages.jobs import TRY_OPEN_ACTION
 from bot.sandbox.slack import block_action_body, signed_headers, view_action_body, view_submission_body
 from bot.scrub import Scrubber
 from storage import Store
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, TOGETHER_KEY, Server, ask, wait_until
+from tests.conftest import BOT_TOKEN, SIGNING_SECRET, TOGETHER_KEY, Server, ask, start_intents, wait_until
 
 
 def test_a_claim_within_its_lease_cannot_be_taken(tmp_path):
@@ -122,11 +122,10 @@ def test_together_answers_are_capped_at_try_max_tokens(make_bot, both, slack, to
 def test_a_start_closed_once_cannot_be_closed_again(tmp_path):
     store = Store(str(tmp_path / "i.db"))
     store.replays.record_intent("r1", team_id="T", channel_id="C", user_id="U", response_url="https://x",
-                                training_file="f",
-                        model="m", suffix=None)
+                                training_file="f", model="m", suffix=None)
     assert store.replays.finish_intent("r1", job_id="ftjob-1")
     assert not store.replays.finish_intent("r1", job_id="ftjob-2")  # another process closed it first
-    assert store.replays.intents()[0]["job_id"] == "ftjob-1"
+    assert start_intents(store)[0]["job_id"] == "ftjob-1"
     store.close()
 
 

@@ -14,7 +14,7 @@ from bot.poller import Poller
 from bot.providers import registry
 from bot.providers.openai_shape import OPENAI_NEW_JOBS_END
 from bot.sandbox.openai import SAMPLE_FILE_ID
-from tests.conftest import Server, ask, everything_said, wait_until
+from tests.conftest import Server, ask, everything_said, start_intents, wait_until
 from tests.test_storage import database_from_before_providers
 
 TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
@@ -101,7 +101,7 @@ def test_each_provider_takes_only_its_own_options_checked_before_any_request(two
     nonesuch = ask(server, slack, f"start {SAMPLE_FILE_ID} provider=nonesuch")
     assert "No provider called `nonesuch` is configured here" in nonesuch["text"]
     assert "`openai`, `together`" in nonesuch["text"]
-    assert provider.received == [] and together.received == [] and bot.services.store.replays.intents() == []
+    assert provider.received == [] and together.received == [] and start_intents(bot.services.store) == []
 
 
 def test_list_merges_every_provider_newest_first_and_names_each(two, slack, provider, together):
@@ -170,7 +170,7 @@ def test_a_provider_that_stopped_taking_jobs_is_named_and_the_others_offered(two
     assert "OpenAI no longer starts fine-tuning jobs" in reply["text"]
     assert "Fine-tuning job creation is no longer available for this organization." in said
     assert "Together AI (provider=together)" in said and "provider=together" in reply["text"]
-    assert [i["state"] for i in bot.services.store.replays.intents()] == ["refused"]
+    assert [i["state"] for i in start_intents(bot.services.store)] == ["refused"]
     providers = everything_said(ask(server, slack, "providers"))
     assert "Not taking new jobs: it refused a start on" in providers and "no longer available" in providers
     assert together_id_started(ask(server, slack, f"start {SAMPLE_FILE_ID} provider=together"), together)

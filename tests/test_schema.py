@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from storage import Store
+from tests.conftest import claim_due, start_intents
 
 sqlalchemy = pytest.importorskip("sqlalchemy")
 
@@ -102,7 +103,7 @@ def test_every_statement_the_store_runs_is_valid_postgresql(tmp_path, postgres_u
 
     store = Store(str(tmp_path / "bot.db"), clock=lambda: 1_000_000.0)
     seen: list[str] = []
-    store._db().conn.set_trace_callback(seen.append)
+    store.engine.db().conn.set_trace_callback(seen.append)
     follows, outbox, cards, channels, forms, replays = (store.follows, store.outbox, store.cards, store.channels,
                                                         store.forms, store.replays)
     job = {"id": "ftjob-1", "status": "running", "model": "m", "created_at": 1, "provider": "openai"}
@@ -113,7 +114,7 @@ def test_every_statement_the_store_runs_is_valid_postgresql(tmp_path, postgres_u
     follows.follow_counts("C1"), follows.followers("ftjob-1"), follows.job("ftjob-1"), follows.dm_follows("U1")
     follows.providers_of("ftjob-1"), follows.active_jobs(), follows.has_active_jobs()
     follows.mark_polled([("openai", "x")])
-    [card] = outbox.claim_announcements("w", limit=5, lease_seconds=60)
+    [card] = claim_due(store, "w", limit=5, lease_seconds=60)
     cards.set_card("C1", "ftjob-1", "openai", ts="1.0", revision=1)
     outbox.mark_sent(card["key"], "w", "1.0"), cards.card("C1", "ftjob-1"), cards.card_edit_in_flight(card, 1.0)
     cards.progress_due("openai", ["ftjob-1"]), cards.queue_progress("openai", "ftjob-1", 3, {"loss": 1.0})
@@ -139,7 +140,7 @@ def test_every_statement_the_store_runs_is_valid_postgresql(tmp_path, postgres_u
     replays.record_intent("r1", team_id="T", channel_id="C1", user_id="U1", response_url=None, training_file="f",
                           model="m", suffix=None)
     replays.claim_orphaned_intents(older_than=0, worker="w"), replays.reopen_intent("r1")
-    replays.finish_intent("r1", job_id="ftjob-1"), replays.intents(), store.prune()
+    replays.finish_intent("r1", job_id="ftjob-1"), start_intents(store), store.prune()
     store.close()
 
     statements = {s.strip() for s in seen if s.split(None, 1)[0].upper() in {"SELECT", "INSERT", "UPDATE", "DELETE"}}

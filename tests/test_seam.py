@@ -18,7 +18,7 @@ from bot.providers.shape import CHAT, EnvSetting, ModelFacts, Pricing, ProviderS
 from bot.providers.types import Capabilities, Job, ProviderError, StartOption, state_of
 from bot.scrub import Scrubber
 from bot.values import Value
-from tests.conftest import Server, ask, everything_said, wait_until
+from tests.conftest import Server, ask, everything_said, start_provider_of, wait_until
 
 ACME_KEY = "acme-live-SECRETACMEKEY0123456789"
 STATES = {"DONE": "succeeded", "BROKEN": "failed", "STOPPED": "cancelled"}
@@ -184,12 +184,12 @@ def test_a_third_shape_starts_reports_announces_and_lists_with_no_production_cha
 def test_a_third_shapes_settings_are_read_named_and_scrubbed(acme):
     base = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}
     settings = load({**base, "ACME_API_KEY": ACME_KEY, "ACME_REGION": "eu"})
-    assert settings.provider_names == ["acme"] and settings.start_provider == "acme"
+    assert settings.provider_names == ["acme"] and start_provider_of(settings) == "acme"
     assert settings.value("ACME_REGION") == "eu" and ACME_KEY in settings.secrets()
     assert ACME_KEY not in repr(settings)
     with pytest.raises(ConfigError, match="ACME_API_KEY is not set: it is your Acme API key"):
         load({**base, "OPENAI_API_KEY": "sk-x", "ACME_REGION": "eu"})  # half an Acme: named, not ignored
-    assert load({**base, "ACME_API_KEY": ACME_KEY, "DEFAULT_PROVIDER": "acme"}).start_provider == "acme"
+    assert start_provider_of(load({**base, "ACME_API_KEY": ACME_KEY, "DEFAULT_PROVIDER": "acme"})) == "acme"
 
 
 def test_a_third_shapes_prices_and_epoch_rule_reach_the_data_check(acme):

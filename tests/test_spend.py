@@ -219,6 +219,19 @@ def test_a_start_past_the_months_budget_is_held_with_the_figures(server, slack, 
     assert "Started fine-tuning job" in ask(server, slack, f"start {SAMPLE_FILE_ID}")["text"]
 
 
+def test_a_start_above_both_limits_is_held_naming_both(server, slack, provider, bot):
+    """A start past the budget and above `confirm_above` says both: pressing Start anyway lets it go past both (a
+    released start is not held again), so its requester must have been told of the budget too."""
+    ask(server, slack, f"start {SAMPLE_FILE_ID}")
+    [first] = list(provider.jobs)
+    provider.set_status(first, "succeeded", trained_tokens=2_000_000)  # $10.00 spent this month
+    bot.services.poller.run_once()
+    ask(server, slack, "settings budget=10.01 confirm_above=0.01")
+    held = ask(server, slack, f"start {SAMPLE_FILE_ID}")["text"]
+    assert "above this channel's $0.01 (`confirm_above`)" in held and "past this channel's budget of $10.01" in held
+    assert len(creates(provider)) == 1
+
+
 def test_changing_money_settings_obeys_allowed_user_ids(server, slack, make_bot):
     bot = make_bot(allowed_user_ids=frozenset({"U0ALICE"}))
     srv = Server(bot)

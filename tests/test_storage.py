@@ -12,6 +12,7 @@ from sqlite_utils import Database
 
 from storage import Store
 from storage.migrations import migrations
+from tests.conftest import claim_due, start_intents
 
 EXPECTED_COLUMNS = {
     "jobs": ["provider", "id", "status", "state", "final", "model", "fine_tuned_model", "trained_tokens",
@@ -100,11 +101,11 @@ def test_claims_expire_and_are_taken_over_as_uncertain(database):
     store = Store(database, clock=lambda: now[0])
     store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
     store.follows.record_jobs([(_job(status="failed"), "failed")])
-    [claimed] = store.outbox.claim_announcements("a", limit=10, lease_seconds=30)
+    [claimed] = claim_due(store, "a", limit=10, lease_seconds=30)
     assert claimed["uncertain"] == 0 and claimed["outcome"] == "failed"
-    assert store.outbox.claim_announcements("b", limit=10, lease_seconds=30) == []
+    assert claim_due(store, "b", limit=10, lease_seconds=30) == []
     now[0] += 31  # "a" died holding the claim
-    [taken] = store.outbox.claim_announcements("b", limit=10, lease_seconds=30)
+    [taken] = claim_due(store, "b", limit=10, lease_seconds=30)
     assert taken["uncertain"] == 1 and taken["claimed_by"] == "b"
     assert not store.outbox.mark_sent(taken["key"], "a", "1.1")  # the dead holder's late answer changes nothing
     assert store.outbox.mark_sent(taken["key"], "b", "1.2")
@@ -116,10 +117,10 @@ def _hammer(path: str, worker: str, jobs: int, out) -> None:
     sent = []
     for i in range(jobs):
         store.follows.record_jobs([(_job(f"ftjob-{i}", "succeeded"), "succeeded")])
-        for row in store.outbox.claim_announcements(worker, limit=5, lease_seconds=300):
+        for row in claim_due(store, worker, limit=5, lease_seconds=300):
             if store.outbox.mark_sent(row["key"], worker, worker):
                 sent.append(row["key"])
-    for row in store.outbox.claim_announcements(worker, limit=1000, lease_seconds=300):
+    for row in claim_due(store, worker, limit=1000, lease_seconds=300):
         if store.outbox.mark_sent(row["key"], worker, worker):
             sent.append(row["key"])
     out.put(sent)
@@ -194,8 +195,8 @@ def test_opening_waits_for_a_writer_that_holds_a_new_file_in_rollback_mode(tmp_p
     threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
     store = Store(path)
     try:
-        assert store._db().conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert len(migrations.applied(store._db())) == len(MIGRATIONS)
+        assert store.engine.db().conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert len(migrations.applied(store.engine.db())) == len(MIGRATIONS)
     finally:
         store.close()
         other.close()
@@ -239,7 +240,7 @@ def test_a_database_from_before_providers_keeps_its_jobs_follows_and_outbox(tmp_
     assert store.follows.record_jobs([({"id": "ftjob-done", "provider": "azure", "status": "succeeded"},
                                        "succeeded")]) == 0
     assert len(store.outbox.announcements()) == 1
-    assert store.replays.intents()[0]["provider"] == "azure"
+    assert start_intents(store)[0]["provider"] == "azure"
     assert store.follows.unfollow("C1", "ftjob-old", "azure")
 
 
