@@ -12,13 +12,13 @@ from dataclasses import replace
 
 import pytest
 
+from bench.processes import wait_until
 from bot.app import build
 from bot.config import Settings
 from bot.sandbox.fireworks import FireworksSandbox
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
 from bot.sandbox.together import TogetherSandbox
-from tests.process import wait_until
 
 BOT_TOKEN = "xoxb-test-0000-SECRETBOTTOKEN"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -209,7 +209,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 def postgres_server():
     """A throwaway PostgreSQL server for this session (one per worker), or a skip that says why there is none. CI
     sets REQUIRE_POSTGRES=1, so that a server it failed to install is a failure there, never a quiet skip."""
-    from tests.postgres import ThrowawayPostgres, unavailable_reason
+    from bench.postgres import ThrowawayPostgres, unavailable_reason
 
     reason = unavailable_reason()
     if reason:

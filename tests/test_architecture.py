@@ -244,3 +244,10 @@ def test_no_class_over_25_methods_and_no_module_over_500_lines_beyond_the_known_
     assert grown == {}, "split these rather than letting them grow (name: (now, allowed))"
     within = sorted(name for name in TOO_BIG if name not in over)
     assert within == [], f"these are within the limits now: take them off TOO_BIG ({within})"
+
+
+def test_the_benchmarks_stand_on_their_own():
+    """`bench/` is a tool of its own: the tests may use its harness (a `serve` process, a throwaway PostgreSQL), never
+    the reverse."""
+    for path in _files("bench"):
+        assert "tests" not in _imports(path), path

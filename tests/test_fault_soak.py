@@ -10,11 +10,11 @@ import collections
 import random
 import time
 
+from bench.processes import ServeProcess, wait_until
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn
 from storage import Store
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, database_env
-from tests.process import ServeProcess, wait_until
 
 JOBS = 40
 CHANNELS = tuple(f"C0CHAN{n}" for n in range(10))  # Slack allows about one post a second in each

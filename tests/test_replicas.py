@@ -13,14 +13,14 @@ from dataclasses import replace
 
 import pytest
 
+from bench.postgres import ThrowawayPostgres
+from bench.processes import ServeProcess, wait_until
 from bot.app import build
 from bot.sandbox.openai import SAMPLE_FILE_ID
 from bot.turns import Turns
 from storage import Store
 from storage.engines import is_postgres
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
-from tests.postgres import ThrowawayPostgres
-from tests.process import ServeProcess, wait_until
 
 
 def _on(settings, database: str):

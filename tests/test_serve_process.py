@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from bench.processes import ServeProcess, wait_until
 from bot.sandbox.openai import SAMPLE_FILE_ID
 from storage import Store
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
-from tests.process import ServeProcess, wait_until
 
 
 def _env(tmp_path, slack, provider) -> dict:

@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 
+from bench.processes import wait_until
 from bot.sandbox.openai import SAMPLE_FILE_ID
 from tests.conftest import BOT_TOKEN, OPENAI_KEY
-from tests.process import wait_until
 from tests.socket_standin import SocketModeStandIn, slash_command_envelope
 
 APP_TOKEN = "xapp-1-test-SECRETAPPTOKEN"

@@ -345,7 +345,7 @@ def test_a_stuck_query_or_a_held_lock_ends_at_the_timeout_on_postgresql(postgres
 def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(postgres_server):
     """After PostgreSQL restarts (a deploy, a failover) every pooled connection is dead: the first use of each is
     replaced by a new one at once, so no read or write fails for it (and none is spent pinging before every use)."""
-    from tests.postgres import ThrowawayPostgres
+    from bench.postgres import ThrowawayPostgres
 
     if postgres_server.given:
         pytest.skip("needs a server of its own to restart (TEST_DATABASE_URL names a shared one)")

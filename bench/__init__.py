@@ -1,0 +1,1 @@
+"""finetune-bot's benchmarks: `python bench/run.py` (see its docstring), a scenario a module."""

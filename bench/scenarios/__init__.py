@@ -1,0 +1,1 @@
+"""One module a benchmark scenario; `bench/run.py` holds the registry that names them."""
