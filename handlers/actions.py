@@ -15,7 +15,7 @@ from bot.messages.jobs import CANCEL_ACTION, EVENTS_ACTION, REFRESH_ACTION
 from bot.messages.money import HOLD_APPROVE_ACTION, HOLD_DENY_ACTION, HOLD_START_ACTION
 from bot.values import ID_PATTERN, PROVIDER_PATTERN
 from handlers.commands import run_after_ack
-from handlers.errors import apologize
+from handlers.errors import apologizing
 from handlers.replies import caller_of_click, first_sight, replier
 
 
@@ -45,7 +45,7 @@ def make_hold_listener(services, decision: str):
 
 def _decide(services, caller: Caller, hold_id: str, decision: str, body: dict) -> None:
     send = replier(services, caller)
-    try:
+    with apologizing(send, "a held start's button"):
         if not first_sight(services, body):
             send(format_replay())
             return
@@ -53,8 +53,6 @@ def _decide(services, caller: Caller, hold_id: str, decision: str, body: dict) -
         send(answer, replace=decision == "start" and decided is not None)
         if decided is not None and decided["state"] in {"approved", "denied", "expired"}:
             services.holds.settle_hold(decided, answer)
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, send, "a held start's button")
 
 
 def make_job_listener(services, *, refresh: bool):
@@ -78,7 +76,7 @@ def make_job_listener(services, *, refresh: bool):
 
 def _answer(services, caller: Caller, job_id: str, provider, refresh: bool, card: bool, body: dict) -> None:
     send = replier(services, caller)
-    try:
+    with apologizing(send, "a job button"):
         if not first_sight(services, body):
             return  # a replayed click: answered the first time
         if refresh and card:
@@ -88,8 +86,6 @@ def _answer(services, caller: Caller, job_id: str, provider, refresh: bool, card
             send(services.jobs.refresh(caller, job_id, provider), replace=True)
         else:
             send(services.jobs.latest_events(caller, job_id, provider))
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, send, "a job button")
 
 
 def make_cancel_listener(services):

@@ -10,7 +10,7 @@ from bot.commands import Command, Problem, parse
 from bot.jobs import Caller
 from bot.messages.answers import format_help, format_problem, format_refusal, format_replay, format_unknown_provider
 from bot.providers.types import UnknownProvider
-from handlers.errors import apologize
+from handlers.errors import apologizing
 from handlers.replies import replier
 
 
@@ -45,14 +45,13 @@ def make_listener(services):
 
 def _open_form(services, command: Command, caller: Caller, trigger_id: str) -> None:
     send = replier(services, caller)
-    try:
-        problem = services.data.open_form(command.name, caller, trigger_id, provider=command.args.get("provider"))
-        if problem:
-            send(format_refusal(problem))
-    except UnknownProvider as unknown:
-        send(format_unknown_provider(str(unknown), services.providers.names, command.spec.usage))
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, send, f"/finetune {command.name}")
+    with apologizing(send, f"/finetune {command.name}"):
+        try:
+            problem = services.data.open_form(command.name, caller, trigger_id, provider=command.args.get("provider"))
+            if problem:
+                send(format_refusal(problem))
+        except UnknownProvider as unknown:
+            send(format_unknown_provider(str(unknown), services.providers.names, command.spec.usage))
 
 
 def run_after_ack(services, command: Command, caller: Caller, *, trigger_id: str | None) -> None:
@@ -62,11 +61,9 @@ def run_after_ack(services, command: Command, caller: Caller, *, trigger_id: str
 
 def _work(services, command: Command, caller: Caller, trigger_id: str | None) -> None:
     send = replier(services, caller)
-    try:
+    with apologizing(send, f"/finetune {command.name}"):
         # Slack sends a fresh trigger_id with every command and click: the same one again is a replayed request.
         if trigger_id and not services.store.replays.first_sight_of_trigger(trigger_id):
             send(format_replay())
             return
         send(services.run(command, caller))
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler; end it there too
-        apologize(error, send, f"/finetune {command.name}")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from slack_bolt import App
 
@@ -32,6 +33,17 @@ def apologize(error: BaseException, send: Callable[[Message], object] | None, wh
         except Exception:  # noqa: BLE001 - the apology itself failing must not hide the original error
             log.warning("could not send the apology for %s", error_id)
     return error_id
+
+
+@contextmanager
+def apologizing(send: Callable[[Message], object] | None, where: str) -> Iterator[None]:
+    """Work done after `ack()` (on a pool, where Bolt's error handler cannot see it) ends here when it fails, as
+    unexpected errors before the ack end in `register`'s handler: logged with an id, its person told. The one
+    `except Exception` of the listeners."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - the end of the line for anything a listener's work raises
+        apologize(error, send, where)
 
 
 def register(app: App, services) -> None:

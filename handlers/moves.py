@@ -16,7 +16,7 @@ from bot.messages.jobs import COMPARE_ORIGINAL_ACTION
 from bot.move_messages import MOVE_OPEN_ACTION, MOVE_PICK_ACTION
 from bot.values import ID_PATTERN, PROVIDER_PATTERN
 from bot.views import MOVE_CALLBACK, move_done_view
-from handlers.errors import apologize
+from handlers.errors import apologizing
 from handlers.replies import caller_of_click, first_sight, replier
 
 
@@ -64,7 +64,7 @@ def make_pick_listener(services):
 
 def _pick(services, caller: Caller, move_id: str, body: dict) -> None:
     send = replier(services, caller)
-    try:
+    with apologizing(send, "the Pick the training file button"):
         if not first_sight(services, body):
             return  # a replayed click opens no second form
         refusal = services.jobs.refusal(Command("move", {}), caller)
@@ -79,8 +79,6 @@ def _pick(services, caller: Caller, move_id: str, body: dict) -> None:
                                           provider=move["target_provider"], move=move)
         if problem:
             send(format_refusal(problem))
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, send, "the Pick the training file button")
 
 
 def make_open_listener(services):
@@ -99,7 +97,7 @@ def make_open_listener(services):
 
 def _open(services, caller: Caller, job_id: str, provider: str | None, body: dict) -> None:
     send = replier(services, caller)
-    try:
+    with apologizing(send, "the Move button"):
         if not first_sight(services, body):
             return
         problem, then = services.moves.open_form(services.slack, caller, job_id, provider,
@@ -108,8 +106,6 @@ def _open(services, caller: Caller, job_id: str, provider: str | None, body: dic
             send(format_refusal(problem))
         if then is not None:
             services.background.submit(then)  # the estimate: a file read, never on the forms' pool
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, send, "the Move button")
 
 
 def make_submission_listener(services):
@@ -123,12 +119,10 @@ def make_submission_listener(services):
 
 
 def _carry_out(services, view_id: str, move) -> None:  # noqa: ANN001 - the move to carry out
-    try:
+    with apologizing(lambda m: services.slack.update_view(view_id, move_done_view(m)), "the Move form"):
         message, caller = move()
         services.slack.update_view(view_id, move_done_view(services.decorate(message)))
         pass_on_from_form(services.slack, caller, services.decorate(message))
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, lambda m: services.slack.update_view(view_id, move_done_view(m)), "the Move form")
 
 
 def make_compare_listener(services):
@@ -152,12 +146,10 @@ def make_compare_listener(services):
 
 def _compare(services, caller: Caller, original: tuple, moved: tuple, thread: str | None, body: dict) -> None:
     send = replier(services, caller)
-    try:
+    with apologizing(send, "the Compare with the original button"):
         if not first_sight(services, body):
             send(format_replay())
             return
         message = services.run(Command("compare", {"job_id": original[0], "other_job": moved[0],
                                                    **({"provider": original[1]} if original[1] else {})}), caller)
         services.slack.post(caller.channel_id, services.decorate(message), thread_ts=thread)
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, send, "the Compare with the original button")

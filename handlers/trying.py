@@ -12,7 +12,7 @@ from bot.jobs import Caller
 from bot.messages.answers import format_note, format_refusal
 from bot.messages.jobs import TRY_CALLBACK, TRY_OPEN_ACTION, TRY_SHARE_ACTION
 from bot.values import ID_PATTERN
-from handlers.errors import apologize
+from handlers.errors import apologizing
 from handlers.replies import caller_of_click as _caller
 from handlers.replies import first_sight
 from handlers.replies import replier as _tell
@@ -45,14 +45,12 @@ def make_open_listener(services):
 
 
 def _open(services, caller: Caller, job_id: str, provider, body: dict) -> None:
-    try:
+    with apologizing(_tell(services, caller), "the Try it button"):
         if not first_sight(services, body):
             return  # a replayed click opens no second form
         problem = services.trying.open_form(caller, job_id, provider, str(body.get("trigger_id") or ""))
         if problem:
             _tell(services, caller)(problem)
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, _tell(services, caller), "the Try it button")
 
 
 def make_submission_listener(services):
@@ -76,7 +74,7 @@ def make_share_listener(services):
 
 def _share(services, caller: Caller, share_id: str, body: dict) -> None:
     send = _tell(services, caller)
-    try:
+    with apologizing(send, "the Share button"):
         if not first_sight(services, body):
             return  # a replayed click: the answer is shared once anyway, and its clicker was told
         refusal = services.trying.share(share_id, caller.user_id)
@@ -84,5 +82,3 @@ def _share(services, caller: Caller, share_id: str, body: dict) -> None:
             send(format_refusal(refusal))
         else:  # the answer with its button becomes a line saying where it went, so it is not shared twice by eye
             send(format_note("Shared in the channel.", emoji=":white_check_mark:"), replace=True)
-    except Exception as error:  # noqa: BLE001 - work after ack() is outside Bolt's error handler
-        apologize(error, send, "the Share button")

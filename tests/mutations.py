@@ -242,6 +242,7 @@ MUTATIONS = [
     ("the database's absence said every interval", "bot/turns.py", "            if not said:  # (every task asks every interval: two lines a second at a 1 s interval, once)", "            if True:", "tests/test_replicas.py -k said_once_and_its_return"),
     ("a later state's reply passes an earlier one", "bot/delivery.py", "            if older is not None:  # an earlier state's reply is still to go: this one goes after it", "            if False:", "tests/test_cards.py -k earlier_state_never"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
+    ("work after ack fails without a word", "handlers/errors.py", "        apologize(error, send, where)\n", "        log.error(\"%s\", error)\n", "tests/test_scenario.py -k apology"),
 ]
 
 

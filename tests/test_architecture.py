@@ -251,3 +251,15 @@ def test_the_benchmarks_stand_on_their_own():
     the reverse."""
     for path in _files("bench"):
         assert "tests" not in _imports(path), path
+
+
+def test_a_listeners_unexpected_error_ends_in_one_place():
+    """Work before `ack()` fails into Bolt's error handler, work after it into `handlers.errors.apologizing`: no
+    listener catches everything on its own (each used to, with its own apology)."""
+    for path in _files("handlers"):
+        if path.name == "errors.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ExceptHandler):
+                assert not (isinstance(node.type, ast.Name) and node.type.id in {"Exception", "BaseException"}), (
+                    f"{path.name}:{node.lineno}")
