@@ -20,6 +20,7 @@ from bot.charting import ChartService
 from bot.config import Settings
 from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
+from bot.following import Following
 from bot.holds import HoldService
 from bot.jobs import JobService
 from bot.messages.answers import format_unknown_provider
@@ -30,6 +31,7 @@ from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Providers, UnknownProvider
 from bot.scrub import Scrubber
 from bot.slack import SlackGateway
+from bot.subscriptions import SubscriptionService
 from bot.trying import TryService
 from bot.turns import Turns
 from bot.turns import worker_id as turns_worker_id
@@ -64,6 +66,7 @@ class Services:
     slack: SlackGateway
     jobs: JobService
     holds: HoldService
+    subscriptions: SubscriptionService
     poller: Poller
     sender: AnnouncementSender
     webhook_routes: dict[str, WebhookReceiver]
@@ -248,19 +251,21 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     # never share with the pools those tasks wait on (provider listings, model calls).
     provider_calls = ThreadPoolExecutor(max_workers=max(2, len(providers)), thread_name_prefix="finetune-list")
     holds = HoldService(store, slack, approvers=settings.approver_user_ids, clock=clock, decorate=decorate)
+    following = Following(store, slack, on_queued=sender.kick)
     jobs = JobService(providers, store, slack, default_model=settings.default_model,
                       allowed_users=settings.allowed_user_ids, allowed_channels=settings.allowed_channel_ids,
                       on_queued=sender.kick, clock=clock, sandbox=settings.sandbox, provider_calls=provider_calls,
                       approvers=settings.approver_user_ids, max_file_bytes=settings.max_training_file_bytes,
-                      holds=holds)
+                      holds=holds, following=following)
+    subscriptions = SubscriptionService(jobs, store, slack, following, approvers=settings.approver_user_ids)
     background = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work")
     downloads = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="finetune-download")
     # Each provider that sends webhooks, and has the secret to verify them, gets its route (OpenAI's /openai/webhook).
     webhook_routes = {p.webhook_route: WebhookReceiver(p, store, on_queued=sender.kick, background=background)
                       for p in providers if p.capabilities.webhooks and p.webhook_route and p.webhooks_verifiable}
     services = Services(
-        settings=settings, store=store, providers=providers, slack=slack, jobs=jobs, holds=holds, poller=poller,
-        sender=sender, webhook_routes=webhook_routes,
+        settings=settings, store=store, providers=providers, slack=slack, jobs=jobs, holds=holds,
+        subscriptions=subscriptions, poller=poller, sender=sender, webhook_routes=webhook_routes,
         data=DataService(slack, jobs, providers, store, background=downloads,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate,
                          download_deadline_seconds=settings.download_deadline_seconds),

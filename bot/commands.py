@@ -21,7 +21,7 @@ class Subcommand:
     rest: str | None = None  # the name of free text that ends the command (a prompt), taken as typed
     costly: bool = False  # starts, stops, changes or runs something billed: ALLOWED_USER_IDS / ALLOWED_CHANNEL_IDS
     past: str = ""  # what a job is once this is done to it ("cancelled"), for replies and refusals
-    service: str = "jobs"  # which service does it (an attribute of bot.app.Services): jobs, holds, trying, …
+    service: str = "jobs"  # which service does it (an attribute of bot.app.Services): jobs, holds, subscriptions, …
     doing: str = ""  # what the bot was doing, for "Could not …" when a provider refuses ("cancel", "list jobs")
 
     @property
@@ -75,9 +75,11 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                past="resumed", doing="resume"),
     Subcommand("subscribe", "Follow a job started anywhere: this channel is told when it finishes (with `dm`: you, "
                             "in a direct message).",
-               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,), doing="subscribe to"),
+               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,), doing="subscribe to",
+               service="subscriptions"),
     Subcommand("unsubscribe", "Stop following a job in this channel (with `dm`: in your direct messages).",
-               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,), doing="unsubscribe from"),
+               positional=(_JOB_ID,), optional_positional=(_DM,), options=(_PROVIDER,), doing="unsubscribe from",
+               service="subscriptions"),
     Subcommand("providers", "The providers configured here, what each can do, and whether each takes new jobs.",
                doing="list the providers"),
     Subcommand("try", "Your prompt to the fine-tuned model and to its base model, answers side by side (a job id "
@@ -113,7 +115,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                         Value("every", "int", 1, 1440, placeholder="minutes"),
                         Value("confirm_above", "usd", 0, 1_000_000, placeholder="USD|off"),
                         Value("budget", "usd", 0, 10_000_000, placeholder="USD|off"),
-                        Value("watchdog", "choice", placeholder="off|warn|cancel", choices=("off", "warn", "cancel")))),
+                        Value("watchdog", "choice", placeholder="off|warn|cancel", choices=("off", "warn", "cancel"))),
+               service="subscriptions"),
     Subcommand("chart", "The job's training loss (and validation loss) by step, as a picture in this channel.",
                positional=(_JOB_ID,), options=(_PROVIDER,), service="charts", doing="draw the chart of"),
     Subcommand("check", "Check a .jsonl training file from Slack: its format, errors with line numbers, tokens and "
@@ -125,7 +128,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                optional_positional=(Value("month", "month", placeholder="YYYY-MM"),),
                options=(_PROVIDER, Value("page", "int", 1, 10_000)), doing="count the spend", service="holds"),
     Subcommand("subscriptions", "The jobs this channel follows: running first, then finished, a page at a time.",
-               optional_positional=(Value("page", "int", 1, 10_000),)),
+               optional_positional=(Value("page", "int", 1, 10_000),), service="subscriptions"),
     Subcommand("help", "This help."),
 )
 BY_NAME = {s.name: s for s in SUBCOMMANDS}

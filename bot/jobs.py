@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from bot import costs
 from bot.commands import BY_NAME, Command, Problem, quote
 from bot.costs import Estimate
+from bot.following import Following
 from bot.holds import HoldService
 from bot.messages.answers import (
     ProviderInfo,
@@ -22,17 +23,12 @@ from bot.messages.answers import (
     format_provider_error,
     format_providers,
     format_refusal,
-    format_settings,
     format_stopped_taking_jobs,
     format_unknown_provider,
-    invite_warning,
 )
 from bot.messages.blocks import Message
 from bot.messages.cards import Subscription, format_card
 from bot.messages.jobs import (
-    FOLLOWS_PAGE,
-    RECENT_FINISHED,
-    FollowsPage,
     format_action,
     format_events,
     format_followed,
@@ -40,22 +36,16 @@ from bot.messages.jobs import (
     format_job_status,
     format_start_reconciled,
     format_started,
-    format_subscribed,
-    format_unsubscribed,
 )
-from bot.move_messages import move_links
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
-from bot.slack import SlackFailure, SlackGateway
-from bot.training_data import dollars
+from bot.slack import SlackGateway
 from storage import DB_ERRORS, Store
-from storage.channels import NotLowered
 from storage.engines import is_transient
 
 log = logging.getLogger(__name__)
 
 
-MONEY_LIMITS = ("confirm_above", "budget")  # a channel's limits that hold a start for a click or an approver
 RESPONSE_URL_LIFETIME = 30 * 60  # Slack accepts replies through a response_url for 30 minutes
 
 
@@ -73,7 +63,8 @@ class JobService:
                  allowed_channels: frozenset[str] = frozenset(), on_queued: Callable[[], None] = lambda: None,
                  clock: Callable[[], float] = time.time, sandbox: bool = False,
                  provider_calls: Executor | None = None, approvers: frozenset[str] = frozenset(),
-                 max_file_bytes: int = 512 * 1024 * 1024, holds: HoldService) -> None:
+                 max_file_bytes: int = 512 * 1024 * 1024, holds: HoldService,
+                 following: Following | None = None) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers([providers])
         # `list` asks every provider at once on this pool, whose tasks wait on nothing (made once, by the root).
         self.provider_calls = provider_calls or ThreadPoolExecutor(max_workers=len(self.providers),
@@ -91,6 +82,8 @@ class JobService:
         self.approvers = approvers
         self.max_file_bytes = max_file_bytes
         self.holds = holds  # a start the channel's limits hold, and its approvers asked
+        self.following = following or Following(store, slack, on_queued)
+        self.decorate: Callable[[Message], Message] = (lambda m: m.as_sandbox()) if sandbox else (lambda m: m)
 
     def refusal(self, command: Command, caller: Caller) -> str | None:
         """Why this caller may not run this command here, or None. Read-only commands are open to everyone."""
@@ -111,18 +104,7 @@ class JobService:
 
     def run(self, command: Command, caller: Caller) -> Message:
         handler = getattr(self, command.spec.handler)
-        return self._answered(command, lambda: handler(caller, **command.args))
-
-    def _answered(self, command: Command, call: Callable[[], Message]) -> Message:
-        """A command's answer, with a provider's refusal (or a provider not configured) said in words."""
-        try:
-            return call()
-        except ProviderError as error:
-            log.info("%s refused %s: %s (HTTP %s)", error.provider or "provider", command.name, error.message,
-                     error.status)
-            return format_provider_error(_doing(command), error)
-        except UnknownProvider as unknown:
-            return format_unknown_provider(str(unknown), self.providers.names, command.spec.usage)
+        return answered(command, lambda: handler(caller, **command.args), self.providers)
 
     @property
     def provider(self) -> FineTuningProvider:
@@ -221,7 +203,7 @@ class JobService:
         job = replace(job, estimate=estimate.amount, approved_by=approved_by)
         try:
             # The estimate and approver go with the job before its card is queued, so the card shows them.
-            card = self._follow(caller, job, origin="start", card=True,
+            card = self.following.follow(caller, job, origin="start", card=True,
                                 recorded={"estimate": estimate.amount, "approved_by": approved_by},
                                 finishes=request_id)[1]
             if move_id:
@@ -233,7 +215,7 @@ class JobService:
             return format_started(job, [f"I couldn't save that this channel follows it, so I won't post when it "
                                         f"finishes. Try `/finetune subscribe {job.id}` in a minute."],
                                   estimate=estimate)
-        return format_started(job, self._visibility_warnings(caller), card=card, estimate=estimate)
+        return format_started(job, self.following.visibility_warnings(caller), card=card, estimate=estimate)
 
     def link_move(self, move_id: str, job: Job) -> None:
         """A moved fine-tune's new job exists: the move points at it (once), the channels that followed the source
@@ -249,10 +231,6 @@ class JobService:
                                       user_id=row["user_id"] or "", origin=origin, card=origin != "dm")
         self.store.cards.redraw_cards(move["source_provider"], move["source_job"])
         self.on_queued()
-
-    def links(self, provider: str, job_id: str) -> list[str]:
-        """Where a job was moved from and to, as its card and status say it."""
-        return move_links(self.store.moves.moved_from(provider, job_id), self.store.moves.moved_to(provider, job_id))
 
     def release(self, caller: Caller, hold_id: str, decision: str) -> tuple[Message, dict | None]:
         """A held start's button pressed: Start anyway (its requester, when no approvers are set), Approve or Deny
@@ -294,19 +272,20 @@ class JobService:
         requester = Caller(hold["team_id"] or "", hold["channel_id"], hold["user_id"])
         released = {"approved_by": caller.user_id if state == "approved" else None}
         estimate = Estimate(hold["estimate"]) if hold["estimate"] is not None else None
-        started = self._answered(Command("start", hold["command"]),
-                                 lambda: self.start(requester, hold["command"], estimate=estimate, released=released))
+        started = answered(Command("start", hold["command"]),
+                           lambda: self.start(requester, hold["command"], estimate=estimate, released=released),
+                           self.providers)
         return started, decided
 
     def _status(self, caller: Caller, job_id: str | None = None, provider: str | None = None) -> Message:
         if job_id is None:
-            return format_followed(self._follows_page(caller.channel_id, 1), title="Jobs this channel follows")
+            return format_followed(self.following.follows_page(caller.channel_id, 1), title="Jobs this channel follows")
         target, job = self.locate(job_id, provider)
         job = job or target.retrieve(job_id)
         events = target.events(job_id, limit=5) if target.capabilities.events else []
-        self._observe(job)
+        self.following.observe(job)
         followed = any(f["channel_id"] == caller.channel_id for f in self.store.follows.followers(job_id, target.name))
-        return format_job_status(job, events, followed_here=followed, links=self.links(target.name, job.id))
+        return format_job_status(job, events, followed_here=followed, links=self.following.links(target.name, job.id))
 
     def _list(self, caller: Caller, n: int = 10, provider: str | None = None) -> Message:
         """The newest jobs at every provider (or the one named), merged newest first; a provider that cannot be
@@ -339,66 +318,6 @@ class JobService:
                                           f"`/finetune cancel {job_id}` stops it for good."))
         return self._act(action, getattr(target, action), job_id)
 
-    def _subscribe(self, caller: Caller, job_id: str, provider: str | None = None, where: str | None = None) -> Message:
-        target, job = self.locate(job_id, provider)
-        job = job or target.retrieve(job_id)
-        self._observe(job)  # first, so a channel subscribing to a job that just ended gets the reply, not a repeat
-        if where == "dm":
-            dm = replace(caller, channel_id=self.slack.open_dm(caller.user_id))
-            new, _ = self._follow(dm, job, origin="dm")
-            return format_subscribed(job, new=new, by_dm=True)
-        new, card = self._follow(caller, job, origin="subscribe", card=True)
-        warnings = [] if job.final else self._visibility_warnings(caller)
-        return format_subscribed(job, new=new, warnings=warnings, card=card and new)
-
-    def _unsubscribe(self, caller: Caller, job_id: str, provider: str | None = None,
-                     where: str | None = None) -> Message:
-        channel = self.slack.open_dm(caller.user_id) if where == "dm" else caller.channel_id
-        names = [provider] if provider else self.store.follows.providers_of(job_id)
-        existed = False
-        for name in names:
-            card = self.store.cards.card(channel, job_id, name)  # (read first: it goes with the follow)
-            if self.store.follows.unfollow(channel, job_id, name):
-                existed = True
-                if card is not None and card["card_ts"]:
-                    self._retire_card(channel, card["card_ts"], job_id, name)
-        return format_unsubscribed(job_id, existed=existed, by_dm=where == "dm")
-
-    def _retire_card(self, channel: str, ts: str, job_id: str, provider: str) -> None:
-        """A card whose channel stopped following its job says so, rather than showing a status it will no longer
-        follow. Best effort: a card left as it was is only out of date."""
-        stored = self.store.follows.job(job_id, provider)
-        if stored is None:
-            return
-        message = format_card(Job.from_row(stored), Subscription(channel), followed=False,
-                              links=self.links(provider, job_id))
-        try:
-            self.slack.update(channel, ts, self._decorated(message))
-        except SlackFailure as failure:
-            log.info("could not mark the card of %s in %s as no longer followed: %s", job_id, channel,
-                     failure.reason)
-
-    def _settings(self, caller: Caller, outcomes: str | None = None, mentions: bool | None = None,
-                  cards: bool | None = None, progress: bool | None = None, every: int | None = None,
-                  confirm_above: float | str | None = None, budget: float | str | None = None,
-                  watchdog: str | None = None) -> Message:
-        changes = {"outcomes": outcomes, "mentions": mentions, "cards": cards, "progress": progress,
-                   "progress_minutes": every, "confirm_above": confirm_above, "budget": budget,
-                   "watchdog": watchdog}
-        if all(value is None for value in changes.values()):
-            return format_settings(self.store.channels.channel_settings(caller.channel_id), changed=False)
-        # With approvers, the limits that hold a start for them are theirs to raise or switch off: anyone may lower
-        # them (a requester must not be able to switch off the approval their start needs).
-        only_lower = () if not self.approvers or caller.user_id in self.approvers else MONEY_LIMITS
-        try:
-            now_set = self.store.channels.set_channel_settings(caller.channel_id, caller.user_id,
-                                                               only_lower=only_lower, **changes)
-            return format_settings(now_set, changed=True)
-        except NotLowered as refused:
-            return format_refusal(
-                f"Only an approver (APPROVER_USER_IDS) may raise `{refused.name}` or switch it off; it is "
-                f"{dollars(refused.current)} here. You may lower it. Nothing was changed.")
-
     def refresh(self, caller: Caller, job_id: str, provider: str | None) -> Message:
         """The job as it is now, as `status` shows it (for a Refresh click, which replaces the clicked message and so
         is seen by whoever saw that one)."""
@@ -416,13 +335,13 @@ class JobService:
             return format_provider_error(f"refresh {job_id}", error), False
         except UnknownProvider as unknown:
             return format_unknown_provider(str(unknown), self.providers.names), False
-        self._observe(job)
+        self.following.observe(job)
         row = next((f for f in self.store.follows.followers(job.id,
                                                             target.name) if f["channel_id"] == caller.channel_id), {})
         mention = bool(self.store.channels.channel_settings(caller.channel_id)["mentions"])
         subscription = Subscription(caller.channel_id, row.get("user_id"), row.get("origin"), mention)
-        return replace(format_card(job, subscription, followed=bool(row), links=self.links(target.name, job.id)),
-                       in_channel=True), True
+        links = self.following.links(target.name, job.id)
+        return replace(format_card(job, subscription, followed=bool(row), links=links), in_channel=True), True
 
     def latest_events(self, caller: Caller, job_id: str, provider: str | None) -> Message:
         try:
@@ -483,55 +402,12 @@ class JobService:
         raise ProviderError(f"No provider configured here knows a job called {job_id} (I asked {asked}).",
                             status=404, code="job_not_found", own=True)
 
-    def _subscriptions(self, caller: Caller, page: int = 1) -> Message:
-        return format_followed(self._follows_page(caller.channel_id, page), title="This channel's subscriptions",
-                               by_dm=self.store.follows.dm_follows(caller.user_id) if page == 1 else ())
-
-    def _follows_page(self, channel_id: str, page: int) -> FollowsPage:
-        """Page 1: running jobs, then the finished ones counted and the latest few. Later pages: the rest."""
-        active, finished = self.store.follows.follow_counts(channel_id)
-        first = min(active, FOLLOWS_PAGE)
-        rest = active + finished - first
-        pages = 1 + -(-rest // FOLLOWS_PAGE) if rest > RECENT_FINISHED or active > FOLLOWS_PAGE else 1
-        page = min(page, max(pages, 1))
-        if page == 1:
-            return FollowsPage(1, pages, active, finished, self.store.follows.channel_follows(channel_id, limit=first),
-                               self.store.follows.channel_follows(channel_id, final=True, limit=RECENT_FINISHED))
-        rows = self.store.follows.channel_follows(channel_id, limit=FOLLOWS_PAGE,
-                                                  offset=first + (page - 2) * FOLLOWS_PAGE)
-        return FollowsPage(page, pages, active, finished, rows)
-
     # -- shared steps ----------------------------------------------------------------------------------
 
     def _act(self, action: str, call: Callable[[str], Job], job_id: str) -> Message:
         job = call(job_id)
-        self._observe(job)
+        self.following.observe(job)
         return format_action(action, job)
-
-    def _follow(self, caller: Caller, job: Job, *, origin: str, card: bool = False,
-                recorded: Mapping | None = None, finishes: str | None = None) -> tuple[bool, bool]:
-        """Follow a job here (closing the start that made it); (whether the follow is new, whether the channel has
-        a card of it coming)."""
-        new = self.store.follows.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,
-                                        user_id=caller.user_id, origin=origin, card=card, recorded=recorded,
-                                        finishes=finishes)
-        carded = card and not job.final and self.store.cards.card(caller.channel_id, job.id, job.provider) is not None
-        if carded and new:
-            self.on_queued()  # the card goes out now, not at the next scheduled delivery
-        return new, carded
-
-    def _observe(self, job: Job) -> None:
-        """What a command learnt of a followed job counts like a poll: an outcome seen here is announced."""
-        if self.store.follows.record_jobs([(job.fields(), job.outcome)]):
-            self.on_queued()
-
-    def _decorated(self, message: Message) -> Message:
-        return message.as_sandbox() if self.sandbox else message
-
-    def _visibility_warnings(self, caller: Caller) -> list[str]:
-        if self.slack.can_post(caller.channel_id) is False:
-            return [invite_warning(self.slack.bot_user_id())]
-        return []
 
     # -- starts a crash interrupted ---------------------------------------------------------------------
 
@@ -577,6 +453,19 @@ class JobService:
         if fresh and intent["response_url"] and self.slack.reply(intent["response_url"], message):
             return
         self.slack.post_quietly(intent["user_id"], message)
+
+
+
+def answered(command: Command, call: Callable[[], Message], providers: Providers) -> Message:
+    """A command's answer, with a provider's refusal (or a provider not configured) said in words."""
+    try:
+        return call()
+    except ProviderError as error:
+        log.info("%s refused %s: %s (HTTP %s)", error.provider or "provider", command.name, error.message,
+                 error.status)
+        return format_provider_error(_doing(command), error)
+    except UnknownProvider as unknown:
+        return format_unknown_provider(str(unknown), providers.names, command.spec.usage)
 
 
 def _doing(command: Command) -> str:

@@ -147,8 +147,9 @@ def test_every_mutation_row_still_breaks_a_line_that_exists():
 LAYERS = (
     ("entry points and the composition root", ("bot.app", "bot.cli", "bot.web", "bot.shell", "bot.__main__")),
     ("Slack listeners", ("handlers",)),
-    ("services", ("bot.jobs", "bot.holds", "bot.data_flow", "bot.trying", "bot.charting", "bot.poller",
-                  "bot.delivery", "bot.watchdog", "bot.moves", "bot.webhooks", "bot.turns", "bot.slack")),
+    ("services", ("bot.jobs", "bot.holds", "bot.subscriptions", "bot.following", "bot.data_flow", "bot.trying",
+                  "bot.charting", "bot.poller", "bot.delivery", "bot.watchdog", "bot.moves", "bot.webhooks",
+                  "bot.turns", "bot.slack")),
     ("Slack surfaces", ("bot.messages", "bot.views", "bot.comparison", "bot.move_messages")),
     ("the grammar, settings, money and the provider seam", (
         "bot.commands", "bot.config", "bot.costs", "bot.training_data", "bot.conversion", "bot.charts",
@@ -159,8 +160,8 @@ LAYERS = (
 )
 # Today's rooms still bigger than a newcomer should have to read whole (no class over 25 methods, no module over
 # 500 lines): each may shrink, none may grow, and nothing joins them.
-TOO_BIG = {"bot.jobs.JobService": 36, "bot.sandbox.slack.SlackStandIn": 28, "bot/jobs.py": 594,
-           "bot/shell.py": 538, "bot/providers/openai_shape.py": 537, "bot/providers/fireworks_shape.py": 550}
+TOO_BIG = {"bot.sandbox.slack.SlackStandIn": 28, "bot/shell.py": 538, "bot/providers/openai_shape.py": 537,
+           "bot/providers/fireworks_shape.py": 550}
 
 
 def _module_name(path: pathlib.Path) -> str:
