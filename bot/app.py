@@ -222,10 +222,9 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     providers = providers or registry.configured(settings, clock=clock)
     for provider in providers:
         provider.warm()  # its SDK's first-use work now, not inside the first commands' acks
-    # Rows from before jobs were named by provider came from the one OpenAI-shaped provider configured then:
-    # Azure OpenAI when its endpoint was set, OpenAI otherwise.
-    legacy = "azure" if settings.azure_openai_endpoint and not settings.sandbox else "openai"
-    if legacy in providers and store.follows.adopt_unnamed(legacy):
+    # Rows from before jobs were named by provider came from the one provider configured then (its shape says which).
+    legacy = registry.legacy(settings)
+    if legacy and legacy in providers and store.follows.adopt_unnamed(legacy):
         log.info("jobs recorded before providers were named now belong to %s", legacy)
     slack_client = slack_client or WebClient(
         token=settings.slack_bot_token, base_url=settings.slack_api_url,

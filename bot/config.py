@@ -8,7 +8,6 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
-DEFAULT_TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # Sandbox jobs take seconds, so the shell and `--sandbox` poll every second unless told otherwise.
 SANDBOX_POLL_INTERVAL = 1.0
@@ -25,16 +24,7 @@ class Settings:
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_api_url: str = DEFAULT_SLACK_API_URL
-    openai_api_key: str | None = field(default=None, repr=False)
-    openai_base_url: str | None = None
-    azure_openai_endpoint: str | None = None
-    azure_openai_api_key: str | None = field(default=None, repr=False)
-    openai_api_version: str | None = None
-    openai_webhook_secret: str | None = field(default=None, repr=False)
-    together_api_key: str | None = field(default=None, repr=False)
-    together_base_url: str | None = None
-    together_default_model: str = DEFAULT_TOGETHER_MODEL
-    default_provider: str | None = None  # None: the only one configured, or OpenAI when several are
+    default_provider: str | None = None  # None: the only one configured, or the registry's first when several are
     database_path: str = "finetune-bot.db"
     database_url: str | None = field(default=None, repr=False)  # PostgreSQL instead of SQLite (holds a password)
     poll_interval_seconds: float = 60.0
@@ -60,7 +50,6 @@ class Settings:
     # Every variable a registered provider shape declares (bot/providers/shape.py), by name, as set: how a shape
     # gets its settings without a field here. Secret ones are scrubbed like the fields above.
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
-    env_secrets: frozenset[str] = frozenset()  # the names in `env` that are secret
 
     @property
     def max_training_file_bytes(self) -> int:
@@ -90,14 +79,17 @@ class Settings:
             self.slack_bot_token,
             self.slack_signing_secret,
             self.slack_app_token,
-            self.openai_api_key,
-            self.azure_openai_api_key,
-            self.openai_webhook_secret,
-            self.together_api_key,
             *_url_secrets(self.database_url),
-            *(self.env.get(name) for name in sorted(self.env_secrets)),
+            *(self.env.get(name) for name in sorted(self.secret_names)),
         ]
         return [v for v in values if v]
+
+    @property
+    def secret_names(self) -> frozenset[str]:
+        """The settings the registered shapes declare secret (their keys, webhook secrets)."""
+        from bot.providers.registry import SHAPES  # (the registry's adapters import this module)
+
+        return frozenset(setting.name for shape in SHAPES for setting in shape.settings if setting.secret)
 
     def value(self, name: str) -> str | None:
         """A registered shape's setting, as set in the environment (or by the sandbox)."""
@@ -105,27 +97,15 @@ class Settings:
 
     def with_sandbox(self, values: Mapping[str, str]) -> Settings:
         """Point at the sandbox's stand-ins: `values` are settings by their environment names (each shape's sandbox
-        says which), as if the person had set them; nothing real (Azure) is left configured."""
-        fields = {FIELDS[name]: value for name, value in values.items() if name in FIELDS}
-        rest = {name: value for name, value in values.items() if name not in FIELDS}
-        return replace(self, sandbox=True, azure_openai_endpoint=None, **fields, env={**self.env, **rest})
+        says which), as if the person had set them; nothing real is left configured."""
+        return replace(self, sandbox=True, env=dict(values))
 
-
-# The settings that predate provider shapes declaring their own, by environment name: the field each fills.
-FIELDS = {"OPENAI_API_KEY": "openai_api_key", "OPENAI_BASE_URL": "openai_base_url",
-          "TOGETHER_API_KEY": "together_api_key", "TOGETHER_BASE_URL": "together_base_url"}
 
 _WHERE = {
     "SLACK_BOT_TOKEN": "the Bot User OAuth Token on your Slack app's 'OAuth & Permissions' page (xoxb-...)",
     "SLACK_SIGNING_SECRET": "the Signing Secret on your Slack app's 'Basic Information' page",
     "SLACK_APP_TOKEN": "an app-level token with connections:write, from your Slack app's 'Basic Information' page "
     "(xapp-...)",
-    "OPENAI_API_KEY": "your provider's API key (or set AZURE_OPENAI_ENDPOINT for Azure OpenAI, TOGETHER_API_KEY for "
-    "Together AI, or run with --sandbox to try the bot without one)",
-    "AZURE_OPENAI_API_KEY": "the key of your Azure OpenAI resource ('Keys and Endpoint')",
-    "OPENAI_API_VERSION": "the Azure OpenAI API version to use, such as 2025-04-01-preview",
-    "AZURE_OPENAI_ENDPOINT": "your Azure OpenAI resource's endpoint, such as https://NAME.openai.azure.com",
-    "TOGETHER_API_KEY": "your Together AI API key (api.together.ai, Settings, API keys)",
 }
 
 
@@ -217,18 +197,15 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
     shape_env = {name: get(name) for name in declared if get(name)}
     if not sandbox:
         # Each provider is either fully set or not at all: half a provider is named, not silently ignored.
-        if get("AZURE_OPENAI_ENDPOINT") or get("AZURE_OPENAI_API_KEY"):
-            required += ["AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION"]
         for shape in SHAPES:
-            if any(setting.name in shape_env for setting in shape.settings):
-                required += [setting.name for setting in shape.settings if setting.required]
-        if mode in {"serve", "socket"} and not (get("OPENAI_API_KEY") or get("AZURE_OPENAI_ENDPOINT")
-                                                  or get("AZURE_OPENAI_API_KEY")
-                                                  or any(declared[name].required for name in shape_env)):
-            required.append("OPENAI_API_KEY")
+            required += shape.required(frozenset(shape_env))
     for name in required:
         if not get(name):
             raise ConfigError(f"{name} is not set: it is {where[name]}.")
+    if (not sandbox and mode in {"serve", "socket"}
+            and not any(shape.present(_Declared(shape_env)) for shape in SHAPES)):
+        ways = "; ".join(shape.advice for shape in SHAPES if shape.advice)
+        raise ConfigError(f"No provider is configured: set {ways}. Or run with --sandbox to try the bot without one.")
     default_provider = (get("DEFAULT_PROVIDER") or "").lower() or None
     names = [name for shape in SHAPES for name in shape.labels]
     if default_provider is not None and default_provider not in names:
@@ -245,15 +222,6 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         slack_signing_secret=get("SLACK_SIGNING_SECRET"),
         slack_app_token=get("SLACK_APP_TOKEN"),
         slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
-        openai_api_key=get("OPENAI_API_KEY"),
-        openai_base_url=get("OPENAI_BASE_URL"),
-        azure_openai_endpoint=get("AZURE_OPENAI_ENDPOINT"),
-        azure_openai_api_key=get("AZURE_OPENAI_API_KEY"),
-        openai_api_version=get("OPENAI_API_VERSION"),
-        openai_webhook_secret=get("OPENAI_WEBHOOK_SECRET"),
-        together_api_key=get("TOGETHER_API_KEY"),
-        together_base_url=get("TOGETHER_BASE_URL"),
-        together_default_model=get("TOGETHER_DEFAULT_MODEL") or DEFAULT_TOGETHER_MODEL,
         default_provider=default_provider,
         database_path=get("DATABASE_PATH") or "finetune-bot.db",
         database_url=database_url,
@@ -279,8 +247,19 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         try_limit_per_minute=int(_number(env, "TRY_LIMIT_PER_MINUTE", 20, int, 1, 10_000)),
         download_deadline_seconds=_number(env, "DOWNLOAD_DEADLINE_SECONDS", 120.0, float, 1, 3600),
         env=shape_env,
-        env_secrets=frozenset(name for name, setting in declared.items() if setting.secret),
     )
     if default_provider is not None and not sandbox and default_provider not in settings.provider_names:
         raise ConfigError(f"DEFAULT_PROVIDER is {default_provider}, but {default_provider} is not configured.")
     return settings
+
+
+class _Declared:
+    """The shapes' settings as set, before the whole Settings exists: enough for a shape to say what it configures."""
+
+    sandbox = False
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def value(self, name: str) -> str | None:
+        return self.env.get(name) or None

@@ -66,8 +66,7 @@ def fireworks():
 def with_fireworks(settings: Settings, sandbox: FireworksSandbox) -> Settings:
     """`settings` with Fireworks AI configured beside whatever they configure, pointed at `sandbox`."""
     return replace(settings, env={**settings.env, "FIREWORKS_API_KEY": FIREWORKS_KEY,
-                                  "FIREWORKS_ACCOUNT_ID": sandbox.account, "FIREWORKS_BASE_URL": sandbox.url},
-                   env_secrets=settings.env_secrets | {"FIREWORKS_API_KEY"})
+                                  "FIREWORKS_ACCOUNT_ID": sandbox.account, "FIREWORKS_BASE_URL": sandbox.url})
 
 
 @pytest.fixture
@@ -79,7 +78,7 @@ def three(both, fireworks) -> Settings:
 @pytest.fixture
 def both(settings, together) -> Settings:
     """Settings with OpenAI's shape and Together AI configured at once (OpenAI the default for start)."""
-    return replace(settings, together_api_key=TOGETHER_KEY, together_base_url=together.url)
+    return replace(settings, env={**settings.env, "TOGETHER_API_KEY": TOGETHER_KEY, "TOGETHER_BASE_URL": together.url})
 
 
 @pytest.fixture
@@ -94,9 +93,8 @@ def settings(tmp_path, provider, slack) -> Settings:
         slack_bot_token=BOT_TOKEN,
         slack_signing_secret=SIGNING_SECRET,
         slack_api_url=slack.api_url,
-        openai_api_key=OPENAI_KEY,
-        openai_base_url=provider.url + "/v1",
-        openai_webhook_secret=WEBHOOK_SECRET,
+        env={"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1",
+             "OPENAI_WEBHOOK_SECRET": WEBHOOK_SECRET},
         database_path=str(tmp_path / "bot.db"),
         poll_interval_seconds=3600,
         provider_timeout_seconds=5,
@@ -107,7 +105,12 @@ def settings(tmp_path, provider, slack) -> Settings:
 def make_bot(settings):
     bots = []
 
-    def make(**changes):
+    def make(*, providers: dict[str, str | None] | None = None, **changes):
+        """A bot from the session's settings, with `changes` to them and `providers`: provider settings by their
+        environment names, set (or, with None, unset) beside the OpenAI sandbox's."""
+        if providers:
+            env = {**changes.get("env", settings.env), **providers}
+            changes["env"] = {name: value for name, value in env.items() if value is not None}
         bot = build(replace(settings, **changes) if changes else settings)
         bots.append(bot)
         return bot

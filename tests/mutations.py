@@ -43,7 +43,7 @@ MUTATIONS = [
     ('one provider per cycle at a time', 'bot/poller.py', '        if len(asked) == 1:', '        if True:\n            for pair in asked:\n                self._record(report, *self._poll(*pair))\n        elif False:', 'tests/test_providers.py -k outage'),
     ('per-provider options unchecked', 'bot/jobs.py', '        if refused:\n', '        if False:\n', 'tests/test_providers.py -k own_options'),
     ('stopped-taking-jobs never seen', 'bot/providers/calls.py', '    if status not in {400, 403, 404, 410}:\n        return False', '    if True:\n        return False', 'tests/test_providers.py -k stopped_taking'),
-    ('legacy rows not adopted', 'bot/app.py', '    if legacy in providers and store.follows.adopt_unnamed(legacy):', '    if False:', 'tests/test_providers.py -k before_providers'),
+    ('legacy rows not adopted', 'bot/app.py', '    if legacy and legacy in providers and store.follows.adopt_unnamed(legacy):', '    if False:', 'tests/test_providers.py -k before_providers'),
     ('outcome queued across providers', 'storage/outbox.py', '    where = "provider = ? AND job_id = ?"', '    where = "? != \'\' AND job_id = ?"', 'tests/test_storage.py -k same_job_id'),
     ('never-seen id asks every provider', 'bot/jobs.py', '        candidates = self.providers.fitting(job_id)', '        candidates = list(self.providers)', 'tests/test_providers.py -k never_seen'),
     ('changed file uploaded anyway', 'bot/data_flow.py', '            if _sha256(stream) != digest:', '            if False:', 'tests/test_data_flow.py -k changed_after'),

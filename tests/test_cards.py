@@ -655,7 +655,7 @@ def test_a_card_stays_within_block_kits_limits_whatever_the_job_says():
 
 
 def test_a_together_job_gets_its_card_and_progress_from_togethers_metrics(make_bot, both, slack, together):
-    bot = make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")})
+    bot = make_bot(env=both.env)
     server = Server(bot)
     try:
         ask(server, slack, f"start {SAMPLE_FILE_ID} provider=together")

@@ -77,7 +77,7 @@ def test_failures_get_no_chart(server, slack, provider, bot):
 
 
 def test_together_charts_come_from_its_metrics_endpoint(make_bot, both, slack, together):
-    bot = make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")})
+    bot = make_bot(env=both.env)
     server = Server(bot)
     try:
         together.pace = 1.0

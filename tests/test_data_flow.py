@@ -201,7 +201,7 @@ def test_upload_obeys_the_allow_list_before_any_form_opens(make_bot, slack):
 
 
 def test_together_from_the_form_with_its_own_estimate(make_bot, both, slack, together):
-    bot = make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")})
+    bot = make_bot(env=both.env)
     server = Server(bot)
     try:
         form = _open_form(server, slack, "start provider=together")
@@ -223,7 +223,7 @@ def test_together_from_the_form_with_its_own_estimate(make_bot, both, slack, tog
 
 
 def test_fireworks_from_the_form_a_dataset_created_uploaded_and_started(make_bot, three, slack, fireworks):
-    bot = make_bot(**{k: getattr(three, k) for k in ("together_api_key", "together_base_url", "env", "env_secrets")})
+    bot = make_bot(env=three.env)
     server = Server(bot)
     try:
         form = _open_form(server, slack, "start provider=fireworks")

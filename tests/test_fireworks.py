@@ -24,8 +24,7 @@ MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
 def _adapter(sandbox: FireworksSandbox, **kwargs) -> FireworksProvider:
     settings = Settings(provider_timeout_seconds=2, env={"FIREWORKS_API_KEY": FIREWORKS_KEY,
                                                          "FIREWORKS_ACCOUNT_ID": sandbox.account,
-                                                         "FIREWORKS_BASE_URL": sandbox.url},
-                        env_secrets=frozenset({"FIREWORKS_API_KEY"}))
+                                                         "FIREWORKS_BASE_URL": sandbox.url})
     (adapter,) = configured(settings)
     adapter._sleep = kwargs.pop("sleep", lambda s: None)
     for name, value in kwargs.items():
@@ -316,7 +315,7 @@ def trio(make_bot, three):
     """A bot with OpenAI, Together AI and Fireworks AI configured, served over HTTP."""
     from tests.conftest import Server
 
-    bot = make_bot(**{k: getattr(three, k) for k in ("together_api_key", "together_base_url", "env", "env_secrets")},
+    bot = make_bot(env=three.env,
                    poll_interval_seconds=1)  # (the scheduler is not started: cycles run when a test says)
     server = Server(bot)
     yield bot, server

@@ -369,7 +369,7 @@ def test_a_request_that_never_finishes_arriving_is_cut_off(bot):
 def _adapter(sandbox) -> OpenAIProvider:
     from bot.config import Settings
 
-    client = build_client(Settings(openai_api_key=OPENAI_KEY, openai_base_url=sandbox.url + "/v1",
+    client = build_client(Settings(env={"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": sandbox.url + "/v1"},
                                    provider_timeout_seconds=2))
     return OpenAIProvider(client, secrets=[OPENAI_KEY], sleep=lambda s: None)
 

@@ -107,7 +107,7 @@ def test_a_traceback_in_the_log_is_scrubbed():
 
 
 def test_together_answers_are_capped_at_try_max_tokens(make_bot, both, slack, together):
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url,
+    bot = make_bot(env=both.env,
                    try_max_tokens=77)
     server = Server(bot)
     try:

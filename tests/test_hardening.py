@@ -44,7 +44,7 @@ def _rss_mb() -> float:
 
 def test_hundreds_of_poll_cycles_with_two_providers_leave_files_threads_and_connections_flat(make_bot, both,
                                                                                               provider, together):
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    bot = make_bot(env=both.env)
     for _ in range(3):  # several jobs running at each provider, all followed: each cycle asks both, side by side
         provider.add_job(status="running")
         together.add_job(status="running")
@@ -333,7 +333,7 @@ def test_stop_returns_within_its_budget_while_a_download_trickles(make_bot):
 
 def test_a_provider_answering_garbage_backs_off_and_the_other_still_announces(make_bot, both, provider, together,
                                                                               slack):
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url,
+    bot = make_bot(env=both.env,
                    poll_interval_seconds=1)  # (the scheduler is not started: cycles run when the test says)
     server = Server(bot)
     try:
@@ -445,7 +445,7 @@ def test_the_allow_lists_apply_to_a_form_as_to_the_command(make_bot, slack, prov
 @pytest.mark.parametrize("at", [1500, 1998, 2000, 2990, 3000])
 def test_a_configured_key_straddling_any_cut_leaves_no_part_of_itself(make_bot, both, slack, provider, at, caplog):
     # Together's key has no telltale shape: only the configured value can find it, where the provider's text enters.
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    bot = make_bot(env=both.env)
     server = Server(bot)
     try:
         job = _failed_with(server, bot, slack, provider, "x" * (at - 10) + f" key {TOGETHER_KEY} " + "y" * 4000)
@@ -552,7 +552,7 @@ def test_compare_on_a_large_training_file_takes_its_last_examples(server, slack,
 
 
 def test_the_bots_own_finding_is_not_presented_as_a_providers(make_bot, both, slack, provider, together):
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    bot = make_bot(env=both.env)
     server = Server(bot)
     try:
         said = everything_said(ask(server, slack, "status 12345"))
@@ -881,7 +881,7 @@ def test_a_hundred_moves_leave_files_threads_and_connections_flat(make_bot, both
     from bot.commands import Command
     from bot.jobs import Caller
 
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    bot = make_bot(env=both.env)
     store, moves = bot.services.store, bot.services.moves
     caller = Caller("T", "C0GENERAL", "U0ALICE")
 

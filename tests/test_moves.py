@@ -127,8 +127,8 @@ def test_together_to_fireworks_keeps_the_family(movers, slack, together, firewor
 
 def test_openai_to_azure_keeps_the_base_model(settings, slack, provider):
     with FineTuningSandbox(azure=True) as azure:
-        bot = build(replace(settings, azure_openai_endpoint=azure.url, azure_openai_api_key="azure-key",
-                            openai_api_version="2024-10-21"))
+        bot = build(replace(settings, env={**settings.env, "AZURE_OPENAI_ENDPOINT": azure.url,
+                                           "AZURE_OPENAI_API_KEY": "azure-key", "OPENAI_API_VERSION": "2024-10-21"}))
         try:
             job = _succeeded_openai_job(provider, _examples())
             message = bot.services.moves.run(Command("move", {"job_id": job["id"], "to": "azure"}), CALLER)

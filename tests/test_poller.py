@@ -118,7 +118,7 @@ def _follow_at_together(bot, job, channel="C1"):
 
 
 def test_together_is_asked_with_its_cheapest_call(make_bot, both, provider, together):
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    bot = make_bot(env=both.env)
     jobs = [together.add_job(status="running") for _ in range(5)]
     _follow_at_together(bot, jobs[0])
     one = bot.services.poller.run_once()

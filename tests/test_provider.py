@@ -13,7 +13,7 @@ from tests.conftest import OPENAI_KEY
 
 
 def _provider(sandbox: FineTuningSandbox, **kwargs) -> OpenAIProvider:
-    client = build_client(Settings(openai_api_key=OPENAI_KEY, openai_base_url=sandbox.url + "/v1",
+    client = build_client(Settings(env={"OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": sandbox.url + "/v1"},
                                    provider_timeout_seconds=2))
     return OpenAIProvider(client, secrets=[OPENAI_KEY], sleep=lambda s: None, **kwargs)
 
@@ -23,7 +23,7 @@ def _start(provider: OpenAIProvider, request_id: str = "req-1", **kwargs):
 
 
 def test_client_has_explicit_timeout_and_no_sdk_retries():
-    client = build_client(Settings(openai_api_key="k", provider_timeout_seconds=7))
+    client = build_client(Settings(env={"OPENAI_API_KEY": "k"}, provider_timeout_seconds=7))
     assert client.max_retries == 0
     assert client.timeout == 7
 
@@ -87,7 +87,7 @@ def test_errors_carry_the_providers_words_and_never_the_key(provider):
 
 def test_reads_retry_a_little_and_honour_retry_after(provider):
     slept = []
-    client = build_client(Settings(openai_api_key="k", openai_base_url=provider.url + "/v1"))
+    client = build_client(Settings(env={"OPENAI_API_KEY": "k", "OPENAI_BASE_URL": provider.url + "/v1"}))
     adapter = OpenAIProvider(client, sleep=slept.append)
     provider.fail("status", status=429, retry_after=1.5)
     assert adapter.list_jobs() == ([], False)
@@ -108,8 +108,8 @@ def test_unknown_statuses_are_not_final(provider):
 
 def test_azure_client_path(provider):
     provider.azure = True
-    settings = Settings(azure_openai_endpoint=provider.url, azure_openai_api_key="azure-key",
-                        openai_api_version="2024-10-21", provider_timeout_seconds=2)
+    settings = Settings(env={"AZURE_OPENAI_ENDPOINT": provider.url, "AZURE_OPENAI_API_KEY": "azure-key",
+                             "OPENAI_API_VERSION": "2024-10-21"}, provider_timeout_seconds=2)
     client = build_client(settings, azure=True)
     assert isinstance(client, openai.AzureOpenAI)
     adapter = OpenAIProvider(client, sleep=lambda s: None)
@@ -123,7 +123,8 @@ def test_azure_client_path(provider):
 
 
 def test_azure_v1_api_is_a_plain_base_url(provider):
-    adapter = OpenAIProvider(build_client(Settings(openai_api_key="k", openai_base_url=provider.url + "/openai/v1/")))
+    adapter = OpenAIProvider(build_client(Settings(env={"OPENAI_API_KEY": "k",
+                                                        "OPENAI_BASE_URL": provider.url + "/openai/v1/"})))
     job = _start(adapter)
     assert provider.requests_to("/openai/v1/fine_tuning/jobs", "POST")
     assert adapter.retrieve(job.id).id == job.id
@@ -134,8 +135,8 @@ def test_azure_suffix_limit_is_a_friendly_answer(make_bot, provider, slack):
     from bot.jobs import Caller
 
     provider.azure = True
-    bot = make_bot(azure_openai_endpoint=provider.url, azure_openai_api_key="azure-key",
-                   openai_api_version="2024-10-21", openai_api_key=None, openai_base_url=None)
+    bot = make_bot(providers={"AZURE_OPENAI_ENDPOINT": provider.url, "AZURE_OPENAI_API_KEY": "azure-key",
+                              "OPENAI_API_VERSION": "2024-10-21", "OPENAI_API_KEY": None, "OPENAI_BASE_URL": None})
     message = bot.services.jobs.run(Command("start", {"training_file": SAMPLE_FILE_ID, "suffix": "s" * 41}),
                                     Caller("T", "C1", "U1"))
     assert "at most 40 characters" in message.text and "has 41" in message.text

@@ -23,7 +23,7 @@ TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 @pytest.fixture
 def two(make_bot, both):
     """A bot with OpenAI and Together AI configured, served over HTTP."""
-    bot = make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")})
+    bot = make_bot(env=both.env)
     server = Server(bot)
     yield bot, server
     server.close()
@@ -130,14 +130,15 @@ def _with_openais_end(settings, clock):
 
 
 def test_openais_end_of_new_jobs_applies_to_openai_itself_not_to_compatible_urls():
-    def openai_end(**settings):
-        return registry.configured(Settings(openai_api_key="k", **settings)).get("openai").new_jobs_end
+    def openai_end(base_url: str | None = None, **settings):
+        env = {"OPENAI_API_KEY": "k", **({"OPENAI_BASE_URL": base_url} if base_url else {})}
+        return registry.configured(Settings(env=env, **settings)).get("openai").new_jobs_end
 
-    assert openai_end() == openai_end(openai_base_url="https://api.openai.com/v1") == OPENAI_NEW_JOBS_END
+    assert openai_end() == openai_end("https://api.openai.com/v1") == OPENAI_NEW_JOBS_END
     assert openai_end(sandbox=True) == OPENAI_NEW_JOBS_END  # the sandbox plays OpenAI
-    assert openai_end(openai_base_url="https://my-vllm.internal/v1") is None
-    azure = registry.configured(Settings(azure_openai_endpoint="https://x.openai.azure.com", azure_openai_api_key="k",
-                                         openai_api_version="2025-04-01-preview"))
+    assert openai_end("https://my-vllm.internal/v1") is None
+    azure = registry.configured(Settings(env={"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com",
+                                              "AZURE_OPENAI_API_KEY": "k", "OPENAI_API_VERSION": "2025-04-01-preview"}))
     assert azure.names == ["azure"] and azure.get("azure").new_jobs_end is None
 
 

@@ -156,7 +156,7 @@ def acme():
 
 def test_a_third_shape_starts_reports_announces_and_lists_with_no_production_change(make_bot, settings, slack,
                                                                                    provider, acme):
-    bot = make_bot(env={"ACME_API_KEY": ACME_KEY}, env_secrets=frozenset({"ACME_API_KEY"}))
+    bot = make_bot(providers={"ACME_API_KEY": ACME_KEY})
     assert bot.services.providers.names == ["openai", "acme"]
     server = Server(bot)
     try:
@@ -217,4 +217,4 @@ def test_a_third_shapes_sandbox_runs_beside_the_others(acme):
 
 def test_without_it_registered_nothing_knows_it(settings):
     assert "acme" not in [n for shape in registry.SHAPES for n in shape.labels]
-    assert replace(settings, env={"ACME_API_KEY": ACME_KEY}).provider_names == ["openai"]
+    assert replace(settings, env={**settings.env, "ACME_API_KEY": ACME_KEY}).provider_names == ["openai"]

@@ -92,7 +92,7 @@ def test_the_outcome_and_card_show_trained_tokens_and_the_actual_cost(server, sl
 
 def test_togethers_total_price_is_nano_dollars_and_a_failed_billed_job_shows_its_cost_so_far(both, together, slack,
                                                                                              make_bot):
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    bot = make_bot(env=both.env)
     store = bot.services.store
     job = together.add_job(status="running")
     store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
@@ -519,7 +519,7 @@ def test_togethers_total_price_of_zero_is_not_yet_billed_never_free(both, togeth
     from bot.providers.together_shape import _billed
 
     assert _billed(0) is None and _billed(12_340_000_000) == 12.34
-    bot = make_bot(together_api_key=both.together_api_key, together_base_url=both.together_base_url)
+    bot = make_bot(env=both.env)
     job = together.add_job(status="running")
     bot.services.store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T",
                                       user_id="U0ALICE", origin="start")

@@ -19,7 +19,8 @@ MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 
 
 def _adapter(sandbox: TogetherSandbox, **kwargs) -> TogetherProvider:
-    settings = Settings(together_api_key=TOGETHER_KEY, together_base_url=sandbox.url, provider_timeout_seconds=2)
+    settings = Settings(env={"TOGETHER_API_KEY": TOGETHER_KEY, "TOGETHER_BASE_URL": sandbox.url},
+                        provider_timeout_seconds=2)
     (adapter,) = configured(settings)
     adapter._sleep = kwargs.pop("sleep", lambda s: None)
     for name, value in kwargs.items():
@@ -286,7 +287,7 @@ def test_the_sandbox_answers_in_the_specs_shape(together):
 
 
 def test_the_default_host_is_togethers_own():
-    settings = Settings(together_api_key=TOGETHER_KEY)
+    settings = Settings(env={"TOGETHER_API_KEY": TOGETHER_KEY})
     (adapter,) = configured(settings)
     assert str(adapter._client.base_url).rstrip("/") == "https://api.together.ai"
 

@@ -213,7 +213,7 @@ def test_model_output_is_inert_and_cut_cleanly(server, slack, provider):
 
 
 def test_together_models_are_tried_through_togethers_own_endpoint(make_bot, both, slack, together):
-    bot = make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")})
+    bot = make_bot(env=both.env)
     server = Server(bot)
     try:
         job = together.add_job(status="completed")
@@ -225,8 +225,8 @@ def test_together_models_are_tried_through_togethers_own_endpoint(make_bot, both
 
 
 def test_azure_openai_asks_for_the_deployment(tmp_path, provider):
-    settings = Settings(azure_openai_endpoint=provider.url, azure_openai_api_key="k",
-                        openai_api_version="2024-10-21")
+    settings = Settings(env={"AZURE_OPENAI_ENDPOINT": provider.url, "AZURE_OPENAI_API_KEY": "k",
+                             "OPENAI_API_VERSION": "2024-10-21"})
     azure = OpenAIProvider(build_client(settings, azure=True), name="azure")
     trying = TryService(Providers([azure]), Store(str(tmp_path / "s.db")), None, None, max_tokens=10,
                         max_prompt_chars=100, max_file_bytes=1000)

@@ -174,7 +174,7 @@ def test_metrics_are_read_at_most_every_interval_and_within_the_cap(settings, pr
 
 
 def test_together_metrics_reach_the_same_rules(both, slack, together, make_bot):
-    bot = eager(make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")}))
+    bot = eager(make_bot(env=both.env))
     store = bot.services.store
     job = together.add_job(status="running")
     store.follows.follow("C0GENERAL", {**job, "provider": "together"}, final=False, team_id="T", user_id="U0ALICE",
@@ -407,7 +407,7 @@ def test_a_channel_with_mentions_off_is_not_pinged_by_a_warning():
 def test_one_absurd_step_at_a_provider_silences_nothing(both, slack, together, make_bot, absurd, caplog):
     """A job reporting step 10**30 (a Together row here) made every progress cycle at that provider fail with
     'Python int too large to convert to SQLite INTEGER': no progress and no warnings for any of its jobs."""
-    bot = eager(make_bot(**{k: getattr(both, k) for k in ("together_api_key", "together_base_url")}))
+    bot = eager(make_bot(env=both.env))
     store = bot.services.store
     bad, good = together.add_job(status="running"), together.add_job(status="running")
     for job in (bad, good):

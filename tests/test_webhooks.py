@@ -99,7 +99,7 @@ def test_a_slow_provider_never_holds_the_webhook_answer(server, bot, provider, s
 
 
 def test_webhook_endpoint_is_off_without_a_secret(make_bot):
-    bot = make_bot(openai_webhook_secret=None)
+    bot = make_bot(providers={"OPENAI_WEBHOOK_SECRET": None})
     server = Server(bot)
     try:
         assert server.post("/openai/webhook", "{}", {"content-type": "application/json"})[0] == 404

@@ -18,7 +18,7 @@ def bench_try(workdir: str, tries: int = 20) -> None:
     with FineTuningSandbox() as provider:
         job = provider.add_job(status="succeeded")
         provider.chat_latency = {job["fine_tuned_model"]: 0.3, "gpt-4.1-mini-2025-04-14": 0.5}
-        settings = Settings(openai_api_key="sk-bench", openai_base_url=provider.url + "/v1",
+        settings = Settings(env={"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": provider.url + "/v1"},
                             database_path=os.path.join(workdir, "try.db"))
         store = Store(settings.database_path)
         providers = registry.configured(settings)

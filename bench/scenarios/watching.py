@@ -26,7 +26,7 @@ def bench_watchdog(workdir: str, running: int = 300, cycles: int = 8) -> None:
         jobs = [provider.add_job(status="running") for _ in range(running)]
         for job in jobs:
             provider.report(job["id"], 1, 2.0)
-        settings = Settings(openai_api_key="sk-bench", openai_base_url=provider.url + "/v1",
+        settings = Settings(env={"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": provider.url + "/v1"},
                             database_path=os.path.join(workdir, "watchdog.db"))
         store = Store(settings.database_path, clock=lambda: now[0])
         for job in jobs:
@@ -80,7 +80,7 @@ def bench_cards(workdir: str, hours: float = 2.0, step_seconds: int = 10, poll_s
     for minutes in (0, 1, 5, 15):
         with FineTuningSandbox() as provider, SlackStandIn(token=TOKEN) as slack:
             clock = Clock()
-            settings = Settings(openai_api_key="sk-bench", openai_base_url=provider.url + "/v1")
+            settings = Settings(env={"OPENAI_API_KEY": "sk-bench", "OPENAI_BASE_URL": provider.url + "/v1"})
             store = Store(os.path.join(workdir, f"cards-{minutes}.db"), clock=clock)
             client = WebClient(token=TOKEN, base_url=slack.api_url, timeout=5, retry_handlers=[])
             sender = AnnouncementSender(store, SlackGateway(client), worker_id="bench", clock=clock,

@@ -20,12 +20,12 @@ from bot.providers.calls import (
     answers_in_provider_errors,
     chat_answer,
     lines_capped,
-    loss_value,
     made_by_this_start,
     read_with_retries,
     refusal,
     start_once,
 )
+from bot.providers.openai_jobs import job_from_json, job_of, number
 from bot.providers.shape import (
     CHAT,
     CHAT_TOOLS,
@@ -50,9 +50,7 @@ from bot.providers.types import (
     StartOption,
     WebhookEvent,
     WebhookRejected,
-    state_of,
     whole,
-    whole_epochs,
 )
 from bot.scrub import Scrubber
 
@@ -76,7 +74,6 @@ REQUEST_KEY = "finetune_bot_request"
 OPENAI_NEW_JOBS_END = date(2027, 1, 6)
 # The status words the bot reads as an outcome; every other word (queued, paused, Azure's pending, a word added
 # next year) means the job is still going.
-STATES = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
 JOB_ID = re.compile(r"ftjob-[A-Za-z0-9]+")
 MAX_EVENT_PAGES = 50  # 5,000 events: a curve of thousands of steps, and a bound on what one chart may cost
 LATEST_EVENTS = 20  # a progress reply needs only the newest metrics event, among the last few events
@@ -152,8 +149,23 @@ MOVES = Moves(
 
 def present(settings: Settings) -> list[str]:
     """Which of this shape's providers the settings configure."""
-    return [name for name, on in (("openai", bool(settings.openai_api_key)),
-                                  ("azure", bool(settings.azure_openai_endpoint and not settings.sandbox))) if on]
+    return [name for name, on in (("openai", bool(settings.value("OPENAI_API_KEY"))),
+                                  ("azure", bool(settings.value("AZURE_OPENAI_ENDPOINT") and not settings.sandbox)))
+            if on]
+
+
+AZURE = ("AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY", "OPENAI_API_VERSION")
+
+
+def _required(set_names: frozenset[str]) -> list[str]:
+    """Azure OpenAI's endpoint, key and API version go together; OpenAI's key alone is OpenAI."""
+    return list(AZURE) if set_names & {"AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY"} else []
+
+
+def _legacy(settings: Settings) -> str | None:
+    """Rows from before jobs were named by provider were the one OpenAI-shaped provider's: Azure OpenAI when its
+    endpoint is set, OpenAI otherwise."""
+    return "azure" if settings.value("AZURE_OPENAI_ENDPOINT") and not settings.sandbox else "openai"
 
 
 def _sandbox(pace: float | None):
@@ -186,34 +198,37 @@ SHAPE = ProviderShape(
     owns_model=lambda model: model.startswith("ft:") and model.count(":") >= 2,
     advice="OPENAI_API_KEY for OpenAI, or AZURE_OPENAI_ENDPOINT for Azure OpenAI",
     moves=MOVES,
+    requires=_required,
+    legacy=_legacy,
 )
 
 
 def build_client(settings: Settings, *, azure: bool = False) -> openai.OpenAI:
     """The SDK client for OpenAI (or a compatible base URL) or Azure OpenAI: our timeout, no SDK retries."""
     common = {"timeout": settings.provider_timeout_seconds, "max_retries": 0,
-              "webhook_secret": settings.openai_webhook_secret}
+              "webhook_secret": settings.value("OPENAI_WEBHOOK_SECRET")}
     if azure:
         return _sdk().AzureOpenAI(
-            azure_endpoint=settings.azure_openai_endpoint,
-            api_key=settings.azure_openai_api_key,
-            api_version=settings.openai_api_version,
+            azure_endpoint=settings.value("AZURE_OPENAI_ENDPOINT"),
+            api_key=settings.value("AZURE_OPENAI_API_KEY"),
+            api_version=settings.value("OPENAI_API_VERSION"),
             **common,
         )
-    return _sdk().OpenAI(api_key=settings.openai_api_key, base_url=settings.openai_base_url, **common)
+    return _sdk().OpenAI(api_key=settings.value("OPENAI_API_KEY"), base_url=settings.value("OPENAI_BASE_URL"),
+                         **common)
 
 
 def configured(settings: Settings, *, clock: Callable[[], float] = time.time) -> list[OpenAIProvider]:
     """The OpenAI-shaped providers whose settings are present: OpenAI (or a compatible URL), and Azure OpenAI."""
     found = []
-    if settings.openai_api_key:
+    if settings.value("OPENAI_API_KEY"):
         # OpenAI's end of new jobs is OpenAI's: a compatible service at another URL keeps its own counsel.
-        host = urlsplit(settings.openai_base_url or "https://api.openai.com").hostname or ""
+        host = urlsplit(settings.value("OPENAI_BASE_URL") or "https://api.openai.com").hostname or ""
         own = host == "api.openai.com" or settings.sandbox
         found.append(OpenAIProvider(build_client(settings), name="openai", secrets=settings.secrets(), clock=clock,
                                     new_jobs_end=OPENAI_NEW_JOBS_END if own else None,
                                     retirements=RETIREMENTS if own else (), default_model=settings.default_model))
-    if settings.azure_openai_endpoint and not settings.sandbox:
+    if settings.value("AZURE_OPENAI_ENDPOINT") and not settings.sandbox:
         found.append(OpenAIProvider(build_client(settings, azure=True), name="azure", secrets=settings.secrets(),
                                     clock=clock, default_model=settings.default_model))
     return found
@@ -291,7 +306,7 @@ class OpenAIProvider:
         # of a poll cycle's time (and of the interpreter that answers Slack meanwhile).
         raw = self._read(lambda: self._client.fine_tuning.jobs.with_raw_response.list(**kwargs))
         page = json.loads(raw.http_response.text)
-        return [_job_from_json(item, self.name) for item in page["data"]], bool(page.get("has_more"))
+        return [job_from_json(item, self.name, PRICING) for item in page["data"]], bool(page.get("has_more"))
 
     def events(self, job_id: str, limit: int = 5) -> list[JobEvent]:
         page = self._read(lambda: self._client.fine_tuning.jobs.list_events(job_id, limit=limit))
@@ -310,8 +325,8 @@ class OpenAIProvider:
             for event in page.data:
                 data = dict(getattr(event, "data", None) or {})
                 if getattr(event, "type", None) == "metrics" and whole(data.get("step")) is not None:
-                    points[data["step"]] = MetricPoint(data["step"], _number(data.get("train_loss")),
-                                                       _number(data.get("valid_loss", data.get("full_valid_loss"))))
+                    points[data["step"]] = MetricPoint(data["step"], number(data.get("train_loss")),
+                                                       number(data.get("valid_loss", data.get("full_valid_loss"))))
             if not page.has_more or not page.data:
                 break
             after = page.data[-1].id
@@ -324,8 +339,8 @@ class OpenAIProvider:
             data = dict(getattr(event, "data", None) or {})
             if getattr(event, "type", None) == "metrics" and whole(data.get("step")) is not None:
                 total = data.get("total_steps")
-                return MetricPoint(data["step"], _number(data.get("train_loss")),
-                                   _number(data.get("valid_loss", data.get("full_valid_loss"))),
+                return MetricPoint(data["step"], number(data.get("train_loss")),
+                                   number(data.get("valid_loss", data.get("full_valid_loss"))),
                                    total if isinstance(total, int) else None)
         return None
 
@@ -463,75 +478,4 @@ class OpenAIProvider:
         return ProviderError(self._redact(str(exc)) or type(exc).__name__)
 
     def _job(self, raw: Any) -> Job:
-        return _job(raw, self.name)
-
-
-def _number(value: Any) -> float | None:
-    return loss_value(value)
-
-
-def _job(raw: Any, provider: str) -> Job:
-    extra = getattr(raw, "model_extra", None) or {}
-    error = getattr(raw, "error", None)
-    return Job(
-        id=raw.id,
-        provider=provider,
-        status=str(raw.status),
-        state=state_of(str(raw.status), STATES),
-        model=raw.model,
-        fine_tuned_model=raw.fine_tuned_model,
-        trained_tokens=raw.trained_tokens,
-        training_file=raw.training_file,
-        validation_file=getattr(raw, "validation_file", None),
-        suffix=extra.get("user_provided_suffix") or extra.get("suffix"),
-        created_at=raw.created_at,
-        finished_at=raw.finished_at,
-        error_code=getattr(error, "code", None) if error else None,
-        error_message=getattr(error, "message", None) if error else None,
-        metadata=dict(getattr(raw, "metadata", None) or {}),
-        estimated_finish=getattr(raw, "estimated_finish", None),
-        n_epochs=_epochs_run({"method": _plain(getattr(raw, "method", None)),
-                              "hyperparameters": _plain(getattr(raw, "hyperparameters", None))}),
-        cost=PRICING.cost_of(raw.model or "", raw.trained_tokens),  # OpenAI bills trained tokens at the model's price
-    )
-
-
-def _job_from_json(item: Mapping[str, Any], provider: str) -> Job:
-    """A job from its JSON as the API sends it (a listing's), the same as `_job` reads the SDK's model of it."""
-    error = item.get("error") if isinstance(item.get("error"), Mapping) else None
-    status = str(item["status"])
-    return Job(
-        id=str(item["id"]),
-        provider=provider,
-        status=status,
-        state=state_of(status, STATES),
-        model=item.get("model") or "",
-        fine_tuned_model=item.get("fine_tuned_model"),
-        trained_tokens=item.get("trained_tokens"),
-        training_file=item.get("training_file"),
-        validation_file=item.get("validation_file"),
-        suffix=item.get("user_provided_suffix") or item.get("suffix"),
-        created_at=item.get("created_at"),
-        finished_at=item.get("finished_at"),
-        error_code=error.get("code") if error else None,
-        error_message=error.get("message") if error else None,
-        metadata=dict(item.get("metadata") or {}),
-        estimated_finish=item.get("estimated_finish"),
-        n_epochs=_epochs_run(item),
-        cost=PRICING.cost_of(item.get("model") or "", item.get("trained_tokens")),
-    )
-
-
-def _plain(value: Any) -> Any:
-    """An SDK model as the JSON it came from (None stays None)."""
-    return value.model_dump() if hasattr(value, "model_dump") else value
-
-
-def _epochs_run(item: Mapping[str, Any]) -> int | None:
-    """The epochs a job runs, once OpenAI has resolved an "auto": its method's hyperparameters, else the legacy
-    top-level ones."""
-    method = item.get("method") if isinstance(item.get("method"), Mapping) else {}
-    kind = method.get(method.get("type") or "supervised") if isinstance(method, Mapping) else None
-    hyper = kind.get("hyperparameters") if isinstance(kind, Mapping) else None
-    legacy = item.get("hyperparameters") if isinstance(item.get("hyperparameters"), Mapping) else {}
-    return whole_epochs((hyper or {}).get("n_epochs")) or whole_epochs(legacy.get("n_epochs"))
+        return job_of(raw, self.name, PRICING)

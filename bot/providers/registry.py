@@ -60,6 +60,11 @@ def configured(settings, *, clock: Callable[[], float] = time.time) -> Providers
     return Providers(found, default=settings.default_provider if settings.default_provider in names else None)
 
 
+def legacy(settings) -> str | None:  # noqa: ANN001
+    """The provider that owned the rows written before jobs were named by provider, as the shapes say."""
+    return next((name for shape in SHAPES if (name := shape.legacy(settings))), None)
+
+
 def models() -> dict[str, ModelFacts]:
     """Every fine-tunable model the shapes price, by name."""
     return {m.name: m for shape in SHAPES if shape.pricing for m in shape.pricing.models}

@@ -126,3 +126,16 @@ class ProviderShape:
     owns_model: Callable[[str], bool] = lambda model: False  # a fine-tuned model name in this shape's own form
     advice: str = ""  # the settings that add it, for a person told to configure another provider
     moves: Moves | None = None  # None: nothing is moved to this shape
+    # Which settings must be set, given those that are (names): by default, once any of the shape's is set, every
+    # one it declares required. A shape with several providers says its own (OpenAI's: Azure's three together).
+    requires: Callable[[frozenset[str]], list[str]] | None = None
+    # The provider that owned rows written before jobs were named by provider, if this shape's (OpenAI's: Azure
+    # OpenAI when its endpoint is set, else OpenAI), for the settings given.
+    legacy: Callable[[Any], str | None] = lambda settings: None
+
+    def required(self, set_names: frozenset[str]) -> list[str]:
+        if self.requires is not None:
+            return self.requires(set_names)
+        if not any(setting.name in set_names for setting in self.settings):
+            return []
+        return [setting.name for setting in self.settings if setting.required]

@@ -116,6 +116,7 @@ PRICING = Pricing(
 )
 
 
+DEFAULT_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"  # what `start` uses here when not told
 _L8, _L70, _L3 = ("meta-llama/Meta-Llama-3.1-8B-Instruct-Reference", "meta-llama/Meta-Llama-3.1-70B-Instruct-Reference",
                   "meta-llama/Llama-3.2-3B-Instruct")
 _FIREWORKS = "accounts/fireworks/models/"
@@ -148,7 +149,7 @@ def _sandbox(pace: float | None):
 SHAPE = ProviderShape(
     name="together",
     configured=lambda settings, **kw: configured(settings, **kw),
-    present=lambda settings: ["together"] if settings.together_api_key else [],
+    present=lambda settings: ["together"] if settings.value("TOGETHER_API_KEY") else [],
     labels={"together": "Together AI"},
     settings=(
         EnvSetting("TOGETHER_API_KEY", "your Together AI API key (api.together.ai, Settings, API keys)", secret=True,
@@ -173,13 +174,13 @@ SHAPE = ProviderShape(
 
 def configured(settings: Settings, *, clock: Callable[[], float] = time.time) -> list[TogetherProvider]:
     """Together AI, when its key is set."""
-    if not settings.together_api_key:
+    if not settings.value("TOGETHER_API_KEY"):
         return []
-    client = _sdk().Together(api_key=settings.together_api_key,
-                               base_url=settings.together_base_url or DEFAULT_BASE_URL,
+    client = _sdk().Together(api_key=settings.value("TOGETHER_API_KEY"),
+                               base_url=settings.value("TOGETHER_BASE_URL") or DEFAULT_BASE_URL,
                                timeout=settings.provider_timeout_seconds, max_retries=0)
     return [TogetherProvider(client, secrets=settings.secrets(), clock=clock,
-                             default_model=settings.together_default_model)]
+                             default_model=settings.value("TOGETHER_DEFAULT_MODEL") or DEFAULT_MODEL)]
 
 
 @answers_in_provider_errors
