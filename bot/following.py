@@ -25,7 +25,7 @@ class Following:
         self.on_queued = on_queued  # a post queued: the sender looks now, not at its next scheduled run
 
     def follow(self, caller: Caller, job: Job, *, origin: str, card: bool = False,
-                recorded: Mapping | None = None, finishes: str | None = None) -> tuple[bool, bool]:
+               recorded: Mapping | None = None, finishes: str | None = None) -> tuple[bool, bool]:
         """Follow a job here (closing the start that made it); (whether the follow is new, whether the channel has
         a card of it coming)."""
         new = self.store.follows.follow(caller.channel_id, job.fields(), final=job.final, team_id=caller.team_id,

@@ -48,7 +48,7 @@ class HoldService:
         return format_spend(name, rows, totals, page=page, pages=pages, provider=provider)
 
     def hold_if_needed(self, caller: Caller, provider: str, estimate: Estimate, command: dict, settings: Mapping,
-                        *, move_id: str | None = None) -> Message | None:
+                       *, move_id: str | None = None) -> Message | None:
         """Hold a start the channel's settings say needs a click (above `confirm_above`, past the month's
         `budget`): kept, not sent, with the figures; None when it may start now."""
         threshold, budget = settings.get("confirm_above"), settings.get("budget")
@@ -77,7 +77,7 @@ class HoldService:
                 f"budget of {dollars(budget)} ({dollars(spent)} spent, running or being started)")
 
     def hold(self, caller: Caller, provider: str, estimate: Estimate, command: dict, reason: str, *,
-              move_id: str | None = None) -> Message:
+             move_id: str | None = None) -> Message:
         """Keep a start that needs a click (or an approver): its request asked for, its requester told why."""
         if move_id:
             self.store.moves.set_state(move_id, "held")

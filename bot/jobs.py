@@ -182,7 +182,7 @@ class JobService:
                                           "follow. Nothing was started or billed; try again in a minute."))
         if refused_at is not None:  # other starts took the budget meanwhile: held like any start past it
             return self.holds.hold(caller, target.name, estimate, held_command,
-                              self.holds.past_budget(refused_at, estimate, budget), move_id=move_id)
+                                   self.holds.past_budget(refused_at, estimate, budget), move_id=move_id)
         try:
             job = target.create_job(
                 request_id=request_id, training_file=training_file, model=model, suffix=suffix, n_epochs=epochs,

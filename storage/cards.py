@@ -96,13 +96,13 @@ class Cards:
                                 (asked_at, step if new else shown, channel_id, provider, job_id))
                 if new:
                     queued += queue_kind(db.conn, "progress", provider, job_id, channel_id, "running", now,
-                                               key=f"{provider}:{job_id}:{channel_id}:progress:{step}", detail=detail)
+                                         key=f"{provider}:{job_id}:{channel_id}:progress:{step}", detail=detail)
         return queued
 
 
 
 def queue_card_edits(conn: Any, provider: str, job_id: str, revision: int, before: str,
-                      after: str, *, final: bool, now: float) -> int:
+                     after: str, *, final: bool, now: float) -> int:
     """A status change: each card of the job is edited, and (progress on, not yet final) its thread told."""
     queued = 0
     # Every card posted or still to be posted; not one Slack refused or that is known to be gone.
@@ -114,10 +114,10 @@ def queue_card_edits(conn: Any, provider: str, job_id: str, revision: int, befor
     for (channel_id,) in cards:
         base = f"{provider}:{job_id}:{channel_id}"
         queued += queue_kind(conn, "card_update", provider, job_id, channel_id, after, now,
-                                   key=f"{base}:card:{revision}", detail={"revision": revision})
+                             key=f"{base}:card:{revision}", detail={"revision": revision})
         if not final and setting(conn, channel_id, "progress"):
             queued += queue_kind(conn, "progress", provider, job_id, channel_id, after, now,
-                                       key=f"{base}:status:{revision}", detail={"from": before, "to": after})
+                                 key=f"{base}:status:{revision}", detail={"from": before, "to": after})
     return queued
 
 
@@ -129,7 +129,7 @@ def redraw(conn: Any, provider: str, job_id: str, now: float) -> int:
     revision = row["revision"] + 1
     conn.execute("UPDATE jobs SET revision = ? WHERE provider = ? AND id = ?", (revision, provider, job_id))
     return queue_card_edits(conn, provider, job_id, revision, row["status"], row["status"], final=True,
-                                  now=now)
+                            now=now)
 
 
 def redraw_moved_from(conn: Any, provider: str, job_id: str, now: float) -> int:

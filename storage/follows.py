@@ -91,7 +91,7 @@ class Follows:
                 queue_outcome(db.conn, provider, job["id"], announce, now, channel_id=channel_id)
             if card and not final and setting(db.conn, channel_id, "cards"):
                 queue_kind(db.conn, "card", provider, job["id"], channel_id, job.get("status") or "", now,
-                                 key=f"{provider}:{job['id']}:{channel_id}:card")
+                           key=f"{provider}:{job['id']}:{channel_id}:card")
             return new
 
     def unfollow(self, channel_id: str, job_id: str, provider: str = OPENAI) -> bool:
@@ -133,7 +133,7 @@ class Follows:
 
     def followers(self, job_id: str, provider: str = OPENAI) -> list[dict]:
         return self.engine.rows("SELECT * FROM subscriptions WHERE provider = ? AND job_id = ? ORDER BY created_at",
-                          (provider, job_id))
+                                (provider, job_id))
 
     def job(self, job_id: str, provider: str = OPENAI) -> dict | None:
         rows = self.engine.rows("SELECT * FROM jobs WHERE provider = ? AND id = ?", (provider, job_id))
@@ -149,7 +149,7 @@ class Follows:
     def job_with_model(self, model: str) -> dict | None:
         """The succeeded job that made `model`, if the bot has seen it."""
         rows = self.engine.rows("SELECT * FROM jobs WHERE fine_tuned_model = ? AND provider != ''"
-                          " ORDER BY observed_at DESC LIMIT 1", (model,))
+                                " ORDER BY observed_at DESC LIMIT 1", (model,))
         return rows[0] if rows else None
 
     def providers_of(self, job_id: str) -> list[str]:
@@ -213,7 +213,7 @@ class Follows:
                     queued += queue_outcome(conn, provider, job["id"], outcome, now)
                 if changed:
                     queued += queue_card_edits(conn, provider, job["id"], revision, row["status"],
-                                                     fields["status"], final=outcome is not None, now=now)
+                                               fields["status"], final=outcome is not None, now=now)
                     queued += redraw_moved_from(conn, provider, job["id"], now)
             for provider, ids in unchanged.items():
                 for chunk in chunks(ids):
@@ -236,8 +236,8 @@ class Follows:
     def followed_jobs(self, provider: str, *, state: str) -> list[dict]:
         """Every follow of a job at `provider` in `state` (a meaning: going, succeeded, …), with the job."""
         return self.engine.rows("SELECT s.channel_id, s.user_id AS follower, j.* FROM subscriptions s JOIN jobs j"
-                          " ON j.provider = s.provider AND j.id = s.job_id WHERE j.provider = ? AND j.state = ?"
-                          " ORDER BY s.channel_id, j.id", (provider, state))
+                                " ON j.provider = s.provider AND j.id = s.job_id WHERE j.provider = ? AND j.state = ?"
+                                " ORDER BY s.channel_id, j.id", (provider, state))
 
     def mark_polled(self, jobs: Iterable[tuple[str, str]]) -> None:
         """Note that these (provider, id) jobs were just asked about."""

@@ -38,7 +38,7 @@ class Forms:
                         break
                 return max(1.0, wait)
             insert(db.conn, "model_calls", {"id": secrets.token_hex(8), "user_id": user_id, "at": now,
-                                             "count": count})
+                                            "count": count})
         return None
 
     def keep_answer(self, user_id: str, channel_id: str, message: dict) -> str:
@@ -46,7 +46,7 @@ class Forms:
         share_id = secrets.token_hex(12)
         with self.engine.transaction() as db:
             insert(db.conn, "shared_answers", {"id": share_id, "user_id": user_id, "channel_id": channel_id,
-                                                "message": json.dumps(message), "created_at": self._clock()})
+                                               "message": json.dumps(message), "created_at": self._clock()})
         return share_id
 
     def claim_share(self, share_id: str, user_id: str) -> tuple[str, dict | None]:

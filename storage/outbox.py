@@ -26,7 +26,7 @@ def queue_kind(conn: Any, kind: str, provider: str, job_id: str, channel_id: str
 
 
 def queue_outcome(conn: Any, provider: str, job_id: str, outcome: str, now: float, *,
-           channel_id: str | None = None) -> int:
+                  channel_id: str | None = None) -> int:
     """Queue an outcome's announcement for every channel following the job (or just `channel_id`).
 
     The key (provider, job, channel, outcome) is the outbox's primary key and the insert ignores a key already
@@ -192,7 +192,8 @@ class Outbox:
         """Whether an outcome is being posted or falls due within `within` seconds: what best-effort work (a chart)
         waits behind. One held back for longer (a rate limit, a failing channel) keeps nothing waiting."""
         return bool(self.engine.rows("SELECT 1 FROM announcements WHERE kind = 'announcement' AND (state = 'sending'"
-                               " OR (state = 'pending' AND next_attempt_at <= ?)) LIMIT 1", (self._clock() + within,)))
+                                     " OR (state = 'pending' AND next_attempt_at <= ?)) LIMIT 1",
+                                     (self._clock() + within,)))
 
     def next_due(self) -> float | None:
         """When the earliest queued announcement falls due (or a claim on one lapses); None when nothing waits."""

@@ -23,9 +23,8 @@ def bench_try(workdir: str, tries: int = 20) -> None:
         store = Store(settings.database_path)
         providers = registry.configured(settings)
         store.follows.follow("C0BENCH", {"id": job["id"], "provider": "openai", "status": "succeeded",
-                                         "model": job["model"],
-                                 "fine_tuned_model": job["fine_tuned_model"]}, final=True, team_id="T",
-                     user_id="U0BENCH", origin="subscribe")
+                                         "model": job["model"], "fine_tuned_model": job["fine_tuned_model"]},
+                             final=True, team_id="T", user_id="U0BENCH", origin="subscribe")
         trying = TryService(providers, store, None, None, max_tokens=256, max_prompt_chars=4000,
                             max_file_bytes=10**6)
         target = trying.resolve(job["fine_tuned_model"], None, None)

@@ -36,7 +36,7 @@ def job_of(raw: Any, provider: str, pricing: Pricing) -> Job:
         metadata=dict(getattr(raw, "metadata", None) or {}),
         estimated_finish=getattr(raw, "estimated_finish", None),
         n_epochs=epochs_run({"method": plain(getattr(raw, "method", None)),
-                              "hyperparameters": plain(getattr(raw, "hyperparameters", None))}),
+                             "hyperparameters": plain(getattr(raw, "hyperparameters", None))}),
         cost=pricing.cost_of(raw.model or "", raw.trained_tokens),  # OpenAI bills trained tokens at the model's price
     )
 

@@ -177,7 +177,7 @@ def configured(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     if not settings.value("TOGETHER_API_KEY"):
         return []
     client = _sdk().Together(api_key=settings.value("TOGETHER_API_KEY"),
-                               base_url=settings.value("TOGETHER_BASE_URL") or DEFAULT_BASE_URL,
+                             base_url=settings.value("TOGETHER_BASE_URL") or DEFAULT_BASE_URL,
                                timeout=settings.provider_timeout_seconds, max_retries=0)
     return [TogetherProvider(client, secrets=settings.secrets(), clock=clock,
                              default_model=settings.value("TOGETHER_DEFAULT_MODEL") or DEFAULT_MODEL)]
