@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import harness  # noqa: E402
 from bench.harness import say  # noqa: E402
-from bench.scenarios import acks, announcing, data, deploying, memory, polling, trying, watching  # noqa: E402
+from bench.scenarios import acks, announcing, data, deploying, memory, polling, standins, trying, watching  # noqa: E402
 
 
 def _deploy(workdir: str, args: argparse.Namespace) -> None:
@@ -75,6 +75,7 @@ SCENARIOS = {
     "watchdog": lambda w, a: watching.bench_watchdog(w, 30 if a.small else 300, 3 if a.small else 8),
     "cards": lambda w, a: watching.bench_cards(w, hours=a.card_hours),
     "deploy": _deploy,
+    "standins": lambda w, a: standins.bench_standin_requests(w, 50 if a.small else 200),
 }
 
 
