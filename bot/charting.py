@@ -203,7 +203,7 @@ class ChartService:
         if self._stopping.is_set():
             return
         try:
-            owner = self.providers.get(row.get("provider") or "openai")
+            owner = self.providers.get(row["provider"])  # (named since start-up adopted any unnamed rows)
             stored = self.jobs.store.follows.job(row["job_id"], owner.name)  # as announced: no need to ask again
             job = Job.from_row(stored) if stored else owner.retrieve(row["job_id"])
             self.share(owner, job, row["channel_id"], thread_ts=ts)

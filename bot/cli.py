@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from bot import logs
 from bot.config import ConfigError, Settings, load
+from bot.providers import registry
 
 log = logging.getLogger("finetune_bot")
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"finetune-bot: {error}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.secrets())
+    logs.configure(settings.log_level, settings.secrets(), chatty=registry.sdk_loggers())
     if args.mode == "check":
         if args.epochs is not None and not 1 <= args.epochs <= 50:
             print("finetune-bot: --epochs must be from 1 to 50", file=sys.stderr)

@@ -85,7 +85,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("try", "Your prompt to the fine-tuned model and to its base model, answers side by side (a job id "
                       "stands for its model). Only you see it, with a button to share it.",
                positional=(Value("model_or_job", "model", placeholder="model_or_job_id"),),
-               options=(_PROVIDER, Value("deployment", "model", placeholder="azure_deployment")),
+               options=(_PROVIDER, Value("deployment", "model", placeholder="deployment_name")),
                rest="prompt", costly=True, past="tried", service="trying", doing="try"),
     Subcommand("compare", "The fine-tuned and the base model on up to n held-out examples (the validation file, else "
                           "the end of the training file), beside the expected answers. With a second job id: the "

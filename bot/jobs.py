@@ -416,13 +416,13 @@ class JobService:
         and tell the person who typed the command either way. Returns how many were settled."""
         settled = 0
         for intent in self.store.replays.claim_orphaned_intents(older_than=older_than, worker=worker):
-            if (intent.get("provider") or "openai") not in self.providers:
+            if intent["provider"] not in self.providers:  # (named since start-up adopted any unnamed rows)
                 log.warning("an interrupted start at %s, which is not configured now, waits until it is",
                             intent.get("provider"))
                 self.store.replays.reopen_intent(intent["request_id"])
                 continue
             try:
-                owner = self.providers.get(intent.get("provider") or "openai")
+                owner = self.providers.get(intent["provider"])
                 job = owner.find_started(intent["request_id"], training_file=intent["training_file"],
                                          model=intent["model"], suffix=intent["suffix"], since=intent["created_at"])
             except ProviderError as error:

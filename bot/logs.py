@@ -72,7 +72,7 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
-def configure(level: str, secrets: Iterable[str], *, stream=None) -> logging.Handler:
+def configure(level: str, secrets: Iterable[str], *, stream=None, chatty: Iterable[str] = ()) -> logging.Handler:
     """Send all logs to one handler that scrubs secrets; returns it (tests attach their own stream)."""
     handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -88,12 +88,12 @@ def configure(level: str, secrets: Iterable[str], *, stream=None) -> logging.Han
     # the HTTP clients a line a request: at INFO that drowns what the bot itself says. Their warnings still show,
     # and LOG_LEVEL=DEBUG shows everything.
     quiet = logging.DEBUG if logging.getLevelName(level) == logging.DEBUG else logging.WARNING
-    for chatty in CHATTY_LOGGERS:
-        logging.getLogger(chatty).setLevel(quiet)
+    for name in (*CHATTY_LOGGERS, *chatty):  # (`chatty`: the SDK loggers the provider shapes declare)
+        logging.getLogger(name).setLevel(quiet)
     scheduler = logging.getLogger("apscheduler.scheduler")
     if SKIPPED_RUNS not in scheduler.filters:
         scheduler.addFilter(SKIPPED_RUNS)
     return handler
 
 
-CHATTY_LOGGERS = ("apscheduler", "httpx", "httpx2", "openai._base_client", "together._base_client")
+CHATTY_LOGGERS = ("apscheduler", "httpx", "httpx2")

@@ -27,7 +27,7 @@ from bot.app import build
 from bot.commands import Command, parse
 from bot.config import Settings
 from bot.messages.jobs import TRY_CALLBACK, TRY_OPEN_ACTION
-from bot.sandbox.openai import FAILING_FILE_ID, SAMPLE_FILE_ID
+from bot.sandbox.files import FAILING_FILE_ID, SAMPLE_FILE_ID
 from bot.sandbox.slack import (
     BOT_USER_ID,
     SlackStandIn,
@@ -56,7 +56,7 @@ Buttons: /click LABEL [JOB_ID] presses a button on the latest card or reply here
   /click "Try it" [JOB_ID] PROMPT fills the form that button opens with your prompt
 Shell commands: /channel NAME (talk in another channel), /user NAME (be someone else), /wait (until every job
   followed here has ended and been announced), /quit. In a command, $JOB1, $JOB2, … stand for the jobs this channel
-  follows, in the order it began following them (/finetune move $JOB1 to=together)"""
+  follows, in the order it began following them (/finetune move $JOB1 to=PROVIDER)"""
 SHELL_COMMANDS = "/finetune …, /click LABEL, /channel NAME, /user NAME, /wait, /quit"
 WAIT_LIMIT = 300.0  # /wait gives up after this long
 FORM_WAIT = 60.0  # a large file's check, in the shell's own form flow
@@ -166,7 +166,7 @@ class Shell:
                         f"Training files ready: {SAMPLE_FILE_ID} (succeeds), {FAILING_FILE_ID} (fails validation).\n"
                         f"{_simulated(self.sandbox.labels)} (`/finetune providers`).\n"
                         f"Try: /finetune start {SAMPLE_FILE_ID}   or   /finetune start {SAMPLE_FILE_ID} "
-                        "provider=together\n"
+                        f"provider={self.sandbox.names[-1]}\n"
                         "(`finetune-bot shell --real` uses the providers your environment configures instead.)")
         else:
             provider = (f"Provider: {self.settings.provider_name.upper()}. Commands here start REAL jobs, billed to "

@@ -50,7 +50,7 @@ class Value:
         if self.kind == "month":
             return "a month written `YYYY-MM`, such as `2026-11`"
         if self.kind == "provider":
-            return "a provider's name, such as `openai` or `together` (`/finetune providers` lists them)"
+            return "a provider's name, as `/finetune providers` lists them"
         if self.kind == "model":
             return "a model name: letters, digits, `-`, `_`, `.`, `:` or `/`, starting with a letter or digit"
         return "up to 200 letters, digits, `-`, `_`, `.`, `:` or `/`, starting with a letter or digit"

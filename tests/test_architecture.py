@@ -263,3 +263,29 @@ def test_a_listeners_unexpected_error_ends_in_one_place():
             if isinstance(node, ast.ExceptHandler):
                 assert not (isinstance(node.type, ast.Name) and node.type.id in {"Exception", "BaseException"}), (
                     f"{path.name}:{node.lineno}")
+
+
+def test_no_provider_is_named_in_code_outside_the_seam():
+    """A provider is named in code only in bot/providers/ and bot/sandbox/: no name of ours spelt after one, no
+    provider id, SDK logger or provider-only option as a string (prose about one, such as which tokenizer counts,
+    is words, not code). A new provider is then one shape module and its stand-in."""
+    import io
+    import re
+    import tokenize
+
+    named = re.compile(r"openai|azure|together|fireworks", re.IGNORECASE)
+    as_id = re.compile(r"^(openai|azure|together|fireworks)([._:/-]\w*)*$")
+    found = []
+    for path in (p for pkg in ("bot", "handlers") for p in _files(pkg)):
+        if path.relative_to(ROOT).parts[:2] in {("bot", "providers"), ("bot", "sandbox")}:
+            continue
+        for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            text = token.string
+            if token.type == tokenize.STRING:
+                text = text.strip("\"'fbr")
+                if not as_id.match(text) and "_deployment" not in text:
+                    continue
+            elif token.type != tokenize.NAME or not named.search(text):
+                continue
+            found.append(f"{path.relative_to(ROOT)}:{token.start[0]}: {token.string}")
+    assert found == []

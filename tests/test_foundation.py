@@ -503,3 +503,23 @@ def test_providers_say_what_they_cannot_do_in_words_that_hold(server, slack):
     of its own."""
     said = everything_said(ask(server, slack, "providers"))
     assert "price estimates of its own" in said and "Cannot: price estimates," not in said
+
+
+def test_each_shapes_sdk_loggers_are_quiet_unless_debug():
+    """The SDK loggers the shapes declare (not a list in the logging module) speak only of warnings, as the command
+    line configures them; LOG_LEVEL=DEBUG lets them say everything."""
+    import io
+    import logging
+
+    from bot import logs
+    from bot.providers import registry
+
+    names = registry.sdk_loggers()
+    assert {"openai._base_client", "together._base_client"} <= set(names)
+    root = logging.getLogger()
+    for level, expected in (("INFO", logging.WARNING), ("DEBUG", logging.DEBUG)):
+        handler = logs.configure(level, [], stream=io.StringIO(), chatty=names)
+        try:
+            assert all(logging.getLogger(name).level == expected for name in names), level
+        finally:
+            root.removeHandler(handler)

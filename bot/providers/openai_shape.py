@@ -200,6 +200,7 @@ SHAPE = ProviderShape(
     moves=MOVES,
     requires=_required,
     legacy=_legacy,
+    sdk_loggers=("openai._base_client",),
 )
 
 

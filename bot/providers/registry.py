@@ -65,6 +65,11 @@ def legacy(settings) -> str | None:  # noqa: ANN001
     return next((name for shape in SHAPES if (name := shape.legacy(settings))), None)
 
 
+def sdk_loggers() -> list[str]:
+    """The loggers of every shape's SDK that speak of each request."""
+    return [name for shape in SHAPES for name in shape.sdk_loggers]
+
+
 def models() -> dict[str, ModelFacts]:
     """Every fine-tunable model the shapes price, by name."""
     return {m.name: m for shape in SHAPES if shape.pricing for m in shape.pricing.models}

@@ -132,6 +132,7 @@ class ProviderShape:
     # The provider that owned rows written before jobs were named by provider, if this shape's (OpenAI's: Azure
     # OpenAI when its endpoint is set, else OpenAI), for the settings given.
     legacy: Callable[[Any], str | None] = lambda settings: None
+    sdk_loggers: tuple[str, ...] = ()  # the SDK's loggers that speak of every request (quiet unless LOG_LEVEL=DEBUG)
 
     def required(self, set_names: frozenset[str]) -> list[str]:
         if self.requires is not None:

@@ -169,6 +169,7 @@ SHAPE = ProviderShape(
                                                    "TOGETHER_API_KEY": "sandbox-together-key"}),
     advice="TOGETHER_API_KEY for Together AI",
     moves=MOVES,
+    sdk_loggers=("together._base_client",),
 )
 
 

@@ -22,10 +22,9 @@ import urllib.request
 from importlib import resources
 
 from bot.sandbox.chat import answer_chat
+from bot.sandbox.files import FAILING_FILE_ID, SAMPLE_FILE_ID  # noqa: F401 - the stand-ins' files, by id
 from bot.sandbox.http import Answer, PacedStandIn, Received, json_answer
 
-SAMPLE_FILE_ID = "file-sample"
-FAILING_FILE_ID = "file-invalid"
 FINAL = {"succeeded", "failed", "cancelled"}
 MODELS = {
     "babbage-002",

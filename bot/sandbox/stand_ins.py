@@ -23,6 +23,11 @@ class SandboxProviders:
         """How each stand-in is named to a person: "OpenAI's shape", "Together AI's"."""
         return [shape.sandbox.label for shape, _ in self.running]
 
+    @property
+    def names(self) -> list[str]:
+        """The shapes whose stand-ins run, by name, in the registry's order."""
+        return [shape.name for shape, _ in self.running]
+
     def stand_in(self, name: str):
         """The running stand-in of the shape called `name`."""
         return next(stand_in for shape, stand_in in self.running if shape.name == name)
