@@ -25,11 +25,6 @@ class Subcommand:
     doing: str = ""  # what the bot was doing, for "Could not …" when a provider refuses ("cancel", "list jobs")
 
     @property
-    def handler(self) -> str:
-        """The service's method that does it: `_<name>`."""
-        return "_" + self.name
-
-    @property
     def usage(self) -> str:
         words = [f"/finetune {self.name}"]
         words += [f"<{v.placeholder or v.name}>" for v in self.positional]

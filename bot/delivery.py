@@ -88,6 +88,11 @@ class AnnouncementSender:
         self.batch = batch
         self.decorate = decorate
         self.on_sent = on_sent  # what follows a posted announcement (its chart): best effort, never a repeat of it
+        # How each kind of queued row is sent: (its ts, its thread's root), or None when settled without a post.
+        self._senders: dict[str, Callable[[dict, Job, int], tuple[str, str] | None]] = {
+            "announcement": self._send_announcement, "delivery_problem": self._send_delivery_problem,
+            "card": self._send_card, "card_update": self._send_card_update, "progress": self._send_progress,
+            "retiring": self._send_retiring, "watchdog": self._send_watchdog}
         self._not_before: dict[str, float] = {}  # per channel: spacing between posts, or Slack's Retry-After
         self._edits_not_before: dict[str, float] = {}  # per channel: spacing between card edits (chat.update)
         self._in_hand: dict[str, tuple[float, float]] = {}  # per channel: posts in hand after its last post, and when
@@ -260,8 +265,13 @@ class AnnouncementSender:
             self.store.outbox.mark_failed(key, self.worker_id, "the job is no longer known to this bot")
             report.failed += 1
             return
+        send = self._senders.get(row["kind"])
+        if send is None:  # (a row a newer bot queued, of a kind this one cannot post)
+            self.store.outbox.mark_failed(key, self.worker_id, f"no way to send a {row['kind']!r} here")
+            report.failed += 1
+            return
         try:
-            sent = getattr(self, "_send_" + row["kind"])(row, Job.from_row(stored), stored.get("revision") or 0)
+            sent = send(row, Job.from_row(stored), stored.get("revision") or 0)
         except SlackFailure as failure:
             self._handle_failure(row, failure, report)
             return

@@ -84,6 +84,10 @@ class JobService:
         self.holds = holds  # a start the channel's limits hold, and its approvers asked
         self.following = following or Following(store, slack, on_queued)
         self.decorate: Callable[[Message], Message] = (lambda m: m.as_sandbox()) if sandbox else (lambda m: m)
+        # The subcommands this service answers (the grammar's service="jobs"), each with the method that does it.
+        self.answers: dict[str, Callable[..., Message]] = {
+            "help": self._help, "start": self._start, "status": self._status, "list": self._list,
+            "cancel": self._cancel, "pause": self._pause, "resume": self._resume, "providers": self._providers}
 
     def refusal(self, command: Command, caller: Caller) -> str | None:
         """Why this caller may not run this command here, or None. Read-only commands are open to everyone."""
@@ -103,7 +107,7 @@ class JobService:
         return None
 
     def run(self, command: Command, caller: Caller) -> Message:
-        handler = getattr(self, command.spec.handler)
+        handler = self.answers[command.name]
         return answered(command, lambda: handler(caller, **command.args), self.providers)
 
     @property

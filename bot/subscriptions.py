@@ -36,11 +36,15 @@ class SubscriptionService:
         self.following = following
         self.approvers = approvers
         self.decorate: Callable[[Message], Message] = jobs.decorate
+        # The subcommands this service answers (the grammar's service="subscriptions"), each with its method.
+        self.answers: dict[str, Callable[..., Message]] = {
+            "subscribe": self._subscribe, "unsubscribe": self._unsubscribe, "subscriptions": self._subscriptions,
+            "settings": self._settings}
 
     def run(self, command: Command, caller: Caller) -> Message:
         from bot.jobs import answered
 
-        handler = getattr(self, command.spec.handler)
+        handler = self.answers[command.name]
         return answered(command, lambda: handler(caller, **command.args), self.jobs.providers)
 
     def _subscribe(self, caller: Caller, job_id: str, provider: str | None = None, where: str | None = None) -> Message:

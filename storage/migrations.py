@@ -136,7 +136,7 @@ def m002_foundation(db: Database) -> None:
 def m003_providers(db: Database) -> None:
     # Several providers at once: a job is named by (provider, id), since two providers may use the same id. Rows
     # written before this carry provider '' until start-up names the OpenAI-shaped provider they came from
-    # (`Store.adopt_unnamed`): the schema cannot know whether that was OpenAI or Azure.
+    # (`Follows.adopt_unnamed`): the schema cannot know whether that was OpenAI or Azure.
     db["jobs_new"].create(
         {
             "provider": str,

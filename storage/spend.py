@@ -76,7 +76,7 @@ class SpendStore:
         return float(jobs or 0) + float(in_flight or 0)
 
     def committed_now(self, channel_id: str, start: float, end: float) -> float:
-        """`committed`, read on its own (for a reply's figures; a start is admitted by `Store.record_intent`)."""
+        """`committed`, read on its own (for a reply's figures; a start is admitted by `Replays.record_intent`)."""
         with self.engine.transaction() as db:
             return self.committed(db.conn, channel_id, start, end)
 

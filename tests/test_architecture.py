@@ -289,3 +289,13 @@ def test_no_provider_is_named_in_code_outside_the_seam():
                 continue
             found.append(f"{path.relative_to(ROOT)}:{token.start[0]}: {token.string}")
     assert found == []
+
+
+def test_each_subcommand_a_service_answers_is_in_its_table_of_callables(bot):
+    """A service answers its subcommands from a table of its own methods (no method found by a name built from a
+    string): the grammar's rows for that service and the table's keys are the same set."""
+    from bot.commands import SUBCOMMANDS
+
+    for name in ("jobs", "subscriptions"):
+        served = {spec.name for spec in SUBCOMMANDS if spec.service == name} - {"check", "upload"}  # (forms)
+        assert set(getattr(bot.services, name).answers) == served, name
