@@ -203,7 +203,7 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         if not get(name):
             raise ConfigError(f"{name} is not set: it is {where[name]}.")
     if (not sandbox and mode in {"serve", "socket"}
-            and not any(shape.present(_Declared(shape_env)) for shape in SHAPES)):
+            and not any(shape.present(Settings(env=shape_env)) for shape in SHAPES)):
         ways = "; ".join(shape.advice for shape in SHAPES if shape.advice)
         raise ConfigError(f"No provider is configured: set {ways}. Or run with --sandbox to try the bot without one.")
     default_provider = (get("DEFAULT_PROVIDER") or "").lower() or None
@@ -251,15 +251,3 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
     if default_provider is not None and not sandbox and default_provider not in settings.provider_names:
         raise ConfigError(f"DEFAULT_PROVIDER is {default_provider}, but {default_provider} is not configured.")
     return settings
-
-
-class _Declared:
-    """The shapes' settings as set, before the whole Settings exists: enough for a shape to say what it configures."""
-
-    sandbox = False
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def value(self, name: str) -> str | None:
-        return self.env.get(name) or None

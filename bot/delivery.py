@@ -200,6 +200,13 @@ class AnnouncementSender:
 
     def _deliver(self, due: dict, report: DeliveryReport) -> None:
         channel = due["channel_id"]
+        if due["kind"] not in self._senders:
+            # A row a newer bot queued, of a kind this one cannot send: failed, saying why, before any pacing (no
+            # pacing would ever hold it back, and a delivery run would take it up again and again).
+            if self.store.outbox.claim(due["key"], self.worker_id, lease_seconds=self.lease_seconds) is not None:
+                self.store.outbox.mark_failed(due["key"], self.worker_id, f"no way to send a {due['kind']!r} here")
+                report.failed += 1
+            return
         edit = due["kind"] == "card_update"
         not_before = (self._edits_not_before if edit else self._not_before).get(channel, 0)
         if due["kind"] == "progress":
@@ -265,13 +272,8 @@ class AnnouncementSender:
             self.store.outbox.mark_failed(key, self.worker_id, "the job is no longer known to this bot")
             report.failed += 1
             return
-        send = self._senders.get(row["kind"])
-        if send is None:  # (a row a newer bot queued, of a kind this one cannot post)
-            self.store.outbox.mark_failed(key, self.worker_id, f"no way to send a {row['kind']!r} here")
-            report.failed += 1
-            return
         try:
-            sent = send(row, Job.from_row(stored), stored.get("revision") or 0)
+            sent = self._senders[row["kind"]](row, Job.from_row(stored), stored.get("revision") or 0)
         except SlackFailure as failure:
             self._handle_failure(row, failure, report)
             return

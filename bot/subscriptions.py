@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from bot.commands import Command
 from bot.following import Following
+from bot.jobs import Caller, JobService, answered
 from bot.messages.answers import format_refusal, format_settings
 from bot.messages.blocks import Message
 from bot.messages.cards import Subscription, format_card
@@ -18,9 +18,6 @@ from bot.slack import SlackFailure, SlackGateway
 from bot.training_data import dollars
 from storage import Store
 from storage.channels import NotLowered
-
-if TYPE_CHECKING:
-    from bot.jobs import Caller, JobService
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +39,6 @@ class SubscriptionService:
             "settings": self._settings}
 
     def run(self, command: Command, caller: Caller) -> Message:
-        from bot.jobs import answered
-
         handler = self.answers[command.name]
         return answered(command, lambda: handler(caller, **command.args), self.jobs.providers)
 

@@ -243,6 +243,7 @@ MUTATIONS = [
     ("a later state's reply passes an earlier one", "bot/delivery.py", "            if older is not None:  # an earlier state's reply is still to go: this one goes after it", "            if False:", "tests/test_cards.py -k earlier_state_never"),
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
     ("work after ack fails without a word", "handlers/errors.py", "        apologize(error, send, where)\n", "        log.error(\"%s\", error)\n", "tests/test_scenario.py -k apology"),
+    ("a row of an unknown kind taken up again and again", "bot/delivery.py", '        if due["kind"] not in self._senders:\n', '        if False:\n', "tests/test_delivery.py -k cannot_send"),
 ]
 
 

@@ -71,6 +71,16 @@ def test_posts_once_with_a_key_in_message_metadata(store, slack, clock):
     assert len(slack.posted) == 1
 
 
+def test_a_row_of_a_kind_this_bot_cannot_send_is_failed_with_why_and_the_rest_go(store, slack, clock):
+    """A row a newer bot queued (a kind this one has no way to send) ends failed, saying so; it never stops the
+    delivery of the others."""
+    _finish(store, "ftjob-1")
+    store.outbox.queue_notice("hologram", "openai", "ftjob-1", "C1", key="openai:ftjob-1:C1:hologram", detail={})
+    report = _sender(store, slack, clock).deliver_due()
+    assert report.sent == 1 and report.failed == 1 and len(slack.posted) == 1
+    assert store.outbox.announcement("openai:ftjob-1:C1:hologram")["last_error"] == "no way to send a 'hologram' here"
+
+
 def test_rate_limit_honours_retry_after_for_the_whole_channel(store, slack, clock):
     _finish(store, "ftjob-1")
     _finish(store, "ftjob-2")
