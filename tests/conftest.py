@@ -263,3 +263,10 @@ def claim_due(store, worker: str, *, limit: int, lease_seconds: float) -> list[d
 def start_intents(store) -> list[dict]:  # noqa: ANN001
     """Every start written down before its provider was asked, oldest first."""
     return store.engine.rows("SELECT * FROM start_intents ORDER BY created_at")
+
+
+def delivered(sender) -> None:  # noqa: ANN001
+    """Deliver what is due, and wait for it: a delivery a kick started may hold the sender, and a call meanwhile only
+    asks it to look again (so reading Slack right after `deliver_due()` could find the post not yet made)."""
+    sender.deliver_due()
+    assert sender.wait_idle(10), "a delivery was still running after 10 s"

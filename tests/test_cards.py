@@ -24,7 +24,7 @@ from bot.sandbox.openai import SAMPLE_FILE_ID
 from bot.sandbox.slack import block_action_body, signed_headers
 from bot.slack import SlackGateway
 from storage import Store
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, Server, ask, everything_said, reply_to, wait_until
+from tests.conftest import BOT_TOKEN, SIGNING_SECRET, Server, ask, delivered, everything_said, reply_to, wait_until
 from tests.test_delivery import Clock
 
 
@@ -46,7 +46,7 @@ class Desk:
     def cycle(self):
         """One poll, then delivery of whatever it queued."""
         report = self.poller.run_once()
-        self.sender.deliver_due()
+        delivered(self.sender)
         return report
 
     def card(self, channel="C1"):
@@ -81,7 +81,7 @@ def test_one_card_per_channel_edited_in_place_as_the_job_moves(desk, provider, s
     job = provider.add_job()  # validating_files
     desk.follow(job)
     desk.follow(job, channel="C2", user="U0BOB")
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     card = desk.card()
     assert job["id"] in card["text"] and "validating_files" in card["text"]
     assert [f["card_ts"] for f in desk.store.follows.followers(job["id"]) if f["channel_id"] == "C1"] == [card["ts"]]
@@ -112,7 +112,7 @@ def test_one_card_per_channel_edited_in_place_as_the_job_moves(desk, provider, s
 def test_progress_replies_are_throttled_to_the_channels_interval(desk, provider, slack, clock):
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     card = desk.card()
     # Forty polls 30 s apart (twenty minutes), five new steps of metrics before each one.
     for n in range(40):
@@ -151,7 +151,7 @@ def test_two_processes_that_both_found_a_reply_due_queue_one(tmp_path, clock):
 def test_a_thread_tells_a_status_change_before_the_steps_after_it(desk, provider, slack):
     job = provider.add_job(status="queued")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     provider.set_status(job["id"], "running")
     provider.train(job["id"], 3, total=10)
     desk.cycle()  # one poll sees both: the new status and three steps of training
@@ -166,7 +166,7 @@ def test_the_cap_on_metric_reads_reaches_every_job_in_turn(desk, provider, slack
         desk.follow(job, channel=f"C{job['id'][-6:]}")
     for job in jobs:  # every job has a step to tell (one with none yet is asked again a cycle later, by design)
         provider.train(job["id"], 1, total=10)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     reads = []
     for _ in range(3):  # three cycles, two reads each: every job is asked once, none twice in its interval
         desk.cycle()
@@ -179,7 +179,7 @@ def test_the_cap_on_metric_reads_reaches_every_job_in_turn(desk, provider, slack
 def test_a_job_with_no_new_step_is_not_read_every_poll(desk, provider, slack, clock):
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     provider.train(job["id"], 3, total=10)
     desk.cycle()  # step 3: a reply
     for _ in range(20):  # then ten minutes of polls, 30 s apart, with no new step (stalled)
@@ -192,7 +192,7 @@ def test_a_job_with_no_new_step_is_not_read_every_poll(desk, provider, slack, cl
 def test_a_job_not_yet_training_is_not_read_and_its_first_steps_come_at_once(desk, provider, slack, clock):
     job = provider.add_job(status="queued")  # no metrics while validating or queued
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     for _ in range(10):
         desk.cycle()
         clock.now += 30
@@ -202,14 +202,14 @@ def test_a_job_not_yet_training_is_not_read_and_its_first_steps_come_at_once(des
     clock.now += 30
     provider.train(job["id"], 2, total=10)
     desk.cycle()
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert any("Step 2 of 10" in r["text"] for r in slack.thread("C1", desk.card()["ts"]))
 
 
 def test_a_few_polls_of_many_metrics_make_one_reply(desk, provider, slack, clock):
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     for n in range(4):
         provider.train(job["id"], 50 * (n + 1), total=1000)
         desk.cycle()
@@ -220,7 +220,7 @@ def test_a_few_polls_of_many_metrics_make_one_reply(desk, provider, slack, clock
 def test_progress_shows_the_providers_estimated_finish(desk, provider, slack):
     job = provider.add_job(status="running", estimated_finish=1_800_003_600)
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     provider.train(job["id"], 3, total=10)
     desk.cycle()
     [reply] = slack.thread("C1", desk.card()["ts"])
@@ -235,7 +235,7 @@ def test_the_outcome_survives_a_lost_answer_and_a_restart_exactly_once(tmp_path,
                                                                          clock):
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     card = desk.card()
     provider.set_status(job["id"], "succeeded")
     slack.fail("drop_after", match="chat.postMessage")  # Slack posts the outcome; its answer never comes back
@@ -259,7 +259,7 @@ def test_a_card_whose_answer_was_lost_is_found_not_posted_again(desk, provider, 
     slack.fail("drop_after", match="chat.postMessage")  # the card is posted; its answer never comes back
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     clock.now += 600
     desk.sender.deliver_due()  # uncertain: found in the channel's history by its key
     card = desk.card()  # exactly one
@@ -294,14 +294,14 @@ def test_the_outcome_waits_for_its_card(desk, provider, slack, clock):
     slack.fail("status", match="chat.postMessage", status=503, times=1)  # the card's first post fails
     job = provider.add_job(status="queued")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert slack.cards_in("C1") == []
     provider.set_status(job["id"], "running")
     desk.poller.run_once()
     provider.set_status(job["id"], "succeeded")
     desk.cycle()  # the edits and the outcome are due before the card's retry: they wait for it
     clock.now += 10
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     card = desk.card()
     [outcome] = slack.outcomes_in("C1")
     assert slack.messages_in("C1") == [card, outcome]  # the card first, then the outcome in its thread
@@ -312,13 +312,13 @@ def test_the_outcome_waits_for_its_card(desk, provider, slack, clock):
 def test_progress_replies_are_at_most_once(desk, provider, slack, clock):
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     card = desk.card()
     provider.train(job["id"], 2, total=10)
     slack.fail("drop_after", match="chat.postMessage")  # the reply lands; its answer is lost
     desk.cycle()
     clock.now += 600
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert len(slack.thread("C1", card["ts"])) == 1  # not posted again
     provider.train(job["id"], 6)
     desk.poller.run_once()  # a reply is queued...
@@ -331,10 +331,10 @@ def test_progress_replies_are_at_most_once(desk, provider, slack, clock):
 def test_following_again_gets_a_new_card(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert desk.store.follows.unfollow("C1", job["id"])
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     first, second = slack.cards_in("C1")
     assert [f["card_ts"] for f in desk.store.follows.followers(job["id"])] == [second["ts"]]
 
@@ -344,7 +344,7 @@ def test_an_ended_jobs_edits_and_replies_are_pruned_but_its_card_and_outcome_kep
     running = provider.add_job(status="queued")
     for followed in (job, running):
         desk.follow(followed)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     for followed in (job, running):
         provider.set_status(followed["id"], "running")
         provider.train(followed["id"], 2)
@@ -367,17 +367,17 @@ def test_one_edit_of_a_card_at_a_time_across_processes(desk, provider, slack, cl
     leave the card showing the older state. So while one is in flight, the other waits."""
     job = provider.add_job(status="queued")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     provider.set_status(job["id"], "running")
     desk.poller.run_once()
     provider.set_status(job["id"], "succeeded")
     desk.poller.run_once()
     edits = sorted(a["key"] for a in desk.store.outbox.announcements() if a["kind"] == "card_update")
     assert desk.store.outbox.claim(edits[0], "another-process", lease_seconds=30)  # mid-edit, in another process
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert slack.updates == []  # the newer edit waited
     clock.now += 31  # the other process's lease ends (it died mid-edit)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert "succeeded" in desk.card()["text"] and len(slack.updates) >= 1
 
 
@@ -386,7 +386,7 @@ def test_in_a_busy_channel_an_outcome_goes_before_a_wave_of_edits(desk, provider
     jobs = [provider.add_job(status="queued") for _ in range(12)]
     for job in jobs:
         desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     desk.clock.now += 60  # a quiet minute: the channel's burst of posts is back in hand
     for job in jobs:
         provider.set_status(job["id"], "running")  # a sweep starts training: 12 edits and 12 thread replies...
@@ -426,7 +426,7 @@ def test_an_outcome_goes_before_the_cards_of_other_jobs_still_going_up(desk, pro
 def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     card = desk.card()
     slack.delete_message("C1", card["ts"])
     provider.set_status(job["id"], "succeeded")
@@ -441,7 +441,7 @@ def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
 def test_a_card_gone_before_the_outcome_still_lets_it_through(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     provider.set_status(job["id"], "failed", error={"code": "x", "message": "boom", "param": None})
     desk.poller.run_once()
     # The card's edit was made (edits keep a pace of their own), and then the card was deleted: only the outcome's
@@ -449,7 +449,7 @@ def test_a_card_gone_before_the_outcome_still_lets_it_through(desk, provider, sl
     with desk.store.engine.transaction() as db:
         db.conn.execute("UPDATE announcements SET state = 'sent' WHERE kind = 'card_update'")
     slack.delete_message("C1", desk.card()["ts"])
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     [outcome] = slack.outcomes_in("C1")
     assert outcome["thread_ts"] is None and "boom" in outcome["text"]
 
@@ -459,7 +459,7 @@ def test_a_card_slack_refuses_falls_back_to_plain_messages(desk, provider, slack
                body={"ok": False, "error": "restricted_action"})
     job = provider.add_job(status="running")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert slack.cards_in("C1") == []
     provider.set_status(job["id"], "running")
     provider.train(job["id"], 4)
@@ -473,7 +473,7 @@ def test_a_card_slack_refuses_falls_back_to_plain_messages(desk, provider, slack
 def test_card_edits_wait_out_slacks_rate_limit_and_spend_no_attempt(desk, provider, slack, clock):
     job = provider.add_job(status="queued")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     slack.fail("status", match="chat.update", status=429, retry_after=40)
     provider.set_status(job["id"], "running")
     desk.poller.run_once()
@@ -481,7 +481,7 @@ def test_card_edits_wait_out_slacks_rate_limit_and_spend_no_attempt(desk, provid
     report = desk.sender.deliver_due()
     assert report.waited == 1 and slack.updates == []
     clock.now = start + 41
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert "running" in desk.card()["text"] and len(slack.updates) == 1
     assert all(a["attempts"] == 0 for a in desk.store.outbox.announcements())
 
@@ -489,7 +489,7 @@ def test_card_edits_wait_out_slacks_rate_limit_and_spend_no_attempt(desk, provid
 def test_a_card_edit_slack_finds_too_long_is_made_as_plain_text(desk, provider, slack):
     job = provider.add_job(status="queued")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     slack.fail("status", match="chat.update", status=200, times=1, body={"ok": False, "error": "msg_too_long"})
     provider.set_status(job["id"], "running")
     desk.cycle()
@@ -508,7 +508,7 @@ def test_each_setting_changes_what_is_posted(desk, provider, slack, clock):
     job = provider.add_job(status="queued")
     for channel in ("C0PLAIN", "C0QUIET", "C0CHATTY", "C0FAIL", "C0DEFAULT"):
         desk.follow(job, channel=channel)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     provider.set_status(job["id"], "running")
     for n in range(10):  # ten minutes of training, a poll a minute
         provider.train(job["id"], n + 1, total=10)
@@ -599,7 +599,7 @@ def test_a_card_says_so_when_its_channel_stops_following(server, slack, provider
     assert edit["ts"] == card["ts"] and "This channel no longer follows this job" in json.dumps(edit["blocks"])
     provider.set_status(job["id"], "succeeded")
     bot.services.poller.run_once()
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     assert slack.outcomes_in("C0GENERAL") == [] and len(slack.updates) == 1  # nothing more about it here
     _press(server, slack, card, "refresh_job", name="rf")  # a Refresh still draws it as not followed
     assert "no longer follows" in json.dumps(reply_to(slack, "rf")["blocks"])
@@ -678,12 +678,12 @@ def test_a_card_edit_never_holds_back_a_post_in_its_channel(desk, provider, slac
     """chat.update has a rate tier of its own: an edit spends none of the channel's post-a-second pace."""
     job = provider.add_job(status="queued")
     desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     clock.now += 5
     provider.set_status(job["id"], "running")
     desk.poller.run_once()  # a status change: the card's edit and a reply in its thread, queued together
     started = clock.now
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     [edit] = slack.updates
     [reply] = [p for p in slack.posted if p["thread_ts"]]
     assert clock.now == started  # both went at once: the reply did not wait out a second after the edit
@@ -714,7 +714,7 @@ def test_an_outcome_that_falls_due_amid_a_wave_of_edits_goes_next(tmp_path, sett
         desk.store.channels.set_channel_settings("CLONE", "U", progress=False)
         desk.poller.run_once(progress=False)
         desk.sender._not_before["CLONE"] = clock.now + 0.3  # its channel posted a moment ago: due shortly
-        desk.sender.deliver_due()
+        delivered(desk.sender)
         [outcome] = slack.outcomes_in("CLONE")
         edits_after = [u for u in slack.updates if u["at"] > outcome["at"]]
         assert edits_after  # it went amid the wave, not after all twenty edits
@@ -737,7 +737,7 @@ def test_an_outcome_does_not_wait_out_a_progress_replys_spacing_but_outcomes_kee
     posted_at = []
     slack.listeners.append(lambda kind, record: posted_at.append(clock.now) if kind == "post" else None)
     started = clock.now
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert len(slack.outcomes_in("C1")) == 3 and len(posted_at) == 3
     assert posted_at[:2] == [started, started]  # two at once, though a reply was posted a moment before
     assert posted_at[2] - posted_at[1] >= 1.0  # the third a second later: outcomes keep the channel's pace
@@ -754,7 +754,7 @@ def test_a_reply_never_takes_the_posts_kept_for_a_waves_outcomes(desk, provider,
     for job in jobs[:2]:
         provider.set_status(job["id"], "succeeded")
     desk.poller.run_once(progress=False)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert len(slack.outcomes_in("C1")) == 2 and posted_at == [posted_at[0]] * 2  # two at once
     clock.now = max(clock.now, posted_at[-1] + 1.0)  # a post back in hand (the card edits may have taken longer)...
     provider.train(jobs[2]["id"], 3, total=10)
@@ -765,17 +765,17 @@ def test_a_reply_never_takes_the_posts_kept_for_a_waves_outcomes(desk, provider,
         provider.set_status(job["id"], "succeeded")
     desk.poller.run_once(progress=False)
     started = clock.now
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert len(slack.outcomes_in("C1")) == 4 and posted_at[-2:] == [started, started]  # both at once, not behind it
 
 
 def _two_outcomes_wait_out_slacks_30_seconds(desk, slack, clock) -> None:
     """Slack said wait 30 s in C1: nothing is posted there 2 s on; 30 s later both queued outcomes are."""
     clock.now += 2
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert slack.outcomes_in("C1") == []
     clock.now += 30
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     assert len(slack.outcomes_in("C1")) == 2
 
 
@@ -783,7 +783,7 @@ def test_slack_asking_to_wait_is_obeyed_after_a_progress_reply_too(desk, provide
     job, other = provider.add_job(status="running"), provider.add_job(status="running")
     desk.follow(job)
     desk.follow(other)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     provider.train(job["id"], 3, total=10)
     desk.poller.run_once()
     desk.sender.deliver_due()  # a progress reply, just now
@@ -802,7 +802,7 @@ def test_slack_asking_to_wait_for_a_progress_reply_holds_back_the_outcomes_that_
     job, other = provider.add_job(status="running"), provider.add_job(status="running")
     desk.follow(job)
     desk.follow(other)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     clock.now += 60  # a quiet channel: a burst of two in hand
     provider.train(job["id"], 3, total=10)
     desk.poller.run_once()
@@ -820,7 +820,7 @@ def test_a_reply_waiting_its_turn_holds_back_no_outcome(desk, provider, slack, c
     running, done = provider.add_job(status="running"), provider.add_job(status="running")
     for job in (running, done):
         desk.follow(job)
-    desk.sender.deliver_due()
+    delivered(desk.sender)
     provider.train(running["id"], 3, total=10)
     desk.poller.run_once()
     desk.sender.deliver_due()  # a reply, just now: the channel's next post waits a second
@@ -850,7 +850,7 @@ def test_a_reply_about_an_earlier_state_never_comes_after_a_later_ones(desk, pro
     desk.poller.run_once()  # a later state's reply, due at once
     for _ in range(40):
         clock.now += 1
-        desk.sender.deliver_due()
+        delivered(desk.sender)
     replies = [r["text"] for r in slack.thread("C1", desk.card()["ts"])]
     said = [text.split(": ", 1)[1] for text in replies if text.startswith("Status of")]
     assert said == ["validating_files → queued", "queued → running"], replies

@@ -12,7 +12,7 @@ from PIL import Image
 
 from bot.charts import loss_chart
 from bot.providers.types import MetricPoint
-from tests.conftest import Server, ask, followed_until_it_ends, wait_until
+from tests.conftest import Server, ask, delivered, followed_until_it_ends, wait_until
 
 
 def _size(png: bytes) -> tuple[int, int]:
@@ -55,7 +55,7 @@ def test_a_success_announcement_gets_its_chart_in_its_thread(server, slack, prov
     [announcement] = wait_until(lambda: slack.outcomes_in("C0GENERAL"))
     [upload] = wait_until(lambda: slack.uploads)
     assert upload["thread_ts"] == announcement["thread_ts"] == card["ts"] and upload["channel"] == "C0GENERAL"
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     assert len(slack.uploads) == 1  # one chart per announcement
 
 

@@ -13,7 +13,7 @@ from slack_sdk import WebClient
 from bot.delivery import AnnouncementSender
 from bot.slack import SlackGateway
 from storage import Store
-from tests.conftest import BOT_TOKEN, claim_due
+from tests.conftest import BOT_TOKEN, claim_due, delivered
 
 
 class Clock:
@@ -119,7 +119,7 @@ def test_real_failures_give_up_by_elapsed_time_and_say_why(store, slack, clock):
     slack.fail("status", match="chat.postMessage", status=503, times=10_000)
     sender = _sender(store, slack, clock, give_up_seconds=3600)
     for _ in range(200):
-        sender.deliver_due()
+        delivered(sender)
         if store.outbox.announcements(state="failed"):
             break
         clock.now += 60
@@ -137,7 +137,7 @@ def test_the_owners_direct_message_waits_out_rate_limits_too(store, slack, clock
     slack.fail("status", match="chat.postMessage", status=429, retry_after=5, times=3)
     sender = _sender(store, slack, clock)
     for _ in range(50):
-        sender.deliver_due()
+        delivered(sender)
         if [p for p in slack.posted if p["channel"] == "U0OWNER"]:
             break
         clock.now += 1
@@ -212,7 +212,7 @@ def test_without_history_scope_it_reposts_and_logs_the_possible_duplicate(store,
     _finish(store)
     slack.fail("drop_after", match="chat.postMessage")
     sender = _sender(store, slack, clock)
-    sender.deliver_due()
+    delivered(sender)
     clock.now += 600
     with caplog.at_level(logging.WARNING):
         assert sender.deliver_due().sent == 1

@@ -16,7 +16,7 @@ from bot.providers.fireworks_shape import PRICING, FireworksProvider, configured
 from bot.providers.types import GOING, Job, ProviderError
 from bot.sandbox.fireworks import FireworksSandbox
 from bot.sandbox.openai import FAILING_FILE_ID, SAMPLE_FILE_ID
-from tests.conftest import FIREWORKS_KEY
+from tests.conftest import FIREWORKS_KEY, delivered
 
 MODEL = "accounts/fireworks/models/llama-v3p1-8b-instruct"
 
@@ -347,7 +347,7 @@ def test_one_job_at_each_of_three_providers_in_one_channel_is_announced_once_eac
     assert f"```{output_model}```" in json.dumps(said[fireworks_id]["blocks"])
     for _ in range(3):
         assert bot.services.poller.run_once().requests == 0  # all final: nobody is asked again
-        bot.services.sender.deliver_due()
+        delivered(bot.services.sender)
     assert len(slack.outcomes_in("C0GENERAL")) == 3 and len(slack.cards_in("C0GENERAL")) == 3
 
 
@@ -409,7 +409,7 @@ def test_progress_comes_from_job_progress_into_the_cards_thread(trio, slack, fir
     job = fireworks.add_job(status="running")
     job_id = job["name"].rsplit("/", 1)[-1]
     ask(server, slack, f"subscribe {job_id}")
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     card = wait_until(lambda: slack.cards_in("C0GENERAL"))[0]
     fireworks.train(job_id, 4, total=10)
     # (a cycle queues progress only for a card whose post is recorded: the post may still be on its way back)

@@ -18,6 +18,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     Server,
     ask,
+    delivered,
     everything_said,
     wait_until,
 )
@@ -79,7 +80,7 @@ def test_no_secret_reaches_logs_or_replies_at_debug(make_bot, slack, provider):
             replies.append(ask(server, slack, f"subscribe {job['id']}"))
             provider.set_status(job["id"], "succeeded")
             bot.services.poller.run_once()
-            bot.services.sender.deliver_due()
+            delivered(bot.services.sender)
         finally:
             server.close()
     finally:

@@ -21,7 +21,17 @@ from bot.sandbox.http import StandInServer
 from bot.sandbox.slack import block_action_body, signed_headers, view_submission_body
 from bot.slack import FileUnavailable, SlackGateway
 from bot.views import try_modal_view
-from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, TOGETHER_KEY, Server, ask, everything_said, wait_until
+from tests.conftest import (
+    BOT_TOKEN,
+    OPENAI_KEY,
+    SIGNING_SECRET,
+    TOGETHER_KEY,
+    Server,
+    ask,
+    delivered,
+    everything_said,
+    wait_until,
+)
 from tests.slack_limits import assert_within_slack_limits
 
 PROMPT = "What's the capital of France?"
@@ -464,7 +474,7 @@ def _failed_with(server, bot, slack, provider, error: str) -> dict:
     provider.set_status(job["id"], "failed", error={"code": "invalid_file", "message": error, "param": None})
     bot.services.poller.run_once()
     wait_until(lambda: slack.outcomes_in("C0GENERAL"))
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     return job
 
 
@@ -653,7 +663,7 @@ def test_the_scheduler_reads_progress_apart_from_the_poll(bot, provider, slack):
     provider.train(job["id"], 4, total=10)
     bot.services.store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="start",
                                       card=True)
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     report = bot.services.poller.run_once(progress=False)
     assert report.progress == 0 and provider.requests_to("/events") == []
     assert bot.services.poller.read_progress() == 1  # the job the cycle saw training: its step, read and queued
@@ -674,7 +684,7 @@ def test_a_chart_waits_for_the_outcomes_queued_to_go_out_first(bot, provider, sl
     bot.services.charts.after_announced(row, "2.0")
     time.sleep(1.0)
     assert len(slack.uploads) == 1  # the second chart holds back while an outcome waits
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     assert wait_until(lambda: len(slack.uploads) == 2, timeout=10)
 
 

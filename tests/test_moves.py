@@ -20,7 +20,7 @@ from bot.move_messages import MOVE_OPEN_ACTION, MOVE_PICK_ACTION
 from bot.providers.shape import CHAT, CHAT_TOOLS, COMPLETION
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import block_action_body, signed_headers, view_action_body
-from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, wait_until
+from tests.conftest import SIGNING_SECRET, Server, ask, delivered, everything_said, wait_until
 
 MINI = "gpt-4.1-mini-2025-04-14"
 LLAMA_8B = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
@@ -318,7 +318,7 @@ def test_links_both_ways_and_the_followers_come_along(movers, slack, provider, t
     ask(server, slack, f"subscribe {job['id']}", channel="C0OTHER")
     provider.set_status(job["id"], "succeeded")
     bot.services.poller.run_once()
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     [card] = slack.cards_in("C0OTHER")
     ask(server, slack, f"move {job['id']} to=together")
     [moved] = bot.services.store.moves.moved_to("openai", job["id"])
@@ -330,7 +330,7 @@ def test_links_both_ways_and_the_followers_come_along(movers, slack, provider, t
     assert followers == {"C0GENERAL", "C0OTHER"}
     # The original's card in C0OTHER is redrawn to say where it went, then again as the new job's state changes.
     def card_says(words: str) -> bool:
-        bot.services.sender.deliver_due()
+        delivered(bot.services.sender)
         edits = [u for u in slack.updates if u["channel"] == "C0OTHER" and u["ts"] == card["ts"]]
         return bool(edits) and words in json.dumps(edits[-1], ensure_ascii=False)
 
@@ -352,7 +352,7 @@ def test_the_moved_success_offers_compare_with_the_original_which_compares_two_f
 
     def success_posted() -> list[dict]:
         # (a delivery the cycle kicked may hold the sender's lock: a call then leaves the post to it)
-        bot.services.sender.deliver_due()
+        delivered(bot.services.sender)
         return [m for m in slack.messages_in("C0GENERAL") if "succeeded" in m.get("text", "")]
 
     posted = wait_until(success_posted, timeout=10)
@@ -513,7 +513,7 @@ def test_each_channel_is_told_once_30_days_and_once_7_days_before_each_date_acro
         today["at"] = _day(at)
         for bot in (first, second, first):
             bot.services.moves.notify_retiring()
-            bot.services.sender.deliver_due()
+            delivered(bot.services.sender)
         for channel in ("C0GENERAL", "C0OTHER"):
             notices = [m for m in slack.messages_in(channel) if "at risk" in m.get("text", "")]
             assert len(notices) == expected, (at, channel, [n["text"] for n in notices])

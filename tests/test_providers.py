@@ -14,7 +14,7 @@ from bot.poller import Poller
 from bot.providers import registry
 from bot.providers.openai_shape import OPENAI_NEW_JOBS_END
 from bot.sandbox.openai import SAMPLE_FILE_ID
-from tests.conftest import Server, ask, everything_said, start_intents, wait_until
+from tests.conftest import Server, ask, delivered, everything_said, start_intents, wait_until
 from tests.test_storage import database_from_before_providers
 
 TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
@@ -59,7 +59,7 @@ def test_one_openai_job_and_one_together_job_in_one_channel_are_each_announced_o
 
     for _ in range(3):
         assert bot.services.poller.run_once().requests == 0  # both final: nobody is asked again
-        bot.services.sender.deliver_due()
+        delivered(bot.services.sender)
     assert len(slack.outcomes_in("C0GENERAL")) == 2 and len(slack.cards_in("C0GENERAL")) == 2
 
 
@@ -235,7 +235,7 @@ def test_a_database_from_before_providers_goes_on_announcing(make_bot, settings,
     assert bot.services.poller.run_once().finished == [job["id"]]
     posted = wait_until(lambda: len(slack.messages_in("C1")) == 2 and slack.messages_in("C1"))
     assert sorted(p["text"].split()[2] for p in posted) == sorted([job["id"], "ftjob-done"])  # the old one too
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     assert len(slack.messages_in("C1")) == 2
 
 

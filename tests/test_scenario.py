@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.sandbox.openai import SAMPLE_FILE_ID
-from tests.conftest import SIGNING_SECRET, Server, ask, everything_said, reply_to, wait_until
+from tests.conftest import SIGNING_SECRET, Server, ask, delivered, everything_said, reply_to, wait_until
 
 
 def test_start_status_succeed_announce_once(server, slack, provider, bot):
@@ -39,7 +39,7 @@ def test_start_status_succeed_announce_once(server, slack, provider, bot):
 
     for _ in range(3):
         assert bot.services.poller.run_once().requests == 0  # final jobs are never polled again
-        bot.services.sender.deliver_due()
+        delivered(bot.services.sender)
     assert len(slack.outcomes_in("C0GENERAL")) == 1
     assert [m["ts"] for m in slack.shown_in("C0GENERAL")] == [card["ts"], posted["ts"]]
 
@@ -71,7 +71,7 @@ def test_every_following_channel_is_told(server, slack, provider, bot):
     bot.services.poller.run_once()
     assert wait_until(lambda: slack.outcomes_in("C0ONE") and slack.outcomes_in("C0TWO"))
     bot.services.poller.run_once()
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     assert len(slack.outcomes_in("C0ONE")) == 1 and len(slack.outcomes_in("C0TWO")) == 1
     assert len(slack.cards_in("C0ONE")) == 1 and len(slack.cards_in("C0TWO")) == 1  # a card in each
 
@@ -324,7 +324,7 @@ def test_a_job_followed_by_direct_message(server, slack, provider, bot):
     assert "no longer follow" in ask(server, slack, f"unsubscribe {other['id']} dm")["text"]
     provider.set_status(other["id"], "succeeded")
     bot.services.poller.run_once()
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     assert len(slack.messages_in("D0ALICE")) == 1
 
 

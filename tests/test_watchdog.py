@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from bot.watchdog import MAX_METRIC_READS_PER_MINUTE, Watchdog, findings
-from tests.conftest import ask, everything_said, wait_until
+from tests.conftest import ask, delivered, everything_said, wait_until
 
 STALL = 1800.0
 
@@ -85,7 +85,7 @@ def _running_card(server, slack, provider, bot, *, channel="C0GENERAL"):
 def watch(bot) -> None:
     bot.services.poller.run_once(progress=False)
     bot.services.poller.read_progress()
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
 
 
 def warnings_in(slack, channel="C0GENERAL"):
@@ -198,7 +198,7 @@ def test_two_processes_finding_the_same_thing_warn_once(settings, provider, slac
         bot.services.poller.run_once(progress=False)
         bot.services.poller.read_progress()
     for bot in (first, second):
-        bot.services.sender.deliver_due()
+        delivered(bot.services.sender)
     assert len(delivered_warnings(first, slack)) == 1
     assert first.services.store.watch.marks("openai", job["id"]) == ["nan"]
 

@@ -6,7 +6,7 @@ import json
 import time
 
 from bot.sandbox.openai import sign_webhook
-from tests.conftest import WEBHOOK_SECRET, Server, wait_until
+from tests.conftest import WEBHOOK_SECRET, Server, delivered, wait_until
 
 
 def _event(job_id: str, kind: str = "succeeded") -> str:
@@ -63,7 +63,7 @@ def test_redelivery_and_poll_after_webhook_announce_once(server, bot, provider, 
     assert wait_until(lambda: len(reads()) >= 2 and bot.services.store.follows.job(job["id"])["final"])
     bot.services.poller.run_once()
     assert wait_until(lambda: slack.messages_in("C1"))
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     assert len(slack.messages_in("C1")) == 1
     assert len(reads()) == 2  # the redelivery asked nothing, and neither did the poller once the job was final
 
@@ -80,7 +80,7 @@ def test_webhook_when_the_provider_cannot_answer_is_taken_and_polling_announces(
     bot.services.poller.run_once()  # polling is the safety net
     assert wait_until(lambda: slack.messages_in("C1"))
     bot.services.poller.run_once()
-    bot.services.sender.deliver_due()
+    delivered(bot.services.sender)
     assert len(slack.messages_in("C1")) == 1
 
 
