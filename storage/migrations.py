@@ -370,3 +370,36 @@ def _m012_postgres(conn: Any) -> None:
     for name in _M012_TABLES:
         metadata.tables[name].create(conn, checkfirst=True)
     conn.exec_driver_sql("ALTER TABLE start_intents ADD COLUMN IF NOT EXISTS move_id TEXT")
+
+
+_M013_TABLES = ("installations", "oauth_states", "workspace_keys", "channel_workspaces")
+
+
+@step
+def m013_workspaces(db: Database) -> None:
+    # Slack's installations of the app (OAuth), one per workspace (or per enterprise for an org-wide install): its
+    # tokens sealed with ENCRYPTION_KEYS, and who is refreshing them now (a rotating token is refreshed once).
+    db["installations"].create({"key": str, "enterprise_id": str, "team_id": str, "is_enterprise_install": int,
+                                "app_id": str, "bot_user_id": str, "bot_id": str, "bot_scopes": str,
+                                "bot_token": str, "bot_refresh_token": str, "bot_token_expires_at": float,
+                                "installer_user_id": str, "installed_at": float, "refresh_holder": str,
+                                "refresh_until": float},
+                               pk="key", not_null={"key", "bot_token"})
+    # The one-time `state` of each "Add to Slack" click, until it comes back or expires.
+    db["oauth_states"].create({"state": str, "expires_at": float}, pk="state", not_null={"state", "expires_at"})
+    # Each workspace's own provider keys, sealed; only their last four characters are ever shown.
+    db["workspace_keys"].create({"workspace": str, "provider": str, "sealed": str, "last4": str, "set_by": str,
+                                 "set_at": float},
+                                pk=("workspace", "provider"), not_null={"workspace", "provider", "sealed"})
+    # Which workspace a channel belongs to (learned from each request), so a post uses that workspace's token.
+    db["channel_workspaces"].create({"channel_id": str, "workspace": str, "seen_at": float}, pk="channel_id",
+                                    not_null={"channel_id", "workspace"})
+    db["channel_workspaces"].create_index(["workspace"])
+
+
+@postgres_step("m013_workspaces")
+def _m013_postgres(conn: Any) -> None:
+    from storage.schema import metadata
+
+    for name in _M013_TABLES:
+        metadata.tables[name].create(conn, checkfirst=True)

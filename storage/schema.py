@@ -280,3 +280,52 @@ model_calls = Table(
     _int("count", nullable=False, server_default="1"),
     Index("idx_model_calls_user_id_at", "user_id", "at"),
 )
+
+# Slack's installations of the app (OAuth mode), one per workspace or, for an org-wide install, per enterprise (`key`
+# is `T…` or `E…` with its id): the tokens are sealed with ENCRYPTION_KEYS (bot/vault.py); `refresh_holder` and
+# `refresh_until` say which process is refreshing a rotating token now, so two replicas never both spend it.
+installations = Table(
+    "installations", metadata,
+    _text("key", primary_key=True),
+    _text("enterprise_id"),
+    _text("team_id"),
+    _int("is_enterprise_install"),
+    _text("app_id"),
+    _text("bot_user_id"),
+    _text("bot_id"),
+    _text("bot_scopes"),
+    _text("bot_token", nullable=False),
+    _text("bot_refresh_token"),
+    _real("bot_token_expires_at"),
+    _text("installer_user_id"),
+    _real("installed_at"),
+    _text("refresh_holder"),
+    _real("refresh_until"),
+)
+
+# The one-time `state` of each "Add to Slack" click, until it comes back (used once) or expires.
+oauth_states = Table(
+    "oauth_states", metadata,
+    _text("state", primary_key=True),
+    _real("expires_at", nullable=False),
+)
+
+# Each workspace's own provider keys, sealed with ENCRYPTION_KEYS; `last4` is all that is ever shown of one.
+workspace_keys = Table(
+    "workspace_keys", metadata,
+    _text("workspace", primary_key=True),
+    _text("provider", primary_key=True),
+    _text("sealed", nullable=False),
+    _text("last4"),
+    _text("set_by"),
+    _real("set_at"),
+)
+
+# The workspace a channel belongs to, learned from each request: a post there uses that workspace's token.
+channel_workspaces = Table(
+    "channel_workspaces", metadata,
+    _text("channel_id", primary_key=True),
+    _text("workspace", nullable=False),
+    _real("seen_at"),
+    Index("idx_channel_workspaces_workspace", "workspace"),
+)

@@ -17,6 +17,7 @@ from storage.outbox import Outbox
 from storage.replays import Replays
 from storage.spend import SpendStore
 from storage.watch import WatchStore
+from storage.workspaces import Workspaces
 
 
 class StorageUnavailable(Exception):
@@ -26,7 +27,8 @@ class StorageUnavailable(Exception):
 class Store:
     """The engine and its concerns: `follows` (jobs and who follows them), `outbox` (posts owed, claimed once),
     `cards` (cards, their edits and progress), `channels` (each channel's settings), `forms` (forms, shares, model
-    calls), `replays` (triggers, start intents, webhooks seen once), `leases` (turns), `spend`, `watch`, `moves`.
+    calls), `replays` (triggers, start intents, webhooks seen once), `leases` (turns), `spend`, `watch`, `moves`,
+    `workspaces` (installations, their tokens and provider keys, sealed).
 
     `location` is a SQLite file's path (the default) or a postgresql:// URL; `storage/engines.py` runs the one
     dialect of SQL of every concern on either."""
@@ -54,6 +56,7 @@ class Store:
         self.leases = Leases(self.engine, clock)
         self.watch = WatchStore(self.engine, clock)
         self.moves = MoveStore(self.engine, clock)
+        self.workspaces = Workspaces(self.engine, clock)
 
     def connections(self) -> int:
         """How many connections are in use now (SQLite: one per live thread that used the store)."""
@@ -77,4 +80,5 @@ class Store:
         with self.engine.transaction() as db:
             return {**self.replays.prune(db.conn, now), **self.forms.prune(db.conn, now),
                     "held_starts": self.spend.prune(db.conn, now), "job_readings": self.watch.prune(db.conn),
-                    **self.leases.prune(db.conn, now), **self.outbox.prune(db.conn, now)}
+                    **self.leases.prune(db.conn, now), **self.outbox.prune(db.conn, now),
+                    **self.workspaces.prune(db.conn, now)}

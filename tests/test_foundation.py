@@ -443,15 +443,16 @@ def test_old_webhook_ids_trigger_ids_and_starts_are_forgotten(tmp_path):
                                 training_file="f",
                         model="m", suffix=None)
     store.replays.finish_intent("r1", job_id="ftjob-1")
+    store.workspaces.issue_state("an-install-never-finished", ttl=600)
     now[0] += 3600
     assert store.prune() == {"webhook_deliveries": 0, "seen_triggers": 1, "start_intents": 0,
                              "shared_answers": 0, "open_forms": 0, "card_edits_and_replies": 0, "leases": 0,
-                             "model_calls": 0,
+                             "model_calls": 0, "oauth_states": 1,
                              "held_starts": 0, "job_readings": 0}
     now[0] += 8 * 86400
     assert store.prune() == {"webhook_deliveries": 1, "seen_triggers": 0, "start_intents": 1,
                              "shared_answers": 0, "open_forms": 0, "card_edits_and_replies": 0, "leases": 0,
-                             "model_calls": 0,
+                             "model_calls": 0, "oauth_states": 0,
                              "held_starts": 0, "job_readings": 0}
     assert store.replays.remember_webhook("wh_1")  # long gone, so new again
     store.close()

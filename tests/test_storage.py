@@ -43,10 +43,16 @@ EXPECTED_COLUMNS = {
               "state", "new_job", "note", "created_at", "updated_at", "lease_until"],
     "moved_files": ["provider", "sha256", "file_id", "uploaded_at"],
     "model_calls": ["id", "user_id", "at", "count"],
+    "installations": ["key", "enterprise_id", "team_id", "is_enterprise_install", "app_id", "bot_user_id", "bot_id",
+                      "bot_scopes", "bot_token", "bot_refresh_token", "bot_token_expires_at", "installer_user_id",
+                      "installed_at", "refresh_holder", "refresh_until"],
+    "oauth_states": ["state", "expires_at"],
+    "workspace_keys": ["workspace", "provider", "sealed", "last4", "set_by", "set_at"],
+    "channel_workspaces": ["channel_id", "workspace", "seen_at"],
 }
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
               "m006_cards", "m007_shared_once", "m008_forms_and_indexes", "m009_leases",
-              "m010_spend_and_watchdog", "m011_watch_marks_said", "m012_moves"]
+              "m010_spend_and_watchdog", "m011_watch_marks_said", "m012_moves", "m013_workspaces"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):
