@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 
+from bot.vault import check_keys
+
 DEFAULT_MODEL = "gpt-4.1-mini-2025-04-14"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # Sandbox jobs take seconds, so the shell and `--sandbox` poll every second unless told otherwise.
@@ -24,6 +26,12 @@ class Settings:
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_api_url: str = DEFAULT_SLACK_API_URL
+    # OAuth mode (any workspace installs the app): the app's client id and secret, and no SLACK_BOT_TOKEN.
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = field(default=None, repr=False)
+    # Fernet keys sealing tokens and provider keys at rest (bot/vault.py): the first seals, every one opens.
+    encryption_keys: tuple[str, ...] = field(default=(), repr=False)
+    admin_user_ids: frozenset[str] = frozenset()  # may set a workspace's provider keys, besides its admins and owners
     default_provider: str | None = None  # None: the only one configured, or the registry's first when several are
     database_path: str = "finetune-bot.db"
     database_url: str | None = field(default=None, repr=False)  # PostgreSQL instead of SQLite (holds a password)
@@ -69,6 +77,11 @@ class Settings:
         return f"sandbox: {names}" if self.sandbox else names
 
     @property
+    def oauth(self) -> bool:
+        """Whether the bot is installed through Slack's OAuth flow (many workspaces) rather than one bot token."""
+        return bool(self.slack_client_id and self.slack_client_secret and not self.slack_bot_token)
+
+    @property
     def database(self) -> str:
         """Where the store keeps its tables: DATABASE_URL's server, or the SQLite file."""
         return self.database_url or self.database_path
@@ -79,6 +92,8 @@ class Settings:
             self.slack_bot_token,
             self.slack_signing_secret,
             self.slack_app_token,
+            self.slack_client_secret,
+            *self.encryption_keys,
             *_url_secrets(self.database_url),
             *(self.env.get(name) for name in sorted(self.secret_names)),
         ]
@@ -104,6 +119,10 @@ class Settings:
 _WHERE = {
     "SLACK_BOT_TOKEN": "the Bot User OAuth Token on your Slack app's 'OAuth & Permissions' page (xoxb-...)",
     "SLACK_SIGNING_SECRET": "the Signing Secret on your Slack app's 'Basic Information' page",
+    "SLACK_CLIENT_SECRET": "the Client Secret on your Slack app's 'Basic Information' page",
+    "SLACK_CLIENT_ID": "the Client ID on your Slack app's 'Basic Information' page",
+    "ENCRYPTION_KEYS": "one or more Fernet keys, comma-separated, that seal every workspace's tokens and provider keys "
+    "(python -c \"from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())\")",
     "SLACK_APP_TOKEN": "an app-level token with connections:write, from your Slack app's 'Basic Information' page "
     "(xapp-...)",
 }
@@ -185,7 +204,12 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
                               "sandbox.")
 
     required = []
-    if mode in {"serve", "socket"}:
+    # OAuth mode: the app's client id and secret instead of one bot token, and keys to seal the tokens installs give.
+    oauth = (mode == "serve" and bool(get("SLACK_CLIENT_ID") or get("SLACK_CLIENT_SECRET"))
+             and not get("SLACK_BOT_TOKEN"))
+    if oauth:
+        required += ["SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET", "ENCRYPTION_KEYS"]
+    elif mode in {"serve", "socket"}:
         required.append("SLACK_BOT_TOKEN")
     if mode == "serve":
         required.append("SLACK_SIGNING_SECRET")
@@ -206,6 +230,10 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
             and not any(shape.present(Settings(env=shape_env)) for shape in SHAPES)):
         ways = "; ".join(shape.advice for shape in SHAPES if shape.advice)
         raise ConfigError(f"No provider is configured: set {ways}. Or run with --sandbox to try the bot without one.")
+    try:
+        encryption_keys = check_keys(get("ENCRYPTION_KEYS"))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     default_provider = (get("DEFAULT_PROVIDER") or "").lower() or None
     names = [name for shape in SHAPES for name in shape.labels]
     if default_provider is not None and default_provider not in names:
@@ -221,6 +249,10 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         slack_bot_token=get("SLACK_BOT_TOKEN"),
         slack_signing_secret=get("SLACK_SIGNING_SECRET"),
         slack_app_token=get("SLACK_APP_TOKEN"),
+        slack_client_id=get("SLACK_CLIENT_ID") if oauth else None,
+        slack_client_secret=get("SLACK_CLIENT_SECRET") if oauth else None,
+        encryption_keys=encryption_keys,
+        admin_user_ids=_ids(env, "ADMIN_USER_IDS"),
         slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
         default_provider=default_provider,
         database_path=get("DATABASE_PATH") or "finetune-bot.db",
