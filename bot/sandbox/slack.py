@@ -16,13 +16,15 @@ from urllib.parse import quote, urlencode
 from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.http import Answer, Fault, Received, StandInServer, json_answer
+from bot.sandbox.slack_oauth import SlackOAuth
 
 BOT_USER_ID = "UFINETUNEBOT"
 TEAM_ID = "T0SANDBOX"
 
 
-class SlackStandIn(StandInServer):
-    """Records posts (`posted`) and slash-command replies (`responses`); refuses on demand."""
+class SlackStandIn(SlackOAuth, StandInServer):
+    """Records posts (`posted`) and slash-command replies (`responses`); refuses on demand. Its OAuth side (installs,
+    tokens per workspace, rotation) is bot/sandbox/slack_oauth.py."""
 
     def __init__(self, *, token: str | None = None, history_scope: bool = True) -> None:
         super().__init__()
@@ -43,6 +45,7 @@ class SlackStandIn(StandInServer):
         self.uploads: list[dict] = []  # files the app uploaded and shared (files.completeUploadExternal)
         self._pending_uploads: dict[str, dict] = {}
         self._ts = itertools.count(1)
+        self._init_oauth()
 
     @property
     def api_url(self) -> str:
@@ -107,6 +110,8 @@ class SlackStandIn(StandInServer):
     def answer(self, request: Received) -> Answer:
         if request.path.startswith("/files-pri/"):
             return self._download(request)
+        if request.path.startswith("/oauth/v2/authorize"):  # Slack's consent page (a test approves with grant())
+            return 200, {"content-type": "text/html; charset=utf-8"}, b"<html>Allow finetune-bot?</html>"
         if request.path.startswith("/upload-ext/") and request.method == "POST":
             # Step 2 of Slack's upload: the bytes, posted to the address step 1 gave.
             pending = self._pending_uploads.get(request.path.rsplit("/", 1)[-1])
@@ -126,9 +131,17 @@ class SlackStandIn(StandInServer):
             if self.socket_mode_url and auth == f"Bearer {self.app_token}":
                 return json_answer(200, {"ok": True, "url": self.socket_mode_url})
             return json_answer(200, {"ok": False, "error": "invalid_auth"})
-        if self.token is not None and auth != f"Bearer {self.token}":
-            return json_answer(200, {"ok": False, "error": "invalid_auth"})
-        params = request.params()
+        if method == "oauth.v2.access":
+            return json_answer(200, self._oauth_v2_access(request.params(), auth))
+        bearer = auth.removeprefix("Bearer ")
+        if self.token is not None and bearer != self.token:
+            refused = self._token_state(bearer)
+            if refused is not None:
+                if refused != "invalid_auth":
+                    with self.lock:
+                        self.dead_token_calls.append({"method": method, "error": refused, "at": time.time()})
+                return json_answer(200, {"ok": False, "error": refused})
+        params = {**request.params(), "_token": bearer}
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return json_answer(200, {"ok": False, "error": "unknown_method"})
@@ -155,6 +168,7 @@ class SlackStandIn(StandInServer):
             "thread_ts": thread_ts,
             "broadcast": bool(thread_ts) and str(params.get("reply_broadcast")).lower() in {"true", "1"},
             "at": time.time(),
+            "by": self.owner_of(params.get("_token") or ""),  # whose token posted it: (team, enterprise)
         }
         with self.lock:
             self.posted.append(record)
@@ -311,10 +325,13 @@ def slash_command_body(
     response_url: str = "",
     command: str = "/finetune",
     trigger_id: str | None = None,
+    enterprise_id: str | None = None,
 ) -> str:
-    """A slash-command payload, form-encoded, as Slack sends it."""
+    """A slash-command payload, form-encoded, as Slack sends it (from a workspace of an enterprise, with
+    `enterprise_id`)."""
     return urlencode(
         {
+            **({"enterprise_id": enterprise_id} if enterprise_id else {}),
             "token": "deprecated-verification-token",
             "team_id": team_id,
             "team_domain": "sandbox",
