@@ -22,6 +22,7 @@ from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
 from bot.following import Following
 from bot.holds import HoldService
+from bot.installs import ADMITTED, WORKSPACE, ContextPool, Installs
 from bot.jobs import JobService
 from bot.messages.answers import format_unknown_provider
 from bot.messages.blocks import Message
@@ -35,6 +36,7 @@ from bot.subscriptions import SubscriptionService
 from bot.trying import TryService
 from bot.turns import Turns
 from bot.turns import worker_id as turns_worker_id
+from bot.vault import Vault
 from bot.watchdog import Watchdog
 from bot.webhooks import WebhookReceiver
 from storage import DB_ERRORS, Store
@@ -81,6 +83,7 @@ class Services:
     decorate: Callable[[Message], Message]
     scrub: Scrubber
     turns: Turns
+    installs: Installs | None = None  # OAuth mode: installs, each workspace's token (None: one token from settings)
 
     @property
     def provider(self) -> FineTuningProvider:
@@ -233,8 +236,14 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         timeout=int(max(1, min(SLACK_TIMEOUT, settings.delivery_lease_seconds / 2))),
         retry_handlers=[],  # retries are ours (bot.delivery); the SDK's would silently re-send a POST
     )
-    slack = SlackGateway(slack_client, scrub=scrub)
     worker_id = worker_id or turns_worker_id(f"{id(store):x}")
+    installs = None
+    if settings.oauth:
+        installs = Installs(store, Vault(settings.encryption_keys), client_id=settings.slack_client_id or "",
+                            client_secret=settings.slack_client_secret or "", api_url=settings.slack_api_url,
+                            worker_id=worker_id, clock=clock)
+    slack = SlackGateway(slack_client, scrub=scrub, tokens=installs.token_for_call if installs else None,
+                         bot_users=installs.bot_user_for if installs else None)
 
     def decorate(message: Message) -> Message:
         return message.as_sandbox() if settings.sandbox else message
@@ -257,8 +266,9 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
                       approvers=settings.approver_user_ids, max_file_bytes=settings.max_training_file_bytes,
                       holds=holds, following=following)
     subscriptions = SubscriptionService(jobs, store, slack, following, approvers=settings.approver_user_ids)
-    background = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="finetune-work")
-    downloads = ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="finetune-download")
+    # (the pools Slack-facing work is handed to carry the workspace of the request that handed it on)
+    background = ContextPool(max_workers=WORKERS, thread_name_prefix="finetune-work")
+    downloads = ContextPool(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="finetune-download")
     # Each provider that sends webhooks, and has the secret to verify them, gets its route (OpenAI's /openai/webhook).
     webhook_routes = {p.webhook_route: WebhookReceiver(p, store, on_queued=sender.kick, background=background)
                       for p in providers if p.capabilities.webhooks and p.webhook_route and p.webhooks_verifiable}
@@ -276,8 +286,8 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         moves=MoveService(providers, store, jobs, max_file_bytes=settings.max_training_file_bytes, clock=clock,
                           on_queued=sender.kick),
         background=background, decorate=decorate, scrub=scrub, turns=Turns(store, worker_id),
-        prompt=ThreadPoolExecutor(max_workers=PROMPT_WORKERS, thread_name_prefix="finetune-prompt"),
-        downloads=downloads,
+        prompt=ContextPool(max_workers=PROMPT_WORKERS, thread_name_prefix="finetune-prompt"),
+        downloads=downloads, installs=installs,
     )
     sender.on_sent = services.charts.after_announced  # a success's chart goes into its announcement's thread
     bolt_log = logging.getLogger("finetune_bot.bolt")
@@ -285,8 +295,16 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         bolt_log.addFilter(_quiet_token_precedence)
 
     def authorize(enterprise_id, team_id):  # noqa: ANN001 - Bolt passes these by name
-        """One workspace, one bot token: no auth.test round trip, and no OAuth even if SLACK_CLIENT_ID is set."""
-        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=settings.slack_bot_token)
+        """One workspace, one bot token: no auth.test round trip. In OAuth mode, the token of the installation that
+        serves this workspace (refreshed first if it rotates), from the database: no auth.test either."""
+        if installs is None:
+            return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=settings.slack_bot_token)
+        found = ADMITTED.get() or installs.authorize(enterprise_id, team_id)
+        WORKSPACE.set(found.key if found else None)
+        if found is None:
+            return None  # Bolt answers "please install this app"
+        return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, bot_token=found.bot_token,
+                               bot_user_id=found.bot_user_id, bot_id=found.bot_id)
 
     app = App(
         client=slack_client,
@@ -298,6 +316,15 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         process_before_response=True,
         logger=bolt_log,
     )
+    if installs is not None:
+        @app.use
+        def note_channel(context, next):  # noqa: ANN001 - Bolt's middleware signature
+            """A channel's (and a person's) workspace, learned from requests: the scheduler's posts there use that
+            workspace's token."""
+            if WORKSPACE.get():  # (and the person's: a direct message to them is in that workspace too)
+                installs.note_channel(context.channel_id, WORKSPACE.get())
+                installs.note_channel(context.user_id, WORKSPACE.get())
+            next()
     handlers.register(app, services)
     heartbeat = Heartbeat()
     # A start is orphaned once every request its process could make is certainly over: three creates, three

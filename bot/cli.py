@@ -1,4 +1,5 @@
-"""The `finetune-bot` command: serve (HTTP), socket (Socket Mode), shell, and check (a training file)."""
+"""The `finetune-bot` command: serve (HTTP), socket (Socket Mode), shell, check (a training file), and rotate-keys
+(every stored token and key sealed again under the first of ENCRYPTION_KEYS)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,39 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path", help="the training file (.jsonl)")
     check.add_argument("--model", help="the base model it is for (default: DEFAULT_MODEL)")
     check.add_argument("--epochs", type=int, help="epochs to price (default: the provider's own rule)")
+    sub.add_parser("rotate-keys", help="seal every stored token and provider key again under the first of "
+                                       "ENCRYPTION_KEYS (after putting a new key first); the others may then go")
     return parser
+
+
+def _rotate_keys(settings: Settings) -> int:
+    from bot.vault import Vault, VaultError
+    from storage import DB_ERRORS, Store
+    from storage.store import StorageUnavailable
+
+    if not settings.encryption_keys:
+        print("finetune-bot: ENCRYPTION_KEYS is not set: put the new key first, then the old ones, comma-separated.",
+              file=sys.stderr)
+        return 2
+    try:
+        store = Store(settings.database)
+    except StorageUnavailable as error:
+        print(f"finetune-bot: {error}", file=sys.stderr)
+        return 2
+    try:
+        count = store.workspaces.reseal_all(Vault(settings.encryption_keys).reseal)
+    except VaultError as error:
+        print(f"finetune-bot: {error}", file=sys.stderr)
+        return 1
+    except DB_ERRORS as error:
+        print(f"finetune-bot: the database at {store.where} could not be changed ({error}); nothing was resealed",
+              file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    print(f"resealed {count} stored {'secret' if count == 1 else 'secrets'} under the first of ENCRYPTION_KEYS; the "
+          "other keys may now be removed")
+    return 0
 
 
 def _check(settings: Settings, path: str, model: str | None, epochs: int | None) -> int:
@@ -75,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print("finetune-bot: --epochs must be from 1 to 50", file=sys.stderr)
             return 2
         return _check(settings, args.path, args.model, args.epochs)
+    if args.mode == "rotate-keys":
+        return _rotate_keys(settings)
     if args.mode == "shell":
         from bot import shell
 

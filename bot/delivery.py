@@ -315,7 +315,7 @@ class AnnouncementSender:
             f"{row['provider']}:{row['job_id']}:{row['about_channel']}:{row['outcome']}") or {}
         reason = original.get("last_error") or "an error"
         message = self.decorate(format_delivery_problem(job, row["outcome"], row["about_channel"], reason,
-                                                        bot_user_id=self.slack.bot_user_id()))
+                                                        bot_user_id=self.slack.bot_user_id(row["about_channel"])))
         ts = self._post(row["channel_id"], message, row["key"])
         return ts, ts
 

@@ -43,7 +43,7 @@ class Following:
 
     def visibility_warnings(self, caller: Caller) -> list[str]:
         if self.slack.can_post(caller.channel_id) is False:
-            return [invite_warning(self.slack.bot_user_id())]
+            return [invite_warning(self.slack.bot_user_id(caller.channel_id))]
         return []
 
     def follows_page(self, channel_id: str, page: int) -> FollowsPage:

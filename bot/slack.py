@@ -68,8 +68,14 @@ class NoHistoryAccess(Exception):
 
 class SlackGateway:
     def __init__(self, client: WebClient, *, scrub: Scrubber | None = None,
-                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
+                 sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+                 tokens: Callable[[dict], str | None] | None = None,
+                 bot_users: Callable[[str | None], str | None] | None = None) -> None:
         self.client = client
+        self.bot_users = bot_users  # OAuth mode: the bot's user id in the workspace of a channel (each has its own)
+        # OAuth mode: the token each call carries, from the workspace it concerns (bot/installs.py); None for a
+        # workspace that is not (or no longer) installed, whose calls then fail here without reaching Slack.
+        self.tokens = tokens
         self._sleep, self._monotonic = sleep, monotonic
         self.scrub = scrub or Scrubber()
         self._bot_user_id: str | None = None
@@ -167,10 +173,13 @@ class SlackGateway:
             return None
         return _error_word(body) or f"http_{response.status_code}"
 
-    def bot_user_id(self) -> str | None:
+    def bot_user_id(self, channel: str | None = None) -> str | None:
         """The bot's own user id (so messages can name the app as this workspace named it); None if Slack won't say.
 
-        Asked once, lazily, never before an ack: start-up does not wait on Slack."""
+        Asked once, lazily, never before an ack: start-up does not wait on Slack. In OAuth mode, the one Slack gave
+        the install of `channel`'s workspace (or the request's)."""
+        if self.bot_users is not None:
+            return self.bot_users(channel)
         with self._bot_user_lock:
             if self._bot_user_id is None:
                 try:
@@ -237,7 +246,7 @@ class SlackGateway:
             raise FileUnavailable(STOPPING)
         deadline = time.monotonic() + deadline_seconds
         opener = urllib.request.build_opener(_SameOriginAuth(origin, self._may_fetch))
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.client.token}"})
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {self._download_token()}"})
         try:
             response = opener.open(request, timeout=min(timeout, deadline_seconds))
         except _ForeignRedirect:
@@ -295,6 +304,9 @@ class SlackGateway:
             return True
         return scheme == "https" and any(host == h or host.endswith("." + h) for h in SLACK_FILE_DOMAINS)
 
+    def _download_token(self) -> str | None:
+        return self.tokens({}) if self.tokens is not None else self.client.token
+
     def open_dm(self, user_id: str) -> str:
         """The id of the bot's direct-message conversation with a person (conversations.open: the same each time)."""
         return str(self._call("conversations_open", users=user_id)["channel"]["id"])
@@ -308,6 +320,11 @@ class SlackGateway:
         self._call("files_upload_v2", **{k: v for k, v in kwargs.items() if v is not None})
 
     def _call(self, method: str, **kwargs):
+        if self.tokens is not None:
+            token = self.tokens(kwargs)
+            if token is None:
+                raise SlackFailure("not_installed", permanent=True)
+            kwargs["token"] = token
         try:
             return getattr(self.client, method)(**kwargs)
         except SlackApiError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -9,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from urllib.parse import parse_qs
 
 from slack_bolt.request import BoltRequest
 from slack_sdk.signature import SignatureVerifier
@@ -20,6 +22,8 @@ from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import Error
 
 from bot.app import Bot
+from bot.installs import ADMITTED, NOT_INSTALLED, InstallRefused, Installs
+from storage import DB_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,11 @@ def make_wsgi(bot: Bot) -> Callable:
             healthy, reason = bot.health()
             return _answer(start_response, 200 if healthy else 503,
                            {"ok": healthy, "reason": reason, "cycles": dict(bot.heartbeat.runs)})
+        installs = bot.services.installs
+        if installs is not None and path in {"/slack/install", "/slack/oauth_redirect"}:
+            if method not in {"GET", "HEAD"}:
+                return _answer(start_response, 405, {"error": "method not allowed"})
+            return _install(installs, path, environ.get("QUERY_STRING", ""), start_response)
         if path != "/slack/events" and path not in webhooks:
             return _answer(start_response, 404, {"error": "not found"})
         if method != "POST":
@@ -118,7 +127,19 @@ def make_wsgi(bot: Bot) -> Callable:
             refusals.refused()
             return _answer(start_response, 401, {"error": "invalid request signature"})
         try:
-            response = app.dispatch(BoltRequest(body=text, query=environ.get("QUERY_STRING", ""), headers=headers))
+            request = BoltRequest(body=text, query=environ.get("QUERY_STRING", ""), headers=headers)
+            # (in a context of its own: the workspace a request concerns never carries over to the next one)
+            context = contextvars.Context()
+            if installs is not None:
+                admitted = installs.admit(request.body, request.context.enterprise_id, request.context.team_id)
+                if admitted is False:  # said here, at once: Bolt would post it to the response_url before the ack
+                    return _answer(start_response, 200, {"response_type": "ephemeral", "text": NOT_INSTALLED})
+                if admitted is not True:
+                    context.run(ADMITTED.set, admitted)
+            response = context.run(app.dispatch, request)
+        except DB_ERRORS:
+            log.warning("a request could not be admitted: the database is away")
+            return _answer(start_response, 503, {"error": "the database is away; try again"})
         except (ValueError, TypeError, KeyError, AttributeError):
             log.warning("a signed request from Slack could not be read")
             return _answer(start_response, 400, {"error": "unreadable request"})
@@ -131,9 +152,36 @@ def make_wsgi(bot: Bot) -> Callable:
     return wsgi
 
 
+def _install(installs: Installs, path: str, query: str, start_response: Callable) -> list[bytes]:
+    """OAuth mode's two pages: /slack/install sends the browser to Slack's consent page with a one-time state;
+    /slack/oauth_redirect is where Slack sends it back, with the code to exchange for the workspace's tokens."""
+    try:
+        if path == "/slack/install":
+            location = installs.begin()
+            start_response(_status(302), [("Location", location), ("Cache-Control", "no-store"),
+                                          ("Content-Length", "0")])
+            return [b""]
+        params = {k: v[0] for k, v in parse_qs(query, max_num_fields=10).items()}
+        found = installs.finish(code=params.get("code"), state=params.get("state"), error=params.get("error"))
+        page, status = installs.pages.render_success_page(app_id=installs.client_id, team_id=found.team_id,
+                                                          is_enterprise_install=found.team_id is None), 200
+    except InstallRefused as refused:
+        page, status = installs.pages.render_failure_page(str(refused)), 400
+    except DB_ERRORS as error:
+        log.warning("an install could not be kept: the database is away (%s)", error)
+        page, status = installs.pages.render_failure_page("the bot's database is away; try again in a minute"), 503
+    except ValueError:
+        page, status = installs.pages.render_failure_page("an unreadable address"), 400
+    out = page.encode("utf-8")
+    start_response(_status(status), [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-store"),
+                                     ("Content-Length", str(len(out)))])
+    return [out]
+
+
 def _status(code: int) -> str:
-    reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-               413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
+    reasons = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+               405: "Method Not Allowed", 413: "Payload Too Large", 500: "Internal Server Error",
+               503: "Service Unavailable"}
     return f"{code} {reasons.get(code, 'Status')}"
 
 

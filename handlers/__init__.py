@@ -2,7 +2,7 @@
 
 from slack_bolt import App
 
-from handlers import actions, commands, errors, moves, trying, views
+from handlers import actions, commands, errors, installs, moves, trying, views
 
 
 def register(app: App, services) -> None:
@@ -12,3 +12,4 @@ def register(app: App, services) -> None:
     views.register(app, services)
     trying.register(app, services)
     moves.register(app, services)
+    installs.register(app, services)

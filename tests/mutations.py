@@ -244,6 +244,10 @@ MUTATIONS = [
     ("maintenance never finishes interrupted cancels", "bot/app.py", "                             watchdog.finish_interrupted(providers, older_than=orphan_after), store.prune(),", "                             store.prune(),", "tests/test_watchdog.py -k maintenance_run"),
     ("work after ack fails without a word", "handlers/errors.py", "        apologize(error, send, where)\n", "        log.error(\"%s\", error)\n", "tests/test_scenario.py -k apology"),
     ("a row of an unknown kind taken up again and again", "bot/delivery.py", '        if due["kind"] not in self._senders:\n', '        if False:\n', "tests/test_delivery.py -k cannot_send"),
+    ("install state not checked", "bot/installs.py", "if not state or len(state) > 200 or not self.store.workspaces.consume_state(state):", "if not state:", "tests/test_installs.py -k forged_expired"),
+    ("two replicas may refresh at once", "storage/workspaces.py", ' AND (refresh_until IS NULL OR refresh_until <= ?)", (worker, now + hold, key, token, now)', '", (worker, now + hold, key, token)', "tests/test_installs.py -k rotating"),
+    ("tokens kept in the clear", "bot/installs.py", '"bot_token": self.vault.seal(token),', '"bot_token": token,', "tests/test_installs.py -k sealed_at_rest"),
+    ("uninstall keeps the tokens", "storage/workspaces.py", '"installations": db.conn.execute("DELETE FROM installations WHERE key = ?", (key,)).rowcount,', '"installations": db.conn.execute("SELECT ?", (key,)).rowcount,', "tests/test_installs.py -k uninstall"),
 ]
 
 

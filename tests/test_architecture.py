@@ -149,13 +149,13 @@ LAYERS = (
     ("Slack listeners", ("handlers",)),
     ("services", ("bot.jobs", "bot.holds", "bot.subscriptions", "bot.following", "bot.data_flow", "bot.trying",
                   "bot.charting", "bot.poller", "bot.delivery", "bot.watchdog", "bot.moves", "bot.webhooks",
-                  "bot.turns", "bot.slack")),
+                  "bot.turns", "bot.slack", "bot.installs")),
     ("Slack surfaces", ("bot.messages", "bot.views", "bot.comparison", "bot.move_messages")),
     ("the grammar, settings, money and the provider seam", (
         "bot.commands", "bot.config", "bot.costs", "bot.training_data", "bot.conversion", "bot.charts",
         "bot.drawing", "bot.providers", "bot.sandbox")),
     ("helpers that know nothing of the rest", ("bot.values", "bot.scrub", "bot.tokens", "bot.scoring",
-                                               "bot.retry_after", "bot.logs")),
+                                               "bot.retry_after", "bot.logs", "bot.vault")),
     ("storage", ("storage",)),
 )
 # Today's rooms still bigger than a newcomer should have to read whole (no class over 25 methods, no module over

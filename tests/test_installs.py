@@ -1,0 +1,250 @@
+"""OAuth mode: "Add to Slack" installs in many workspaces (and org-wide), each posting with its own token, sealed at
+rest; states that cannot be replayed; uninstalls; token rotation claimed once across replicas. The real slack_sdk
+and Bolt against the Slack stand-in (bot/sandbox/slack_oauth.py), on the real HTTP server."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import pathlib
+import threading
+import time
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+from cryptography.fernet import Fernet
+
+from bot.cli import main as cli_main
+from bot.config import ConfigError, load
+from bot.installs import BOT_SCOPES
+from bot.messages.blocks import Message
+from bot.sandbox.slack import signed_headers, slash_command_body
+from bot.sandbox.slack_oauth import CLIENT_ID, CLIENT_SECRET, event_body
+from storage import Store
+from tests.conftest import SIGNING_SECRET, Server, delivered, wait_until
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+KEY = Fernet.generate_key().decode()
+
+
+def oauth_changes(*keys: str) -> dict:
+    return {"slack_bot_token": None, "slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET,
+            "encryption_keys": keys or (KEY,)}
+
+
+@pytest.fixture
+def oauth(make_bot):
+    bot = make_bot(**oauth_changes())
+    server = Server(bot)
+    yield bot, server
+    server.close()
+
+
+def _get(server: Server, path: str) -> tuple[int, dict, str]:
+    """A browser's GET, redirects not followed: (status, headers, body)."""
+    conn = http.client.HTTPConnection(urlsplit(server.url).netloc, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read().decode()
+    finally:
+        conn.close()
+
+
+def _install(server: Server, slack, team_id: str | None, **grant) -> tuple[int, str]:
+    """Click "Add to Slack", approve on Slack's page, come back: the redirect's status and page."""
+    status, headers, _ = _get(server, "/slack/install")
+    assert status == 302, status
+    state = parse_qs(urlsplit(headers["location"]).query)["state"][0]
+    code = slack.grant(team_id, **grant)
+    status, _, page = _get(server, "/slack/oauth_redirect?" + urlencode({"code": code, "state": state}))
+    return status, page
+
+
+def _command(server: Server, text: str, *, team: str, channel: str, enterprise: str | None = None) -> dict:
+    body = slash_command_body(text, channel_id=channel, team_id=team, enterprise_id=enterprise)
+    status, raw = server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+    assert status == 200, raw
+    return json.loads(raw) if raw.strip().startswith(b"{") else {"text": raw.decode()}
+
+
+def test_the_install_page_sends_to_slack_with_a_one_time_state_and_the_manifests_scopes(oauth, slack):
+    _, server = oauth
+    status, headers, _ = _get(server, "/slack/install")
+    assert status == 302 and headers["cache-control"] == "no-store"
+    location = urlsplit(headers["location"])
+    assert location.netloc == urlsplit(slack.url).netloc and location.path == "/oauth/v2/authorize"
+    query = parse_qs(location.query)
+    assert query["client_id"] == [CLIENT_ID] and len(query["state"][0]) >= 32
+    assert set(query["scope"][0].split(",")) == set(BOT_SCOPES)
+    manifest = (ROOT / "manifest.yml").read_text()
+    scopes = manifest.split("    bot:\n", 1)[1].split("settings:", 1)[0]
+    assert {line.strip().lstrip("- ").split()[0] for line in scopes.splitlines() if line.strip()} == set(BOT_SCOPES)
+    assert _get(server, "/slack/install")[1]["location"] != headers["location"]  # a state of its own each time
+
+
+def test_two_workspaces_and_an_org_install_each_answer_and_post_with_their_own_token(oauth, slack, provider):
+    bot, server = oauth
+    for team in ("T0ONE", "T0TWO"):
+        status, page = _install(server, slack, team)
+        assert status == 200 and "Thank you" in page
+    status, _ = _install(server, slack, None, enterprise_id="E0ORG", org_wide=True)
+    assert status == 200
+    assert {i["key"] for i in bot.services.store.workspaces.installations()} == {"T:T0ONE", "T:T0TWO", "E:E0ORG"}
+    jobs = {}
+    for team, channel, enterprise in (("T0ONE", "C0ONE", None), ("T0TWO", "C0TWO", None),
+                                      ("T0ORGWS", "C0ORG", "E0ORG")):
+        job = provider.add_job(status="running")
+        jobs[channel] = job
+        reply = _command(server, f"subscribe {job['id']}", team=team, channel=channel, enterprise=enterprise)
+        assert "install" not in json.dumps(reply).lower()
+    wait_until(lambda: all(bot.services.store.follows.followers(j["id"], "openai") for j in jobs.values()))
+    for job in jobs.values():
+        provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    owners = {}
+    for channel in jobs:
+        posted = slack.outcomes_in(channel)
+        assert posted, channel
+        owners[channel] = {p["by"] for p in posted}
+    assert owners == {"C0ONE": {("T0ONE", None)}, "C0TWO": {("T0TWO", None)}, "C0ORG": {(None, "E0ORG")}}
+    assert slack.dead_token_calls == []
+
+
+def test_a_workspace_that_has_not_installed_is_asked_to_and_nothing_happens(oauth, slack, provider):
+    bot, server = oauth
+    job = provider.add_job(status="running")
+    reply = _command(server, f"subscribe {job['id']}", team="T0NONE", channel="C0NONE")
+    assert "install" in json.dumps(reply).lower()
+    time.sleep(0.3)
+    assert bot.services.store.follows.followers(job["id"], "openai") == [] and slack.posted == []
+
+
+def test_a_missing_forged_expired_or_reused_state_is_refused_and_nothing_is_stored(oauth, slack):
+    bot, server = oauth
+    code = slack.grant("T0ONE")
+    bot.services.store.workspaces.issue_state("expired-state", ttl=-1)
+    for query in ({"code": code}, {"code": code, "state": "forged"}, {"code": code, "state": "expired-state"}):
+        status, _, page = _get(server, "/slack/oauth_redirect?" + urlencode(query))
+        assert status == 400 and "expired or was already used" in page
+    assert slack.exchanges == [] and bot.services.store.workspaces.installations() == []
+    _, headers, _ = _get(server, "/slack/install")
+    state = parse_qs(urlsplit(headers["location"]).query)["state"][0]
+    assert _get(server, "/slack/oauth_redirect?" + urlencode({"code": code, "state": state}))[0] == 200
+    replayed = _get(server, "/slack/oauth_redirect?" + urlencode({"code": slack.grant("T0TWO"), "state": state}))
+    assert replayed[0] == 400 and len(slack.exchanges) == 1
+    assert [i["key"] for i in bot.services.store.workspaces.installations()] == ["T:T0ONE"]
+    # A code Slack will not take (used, made up) stores nothing and says so.
+    _, headers, _ = _get(server, "/slack/install")
+    state = parse_qs(urlsplit(headers["location"]).query)["state"][0]
+    status, _, page = _get(server, "/slack/oauth_redirect?" + urlencode({"code": "made-up", "state": state}))
+    assert status == 400 and "invalid_code" in page
+    assert [i["key"] for i in bot.services.store.workspaces.installations()] == ["T:T0ONE"]
+
+
+def test_tokens_are_sealed_at_rest_and_rotate_keys_reseals_them_under_the_new_key(oauth, slack, settings,
+                                                                                 monkeypatch, capsys):
+    bot, server = oauth
+    assert _install(server, slack, "T0ONE")[0] == 200
+    [token] = [t for g in slack.grants for t in g.tokens]
+    bot.services.store.close()
+    raw = b"".join(p.read_bytes() for p in pathlib.Path(settings.database_path).parent.glob("bot.db*"))
+    assert token.encode() not in raw and b"xoxb-" not in raw
+    new = Fernet.generate_key().decode()
+    monkeypatch.setenv("DATABASE_PATH", settings.database_path)
+    monkeypatch.setenv("ENCRYPTION_KEYS", f"{new},{KEY}")
+    assert cli_main(["rotate-keys"]) == 0
+    assert "resealed 1 stored secret under the first" in capsys.readouterr().out
+    store = Store(settings.database_path)
+    try:
+        [row] = store.workspaces.installations()
+        assert Fernet(new.encode()).decrypt(row["bot_token"].encode()).decode() == token  # the old key not needed
+    finally:
+        store.close()
+    monkeypatch.setenv("ENCRYPTION_KEYS", Fernet.generate_key().decode())  # a key that opens nothing: no change
+    assert cli_main(["rotate-keys"]) == 1
+    assert "cannot be opened" in capsys.readouterr().err
+
+
+def test_oauth_mode_refuses_to_start_without_encryption_keys():
+    env = {"SLACK_CLIENT_ID": CLIENT_ID, "SLACK_CLIENT_SECRET": CLIENT_SECRET, "SLACK_SIGNING_SECRET": "s",
+           "OPENAI_API_KEY": "sk-x"}
+    with pytest.raises(ConfigError, match="ENCRYPTION_KEYS is not set"):
+        load(env)
+    with pytest.raises(ConfigError, match="key number 1 is not a Fernet key"):
+        load({**env, "ENCRYPTION_KEYS": "not-a-key"})
+    settings = load({**env, "ENCRYPTION_KEYS": KEY})
+    assert settings.oauth and KEY in settings.secrets() and CLIENT_SECRET in settings.secrets()
+    assert not load({**env, "ENCRYPTION_KEYS": KEY, "SLACK_BOT_TOKEN": "xoxb-1"}).oauth  # a token: one workspace
+
+
+def test_an_uninstall_forgets_the_workspace_at_once_and_a_forged_one_changes_nothing(oauth, slack, provider):
+    bot, server = oauth
+    for team in ("T0ONE", "T0TWO"):
+        _install(server, slack, team)
+    jobs = {}
+    for team, channel in (("T0ONE", "C0ONE"), ("T0TWO", "C0TWO")):
+        jobs[channel] = provider.add_job(status="running")
+        _command(server, f"subscribe {jobs[channel]['id']}", team=team, channel=channel)
+    wait_until(lambda: all(bot.services.store.follows.followers(j["id"], "openai") for j in jobs.values()))
+    delivered(bot.services.sender)  # (the cards: posted before the uninstall)
+    forged = event_body({"type": "app_uninstalled"}, team_id="T0ONE")
+    assert server.post("/slack/events", forged, {**signed_headers(forged, "not-the-secret"),
+                                                 "content-type": "application/json"})[0] == 401
+    assert len(bot.services.store.workspaces.installations()) == 2
+    body = event_body({"type": "app_uninstalled"}, team_id="T0ONE")
+    status, _ = server.post("/slack/events", body, {**signed_headers(body, SIGNING_SECRET),
+                                                    "content-type": "application/json"})
+    assert status == 200
+    assert [i["key"] for i in bot.services.store.workspaces.installations()] == ["T:T0TWO"]
+    slack.revoke(next(g for g in slack.grants if g.team_id == "T0ONE"))
+    for job in jobs.values():
+        provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    assert slack.outcomes_in("C0TWO") and slack.outcomes_in("C0ONE") == []
+    assert slack.dead_token_calls == []  # nothing was even tried with the uninstalled workspace's token
+    assert bot.services.store.outbox.outcomes_waiting() == 0  # and nothing is left to retry for ever
+    revoked = event_body({"type": "tokens_revoked", "tokens": {"bot": ["UFINETUNEBOT"]}}, team_id="T0TWO")
+    server.post("/slack/events", revoked, {**signed_headers(revoked, SIGNING_SECRET),
+                                           "content-type": "application/json"})
+    assert bot.services.store.workspaces.installations() == []
+
+
+def test_a_rotating_token_is_refreshed_once_per_expiry_by_two_replicas_on_postgresql_and_never_used_dead(
+        make_bot, slack, postgres_url):
+    replicas = [make_bot(**oauth_changes(), database_url=postgres_url) for _ in range(2)]
+    server = Server(replicas[0])
+    try:
+        assert _install(server, slack, "T0ROT", lifetime=3.0)[0] == 200
+    finally:
+        server.close()
+    for bot in replicas:
+        bot.services.installs.refresh_before = 1.5
+        bot.services.store.workspaces.note_channel("C0ROT", "T:T0ROT")
+    began, stop = time.monotonic(), threading.Event()
+    failures = []
+
+    def post(bot) -> None:
+        while not stop.is_set():
+            try:
+                bot.services.slack.post("C0ROT", Message(text="tick"))
+            except Exception as error:  # noqa: BLE001 - any failure is the test's finding
+                failures.append(repr(error))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=post, args=(bot,)) for bot in replicas for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(8)
+    stop.set()
+    for thread in threads:
+        thread.join(10)
+    elapsed = time.monotonic() - began
+    [grant] = slack.grants
+    assert failures == [] and slack.dead_token_calls == []
+    assert [e for e in slack.exchanges if e.get("error")] == []  # no refresh token was ever spent twice
+    # One refresh per expiry: a token lives 3 s and is refreshed once 1.5 s are left.
+    assert 3 <= grant.refreshes <= elapsed / 1.5 + 1, (grant.refreshes, elapsed)
+    assert len(slack.posted) > 100
