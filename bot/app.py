@@ -22,6 +22,7 @@ from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
 from bot.following import Following
 from bot.holds import HoldService
+from bot.home import HomeService
 from bot.installs import ADMITTED, WORKSPACE, ContextPool, Installs
 from bot.jobs import JobService
 from bot.messages.answers import format_unknown_provider
@@ -83,6 +84,7 @@ class Services:
     decorate: Callable[[Message], Message]
     scrub: Scrubber
     turns: Turns
+    home: HomeService | None = None  # each person's App Home
     installs: Installs | None = None  # OAuth mode: installs, each workspace's token (None: one token from settings)
 
     @property
@@ -287,7 +289,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
                           on_queued=sender.kick),
         background=background, decorate=decorate, scrub=scrub, turns=Turns(store, worker_id),
         prompt=ContextPool(max_workers=PROMPT_WORKERS, thread_name_prefix="finetune-prompt"),
-        downloads=downloads, installs=installs,
+        downloads=downloads, installs=installs, home=HomeService(store, slack, clock=clock),
     )
     sender.on_sent = services.charts.after_announced  # a success's chart goes into its announcement's thread
     bolt_log = logging.getLogger("finetune_bot.bolt")
@@ -360,6 +362,9 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
                       "interval", seconds=interval, id="progress", max_instances=1, coalesce=True)
     scheduler.add_job(heartbeat.beat("deliver", sender.deliver_due), "interval", seconds=DELIVERY_INTERVAL,
                       id="deliver", max_instances=1, coalesce=True)
+    # Homes owed a redraw (a job their person started changed state): each claimed by one process.
+    scheduler.add_job(heartbeat.beat("home", services.home.refresh_due), "interval", seconds=DELIVERY_INTERVAL,
+                      id="home", max_instances=1, coalesce=True)
     scheduler.add_job(heartbeat.beat("maintain", maintain), "interval", seconds=maintenance_interval,
                       id="maintain", max_instances=1, coalesce=True, next_run_time=now)
     return Bot(settings=settings, app=app, services=services, scheduler=scheduler, heartbeat=heartbeat)

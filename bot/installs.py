@@ -238,7 +238,7 @@ class Installs:
 
     def token_for_call(self, kwargs: dict) -> str | None:
         """The token a Slack call should carry: the workspace of the channel it names, else of the request under way."""
-        channel = kwargs.get("channel") or kwargs.get("channel_id")
+        channel = kwargs.get("channel") or kwargs.get("channel_id") or kwargs.get("user_id")
         key = self.store.workspaces.workspace_of(channel) if channel else None
         return self.token_for(key or WORKSPACE.get())
 

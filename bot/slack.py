@@ -207,6 +207,10 @@ class SlackGateway:
 
     # -- modals and files ------------------------------------------------------------------------------
 
+    def publish_home(self, user_id: str, view: dict) -> None:
+        """Show `view` as a person's App Home (views.publish; `user_id` also says whose workspace it is)."""
+        self._call("views_publish", user_id=user_id, view=self.scrub.deep(view))
+
     def open_view(self, trigger_id: str, view: dict) -> str:
         """Open a modal for the person whose command or click carried `trigger_id` (valid for 3 s); its view id."""
         return str(self._call("views_open", trigger_id=trigger_id, view=self.scrub.deep(view))["view"]["id"])

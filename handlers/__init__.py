@@ -2,7 +2,7 @@
 
 from slack_bolt import App
 
-from handlers import actions, commands, errors, installs, moves, trying, views
+from handlers import actions, commands, errors, home, installs, moves, trying, views
 
 
 def register(app: App, services) -> None:
@@ -13,3 +13,4 @@ def register(app: App, services) -> None:
     trying.register(app, services)
     moves.register(app, services)
     installs.register(app, services)
+    home.register(app, services)

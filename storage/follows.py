@@ -8,6 +8,7 @@ from typing import Any
 
 from storage.cards import queue_card_edits, redraw_moved_from
 from storage.channels import setting
+from storage.home import queue_home_refresh
 from storage.outbox import queue_kind, queue_outcome
 from storage.shared import NO_LIMIT, OPENAI, by_provider, chunks, insert
 
@@ -78,6 +79,8 @@ class Follows:
                 (channel_id, provider, job["id"], team_id, user_id, origin, now),
             )
             new = cur.rowcount == 1
+            if new and origin == "start":
+                queue_home_refresh(db.conn, provider, job["id"], now)  # a new job on its starter's Home
             if recorded:  # what the bot itself knows of a job it started: its estimate, who approved it
                 db.conn.execute("UPDATE jobs SET estimate = coalesce(estimate, ?), approved_by = coalesce(approved_by,"
                                 " ?) WHERE provider = ? AND id = ?",
@@ -212,6 +215,7 @@ class Follows:
                 if outcome is not None:
                     queued += queue_outcome(conn, provider, job["id"], outcome, now)
                 if changed:
+                    queue_home_refresh(conn, provider, job["id"], now)
                     queued += queue_card_edits(conn, provider, job["id"], revision, row["status"],
                                                fields["status"], final=outcome is not None, now=now)
                     queued += redraw_moved_from(conn, provider, job["id"], now)

@@ -403,3 +403,17 @@ def _m013_postgres(conn: Any) -> None:
 
     for name in _M013_TABLES:
         metadata.tables[name].create(conn, checkfirst=True)
+
+
+@step
+def m014_home(db: Database) -> None:
+    # Whose App Home is owed a redraw (a job they started changed state): claimed once, by one process.
+    db["home_refreshes"].create({"user_id": str, "due_at": float}, pk="user_id", not_null={"user_id", "due_at"})
+    db["home_refreshes"].create_index(["due_at"])
+
+
+@postgres_step("m014_home")
+def _m014_postgres(conn: Any) -> None:
+    from storage.schema import metadata
+
+    metadata.tables["home_refreshes"].create(conn, checkfirst=True)

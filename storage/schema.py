@@ -329,3 +329,11 @@ channel_workspaces = Table(
     _real("seen_at"),
     Index("idx_channel_workspaces_workspace", "workspace"),
 )
+
+# Whose App Home is owed a redraw because a job they started changed state; one process claims each.
+home_refreshes = Table(
+    "home_refreshes", metadata,
+    _text("user_id", primary_key=True),
+    _real("due_at", nullable=False),
+    Index("idx_home_refreshes_due_at", "due_at"),
+)

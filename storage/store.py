@@ -11,6 +11,7 @@ from storage.channels import ChannelSettings
 from storage.engines import DB_ERRORS, describe, open_engine
 from storage.follows import Follows
 from storage.forms import Forms
+from storage.home import Home
 from storage.leases import Leases
 from storage.moves import MoveStore
 from storage.outbox import Outbox
@@ -28,7 +29,7 @@ class Store:
     """The engine and its concerns: `follows` (jobs and who follows them), `outbox` (posts owed, claimed once),
     `cards` (cards, their edits and progress), `channels` (each channel's settings), `forms` (forms, shares, model
     calls), `replays` (triggers, start intents, webhooks seen once), `leases` (turns), `spend`, `watch`, `moves`,
-    `workspaces` (installations, their tokens and provider keys, sealed).
+    `workspaces` (installations, their tokens and provider keys, sealed), `home` (each person's App Home).
 
     `location` is a SQLite file's path (the default) or a postgresql:// URL; `storage/engines.py` runs the one
     dialect of SQL of every concern on either."""
@@ -57,6 +58,7 @@ class Store:
         self.watch = WatchStore(self.engine, clock)
         self.moves = MoveStore(self.engine, clock)
         self.workspaces = Workspaces(self.engine, clock)
+        self.home = Home(self.engine, clock)
 
     def connections(self) -> int:
         """How many connections are in use now (SQLite: one per live thread that used the store)."""

@@ -248,6 +248,10 @@ MUTATIONS = [
     ("two replicas may refresh at once", "storage/workspaces.py", ' AND (refresh_until IS NULL OR refresh_until <= ?)", (worker, now + hold, key, token, now)', '", (worker, now + hold, key, token)', "tests/test_installs.py -k rotating"),
     ("tokens kept in the clear", "bot/installs.py", '"bot_token": self.vault.seal(token),', '"bot_token": token,', "tests/test_installs.py -k sealed_at_rest"),
     ("uninstall keeps the tokens", "storage/workspaces.py", '"installations": db.conn.execute("DELETE FROM installations WHERE key = ?", (key,)).rowcount,', '"installations": db.conn.execute("SELECT ?", (key,)).rowcount,', "tests/test_installs.py -k uninstall"),
+    ("home lists finished jobs first", "storage/home.py", '" ORDER BY j.final, coalesce(j.created_at, s.created_at) DESC, j.id LIMIT ?"', '" ORDER BY coalesce(j.created_at, s.created_at) DESC, j.id LIMIT ?"', "tests/test_home.py -k hostile_names"),
+    ("home not redrawn on a state change", "storage/follows.py", '                    queue_home_refresh(conn, provider, job["id"], now)\n', '', "tests/test_home.py -k redrawn_once"),
+    ("home redraw lost when Slack refuses", "bot/home.py", "                    self.store.home.refresh_later(user_id, self.clock() + (failure.retry_after or RETRY_AFTER))", "                    pass", "tests/test_home.py -k tried_again"),
+    ("home shows others' jobs", "storage/home.py", "WHERE s.user_id = ? AND s.origin = 'start'\"\n            \" ORDER BY", "WHERE s.user_id != ? OR s.origin = 'start'\"\n            \" ORDER BY", "tests/test_home.py -k running_first"),
 ]
 
 

@@ -248,3 +248,24 @@ def test_a_rotating_token_is_refreshed_once_per_expiry_by_two_replicas_on_postgr
     # One refresh per expiry: a token lives 3 s and is refreshed once 1.5 s are left.
     assert 3 <= grant.refreshes <= elapsed / 1.5 + 1, (grant.refreshes, elapsed)
     assert len(slack.posted) > 100
+
+
+def test_each_workspaces_home_is_published_with_its_own_token(oauth, slack, provider):
+    bot, server = oauth
+    for team in ("T0ONE", "T0TWO"):
+        _install(server, slack, team)
+    for team, user in (("T0ONE", "U0ONE"), ("T0TWO", "U0TWO")):
+        body = event_body({"type": "app_home_opened", "user": user, "tab": "home"}, team_id=team)
+        status, _ = server.post("/slack/events", body, {**signed_headers(body, SIGNING_SECRET),
+                                                        "content-type": "application/json"})
+        assert status == 200
+    wait_until(lambda: len(slack.home_log) == 2, timeout=5)
+    assert {(h["user_id"], h["by"]) for h in slack.home_log} == {("U0ONE", ("T0ONE", None)),
+                                                                  ("U0TWO", ("T0TWO", None))}
+    # Redrawn by the scheduler (no request under way): the person's workspace, as their requests showed it.
+    job = provider.add_job(status="running")
+    _command(server, f"subscribe {job['id']}", team="T0TWO", channel="C0TWO")
+    bot.services.store.follows.follow("C0TWO", {**job, "provider": "openai"}, final=False, team_id="T0TWO",
+                                      user_id="U0TWO", origin="start")
+    wait_until(lambda: bot.services.home.refresh_due() or slack.home_log[2:], timeout=5)
+    assert slack.home_log[-1]["user_id"] == "U0TWO" and slack.home_log[-1]["by"] == ("T0TWO", None)

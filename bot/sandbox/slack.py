@@ -16,15 +16,16 @@ from urllib.parse import quote, urlencode
 from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.http import Answer, Fault, Received, StandInServer, json_answer
+from bot.sandbox.slack_home import SlackHome
 from bot.sandbox.slack_oauth import SlackOAuth
 
 BOT_USER_ID = "UFINETUNEBOT"
 TEAM_ID = "T0SANDBOX"
 
 
-class SlackStandIn(SlackOAuth, StandInServer):
+class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
     """Records posts (`posted`) and slash-command replies (`responses`); refuses on demand. Its OAuth side (installs,
-    tokens per workspace, rotation) is bot/sandbox/slack_oauth.py."""
+    tokens per workspace, rotation) is bot/sandbox/slack_oauth.py; its App Home, bot/sandbox/slack_home.py."""
 
     def __init__(self, *, token: str | None = None, history_scope: bool = True) -> None:
         super().__init__()
@@ -46,6 +47,7 @@ class SlackStandIn(SlackOAuth, StandInServer):
         self._pending_uploads: dict[str, dict] = {}
         self._ts = itertools.count(1)
         self._init_oauth()
+        self._init_home()
 
     @property
     def api_url(self) -> str:
