@@ -16,6 +16,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 
 import handlers
+from bot import metrics
 from bot.charting import ChartService
 from bot.config import Settings
 from bot.data_flow import DataService
@@ -118,6 +119,7 @@ class Heartbeat:
             try:
                 result = task()
             except DB_ERRORS as error:
+                metrics.inc("database_errors", where=name)
                 if not is_transient(error):
                     raise
                 # The database away (restarting, failing over): one line when it goes, one when it is back, no
@@ -146,6 +148,7 @@ class Bot:
     services: Services
     scheduler: BackgroundScheduler
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    exporter: metrics.Exporter | None = None  # METRICS_PORT's listener, once started
     _stopped: bool = field(default=False, repr=False)
     _writable: tuple[float, str | None] = field(default=(float("-inf"), None), repr=False)
 
@@ -169,8 +172,22 @@ class Bot:
         return True, "ok"
 
     def start_background(self) -> None:
-        """Start polling and delivering; the first poll runs at once, catching up on outcomes missed while down."""
+        """Start polling and delivering; the first poll runs at once, catching up on outcomes missed while down. With
+        METRICS_PORT, the metrics listener starts first (so the first cycle is counted)."""
+        if self.settings.metrics_port is not None and self.exporter is None:
+            self.exporter = metrics.serve(self.metrics_snapshot, host=self.settings.metrics_host,
+                                          port=self.settings.metrics_port)
+            log.info("metrics on %s:%d/metrics", self.settings.metrics_host, self.exporter.port)
         self.scheduler.start()
+
+    def metrics_snapshot(self) -> dict:
+        """What the database says at a scrape: the outbox's backlog, followed jobs, holds, and the poll turn."""
+        store = self.services.store
+        pending, oldest = store.outbox.backlog()
+        return {"outbox_pending": pending,
+                "outbox_oldest_age_seconds": max(0.0, time.time() - oldest) if oldest else 0.0,
+                "jobs_followed": store.follows.followed_by_state(), "holds_waiting": store.spend.holds_waiting(),
+                "poll_turn_held": int(store.leases.turn_holder("poll") == self.services.turns.worker)}
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking new work, let in-flight deliveries finish within `timeout`, stop the scheduler."""
@@ -210,6 +227,8 @@ class Bot:
         self.services.jobs.provider_calls.shutdown(wait=False, cancel_futures=True)
         self.services.prompt.shutdown(wait=False, cancel_futures=True)
         self.services.store.close(for_good=True)  # a worker still running past the budget opens nothing more
+        if self.exporter is not None:
+            metrics.stop(self.exporter)
 
 
 def _quiet_token_precedence(record: logging.LogRecord) -> bool:
@@ -353,8 +372,13 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
 
     scheduler = BackgroundScheduler(timezone=timezone.utc)
     now = datetime.now(timezone.utc)
-    scheduler.add_job(heartbeat.beat("poll", turns.one_at_a_time("poll", lambda: poller.run_once(progress=False),
-                                                                 hold=2 * interval)),
+    def poll_cycle() -> None:
+        began = time.monotonic()
+        poller.run_once(progress=False)
+        metrics.observe("poll_cycle_seconds", time.monotonic() - began)
+        metrics.gauge("poll_last_success_timestamp_seconds", time.time())
+
+    scheduler.add_job(heartbeat.beat("poll", turns.one_at_a_time("poll", poll_cycle, hold=2 * interval)),
                       "interval", seconds=interval, id="poll", max_instances=1, coalesce=True, next_run_time=now)
     # Metric reads for progress replies run on their own: a cycle's outcomes never wait behind them.
     scheduler.add_job(heartbeat.beat("progress", turns.one_at_a_time("progress", poller.read_progress,

@@ -102,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"finetune-bot: {error}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level, settings.secrets(), chatty=registry.sdk_loggers())
+    logs.configure(settings.log_level, settings.secrets(), chatty=registry.sdk_loggers(), fmt=settings.log_format)
+    if settings.sentry_dsn:
+        from bot import error_reports
+
+        error_reports.start(settings.sentry_dsn, settings.secrets())
     if args.mode == "check":
         if args.epochs is not None and not 1 <= args.epochs <= 50:
             print("finetune-bot: --epochs must be from 1 to 50", file=sys.stderr)
@@ -122,11 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     bot = _build_or_explain(build, settings)
     if bot is None:
         return 2
-    if args.mode == "serve":
-        from bot.web import serve
+    try:
+        if args.mode == "serve":
+            from bot.web import serve
 
-        return serve(bot)
-    return _socket(bot)
+            return serve(bot)
+        return _socket(bot)
+    finally:
+        if settings.sentry_dsn:
+            from bot import error_reports
+
+            error_reports.stop()  # what is queued for Sentry goes before the process ends
 
 
 def _build_or_explain(build, settings: Settings):

@@ -32,6 +32,10 @@ class Settings:
     # Fernet keys sealing tokens and provider keys at rest (bot/vault.py): the first seals, every one opens.
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
     admin_user_ids: frozenset[str] = frozenset()  # may set a workspace's provider keys, besides its admins and owners
+    metrics_port: int | None = None  # Prometheus' /metrics on a listener of its own (None: none, library not loaded)
+    metrics_host: str = "0.0.0.0"
+    log_format: str = "text"  # or "json": one object a line
+    sentry_dsn: str | None = field(default=None, repr=False)  # errors to Sentry (None: sentry-sdk not loaded)
     default_provider: str | None = None  # None: the only one configured, or the registry's first when several are
     database_path: str = "finetune-bot.db"
     database_url: str | None = field(default=None, repr=False)  # PostgreSQL instead of SQLite (holds a password)
@@ -93,6 +97,8 @@ class Settings:
             self.slack_signing_secret,
             self.slack_app_token,
             self.slack_client_secret,
+            self.sentry_dsn,
+            *_dsn_secrets(self.sentry_dsn),
             *self.encryption_keys,
             *_url_secrets(self.database_url),
             *(self.env.get(name) for name in sorted(self.secret_names)),
@@ -176,6 +182,15 @@ def _url_secrets(url: str | None) -> list[str]:
     return [url, *([password, unquote(password)] if password else [])]
 
 
+def _dsn_secrets(dsn: str | None) -> list[str]:
+    """The secret parts of a Sentry DSN (https://KEY@host/project): its key, besides the whole DSN."""
+    try:
+        key = urlsplit(dsn).username if dsn else None
+    except ValueError:
+        return []
+    return [key] if key else []
+
+
 def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: bool = False,
          real: bool = False) -> Settings:
     """Read settings for `mode` (serve, socket or shell); a missing required one raises ConfigError.
@@ -239,6 +254,12 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
     if default_provider is not None and default_provider not in names:
         raise ConfigError(f"DEFAULT_PROVIDER must be one of {', '.join(names)}, got {default_provider!r}")
 
+    metrics_port = get("METRICS_PORT")
+    if metrics_port is not None:
+        metrics_port = int(_number(env, "METRICS_PORT", 0, int, 0, 65535))
+    log_format = (get("LOG_FORMAT") or "text").lower()
+    if log_format not in {"text", "json"}:
+        raise ConfigError(f"LOG_FORMAT must be text or json, got {log_format!r}")
     # The shell is a conversation: warnings and worse only, unless asked.
     log_level = (get("LOG_LEVEL") or ("WARNING" if mode == "shell" else "INFO")).upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -253,6 +274,10 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         slack_client_secret=get("SLACK_CLIENT_SECRET") if oauth else None,
         encryption_keys=encryption_keys,
         admin_user_ids=_ids(env, "ADMIN_USER_IDS"),
+        metrics_port=metrics_port,
+        metrics_host=get("METRICS_HOST") or "0.0.0.0",
+        log_format=log_format,
+        sentry_dsn=get("SENTRY_DSN"),
         slack_api_url=api_url if api_url.endswith("/") else api_url + "/",
         default_provider=default_provider,
         database_path=get("DATABASE_PATH") or "finetune-bot.db",

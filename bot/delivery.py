@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bot import metrics
 from bot.messages.blocks import Message, duration
 from bot.messages.cards import (
     Subscription,
@@ -283,7 +284,9 @@ class AnnouncementSender:
         if self.store.outbox.mark_sent(key, self.worker_id, ts):
             self.on_sent(row, thread_root)
         report.sent += 1
-        log.info("delivered %s (%s) in %s", key, row["kind"], channel)
+        metrics.inc("announcements_delivered", kind=row["kind"])
+        log.info("delivered %s (%s) in %s", key, row["kind"], channel,
+                 extra={"job": row["job_id"], "provider": row["provider"], "channel": channel})
 
     # -- each kind of row: the Slack call it makes, returning (its ts, the thread it belongs to) ---------------
 
@@ -458,4 +461,5 @@ class AnnouncementSender:
         tell = user if row["kind"] == "announcement" and user and user != row["channel_id"] else None
         self.store.outbox.mark_failed(row["key"], self.worker_id, reason, tell=tell)
         report.failed += 1
-        log.error("giving up on %s in %s: %s", row["key"], row["channel_id"], reason)
+        log.error("giving up on %s in %s: %s", row["key"], row["channel_id"], reason,
+                  extra={"job": row["job_id"], "provider": row["provider"], "channel": row["channel_id"]})

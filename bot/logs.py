@@ -17,6 +17,10 @@ class RedactSecrets(logging.Filter):
         self.redact = Scrubber(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        for name in CONTEXT_FIELDS:  # (what a line concerns, as JSON logs show it: scrubbed the same)
+            value = getattr(record, name, None)
+            if isinstance(value, str):
+                setattr(record, name, self.redact(value))
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -72,10 +76,41 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
-def configure(level: str, secrets: Iterable[str], *, stream=None, chatty: Iterable[str] = ()) -> logging.Handler:
-    """Send all logs to one handler that scrubs secrets; returns it (tests attach their own stream)."""
+def _json_formatter() -> type:
+    """python-json-logger's formatter, showing a traceback as the scrubbing filter left it (it would format the
+    exception afresh, secrets and all)."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    class ScrubbedJson(JsonFormatter):
+        def format(self, record: logging.LogRecord) -> str:
+            if not record.exc_text:
+                return super().format(record)
+            exc_info, record.exc_info = record.exc_info, None
+            try:
+                return super().format(record)
+            finally:
+                record.exc_info = exc_info
+
+    return ScrubbedJson
+
+
+# What a log line may say it concerns (passed as `extra=`): JSON logs give each its own field.
+CONTEXT_FIELDS = ("job", "provider", "channel", "request")
+
+
+def configure(level: str, secrets: Iterable[str], *, stream=None, chatty: Iterable[str] = (),
+              fmt: str = "text") -> logging.Handler:
+    """Send all logs to one handler that scrubs secrets; returns it (tests attach their own stream). `fmt` "json":
+    one JSON object a line (time, level, logger, message, and the job, provider, channel and request a line concerns),
+    through python-json-logger."""
     handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if fmt == "json":
+        handler.setFormatter(_json_formatter()(
+            "%(asctime)s %(levelname)s %(name)s %(message)s", rename_fields={
+                "asctime": "time", "levelname": "level", "name": "logger", "exc_info": "error"},
+            timestamp=False, json_ensure_ascii=False))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -20,6 +20,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook import WebhookClient
 
+from bot import metrics
 from bot.messages.blocks import Message
 from bot.retry_after import retry_after_seconds
 from bot.scrub import Scrubber
@@ -330,12 +331,17 @@ class SlackGateway:
                 raise SlackFailure("not_installed", permanent=True)
             kwargs["token"] = token
         try:
-            return getattr(self.client, method)(**kwargs)
+            answer = getattr(self.client, method)(**kwargs)
+            metrics.inc("slack_calls", method=method, outcome="ok")
+            return answer
         except SlackApiError as exc:
             response = exc.response
             status = getattr(response, "status_code", 200)
             error = (response.get("error") if hasattr(response, "get") else None) or f"http_{status}"
-            if status == 429 or error == "ratelimited":
+            limited = status == 429 or error == "ratelimited"
+            metrics.inc("slack_calls", method=method, outcome="ratelimited" if limited else "failed"
+                        if status >= 500 or error in TRANSIENT_ERRORS else "refused")
+            if limited:
                 headers = {k.lower(): v for k, v in (response.headers or {}).items()}
                 retry_after = retry_after_seconds(headers.get("retry-after"))
                 raise SlackFailure("ratelimited", permanent=False, retry_after=retry_after or 1.0) from None
@@ -343,8 +349,10 @@ class SlackGateway:
                 raise SlackFailure(f"http_{status}", permanent=False) from None
             raise SlackFailure(error, permanent=error not in TRANSIENT_ERRORS) from None
         except TimeoutError as exc:
+            metrics.inc("slack_calls", method=method, outcome="failed")
             raise SlackFailure(f"timeout ({type(exc).__name__})", permanent=False, ambiguous=True) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            metrics.inc("slack_calls", method=method, outcome="failed")
             # A request that was sent and then lost its answer (or got one we cannot read) may have been carried out.
             raise SlackFailure(f"connection error ({type(exc).__name__})", permanent=False, ambiguous=True) from None
 

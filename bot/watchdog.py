@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from bot import metrics
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
@@ -157,6 +158,7 @@ class Watchdog:
             claim = self.store.watch.claim(provider.name, job.id, finding.kind, finding.numbers, _cancel_wanted)
             if claim is None:
                 continue  # said before (here or by another process)
+            metrics.inc("watchdog_findings", kind=finding.kind)
             if claim.cancelling:
                 queued += self._cancel_and_say(provider, job.id, finding.kind, finding.numbers, claim.followers)
             else:

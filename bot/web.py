@@ -21,6 +21,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import Error
 
+from bot import metrics
 from bot.app import Bot
 from bot.installs import ADMITTED, NOT_INSTALLED, InstallRefused, Installs
 from storage import DB_ERRORS
@@ -93,6 +94,7 @@ def make_wsgi(bot: Bot) -> Callable:
     refusals = RefusalLog()
 
     def wsgi(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        arrived = time.monotonic()
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if path == "/healthz" and method in {"GET", "HEAD"}:
             healthy, reason = bot.health()
@@ -137,6 +139,7 @@ def make_wsgi(bot: Bot) -> Callable:
                 if admitted is not True:
                     context.run(ADMITTED.set, admitted)
             response = context.run(app.dispatch, request)
+            metrics.observe("ack_seconds", time.monotonic() - arrived, kind=_kind_of(request.body))
         except DB_ERRORS:
             log.warning("a request could not be admitted: the database is away")
             return _answer(start_response, 503, {"error": "the database is away; try again"})
@@ -150,6 +153,18 @@ def make_wsgi(bot: Bot) -> Callable:
         return [out]
 
     return wsgi
+
+
+def _kind_of(body: dict) -> str:
+    """What a Slack request is, as the ack metric labels it (a bounded set)."""
+    if "command" in body:
+        return "command"
+    kind = body.get("type")
+    if kind in {"block_actions", "block_suggestion", "shortcut", "message_action"}:
+        return "action"
+    if kind in {"view_submission", "view_closed"}:
+        return "form"
+    return "event" if kind == "event_callback" else "other"
 
 
 def _install(installs: Installs, path: str, query: str, start_response: Callable) -> list[bytes]:

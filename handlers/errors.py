@@ -10,6 +10,7 @@ from contextlib import contextmanager
 
 from slack_bolt import App
 
+from bot import metrics
 from bot.messages.answers import format_apology, format_database_unavailable
 from bot.messages.blocks import Message
 from storage import DB_ERRORS
@@ -21,6 +22,8 @@ log = logging.getLogger("finetune_bot.errors")
 def apologize(error: BaseException, send: Callable[[Message], object] | None, where: str) -> str:
     error_id = "E" + secrets.token_hex(4).upper()
     away = isinstance(error, DB_ERRORS) and is_transient(error)
+    if isinstance(error, DB_ERRORS):
+        metrics.inc("database_errors", where="request")
     if away:
         # The database going away (a restart, a failover) is not a bug: one line, and the person told to retry.
         log.warning("the database could not be reached in %s (%s): %s", where, error_id, error)

@@ -174,6 +174,12 @@ class Follows:
             " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.provider = j.provider AND s.job_id = j.id) LIMIT 1"
         ))
 
+    def followed_by_state(self) -> dict[tuple[str, str], int]:
+        """Jobs followed and not yet ended, counted by (provider, state)."""
+        rows = self.engine.rows("SELECT provider, coalesce(state, 'unknown') AS state, count(*) AS n FROM jobs"
+                                " WHERE final = 0 GROUP BY provider, coalesce(state, 'unknown')")
+        return {(r["provider"], r["state"]): int(r["n"]) for r in rows}
+
     def record_jobs(self, observed: Iterable[tuple[dict, str | None]]) -> int:
         """Save what the provider said of followed jobs and queue announcements for outcomes, in one transaction.
 

@@ -195,6 +195,12 @@ class Outbox:
                                      " OR (state = 'pending' AND next_attempt_at <= ?)) LIMIT 1",
                                      (self._clock() + within,)))
 
+    def backlog(self) -> tuple[int, float | None]:
+        """Posts owed and not yet delivered (pending, or being posted), and when the oldest of them was queued."""
+        row = self.engine.rows("SELECT count(*) AS n, min(created_at) AS oldest FROM announcements"
+                               " WHERE state IN ('pending', 'sending')")[0]
+        return int(row["n"] or 0), row["oldest"]
+
     def next_due(self) -> float | None:
         """When the earliest queued announcement falls due (or a claim on one lapses); None when nothing waits."""
         row = self.engine.rows(

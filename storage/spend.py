@@ -101,6 +101,11 @@ class SpendStore:
             return None
         return {**rows[0], "command": json.loads(rows[0]["command"])}
 
+    def holds_waiting(self) -> int:
+        """Starts held for a confirmation or an approval, not yet decided nor expired."""
+        return int(self.engine.rows("SELECT count(*) AS n FROM held_starts WHERE state = 'held' AND expires_at > ?",
+                                    (self._clock(),))[0]["n"])
+
     def decide(self, hold_id: str, user_id: str, state: str) -> tuple[str, dict | None]:
         """Release ('started'), approve ('approved') or deny ('denied') a held start, once: ('ok', hold) the first
         time; else ('gone', None), ('expired', hold) or ('decided', hold). One transaction that locks its row, so

@@ -252,6 +252,10 @@ MUTATIONS = [
     ("home not redrawn on a state change", "storage/follows.py", '                    queue_home_refresh(conn, provider, job["id"], now)\n', '', "tests/test_home.py -k redrawn_once"),
     ("home redraw lost when Slack refuses", "bot/home.py", "                    self.store.home.refresh_later(user_id, self.clock() + (failure.retry_after or RETRY_AFTER))", "                    pass", "tests/test_home.py -k tried_again"),
     ("home shows others' jobs", "storage/home.py", "WHERE s.user_id = ? AND s.origin = 'start'\"\n            \" ORDER BY", "WHERE s.user_id != ? OR s.origin = 'start'\"\n            \" ORDER BY", "tests/test_home.py -k running_first"),
+    ("sentry events unscrubbed", "bot/error_reports.py", "        return scrub.deep(event)", "        return event", "tests/test_operations.py -k sentry"),
+    ("deliveries not counted", "bot/delivery.py", '        metrics.inc("announcements_delivered", kind=row["kind"])\n', "", "tests/test_operations.py -k metrics_are_served"),
+    ("provider retries not counted", "bot/providers/calls.py", '            metrics.inc("provider_requests", provider=provider, outcome="retried")\n            sleep(min(error.retry_after', "            sleep(min(error.retry_after", "tests/test_operations.py -k metrics_are_served"),
+    ("json tracebacks unscrubbed", "bot/logs.py", "            if not record.exc_text:\n                return super().format(record)", "            if True:\n                return super().format(record)", "tests/test_operations.py -k json_logs"),
 ]
 
 

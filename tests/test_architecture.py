@@ -155,7 +155,8 @@ LAYERS = (
         "bot.commands", "bot.config", "bot.costs", "bot.training_data", "bot.conversion", "bot.charts",
         "bot.drawing", "bot.providers", "bot.sandbox")),
     ("helpers that know nothing of the rest", ("bot.values", "bot.scrub", "bot.tokens", "bot.scoring",
-                                               "bot.retry_after", "bot.logs", "bot.vault")),
+                                               "bot.retry_after", "bot.logs", "bot.vault", "bot.metrics",
+                                               "bot.error_reports")),
     ("storage", ("storage",)),
 )
 # Today's rooms still bigger than a newcomer should have to read whole (no class over 25 methods, no module over

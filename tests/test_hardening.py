@@ -716,7 +716,7 @@ def test_a_built_bot_has_done_its_sdks_first_use_work_so_no_early_ack_waits_for_
 
 def test_a_sqlite_bot_never_loads_the_postgresql_libraries(tmp_path, postgres_url):
     """SQLAlchemy and psycopg cost about 30 MB: a bot on the SQLite file (the default) does not import them; one
-    on DATABASE_URL does."""
+    on DATABASE_URL does. Nor does a bot load what only a setting asks for (metrics, JSON logs, Sentry, sealing)."""
     import subprocess
     import sys
 
@@ -725,7 +725,8 @@ def test_a_sqlite_bot_never_loads_the_postgresql_libraries(tmp_path, postgres_ur
         "from bot.app import build\n"
         "from bot.config import load\n"
         "build(load(mode='serve')).stop(timeout=1)\n"
-        "print(sorted(m for m in ('sqlalchemy', 'psycopg') if m in sys.modules))\n"
+        "print(sorted(m for m in ('sqlalchemy', 'psycopg', 'prometheus_client', 'pythonjsonlogger', 'sentry_sdk',"
+        " 'cryptography') if m in sys.modules))\n"
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "TOGETHER_", "AZURE_",
                                                                       "DATABASE_"))}

@@ -8,11 +8,13 @@ import functools
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import date, datetime, timezone
 from typing import Any, TypeVar
 
+from bot import metrics
 from bot.providers.types import ChatAnswer, Job, JobEvent, ProviderError, provider_label
 from bot.retry_after import retry_after_seconds
 from bot.scrub import Scrubber
@@ -67,11 +69,14 @@ def _scrubbed(value: Any, redact: Callable[[str], str]) -> Any:
 def _guarded(method: Callable, *, creating: bool) -> Callable:
     @functools.wraps(method)
     def call(self, *args, **kwargs):
+        name, started, outcome = getattr(self, "name", ""), time.monotonic(), "ok"
         try:
             return _scrubbed(method(self, *args, **kwargs), getattr(self, "_redact", None) or SHAPES)
-        except ProviderError:
+        except ProviderError as error:
+            outcome = "failed" if error.retryable else "refused"
             raise
         except Exception as exc:  # noqa: BLE001 - the one boundary between an SDK and the bot
+            outcome = "unreadable"
             label = provider_label(getattr(self, "name", ""))
             log.warning("%s sent an answer that could not be read (%s)", label, type(exc).__name__)
             if creating:
@@ -80,6 +85,9 @@ def _guarded(method: Callable, *, creating: bool) -> Callable:
                                     retryable=False, ambiguous=True, provider=getattr(self, "name", None)) from None
             raise ProviderError(f"{label} sent an answer I could not read ({type(exc).__name__}).",
                                 retryable=True, provider=getattr(self, "name", None)) from None
+        finally:
+            metrics.inc("provider_requests", provider=name, outcome=outcome)
+            metrics.observe("provider_request_seconds", time.monotonic() - started, provider=name)
 
     call._answers_in_provider_errors = True  # type: ignore[attr-defined]
     return call
@@ -97,7 +105,7 @@ def stopped_taking_jobs(status: int, message: str, code: str, new_jobs_end: date
 
 
 def start_once(create: Callable[[], Job], find: Callable[[float], Job | None], *, attempts: int, timeout: float,
-               sleep: Callable[[float], None], clock: Callable[[], float]) -> Job:
+               sleep: Callable[[float], None], clock: Callable[[], float], provider: str = "") -> Job:
     """Call `create` until it answers, at most `attempts` times; before each retry, `find(since)` looks for the job a
     lost attempt may have created, so a retry never starts a second one.
 
@@ -126,13 +134,14 @@ def start_once(create: Callable[[], Job], find: Callable[[float], Job | None], *
             return found
         if attempt >= attempts:
             raise failure
+        metrics.inc("provider_requests", provider=provider, outcome="retried")
         # Never longer than one request may take: a start's whole life stays within 8 timeouts (see bot.app).
         sleep(min(failure.retry_after or 0.5 * attempt, timeout))
 
 
 def read_with_retries(call: Callable[[], Any], *, sdk_error: type[Exception],
                       translate: Callable[[Exception], ProviderError], attempts: int,
-                      sleep: Callable[[float], None]) -> Any:
+                      sleep: Callable[[float], None], provider: str = "") -> Any:
     """A read, tried again (briefly, or as long as the provider's Retry-After says, up to 2 s) when it may pass."""
     for attempt in range(1, attempts + 1):
         try:
@@ -141,6 +150,7 @@ def read_with_retries(call: Callable[[], Any], *, sdk_error: type[Exception],
             error = translate(exc)
             if not error.retryable or attempt == attempts:
                 raise error from None
+            metrics.inc("provider_requests", provider=provider, outcome="retried")
             sleep(min(error.retry_after or 0.25 * attempt, 2.0))
     raise AssertionError("unreachable")
 

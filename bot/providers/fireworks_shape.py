@@ -341,7 +341,7 @@ class FireworksProvider:
 
     def _read(self, call: Callable[[], Any]) -> Any:
         return read_with_retries(call, sdk_error=_sdk().FireworksError, translate=self._translate,
-                                 attempts=self._read_attempts, sleep=self._sleep)
+                                 provider=self.name, attempts=self._read_attempts, sleep=self._sleep)
 
     # -- actions -------------------------------------------------------------------------------------
 

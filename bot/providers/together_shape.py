@@ -332,7 +332,7 @@ class TogetherProvider:
 
     def _read(self, call: Callable[[], Any]) -> Any:
         return read_with_retries(call, sdk_error=_sdk().TogetherError, translate=self._translate,
-                                 attempts=self._read_attempts, sleep=self._sleep)
+                                 provider=self.name, attempts=self._read_attempts, sleep=self._sleep)
 
     # -- actions -------------------------------------------------------------------------------------
 
@@ -375,7 +375,7 @@ class TogetherProvider:
                                      since=since)
 
         return start_once(create, find, attempts=self._create_attempts, timeout=self._timeout, sleep=self._sleep,
-                          clock=self._clock)
+                          clock=self._clock, provider=self.name)
 
     def find_started(self, request_id: str, *, training_file: str, model: str, suffix: str | None,
                      since: float) -> Job | None:
