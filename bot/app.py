@@ -149,6 +149,7 @@ class Bot:
     scheduler: BackgroundScheduler
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     exporter: metrics.Exporter | None = None  # METRICS_PORT's listener, once started
+    _listener: threading.Thread | None = field(default=None, repr=False)  # woken by other replicas (PostgreSQL)
     _stopped: bool = field(default=False, repr=False)
     _writable: tuple[float, str | None] = field(default=(float("-inf"), None), repr=False)
 
@@ -178,6 +179,9 @@ class Bot:
             self.exporter = metrics.serve(self.metrics_snapshot, host=self.settings.metrics_host,
                                           port=self.settings.metrics_port)
             log.info("metrics on %s:%d/metrics", self.settings.metrics_host, self.exporter.port)
+        # Woken by the other replicas (PostgreSQL) when they queue posts for a channel whose turn this one holds.
+        self._listener = threading.Thread(target=self.services.sender.listen, name="finetune-listen", daemon=True)
+        self._listener.start()
         self.scheduler.start()
 
     def metrics_snapshot(self) -> dict:
@@ -229,6 +233,8 @@ class Bot:
         self.services.store.close(for_good=True)  # a worker still running past the budget opens nothing more
         if self.exporter is not None:
             metrics.stop(self.exporter)
+        if self._listener is not None:
+            self._listener.join(max(0.0, deadline - time.monotonic()))  # (it looks every second)
 
 
 def _quiet_token_precedence(record: logging.LogRecord) -> bool:

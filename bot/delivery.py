@@ -142,13 +142,20 @@ class AnnouncementSender:
             self._lock.release()
         return report
 
-    def kick(self) -> None:
-        """Deliver now (an outcome was just queued), on one long-lived thread: no thread or connection per kick."""
+    def kick(self, *, others: bool = True) -> None:
+        """Deliver now (an outcome was just queued), on one long-lived thread: no thread or connection per kick; and
+        wake the other replicas (PostgreSQL), so the one that holds the channel's turn posts it now too (not when
+        another replica woke this one: `others=False`)."""
         with self._kick_lock:
             if self._kicker is None:
                 self._kicker = threading.Thread(target=self._deliver_when_kicked, name="deliver-now", daemon=True)
                 self._kicker.start()
         self._wake.set()
+        if others:
+            try:
+                self.store.outbox.wake_others()
+            except DB_ERRORS as error:
+                log.info("could not wake the other replicas (%s); they deliver at their next run", error)
 
     def _deliver_when_kicked(self) -> None:
         while True:
@@ -163,6 +170,11 @@ class AnnouncementSender:
                             "run retries", error)
             except Exception:  # noqa: BLE001 - this thread's last stop; the scheduled delivery retries what is left
                 log.exception("delivering just-queued announcements failed; the next scheduled run retries")
+
+    def listen(self) -> None:
+        """Until stopped: wake whenever another replica queues posts (PostgreSQL's LISTEN; returns at once on
+        SQLite). Run on a thread of its own."""
+        self.store.outbox.listen(lambda: self.kick(others=False), self._stopping)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -14,14 +14,14 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlite_utils import Database
 
-from storage.migrations import migrations
+from storage.migrations import apply_postgres, migrations
 
 # How long another process may hold the write lock before we give up (SQLite's busy handler waits meanwhile).
 BUSY_TIMEOUT_MS = 30_000
@@ -196,6 +196,12 @@ class SQLiteEngine:
                 self._discard()
             raise
 
+    def notify(self, topic: str) -> None:
+        """(PostgreSQL wakes the other replicas; processes on one SQLite file look on their timers.)"""
+
+    def listen(self, topic: str, on_notify: Callable[[], None], stopping: threading.Event) -> None:
+        """(Nothing to listen to on SQLite: returns at once.)"""
+
     def close(self, *, for_good: bool = False) -> None:
         self._closed = for_good
         with self._open_lock:
@@ -359,7 +365,7 @@ class PostgresEngine:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
                 try:
-                    _migrate_postgres(conn)
+                    apply_postgres(conn)
                     # Fresh planner statistics at every start: a table filled since the last autovacuum (a restore, a
                     # burst of follows) would otherwise be planned as if nearly empty.
                     conn.exec_driver_sql("ANALYZE")
@@ -448,36 +454,21 @@ class PostgresEngine:
         """Connections checked out of the pool now (the pool keeps idle ones open for reuse: that is its job)."""
         return self.engine.pool.checkedout()
 
+    def notify(self, topic: str) -> None:
+        """Wake every replica listening on `topic` (PostgreSQL's NOTIFY: one statement, delivered at once)."""
+        with self._connection("SELECT pg_notify(?, '')", (topic,), autocommit=True):
+            pass
+
+    def listen(self, topic: str, on_notify: Callable[[], None], stopping: threading.Event) -> None:
+        """Call `on_notify` each time a replica notifies `topic`, until `stopping` is set (storage/notify.py)."""
+        from storage.notify import listen
+
+        conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        listen(conninfo, topic, on_notify, stopping, connect_timeout=CONNECT_TIMEOUT_S)
+
     def close(self, *, for_good: bool = False) -> None:
         self._closed = for_good
         self.engine.dispose()
-
-
-def _migrate_postgres(conn) -> None:  # noqa: ANN001 - a SQLAlchemy connection
-    """A new database: the declared tables, marked as having every step. An existing one: each step it lacks."""
-    from sqlalchemy import inspect
-
-    from storage.migrations import POSTGRES_STEPS, STEPS
-    from storage.schema import metadata
-
-    new = not inspect(conn).has_table("jobs")
-    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS _finetune_migrations (name TEXT PRIMARY KEY,"
-                         " applied_at DOUBLE PRECISION NOT NULL)")
-    if new:
-        metadata.create_all(conn)
-        missing = []
-    else:
-        applied = {row[0] for row in conn.exec_driver_sql("SELECT name FROM _finetune_migrations")}
-        missing = [name for name in STEPS if name not in applied]
-        unknown = [name for name in missing if name not in POSTGRES_STEPS]
-        if unknown:
-            raise DatabaseError(f"this database lacks schema step {unknown[0]}, which has no PostgreSQL form: "
-                                "it was created by a bot older than this one's first PostgreSQL release")
-    for name in missing:
-        POSTGRES_STEPS[name](conn)
-    for name in STEPS if new else missing:
-        conn.exec_driver_sql("INSERT INTO _finetune_migrations (name, applied_at) VALUES (%(name)s, %(at)s)"
-                             " ON CONFLICT DO NOTHING", {"name": name, "at": time.time()})
 
 
 def _is_driver_error(error: BaseException) -> bool:

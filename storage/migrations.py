@@ -32,6 +32,38 @@ def postgres_step(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any]
     return register
 
 
+class SchemaStepMissing(Exception):
+    """An existing PostgreSQL database lacks a step that has no PostgreSQL form (the engine says so in one line)."""
+
+
+def apply_postgres(conn) -> None:  # noqa: ANN001 - a SQLAlchemy connection
+    """A new database: the declared tables, marked as having every step. An existing one: each step it lacks."""
+    import time
+
+    from sqlalchemy import inspect
+
+    from storage.schema import metadata
+
+    new = not inspect(conn).has_table("jobs")
+    conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS _finetune_migrations (name TEXT PRIMARY KEY,"
+                         " applied_at DOUBLE PRECISION NOT NULL)")
+    if new:
+        metadata.create_all(conn)
+        missing = []
+    else:
+        applied = {row[0] for row in conn.exec_driver_sql("SELECT name FROM _finetune_migrations")}
+        missing = [name for name in STEPS if name not in applied]
+        unknown = [name for name in missing if name not in POSTGRES_STEPS]
+        if unknown:
+            raise SchemaStepMissing(f"this database lacks schema step {unknown[0]}, which has no PostgreSQL form: "
+                                "it was created by a bot older than this one's first PostgreSQL release")
+    for name in missing:
+        POSTGRES_STEPS[name](conn)
+    for name in STEPS if new else missing:
+        conn.exec_driver_sql("INSERT INTO _finetune_migrations (name, applied_at) VALUES (%(name)s, %(at)s)"
+                             " ON CONFLICT DO NOTHING", {"name": name, "at": time.time()})
+
+
 @step
 def m001_initial(db: Database) -> None:
     db["jobs"].create(

@@ -5,8 +5,11 @@ are how any of them owes a post."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+
+OUTBOX_TOPIC = "finetune_bot_outbox"  # what replicas on PostgreSQL are woken with when posts are queued
 
 SETTLED_EDIT_RETENTION_SECONDS = 7 * 86400  # an ended job's settled card edits and thread replies
 
@@ -194,6 +197,15 @@ class Outbox:
         return bool(self.engine.rows("SELECT 1 FROM announcements WHERE kind = 'announcement' AND (state = 'sending'"
                                      " OR (state = 'pending' AND next_attempt_at <= ?)) LIMIT 1",
                                      (self._clock() + within,)))
+
+    def wake_others(self) -> None:
+        """Tell every replica listening (PostgreSQL) that posts were queued: the one holding their channel posts them
+        now, not at its next timed run. On SQLite, nothing (its processes look on their timers)."""
+        self.engine.notify(OUTBOX_TOPIC)
+
+    def listen(self, on_wake: Callable[[], None], stopping: threading.Event) -> None:
+        """Call `on_wake` whenever another replica queued posts, until `stopping` (returns at once on SQLite)."""
+        self.engine.listen(OUTBOX_TOPIC, on_wake, stopping)
 
     def backlog(self) -> tuple[int, float | None]:
         """Posts owed and not yet delivered (pending, or being posted), and when the oldest of them was queued."""

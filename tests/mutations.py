@@ -166,14 +166,14 @@ MUTATIONS = [
     ("turns kept at stop", "bot/turns.py", "            self.store.leases.end_turns(self.worker, sorted(self.held))\n", "            pass\n", "tests/test_replicas.py -k gone_from_this_machine"),
     ("every process posts in every channel", "bot/delivery.py", '                    if not self._channel_turn(row["channel_id"]):', '                    if False:', "tests/test_delivery.py -k pace_between"),
     ("Slack's wait dies with its process", "bot/delivery.py", "            self.store.leases.take_turn(f\"channel:{channel}\", self.worker_id, hold=CHANNEL_TURN, at_least_until=at)\n", "", "tests/test_delivery.py -k turn_passes"),
-    ("a database outage logs a traceback a run", "bot/app.py", "            except DB_ERRORS as error:\n                if not is_transient(error):\n                    raise\n", "            except ZeroDivisionError as error:\n                if not is_transient(error):\n                    raise\n", "tests/test_replicas.py -k outage"),
+    ("a database outage logs a traceback a run", "bot/app.py", "            except DB_ERRORS as error:\n                metrics.inc(\"database_errors\", where=name)\n                if not is_transient(error):\n", "            except ZeroDivisionError as error:\n                metrics.inc(\"database_errors\", where=name)\n                if not is_transient(error):\n", "tests/test_replicas.py -k outage"),
     ("a database outage answered as a bug", "handlers/errors.py", "    message = format_database_unavailable(error_id) if away else format_apology(error_id)", "    message = format_apology(error_id)", "tests/test_replicas.py -k outage"),
     ("postgresql without a statement timeout", "storage/engines.py", '        options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"', '        options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"', "tests/test_storage.py -k stuck"),
     ("a dropped pooled connection fails its first use", "storage/engines.py", "                if broken and attempt == 1 and _is_driver_error(error):", "                if False:", "tests/test_storage.py -k dropped"),
     ('every poll rewrites every job', 'storage/follows.py', '                    if (row["observed_at"] or 0) <= now - OBSERVED_REFRESH_SECONDS:', '                    if True:', 'tests/test_storage.py -k once_a_minute'),
     ("claims wait on a row another replica holds", "storage/engines.py", '"skip_locked": " FOR UPDATE SKIP LOCKED",', '"skip_locked": " FOR UPDATE",', "tests/test_storage.py -k skips_a_row"),
     ("claims queue behind every writer", "storage/engines.py", '        first = "SELECT 1" if row_locks else', '        first = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})" if row_locks else', "tests/test_storage.py -k skips_a_row"),
-    ("postgresql never takes a later step", "storage/engines.py", "    for name in missing:\n        POSTGRES_STEPS[name](conn)\n", "", "tests/test_storage.py -k later_schema_step"),
+    ("postgresql never takes a later step", "storage/migrations.py", "    for name in missing:\n        POSTGRES_STEPS[name](conn)\n", "", "tests/test_storage.py -k later_schema_step"),
     # Spend and the watchdog (issue 18).
     ("hold decided twice", "storage/spend.py", '            if row["state"] != "held":\n                return "decided", found\n', "", "tests/test_spend.py -k decided_once"),
     ("hold never expires", "storage/spend.py", '            if (row["expires_at"] or 0) <= now:', '            if False:', "tests/test_spend.py -k expires"),
@@ -256,6 +256,8 @@ MUTATIONS = [
     ("deliveries not counted", "bot/delivery.py", '        metrics.inc("announcements_delivered", kind=row["kind"])\n', "", "tests/test_operations.py -k metrics_are_served"),
     ("provider retries not counted", "bot/providers/calls.py", '            metrics.inc("provider_requests", provider=provider, outcome="retried")\n            sleep(min(error.retry_after', "            sleep(min(error.retry_after", "tests/test_operations.py -k metrics_are_served"),
     ("json tracebacks unscrubbed", "bot/logs.py", "            if not record.exc_text:\n                return super().format(record)", "            if True:\n                return super().format(record)", "tests/test_operations.py -k json_logs"),
+    ("replicas never woken", "bot/delivery.py", "            self.store.outbox.wake_others()\n", "            pass\n", "tests/test_delivery.py -k wakes_the_one"),
+    ("listener ignores notifications", "storage/notify.py", "                    for _ in conn.notifies(timeout=LISTEN_POLL_S):\n                        on_notify()", "                    for _ in conn.notifies(timeout=LISTEN_POLL_S):\n                        pass", "tests/test_delivery.py -k wakes_the_one"),
 ]
 
 

@@ -6,6 +6,7 @@ The clock is injected and the sender's waits advance it, so minutes of Slack rat
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 from slack_sdk import WebClient
@@ -13,7 +14,7 @@ from slack_sdk import WebClient
 from bot.delivery import AnnouncementSender
 from bot.slack import SlackGateway
 from storage import Store
-from tests.conftest import BOT_TOKEN, claim_due, delivered
+from tests.conftest import BOT_TOKEN, claim_due, delivered, wait_until
 
 
 class Clock:
@@ -329,3 +330,28 @@ def test_a_channels_turn_passes_on_when_its_process_dies_and_slacks_wait_outlive
     clock.now += 2
     assert second.deliver_due().sent == 2
     assert sorted(_keys(slack, waited)) == [f"openai:ftjob-1:{waited}:succeeded", f"openai:ftjob-2:{waited}:succeeded"]
+
+
+def test_on_postgresql_an_outcome_queued_by_one_replica_wakes_the_one_that_posts_in_its_channel(make_bot, slack,
+                                                                                                provider,
+                                                                                                postgres_url):
+    """LISTEN/NOTIFY: replica B holds the channel's turn; A records the outcome (its poll turn). B posts it at once,
+    woken by A's notification: neither replica's scheduler runs here, so nothing else would deliver it."""
+    a, b = make_bot(database_url=postgres_url), make_bot(database_url=postgres_url)
+    listener = threading.Thread(target=b.services.sender.listen, daemon=True)
+    listener.start()
+    first, second = provider.add_job(status="running"), provider.add_job(status="running")
+    for job in (first, second):
+        b.services.store.follows.follow("C0WAKE", {**job, "provider": "openai"}, final=False, team_id="T",
+                                        user_id="U", origin="subscribe")
+    provider.set_status(first["id"], "succeeded")
+    b.services.poller.run_once()
+    delivered(b.services.sender)  # B posts there: the channel's turn is B's now
+    assert len(slack.outcomes_in("C0WAKE")) == 1
+    provider.set_status(second["id"], "succeeded")
+    a.services.poller.run_once()  # A queues the outcome and kicks its own sender, which may not post in C0WAKE
+    delivered(a.services.sender)
+    assert wait_until(lambda: len(slack.outcomes_in("C0WAKE")) == 2, timeout=5)
+    b.services.sender.stop()
+    listener.join(5)
+    assert not listener.is_alive()  # it ends with the bot
