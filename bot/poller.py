@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
@@ -134,13 +134,29 @@ class Poller:
         seen: dict[str, Job] = {}
         counter = [0]
         error = None
+        recorded: set[str] = set()
+        queued = 0
+
+        def record(jobs: Iterable[Job], *, last: bool = False) -> None:
+            """Record what a page said as soon as it arrives (outcomes queued, the sender woken), not after the whole
+            listing: at 10,000 followed jobs an outcome on the first page does not wait for the hundredth. A failure
+            a listing gives without its reason waits for the job's own read (`last`: whatever is left)."""
+            nonlocal queued
+            fresh = [job for job in jobs if job.id not in recorded
+                     and (last or not (job.state == "failed" and not job.error_message))]
+            if not fresh:
+                return
+            recorded.update(job.id for job in fresh)
+            new = self.store.follows.record_jobs((job.fields(), job.outcome) for job in fresh)
+            if new:
+                queued += new
+                self.on_queued()  # the sender goes now, not once every provider and every metric read is done
+
         try:
-            self._collect(provider, rows, seen, counter)
+            self._collect(provider, rows, seen, counter, record)
         except ProviderError as caught:
             error = caught
-        queued = self.store.follows.record_jobs((job.fields(), job.outcome) for job in seen.values()) if seen else 0
-        if queued:
-            self.on_queued()  # the sender goes now, not once every provider and every metric read is done
+        record(seen.values(), last=True)  # what is left: jobs read one by one, or seen before an error (still news)
         if error is None:
             self._training[provider.name] = {job_id: job for job_id, job in seen.items() if not job.final}
         # After the statuses are recorded, so a card's thread tells of a change before the steps that follow it.
@@ -227,12 +243,13 @@ class Poller:
             self.on_queued()
 
     def _collect(self, provider: FineTuningProvider, active: list[dict], seen: dict[str, Job],
-                 counter: list[int]) -> None:
+                 counter: list[int], record: Callable[[Iterable[Job]], None]) -> None:
         wanted = {row["id"]: row for row in active}
         if len(wanted) > 1 and provider.page_size is None:
             jobs, _ = provider.list_jobs(None)  # every job in one request
             counter[0] += 1
             seen.update((job.id, job) for job in jobs if job.id in wanted)
+            record(job for job in jobs if job.id in wanted)
         elif len(wanted) > 1:
             # Pages of the organization's recent jobs, newest first, until every followed job is covered,
             # the pages are older than the oldest followed job, or the budget is spent.
@@ -243,6 +260,7 @@ class Poller:
                 jobs, has_more = provider.list_jobs(page_size, after=after)
                 counter[0] += 1
                 seen.update((job.id, job) for job in jobs if job.id in wanted)
+                record(job for job in jobs if job.id in wanted)
                 if len(seen) == len(wanted) or not has_more or not jobs:
                     break
                 if (jobs[-1].created_at or 0) < oldest:

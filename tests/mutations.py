@@ -258,6 +258,8 @@ MUTATIONS = [
     ("json tracebacks unscrubbed", "bot/logs.py", "            if not record.exc_text:\n                return super().format(record)", "            if True:\n                return super().format(record)", "tests/test_operations.py -k json_logs"),
     ("replicas never woken", "bot/delivery.py", "            self.store.outbox.wake_others()\n", "            pass\n", "tests/test_delivery.py -k wakes_the_one"),
     ("listener ignores notifications", "storage/notify.py", "                    for _ in conn.notifies(timeout=LISTEN_POLL_S):\n                        on_notify()", "                    for _ in conn.notifies(timeout=LISTEN_POLL_S):\n                        pass", "tests/test_delivery.py -k wakes_the_one"),
+    ("pages recorded only after the listing", "bot/poller.py", "                seen.update((job.id, job) for job in jobs if job.id in wanted)\n                record(job for job in jobs if job.id in wanted)\n", "                seen.update((job.id, job) for job in jobs if job.id in wanted)\n", "tests/test_poller.py -k first_page"),
+    ("an unexplained failure recorded from the list", "bot/poller.py", "                     and (last or not (job.state == \"failed\" and not job.error_message))]", "]", "tests/test_poller.py -k cheapest"),
 ]
 
 

@@ -138,3 +138,26 @@ def test_together_is_asked_with_its_cheapest_call(make_bot, both, provider, toge
     # The list says "error" but not why: that job alone is read whole, with its events.
     assert failed.finished == [jobs[2]["id"]] and failed.requests == 2
     assert bot.services.store.follows.job(jobs[2]["id"], "together")["error_message"] == "Loss became NaN at step 40"
+
+
+def test_an_outcome_on_the_first_page_is_posted_while_later_pages_are_still_coming(bot, provider, slack):
+    """Each page is recorded as it arrives: a slow hundredth page never holds back an outcome on the first."""
+    import threading
+
+    from bench.processes import wait_until
+
+    jobs = [provider.add_job(status="running") for _ in range(250)]  # three pages of 100, newest first
+    for job in jobs:
+        _follow(bot, job)
+    newest = jobs[-1]
+    provider.set_status(newest["id"], "succeeded")  # on the first page
+    slow = provider.fail("delay", match="/v1/fine_tuning/jobs", exact=True, method="GET", delay=30, skip=1)
+    cycle = threading.Thread(target=bot.services.poller.run_once)
+    cycle.start()
+    try:
+        assert wait_until(lambda: slack.outcomes_in("C1"), timeout=10)  # posted by the sender the page woke
+        assert cycle.is_alive()  # while the second page is still on its way
+    finally:
+        slow.release()
+        cycle.join(10)
+    assert [p for p in slack.outcomes_in("C1") if newest["id"] in p["text"]]

@@ -49,6 +49,7 @@ class Fault:
     body: dict | None = None
     method: str | None = None  # only requests with this method
     exact: bool = False  # `match` is the whole path, not a part of it
+    skip: int = 0  # let this many matching requests through first (the second page of a listing, say)
     released: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def release(self) -> None:
@@ -131,6 +132,9 @@ class StandInServer:
                 if fault.method not in (None, method):
                     continue
                 if (path == fault.match) if fault.exact else (fault.match in path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
                     if fault.times <= 0:
                         self.faults.remove(fault)
