@@ -35,6 +35,7 @@ from bot.messages.cards import (
 from bot.move_messages import format_retiring_notice, move_links
 from bot.providers.types import Job
 from bot.slack import CARD_GONE_ERRORS, CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
+from bot.turns import died_here
 from storage import DB_ERRORS, Store
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,16 @@ class AnnouncementSender:
         if self._channel_turns.get(channel, 0) - now > CHANNEL_TURN_RENEW:
             return True
         held_until = self._held_until.get(channel, 0)
-        if self.store.leases.take_turn(f"channel:{channel}", self.worker_id, hold=CHANNEL_TURN,
-                                       at_least_until=held_until):
+        name = f"channel:{channel}"
+        if self.store.leases.take_turn(name, self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until):
+            self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)
+            return True
+        # Its holder died on this machine (this process restarted after a crash): taken over now, not when its turn
+        # ends. A wait Slack asked of the dead holder is kept by the channel's rows, deferred until then.
+        holder = self.store.leases.turn_holder(name)
+        if holder is not None and died_here(holder) and self.store.leases.take_turn(
+                name, self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until, from_holder=holder):
+            log.info("took over %s from %s, which is no longer running", name, holder)
             self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)
             return True
         self._channel_turns.pop(channel, None)
@@ -340,7 +349,15 @@ class AnnouncementSender:
                            self.store.moves.moved_to(job.provider, job.id))
         return self.decorate(format_card(job, self._subscription(row), links=links))
 
-    def _send_card(self, row: dict, job: Job, revision: int) -> tuple[str, str]:
+    def _send_card(self, row: dict, job: Job, revision: int) -> tuple[str, str] | None:
+        if job.final:
+            # The job ended before its card went up (a takeover, an outage): the outcome's announcement, owed here
+            # or made already, is the one message the channel sees for it, not a card and then the announcement.
+            owed = self.store.outbox.announcement(f"{row['provider']}:{row['job_id']}:{row['channel_id']}:"
+                                                  f"{job.outcome}")
+            if owed is not None and owed["state"] in {"pending", "sending", "sent"}:
+                self.store.outbox.mark_skipped(row["key"], self.worker_id, "the job had ended: its outcome says it")
+                return None
         ts = self._post(row["channel_id"], self._card(row, job), row["key"])
         self.store.cards.set_card(row["channel_id"], row["job_id"], row["provider"], ts=ts, revision=revision)
         return ts, ts

@@ -45,7 +45,7 @@ class Turns:
                 # A holder on this machine whose process is gone (killed, crashed; restarted as this one) hands over
                 # at once: a bot restarted after a crash catches up now, not when its predecessor's turn ends.
                 holder = self.store.leases.turn_holder(name)
-                mine = holder is not None and _died_here(holder) and self.store.leases.take_turn(
+                mine = holder is not None and died_here(holder) and self.store.leases.take_turn(
                     name, self.worker, hold=hold, from_holder=holder)
         except DB_ERRORS as error:
             with self._away_lock:
@@ -78,7 +78,7 @@ def worker_id(tag: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{tag}"
 
 
-def _died_here(holder: str) -> bool:
+def died_here(holder: str) -> bool:
     """Whether `holder` names a process on this machine that is no longer running."""
     host, _, rest = holder.partition(":")
     pid = rest.partition(":")[0]

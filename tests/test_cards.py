@@ -278,19 +278,24 @@ def test_two_processes_post_one_card_and_one_outcome(tmp_path, settings, provide
         job = provider.add_job(status="running")
         one.follow(job)
         two.follow(job)
+
+        def both_cycle() -> None:
+            for _ in range(3):
+                threads = [threading.Thread(target=d.cycle) for d in (one, two)]
+                [t.start() for t in threads]
+                [t.join() for t in threads]
+                clock.now += 60
+
+        both_cycle()  # the card
         provider.set_status(job["id"], "succeeded")
-        for _ in range(3):
-            threads = [threading.Thread(target=d.cycle) for d in (one, two)]
-            [t.start() for t in threads]
-            [t.join() for t in threads]
-            clock.now += 60
+        both_cycle()  # the outcome, in its thread
         assert len(slack.cards_in("C1")) == 1 and len(slack.outcomes_in("C1")) == 1
     finally:
         one.close()
         two.close()
 
 
-def test_the_outcome_waits_for_its_card(desk, provider, slack, clock):
+def test_a_card_still_owed_when_its_job_ends_gives_way_to_the_outcome(desk, provider, slack, clock):
     slack.fail("status", match="chat.postMessage", status=503, times=1)  # the card's first post fails
     job = provider.add_job(status="queued")
     desk.follow(job)
@@ -299,14 +304,13 @@ def test_the_outcome_waits_for_its_card(desk, provider, slack, clock):
     provider.set_status(job["id"], "running")
     desk.poller.run_once()
     provider.set_status(job["id"], "succeeded")
-    desk.cycle()  # the edits and the outcome are due before the card's retry: they wait for it
+    desk.cycle()  # the edits and the outcome are due before the card's retry
     clock.now += 10
     delivered(desk.sender)
-    card = desk.card()
     [outcome] = slack.outcomes_in("C1")
-    assert slack.messages_in("C1") == [card, outcome]  # the card first, then the outcome in its thread
-    assert outcome["thread_ts"] == card["ts"] and "succeeded" in card["text"]
-    assert slack.updates == []  # the card was drawn as the job is now: the edits it already shows are skipped
+    # One message for the outcome, in the channel: not a card of an ended job and then its announcement.
+    assert slack.messages_in("C1") == [outcome] and outcome["thread_ts"] is None
+    assert slack.updates == [] and slack.cards_in("C1") == []
 
 
 def test_progress_replies_are_at_most_once(desk, provider, slack, clock):
@@ -413,14 +417,15 @@ def test_an_outcome_goes_before_the_cards_of_other_jobs_still_going_up(desk, pro
     provider.set_status(late["id"], "failed", error={"code": "x", "message": "boom", "param": None})
     desk.cycle()
     posts = [p for p in slack.posted if p["channel"] == "C1"]
-    first_after = [("outcome" if p["thread_ts"] else "card") + (f":{j}" if (j := next(
-        (x["id"][-6:] for x in (done, late) if x["id"] in p["text"]), None)) else "") for p in posts[1:]]
-    # Both outcomes go before the sweep's cards (an outcome never waits for other jobs' cards), the failed job's
-    # after its own card, which its thread needs.
-    assert sorted(first_after[:3]) == sorted([f"outcome:{done['id'][-6:]}", f"card:{late['id'][-6:]}",
-                                              f"outcome:{late['id'][-6:]}"])
-    assert first_after.index(f"card:{late['id'][-6:]}") < first_after.index(f"outcome:{late['id'][-6:]}")
-    assert len(posts) == 1 + 7 + 2
+    # Both outcomes go before the sweep's cards (an outcome never waits for other jobs' cards); the failed job's
+    # card, still owed when it ended, gives way to its outcome (one message for it, in the channel).
+    said = [("outcome" if (p["metadata"] or {}).get("event_payload", {}).get("key", "").endswith(("succeeded",
+             "failed")) else "card") + (f":{j}" if (j := next((x["id"][-6:] for x in (done, late)
+                                                               if x["id"] in p["text"]), None)) else "")
+            for p in posts[1:]]
+    assert sorted(said[:2]) == sorted([f"outcome:{done['id'][-6:]}", f"outcome:{late['id'][-6:]}"])
+    assert f"card:{late['id'][-6:]}" not in said
+    assert len(posts) == 1 + 6 + 2
 
 
 def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
@@ -854,3 +859,19 @@ def test_a_reply_about_an_earlier_state_never_comes_after_a_later_ones(desk, pro
     replies = [r["text"] for r in slack.thread("C1", desk.card()["ts"])]
     said = [text.split(": ", 1)[1] for text in replies if text.startswith("Status of")]
     assert said == ["validating_files → queued", "queued → running"], replies
+
+
+def test_a_card_that_would_go_up_after_its_job_ended_gives_way_to_the_announcement(bot, provider, slack):
+    """A takeover or an outage: the job ended before its card was posted. The channel sees one message for the
+    outcome (the announcement, in the channel), not a card and then its own announcement."""
+    job = provider.add_job(status="running")
+    bot.services.store.follows.follow("C0LATE", {**job, "provider": "openai"}, final=False, team_id="T", user_id="U",
+                                      origin="start", card=True)
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    shown = slack.shown_in("C0LATE")
+    assert len(shown) == 1 and slack.cards_in("C0LATE") == []
+    assert [p["ts"] for p in slack.outcomes_in("C0LATE")] == [shown[0]["ts"]]
+    [card_row] = [a for a in bot.services.store.outbox.announcements() if a["kind"] == "card"]
+    assert card_row["state"] == "skipped"

@@ -355,3 +355,25 @@ def test_on_postgresql_an_outcome_queued_by_one_replica_wakes_the_one_that_posts
     b.services.sender.stop()
     listener.join(5)
     assert not listener.is_alive()  # it ends with the bot
+
+
+def test_a_channel_turn_held_by_a_process_that_died_here_is_taken_over_at_once(bot, provider, slack):
+    """A replica restarted after a crash posts in the channels its predecessor held now, not when their turns end
+    (a turn Slack's Retry-After lengthened is kept by the deferred rows themselves: none is due before it)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = f"{socket.gethostname()}:{int(gone.stdout)}:crashed"
+    assert int(gone.stdout) != os.getpid()
+    bot.services.store.leases.take_turn("channel:C0TAKEN", dead, hold=600)  # held for ten more minutes
+    job = provider.add_job(status="running")
+    bot.services.store.follows.follow("C0TAKEN", {**job, "provider": "openai"}, final=False, team_id="T",
+                                      user_id="U", origin="subscribe")
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    assert slack.outcomes_in("C0TAKEN")
+    assert bot.services.store.leases.turn_holder("channel:C0TAKEN") == bot.services.sender.worker_id

@@ -335,6 +335,8 @@ def test_one_job_at_each_of_three_providers_in_one_channel_is_announced_once_eac
     body = _creates(fireworks)[0].json()
     assert (body["epochs"], body["loraRank"], body["displayName"]) == (2, 16, "fw-way")
 
+    # (each job's card up while it runs: a card still owed when its job ends gives way to the outcome)
+    assert wait_until(lambda: len(slack.cards_in("C0GENERAL")) == 3, timeout=10)
     provider.set_status(openai_id, "succeeded", fine_tuned_model="ft:gpt-4.1-mini-2025-04-14:acme:old-way:AbC")
     together.set_status(together_id, "completed")
     fireworks.set_status(fireworks_id, "succeeded")

@@ -45,6 +45,8 @@ def test_one_openai_job_and_one_together_job_in_one_channel_are_each_announced_o
     body = [r for r in together.received if r.method == "POST" and r.path == "/v1/fine-tunes"][0].json()
     assert (body["n_epochs"], body["learning_rate"], body["training_type"]["type"]) == (2, 0.0002, "Lora")
 
+    # (each job's card up while it runs: a card still owed when its job ends gives way to the outcome)
+    assert wait_until(lambda: len(slack.cards_in("C0GENERAL")) == 2, timeout=10)
     provider.set_status(openai_id, "succeeded", fine_tuned_model="ft:gpt-4.1-mini-2025-04-14:acme:old-way:AbC")
     together.set_status(together_id, "completed")
     report = bot.services.poller.run_once()
