@@ -207,6 +207,8 @@ class AnnouncementSender:
                 name, self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until, from_holder=holder):
             log.info("took over %s from %s, which is no longer running", name, holder)
             self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)
+            # It may have spent the channel's burst just before it died: start with none in hand (a post a second).
+            self._in_hand[channel] = (0.0, now)
             return True
         self._channel_turns.pop(channel, None)
         return False

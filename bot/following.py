@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from bot.installs import WORKSPACE
 from bot.messages.answers import invite_warning
 from bot.messages.jobs import FOLLOWS_PAGE, RECENT_FINISHED, FollowsPage
 from bot.move_messages import move_links
@@ -40,6 +41,20 @@ class Following:
         """What a command learnt of a followed job counts like a poll: an outcome seen here is announced."""
         if self.store.follows.record_jobs([(job.fields(), job.outcome)]):
             self.on_queued()
+
+    def claim(self, provider: str, job_id: str) -> bool:
+        """Whether a job is the current workspace's, claimed for it if no workspace has yet (OAuth mode: a job
+        belongs to the workspace that started it, or first named it). Always True for a bot of one workspace."""
+        workspace = WORKSPACE.get()
+        return not workspace or self.store.workspaces.claim_job(provider, job_id, workspace) == workspace
+
+    def visible(self, jobs: list[Job]) -> list[Job]:
+        """Of jobs a provider listed, those the current workspace may see (all of them for a bot of one)."""
+        workspace = WORKSPACE.get()
+        if not workspace:
+            return jobs
+        mine = self.store.workspaces.owned(workspace, [(job.provider, job.id) for job in jobs])
+        return [job for job in jobs if (job.provider, job.id) in mine]
 
     def visibility_warnings(self, caller: Caller) -> list[str]:
         if self.slack.can_post(caller.channel_id) is False:

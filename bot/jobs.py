@@ -206,6 +206,7 @@ class JobService:
             raise
         job = replace(job, estimate=estimate.amount, approved_by=approved_by)
         try:
+            self.following.claim(target.name, job.id)  # (the starting workspace's, before anyone can name it)
             # The estimate and approver go with the job before its card is queued, so the card shows them.
             card = self.following.follow(caller, job, origin="start", card=True,
                                 recorded={"estimate": estimate.amount, "approved_by": approved_by},
@@ -300,6 +301,7 @@ class JobService:
         failures = [(p, error) for p, (_, error) in zip(targets, answers, strict=True) if error is not None]
         if failures and len(failures) == len(targets):
             raise failures[0][1]
+        jobs = self.following.visible(jobs)
         jobs.sort(key=lambda j: (j.created_at or 0, j.id), reverse=True)
         unreachable = [f"{provider_label(p.name)} could not be asked: {error.message}" for p, error in failures]
         return format_job_list(jobs[:n], where=provider, unreachable=unreachable)
@@ -387,7 +389,17 @@ class JobService:
 
     def locate(self, job_id: str, provider: str | None) -> tuple[FineTuningProvider, Job | None]:
         """Where a job lives: the named provider, the one the bot last saw it at, or, for an id it has never seen,
-        the one of the providers whose ids look like it that knows it (then with the job, already read)."""
+        the one of the providers whose ids look like it that knows it (then with the job, already read).
+
+        Installed in many workspaces (OAuth mode), a job is its workspace's: the one that started it, or first named
+        it. Another workspace is told no provider knows it, as for an id that does not exist."""
+        target, job = self._locate(job_id, provider)
+        if not self.following.claim(target.name, job_id):
+            raise ProviderError(f"No provider configured here knows a job called {job_id}.", status=404,
+                                code="job_not_found", own=True)
+        return target, job
+
+    def _locate(self, job_id: str, provider: str | None) -> tuple[FineTuningProvider, Job | None]:
         if provider:
             return self.providers.get(provider), None
         known = [name for name in self.store.follows.providers_of(job_id) if name in self.providers]

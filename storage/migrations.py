@@ -449,3 +449,19 @@ def _m014_postgres(conn: Any) -> None:
     from storage.schema import metadata
 
     metadata.tables["home_refreshes"].create(conn, checkfirst=True)
+
+
+@step
+def m015_job_owners(db: Database) -> None:
+    # OAuth mode: the workspace each job belongs to (the one that started it, or first named it), so another
+    # workspace on the same provider account never sees, follows or cancels it.
+    db["job_owners"].create({"provider": str, "job_id": str, "workspace": str, "claimed_at": float},
+                            pk=("provider", "job_id"), not_null={"provider", "job_id", "workspace"})
+    db["job_owners"].create_index(["workspace"])
+
+
+@postgres_step("m015_job_owners")
+def _m015_postgres(conn: Any) -> None:
+    from storage.schema import metadata
+
+    metadata.tables["job_owners"].create(conn, checkfirst=True)

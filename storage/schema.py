@@ -337,3 +337,13 @@ home_refreshes = Table(
     _real("due_at", nullable=False),
     Index("idx_home_refreshes_due_at", "due_at"),
 )
+
+# OAuth mode: the workspace each job belongs to (the one that started it, or first named it).
+job_owners = Table(
+    "job_owners", metadata,
+    _text("provider", primary_key=True),
+    _text("job_id", primary_key=True),
+    _text("workspace", nullable=False),
+    _real("claimed_at"),
+    Index("idx_job_owners_workspace", "workspace"),
+)

@@ -124,6 +124,31 @@ class Workspaces:
                 count += 1 + bool(refresh)
         return count
 
+    # -- jobs ---------------------------------------------------------------------------------------------
+
+    def claim_job(self, provider: str, job_id: str, workspace: str) -> str:
+        """The workspace `job_id` belongs to: `workspace`, when it is the first to start or name it."""
+        with self.engine.transaction() as db:
+            db.conn.execute("INSERT INTO job_owners (provider, job_id, workspace, claimed_at) VALUES (?, ?, ?, ?)"
+                            " ON CONFLICT DO NOTHING", (provider, job_id, workspace, self._clock()))
+            return db.conn.execute("SELECT workspace FROM job_owners WHERE provider = ? AND job_id = ?",
+                                   (provider, job_id)).fetchone()[0]
+
+    def owned(self, workspace: str, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Of (provider, job id) pairs, those that belong to `workspace`."""
+        if not pairs:
+            return set()
+        found = set()
+        for provider in {p for p, _ in pairs}:
+            ids = [j for p, j in pairs if p == provider]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                rows = self.engine.rows(
+                    f"SELECT job_id FROM job_owners WHERE workspace = ? AND provider = ? AND job_id IN"
+                    f" ({', '.join('?' * len(chunk))})", (workspace, provider, *chunk))
+                found |= {(provider, r["job_id"]) for r in rows}
+        return found
+
     # -- channels ---------------------------------------------------------------------------------------
 
     def note_channel(self, channel_id: str, workspace: str) -> None:

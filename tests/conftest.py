@@ -191,10 +191,12 @@ def ask(server: Server, slack: SlackStandIn, text: str, **kwargs) -> dict:
 
 def followed_until_it_ends(server: Server, bot, slack: SlackStandIn, provider, status: str = "succeeded",
                            **fields) -> dict:
-    """A running job #general subscribed to, then ended at the provider (`status`, with `fields` such as an error)
-    and seen by one poll; its outcome is then on its way to Slack."""
+    """A running job #general subscribed to (its card posted while it ran), then ended at the provider (`status`,
+    with `fields` such as an error) and seen by one poll; its outcome is then on its way to Slack, in the card's
+    thread."""
     job = provider.add_job(status="running")
     ask(server, slack, f"subscribe {job['id']}")
+    assert wait_until(lambda: slack.cards_in("C0GENERAL"), timeout=10)
     provider.set_status(job["id"], status, **fields)
     bot.services.poller.run_once()
     return job

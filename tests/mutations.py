@@ -262,6 +262,9 @@ MUTATIONS = [
     ("an unexplained failure recorded from the list", "bot/poller.py", "                     and (last or not (job.state == \"failed\" and not job.error_message))]", "]", "tests/test_poller.py -k cheapest"),
     ("a card of an ended job goes up anyway", "bot/delivery.py", '            if owed is not None and owed["state"] in {"pending", "sending", "sent"}:', "            if False:", "tests/test_cards.py -k gives_way"),
     ("a dead replica's channel turn waited out", "bot/delivery.py", "        if holder is not None and died_here(holder) and self.store.leases.take_turn(", "        if holder is not None and False and self.store.leases.take_turn(", "tests/test_delivery.py -k died_here"),
+    ("a workspace may name another's job", "bot/following.py", "        return not workspace or self.store.workspaces.claim_job(provider, job_id, workspace) == workspace", "        return True", "tests/test_installs.py -k never_sees"),
+    ("list shows every workspace's jobs", "bot/following.py", "        if not workspace:\n            return jobs\n        mine", "        if True:\n            return jobs\n        mine", "tests/test_installs.py -k never_sees"),
+    ("a taken-over channel starts with a full burst", "bot/delivery.py", "            self._in_hand[channel] = (0.0, now)\n", "", "tests/test_delivery.py -k no_posts_in_hand"),
 ]
 
 

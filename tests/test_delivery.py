@@ -377,3 +377,25 @@ def test_a_channel_turn_held_by_a_process_that_died_here_is_taken_over_at_once(b
     delivered(bot.services.sender)
     assert slack.outcomes_in("C0TAKEN")
     assert bot.services.store.leases.turn_holder("channel:C0TAKEN") == bot.services.sender.worker_id
+
+
+def test_a_channel_taken_over_from_a_dead_process_starts_with_no_posts_in_hand(bot, provider, slack):
+    """The dead holder may have spent the channel's burst just before it died: the first posts after the takeover
+    go at Slack's pace of one a second, so no four posts in the channel come within a second."""
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    bot.services.store.leases.take_turn("channel:C0BURST", f"{socket.gethostname()}:{int(gone.stdout)}:x",
+                                        hold=600)
+    jobs = [provider.add_job(status="running") for _ in range(3)]
+    for job in jobs:
+        bot.services.store.follows.follow("C0BURST", {**job, "provider": "openai"}, final=False, team_id="T",
+                                          user_id="U", origin="subscribe")
+        provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    assert wait_until(lambda: (bot.services.sender.deliver_due(), len(slack.outcomes_in("C0BURST")) == 3)[1],
+                      timeout=10)
+    times = [p["at"] for p in slack.outcomes_in("C0BURST")]
+    assert times[1] - times[0] >= 0.9 and times[2] - times[1] >= 0.9

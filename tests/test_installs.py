@@ -232,9 +232,9 @@ def test_a_rotating_token_is_refreshed_once_per_expiry_by_two_replicas_on_postgr
                 bot.services.slack.post("C0ROT", Message(text="tick"))
             except Exception as error:  # noqa: BLE001 - any failure is the test's finding
                 failures.append(repr(error))
-            time.sleep(0.02)
+            time.sleep(0.05)
 
-    threads = [threading.Thread(target=post, args=(bot,)) for bot in replicas for _ in range(3)]
+    threads = [threading.Thread(target=post, args=(bot,)) for bot in replicas for _ in range(2)]
     for thread in threads:
         thread.start()
     time.sleep(8)
@@ -269,3 +269,34 @@ def test_each_workspaces_home_is_published_with_its_own_token(oauth, slack, prov
                                       user_id="U0TWO", origin="start")
     wait_until(lambda: bot.services.home.refresh_due() or slack.home_log[2:], timeout=5)
     assert slack.home_log[-1]["user_id"] == "U0TWO" and slack.home_log[-1]["by"] == ("T0TWO", None)
+
+
+def test_one_workspace_never_sees_follows_or_cancels_anothers_job(oauth, slack, provider):
+    from bot.sandbox.files import SAMPLE_FILE_ID
+
+    bot, server = oauth
+    for team in ("T0ONE", "T0TWO"):
+        _install(server, slack, team)
+    ask_one = _command(server, f"start {SAMPLE_FILE_ID} suffix=ones", team="T0ONE", channel="C0ONE")
+    assert "install" not in json.dumps(ask_one).lower()
+    [job_id] = wait_until(lambda: list(provider.jobs), timeout=5)
+    wait_until(lambda: bot.services.store.follows.followers(job_id, "openai"), timeout=5)
+    responses = len(slack.responses)
+
+    def later(text: str, team: str, channel: str) -> str:
+        """A command answered after its ack (through the response URL), as the person sees it."""
+        nonlocal responses
+        body = slash_command_body(text, channel_id=channel, team_id=team, response_url=slack.response_url(text[:4]))
+        status, raw = server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+        assert status == 200, raw
+        wait_until(lambda: len(slack.responses) > responses, timeout=5)
+        responses = len(slack.responses)
+        return json.dumps(slack.responses[-1], ensure_ascii=False)
+
+    for text in (f"status {job_id}", f"cancel {job_id}", f"subscribe {job_id}", f"events {job_id}"):
+        said = later(text, "T0TWO", "C0TWO")
+        assert "knows a job called" in said, (text, said)
+    assert provider.jobs[job_id]["status"] != "cancelled"
+    assert [f["channel_id"] for f in bot.services.store.follows.followers(job_id, "openai")] == ["C0ONE"]
+    assert job_id not in later("list", "T0TWO", "C0TWO")
+    assert job_id in later("list", "T0ONE", "C0ONE") and job_id in later(f"status {job_id}", "T0ONE", "C0ONE")

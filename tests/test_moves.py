@@ -316,6 +316,7 @@ def test_links_both_ways_and_the_followers_come_along(movers, slack, provider, t
     job = _succeeded_openai_job(provider, _examples())
     provider.set_status(job["id"], "running")  # followed (with a card) while it ran, then succeeded
     ask(server, slack, f"subscribe {job['id']}", channel="C0OTHER")
+    assert wait_until(lambda: slack.cards_in("C0OTHER"))  # (its card up while it runs)
     provider.set_status(job["id"], "succeeded")
     bot.services.poller.run_once()
     delivered(bot.services.sender)

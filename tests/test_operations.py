@@ -64,8 +64,11 @@ def test_metrics_are_served_on_their_own_port_and_move_with_what_the_bot_does(me
         assert _value(_scrape(port), "finetune_bot_jobs_followed", provider="openai", state="going") == 1
         provider.set_status(job["id"], "succeeded")
         before = _scrape(port)
+        held = slack.fail("delay", match="chat.postMessage", delay=30)  # Slack slow to take the post
         bot.services.poller.run_once()
-        assert _value(_scrape(port), "finetune_bot_outbox_pending") >= 1  # owed, until delivered
+        assert wait_until(lambda: _value(_scrape(port), "finetune_bot_outbox_pending") >= 1, timeout=5)  # owed
+        assert _value(_scrape(port), "finetune_bot_outbox_oldest_age_seconds") >= 0
+        held.release()
         delivered(bot.services.sender)
         after = _scrape(port)
         assert (_value(after, "finetune_bot_announcements_delivered_total", kind="announcement")

@@ -67,6 +67,7 @@ def test_every_following_channel_is_told(server, slack, provider, bot):
     [job_id] = list(provider.jobs)
     assert job_id in reply["text"]
     ask(server, slack, f"subscribe {job_id}", channel="C0TWO")
+    assert wait_until(lambda: slack.cards_in("C0ONE") and slack.cards_in("C0TWO"))  # (cards up while it runs)
     provider.set_status(job_id, "succeeded")
     bot.services.poller.run_once()
     assert wait_until(lambda: slack.outcomes_in("C0ONE") and slack.outcomes_in("C0TWO"))

@@ -32,6 +32,7 @@ def test_serve_end_to_end_and_sigterm(tmp_path, slack, provider):
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/start")])
         [job_id] = list(provider.jobs)
         assert job_id in reply[0]["text"]
+        assert wait_until(lambda: slack.cards_in("C0GENERAL"), timeout=10)  # (its card up while it runs)
         provider.set_status(job_id, "succeeded")
         posted = wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
         assert posted and provider.jobs[job_id]["fine_tuned_model"] in posted[0]["text"]
@@ -113,6 +114,7 @@ def test_a_start_killed_mid_request_is_followed_and_its_user_told_after_restart(
     try:
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/crash")], timeout=20)
         assert reply and job_id in reply[0]["text"] and "did go through" in reply[0]["text"]
+        assert wait_until(lambda: slack.cards_in("C0GENERAL"), timeout=10)  # (its card up while it runs)
         provider.set_status(job_id, "succeeded")
         assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
         assert second.terminate() == 0

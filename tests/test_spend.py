@@ -80,6 +80,7 @@ def test_an_unknown_estimate_is_said_to_be_unknown_never_zero_and_is_held_when_s
 def test_the_outcome_and_card_show_trained_tokens_and_the_actual_cost(server, slack, provider, bot):
     ask(server, slack, f"start {SAMPLE_FILE_ID}")
     [job_id] = list(provider.jobs)
+    assert wait_until(lambda: slack.cards_in("C0GENERAL"))  # (its card up while it runs)
     provider.set_status(job_id, "succeeded", trained_tokens=3_456_789)
     bot.services.poller.run_once()
     [posted] = wait_until(lambda: (bot.services.sender.deliver_due(), slack.outcomes_in("C0GENERAL"))[1])
