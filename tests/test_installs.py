@@ -300,3 +300,12 @@ def test_one_workspace_never_sees_follows_or_cancels_anothers_job(oauth, slack, 
     assert [f["channel_id"] for f in bot.services.store.follows.followers(job_id, "openai")] == ["C0ONE"]
     assert job_id not in later("list", "T0TWO", "C0TWO")
     assert job_id in later("list", "T0ONE", "C0ONE") and job_id in later(f"status {job_id}", "T0ONE", "C0ONE")
+
+
+def test_a_form_opened_after_the_ack_uses_the_token_of_the_workspace_that_asked(oauth, slack):
+    _, server = oauth
+    for team in ("T0ONE", "T0TWO"):
+        _install(server, slack, team)
+    _command(server, "check", team="T0TWO", channel="C0TWO")  # the form opens on the pool, after the ack
+    [opened] = wait_until(lambda: [v for v in slack.view_log if v["kind"] == "open"], timeout=5)
+    assert opened["by"] == ("T0TWO", None)

@@ -209,7 +209,8 @@ class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
             return {"ok": False, "error": "expired_trigger_id"}  # Slack's 3 seconds
         view = _maybe_json(params.get("view")) or {}
         view_id = f"V{secrets.token_hex(5).upper()}"
-        return self._record_view("open", view_id, view, trigger_id=trigger)
+        return self._record_view("open", view_id, view, trigger_id=trigger,
+                                 by=self.owner_of(params.get("_token") or ""))
 
     def _views_update(self, params: dict) -> dict:
         view_id = str(params.get("view_id") or "")
