@@ -171,8 +171,8 @@ class Installs:
             fresh = self._refresh(row)
             if fresh is not None:
                 return fresh
-        elif expires_at > self.clock():
-            return self._open(row["bot_token"])  # still good: another process is refreshing it meanwhile
+        if expires_at > self.clock():
+            return self._open(row["bot_token"])  # still good (another process is refreshing it, or a refresh failed)
         # Expired and another process is refreshing: wait for what it stores (never post with a dead token).
         deadline = time.monotonic() + REFRESH_WAIT
         while time.monotonic() < deadline:
@@ -182,7 +182,7 @@ class Installs:
             if now_row["bot_token"] != row["bot_token"]:
                 return self._open(now_row["bot_token"])
             if now_row["refresh_holder"] is None or (now_row["refresh_until"] or 0) <= self.clock():
-                return self._fresh_token(now_row) if now_row["bot_token_expires_at"] != expires_at else None
+                return None  # its refresh failed (said in its log): nothing here works until the next one does
             time.sleep(0.05)
         log.warning("the token of %s expired and its refresh did not finish within %.0fs", row["key"],
                     REFRESH_WAIT)

@@ -309,3 +309,16 @@ def test_a_form_opened_after_the_ack_uses_the_token_of_the_workspace_that_asked(
     _command(server, "check", team="T0TWO", channel="C0TWO")  # the form opens on the pool, after the ack
     [opened] = wait_until(lambda: [v for v in slack.view_log if v["kind"] == "open"], timeout=5)
     assert opened["by"] == ("T0TWO", None)
+
+
+def test_a_refresh_slack_refuses_leaves_the_still_valid_token_in_use(oauth, slack):
+    bot, server = oauth
+    _install(server, slack, "T0ONE", lifetime=60.0)
+    [token] = [t for g in slack.grants for t in g.tokens]
+    installs = bot.services.installs
+    installs.refresh_before = 120  # due for a refresh now
+    slack.fail("status", match="oauth.v2.access", status=500, times=5)
+    assert installs.token_for("T:T0ONE") == token  # the refresh failed; the token it has still works
+    [row] = bot.services.store.workspaces.installations()
+    assert row["refresh_holder"] is None  # and the claim is given back for the next try
+    assert installs.token_for("T:T0ONE") == token
