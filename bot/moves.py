@@ -75,17 +75,21 @@ class MoveService:
         self.max_file_bytes = max_file_bytes
         self.clock = clock
         self.on_queued = on_queued
+        # The subcommands this service answers (the grammar's service="moves"), each with its method.
+        self.answers: dict[str, Callable[..., Message]] = {"move": self.move, "retiring": self.retiring}
 
     def run(self, command: Command, caller: Caller) -> Message:
         try:
-            if command.name == "retiring":
-                entries = [{**_entry(r), "moved": [(m["new_job"], m["target_provider"]) for m in
-                                                   self.store.moves.moved_to(r.job.provider, r.job.id)]}
-                           for r in self.at_risk(caller.channel_id)]
-                return format_retiring(entries, today=self._today())
-            return self.move(caller, **command.args)
+            return self.answers[command.name](caller, **command.args)
         except ProviderError as error:
             return format_provider_error(f"move {command.args.get('job_id')}", error)
+
+    def retiring(self, caller: Caller) -> Message:
+        """`/finetune retiring`: the fine-tunes this channel follows that a coming date puts at risk."""
+        entries = [{**_entry(r), "moved": [(m["new_job"], m["target_provider"]) for m in
+                                           self.store.moves.moved_to(r.job.provider, r.job.id)]}
+                   for r in self.at_risk(caller.channel_id)]
+        return format_retiring(entries, today=self._today())
 
     # -- a move -------------------------------------------------------------------------------------------
 

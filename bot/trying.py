@@ -73,6 +73,8 @@ class TryService:
         self.max_prompt_chars = max_prompt_chars
         self.max_file_bytes = max_file_bytes
         self.clock = clock
+        # The subcommands this service answers (the grammar's service="trying"), each with its method.
+        self.answers: dict[str, Callable[..., Message]] = {"try": self.try_prompt, "compare": self.compare}
         # Model calls run on a pool of their own whose tasks never wait on anything: whatever waits for answers (a
         # command, a form, every example of a compare) runs elsewhere, so no task can wait on work queued behind it on
         # its own pool. Its size bounds how many model calls (each billed) are in flight at once.
@@ -89,9 +91,7 @@ class TryService:
 
     def run(self, command: Command, caller: Caller) -> Message:
         try:
-            if command.name == "try":
-                return self.try_prompt(caller, **command.args)
-            return self.compare(caller, **command.args)
+            return self.answers[command.name](caller, **command.args)
         except Refused as why:
             return format_problem(Problem(str(why)))
         except ProviderError as error:

@@ -297,6 +297,6 @@ def test_each_subcommand_a_service_answers_is_in_its_table_of_callables(bot):
     string): the grammar's rows for that service and the table's keys are the same set."""
     from bot.commands import SUBCOMMANDS
 
-    for name in ("jobs", "subscriptions"):
+    for name in ("jobs", "subscriptions", "trying", "moves"):
         served = {spec.name for spec in SUBCOMMANDS if spec.service == name} - {"check", "upload"}  # (forms)
         assert set(getattr(bot.services, name).answers) == served, name
