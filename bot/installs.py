@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 BOT_SCOPES = ("commands", "chat:write", "chat:write.public", "channels:read", "groups:read", "files:read",
               "files:write", "im:write")
 STATE_TTL = 600.0  # seconds an "Add to Slack" click may take to come back
+# Install states outstanding at once, at most: a flood of GET /slack/install cannot fill the database (each click
+# writes one row, kept for STATE_TTL).
+MAX_STATES = 10_000
 REFRESH_BEFORE = 600.0  # a rotating token is refreshed when it has less than this left (Slack's live 12 hours)
 REFRESH_HOLD = 15.0  # how long one process's claim on a refresh lasts (past it, another may try: it died)
 REFRESH_WAIT = 10.0  # how long a process whose token has expired waits for another's refresh
@@ -56,6 +59,10 @@ class InstallRefused(Exception):
     """An install that cannot be finished; the message is for the person installing."""
 
 
+class InstallBusy(InstallRefused):
+    """Too many installs under way to begin another now (a flood of the install page)."""
+
+
 @dataclass(frozen=True)
 class Authorization:
     key: str
@@ -76,6 +83,7 @@ class Installs:
         self.worker_id, self.clock = worker_id, clock
         self.redirect_uri = redirect_uri
         self.refresh_before = REFRESH_BEFORE
+        self.max_states = MAX_STATES
         self.client = WebClient(base_url=api_url, timeout=10, retry_handlers=[])
         # Slack's pages live beside its API: a stand-in or proxy at SLACK_API_URL serves both.
         self.authorize_url = AuthorizeUrlGenerator(
@@ -89,6 +97,8 @@ class Installs:
 
     def begin(self) -> str:
         """The address of Slack's consent page for a new install, with a one-time state kept for STATE_TTL."""
+        if self.store.workspaces.states_waiting() >= self.max_states:
+            raise InstallBusy("Too many installs are under way right now; try again in a few minutes.")
         state = secrets.token_urlsafe(32)
         self.store.workspaces.issue_state(state, ttl=STATE_TTL)
         return self.authorize_url.generate(state)

@@ -23,7 +23,7 @@ from waitress.utilities import Error
 
 from bot import metrics
 from bot.app import Bot
-from bot.installs import ADMITTED, NOT_INSTALLED, InstallRefused, Installs
+from bot.installs import ADMITTED, NOT_INSTALLED, InstallBusy, InstallRefused, Installs
 from storage import DB_ERRORS
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,8 @@ def _install(installs: Installs, path: str, query: str, start_response: Callable
         page, status = installs.pages.render_success_page(app_id=installs.client_id, team_id=found.team_id,
                                                           is_enterprise_install=found.team_id is None), 200
     except InstallRefused as refused:
-        page, status = installs.pages.render_failure_page(str(refused)), 400
+        status = 503 if isinstance(refused, InstallBusy) else 400
+        page = installs.pages.render_failure_page(str(refused))
     except DB_ERRORS as error:
         log.warning("an install could not be kept: the database is away (%s)", error)
         page, status = installs.pages.render_failure_page("the bot's database is away; try again in a minute"), 503

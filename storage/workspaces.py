@@ -30,6 +30,11 @@ class Workspaces:
         with self.engine.transaction() as db:
             db.conn.execute("INSERT INTO oauth_states (state, expires_at) VALUES (?, ?)", (state, self._clock() + ttl))
 
+    def states_waiting(self) -> int:
+        """Install states issued and neither used nor expired."""
+        return int(self.engine.rows("SELECT count(*) AS n FROM oauth_states WHERE expires_at > ?",
+                                    (self._clock(),))[0]["n"])
+
     def consume_state(self, state: str) -> bool:
         """Whether `state` was issued here and has not expired; it is used up either way (a replay finds nothing)."""
         with self.engine.transaction() as db:

@@ -322,3 +322,10 @@ def test_a_refresh_slack_refuses_leaves_the_still_valid_token_in_use(oauth, slac
     [row] = bot.services.store.workspaces.installations()
     assert row["refresh_holder"] is None  # and the claim is given back for the next try
     assert installs.token_for("T:T0ONE") == token
+
+
+def test_a_flood_of_the_install_page_cannot_fill_the_database(oauth):
+    bot, server = oauth
+    bot.services.installs.max_states = 3
+    assert [_get(server, "/slack/install")[0] for _ in range(4)] == [302, 302, 302, 503]
+    assert bot.services.store.workspaces.states_waiting() == 3
