@@ -91,6 +91,7 @@ class Installs:
             authorization_url=api_url.rstrip("/").removesuffix("/api") + "/oauth/v2/authorize")
         self.pages = RedirectUriPageRenderer(install_path="/slack/install", redirect_uri_path="/slack/oauth_redirect")
         self._noted: dict[str, str] = {}  # channel -> workspace, as this process last wrote it
+        self._refreshing: set[str] = set()  # installations this process is refreshing aside now
         self._noted_lock = threading.Lock()
 
     # -- installing ----------------------------------------------------------------------------------
@@ -144,7 +145,8 @@ class Installs:
 
     def authorize(self, enterprise_id: str | None, team_id: str | None) -> Authorization | None:
         """The bot token for a request from this workspace (an org-wide install's, for any workspace of its
-        enterprise), refreshed first when it rotates and is about to expire; None when the app is not installed."""
+        enterprise); None when the app is not installed. Called before the ack: a token due for its refresh but still
+        good is used while the refresh runs on a thread of its own (only an expired one waits for Slack)."""
         row = None
         if enterprise_id:
             row = self.store.workspaces.installation(workspace_key(enterprise_id, team_id, org_wide=True))
@@ -152,7 +154,7 @@ class Installs:
             row = self.store.workspaces.installation(workspace_key(enterprise_id, team_id))
         if row is None:
             return None
-        token = self._fresh_token(row)
+        token = self._fresh_token(row, inline=False)
         if token is None:
             return None
         return Authorization(row["key"], row["enterprise_id"], row["team_id"], token, row["bot_user_id"],
@@ -172,9 +174,12 @@ class Installs:
         row = self.store.workspaces.installation(key) if key else None
         return self._fresh_token(row) if row else None
 
-    def _fresh_token(self, row: dict) -> str | None:
+    def _fresh_token(self, row: dict, *, inline: bool = True) -> str | None:
         expires_at = row["bot_token_expires_at"]
         if expires_at is None or not row["bot_refresh_token"] or expires_at - self.clock() > self.refresh_before:
+            return self._open(row["bot_token"])
+        if not inline and expires_at > self.clock():
+            self._refresh_aside(row)
             return self._open(row["bot_token"])
         if self.store.workspaces.claim_refresh(row["key"], self.worker_id, token=row["bot_token"],
                                                hold=REFRESH_HOLD):
@@ -197,6 +202,24 @@ class Installs:
         log.warning("the token of %s expired and its refresh did not finish within %.0fs", row["key"],
                     REFRESH_WAIT)
         return None
+
+    def _refresh_aside(self, row: dict) -> None:
+        """Refresh a token on a thread of its own (one per installation at a time in this process)."""
+        with self._noted_lock:
+            if row["key"] in self._refreshing:
+                return
+            self._refreshing.add(row["key"])
+
+        def run() -> None:
+            try:
+                self._fresh_token(row)
+            except Exception:  # noqa: BLE001 - a thread's last stop: the next use of the token tries again
+                log.exception("refreshing the token of %s failed", row["key"])
+            finally:
+                with self._noted_lock:
+                    self._refreshing.discard(row["key"])
+
+        threading.Thread(target=run, name="finetune-refresh", daemon=True).start()
 
     def _refresh(self, row: dict) -> str | None:
         """Spend the refresh token once (this process holds the claim): the new tokens are stored, sealed."""

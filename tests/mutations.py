@@ -267,6 +267,7 @@ MUTATIONS = [
     ("a taken-over channel starts with a full burst", "bot/delivery.py", "            self._in_hand[channel] = (0.0, now)\n", "", "tests/test_delivery.py -k no_posts_in_hand"),
     ("a failed refresh drops a token still good", "bot/installs.py", "        if expires_at > self.clock():\n            return self._open(row[\"bot_token\"])  # still good", "        if False:\n            return self._open(row[\"bot_token\"])  # still good", "tests/test_installs.py -k refuses_leaves"),
     ("install page floods the database", "bot/installs.py", "        if self.store.workspaces.states_waiting() >= self.max_states:", "        if False:", "tests/test_installs.py -k flood"),
+    ("an ack waits for a token refresh", "bot/installs.py", "        if not inline and expires_at > self.clock():\n            self._refresh_aside(row)", "        if False:\n            self._refresh_aside(row)", "tests/test_installs.py -k never_waits"),
 ]
 
 

@@ -329,3 +329,17 @@ def test_a_flood_of_the_install_page_cannot_fill_the_database(oauth):
     bot.services.installs.max_states = 3
     assert [_get(server, "/slack/install")[0] for _ in range(4)] == [302, 302, 302, 503]
     assert bot.services.store.workspaces.states_waiting() == 3
+
+
+def test_a_request_never_waits_for_a_token_refresh_while_the_token_still_works(oauth, slack):
+    """Authorizing happens before the ack: a token due for its refresh but still good is used at once, and the
+    refresh runs on a thread of its own (here Slack holds it until the ack has been answered)."""
+    bot, server = oauth
+    _install(server, slack, "T0ONE", lifetime=60.0)
+    bot.services.installs.refresh_before = 120  # due now, good for a minute
+    held = slack.fail("delay", match="oauth.v2.access", delay=30)
+    reply = _command(server, "help", team="T0ONE", channel="C0ONE")
+    assert "/finetune" in json.dumps(reply)
+    assert [e for e in slack.exchanges if e["grant_type"] == "refresh_token"] == []  # still held: the ack did not wait
+    held.release()
+    assert wait_until(lambda: [g.refreshes for g in slack.grants] == [1], timeout=5)
