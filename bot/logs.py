@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import threading
@@ -10,6 +11,9 @@ from collections.abc import Callable, Iterable
 
 from bot.scrub import Scrubber
 
+# The Slack request a log line concerns (set for each request by bot/web.py, carried into the pools that do its work).
+REQUEST: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", default=None)
+
 
 class RedactSecrets(logging.Filter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
@@ -17,6 +21,8 @@ class RedactSecrets(logging.Filter):
         self.redact = Scrubber(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request", None) is None and REQUEST.get() is not None:
+            record.request = REQUEST.get()
         for name in CONTEXT_FIELDS:  # (what a line concerns, as JSON logs show it: scrubbed the same)
             value = getattr(record, name, None)
             if isinstance(value, str):

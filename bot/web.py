@@ -6,6 +6,7 @@ import contextvars
 import json
 import logging
 import re
+import secrets
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from waitress.utilities import Error
 from bot import metrics
 from bot.app import Bot
 from bot.installs import ADMITTED, NOT_INSTALLED, InstallBusy, InstallRefused, Installs
+from bot.logs import REQUEST
 from storage import DB_ERRORS
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ def make_wsgi(bot: Bot) -> Callable:
             request = BoltRequest(body=text, query=environ.get("QUERY_STRING", ""), headers=headers)
             # (in a context of its own: the workspace a request concerns never carries over to the next one)
             context = contextvars.Context()
+            context.run(REQUEST.set, f"R{secrets.token_hex(5)}")  # (what its log lines, and its work's, carry)
             if installs is not None:
                 admitted = installs.admit(request.body, request.context.enterprise_id, request.context.team_id)
                 if admitted is False:  # said here, at once: Bolt would post it to the response_url before the ack

@@ -268,6 +268,7 @@ MUTATIONS = [
     ("a failed refresh drops a token still good", "bot/installs.py", "        if expires_at > self.clock():\n            return self._open(row[\"bot_token\"])  # still good", "        if False:\n            return self._open(row[\"bot_token\"])  # still good", "tests/test_installs.py -k refuses_leaves"),
     ("install page floods the database", "bot/installs.py", "        if self.store.workspaces.states_waiting() >= self.max_states:", "        if False:", "tests/test_installs.py -k flood"),
     ("an ack waits for a token refresh", "bot/installs.py", "        if not inline and expires_at > self.clock():\n            self._refresh_aside(row)", "        if False:\n            self._refresh_aside(row)", "tests/test_installs.py -k never_waits"),
+    ("log lines lose their request", "bot/logs.py", "            record.request = REQUEST.get()", "            pass", "tests/test_operations.py -k json_logs"),
 ]
 
 

@@ -104,6 +104,8 @@ def test_json_logs_are_one_object_a_line_with_what_each_concerns_and_no_secret(b
         provider.set_status(job["id"], "succeeded")
         bot.services.poller.run_once()
         delivered(bot.services.sender)
+        provider.fail("status", match="/fine_tuning/jobs/ftjob-missing", status=404, times=5)
+        ask(server, slack, "status ftjob-missing")  # refused after the ack, on the pool: logged with its request
         try:
             raise RuntimeError(f"a failure quoting {BOT_TOKEN} and {OPENAI_KEY}")
         except RuntimeError:
@@ -114,6 +116,8 @@ def test_json_logs_are_one_object_a_line_with_what_each_concerns_and_no_secret(b
     assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     [sent] = [line for line in lines if line["message"].startswith("delivered") and "succeeded" in line["message"]]
     assert sent["job"] == job["id"] and sent["provider"] == "openai" and sent["channel"] == "C0GENERAL"
+    refused = [line for line in lines if "refused status" in line["message"]]
+    assert refused and all(re.fullmatch(r"R[0-9a-f]{10}", line.get("request") or "") for line in refused)
     [broke] = [line for line in lines if line["message"] == "something broke"]
     assert broke["level"] == "ERROR" and "[redacted]" in broke["error"]
     assert BOT_TOKEN not in stream.getvalue() and OPENAI_KEY not in stream.getvalue()
