@@ -195,4 +195,4 @@ def proc_modules(pid: int) -> str:
     """Which heavy libraries a process has mapped (their shared objects show in /proc/PID/maps)."""
     with open(f"/proc/{pid}/maps") as maps:
         text = maps.read()
-    return ",".join(name for name in ("matplotlib", "together", "tiktoken") if f"/{name}/" in text)
+    return ",".join(name for name in ("matplotlib", "numpy", "aiohttp", "together", "tiktoken") if f"/{name}/" in text)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from multiprocessing.connection import Connection
 
 from bot import drawing
 from bot.commands import Command, Problem
@@ -30,16 +34,24 @@ class ChartUnavailable(Exception):
 
 
 class _Drawer:
-    """One drawing process (bot.drawing.serve) and our end of its pipe. Every wait on it is bounded: a chart that
-    takes too long, or a process that died, ends it, and closing it never waits longer than it is given."""
+    """One drawing process (`python -m bot.drawing`) and our end of its socket. Every wait on it is bounded: a chart
+    that takes too long, or a process that died, ends it, and closing it never waits longer than it is given.
+
+    A plain child process rather than multiprocessing's: "spawn" re-runs the bot's main module in the child (the
+    `finetune-bot` script, hence the Slack, provider and scheduler libraries) and starts a resource tracker process
+    besides (13 MB); this one loads the chart code and matplotlib, nothing else."""
 
     def __init__(self) -> None:
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the bot's state, no locks
-        self._conn, child = context.Pipe()
-        # daemon: ended with the bot even if nothing else ends it
-        self.process = context.Process(target=drawing.serve, args=(child,), name="finetune-bot-charts", daemon=True)
-        self.process.start()
-        child.close()
+        ours, theirs = socket.socketpair()
+        root = os.path.dirname(os.path.dirname(os.path.abspath(drawing.__file__)))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bot.drawing", str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env,
+                stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self._conn = Connection(ours.detach())
 
     def draw(self, points: Sequence[MetricPoint], title: str, *, timeout: float) -> bytes | None:
         try:
@@ -59,10 +71,11 @@ class _Drawer:
             self._conn.close()
         except OSError:
             pass
-        self.process.join(max(0.0, timeout))
-        if self.process.is_alive():
+        try:
+            self.process.wait(max(0.0, timeout))
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join(5)
+            self.process.wait(5)
 
 
 class ChartService:

@@ -1,9 +1,11 @@
-"""The drawing process (bot.charting starts it and talks to it over a pipe): it imports nothing of the bot's but the
-chart code, so it loads only matplotlib, not the Slack, provider and scheduler libraries."""
+"""The drawing process (bot.charting starts it as `python -m bot.drawing FD` and talks to it over that socket): it
+imports nothing of the bot's but the chart code, so it loads only matplotlib, not the Slack, provider and scheduler
+libraries."""
 
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
@@ -33,3 +35,7 @@ def serve(conn: Connection) -> None:
             conn.send(answer)
         except (EOFError, OSError):
             return
+
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1])))

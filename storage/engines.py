@@ -19,7 +19,10 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlite_utils import Database
+from storage.optional_imports import leaving_out
+
+with leaving_out("numpy", "pandas"):  # sqlite-utils stores their values when installed; we store none
+    from sqlite_utils import Database
 
 from storage.migrations import apply_postgres, migrations
 

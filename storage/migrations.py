@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from sqlite_utils import Database, Migrations
+from sqlite_utils import Database, Migrations  # (first imported by storage.engines, with numpy left out)
 
 migrations = Migrations("finetune-bot")
 STEPS: list[str] = []  # every step's name, in order: what a database of today's schema has had applied

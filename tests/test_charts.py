@@ -123,16 +123,9 @@ def _children() -> set[int]:
 
 
 def _drawers(before: set[int]) -> set[int]:
-    """New children that are drawing processes (not the multiprocessing resource tracker)."""
-    drawers = set()
-    for pid in _children() - before:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if b"resource_tracker" not in cmdline.read():
-                    drawers.add(pid)
-        except OSError:
-            continue
-    return drawers
+    """New children: the drawing process, and nothing else (multiprocessing's spawn would add a resource tracker, and
+    re-run the bot's main module in the drawer)."""
+    return _children() - before
 
 
 def test_charts_are_drawn_in_one_process_of_their_own_ended_when_idle_and_with_the_bot(bot, provider, slack):

@@ -716,7 +716,8 @@ def test_a_built_bot_has_done_its_sdks_first_use_work_so_no_early_ack_waits_for_
 
 def test_a_sqlite_bot_never_loads_the_postgresql_libraries(tmp_path, postgres_url):
     """SQLAlchemy and psycopg cost about 30 MB: a bot on the SQLite file (the default) does not import them; one
-    on DATABASE_URL does. Nor does a bot load what only a setting asks for (metrics, JSON logs, Sentry, sealing)."""
+    on DATABASE_URL does. Nor does a bot load what only a setting asks for (metrics, JSON logs, Sentry, sealing), nor
+    the extras other libraries installed that sqlite-utils and openai would import by themselves (numpy, aiohttp)."""
     import subprocess
     import sys
 
@@ -726,7 +727,7 @@ def test_a_sqlite_bot_never_loads_the_postgresql_libraries(tmp_path, postgres_ur
         "from bot.config import load\n"
         "build(load(mode='serve')).stop(timeout=1)\n"
         "print(sorted(m for m in ('sqlalchemy', 'psycopg', 'prometheus_client', 'pythonjsonlogger', 'sentry_sdk',"
-        " 'cryptography') if m in sys.modules))\n"
+        " 'cryptography', 'numpy', 'pandas', 'aiohttp', 'matplotlib') if m in sys.modules))\n"
     )
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "TOGETHER_", "AZURE_",
                                                                       "DATABASE_"))}
@@ -740,6 +741,28 @@ def test_a_sqlite_bot_never_loads_the_postgresql_libraries(tmp_path, postgres_ur
         assert result.returncode == 0, result.stderr
         said[name] = result.stdout.strip()
     assert said == {"sqlite": "[]", "pg": "['psycopg', 'sqlalchemy']"}
+
+
+def test_an_extra_left_out_of_one_library_still_imports_for_another():
+    """openai is imported with aiohttp left out (its async client is never made), yet fireworks-ai, which needs
+    aiohttp, imports and works after it in the same process; and numpy, left out of sqlite-utils, still imports."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "import storage\n"
+        "from bot.providers import fireworks_shape, openai_shape\n"
+        "openai_shape._sdk()\n"
+        "print('aiohttp' in sys.modules, 'numpy' in sys.modules)\n"
+        "fireworks_shape._sdk()\n"
+        "import numpy\n"
+        "print('aiohttp' in sys.modules, numpy.zeros(2).tolist())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["False False", "True [0.0, 0.0]"]
 
 
 def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_connections_flat(make_bot, provider, slack,

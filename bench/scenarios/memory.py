@@ -57,5 +57,7 @@ def bench_memory_idle(workdir: str, n: int, settle: float = 4.5) -> None:
     say("memory_idle_target_mb", 100)
     say("memory_after_first_chart_rss_mb", f"{charted_kb / 1024:.1f}")
     say("memory_chart_process_rss_mb", f"{drawer_kb / 1024:.1f}")
-    say("memory_idle_libraries_loaded", idle_loaded or "none")  # of matplotlib, together, tiktoken
+    say("memory_bot_and_chart_process_rss_mb", f"{(charted_kb + drawer_kb) / 1024:.1f}")
+    say("memory_bot_and_chart_process_target_mb", 150)
+    say("memory_idle_libraries_loaded", idle_loaded or "none")  # of matplotlib, numpy, aiohttp, together, tiktoken
     say("memory_after_first_chart_libraries_loaded", charted_loaded or "none")  # charts are drawn elsewhere

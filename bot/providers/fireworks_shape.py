@@ -51,6 +51,7 @@ from bot.providers.types import (
 )
 from bot.scrub import Scrubber
 from bot.values import Value
+from storage.optional_imports import leaving_out
 
 if TYPE_CHECKING:
     import fireworks
@@ -62,7 +63,8 @@ log = logging.getLogger(__name__)
 
 def _sdk():
     """The `fireworks` SDK, imported the first time a Fireworks provider is configured or called."""
-    import fireworks
+    with leaving_out():  # (never while another library's extras are left out)
+        import fireworks
 
     return fireworks
 
@@ -285,8 +287,7 @@ class FireworksProvider:
         return MetricPoint(percent, total_steps=100, percent=percent, epoch=whole(getattr(progress, "epoch", None)))
 
     def upload_file(self, filename: str, content: bytes | BinaryIO) -> str:
-        """Create a dataset named after the file, upload the bytes to it, and wait (briefly) for it to be READY;
-        returns its id."""
+        """Create a dataset named after the file, upload the bytes, wait (briefly) until READY; returns its id."""
         stem = re.sub(r"[^a-z0-9-]+", "-", Path(filename).stem.lower()).strip("-")[:40] or "training"
         dataset_id = f"{stem}-{hashlib.sha256(str(self._clock()).encode() + stem.encode()).hexdigest()[:8]}"
         fw = _sdk()
@@ -363,8 +364,7 @@ class FireworksProvider:
     def create_job(self, *, request_id: str, training_file: str, model: str, suffix: str | None = None,
                    n_epochs: int | None = None, validation_file: str | None = None, seed: int | None = None,
                    metadata: Mapping[str, str] | None = None, extra: Mapping[str, Any] | None = None) -> Job:
-        """Start a job once: it is named from the start's request id, so a create whose answer was lost is found
-        by that name, and a second create of it is refused as already there."""
+        """Start a job once: named from the start's request id, a lost create is found by name (or refused)."""
         problem = check_start(n_epochs=n_epochs, suffix=suffix, seed=seed, extra=extra or {})
         if problem:
             raise ProviderError(problem, code="invalid_option", provider=self.name, own=True)

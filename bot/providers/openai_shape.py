@@ -53,6 +53,7 @@ from bot.providers.types import (
     whole,
 )
 from bot.scrub import Scrubber
+from storage.optional_imports import leaving_out
 
 if TYPE_CHECKING:
     import openai
@@ -65,7 +66,8 @@ log = logging.getLogger(__name__)
 def _sdk():
     """The `openai` SDK, imported the first time an OpenAI-shaped provider is configured or called: a bot that uses
     only other providers never loads it (about 25 MB)."""
-    import openai
+    with leaving_out("aiohttp"):  # openai's async aiohttp client: never made here
+        import openai
 
     return openai
 

@@ -63,6 +63,7 @@ from bot.providers.types import (
 )
 from bot.scrub import Scrubber
 from bot.values import Value
+from storage.optional_imports import leaving_out
 
 if TYPE_CHECKING:
     import together
@@ -75,7 +76,8 @@ log = logging.getLogger(__name__)
 def _sdk():
     """The `together` SDK, imported the first time a Together provider is configured or called: a bot that does not
     use Together never loads it (about 25 MB)."""
-    import together
+    with leaving_out():  # (never while another library's extras are left out)
+        import together
 
     return together
 
