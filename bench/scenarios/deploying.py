@@ -60,6 +60,7 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
                 others=tuple(procs[1:]))
             wait_until(lambda: len(slack.posted) >= finishing + len(drain), timeout=120, interval=0.05)
             drained = sorted(p["at"] for p in slack.posted[finishing:])
+            cpu = [_cpu_seconds(p.proc.pid) for p in procs]
         finally:
             for proc in procs:
                 proc.terminate()
@@ -71,8 +72,16 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
         say(f"{name}_announce_p50_s", f"{percentile(latencies, 50):.2f}")
         say(f"{name}_announce_max_s", f"{max(latencies):.2f}")
         say(f"{name}_ack_p99_ms", f"{percentile(acks, 99) * 1000:.1f}")
+        say(f"{name}_cpu_s_per_replica", " / ".join(f"{c:.1f}" for c in cpu))
         rate = (len(drained) - 1) / max(drained[-1] - drained[0], 1e-9)
         say(f"{name}_drain_posts_per_s_over_{channels}_channels", f"{rate:.1f}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def bench_deployments(workdir: str, sizes: list[int], database_url: str | None, kinds: set[str], **small) -> None:
