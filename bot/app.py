@@ -26,6 +26,8 @@ from bot.holds import HoldService
 from bot.home import HomeService
 from bot.installs import ADMITTED, WORKSPACE, ContextPool, Installs
 from bot.jobs import JobService
+from bot.keyring import Keyring, WorkspaceProviders
+from bot.keys import KeyService
 from bot.messages.answers import format_unknown_provider
 from bot.messages.blocks import Message
 from bot.moves import MoveService
@@ -86,6 +88,7 @@ class Services:
     scrub: Scrubber
     turns: Turns
     home: HomeService | None = None  # each person's App Home
+    keys: KeyService | None = None  # `/finetune keys`: each workspace's own provider keys (OAuth mode)
     installs: Installs | None = None  # OAuth mode: installs, each workspace's token (None: one token from settings)
 
     @property
@@ -98,7 +101,7 @@ class Services:
         try:
             return getattr(self, command.spec.service).run(command, caller)
         except UnknownProvider as unknown:
-            return format_unknown_provider(str(unknown), self.providers.names, command.spec.usage)
+            return format_unknown_provider(unknown, self.providers.names, command.spec.usage)
 
     def reply(self, message: Message) -> dict:
         """A message as an ack's body: decorated for the sandbox, scrubbed of anything secret."""
@@ -249,7 +252,19 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
     store = Store(settings.database, clock=clock)
     scrub = Scrubber(settings.secrets())
-    providers = providers or registry.configured(settings, clock=clock)
+    vault = Vault(settings.encryption_keys)
+    keyring = None
+    if settings.oauth:
+        # Each workspace's providers: its own keys, and the environment's only where the operator shares them.
+        # Every service holds the one WorkspaceProviders, which answers for the workspace of the work at hand.
+        try:
+            shared = providers or registry.configured(settings, clock=clock)
+        except ValueError:  # the environment configures none: every workspace brings its own
+            shared = None
+        keyring = Keyring(settings, store, vault, shared=shared, clock=clock)
+        providers = WorkspaceProviders(keyring)
+    if providers is None:
+        providers = registry.configured(settings, clock=clock)
     for provider in providers:
         provider.warm()  # its SDK's first-use work now, not inside the first commands' acks
     # Rows from before jobs were named by provider came from the one provider configured then (its shape says which).
@@ -266,7 +281,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     worker_id = worker_id or turns_worker_id(f"{id(store):x}")
     installs = None
     if settings.oauth:
-        installs = Installs(store, Vault(settings.encryption_keys), client_id=settings.slack_client_id or "",
+        installs = Installs(store, vault, client_id=settings.slack_client_id or "",
                             client_secret=settings.slack_client_secret or "", api_url=settings.slack_api_url,
                             worker_id=worker_id, clock=clock)
     slack = SlackGateway(slack_client, scrub=scrub, tokens=installs.token_for_call if installs else None,
@@ -281,7 +296,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     watchdog = Watchdog(store, every=settings.metrics_interval_seconds, clock=clock, on_queued=sender.kick,
                         stall_seconds=60 * settings.watchdog_stall_minutes, interval=settings.poll_interval_seconds)
     poller = Poller(providers, store, on_queued=sender.kick, interval=settings.poll_interval_seconds,
-                    watchdog=watchdog)
+                    watchdog=watchdog, owners=store.workspaces.owners if keyring else None)
     # Every pool is made here, once, and ended by Bot.stop. Pools whose tasks wait on other tasks (commands, forms)
     # never share with the pools those tasks wait on (provider listings, model calls).
     provider_calls = ThreadPoolExecutor(max_workers=max(2, len(providers)), thread_name_prefix="finetune-list")
@@ -293,6 +308,7 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
                       approvers=settings.approver_user_ids, max_file_bytes=settings.max_training_file_bytes,
                       holds=holds, following=following)
     subscriptions = SubscriptionService(jobs, store, slack, following, approvers=settings.approver_user_ids)
+    keys = KeyService(keyring, slack, admins=settings.admin_user_ids)
     # (the pools Slack-facing work is handed to carry the workspace of the request that handed it on)
     background = ContextPool(max_workers=WORKERS, thread_name_prefix="finetune-work")
     downloads = ContextPool(max_workers=DOWNLOAD_WORKERS, thread_name_prefix="finetune-download")
@@ -314,7 +330,8 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
                           on_queued=sender.kick),
         background=background, decorate=decorate, scrub=scrub, turns=Turns(store, worker_id),
         prompt=ContextPool(max_workers=PROMPT_WORKERS, thread_name_prefix="finetune-prompt"),
-        downloads=downloads, installs=installs, home=HomeService(store, slack, clock=clock),
+        downloads=downloads, installs=installs, keys=keys,
+        home=HomeService(store, slack, clock=clock, keys_for=keys.may_change if keyring else lambda user_id: False),
     )
     sender.on_sent = services.charts.after_announced  # a success's chart goes into its announcement's thread
     bolt_log = logging.getLogger("finetune_bot.bolt")

@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from bot import drawing
 from bot.commands import Command, Problem
 from bot.jobs import Caller, JobService
+from bot.keyring import for_job
 from bot.messages.answers import format_note, format_problem, format_provider_error
 from bot.messages.blocks import Message
 from bot.providers.types import FineTuningProvider, Job, MetricPoint, ProviderError, Providers, ended, provider_label
@@ -43,12 +44,10 @@ class _Drawer:
 
     def __init__(self) -> None:
         ours, theirs = socket.socketpair()
-        root = os.path.dirname(os.path.dirname(os.path.abspath(drawing.__file__)))
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(drawing.__file__)))  # (`-m` imports from its cwd)
         try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot.drawing", str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env,
-                stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen([sys.executable, "-m", "bot.drawing", str(theirs.fileno())],
+                                            pass_fds=[theirs.fileno()], cwd=root, stdin=subprocess.DEVNULL)
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
@@ -216,9 +215,10 @@ class ChartService:
         if self._stopping.is_set():
             return
         try:
-            owner = self.providers.get(row["provider"])  # (named since start-up adopted any unnamed rows)
-            stored = self.jobs.store.follows.job(row["job_id"], owner.name)  # as announced: no need to ask again
-            job = Job.from_row(stored) if stored else owner.retrieve(row["job_id"])
-            self.share(owner, job, row["channel_id"], thread_ts=ts)
+            with for_job(self.jobs.store, row["provider"], row["job_id"]):  # (its workspace's key reads its metrics)
+                owner = self.providers.get(row["provider"])  # (named since start-up adopted any unnamed rows)
+                stored = self.jobs.store.follows.job(row["job_id"], owner.name)  # as announced: no need to ask again
+                job = Job.from_row(stored) if stored else owner.retrieve(row["job_id"])
+                self.share(owner, job, row["channel_id"], thread_ts=ts)
         except Exception:  # noqa: BLE001 - best effort after the announcement itself went out
             log.warning("could not post the loss chart of %s", row.get("job_id"), exc_info=True)

@@ -124,6 +124,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                options=(_PROVIDER, Value("page", "int", 1, 10_000)), doing="count the spend", service="holds"),
     Subcommand("subscriptions", "The jobs this channel follows: running first, then finished, a page at a time.",
                optional_positional=(Value("page", "int", 1, 10_000),), service="subscriptions"),
+    Subcommand("keys", "Workspace admins: set, replace or remove this workspace's own provider keys, in a form "
+                       "(when the bot is installed in many workspaces).", service="keys"),
     Subcommand("help", "This help."),
 )
 BY_NAME = {s.name: s for s in SUBCOMMANDS}

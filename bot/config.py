@@ -32,6 +32,9 @@ class Settings:
     # Fernet keys sealing tokens and provider keys at rest (bot/vault.py): the first seals, every one opens.
     encryption_keys: tuple[str, ...] = field(default=(), repr=False)
     admin_user_ids: frozenset[str] = frozenset()  # may set a workspace's provider keys, besides its admins and owners
+    # OAuth mode: the workspaces (team or enterprise ids; "*" every one) the environment's provider keys serve.
+    # Every other workspace uses only the keys its admins set with `/finetune keys`: none spends another's money.
+    shared_keys_team_ids: frozenset[str] = frozenset()
     metrics_port: int | None = None  # Prometheus' /metrics on a listener of its own (None: none, library not loaded)
     metrics_host: str = "0.0.0.0"
     log_format: str = "text"  # or "json": one object a line
@@ -241,7 +244,7 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
     for name in required:
         if not get(name):
             raise ConfigError(f"{name} is not set: it is {where[name]}.")
-    if (not sandbox and mode in {"serve", "socket"}
+    if (not sandbox and mode in {"serve", "socket"} and not oauth  # (OAuth: each workspace may bring its own keys)
             and not any(shape.present(Settings(env=shape_env)) for shape in SHAPES)):
         ways = "; ".join(shape.advice for shape in SHAPES if shape.advice)
         raise ConfigError(f"No provider is configured: set {ways}. Or run with --sandbox to try the bot without one.")
@@ -274,6 +277,7 @@ def load(env: Mapping[str, str] | None = None, *, mode: str = "serve", sandbox: 
         slack_client_secret=get("SLACK_CLIENT_SECRET") if oauth else None,
         encryption_keys=encryption_keys,
         admin_user_ids=_ids(env, "ADMIN_USER_IDS"),
+        shared_keys_team_ids=_ids(env, "SHARED_KEYS_TEAM_IDS"),
         metrics_port=metrics_port,
         metrics_host=get("METRICS_HOST") or "0.0.0.0",
         log_format=log_format,

@@ -13,7 +13,7 @@ from bot.scrub import Scrubber
 def start(dsn: str, secrets: Iterable[str], *, environment: str | None = None) -> None:
     import sentry_sdk
 
-    scrub = Scrubber(secrets)
+    scrub = Scrubber(secrets, learned=True)
 
     def scrubbed(event, hint):  # noqa: ANN001, ANN202 - sentry-sdk's hook signature
         return scrub.deep(event)

@@ -20,8 +20,10 @@ RETRY_AFTER = 30.0  # seconds before a Home Slack would not take is tried again
 
 
 class HomeService:
-    def __init__(self, store: Store, slack: SlackGateway, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, slack: SlackGateway, *, clock: Callable[[], float] = time.time,
+                 keys_for: Callable[[str], bool] = lambda user_id: False) -> None:
         self.store, self.slack, self.clock = store, slack, clock
+        self.keys_for = keys_for  # whether a person may change their workspace's provider keys (its admins)
 
     def view_for(self, user_id: str) -> dict:
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
@@ -31,7 +33,15 @@ class HomeService:
         return home_view(started=started[:HOME_JOBS], total_started=len(started),
                          month=self.store.home.month(user_id, start.timestamp(), end.timestamp()),
                          month_name=now.strftime("%B %Y"),
-                         channels=self.store.home.channels(user_id, limit=HOME_CHANNELS))
+                         channels=self.store.home.channels(user_id, limit=HOME_CHANNELS),
+                         keys_button=self._keys_for(user_id))
+
+    def _keys_for(self, user_id: str) -> bool:
+        try:
+            return self.keys_for(user_id)
+        except SlackFailure as failure:  # (users.info would not say: no button this time, the Home still drawn)
+            log.info("could not tell whether a person is an admin (%s)", failure.reason)
+            return False
 
     def publish(self, user_id: str) -> None:
         """Draw `user_id`'s Home now (they opened it, or it is owed a redraw)."""

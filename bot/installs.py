@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # The bot scopes the app asks for when installed: the same list as manifest.yml's (tests/test_installs.py checks).
 BOT_SCOPES = ("commands", "chat:write", "chat:write.public", "channels:read", "groups:read", "files:read",
-              "files:write", "im:write")
+              "files:write", "im:write", "users:read")
 STATE_TTL = 600.0  # seconds an "Add to Slack" click may take to come back
 # Install states outstanding at once, at most: a flood of GET /slack/install cannot fill the database (each click
 # writes one row, kept for STATE_TTL).

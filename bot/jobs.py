@@ -15,6 +15,7 @@ from bot.commands import BY_NAME, Command, Problem, quote
 from bot.costs import Estimate
 from bot.following import Following
 from bot.holds import HoldService
+from bot.keyring import acting_for
 from bot.messages.answers import (
     ProviderInfo,
     format_help,
@@ -340,7 +341,7 @@ class JobService:
         except ProviderError as error:
             return format_provider_error(f"refresh {job_id}", error), False
         except UnknownProvider as unknown:
-            return format_unknown_provider(str(unknown), self.providers.names), False
+            return format_unknown_provider(unknown, self.providers.names), False
         self.following.observe(job)
         row = next((f for f in self.store.follows.followers(job.id,
                                                             target.name) if f["channel_id"] == caller.channel_id), {})
@@ -370,8 +371,7 @@ class JobService:
         return format_providers(infos, sandbox=self.sandbox)
 
     def _taking_jobs(self, provider: FineTuningProvider) -> tuple[bool, str]:
-        """Whether a provider takes new jobs, as a sentence: what it said when it refused one, or its announced
-        end date."""
+        """Whether a provider takes new jobs, in words: what it said when it refused one, or its announced end."""
         if provider.name in self.stopped:
             when, said = self.stopped[provider.name]
             day = datetime.fromtimestamp(when, timezone.utc).date().isoformat()
@@ -429,16 +429,17 @@ class JobService:
 
     def reconcile_starts(self, *, older_than: float, worker: str) -> int:
         """Settle starts left open by a process that died while asking the provider: follow the job if it exists
-        and tell the person who typed the command either way. Returns how many were settled."""
+        and tell the person who typed the command either way (each with its workspace's key). How many settled."""
         settled = 0
         for intent in self.store.replays.claim_orphaned_intents(older_than=older_than, worker=worker):
-            if intent["provider"] not in self.providers:  # (named since start-up adopted any unnamed rows)
+            with acting_for(self.store.workspaces.workspace_of(intent["channel_id"])):  # (its workspace's key)
+                owner = self.providers.get(intent["provider"]) if intent["provider"] in self.providers else None
+            if owner is None:  # (named since start-up adopted any unnamed rows)
                 log.warning("an interrupted start at %s, which is not configured now, waits until it is",
                             intent.get("provider"))
                 self.store.replays.reopen_intent(intent["request_id"])
                 continue
             try:
-                owner = self.providers.get(intent["provider"])
                 job = owner.find_started(intent["request_id"], training_file=intent["training_file"],
                                          model=intent["model"], suffix=intent["suffix"], since=intent["created_at"])
             except ProviderError as error:
@@ -447,10 +448,10 @@ class JobService:
                 continue
             if job is not None:
                 self.store.follows.follow(intent["channel_id"], job.fields(), final=job.final,
-                                          team_id=intent["team_id"],
-                                  user_id=intent["user_id"], origin="start", announce=job.outcome, card=True,
-                                  recorded={"estimate": intent.get("estimate"),
-                                            "approved_by": intent.get("approved_by")})
+                                          team_id=intent["team_id"], user_id=intent["user_id"], origin="start",
+                                          announce=job.outcome, card=True,
+                                          recorded={"estimate": intent.get("estimate"),
+                                                    "approved_by": intent.get("approved_by")})
                 if intent.get("move_id"):
                     self.link_move(intent["move_id"], job)
                 self.on_queued()
@@ -471,7 +472,6 @@ class JobService:
         self.slack.post_quietly(intent["user_id"], message)
 
 
-
 def answered(command: Command, call: Callable[[], Message], providers: Providers) -> Message:
     """A command's answer, with a provider's refusal (or a provider not configured) said in words."""
     try:
@@ -481,7 +481,7 @@ def answered(command: Command, call: Callable[[], Message], providers: Providers
                  error.status)
         return format_provider_error(_doing(command), error)
     except UnknownProvider as unknown:
-        return format_unknown_provider(str(unknown), providers.names, command.spec.usage)
+        return format_unknown_provider(unknown, providers.names, command.spec.usage)
 
 
 def _doing(command: Command) -> str:

@@ -18,7 +18,7 @@ REQUEST: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", 
 class RedactSecrets(logging.Filter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self.redact = Scrubber(secrets)
+        self.redact = Scrubber(secrets, learned=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request", None) is None and REQUEST.get() is not None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+from bot.keyring import acting_for
 from bot.providers.types import FineTuningProvider, Job, MetricPoint, ProviderError, Providers
 from bot.watchdog import Watchdog, one_job
 from storage import DB_ERRORS, Store
@@ -58,17 +59,22 @@ class Poller:
     def __init__(self, providers: Providers | FineTuningProvider, store: Store, *,
                  on_queued: Callable[[], None] = lambda: None, max_retrieves: int = MAX_RETRIEVES_PER_CYCLE,
                  interval: float = 60.0, max_progress_reads: int = MAX_PROGRESS_READS_PER_CYCLE,
-                 watchdog: Watchdog | None = None) -> None:
+                 watchdog: Watchdog | None = None,
+                 owners: Callable[[list[tuple[str, str]]], dict[tuple[str, str], str]] | None = None) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers([providers])
+        # OAuth mode: which workspace each followed job belongs to. Its jobs are asked about with its own providers
+        # (its own keys), each workspace's apart: a "lane" is (workspace, provider), "" the environment's own.
+        self.owners = owners
         self.store = store
         self.on_queued = on_queued
         self.max_retrieves = max_retrieves
         self.max_progress_reads = max_progress_reads
         self.watchdog = watchdog
         self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))
-        self._backoff: dict[str, _Backoff] = defaultdict(_Backoff)
-        self._warned_unconfigured: set[str] = set()
-        self._training: dict[str, dict[str, Job]] = {}  # by provider: the jobs its last answer said are going
+        self._backoff: dict[tuple[str, str], _Backoff] = defaultdict(_Backoff)  # by lane
+        self._warned_unconfigured: set[tuple[str, str]] = set()
+        # By lane: the provider asked, and the jobs its last answer said are going.
+        self._training: dict[tuple[str, str], tuple[FineTuningProvider, dict[str, Job]]] = {}
         # Providers are asked side by side on threads made once, one per provider, and ended by close(): a pool a
         # cycle would leave a thread (and its database connection) behind every cycle.
         self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.providers.names)),
@@ -85,52 +91,60 @@ class Poller:
         report = PollReport()
         active = self.store.follows.active_jobs()
         report.active = len(active)
-        by_provider: dict[str, list[dict]] = defaultdict(list)
+        owners = self.owners([(row["provider"], row["id"]) for row in active]) if self.owners and active else {}
+        by_lane: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for row in active:
-            by_provider[row["provider"]].append(row)
+            by_lane[(owners.get((row["provider"], row["id"]), ""), row["provider"])].append(row)
         asked = []
-        for name, rows in by_provider.items():
-            if name not in self.providers:
+        for lane, rows in by_lane.items():
+            provider = self._provider_of(lane)
+            if provider is None:
                 report.unconfigured += len(rows)
-                if name not in self._warned_unconfigured:
-                    self._warned_unconfigured.add(name)
-                    log.warning("%d followed job(s) belong to provider %r, which is not configured; they are left "
-                                "as they are until it is", len(rows), name or "(unnamed)")
+                if lane not in self._warned_unconfigured:
+                    self._warned_unconfigured.add(lane)
+                    log.warning("%d followed job(s) belong to provider %r, which is not configured%s; they are left "
+                                "as they are until it is", len(rows), lane[1] or "(unnamed)",
+                                " for their workspace" if lane[0] else "")
                 continue
-            backoff = self._backoff[name]
+            backoff = self._backoff[lane]
             if backoff.skip > 0:
                 backoff.skip -= 1  # backing off after this provider's errors: it is not asked this cycle
                 report.skipped = True
-                report.backing_off.append(name)
+                report.backing_off.append(lane[1])
                 continue
-            asked.append((self.providers.get(name), rows))
+            asked.append((lane, provider, rows))
         if len(asked) == 1:
             self._record(report, *self._guarded_poll(*asked[0], progress))
         elif asked:
-            for done in as_completed([self._pool.submit(self._guarded_poll, provider, rows, progress)
-                                      for provider, rows in asked]):
+            for done in as_completed([self._pool.submit(self._guarded_poll, lane, provider, rows, progress)
+                                      for lane, provider, rows in asked]):
                 self._record(report, *done.result())
         return report
 
-    def _guarded_poll(self, provider: FineTuningProvider, rows: list[dict], progress: bool):
-        """One provider's part of the cycle; anything unexpected counts as that provider failing (it backs off, the
+    def _provider_of(self, lane: tuple[str, str]) -> FineTuningProvider | None:
+        """The provider a lane's jobs are asked with: the workspace's own (or the shared one it may use)."""
+        with acting_for(lane[0]):
+            return self.providers.get(lane[1]) if lane[1] in self.providers else None
+
+    def _guarded_poll(self, lane: tuple[str, str], provider: FineTuningProvider, rows: list[dict], progress: bool):
+        """One lane's part of the cycle; anything unexpected counts as that provider failing (it backs off, the
         others go on) rather than ending the cycle."""
         try:
-            return self._poll(provider, rows, progress=progress)
+            return (lane, *self._poll(lane, provider, rows, progress=progress))
         except DB_ERRORS as error:
             if is_transient(error):
                 raise  # the database is away, not the provider: the cycle ends, and the next one does its work
             log.exception("polling %s failed unexpectedly", provider.name)
-            return provider.name, {}, 0, ProviderError(f"unexpected error ({type(error).__name__})"), 0, 0
+            return lane, {}, 0, ProviderError(f"unexpected error ({type(error).__name__})"), 0, 0
         except Exception as unexpected:  # noqa: BLE001 - one provider's fault must not stop the others' outcomes
             log.exception("polling %s failed unexpectedly", provider.name)
-            return provider.name, {}, 0, ProviderError(f"unexpected error ({type(unexpected).__name__})"), 0, 0
+            return lane, {}, 0, ProviderError(f"unexpected error ({type(unexpected).__name__})"), 0, 0
 
-    def _poll(self, provider: FineTuningProvider, rows: list[dict], *,
-              progress: bool) -> tuple[str, dict[str, Job], int, ProviderError | None, int, int]:
+    def _poll(self, lane: tuple[str, str], provider: FineTuningProvider, rows: list[dict], *,
+              progress: bool) -> tuple[dict[str, Job], int, ProviderError | None, int, int]:
         """Ask one provider about its jobs and record what it said (even before an error: still news; nothing is
-        marked final on an error); then, with no error, queue the progress replies due. Returns its name, the jobs
-        seen, the requests made, the error, and the announcements and progress replies queued."""
+        marked final on an error); then, with no error, queue the progress replies due. Returns the jobs seen, the
+        requests made, the error, and the announcements and progress replies queued."""
         seen: dict[str, Job] = {}
         counter = [0]
         error = None
@@ -158,23 +172,25 @@ class Poller:
             error = caught
         record(seen.values(), last=True)  # what is left: jobs read one by one, or seen before an error (still news)
         if error is None:
-            self._training[provider.name] = {job_id: job for job_id, job in seen.items() if not job.final}
+            self._training[lane] = (provider, {job_id: job for job_id, job in seen.items() if not job.final})
         # After the statuses are recorded, so a card's thread tells of a change before the steps that follow it.
         replies = self._progress(provider, seen, counter) if progress and error is None else 0
-        return provider.name, seen, counter[0], error, queued, replies
+        return seen, counter[0], error, queued, replies
 
     def read_progress(self) -> int:
         """The metric reads due for the jobs the last cycle saw still going (at most the cap a provider), and the
         progress replies they make; scheduled apart from `run_once`. Returns the replies queued."""
         queued = 0
         watch_budget = self.watchdog.max_reads if self.watchdog else 0
-        for name, seen in list(self._training.items()):
-            if name not in self.providers or self._backoff[name].skip:
-                continue  # (a provider backing off is not asked for its metrics either)
+        for lane, (asked, seen) in list(self._training.items()):
+            provider = self._provider_of(lane)
+            if provider is not asked or self._backoff[lane].skip:
+                continue  # (a provider backing off is not asked for its metrics either; nor one no longer there)
+            name = lane[1]
             try:
-                queued += self._progress(self.providers.get(name), seen, [0])
+                queued += self._progress(provider, seen, [0])
                 if self.watchdog and watch_budget > 0:
-                    watch_budget -= self.watchdog.watch(self.providers.get(name), seen, budget=watch_budget)
+                    watch_budget -= self.watchdog.watch(provider, seen, budget=watch_budget)
             except DB_ERRORS as error:
                 if is_transient(error):
                     raise  # the database is away: these reads wait for the next run
@@ -221,11 +237,11 @@ class Poller:
                   "percent": point.percent, "epoch": point.epoch}
         return self.store.cards.queue_progress(provider.name, job.id, point.step, detail)
 
-    def _record(self, report: PollReport, name: str, seen: dict[str, Job], requests: int,
+    def _record(self, report: PollReport, lane: tuple[str, str], seen: dict[str, Job], requests: int,
                 error: ProviderError | None, queued: int, progress: int) -> None:
-        backoff = self._backoff[name]
+        backoff, name = self._backoff[lane], lane[1]
         report.requests += requests
-        report.requests_by_provider[name] = requests
+        report.requests_by_provider[name] = report.requests_by_provider.get(name, 0) + requests
         report.progress += progress
         if error is not None:
             backoff.failures += 1

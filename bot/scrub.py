@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 
 REDACTED = "[redacted]"
@@ -27,14 +28,34 @@ _HINTS = ("xox", "xapp-", "sk-", "whsec_", "hooks.slack.com", "commands/", "comm
 _NAMED_HINT = "response_url"
 
 
+# Secrets the process learns while it runs (a workspace's provider keys, set through `/finetune keys`): the
+# scrubbers of logs and error reports remove them too. Replaced whole, never changed in place: readers need no lock.
+_learned: tuple[str, ...] = ()
+_learning = threading.Lock()
+
+
+def learn(secret: str | None) -> None:
+    """From now on, logs and error reports never show `secret`."""
+    global _learned
+    if not secret or len(secret) < 6 or secret in _learned:
+        return
+    with _learning:
+        _learned = tuple(sorted({*_learned, secret}, key=len, reverse=True))
+
+
 class Scrubber:
-    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+    def __init__(self, secrets: Iterable[str | None] = (), *, learned: bool = False) -> None:
         # Longest first, so a secret that contains another is removed whole.
         self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        self.learned = learned  # also the secrets learned since start-up (logs' and error reports' scrubbers)
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
+        if self.learned:
+            for secret in _learned:
+                if secret in text:
+                    text = text.replace(secret, REDACTED)
         return _without_shapes(text) if _may_hold_a_shape(text) else text
 
     def deep(self, value):

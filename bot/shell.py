@@ -45,7 +45,7 @@ EMOJI = {
     ":bell:": "🔔", ":no_bell:": "🔕", ":lock:": "🔒", ":test_tube:": "🧪", ":thinking_face:": "🤔",
     ":grey_question:": "❔", ":face_with_head_bandage:": "🤕", ":chart_with_downwards_trend:": "📉",
     ":package:": "📦", ":outbox_tray:": "📤", ":scales:": "⚖️", ":information_source:": "ℹ️",
-    ":large_green_circle:": "🟢", ":no_entry:": "⛔", ":repeat:": "🔁", ":moneybag:": "💰",
+    ":large_green_circle:": "🟢", ":no_entry:": "⛔", ":repeat:": "🔁", ":moneybag:": "💰", ":key:": "🔑",
     ":hourglass:": "⌛", ":raised_hand:": "✋", ":rotating_light:": "🚨", ":truck:": "🚚", ":file_folder:": "📁",
 }
 REPLY_WAIT = 30.0

@@ -312,6 +312,11 @@ class SlackGateway:
     def _download_token(self) -> str | None:
         return self.tokens({}) if self.tokens is not None else self.client.token
 
+    def is_admin(self, user_id: str) -> bool:
+        """Whether a person is an admin or an owner of their workspace, as users.info says."""
+        user = self._call("users_info", user=user_id).get("user") or {}
+        return bool(user.get("is_admin") or user.get("is_owner") or user.get("is_primary_owner"))
+
     def open_dm(self, user_id: str) -> str:
         """The id of the bot's direct-message conversation with a person (conversations.open: the same each time)."""
         return str(self._call("conversations_open", users=user_id)["channel"]["id"])

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from bot import metrics
+from bot.keyring import for_job
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
@@ -179,11 +180,12 @@ class Watchdog:
             if followers is None:
                 continue  # another process has it, or it was said meanwhile
             numbers = json.loads(mark["detail"] or "{}")
-            if provider not in providers:
-                queued += self.store.watch.say(provider, job_id, kind, {
-                    **numbers, "cancel": f"could not: {provider} is no longer configured"}, followers)
-                continue
-            queued += self._cancel_and_say(providers.get(provider), job_id, kind, numbers, followers)
+            with for_job(self.store, provider, job_id):  # (its workspace's key cancels it)
+                if provider not in providers:
+                    queued += self.store.watch.say(provider, job_id, kind, {
+                        **numbers, "cancel": f"could not: {provider} is no longer configured"}, followers)
+                    continue
+                queued += self._cancel_and_say(providers.get(provider), job_id, kind, numbers, followers)
         if queued:
             self.on_queued()
         return queued

@@ -2,7 +2,7 @@
 
 from slack_bolt import App
 
-from handlers import actions, commands, errors, home, installs, moves, trying, views
+from handlers import actions, commands, errors, home, installs, keys, moves, trying, views
 
 
 def register(app: App, services) -> None:
@@ -14,3 +14,4 @@ def register(app: App, services) -> None:
     moves.register(app, services)
     installs.register(app, services)
     home.register(app, services)
+    keys.register(app, services)

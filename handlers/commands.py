@@ -10,6 +10,7 @@ from bot.commands import Command, Problem, parse
 from bot.jobs import Caller
 from bot.messages.answers import format_help, format_problem, format_refusal, format_replay, format_unknown_provider
 from bot.providers.types import UnknownProvider
+from handlers import keys
 from handlers.errors import apologizing
 from handlers.replies import replier
 
@@ -34,6 +35,9 @@ def make_listener(services):
             ack(**services.reply(format_refusal(refusal)))
             return
         ack()
+        if parsed.name == "keys":  # a form, opened with the command's trigger_id (3 seconds): at once, after ack
+            services.prompt.submit(keys.open_form, services, caller, command.get("trigger_id") or "")
+            return
         if parsed.name in {"check", "upload"} or (parsed.name == "start" and "training_file" not in parsed.args):
             # The form opens with the command's trigger_id, which Slack honours for 3 seconds: at once, after ack.
             services.prompt.submit(_open_form, services, parsed, caller, command.get("trigger_id") or "")
@@ -51,7 +55,7 @@ def _open_form(services, command: Command, caller: Caller, trigger_id: str) -> N
             if problem:
                 send(format_refusal(problem))
         except UnknownProvider as unknown:
-            send(format_unknown_provider(str(unknown), services.providers.names, command.spec.usage))
+            send(format_unknown_provider(unknown, services.providers.names, command.spec.usage))
 
 
 def run_after_ack(services, command: Command, caller: Caller, *, trigger_id: str | None) -> None:

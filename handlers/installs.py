@@ -7,6 +7,8 @@ import logging
 
 from slack_bolt import App
 
+from storage.workspaces import workspace_key
+
 log = logging.getLogger(__name__)
 
 
@@ -17,8 +19,11 @@ def register(app: App, services) -> None:  # noqa: ANN001 - bot.app.Services
         if installs is None:  # one workspace, one token from the environment: nothing here to forget
             log.warning("Slack says the app was uninstalled (or its token revoked): SLACK_BOT_TOKEN no longer works")
             return
-        installs.uninstalled(body.get("enterprise_id"), body.get("team_id"),
-                             org_wide=bool(body.get("is_enterprise_install")))
+        org_wide = bool(body.get("is_enterprise_install"))
+        installs.uninstalled(body.get("enterprise_id"), body.get("team_id"), org_wide=org_wide)
+        keyring = services.keys.keyring if services.keys else None
+        if keyring is not None:  # its providers go at once here (within a second on other replicas)
+            keyring.forget(workspace_key(body.get("enterprise_id"), body.get("team_id"), org_wide=org_wide))
 
     @app.event("app_uninstalled")
     def uninstalled(body: dict) -> None:

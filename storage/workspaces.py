@@ -108,6 +108,11 @@ class Workspaces:
         return self.engine.rows("SELECT provider, last4, set_by, set_at FROM workspace_keys WHERE workspace = ?"
                                 " ORDER BY provider", (workspace,))
 
+    def sealed_keys(self, workspace: str) -> dict[str, str]:
+        """A workspace's keys, sealed, by provider (one read: what its providers are built from)."""
+        return {r["provider"]: r["sealed"] for r in self.engine.rows(
+            "SELECT provider, sealed FROM workspace_keys WHERE workspace = ?", (workspace,))}
+
     def sealed_key(self, workspace: str, provider: str) -> str | None:
         rows = self.engine.rows("SELECT sealed FROM workspace_keys WHERE workspace = ? AND provider = ?",
                                 (workspace, provider))
@@ -141,17 +146,19 @@ class Workspaces:
 
     def owned(self, workspace: str, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of (provider, job id) pairs, those that belong to `workspace`."""
-        if not pairs:
-            return set()
-        found = set()
+        return {pair for pair, owner in self.owners(pairs).items() if owner == workspace}
+
+    def owners(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """Of (provider, job id) pairs, the workspace each belongs to (pairs no workspace claimed are left out)."""
+        found: dict[tuple[str, str], str] = {}
         for provider in {p for p, _ in pairs}:
             ids = [j for p, j in pairs if p == provider]
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
                 rows = self.engine.rows(
-                    f"SELECT job_id FROM job_owners WHERE workspace = ? AND provider = ? AND job_id IN"
-                    f" ({', '.join('?' * len(chunk))})", (workspace, provider, *chunk))
-                found |= {(provider, r["job_id"]) for r in rows}
+                    f"SELECT job_id, workspace FROM job_owners WHERE provider = ? AND job_id IN"
+                    f" ({', '.join('?' * len(chunk))})", (provider, *chunk))
+                found.update({(provider, r["job_id"]): r["workspace"] for r in rows})
         return found
 
     # -- channels ---------------------------------------------------------------------------------------

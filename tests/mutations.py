@@ -40,7 +40,7 @@ MUTATIONS = [
     ('together failure reason unread', 'bot/providers/together_shape.py', '            job = _with_error(job, reason)', '            pass', 'tests/test_together.py -k reason'),
     ('together reads taken for a create', 'bot/providers/together_shape.py', '    return request is None or (request.method == "POST"', '    return True or (request.method == "POST"', 'tests/test_together.py -k lost_read'),
     ("listing's unexplained failures not read", 'bot/poller.py', '        missing = [job_id for job_id in wanted if job_id not in seen] + unexplained', '        missing = [job_id for job_id in wanted if job_id not in seen]', 'tests/test_poller.py -k cheapest'),
-    ('one provider per cycle at a time', 'bot/poller.py', '        if len(asked) == 1:', '        if True:\n            for pair in asked:\n                self._record(report, *self._poll(*pair))\n        elif False:', 'tests/test_providers.py -k outage'),
+    ('one provider per cycle at a time', 'bot/poller.py', '        if len(asked) == 1:', '        if True:\n            for pair in asked:\n                self._record(report, pair[0], *self._poll(*pair, progress=progress))\n        elif False:', 'tests/test_providers.py -k outage'),
     ('per-provider options unchecked', 'bot/jobs.py', '        if refused:\n', '        if False:\n', 'tests/test_providers.py -k own_options'),
     ('stopped-taking-jobs never seen', 'bot/providers/calls.py', '    if status not in {400, 403, 404, 410}:\n        return False', '    if True:\n        return False', 'tests/test_providers.py -k stopped_taking'),
     ('legacy rows not adopted', 'bot/app.py', '    if legacy and legacy in providers and store.follows.adopt_unnamed(legacy):', '    if False:', 'tests/test_providers.py -k before_providers'),
@@ -272,6 +272,17 @@ MUTATIONS = [
     ('numpy loaded with sqlite-utils', 'storage/engines.py', 'with leaving_out("numpy", "pandas"):', 'with leaving_out():', 'tests/test_hardening.py -k never_loads'),
     ('aiohttp loaded with openai', 'bot/providers/openai_shape.py', 'with leaving_out("aiohttp"):', 'with leaving_out():', 'tests/test_hardening.py -k never_loads'),
     ('an extra left out for good', 'storage/optional_imports.py', '                    del sys.modules[name]', '                    pass', 'tests/test_hardening.py -k extra_left_out'),
+    ('shared keys serve everyone', 'bot/keyring.py', '        return "*" in shared or any(part in shared for part in workspace.split(":") if part)', '        return True', 'tests/test_keys.py -k operator_names'),
+    ('an uninstalled workspace keeps its providers', 'bot/keyring.py', '        installed = workspace is None or self.store.workspaces.installation(workspace) is not None', '        installed = True', 'tests/test_keys.py -k uninstalled'),
+    ('a member changes keys', 'bot/keys.py', '        if not self.may_change(user_id):\n            return NOT_AN_ADMIN\n        provider = answers', '        provider = answers', 'tests/test_keys.py -k forged_submission'),
+    ('a member opens the keys form', 'bot/keys.py', '        if not self.may_change(caller.user_id):\n            return NOT_AN_ADMIN\n', '', 'tests/test_keys.py -k forged_submission'),
+    ('jobs polled with the environments key', 'bot/poller.py', '            by_lane[(owners.get((row["provider"], row["id"]), ""), row["provider"])].append(row)', '            by_lane[("", row["provider"])].append(row)', 'tests/test_keys.py -k sets_a_key'),
+    ('a chart read with the environments key', 'bot/charting.py', '            with for_job(self.jobs.store, row["provider"], row["job_id"]):', '            if True:', 'tests/test_keys.py -k sets_a_key'),
+    ('a key stored in the clear', 'bot/keyring.py', '        sealed = self.vault.seal(json.dumps({name: values[name] for name in names}))', '        sealed = json.dumps({name: values[name] for name in names})', 'tests/test_keys.py -k sets_a_key'),
+    ('a learned key logged', 'bot/scrub.py', '        if self.learned:', '        if False:', 'tests/test_keys.py -k learned'),
+    ('a pasted sentence taken for a key', 'bot/keys.py', '        if key and (len(key) < 8 or any(c.isspace() for c in key)):', '        if False:', 'tests/test_keys.py -k mistakes'),
+    ('a workspace without keys shown an empty list', 'bot/keyring.py', '        if current is None and WORKSPACE.get():\n            raise NoProviderKey', '        if False:\n            raise NoProviderKey', 'tests/test_keys.py -k without_a_key'),
+    ('a members home offers keys', 'bot/app.py', 'keys_for=keys.may_change if keyring else lambda user_id: False', 'keys_for=(lambda user_id: True) if keyring else lambda user_id: False', 'tests/test_keys.py -k home'),
 ]
 
 

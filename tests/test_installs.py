@@ -27,9 +27,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 KEY = Fernet.generate_key().decode()
 
 
-def oauth_changes(*keys: str) -> dict:
+def oauth_changes(*keys: str, shared: frozenset[str] = frozenset({"*"})) -> dict:
+    """An OAuth bot whose environment's provider keys serve every workspace (`shared`), unless told otherwise."""
     return {"slack_bot_token": None, "slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET,
-            "encryption_keys": keys or (KEY,)}
+            "encryption_keys": keys or (KEY,), "shared_keys_team_ids": shared}
 
 
 @pytest.fixture

@@ -97,9 +97,14 @@ def format_settings(settings: Mapping, *, changed: bool) -> Message:
     return build_message(text, [section_block(head + "\n" + "\n".join(lines))], in_channel=changed)
 
 
-def format_unknown_provider(name: str, configured: Sequence[str], usage: str | None = None) -> Message:
-    """A `provider=` naming no configured provider, with the ones that are."""
-    return format_problem(Problem(f"No provider called `{quote(name)}` is configured here. "
+def format_unknown_provider(unknown: object, configured: Sequence[str], usage: str | None = None) -> Message:
+    """A `provider=` naming no configured provider (bot.providers.types.UnknownProvider, or its name), with the ones
+    that are; or, for a workspace without that key (bot.keyring.NoProviderKey), how to add one."""
+    hint = getattr(unknown, "hint", None)
+    if hint:
+        return format_problem(Problem(hint + (f" Here: {', '.join(f'`{n}`' for n in configured)}." if configured
+                                              else "")))
+    return format_problem(Problem(f"No provider called `{quote(str(unknown))}` is configured here. "
                                   f"Configured: {', '.join(f'`{n}`' for n in configured)}.", usage))
 
 

@@ -11,6 +11,7 @@ from bot.messages.jobs import job_line
 from bot.providers.types import provider_label
 
 HOME_HELP_ACTION = "home_help"
+HOME_KEYS_ACTION = "home_keys"  # (shown to a workspace's admins, in OAuth mode: `/finetune keys`' form)
 HOME_JOBS = 30  # the most jobs a Home lists (running first): one block each
 HOME_CHANNELS = 20  # the most channels it names
 MAX_HOME_BLOCKS = 100  # Slack's limit for a Home view
@@ -34,7 +35,7 @@ def _job_block(row: Mapping) -> dict:
 
 
 def home_view(*, started: Sequence[Mapping], month: Mapping, month_name: str, channels: Sequence[Mapping],
-              total_started: int | None = None) -> dict:
+              total_started: int | None = None, keys_button: bool = False) -> dict:
     """The Home tab's view for one person."""
     blocks: list[dict] = [header_block("Your fine-tuning")]
     running = [r for r in started if not r.get("final")]
@@ -60,9 +61,12 @@ def home_view(*, started: Sequence[Mapping], month: Mapping, month_name: str, ch
     if channels:
         named = ", ".join(f"<#{c['channel_id']}>" for c in channels)
         blocks.append(section_block(f"*Where you follow jobs:* {named}"))
-    blocks.append({"type": "actions", "elements": [
-        {"type": "button", "action_id": HOME_HELP_ACTION, "text": {"type": "plain_text", "text": "Help"},
-         "value": "help"}]})
+    buttons = [{"type": "button", "action_id": HOME_HELP_ACTION, "text": {"type": "plain_text", "text": "Help"},
+                "value": "help"}]
+    if keys_button:
+        buttons.append({"type": "button", "action_id": HOME_KEYS_ACTION, "value": "keys",
+                        "text": {"type": "plain_text", "text": "Provider keys"}})
+    blocks.append({"type": "actions", "elements": buttons})
     return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}
 
 

@@ -179,6 +179,7 @@ SHAPE = ProviderShape(
     and not model.startswith(FIREWORKS_MODELS),
     advice="FIREWORKS_API_KEY and FIREWORKS_ACCOUNT_ID for Fireworks AI",
     moves=MOVES,
+    own_keys={"fireworks": ("FIREWORKS_API_KEY", "FIREWORKS_ACCOUNT_ID")},
 )
 
 
@@ -459,9 +460,7 @@ class FireworksProvider:
         evaluation = getattr(raw, "evaluation_dataset", None)
         return Job(
             id=_last_segment(getattr(raw, "name", None) or ""),
-            provider=self.name,
-            status=status,
-            state=state,
+            provider=self.name, status=status, state=state,
             model=getattr(raw, "base_model", None) or "",
             fine_tuned_model=(getattr(raw, "output_model", None) or None) if state == "succeeded" else None,
             training_file=_last_segment(dataset) if dataset else None,

@@ -203,6 +203,7 @@ SHAPE = ProviderShape(
     requires=_required,
     legacy=_legacy,
     sdk_loggers=("openai._base_client",),
+    own_keys={"openai": ("OPENAI_API_KEY",)},  # (Azure OpenAI stays the operator's: a resource, not a key)
 )
 
 

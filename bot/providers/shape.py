@@ -133,6 +133,9 @@ class ProviderShape:
     # OpenAI when its endpoint is set, else OpenAI), for the settings given.
     legacy: Callable[[Any], str | None] = lambda settings: None
     sdk_loggers: tuple[str, ...] = ()  # the SDK's loggers that speak of every request (quiet unless LOG_LEVEL=DEBUG)
+    # OAuth mode: the settings a workspace sets for its own account (`/finetune keys`), by provider; the first of
+    # each is its secret key. The rest of the shape's settings (base URLs, defaults) stay the operator's.
+    own_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def required(self, set_names: frozenset[str]) -> list[str]:
         if self.requires is not None:

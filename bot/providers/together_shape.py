@@ -172,6 +172,7 @@ SHAPE = ProviderShape(
     advice="TOGETHER_API_KEY for Together AI",
     moves=MOVES,
     sdk_loggers=("together._base_client",),
+    own_keys={"together": ("TOGETHER_API_KEY",)},
 )
 
 

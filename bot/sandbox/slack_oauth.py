@@ -36,6 +36,7 @@ class SlackOAuth:
         self._codes: dict[str, Grant] = {}
         self.exchanges: list[dict] = []  # every oauth.v2.access: what it asked and what became of it
         self.dead_token_calls: list[dict] = []  # calls made with an expired or revoked token
+        self.roles: dict[str, str] = {}  # user id -> "admin", "owner" or "primary_owner" (anyone else: a member)
 
     def grant(self, team_id: str | None, *, enterprise_id: str | None = None, org_wide: bool = False,
               lifetime: float | None = None) -> str:
@@ -83,6 +84,15 @@ class SlackOAuth:
             grant.refresh_token = f"xoxe-1-{secrets.token_hex(10)}"
             out.update(refresh_token=grant.refresh_token, expires_in=int(grant.lifetime))
         return out
+
+    def _users_info(self, params: dict) -> dict:
+        user_id = str(params.get("user") or "")
+        if not user_id.startswith(("U", "W")):
+            return {"ok": False, "error": "user_not_found"}
+        role = self.roles.get(user_id)
+        return {"ok": True, "user": {"id": user_id, "is_admin": role in {"admin", "owner", "primary_owner"},
+                                     "is_owner": role in {"owner", "primary_owner"},
+                                     "is_primary_owner": role == "primary_owner"}}
 
     def _oauth_v2_access(self, params: dict, authorization: str = "") -> dict:
         client_id, client_secret = params.get("client_id"), params.get("client_secret")

@@ -1,0 +1,220 @@
+"""Each workspace's own provider keys (OAuth mode): `/finetune keys` for its admins, sealed at rest, never shown again
+nor logged; everything a workspace does at a provider uses its own key (commands and the scheduler's polls), the
+environment's keys only where the operator shares them, and no workspace spends another's money. The real Bolt and
+slack_sdk against the Slack stand-in, the real OpenAI SDK against the OpenAI sandbox."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import pathlib
+
+import pytest
+
+from bot import logs
+from bot.messages.keys import KEYS_CALLBACK
+from bot.sandbox.slack import signed_headers, slash_command_body, view_submission_body
+from bot.scrub import Scrubber, learn
+from tests.conftest import SIGNING_SECRET, Server, delivered, wait_until
+from tests.test_installs import _install, oauth_changes
+
+KEY_ONE = "sk-workspace-one-key-0000000000000000abcd"
+KEY_TWO = "sk-workspace-two-key-1111111111111111wxyz"
+
+
+@pytest.fixture
+def keyed(make_bot, slack):
+    """An OAuth bot whose environment's OpenAI key is shared with no workspace; T0ONE and T0TWO installed, each
+    with an admin (U0ADMIN1, U0ADMIN2)."""
+    bot = make_bot(**oauth_changes(shared=frozenset()))
+    server = Server(bot)
+    for team in ("T0ONE", "T0TWO"):
+        assert _install(server, slack, team)[0] == 200
+    slack.roles.update({"U0ADMIN1": "admin", "U0ADMIN2": "owner"})
+    yield bot, server
+    server.close()
+
+
+def _command(server: Server, slack, text: str, *, team: str, channel: str, user: str) -> None:
+    body = slash_command_body(text, channel_id=channel, team_id=team, user_id=user,
+                              response_url=slack.response_url(f"{team}-{user}"))
+    status, raw = server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+    assert status == 200, raw
+
+
+def _replies(slack, team: str, user: str) -> list[str]:
+    return [json.dumps(r) for r in slack.responses if r["url"].endswith(f"/{team}-{user}")]
+
+
+def _keys_form(server: Server, slack, *, team: str, user: str) -> dict:
+    before = len(slack.view_log)
+    _command(server, slack, "keys", team=team, channel=f"C0{team}", user=user)
+    opened = wait_until(lambda: [v for v in slack.view_log[before:] if v["kind"] == "open"], timeout=5)
+    return opened[0]
+
+
+def _submit(server: Server, slack, view: dict, *, team: str, user: str, provider: str = "openai", key: str = "",
+            **settings: str) -> tuple[int, bytes]:
+    values = {"provider": {"value": {"type": "static_select", "selected_option": {"value": provider}}},
+              "key": {"value": {"type": "plain_text_input", "value": key}}}
+    values.update({f"setting:{name}": {"value": {"type": "plain_text_input", "value": value}}
+                   for name, value in settings.items()})
+    body = view_submission_body(view, values, user_id=user, team_id=team)
+    return server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+
+
+def _said_in_view(slack, view_id: str) -> str:
+    return json.dumps(slack.views[view_id]["blocks"])
+
+
+def test_an_admin_sets_a_key_in_the_form_sealed_and_the_workspaces_jobs_use_it(keyed, slack, provider, settings):
+    bot, server = keyed
+    opened = _keys_form(server, slack, team="T0ONE", user="U0ADMIN1")
+    view = opened["view"]
+    assert view["callback_id"] == KEYS_CALLBACK and opened["by"] == ("T0ONE", None)
+    assert "no key" in _said_in_view(slack, view["id"])
+    status, raw = _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key=KEY_ONE)
+    assert status == 200 and json.loads(raw)["response_action"] == "update"  # "Saving…", in the ack
+    said = wait_until(lambda: "Saved" in _said_in_view(slack, view["id"]) and _said_in_view(slack, view["id"]),
+                      timeout=5)
+    assert "ending in abcd" in said and KEY_ONE not in said
+    # Sealed: the database's bytes (its WAL included) never hold it; the form shows at most its last four characters.
+    raw_db = b"".join(p.read_bytes() for p in pathlib.Path(settings.database_path).parent.glob("bot.db*"))
+    assert KEY_ONE.encode() not in raw_db and b"workspace-one" not in raw_db
+    again = _keys_form(server, slack, team="T0ONE", user="U0ADMIN1")
+    shown = _said_in_view(slack, again["view"]["id"])
+    assert "own key, ending in `abcd`" in shown and KEY_ONE not in shown
+
+    # The workspace's command and the scheduler's poll of its job both use its own key, never the environment's.
+    job = provider.add_job(status="running")
+    provider.train(job["id"], 3, total=10)  # (metrics: its success's chart is read with the same key)
+    before = len(provider.received)
+    _command(server, slack, f"subscribe {job['id']}", team="T0ONE", channel="C0ONE", user="U0ALICE")
+    wait_until(lambda: bot.services.store.follows.followers(job["id"], "openai"), timeout=5)
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    assert slack.outcomes_in("C0ONE")
+    assert wait_until(lambda: slack.uploads, timeout=30)  # the chart, drawn after the announcement
+    used = {r.headers.get("authorization") for r in provider.received[before:]}
+    assert used == {f"Bearer {KEY_ONE}"}
+
+
+def test_a_workspace_without_a_key_is_told_how_to_add_one_and_spends_nothing(keyed, slack, provider):
+    bot, server = keyed
+    opened = _keys_form(server, slack, team="T0ONE", user="U0ADMIN1")
+    _submit(server, slack, opened["view"], team="T0ONE", user="U0ADMIN1", key=KEY_ONE)
+    wait_until(lambda: bot.services.store.workspaces.keys("T:T0ONE"), timeout=5)
+    before = len(provider.received)
+    _command(server, slack, "start file-abc", team="T0TWO", channel="C0TWO", user="U0BOB")
+    _command(server, slack, "list", team="T0TWO", channel="C0TWO", user="U0BOB")
+    replies = wait_until(lambda: len(_replies(slack, "T0TWO", "U0BOB")) >= 2 and _replies(slack, "T0TWO", "U0BOB"),
+                         timeout=5)
+    assert all("/finetune keys" in r for r in replies)
+    assert provider.received[before:] == []  # not one request, with anyone's key
+
+
+def test_only_admins_change_keys_and_a_members_forged_submission_changes_nothing(keyed, slack):
+    bot, server = keyed
+    _command(server, slack, "keys", team="T0ONE", channel="C0ONE", user="U0ALICE")
+    refused = wait_until(lambda: _replies(slack, "T0ONE", "U0ALICE"), timeout=5)
+    assert "admins and owners" in refused[0] and not [v for v in slack.view_log if v["kind"] == "open"]
+    # A member who sends the form anyway (a copy of an admin's): checked again after the ack, nothing stored.
+    opened = _keys_form(server, slack, team="T0ONE", user="U0ADMIN1")
+    _submit(server, slack, opened["view"], team="T0ONE", user="U0ALICE", key=KEY_ONE)
+    wait_until(lambda: "admins and owners" in _said_in_view(slack, opened["view"]["id"]), timeout=5)
+    assert bot.services.store.workspaces.keys("T:T0ONE") == []
+    # ADMIN_USER_IDS names others who may.
+    bot.services.keys.admins = frozenset({"U0ALICE"})
+    _submit(server, slack, opened["view"], team="T0ONE", user="U0ALICE", key=KEY_ONE)
+    assert wait_until(lambda: bot.services.store.workspaces.keys("T:T0ONE"), timeout=5)
+
+
+def test_the_forms_mistakes_are_shown_in_the_ack_and_a_key_is_replaced_then_removed(keyed, slack):
+    bot, server = keyed
+    view = _keys_form(server, slack, team="T0ONE", user="U0ADMIN1")["view"]
+    status, raw = _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key="not a key")
+    assert status == 200 and "key" in json.loads(raw)["errors"]
+    status, raw = _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", provider="fireworks",
+                          key="fw_0123456789abcdef")
+    assert "setting:FIREWORKS_ACCOUNT_ID" in json.loads(raw)["errors"]  # Fireworks' key goes with its account
+    assert bot.services.store.workspaces.keys("T:T0ONE") == []
+    _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key=KEY_ONE)
+    wait_until(lambda: bot.services.store.workspaces.keys("T:T0ONE"), timeout=5)
+    _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key=KEY_TWO)
+    assert wait_until(lambda: [k["last4"] for k in bot.services.store.workspaces.keys("T:T0ONE")] == ["wxyz"],
+                      timeout=5)
+    _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key="")
+    assert wait_until(lambda: bot.services.store.workspaces.keys("T:T0ONE") == [], timeout=5)
+    assert wait_until(lambda: "Removed" in _said_in_view(slack, view["id"]), timeout=5)
+
+
+def test_the_environments_keys_serve_only_the_workspaces_the_operator_names(make_bot, slack, provider):
+    bot = make_bot(**oauth_changes(shared=frozenset({"T0ONE"})))
+    server = Server(bot)
+    try:
+        for team in ("T0ONE", "T0TWO"):
+            assert _install(server, slack, team)[0] == 200
+        _command(server, slack, "list", team="T0ONE", channel="C0ONE", user="U0ALICE")
+        _command(server, slack, "list", team="T0TWO", channel="C0TWO", user="U0BOB")
+        one = wait_until(lambda: _replies(slack, "T0ONE", "U0ALICE"), timeout=5)
+        two = wait_until(lambda: _replies(slack, "T0TWO", "U0BOB"), timeout=5)
+        assert "/finetune keys" not in one[0] and "/finetune keys" in two[0]
+    finally:
+        server.close()
+
+
+def test_an_uninstalled_workspaces_jobs_are_no_longer_polled_even_with_shared_keys(make_bot, slack, provider):
+    from bot.sandbox.slack_oauth import event_body
+
+    bot = make_bot(**oauth_changes())  # (the environment's keys shared with every workspace)
+    server = Server(bot)
+    try:
+        assert _install(server, slack, "T0ONE")[0] == 200
+        job = provider.add_job(status="running")
+        _command(server, slack, f"subscribe {job['id']}", team="T0ONE", channel="C0ONE", user="U0ALICE")
+        wait_until(lambda: bot.services.store.follows.followers(job["id"], "openai"), timeout=5)
+        body = event_body({"type": "app_uninstalled"}, team_id="T0ONE")
+        assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+        wait_until(lambda: not bot.services.store.workspaces.installations(), timeout=5)
+        before = len(provider.received)
+        report = bot.services.poller.run_once()
+        assert report.unconfigured == 1 and provider.received[before:] == []
+    finally:
+        server.close()
+
+
+def test_a_key_learned_while_running_is_scrubbed_from_every_log_line_after():
+    stream = io.StringIO()
+    handler = logs.configure("INFO", [], stream=stream)
+    try:
+        secret = "tg-learned-secret-key-98765"
+        learn(secret)
+        logging.getLogger("bot.test").info("a provider said %s", secret)
+        assert secret not in stream.getvalue() and "[redacted]" in stream.getvalue()
+        assert Scrubber([], learned=True)(f"x {secret}") == "x [redacted]"
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_an_admins_home_has_a_provider_keys_button_that_opens_the_form_and_a_members_has_none(keyed, slack):
+    from bot.messages.home import HOME_KEYS_ACTION
+    from bot.sandbox.slack import view_action_body
+    from bot.sandbox.slack_oauth import event_body
+
+    bot, server = keyed
+    for user in ("U0ADMIN1", "U0ALICE"):
+        body = event_body({"type": "app_home_opened", "user": user, "tab": "home", "channel": "D0HOME"},
+                          team_id="T0ONE")
+        assert server.post("/slack/events", body, {**signed_headers(body, SIGNING_SECRET),
+                                                   "content-type": "application/json"})[0] == 200
+    admin = wait_until(lambda: slack.homes.get("U0ADMIN1"), timeout=5)
+    member = wait_until(lambda: slack.homes.get("U0ALICE"), timeout=5)
+    assert HOME_KEYS_ACTION in json.dumps(admin["blocks"]) and HOME_KEYS_ACTION not in json.dumps(member["blocks"])
+    before = len(slack.view_log)
+    body = view_action_body({**admin, "id": "VHOMEU0ADMIN1"}, HOME_KEYS_ACTION, "keys", user_id="U0ADMIN1",
+                            team_id="T0ONE")
+    assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+    opened = wait_until(lambda: [v for v in slack.view_log[before:] if v["kind"] == "open"], timeout=5)
+    assert opened[0]["view"]["callback_id"] == KEYS_CALLBACK and opened[0]["by"] == ("T0ONE", None)
