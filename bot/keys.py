@@ -5,6 +5,7 @@ is checked again, and the key sealed and stored, after the ack. A key is never s
 from __future__ import annotations
 
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from bot.commands import Command
@@ -12,7 +13,7 @@ from bot.installs import WORKSPACE
 from bot.keyring import Keyring, settable
 from bot.messages.answers import format_note
 from bot.messages.blocks import Message
-from bot.messages.keys import keys_form_view, keys_lines
+from bot.messages.keys import KEY_MAX_LENGTH, keys_form_view, keys_lines
 from bot.providers.types import provider_label
 from bot.slack import SlackGateway
 from bot.vault import VaultError
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from bot.jobs import Caller
 
 log = logging.getLogger(__name__)
+
+SETTING = re.compile(r"[A-Za-z0-9._-]{1,100}")  # a setting that goes with a key (Fireworks' account id)
 
 ONE_WORKSPACE = ("This bot serves one workspace, so its provider keys are the ones set where it runs "
                  "(OPENAI_API_KEY and the like), not here.")
@@ -72,13 +75,15 @@ class KeyService:
         names = providers[provider]
         answers = {"provider": provider, names[0]: text("key")}
         key = answers[names[0]]
-        if key and (len(key) < 8 or any(c.isspace() for c in key)):
-            return {}, {"key": "That does not look like an API key (no spaces, at least 8 characters)."}
+        if key and (not 8 <= len(key) <= KEY_MAX_LENGTH or any(c.isspace() for c in key)):
+            return {}, {"key": "That does not look like an API key (no spaces, 8 to 500 characters)."}
         errors = {}
         for setting in names[1:]:
             answers[setting] = text(f"setting:{setting}")
             if key and not answers[setting]:
                 errors[f"setting:{setting}"] = f"{provider_label(provider)} needs this with its key."
+            elif answers[setting] and not SETTING.fullmatch(answers[setting]):  # (an id that goes into its URLs)
+                errors[f"setting:{setting}"] = "Letters, digits, dots, dashes and underscores only."
         return answers, errors or None
 
     def submitted(self, answers: dict[str, str], user_id: str) -> str:

@@ -283,6 +283,7 @@ MUTATIONS = [
     ('a pasted sentence taken for a key', 'bot/keys.py', '        if key and (len(key) < 8 or any(c.isspace() for c in key)):', '        if False:', 'tests/test_keys.py -k mistakes'),
     ('a workspace without keys shown an empty list', 'bot/keyring.py', '        if current is None and WORKSPACE.get():\n            raise NoProviderKey', '        if False:\n            raise NoProviderKey', 'tests/test_keys.py -k without_a_key'),
     ('a members home offers keys', 'bot/app.py', 'keys_for=keys.may_change if keyring else lambda user_id: False', 'keys_for=(lambda user_id: True) if keyring else lambda user_id: False', 'tests/test_keys.py -k home'),
+    ('an account id with slashes', 'bot/keys.py', '            elif answers[setting] and not SETTING.fullmatch(answers[setting]):', '            elif False:', 'tests/test_keys.py -k mistakes'),
 ]
 
 
