@@ -22,7 +22,10 @@
    with 20 senders spread over the replicas while 200 outcomes drain over 50 channels, and that drain's rate;
 10. spend and the watchdog (`estimate`, `watchdog`): estimating a start from a 100 MB file by its id (read through
    the provider's files API, streamed: time and peak memory, then again with its count remembered), and the
-   watchdog's metric reads per poll cycle with 300 jobs training at the default intervals.
+   watchdog's metric reads per poll cycle with 300 jobs training at the default intervals;
+11. many workspaces (`workspaces`): 50 workspaces installed through OAuth, each with its own OpenAI key and 20
+   followed jobs, on PostgreSQL with three replicas at a 5 s interval: list requests per poll cycle (and per key),
+   that no request carries another workspace's key, and the announcement latency p50/max of 30 outcomes.
 
 `BENCH_TRACE=1` with `--only announce-busy` also prints the slowest outcome's channel: every post there from three
 seconds before the provider's change to that outcome, so a figure over its target says what it waited behind.
@@ -42,7 +45,34 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench import harness  # noqa: E402
 from bench.harness import say  # noqa: E402
-from bench.scenarios import acks, announcing, data, deploying, memory, polling, standins, trying, watching  # noqa: E402
+from bench.scenarios import (  # noqa: E402
+    acks,
+    announcing,
+    data,
+    deploying,
+    memory,
+    polling,
+    standins,
+    trying,
+    watching,
+    workspaces,
+)
+
+
+def _workspaces(workdir: str, args: argparse.Namespace) -> None:
+    server = None
+    url = args.database_url
+    if url is None:
+        from bench.postgres import ThrowawayPostgres
+
+        server = ThrowawayPostgres().start()
+        url = server.new_database()
+    try:
+        sizes = {"workspaces": 5, "per_workspace": 4, "interval": 1.0, "finishing": 5} if args.small else {}
+        workspaces.bench_workspaces(url, **sizes)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def _deploy(workdir: str, args: argparse.Namespace) -> None:
@@ -75,6 +105,7 @@ SCENARIOS = {
     "watchdog": lambda w, a: watching.bench_watchdog(w, 30 if a.small else 300, 3 if a.small else 8),
     "cards": lambda w, a: watching.bench_cards(w, hours=a.card_hours),
     "deploy": _deploy,
+    "workspaces": _workspaces,
     "standins": lambda w, a: standins.bench_standin_requests(w, 50 if a.small else 200),
 }
 

@@ -28,6 +28,7 @@ from storage.engines import is_transient
 log = logging.getLogger(__name__)
 
 MAX_RETRIEVES_PER_CYCLE = 100
+LANES_AT_ONCE = 4  # OAuth mode: workspaces asked side by side (each with its own key, so its own account's limits)
 MAX_SKIPPED_CYCLES = 16
 MAX_PAUSE_SECONDS = 120.0  # however long the interval, an outage never silences polling for longer than this
 MAX_PROGRESS_READS_PER_CYCLE = 20  # the latest metrics of at most this many jobs a cycle (the rest wait a cycle)
@@ -77,7 +78,8 @@ class Poller:
         self._training: dict[tuple[str, str], tuple[FineTuningProvider, dict[str, Job]]] = {}
         # Providers are asked side by side on threads made once, one per provider, and ended by close(): a pool a
         # cycle would leave a thread (and its database connection) behind every cycle.
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.providers.names)),
+        # (OAuth mode: a few workspaces' lanes at once, each against its own account)
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.providers.names), LANES_AT_ONCE if owners else 0),
                                         thread_name_prefix="finetune-poll")
 
     def close(self) -> None:

@@ -71,6 +71,19 @@ def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgr
     assert three <= 1.5 * one  # the poll cycle runs once per interval, not once per replica
 
 
+def test_bench_polls_each_workspace_with_its_own_key_on_three_replicas(postgres_url):
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "workspaces", "--small", "--database-url",
+                             postgres_url], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    name = "workspaces_5x4_pg3"
+    assert figures[f"{name}_keys_used_per_cycle"] == "5 of 5"  # each workspace's jobs asked with its own key
+    assert figures[f"{name}_requests_with_another_workspaces_key"] == "0"
+    assert figures[f"{name}_announced"] == "5/5"
+    assert figures[f"{name}_announcements_posted_by_their_own_workspace"] == "5"
+    assert float(figures[f"{name}_list_requests_per_cycle"]) <= 5.5  # one list a workspace a cycle, not a replica
+
+
 def test_bench_estimates_a_file_by_id_and_counts_the_watchdogs_reads():
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "estimate", "--only", "watchdog", "--small"],
                             cwd=ROOT, capture_output=True, text=True, timeout=180)

@@ -78,6 +78,9 @@ class FineTuningSandbox(PacedStandIn):
         self.refuse_models: dict[str, tuple[int, str]] = {}  # model -> (status, message) its chat answers with
         self.chat_latency: dict[str, float] = {}  # model -> seconds its chat answers take
         self.webhooks_sent: list[dict] = []
+        # Each API key its own account, as at OpenAI: a job made with `_account=KEY` (add_job) is listed and read only
+        # with that key; with `accounts` on, a job created through the API belongs to the key that created it.
+        self.accounts = False
         self._order = 0
         self.add_file(SAMPLE_FILE_ID, "sample.jsonl", sample_training_file())
         self.add_file(FAILING_FILE_ID, "invalid-sample.jsonl", b'{"messages": [{"role": "robot", "content": "hi"}]}\n')
@@ -124,6 +127,7 @@ class FineTuningSandbox(PacedStandIn):
             return _error(401, "You didn't provide an API key.", code="invalid_api_key")
         path = _PREFIX.sub("", request.path, count=1)
         m = request.method
+        key = request.headers.get("authorization", "").removeprefix("Bearer ") or request.headers.get("api-key")
         with self.lock:
             if path == "/files" and m == "POST":
                 return self._upload(request)
@@ -132,12 +136,12 @@ class FineTuningSandbox(PacedStandIn):
             if (found := re.fullmatch(r"/files/([^/]+)(/content)?", path)) and m == "GET":
                 return self._file(found[1], content=bool(found[2]))
             if path == "/fine_tuning/jobs" and m == "POST":
-                return self._create(request.json())
+                return self._create(request.json(), key)
             if path == "/fine_tuning/jobs" and m == "GET":
-                return self._list(request.query)
+                return self._list(request.query, key)
             if found := re.fullmatch(r"/fine_tuning/jobs/([^/]+)(?:/(cancel|pause|resume|events))?", path):
                 job = self.jobs.get(found[1])
-                if job is None:
+                if job is None or job.get("_account") not in (None, key):  # (another account's: not found)
                     return _error(404, f"Could not find fine-tune job: {found[1]}", param="fine_tune_id",
                                   code="fine_tune_not_found")
                 self._advance(job)
@@ -183,7 +187,7 @@ class FineTuningSandbox(PacedStandIn):
         record = self.add_file(f"file-{secrets.token_hex(12)}", filename or "upload.jsonl", content)
         return json_answer(200, _strip(record))
 
-    def _create(self, body: dict) -> Answer:
+    def _create(self, body: dict, key: str | None = None) -> Answer:
         if self.refuse_new_jobs is not None:
             status, message = self.refuse_new_jobs
             return _error(status, message, code="fine_tuning_unavailable")
@@ -205,6 +209,8 @@ class FineTuningSandbox(PacedStandIn):
             return _error(400, "Invalid 'metadata': at most 16 keys of 64 characters, values of 512.",
                           param="metadata")
         job = self._new_job(body)
+        if self.accounts:
+            job["_account"] = key
         return json_answer(200, _strip(job))
 
     def _new_job(self, body: dict) -> dict:
@@ -359,11 +365,11 @@ class FineTuningSandbox(PacedStandIn):
             self._enter(job, becomes)
         return json_answer(200, _strip(job))
 
-    def _list(self, query: dict[str, list[str]]) -> Answer:
+    def _list(self, query: dict[str, list[str]], key: str | None = None) -> Answer:
         limit = max(1, min(100, int(query.get("limit", ["20"])[0])))
         after = query.get("after", [None])[0]
         wanted = {k[len("metadata["):-1]: v[-1] for k, v in query.items() if k.startswith("metadata[")}
-        jobs = sorted(self.jobs.values(), key=lambda j: -j["_order"])
+        jobs = sorted((j for j in self.jobs.values() if j.get("_account") in (None, key)), key=lambda j: -j["_order"])
         if wanted:
             jobs = [j for j in jobs if all((j.get("metadata") or {}).get(k) == v for k, v in wanted.items())]
         if after:
