@@ -138,7 +138,8 @@ class Installs:
             "bot_token_expires_at": now + float(expires_in) if expires_in else None,
             "installer_user_id": (answer.get("authed_user") or {}).get("id"), "installed_at": now,
         })
-        log.info("installed in %s", key)
+        adopted = self.store.workspaces.adopt(key, team["id"]) if team.get("id") and not org_wide else 0
+        log.info("installed in %s%s", key, f" (its {adopted} job(s) followed before are its own)" if adopted else "")
         return Authorization(key, enterprise.get("id"), team.get("id"), token, answer.get("bot_user_id"), None)
 
     # -- tokens --------------------------------------------------------------------------------------

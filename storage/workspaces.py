@@ -51,6 +51,19 @@ class Workspaces:
                 " refresh_holder = NULL, refresh_until = NULL",
                 (row["key"], *(row[c] for c in columns)))
 
+    def adopt(self, key: str, team_id: str) -> int:
+        """A workspace that installs the app takes what was recorded for it before (the same bot on one token, now
+        in OAuth mode): the jobs its channels follow become its own, and those channels its. How many jobs."""
+        now = self._clock()
+        with self.engine.transaction() as db:
+            adopted = db.conn.execute(
+                "INSERT INTO job_owners (provider, job_id, workspace, claimed_at) SELECT DISTINCT provider, job_id,"
+                " ?, ? FROM subscriptions WHERE team_id = ? ON CONFLICT DO NOTHING", (key, now, team_id)).rowcount
+            db.conn.execute(
+                "INSERT INTO channel_workspaces (channel_id, workspace, seen_at) SELECT DISTINCT channel_id, ?, ?"
+                " FROM subscriptions WHERE team_id = ? ON CONFLICT DO NOTHING", (key, now, team_id))
+        return max(adopted, 0)
+
     def installation(self, key: str) -> dict | None:
         rows = self.engine.rows("SELECT * FROM installations WHERE key = ?", (key,))
         return rows[0] if rows else None

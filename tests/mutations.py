@@ -284,6 +284,7 @@ MUTATIONS = [
     ('a workspace without keys shown an empty list', 'bot/keyring.py', '        if current is None and WORKSPACE.get():\n            raise NoProviderKey', '        if False:\n            raise NoProviderKey', 'tests/test_keys.py -k without_a_key'),
     ('a members home offers keys', 'bot/app.py', 'keys_for=keys.may_change if keyring else lambda user_id: False', 'keys_for=(lambda user_id: True) if keyring else lambda user_id: False', 'tests/test_keys.py -k home'),
     ('an account id with slashes', 'bot/keys.py', '            elif answers[setting] and not SETTING.fullmatch(answers[setting]):', '            elif False:', 'tests/test_keys.py -k mistakes'),
+    ('an install adopts nothing', 'bot/installs.py', '        adopted = self.store.workspaces.adopt(key, team["id"]) if team.get("id") and not org_wide else 0', '        adopted = 0', 'tests/test_installs.py -k turns_oauth'),
 ]
 
 

@@ -344,3 +344,32 @@ def test_a_request_never_waits_for_a_token_refresh_while_the_token_still_works(o
     assert [e for e in slack.exchanges if e["grant_type"] == "refresh_token"] == []  # still held: the ack did not wait
     held.release()
     assert wait_until(lambda: [g.refreshes for g in slack.grants] == [1], timeout=5)
+
+
+def test_a_single_workspace_database_keeps_working_when_the_same_bot_turns_oauth_on(make_bot, slack, provider):
+    """Its rows belong to the workspace of its token: when that workspace installs the app, the jobs its channels
+    followed become its own (polled with the keys it may use, announced with its new token), and no other
+    workspace can see them."""
+    before = make_bot()  # one workspace, one token: a channel follows a job
+    job = provider.add_job(status="running")
+    before.services.store.follows.follow("C0OLD", job, final=False, team_id="T0OLD", user_id="U0ALICE",
+                                         origin="subscribe")
+    bot = make_bot(**oauth_changes(shared=frozenset({"T0OLD"})))
+    server = Server(bot)
+    try:
+        for team in ("T0OLD", "T0TWO"):
+            assert _install(server, slack, team)[0] == 200
+        owners = bot.services.store.workspaces.owners([("openai", job["id"])])
+        assert owners == {("openai", job["id"]): "T:T0OLD"}
+        body = slash_command_body(f"status {job['id']}", channel_id="C0TWO", team_id="T0TWO",
+                                  response_url=slack.response_url("two"))
+        assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+        [answer] = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/two")], timeout=5)
+        assert "running" not in json.dumps(answer) and job["id"] in json.dumps(answer)  # "no provider knows it"
+        provider.set_status(job["id"], "succeeded")
+        bot.services.poller.run_once()
+        delivered(bot.services.sender)
+        [posted] = slack.outcomes_in("C0OLD")
+        assert posted["by"] == ("T0OLD", None)
+    finally:
+        server.close()
