@@ -35,7 +35,7 @@ from bot.messages.cards import (
 from bot.move_messages import format_retiring_notice, move_links
 from bot.providers.types import Job
 from bot.slack import CARD_GONE_ERRORS, CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
-from bot.turns import died_here
+from bot.turns import Departures
 from storage import DB_ERRORS, Store
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class AnnouncementSender:
         self.store = store
         self.slack = slack
         self.worker_id = worker_id
+        self._departures = Departures(store)  # whether a channel turn's holder has ended (here, or anywhere on PG)
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.give_up_seconds = give_up_seconds
@@ -175,7 +176,7 @@ class AnnouncementSender:
     def listen(self) -> None:
         """Until stopped: wake whenever another replica queues posts (PostgreSQL's LISTEN; returns at once on
         SQLite). Run on a thread of its own."""
-        self.store.outbox.listen(lambda: self.kick(others=False), self._stopping)
+        self.store.outbox.listen(lambda: self.kick(others=False), self._stopping, presence=self.worker_id)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -200,10 +201,10 @@ class AnnouncementSender:
         if self.store.leases.take_turn(name, self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until):
             self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)
             return True
-        # Its holder died on this machine (this process restarted after a crash): taken over now, not when its turn
-        # ends. A wait Slack asked of the dead holder is kept by the channel's rows, deferred until then.
+        # Its holder died (on this machine, or on PostgreSQL anywhere): taken over now, not when its turn ends. A
+        # wait Slack asked of the dead holder is kept by the channel's rows, deferred until then.
         holder = self.store.leases.turn_holder(name)
-        if holder is not None and died_here(holder) and self.store.leases.take_turn(
+        if holder is not None and self._departures.gone(holder) and self.store.leases.take_turn(
                 name, self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until, from_holder=holder):
             log.info("took over %s from %s, which is no longer running", name, holder)
             self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 from storage import DB_ERRORS, Store
@@ -22,6 +23,7 @@ class Turns:
         self.store = store
         self.worker = worker_id
         self.held: set[str] = set()
+        self.departures = Departures(store)
         self._away = False  # the database could not be asked: said once when it goes, once when it is back
         self._away_lock = threading.Lock()
 
@@ -45,7 +47,7 @@ class Turns:
                 # A holder on this machine whose process is gone (killed, crashed; restarted as this one) hands over
                 # at once: a bot restarted after a crash catches up now, not when its predecessor's turn ends.
                 holder = self.store.leases.turn_holder(name)
-                mine = holder is not None and died_here(holder) and self.store.leases.take_turn(
+                mine = holder is not None and self.departures.gone(holder) and self.store.leases.take_turn(
                     name, self.worker, hold=hold, from_holder=holder)
         except DB_ERRORS as error:
             with self._away_lock:
@@ -76,6 +78,32 @@ class Turns:
 def worker_id(tag: str) -> str:
     """This process's name in the turns it takes: its host, its process id, and a tag for one bot among several."""
     return f"{socket.gethostname()}:{os.getpid()}:{tag}"
+
+
+class Departures:
+    """Whether a turn's holder has ended, so that its turns are taken over at once rather than when they run out: a
+    process on this machine (its pid is gone), or on PostgreSQL a replica on any host (its presence lock is free:
+    the server ended its session). A holder found alive is not asked about again for ALIVE_FOR seconds."""
+
+    ALIVE_FOR = 2.0
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.clock = clock
+        self._alive: dict[str, float] = {}  # holder -> until when it is taken as running
+
+    def gone(self, holder: str) -> bool:
+        if died_here(holder):
+            return True
+        now = self.clock()
+        if self._alive.get(holder, 0.0) > now:
+            return False
+        gone = self.store.leases.gone(holder)  # (DB errors reach the caller, which waits out the outage)
+        if not gone:
+            if len(self._alive) > 1000:
+                self._alive.clear()
+            self._alive[holder] = now + self.ALIVE_FOR
+        return gone
 
 
 def died_here(holder: str) -> bool:

@@ -202,8 +202,13 @@ class SQLiteEngine:
     def notify(self, topic: str) -> None:
         """(PostgreSQL wakes the other replicas; processes on one SQLite file look on their timers.)"""
 
-    def listen(self, topic: str, on_notify: Callable[[], None], stopping: threading.Event) -> None:
+    def listen(self, topic: str, on_notify: Callable[[], None], stopping: threading.Event, *,
+               presence: str | None = None) -> None:
         """(Nothing to listen to on SQLite: returns at once.)"""
+
+    def gone(self, worker: str) -> bool:
+        """(On one SQLite file every process is on this machine: bot.turns.died_here tells.)"""
+        return False
 
     def close(self, *, for_good: bool = False) -> None:
         self._closed = for_good
@@ -462,12 +467,24 @@ class PostgresEngine:
         with self._connection("SELECT pg_notify(?, '')", (topic,), autocommit=True):
             pass
 
-    def listen(self, topic: str, on_notify: Callable[[], None], stopping: threading.Event) -> None:
-        """Call `on_notify` each time a replica notifies `topic`, until `stopping` is set (storage/notify.py)."""
+    def listen(self, topic: str, on_notify: Callable[[], None], stopping: threading.Event, *,
+               presence: str | None = None) -> None:
+        """Call `on_notify` each time a replica notifies `topic`, until `stopping` is set (storage/notify.py); with
+        `presence`, holding that worker's presence lock meanwhile."""
         from storage.notify import listen
 
         conninfo = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        listen(conninfo, topic, on_notify, stopping, connect_timeout=CONNECT_TIMEOUT_S)
+        listen(conninfo, topic, on_notify, stopping, connect_timeout=CONNECT_TIMEOUT_S, presence=presence)
+
+    def gone(self, worker: str) -> bool:
+        """Whether `worker` announced its presence lock and no longer holds it: its process ended, on whichever host
+        (one statement; the lock it tries is the transaction's, let go at once)."""
+        from storage.notify import PRESENCE_CLASS
+
+        with self._connection("SELECT EXISTS (SELECT 1 FROM presences WHERE worker_id = ?)"
+                              " AND pg_try_advisory_xact_lock(?::int, hashtext(?))", (worker, PRESENCE_CLASS, worker),
+                              autocommit=True) as (_, cursor):
+            return bool(cursor.fetchone()[0])
 
     def close(self, *, for_good: bool = False) -> None:
         self._closed = for_good

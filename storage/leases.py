@@ -42,6 +42,10 @@ class Leases:
             return sum(db.conn.execute("UPDATE leases SET held_until = ? WHERE name = ? AND holder = ?"
                                        " AND held_until > ?", (now, name, worker, now)).rowcount for name in names)
 
+    def gone(self, worker: str) -> bool:
+        """Whether a worker is known to have ended, wherever it ran (PostgreSQL: its presence lock is free)."""
+        return self.engine.gone(worker)
+
     def turn_holder(self, name: str) -> str | None:
         rows = self.engine.rows("SELECT holder FROM leases WHERE name = ?", (name,))
         return rows[0]["holder"] if rows else None

@@ -465,3 +465,17 @@ def _m015_postgres(conn: Any) -> None:
     from storage.schema import metadata
 
     metadata.tables["job_owners"].create(conn, checkfirst=True)
+
+
+@step
+def m016_presences(db: Database) -> None:
+    # Which processes announced a presence lock (PostgreSQL: a replica elsewhere that died is told apart from a
+    # living one by its lock). Kept on SQLite too, so that both engines have the same tables.
+    db["presences"].create({"worker_id": str, "since": float}, pk="worker_id", not_null={"worker_id"})
+
+
+@postgres_step("m016_presences")
+def _m016_postgres(conn: Any) -> None:
+    from storage.schema import metadata
+
+    metadata.tables["presences"].create(conn, checkfirst=True)

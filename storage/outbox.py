@@ -203,9 +203,10 @@ class Outbox:
         now, not at its next timed run. On SQLite, nothing (its processes look on their timers)."""
         self.engine.notify(OUTBOX_TOPIC)
 
-    def listen(self, on_wake: Callable[[], None], stopping: threading.Event) -> None:
-        """Call `on_wake` whenever another replica queued posts, until `stopping` (returns at once on SQLite)."""
-        self.engine.listen(OUTBOX_TOPIC, on_wake, stopping)
+    def listen(self, on_wake: Callable[[], None], stopping: threading.Event, *, presence: str | None = None) -> None:
+        """Call `on_wake` whenever another replica queued posts, until `stopping` (returns at once on SQLite); with
+        `presence`, that worker is known to be running meanwhile (storage/notify.py)."""
+        self.engine.listen(OUTBOX_TOPIC, on_wake, stopping, presence=presence)
 
     def backlog(self) -> tuple[int, float | None]:
         """Posts owed and not yet delivered (pending, or being posted), and when the oldest of them was queued."""

@@ -339,6 +339,14 @@ home_refreshes = Table(
 )
 
 # OAuth mode: the workspace each job belongs to (the one that started it, or first named it).
+# Replicas on PostgreSQL that hold a presence lock (a session advisory lock on their listening connection) while they
+# run: a turn held by one whose lock is free belongs to a process that is gone, wherever it ran (bot/turns.py).
+presences = Table(
+    "presences", metadata,
+    _text("worker_id", primary_key=True),
+    _real("since"),
+)
+
 job_owners = Table(
     "job_owners", metadata,
     _text("provider", primary_key=True),

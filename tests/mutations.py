@@ -162,7 +162,7 @@ MUTATIONS = [
     ("postgresql writes without the write lock", "storage/engines.py", '        first = "SELECT 1" if row_locks else f"SELECT pg_advisory_xact_lock({WRITE_LOCK})"', '        first = "SELECT 1"', "tests/test_storage.py -k postgresql"),
     ("every replica polls", "bot/turns.py", "            if not self._take(name, hold):\n                return None\n", "            self._take(name, hold)\n", "tests/test_replicas.py -k once_per_interval"),
     ("a dead holder's turn never lapses", 'storage/leases.py', '                " WHERE leases.holder = excluded.holder OR leases.held_until <= ?",', '                " WHERE leases.holder = excluded.holder OR ? < 0",', 'tests/test_replicas.py -k once_per_interval'),
-    ("a crashed predecessor's turn waited out", "bot/turns.py", "                mine = holder is not None and died_here(holder) and", "                mine = holder is not None and False and", "tests/test_replicas.py -k gone_from_this_machine"),
+    ("a crashed predecessor's turn waited out", "bot/turns.py", "                mine = holder is not None and self.departures.gone(holder) and", "                mine = holder is not None and False and", "tests/test_replicas.py -k gone_from_this_machine"),
     ("turns kept at stop", "bot/turns.py", "            self.store.leases.end_turns(self.worker, sorted(self.held))\n", "            pass\n", "tests/test_replicas.py -k gone_from_this_machine"),
     ("every process posts in every channel", "bot/delivery.py", '                    if not self._channel_turn(row["channel_id"]):', '                    if False:', "tests/test_delivery.py -k pace_between"),
     ("Slack's wait dies with its process", "bot/delivery.py", "            self.store.leases.take_turn(f\"channel:{channel}\", self.worker_id, hold=CHANNEL_TURN, at_least_until=at)\n", "", "tests/test_delivery.py -k turn_passes"),
@@ -261,7 +261,7 @@ MUTATIONS = [
     ("pages recorded only after the listing", "bot/poller.py", "                seen.update((job.id, job) for job in jobs if job.id in wanted)\n                record(job for job in jobs if job.id in wanted)\n", "                seen.update((job.id, job) for job in jobs if job.id in wanted)\n", "tests/test_poller.py -k first_page"),
     ("an unexplained failure recorded from the list", "bot/poller.py", "                     and (last or not (job.state == \"failed\" and not job.error_message))]", "]", "tests/test_poller.py -k cheapest"),
     ("a card of an ended job goes up anyway", "bot/delivery.py", '            if owed is not None and owed["state"] in {"pending", "sending", "sent"}:', "            if False:", "tests/test_cards.py -k gives_way"),
-    ("a dead replica's channel turn waited out", "bot/delivery.py", "        if holder is not None and died_here(holder) and self.store.leases.take_turn(", "        if holder is not None and False and self.store.leases.take_turn(", "tests/test_delivery.py -k died_here"),
+    ("a dead replica's channel turn waited out", "bot/delivery.py", "        if holder is not None and self._departures.gone(holder) and self.store.leases.take_turn(", "        if holder is not None and False and self.store.leases.take_turn(", "tests/test_delivery.py -k died_here"),
     ("a workspace may name another's job", "bot/following.py", "        return not workspace or self.store.workspaces.claim_job(provider, job_id, workspace) == workspace", "        return True", "tests/test_installs.py -k never_sees"),
     ("list shows every workspace's jobs", "bot/following.py", "        if not workspace:\n            return jobs\n        mine", "        if True:\n            return jobs\n        mine", "tests/test_installs.py -k never_sees"),
     ("a taken-over channel starts with a full burst", "bot/delivery.py", "            self._in_hand[channel] = (0.0, now)\n", "", "tests/test_delivery.py -k no_posts_in_hand"),
@@ -285,6 +285,8 @@ MUTATIONS = [
     ('a members home offers keys', 'bot/app.py', 'keys_for=keys.may_change if keyring else lambda user_id: False', 'keys_for=(lambda user_id: True) if keyring else lambda user_id: False', 'tests/test_keys.py -k home'),
     ('an account id with slashes', 'bot/keys.py', '            elif answers[setting] and not SETTING.fullmatch(answers[setting]):', '            elif False:', 'tests/test_keys.py -k mistakes'),
     ('an install adopts nothing', 'bot/installs.py', '        adopted = self.store.workspaces.adopt(key, team["id"]) if team.get("id") and not org_wide else 0', '        adopted = 0', 'tests/test_installs.py -k turns_oauth'),
+    ('no presence announced', 'storage/notify.py', '                if presence is not None:', '                if False:', 'tests/test_delivery.py -k another_host'),
+    ('a living replica elsewhere taken for dead', 'storage/engines.py', 'pg_try_advisory_xact_lock(?::int, hashtext(?))', '(?::int IS NOT NULL AND hashtext(?) IS NOT NULL)', 'tests/test_delivery.py -k another_host'),
 ]
 
 

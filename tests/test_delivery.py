@@ -379,6 +379,39 @@ def test_a_channel_turn_held_by_a_process_that_died_here_is_taken_over_at_once(b
     assert bot.services.store.leases.turn_holder("channel:C0TAKEN") == bot.services.sender.worker_id
 
 
+def test_a_channel_turn_held_by_a_replica_on_another_host_is_kept_while_it_runs_and_taken_when_it_dies(
+        make_bot, provider, slack, postgres_url):
+    """On PostgreSQL a replica holds a presence lock on its listening connection while it runs, wherever it runs;
+    when its process dies the server ends that session and frees the lock, and the channels it held are taken over
+    at once by a replica on another host, not when their turns end."""
+    import threading
+
+    from storage.notify import listen
+    from storage.outbox import OUTBOX_TOPIC
+
+    bot = make_bot(database_url=postgres_url)
+    elsewhere = "another-host:4242:replica"  # (not this machine's: no pid here can say whether it runs)
+    stopping = threading.Event()
+    other = threading.Thread(target=listen, args=(postgres_url, OUTBOX_TOPIC, lambda: None, stopping),
+                             kwargs={"connect_timeout": 5, "presence": elsewhere}, daemon=True)
+    other.start()
+    store = bot.services.store
+    assert wait_until(lambda: store.engine.rows("SELECT 1 FROM presences WHERE worker_id = ?", (elsewhere,)),
+                      timeout=10)
+    store.leases.take_turn("channel:C0ELSE", elsewhere, hold=600)
+    job = provider.add_job(status="running")
+    store.follows.follow("C0ELSE", {**job, "provider": "openai"}, final=False, team_id="T", user_id="U",
+                         origin="subscribe")
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    assert slack.outcomes_in("C0ELSE") == [] and store.leases.turn_holder("channel:C0ELSE") == elsewhere
+    stopping.set()  # its process ends: its session, and its presence lock with it
+    other.join(5)
+    assert wait_until(lambda: (bot.services.sender.deliver_due(), slack.outcomes_in("C0ELSE"))[1], timeout=10)
+    assert store.leases.turn_holder("channel:C0ELSE") == bot.services.sender.worker_id
+
+
 def test_a_channel_taken_over_from_a_dead_process_starts_with_no_posts_in_hand(bot, provider, slack):
     """The dead holder may have spent the channel's burst just before it died: the first posts after the takeover
     go at Slack's pace of one a second, so no four posts in the channel come within a second."""

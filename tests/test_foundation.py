@@ -382,16 +382,16 @@ class _Crowded(FineTuningSandbox):
         self.ignore_metadata_filter = ignore_metadata_filter
         self.decoy = decoy or {}
 
-    def _create(self, body):
-        answer = super()._create(body)
+    def _create(self, body, key=None):
+        answer = super()._create(body, key)
         if answer[0] == 200:
             self._new_job({"model": body["model"], "training_file": body["training_file"], **self.decoy})
         return answer
 
-    def _list(self, query):
+    def _list(self, query, key=None):
         if self.ignore_metadata_filter:
             query = {k: v for k, v in query.items() if not k.startswith("metadata[")}
-        return super()._list(query)
+        return super()._list(query, key)
 
 
 def test_the_lost_start_is_ours_by_its_tag_even_when_the_provider_ignores_the_filter():

@@ -51,11 +51,12 @@ EXPECTED_COLUMNS = {
     "channel_workspaces": ["channel_id", "workspace", "seen_at"],
     "home_refreshes": ["user_id", "due_at"],
     "job_owners": ["provider", "job_id", "workspace", "claimed_at"],
+    "presences": ["worker_id", "since"],
 }
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
               "m006_cards", "m007_shared_once", "m008_forms_and_indexes", "m009_leases",
               "m010_spend_and_watchdog", "m011_watch_marks_said", "m012_moves", "m013_workspaces",
-              "m014_home", "m015_job_owners"]
+              "m014_home", "m015_job_owners", "m016_presences"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):
