@@ -223,3 +223,12 @@ class WorkspaceProviders(Providers):
     def fitting(self, job_id: str) -> list[FineTuningProvider]:
         current = self._current()
         return current.fitting(job_id) if current is not None else []
+
+    def everywhere(self) -> list[FineTuningProvider]:
+        """The environment's providers and every workspace's own, one a name: a provider's dates (`retiring`'s
+        notices) concern every channel that follows its fine-tunes, whoever's key made them."""
+        found: dict[str, FineTuningProvider] = {p.name: p for p in self.keyring.shared or []}
+        for workspace in self.keyring.store.workspaces.keyed():
+            for provider in self.keyring.providers_for(workspace) or []:
+                found.setdefault(provider.name, provider)
+        return list(found.values())

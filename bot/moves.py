@@ -342,10 +342,10 @@ class MoveService:
             found += self._risks(Job.from_row(row), today)
         return sorted(found, key=lambda risk: (risk.retirement.on, risk.job.id))
 
-    def _risks(self, job: Job, today: date) -> list[AtRisk]:
-        if job.state != "succeeded" or job.provider not in self.providers:
+    def _risks(self, job: Job, today: date, provider: FineTuningProvider | None = None) -> list[AtRisk]:
+        if job.state != "succeeded" or (provider is None and job.provider not in self.providers):
             return []
-        provider = self.providers.get(job.provider)
+        provider = provider or self.providers.get(job.provider)
         return [AtRisk(job, r, (r.on - today).days) for r in getattr(provider, "retirements", ())
                 if r.on >= today and (r.model is None or r.model == canonical(job.model))]
 
@@ -354,14 +354,14 @@ class MoveService:
         this channel follows at risk. The outbox's key makes each once, across replicas and restarts."""
         today = self._today()
         queued = 0
-        for provider in self.providers:
+        for provider in self.providers.everywhere():  # (OAuth mode: workspaces' own keys too)
             dates = {r.on for r in getattr(provider, "retirements", ()) if 0 <= (r.on - today).days <= NOTICE_DAYS[0]}
             for day in sorted(dates):
                 days = (day - today).days
                 notice = min(n for n in NOTICE_DAYS if days <= n)
                 by_channel: dict[str, list[AtRisk]] = {}
                 for row in self.store.follows.followed_jobs(provider.name, state="succeeded"):
-                    risks = [r for r in self._risks(Job.from_row(row), today) if r.retirement.on == day]
+                    risks = [r for r in self._risks(Job.from_row(row), today, provider) if r.retirement.on == day]
                     if risks:
                         by_channel.setdefault(row["channel_id"], []).extend(risks)
                 for channel, risks in by_channel.items():

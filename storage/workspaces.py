@@ -121,6 +121,10 @@ class Workspaces:
         return self.engine.rows("SELECT provider, last4, set_by, set_at FROM workspace_keys WHERE workspace = ?"
                                 " ORDER BY provider", (workspace,))
 
+    def keyed(self) -> list[str]:
+        """The workspaces that set a provider key of their own."""
+        return [r["workspace"] for r in self.engine.rows("SELECT DISTINCT workspace FROM workspace_keys")]
+
     def sealed_keys(self, workspace: str) -> dict[str, str]:
         """A workspace's keys, sealed, by provider (one read: what its providers are built from)."""
         return {r["provider"]: r["sealed"] for r in self.engine.rows(

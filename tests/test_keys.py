@@ -224,3 +224,30 @@ def test_an_admins_home_has_a_provider_keys_button_that_opens_the_form_and_a_mem
     assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
     opened = wait_until(lambda: [v for v in slack.view_log[before:] if v["kind"] == "open"], timeout=5)
     assert opened[0]["view"]["callback_id"] == KEYS_CALLBACK and opened[0]["by"] == ("T0ONE", None)
+
+
+def test_a_workspace_with_only_its_own_openai_key_hears_of_openais_dates(make_bot, slack, settings):
+    """`retiring`'s notices come from the providers' own dates: a workspace whose only OpenAI key is its own hears
+    them too (here OpenAI itself, no base URL: nothing is asked of it, its dates are facts)."""
+    from datetime import datetime, timezone
+
+    env = {k: v for k, v in settings.env.items() if k not in {"OPENAI_BASE_URL", "OPENAI_API_KEY"}}
+    bot = make_bot(**oauth_changes(shared=frozenset()), env=env)
+    server = Server(bot)
+    try:
+        assert _install(server, slack, "T0ONE")[0] == 200
+        bot.services.keys.keyring.set_key("T:T0ONE", "openai", {"OPENAI_API_KEY": KEY_ONE}, user_id="U0ADMIN1")
+        store = bot.services.store
+        store.follows.follow("C0ONE", {"id": "ftjob-mine", "provider": "openai", "status": "succeeded",
+                                       "state": "succeeded", "model": "gpt-4o-mini-2024-07-18",
+                                       "fine_tuned_model": "ft:gpt-4o-mini-2024-07-18:org::mine"},
+                             final=True, team_id="T0ONE", user_id="U0ALICE", origin="start")
+        store.workspaces.claim_job("openai", "ftjob-mine", "T:T0ONE")
+        store.workspaces.note_channel("C0ONE", "T:T0ONE")
+        bot.services.moves.clock = lambda: datetime(2026, 12, 10, 12, tzinfo=timezone.utc).timestamp()
+        assert bot.services.moves.notify_retiring() >= 1
+        delivered(bot.services.sender)
+        [notice] = [m for m in slack.messages_in("C0ONE") if "at risk" in m.get("text", "")][:1]
+        assert notice["by"] == ("T0ONE", None) and "2027-01-06" in notice["text"]
+    finally:
+        server.close()

@@ -358,3 +358,7 @@ class Providers:
     def fitting(self, job_id: str) -> list[FineTuningProvider]:
         """The providers to ask about an id the bot has never seen: those whose ids look like it, else all."""
         return [p for p in self if p.owns_id(job_id)] or list(self)
+
+    def everywhere(self) -> list[FineTuningProvider]:
+        """Every provider any workspace uses, one a name (for facts that are the provider's, such as its dates)."""
+        return list(self)
