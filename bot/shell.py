@@ -38,16 +38,8 @@ from bot.sandbox.slack import (
     view_submission_body,
 )
 from bot.sandbox.stand_ins import SandboxProviders
+from bot.shell_render import buttons_of, render
 
-EMOJI = {
-    ":white_check_mark:": "✅", ":x:": "❌", ":no_entry_sign:": "🚫", ":gear:": "⚙️", ":mag:": "🔍",
-    ":hourglass_flowing_sand:": "⏳", ":double_vertical_bar:": "⏸", ":rocket:": "🚀", ":warning:": "⚠️",
-    ":bell:": "🔔", ":no_bell:": "🔕", ":lock:": "🔒", ":test_tube:": "🧪", ":thinking_face:": "🤔",
-    ":grey_question:": "❔", ":face_with_head_bandage:": "🤕", ":chart_with_downwards_trend:": "📉",
-    ":package:": "📦", ":outbox_tray:": "📤", ":scales:": "⚖️", ":information_source:": "ℹ️",
-    ":large_green_circle:": "🟢", ":no_entry:": "⛔", ":repeat:": "🔁", ":moneybag:": "💰", ":key:": "🔑",
-    ":hourglass:": "⌛", ":raised_hand:": "✋", ":rotating_light:": "🚨", ":truck:": "🚚", ":file_folder:": "📁",
-}
 REPLY_WAIT = 30.0
 CARD_WAIT = 10.0  # how long a click waits for a card that is on its way
 SHELL_HELP = """Type what you would type in Slack, e.g. /finetune help or /finetune start file-sample
@@ -78,51 +70,6 @@ def _opens_a_form(text: str) -> bool:
 
 def channel_id(name: str) -> str:
     return "C" + hashlib.sha1(name.encode()).hexdigest()[:10].upper()
-
-
-def _buttons(message: Mapping) -> list[dict]:
-    blocks = message.get("blocks") or []
-    if isinstance(blocks, str):
-        blocks = json.loads(blocks)
-    return [e for b in blocks if b.get("type") == "actions" for e in b.get("elements", []) if e.get("text")]
-
-
-BOLD = re.compile(r"[*]([^*\n]+)[*]")
-
-
-def render_mrkdwn(text: str, channels: Mapping[str, str]) -> str:
-    text = re.sub(r"<!date\^\d+\^[^|>]*\|([^>]*)>", r"\1", text)
-    text = re.sub(r"<#(\w+)>", lambda m: "#" + channels.get(m[1], m[1]), text)
-    text = re.sub(r"<@(\w+)>", lambda m: "@" + channels.get(m[1], m[1]), text)
-    for code, char in EMOJI.items():
-        text = text.replace(code, char)
-    return html.unescape(text)
-
-
-def render(message: Mapping, channels: Mapping[str, str]) -> str:
-    """Block Kit as plain text; the `text` fallback when there are no blocks."""
-    blocks = message.get("blocks") or []
-    if isinstance(blocks, str):
-        blocks = json.loads(blocks)
-    lines: list[str] = []
-    for block in blocks:
-        kind = block.get("type")
-        if kind == "header":
-            lines.append(render_mrkdwn(block["text"]["text"], channels).upper())
-        elif kind == "section":
-            if block.get("text"):
-                lines.append(block["text"]["text"])
-            for item in block.get("fields") or []:
-                label, _, value = item["text"].partition("\n")
-                label = BOLD.sub(lambda m: m[1], label)  # "*Fine-tuned* `model`" reads "Fine-tuned `model`"
-                lines.append(f"{label}: {value}")
-        elif kind == "actions":
-            lines.append("  ".join(f"[{e['text']['text']}]" for e in block.get("elements", []) if e.get("text")))
-        elif kind == "context":
-            lines.append("  " + " ".join(e.get("text", "") for e in block.get("elements", [])))
-    if not lines:
-        lines = [message.get("text") or ""]
-    return "\n".join(render_mrkdwn(line, channels) for line in lines)
 
 
 class Shell:
@@ -192,7 +139,7 @@ class Shell:
             self._responses += 1
             if record.get("replace_original") and self._clicked_reply:
                 self._last_reply.pop(self.channel, None)  # the reply clicked is gone, and its buttons with it
-            if _buttons(record):
+            if buttons_of(record):
                 self._last_reply[self.channel] = record  # its buttons can be pressed too (Share in channel)
                 self._arrivals += 1
                 self._arrived[id(record)] = self._arrivals
@@ -335,7 +282,7 @@ class Shell:
             self.say(f"No card{' of ' + job_id.strip() if job_id.strip() else ''} or reply with buttons in "
                      f"#{self.channel} to click.")
             return
-        buttons = [(b, m) for m in messages for b in _buttons(m)]
+        buttons = [(b, m) for m in messages for b in buttons_of(m)]
         chosen = [(b, m) for b, m in buttons if b["text"]["text"].lower().startswith(label.lower())]
         if not chosen:
             self.say(f"No [{label}] button here; there is " + ", ".join(f"[{b['text']['text']}]"

@@ -145,7 +145,8 @@ def test_every_mutation_row_still_breaks_a_line_that_exists():
 # The layers, top to bottom: a module imports from its own layer or the ones below it, never above. A new module
 # gets a line here (the test below fails until it has one): that line is where a newcomer learns what it is.
 LAYERS = (
-    ("entry points and the composition root", ("bot.app", "bot.cli", "bot.web", "bot.shell", "bot.__main__")),
+    ("entry points and the composition root", ("bot.app", "bot.cli", "bot.web", "bot.shell", "bot.shell_render",
+                                                "bot.__main__")),
     ("Slack listeners", ("handlers",)),
     ("services", ("bot.jobs", "bot.holds", "bot.subscriptions", "bot.following", "bot.data_flow", "bot.trying",
                   "bot.charting", "bot.poller", "bot.delivery", "bot.watchdog", "bot.moves", "bot.webhooks",
@@ -161,7 +162,7 @@ LAYERS = (
 )
 # Today's rooms still bigger than a newcomer should have to read whole (no class over 25 methods, no module over
 # 500 lines): each may shrink, none may grow, and nothing joins them.
-TOO_BIG = {"bot.sandbox.slack.SlackStandIn": 28, "bot/shell.py": 538, "bot/providers/fireworks_shape.py": 550}
+TOO_BIG: dict = {}
 
 
 def _module_name(path: pathlib.Path) -> str:

@@ -432,12 +432,12 @@ def test_no_chart_for_fireworks_says_why(trio, slack, fireworks):
 
 
 def test_fireworks_own_estimate_is_read_in_dollars_and_shown_at_start(trio, slack, fireworks):
-    from bot.providers.fireworks_shape import _usd
+    from bot.providers.fireworks_wire import usd
     from tests.conftest import ask, everything_said
 
-    assert _usd({"currencyCode": "USD", "units": "86", "nanos": 420_000_000}) == pytest.approx(86.42)
-    assert _usd({"currencyCode": "EUR", "units": "3", "nanos": 0}) is None  # never converted by guesswork
-    assert _usd({"units": "x"}) is None and _usd(None) is None
+    assert usd({"currencyCode": "USD", "units": "86", "nanos": 420_000_000}) == pytest.approx(86.42)
+    assert usd({"currencyCode": "EUR", "units": "3", "nanos": 0}) is None  # never converted by guesswork
+    assert usd({"units": "x"}) is None and usd(None) is None
     bot, server = trio
     said = everything_said(ask(server, slack, f"start {SAMPLE_FILE_ID} provider=fireworks"))
     assert "Fireworks AI's own estimate for this job: under $0.01" in said

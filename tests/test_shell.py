@@ -10,7 +10,7 @@ import re
 import subprocess
 import sys
 
-from bot import shell
+from bot import shell, shell_render
 from bot.config import load
 from tests.conftest import wait_until
 
@@ -109,15 +109,15 @@ def test_render_turns_block_kit_into_text():
                                        {"type": "mrkdwn", "text": "*Fine-tuned* `ft:m`\n*yes*"}]},
         {"type": "context", "elements": [{"type": "mrkdwn", "text": "in <#C1>"}]},
     ]}
-    assert shell.render(message, {"C1": "general"}).splitlines() == [
+    assert shell_render.render(message, {"C1": "general"}).splitlines() == [
         "❌ FAILED", "At 1970-01-01 00:00 UTC <x>", "Job: `j`", "Fine-tuned `ft:m`: *yes*", "  in #general"]
 
 
 def test_the_shell_draws_every_emoji_the_bot_writes():
-    root = pathlib.Path(shell.__file__).resolve().parent.parent
+    root = pathlib.Path(shell_render.__file__).resolve().parent.parent
     written = {code for folder in ("bot", "handlers") for path in (root / folder).rglob("*.py")
                if "sandbox" not in path.parts for code in re.findall(r":[a-z][a-z0-9_+-]*:", path.read_text())}
-    assert written and written <= set(shell.EMOJI), sorted(written - set(shell.EMOJI))
+    assert written and written <= set(shell_render.EMOJI), sorted(written - set(shell_render.EMOJI))
 
 
 def test_shell_uses_a_configured_provider_and_says_it_is_real(provider, tmp_path):

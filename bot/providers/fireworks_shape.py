@@ -17,11 +17,11 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from bot.providers.calls import T, answers_in_provider_errors, chat_answer, lines_capped, read_with_retries, refusal
+from bot.providers.fireworks_wire import Wire, field, last_segment, seconds, slug, usd
 from bot.providers.shape import (
     CHAT,
     CHAT_TOOLS,
@@ -248,7 +248,7 @@ class FireworksProvider:
     # -- reads ---------------------------------------------------------------------------------------
 
     def retrieve(self, job_id: str) -> Job:
-        short = _last_segment(job_id)
+        short = last_segment(job_id)
         return self._job(self._read(lambda: self._client.supervised_fine_tuning_jobs.get(short)))
 
     def list_jobs(self, limit: int | None = 10, *, after: str | None = None) -> tuple[list[Job], bool]:
@@ -264,7 +264,7 @@ class FireworksProvider:
         # cycle's CPU, and the interpreter is shared with the acks.
         raw = self._read(lambda: self._client.supervised_fine_tuning_jobs.with_raw_response.list(**kwargs))
         body = json.loads(raw.http_response.text)
-        jobs = [self._job(_Wire(item)) for item in body.get("supervisedFineTuningJobs") or []]
+        jobs = [self._job(Wire(item)) for item in body.get("supervisedFineTuningJobs") or []]
         following = body.get("nextPageToken") or None
         if jobs and following:
             self._after[jobs[-1].id] = following
@@ -280,7 +280,7 @@ class FireworksProvider:
 
     def latest_metric(self, job_id: str) -> MetricPoint | None:
         """How far the run has come, from its jobProgress (the percent stands for the step: it only grows)."""
-        raw = self._read(lambda: self._client.supervised_fine_tuning_jobs.get(_last_segment(job_id)))
+        raw = self._read(lambda: self._client.supervised_fine_tuning_jobs.get(last_segment(job_id)))
         progress = getattr(raw, "job_progress", None)
         percent = whole(getattr(progress, "percent", None), high=100)
         if not percent:
@@ -325,7 +325,7 @@ class FireworksProvider:
         """A dataset's bytes, streamed from the signed address Fireworks gives for it."""
         import httpx  # the SDK's own HTTP library
 
-        dataset_id = _last_segment(file_id)
+        dataset_id = last_segment(file_id)
         answer = self._read(lambda: self._client.datasets.get_download_endpoint(dataset_id))
         urls = list((getattr(answer, "filename_to_signed_urls", None) or {}).values())
         if not urls:
@@ -348,7 +348,7 @@ class FireworksProvider:
     # -- actions -------------------------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> Job:
-        short = _last_segment(job_id)
+        short = last_segment(job_id)
         try:
             self._client.supervised_fine_tuning_jobs.cancel(short, body={})
         except _sdk().FireworksError as exc:
@@ -376,7 +376,7 @@ class FireworksProvider:
             kwargs["epochs"] = n_epochs
         if suffix:
             kwargs["display_name"] = suffix
-            kwargs["output_model"] = f"accounts/{self.account}/models/{_slug(suffix)}-{job_id}"[:200]
+            kwargs["output_model"] = f"accounts/{self.account}/models/{slug(suffix)}-{job_id}"[:200]
         if validation_file:
             kwargs["evaluation_dataset"] = self._dataset(validation_file)
         for name, value in (extra or {}).items():
@@ -459,20 +459,20 @@ class FireworksProvider:
         dataset = getattr(raw, "dataset", None)
         evaluation = getattr(raw, "evaluation_dataset", None)
         return Job(
-            id=_last_segment(getattr(raw, "name", None) or ""),
+            id=last_segment(getattr(raw, "name", None) or ""),
             provider=self.name, status=status, state=state,
             model=getattr(raw, "base_model", None) or "",
             fine_tuned_model=(getattr(raw, "output_model", None) or None) if state == "succeeded" else None,
-            training_file=_last_segment(dataset) if dataset else None,
-            validation_file=_last_segment(evaluation) if evaluation else None,
+            training_file=last_segment(dataset) if dataset else None,
+            validation_file=last_segment(evaluation) if evaluation else None,
             suffix=getattr(raw, "display_name", None) or None,
-            created_at=_seconds(getattr(raw, "create_time", None)),
-            finished_at=(_seconds(getattr(raw, "completed_time", None)) or _seconds(getattr(raw, "update_time", None))
+            created_at=seconds(getattr(raw, "create_time", None)),
+            finished_at=(seconds(getattr(raw, "completed_time", None)) or seconds(getattr(raw, "update_time", None))
                          if state != "going" else None),
-            error_code=_field(reason, "code") if state == "failed" else None,
-            error_message=(_field(reason, "message") or ("The job expired." if status == "expired" else None))
+            error_code=field(reason, "code") if state == "failed" else None,
+            error_message=(field(reason, "message") or ("The job expired." if status == "expired" else None))
             if state == "failed" else None,
-            provider_estimate=_usd(getattr(raw, "estimated_cost", None)),
+            provider_estimate=usd(getattr(raw, "estimated_cost", None)),
             n_epochs=whole_epochs(getattr(raw, "epochs", None)),
         )
 
@@ -493,57 +493,3 @@ def check_start(*, n_epochs: int | None, suffix: str | None, seed: int | None, e
     if rate is not None and not 0 < rate < 1:
         return "Fireworks AI takes a learning_rate above 0 and below 1."
     return None
-
-
-class _Wire:
-    """A job from a listing's JSON, read by the same names as the SDK's type (its fields are camelCase)."""
-
-    NAMES = {"base_model": "baseModel", "output_model": "outputModel", "display_name": "displayName",
-             "create_time": "createTime", "update_time": "updateTime", "completed_time": "completedTime",
-             "evaluation_dataset": "evaluationDataset"}
-
-    def __init__(self, item: Mapping[str, Any]) -> None:
-        self._item = item
-
-    def __getattr__(self, name: str) -> Any:
-        return self._item.get(self.NAMES.get(name, name))
-
-
-def _usd(cost: Any) -> float | None:
-    """Fireworks' estimatedCost ({currencyCode, units, nanos}: a google.type.Money) in US dollars; None for none, or
-    for another currency (never converted by guesswork)."""
-    if cost is None:
-        return None
-    currency = _field(cost, "currency_code") or _field(cost, "currencyCode") or "USD"
-    units, nanos = _field(cost, "units") or "0", (cost.get("nanos") if isinstance(cost, Mapping)
-                                                   else getattr(cost, "nanos", None)) or 0
-    try:
-        amount = int(units) + int(nanos) / 1e9
-    except (TypeError, ValueError):
-        return None
-    return amount if currency == "USD" and amount >= 0 else None
-
-
-def _field(value: Any, name: str) -> str | None:
-    found = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
-    return str(found) if found else None
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
-
-
-def _last_segment(name: str) -> str:
-    return name.rstrip("/").rsplit("/", 1)[-1]
-
-
-def _seconds(value: Any) -> int | None:
-    """Unix seconds from Fireworks' RFC 3339 times (strings on the wire, datetimes in the SDK's types)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return int(value.timestamp()) if isinstance(value, datetime) else None

@@ -11,21 +11,22 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
 from bot.sandbox.http import Answer, Fault, Received, StandInServer, json_answer
+from bot.sandbox.slack_files import TEAM_ID, SlackFiles, maybe_json
 from bot.sandbox.slack_home import SlackHome
 from bot.sandbox.slack_oauth import SlackOAuth
 
 BOT_USER_ID = "UFINETUNEBOT"
-TEAM_ID = "T0SANDBOX"
 
 
-class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
+class SlackStandIn(SlackOAuth, SlackHome, SlackFiles, StandInServer):
     """Records posts (`posted`) and slash-command replies (`responses`); refuses on demand. Its OAuth side (installs,
-    tokens per workspace, rotation) is bot/sandbox/slack_oauth.py; its App Home, bot/sandbox/slack_home.py."""
+    tokens per workspace, rotation) is bot/sandbox/slack_oauth.py; its App Home, bot/sandbox/slack_home.py; files people
+    share and the app's uploads, bot/sandbox/slack_files.py."""
 
     def __init__(self, *, token: str | None = None, history_scope: bool = True) -> None:
         super().__init__()
@@ -99,16 +100,6 @@ class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
         for listener in list(self.listeners):
             listener(kind, record)
 
-    def add_file(self, name: str, content: bytes, *, filetype: str = "jsonl", url: str | None = None) -> str:
-        """A file as if someone picked it in a modal's file input; returns its id. With `url`, files.info names that
-        as its download address (as a hostile or broken answer might)."""
-        file_id = f"F{secrets.token_hex(5).upper()}"
-        with self.lock:
-            self.files[file_id] = {"id": file_id, "name": name, "title": name, "size": len(content),
-                                   "filetype": filetype, "mimetype": "application/octet-stream", "_content": content,
-                                   "_url": url}
-        return file_id
-
     def answer(self, request: Received) -> Answer:
         if request.path.startswith("/files-pri/"):
             return self._download(request)
@@ -165,8 +156,8 @@ class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
             "channel": channel,
             "ts": ts,
             "text": params.get("text", ""),
-            "blocks": _maybe_json(params.get("blocks")),
-            "metadata": _maybe_json(params.get("metadata")),
+            "blocks": maybe_json(params.get("blocks")),
+            "metadata": maybe_json(params.get("metadata")),
             "thread_ts": thread_ts,
             "broadcast": bool(thread_ts) and str(params.get("reply_broadcast")).lower() in {"true", "1"},
             "at": time.time(),
@@ -188,7 +179,7 @@ class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
             return {"ok": False, "error": self.channel_errors[channel]}
         if not self._exists(channel, ts):
             return {"ok": False, "error": "message_not_found"}
-        blocks = _maybe_json(params.get("blocks"))
+        blocks = maybe_json(params.get("blocks"))
         if isinstance(blocks, list) and len(blocks) > 50:
             return {"ok": False, "error": "invalid_blocks"}
         with self.lock:
@@ -207,7 +198,7 @@ class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
             return {"ok": False, "error": "invalid_trigger_id"}
         if time.time() - int(trigger.split(".")[0]) > 3:
             return {"ok": False, "error": "expired_trigger_id"}  # Slack's 3 seconds
-        view = _maybe_json(params.get("view")) or {}
+        view = maybe_json(params.get("view")) or {}
         view_id = f"V{secrets.token_hex(5).upper()}"
         return self._record_view("open", view_id, view, trigger_id=trigger,
                                  by=self.owner_of(params.get("_token") or ""))
@@ -216,7 +207,7 @@ class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
         view_id = str(params.get("view_id") or "")
         if view_id not in self.views:
             return {"ok": False, "error": "not_found"}
-        return self._record_view("update", view_id, _maybe_json(params.get("view")) or {})
+        return self._record_view("update", view_id, maybe_json(params.get("view")) or {})
 
     def answer_to_submission(self, view_id: str, answer: dict) -> None:
         """Do what Slack does with the answer to a view submission: `update` replaces the modal."""
@@ -233,54 +224,6 @@ class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
             self.view_log.append(record)
         self._notify("view", record)
         return {"ok": True, "view": stored}
-
-    # -- uploads by the app: files.getUploadURLExternal, the bytes, files.completeUploadExternal -------------
-
-    def _files_getUploadURLExternal(self, params: dict) -> dict:
-        if not params.get("filename") or not str(params.get("length") or "").isdigit():
-            return {"ok": False, "error": "invalid_arguments"}
-        file_id = f"F{secrets.token_hex(5).upper()}"
-        self._pending_uploads[file_id] = {"id": file_id, "filename": params["filename"],
-                                          "length": int(params["length"])}
-        return {"ok": True, "upload_url": f"{self.url}/upload-ext/{file_id}", "file_id": file_id}
-
-    def _files_completeUploadExternal(self, params: dict) -> dict:
-        files = _maybe_json(params.get("files")) or []
-        done = []
-        for entry in files:
-            pending = self._pending_uploads.pop(entry.get("id"), None)
-            if pending is None or "_content" not in pending:
-                return {"ok": False, "error": "file_not_found"}
-            if len(pending["_content"]) != pending["length"]:
-                return {"ok": False, "error": "file_upload_size_mismatch"}
-            record = {**pending, "title": entry.get("title"), "channel": params.get("channel_id"),
-                      "thread_ts": params.get("thread_ts"), "initial_comment": params.get("initial_comment"),
-                      "at": time.time()}
-            with self.lock:
-                self.uploads.append(record)
-            self._notify("upload", record)
-            done.append({"id": pending["id"], "title": entry.get("title"), "name": pending["filename"]})
-        return {"ok": True, "files": done}
-
-    # -- files ----------------------------------------------------------------------------------------
-
-    def _files_info(self, params: dict) -> dict:
-        file = self.files.get(str(params.get("file") or ""))
-        if file is None:
-            return {"ok": False, "error": "file_not_found"}
-        shown = {k: v for k, v in file.items() if not k.startswith("_")}
-        url = file.get("_url") or f"{self.url}/files-pri/{TEAM_ID}-{file['id']}/download/{quote(file['name'])}"
-        return {"ok": True, "file": {**shown, "url_private_download": url}}
-
-    def _download(self, request: Received) -> Answer:
-        """A file's bytes for the bot token only; anyone else gets Slack's sign-in page, with a 200, as Slack does."""
-        found = re.fullmatch(rf"/files-pri/{TEAM_ID}-([A-Z0-9]+)/download/.*", request.path)
-        if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
-            return 200, {"content-type": "text/html; charset=utf-8"}, b"<!DOCTYPE html><html>Sign in to Slack</html>"
-        file = self.files.get(found[1]) if found else None
-        if file is None:
-            return 404, {"content-type": "text/plain"}, b"Not Found"
-        return 200, {"content-type": "application/octet-stream"}, file["_content"]
 
     def _conversations_open(self, params: dict) -> dict:
         user = str(params.get("users") or "")
@@ -306,15 +249,6 @@ class SlackStandIn(SlackOAuth, SlackHome, StandInServer):
             if float(p["ts"].split(".")[0]) >= int(oldest)
         ]
         return {"ok": True, "messages": messages[: int(params.get("limit") or 100)], "has_more": False}
-
-
-def _maybe_json(value):
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
 
 
 def slash_command_body(
