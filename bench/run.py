@@ -68,7 +68,8 @@ def _workspaces(workdir: str, args: argparse.Namespace) -> None:
         server = ThrowawayPostgres().start()
         url = server.new_database()
     try:
-        sizes = {"workspaces": 5, "per_workspace": 4, "interval": 1.0, "finishing": 5} if args.small else {}
+        small = {"workspaces": 5, "per_workspace": 4, "interval": 1.0, "finishing": 5, "cycles": 2}
+        sizes = small if args.small else {}
         workspaces.bench_workspaces(url, **sizes)
     finally:
         if server is not None:
