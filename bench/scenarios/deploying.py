@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from bench.harness import TOKEN, env_for, percentile, say, timed_commands
 from bench.processes import ServeProcess, wait_until
@@ -28,11 +29,12 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
             store.follows.follow(f"C0DEP{k % channels}", job, final=False, team_id="T", user_id="U0BENCH",
                                  origin="subscribe")
         store.close()
-        procs = []
-        for n in range(replicas):
-            folder = os.path.join(workdir, f"{label}-{followed}-r{n}")
+        folders = [os.path.join(workdir, f"{label}-{followed}-r{n}") for n in range(replicas)]
+        for folder in folders:
             os.makedirs(folder)
-            procs.append(ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)), cwd=folder))
+        with ThreadPoolExecutor(replicas) as starting:  # (side by side: each takes a second or so to come up)
+            procs = list(starting.map(lambda folder: ServeProcess(
+                env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)), cwd=folder), folders))
         try:
             wait_until(lambda: provider.requests_to("/fine_tuning/jobs"), timeout=60)
             time.sleep(interval * 2)
@@ -62,8 +64,8 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
             drained = sorted(p["at"] for p in slack.posted[finishing:])
             cpu = [_cpu_seconds(p.proc.pid) for p in procs]
         finally:
-            for proc in procs:
-                proc.terminate()
+            with ThreadPoolExecutor(len(procs)) as stopping:
+                list(stopping.map(lambda proc: proc.terminate(), procs))
         name = f"deploy_{label}_n{followed}"
         say(f"{name}_replicas", replicas)
         say(f"{name}_announced", f"{len(slack.posted)}/{finishing + len(drain)}")
