@@ -32,6 +32,25 @@ def postgres_step(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any]
     return register
 
 
+def sql_step(name: str, *statements: str) -> None:
+    """A step written once and run on both engines: portable SQL (TEXT, BIGINT, DOUBLE PRECISION, PRIMARY KEY, NOT
+    NULL, CREATE INDEX …), applied by sqlite-utils on SQLite and under the migration lock on PostgreSQL. New steps
+    are written this way; storage/schema.py declares the tables' final shape, which tests/test_schema.py keeps equal
+    to what the steps build on SQLite."""
+
+    def on_sqlite(db: Database) -> None:
+        for statement in statements:
+            db.execute(statement)
+
+    on_sqlite.__name__ = name
+    step(on_sqlite)
+
+    @postgres_step(name)
+    def on_postgres(conn: Any) -> None:
+        for statement in statements:
+            conn.exec_driver_sql(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
+
+
 class SchemaStepMissing(Exception):
     """An existing PostgreSQL database lacks a step that has no PostgreSQL form (the engine says so in one line)."""
 
@@ -467,15 +486,6 @@ def _m015_postgres(conn: Any) -> None:
     metadata.tables["job_owners"].create(conn, checkfirst=True)
 
 
-@step
-def m016_presences(db: Database) -> None:
-    # Which processes announced a presence lock (PostgreSQL: a replica elsewhere that died is told apart from a
-    # living one by its lock). Kept on SQLite too, so that both engines have the same tables.
-    db["presences"].create({"worker_id": str, "since": float}, pk="worker_id", not_null={"worker_id"})
-
-
-@postgres_step("m016_presences")
-def _m016_postgres(conn: Any) -> None:
-    from storage.schema import metadata
-
-    metadata.tables["presences"].create(conn, checkfirst=True)
+# Which processes announced a presence lock (PostgreSQL: a replica elsewhere that died is told apart from a living
+# one by its lock). Kept on SQLite too, so that both engines have the same tables.
+sql_step("m016_presences", "CREATE TABLE presences (worker_id TEXT PRIMARY KEY NOT NULL, since DOUBLE PRECISION)")

@@ -445,3 +445,28 @@ def test_a_postgresql_database_takes_each_later_schema_step_once(postgres_url, m
     monkeypatch.setattr(steps, "STEPS", [*steps.STEPS, "m1000_sqlite_only"])
     with pytest.raises(StorageUnavailable, match="lacks schema step m1000_sqlite_only"):
         Store(postgres_url)
+
+
+def test_a_step_written_once_upgrades_an_existing_database_on_either_engine(database):
+    """`sql_step`s are one body for both engines: a database made before m016 (its table dropped, its step not
+    recorded) gets it at the next start, once, on SQLite as on PostgreSQL."""
+    store = Store(database)
+    store.close()
+    if database.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(database) as conn:
+            conn.execute("DROP TABLE presences")
+            conn.execute("DELETE FROM _finetune_migrations WHERE name = 'm016_presences'")
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(database)
+        conn.execute("DROP TABLE presences")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm016_presences'")
+        conn.commit()
+        conn.close()
+    for _ in range(2):
+        store = Store(database)
+        store.engine.rows("SELECT worker_id, since FROM presences")  # (there again)
+        store.close()
