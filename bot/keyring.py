@@ -27,6 +27,7 @@ from storage import Store
 log = logging.getLogger(__name__)
 
 CACHED_WORKSPACES = 1000  # workspaces whose providers (an SDK client each) are kept built; the rest built again
+RETIRE_AFTER_TIMEOUTS = 8  # a replaced provider is closed after this many provider timeouts (its retries' worth)
 FRESH_FOR = 1.0  # seconds a workspace's keys, once read, are taken as they were
 ADD_A_KEY = "a workspace admin can add one with `/finetune keys`"
 
@@ -76,6 +77,10 @@ class Keyring:
         self._base_env = {k: v for k, v in settings.env.items() if k not in own}
         self._cache: OrderedDict[str, tuple[tuple, Providers | None, float]] = OrderedDict()
         self._lock = threading.Lock()
+        # Providers replaced (a key changed, a workspace left the cache), closed once every request they may be
+        # making is over: their connections go then, not whenever the garbage collector comes by.
+        self._retired: list[tuple[float, list[FineTuningProvider]]] = []
+        self._grace = RETIRE_AFTER_TIMEOUTS * settings.provider_timeout_seconds
 
     # -- whose providers ----------------------------------------------------------------------------------
 
@@ -92,6 +97,8 @@ class Keyring:
         change made here is seen at once (`forget`), one made on another replica within that second."""
         key = workspace or ""
         now = time.monotonic()
+        if self._retired:
+            self._close_retired(now)
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None and now - cached[2] < FRESH_FOR:
@@ -106,11 +113,31 @@ class Keyring:
         else:
             providers = self._build(workspace, sealed, shared=fingerprint[1])
         with self._lock:
+            replaced = self._cache.get(key)
             self._cache[key] = (fingerprint, providers, now)
             self._cache.move_to_end(key)
+            if replaced is not None and replaced[1] is not providers:
+                self._retire(replaced[1], now)
             while len(self._cache) > CACHED_WORKSPACES:
-                self._cache.popitem(last=False)
+                self._retire(self._cache.popitem(last=False)[1][1], now)
         return providers
+
+    def _retire(self, providers: Providers | None, now: float) -> None:
+        """(Under the lock.) A workspace's own providers, no longer handed out, to be closed after the grace."""
+        shared = {id(p) for p in self.shared or []}
+        own = [p for p in providers or [] if id(p) not in shared]
+        if own:
+            self._retired.append((now, own))
+
+    def _close_retired(self, now: float) -> None:
+        with self._lock:
+            due = [providers for at, providers in self._retired if now - at >= self._grace]
+            self._retired = [(at, providers) for at, providers in self._retired if now - at < self._grace]
+        for provider in (p for providers in due for p in providers):
+            try:
+                provider.close()
+            except Exception:  # noqa: BLE001 - closing is tidying: a failure leaves it to the garbage collector
+                log.debug("could not close a replaced %s provider", provider.name, exc_info=True)
 
     def _build(self, workspace: str | None, sealed: Mapping[str, str], *, shared: bool) -> Providers | None:
         own: list[FineTuningProvider] = []
@@ -140,7 +167,9 @@ class Keyring:
     def forget(self, workspace: str) -> None:
         """Its providers are built again at the next use (its keys changed, or it uninstalled)."""
         with self._lock:
-            self._cache.pop(workspace, None)
+            gone = self._cache.pop(workspace, None)
+            if gone is not None:
+                self._retire(gone[1], time.monotonic())
 
     # -- what `/finetune keys` stores ---------------------------------------------------------------------
 

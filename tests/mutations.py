@@ -289,6 +289,7 @@ MUTATIONS = [
     ('a living replica elsewhere taken for dead', 'storage/engines.py', 'pg_try_advisory_xact_lock(?::int, hashtext(?))', '(?::int IS NOT NULL AND hashtext(?) IS NOT NULL)', 'tests/test_delivery.py -k another_host'),
     ('retiring notices only from the environments providers', 'bot/moves.py', '        for provider in self.providers.everywhere():', '        for provider in self.providers:', 'tests/test_keys.py -k dates'),
     ('a step written once skipped on postgresql', 'storage/migrations.py', '            conn.exec_driver_sql(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))', '            pass', 'tests/test_storage.py -k written_once'),
+    ('a replaced provider left open', 'bot/keyring.py', '                provider.close()', '                pass', 'tests/test_keys.py -k replaced_again'),
 ]
 
 

@@ -251,3 +251,34 @@ def test_a_workspace_with_only_its_own_openai_key_hears_of_openais_dates(make_bo
         assert notice["by"] == ("T0ONE", None) and "2027-01-06" in notice["text"]
     finally:
         server.close()
+
+
+def test_a_key_replaced_again_and_again_leaves_no_connection_open(make_bot, slack, provider):
+    """Each new key builds the workspace's providers again; the ones replaced are closed once every request they may
+    be making is over (eight provider timeouts), so their connections do not pile up until a garbage collection."""
+    import os
+    import time
+
+    bot = make_bot(**oauth_changes(shared=frozenset()), provider_timeout_seconds=0.1)  # (a grace of 0.8 s)
+    server = Server(bot)
+    try:
+        assert _install(server, slack, "T0ONE")[0] == 200
+        keyring = bot.services.keys.keyring
+
+        def use(n: int) -> None:
+            keyring.set_key("T:T0ONE", "openai", {"OPENAI_API_KEY": f"sk-replaced-key-{n:012d}"}, user_id="U0ADMIN1")
+            keyring.providers_for("T:T0ONE").get("openai").list_jobs(5)
+
+        def settled() -> int:
+            time.sleep(1.0)
+            keyring.providers_for("T:T0ONE")  # (closes what is past its grace)
+            return len(os.listdir("/proc/self/fd"))
+
+        for n in range(3):
+            use(n)
+        before = settled()
+        for n in range(3, 30):
+            use(n)
+        assert settled() <= before + 2
+    finally:
+        server.close()

@@ -232,6 +232,9 @@ class FireworksProvider:
         # the page "after" the last job it saw.
         self._after: dict[str, str] = {}
 
+    def close(self) -> None:
+        self._client.close()
+
     def warm(self) -> None:
         try:
             client = self._client

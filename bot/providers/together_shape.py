@@ -217,6 +217,9 @@ class TogetherProvider:
         self._timeout = float(client.timeout) if isinstance(client.timeout, (int, float)) else 5.0
         self._last_step: dict[str, int] = {}  # job -> the newest step read, so the next read asks only from there
 
+    def close(self) -> None:
+        self._client.close()
+
     def warm(self) -> None:
         # Measured: the first touch of `fine_tuning` imports about 170 ms of the SDK's modules.
         try:

@@ -281,6 +281,9 @@ class FineTuningProvider(Protocol):
         it (importing the resources it reaches lazily, building its response types' validators): at start-up, so
         that no ack waits behind it. Never fails: what cannot be warmed is done on first use as before."""
 
+    def close(self) -> None:
+        """Let go of its connections (a workspace's provider, replaced after its key changed)."""
+
     def retrieve(self, job_id: str) -> Job: ...
 
     def list_jobs(self, limit: int | None = 10, *, after: str | None = None) -> tuple[list[Job], bool]: ...
