@@ -262,14 +262,11 @@ class OpenAIProvider:
         self._sleep = sleep
         self._clock = clock
         self.is_azure = isinstance(client, _sdk().AzureOpenAI)
+        self.max_suffix = 40 if self.is_azure else 64
         self._timeout = float(client.timeout) if isinstance(client.timeout, (int, float)) else 5.0
         self.metadata_supported = True  # until the provider says otherwise (older Azure API versions)
         # Webhooks are received only with their signing secret set (OPENAI_WEBHOOK_SECRET): unverifiable, never.
         self.webhooks_verifiable = bool(getattr(client, "webhook_secret", None))
-
-    @property
-    def max_suffix(self) -> int:
-        return 40 if self.is_azure else 64
 
     @property
     def needs_deployment(self) -> bool:
