@@ -282,3 +282,14 @@ def test_a_key_replaced_again_and_again_leaves_no_connection_open(make_bot, slac
         assert settled() <= before + 2
     finally:
         server.close()
+
+
+def test_a_bot_of_one_workspace_says_its_keys_are_the_environments(bot, slack):
+    server = Server(bot)
+    try:
+        body = slash_command_body("keys", response_url=slack.response_url("one"))
+        assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+        [reply] = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/one")], timeout=5)
+        assert "serves one workspace" in json.dumps(reply) and not slack.view_log
+    finally:
+        server.close()
