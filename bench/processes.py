@@ -10,6 +10,11 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ServeProcess:
@@ -95,3 +100,17 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.01):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def side_by_side(make: Callable[[T], ServeProcess], each: Iterable[T]) -> list[ServeProcess]:
+    """`serve` processes started at once (each takes a second or so to come up), one per item of `each`."""
+    items = list(each)
+    with ThreadPoolExecutor(max(1, len(items))) as starting:
+        return list(starting.map(make, items))
+
+
+def stop_all(procs: Iterable[ServeProcess]) -> None:
+    """Each process ended (SIGTERM, then SIGKILL past its wait), all at once."""
+    procs = list(procs)
+    with ThreadPoolExecutor(max(1, len(procs))) as stopping:
+        list(stopping.map(lambda proc: proc.terminate(), procs))

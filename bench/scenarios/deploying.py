@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from bench.harness import TOKEN, env_for, percentile, say, timed_commands
-from bench.processes import ServeProcess, wait_until
+from bench.processes import ServeProcess, side_by_side, stop_all, wait_until
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn
 from storage import Store
@@ -32,9 +31,8 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
         folders = [os.path.join(workdir, f"{label}-{followed}-r{n}") for n in range(replicas)]
         for folder in folders:
             os.makedirs(folder)
-        with ThreadPoolExecutor(replicas) as starting:  # (side by side: each takes a second or so to come up)
-            procs = list(starting.map(lambda folder: ServeProcess(
-                env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)), cwd=folder), folders))
+        procs = side_by_side(lambda folder: ServeProcess(
+            env_for(db, slack, provider, POLL_INTERVAL_SECONDS=str(interval)), cwd=folder), folders)
         try:
             wait_until(lambda: provider.requests_to("/fine_tuning/jobs"), timeout=60)
             time.sleep(interval * 2)
@@ -64,8 +62,7 @@ def bench_deployment(workdir: str, label: str, db: str, replicas: int, followed:
             drained = sorted(p["at"] for p in slack.posted[finishing:])
             cpu = [_cpu_seconds(p.proc.pid) for p in procs]
         finally:
-            with ThreadPoolExecutor(len(procs)) as stopping:
-                list(stopping.map(lambda proc: proc.terminate(), procs))
+            stop_all(procs)
         name = f"deploy_{label}_n{followed}"
         say(f"{name}_replicas", replicas)
         say(f"{name}_announced", f"{len(slack.posted)}/{finishing + len(drain)}")

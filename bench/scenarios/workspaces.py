@@ -8,11 +8,10 @@ import http.client
 import json
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from bench.harness import SECRET, percentile, say
-from bench.processes import ServeProcess, wait_until
+from bench.processes import ServeProcess, side_by_side, stop_all, wait_until
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn
 from bot.sandbox.slack_oauth import CLIENT_ID, CLIENT_SECRET
@@ -71,8 +70,7 @@ def bench_workspaces(database_url: str, *, workspaces: int = 50, per_workspace: 
                     store.workspaces.note_channel(channel, workspace)
                     jobs.append(job)
             store.close()
-            with ThreadPoolExecutor(replicas) as starting:  # (started side by side: each takes a second or so)
-                procs += list(starting.map(lambda _: ServeProcess(env), range(replicas - 1)))
+            procs += side_by_side(lambda _: ServeProcess(env), range(replicas - 1))
             wait_until(lambda: provider.requests_to("/fine_tuning/jobs", "GET"), timeout=60)
             time.sleep(interval * 2)
 
@@ -91,8 +89,7 @@ def bench_workspaces(database_url: str, *, workspaces: int = 50, per_workspace: 
             latencies = [p["at"] - finished_at[j] for p in slack.posted for j in finished_at if j in p["text"]]
             posters = {p["by"] for p in slack.posted}
         finally:
-            with ThreadPoolExecutor(len(procs)) as stopping:
-                list(stopping.map(lambda proc: proc.terminate(), procs))
+            stop_all(procs)
     name = f"workspaces_{workspaces}x{per_workspace}_pg{replicas}"
     say(f"{name}_poll_interval_s", interval)
     say(f"{name}_list_requests_per_cycle", f"{len(window) / cycles:.1f}")

@@ -219,3 +219,18 @@ def loss_value(value: Any) -> float | None:
     if isinstance(value, str) and value.strip().lower() in {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}:
         return float(value.strip())
     return None
+
+
+def unix_seconds(value: Any) -> int | None:
+    """Unix seconds from a provider's times: RFC 3339 / ISO 8601 strings (on the wire), datetimes (in SDK types), or
+    seconds already; None for none or for what is not a time."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return int(value.timestamp()) if isinstance(value, datetime) else None

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
+
+from bot.providers.calls import unix_seconds as seconds  # noqa: F401 - (Fireworks' times: RFC 3339, or datetimes)
 
 
 class Wire:
@@ -49,15 +50,3 @@ def slug(text: str) -> str:
 
 def last_segment(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1]
-
-
-def seconds(value: Any) -> int | None:
-    """Unix seconds from Fireworks' RFC 3339 times (strings on the wire, datetimes in the SDK's types)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return int(value.timestamp()) if isinstance(value, datetime) else None

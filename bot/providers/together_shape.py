@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -31,6 +30,7 @@ from bot.providers.calls import (
     read_with_retries,
     refusal,
     start_once,
+    unix_seconds,
 )
 from bot.providers.shape import (
     CHAT,
@@ -431,8 +431,8 @@ class TogetherProvider:
             training_file=getattr(raw, "training_file", None),
             validation_file=getattr(raw, "validation_file", None) or None,
             suffix=getattr(raw, "suffix", None) or extra.get("suffix"),
-            created_at=_seconds(getattr(raw, "created_at", None)),
-            finished_at=_seconds(getattr(raw, "updated_at", None)) if state != "going" else None,
+            created_at=unix_seconds(getattr(raw, "created_at", None)),
+            finished_at=unix_seconds(getattr(raw, "updated_at", None)) if state != "going" else None,
             cost=_billed(getattr(raw, "total_price", None)),
             n_epochs=whole_epochs(getattr(raw, "n_epochs", None)),
         )
@@ -461,23 +461,9 @@ def _was_create(exc: Exception) -> bool:
     return request is None or (request.method == "POST" and request.url.path.rstrip("/").endswith("/fine-tunes"))
 
 
-def _seconds(value: Any) -> int | None:
-    """Unix seconds from Together's ISO timestamps (or from seconds, should an answer carry them)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return int(value.timestamp()) if isinstance(value, datetime) else None
-
-
 def _event(raw: Any) -> JobEvent:
     data = {name: getattr(raw, name, None) for name in ("step", "total_steps", "token_count", "wandb_url")}
-    return JobEvent(created_at=_seconds(getattr(raw, "created_at", None)) or 0,
+    return JobEvent(created_at=unix_seconds(getattr(raw, "created_at", None)) or 0,
                     level=str(getattr(raw, "level", None) or "info"), message=str(getattr(raw, "message", "") or ""),
                     type=getattr(raw, "type", None), data={k: v for k, v in data.items() if v is not None})
 
