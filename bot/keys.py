@@ -75,8 +75,10 @@ class KeyService:
         names = providers[provider]
         answers = {"provider": provider, names[0]: text("key")}
         key = answers[names[0]]
-        if key and (not 8 <= len(key) <= KEY_MAX_LENGTH or any(c.isspace() for c in key)):
-            return {}, {"key": "That does not look like an API key (no spaces, 8 to 500 characters)."}
+        if key and (not 8 <= len(key) <= KEY_MAX_LENGTH or not (key.isascii() and key.isprintable())
+                    or any(c.isspace() for c in key)):  # (a key goes into an HTTP header: printable ASCII only)
+            return {}, {"key": "That does not look like an API key (letters, digits and punctuation, no spaces, 8 to "
+                               "500 characters)."}
         errors = {}
         for setting in names[1:]:
             answers[setting] = text(f"setting:{setting}")

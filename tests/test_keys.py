@@ -145,6 +145,8 @@ def test_the_forms_mistakes_are_shown_in_the_ack_and_a_key_is_replaced_then_remo
         assert "setting:FIREWORKS_ACCOUNT_ID" in json.loads(raw)["errors"]
     status, raw = _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key="sk-" + "x" * 600)  # forged length
     assert "key" in json.loads(raw)["errors"]
+    status, raw = _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key="sk-ключ-0123456789")  # not ASCII
+    assert "key" in json.loads(raw)["errors"]
     assert bot.services.store.workspaces.keys("T:T0ONE") == []
     _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key=KEY_ONE)
     wait_until(lambda: bot.services.store.workspaces.keys("T:T0ONE"), timeout=5)
