@@ -290,6 +290,7 @@ MUTATIONS = [
     ('retiring notices only from the environments providers', 'bot/moves.py', '        for provider in self.providers.everywhere():', '        for provider in self.providers:', 'tests/test_keys.py -k dates'),
     ('a step written once skipped on postgresql', 'storage/migrations.py', '            conn.exec_driver_sql(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))', '            pass', 'tests/test_storage.py -k written_once'),
     ('a replaced provider left open', 'bot/keyring.py', '                provider.close()', '                pass', 'tests/test_keys.py -k replaced_again'),
+    ('one bot user for every workspace', 'bot/installs.py', '        row = self.store.workspaces.installation(key) if key else None\n        return row["bot_user_id"] if row else None', '        rows = self.store.workspaces.installations()\n        return rows[0]["bot_user_id"] if rows else None', 'tests/test_installs.py -k own_install_gave'),
 ]
 
 

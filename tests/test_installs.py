@@ -373,3 +373,21 @@ def test_a_single_workspace_database_keeps_working_when_the_same_bot_turns_oauth
         assert posted["by"] == ("T0OLD", None)
     finally:
         server.close()
+
+
+def test_each_workspace_is_told_to_invite_the_app_by_the_name_its_own_install_gave_it(oauth, slack, provider):
+    """A private channel the bot is not in: the answer names the bot user of that channel's workspace (each install
+    has its own), never another workspace's."""
+    from bot.sandbox.slack_oauth import bot_user_of
+
+    bot, server = oauth
+    for team in ("T0ONE", "T0TWO"):
+        assert _install(server, slack, team)[0] == 200
+    slack.invisible_channels.add("G0PRIVTWO")
+    job = provider.add_job(status="running")
+    body = slash_command_body(f"subscribe {job['id']}", channel_id="G0PRIVTWO", team_id="T0TWO",
+                              response_url=slack.response_url("priv"))
+    assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+    [reply] = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/priv")], timeout=5)
+    two, one = (bot_user_of(next(g for g in slack.grants if g.team_id == t)) for t in ("T0TWO", "T0ONE"))
+    assert f"<@{two}>" in json.dumps(reply) and f"<@{one}>" not in json.dumps(reply)

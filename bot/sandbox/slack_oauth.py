@@ -121,12 +121,18 @@ class SlackOAuth:
             answer = self._new_token(grant)
             record["team"] = grant.team_id
         return {
-            "ok": True, **answer, "scope": "commands,chat:write,chat:write.public", "bot_user_id": "UFINETUNEBOT",
+            "ok": True, **answer, "scope": "commands,chat:write,chat:write.public",
+            "bot_user_id": bot_user_of(grant),  # (each workspace names the app's bot user its own way)
             "app_id": "A0FINETUNE",
             "team": None if grant.org_wide else {"id": grant.team_id, "name": f"Team {grant.team_id}"},
             "enterprise": {"id": grant.enterprise_id, "name": "Org"} if grant.enterprise_id else None,
             "is_enterprise_install": grant.org_wide, "authed_user": {"id": "U0INSTALLER"},
         }
+
+
+def bot_user_of(grant: Grant) -> str:
+    """The bot user id Slack gives an install: one of each workspace's (or org's) own."""
+    return "UFTB" + str(grant.team_id or grant.enterprise_id or "").upper()[-8:]
 
 
 def event_body(event: dict, *, team_id: str | None, enterprise_id: str | None = None,
