@@ -291,6 +291,8 @@ MUTATIONS = [
     ('a step written once skipped on postgresql', 'storage/migrations.py', '            conn.exec_driver_sql(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))', '            pass', 'tests/test_storage.py -k written_once'),
     ('a replaced provider left open', 'bot/keyring.py', '                provider.close()', '                pass', 'tests/test_keys.py -k replaced_again'),
     ('one bot user for every workspace', 'bot/installs.py', '        row = self.store.workspaces.installation(key) if key else None\n        return row["bot_user_id"] if row else None', '        rows = self.store.workspaces.installations()\n        return rows[0]["bot_user_id"] if rows else None', 'tests/test_installs.py -k own_install_gave'),
+    ('an interrupted start looked up with no workspace', 'bot/jobs.py', '            with acting_for(self.store.workspaces.workspace_of(intent["channel_id"])):', '            with acting_for(None):', 'tests/test_keys.py -k interrupted_start'),
+    ('an interrupted cancel sent with no workspace', 'bot/watchdog.py', '            with for_job(self.store, provider, job_id):', '            if True:', 'tests/test_keys.py -k watchdog_cancel'),
 ]
 
 

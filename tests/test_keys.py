@@ -300,3 +300,39 @@ def test_a_bot_of_one_workspace_says_its_keys_are_the_environments(bot, slack):
         assert "serves one workspace" in json.dumps(reply) and not slack.view_log
     finally:
         server.close()
+
+
+def test_an_interrupted_start_is_looked_up_with_its_workspaces_own_key(keyed, slack, provider):
+    """A start whose process died while asking is settled by whichever replica finds it, with the key of the
+    workspace it was typed in (its channel's): at the provider, only that key's account has the job."""
+    from bot.providers.openai_shape import REQUEST_KEY
+    from bot.sandbox.files import SAMPLE_FILE_ID
+
+    bot, server = keyed
+    bot.services.keys.keyring.set_key("T:T0ONE", "openai", {"OPENAI_API_KEY": KEY_ONE}, user_id="U0ADMIN1")
+    provider.accounts = True
+    job = provider.add_job(status="running", metadata={REQUEST_KEY: "req-mine"}, _account=KEY_ONE)
+    store = bot.services.store
+    store.workspaces.note_channel("C0ONE", "T:T0ONE")
+    store.replays.record_intent("req-mine", team_id="T0ONE", channel_id="C0ONE", user_id="U0ALICE",
+                                response_url=slack.response_url("mine"), training_file=SAMPLE_FILE_ID,
+                                model=job["model"], suffix=None)
+    assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
+    assert [f["id"] for f in store.follows.channel_follows("C0ONE")] == [job["id"]]
+
+
+def test_a_watchdog_cancel_left_by_a_stopped_process_is_sent_with_the_jobs_workspaces_key(keyed, slack, provider):
+    bot, server = keyed
+    bot.services.keys.keyring.set_key("T:T0ONE", "openai", {"OPENAI_API_KEY": KEY_ONE}, user_id="U0ADMIN1")
+    provider.accounts = True
+    job = provider.add_job(status="running", _account=KEY_ONE)
+    store = bot.services.store
+    store.follows.follow("C0ONE", job, final=False, team_id="T0ONE", user_id="U0ALICE", origin="start")
+    store.workspaces.claim_job("openai", job["id"], "T:T0ONE")
+    store.channels.set_channel_settings("C0ONE", "U0ALICE", progress=False, watchdog="cancel")
+    claim = store.watch.claim("openai", job["id"], "nan", {"step": 2, "which": "training", "value": "nan"},
+                              lambda followers: True)  # (claimed; its process stopped before it cancelled)
+    assert claim is not None and claim.cancelling
+    assert bot.services.poller.watchdog.finish_interrupted(bot.services.providers, older_than=0) == 1
+    [cancel] = provider.requests_to(f"/fine_tuning/jobs/{job['id']}/cancel", "POST")
+    assert cancel.headers["authorization"] == f"Bearer {KEY_ONE}"
