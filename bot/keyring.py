@@ -73,7 +73,7 @@ class Keyring:
         self.clock = clock
         # Every workspace's providers start from the operator's settings without any provider's own keys: base URLs,
         # default models and timeouts stay theirs; only the keys are the workspace's.
-        own = {name for names in settings_of_keys() for name in names}
+        own = {name for names in settable().values() for name in names}
         self._base_env = {k: v for k, v in settings.env.items() if k not in own}
         self._cache: OrderedDict[str, tuple[tuple, Providers | None, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -191,10 +191,6 @@ class Keyring:
         return removed
 
 
-def settings_of_keys() -> list[tuple[str, ...]]:
-    return list(settable().values())
-
-
 class WorkspaceProviders(Providers):
     """The providers of the workspace the current work is for (WORKSPACE), wherever the bot's services ask: the one
     object every service holds in OAuth mode. Work for no workspace (the operator's own rows) gets the environment's
@@ -206,9 +202,11 @@ class WorkspaceProviders(Providers):
     def _current(self) -> Providers | None:
         return self.keyring.providers_for(WORKSPACE.get())
 
-    def _hint(self) -> str:
+    def _hint(self, name: str | None) -> str:
+        """How to get a provider this workspace lacks: its own key (an admin adds it), or the operator's setting."""
+        label = provider_label(name) if name in settable() else "that provider"
         if WORKSPACE.get() and not self.keyring.shares_with(WORKSPACE.get()):
-            return f"This workspace has no key for that provider yet: {ADD_A_KEY}."
+            return f"This workspace has no key for {label} yet: {ADD_A_KEY}."
         return "Whoever runs finetune-bot can configure it."
 
     def __iter__(self) -> Iterator[FineTuningProvider]:
@@ -246,8 +244,7 @@ class WorkspaceProviders(Providers):
         try:
             return current.get(name)
         except UnknownProvider:
-            label = provider_label(name) if name in settable() else name
-            raise NoProviderKey(name or "", self._hint().replace("that provider", label or "that provider")) from None
+            raise NoProviderKey(name or "", self._hint(name)) from None
 
     def fitting(self, job_id: str) -> list[FineTuningProvider]:
         current = self._current()

@@ -336,3 +336,17 @@ def test_a_watchdog_cancel_left_by_a_stopped_process_is_sent_with_the_jobs_works
     assert bot.services.poller.watchdog.finish_interrupted(bot.services.providers, older_than=0) == 1
     [cancel] = provider.requests_to(f"/fine_tuning/jobs/{job['id']}/cancel", "POST")
     assert cancel.headers["authorization"] == f"Bearer {KEY_ONE}"
+
+
+def test_the_keys_form_and_its_answers_stay_within_slacks_limits_whatever_is_stored():
+    from bot.keyring import settable
+    from bot.messages.keys import keys_done_view, keys_form_view, keys_lines
+    from tests.slack_limits import assert_within_slack_limits
+
+    hostile = "<!channel> *x* <https://evil|y>"
+    stored = [{"provider": name, "last4": hostile[:4], "set_by": hostile, "set_at": 1.8e9} for name in settable()]
+    lines = keys_lines(settable(), stored, [])
+    view = keys_form_view(settable=settable(), lines=lines, metadata="")
+    assert_within_slack_limits(view, kind="view")
+    assert "<!channel>" not in json.dumps(view) and "<https://evil" not in json.dumps(view)
+    assert_within_slack_limits(keys_done_view(hostile * 50), kind="view")
