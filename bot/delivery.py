@@ -64,6 +64,12 @@ REFETCH_AFTER = 0.2
 # holder's full hand of posts is what Slack allows.
 CHANNEL_TURN = 10.0
 CHANNEL_TURN_RENEW = 5.0
+# A channel another live process posts in is asked about again after this long, not at every row of every run: with
+# three replicas woken by every queued post, asking each time was most of the database's writes (a failed take is a
+# write under the lock) while the outbox drained. A holder that dies is still replaced within this, or at once by a
+# process that starts after it.
+ELSEWHERE_RECHECK = 1.0
+ELSEWHERE_KEPT = 4096
 
 
 @dataclass
@@ -101,6 +107,7 @@ class AnnouncementSender:
         self._in_hand: dict[str, tuple[float, float]] = {}  # per channel: posts in hand after its last post, and when
         self._held_until: dict[str, float] = {}  # per channel: Slack's Retry-After, which nothing goes before
         self._channel_turns: dict[str, float] = {}  # per channel whose turn this process holds: until when
+        self._elsewhere: dict[str, float] = {}  # per channel another live process holds: when to ask again
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
@@ -196,6 +203,8 @@ class AnnouncementSender:
         now = self.clock()
         if self._channel_turns.get(channel, 0) - now > CHANNEL_TURN_RENEW:
             return True
+        if self._elsewhere.get(channel, 0) > now:
+            return False
         held_until = self._held_until.get(channel, 0)
         name = f"channel:{channel}"
         if self.store.leases.take_turn(name, self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until):
@@ -212,6 +221,9 @@ class AnnouncementSender:
             self._in_hand[channel] = (0.0, now)
             return True
         self._channel_turns.pop(channel, None)
+        if len(self._elsewhere) >= ELSEWHERE_KEPT:  # (channels once seen elsewhere: only the current ones kept)
+            self._elsewhere = {c: until for c, until in self._elsewhere.items() if until > now}
+        self._elsewhere[channel] = now + ELSEWHERE_RECHECK
         return False
 
     def wait_idle(self, timeout: float) -> bool:

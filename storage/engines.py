@@ -192,6 +192,7 @@ class SQLiteEngine:
             raise
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        """A statement's rows: a read, or one write with RETURNING, committed as it returns (autocommit)."""
         try:
             return [dict(row) for row in self.db().conn.execute(sql, tuple(params))]
         except sqlite3.Error as error:
@@ -455,6 +456,7 @@ class PostgresEngine:
             yield _Unit(conn)
 
     def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+        """A statement's rows: a read, or one write with RETURNING, committed as it returns (autocommit)."""
         with self._connection(sql, tuple(params), autocommit=True) as (_, cursor):
             return [dict(row) for row in cursor]
 

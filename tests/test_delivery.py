@@ -412,6 +412,37 @@ def test_a_channel_turn_held_by_a_replica_on_another_host_is_kept_while_it_runs_
     assert store.leases.turn_holder("channel:C0ELSE") == bot.services.sender.worker_id
 
 
+def test_a_channel_another_live_process_posts_in_is_asked_about_once_a_second(bot, provider, slack):
+    """Issue 32: every replica is woken by every queued post, and each asked the database about every due row of a
+    channel another replica held, every time (a failed take is a write under the lock): most of the database's
+    writes while the outbox drained on three replicas. Now once a second per channel; the holder's death is still
+    noticed then."""
+    import os
+    import socket
+    import time
+
+    store = bot.services.store
+    holder = f"{socket.gethostname()}:{os.getpid()}:another"  # alive: a process on this machine that runs
+    store.leases.take_turn("channel:C0HELD", holder, hold=600)
+    job = provider.add_job(status="running")
+    store.follows.follow("C0HELD", {**job, "provider": "openai"}, final=False, team_id="T", user_id="U",
+                         origin="subscribe")
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+    asked = []
+    store.engine.db().conn.set_trace_callback(lambda sql: asked.append(sql) if "leases" in sql else None)
+    try:
+        for _ in range(5):  # five wake-ups within the second: the database asked once
+            bot.services.sender.deliver_due()
+        assert len([sql for sql in asked if sql.startswith("INSERT INTO leases")]) == 1, asked
+        assert slack.outcomes_in("C0HELD") == []
+        time.sleep(1.1)
+        bot.services.sender.deliver_due()  # a second on: asked again
+        assert len([sql for sql in asked if sql.startswith("INSERT INTO leases")]) == 2, asked
+    finally:
+        store.engine.db().conn.set_trace_callback(None)
+
+
 def test_a_channel_taken_over_from_a_dead_process_starts_with_no_posts_in_hand(bot, provider, slack):
     """The dead holder may have spent the channel's burst just before it died: the first posts after the takeover
     go at Slack's pace of one a second, so no four posts in the channel come within a second."""
