@@ -25,7 +25,8 @@
    watchdog's metric reads per poll cycle with 300 jobs training at the default intervals;
 11. many workspaces (`workspaces`): 50 workspaces installed through OAuth, each with its own OpenAI key and 20
    followed jobs, on PostgreSQL with three replicas at a 5 s interval: list requests per poll cycle (and per key),
-   that no request carries another workspace's key, and the announcement latency p50/max of 30 outcomes.
+   that no request carries another workspace's key, and the announcement latency p50/max of 30 outcomes; and
+   (`provider-build`) the CPU time to build one workspace's three providers from its keys, 200 times.
 
 `BENCH_TRACE=1` with `--only announce-busy` also prints the slowest outcome's channel: every post there from three
 seconds before the provider's change to that outcome, so a figure over its target says what it waited behind.
@@ -107,6 +108,7 @@ SCENARIOS = {
     "cards": lambda w, a: watching.bench_cards(w, hours=a.card_hours),
     "deploy": _deploy,
     "workspaces": _workspaces,
+    "provider-build": lambda w, a: workspaces.bench_provider_builds(20 if a.small else 200),
     "standins": lambda w, a: standins.bench_standin_requests(w, 50 if a.small else 200),
 }
 

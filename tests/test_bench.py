@@ -103,3 +103,11 @@ def test_bench_moves_a_training_file_to_together_and_fireworks():
     for target in ("together", "fireworks"):
         assert float(figures[f"move_{target}_2mb_uploaded_mb"]) == 2.0
         assert {f"move_{target}_2mb_peak_rss_mb", f"move_{target}_2mb_seconds"} <= set(figures)
+
+
+def test_bench_measures_what_a_workspaces_providers_cost_to_build():
+    result = subprocess.run([sys.executable, "bench/run.py", "--only", "provider-build", "--small"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert figures["provider_builds"] == "20" and float(figures["provider_build_cpu_ms_p50"]) > 0

@@ -12,7 +12,8 @@ import urllib.request
 import pytest
 
 from bot.config import Settings
-from bot.providers.fireworks_shape import PRICING, FireworksProvider, configured, job_id_for
+from bot.providers.fireworks_shape import PRICING, FireworksProvider, configured
+from bot.providers.fireworks_wire import job_id_for
 from bot.providers.types import GOING, Job, ProviderError
 from bot.sandbox.fireworks import FireworksSandbox
 from bot.sandbox.openai import FAILING_FILE_ID, SAMPLE_FILE_ID

@@ -102,3 +102,31 @@ def bench_workspaces(database_url: str, *, workspaces: int = 50, per_workspace: 
     say(f"{name}_announce_p50_s", f"{percentile(latencies, 50):.2f}")
     say(f"{name}_announce_max_s", f"{max(latencies):.2f}")
     say(f"{name}_workspaces_posting", len(posters))
+
+
+def bench_provider_builds(builds: int) -> None:
+    """What a workspace's providers cost to build (the keyring does it for each workspace's keys as they are first
+    used or replaced): OpenAI, Together and Fireworks configured with keys of their own, `builds` times, in CPU time.
+    Nothing is asked of any provider (building one makes its SDK client; no request)."""
+    from bot.config import Settings
+    from bot.providers import registry
+
+    def settings_for(n: int) -> Settings:
+        return Settings(slack_bot_token="xoxb-bench", env={
+            "OPENAI_API_KEY": f"sk-bench-{n:012d}", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+            "TOGETHER_API_KEY": f"tg-bench-{n:012d}", "TOGETHER_BASE_URL": "http://127.0.0.1:9",
+            "FIREWORKS_API_KEY": f"fw-bench-{n:012d}", "FIREWORKS_ACCOUNT_ID": "bench",
+            "FIREWORKS_BASE_URL": "http://127.0.0.1:9"})
+
+    for provider in registry.configured(settings_for(0)):  # the SDKs imported: their one-time cost is not a build's
+        provider.close()
+    cpu = []
+    for n in range(1, builds + 1):
+        began = time.process_time()
+        providers = registry.configured(settings_for(n))
+        cpu.append(time.process_time() - began)
+        for provider in providers:
+            provider.close()
+    say("provider_builds", builds)
+    say("provider_build_cpu_ms_p50", f"{percentile(cpu, 50) * 1000:.1f}")
+    say("provider_build_cpu_ms_max", f"{max(cpu) * 1000:.1f}")

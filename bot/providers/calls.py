@@ -39,6 +39,17 @@ PROVIDER_CALLS = ("retrieve", "list_jobs", "events", "metrics", "latest_metric",
                   "chat", "read_file", "cancel", "pause", "resume", "create_job", "find_started")
 
 
+@functools.cache
+def tls_context(http_library: str) -> Any:
+    """The TLS context every SDK client of this process verifies with, made by the SDK's own HTTP library (`httpx`,
+    or `httpx2` for openai) exactly as it would make it (its CA bundle, SSL_CERT_FILE honoured), once per process.
+    Each client made its own, reading the whole CA bundle: 49 ms of CPU for every provider built, which a bot of many
+    workspaces does for each workspace's key (and every test, for each bot it builds)."""
+    import importlib
+
+    return importlib.import_module(http_library).create_ssl_context()
+
+
 def answers_in_provider_errors(cls: type) -> type:
     """Make every provider call of an adapter class raise only ProviderError: an unreadable answer becomes a
     retryable one (the poller backs off, a command says so), and one to a create is ambiguous (it may have started

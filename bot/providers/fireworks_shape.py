@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from bot.providers import calls
 from bot.providers.calls import T, answers_in_provider_errors, chat_answer, lines_capped, read_with_retries, refusal
-from bot.providers.fireworks_wire import Wire, field, last_segment, seconds, slug, usd
+from bot.providers.fireworks_wire import Wire, field, job_id_for, last_segment, seconds, slug, usd
 from bot.providers.shape import (
     CHAT,
     CHAT_TOOLS,
@@ -189,14 +190,10 @@ def configured(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     if not key or not account:
         return []
     client = _sdk().Fireworks(api_key=key, account_id=account, base_url=settings.value("FIREWORKS_BASE_URL") or None,
-                              timeout=settings.provider_timeout_seconds, max_retries=0)
+                              timeout=settings.provider_timeout_seconds, max_retries=0,
+                              http_client=_sdk().DefaultHttpxClient(verify=calls.tls_context("httpx")))
     return [FireworksProvider(client, account=account, secrets=settings.secrets(), clock=clock,
                               default_model=settings.value("FIREWORKS_DEFAULT_MODEL") or DEFAULT_MODEL)]
-
-
-def job_id_for(request_id: str) -> str:
-    """The id a start names its job with: from the start's request id, so a retried create finds its own job."""
-    return "ftb-" + hashlib.sha256(request_id.encode()).hexdigest()[:24]
 
 
 @answers_in_provider_errors

@@ -3,6 +3,7 @@ times, money. Used by bot/providers/fireworks_shape.py."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -50,3 +51,8 @@ def slug(text: str) -> str:
 
 def last_segment(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1]
+
+
+def job_id_for(request_id: str) -> str:
+    """The id a start names its job with: from the start's request id, so a retried create finds its own job."""
+    return "ftb-" + hashlib.sha256(request_id.encode()).hexdigest()[:24]

@@ -24,6 +24,7 @@ from bot.providers.calls import (
     read_with_retries,
     refusal,
     start_once,
+    tls_context,
 )
 from bot.providers.openai_jobs import job_from_json, job_of, number
 from bot.providers.shape import (
@@ -210,7 +211,8 @@ SHAPE = ProviderShape(
 def build_client(settings: Settings, *, azure: bool = False) -> openai.OpenAI:
     """The SDK client for OpenAI (or a compatible base URL) or Azure OpenAI: our timeout, no SDK retries."""
     common = {"timeout": settings.provider_timeout_seconds, "max_retries": 0,
-              "webhook_secret": settings.value("OPENAI_WEBHOOK_SECRET")}
+              "webhook_secret": settings.value("OPENAI_WEBHOOK_SECRET"),
+              "http_client": _sdk().DefaultHttpx2Client(verify=tls_context("httpx2"))}
     if azure:
         return _sdk().AzureOpenAI(
             azure_endpoint=settings.value("AZURE_OPENAI_ENDPOINT"),

@@ -30,6 +30,7 @@ from bot.providers.calls import (
     read_with_retries,
     refusal,
     start_once,
+    tls_context,
     unix_seconds,
 )
 from bot.providers.shape import (
@@ -182,7 +183,8 @@ def configured(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         return []
     client = _sdk().Together(api_key=settings.value("TOGETHER_API_KEY"),
                              base_url=settings.value("TOGETHER_BASE_URL") or DEFAULT_BASE_URL,
-                               timeout=settings.provider_timeout_seconds, max_retries=0)
+                             timeout=settings.provider_timeout_seconds, max_retries=0,
+                             http_client=_sdk().DefaultHttpxClient(verify=tls_context("httpx")))
     return [TogetherProvider(client, secrets=settings.secrets(), clock=clock,
                              default_model=settings.value("TOGETHER_DEFAULT_MODEL") or DEFAULT_MODEL)]
 
