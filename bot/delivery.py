@@ -35,7 +35,7 @@ from bot.messages.cards import (
 from bot.move_messages import format_retiring_notice, move_links
 from bot.providers.types import Job
 from bot.slack import CARD_GONE_ERRORS, CONTENT_ERRORS, NoHistoryAccess, SlackFailure, SlackGateway
-from bot.turns import Departures
+from bot.turns import ChannelTurns
 from storage import DB_ERRORS, Store
 
 log = logging.getLogger(__name__)
@@ -58,18 +58,6 @@ LOW_PRIORITY = frozenset({"card_update", "progress"})
 POSTS = ("announcement", "card", "progress", "delivery_problem", "watchdog", "retiring")
 DEFERRED_WITH = {"card_update": ("card_update",), "progress": ("progress",)}
 REFETCH_AFTER = 0.2
-# A channel's posts are made by one process at a time (replicas, or two processes on one file): the one holding its
-# turn in the database, which keeps the channel's pace and Slack's Retry-After. Renewed when less than
-# CHANNEL_TURN_RENEW is left, so a holder's last post is always that long before its turn can pass: by then a new
-# holder's full hand of posts is what Slack allows.
-CHANNEL_TURN = 10.0
-CHANNEL_TURN_RENEW = 5.0
-# A channel another live process posts in is asked about again after this long, not at every row of every run: with
-# three replicas woken by every queued post, asking each time was most of the database's writes (a failed take is a
-# write under the lock) while the outbox drained. A holder that dies is still replaced within this, or at once by a
-# process that starts after it.
-ELSEWHERE_RECHECK = 1.0
-ELSEWHERE_KEPT = 4096
 
 
 @dataclass
@@ -90,7 +78,6 @@ class AnnouncementSender:
         self.store = store
         self.slack = slack
         self.worker_id = worker_id
-        self._departures = Departures(store)  # whether a channel turn's holder has ended (here, or anywhere on PG)
         self.clock = clock
         self.lease_seconds = lease_seconds
         self.give_up_seconds = give_up_seconds
@@ -106,8 +93,10 @@ class AnnouncementSender:
         self._edits_not_before: dict[str, float] = {}  # per channel: spacing between card edits (chat.update)
         self._in_hand: dict[str, tuple[float, float]] = {}  # per channel: posts in hand after its last post, and when
         self._held_until: dict[str, float] = {}  # per channel: Slack's Retry-After, which nothing goes before
-        self._channel_turns: dict[str, float] = {}  # per channel whose turn this process holds: until when
-        self._elsewhere: dict[str, float] = {}  # per channel another live process holds: when to ask again
+        # The channels this process posts in; one taken over from a dead holder starts with no posts in hand (it may
+        # have spent the channel's burst just before it died: a post a second).
+        self.channels = ChannelTurns(store, worker_id, clock=clock,
+                                     on_takeover=lambda channel: self._in_hand.__setitem__(channel, (0.0, clock())))
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
@@ -134,7 +123,7 @@ class AnnouncementSender:
                         break  # what is not claimed stays queued for the next run; nothing is cut off mid-post
                     if row["kind"] in LOW_PRIORITY and self.clock() - fetched > REFETCH_AFTER:
                         break  # a wave of edits and replies: look again, for outcomes that fell due meanwhile
-                    if not self._channel_turn(row["channel_id"]):
+                    if not self.channels.mine(row["channel_id"], held_until=self._held_until.get(row["channel_id"], 0)):
                         others += 1  # another process posts in that channel now: its rows are that one's
                         continue
                     self._deliver(row, report)
@@ -192,39 +181,7 @@ class AnnouncementSender:
     def give_back_channels(self) -> None:
         """At stop, once idle: the channels this process posts in pass to the next process that has something for
         them, except those Slack asked to wait (their turn runs till then, so nobody posts early)."""
-        now = self.clock()
-        free = [f"channel:{c}" for c in self._channel_turns if self._held_until.get(c, 0) <= now]
-        self._channel_turns.clear()
-        if free:
-            self.store.leases.end_turns(self.worker_id, free)
-
-    def _channel_turn(self, channel: str) -> bool:
-        """Whether this process may post in `channel` now (it holds the channel's turn, taken or kept here)."""
-        now = self.clock()
-        if self._channel_turns.get(channel, 0) - now > CHANNEL_TURN_RENEW:
-            return True
-        if self._elsewhere.get(channel, 0) > now:
-            return False
-        held_until = self._held_until.get(channel, 0)
-        name = f"channel:{channel}"
-        if self.store.leases.take_turn(name, self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until):
-            self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)
-            return True
-        # Its holder died (on this machine, or on PostgreSQL anywhere): taken over now, not when its turn ends. A
-        # wait Slack asked of the dead holder is kept by the channel's rows, deferred until then.
-        holder = self.store.leases.turn_holder(name)
-        if holder is not None and self._departures.gone(holder) and self.store.leases.take_turn(
-                name, self.worker_id, hold=CHANNEL_TURN, at_least_until=held_until, from_holder=holder):
-            log.info("took over %s from %s, which is no longer running", name, holder)
-            self._channel_turns[channel] = max(now + CHANNEL_TURN, held_until)
-            # It may have spent the channel's burst just before it died: start with none in hand (a post a second).
-            self._in_hand[channel] = (0.0, now)
-            return True
-        self._channel_turns.pop(channel, None)
-        if len(self._elsewhere) >= ELSEWHERE_KEPT:  # (channels once seen elsewhere: only the current ones kept)
-            self._elsewhere = {c: until for c, until in self._elsewhere.items() if until > now}
-        self._elsewhere[channel] = now + ELSEWHERE_RECHECK
-        return False
+        self.channels.give_back(self._held_until)
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait for an in-flight delivery to finish; False if it did not within `timeout`."""
@@ -481,9 +438,7 @@ class AnnouncementSender:
             at = self.clock() + failure.retry_after
             self._not_before[channel] = max(self._not_before.get(channel, 0), at)
             self._held_until[channel] = max(self._held_until.get(channel, 0), at)
-            # The channel stays this process's until then: no other process posts before Slack said it may.
-            self.store.leases.take_turn(f"channel:{channel}", self.worker_id, hold=CHANNEL_TURN, at_least_until=at)
-            self._channel_turns[channel] = max(self._channel_turns.get(channel, 0), at)
+            self.channels.keep_until(channel, at)  # no other process posts before Slack said it may
             self.store.outbox.release(key, self.worker_id, at=at, note=failure.reason)
             self.store.outbox.defer_channel(channel, at)
             report.waited += 1

@@ -75,6 +75,73 @@ class Turns:
         self.held.clear()
 
 
+# A channel's posts are made by one process at a time (replicas, or two processes on one file): the one holding its
+# turn in the database, which keeps the channel's pace and Slack's Retry-After. Renewed when less than
+# CHANNEL_TURN_RENEW is left, so a holder's last post is always that long before its turn can pass: by then a new
+# holder's full hand of posts is what Slack allows.
+CHANNEL_TURN = 10.0
+CHANNEL_TURN_RENEW = 5.0
+# A channel another live process holds is asked about again after this long, not at every row of every run (three
+# replicas woken by every queued post asked each time: a failed take is a write under the lock). A dead holder is
+# still replaced within this, or at once by a process that starts after it.
+ELSEWHERE_RECHECK = 1.0
+ELSEWHERE_KEPT = 4096
+
+
+class ChannelTurns:
+    """The channels whose posts this process makes now, through the database's turns (`channel:<id>`)."""
+
+    def __init__(self, store: Store, worker: str, *, clock: Callable[[], float],
+                 on_takeover: Callable[[str], None]) -> None:
+        self.store = store
+        self.worker = worker
+        self.clock = clock
+        self.on_takeover = on_takeover  # a channel taken from a holder that died
+        self.departures = Departures(store)
+        self._held: dict[str, float] = {}  # per channel whose turn this process holds: until when
+        self._elsewhere: dict[str, float] = {}  # per channel another live process holds: when to ask again
+
+    def mine(self, channel: str, *, held_until: float) -> bool:
+        """Whether this process may post in `channel` now (its turn, taken or kept here; kept at least until
+        `held_until`, Slack's Retry-After for it)."""
+        now = self.clock()
+        if self._held.get(channel, 0) - now > CHANNEL_TURN_RENEW:
+            return True
+        if self._elsewhere.get(channel, 0) > now:
+            return False
+        name = f"channel:{channel}"
+        if self.store.leases.take_turn(name, self.worker, hold=CHANNEL_TURN, at_least_until=held_until):
+            self._held[channel] = max(now + CHANNEL_TURN, held_until)
+            return True
+        # Its holder died (on this machine, or on PostgreSQL anywhere): taken over now, not when its turn ends. A
+        # wait Slack asked of the dead holder is kept by the channel's rows, deferred until then.
+        holder = self.store.leases.turn_holder(name)
+        if holder is not None and self.departures.gone(holder) and self.store.leases.take_turn(
+                name, self.worker, hold=CHANNEL_TURN, at_least_until=held_until, from_holder=holder):
+            log.info("took over %s from %s, which is no longer running", name, holder)
+            self._held[channel] = max(now + CHANNEL_TURN, held_until)
+            self.on_takeover(channel)
+            return True
+        self._held.pop(channel, None)
+        if len(self._elsewhere) >= ELSEWHERE_KEPT:  # (channels once seen elsewhere: only the current ones kept)
+            self._elsewhere = {c: until for c, until in self._elsewhere.items() if until > now}
+        self._elsewhere[channel] = now + ELSEWHERE_RECHECK
+        return False
+
+    def keep_until(self, channel: str, at: float) -> None:
+        """Slack asked this process to wait in `channel` until `at`: the channel stays its own until then."""
+        self.store.leases.take_turn(f"channel:{channel}", self.worker, hold=CHANNEL_TURN, at_least_until=at)
+        self._held[channel] = max(self._held.get(channel, 0), at)
+
+    def give_back(self, held_until: dict[str, float]) -> None:
+        """Every channel held here passes to the next process that asks, except those Slack asked to wait."""
+        now = self.clock()
+        free = [f"channel:{c}" for c in self._held if held_until.get(c, 0) <= now]
+        self._held.clear()
+        if free:
+            self.store.leases.end_turns(self.worker, free)
+
+
 def worker_id(tag: str) -> str:
     """This process's name in the turns it takes: its host, its process id, and a tag for one bot among several."""
     return f"{socket.gethostname()}:{os.getpid()}:{tag}"
