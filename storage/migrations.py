@@ -3,7 +3,10 @@
 from collections.abc import Callable
 from typing import Any
 
-from sqlite_utils import Database, Migrations  # (first imported by storage.engines, with numpy left out)
+from storage.optional_imports import leaving_out
+
+with leaving_out("numpy", "pandas"):  # sqlite-utils stores their values when installed; we store none
+    from sqlite_utils import Database, Migrations
 
 migrations = Migrations("finetune-bot")
 STEPS: list[str] = []  # every step's name, in order: what a database of today's schema has had applied

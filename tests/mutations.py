@@ -19,8 +19,8 @@ MUTATIONS = [
     ("give-up by attempts", "bot/delivery.py", "if waiting >= self.give_up_seconds:", "if row['attempts'] >= 3:", "tests/test_delivery.py -k give_up"),
     ("429 spends attempts", "bot/delivery.py", "self.store.outbox.release(key, self.worker_id, at=at, note=failure.reason)", "self.store.outbox.mark_retry(key, self.worker_id, at=at, error=failure.reason, uncertain=False)", "tests/test_delivery.py -k minutes_of_rate"),
     ("when() in local time", "bot/messages/blocks.py", "time.gmtime(ts)", "time.localtime(ts)", "tests/test_messages.py -k utc"),
-    ("discard on error removed", "storage/engines.py", "        except sqlite3.Error as error:\n            if not _is_busy(error):\n                self._discard()\n            raise\n\n    def rows", "        except sqlite3.Error:\n            raise\n\n    def rows", "tests/test_foundation.py -k recovers"),
-    ("WAL switch not retried", "storage/engines.py", "                if not _is_busy(error) or time.monotonic() >= deadline:", "                if True:", "tests/test_storage.py -k rollback_mode"),
+    ("discard on error removed", "storage/sqlite_engine.py", "        except sqlite3.Error as error:\n            if not is_busy(error):\n                self._discard()\n            raise\n\n    def rows", "        except sqlite3.Error:\n            raise\n\n    def rows", "tests/test_foundation.py -k recovers"),
+    ("WAL switch not retried", "storage/sqlite_engine.py", "                if not is_busy(error) or time.monotonic() >= deadline:", "                if True:", "tests/test_storage.py -k rollback_mode"),
     ('share not once', 'storage/forms.py', '            if rows[0]["shared_at"] is not None:\n                return "shared", None\n', '', 'tests/test_trying.py -k shared_once'),
     ("failed share keeps its claim", "bot/trying.py", "            self.store.forms.unclaim_share(share_id)  # not shared after all: the button works again\n", "", "tests/test_trying.py -k tried_again"),
     ("trigger replay check removed", "handlers/commands.py", "if trigger_id and not services.store.replays.first_sight_of_trigger(trigger_id):", "if False:", "tests/test_foundation.py -k replayed"),
@@ -33,7 +33,7 @@ MUTATIONS = [
     ("pause cap off", "bot/poller.py", "self.max_skip = max(0, min(MAX_SKIPPED_CYCLES, int(MAX_PAUSE_SECONDS // interval) - 1))", "self.max_skip = MAX_SKIPPED_CYCLES", "tests/test_poller.py -k two_minutes"),
     ("id pattern dots", 'bot/values.py', 'ID_PATTERN = re.compile(r"(?=.{1,200}$)[A-Za-z0-9][A-Za-z0-9_.:\\-]*(?:/(?!\\.\\.?(?:/|$))[A-Za-z0-9_.:\\-]+)*")', 'ID_PATTERN = re.compile(r"(?=.{1,200}$)[A-Za-z0-9_.:\\-]*(?:/[A-Za-z0-9_.:\\-]*)*")', "tests/test_commands.py"),
     # (both ways close a live thread's connection: closing them, and dropping the thread-locals that hold them)
-    ("close leaves others", "storage/engines.py", "            conns = list(self._open.values())\n            self._open.clear()  # the same dict the holders know: a holder going later finds nothing to remove\n        for conn in conns:\n            try:\n                conn.close()\n            except sqlite3.Error:\n                pass\n        self._local = threading.local()\n", "            conns = []\n            self._open.clear()  # the same dict the holders know: a holder going later finds nothing to remove\n        for conn in conns:\n            try:\n                conn.close()\n            except sqlite3.Error:\n                pass\n", "tests/test_foundation.py -k no_database_handle"),
+    ("close leaves others", "storage/sqlite_engine.py", "        for held in holders:\n            held.close()  # (one in use this moment: by its thread, as that use ends)\n        self._local = threading.local()\n", "        for held in []:\n            held.close()\n", "tests/test_foundation.py -k no_database_handle"),
     ("prune webhooks off", "storage/replays.py", '"webhook_deliveries": conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?",', '"webhook_deliveries": conn.execute("SELECT ?",', "tests/test_foundation.py -k forgotten"),
     ("health ignores db", "bot/app.py", "        if problem:\n            return False, problem", "        if False:\n            return False, problem", "tests/test_foundation.py -k cannot_be_written"),
     ('together completed means nothing', 'bot/providers/together_shape.py', 'STATES = {"completed": "succeeded", ', 'STATES = {', 'tests/test_together.py -k every_status_word'),
@@ -104,7 +104,7 @@ MUTATIONS = [
     ('a closed start closed again', 'storage/replays.py', '                " WHERE request_id = ? AND (state = \'pending\' OR state LIKE \'reconciling:%\')",', '                " WHERE request_id = ?",', 'tests/test_guards.py -k closed_once'),
     ('unknown settings accepted', 'storage/channels.py', '        if unknown:\n            raise ValueError', '        if False:\n            raise ValueError', 'tests/test_guards.py -k unknown_channel_setting'),
     ('provider file read uncapped', 'bot/providers/calls.py', '        if read > max_bytes:\n            raise ProviderError(f"The file is larger', '        if False:\n            raise ProviderError(f"The file is larger', 'tests/test_hardening.py -k file_lines'),
-    ("a thread's connection outlives it", 'storage/engines.py', '    def __del__(self) -> None:\n        self.close()', '    def __del__(self) -> None:\n        pass', 'tests/test_hardening.py -k "thread_that_used or hundreds"'),
+    ("a thread's connection outlives it", 'storage/sqlite_engine.py', '    def __del__(self) -> None:\n        self.close()', '    def __del__(self) -> None:\n        pass', 'tests/test_hardening.py -k "thread_that_used or hundreds"'),
     ('forms answered on the model-call pool', 'bot/trying.py', '        return waiting, lambda: self._background.submit(self._guarded, answer)', '        return waiting, lambda: self._calls.submit(self._guarded, answer)', 'tests/test_hardening.py -k twenty_try_it'),
     ('download without a deadline', 'bot/slack.py', '                    if time.monotonic() > deadline:', '                    if False:', 'tests/test_hardening.py -k trickling'),
     ('download from any host', 'bot/slack.py', '        if origin is None or not self._may_fetch(origin):', '        if origin is None:', 'tests/test_hardening.py -k off_slacks_hosts'),
@@ -269,7 +269,7 @@ MUTATIONS = [
     ("install page floods the database", "bot/installs.py", "        if self.store.workspaces.states_waiting() >= self.max_states:", "        if False:", "tests/test_installs.py -k flood"),
     ("an ack waits for a token refresh", "bot/installs.py", "        if not inline and expires_at > self.clock():\n            self._refresh_aside(row)", "        if False:\n            self._refresh_aside(row)", "tests/test_installs.py -k never_waits"),
     ("log lines lose their request", "bot/logs.py", "            record.request = REQUEST.get()", "            pass", "tests/test_operations.py -k json_logs"),
-    ('numpy loaded with sqlite-utils', 'storage/engines.py', 'with leaving_out("numpy", "pandas"):', 'with leaving_out():', 'tests/test_hardening.py -k never_loads'),
+    ('numpy loaded with sqlite-utils', 'storage/sqlite_engine.py', 'with leaving_out("numpy", "pandas"):', 'with leaving_out():', 'tests/test_hardening.py -k never_loads'),
     ('aiohttp loaded with openai', 'bot/providers/openai_shape.py', 'with leaving_out("aiohttp"):', 'with leaving_out():', 'tests/test_hardening.py -k never_loads'),
     ('an extra left out for good', 'storage/optional_imports.py', '                    del sys.modules[name]', '                    pass', 'tests/test_hardening.py -k extra_left_out'),
     ('shared keys serve everyone', 'bot/keyring.py', '        return "*" in shared or any(part in shared for part in workspace.split(":") if part)', '        return True', 'tests/test_keys.py -k operator_names'),
@@ -294,6 +294,7 @@ MUTATIONS = [
     ('an interrupted start looked up with no workspace', 'bot/jobs.py', '            with acting_for(self.store.workspaces.workspace_of(intent["channel_id"])):', '            with acting_for(None):', 'tests/test_keys.py -k interrupted_start'),
     ('an interrupted cancel sent with no workspace', 'bot/watchdog.py', '            with for_job(self.store, provider, job_id):', '            if True:', 'tests/test_keys.py -k watchdog_cancel'),
     ('every wake asks about channels held elsewhere', 'bot/turns.py', '        if self._elsewhere.get(channel, 0) > now:\n            return False\n', '', 'tests/test_delivery.py -k asked_about_once'),
+    ('a connection closed under its thread\'s statement', 'storage/sqlite_engine.py', '    def close(self) -> None:\n        if not self._busy.acquire(blocking=False):', '    def close(self) -> None:\n        self.db.conn.close()\n        if not self._busy.acquire(blocking=False):', 'tests/test_storage.py -k closed_while'),
 ]
 
 

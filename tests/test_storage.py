@@ -470,3 +470,44 @@ def test_a_step_written_once_upgrades_an_existing_database_on_either_engine(data
         store = Store(database)
         store.engine.rows("SELECT worker_id, since FROM presences")  # (there again)
         store.close()
+
+
+_CLOSE_UNDER_A_STATEMENT = """
+import sys, threading, time
+from storage.engines import open_engine
+engine = open_engine(sys.argv[1])
+engine.migrate()
+said = {}
+def work():
+    with engine.transaction() as db:
+        said["rows"] = db.conn.execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c"
+                                       " WHERE x < 3000000) SELECT count(*) FROM c").fetchone()[0]
+        db.conn.execute("INSERT INTO leases (name, holder, held_until) VALUES ('t', 'w', 0)")
+    said["committed"] = True
+worker = threading.Thread(target=work)
+worker.start()
+time.sleep(0.2)  # the worker is inside its statement
+engine.close(for_good=True)
+worker.join()
+try:
+    engine.rows("SELECT 1")
+except Exception as error:
+    said["afterwards"] = type(error).__name__
+print(said, engine.connections())
+"""
+
+
+def test_a_store_closed_while_a_thread_runs_a_statement_lets_it_finish_then_closes_its_connection(tmp_path):
+    """A bot stopping past its budget closed the SQLite connection of a command still writing, under its statement:
+    the sqlite3 module does not guard that, and the process died of a segmentation fault (seen in the suite). Now
+    the statement and its transaction finish, the connection is closed as its use ends, and nothing new is opened."""
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", _CLOSE_UNDER_A_STATEMENT, str(tmp_path / "bot.db")], cwd=root,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert result.stdout.strip() == "{'rows': 3000000, 'committed': True, 'afterwards': 'ProgrammingError'} 0"
+    assert Store(str(tmp_path / "bot.db")).leases.turn_holder("t") == "w"
