@@ -8,7 +8,6 @@ from typing import Any
 
 from storage.channels import setting
 from storage.outbox import queue_kind
-from storage.shared import OPENAI
 
 # A follow (`s`, with its channel's settings `c`) is due a progress reply when its card is up, its channel wants
 # progress, and its last reply (or read with nothing new) is at least the channel's interval old (the one `?`: now).
@@ -29,7 +28,7 @@ class Cards:
         with self.engine.transaction() as db:
             return redraw(db.conn, provider, job_id, self._clock())
 
-    def card(self, channel_id: str, job_id: str, provider: str = OPENAI) -> dict | None:
+    def card(self, channel_id: str, job_id: str, provider: str) -> dict | None:
         """A channel's card of a job: its outbox row's state, and (once posted) its ts and the revision it shows.
         None when the channel has no card for it (cards off, a direct message, or a follow from before cards)."""
         rows = self.engine.rows(

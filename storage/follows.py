@@ -10,7 +10,7 @@ from storage.cards import queue_card_edits, redraw_moved_from
 from storage.channels import setting
 from storage.home import queue_home_refresh
 from storage.outbox import queue_kind, queue_outcome
-from storage.shared import NO_LIMIT, OPENAI, by_provider, chunks, insert
+from storage.shared import NO_LIMIT, by_provider, chunks, insert, provider_of
 
 JOB_FIELDS = (
     "status",
@@ -65,7 +65,7 @@ class Follows:
         the channel turned cards off (then its outcome comes as a plain message, as before cards).
         """
         now = self._clock()
-        provider = job.get("provider") or OPENAI
+        provider = provider_of(job)
         with self.engine.transaction() as db:
             exists = db.conn.execute("SELECT 1 FROM jobs WHERE provider = ? AND id = ?",
                                      (provider, job["id"])).fetchone()
@@ -97,7 +97,7 @@ class Follows:
                            key=f"{provider}:{job['id']}:{channel_id}:card")
             return new
 
-    def unfollow(self, channel_id: str, job_id: str, provider: str = OPENAI) -> bool:
+    def unfollow(self, channel_id: str, job_id: str, provider: str) -> bool:
         """Stop a channel following a job, dropping announcements not yet sent; False when it did not follow it."""
         with self.engine.transaction() as db:
             cur = db.conn.execute(
@@ -134,11 +134,11 @@ class Follows:
         )[0]
         return row["active"] or 0, row["finished"] or 0
 
-    def followers(self, job_id: str, provider: str = OPENAI) -> list[dict]:
+    def followers(self, job_id: str, provider: str) -> list[dict]:
         return self.engine.rows("SELECT * FROM subscriptions WHERE provider = ? AND job_id = ? ORDER BY created_at",
                                 (provider, job_id))
 
-    def job(self, job_id: str, provider: str = OPENAI) -> dict | None:
+    def job(self, job_id: str, provider: str) -> dict | None:
         rows = self.engine.rows("SELECT * FROM jobs WHERE provider = ? AND id = ?", (provider, job_id))
         return rows[0] if rows else None
 
@@ -189,7 +189,7 @@ class Follows:
         """
         now = self._clock()
         queued = 0
-        items = [(job.get("provider") or OPENAI, job, outcome) for job, outcome in observed]
+        items = [(provider_of(job), job, outcome) for job, outcome in observed]
         with self.engine.transaction() as db:
             conn = db.conn
             # Read every job's stored state at once, and write only what changed: a cycle over thousands of jobs is a

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from storage.shared import OPENAI, insert
+from storage.shared import insert
 
 WEBHOOK_RETENTION_SECONDS = 7 * 86400  # providers redeliver for at most a few days
 TRIGGER_RETENTION_SECONDS = 600  # Slack refuses a request older than 5 minutes, so a replay is younger than this
@@ -31,7 +31,7 @@ class Replays:
 
     def record_intent(self, request_id: str, *, team_id: str, channel_id: str, user_id: str,
                       response_url: str | None, training_file: str, model: str, suffix: str | None,
-                      provider: str = OPENAI, estimate: float | None = None, approved_by: str | None = None,
+                      provider: str, estimate: float | None = None, approved_by: str | None = None,
                       move_id: str | None = None, budget: float | None = None,
                       month: tuple[float, float] | None = None) -> float | None:
         """Write down a start before the provider is asked, so a crash in between can be reconciled. With a

@@ -1,13 +1,10 @@
-"""What the store's concerns share: how a row is inserted, how long id lists are cut, the provider of a row that
-names none."""
+"""What the store's concerns share: how a row is inserted, how long id lists are cut, the provider a job names."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-# The provider of a job dict that names none: the OpenAI shape, which was the only one before providers were named.
-OPENAI = "openai"
 NO_LIMIT = 2**62  # LIMIT for "all of them", in both dialects (SQLite spells it -1, PostgreSQL ALL)
 IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's limits on parameters
 
@@ -16,6 +13,14 @@ def insert(conn: Any, table: str, row: dict, *, on_conflict: str = "") -> None:
     """INSERT one row (its keys are our own column names, never input), with an ON CONFLICT clause if given."""
     conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}){on_conflict}",
                  tuple(row.values()))
+
+
+def provider_of(job: dict) -> str:
+    """The provider a job to be stored names (storage knows no provider of its own: every job says whose it is)."""
+    provider = job.get("provider")
+    if not provider:
+        raise ValueError(f"job {job.get('id')!r} names no provider")
+    return provider
 
 
 def chunks(ids: list[str]) -> Iterable[list[str]]:

@@ -268,8 +268,9 @@ def test_a_listeners_unexpected_error_ends_in_one_place():
 
 
 def test_no_provider_is_named_in_code_outside_the_seam():
-    """A provider is named in code only in bot/providers/ and bot/sandbox/: no name of ours spelt after one, no
-    provider id, SDK logger or provider-only option as a string (prose about one, such as which tokenizer counts,
+    """A provider is named in code only in bot/providers/ and bot/sandbox/ (storage names none either: every job it
+    stores says whose it is): no name of ours spelt after one, no provider id, SDK logger or provider-only option as a
+    string (prose about one, such as which tokenizer counts,
     is words, not code). A new provider is then one shape module and its stand-in."""
     import io
     import re
@@ -278,7 +279,7 @@ def test_no_provider_is_named_in_code_outside_the_seam():
     named = re.compile(r"openai|azure|together|fireworks", re.IGNORECASE)
     as_id = re.compile(r"^(openai|azure|together|fireworks)([._:/-]\w*)*$")
     found = []
-    for path in (p for pkg in ("bot", "handlers") for p in _files(pkg)):
+    for path in (p for pkg in ("bot", "handlers", "storage") for p in _files(pkg)):
         if path.relative_to(ROOT).parts[:2] in {("bot", "providers"), ("bot", "sandbox")}:
             continue
         for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):

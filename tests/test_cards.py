@@ -84,7 +84,8 @@ def test_one_card_per_channel_edited_in_place_as_the_job_moves(desk, provider, s
     delivered(desk.sender)
     card = desk.card()
     assert job["id"] in card["text"] and "validating_files" in card["text"]
-    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"]) if f["channel_id"] == "C1"] == [card["ts"]]
+    followers = desk.store.follows.followers(job["id"], "openai")
+    assert [f["card_ts"] for f in followers if f["channel_id"] == "C1"] == [card["ts"]]
     buttons = [e["action_id"] for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert buttons == ["refresh_job", "job_events", "cancel_job"]
     for status in ("queued", "running"):
@@ -132,8 +133,8 @@ def test_two_processes_that_both_found_a_reply_due_queue_one(tmp_path, clock):
     """Both processes asked progress_due before either queued: the queueing transaction decides, and only once."""
     one, two = Store(str(tmp_path / "p.db"), clock=clock), Store(str(tmp_path / "p.db"), clock=clock)
     try:
-        one.follows.follow("C1", {"id": "ftjob-1", "status": "running", "model": "m"}, final=False, team_id="T",
-                   user_id="U1", origin="start", card=True)
+        one.follows.follow("C1", {"provider": "openai", "id": "ftjob-1", "status": "running", "model": "m"},
+                           final=False, team_id="T", user_id="U1", origin="start", card=True)
         one.cards.set_card("C1", "ftjob-1", "openai", ts="1.000001")
         assert one.cards.progress_due("openai", ["ftjob-1"]) == two.cards.progress_due("openai",
                                                                                        ["ftjob-1"]) == ["ftjob-1"]
@@ -263,7 +264,7 @@ def test_a_card_whose_answer_was_lost_is_found_not_posted_again(desk, provider, 
     clock.now += 600
     desk.sender.deliver_due()  # uncertain: found in the channel's history by its key
     card = desk.card()  # exactly one
-    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"])] == [card["ts"]]  # and its ts kept
+    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"], "openai")] == [card["ts"]]  # and its ts kept
     provider.set_status(job["id"], "succeeded")
     desk.cycle()
     [outcome] = slack.outcomes_in("C1")
@@ -336,11 +337,11 @@ def test_following_again_gets_a_new_card(desk, provider, slack):
     job = provider.add_job(status="running")
     desk.follow(job)
     delivered(desk.sender)
-    assert desk.store.follows.unfollow("C1", job["id"])
+    assert desk.store.follows.unfollow("C1", job["id"], "openai")
     desk.follow(job)
     delivered(desk.sender)
     first, second = slack.cards_in("C1")
-    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"])] == [second["ts"]]
+    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"], "openai")] == [second["ts"]]
 
 
 def test_an_ended_jobs_edits_and_replies_are_pruned_but_its_card_and_outcome_kept(desk, provider, slack, clock):
@@ -439,7 +440,7 @@ def test_a_deleted_card_never_costs_the_outcome(desk, provider, slack):
     desk.cycle()
     [outcome] = slack.outcomes_in("C1")
     assert outcome["thread_ts"] is None and job["id"] in outcome["text"]  # a plain message in the channel
-    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"])] == [""]  # known to be gone
+    assert [f["card_ts"] for f in desk.store.follows.followers(job["id"], "openai")] == [""]  # known to be gone
     assert slack.updates == []
 
 
@@ -556,7 +557,7 @@ def test_settings_are_changed_by_command_and_bad_values_named(make_bot, slack, p
         job = provider.add_job(status="running")
         reply = ask(server, slack, f"subscribe {job['id']}")
         assert reply["response_type"] == "in_channel" and "I'll post here when it finishes" in reply["text"]
-        assert bot.services.store.cards.card("C0GENERAL", job["id"]) is None
+        assert bot.services.store.cards.card("C0GENERAL", job["id"], "openai") is None
     finally:
         server.close()
 
@@ -598,7 +599,7 @@ def test_a_card_says_so_when_its_channel_stops_following(server, slack, provider
     job = provider.add_job(status="running")
     ask(server, slack, f"subscribe {job['id']}")
     [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))
-    assert wait_until(lambda: bot.services.store.cards.card("C0GENERAL", job["id"])["card_ts"])
+    assert wait_until(lambda: bot.services.store.cards.card("C0GENERAL", job["id"], "openai")["card_ts"])
     assert "no longer follows" in ask(server, slack, f"unsubscribe {job['id']}")["text"]
     [edit] = slack.updates
     assert edit["ts"] == card["ts"] and "This channel no longer follows this job" in json.dumps(edit["blocks"])

@@ -102,7 +102,8 @@ def test_from_the_form_to_a_checked_upload_and_a_followed_job(server, slack, pro
     job = provider.jobs[job_id]
     assert job["training_file"] in provider.files and provider.files[job["training_file"]]["_content"] == _clean()
     assert (job["suffix"], job["hyperparameters"]["n_epochs"], job["model"]) == ("support", 2, MINI)
-    assert wait_until(lambda: [f["channel_id"] for f in bot.services.store.follows.followers(job_id)]) == ["C0GENERAL"]
+    follows = bot.services.store.follows
+    assert wait_until(lambda: [f["channel_id"] for f in follows.followers(job_id, "openai")]) == ["C0GENERAL"]
     [card] = wait_until(lambda: slack.cards_in("C0GENERAL"))  # the channel sees the job's card
     assert job_id in card["text"] and "support.jsonl" not in card["text"]
     done = _settled(slack, form["id"])

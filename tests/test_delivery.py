@@ -51,9 +51,10 @@ def _sender(store, slack, clock, worker="w1", **kwargs) -> AnnouncementSender:
 
 def _finish(store, job_id="ftjob-1", channels=("C1",), outcome="succeeded"):
     for channel in channels:
-        store.follows.follow(channel, {"id": job_id, "status": "running", "model": "m", "created_at": 1},
-                             final=False, team_id="T", user_id="U0OWNER", origin="start")
-    return store.follows.record_jobs([({"id": job_id, "status": outcome, "fine_tuned_model": "ft:m:x"}, outcome)])
+        store.follows.follow(channel, {"provider": "openai", "id": job_id, "status": "running", "model": "m",
+                                       "created_at": 1}, final=False, team_id="T", user_id="U0OWNER", origin="start")
+    job = {"provider": "openai", "id": job_id, "status": outcome, "fine_tuned_model": "ft:m:x"}
+    return store.follows.record_jobs([(job, outcome)])
 
 
 def _keys(slack, channel=None) -> list[str]:
@@ -269,7 +270,7 @@ def test_one_busy_channel_drains_at_one_post_a_second_without_spending_attempts(
 
 def test_unfollowing_drops_an_announcement_not_yet_sent(store, slack, clock):
     _finish(store, channels=("C1", "C2"))
-    assert store.follows.unfollow("C1", "ftjob-1")
+    assert store.follows.unfollow("C1", "ftjob-1", "openai")
     assert _sender(store, slack, clock).deliver_due().sent == 1
     assert _keys(slack) == ["openai:ftjob-1:C2:succeeded"]
 
@@ -277,7 +278,8 @@ def test_unfollowing_drops_an_announcement_not_yet_sent(store, slack, clock):
 def test_an_outcome_owed_twice_is_queued_and_posted_once(store, slack, clock):
     """Two processes reconciling the same interrupted start both say the channel is owed the outcome: the
     outbox's key, inserted or ignored, is what keeps that to one post, before and after it is sent."""
-    job = {"id": "ftjob-r", "status": "succeeded", "model": "m", "fine_tuned_model": "ft:m:r", "created_at": 1}
+    job = {"provider": "openai", "id": "ftjob-r", "status": "succeeded", "model": "m", "fine_tuned_model": "ft:m:r",
+           "created_at": 1}
     store.follows.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
     store.follows.follow("C1", job, final=True, team_id="T", user_id="U1", origin="start", announce="succeeded")
     sender = _sender(store, slack, clock)

@@ -65,12 +65,12 @@ def test_a_connection_opened_while_read_only_recovers_when_the_file_is_writable_
     with pytest.raises(sqlite3.Error):
         store.check_writable()
     with pytest.raises(sqlite3.Error):
-        store.follows.follow("C1", {"id": "ftjob-1", "status": "running", "model": "m"}, final=False, team_id="T",
-                             user_id="U", origin="start")
+        store.follows.follow("C1", {"provider": "openai", "id": "ftjob-1", "status": "running", "model": "m"},
+                             final=False, team_id="T", user_id="U", origin="start")
     _set_read_only(path, False)
     store.check_writable()  # the same thread, the same store: a fresh connection, not the read-only one
-    assert store.follows.follow("C1", {"id": "ftjob-1", "status": "running", "model": "m"}, final=False, team_id="T",
-                                user_id="U", origin="start")
+    assert store.follows.follow("C1", {"provider": "openai", "id": "ftjob-1", "status": "running", "model": "m"},
+                                final=False, team_id="T", user_id="U", origin="start")
     store.close()
 
 
@@ -221,9 +221,9 @@ def test_status_and_subscriptions_stay_within_slacks_limits_at_any_size(server, 
     store = bot.services.store
     for n in range(600):
         final = n % 3 != 0
-        store.follows.follow("C0BUSY", {"id": f"ftjob-{n:04d}", "status": "succeeded" if final else "running",
-                                        "model": "m", "created_at": n}, final=final, team_id="T", user_id="U",
-                     origin="subscribe")
+        job = {"provider": "openai", "id": f"ftjob-{n:04d}", "status": "succeeded" if final else "running",
+               "model": "m", "created_at": n}
+        store.follows.follow("C0BUSY", job, final=final, team_id="T", user_id="U", origin="subscribe")
     first = ask(server, slack, "status", channel="C0BUSY")
     said = everything_said(first)
     assert "200 running, 400 finished" in said
@@ -419,7 +419,8 @@ def test_jobs_the_list_pages_miss_take_turns_being_retrieved(bot, provider):
 
     now = [1000.0]
     store = Store(bot.settings.database_path, clock=lambda: now[0])
-    jobs = [{"id": f"ftjob-old{n}", "status": "running", "model": "m", "created_at": n} for n in range(4)]
+    jobs = [{"provider": "openai", "id": f"ftjob-old{n}", "status": "running", "model": "m", "created_at": n}
+            for n in range(4)]
     for job in jobs:  # not at the provider's list (someone else's organization, or deleted): retrieved one by one
         store.follows.follow("C1", job, final=False, team_id="T", user_id="U", origin="subscribe")
     poller = Poller(bot.services.provider, store, max_retrieves=2)
@@ -440,8 +441,7 @@ def test_old_webhook_ids_trigger_ids_and_starts_are_forgotten(tmp_path):
     assert store.replays.remember_webhook("wh_1") and not store.replays.remember_webhook("wh_1")
     assert store.replays.first_sight_of_trigger("t1") and not store.replays.first_sight_of_trigger("t1")
     store.replays.record_intent("r1", team_id="T", channel_id="C", user_id="U", response_url="https://x",
-                                training_file="f",
-                        model="m", suffix=None)
+                                training_file="f", model="m", suffix=None, provider="openai")
     store.replays.finish_intent("r1", job_id="ftjob-1")
     store.workspaces.issue_state("an-install-never-finished", ttl=600)
     now[0] += 3600
@@ -462,7 +462,7 @@ def test_an_interrupted_start_that_never_reached_the_provider_is_reported_as_not
     store = bot.services.store
     store.replays.record_intent("req-lost", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
                                 response_url=slack.response_url("lost"), training_file=SAMPLE_FILE_ID,
-                                model="gpt-4.1-mini-2025-04-14", suffix=None)
+                                model="gpt-4.1-mini-2025-04-14", suffix=None, provider="openai")
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
     reply = reply_to(slack, "lost")
     assert "nothing was started or billed" in reply["text"]
@@ -477,7 +477,7 @@ def test_an_old_interrupted_start_is_told_by_direct_message(bot, slack, provider
     job = provider.add_job(status="succeeded", metadata={REQUEST_KEY: "req-old"})
     store.replays.record_intent("req-old", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
                                 response_url=slack.response_url("old"), training_file=SAMPLE_FILE_ID,
-                                model=job["model"], suffix=None)
+                                model=job["model"], suffix=None, provider="openai")
     store.close()
     assert bot.services.jobs.reconcile_starts(older_than=60, worker="w") == 1
     [dm] = wait_until(lambda: [p for p in slack.posted if p["channel"] == "U0ALICE"])

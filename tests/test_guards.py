@@ -122,7 +122,7 @@ def test_together_answers_are_capped_at_try_max_tokens(make_bot, both, slack, to
 def test_a_start_closed_once_cannot_be_closed_again(tmp_path):
     store = Store(str(tmp_path / "i.db"))
     store.replays.record_intent("r1", team_id="T", channel_id="C", user_id="U", response_url="https://x",
-                                training_file="f", model="m", suffix=None)
+                                training_file="f", model="m", suffix=None, provider="openai")
     assert store.replays.finish_intent("r1", job_id="ftjob-1")
     assert not store.replays.finish_intent("r1", job_id="ftjob-2")  # another process closed it first
     assert start_intents(store)[0]["job_id"] == "ftjob-1"

@@ -316,7 +316,7 @@ def test_an_interrupted_start_is_looked_up_with_its_workspaces_own_key(keyed, sl
     store.workspaces.note_channel("C0ONE", "T:T0ONE")
     store.replays.record_intent("req-mine", team_id="T0ONE", channel_id="C0ONE", user_id="U0ALICE",
                                 response_url=slack.response_url("mine"), training_file=SAMPLE_FILE_ID,
-                                model=job["model"], suffix=None)
+                                model=job["model"], suffix=None, provider="openai")
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
     assert [f["id"] for f in store.follows.channel_follows("C0ONE")] == [job["id"]]
 

@@ -62,8 +62,8 @@ def test_unknown_and_paused_statuses_keep_being_polled(bot, provider):
         provider.jobs[job["id"]]["status"] = status
         report = bot.services.poller.run_once()
         assert report.queued == 0 and report.error is None
-        assert bot.services.store.follows.job(job["id"])["status"] == status
-        assert bot.services.store.follows.job(job["id"])["final"] == 0
+        assert bot.services.store.follows.job(job["id"], "openai")["status"] == status
+        assert bot.services.store.follows.job(job["id"], "openai")["final"] == 0
 
 
 def test_provider_outage_backs_off_resumes_and_marks_nothing_final(bot, provider, slack):
@@ -82,7 +82,7 @@ def test_provider_outage_backs_off_resumes_and_marks_nothing_final(bot, provider
     provider.set_status(job["id"], "succeeded")
     recovered = poller.run_once()
     assert recovered.error is None and recovered.queued == 1
-    assert bot.services.store.follows.job(job["id"])["final"] == 1
+    assert bot.services.store.follows.job(job["id"], "openai")["final"] == 1
 
 
 @pytest.mark.parametrize("interval, longest_pause", [(60, 120), (30, 120), (1, 17), (600, 600)])
@@ -101,14 +101,14 @@ def test_an_outage_never_pauses_polling_for_more_than_two_minutes(bot, provider,
     pauses = {b - a for a, b in zip(asked_at, asked_at[1:], strict=False)}
     assert max(pauses) == longest_pause  # the doubling stops at the cap, measured in time, not cycles
 def test_a_404_for_one_job_does_not_stop_the_others(bot, provider):
-    gone = {"id": "ftjob-deleted", "status": "running", "model": "m", "created_at": 1}
+    gone = {"provider": "openai", "id": "ftjob-deleted", "status": "running", "model": "m", "created_at": 1}
     alive = provider.add_job(status="running")
     _follow(bot, gone)
     _follow(bot, alive)
     provider.set_status(alive["id"], "succeeded")
     report = bot.services.poller.run_once()
     assert report.queued == 1 and report.error is None
-    assert bot.services.store.follows.job("ftjob-deleted")["final"] == 0
+    assert bot.services.store.follows.job("ftjob-deleted", "openai")["final"] == 0
 
 
 def _follow_at_together(bot, job, channel="C1"):

@@ -347,7 +347,8 @@ def test_a_start_reconciled_after_a_crash_keeps_its_estimate_and_approver(bot, s
     job = provider.add_job(status="running", metadata={REQUEST_KEY: "req-crashed"})
     store.replays.record_intent("req-crashed", team_id="T", channel_id="C0GENERAL", user_id="U0ALICE",
                                 response_url=slack.response_url("crashed"), training_file=SAMPLE_FILE_ID,
-                                model=job["model"], suffix=None, estimate=42.5, approved_by="U0CAROL")
+                                model=job["model"], suffix=None, provider="openai", estimate=42.5,
+                                approved_by="U0CAROL")
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
     assert "Estimated cost: $42.50" in reply_to(slack, "crashed")["text"]
     row = store.follows.job(job["id"], "openai")

@@ -60,7 +60,7 @@ MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_
 
 
 def _job(job_id="ftjob-1", status="running", **extra):
-    return {"id": job_id, "status": status, "model": "m", "created_at": 100, **extra}
+    return {"provider": "openai", "id": job_id, "status": status, "model": "m", "created_at": 100, **extra}
 
 
 def test_migrations_build_the_schema(tmp_path):
@@ -82,8 +82,8 @@ def test_follow_and_unfollow(database):
     assert store.follows.follow("C2", _job(), final=False, team_id="T", user_id="U2", origin="subscribe")
     assert [r["job_id"] for r in store.follows.channel_follows("C1")] == ["ftjob-1"]
     assert [j["id"] for j in store.follows.active_jobs()] == ["ftjob-1"]
-    assert store.follows.unfollow("C1", "ftjob-1") and not store.follows.unfollow("C1", "ftjob-1")
-    assert store.follows.unfollow("C2", "ftjob-1")
+    assert store.follows.unfollow("C1", "ftjob-1", "openai") and not store.follows.unfollow("C1", "ftjob-1", "openai")
+    assert store.follows.unfollow("C2", "ftjob-1", "openai")
     assert store.follows.active_jobs() == [] and not store.follows.has_active_jobs()
 
 
@@ -95,7 +95,7 @@ def test_an_outcome_is_queued_once_per_channel(database):
     assert store.follows.record_jobs([(_job(status="succeeded", fine_tuned_model="ft:m"), "succeeded")]) == 2
     assert store.follows.record_jobs([(_job(status="succeeded"), "succeeded")]) == 0
     assert store.follows.record_jobs([(_job(status="running"), None)]) == 0  # a final job never goes back
-    assert store.follows.job("ftjob-1")["status"] == "succeeded"
+    assert store.follows.job("ftjob-1", "openai")["status"] == "succeeded"
     assert sorted(a["key"] for a in store.outbox.announcements()) == ["openai:ftjob-1:C1:succeeded",
                                                                 "openai:ftjob-1:C2:succeeded"]
 
@@ -103,7 +103,7 @@ def test_an_outcome_is_queued_once_per_channel(database):
 def test_unfollowed_jobs_are_not_recorded(database):
     store = Store(database)
     assert store.follows.record_jobs([(_job("ftjob-unknown", "succeeded"), "succeeded")]) == 0
-    assert store.follows.job("ftjob-unknown") is None
+    assert store.follows.job("ftjob-unknown", "openai") is None
 
 
 def test_claims_expire_and_are_taken_over_as_uncertain(database):
@@ -217,9 +217,9 @@ def database_from_before_providers(path: str, running: str = "ftjob-old") -> Non
     db = Database(path)
     migrations.apply(db, stop_before="m003_providers")
     db["jobs"].insert_all([
-        {"id": running, "status": "running", "final": 0, "model": "m", "created_at": 1},
-        {"id": "ftjob-done", "status": "succeeded", "final": 1, "model": "m", "fine_tuned_model": "ft:m:x",
-         "created_at": 1, "finished_at": 9},
+        {"provider": "openai", "id": running, "status": "running", "final": 0, "model": "m", "created_at": 1},
+        {"provider": "openai", "id": "ftjob-done", "status": "succeeded", "final": 1, "model": "m",
+         "fine_tuned_model": "ft:m:x", "created_at": 1, "finished_at": 9},
     ])
     db["subscriptions"].insert_all([
         {"channel_id": "C1", "job_id": job, "team_id": "T", "user_id": "U1", "origin": "start", "created_at": 1}
@@ -363,10 +363,10 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(pos
     try:
         store = Store(server.new_database())
         assert store.follows.follow("C1", _job(), final=False, team_id="T", user_id="U", origin="start")
-        store.follows.job("ftjob-1")
+        store.follows.job("ftjob-1", "openai")
         server.halt()
         server.resume()
-        assert store.follows.job("ftjob-1")["status"] == "running"  # a read on a connection from before the restart
+        assert store.follows.job("ftjob-1", "openai")["status"] == "running"  # read on a connection from before
         assert store.replays.first_sight_of_trigger("after")  # and a write
         store.close()
     finally:
@@ -382,14 +382,14 @@ def test_an_unchanged_job_is_rewritten_once_a_minute_not_every_cycle(database):
     for _ in range(5):
         now[0] += 10
         store.follows.record_jobs([(_job(), None)])
-    assert store.follows.job("ftjob-1")["observed_at"] == 1000.0
+    assert store.follows.job("ftjob-1", "openai")["observed_at"] == 1000.0
     now[0] += 15  # 65 s since it was last written
     store.follows.record_jobs([(_job(), None)])
-    assert store.follows.job("ftjob-1")["observed_at"] == 1065.0
+    assert store.follows.job("ftjob-1", "openai")["observed_at"] == 1065.0
     now[0] += 1
     store.follows.record_jobs([(_job(status="validating_files"), None)])
-    assert (store.follows.job("ftjob-1")["observed_at"], store.follows.job("ftjob-1")["status"]) == (1066.0,
-                                                                                                     "validating_files")
+    stored = store.follows.job("ftjob-1", "openai")
+    assert (stored["observed_at"], stored["status"]) == (1066.0, "validating_files")
     store.close()
 
 
@@ -511,3 +511,15 @@ def test_a_store_closed_while_a_thread_runs_a_statement_lets_it_finish_then_clos
     assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
     assert result.stdout.strip() == "{'rows': 3000000, 'committed': True, 'afterwards': 'ProgrammingError'} 0"
     assert Store(str(tmp_path / "bot.db")).leases.turn_holder("t") == "w"
+
+
+def test_a_job_that_names_no_provider_is_refused_and_nothing_is_written(tmp_path):
+    """Storage knows no provider of its own (it assumed OpenAI's for a job that named none): a job to store says
+    whose it is, or nothing is stored."""
+    store = Store(str(tmp_path / "bot.db"))
+    nameless = {"id": "ftjob-1", "status": "running", "model": "m"}
+    with pytest.raises(ValueError, match="names no provider"):
+        store.follows.follow("C1", nameless, final=False, team_id="T", user_id="U", origin="start")
+    with pytest.raises(ValueError, match="names no provider"):
+        store.follows.record_jobs([(nameless, None)])
+    assert store.follows.channel_follows("C1") == [] and store.follows.active_jobs() == []

@@ -60,7 +60,7 @@ def test_redelivery_and_poll_after_webhook_announce_once(server, bot, provider, 
                 if not r.path.endswith("/events")]  # (the events are the success chart's, drawn after the post)
 
     # Two deliveries (wh_same, wh_other) are two fetches, both off the request thread; the redelivery is none.
-    assert wait_until(lambda: len(reads()) >= 2 and bot.services.store.follows.job(job["id"])["final"])
+    assert wait_until(lambda: len(reads()) >= 2 and bot.services.store.follows.job(job["id"], "openai")["final"])
     bot.services.poller.run_once()
     assert wait_until(lambda: slack.messages_in("C1"))
     delivered(bot.services.sender)
@@ -93,7 +93,7 @@ def test_a_slow_provider_never_holds_the_webhook_answer(server, bot, provider, s
     assert server.post("/openai/webhook", body, sign_webhook(body, WEBHOOK_SECRET))[0] == 200
     # Answered while the provider was still being asked: nothing is announced yet, the fetch is in flight.
     assert wait_until(lambda: provider.requests_to(f"/fine_tuning/jobs/{job['id']}", "GET"), timeout=10)
-    assert slack.messages_in("C1") == [] and bot.services.store.follows.job(job["id"])["final"] == 0
+    assert slack.messages_in("C1") == [] and bot.services.store.follows.job(job["id"], "openai")["final"] == 0
     hang.release()
     assert wait_until(lambda: slack.messages_in("C1"), timeout=10)
 

@@ -54,6 +54,8 @@ def _iso(seconds: float) -> str:
 class FireworksSandbox(PacedStandIn):
     """Datasets and supervised fine-tuning jobs, Fireworks AI's wire format, on 127.0.0.1."""
 
+    serves = "fireworks"  # the provider this stands in for (the name the bot gives its jobs)
+
     default_model = BASE + "llama-v3p1-8b-instruct"
     sample_file = SAMPLE_FILE_ID
 

@@ -152,6 +152,8 @@ class StandInServer:
 class PacedStandIn(StandInServer):
     """A stand-in whose jobs move on by themselves every `pace` seconds (or only when a test says, with no pace)."""
 
+    serves = ""  # the provider each stand-in stands in for
+
     def __init__(self, *, pace: float | None = None, clock=time.time) -> None:
         super().__init__()
         self.pace = pace
@@ -182,14 +184,15 @@ class PacedStandIn(StandInServer):
     sample_file = "file-sample"
 
     def add_job(self, *, model: str | None = None, status: str | None = None, **fields) -> dict:
-        """Make a job directly, as if started elsewhere (the provider's dashboard, a script)."""
+        """Make a job directly, as if started elsewhere (the provider's dashboard, a script); returned as the bot
+        names a job (the API's fields, and the provider this stands in for: `serves`)."""
         with self.lock:
             job = self._new_job({"model": model or self.default_model, "training_file": self.sample_file})
             if status:
                 self._enter(job, status, **fields)
             else:
                 job.update(fields)
-            return self._public(job)
+            return {**self._public(job), "provider": self.serves}
 
     def set_status(self, job_id: str, status: str, **fields) -> dict:
         """Move a job to `status` as the real service would, with its events (and model name, and webhook)."""

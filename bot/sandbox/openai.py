@@ -54,6 +54,8 @@ def _error(status: int, message: str, *, type_: str = "invalid_request_error", p
 class FineTuningSandbox(PacedStandIn):
     """Files and fine-tuning jobs, OpenAI's wire format, on 127.0.0.1."""
 
+    serves = "openai"  # the provider this stands in for (the name the bot gives its jobs)
+
     default_model = "gpt-4.1-mini-2025-04-14"
     sample_file = SAMPLE_FILE_ID
 

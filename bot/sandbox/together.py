@@ -45,6 +45,8 @@ def _iso(seconds: float) -> str:
 class TogetherSandbox(PacedStandIn):
     """Files and fine-tuning jobs, Together AI's wire format, on 127.0.0.1."""
 
+    serves = "together"  # the provider this stands in for (the name the bot gives its jobs)
+
     default_model = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
     sample_file = SAMPLE_FILE_ID
 
