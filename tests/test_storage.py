@@ -217,9 +217,9 @@ def database_from_before_providers(path: str, running: str = "ftjob-old") -> Non
     db = Database(path)
     migrations.apply(db, stop_before="m003_providers")
     db["jobs"].insert_all([
-        {"provider": "openai", "id": running, "status": "running", "final": 0, "model": "m", "created_at": 1},
-        {"provider": "openai", "id": "ftjob-done", "status": "succeeded", "final": 1, "model": "m",
-         "fine_tuned_model": "ft:m:x", "created_at": 1, "finished_at": 9},
+        {"id": running, "status": "running", "final": 0, "model": "m", "created_at": 1},
+        {"id": "ftjob-done", "status": "succeeded", "final": 1, "model": "m", "fine_tuned_model": "ft:m:x",
+         "created_at": 1, "finished_at": 9},
     ])
     db["subscriptions"].insert_all([
         {"channel_id": "C1", "job_id": job, "team_id": "T", "user_id": "U1", "origin": "start", "created_at": 1}
