@@ -13,7 +13,7 @@ import functools
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,6 +76,7 @@ POOL_WAIT_S = 10
 # or statement timeout, a deadlock or serialization failure, too many connections.
 TRANSIENT_STATES = ("08", "57P", "53300", "55P03", "57014", "40001", "40P01")
 _PLACEHOLDER = re.compile(r"\?")
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
 class Row:
@@ -106,25 +107,33 @@ def _row_factory(cursor):  # noqa: ANN001, ANN202 - psycopg's RowFactory protoco
 
 
 @functools.lru_cache(maxsize=512)
-def _to_pyformat(sql: str) -> str:
-    """The store's `?` placeholders as psycopg's `%s` (a literal % doubled). The store's SQL has no `?` in a string."""
-    return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+def _to_pyformat(sql: str, named: bool = False) -> str:
+    """The store's placeholders as psycopg's (a literal % doubled): `?` as `%s`, or with `named` parameters (a dict)
+    `:name` as `%(name)s`. The store's SQL has neither in a string, and a cast (`::int`) is not a name."""
+    sql = sql.replace("%", "%%")
+    return _NAMED.sub(r"%(\1)s", sql) if named else _PLACEHOLDER.sub("%s", sql)
+
+
+def _given(params: Iterable[Any] | Mapping[str, Any]) -> tuple | dict:
+    """Parameters as a driver takes them: named ones as a dict, the others as a tuple."""
+    return dict(params) if isinstance(params, Mapping) else tuple(params)
 
 
 class _PostgresConnection:
-    """A pooled psycopg connection that speaks the store's `?` SQL."""
+    """A pooled psycopg connection that speaks the store's SQL (`?` placeholders, or `:name` with a dict)."""
 
     def __init__(self, raw) -> None:  # noqa: ANN001 - SQLAlchemy's pooled DBAPI connection
         self.raw = raw
 
-    def execute(self, sql: str, params: Sequence[Any] = ()):  # noqa: ANN201 - a psycopg cursor
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()):  # noqa: ANN201 - a psycopg cursor
         cursor = self.raw.cursor()
-        cursor.execute(_to_pyformat(sql), tuple(params))
+        cursor.execute(_to_pyformat(sql, isinstance(params, Mapping)), _given(params))
         return cursor
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]):  # noqa: ANN201
         cursor = self.raw.cursor()
-        cursor.executemany(_to_pyformat(sql), [tuple(p) for p in seq])
+        seq = [_given(p) for p in seq]
+        cursor.executemany(_to_pyformat(sql, bool(seq) and isinstance(seq[0], dict)), seq)
         return cursor
 
 
@@ -223,7 +232,7 @@ class PostgresEngine:
             raise _translate(error) from None
 
     @contextmanager
-    def _connection(self, first: str, params: Sequence[Any] = (), *,
+    def _connection(self, first: str, params: Sequence[Any] | Mapping[str, Any] = (), *,
                     autocommit: bool) -> Iterator[tuple[_PostgresConnection, Any]]:
         """A pooled connection with its first statement run: (the connection, that statement's cursor). A pooled
         connection the server dropped meanwhile (it restarted, a failover) fails on that first statement and is
@@ -290,9 +299,9 @@ class PostgresEngine:
         with self._connection(first, autocommit=False) as (conn, _):
             yield _Unit(conn)
 
-    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+    def rows(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[dict]:
         """A statement's rows: a read, or one write with RETURNING, committed as it returns (autocommit)."""
-        with self._connection(sql, tuple(params), autocommit=True) as (_, cursor):
+        with self._connection(sql, _given(params), autocommit=True) as (_, cursor):
             return [dict(row) for row in cursor]
 
     def connections(self) -> int:

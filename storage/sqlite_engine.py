@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -174,11 +174,12 @@ class SQLiteEngine:
                 self._discard()
             raise
 
-    def rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
+    def rows(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[dict]:
         """A statement's rows: a read, or one write with RETURNING, committed as it returns (autocommit)."""
         try:
             with self._held().using() as db:
-                return [dict(row) for row in db.conn.execute(sql, tuple(params))]
+                given = dict(params) if isinstance(params, Mapping) else tuple(params)
+                return [dict(row) for row in db.conn.execute(sql, given)]
         except sqlite3.Error as error:
             if not is_busy(error):
                 self._discard()

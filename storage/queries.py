@@ -1,0 +1,45 @@
+"""Named queries: each concern's SQL in `storage/sql/<concern>.sql`, read once. A query starts at its
+`-- name: <name>` line, the `--` lines under that say what it does, and its statement runs to the next name; its
+parameters are named (`:job_id`), given as a dict. The few words each engine spells its own way are written
+`{skip_locked}`, `{for_update}` and `{queue_order}`, and filled in for the engine the queries are loaded for."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+SQL_DIR = Path(__file__).parent / "sql"
+_NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE)
+_WORD = re.compile(r"\{([a-z_]+)\}")
+
+
+@functools.cache
+def _read(concern: str) -> dict[str, str]:
+    """A concern's queries by name, as written (comments dropped, words not yet filled in)."""
+    text = (SQL_DIR / f"{concern}.sql").read_text(encoding="utf-8")
+    found: dict[str, str] = {}
+    marks = list(_NAME.finditer(text))
+    for mark, after in zip(marks, [*marks[1:], None], strict=True):
+        body = text[mark.end():after.start() if after else len(text)]
+        statement = " ".join(line.strip() for line in body.splitlines()
+                             if line.strip() and not line.strip().startswith("--"))
+        name = mark.group(1)
+        if name in found:
+            raise ValueError(f"{concern}.sql names {name!r} twice")
+        found[name] = statement.rstrip(";").strip()
+    return found
+
+
+class Queries:
+    """One concern's queries for one engine: `queries["take_turn"]` is its SQL with the engine's words in it."""
+
+    def __init__(self, concern: str, words: dict[str, str]) -> None:
+        self.concern = concern
+        self._sql = {name: _WORD.sub(lambda m: words[m.group(1)], sql) for name, sql in _read(concern).items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._sql[name]
+
+    def names(self) -> list[str]:
+        return list(self._sql)
