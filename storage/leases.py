@@ -9,6 +9,7 @@ from typing import Any
 
 from storage.queries import Queries
 
+SQL = Queries("leases")  # storage/sql/leases.sql
 LEASE_RETENTION_SECONDS = 600  # a turn ended this long ago belongs to a worker that is gone
 
 
@@ -18,7 +19,6 @@ class Leases:
     def __init__(self, engine: Any, clock: Callable[[], float]) -> None:
         self.engine = engine
         self._clock = clock
-        self.sql = Queries("leases", engine.words)
 
     def take_turn(self, name: str, worker: str, *, hold: float, at_least_until: float = 0.0,
                   from_holder: str | None = None) -> bool:
@@ -30,14 +30,14 @@ class Leases:
         asked = {"name": name, "worker": worker, "until": max(now + hold, at_least_until), "now": now}
         with self.engine.transaction() as db:
             if from_holder is not None:
-                return db.conn.execute(self.sql["take_turn_from"], {**asked, "from_holder": from_holder}).rowcount == 1
-            return db.conn.execute(self.sql["take_turn"], asked).rowcount == 1
+                return db.conn.execute(SQL["take_turn_from"], {**asked, "from_holder": from_holder}).rowcount == 1
+            return db.conn.execute(SQL["take_turn"], asked).rowcount == 1
 
     def end_turns(self, worker: str, names: Iterable[str]) -> int:
         """Give back turns `worker` holds (it is stopping): another process takes each at its next ask."""
         now = self._clock()
         with self.engine.transaction() as db:
-            return sum(db.conn.execute(self.sql["end_turn"], {"name": name, "worker": worker, "now": now}).rowcount
+            return sum(db.conn.execute(SQL["end_turn"], {"name": name, "worker": worker, "now": now}).rowcount
                        for name in names)
 
     def gone(self, worker: str) -> bool:
@@ -45,12 +45,13 @@ class Leases:
         return self.engine.gone(worker)
 
     def turn_holder(self, name: str) -> str | None:
-        rows = self.engine.rows(self.sql["turn_holder"], {"name": name})
+        rows = self.engine.rows(SQL["turn_holder"], {"name": name})
         return rows[0]["holder"] if rows else None
 
     def turns(self) -> list[dict]:
-        return self.engine.rows(self.sql["turns"])
+        return self.engine.rows(SQL["turns"])
 
-    def prune(self, conn: Any, now: float) -> dict[str, int]:
+    @staticmethod
+    def prune(conn: Any, now: float) -> dict[str, int]:
         """Forget turns ended long ago (a worker that stopped for good)."""
-        return {"leases": conn.execute(self.sql["prune"], {"before": now - LEASE_RETENTION_SECONDS}).rowcount}
+        return {"leases": conn.execute(SQL["prune"], {"before": now - LEASE_RETENTION_SECONDS}).rowcount}

@@ -32,14 +32,19 @@ def _read(concern: str) -> dict[str, str]:
 
 
 class Queries:
-    """One concern's queries for one engine: `queries["take_turn"]` is its SQL with the engine's words in it."""
+    """One concern's queries: `SQL["take_turn"]` is its statement, with the words of `words` filled in (none of the
+    concerns written so far needs one). The file is read on first use, not at import."""
 
-    def __init__(self, concern: str, words: dict[str, str]) -> None:
+    def __init__(self, concern: str, words: dict[str, str] | None = None) -> None:
         self.concern = concern
-        self._sql = {name: _WORD.sub(lambda m: words[m.group(1)], sql) for name, sql in _read(concern).items()}
+        self._words = words or {}
 
     def __getitem__(self, name: str) -> str:
-        return self._sql[name]
+        return self._filled[name]
 
     def names(self) -> list[str]:
-        return list(self._sql)
+        return list(self._filled)
+
+    @functools.cached_property
+    def _filled(self) -> dict[str, str]:
+        return {name: _WORD.sub(lambda m: self._words[m.group(1)], sql) for name, sql in _read(self.concern).items()}

@@ -305,7 +305,7 @@ def test_each_subcommand_a_service_answers_is_in_its_table_of_callables(bot):
 
 
 def test_each_concerns_named_queries_are_all_used_and_all_there():
-    """A concern with its SQL in storage/sql/<concern>.sql asks for each query by name (`self.sql["name"]`): every
+    """A concern with its SQL in storage/sql/<concern>.sql asks for each query by name (`SQL["name"]`): every
     name asked for is in the file, every query in the file is asked for, and they take named parameters only."""
     import re
 
@@ -315,7 +315,7 @@ def test_each_concerns_named_queries_are_all_used_and_all_there():
     for sql_file in sorted(SQL_DIR.glob("*.sql")):
         concern = sql_file.stem
         module = ROOT / "storage" / f"{concern}.py"
-        asked = set(re.findall(r'self\.sql\["([a-z_0-9]+)"\]', module.read_text()))
+        asked = set(re.findall(r'\b(?:self\.sql|SQL)\["([a-z_0-9]+)"\]', module.read_text()))
         queries = Queries(concern, words)
         assert asked == set(queries.names()), concern
         for name in queries.names():
