@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from storage.shared import insert
+from storage.queries import Queries
+
+SQL = Queries("replays")  # storage/sql/replays.sql
 
 WEBHOOK_RETENTION_SECONDS = 7 * 86400  # providers redeliver for at most a few days
 TRIGGER_RETENTION_SECONDS = 600  # Slack refuses a request older than 5 minutes, so a replay is younger than this
@@ -24,10 +26,7 @@ class Replays:
     def first_sight_of_trigger(self, trigger_id: str) -> bool:
         """Remember a Slack trigger_id; False when it was seen before (the same signed request, replayed)."""
         with self.engine.transaction() as db:
-            cur = db.conn.execute("INSERT INTO seen_triggers (trigger_id, seen_at) VALUES (?, ?)"
-                                  " ON CONFLICT DO NOTHING",
-                                  (trigger_id, self._clock()))
-            return cur.rowcount == 1
+            return db.conn.execute(SQL["see_trigger"], {"trigger_id": trigger_id, "now": self._clock()}).rowcount == 1
 
     def record_intent(self, request_id: str, *, team_id: str, channel_id: str, user_id: str,
                       response_url: str | None, training_file: str, model: str, suffix: str | None,
@@ -43,59 +42,45 @@ class Replays:
                 committed = self.spend.committed(db.conn, channel_id, *month)
                 if committed + (estimate or 0) > budget:
                     return committed
-            insert(db.conn, "start_intents", {
+            db.conn.execute(SQL["record_intent"], {
                 "request_id": request_id, "provider": provider, "team_id": team_id, "channel_id": channel_id,
-                "user_id": user_id,
-                "response_url": response_url, "training_file": training_file, "model": model, "suffix": suffix,
-                "created_at": self._clock(), "state": "pending", "job_id": None, "estimate": estimate,
-                "approved_by": approved_by, "move_id": move_id,
-            })
+                "user_id": user_id, "response_url": response_url, "training_file": training_file, "model": model,
+                "suffix": suffix, "now": self._clock(), "estimate": estimate, "approved_by": approved_by,
+                "move_id": move_id})
         return None
 
     def finish_intent(self, request_id: str, *, job_id: str | None, state: str = "done") -> bool:
         """Close an intent (its response_url, a credential, is forgotten); False when another process closed it."""
         with self.engine.transaction() as db:
-            cur = db.conn.execute(
-                "UPDATE start_intents SET state = ?, job_id = ?, response_url = NULL"
-                " WHERE request_id = ? AND (state = 'pending' OR state LIKE 'reconciling:%')",
-                (state, job_id, request_id),
-            )
-            return cur.rowcount == 1
+            return db.conn.execute(SQL["finish_intent"], {"state": state, "job_id": job_id,
+                                                          "request_id": request_id}).rowcount == 1
 
     def claim_orphaned_intents(self, *, older_than: float, worker: str) -> list[dict]:
         """Pending starts older than `older_than` seconds (whoever made them is gone), each handed to one caller."""
         cutoff = self._clock() - older_than
         with self.engine.transaction() as db:
-            rows = [dict(r) for r in db.conn.execute(
-                "SELECT * FROM start_intents WHERE state = 'pending' AND created_at <= ? ORDER BY created_at",
-                (cutoff,))]
-            db.conn.executemany("UPDATE start_intents SET state = ? WHERE request_id = ?",
-                                [(f"reconciling:{worker}", r["request_id"]) for r in rows])
+            rows = [dict(r) for r in db.conn.execute(SQL["orphaned_intents"], {"cutoff": cutoff})]
+            db.conn.executemany(SQL["reconcile_intent"], [{"state": f"reconciling:{worker}",
+                                                            "request_id": r["request_id"]} for r in rows])
         return rows
 
     def reopen_intent(self, request_id: str) -> None:
         """Hand a start back for a later reconciling pass (the provider could not be asked this time)."""
         with self.engine.transaction() as db:
-            db.conn.execute("UPDATE start_intents SET state = 'pending' WHERE request_id = ?", (request_id,))
+            db.conn.execute(SQL["reopen_intent"], {"request_id": request_id})
 
     def remember_webhook(self, webhook_id: str) -> bool:
         """Remember a webhook delivery; False when it was handled before (the provider delivered it again)."""
         with self.engine.transaction() as db:
-            cur = db.conn.execute(
-                "INSERT INTO webhook_deliveries (webhook_id, received_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (webhook_id, self._clock()),
-            )
-            return cur.rowcount == 1
+            return db.conn.execute(SQL["remember_webhook"], {"webhook_id": webhook_id, "now": self._clock()}
+                                   ).rowcount == 1
 
     @staticmethod
     def prune(conn: Any, now: float) -> dict[str, int]:
         """Forget webhook ids and trigger ids once no replay can come, and closed starts after a week."""
         return {
-            "webhook_deliveries": conn.execute("DELETE FROM webhook_deliveries WHERE received_at < ?",
-                                               (now - WEBHOOK_RETENTION_SECONDS,)).rowcount,
-            "seen_triggers": conn.execute("DELETE FROM seen_triggers WHERE seen_at < ?",
-                                          (now - TRIGGER_RETENTION_SECONDS,)).rowcount,
-            "start_intents": conn.execute("DELETE FROM start_intents WHERE state != 'pending'"
-                                          " AND state NOT LIKE 'reconciling:%' AND created_at < ?",
-                                          (now - INTENT_RETENTION_SECONDS,)).rowcount,
+            "webhook_deliveries": conn.execute(SQL["prune_webhooks"],
+                                               {"before": now - WEBHOOK_RETENTION_SECONDS}).rowcount,
+            "seen_triggers": conn.execute(SQL["prune_triggers"], {"before": now - TRIGGER_RETENTION_SECONDS}).rowcount,
+            "start_intents": conn.execute(SQL["prune_intents"], {"before": now - INTENT_RETENTION_SECONDS}).rowcount,
         }
