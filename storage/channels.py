@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from storage.shared import insert
+from storage.queries import Queries
+
+SQL = Queries("channels")  # storage/sql/channels.sql
 
 # What a channel hears until someone changes it: every outcome, mentions, a card per job with progress in its thread
 # at most every five minutes.
@@ -32,7 +34,7 @@ class ChannelSettings:
 
     def channel_settings(self, channel_id: str) -> dict:
         """What a channel hears (defaults for a channel that never changed anything)."""
-        rows = self.engine.rows("SELECT * FROM channel_settings WHERE channel_id = ?", (channel_id,))
+        rows = self.engine.rows(SQL["settings"], {"channel_id": channel_id})
         return rows[0] if rows else {"channel_id": channel_id, **CHANNEL_DEFAULTS, "updated_by": None,
                                      "updated_at": None}
 
@@ -45,7 +47,7 @@ class ChannelSettings:
         if unknown:
             raise ValueError(f"no such channel setting: {sorted(unknown)}")
         with self.engine.transaction() as db:
-            current = db.conn.execute("SELECT * FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
+            current = db.conn.execute(SQL["settings"], {"channel_id": channel_id}).fetchone()
             row = dict(current) if current else {"channel_id": channel_id, **CHANNEL_DEFAULTS}
             for name in only_lower:
                 value, now = changes.get(name), row.get(name)
@@ -57,12 +59,12 @@ class ChannelSettings:
                 elif value is not None:
                     row[name] = int(value) if isinstance(value, bool) else value
             row.update(updated_by=user_id, updated_at=self._clock())
-            changed = ", ".join(f"{name} = excluded.{name}" for name in row if name != "channel_id")
-            insert(db.conn, "channel_settings", row, on_conflict=f" ON CONFLICT (channel_id) DO UPDATE SET {changed}")
+            db.conn.execute(SQL["save_settings"], row)
         return row
 
 
 
 def setting(conn: Any, channel_id: str, name: str):
-    row = conn.execute(f"SELECT {name} FROM channel_settings WHERE channel_id = ?", (channel_id,)).fetchone()
-    return row[0] if row else CHANNEL_DEFAULTS[name]
+    """One of a channel's settings (CHANNEL_DEFAULTS names them), in the caller's transaction."""
+    row = conn.execute(SQL["settings"], {"channel_id": channel_id}).fetchone()
+    return row[name] if row else CHANNEL_DEFAULTS[name]
