@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 SQL_DIR = Path(__file__).parent / "sql"
 _NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE)
@@ -29,6 +31,14 @@ def _read(concern: str) -> dict[str, str]:
             raise ValueError(f"{concern}.sql names {name!r} twice")
         found[name] = statement.rstrip(";").strip()
     return found
+
+
+def in_list(sql: str, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`sql` with its list parameter `IN (:name)` spelt out as one parameter a value (`:name_0, :name_1, …`), and
+    those parameters; the caller keeps a list short (storage.shared.chunks)."""
+    names = [f"{name}_{n}" for n in range(len(values))]
+    spelt = sql.replace(f"(:{name})", "(" + ", ".join(f":{n}" for n in names) + ")")
+    return spelt, dict(zip(names, values, strict=True))
 
 
 class Queries:
