@@ -295,6 +295,7 @@ MUTATIONS = [
     ('an interrupted cancel sent with no workspace', 'bot/watchdog.py', '            with for_job(self.store, provider, job_id):', '            if True:', 'tests/test_keys.py -k watchdog_cancel'),
     ('every wake asks about channels held elsewhere', 'bot/turns.py', '        if self._elsewhere.get(channel, 0) > now:\n            return False\n', '', 'tests/test_delivery.py -k asked_about_once'),
     ('a connection closed under its thread\'s statement', 'storage/sqlite_engine.py', '    def close(self) -> None:\n        if not self._busy.acquire(blocking=False):', '    def close(self) -> None:\n        self.db.conn.close()\n        if not self._busy.acquire(blocking=False):', 'tests/test_storage.py -k closed_while'),
+    ('spend of one provider counts every provider', 'storage/sql/spend.sql', "  AND (CAST(:provider AS TEXT) IS NULL OR s.provider = :provider);", "  AND (CAST(:provider AS TEXT) IS NULL OR :provider IS NOT NULL);", 'tests/test_spend.py -k lists_the_months_jobs'),
 ]
 
 
