@@ -381,6 +381,16 @@ def test_a_channel_turn_held_by_a_process_that_died_here_is_taken_over_at_once(b
     assert bot.services.store.leases.turn_holder("channel:C0TAKEN") == bot.services.sender.worker_id
 
 
+def _outcome_owed_in_a_channel_held_by(bot, provider, channel: str, holder: str) -> None:
+    """A job of `channel` succeeds, its outcome queued, while `holder` holds the channel's turn."""
+    store = bot.services.store
+    store.leases.take_turn(f"channel:{channel}", holder, hold=600)
+    job = provider.add_job(status="running")
+    store.follows.follow(channel, job, final=False, team_id="T", user_id="U", origin="subscribe")
+    provider.set_status(job["id"], "succeeded")
+    bot.services.poller.run_once()
+
+
 def test_a_channel_turn_held_by_a_replica_on_another_host_is_kept_while_it_runs_and_taken_when_it_dies(
         make_bot, provider, slack, postgres_url):
     """On PostgreSQL a replica holds a presence lock on its listening connection while it runs, wherever it runs;
@@ -400,12 +410,7 @@ def test_a_channel_turn_held_by_a_replica_on_another_host_is_kept_while_it_runs_
     store = bot.services.store
     assert wait_until(lambda: store.engine.rows("SELECT 1 FROM presences WHERE worker_id = ?", (elsewhere,)),
                       timeout=10)
-    store.leases.take_turn("channel:C0ELSE", elsewhere, hold=600)
-    job = provider.add_job(status="running")
-    store.follows.follow("C0ELSE", {**job, "provider": "openai"}, final=False, team_id="T", user_id="U",
-                         origin="subscribe")
-    provider.set_status(job["id"], "succeeded")
-    bot.services.poller.run_once()
+    _outcome_owed_in_a_channel_held_by(bot, provider, "C0ELSE", elsewhere)
     delivered(bot.services.sender)
     assert slack.outcomes_in("C0ELSE") == [] and store.leases.turn_holder("channel:C0ELSE") == elsewhere
     stopping.set()  # its process ends: its session, and its presence lock with it
@@ -425,12 +430,7 @@ def test_a_channel_another_live_process_posts_in_is_asked_about_once_a_second(bo
 
     store = bot.services.store
     holder = f"{socket.gethostname()}:{os.getpid()}:another"  # alive: a process on this machine that runs
-    store.leases.take_turn("channel:C0HELD", holder, hold=600)
-    job = provider.add_job(status="running")
-    store.follows.follow("C0HELD", {**job, "provider": "openai"}, final=False, team_id="T", user_id="U",
-                         origin="subscribe")
-    provider.set_status(job["id"], "succeeded")
-    bot.services.poller.run_once()
+    _outcome_owed_in_a_channel_held_by(bot, provider, "C0HELD", holder)
     asked = []
     store.engine.db().conn.set_trace_callback(lambda sql: asked.append(sql) if "leases" in sql else None)
     try:
