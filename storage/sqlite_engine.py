@@ -11,12 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from storage.optional_imports import leaving_out
-
-with leaving_out("numpy", "pandas"):  # sqlite-utils stores their values when installed; we store none
-    from sqlite_utils import Database
-
-from storage.migrations import migrations
+from storage.migrations import Database, migrations  # (sqlite-utils, imported there with numpy left out)
 
 # How long another process may hold the write lock before we give up (SQLite's busy handler waits meanwhile).
 BUSY_TIMEOUT_MS = 30_000

@@ -269,7 +269,7 @@ MUTATIONS = [
     ("install page floods the database", "bot/installs.py", "        if self.store.workspaces.states_waiting() >= self.max_states:", "        if False:", "tests/test_installs.py -k flood"),
     ("an ack waits for a token refresh", "bot/installs.py", "        if not inline and expires_at > self.clock():\n            self._refresh_aside(row)", "        if False:\n            self._refresh_aside(row)", "tests/test_installs.py -k never_waits"),
     ("log lines lose their request", "bot/logs.py", "            record.request = REQUEST.get()", "            pass", "tests/test_operations.py -k json_logs"),
-    ('numpy loaded with sqlite-utils', 'storage/sqlite_engine.py', 'with leaving_out("numpy", "pandas"):', 'with leaving_out():', 'tests/test_hardening.py -k never_loads'),
+    ('numpy loaded with sqlite-utils', 'storage/migrations.py', 'with leaving_out("numpy", "pandas"):', 'with leaving_out():', 'tests/test_hardening.py -k never_loads'),
     ('aiohttp loaded with openai', 'bot/providers/openai_shape.py', 'with leaving_out("aiohttp"):', 'with leaving_out():', 'tests/test_hardening.py -k never_loads'),
     ('an extra left out for good', 'storage/optional_imports.py', '                    del sys.modules[name]', '                    pass', 'tests/test_hardening.py -k extra_left_out'),
     ('shared keys serve everyone', 'bot/keyring.py', '        return "*" in shared or any(part in shared for part in workspace.split(":") if part)', '        return True', 'tests/test_keys.py -k operator_names'),
