@@ -42,8 +42,8 @@ def in_list(sql: str, name: str, values: Sequence[Any]) -> tuple[str, dict[str, 
 
 
 class Queries:
-    """One concern's queries: `SQL["take_turn"]` is its statement, with the words of `words` filled in (none of the
-    concerns written so far needs one). The file is read on first use, not at import."""
+    """One concern's queries: `SQL["take_turn"]` is its statement, with the engine's `words` filled in (a concern
+    whose queries use one is given its engine's, as spend is). The file is read on first use, not at import."""
 
     def __init__(self, concern: str, words: dict[str, str] | None = None) -> None:
         self.concern = concern
