@@ -92,11 +92,8 @@ class AnnouncementSender:
         self._not_before: dict[str, float] = {}  # per channel: spacing between posts, or Slack's Retry-After
         self._edits_not_before: dict[str, float] = {}  # per channel: spacing between card edits (chat.update)
         self._in_hand: dict[str, tuple[float, float]] = {}  # per channel: posts in hand after its last post, and when
-        self._held_until: dict[str, float] = {}  # per channel: Slack's Retry-After, which nothing goes before
-        # The channels this process posts in; one taken over from a dead holder starts with no posts in hand (it may
-        # have spent the channel's burst just before it died: a post a second).
-        self.channels = ChannelTurns(store, worker_id, clock=clock,
-                                     on_takeover=lambda channel: self._in_hand.__setitem__(channel, (0.0, clock())))
+        # The channels this process posts in, and Slack's Retry-After in each, which nothing goes before.
+        self.channels = ChannelTurns(store, worker_id, clock=clock, on_takeover=self._empty_handed)
         self._lock = threading.Lock()
         self._again = threading.Event()
         self._stopping = threading.Event()
@@ -123,7 +120,7 @@ class AnnouncementSender:
                         break  # what is not claimed stays queued for the next run; nothing is cut off mid-post
                     if row["kind"] in LOW_PRIORITY and self.clock() - fetched > REFETCH_AFTER:
                         break  # a wave of edits and replies: look again, for outcomes that fell due meanwhile
-                    if not self.channels.mine(row["channel_id"], held_until=self._held_until.get(row["channel_id"], 0)):
+                    if not self.channels.mine(row["channel_id"]):
                         others += 1  # another process posts in that channel now: its rows are that one's
                         continue
                     self._deliver(row, report)
@@ -181,7 +178,12 @@ class AnnouncementSender:
     def give_back_channels(self) -> None:
         """At stop, once idle: the channels this process posts in pass to the next process that has something for
         them, except those Slack asked to wait (their turn runs till then, so nobody posts early)."""
-        self.channels.give_back(self._held_until)
+        self.channels.give_back()
+
+    def _empty_handed(self, channel: str) -> None:
+        """A channel taken over from a holder that died: it may have spent the channel's burst just before, so the
+        first posts here go at a post a second."""
+        self._in_hand[channel] = (0.0, self.clock())
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait for an in-flight delivery to finish; False if it did not within `timeout`."""
@@ -212,7 +214,7 @@ class AnnouncementSender:
         # An outcome does not wait out the spacing when the channel has a post in hand (Slack allows short bursts):
         # a sweep's cards and progress replies never cost an outcome a second, nor does a quiet channel's second
         # outcome of a wave. Slack asking us to wait holds everything.
-        yields = (due["kind"] == "announcement" and self.clock() >= self._held_until.get(channel, 0)
+        yields = (due["kind"] == "announcement" and self.clock() >= self.channels.slack_wait(channel)
                   and self._posts_in_hand(channel) >= 1 - IN_HAND_SLACK)
         if not_before > self.clock() and not yields:
             # Its turn comes at Slack's pace (no claim, no attempt): posts at a post a second, card edits (chat.update,
@@ -437,7 +439,6 @@ class AnnouncementSender:
             # Slack asked us to wait: the whole channel waits that long; no attempt is spent, nothing gives up.
             at = self.clock() + failure.retry_after
             self._not_before[channel] = max(self._not_before.get(channel, 0), at)
-            self._held_until[channel] = max(self._held_until.get(channel, 0), at)
             self.channels.keep_until(channel, at)  # no other process posts before Slack said it may
             self.store.outbox.release(key, self.worker_id, at=at, note=failure.reason)
             self.store.outbox.defer_channel(channel, at)

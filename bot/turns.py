@@ -99,12 +99,14 @@ class ChannelTurns:
         self.on_takeover = on_takeover  # a channel taken from a holder that died
         self.departures = Departures(store)
         self._held: dict[str, float] = {}  # per channel whose turn this process holds: until when
+        self._slack_waits: dict[str, float] = {}  # per channel: Slack's Retry-After here, which nothing goes before
         self._elsewhere: dict[str, float] = {}  # per channel another live process holds: when to ask again
 
-    def mine(self, channel: str, *, held_until: float) -> bool:
-        """Whether this process may post in `channel` now (its turn, taken or kept here; kept at least until
-        `held_until`, Slack's Retry-After for it)."""
+    def mine(self, channel: str) -> bool:
+        """Whether this process may post in `channel` now (its turn, taken or kept here; kept at least until the end
+        of Slack's wait there)."""
         now = self.clock()
+        held_until = self.slack_wait(channel)
         if self._held.get(channel, 0) - now > CHANNEL_TURN_RENEW:
             return True
         if self._elsewhere.get(channel, 0) > now:
@@ -130,13 +132,18 @@ class ChannelTurns:
 
     def keep_until(self, channel: str, at: float) -> None:
         """Slack asked this process to wait in `channel` until `at`: the channel stays its own until then."""
+        self._slack_waits[channel] = max(self.slack_wait(channel), at)
         self.store.leases.take_turn(f"channel:{channel}", self.worker, hold=CHANNEL_TURN, at_least_until=at)
         self._held[channel] = max(self._held.get(channel, 0), at)
 
-    def give_back(self, held_until: dict[str, float]) -> None:
+    def slack_wait(self, channel: str) -> float:
+        """Until when Slack asked this process to wait in `channel` (0: it did not)."""
+        return self._slack_waits.get(channel, 0.0)
+
+    def give_back(self) -> None:
         """Every channel held here passes to the next process that asks, except those Slack asked to wait."""
         now = self.clock()
-        free = [f"channel:{c}" for c in self._held if held_until.get(c, 0) <= now]
+        free = [f"channel:{c}" for c in self._held if self.slack_wait(c) <= now]
         self._held.clear()
         if free:
             self.store.leases.end_turns(self.worker, free)

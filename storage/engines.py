@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from storage.migrations import apply_postgres
+from storage.queries import driver_params
 from storage.sqlite_engine import SQLiteEngine, is_busy
 
 
@@ -114,9 +115,7 @@ def _to_pyformat(sql: str, named: bool = False) -> str:
     return _NAMED.sub(r"%(\1)s", sql) if named else _PLACEHOLDER.sub("%s", sql)
 
 
-def _given(params: Iterable[Any] | Mapping[str, Any]) -> tuple | dict:
-    """Parameters as a driver takes them: named ones as a dict, the others as a tuple."""
-    return dict(params) if isinstance(params, Mapping) else tuple(params)
+
 
 
 class _PostgresConnection:
@@ -127,12 +126,12 @@ class _PostgresConnection:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()):  # noqa: ANN201 - a psycopg cursor
         cursor = self.raw.cursor()
-        cursor.execute(_to_pyformat(sql, isinstance(params, Mapping)), _given(params))
+        cursor.execute(_to_pyformat(sql, isinstance(params, Mapping)), driver_params(params))
         return cursor
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]):  # noqa: ANN201
         cursor = self.raw.cursor()
-        seq = [_given(p) for p in seq]
+        seq = [driver_params(p) for p in seq]
         cursor.executemany(_to_pyformat(sql, bool(seq) and isinstance(seq[0], dict)), seq)
         return cursor
 
@@ -301,7 +300,7 @@ class PostgresEngine:
 
     def rows(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[dict]:
         """A statement's rows: a read, or one write with RETURNING, committed as it returns (autocommit)."""
-        with self._connection(sql, _given(params), autocommit=True) as (_, cursor):
+        with self._connection(sql, driver_params(params), autocommit=True) as (_, cursor):
             return [dict(row) for row in cursor]
 
     def connections(self) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,11 @@ def _read(concern: str) -> dict[str, str]:
             raise ValueError(f"{concern}.sql names {name!r} twice")
         found[name] = statement.rstrip(";").strip()
     return found
+
+
+def driver_params(params: Iterable[Any] | Mapping[str, Any]) -> tuple | dict:
+    """Parameters as a driver takes them: named ones (a dict, for a named query) as a dict, `?` ones as a tuple."""
+    return dict(params) if isinstance(params, Mapping) else tuple(params)
 
 
 def in_list(sql: str, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from storage.migrations import Database, migrations  # (sqlite-utils, imported there with numpy left out)
+from storage.queries import driver_params
 
 # How long another process may hold the write lock before we give up (SQLite's busy handler waits meanwhile).
 BUSY_TIMEOUT_MS = 30_000
@@ -173,8 +174,7 @@ class SQLiteEngine:
         """A statement's rows: a read, or one write with RETURNING, committed as it returns (autocommit)."""
         try:
             with self._held().using() as db:
-                given = dict(params) if isinstance(params, Mapping) else tuple(params)
-                return [dict(row) for row in db.conn.execute(sql, given)]
+                return [dict(row) for row in db.conn.execute(sql, driver_params(params))]
         except sqlite3.Error as error:
             if not is_busy(error):
                 self._discard()
