@@ -1,7 +1,6 @@
 """Schema of finetune-bot's database, as sqlite-utils migrations (applied in order, each once)."""
 
 from collections.abc import Callable
-from typing import Any
 
 from storage.optional_imports import leaving_out
 
@@ -10,36 +9,23 @@ with leaving_out("numpy", "pandas"):  # sqlite-utils stores their values when in
 
 migrations = Migrations("finetune-bot")
 STEPS: list[str] = []  # every step's name, in order: what a database of today's schema has had applied
-
-# PostgreSQL: a new database is created from the declared tables (storage/schema.py, which tests/test_schema.py keeps
-# equal to what these steps build) and marked as having every step. A step added later changes the declared tables
-# and also registers here what an existing PostgreSQL database needs (a function given a SQLAlchemy connection);
-# storage/engines.py applies those not yet recorded, once, under the migration lock. (PostgreSQL came with m009_leases:
-# every later step needs its PostgreSQL form; tests/test_schema.py checks.)
-POSTGRES_STEPS: dict[str, Callable[[Any], None]] = {}
+# The steps written once, in portable SQL, by name: every step since PostgreSQL came (m009_leases). A new PostgreSQL
+# database is made from the declared tables (storage/schema.py) and marked as having every step; an existing one
+# takes each of these it lacks, once, under the migration lock (storage/engines.py). tests/test_schema.py checks that
+# every step builds the declared tables on SQLite and that these rebuild them on PostgreSQL, types included.
+SQL_STEPS: dict[str, tuple[str, ...]] = {}
 
 
 def step(fn: Callable[[Database], None]) -> Callable[[Database], None]:
-    """A step of the schema (SQLite's, applied by sqlite-utils); its name is recorded in STEPS."""
+    """A step SQLite alone took (m001 to m009, from before PostgreSQL), applied by sqlite-utils; named in STEPS."""
     STEPS.append(fn.__name__)
     return migrations()(fn)
 
 
-def postgres_step(name: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
-    """What step `name` does to an existing PostgreSQL database."""
-
-    def register(fn: Callable[[Any], None]) -> Callable[[Any], None]:
-        POSTGRES_STEPS[name] = fn
-        return fn
-
-    return register
-
-
 def sql_step(name: str, *statements: str) -> None:
     """A step written once and run on both engines: portable SQL (TEXT, BIGINT, DOUBLE PRECISION, PRIMARY KEY, NOT
-    NULL, CREATE INDEX …), applied by sqlite-utils on SQLite and under the migration lock on PostgreSQL. New steps
-    are written this way; storage/schema.py declares the tables' final shape, which tests/test_schema.py keeps equal
-    to what the steps build on SQLite."""
+    NULL, CREATE INDEX …), applied by sqlite-utils on SQLite and under the migration lock on PostgreSQL."""
+    SQL_STEPS[name] = statements
 
     def on_sqlite(db: Database) -> None:
         for statement in statements:
@@ -48,14 +34,9 @@ def sql_step(name: str, *statements: str) -> None:
     on_sqlite.__name__ = name
     step(on_sqlite)
 
-    @postgres_step(name)
-    def on_postgres(conn: Any) -> None:
-        for statement in statements:
-            conn.exec_driver_sql(statement.replace("CREATE TABLE ", "CREATE TABLE IF NOT EXISTS ", 1))
-
 
 class SchemaStepMissing(Exception):
-    """An existing PostgreSQL database lacks a step that has no PostgreSQL form (the engine says so in one line)."""
+    """An existing PostgreSQL database lacks a step SQLite alone took (the engine says so in one line)."""
 
 
 def apply_postgres(conn) -> None:  # noqa: ANN001 - a SQLAlchemy connection
@@ -75,12 +56,13 @@ def apply_postgres(conn) -> None:  # noqa: ANN001 - a SQLAlchemy connection
     else:
         applied = {row[0] for row in conn.exec_driver_sql("SELECT name FROM _finetune_migrations")}
         missing = [name for name in STEPS if name not in applied]
-        unknown = [name for name in missing if name not in POSTGRES_STEPS]
+        unknown = [name for name in missing if name not in SQL_STEPS]
         if unknown:
             raise SchemaStepMissing(f"this database lacks schema step {unknown[0]}, which has no PostgreSQL form: "
                                 "it was created by a bot older than this one's first PostgreSQL release")
     for name in missing:
-        POSTGRES_STEPS[name](conn)
+        for statement in SQL_STEPS[name]:
+            conn.exec_driver_sql(statement)
     for name in STEPS if new else missing:
         conn.exec_driver_sql("INSERT INTO _finetune_migrations (name, applied_at) VALUES (%(name)s, %(at)s)"
                              " ON CONFLICT DO NOTHING", {"name": name, "at": time.time()})
@@ -323,171 +305,98 @@ def m009_leases(db: Database) -> None:
                         not_null={"name", "holder", "held_until"})
 
 
-# What m010 adds to existing tables, in both engines' words: (table, column, SQLite type, PostgreSQL type, default).
-_M010_COLUMNS = (
-    ("jobs", "cost", float, "DOUBLE PRECISION", None),  # what the run cost, US dollars, when known
-    ("jobs", "estimate", float, "DOUBLE PRECISION", None),  # the bot's estimate when it was started
-    ("jobs", "approved_by", str, "TEXT", None),  # who approved a held start
-    ("jobs", "metrics_read_at", float, "DOUBLE PRECISION", None),  # the watchdog's last read of its metrics
-    ("start_intents", "estimate", float, "DOUBLE PRECISION", None),
-    ("start_intents", "approved_by", str, "TEXT", None),
-    ("channel_settings", "confirm_above", float, "DOUBLE PRECISION", None),  # NULL: off
-    ("channel_settings", "budget", float, "DOUBLE PRECISION", None),  # a month's, US dollars; NULL: off
-    ("channel_settings", "watchdog", str, "TEXT", "warn"),
+# Every step from here on is written once, in portable SQL, and run on both engines (`sql_step`).
+
+# Spend and the watchdog: what a run cost and what the bot estimated; a start held for confirmation (nothing of it
+# reaches the provider until it is released, once); the tokens a file bills per epoch, counted once per model; each
+# training step the watchdog read of a running job; what the watchdog has said (or done) of a job, once per kind.
+sql_step(
+    "m010_spend_and_watchdog",
+    "ALTER TABLE jobs ADD COLUMN cost DOUBLE PRECISION",
+    "ALTER TABLE jobs ADD COLUMN estimate DOUBLE PRECISION",
+    "ALTER TABLE jobs ADD COLUMN approved_by TEXT",
+    "ALTER TABLE jobs ADD COLUMN metrics_read_at DOUBLE PRECISION",
+    "ALTER TABLE start_intents ADD COLUMN estimate DOUBLE PRECISION",
+    "ALTER TABLE start_intents ADD COLUMN approved_by TEXT",
+    "ALTER TABLE channel_settings ADD COLUMN confirm_above DOUBLE PRECISION",
+    "ALTER TABLE channel_settings ADD COLUMN budget DOUBLE PRECISION",
+    "ALTER TABLE channel_settings ADD COLUMN watchdog TEXT NOT NULL DEFAULT 'warn'",
+    "CREATE TABLE file_tokens (provider TEXT NOT NULL, file_id TEXT NOT NULL, model TEXT NOT NULL,"
+    " billable_per_epoch BIGINT, examples BIGINT, counted_at DOUBLE PRECISION, PRIMARY KEY (provider, file_id, model))",
+    "CREATE TABLE held_starts (id TEXT PRIMARY KEY NOT NULL, team_id TEXT, channel_id TEXT NOT NULL,"
+    " user_id TEXT NOT NULL, provider TEXT, command TEXT NOT NULL, estimate DOUBLE PRECISION, reason TEXT,"
+    " created_at DOUBLE PRECISION, expires_at DOUBLE PRECISION, state TEXT NOT NULL, decided_by TEXT,"
+    " decided_at DOUBLE PRECISION, message_ts TEXT)",
+    "CREATE INDEX idx_held_starts_created_at ON held_starts (created_at)",
+    "CREATE TABLE job_readings (provider TEXT NOT NULL, job_id TEXT NOT NULL, step BIGINT NOT NULL,"
+    " train_loss DOUBLE PRECISION, valid_loss DOUBLE PRECISION, read_at DOUBLE PRECISION,"
+    " PRIMARY KEY (provider, job_id, step))",
+    "CREATE TABLE watch_marks (provider TEXT NOT NULL, job_id TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT,"
+    " at DOUBLE PRECISION, PRIMARY KEY (provider, job_id, kind))",
 )
-_M010_TABLES = ("file_tokens", "held_starts", "job_readings", "watch_marks")
 
+# When a finding's warning was queued. A finding whose channel asked for a cancel is claimed before the cancel is sent
+# and said after it; one left unsaid (its process stopped in between) is taken over and said by maintenance. Marks
+# from before were said when they were made.
+sql_step(
+    "m011_watch_marks_said",
+    "ALTER TABLE watch_marks ADD COLUMN said_at DOUBLE PRECISION",
+    "UPDATE watch_marks SET said_at = at",
+)
 
-@step
-def m010_spend_and_watchdog(db: Database) -> None:
-    for table, column, kind, _, default in _M010_COLUMNS:
-        if default is None:
-            db[table].add_column(column, kind)
-        else:
-            db[table].add_column(column, kind, not_null_default=default)
-    # The tokens a file at a provider bills per epoch, counted once (read through the provider's files API), by the
-    # model it was counted for (its tokenizer and its longest example decide the count).
-    db["file_tokens"].create({"provider": str, "file_id": str, "model": str, "billable_per_epoch": int,
-                              "examples": int, "counted_at": float},
-                             pk=("provider", "file_id", "model"), not_null={"provider", "file_id", "model"})
-    # A start held for confirmation (above the channel's threshold, past its budget): what it would start, for whom,
-    # and what became of it. Nothing of it reaches the provider until it is released, once.
-    db["held_starts"].create({"id": str, "team_id": str, "channel_id": str, "user_id": str, "provider": str,
-                              "command": str, "estimate": float, "reason": str, "created_at": float,
-                              "expires_at": float, "state": str, "decided_by": str, "decided_at": float,
-                              "message_ts": str},
-                             pk="id", not_null={"id", "channel_id", "user_id", "command", "state"})
-    db["held_starts"].create_index(["created_at"])
-    # Each training step the watchdog has read of a running job: the readings its rules look at.
-    db["job_readings"].create({"provider": str, "job_id": str, "step": int, "train_loss": float,
-                               "valid_loss": float, "read_at": float},
-                              pk=("provider", "job_id", "step"), not_null={"provider", "job_id", "step"})
-    # What the watchdog has said (or done) of a job, once per job and kind.
-    db["watch_marks"].create({"provider": str, "job_id": str, "kind": str, "detail": str, "at": float},
-                             pk=("provider", "job_id", "kind"), not_null={"provider", "job_id", "kind"})
+# A fine-tune moved to another provider, claimed once before its first upload; the files moves uploaded, by content,
+# so the same content moved to the same provider is uploaded once; the move a start makes (a start a crash
+# interrupted is linked to its move when it is reconciled); prompts a person sent to models, for TRY_LIMIT_PER_MINUTE
+# (every replica counts the same rows).
+sql_step(
+    "m012_moves",
+    "CREATE TABLE moves (id TEXT PRIMARY KEY NOT NULL, team_id TEXT NOT NULL, channel_id TEXT NOT NULL,"
+    " user_id TEXT NOT NULL, source_provider TEXT NOT NULL, source_job TEXT NOT NULL, target_provider TEXT NOT NULL,"
+    " options TEXT, state TEXT NOT NULL, new_job TEXT, note TEXT, created_at DOUBLE PRECISION,"
+    " updated_at DOUBLE PRECISION, lease_until DOUBLE PRECISION)",
+    "CREATE UNIQUE INDEX idx_moves_source ON moves (team_id, source_provider, source_job, target_provider)",
+    "CREATE INDEX idx_moves_new_job ON moves (target_provider, new_job)",
+    "CREATE TABLE moved_files (provider TEXT NOT NULL, sha256 TEXT NOT NULL, file_id TEXT NOT NULL,"
+    " uploaded_at DOUBLE PRECISION, PRIMARY KEY (provider, sha256))",
+    "ALTER TABLE start_intents ADD COLUMN move_id TEXT",
+    "CREATE TABLE model_calls (id TEXT PRIMARY KEY NOT NULL, user_id TEXT NOT NULL, at DOUBLE PRECISION NOT NULL,"
+    " count BIGINT NOT NULL DEFAULT 1)",
+    "CREATE INDEX idx_model_calls_user_id_at ON model_calls (user_id, at)",
+)
 
+# Slack's installations of the app (OAuth), one per workspace (or per enterprise for an org-wide install): its tokens
+# sealed with ENCRYPTION_KEYS, and who is refreshing them now (a rotating token is refreshed once); the one-time
+# `state` of each "Add to Slack" click; each workspace's own provider keys, sealed (only their last four characters
+# are ever shown); which workspace a channel belongs to (learned from each request: a post uses its token).
+sql_step(
+    "m013_workspaces",
+    "CREATE TABLE installations (key TEXT PRIMARY KEY NOT NULL, enterprise_id TEXT, team_id TEXT,"
+    " is_enterprise_install BIGINT, app_id TEXT, bot_user_id TEXT, bot_id TEXT, bot_scopes TEXT,"
+    " bot_token TEXT NOT NULL, bot_refresh_token TEXT, bot_token_expires_at DOUBLE PRECISION, installer_user_id TEXT,"
+    " installed_at DOUBLE PRECISION, refresh_holder TEXT, refresh_until DOUBLE PRECISION)",
+    "CREATE TABLE oauth_states (state TEXT PRIMARY KEY NOT NULL, expires_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE workspace_keys (workspace TEXT NOT NULL, provider TEXT NOT NULL, sealed TEXT NOT NULL, last4 TEXT,"
+    " set_by TEXT, set_at DOUBLE PRECISION, PRIMARY KEY (workspace, provider))",
+    "CREATE TABLE channel_workspaces (channel_id TEXT PRIMARY KEY NOT NULL, workspace TEXT NOT NULL,"
+    " seen_at DOUBLE PRECISION)",
+    "CREATE INDEX idx_channel_workspaces_workspace ON channel_workspaces (workspace)",
+)
 
-@postgres_step("m010_spend_and_watchdog")
-def _m010_postgres(conn: Any) -> None:
-    from storage.schema import metadata
+# Whose App Home is owed a redraw (a job they started changed state): claimed once, by one process.
+sql_step(
+    "m014_home",
+    "CREATE TABLE home_refreshes (user_id TEXT PRIMARY KEY NOT NULL, due_at DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX idx_home_refreshes_due_at ON home_refreshes (due_at)",
+)
 
-    for table, column, _, kind, default in _M010_COLUMNS:
-        tail = f" NOT NULL DEFAULT '{default}'" if default is not None else ""
-        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}{tail}")
-    for name in _M010_TABLES:
-        metadata.tables[name].create(conn, checkfirst=True)
-
-
-@step
-def m011_watch_marks_said(db: Database) -> None:
-    # When a finding's warning was queued. A finding whose channel asked for a cancel is claimed before the cancel is
-    # sent and said after it; one left unsaid (its process stopped in between) is taken over and said by maintenance.
-    # Marks from before were said when they were made.
-    db["watch_marks"].add_column("said_at", float)
-    db.execute("UPDATE watch_marks SET said_at = at")
-
-
-@postgres_step("m011_watch_marks_said")
-def _m011_postgres(conn: Any) -> None:
-    conn.exec_driver_sql("ALTER TABLE watch_marks ADD COLUMN IF NOT EXISTS said_at DOUBLE PRECISION")
-    conn.exec_driver_sql("UPDATE watch_marks SET said_at = at WHERE said_at IS NULL")
-
-
-_M012_TABLES = ("moves", "moved_files", "model_calls")
-
-
-@step
-def m012_moves(db: Database) -> None:
-    # A fine-tune moved to another provider, claimed once before its first upload; and the files moves uploaded, by
-    # content, so the same content moved to the same provider is uploaded once.
-    db["moves"].create({"id": str, "team_id": str, "channel_id": str, "user_id": str, "source_provider": str,
-                        "source_job": str, "target_provider": str, "options": str, "state": str, "new_job": str,
-                        "note": str, "created_at": float, "updated_at": float, "lease_until": float},
-                       pk="id", not_null={"id", "team_id", "channel_id", "user_id", "source_provider", "source_job",
-                                          "target_provider", "state"})
-    db["moves"].create_index(["team_id", "source_provider", "source_job", "target_provider"], unique=True)
-    db["moves"].create_index(["target_provider", "new_job"])
-    db["moved_files"].create({"provider": str, "sha256": str, "file_id": str, "uploaded_at": float},
-                             pk=("provider", "sha256"), not_null={"provider", "sha256", "file_id"})
-    # The move a start makes, so a start a crash interrupted is linked to its move when it is reconciled.
-    db["start_intents"].add_column("move_id", str)
-    # Prompts a person sent to models, for TRY_LIMIT_PER_MINUTE (every replica counts the same rows).
-    db["model_calls"].create({"id": str, "user_id": str, "at": float, "count": int}, pk="id",
-                             not_null={"id", "user_id", "at", "count"}, defaults={"count": 1})
-    db["model_calls"].create_index(["user_id", "at"])
-
-
-@postgres_step("m012_moves")
-def _m012_postgres(conn: Any) -> None:
-    from storage.schema import metadata
-
-    for name in _M012_TABLES:
-        metadata.tables[name].create(conn, checkfirst=True)
-    conn.exec_driver_sql("ALTER TABLE start_intents ADD COLUMN IF NOT EXISTS move_id TEXT")
-
-
-_M013_TABLES = ("installations", "oauth_states", "workspace_keys", "channel_workspaces")
-
-
-@step
-def m013_workspaces(db: Database) -> None:
-    # Slack's installations of the app (OAuth), one per workspace (or per enterprise for an org-wide install): its
-    # tokens sealed with ENCRYPTION_KEYS, and who is refreshing them now (a rotating token is refreshed once).
-    db["installations"].create({"key": str, "enterprise_id": str, "team_id": str, "is_enterprise_install": int,
-                                "app_id": str, "bot_user_id": str, "bot_id": str, "bot_scopes": str,
-                                "bot_token": str, "bot_refresh_token": str, "bot_token_expires_at": float,
-                                "installer_user_id": str, "installed_at": float, "refresh_holder": str,
-                                "refresh_until": float},
-                               pk="key", not_null={"key", "bot_token"})
-    # The one-time `state` of each "Add to Slack" click, until it comes back or expires.
-    db["oauth_states"].create({"state": str, "expires_at": float}, pk="state", not_null={"state", "expires_at"})
-    # Each workspace's own provider keys, sealed; only their last four characters are ever shown.
-    db["workspace_keys"].create({"workspace": str, "provider": str, "sealed": str, "last4": str, "set_by": str,
-                                 "set_at": float},
-                                pk=("workspace", "provider"), not_null={"workspace", "provider", "sealed"})
-    # Which workspace a channel belongs to (learned from each request), so a post uses that workspace's token.
-    db["channel_workspaces"].create({"channel_id": str, "workspace": str, "seen_at": float}, pk="channel_id",
-                                    not_null={"channel_id", "workspace"})
-    db["channel_workspaces"].create_index(["workspace"])
-
-
-@postgres_step("m013_workspaces")
-def _m013_postgres(conn: Any) -> None:
-    from storage.schema import metadata
-
-    for name in _M013_TABLES:
-        metadata.tables[name].create(conn, checkfirst=True)
-
-
-@step
-def m014_home(db: Database) -> None:
-    # Whose App Home is owed a redraw (a job they started changed state): claimed once, by one process.
-    db["home_refreshes"].create({"user_id": str, "due_at": float}, pk="user_id", not_null={"user_id", "due_at"})
-    db["home_refreshes"].create_index(["due_at"])
-
-
-@postgres_step("m014_home")
-def _m014_postgres(conn: Any) -> None:
-    from storage.schema import metadata
-
-    metadata.tables["home_refreshes"].create(conn, checkfirst=True)
-
-
-@step
-def m015_job_owners(db: Database) -> None:
-    # OAuth mode: the workspace each job belongs to (the one that started it, or first named it), so another
-    # workspace on the same provider account never sees, follows or cancels it.
-    db["job_owners"].create({"provider": str, "job_id": str, "workspace": str, "claimed_at": float},
-                            pk=("provider", "job_id"), not_null={"provider", "job_id", "workspace"})
-    db["job_owners"].create_index(["workspace"])
-
-
-@postgres_step("m015_job_owners")
-def _m015_postgres(conn: Any) -> None:
-    from storage.schema import metadata
-
-    metadata.tables["job_owners"].create(conn, checkfirst=True)
-
+# OAuth mode: the workspace each job belongs to (the one that started it, or first named it), so another workspace on
+# the same provider account never sees, follows or cancels it.
+sql_step(
+    "m015_job_owners",
+    "CREATE TABLE job_owners (provider TEXT NOT NULL, job_id TEXT NOT NULL, workspace TEXT NOT NULL,"
+    " claimed_at DOUBLE PRECISION, PRIMARY KEY (provider, job_id))",
+    "CREATE INDEX idx_job_owners_workspace ON job_owners (workspace)",
+)
 
 # Which processes announced a presence lock (PostgreSQL: a replica elsewhere that died is told apart from a living
 # one by its lock). Kept on SQLite too, so that both engines have the same tables.

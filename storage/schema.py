@@ -1,8 +1,9 @@
 """finetune-bot's tables declared once, in SQLAlchemy Core, for every engine (SQLite, PostgreSQL).
 
-This is the schema that `storage/migrations.py` builds on SQLite step by step (m001 to m008); `tests/test_schema.py`
-checks the two agree column by column, and creates these tables on a real PostgreSQL server. Imported only where an
-engine other than the embedded SQLite default is used: SQLAlchemy is not loaded by a bot that never needs it.
+This is the schema that `storage/migrations.py` builds on SQLite step by step, and that a new PostgreSQL database is
+made with (its later steps, written once for both engines, rebuild it on an existing one); `tests/test_schema.py`
+checks both, column by column. Imported only where an engine other than the embedded SQLite default is used:
+SQLAlchemy is not loaded by a bot that never needs it.
 """
 
 from __future__ import annotations
@@ -338,7 +339,6 @@ home_refreshes = Table(
     Index("idx_home_refreshes_due_at", "due_at"),
 )
 
-# OAuth mode: the workspace each job belongs to (the one that started it, or first named it).
 # Replicas on PostgreSQL that hold a presence lock (a session advisory lock on their listening connection) while they
 # run: a turn held by one whose lock is free belongs to a process that is gone, wherever it ran (bot/turns.py).
 presences = Table(
@@ -347,6 +347,7 @@ presences = Table(
     _real("since"),
 )
 
+# OAuth mode: the workspace each job belongs to (the one that started it, or first named it).
 job_owners = Table(
     "job_owners", metadata,
     _text("provider", primary_key=True),

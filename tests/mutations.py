@@ -173,7 +173,9 @@ MUTATIONS = [
     ('every poll rewrites every job', 'storage/follows.py', '                    if (row["observed_at"] or 0) <= now - OBSERVED_REFRESH_SECONDS:', '                    if True:', 'tests/test_storage.py -k once_a_minute'),
     ("claims wait on a row another replica holds", "storage/engines.py", '"skip_locked": " FOR UPDATE SKIP LOCKED",', '"skip_locked": " FOR UPDATE",', "tests/test_storage.py -k skips_a_row"),
     ("claims queue behind every writer", "storage/engines.py", '        first = "SELECT 1" if row_locks else', '        first = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})" if row_locks else', "tests/test_storage.py -k skips_a_row"),
-    ("postgresql never takes a later step", "storage/migrations.py", "    for name in missing:\n        POSTGRES_STEPS[name](conn)\n", "", "tests/test_storage.py -k later_schema_step"),
+    ("a later step's type differs on postgresql", "storage/migrations.py", '    " seen_at DOUBLE PRECISION)",', '    " seen_at REAL)",', "tests/test_schema.py -k first_release"),
+    ("a later step's index left out", "storage/migrations.py", '    "CREATE INDEX idx_home_refreshes_due_at ON home_refreshes (due_at)",\n', "", "tests/test_schema.py -k tables_the_sqlite"),
+    ("postgresql never takes a later step", "storage/migrations.py", "        for statement in SQL_STEPS[name]:\n            conn.exec_driver_sql(statement)\n", "        pass\n", "tests/test_storage.py -k later_schema_step"),
     # Spend and the watchdog (issue 18).
     ("hold decided twice", "storage/spend.py", '            if row["state"] != "held":\n                return "decided", found\n', "", "tests/test_spend.py -k decided_once"),
     ("hold never expires", "storage/spend.py", '            if (row["expires_at"] or 0) <= now:', '            if False:', "tests/test_spend.py -k expires"),

@@ -164,31 +164,70 @@ def test_every_statement_the_store_runs_is_valid_postgresql(tmp_path, postgres_u
     assert len(known) <= 1 and refused == known, "\n".join(refused)
 
 
-def test_every_schema_step_after_the_first_postgresql_release_has_a_postgresql_form():
-    """PostgreSQL databases were first made with the steps up to m009_leases; any later step must say what it does
-    to one (storage/migrations.py's POSTGRES_STEPS), or their next start would stop on it."""
-    from storage.migrations import POSTGRES_STEPS, STEPS
+def test_every_step_since_postgresql_came_is_written_once_for_both_engines():
+    """PostgreSQL databases were first made with the steps up to m009_leases; every later step is one body of
+    portable SQL (storage/migrations.py's SQL_STEPS) that both engines run, or their next start would stop on it."""
+    from storage.migrations import SQL_STEPS, STEPS
 
     later = STEPS[STEPS.index("m009_leases") + 1:]
-    assert [name for name in later if name not in POSTGRES_STEPS] == []
+    assert later and [name for name in later if name not in SQL_STEPS] == []
 
 
-def test_a_postgresql_database_from_before_spend_takes_m010_at_its_next_start(postgres_url):
-    """A database made by the release before spend and the watchdog (m009) gains their columns and tables once."""
+def _postgresql_schema(url: str) -> dict:
+    """Every column of the bot's tables (type, nullability, default) and every index (its definition), as the
+    server describes them."""
     import psycopg
 
-    from storage import Store
-    from storage.migrations import _M010_COLUMNS, _M010_TABLES
+    with psycopg.connect(url) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND table_name != '_finetune_migrations'").fetchall()
+        indexes = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public'"
+                               " AND tablename != '_finetune_migrations'").fetchall()
+    # A default is the same whether written 1 or '1' (SQLAlchemy quotes it; PostgreSQL then adds the cast).
+    return {"columns": {(t, c, kind, null, (default or "").split("::")[0].strip("'")) for t, c, kind, null, default
+                        in columns},
+            "indexes": {row[0] for row in indexes}}
+
+
+def _undo(statement: str) -> str | None:
+    """What takes a step's statement back: its table dropped (its indexes go with it), its column dropped."""
+    import re
+
+    if made := re.match(r"CREATE TABLE (\w+)", statement):
+        return f"DROP TABLE {made[1]}"
+    if added := re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", statement):
+        return f"ALTER TABLE {added[1]} DROP COLUMN {added[2]}"
+    assert statement.startswith(("CREATE INDEX", "CREATE UNIQUE INDEX", "UPDATE")), statement
+    return None
+
+
+def test_a_postgresql_database_of_the_first_release_takes_every_later_step_and_has_the_declared_tables(
+        postgres_url):
+    """A database as the first PostgreSQL release (m009) left it takes each later step once, at its next start, and
+    ends with exactly the tables a new database is made with: every column's type, nullability and default, every
+    index. (Each step after m009 taken back: its tables and columns dropped, its record deleted.)"""
+    import psycopg
+
+    from storage.migrations import SQL_STEPS, STEPS
 
     Store(postgres_url).close()
-    with psycopg.connect(postgres_url, autocommit=True) as conn:  # back to how m009 left it
-        for table in _M010_TABLES:
-            conn.execute(f"DROP TABLE {table}")
-        for table, column, *_ in _M010_COLUMNS:
-            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        conn.execute("DELETE FROM _finetune_migrations WHERE name = 'm010_spend_and_watchdog'")
+    declared = _postgresql_schema(postgres_url)
+    later = STEPS[STEPS.index("m009_leases") + 1:]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for name in reversed(later):
+            for statement in reversed(SQL_STEPS[name]):
+                if (undo := _undo(statement)) is not None:
+                    conn.execute(undo)
+            conn.execute("DELETE FROM _finetune_migrations WHERE name = %s", (name,))
+    assert _postgresql_schema(postgres_url) != declared  # (taken back)
+    for _ in range(2):  # the second start finds nothing to do
+        Store(postgres_url).close()
+    assert _postgresql_schema(postgres_url) == declared
+    with psycopg.connect(postgres_url) as conn:
+        assert sorted(r[0] for r in conn.execute("SELECT name FROM _finetune_migrations")) == sorted(STEPS)
     store = Store(postgres_url)
-    try:
+    try:  # and the bot's work runs on it
         store.follows.follow("C1", {"id": "j1", "provider": "openai", "status": "running"}, final=False, team_id="T",
                              user_id="U1", origin="start", recorded={"estimate": 2.5})
         assert store.follows.job("j1", "openai")["estimate"] == 2.5
@@ -200,9 +239,6 @@ def test_a_postgresql_database_from_before_spend_takes_m010_at_its_next_start(po
         store.watch.record_reading("openai", "j1", 1, 2.0, None)
     finally:
         store.close()
-    with psycopg.connect(postgres_url) as conn:
-        assert conn.execute("SELECT count(*) FROM _finetune_migrations WHERE name = 'm010_spend_and_watchdog'"
-                            ).fetchone()[0] == 1
 
 
 def test_a_database_from_before_m011_takes_it_with_its_findings_said_on_both_engines(database):
