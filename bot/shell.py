@@ -17,7 +17,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TextIO
 
@@ -102,6 +102,7 @@ class Shell:
         self._forms_done: set[str] = set()
         self._arrived: dict[object, int] = {}  # when each card (by ts) and reply (by id) arrived, in order
         self._arrivals = 0
+        self._answers = 0  # forms opened and replies come back, of every kind: what a form command waits for
 
     def say(self, text: str) -> None:
         with self.print_lock:
@@ -128,6 +129,7 @@ class Shell:
                      f"({record['filename']}, {len(record['_content']) // 1024} KB PNG)")
             return
         if kind == "view":
+            self._answers += record["kind"] == "open"
             if record["kind"] == "open" and not self._filling_form:
                 title = record["view"]["title"]["text"]
                 hint = ("Its answers show here once it is sent."
@@ -137,6 +139,7 @@ class Shell:
             return
         if kind == "response":
             self._responses += 1
+            self._answers += 1
             if record.get("replace_original") and self._clicked_reply:
                 self._last_reply.pop(self.channel, None)  # the reply clicked is gone, and its buttons with it
             if buttons_of(record):
@@ -235,13 +238,16 @@ class Shell:
         body = slash_command_body(html.escape(text, quote=False), channel_id=cid, channel_name=self.channel,
                                   user_id=uid, user_name=self.user,
                                   response_url=self.slack.response_url(secrets.token_hex(6)))
+        answers = self._answers
         response = self.bot.app.dispatch(BoltRequest(body=body, headers=signed_headers(body, self.signing_secret)))
         if response.status != 200:
             self.say(f"(Slack would show an error: the app answered HTTP {response.status})")
         elif response.body:
             ack = json.loads(response.body)
             self.say(f"[#{self.channel}] finetune-bot (only you can see this):\n{self._indent(ack)}")
-        elif not _opens_a_form(text):  # a form is its own answer: no reply follows it
+        elif _opens_a_form(text):  # a form is its own answer (or a reply saying why it cannot open): waited for
+            self._wait_for(lambda: self._answers > answers, REPLY_WAIT)
+        else:
             self.expected_replies += 1
             self.wait_for_replies(REPLY_WAIT)
 
@@ -409,8 +415,12 @@ class Shell:
 
     def wait_for_replies(self, timeout: float) -> bool:
         """Wait, as a person would, for the answer to the last command before taking the next."""
+        return self._wait_for(lambda: self._responses >= self.expected_replies, timeout)
+
+    @staticmethod
+    def _wait_for(done: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while self._responses < self.expected_replies:
+        while not done():
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.02)

@@ -9,6 +9,8 @@ import pathlib
 import re
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from bot import shell, shell_render
 from bot.config import load
@@ -149,6 +151,30 @@ def test_the_shell_presses_a_button_on_a_reply_only_you_see(provider, tmp_path):
         assert "Shared by @alice" in out.getvalue()
         session.handle("/click Share")  # the reply that had the button was replaced: nothing left to press
         assert out.getvalue().rstrip().endswith("No card or reply with buttons in #general to click.")
+    finally:
+        session.close()
+
+
+class _LatePool(ThreadPoolExecutor):
+    """A pool whose tasks start half a second late, as on a busy machine."""
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001, ANN201 - ThreadPoolExecutor's signature
+        def late():  # noqa: ANN202
+            time.sleep(0.5)
+            return fn(*args, **kwargs)
+
+        return super().submit(late)
+
+
+def test_a_command_that_opens_a_form_waits_for_it_as_a_person_would(tmp_path):
+    """The form is the command's answer: the shell takes the next line (or ends, at the end of its input) only once
+    it opened, however late the bot opens it (a piped session once ended before its last form showed)."""
+    out = io.StringIO()
+    session = shell.Shell(load({"DATABASE_PATH": str(tmp_path / "s.db")}, mode="shell"), out)
+    try:
+        session.bot.services.prompt = _LatePool(max_workers=1)
+        session.handle("/finetune start")
+        assert 'opened a form ("Start a job")' in out.getvalue()
     finally:
         session.close()
 
