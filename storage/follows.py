@@ -10,9 +10,12 @@ from storage.cards import queue_card_edits, redraw_moved_from
 from storage.channels import setting
 from storage.home import queue_home_refresh
 from storage.outbox import queue_kind, queue_outcome
-from storage.shared import NO_LIMIT, by_provider, chunks, insert, provider_of
+from storage.queries import Queries, in_list
+from storage.shared import NO_LIMIT, by_provider, chunks, provider_of
 
-JOB_FIELDS = (
+SQL = Queries("follows")  # storage/sql/follows.sql
+
+JOB_FIELDS = (  # what a provider says of a job, kept as it last said it (follows.sql's insert_job and update_job)
     "status",
     "state",
     "model",
@@ -40,17 +43,9 @@ class Follows:
         """Give rows written before jobs were named by provider to `provider` (the OpenAI-shaped provider this bot
         used then). Returns how many jobs were adopted; runs at every start-up and does nothing the second time."""
         with self.engine.transaction() as db:
-            conn = db.conn
-            # A row whose provider-named twin exists already stays as it was (SQLite's UPDATE OR IGNORE, portably).
-            adopted = conn.execute("UPDATE jobs SET provider = ? WHERE provider = '' AND NOT EXISTS (SELECT 1 FROM"
-                                   " jobs t WHERE t.provider = ? AND t.id = jobs.id)", (provider, provider)).rowcount
-            conn.execute("UPDATE subscriptions SET provider = ? WHERE provider = '' AND NOT EXISTS (SELECT 1 FROM"
-                         " subscriptions t WHERE t.provider = ? AND t.channel_id = subscriptions.channel_id"
-                         " AND t.job_id = subscriptions.job_id)", (provider, provider))
-            conn.execute("UPDATE announcements SET provider = ?, key = ? || key WHERE provider = '' AND NOT EXISTS"
-                         " (SELECT 1 FROM announcements t WHERE t.key = ? || announcements.key)",
-                         (provider, provider, provider))
-            conn.execute("UPDATE start_intents SET provider = ? WHERE provider IS NULL", (provider,))
+            adopted = db.conn.execute(SQL["adopt_jobs"], {"provider": provider}).rowcount
+            for query in (SQL["adopt_subscriptions"], SQL["adopt_announcements"], SQL["adopt_start_intents"]):
+                db.conn.execute(query, {"provider": provider})
             return adopted
 
     def follow(
@@ -66,30 +61,21 @@ class Follows:
         """
         now = self._clock()
         provider = provider_of(job)
+        the_job = {"provider": provider, "job_id": job["id"]}
         with self.engine.transaction() as db:
-            exists = db.conn.execute("SELECT 1 FROM jobs WHERE provider = ? AND id = ?",
-                                     (provider, job["id"])).fetchone()
-            if not exists:
-                row = {"provider": provider, "id": job["id"], **{k: job.get(k) for k in JOB_FIELDS},
-                       "final": int(final), "observed_at": now}
-                insert(db.conn, "jobs", row)
-            cur = db.conn.execute(
-                "INSERT INTO subscriptions (channel_id, provider, job_id, team_id, user_id, origin,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (channel_id, provider, job["id"], team_id, user_id, origin, now),
-            )
-            new = cur.rowcount == 1
+            if not db.conn.execute(SQL["job_known"], the_job).fetchone():
+                db.conn.execute(SQL["insert_job"], {**the_job, **{k: job.get(k) for k in JOB_FIELDS},
+                                                    "final": int(final), "now": now})
+            new = db.conn.execute(SQL["subscribe"], {**the_job, "channel_id": channel_id, "team_id": team_id,
+                                                     "user_id": user_id, "origin": origin, "now": now}).rowcount == 1
             if new and origin == "start":
                 queue_home_refresh(db.conn, provider, job["id"], now)  # a new job on its starter's Home
             if recorded:  # what the bot itself knows of a job it started: its estimate, who approved it
-                db.conn.execute("UPDATE jobs SET estimate = coalesce(estimate, ?), approved_by = coalesce(approved_by,"
-                                " ?) WHERE provider = ? AND id = ?",
-                                (recorded.get("estimate"), recorded.get("approved_by"), provider, job["id"]))
+                db.conn.execute(SQL["record_started"], {**the_job, "estimate": recorded.get("estimate"),
+                                                        "approved_by": recorded.get("approved_by")})
             if finishes:  # the start that made it: closed in the same transaction, so its reservation of the
                 # budget and the job's estimate are never counted both at once
-                db.conn.execute("UPDATE start_intents SET state = 'done', job_id = ?, response_url = NULL"
-                                " WHERE request_id = ? AND (state = 'pending' OR state LIKE 'reconciling:%')",
-                                (job["id"], finishes))
+                db.conn.execute(SQL["finish_start_intent"], {"job_id": job["id"], "request_id": finishes})
             if announce:
                 queue_outcome(db.conn, provider, job["id"], announce, now, channel_id=channel_id)
             if card and not final and setting(db.conn, channel_id, "cards"):
@@ -99,85 +85,54 @@ class Follows:
 
     def unfollow(self, channel_id: str, job_id: str, provider: str) -> bool:
         """Stop a channel following a job, dropping announcements not yet sent; False when it did not follow it."""
+        follow = {"channel_id": channel_id, "provider": provider, "job_id": job_id}
         with self.engine.transaction() as db:
-            cur = db.conn.execute(
-                "DELETE FROM subscriptions WHERE channel_id = ? AND provider = ? AND job_id = ?",
-                (channel_id, provider, job_id),
-            )
-            db.conn.execute(
-                "DELETE FROM announcements WHERE channel_id = ? AND provider = ? AND job_id = ?"
-                " AND (state = 'pending' OR kind IN ('card', 'card_update', 'progress'))",
-                (channel_id, provider, job_id),
-            )  # (a card goes with its follow: following again gets a new one)
-            return cur.rowcount == 1
+            gone = db.conn.execute(SQL["unfollow"], follow).rowcount == 1
+            db.conn.execute(SQL["drop_unsent"], follow)
+            return gone
 
     def channel_follows(self, channel_id: str, *, final: bool | None = None, limit: int | None = None,
                         offset: int = 0) -> list[dict]:
         """The jobs a channel follows, running before finished, newest first, with each job's last known state."""
-        only = "" if final is None else " AND j.final = ?"
-        params: tuple = (channel_id,) if final is None else (channel_id, int(final))
-        return self.engine.rows(
-            "SELECT s.job_id, s.user_id, s.origin, s.created_at AS followed_at, s.delivery_error, j.*"
-            " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id"
-            f" WHERE s.channel_id = ?{only}"
-            " ORDER BY j.final, s.created_at DESC, s.job_id LIMIT ? OFFSET ?",
-            (*params, NO_LIMIT if limit is None else limit, offset),
-        )
+        return self.engine.rows(SQL["channel_follows"], {
+            "channel_id": channel_id, "final": None if final is None else int(final),
+            "limit": NO_LIMIT if limit is None else limit, "offset": offset})
 
     def follow_counts(self, channel_id: str) -> tuple[int, int]:
         """How many jobs a channel follows that are still running, and how many have finished."""
-        row = self.engine.rows(
-            "SELECT sum(CASE WHEN j.final = 0 THEN 1 ELSE 0 END) AS active,"
-            " sum(CASE WHEN j.final = 1 THEN 1 ELSE 0 END) AS finished"
-            " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id WHERE s.channel_id = ?",
-            (channel_id,),
-        )[0]
+        row = self.engine.rows(SQL["follow_counts"], {"channel_id": channel_id})[0]
         return row["active"] or 0, row["finished"] or 0
 
     def followers(self, job_id: str, provider: str) -> list[dict]:
-        return self.engine.rows("SELECT * FROM subscriptions WHERE provider = ? AND job_id = ? ORDER BY created_at",
-                                (provider, job_id))
+        return self.engine.rows(SQL["followers"], {"provider": provider, "job_id": job_id})
 
     def job(self, job_id: str, provider: str) -> dict | None:
-        rows = self.engine.rows("SELECT * FROM jobs WHERE provider = ? AND id = ?", (provider, job_id))
+        rows = self.engine.rows(SQL["job"], {"provider": provider, "job_id": job_id})
         return rows[0] if rows else None
 
     def dm_follows(self, user_id: str) -> list[dict]:
         """The jobs a person follows in direct messages, with each job's last known state."""
-        return self.engine.rows(
-            "SELECT s.job_id, s.user_id, s.origin, s.created_at AS followed_at, s.delivery_error, j.*"
-            " FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id"
-            " WHERE s.user_id = ? AND s.origin = 'dm' ORDER BY j.final, s.created_at DESC LIMIT 20", (user_id,))
+        return self.engine.rows(SQL["dm_follows"], {"user_id": user_id})
 
     def job_with_model(self, model: str) -> dict | None:
         """The succeeded job that made `model`, if the bot has seen it."""
-        rows = self.engine.rows("SELECT * FROM jobs WHERE fine_tuned_model = ? AND provider != ''"
-                                " ORDER BY observed_at DESC LIMIT 1", (model,))
+        rows = self.engine.rows(SQL["job_with_model"], {"model": model})
         return rows[0] if rows else None
 
     def providers_of(self, job_id: str) -> list[str]:
         """Which providers the bot has seen a job called `job_id` at, most recently seen first."""
-        return [r["provider"] for r in self.engine.rows(
-            "SELECT provider FROM jobs WHERE id = ? AND provider != '' ORDER BY observed_at DESC", (job_id,))]
+        return [r["provider"] for r in self.engine.rows(SQL["providers_of"], {"job_id": job_id})]
 
     def active_jobs(self) -> list[dict]:
         """Followed jobs not yet final, least recently polled first."""
-        return self.engine.rows(
-            "SELECT j.* FROM jobs j WHERE j.final = 0"
-            " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.provider = j.provider AND s.job_id = j.id)"
-            " ORDER BY coalesce(j.polled_at, 0), j.created_at"
-        )
+        return self.engine.rows(SQL["active_jobs"])
 
     def has_active_jobs(self) -> bool:
-        return bool(self.engine.rows(
-            "SELECT 1 FROM jobs j WHERE j.final = 0"
-            " AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.provider = j.provider AND s.job_id = j.id) LIMIT 1"
-        ))
+        return bool(self.engine.rows(SQL["has_active_jobs"]))
 
     def followed_by_state(self) -> dict[tuple[str, str], int]:
         """Jobs followed and not yet ended, counted by (provider, state)."""
-        rows = self.engine.rows("SELECT provider, coalesce(state, 'unknown') AS state, count(*) AS n FROM jobs"
-                                " WHERE final = 0 GROUP BY provider, coalesce(state, 'unknown')")
+        rows = self.engine.rows(SQL["followed_by_state"])
         return {(r["provider"], r["state"]): int(r["n"]) for r in rows}
 
     def record_jobs(self, observed: Iterable[tuple[dict, str | None]]) -> int:
@@ -210,12 +165,9 @@ class Follows:
                     continue
                 changed = "status" in fields and fields["status"] != row["status"]
                 revision = row["revision"] + int(changed)
-                assignments = ", ".join(f"{k} = ?" for k in fields)
-                conn.execute(
-                    f"UPDATE jobs SET {assignments}, final = ?, revision = ?, observed_at = ?, polled_at = ?"
-                    " WHERE provider = ? AND id = ?",
-                    (*fields.values(), int(outcome is not None), revision, now, now, provider, job["id"]),
-                )
+                conn.execute(SQL["update_job"], {**{k: row[k] for k in JOB_FIELDS}, **fields, "now": now,
+                                                 "final": int(outcome is not None), "revision": revision,
+                                                 "provider": provider, "job_id": job["id"]})
                 stored[(provider, job["id"])] = {**row, **fields, "final": int(outcome is not None),
                                                  "revision": revision}
                 if outcome is not None:
@@ -227,8 +179,8 @@ class Follows:
                     queued += redraw_moved_from(conn, provider, job["id"], now)
             for provider, ids in unchanged.items():
                 for chunk in chunks(ids):
-                    conn.execute(f"UPDATE jobs SET observed_at = ?, polled_at = ? WHERE provider = ? AND final = 0"
-                                 f" AND id IN ({', '.join('?' for _ in chunk)})", (now, now, provider, *chunk))
+                    sql, named = in_list(SQL["seen_unchanged"], "job_ids", chunk)
+                    conn.execute(sql, {"now": now, "provider": provider, **named})
         return queued
 
     @staticmethod
@@ -237,17 +189,14 @@ class Follows:
         found = {}
         for provider, ids in by_provider(keys).items():
             for chunk in chunks(ids):
-                for row in conn.execute(
-                        f"SELECT provider, id, final, status, revision, observed_at, {', '.join(JOB_FIELDS)} FROM jobs"
-                        f" WHERE provider = ? AND id IN ({', '.join('?' for _ in chunk)})", (provider, *chunk)):
+                sql, named = in_list(SQL["stored_jobs"], "job_ids", chunk)
+                for row in conn.execute(sql, {"provider": provider, **named}):
                     found[(row["provider"], row["id"])] = dict(row)
         return found
 
     def followed_jobs(self, provider: str, *, state: str) -> list[dict]:
         """Every follow of a job at `provider` in `state` (a meaning: going, succeeded, …), with the job."""
-        return self.engine.rows("SELECT s.channel_id, s.user_id AS follower, j.* FROM subscriptions s JOIN jobs j"
-                                " ON j.provider = s.provider AND j.id = s.job_id WHERE j.provider = ? AND j.state = ?"
-                                " ORDER BY s.channel_id, j.id", (provider, state))
+        return self.engine.rows(SQL["followed_jobs"], {"provider": provider, "state": state})
 
     def mark_polled(self, jobs: Iterable[tuple[str, str]]) -> None:
         """Note that these (provider, id) jobs were just asked about."""
@@ -258,5 +207,5 @@ class Follows:
         with self.engine.transaction() as db:
             for provider, ids in by_provider(keys).items():
                 for chunk in chunks(ids):
-                    db.conn.execute(f"UPDATE jobs SET polled_at = ? WHERE provider = ?"
-                                    f" AND id IN ({', '.join('?' for _ in chunk)})", (now, provider, *chunk))
+                    sql, named = in_list(SQL["mark_polled"], "job_ids", chunk)
+                    db.conn.execute(sql, {"now": now, "provider": provider, **named})

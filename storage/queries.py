@@ -47,19 +47,19 @@ def in_list(sql: str, name: str, values: Sequence[Any]) -> tuple[str, dict[str, 
 
 
 class Queries:
-    """One concern's queries: `SQL["take_turn"]` is its statement, with the engine's `words` filled in (a concern
-    whose queries use one is given its engine's, as spend is). The file is read on first use, not at import."""
+    """One concern's queries: `SQL["take_turn"]` is its statement, with the engine's `words` filled in (a class
+    whose queries use one is given its engine's, as spend's and the outbox's are). The file is read on first use,
+    not at import."""
 
     def __init__(self, concern: str, words: dict[str, str] | None = None) -> None:
         self.concern = concern
         self._words = words or {}
+        self._filled: dict[str, str] = {}
 
     def __getitem__(self, name: str) -> str:
+        if name not in self._filled:  # filled on first ask: a query that uses no word needs no engine's words
+            self._filled[name] = _WORD.sub(lambda m: self._words[m.group(1)], _read(self.concern)[name])
         return self._filled[name]
 
     def names(self) -> list[str]:
-        return list(self._filled)
-
-    @functools.cached_property
-    def _filled(self) -> dict[str, str]:
-        return {name: _WORD.sub(lambda m: self._words[m.group(1)], sql) for name, sql in _read(self.concern).items()}
+        return list(_read(self.concern))

@@ -1,18 +1,11 @@
-"""What the store's concerns share: how a row is inserted, how long id lists are cut, the provider a job names."""
+"""What the store's concerns share: how long id lists are cut, the provider a job names."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 NO_LIMIT = 2**62  # LIMIT for "all of them", in both dialects (SQLite spells it -1, PostgreSQL ALL)
 IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's limits on parameters
-
-
-def insert(conn: Any, table: str, row: dict, *, on_conflict: str = "") -> None:
-    """INSERT one row (its keys are our own column names, never input), with an ON CONFLICT clause if given."""
-    conn.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)}){on_conflict}",
-                 tuple(row.values()))
 
 
 def provider_of(job: dict) -> str:

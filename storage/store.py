@@ -15,11 +15,13 @@ from storage.home import Home
 from storage.leases import Leases
 from storage.moves import MoveStore
 from storage.outbox import Outbox
+from storage.queries import Queries
 from storage.replays import Replays
 from storage.spend import SpendStore
 from storage.watch import WatchStore
 from storage.workspaces import Workspaces
 
+SQL = Queries("store")  # storage/sql/store.sql
 
 class StorageUnavailable(Exception):
     """The database cannot be opened or written; the message is one line meant for the person running the bot."""
@@ -67,8 +69,7 @@ class Store:
     def check_writable(self) -> None:
         """Write one row and commit; raises one of DB_ERRORS when the database cannot be written (read-only, full)."""
         with self.engine.transaction() as db:
-            db.conn.execute("INSERT INTO health (id, written_at) VALUES (1, ?)"
-                            " ON CONFLICT (id) DO UPDATE SET written_at = excluded.written_at", (self._clock(),))
+            db.conn.execute(SQL["check_writable"], {"now": self._clock()})
 
     def close(self, *, for_good: bool = False) -> None:
         """Close every connection this store made, whichever thread made it (call once its users have stopped). A

@@ -7,6 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from storage.queries import Queries, in_list
+from storage.shared import chunks
+
+SQL = Queries("workspaces")  # storage/sql/workspaces.sql
 CHANNEL_SEEN_EVERY = 3600.0  # a channel's workspace is written again at most this often (it never changes)
 
 
@@ -28,111 +32,90 @@ class Workspaces:
 
     def issue_state(self, state: str, *, ttl: float) -> None:
         with self.engine.transaction() as db:
-            db.conn.execute("INSERT INTO oauth_states (state, expires_at) VALUES (?, ?)", (state, self._clock() + ttl))
+            db.conn.execute(SQL["issue_state"], {"state": state, "expires_at": self._clock() + ttl})
 
     def states_waiting(self) -> int:
         """Install states issued and neither used nor expired."""
-        return int(self.engine.rows("SELECT count(*) AS n FROM oauth_states WHERE expires_at > ?",
-                                    (self._clock(),))[0]["n"])
+        return int(self.engine.rows(SQL["states_waiting"], {"now": self._clock()})[0]["n"])
 
     def consume_state(self, state: str) -> bool:
         """Whether `state` was issued here and has not expired; it is used up either way (a replay finds nothing)."""
         with self.engine.transaction() as db:
-            return db.conn.execute("DELETE FROM oauth_states WHERE state = ? AND expires_at > ?",
-                                   (state, self._clock())).rowcount == 1
+            return db.conn.execute(SQL["consume_state"], {"state": state, "now": self._clock()}).rowcount == 1
 
     def save_installation(self, row: dict) -> None:
-        """Keep an installation (a new one, or a reinstall replacing the old tokens)."""
-        columns = [c for c in row if c != "key"]
+        """Keep an installation (a new one, or a reinstall replacing the old tokens): `row` has every column of
+        the query's."""
         with self.engine.transaction() as db:
-            db.conn.execute(
-                f"INSERT INTO installations (key, {', '.join(columns)}) VALUES (?{', ?' * len(columns)})"
-                f" ON CONFLICT (key) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in columns)},"
-                " refresh_holder = NULL, refresh_until = NULL",
-                (row["key"], *(row[c] for c in columns)))
+            db.conn.execute(SQL["save_installation"], row)
 
     def adopt(self, key: str, team_id: str) -> int:
         """A workspace that installs the app takes what was recorded for it before (the same bot on one token, now
         in OAuth mode): the jobs its channels follow become its own, and those channels its. How many jobs."""
         now = self._clock()
         with self.engine.transaction() as db:
-            adopted = db.conn.execute(
-                "INSERT INTO job_owners (provider, job_id, workspace, claimed_at) SELECT DISTINCT provider, job_id,"
-                " ?, ? FROM subscriptions WHERE team_id = ? ON CONFLICT DO NOTHING", (key, now, team_id)).rowcount
-            db.conn.execute(
-                "INSERT INTO channel_workspaces (channel_id, workspace, seen_at) SELECT DISTINCT channel_id, ?, ?"
-                " FROM subscriptions WHERE team_id = ? ON CONFLICT DO NOTHING", (key, now, team_id))
+            asked = {"key": key, "now": now, "team_id": team_id}
+            adopted = db.conn.execute(SQL["adopt_jobs"], asked).rowcount
+            db.conn.execute(SQL["adopt_channels"], asked)
         return max(adopted, 0)
 
     def installation(self, key: str) -> dict | None:
-        rows = self.engine.rows("SELECT * FROM installations WHERE key = ?", (key,))
+        rows = self.engine.rows(SQL["installation"], {"key": key})
         return rows[0] if rows else None
 
     def installations(self) -> list[dict]:
-        return self.engine.rows("SELECT * FROM installations ORDER BY key")
+        return self.engine.rows(SQL["installations"])
 
     def claim_refresh(self, key: str, worker: str, *, token: str, hold: float) -> bool:
         """Take the refresh of installation `key` whose sealed token is still `token`: True for one process only,
         until it stores the new token or its claim runs out (it died mid-refresh)."""
         now = self._clock()
         with self.engine.transaction() as db:
-            return db.conn.execute(
-                "UPDATE installations SET refresh_holder = ?, refresh_until = ? WHERE key = ? AND bot_token = ?"
-                " AND (refresh_until IS NULL OR refresh_until <= ?)", (worker, now + hold, key, token, now)
-            ).rowcount == 1
+            return db.conn.execute(SQL["claim_refresh"], {"worker": worker, "until": now + hold, "key": key,
+                                                          "token": token, "now": now}).rowcount == 1
 
     def refreshed(self, key: str, worker: str, *, token: str, refresh_token: str, expires_at: float) -> bool:
         """Store the tokens a refresh gave, if `worker` still holds the claim."""
         with self.engine.transaction() as db:
-            return db.conn.execute(
-                "UPDATE installations SET bot_token = ?, bot_refresh_token = ?, bot_token_expires_at = ?,"
-                " refresh_holder = NULL, refresh_until = NULL WHERE key = ? AND refresh_holder = ?",
-                (token, refresh_token, expires_at, key, worker)).rowcount == 1
+            return db.conn.execute(SQL["refreshed"], {"token": token, "refresh_token": refresh_token,
+                                                      "expires_at": expires_at, "key": key, "worker": worker}
+                                   ).rowcount == 1
 
     def release_refresh(self, key: str, worker: str) -> None:
         with self.engine.transaction() as db:
-            db.conn.execute("UPDATE installations SET refresh_holder = NULL, refresh_until = NULL"
-                            " WHERE key = ? AND refresh_holder = ?", (key, worker))
+            db.conn.execute(SQL["release_refresh"], {"key": key, "worker": worker})
 
     def remove(self, key: str) -> dict[str, int]:
         """Forget a workspace's installation and its provider keys (it uninstalled the app, or revoked its token)."""
         with self.engine.transaction() as db:
-            return {"installations": db.conn.execute("DELETE FROM installations WHERE key = ?", (key,)).rowcount,
-                    "workspace_keys": db.conn.execute("DELETE FROM workspace_keys WHERE workspace = ?",
-                                                      (key,)).rowcount}
+            return {"installations": db.conn.execute(SQL["remove_installation"], {"key": key}).rowcount,
+                    "workspace_keys": db.conn.execute(SQL["remove_keys"], {"key": key}).rowcount}
 
     # -- provider keys --------------------------------------------------------------------------------
 
     def set_key(self, workspace: str, provider: str, *, sealed: str, last4: str, user_id: str) -> None:
         with self.engine.transaction() as db:
-            db.conn.execute(
-                "INSERT INTO workspace_keys (workspace, provider, sealed, last4, set_by, set_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (workspace, provider) DO UPDATE SET sealed = excluded.sealed,"
-                " last4 = excluded.last4, set_by = excluded.set_by, set_at = excluded.set_at",
-                (workspace, provider, sealed, last4, user_id, self._clock()))
+            db.conn.execute(SQL["set_key"], {"workspace": workspace, "provider": provider, "sealed": sealed,
+                                             "last4": last4, "user_id": user_id, "now": self._clock()})
 
     def remove_key(self, workspace: str, provider: str) -> bool:
         with self.engine.transaction() as db:
-            return db.conn.execute("DELETE FROM workspace_keys WHERE workspace = ? AND provider = ?",
-                                   (workspace, provider)).rowcount == 1
+            return db.conn.execute(SQL["remove_key"], {"workspace": workspace, "provider": provider}).rowcount == 1
 
     def keys(self, workspace: str) -> list[dict]:
         """A workspace's keys as they may be shown: provider, last four characters, who set it and when."""
-        return self.engine.rows("SELECT provider, last4, set_by, set_at FROM workspace_keys WHERE workspace = ?"
-                                " ORDER BY provider", (workspace,))
+        return self.engine.rows(SQL["keys"], {"workspace": workspace})
 
     def keyed(self) -> list[str]:
         """The workspaces that set a provider key of their own."""
-        return [r["workspace"] for r in self.engine.rows("SELECT DISTINCT workspace FROM workspace_keys")]
+        return [r["workspace"] for r in self.engine.rows(SQL["keyed"])]
 
     def sealed_keys(self, workspace: str) -> dict[str, str]:
         """A workspace's keys, sealed, by provider (one read: what its providers are built from)."""
-        return {r["provider"]: r["sealed"] for r in self.engine.rows(
-            "SELECT provider, sealed FROM workspace_keys WHERE workspace = ?", (workspace,))}
+        return {r["provider"]: r["sealed"] for r in self.engine.rows(SQL["sealed_keys"], {"workspace": workspace})}
 
     def sealed_key(self, workspace: str, provider: str) -> str | None:
-        rows = self.engine.rows("SELECT sealed FROM workspace_keys WHERE workspace = ? AND provider = ?",
-                                (workspace, provider))
+        rows = self.engine.rows(SQL["sealed_key"], {"workspace": workspace, "provider": provider})
         return rows[0]["sealed"] if rows else None
 
     def reseal_all(self, reseal: Callable[[str], str]) -> int:
@@ -140,14 +123,14 @@ class Workspaces:
         after a rotation of ENCRYPTION_KEYS, everything is under the first key. Returns how many were resealed."""
         count = 0
         with self.engine.transaction() as db:
-            for row in db.conn.execute("SELECT workspace, provider, sealed FROM workspace_keys").fetchall():
-                db.conn.execute("UPDATE workspace_keys SET sealed = ? WHERE workspace = ? AND provider = ?",
-                                (reseal(row["sealed"]), row["workspace"], row["provider"]))
+            for row in db.conn.execute(SQL["all_sealed_keys"]).fetchall():
+                db.conn.execute(SQL["reseal_key"], {"sealed": reseal(row["sealed"]), "workspace": row["workspace"],
+                                                    "provider": row["provider"]})
                 count += 1
-            for row in db.conn.execute("SELECT key, bot_token, bot_refresh_token FROM installations").fetchall():
+            for row in db.conn.execute(SQL["all_tokens"]).fetchall():
                 refresh = row["bot_refresh_token"]
-                db.conn.execute("UPDATE installations SET bot_token = ?, bot_refresh_token = ? WHERE key = ?",
-                                (reseal(row["bot_token"]), reseal(refresh) if refresh else None, row["key"]))
+                db.conn.execute(SQL["reseal_tokens"], {"token": reseal(row["bot_token"]), "key": row["key"],
+                                                       "refresh_token": reseal(refresh) if refresh else None})
                 count += 1 + bool(refresh)
         return count
 
@@ -156,10 +139,9 @@ class Workspaces:
     def claim_job(self, provider: str, job_id: str, workspace: str) -> str:
         """The workspace `job_id` belongs to: `workspace`, when it is the first to start or name it."""
         with self.engine.transaction() as db:
-            db.conn.execute("INSERT INTO job_owners (provider, job_id, workspace, claimed_at) VALUES (?, ?, ?, ?)"
-                            " ON CONFLICT DO NOTHING", (provider, job_id, workspace, self._clock()))
-            return db.conn.execute("SELECT workspace FROM job_owners WHERE provider = ? AND job_id = ?",
-                                   (provider, job_id)).fetchone()[0]
+            asked = {"provider": provider, "job_id": job_id, "workspace": workspace, "now": self._clock()}
+            db.conn.execute(SQL["claim_job"], asked)
+            return db.conn.execute(SQL["job_owner"], asked).fetchone()[0]
 
     def owned(self, workspace: str, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Of (provider, job id) pairs, those that belong to `workspace`."""
@@ -169,12 +151,9 @@ class Workspaces:
         """Of (provider, job id) pairs, the workspace each belongs to (pairs no workspace claimed are left out)."""
         found: dict[tuple[str, str], str] = {}
         for provider in {p for p, _ in pairs}:
-            ids = [j for p, j in pairs if p == provider]
-            for start in range(0, len(ids), 500):
-                chunk = ids[start:start + 500]
-                rows = self.engine.rows(
-                    f"SELECT job_id, workspace FROM job_owners WHERE provider = ? AND job_id IN"
-                    f" ({', '.join('?' * len(chunk))})", (provider, *chunk))
+            for chunk in chunks([j for p, j in pairs if p == provider]):
+                sql, ids = in_list(SQL["owners"], "job_ids", chunk)
+                rows = self.engine.rows(sql, {"provider": provider, **ids})
                 found.update({(provider, r["job_id"]): r["workspace"] for r in rows})
         return found
 
@@ -184,17 +163,14 @@ class Workspaces:
         """Remember that `channel_id` is `workspace`'s (written again only when it changed, or an hour on)."""
         now = self._clock()
         with self.engine.transaction() as db:
-            db.conn.execute(
-                "INSERT INTO channel_workspaces (channel_id, workspace, seen_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (channel_id) DO UPDATE SET workspace = excluded.workspace, seen_at = excluded.seen_at"
-                " WHERE channel_workspaces.workspace != excluded.workspace OR channel_workspaces.seen_at < ?",
-                (channel_id, workspace, now, now - CHANNEL_SEEN_EVERY))
+            db.conn.execute(SQL["note_channel"], {"channel_id": channel_id, "workspace": workspace, "now": now,
+                                                  "stale_before": now - CHANNEL_SEEN_EVERY})
 
     def workspace_of(self, channel_id: str) -> str | None:
-        rows = self.engine.rows("SELECT workspace FROM channel_workspaces WHERE channel_id = ?", (channel_id,))
+        rows = self.engine.rows(SQL["workspace_of"], {"channel_id": channel_id})
         return rows[0]["workspace"] if rows else None
 
     @staticmethod
     def prune(conn: Any, now: float) -> dict[str, int]:
         """Forget install states that expired unused."""
-        return {"oauth_states": conn.execute("DELETE FROM oauth_states WHERE expires_at <= ?", (now,)).rowcount}
+        return {"oauth_states": conn.execute(SQL["prune"], {"now": now}).rowcount}

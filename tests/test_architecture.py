@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 COMPOSITION_ROOT = {"bot/app.py"}  # the one place that wires handlers into the app
@@ -320,3 +321,23 @@ def test_each_concerns_named_queries_are_all_used_and_all_there():
         assert asked == set(queries.names()), concern
         for name in queries.names():
             assert "?" not in queries[name], (concern, name)
+
+
+def test_the_stores_sql_is_all_in_named_queries():
+    """No concern of the store writes SQL of its own: every statement is a named query in storage/sql/. What stays
+    in Python is the engines' own (their locks, LISTEN/NOTIFY, presence) and the schema's steps."""
+    import ast
+
+    own = {"engines.py", "sqlite_engine.py", "notify.py", "migrations.py", "schema.py"}
+    statement = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
+    found = []
+    for path in sorted((ROOT / "storage").glob("*.py")):
+        if path.name in own:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and statement.match(node.value):
+                found.append(f"{path.name}:{node.lineno}: {node.value[:60]}")
+            if isinstance(node, ast.JoinedStr) and any(
+                    isinstance(part, ast.Constant) and statement.match(str(part.value)) for part in node.values[:1]):
+                found.append(f"{path.name}:{node.lineno}: an f-string of SQL")
+    assert found == []
