@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from bot import error_reports, logs, metrics
+from bot import error_reports, logs, metrics, scrub
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, ask, delivered, wait_until
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -146,23 +146,32 @@ class _SentryStandIn(http.server.ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
+WORKSPACE_KEY = "plain words that are a workspace key 4521"  # (not shaped like a credential: only learning finds it)
+
+
 def test_errors_go_to_sentry_scrubbed_of_every_secret():
     sentry = _SentryStandIn()
     dsn = f"http://publickey1234@127.0.0.1:{sentry.server_address[1]}/42"
     response_url = "https://hooks.slack.com/commands/T0/123/abcdefSECRET"
     try:
         error_reports.start(dsn, [BOT_TOKEN, OPENAI_KEY, "publickey1234"])
+        scrub.learn(WORKSPACE_KEY)  # a workspace's own key, set with /finetune keys after the bot started
         try:
             raise ValueError(f"provider said: bad key {OPENAI_KEY}; reply to {response_url}")
         except ValueError:
             logging.getLogger("bot.jobs").exception("unexpected error in a Slack request with %s", BOT_TOKEN)
+        try:
+            raise RuntimeError(f"the provider refused {WORKSPACE_KEY}")
+        except RuntimeError:
+            logging.getLogger("bot.jobs").exception("a workspace's poll failed")
         error_reports.stop(timeout=5)
         assert wait_until(lambda: sentry.envelopes, timeout=5)
     finally:
         sentry.shutdown()
     sent = "\n".join(sentry.envelopes)
     assert "unexpected error in a Slack request" in sent and "[redacted]" in sent
-    for secret in (BOT_TOKEN, OPENAI_KEY, "abcdefSECRET", "SECRETBOTTOKEN"):
+    assert "a workspace's poll failed" in sent
+    for secret in (BOT_TOKEN, OPENAI_KEY, "abcdefSECRET", "SECRETBOTTOKEN", WORKSPACE_KEY):
         assert secret not in sent, secret
 
 
