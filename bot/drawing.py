@@ -4,7 +4,6 @@ libraries."""
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,16 +37,5 @@ def serve(conn: Connection) -> None:
             return
 
 
-# How much less of the machine the drawing process asks for than the bot (Unix niceness): a chart is best effort, and
-# its first one imports matplotlib (about a second of CPU), which on a busy host came out of the acks' time.
-NICENESS = 10
-
-
-def lower_priority() -> None:
-    if hasattr(os, "nice"):
-        os.nice(NICENESS)
-
-
 if __name__ == "__main__":
-    lower_priority()
     serve(Connection(int(sys.argv[1])))

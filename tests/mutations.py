@@ -176,7 +176,6 @@ MUTATIONS = [
     ("a later step's type differs on postgresql", "storage/migrations.py", '    " seen_at DOUBLE PRECISION)",', '    " seen_at REAL)",', "tests/test_schema.py -k first_release"),
     ("a later step's index left out", "storage/migrations.py", '    "CREATE INDEX idx_home_refreshes_due_at ON home_refreshes (due_at)",\n', "", "tests/test_schema.py -k tables_the_sqlite"),
     ("the shell ends before a late form opens", "bot/shell.py", "            self._wait_for(lambda: self._answers > answers, REPLY_WAIT)\n", "            pass\n", "tests/test_shell.py -k waits_for_it"),
-    ("the drawing process as eager as the bot", "bot/drawing.py", "if __name__ == \"__main__\":\n    lower_priority()\n", "if __name__ == \"__main__\":\n", "tests/test_charts.py -k one_process_of_their_own"),
     ("sentry blind to keys learned while running", "bot/error_reports.py", "    scrub = Scrubber(secrets, learned=True)", "    scrub = Scrubber(secrets)", "tests/test_operations.py -k sentry"),
     ("postgresql never takes a later step", "storage/migrations.py", "        for statement in SQL_STEPS[name]:\n            conn.exec_driver_sql(statement)\n", "        pass\n", "tests/test_storage.py -k later_schema_step"),
     # Spend and the watchdog (issue 18).
