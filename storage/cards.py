@@ -8,8 +8,7 @@ from typing import Any
 
 from storage.channels import setting
 from storage.outbox import queue_kind
-from storage.queries import Queries, in_list
-from storage.shared import chunks
+from storage.queries import Queries, in_list, in_lists
 
 SQL = Queries("cards")  # storage/sql/cards.sql
 
@@ -54,9 +53,9 @@ class Cards:
         the channel's interval: only those are worth asking the provider for their latest metrics. Longest waiting
         first, so a cycle's cap on such reads reaches every job in turn."""
         waiting: dict[str, float] = {}  # each job due, and since when its longest-waiting follow has waited
-        for chunk in chunks(list(job_ids)):
-            sql, ids = in_list(SQL["progress_follows"], "job_ids", chunk)
-            for row in self.engine.rows(sql, {"provider": provider, "now": self._clock(), **ids}):
+        now = self._clock()
+        for sql, ids in in_lists(SQL["progress_follows"], "job_ids", job_ids):
+            for row in self.engine.rows(sql, {"provider": provider, "now": now, **ids}):
                 since = row["progress_at"] or 0
                 waiting[row["job_id"]] = min(since, waiting.get(row["job_id"], since))
         return sorted(waiting, key=lambda job_id: (waiting[job_id], job_id))  # longest waiting first
@@ -84,7 +83,6 @@ class Cards:
                     queued += queue_kind(db.conn, "progress", provider, job_id, channel_id, "running", now,
                                          key=f"{provider}:{job_id}:{channel_id}:progress:{step}", detail=detail)
         return queued
-
 
 
 def queue_card_edits(conn: Any, provider: str, job_id: str, revision: int, before: str,

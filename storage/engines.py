@@ -115,9 +115,6 @@ def _to_pyformat(sql: str, named: bool = False) -> str:
     return _NAMED.sub(r"%(\1)s", sql) if named else _PLACEHOLDER.sub("%s", sql)
 
 
-
-
-
 class _PostgresConnection:
     """A pooled psycopg connection that speaks the store's SQL (`?` placeholders, or `:name` with a dict)."""
 

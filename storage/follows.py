@@ -10,8 +10,8 @@ from storage.cards import queue_card_edits, redraw_moved_from
 from storage.channels import setting
 from storage.home import queue_home_refresh
 from storage.outbox import queue_kind, queue_outcome
-from storage.queries import Queries, in_list
-from storage.shared import NO_LIMIT, by_provider, chunks, provider_of
+from storage.queries import Queries, in_lists
+from storage.shared import NO_LIMIT, by_provider, provider_of
 
 SQL = Queries("follows")  # storage/sql/follows.sql
 
@@ -178,8 +178,7 @@ class Follows:
                                                fields["status"], final=outcome is not None, now=now)
                     queued += redraw_moved_from(conn, provider, job["id"], now)
             for provider, ids in unchanged.items():
-                for chunk in chunks(ids):
-                    sql, named = in_list(SQL["seen_unchanged"], "job_ids", chunk)
+                for sql, named in in_lists(SQL["seen_unchanged"], "job_ids", ids):
                     conn.execute(sql, {"now": now, "provider": provider, **named})
         return queued
 
@@ -188,8 +187,7 @@ class Follows:
         """The stored state of these (provider, id) jobs that the bot has, a few statements for any number."""
         found = {}
         for provider, ids in by_provider(keys).items():
-            for chunk in chunks(ids):
-                sql, named = in_list(SQL["stored_jobs"], "job_ids", chunk)
+            for sql, named in in_lists(SQL["stored_jobs"], "job_ids", ids):
                 for row in conn.execute(sql, {"provider": provider, **named}):
                     found[(row["provider"], row["id"])] = dict(row)
         return found
@@ -206,6 +204,5 @@ class Follows:
             return
         with self.engine.transaction() as db:
             for provider, ids in by_provider(keys).items():
-                for chunk in chunks(ids):
-                    sql, named = in_list(SQL["mark_polled"], "job_ids", chunk)
+                for sql, named in in_lists(SQL["mark_polled"], "job_ids", ids):
                     db.conn.execute(sql, {"now": now, "provider": provider, **named})

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 SQL_DIR = Path(__file__).parent / "sql"
+IN_CHUNK = 500  # values per IN (...) list: well under either engine's limit of parameters (PostgreSQL: 65,535)
 _NAME = re.compile(r"^-- name: ([a-z_][a-z0-9_]*)[ \t]*$", re.MULTILINE)
 _WORD = re.compile(r"\{([a-z_]+)\}")
 
@@ -40,10 +41,17 @@ def driver_params(params: Iterable[Any] | Mapping[str, Any]) -> tuple | dict:
 
 def in_list(sql: str, name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     """`sql` with its list parameter `IN (:name)` spelt out as one parameter a value (`:name_0, :name_1, …`), and
-    those parameters; the caller keeps a list short (storage.shared.chunks)."""
+    those parameters; for a list of any length, `in_lists`."""
     names = [f"{name}_{n}" for n in range(len(values))]
     spelt = sql.replace(f"(:{name})", "(" + ", ".join(f":{n}" for n in names) + ")")
     return spelt, dict(zip(names, values, strict=True))
+
+
+def in_lists(sql: str, name: str, values: Iterable[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`sql` for each slice of `values` short enough for either engine, with that slice spelt out (`in_list`)."""
+    values = list(values)
+    for start in range(0, len(values), IN_CHUNK):
+        yield in_list(sql, name, values[start:start + IN_CHUNK])
 
 
 class Queries:

@@ -1,11 +1,10 @@
-"""What the store's concerns share: how long id lists are cut, the provider a job names."""
+"""What the store's concerns share: the provider a job names, ids grouped by provider, "no limit"."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 NO_LIMIT = 2**62  # LIMIT for "all of them", in both dialects (SQLite spells it -1, PostgreSQL ALL)
-IN_CHUNK = 500  # ids per IN (...) list: well under SQLite's and PostgreSQL's limits on parameters
 
 
 def provider_of(job: dict) -> str:
@@ -14,11 +13,6 @@ def provider_of(job: dict) -> str:
     if not provider:
         raise ValueError(f"job {job.get('id')!r} names no provider")
     return provider
-
-
-def chunks(ids: list[str]) -> Iterable[list[str]]:
-    for start in range(0, len(ids), IN_CHUNK):
-        yield ids[start:start + IN_CHUNK]
 
 
 def by_provider(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.outbox import queue_kind
-from storage.queries import Queries, in_list
+from storage.queries import Queries, in_lists
 
 SQL = Queries("watch")  # storage/sql/watch.sql
 READINGS_KEPT = 12  # the readings a job's rules look at, newest first (older ones are of no use to them)
@@ -35,12 +35,10 @@ class WatchStore:
     def metrics_due(self, provider: str, job_ids: Iterable[str], *, every: float) -> list[str]:
         """Which of these running jobs a listening channel follows and whose metrics were last read `every`
         seconds ago or more (or never), longest waiting first."""
-        ids = list(job_ids)
-        if not ids:
-            return []
-        sql, listed = in_list(SQL["metrics_due"], "job_ids", ids)
-        return [r["id"] for r in self.engine.rows(
-            sql, {"provider": provider, "read_before": self._clock() - every, **listed})]
+        asked = {"provider": provider, "read_before": self._clock() - every}
+        due = [row for sql, listed in in_lists(SQL["metrics_due"], "job_ids", job_ids)
+               for row in self.engine.rows(sql, {**asked, **listed})]
+        return [r["id"] for r in sorted(due, key=lambda r: (r["read_at"], r["id"]))]
 
     def record_reading(self, provider: str, job_id: str, step: int | None, train_loss: float | None,
                        valid_loss: float | None) -> None:

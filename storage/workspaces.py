@@ -7,8 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from storage.queries import Queries, in_list
-from storage.shared import chunks
+from storage.queries import Queries, in_lists
 
 SQL = Queries("workspaces")  # storage/sql/workspaces.sql
 CHANNEL_SEEN_EVERY = 3600.0  # a channel's workspace is written again at most this often (it never changes)
@@ -151,8 +150,7 @@ class Workspaces:
         """Of (provider, job id) pairs, the workspace each belongs to (pairs no workspace claimed are left out)."""
         found: dict[tuple[str, str], str] = {}
         for provider in {p for p, _ in pairs}:
-            for chunk in chunks([j for p, j in pairs if p == provider]):
-                sql, ids = in_list(SQL["owners"], "job_ids", chunk)
+            for sql, ids in in_lists(SQL["owners"], "job_ids", [j for p, j in pairs if p == provider]):
                 rows = self.engine.rows(sql, {"provider": provider, **ids})
                 found.update({(provider, r["job_id"]): r["workspace"] for r in rows})
         return found

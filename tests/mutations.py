@@ -177,6 +177,8 @@ MUTATIONS = [
     ("a later step's index left out", "storage/migrations.py", '    "CREATE INDEX idx_home_refreshes_due_at ON home_refreshes (due_at)",\n', "", "tests/test_schema.py -k tables_the_sqlite"),
     ("the shell ends before a late form opens", "bot/shell.py", "            self._wait_for(lambda: self._answers > answers, REPLY_WAIT)\n", "            pass\n", "tests/test_shell.py -k waits_for_it"),
     ("sentry blind to keys learned while running", "bot/error_reports.py", "    scrub = Scrubber(secrets, learned=True)", "    scrub = Scrubber(secrets)", "tests/test_operations.py -k sentry"),
+    ("id lists past the engine's parameter limit", "storage/queries.py", "IN_CHUNK = 500 ", "IN_CHUNK = 5000 ", "tests/test_storage.py -k parameter_limit"),
+    ("the watchdog's order kept per slice", "storage/watch.py", 'return [r["id"] for r in sorted(due, key=lambda r: (r["read_at"], r["id"]))]', 'return [r["id"] for r in due]', "tests/test_storage.py -k parameter_limit"),
     ("postgresql never takes a later step", "storage/migrations.py", "        for statement in SQL_STEPS[name]:\n            conn.exec_driver_sql(statement)\n", "        pass\n", "tests/test_storage.py -k later_schema_step"),
     # Spend and the watchdog (issue 18).
     ("hold decided twice", "storage/spend.py", '            if row["state"] != "held":\n                return "decided", found\n', "", "tests/test_spend.py -k decided_once"),

@@ -517,3 +517,29 @@ def test_a_job_that_names_no_provider_is_refused_and_nothing_is_written(tmp_path
     with pytest.raises(ValueError, match="names no provider"):
         store.follows.record_jobs([(nameless, None)])
     assert store.follows.channel_follows("C1") == [] and store.follows.active_jobs() == []
+
+
+def test_lists_of_ids_longer_than_an_engines_parameter_limit_are_asked_in_slices(tmp_path):
+    """A poll of thousands of jobs asks about them by id lists; each statement stays under the engine's limit on
+    parameters (PostgreSQL's is 65,535; an older SQLite's 999, set here on this thread's connection), and what is
+    ordered across slices is ordered whole (the watchdog's longest-waiting first)."""
+    now = [1000.0]
+    store = Store(str(tmp_path / "bot.db"), clock=lambda: now[0])
+    try:
+        with store.engine.transaction() as db:  # (this thread's connection, which the calls below use)
+            db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        ids = [f"ftjob-{n}" for n in range(1200)]
+        for job_id in (ids[0], ids[1100]):
+            store.follows.follow("C1", {"id": job_id, "provider": "openai", "status": "running"}, final=False,
+                                 team_id="T", user_id="U", origin="subscribe")
+        store.watch.record_reading("openai", ids[1100], None, None, None)  # read at 1000
+        now[0] = 2000.0
+        store.watch.record_reading("openai", ids[0], None, None, None)  # read later: waits less
+        assert store.watch.metrics_due("openai", ids, every=0) == [ids[1100], ids[0]]
+        assert store.cards.progress_due("openai", ids) == []
+        store.follows.mark_polled([("openai", job_id) for job_id in ids])
+        assert store.follows.record_jobs([({"id": job_id, "provider": "openai", "status": "running"}, None)
+                                          for job_id in ids]) == 0
+        assert store.workspaces.owners([("openai", job_id) for job_id in ids]) == {}
+    finally:
+        store.close()

@@ -4,7 +4,7 @@
 -- name: metrics_due
 -- Which of these running jobs a listening channel follows (its watchdog not `off`; a channel that never set it
 -- warns) and whose metrics were last read at or before :read_before (or never), longest waiting first.
-SELECT j.id FROM jobs j
+SELECT j.id, coalesce(j.metrics_read_at, 0) AS read_at FROM jobs j
 WHERE j.provider = :provider AND j.id IN (:job_ids) AND j.final = 0 AND coalesce(j.metrics_read_at, 0) <= :read_before
   AND EXISTS (SELECT 1 FROM subscriptions s WHERE s.provider = j.provider AND s.job_id = j.id
               AND coalesce((SELECT c.watchdog FROM channel_settings c WHERE c.channel_id = s.channel_id), 'warn') != 'off')
