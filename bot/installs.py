@@ -37,6 +37,7 @@ MAX_STATES = 10_000
 REFRESH_BEFORE = 600.0  # a rotating token is refreshed when it has less than this left (Slack's live 12 hours)
 REFRESH_HOLD = 15.0  # how long one process's claim on a refresh lasts (past it, another may try: it died)
 REFRESH_WAIT = 10.0  # how long a process whose token has expired waits for another's refresh
+ORG_TEAM_PAGES = 50  # pages of `auth.teams.list` (1,000 workspaces each) read for an org-wide install, at most
 
 # The workspace the current request (or the work it handed on) concerns: set when a request is authorized, carried
 # into the pools by ContextPool, read when a Slack call names no channel (opening a form, reading a file).
@@ -138,11 +139,39 @@ class Installs:
             "bot_token_expires_at": now + float(expires_in) if expires_in else None,
             "installer_user_id": (answer.get("authed_user") or {}).get("id"), "installed_at": now,
         })
-        adopted = self.store.workspaces.adopt(key, team["id"]) if team.get("id") and not org_wide else 0
+        teams = self.org_teams(token) if org_wide else [team["id"]]
+        adopted = self.store.workspaces.adopt(key, teams)
         log.info("installed in %s%s", key, f" (its {adopted} job(s) followed before are its own)" if adopted else "")
         return Authorization(key, enterprise.get("id"), team.get("id"), token, answer.get("bot_user_id"), None)
 
     # -- tokens --------------------------------------------------------------------------------------
+
+    def org_teams(self, token: str) -> list[str]:
+        """The workspaces an org-wide install may act in, as Slack's `auth.teams.list` says (every page). What was
+        read before a failure is kept (adopting is additive: `team_access_granted` brings the rest later)."""
+        teams: list[str] = []
+        cursor = None
+        for _ in range(ORG_TEAM_PAGES):
+            try:
+                answer = self.client.auth_teams_list(token=token, limit=1000, cursor=cursor)
+            except (SlackApiError, OSError) as failure:
+                reason = _error_of(failure) if isinstance(failure, SlackApiError) else type(failure).__name__
+                log.warning("could not list an org's workspaces (%s): jobs they followed before stay unowned until "
+                            "Slack says they granted access", reason)
+                break
+            teams += [t["id"] for t in answer.get("teams") or [] if isinstance(t, dict) and _team_id(t.get("id"))]
+            cursor = (answer.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                break
+        return teams
+
+    def granted(self, enterprise_id: str | None, team_ids: list) -> int:
+        """Workspaces of an org that approved its org-wide install later (`team_access_granted`): the install takes
+        the jobs their channels followed before, as at install. How many jobs."""
+        key = workspace_key(enterprise_id, None, org_wide=True)
+        if not enterprise_id or self.store.workspaces.installation(key) is None:
+            return 0
+        return self.store.workspaces.adopt(key, [t for t in team_ids if _team_id(t)])
 
     def authorize(self, enterprise_id: str | None, team_id: str | None) -> Authorization | None:
         """The bot token for a request from this workspace (an org-wide install's, for any workspace of its
@@ -288,6 +317,10 @@ class Installs:
         removed = self.store.workspaces.remove(key)
         log.info("uninstalled from %s: forgot its tokens and keys", key)
         return removed
+
+
+def _team_id(value: object) -> bool:
+    return isinstance(value, str) and value[:1] == "T" and value.isalnum() and len(value) <= 32
 
 
 def _error_of(failure: SlackApiError) -> str:

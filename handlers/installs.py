@@ -1,5 +1,6 @@
 """OAuth mode's events: a workspace that uninstalls the app, or revokes its bot token, is forgotten at once (its
-tokens and provider keys); everything else of it stays as it was. Signed like every request (bot/web.py)."""
+tokens and provider keys); everything else of it stays as it was. Workspaces of an org that approve its org-wide
+install later take the jobs they followed before. Signed like every request (bot/web.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,17 @@ def register(app: App, services) -> None:  # noqa: ANN001 - bot.app.Services
     @app.event("app_uninstalled")
     def uninstalled(body: dict) -> None:
         forget(body)
+
+    def adopt(enterprise_id: str | None, team_ids: list) -> None:
+        adopted = installs.granted(enterprise_id, team_ids)
+        log.info("workspaces of %s approved the app%s", enterprise_id,
+                 f" (their {adopted} job(s) followed before are its own)" if adopted else "")
+
+    @app.event("team_access_granted")
+    def granted(body: dict) -> None:
+        team_ids = (body.get("event") or {}).get("team_ids")
+        if installs is not None and body.get("is_enterprise_install") and isinstance(team_ids, list):
+            services.background.submit(adopt, body.get("enterprise_id"), team_ids[:50_000])  # after the ack
 
     @app.event("tokens_revoked")
     def revoked(body: dict) -> None:

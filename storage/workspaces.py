@@ -4,7 +4,7 @@ this module never sees a token or a key in the clear."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from storage.queries import Queries, in_lists
@@ -48,15 +48,17 @@ class Workspaces:
         with self.engine.transaction() as db:
             db.conn.execute(SQL["save_installation"], row)
 
-    def adopt(self, key: str, team_id: str) -> int:
-        """A workspace that installs the app takes what was recorded for it before (the same bot on one token, now
-        in OAuth mode): the jobs its channels follow become its own, and those channels its. How many jobs."""
-        now = self._clock()
+    def adopt(self, key: str, team_ids: Iterable[str]) -> int:
+        """An installation takes what was recorded for its workspaces before (the same bot on one token, now in
+        OAuth mode): the jobs their channels follow become its own, and those channels its. `team_ids`: the one
+        workspace installed, or each of an org-wide install's. How many jobs."""
+        asked, team_ids, adopted = {"key": key, "now": self._clock()}, list(team_ids), 0
         with self.engine.transaction() as db:
-            asked = {"key": key, "now": now, "team_id": team_id}
-            adopted = db.conn.execute(SQL["adopt_jobs"], asked).rowcount
-            db.conn.execute(SQL["adopt_channels"], asked)
-        return max(adopted, 0)
+            for sql, listed in in_lists(SQL["adopt_jobs"], "team_ids", team_ids):
+                adopted += max(db.conn.execute(sql, {**asked, **listed}).rowcount, 0)
+            for sql, listed in in_lists(SQL["adopt_channels"], "team_ids", team_ids):
+                db.conn.execute(sql, {**asked, **listed})
+        return adopted
 
     def installation(self, key: str) -> dict | None:
         rows = self.engine.rows(SQL["installation"], {"key": key})

@@ -375,6 +375,48 @@ def test_a_single_workspace_database_keeps_working_when_the_same_bot_turns_oauth
         server.close()
 
 
+def test_an_org_wide_install_adopts_what_its_workspaces_followed_and_those_that_approve_it_later(make_bot, slack,
+                                                                                                provider):
+    """A one-token bot's rows belong to the workspaces of its org when the org installs the app org-wide: those that
+    approved it at install (Slack's `auth.teams.list`, every page read), and those that approve it later
+    (`team_access_granted`, signed like every event). A workspace outside the org never gets them."""
+    before = make_bot()
+    jobs = {team: provider.add_job(status="running") for team in ("T0ALPHA", "T0BETA", "T0OUTSIDE")}
+    for team, job in jobs.items():
+        before.services.store.follows.follow(f"C{team}", job, final=False, team_id=team, user_id="U0ALICE",
+                                             origin="subscribe")
+    bot = make_bot(**oauth_changes(shared=frozenset({"E0ORG"})))
+    server = Server(bot)
+    store = bot.services.store.workspaces
+
+    def owner(team: str) -> str | None:
+        return store.owners([("openai", jobs[team]["id"])]).get(("openai", jobs[team]["id"]))
+
+    try:
+        approved = tuple(f"T0MANY{n}" for n in range(1500)) + ("T0ALPHA",)  # the last on the second page
+        status, _ = _install(server, slack, None, enterprise_id="E0ORG", org_wide=True, teams=approved)
+        assert status == 200
+        assert [owner(t) for t in jobs] == ["E:E0ORG", None, None]
+        for forged in (True, False):
+            body = event_body({"type": "team_access_granted", "team_ids": ["T0BETA"]}, team_id=None,
+                              enterprise_id="E0ORG", org_wide=True)
+            secret = "not-the-secret" if forged else SIGNING_SECRET
+            assert server.post("/slack/events", body, {**signed_headers(body, secret),
+                                                       "content-type": "application/json"})[0] == (401 if forged
+                                                                                                   else 200)
+            assert owner("T0BETA") is None if forged else wait_until(lambda: owner("T0BETA"), timeout=5)
+        assert [owner(t) for t in jobs] == ["E:E0ORG", "E:E0ORG", None]
+        for job in jobs.values():
+            provider.set_status(job["id"], "succeeded")
+        bot.services.poller.run_once()
+        delivered(bot.services.sender)
+        assert [p["by"] for p in slack.outcomes_in("CT0ALPHA") + slack.outcomes_in("CT0BETA")] == [
+            (None, "E0ORG"), (None, "E0ORG")]
+        assert slack.outcomes_in("CT0OUTSIDE") == []  # no installation serves it: nothing posted with a wrong token
+    finally:
+        server.close()
+
+
 def test_each_workspace_is_told_to_invite_the_app_by_the_name_its_own_install_gave_it(oauth, slack, provider):
     """A private channel the bot is not in: the answer names the bot user of that channel's workspace (each install
     has its own), never another workspace's."""

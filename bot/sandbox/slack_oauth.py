@@ -26,6 +26,7 @@ class Grant:
     refresh_token: str | None = None
     refreshes: int = 0
     revoked: bool = False
+    teams: list[str] = field(default_factory=list)  # org-wide: the workspaces of the org that approved the app
 
 
 class SlackOAuth:
@@ -39,14 +40,16 @@ class SlackOAuth:
         self.roles: dict[str, str] = {}  # user id -> "admin", "owner" or "primary_owner" (anyone else: a member)
 
     def grant(self, team_id: str | None, *, enterprise_id: str | None = None, org_wide: bool = False,
-              lifetime: float | None = None) -> str:
-        """Someone approves the install on Slack's consent page: the code Slack's redirect would carry."""
+              lifetime: float | None = None, teams: tuple[str, ...] = ()) -> str:
+        """Someone approves the install on Slack's consent page: the code Slack's redirect would carry. `teams`:
+        for an org-wide install, the org's workspaces that approved it (what `auth.teams.list` answers)."""
         found = next((g for g in self.grants if (g.team_id, g.enterprise_id, g.org_wide)
                       == (team_id, enterprise_id, org_wide)), None)
         if found is None:
             found = Grant(team_id, enterprise_id, org_wide, lifetime)
             self.grants.append(found)
         found.revoked, found.lifetime = False, lifetime
+        found.teams.extend(t for t in teams if t not in found.teams)
         code = secrets.token_hex(12)
         self._codes[code] = found
         return code
@@ -84,6 +87,22 @@ class SlackOAuth:
             grant.refresh_token = f"xoxe-1-{secrets.token_hex(10)}"
             out.update(refresh_token=grant.refresh_token, expires_in=int(grant.lifetime))
         return out
+
+    def _auth_teams_list(self, params: dict) -> dict:
+        """The workspaces an org-wide install's token may act in, a page at a time (`limit`, `cursor`)."""
+        grant = self.grant_of(params.get("_token") or "")
+        if grant is None or not grant.org_wide:
+            return {"ok": False, "error": "not_allowed_token_type"}
+        try:
+            limit, start = int(params.get("limit") or 100), int(params.get("cursor") or 0)
+        except ValueError:
+            return {"ok": False, "error": "invalid_cursor"}
+        if not 0 < limit <= 1000:
+            return {"ok": False, "error": "invalid_limit"}
+        page = grant.teams[start:start + limit]
+        more = start + limit < len(grant.teams)
+        return {"ok": True, "teams": [{"id": t, "name": f"Team {t}"} for t in page],
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     def _users_info(self, params: dict) -> dict:
         user_id = str(params.get("user") or "")

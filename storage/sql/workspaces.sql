@@ -25,13 +25,15 @@ ON CONFLICT (key) DO UPDATE SET enterprise_id = excluded.enterprise_id, team_id 
   installed_at = excluded.installed_at, refresh_holder = NULL, refresh_until = NULL;
 
 -- name: adopt_jobs
--- A workspace that installs the app takes the jobs its channels followed before (the same bot on one token).
+-- A workspace that installs the app (or an org-wide install, for its workspaces) takes the jobs their channels
+-- followed before (the same bot on one token).
 INSERT INTO job_owners (provider, job_id, workspace, claimed_at)
-SELECT DISTINCT provider, job_id, :key, :now FROM subscriptions WHERE team_id = :team_id ON CONFLICT DO NOTHING;
+SELECT DISTINCT provider, job_id, :key, :now FROM subscriptions WHERE team_id IN (:team_ids)
+ON CONFLICT DO NOTHING;
 
 -- name: adopt_channels
 INSERT INTO channel_workspaces (channel_id, workspace, seen_at)
-SELECT DISTINCT channel_id, :key, :now FROM subscriptions WHERE team_id = :team_id ON CONFLICT DO NOTHING;
+SELECT DISTINCT channel_id, :key, :now FROM subscriptions WHERE team_id IN (:team_ids) ON CONFLICT DO NOTHING;
 
 -- name: installation
 SELECT * FROM installations WHERE key = :key;
