@@ -26,7 +26,7 @@ from bot.holds import HoldService
 from bot.home import HomeService
 from bot.installs import ADMITTED, WORKSPACE, ContextPool, Installs
 from bot.jobs import JobService
-from bot.keyring import Keyring, WorkspaceProviders
+from bot.keyring import Keyring, WorkspaceProviders, optional_secrets
 from bot.keys import KeyService
 from bot.messages.answers import format_unknown_provider
 from bot.messages.blocks import Message
@@ -42,7 +42,7 @@ from bot.turns import Turns
 from bot.turns import worker_id as turns_worker_id
 from bot.vault import Vault
 from bot.watchdog import Watchdog
-from bot.webhooks import WebhookReceiver
+from bot.webhooks import WebhookReceiver, WorkspaceWebhooks
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
 
@@ -76,6 +76,7 @@ class Services:
     poller: Poller
     sender: AnnouncementSender
     webhook_routes: dict[str, WebhookReceiver]
+    workspace_webhooks: dict[str, WorkspaceWebhooks]  # OAuth mode: route prefix -> each workspace's own webhooks
     data: DataService
     trying: TryService
     charts: ChartService
@@ -315,9 +316,14 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     # Each provider that sends webhooks, and has the secret to verify them, gets its route (OpenAI's /openai/webhook).
     webhook_routes = {p.webhook_route: WebhookReceiver(p, store, on_queued=sender.kick, background=background)
                       for p in providers if p.capabilities.webhooks and p.webhook_route and p.webhooks_verifiable}
+    # In OAuth mode, each workspace that set its own signing secret has its own route beneath (/openai/webhook/T…).
+    workspace_webhooks = {f"/{name}/webhook": WorkspaceWebhooks(name, keyring, store, on_queued=sender.kick,
+                                                                background=background)
+                          for name in optional_secrets()} if keyring else {}
     services = Services(
         settings=settings, store=store, providers=providers, slack=slack, jobs=jobs, holds=holds,
         subscriptions=subscriptions, poller=poller, sender=sender, webhook_routes=webhook_routes,
+        workspace_webhooks=workspace_webhooks,
         data=DataService(slack, jobs, providers, store, background=downloads,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate,
                          download_deadline_seconds=settings.download_deadline_seconds),

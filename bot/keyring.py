@@ -61,6 +61,11 @@ def settable() -> dict[str, tuple[str, ...]]:
     return {name: names for shape in registry.SHAPES for name, names in shape.own_keys.items()}
 
 
+def optional_secrets() -> dict[str, dict[str, str]]:
+    """The secrets a workspace may set with a provider's key but need not (setting -> its label), by provider."""
+    return {name: dict(labels) for shape in registry.SHAPES for name, labels in shape.own_secrets.items()}
+
+
 class Keyring:
     """Builds, and keeps, each workspace's providers; seals and opens what `/finetune keys` stores."""
 
@@ -73,7 +78,9 @@ class Keyring:
         self.clock = clock
         # Every workspace's providers start from the operator's settings without any provider's own keys: base URLs,
         # default models and timeouts stay theirs; only the keys are the workspace's.
+        # (The operator's webhook secret is not a workspace's either: its own webhooks verify with its own.)
         own = {name for names in settable().values() for name in names}
+        own |= {name for labels in optional_secrets().values() for name in labels}
         self._base_env = {k: v for k, v in settings.env.items() if k not in own}
         self._cache: OrderedDict[str, tuple[tuple, Providers | None, float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -150,7 +157,8 @@ class Keyring:
                     log.warning("a stored %s key of a workspace cannot be opened; that provider is left out until "
                                 "its key is set again", provider)
                     continue
-                learn(values.get(settable().get(provider, ("",))[0]))  # (a restart learns it again here)
+                for secret in (settable().get(provider, ("",))[0], *optional_secrets().get(provider, {})):
+                    learn(values.get(secret))  # (a restart learns them again here)
                 env.update(values)
             try:
                 built = registry.configured(replace(self.settings, env=env), clock=self.clock)
@@ -178,8 +186,10 @@ class Keyring:
         VaultError (said to the person) when ENCRYPTION_KEYS is not set: nothing is stored in plain text."""
         names = settable()[provider]
         key = values[names[0]]
-        learn(key)
-        sealed = self.vault.seal(json.dumps({name: values[name] for name in names}))
+        extra = {name: values[name] for name in optional_secrets().get(provider, {}) if values.get(name)}
+        for secret in (key, *extra.values()):
+            learn(secret)
+        sealed = self.vault.seal(json.dumps({**{name: values[name] for name in names}, **extra}))
         last4 = key[-4:] if len(key) >= 12 else ""
         self.store.workspaces.set_key(workspace, provider, sealed=sealed, last4=last4, user_id=user_id)
         self.forget(workspace)

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 from bot.commands import Command
 from bot.installs import WORKSPACE
-from bot.keyring import Keyring, settable
+from bot.keyring import Keyring, optional_secrets, settable
 from bot.messages.answers import format_note
 from bot.messages.blocks import Message
 from bot.messages.keys import KEY_MAX_LENGTH, keys_form_view, keys_lines
 from bot.providers.types import provider_label
 from bot.slack import SlackGateway
 from bot.vault import VaultError
+from bot.webhooks import webhook_path
 
 if TYPE_CHECKING:
     from bot.jobs import Caller
@@ -55,7 +56,8 @@ class KeyService:
         providers = settable()
         shared = ([p.name for p in self.keyring.shared or []] if self.keyring.shares_with(workspace) else [])
         lines = keys_lines(providers, self.keyring.store.workspaces.keys(workspace), shared)
-        self.slack.open_view(trigger_id, keys_form_view(settable=providers, lines=lines, metadata=""))
+        self.slack.open_view(trigger_id, keys_form_view(settable=providers, lines=lines, metadata="",
+                                                          secrets=optional_secrets()))
         return None
 
     @staticmethod
@@ -75,11 +77,16 @@ class KeyService:
         names = providers[provider]
         answers = {"provider": provider, names[0]: text("key")}
         key = answers[names[0]]
-        if key and (not 8 <= len(key) <= KEY_MAX_LENGTH or not (key.isascii() and key.isprintable())
-                    or any(c.isspace() for c in key)):  # (a key goes into an HTTP header: printable ASCII only)
+        if key and not _secret_shaped(key):  # (a key goes into an HTTP header: printable ASCII only)
             return {}, {"key": "That does not look like an API key (letters, digits and punctuation, no spaces, 8 to "
                                "500 characters)."}
         errors = {}
+        for secret in optional_secrets().get(provider, {}):
+            answers[secret] = text(f"setting:{secret}")
+            if answers[secret] and not key:
+                errors[f"setting:{secret}"] = "This goes with a key: give the key too (or leave both empty to remove)."
+            elif answers[secret] and not _secret_shaped(answers[secret]):
+                errors[f"setting:{secret}"] = "Letters, digits and punctuation, no spaces, 8 to 500 characters."
         for setting in names[1:]:
             answers[setting] = text(f"setting:{setting}")
             if key and not answers[setting]:
@@ -104,9 +111,22 @@ class KeyService:
                 return f"Removed this workspace's own {label} key: its jobs there no longer use it."
             return f"This workspace had no {label} key of its own, so nothing changed."
         try:
-            last4 = self.keyring.set_key(workspace, provider, {n: answers[n] for n in names}, user_id=user_id)
+            wanted = (*names, *optional_secrets().get(provider, {}))
+            last4 = self.keyring.set_key(workspace, provider, {n: answers[n] for n in wanted if n in answers},
+                                         user_id=user_id)
         except VaultError as error:
             return str(error)
         log.info("a workspace's own %s key was set", provider)
         ending = f", ending in {last4}" if last4 else ""
-        return f"Saved this workspace's own {label} key{ending}: what its people do at {label} now uses it."
+        hooks = ""
+        if any(answers.get(name) for name in optional_secrets().get(provider, {})):
+            hooks = (f" Point {label}'s webhooks (job succeeded, failed, cancelled) at "
+                     f"`{webhook_path(provider, workspace)}` on this bot's address: its jobs' outcomes are then "
+                     "announced as they happen.")
+        return f"Saved this workspace's own {label} key{ending}: what its people do at {label} now uses it.{hooks}"
+
+
+def _secret_shaped(value: str) -> bool:
+    """A key or secret as providers make them: printable ASCII without spaces, of a key's length."""
+    return 8 <= len(value) <= KEY_MAX_LENGTH and value.isascii() and value.isprintable() and not any(
+        c.isspace() for c in value)

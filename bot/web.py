@@ -91,6 +91,7 @@ def slack_signed(verifier: SignatureVerifier, body: str, headers: dict) -> bool:
 def make_wsgi(bot: Bot) -> Callable:
     app = bot.app
     webhooks = bot.services.webhook_routes  # path -> receiver, for each provider that sends verifiable webhooks
+    own_webhooks = bot.services.workspace_webhooks  # (OAuth mode) route -> each workspace's own, beneath it
 
     verifier = SignatureVerifier(bot.settings.slack_signing_secret or "")
     refusals = RefusalLog()
@@ -107,7 +108,9 @@ def make_wsgi(bot: Bot) -> Callable:
             if method not in {"GET", "HEAD"}:
                 return _answer(start_response, 405, {"error": "method not allowed"})
             return _install(installs, path, environ.get("QUERY_STRING", ""), start_response)
-        if path != "/slack/events" and path not in webhooks:
+        route, _, segment = path.rpartition("/")
+        own = own_webhooks.get(route)
+        if path != "/slack/events" and path not in webhooks and own is None:
             return _answer(start_response, 404, {"error": "not found"})
         if method != "POST":
             return _answer(start_response, 405, {"error": "method not allowed"})
@@ -122,8 +125,8 @@ def make_wsgi(bot: Bot) -> Callable:
                    if key.startswith("HTTP_")}
         if "CONTENT_TYPE" in environ:
             headers["content-type"] = environ["CONTENT_TYPE"]
-        if path in webhooks:
-            answer = webhooks[path].handle(body, headers)
+        if path in webhooks or own is not None:
+            answer = webhooks[path].handle(body, headers) if path in webhooks else own.handle(segment, body, headers)
             return _answer(start_response, answer.status, {"result": answer.text})
         text = body.decode("utf-8", "replace")
         # Checked before anything reads the body: an unsigned request, well-formed or not, is a 401 and no more.

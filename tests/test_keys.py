@@ -5,12 +5,16 @@ slack_sdk against the Slack stand-in, the real OpenAI SDK against the OpenAI san
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import pathlib
+import secrets as random_bytes
+import time
 
 import pytest
+from cryptography.fernet import Fernet
 
 from bot import logs
 from bot.messages.keys import KEYS_CALLBACK
@@ -339,14 +343,103 @@ def test_a_watchdog_cancel_left_by_a_stopped_process_is_sent_with_the_jobs_works
 
 
 def test_the_keys_form_and_its_answers_stay_within_slacks_limits_whatever_is_stored():
-    from bot.keyring import settable
+    from bot.keyring import optional_secrets, settable
     from bot.messages.keys import keys_done_view, keys_form_view, keys_lines
     from tests.slack_limits import assert_within_slack_limits
 
     hostile = "<!channel> *x* <https://evil|y>"
     stored = [{"provider": name, "last4": hostile[:4], "set_by": hostile, "set_at": 1.8e9} for name in settable()]
     lines = keys_lines(settable(), stored, [])
-    view = keys_form_view(settable=settable(), lines=lines, metadata="")
+    view = keys_form_view(settable=settable(), lines=lines, metadata="", secrets=optional_secrets())
     assert_within_slack_limits(view, kind="view")
     assert "<!channel>" not in json.dumps(view) and "<https://evil" not in json.dumps(view)
     assert_within_slack_limits(keys_done_view(hostile * 50), kind="view")
+
+
+def test_each_workspaces_own_webhooks_are_verified_with_its_secret_and_concern_only_its_jobs(keyed, slack,
+                                                                                            provider):
+    """A workspace that sets its own OpenAI signing secret with its key gets a webhook route of its own: a delivery
+    signed with that secret announces its job at once (read with its key), once; the operator's secret, another
+    workspace's, or another's job change nothing; a workspace with no secret of its own has no route."""
+    from bot.sandbox.openai import sign_webhook
+    from tests.conftest import WEBHOOK_SECRET
+
+    bot, server = keyed
+    secret_one = "whsec_" + base64.b64encode(random_bytes.token_bytes(24)).decode()
+    secret_two = "whsec_" + base64.b64encode(random_bytes.token_bytes(24)).decode()
+    view = _keys_form(server, slack, team="T0ONE", user="U0ADMIN1")["view"]
+    assert "OPENAI_WEBHOOK_SECRET" in json.dumps(view)
+    for mistake in ({"key": "", "OPENAI_WEBHOOK_SECRET": secret_one},  # a secret without its key
+                    {"key": KEY_ONE, "OPENAI_WEBHOOK_SECRET": "whsec_ has spaces"}):
+        status, raw = _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", **mistake)
+        assert "setting:OPENAI_WEBHOOK_SECRET" in json.loads(raw)["errors"]
+    _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key=KEY_ONE, OPENAI_WEBHOOK_SECRET=secret_one)
+    said = wait_until(lambda: "Saved" in _said_in_view(slack, view["id"]) and _said_in_view(slack, view["id"]),
+                      timeout=5)
+    assert "/openai/webhook/T0ONE" in said and secret_one not in said
+    assert secret_one not in Scrubber(learned=True)(f"a log line naming {secret_one}")  # (never logged either)
+    jobs = {}
+    for team in ("T0ONE", "T0TWO"):
+        jobs[team] = provider.add_job(status="running")
+        bot.services.store.workspaces.claim_job("openai", jobs[team]["id"], f"T:{team}")
+        bot.services.store.follows.follow(f"C0{team}", jobs[team], final=False, team_id=team, user_id="U0ALICE",
+                                          origin="start")
+        provider.set_status(jobs[team]["id"], "succeeded")
+
+    def deliver(path: str, job_id: str, secret: str, webhook_id: str = "") -> int:
+        body = json.dumps({"id": f"evt_{job_id}", "object": "event", "created_at": 1, "data": {"id": job_id},
+                           "type": "fine_tuning.job.succeeded"})
+        return server.post(path, body, sign_webhook(body, secret, webhook_id=webhook_id or None))[0]
+
+    reads = len(provider.received)
+    assert deliver("/openai/webhook/T0ONE", jobs["T0ONE"]["id"], WEBHOOK_SECRET) == 400  # the operator's secret
+    assert deliver("/openai/webhook/T0ONE", jobs["T0ONE"]["id"], secret_two) == 400
+    assert deliver("/openai/webhook/T0TWO", jobs["T0TWO"]["id"], secret_two) == 404  # no key or secret of its own
+    for hostile in ("/openai/webhook/", "/openai/webhook/..", "/openai/webhook/t0one", "/openai/webhook/T0NONE"):
+        assert deliver(hostile, jobs["T0ONE"]["id"], secret_one) == 404
+    assert deliver("/openai/webhook/T0ONE", jobs["T0TWO"]["id"], secret_one) == 200  # another's job: nothing
+    view_two = _keys_form(server, slack, team="T0TWO", user="U0ADMIN2")["view"]
+    _submit(server, slack, view_two, team="T0TWO", user="U0ADMIN2", key=KEY_TWO, OPENAI_WEBHOOK_SECRET=secret_two)
+    assert wait_until(lambda: deliver("/openai/webhook/T0TWO", jobs["T0ONE"]["id"], secret_two, "wh_one") == 200,
+                      timeout=5)  # T0TWO's own delivery, naming T0ONE's job and taking its id first: nothing
+    for _ in range(2):  # delivered twice (at least once, as webhooks are): announced once
+        assert deliver("/openai/webhook/T0ONE", jobs["T0ONE"]["id"], secret_one, webhook_id="wh_one") == 200
+    [posted] = wait_until(lambda: slack.outcomes_in("C0T0ONE"), timeout=5)  # without a poll
+    assert posted["by"] == ("T0ONE", None)
+    time.sleep(0.3)
+    assert slack.outcomes_in("C0T0TWO") == [] and len(slack.outcomes_in("C0T0ONE")) == 1
+    fetched = [r for r in provider.received[reads:] if r.path.endswith(jobs["T0ONE"]["id"])]
+    assert fetched and {r.headers.get("authorization") for r in fetched} == {f"Bearer {KEY_ONE}"}
+    assert not [r for r in provider.received[reads:] if r.path.endswith(jobs["T0TWO"]["id"])]
+    # Saved again without its secret: the route is gone (only polling hears of its jobs).
+    _submit(server, slack, view, team="T0ONE", user="U0ADMIN1", key=KEY_ONE)
+    assert wait_until(lambda: deliver("/openai/webhook/T0ONE", jobs["T0ONE"]["id"], secret_one) == 404, timeout=5)
+
+
+def test_a_workspace_whose_own_key_cannot_be_opened_has_no_webhooks_even_with_the_operators_keys(make_bot, slack,
+                                                                                                 provider):
+    """Its own key sealed under a key no longer in ENCRYPTION_KEYS: it falls back to the operator's keys (shared with
+    it), but its webhook route never takes the operator's provider, whose secret would verify the operator's
+    deliveries there. A secret set is scrubbed from logs from that moment, before any provider is built with it."""
+    from bot.sandbox.openai import sign_webhook
+    from tests.conftest import WEBHOOK_SECRET
+
+    bot = make_bot(**oauth_changes(shared=frozenset({"T0ONE"})))
+    server = Server(bot)
+    try:
+        assert _install(server, slack, "T0ONE")[0] == 200
+        secret = "plain-" + random_bytes.token_hex(12)  # (not shaped like a credential: only learning finds it)
+        bot.services.keys.keyring.set_key("T:T0ONE", "openai", {"OPENAI_API_KEY": KEY_ONE,
+                                                               "OPENAI_WEBHOOK_SECRET": secret}, user_id="U0ADMIN1")
+        assert secret not in Scrubber(learned=True)(f"a log line naming {secret}")
+        job = provider.add_job(status="succeeded")
+        bot.services.store.workspaces.claim_job("openai", job["id"], "T:T0ONE")
+        bot.services.store.follows.follow("C0ONE", job, final=False, team_id="T0ONE", user_id="U", origin="start")
+        other = Fernet(Fernet.generate_key()).encrypt(b'{"OPENAI_API_KEY": "sk-lost"}').decode()
+        bot.services.store.workspaces.set_key("T:T0ONE", "openai", sealed=other, last4="", user_id="U0ADMIN1")
+        bot.services.keys.keyring.forget("T:T0ONE")
+        body = json.dumps({"id": "evt_1", "object": "event", "created_at": 1, "data": {"id": job["id"]},
+                           "type": "fine_tuning.job.succeeded"})
+        assert server.post("/openai/webhook/T0ONE", body, sign_webhook(body, WEBHOOK_SECRET))[0] == 404
+    finally:
+        server.close()

@@ -36,8 +36,10 @@ def keys_lines(settable: Mapping[str, Sequence[str]], stored: Sequence[Mapping],
     return lines
 
 
-def keys_form_view(*, settable: Mapping[str, Sequence[str]], lines: Sequence[str], metadata: str) -> dict:
-    """The form: the keys as they stand, then a provider, its key (and any other setting it needs), or remove."""
+def keys_form_view(*, settable: Mapping[str, Sequence[str]], lines: Sequence[str], metadata: str,
+                   secrets: Mapping[str, Mapping[str, str]] | None = None) -> dict:
+    """The form: the keys as they stand, then a provider, its key (and any other setting it needs, and any secret it
+    may have: `secrets`, provider -> setting -> label), or remove."""
     options = [{"text": {"type": "plain_text", "text": provider_label(name)[:75]}, "value": name}
                for name in settable]
     extra = sorted({setting for names in settable.values() for setting in names[1:]})
@@ -57,6 +59,14 @@ def keys_form_view(*, settable: Mapping[str, Sequence[str]], lines: Sequence[str
         blocks.append({"type": "input", "block_id": f"setting:{setting}", "optional": True,
                        "label": {"type": "plain_text", "text": f"{setting} ({owners} only)"[:2000]},
                        "element": {"type": "plain_text_input", "action_id": "value", "max_length": 200}})
+    for provider, labels in (secrets or {}).items():  # (OpenAI's webhook signing secret: optional)
+        for setting, label in labels.items():
+            blocks.append({
+                "type": "input", "block_id": f"setting:{setting}", "optional": True,
+                "label": {"type": "plain_text", "text": f"{label} ({provider_label(provider)} only, optional)"[:2000]},
+                "hint": {"type": "plain_text", "text": "Sealed like the key and never shown again. Give it with the "
+                                                       "key each time you save (saving without it removes it)."},
+                "element": {"type": "plain_text_input", "action_id": "value", "max_length": KEY_MAX_LENGTH}})
     return {"type": "modal", "callback_id": KEYS_CALLBACK, "title": {"type": "plain_text", "text": KEYS_TITLE},
             "submit": {"type": "plain_text", "text": "Save"}, "close": {"type": "plain_text", "text": "Cancel"},
             "blocks": blocks, "private_metadata": metadata}

@@ -205,6 +205,7 @@ SHAPE = ProviderShape(
     legacy=_legacy,
     sdk_loggers=("openai._base_client",),
     own_keys={"openai": ("OPENAI_API_KEY",)},  # (Azure OpenAI stays the operator's: a resource, not a key)
+    own_secrets={"openai": {"OPENAI_WEBHOOK_SECRET": "Webhook signing secret"}},
 )
 
 

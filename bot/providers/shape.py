@@ -136,6 +136,9 @@ class ProviderShape:
     # OAuth mode: the settings a workspace sets for its own account (`/finetune keys`), by provider; the first of
     # each is its secret key. The rest of the shape's settings (base URLs, defaults) stay the operator's.
     own_keys: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # ... and the secrets it may set with its key but need not, by provider, each with its label in the form
+    # (OpenAI's webhook signing secret: the workspace's own webhooks, bot/webhooks.py).
+    own_secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def required(self, set_names: frozenset[str]) -> list[str]:
         if self.requires is not None:
