@@ -26,7 +26,7 @@ from bot.holds import HoldService
 from bot.home import HomeService
 from bot.installs import ADMITTED, WORKSPACE, ContextPool, Installs
 from bot.jobs import JobService
-from bot.keyring import Keyring, WorkspaceProviders, optional_secrets
+from bot.keyring import Keyring, WorkspaceProviders, for_job, optional_secrets
 from bot.keys import KeyService
 from bot.messages.answers import format_unknown_provider
 from bot.messages.blocks import Message
@@ -293,7 +293,8 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
 
     sender = AnnouncementSender(store, slack, worker_id=worker_id, clock=clock,
                                 lease_seconds=settings.delivery_lease_seconds,
-                                give_up_seconds=settings.delivery_give_up_seconds, decorate=decorate)
+                                give_up_seconds=settings.delivery_give_up_seconds, decorate=decorate,
+                                scope=(lambda provider, job_id: for_job(store, provider, job_id)) if installs else None)
     watchdog = Watchdog(store, every=settings.metrics_interval_seconds, clock=clock, on_queued=sender.kick,
                         stall_seconds=60 * settings.watchdog_stall_minutes, interval=settings.poll_interval_seconds)
     poller = Poller(providers, store, on_queued=sender.kick, interval=settings.poll_interval_seconds,

@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -74,7 +74,8 @@ class AnnouncementSender:
                  sleep: Callable[[float], None] | None = None, lease_seconds: float = 60.0,
                  give_up_seconds: float = 86400.0, batch: int = 50,
                  decorate: Callable[[Message], Message] = lambda m: m,
-                 on_sent: Callable[[dict, str], None] = lambda row, ts: None) -> None:
+                 on_sent: Callable[[dict, str], None] = lambda row, ts: None,
+                 scope: Callable[[str, str], AbstractContextManager] | None = None) -> None:
         self.store = store
         self.slack = slack
         self.worker_id = worker_id
@@ -84,6 +85,9 @@ class AnnouncementSender:
         self.batch = batch
         self.decorate = decorate
         self.on_sent = on_sent  # what follows a posted announcement (its chart): best effort, never a repeat of it
+        # OAuth mode: each row is sent as its job's workspace (provider, job id -> a context), so every post and edit
+        # carries that workspace's token, whoever last spoke in the channel (a Slack Connect channel has several).
+        self.scope = scope
         # How each kind of queued row is sent: (its ts, its thread's root), or None when settled without a post.
         self._senders: dict[str, Callable[[dict, Job, int], tuple[str, str] | None]] = {
             "announcement": self._send_announcement, "delivery_problem": self._send_delivery_problem,
@@ -224,7 +228,11 @@ class AnnouncementSender:
         row = self.store.outbox.claim(due["key"], self.worker_id, lease_seconds=self.lease_seconds)
         if row is None:
             return  # another process took it, or it was sent meanwhile
-        key = row["key"]
+        with self.scope(row["provider"], row["job_id"]) if self.scope else nullcontext():
+            self._deliver_claimed(row, report)
+
+    def _deliver_claimed(self, row: dict, report: DeliveryReport) -> None:
+        key, channel = row["key"], row["channel_id"]
         if row["kind"] != "card":
             card = self.store.cards.card(channel, row["job_id"], row["provider"])
             if card is not None and card["state"] in {"pending", "sending"}:

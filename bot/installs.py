@@ -300,14 +300,18 @@ class Installs:
             self._noted[channel_id] = key
 
     def token_for_call(self, kwargs: dict) -> str | None:
-        """The token a Slack call should carry: the workspace of the channel it names, else of the request under way."""
-        channel = kwargs.get("channel") or kwargs.get("channel_id") or kwargs.get("user_id")
-        key = self.store.workspaces.workspace_of(channel) if channel else None
-        return self.token_for(key or WORKSPACE.get())
+        """The token a Slack call should carry: that of the workspace the work is for (the request's, or the job's
+        for the scheduler's posts), else of the channel (or person) it names. The work's first: a Slack Connect
+        channel is in several workspaces, and a card is edited with the token of the install that posted it."""
+        key = WORKSPACE.get()
+        if not key:
+            channel = kwargs.get("channel") or kwargs.get("channel_id") or kwargs.get("user_id")
+            key = self.store.workspaces.workspace_of(channel) if channel else None
+        return self.token_for(key)
 
     def bot_user_for(self, channel: str | None) -> str | None:
-        """The bot's user id in the workspace of `channel` (else of the request under way), as its install said."""
-        key = (self.store.workspaces.workspace_of(channel) if channel else None) or WORKSPACE.get()
+        """The bot's user id in the workspace the work is for (else that of `channel`), as its install said."""
+        key = WORKSPACE.get() or (self.store.workspaces.workspace_of(channel) if channel else None)
         row = self.store.workspaces.installation(key) if key else None
         return row["bot_user_id"] if row else None
 

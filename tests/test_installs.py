@@ -417,6 +417,41 @@ def test_an_org_wide_install_adopts_what_its_workspaces_followed_and_those_that_
         server.close()
 
 
+def test_a_slack_connect_channel_hears_each_workspaces_jobs_with_that_workspaces_own_token(oauth, slack, provider):
+    """One channel shared by two installed workspaces: each job's card, its edits and its outcome go with the token of
+    the workspace that owns the job (a message is edited only by the install that posted it), whichever workspace
+    spoke in the channel last; one workspace uninstalling stops only its own posts there."""
+    bot, server = oauth
+    for team in ("T0ONE", "T0TWO"):
+        _install(server, slack, team)
+    jobs = {}
+    for team in ("T0ONE", "T0TWO"):
+        jobs[team] = provider.add_job(status="running")
+        _command(server, f"subscribe {jobs[team]['id']}", team=team, channel="C0SHARED")
+    wait_until(lambda: all(bot.services.store.follows.followers(j["id"], "openai") for j in jobs.values()))
+    _command(server, "help", team="T0TWO", channel="C0SHARED")  # (the channel last heard from T0TWO)
+    delivered(bot.services.sender)
+    cards = {p["ts"]: p["by"] for p in slack.posted if p["channel"] == "C0SHARED"}
+    assert sorted(cards.values()) == [("T0ONE", None), ("T0TWO", None)]
+    for job in jobs.values():
+        provider.set_status(job["id"], "validating_files")  # (a state change: each card is edited)
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    edited = [u for u in slack.updates if u["channel"] == "C0SHARED"]
+    assert len(edited) >= 2 and all(u["ts"] in cards for u in edited)  # every edit made, by the card's author
+    for job in jobs.values():
+        provider.set_status(job["id"], "succeeded")
+    body = event_body({"type": "app_uninstalled"}, team_id="T0TWO")
+    assert server.post("/slack/events", body, {**signed_headers(body, SIGNING_SECRET),
+                                               "content-type": "application/json"})[0] == 200
+    slack.revoke(next(g for g in slack.grants if g.team_id == "T0TWO"))
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    [outcome] = slack.outcomes_in("C0SHARED")
+    assert jobs["T0ONE"]["id"] in outcome["text"] and outcome["by"] == ("T0ONE", None)
+    assert slack.dead_token_calls == []
+
+
 def test_each_workspace_is_told_to_invite_the_app_by_the_name_its_own_install_gave_it(oauth, slack, provider):
     """A private channel the bot is not in: the answer names the bot user of that channel's workspace (each install
     has its own), never another workspace's."""

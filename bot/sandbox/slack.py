@@ -184,6 +184,9 @@ class SlackStandIn(SlackOAuth, SlackHome, SlackFiles, StandInServer):
             return {"ok": False, "error": "invalid_blocks"}
         with self.lock:
             [record] = [p for p in self.posted if p["channel"] == channel and p["ts"] == ts]
+            if record["by"] != self.owner_of(params.get("_token") or ""):
+                return {"ok": False, "error": "cant_update_message"}  # (only its author edits a message: each
+                #  install has a bot user of its own)
             record.update(text=params.get("text", ""), blocks=blocks, edited=record.get("edited", 0) + 1)
             update = {"channel": channel, "ts": ts, "text": record["text"], "blocks": blocks, "at": time.time()}
             self.updates.append(update)
