@@ -127,7 +127,8 @@ class AnnouncementSender:
                     if not self.channels.mine(row["channel_id"]):
                         others += 1  # another process posts in that channel now: its rows are that one's
                         continue
-                    self._deliver(row, report)
+                    with self.scope(row["provider"], row["job_id"]) if self.scope else nullcontext():
+                        self._deliver(row, report)
                 if others and others == len(rows) and not self._again.is_set():
                     break  # everything due is other processes' to post
                 if rows or self._again.is_set():
@@ -228,11 +229,7 @@ class AnnouncementSender:
         row = self.store.outbox.claim(due["key"], self.worker_id, lease_seconds=self.lease_seconds)
         if row is None:
             return  # another process took it, or it was sent meanwhile
-        with self.scope(row["provider"], row["job_id"]) if self.scope else nullcontext():
-            self._deliver_claimed(row, report)
-
-    def _deliver_claimed(self, row: dict, report: DeliveryReport) -> None:
-        key, channel = row["key"], row["channel_id"]
+        key = row["key"]
         if row["kind"] != "card":
             card = self.store.cards.card(channel, row["job_id"], row["provider"])
             if card is not None and card["state"] in {"pending", "sending"}:
