@@ -15,6 +15,7 @@ from bot.commands import BY_NAME, Command, Problem, quote
 from bot.costs import Estimate
 from bot.following import Following
 from bot.holds import HoldService
+from bot.installs import WORKSPACE
 from bot.keyring import acting_for
 from bot.messages.answers import (
     ProviderInfo,
@@ -35,11 +36,11 @@ from bot.messages.jobs import (
     format_followed,
     format_job_list,
     format_job_status,
-    format_start_reconciled,
     format_started,
 )
 from bot.providers import registry
 from bot.providers.types import FineTuningProvider, Job, ProviderError, Providers, UnknownProvider, provider_label
+from bot.reconciling import reconcile_starts
 from bot.slack import SlackGateway
 from storage import DB_ERRORS, Store
 from storage.engines import is_transient
@@ -47,7 +48,6 @@ from storage.engines import is_transient
 log = logging.getLogger(__name__)
 
 
-RESPONSE_URL_LIFETIME = 30 * 60  # Slack accepts replies through a response_url for 30 minutes
 
 
 @dataclass(frozen=True)
@@ -278,9 +278,10 @@ class JobService:
         requester = Caller(hold["team_id"] or "", hold["channel_id"], hold["user_id"])
         released = {"approved_by": caller.user_id if state == "approved" else None}
         estimate = Estimate(hold["estimate"]) if hold["estimate"] is not None else None
-        started = answered(Command("start", hold["command"]),
-                           lambda: self.start(requester, hold["command"], estimate=estimate, released=released),
-                           self.providers)
+        with acting_for(hold.get("workspace") or WORKSPACE.get()):  # (the asker's keys and money, whoever approves)
+            started = answered(Command("start", hold["command"]),
+                               lambda: self.start(requester, hold["command"], estimate=estimate, released=released),
+                               self.providers)
         return started, decided
 
     def _status(self, caller: Caller, job_id: str | None = None, provider: str | None = None) -> Message:
@@ -428,48 +429,8 @@ class JobService:
     # -- starts a crash interrupted ---------------------------------------------------------------------
 
     def reconcile_starts(self, *, older_than: float, worker: str) -> int:
-        """Settle starts left open by a process that died while asking the provider: follow the job if it exists
-        and tell the person who typed the command either way (each with its workspace's key). How many settled."""
-        settled = 0
-        for intent in self.store.replays.claim_orphaned_intents(older_than=older_than, worker=worker):
-            with acting_for(self.store.workspaces.workspace_of(intent["channel_id"])):  # (its workspace's key)
-                owner = self.providers.get(intent["provider"]) if intent["provider"] in self.providers else None
-            if owner is None:  # (named since start-up adopted any unnamed rows)
-                log.warning("an interrupted start at %s, which is not configured now, waits until it is",
-                            intent.get("provider"))
-                self.store.replays.reopen_intent(intent["request_id"])
-                continue
-            try:
-                job = owner.find_started(intent["request_id"], training_file=intent["training_file"],
-                                         model=intent["model"], suffix=intent["suffix"], since=intent["created_at"])
-            except ProviderError as error:
-                log.warning("could not yet check an interrupted start (%s); trying again later", error.message)
-                self.store.replays.reopen_intent(intent["request_id"])
-                continue
-            if job is not None:
-                self.store.follows.follow(intent["channel_id"], job.fields(), final=job.final,
-                                          team_id=intent["team_id"], user_id=intent["user_id"], origin="start",
-                                          announce=job.outcome, card=True,
-                                          recorded={"estimate": intent.get("estimate"),
-                                                    "approved_by": intent.get("approved_by")})
-                if intent.get("move_id"):
-                    self.link_move(intent["move_id"], job)
-                self.on_queued()
-            elif intent.get("move_id"):
-                self.store.moves.settle(intent["move_id"], "never started")  # (it may be moved again)
-            self._tell_about_start(intent, format_start_reconciled(job, intent["training_file"],
-                                                                   estimate=intent.get("estimate")))
-            self.store.replays.finish_intent(intent["request_id"], job_id=job.id if job else None,
-                                             state="reconciled" if job else "never_started")
-            log.info("reconciled an interrupted start: %s", job.id if job else "no job was created")
-            settled += 1
-        return settled
-
-    def _tell_about_start(self, intent: dict, message: Message) -> None:
-        fresh = self.clock() - intent["created_at"] < RESPONSE_URL_LIFETIME - 60
-        if fresh and intent["response_url"] and self.slack.reply(intent["response_url"], message):
-            return
-        self.slack.post_quietly(intent["user_id"], message)
+        """Settle starts left open by a process that died while asking the provider (bot/reconciling.py)."""
+        return reconcile_starts(self, older_than=older_than, worker=worker)
 
 
 def answered(command: Command, call: Callable[[], Message], providers: Providers) -> Message:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from storage.queries import Queries
+from storage.scope import current_workspace
 
 SQL = Queries("channels")  # storage/sql/channels.sql
 
@@ -33,8 +34,9 @@ class ChannelSettings:
         self._clock = clock
 
     def channel_settings(self, channel_id: str) -> dict:
-        """What a channel hears (defaults for a channel that never changed anything)."""
-        rows = self.engine.rows(SQL["settings"], {"channel_id": channel_id})
+        """What a channel hears (defaults for a channel that never changed anything), as the current workspace set
+        it (storage/scope.py)."""
+        rows = self.engine.rows(SQL["settings"], {"channel_id": channel_id, "workspace": current_workspace()})
         return rows[0] if rows else {"channel_id": channel_id, **CHANNEL_DEFAULTS, "updated_by": None,
                                      "updated_at": None}
 
@@ -47,8 +49,10 @@ class ChannelSettings:
         if unknown:
             raise ValueError(f"no such channel setting: {sorted(unknown)}")
         with self.engine.transaction() as db:
-            current = db.conn.execute(SQL["settings"], {"channel_id": channel_id}).fetchone()
+            workspace = current_workspace()
+            current = db.conn.execute(SQL["settings"], {"channel_id": channel_id, "workspace": workspace}).fetchone()
             row = dict(current) if current else {"channel_id": channel_id, **CHANNEL_DEFAULTS}
+            row["workspace"] = workspace  # (what the channel had before OAuth, changed: now this workspace's own)
             for name in only_lower:
                 value, now = changes.get(name), row.get(name)
                 if value is not None and now is not None and (value == OFF or value > now):
@@ -66,5 +70,5 @@ class ChannelSettings:
 
 def setting(conn: Any, channel_id: str, name: str):
     """One of a channel's settings (CHANNEL_DEFAULTS names them), in the caller's transaction."""
-    row = conn.execute(SQL["settings"], {"channel_id": channel_id}).fetchone()
+    row = conn.execute(SQL["settings"], {"channel_id": channel_id, "workspace": current_workspace()}).fetchone()
     return row[name] if row else CHANNEL_DEFAULTS[name]

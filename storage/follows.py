@@ -11,6 +11,7 @@ from storage.channels import setting
 from storage.home import queue_home_refresh
 from storage.outbox import queue_kind, queue_outcome
 from storage.queries import Queries, in_lists
+from storage.scope import current_workspace
 from storage.shared import NO_LIMIT, by_provider, provider_of
 
 SQL = Queries("follows")  # storage/sql/follows.sql
@@ -96,11 +97,11 @@ class Follows:
         """The jobs a channel follows, running before finished, newest first, with each job's last known state."""
         return self.engine.rows(SQL["channel_follows"], {
             "channel_id": channel_id, "final": None if final is None else int(final),
-            "limit": NO_LIMIT if limit is None else limit, "offset": offset})
+            "limit": NO_LIMIT if limit is None else limit, "offset": offset, "workspace": current_workspace()})
 
     def follow_counts(self, channel_id: str) -> tuple[int, int]:
         """How many jobs a channel follows that are still running, and how many have finished."""
-        row = self.engine.rows(SQL["follow_counts"], {"channel_id": channel_id})[0]
+        row = self.engine.rows(SQL["follow_counts"], {"channel_id": channel_id, "workspace": current_workspace()})[0]
         return row["active"] or 0, row["finished"] or 0
 
     def followers(self, job_id: str, provider: str) -> list[dict]:

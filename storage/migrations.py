@@ -401,3 +401,26 @@ sql_step(
 # Which processes announced a presence lock (PostgreSQL: a replica elsewhere that died is told apart from a living
 # one by its lock). Kept on SQLite too, so that both engines have the same tables.
 sql_step("m016_presences", "CREATE TABLE presences (worker_id TEXT PRIMARY KEY NOT NULL, since DOUBLE PRECISION)")
+
+# OAuth mode: a channel's settings are kept per workspace (a Slack Connect channel is in several, each with its own
+# budget and thresholds); what a channel had before is kept under '' (seen by each workspace until it changes its
+# own). The table is rebuilt (its key changes): copied aside, made again with the new key (under its usual name, so
+# its key's index is named as a new database's), filled back. A start under way reserves its estimate from its own
+# workspace's budget; a held start is started, once approved, as the workspace that asked for it.
+sql_step(
+    "m017_workspace_scope",
+    "CREATE TABLE channel_settings_old AS SELECT * FROM channel_settings",
+    "DROP TABLE channel_settings",
+    "CREATE TABLE channel_settings (workspace TEXT NOT NULL DEFAULT '', channel_id TEXT NOT NULL,"
+    " outcomes TEXT NOT NULL DEFAULT 'all', mentions BIGINT NOT NULL DEFAULT 1, updated_by TEXT,"
+    " updated_at DOUBLE PRECISION, cards BIGINT NOT NULL DEFAULT 1, progress BIGINT NOT NULL DEFAULT 1,"
+    " progress_minutes BIGINT NOT NULL DEFAULT 5, confirm_above DOUBLE PRECISION, budget DOUBLE PRECISION,"
+    " watchdog TEXT NOT NULL DEFAULT 'warn', PRIMARY KEY (workspace, channel_id))",
+    "INSERT INTO channel_settings (workspace, channel_id, outcomes, mentions, updated_by, updated_at, cards,"
+    " progress, progress_minutes, confirm_above, budget, watchdog) SELECT '', channel_id, outcomes, mentions,"
+    " updated_by, updated_at, cards, progress, progress_minutes, confirm_above, budget, watchdog"
+    " FROM channel_settings_old",
+    "DROP TABLE channel_settings_old",
+    "ALTER TABLE start_intents ADD COLUMN workspace TEXT",
+    "ALTER TABLE held_starts ADD COLUMN workspace TEXT",
+)

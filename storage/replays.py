@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from storage.queries import Queries
+from storage.scope import current_workspace
 
 SQL = Queries("replays")  # storage/sql/replays.sql
 
@@ -46,7 +47,7 @@ class Replays:
                 "request_id": request_id, "provider": provider, "team_id": team_id, "channel_id": channel_id,
                 "user_id": user_id, "response_url": response_url, "training_file": training_file, "model": model,
                 "suffix": suffix, "now": self._clock(), "estimate": estimate, "approved_by": approved_by,
-                "move_id": move_id})
+                "move_id": move_id, "workspace": current_workspace() or None})
         return None
 
     def finish_intent(self, request_id: str, *, job_id: str | None, state: str = "done") -> bool:

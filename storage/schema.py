@@ -127,6 +127,7 @@ start_intents = Table(
     _real("estimate"),
     _text("approved_by"),
     _text("move_id"),
+    _text("workspace"),  # OAuth mode: whose budget its estimate is reserved from while it is under way
     Index("idx_start_intents_state_created_at", "state", "created_at"),
 )
 
@@ -154,8 +155,12 @@ shared_answers = Table(
     Index("idx_shared_answers_created_at", "created_at"),
 )
 
+# A channel's settings, per workspace (OAuth mode: a Slack Connect channel is in several; '' for a bot of one
+# workspace, and for what a channel had before OAuth was turned on, which each workspace there sees until it changes
+# its own).
 channel_settings = Table(
     "channel_settings", metadata,
+    _text("workspace", primary_key=True, server_default=""),
     _text("channel_id", primary_key=True),
     _text("outcomes", nullable=False, server_default="all"),
     _int("mentions", nullable=False, server_default="1"),
@@ -218,6 +223,7 @@ held_starts = Table(
     _text("decided_by"),
     _real("decided_at"),
     _text("message_ts"),
+    _text("workspace"),  # OAuth mode: the workspace that asked (its keys and its money start it, whoever approves)
     Index("idx_held_starts_created_at", "created_at"),
 )
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from storage.queries import Queries
+from storage.scope import current_workspace
 
 HOLD_SECONDS = 86400  # a held start may be released for a day; after that it is answered as expired
 HELD_RETENTION_SECONDS = 30 * 86400
@@ -40,21 +41,22 @@ class SpendStore:
                    limit: int, offset: int = 0) -> list[dict]:
         """The channel's jobs of a month, newest first, each with who started (or followed) it here."""
         return self.engine.rows(self.sql["month_jobs"], {"channel_id": channel_id, "start": start, "end": end,
-                                                         "provider": provider, "limit": limit, "offset": offset})
+                                                         "provider": provider, "limit": limit, "offset": offset,
+                                                         "workspace": current_workspace()})
 
     def month_totals(self, channel_id: str, start: float, end: float, *, provider: str | None = None) -> dict:
         """jobs, estimated (every job's estimate), actual (ended jobs' costs), running (running jobs' estimates), and
         spent: what the budget counts, each ended job's cost (its estimate when no cost is known) and each running
         job's estimate."""
         row = self.engine.rows(self.sql["month_totals"], {"channel_id": channel_id, "start": start, "end": end,
-                                                          "provider": provider})[0]
+                                                          "provider": provider, "workspace": current_workspace()})[0]
         return {key: (row[key] or 0) for key in ("jobs", "estimated", "actual", "running", "spent", "unknown")}
 
     def committed(self, conn: Any, channel_id: str, start: float, end: float) -> float:
         """What a channel's budget counts for a month, read inside the caller's write transaction: each ended job's
         cost (its estimate when no cost is known), each running job's estimate, and each start admitted but not yet
         recorded as a job (its estimate is reserved until the job, or its refusal, replaces it)."""
-        month = {"channel_id": channel_id, "start": start, "end": end}
+        month = {"channel_id": channel_id, "start": start, "end": end, "workspace": current_workspace()}
         jobs = conn.execute(self.sql["committed_jobs"], month).fetchone()[0]
         in_flight = conn.execute(self.sql["committed_in_flight"], month).fetchone()[0]
         return float(jobs or 0) + float(in_flight or 0)
@@ -75,7 +77,7 @@ class SpendStore:
             db.conn.execute(self.sql["hold"], {
                 "id": hold_id, "team_id": team_id, "channel_id": channel_id, "user_id": user_id, "provider": provider,
                 "command": json.dumps(command), "estimate": estimate, "reason": reason, "now": now,
-                "expires_at": now + HOLD_SECONDS})
+                "expires_at": now + HOLD_SECONDS, "workspace": current_workspace() or None})
         return hold_id
 
     def held(self, hold_id: str) -> dict | None:

@@ -151,7 +151,8 @@ LAYERS = (
     ("Slack listeners", ("handlers",)),
     ("services", ("bot.jobs", "bot.holds", "bot.subscriptions", "bot.following", "bot.data_flow", "bot.trying",
                   "bot.charting", "bot.poller", "bot.delivery", "bot.watchdog", "bot.moves", "bot.webhooks",
-                  "bot.turns", "bot.slack", "bot.installs", "bot.home", "bot.keyring", "bot.keys")),
+                  "bot.turns", "bot.slack", "bot.installs", "bot.home", "bot.keyring", "bot.keys",
+                  "bot.reconciling")),
     ("Slack surfaces", ("bot.messages", "bot.views", "bot.comparison", "bot.move_messages")),
     ("the grammar, settings, money and the provider seam", (
         "bot.commands", "bot.config", "bot.costs", "bot.training_data", "bot.conversion", "bot.charts",

@@ -452,6 +452,66 @@ def test_a_slack_connect_channel_hears_each_workspaces_jobs_with_that_workspaces
     assert slack.dead_token_calls == []
 
 
+def test_a_slack_connect_channel_keeps_each_workspaces_settings_budget_spend_and_follows_apart(oauth, slack,
+                                                                                              provider):
+    """One channel, two installed workspaces: each sets its own budget there, sees only its own jobs' spend and
+    follows, and a start is held by its own workspace's budget only. What the channel had before OAuth was on
+    ('') is each workspace's until it changes its own."""
+    from bot.keyring import acting_for
+    from bot.sandbox.files import SAMPLE_FILE_ID
+
+    bot, server = oauth
+    store = bot.services.store
+    for team in ("T0ONE", "T0TWO"):
+        _install(server, slack, team)
+    store.channels.set_channel_settings("C0SHARED", "U0OLD", mentions=False)  # (from before OAuth: '')
+    asked = {"n": len(slack.responses)}
+
+    def said(text: str, team: str) -> str:
+        body = slash_command_body(text, channel_id="C0SHARED", team_id=team, user_id=f"U{team}",
+                                  response_url=slack.response_url(f"{team}-{asked['n']}"))
+        status, raw = server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+        assert status == 200, raw
+        url = f"/{team}-{asked['n']}"
+        asked["n"] += 1
+        found = wait_until(lambda: [r for r in slack.responses if r["url"].endswith(url)], timeout=10)
+        return json.dumps(found[-1]) + raw.decode()
+
+    said("settings budget=40", "T0ONE")
+    with acting_for("T:T0ONE"):
+        one = store.channels.channel_settings("C0SHARED")
+    with acting_for("T:T0TWO"):
+        two = store.channels.channel_settings("C0SHARED")
+    assert (one["budget"], one["mentions"]) == (40.0, 0) and (two["budget"], two["mentions"]) == (None, 0)
+    for team in ("T0ONE", "T0TWO"):
+        said(f"start {SAMPLE_FILE_ID} suffix={team.lower()}", team)
+    jobs = wait_until(lambda: len(provider.jobs) == 2 and dict(store.workspaces.owners(
+        [("openai", j) for j in provider.jobs])), timeout=10)
+    mine = {owner: job_id for (_, job_id), owner in jobs.items()}
+    for team, other in (("T0ONE", "T0TWO"), ("T0TWO", "T0ONE")):
+        for command in ("spend", "subscriptions"):
+            answer = said(command, team)
+            assert mine[f"T:{team}"] in answer and mine[f"T:{other}"] not in answer, (team, command, answer)
+    committed = {}
+    for team in ("T0ONE", "T0TWO"):
+        with acting_for(f"T:{team}"):
+            committed[team] = store.spend.committed_now("C0SHARED", 0, 2e10)
+            assert committed[team] == store.spend.month_totals("C0SHARED", 0, 2e10)["spent"] > 0
+    with acting_for("T:T0TWO"):  # a start of T0TWO's under way reserves from T0TWO's budget only
+        store.replays.record_intent("req-two", team_id="T0TWO", channel_id="C0SHARED", user_id="UT0TWO",
+                                    response_url=None, training_file=SAMPLE_FILE_ID, model="m", suffix=None,
+                                    provider="openai", estimate=100.0)
+        assert store.spend.committed_now("C0SHARED", 0, 2e10) == committed["T0TWO"] + 100.0
+    with acting_for("T:T0ONE"):
+        assert store.spend.committed_now("C0SHARED", 0, 2e10) == committed["T0ONE"]
+    store.replays.finish_intent("req-two", job_id=None, state="never_started")
+    said("settings budget=0.01", "T0ONE")  # (below what T0ONE's own job committed: its next start is refused)
+    said(f"start {SAMPLE_FILE_ID} suffix=again", "T0TWO")  # (T0TWO has no budget here: its start goes ahead)
+    assert wait_until(lambda: len(provider.jobs) == 3, timeout=10)
+    refused = said(f"start {SAMPLE_FILE_ID} suffix=over", "T0ONE")
+    assert "budget" in refused.lower() and len(provider.jobs) == 3
+
+
 def test_each_workspace_is_told_to_invite_the_app_by_the_name_its_own_install_gave_it(oauth, slack, provider):
     """A private channel the bot is not in: the answer names the bot user of that channel's workspace (each install
     has its own), never another workspace's."""

@@ -17,6 +17,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from bot import logs
+from bot.keyring import acting_for
 from bot.messages.keys import KEYS_CALLBACK
 from bot.sandbox.slack import signed_headers, slash_command_body, view_submission_body
 from bot.scrub import Scrubber, learn
@@ -308,7 +309,8 @@ def test_a_bot_of_one_workspace_says_its_keys_are_the_environments(bot, slack):
 
 def test_an_interrupted_start_is_looked_up_with_its_workspaces_own_key(keyed, slack, provider):
     """A start whose process died while asking is settled by whichever replica finds it, with the key of the
-    workspace it was typed in (its channel's): at the provider, only that key's account has the job."""
+    workspace it was typed in (written down with it: in a Slack Connect channel another workspace may have spoken
+    since): at the provider, only that key's account has the job, and the job becomes that workspace's own."""
     from bot.providers.openai_shape import REQUEST_KEY
     from bot.sandbox.files import SAMPLE_FILE_ID
 
@@ -317,12 +319,14 @@ def test_an_interrupted_start_is_looked_up_with_its_workspaces_own_key(keyed, sl
     provider.accounts = True
     job = provider.add_job(status="running", metadata={REQUEST_KEY: "req-mine"}, _account=KEY_ONE)
     store = bot.services.store
-    store.workspaces.note_channel("C0ONE", "T:T0ONE")
-    store.replays.record_intent("req-mine", team_id="T0ONE", channel_id="C0ONE", user_id="U0ALICE",
-                                response_url=slack.response_url("mine"), training_file=SAMPLE_FILE_ID,
-                                model=job["model"], suffix=None, provider="openai")
+    store.workspaces.note_channel("C0ONE", "T:T0TWO")  # (shared with T0TWO, who spoke there last)
+    with acting_for("T:T0ONE"):
+        store.replays.record_intent("req-mine", team_id="T0ONE", channel_id="C0ONE", user_id="U0ALICE",
+                                    response_url=slack.response_url("mine"), training_file=SAMPLE_FILE_ID,
+                                    model=job["model"], suffix=None, provider="openai")
     assert bot.services.jobs.reconcile_starts(older_than=0, worker="w") == 1
     assert [f["id"] for f in store.follows.channel_follows("C0ONE")] == [job["id"]]
+    assert store.workspaces.owners([("openai", job["id"])]) == {("openai", job["id"]): "T:T0ONE"}
 
 
 def test_a_watchdog_cancel_left_by_a_stopped_process_is_sent_with_the_jobs_workspaces_key(keyed, slack, provider):
@@ -441,5 +445,38 @@ def test_a_workspace_whose_own_key_cannot_be_opened_has_no_webhooks_even_with_th
         body = json.dumps({"id": "evt_1", "object": "event", "created_at": 1, "data": {"id": job["id"]},
                            "type": "fine_tuning.job.succeeded"})
         assert server.post("/openai/webhook/T0ONE", body, sign_webhook(body, WEBHOOK_SECRET))[0] == 404
+    finally:
+        server.close()
+
+
+def test_a_held_start_approved_from_another_workspace_starts_with_the_askers_key_and_is_its_job(make_bot, slack,
+                                                                                               provider):
+    """An approver (APPROVER_USER_IDS) of another workspace approves a start held in a Slack Connect channel: it
+    starts with the key of the workspace that asked, is that workspace's job, and costs the approver's nothing."""
+    from bot.sandbox.files import SAMPLE_FILE_ID
+    from bot.sandbox.slack import block_action_body
+
+    bot = make_bot(**oauth_changes(shared=frozenset()), approver_user_ids=frozenset({"U0APPROVER"}))
+    server = Server(bot)
+    try:
+        for team in ("T0ONE", "T0TWO"):
+            assert _install(server, slack, team)[0] == 200
+        for team, key in (("T0ONE", KEY_ONE), ("T0TWO", KEY_TWO)):
+            bot.services.keys.keyring.set_key(f"T:{team}", "openai", {"OPENAI_API_KEY": key}, user_id="U0ADMIN")
+        provider.accounts = True
+        _command(server, slack, "settings budget=0", team="T0ONE", channel="C0SHARED", user="U0ALICE")
+        _command(server, slack, f"start {SAMPLE_FILE_ID}", team="T0ONE", channel="C0SHARED", user="U0ALICE")
+        [request] = wait_until(lambda: [m for m in slack.messages_in("C0SHARED") if "needs approval" in m["text"]],
+                               timeout=10)
+        [button] = [e for b in request["blocks"] if b["type"] == "actions" for e in b["elements"]
+                    if e["action_id"] == "hold_approve"]
+        body = block_action_body("hold_approve", button["value"], user_id="U0APPROVER", channel_id="C0SHARED",
+                                 team_id="T0TWO", response_url=slack.response_url("approve"),
+                                 message_ts=request["ts"])
+        assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+        [job] = wait_until(lambda: list(provider.jobs.values()), timeout=10)
+        assert job["_account"] == KEY_ONE
+        assert wait_until(lambda: bot.services.store.workspaces.owners([("openai", job["id"])]), timeout=5) == {
+            ("openai", job["id"]): "T:T0ONE"}
     finally:
         server.close()

@@ -25,18 +25,19 @@ EXPECTED_COLUMNS = {
                       "last_error", "origin", "kind", "about_channel", "provider", "detail"],
     "webhook_deliveries": ["webhook_id", "received_at"],
     "start_intents": ["request_id", "team_id", "channel_id", "user_id", "response_url", "training_file", "model",
-                      "suffix", "created_at", "state", "job_id", "provider", "estimate", "approved_by", "move_id"],
+                      "suffix", "created_at", "state", "job_id", "provider", "estimate", "approved_by", "move_id",
+                      "workspace"],
     "seen_triggers": ["trigger_id", "seen_at"],
     "health": ["id", "written_at"],
     "shared_answers": ["id", "user_id", "channel_id", "message", "created_at", "shared_at"],
-    "channel_settings": ["channel_id", "outcomes", "mentions", "updated_by", "updated_at", "cards", "progress",
-                         "progress_minutes", "confirm_above", "budget", "watchdog"],
+    "channel_settings": ["workspace", "channel_id", "outcomes", "mentions", "updated_by", "updated_at", "cards",
+                         "progress", "progress_minutes", "confirm_above", "budget", "watchdog"],
     "open_forms": ["form_id", "kind", "user_id", "team_id", "channel_id", "provider", "job_id", "created_at",
                    "submitted_at"],
     "leases": ["name", "holder", "held_until"],
     "file_tokens": ["provider", "file_id", "model", "billable_per_epoch", "examples", "counted_at"],
     "held_starts": ["id", "team_id", "channel_id", "user_id", "provider", "command", "estimate", "reason",
-                    "created_at", "expires_at", "state", "decided_by", "decided_at", "message_ts"],
+                    "created_at", "expires_at", "state", "decided_by", "decided_at", "message_ts", "workspace"],
     "job_readings": ["provider", "job_id", "step", "train_loss", "valid_loss", "read_at"],
     "watch_marks": ["provider", "job_id", "kind", "detail", "at", "said_at"],
     "moves": ["id", "team_id", "channel_id", "user_id", "source_provider", "source_job", "target_provider", "options",
@@ -56,7 +57,7 @@ EXPECTED_COLUMNS = {
 MIGRATIONS = ["m001_initial", "m002_foundation", "m003_providers", "m004_shared_answers", "m005_channel_settings",
               "m006_cards", "m007_shared_once", "m008_forms_and_indexes", "m009_leases",
               "m010_spend_and_watchdog", "m011_watch_marks_said", "m012_moves", "m013_workspaces",
-              "m014_home", "m015_job_owners", "m016_presences"]
+              "m014_home", "m015_job_owners", "m016_presences", "m017_workspace_scope"]
 
 
 def _job(job_id="ftjob-1", status="running", **extra):
@@ -463,6 +464,58 @@ def test_a_step_written_once_upgrades_an_existing_database_on_either_engine(data
     for _ in range(2):
         store = Store(database)
         store.engine.rows("SELECT worker_id, since FROM presences")  # (there again)
+        store.close()
+
+
+def test_a_channels_settings_from_before_workspaces_were_told_apart_are_kept_for_each_workspace(database):
+    """m017 rebuilds the channel settings with a workspace in their key: a database of m016's shape keeps every
+    channel's settings (under '', the one workspace of a bot of one token), which each workspace then sees until it
+    changes its own; on SQLite as on PostgreSQL."""
+    from storage.scope import WORKSPACE
+
+    Store(database).close()
+    old = ("CREATE TABLE channel_settings (channel_id TEXT PRIMARY KEY NOT NULL, outcomes TEXT NOT NULL DEFAULT 'all',"
+           " mentions BIGINT NOT NULL DEFAULT 1, updated_by TEXT, updated_at DOUBLE PRECISION,"
+           " cards BIGINT NOT NULL DEFAULT 1, progress BIGINT NOT NULL DEFAULT 1,"
+           " progress_minutes BIGINT NOT NULL DEFAULT 5, confirm_above DOUBLE PRECISION, budget DOUBLE PRECISION,"
+           " watchdog TEXT NOT NULL DEFAULT 'warn')")
+    back = ["DROP TABLE channel_settings", old, "ALTER TABLE start_intents DROP COLUMN workspace",
+            "ALTER TABLE held_starts DROP COLUMN workspace",
+            "INSERT INTO channel_settings (channel_id, outcomes, budget, updated_by)"
+            " VALUES ('C1', 'failures', 25, 'U')"]
+    if database.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(database) as conn:
+            for statement in back:
+                conn.execute(statement)
+            conn.execute("DELETE FROM _finetune_migrations WHERE name = 'm017_workspace_scope'")
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(database)
+        for statement in back:
+            conn.execute(statement)
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm017_workspace_scope'")
+        conn.commit()
+        conn.close()
+    store = Store(database)
+    try:
+        for workspace in (None, "T:T0ONE", "T:T0TWO"):
+            token = WORKSPACE.set(workspace)
+            try:
+                settings = store.channels.channel_settings("C1")
+                assert (settings["outcomes"], settings["budget"]) == ("failures", 25.0), workspace
+            finally:
+                WORKSPACE.reset(token)
+        token = WORKSPACE.set("T:T0ONE")
+        try:
+            store.channels.set_channel_settings("C1", "U1", budget=10.0)
+            assert store.channels.channel_settings("C1")["outcomes"] == "failures"  # (the rest kept as it was)
+        finally:
+            WORKSPACE.reset(token)
+        assert store.channels.channel_settings("C1")["budget"] == 25.0  # (the channel's own, for everyone else)
+    finally:
         store.close()
 
 

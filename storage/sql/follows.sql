@@ -54,17 +54,21 @@ WHERE channel_id = :channel_id AND provider = :provider AND job_id = :job_id
 
 -- name: channel_follows
 -- The jobs a channel follows (all, or only those final or not when :final is not NULL), running before finished,
--- newest first, with each job's last known state.
+-- newest first, with each job's last known state; in OAuth mode, the current workspace's jobs only.
 SELECT s.job_id, s.user_id, s.origin, s.created_at AS followed_at, s.delivery_error, j.*
 FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id
 WHERE s.channel_id = :channel_id AND (CAST(:final AS BIGINT) IS NULL OR j.final = :final)
+  AND (CAST(:workspace AS TEXT) = '' OR EXISTS (SELECT 1 FROM job_owners o
+       WHERE o.provider = s.provider AND o.job_id = s.job_id AND o.workspace = :workspace))
 ORDER BY j.final, s.created_at DESC, s.job_id
 LIMIT :limit OFFSET :offset;
 
 -- name: follow_counts
 SELECT sum(CASE WHEN j.final = 0 THEN 1 ELSE 0 END) AS active, sum(CASE WHEN j.final = 1 THEN 1 ELSE 0 END) AS finished
 FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id
-WHERE s.channel_id = :channel_id;
+WHERE s.channel_id = :channel_id
+  AND (CAST(:workspace AS TEXT) = '' OR EXISTS (SELECT 1 FROM job_owners o
+       WHERE o.provider = s.provider AND o.job_id = s.job_id AND o.workspace = :workspace));
 
 -- name: followers
 SELECT * FROM subscriptions WHERE provider = :provider AND job_id = :job_id ORDER BY created_at;

@@ -8,9 +8,9 @@ INSERT INTO seen_triggers (trigger_id, seen_at) VALUES (:trigger_id, :now) ON CO
 -- name: record_intent
 -- A start written down before the provider is asked.
 INSERT INTO start_intents (request_id, provider, team_id, channel_id, user_id, response_url, training_file, model,
-                           suffix, created_at, state, job_id, estimate, approved_by, move_id)
+                           suffix, created_at, state, job_id, estimate, approved_by, move_id, workspace)
 VALUES (:request_id, :provider, :team_id, :channel_id, :user_id, :response_url, :training_file, :model,
-        :suffix, :now, 'pending', NULL, :estimate, :approved_by, :move_id);
+        :suffix, :now, 'pending', NULL, :estimate, :approved_by, :move_id, :workspace);
 
 -- name: finish_intent
 -- Close a start still open (its response_url, a credential, is forgotten).

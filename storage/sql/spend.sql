@@ -1,7 +1,8 @@
 -- What runs cost and what a channel may spend (storage/spend.py): token counts of files, a channel's month of jobs
 -- (their estimates and costs, kept with each job), and starts held for confirmation or approval. A job of a
 -- channel's month: started from there (a job it only follows is another's spend), created (by the provider's
--- clock, else when the channel began following it) within [start, end); of one provider, or (NULL) of any.
+-- clock, else when the channel began following it) within [start, end); of one provider, or (NULL) of any; in OAuth
+-- mode, of the current workspace (its jobs: a Slack Connect channel is in several, each with its own budget).
 
 -- name: file_tokens
 SELECT * FROM file_tokens WHERE provider = :provider AND file_id = :file_id AND model = :model;
@@ -16,6 +17,8 @@ SELECT j.*, s.user_id, s.origin
 FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id
 WHERE s.channel_id = :channel_id AND s.origin = 'start'
   AND coalesce(j.created_at, s.created_at) >= :start AND coalesce(j.created_at, s.created_at) < :end
+  AND (CAST(:workspace AS TEXT) = '' OR EXISTS (SELECT 1 FROM job_owners o
+       WHERE o.provider = s.provider AND o.job_id = s.job_id AND o.workspace = :workspace))
   AND (CAST(:provider AS TEXT) IS NULL OR s.provider = :provider)
 ORDER BY coalesce(j.created_at, s.created_at) DESC, j.id
 LIMIT :limit OFFSET :offset;
@@ -32,6 +35,8 @@ SELECT count(*) AS jobs, sum(j.estimate) AS estimated,
 FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id
 WHERE s.channel_id = :channel_id AND s.origin = 'start'
   AND coalesce(j.created_at, s.created_at) >= :start AND coalesce(j.created_at, s.created_at) < :end
+  AND (CAST(:workspace AS TEXT) = '' OR EXISTS (SELECT 1 FROM job_owners o
+       WHERE o.provider = s.provider AND o.job_id = s.job_id AND o.workspace = :workspace))
   AND (CAST(:provider AS TEXT) IS NULL OR s.provider = :provider);
 
 -- name: committed_jobs
@@ -40,18 +45,22 @@ WHERE s.channel_id = :channel_id AND s.origin = 'start'
 SELECT sum(CASE WHEN j.final = 1 THEN coalesce(j.cost, j.estimate, 0) ELSE coalesce(j.estimate, 0) END)
 FROM subscriptions s JOIN jobs j ON j.provider = s.provider AND j.id = s.job_id
 WHERE s.channel_id = :channel_id AND s.origin = 'start'
-  AND coalesce(j.created_at, s.created_at) >= :start AND coalesce(j.created_at, s.created_at) < :end;
+  AND coalesce(j.created_at, s.created_at) >= :start AND coalesce(j.created_at, s.created_at) < :end
+  AND (CAST(:workspace AS TEXT) = '' OR EXISTS (SELECT 1 FROM job_owners o
+       WHERE o.provider = s.provider AND o.job_id = s.job_id AND o.workspace = :workspace));
 
 -- name: committed_in_flight
 -- Starts admitted but not yet recorded as jobs: their estimates, reserved.
 SELECT sum(estimate) FROM start_intents
 WHERE channel_id = :channel_id AND created_at >= :start AND created_at < :end
-  AND (state = 'pending' OR state LIKE 'reconciling:%');
+  AND (state = 'pending' OR state LIKE 'reconciling:%')
+  AND (CAST(:workspace AS TEXT) = '' OR workspace = :workspace);
 
 -- name: hold
 INSERT INTO held_starts (id, team_id, channel_id, user_id, provider, command, estimate, reason, created_at,
-                         expires_at, state)
-VALUES (:id, :team_id, :channel_id, :user_id, :provider, :command, :estimate, :reason, :now, :expires_at, 'held');
+                         expires_at, state, workspace)
+VALUES (:id, :team_id, :channel_id, :user_id, :provider, :command, :estimate, :reason, :now, :expires_at, 'held',
+        :workspace);
 
 -- name: held
 SELECT * FROM held_starts WHERE id = :id;
