@@ -147,7 +147,7 @@ def test_a_download_without_the_bot_token_is_refused(slack):
     from slack_sdk import WebClient
 
     file_id = slack.add_file("a.jsonl", _clean())
-    url = slack._files_info({"file": file_id})["file"]["url_private_download"]
+    url = slack._files_info({"file": file_id, "_token": slack.token})["file"]["url_private_download"]
     stranger = SlackGateway(WebClient(token="xoxb-not-the-bots", base_url=slack.api_url))
     with pytest.raises(FileUnavailable, match="sign-in page"):
         stranger.download(url, max_bytes=10**6)

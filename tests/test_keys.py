@@ -480,3 +480,43 @@ def test_a_held_start_approved_from_another_workspace_starts_with_the_askers_key
             ("openai", job["id"]): "T:T0ONE"}
     finally:
         server.close()
+
+
+def test_a_workspaces_training_file_is_read_and_its_chart_uploaded_with_its_own_token(keyed, slack, provider):
+    """The start form's file, picked in T0ONE, is looked up and downloaded with T0ONE's token (another workspace's
+    install cannot read it), the job is started with T0ONE's key, and the chart after its success is uploaded with
+    T0ONE's token, by the scheduler, whichever workspace spoke last."""
+    from bot.sandbox.slack import view_action_body, view_submission_body
+    from bot.views import DATA_CONFIRM_ACTION
+    from tests.test_data_flow import _clean, _settled, _values
+
+    bot, server = keyed
+    bot.services.keys.keyring.set_key("T:T0ONE", "openai", {"OPENAI_API_KEY": KEY_ONE}, user_id="U0ADMIN1")
+    provider.accounts = True
+    before = len(slack.view_log)
+    _command(server, slack, "start", team="T0ONE", channel="C0ONE", user="U0ALICE")
+    [opened] = wait_until(lambda: [v for v in slack.view_log[before:] if v["kind"] == "open"], timeout=5)
+    form = slack.views[opened["view_id"]]
+    file_id = slack.add_file("support.jsonl", _clean(), team="T0ONE")
+    body = view_submission_body(form, _values(file_id), user_id="U0ALICE", team_id="T0ONE")
+    status, raw = server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))
+    assert status == 200
+    slack.answer_to_submission(form["id"], json.loads(raw))
+    report = _settled(slack, form["id"])
+    assert "support.jsonl* is ready" in json.dumps(report["blocks"])
+    confirm = view_action_body(report, DATA_CONFIRM_ACTION, "start", user_id="U0ALICE", team_id="T0ONE")
+    assert server.post("/slack/events", confirm, signed_headers(confirm, SIGNING_SECRET))[0] == 200
+    [job] = wait_until(lambda: list(provider.jobs.values()), timeout=10)
+    assert job["_account"] == KEY_ONE
+    reads = [r for r in slack.file_reads if r["file"] == file_id]
+    assert {r["kind"] for r in reads} == {"info", "download"} and {r["by"] for r in reads} == {("T0ONE", None)}
+    provider.train(job["id"], 3, total=10)
+    provider.set_status(job["id"], "succeeded")
+    _command(server, slack, "help", team="T0TWO", channel="C0ONE", user="U0BOB")  # (shared: T0TWO spoke last)
+    bot.services.poller.run_once()
+    delivered(bot.services.sender)
+    [chart] = wait_until(lambda: slack.uploads, timeout=30)
+    assert chart["channel"] == "C0ONE" and chart["by"] == ("T0ONE", None)
+    # Another workspace's install cannot read T0ONE's file (Slack: not found), whatever it asks.
+    stranger = next(iter(g.tokens) for g in slack.grants if g.team_id == "T0TWO")
+    assert slack._files_info({"file": file_id, "_token": stranger}) == {"ok": False, "error": "file_not_found"}

@@ -44,6 +44,7 @@ class SlackStandIn(SlackOAuth, SlackHome, SlackFiles, StandInServer):
         self.views: dict[str, dict] = {}  # view id -> the view as last opened or updated
         self.view_log: list[dict] = []  # every views.open and views.update, in order
         self.files: dict[str, dict] = {}  # files people shared with the app, by id
+        self.file_reads: list[dict] = []  # every files.info and download: the file, and whose token asked
         self.uploads: list[dict] = []  # files the app uploaded and shared (files.completeUploadExternal)
         self._pending_uploads: dict[str, dict] = {}
         self._ts = itertools.count(1)

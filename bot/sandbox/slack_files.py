@@ -26,15 +26,25 @@ def maybe_json(value):  # noqa: ANN001, ANN201 - a form field that may hold JSON
 
 
 class SlackFiles:
-    def add_file(self, name: str, content: bytes, *, filetype: str = "jsonl", url: str | None = None) -> str:
+    def add_file(self, name: str, content: bytes, *, filetype: str = "jsonl", url: str | None = None,
+                 team: str | None = None) -> str:
         """A file as if someone picked it in a modal's file input; returns its id. With `url`, files.info names that
-        as its download address (as a hostile or broken answer might)."""
+        as its download address (as a hostile or broken answer might). With `team`, it was shared in that workspace
+        only: another workspace's install neither finds nor downloads it."""
         file_id = f"F{secrets.token_hex(5).upper()}"
         with self.lock:
             self.files[file_id] = {"id": file_id, "name": name, "title": name, "size": len(content),
                                    "filetype": filetype, "mimetype": "application/octet-stream", "_content": content,
-                                   "_url": url}
+                                   "_url": url, "_team": team}
         return file_id
+
+    def _readable(self, file: dict, token: str) -> bool:
+        """Whether `token` may read `file`: the one bot token (any, for a stand-in given none), or a live install's
+        of the file's workspace."""
+        if self.token is None or token == self.token:
+            return True
+        owner = self.owner_of(token)
+        return owner is not None and self._token_state(token) is None and file.get("_team") in (None, owner[0])
 
 
     # -- uploads by the app: files.getUploadURLExternal, the bytes, files.completeUploadExternal -------------
@@ -58,7 +68,7 @@ class SlackFiles:
                 return {"ok": False, "error": "file_upload_size_mismatch"}
             record = {**pending, "title": entry.get("title"), "channel": params.get("channel_id"),
                       "thread_ts": params.get("thread_ts"), "initial_comment": params.get("initial_comment"),
-                      "at": time.time()}
+                      "at": time.time(), "by": self.owner_of(params.get("_token") or "")}
             with self.lock:
                 self.uploads.append(record)
             self._notify("upload", record)
@@ -69,7 +79,10 @@ class SlackFiles:
 
     def _files_info(self, params: dict) -> dict:
         file = self.files.get(str(params.get("file") or ""))
-        if file is None:
+        token = params.get("_token") or ""
+        with self.lock:
+            self.file_reads.append({"kind": "info", "file": params.get("file"), "by": self.owner_of(token)})
+        if file is None or not self._readable(file, token):
             return {"ok": False, "error": "file_not_found"}
         shown = {k: v for k, v in file.items() if not k.startswith("_")}
         url = file.get("_url") or f"{self.url}/files-pri/{TEAM_ID}-{file['id']}/download/{quote(file['name'])}"
@@ -78,9 +91,13 @@ class SlackFiles:
     def _download(self, request: Received) -> Answer:
         """A file's bytes for the bot token only; anyone else gets Slack's sign-in page, with a 200, as Slack does."""
         found = re.fullmatch(rf"/files-pri/{TEAM_ID}-([A-Z0-9]+)/download/.*", request.path)
-        if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
-            return 200, {"content-type": "text/html; charset=utf-8"}, b"<!DOCTYPE html><html>Sign in to Slack</html>"
         file = self.files.get(found[1]) if found else None
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        with self.lock:
+            self.file_reads.append({"kind": "download", "file": found[1] if found else None,
+                                    "by": self.owner_of(token)})
+        if not (token == self.token or file is not None and self._readable(file, token)):
+            return 200, {"content-type": "text/html; charset=utf-8"}, b"<!DOCTYPE html><html>Sign in to Slack</html>"
         if file is None:
             return 404, {"content-type": "text/plain"}, b"Not Found"
         return 200, {"content-type": "application/octet-stream"}, file["_content"]
