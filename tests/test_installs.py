@@ -18,7 +18,7 @@ from bot.cli import main as cli_main
 from bot.config import ConfigError, load
 from bot.installs import BOT_SCOPES
 from bot.messages.blocks import Message
-from bot.sandbox.slack import signed_headers, slash_command_body
+from bot.sandbox.slack import block_action_body, signed_headers, slash_command_body
 from bot.sandbox.slack_oauth import CLIENT_ID, CLIENT_SECRET, event_body
 from storage import Store
 from tests.conftest import SIGNING_SECRET, Server, delivered, wait_until
@@ -294,9 +294,24 @@ def test_one_workspace_never_sees_follows_or_cancels_anothers_job(oauth, slack, 
         responses = len(slack.responses)
         return json.dumps(slack.responses[-1], ensure_ascii=False)
 
-    for text in (f"status {job_id}", f"cancel {job_id}", f"subscribe {job_id}", f"events {job_id}"):
+    for text in (f"status {job_id}", f"cancel {job_id}", f"pause {job_id}", f"resume {job_id}",
+                 f"subscribe {job_id}", f"events {job_id}", f"chart {job_id}", f"try {job_id} hello",
+                 f"compare {job_id}", f"move {job_id} to=openai"):
         said = later(text, "T0TWO", "C0TWO")
         assert "knows a job called" in said, (text, said)
+    # The card's buttons too: one of T0TWO's people, in a channel shared with T0ONE, presses Cancel and Refresh.
+    delivered(bot.services.sender)
+    [card] = slack.cards_in("C0ONE")
+    for action in ("cancel_job", "refresh_job", "job_events"):
+        [button] = [e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]
+                    if e["action_id"] == action]
+        body = block_action_body(action, button["value"], user_id="U0BOB", channel_id="C0ONE", team_id="T0TWO",
+                                 response_url=slack.response_url(f"button-{action}"), message_ts=card["ts"])
+        assert server.post("/slack/events", body, signed_headers(body, SIGNING_SECRET))[0] == 200
+        [answer] = wait_until(lambda a=action: [r for r in slack.responses if r["url"].endswith(f"button-{a}")],
+                              timeout=5)
+        assert "knows a job called" in json.dumps(answer), (action, answer)
+    responses = len(slack.responses)
     assert provider.jobs[job_id]["status"] != "cancelled"
     assert [f["channel_id"] for f in bot.services.store.follows.followers(job_id, "openai")] == ["C0ONE"]
     assert job_id not in later("list", "T0TWO", "C0TWO")
