@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from multiprocessing.connection import Connection
 
-from bot import drawing
+from bot import drawing, metrics
 from bot.commands import Command, Problem
 from bot.jobs import Caller, JobService
 from bot.keyring import for_job
@@ -26,6 +26,9 @@ from bot.slack import SlackFailure, SlackGateway
 log = logging.getLogger(__name__)
 
 CHART_PATIENCE = 60.0  # the longest a chart waits for the outbox's outcomes to go out before it is drawn anyway
+# Charts after successes waiting to be drawn, at most: a steady stream of successes (thousands of jobs) draws one at
+# a time, so past this the newest are skipped (counted, and said in the log) rather than queued without end.
+MAX_WAITING_CHARTS = 200
 DRAW_DEADLINE = 60.0  # the longest one drawing may take (the first includes starting the drawing process)
 DRAWER_IDLE = 600.0  # the drawing process ends after this long without a chart (about 80 MB back), and starts again
 
@@ -92,6 +95,7 @@ class ChartService:
         # must not be running while the interpreter shuts down.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finetune-chart")
         self._pending: set[Future] = set()
+        self._skipping = False  # charts are being skipped (said once in the log, until fewer wait)
         self._pending_lock = threading.Lock()
         self._stopping = threading.Event()
         # Drawing itself happens in a process of its own, started with the first chart: matplotlib's rendering holds
@@ -179,11 +183,20 @@ class ChartService:
         lost to a crash here is not worth a repeated announcement, so it is never retried."""
         if row.get("kind") != "announcement" or row.get("outcome") != "succeeded" or self._stopping.is_set():
             return
-        try:
-            future = self._pool.submit(self._chart_in_thread, row, ts)
-        except RuntimeError:  # stopped meanwhile
-            return
         with self._pending_lock:
+            # Skipping begins at MAX_WAITING_CHARTS and lasts until half of them are drawn: said once a wave.
+            if len(self._pending) >= (MAX_WAITING_CHARTS // 2 if self._skipping else MAX_WAITING_CHARTS):
+                if not self._skipping:
+                    log.warning("%d loss charts are waiting to be drawn: the charts of further successes are skipped "
+                                "until half of them are", len(self._pending))
+                self._skipping = True
+                metrics.inc("charts_skipped")
+                return
+            self._skipping = False
+            try:  # (its patience counts from now: charts queued together wait out one, not one each)
+                future = self._pool.submit(self._chart_in_thread, row, ts, time.monotonic() + CHART_PATIENCE)
+            except RuntimeError:  # stopped meanwhile
+                return
             self._pending.add(future)
         future.add_done_callback(self._forget)
 
@@ -208,8 +221,7 @@ class ChartService:
         if drawer is not None:
             drawer.close(timeout - (time.monotonic() - started))  # its process ends with the bot, never left behind
 
-    def _chart_in_thread(self, row: dict, ts: str) -> None:
-        deadline = time.monotonic() + CHART_PATIENCE
+    def _chart_in_thread(self, row: dict, ts: str, deadline: float) -> None:
         while not self.quiet() and time.monotonic() < deadline and not self._stopping.wait(0.1):
             pass
         if self._stopping.is_set():

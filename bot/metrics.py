@@ -48,6 +48,8 @@ RECORDED = {
     "announcements_delivered": Declared("counter", "Posts and edits delivered to Slack, by kind (announcement, "
                                         "card, card_update, progress, watchdog, …)", ("kind",)),
     "watchdog_findings": Declared("counter", "What the loss watchdog found, by kind", ("kind",)),
+    "charts_skipped": Declared("counter", "Loss charts after successes not drawn: too many were already waiting to "
+                               "be"),
     "database_errors": Declared("counter", "Times the database could not be used, by where (a scheduled task, or "
                                 "request)", ("where",)),
 }

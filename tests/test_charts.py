@@ -7,6 +7,7 @@ import io
 import os
 import signal
 import struct
+import time
 
 from PIL import Image
 
@@ -108,6 +109,32 @@ def test_stopping_waits_for_the_chart_being_drawn_and_drops_the_rest(bot, provid
     assert len(slack.uploads) <= 1  # the queued ones were dropped
     charts.after_announced(row, "2.000000")
     assert not charts._pending and len(slack.uploads) <= 1  # nothing starts after stopping
+
+
+def test_a_stream_of_successes_queues_a_bounded_number_of_charts_each_waiting_out_one_patience(bot, provider,
+                                                                                                 monkeypatch, caplog):
+    """Outcomes that never stop (thousands of jobs): the charts waiting to be drawn stay at MAX_WAITING_CHARTS, the
+    rest are skipped (said once in the log); and charts queued together wait out one CHART_PATIENCE from when each
+    was announced, not one each in turn (thirty charts, a 0.5 s patience: not fifteen seconds)."""
+    from bot import charting
+
+    monkeypatch.setattr(charting, "MAX_WAITING_CHARTS", 30)
+    monkeypatch.setattr(charting, "CHART_PATIENCE", 0.5)
+    charts = bot.services.charts
+    charts.quiet = lambda: False  # the outbox is never empty
+    row = {"kind": "announcement", "outcome": "succeeded", "provider": "openai", "job_id": "ftjob-gone",
+           "channel_id": "C1"}  # (a job no longer known: each chart ends as soon as its patience does)
+    with caplog.at_level("WARNING", logger="bot.charting"):
+        for n in range(100):
+            charts.after_announced(row, f"1.{n:06d}")
+    assert len(charts._pending) <= 30
+    assert len([r for r in caplog.records if "are skipped" in r.getMessage()]) == 1
+    began = time.monotonic()
+    charts.wait_idle(10)
+    assert not charts._pending and time.monotonic() - began < 5  # (one patience each in turn: 15 s)
+    for n in range(20):  # none wait now: charts are queued again
+        charts.after_announced(row, f"2.{n:06d}")
+    assert len(charts._pending) > 0
 
 
 def _children() -> set[int]:
