@@ -467,15 +467,25 @@ def test_a_slack_connect_channel_hears_each_workspaces_jobs_with_that_workspaces
     assert slack.dead_token_calls == []
 
 
-def test_a_slack_connect_channel_keeps_each_workspaces_settings_budget_spend_and_follows_apart(oauth, slack,
-                                                                                              provider):
+@pytest.fixture
+def oauth_on_both(make_bot, database):
+    """`oauth`, on SQLite and on PostgreSQL."""
+    where = {"database_url": database} if database.startswith("postgresql") else {"database_path": database}
+    bot = make_bot(**oauth_changes(), **where)
+    server = Server(bot)
+    yield bot, server
+    server.close()
+
+
+def test_a_slack_connect_channel_keeps_each_workspaces_settings_budget_spend_and_follows_apart(oauth_on_both,
+                                                                                              slack, provider):
     """One channel, two installed workspaces: each sets its own budget there, sees only its own jobs' spend and
     follows, and a start is held by its own workspace's budget only. What the channel had before OAuth was on
-    ('') is each workspace's until it changes its own."""
+    ('') is each workspace's until it changes its own. On either engine."""
     from bot.keyring import acting_for
     from bot.sandbox.files import SAMPLE_FILE_ID
 
-    bot, server = oauth
+    bot, server = oauth_on_both
     store = bot.services.store
     for team in ("T0ONE", "T0TWO"):
         _install(server, slack, team)
