@@ -48,6 +48,12 @@ class Following:
         workspace = WORKSPACE.get()
         return not workspace or self.store.workspaces.claim_job(provider, job_id, workspace) == workspace
 
+    def not_anothers(self, provider: str, job_id: str) -> bool:
+        """Whether no other workspace owns the job (OAuth mode); nothing is claimed. Always True for a bot of one."""
+        workspace = WORKSPACE.get()
+        owner = self.store.workspaces.owners([(provider, job_id)]).get((provider, job_id)) if workspace else None
+        return owner is None or owner == workspace
+
     def visible(self, jobs: list[Job]) -> list[Job]:
         """Of jobs a provider listed, those the current workspace may see (all of them for a bot of one)."""
         workspace = WORKSPACE.get()

@@ -59,6 +59,8 @@ class SubscriptionService:
                      where: str | None = None) -> Message:
         channel = self.slack.open_dm(caller.user_id) if where == "dm" else caller.channel_id
         names = [provider] if provider else self.store.follows.providers_of(job_id)
+        # (in a Slack Connect channel, another workspace's follow of its own job is not this one's to end)
+        names = [name for name in names if self.following.not_anothers(name, job_id)]
         existed = False
         for name in names:
             card = self.store.cards.card(channel, job_id, name)  # (read first: it goes with the follow)

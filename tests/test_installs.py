@@ -454,6 +454,10 @@ def test_a_slack_connect_channel_hears_each_workspaces_jobs_with_that_workspaces
     delivered(bot.services.sender)
     edited = [u for u in slack.updates if u["channel"] == "C0SHARED"]
     assert len(edited) >= 2 and all(u["ts"] in cards for u in edited)  # every edit made, by the card's author
+    # One workspace's member cannot end the channel's follow of the other's job there.
+    said = _command(server, f"unsubscribe {jobs['T0ONE']['id']}", team="T0TWO", channel="C0SHARED")
+    assert [f["channel_id"] for f in bot.services.store.follows.followers(jobs["T0ONE"]["id"], "openai")] == [
+        "C0SHARED"], said
     for job in jobs.values():
         provider.set_status(job["id"], "succeeded")
     body = event_body({"type": "app_uninstalled"}, team_id="T0TWO")
