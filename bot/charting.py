@@ -232,5 +232,8 @@ class ChartService:
                 stored = self.jobs.store.follows.job(row["job_id"], owner.name)  # as announced: no need to ask again
                 job = Job.from_row(stored) if stored else owner.retrieve(row["job_id"])
                 self.share(owner, job, row["channel_id"], thread_ts=ts)
+        except (ProviderError, SlackFailure, ChartUnavailable) as error:  # (said by the provider or Slack: one line)
+            log.warning("could not post the loss chart of %s (%s)", row.get("job_id"),
+                        getattr(error, "message", None) or getattr(error, "reason", None) or error)
         except Exception:  # noqa: BLE001 - best effort after the announcement itself went out
             log.warning("could not post the loss chart of %s", row.get("job_id"), exc_info=True)

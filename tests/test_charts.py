@@ -136,8 +136,11 @@ def test_a_stream_of_successes_queues_a_bounded_number_of_charts_each_waiting_ou
         assert len(charts._pending) == 25
     assert len([r for r in caplog.records if "are skipped" in r.getMessage()]) == 1
     began = time.monotonic()
-    charts.wait_idle(20)
+    with caplog.at_level("WARNING", logger="bot.charting"):
+        charts.wait_idle(20)
     assert not charts._pending and time.monotonic() - began < 15  # (one patience each in turn: 45 s)
+    failed = [r for r in caplog.records if "could not post the loss chart" in r.getMessage()]
+    assert failed and all(r.exc_info is None and "ftjob-gone (" in r.getMessage() for r in failed)  # (one line each)
     for n in range(20):  # none wait now: charts are queued again
         charts.after_announced(row, f"2.{n:06d}")
     assert len(charts._pending) > 0
