@@ -51,7 +51,7 @@ class Following:
     def not_anothers(self, provider: str, job_id: str) -> bool:
         """Whether no other workspace owns the job (OAuth mode); nothing is claimed. Always True for a bot of one."""
         workspace = WORKSPACE.get()
-        owner = self.store.workspaces.owners([(provider, job_id)]).get((provider, job_id)) if workspace else None
+        owner = self.store.workspaces.owner(provider, job_id) if workspace else None
         return owner is None or owner == workspace
 
     def visible(self, jobs: list[Job]) -> list[Job]:
@@ -59,8 +59,8 @@ class Following:
         workspace = WORKSPACE.get()
         if not workspace:
             return jobs
-        mine = self.store.workspaces.owned(workspace, [(job.provider, job.id) for job in jobs])
-        return [job for job in jobs if (job.provider, job.id) in mine]
+        owners = self.store.workspaces.owners([(job.provider, job.id) for job in jobs])
+        return [job for job in jobs if owners.get((job.provider, job.id)) == workspace]
 
     def visibility_warnings(self, caller: Caller) -> list[str]:
         if self.slack.can_post(caller.channel_id) is False:

@@ -53,7 +53,7 @@ def acting_for(workspace: str | None) -> Iterator[None]:
 def for_job(store: Store, provider: str, job_id: str):  # noqa: ANN201 - a context manager
     """Work on one job for the workspace it belongs to (its owner: whoever started it, or first named it): the
     scheduler's, for a job it did not come to through a request. None for a bot of one workspace."""
-    return acting_for(store.workspaces.owners([(provider, job_id)]).get((provider, job_id)))
+    return acting_for(store.workspaces.owner(provider, job_id))
 
 
 def settable() -> dict[str, tuple[str, ...]]:

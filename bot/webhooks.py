@@ -73,8 +73,7 @@ class WebhookReceiver:
         name = self.provider.name
         if self.store.follows.job(job_id, name) is None:
             return False
-        return self.workspace is None or self.store.workspaces.owners([(name, job_id)]).get(
-            (name, job_id)) == self.workspace
+        return self.workspace is None or self.store.workspaces.owner(name, job_id) == self.workspace
 
     def fetch(self, job_id: str) -> None:
         """Read the job the webhook named and queue its outcome; on failure, polling (always on) catches it."""
@@ -101,7 +100,7 @@ class WorkspaceWebhooks:
             return WebhookAnswer(404, NOT_HERE)
         workspace = f"{segment[0]}:{segment}"
         if not self.store.workspaces.sealed_key(workspace, self.name):
-            return WebhookAnswer(404, NOT_HERE)  # (no key of its own: nothing of it to read)
+            return WebhookAnswer(404, NOT_HERE)  # (no key of its own; and an address made up builds no providers)
         providers = self.keyring.providers_for(workspace)
         if providers is None or self.name not in providers:
             return WebhookAnswer(404, NOT_HERE)

@@ -144,9 +144,10 @@ class Workspaces:
             db.conn.execute(SQL["claim_job"], asked)
             return db.conn.execute(SQL["job_owner"], asked).fetchone()[0]
 
-    def owned(self, workspace: str, pairs: list[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Of (provider, job id) pairs, those that belong to `workspace`."""
-        return {pair for pair, owner in self.owners(pairs).items() if owner == workspace}
+    def owner(self, provider: str, job_id: str) -> str | None:
+        """The workspace one job belongs to; None when no workspace claimed it."""
+        rows = self.engine.rows(SQL["job_owner"], {"provider": provider, "job_id": job_id})
+        return rows[0]["workspace"] if rows else None
 
     def owners(self, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
         """Of (provider, job id) pairs, the workspace each belongs to (pairs no workspace claimed are left out)."""
