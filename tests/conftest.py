@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
+from itertools import islice
 
 import pytest
 
@@ -208,6 +209,45 @@ def everything_said(message: dict) -> str:
 
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def pytest_configure(config) -> None:  # noqa: ANN001
+    config.addinivalue_line("markers", "heavy(seconds): a test that takes about that long on the 2-core machine "
+                                       "(processes, replicas, soaks); spread over the workers first")
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    """Order the tests so that xdist's first hand-out gives each worker an even share of the heavy ones, first.
+
+    `--dist worksteal` hands each worker a contiguous, equal share of the collection, and an idle worker later steals
+    from the end of the longest queue, whatever its tests cost. In collection order the heavy tests bunched up (a
+    worker ran both slow-Slack soaks last while the others had finished: 50 s of one core idle); here each share starts
+    with its heavy tests (longest first, each to the share with the fewest heavy seconds so far) and is topped up with
+    the light ones in their own order, which are what stealing moves. Every worker collects the same order."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers < 2:
+        return
+
+    def seconds(item) -> float:  # noqa: ANN001
+        marker = item.get_closest_marker("heavy")
+        return float(marker.args[0]) if marker else 0.0
+
+    heavy = sorted((item for item in items if seconds(item)), key=seconds, reverse=True)
+    light = [item for item in items if not seconds(item)]
+    shares: list[list] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for item in heavy:
+        k = min(range(workers), key=loads.__getitem__)
+        shares[k].append(item)
+        loads[k] += seconds(item)
+    ordered, left, rest = [], len(items), iter(light)
+    for k, share in enumerate(shares):
+        size = left // (workers - k)  # what worksteal hands the k-th worker at the start
+        ordered += share + list(islice(rest, max(0, size - len(share))))
+        left -= size
+    ordered += list(rest)
+    assert len(ordered) == len(items)
+    items[:] = ordered
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.heavy(10)
 def test_bench_prints_name_value_lines():
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "ack", "--only", "standins", "--small",
                              "--commands", "12", "--senders", "3"], cwd=ROOT, capture_output=True, text=True,
@@ -29,6 +32,7 @@ def test_bench_counts_a_long_jobs_slack_calls_and_the_throttle_cuts_them():
     assert int(figures["cards_unthrottled_thread_replies"]) > 3 * int(figures["cards_every_5min_thread_replies"])
 
 
+@pytest.mark.heavy(29)
 def test_bench_measures_acks_under_load_idle_memory_and_a_sweeps_announcements():
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "ack-load", "--only", "memory-idle", "--only",
                              "announce-busy", "--small", "--commands", "20", "--senders", "4", "--senders-apart"],
@@ -45,6 +49,7 @@ def test_bench_measures_acks_under_load_idle_memory_and_a_sweeps_announcements()
     assert float(figures["memory_chart_process_rss_mb"]) > 20
 
 
+@pytest.mark.heavy(13)
 def test_bench_counts_requests_per_cycle_over_three_providers():
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "providers3"], cwd=ROOT, capture_output=True,
                             text=True, timeout=120)
@@ -55,6 +60,7 @@ def test_bench_counts_requests_per_cycle_over_three_providers():
     assert int(figures["three_providers_requests_per_cycle"]) < int(figures["three_providers_naive_requests_per_cycle"])
 
 
+@pytest.mark.heavy(44)
 def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgres_url):
     # (on the session's server: the bench empties the database before each deployment)
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "deploy", "--small", "--commands", "20",
@@ -71,6 +77,7 @@ def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgr
     assert three <= 1.5 * one  # the poll cycle runs once per interval, not once per replica
 
 
+@pytest.mark.heavy(17)
 def test_bench_polls_each_workspace_with_its_own_key_on_three_replicas(postgres_url):
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "workspaces", "--small", "--database-url",
                              postgres_url], cwd=ROOT, capture_output=True, text=True, timeout=240)
@@ -85,6 +92,7 @@ def test_bench_polls_each_workspace_with_its_own_key_on_three_replicas(postgres_
     assert float(figures[f"{name}_list_requests_per_cycle"]) < 10
 
 
+@pytest.mark.heavy(8)
 def test_bench_estimates_a_file_by_id_and_counts_the_watchdogs_reads():
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "estimate", "--only", "watchdog", "--small"],
                             cwd=ROOT, capture_output=True, text=True, timeout=180)
@@ -95,6 +103,7 @@ def test_bench_estimates_a_file_by_id_and_counts_the_watchdogs_reads():
     assert reads[0] == 30 and figures["watchdog_jobs_read"] == "30"
 
 
+@pytest.mark.heavy(14)
 def test_bench_moves_a_training_file_to_together_and_fireworks():
     result = subprocess.run([sys.executable, "bench/run.py", "--only", "move", "--small"], cwd=ROOT,
                             capture_output=True, text=True, timeout=240)

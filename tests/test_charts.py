@@ -9,6 +9,7 @@ import signal
 import struct
 import time
 
+import pytest
 from PIL import Image
 
 from bot.charts import loss_chart
@@ -164,6 +165,7 @@ def _drawers(before: set[int]) -> set[int]:
     return _children() - before
 
 
+@pytest.mark.heavy(15)
 def test_charts_are_drawn_in_one_process_of_their_own_ended_when_idle_and_with_the_bot(bot, provider, slack):
     """Drawing holds the interpreter for hundreds of milliseconds: in the bot's process it stalled acks and posts (a
     sweep's charts doubled the acks' p99 under load). It happens in one drawing process, started with the first

@@ -99,6 +99,7 @@ def test_rate_limit_honours_retry_after_for_the_whole_channel(store, slack, cloc
     assert len(slack.posted) == 2
 
 
+@pytest.mark.heavy(12)
 def test_minutes_of_rate_limiting_spend_no_attempts_and_lose_nothing(store, slack, clock):
     """A burst can keep Slack at 429 for minutes: waiting because Slack asked us to is never a failure."""
     _finish(store)

@@ -10,6 +10,8 @@ import collections
 import random
 import time
 
+import pytest
+
 from bench.processes import ServeProcess, wait_until
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn
@@ -62,6 +64,7 @@ def _kill_survivors(procs: list[ServeProcess]) -> None:
             proc.kill()
 
 
+@pytest.mark.heavy(29)
 def test_every_outcome_announced_exactly_once(database, capsys):
     rng = random.Random(20261126)
     db = database
@@ -147,6 +150,7 @@ def test_every_outcome_announced_exactly_once(database, capsys):
         assert restarts > 0 and faults > 10
 
 
+@pytest.mark.heavy(24)
 def test_slow_slack_with_two_processes_and_a_sigterm_posts_each_outcome_once(database, capsys):
     """Slack taking 1.5 s a call, no history scope (the default manifest), two processes on one database, one of
     them stopped mid-run: a claim covers only the post it guards, so no takeover can race a post in flight."""

@@ -227,6 +227,7 @@ def test_unsigned_bodies_are_refused_before_they_are_read_and_memory_stays_flat(
     assert wait_until(lambda: len(os.listdir("/proc/self/fd")) <= before_files + 2, 10)
 
 
+@pytest.mark.heavy(11)
 def test_forged_but_well_shaped_bodies_are_held_within_the_budget_and_given_back(server):
     import os
 

@@ -688,6 +688,7 @@ def test_a_chart_waits_for_the_outcomes_queued_to_go_out_first(bot, provider, sl
     assert wait_until(lambda: len(slack.uploads) == 2, timeout=10)
 
 
+@pytest.mark.heavy(7)
 def test_a_built_bot_has_done_its_sdks_first_use_work_so_no_early_ack_waits_for_it(tmp_path):
     """The SDKs load their resources lazily (Together's fine-tuning module alone took 170 ms on first touch): done
     inside the first commands' work, it held back the acks of a burst (p99 142 ms; 46 ms once warm). `build` does
@@ -765,6 +766,7 @@ def test_an_extra_left_out_of_one_library_still_imports_for_another():
     assert result.stdout.split("\n")[:2] == ["False False", "True [0.0, 0.0]"]
 
 
+@pytest.mark.heavy(11)
 def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_connections_flat(make_bot, provider, slack,
                                                                                             postgres_url):
     """What the scheduler runs on a replica, as it runs it (the turn, the poll cycle, delivery), 300 times on
@@ -907,6 +909,7 @@ def test_downloads_trickling_from_slacks_own_host_hold_neither_the_commands_nor_
         server.close()
 
 
+@pytest.mark.heavy(9)
 def test_a_hundred_moves_leave_files_threads_and_connections_flat(make_bot, both, provider, together):
     """Per move: a file streamed from one provider through a spool, checked, uploaded to another (through a
     temporary file, as Together's SDK reads from disk), a job started and linked."""

@@ -213,6 +213,7 @@ def test_an_uninstall_forgets_the_workspace_at_once_and_a_forged_one_changes_not
     assert bot.services.store.workspaces.installations() == []
 
 
+@pytest.mark.heavy(9)
 def test_a_rotating_token_is_refreshed_once_per_expiry_by_two_replicas_on_postgresql_and_never_used_dead(
         make_bot, slack, postgres_url):
     replicas = [make_bot(**oauth_changes(), database_url=postgres_url) for _ in range(2)]

@@ -113,6 +113,7 @@ def _stop_all(procs) -> list[int]:
     return codes
 
 
+@pytest.mark.heavy(36)
 def test_a_ten_second_database_outage_loses_nothing_and_posts_every_outcome_once(postgres_server, slack, provider,
                                                                                  tmp_path):
     """PostgreSQL stops for ten seconds under two replicas while jobs finish: commands meanwhile are answered "try
@@ -183,6 +184,7 @@ def _provider_reads(provider, seconds: float) -> float:
 FOLLOWED = 22  # over five channels: five outcomes or so each, past Slack's burst of three, so its pace shows
 
 
+@pytest.mark.heavy(44)
 def test_three_replicas_keep_every_promise_through_a_kill_and_a_fresh_start(postgres_url, slack, provider, tmp_path):
     """Three `serve` replicas, each in an empty folder of its own, on one PostgreSQL database behind no shared disk:
     commands through any of them; provider reads per second as for one; 25 outcomes with Slack slow, one replica

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bot.sandbox.openai import SAMPLE_FILE_ID
 from tests.conftest import SIGNING_SECRET, Server, ask, delivered, everything_said, reply_to, wait_until
 
@@ -241,6 +243,7 @@ def test_a_channel_slack_refuses_shows_why_in_subscriptions(server, slack, provi
     assert "is_archived" in dm["text"]
 
 
+@pytest.mark.heavy(22)
 def test_many_outcomes_do_not_leak_threads_or_connections(bot, provider, slack):
     import os
     import threading
@@ -262,7 +265,8 @@ def test_many_outcomes_do_not_leak_threads_or_connections(bot, provider, slack):
         provider.set_status(job["id"], "succeeded")
         bot.services.poller.run_once()  # each outcome wakes the sender
     assert wait_until(lambda: len(slack.posted) == 60, timeout=20)
-    assert wait_until(lambda: len(slack.uploads) == 60, timeout=30)  # each success's chart, in its thread
+    # Each success's chart, in its thread: sixty charts are 15 s of drawing on a free core, more beside other heavy tests
+    assert wait_until(lambda: len(slack.uploads) == 60, timeout=90)
     assert open_files() - files < 3 and threading.active_count() - threads < 2
 
 

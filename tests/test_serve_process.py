@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bench.processes import ServeProcess, wait_until
 from bot.sandbox.openai import SAMPLE_FILE_ID
 from storage import Store
@@ -45,6 +47,7 @@ def test_serve_end_to_end_and_sigterm(tmp_path, slack, provider):
     assert len(slack.outcomes_in("C0GENERAL")) == 1 and len(slack.cards_in("C0GENERAL")) == 1
 
 
+@pytest.mark.heavy(13)
 def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, provider):
     job = provider.add_job(status="running")
     env = _env(tmp_path, slack, provider)
@@ -77,6 +80,7 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
     assert json.dumps(slack.outcomes_in("C0GENERAL")[0]["metadata"]).count(job["id"]) == 1
 
 
+@pytest.mark.heavy(7)
 def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
     env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
            "DATABASE_PATH": str(tmp_path / "sandbox.db"), "POLL_INTERVAL_SECONDS": "0.2",
@@ -96,6 +100,7 @@ def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
             proc.kill()
 
 
+@pytest.mark.heavy(8)
 def test_a_start_killed_mid_request_is_followed_and_its_user_told_after_restart(tmp_path, slack, provider):
     """SIGKILL while the provider is creating the job: the job exists and is billed, nobody heard of it. On restart
     the bot finds it by the request id it wrote down first, follows it, and tells the person who typed the command."""

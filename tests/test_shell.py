@@ -12,6 +12,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from bot import shell, shell_render
 from bot.config import load
 from tests.conftest import wait_until
@@ -25,6 +27,7 @@ def _run(script: str, tmp_path, timeout: float = 60, **env) -> subprocess.Comple
                           text=True, timeout=timeout + 30)
 
 
+@pytest.mark.heavy(9)
 def test_piped_start_ends_with_the_success_announcement(tmp_path):
     result = _run("/finetune start file-sample suffix=demo\n", tmp_path)
     assert result.returncode == 0, result.stderr
@@ -42,6 +45,7 @@ def test_piped_start_ends_with_the_success_announcement(tmp_path):
     assert not list(tmp_path.iterdir())  # the sandbox's database was temporary
 
 
+@pytest.mark.heavy(24)
 def test_the_readme_session_shows_progress_in_the_jobs_thread(tmp_path):
     """The README's first sandbox session, as written (the default pace): the card, a progress reply in its thread,
     then the outcome."""
@@ -53,6 +57,7 @@ def test_the_readme_session_shows_progress_in_the_jobs_thread(tmp_path):
     assert out.index("posted:") < progress.start() < out.index("FINE-TUNING JOB SUCCEEDED")
 
 
+@pytest.mark.heavy(14)
 def test_the_sandbox_speaks_both_providers_with_no_account(tmp_path):
     script = ("/finetune providers\n/finetune start file-sample provider=together suffix=demo\n"
               "/finetune start file-sample\n")
@@ -68,6 +73,7 @@ def test_the_sandbox_speaks_both_providers_with_no_account(tmp_path):
     assert openai_job in out
 
 
+@pytest.mark.heavy(11)
 def test_the_sandbox_speaks_fireworks_with_no_account(tmp_path):
     script = "/finetune start file-sample provider=fireworks suffix=fw-demo\n"
     result = _run(script, tmp_path)
@@ -77,6 +83,7 @@ def test_the_sandbox_speaks_fireworks_with_no_account(tmp_path):
     assert re.search(r"```accounts/sandbox/models/fw-demo-ftb-[0-9a-f]+```", out), out
 
 
+@pytest.mark.heavy(8)
 def test_failure_announcement_and_channels(tmp_path):
     script = "\n".join([
         "/finetune help",
@@ -184,6 +191,7 @@ def test_the_shell_prints_no_warnings_before_its_banner(tmp_path):
     assert result.stdout.startswith("finetune-bot shell.") and result.stderr == ""
 
 
+@pytest.mark.heavy(8)
 def test_check_and_upload_a_local_file_through_the_form(tmp_path):
     clean = tmp_path / "support.jsonl"
     clean.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"Q{n}"},
@@ -202,6 +210,7 @@ def test_check_and_upload_a_local_file_through_the_form(tmp_path):
     assert 'opened a form ("Start a job")' in out and "use /finetune check PATH" in out
 
 
+@pytest.mark.heavy(7)
 def test_the_shell_shows_the_card_its_edits_and_its_thread_and_presses_its_buttons(tmp_path):
     script = "/finetune start file-sample suffix=demo\n/click Refresh\n/click Events\n/click Cancel\n"
     result = _run(script, tmp_path, SANDBOX_PACE_SECONDS="3")
@@ -277,6 +286,7 @@ def test_a_bare_click_presses_the_newest_message_with_that_button(provider, tmp_
         session.close()
 
 
+@pytest.mark.heavy(11)
 def test_the_sandbox_moves_an_openai_fine_tune_to_together_and_fireworks_and_compares_them(tmp_path):
     """Moving off OpenAI, as the README shows it: a sandbox OpenAI job succeeds, moves to the Together and Fireworks
     sandboxes, both succeed, and compare puts each beside the original."""
@@ -294,6 +304,7 @@ def test_the_sandbox_moves_an_openai_fine_tune_to_together_and_fireworks_and_com
 
 
 
+@pytest.mark.heavy(10)
 def test_an_exported_key_never_makes_the_quick_start_spend_money(tmp_path):
     """Issue 29: with OPENAI_API_KEY exported (as many developers have it) the shell silently started real, billed
     jobs. It uses the sandbox unless asked for real providers, says which at the top, and takes --sandbox too."""

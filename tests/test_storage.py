@@ -178,6 +178,7 @@ def _open_together(location: str, processes: int = 4) -> None:
         p.join(timeout=30)
 
 
+@pytest.mark.heavy(15)
 def test_migrations_from_processes_starting_together_do_not_collide(tmp_path):
     for round_ in range(3):
         path = str(tmp_path / f"race{round_}.db")
@@ -185,6 +186,7 @@ def test_migrations_from_processes_starting_together_do_not_collide(tmp_path):
         assert len(migrations.applied(Database(path))) == len(MIGRATIONS)
 
 
+@pytest.mark.heavy(19)
 def test_replicas_starting_together_on_an_empty_postgresql_database_all_come_up(postgres_server):
     """Four processes create the tables of a new PostgreSQL database at once: one does, under the migration lock;
     the others wait for it and find them there (without the lock, CREATE TABLE races fail some of them)."""
