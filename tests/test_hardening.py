@@ -623,16 +623,26 @@ def test_a_delivery_problem_in_a_direct_message_is_not_labelled_as_a_channel():
 
 
 def test_the_scheduler_does_not_flood_the_log_at_info():
+    import io
     import logging
 
     from bot.logs import configure
 
-    configure("INFO", [])
-    assert not logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
-    assert logging.getLogger("bot.poller").isEnabledFor(logging.INFO)
-    configure("DEBUG", [])
-    assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.DEBUG)
-    configure("WARNING", [])
+    root = logging.getLogger()
+    level = root.level
+    try:
+        configure("INFO", [])
+        assert not logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
+        assert logging.getLogger("bot.poller").isEnabledFor(logging.INFO)
+        configure("DEBUG", [])
+        assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.DEBUG)
+    finally:  # its handler writes to this worker's stderr: left behind, later tests' INFO lines littered the run
+        for handler in [h for h in root.handlers if getattr(h, "_finetune_bot", False)]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+        configure("WARNING", [], stream=io.StringIO())  # the chatty loggers back to their quiet level
+        for handler in [h for h in root.handlers if getattr(h, "_finetune_bot", False)]:
+            root.removeHandler(handler)
 
 
 # -- issue 20: an outcome never waits behind a metric read ----------------------------------------------------------
