@@ -265,7 +265,7 @@ def test_many_outcomes_do_not_leak_threads_or_connections(bot, provider, slack):
         provider.set_status(job["id"], "succeeded")
         bot.services.poller.run_once()  # each outcome wakes the sender
     assert wait_until(lambda: len(slack.posted) == 60, timeout=20)
-    # Each success's chart, in its thread: sixty charts are 15 s of drawing on a free core, more beside other heavy tests
+    # Each success's chart, in its thread: sixty charts are 15 s of drawing on a free core, more beside heavy tests
     assert wait_until(lambda: len(slack.uploads) == 60, timeout=90)
     assert open_files() - files < 3 and threading.active_count() - threads < 2
 
