@@ -13,6 +13,7 @@ from sqlite_utils import Database
 from storage import Store
 from storage.migrations import migrations
 from tests.conftest import claim_due, start_intents
+from tests.opening import open_store
 
 EXPECTED_COLUMNS = {
     "jobs": ["provider", "id", "status", "state", "final", "model", "fine_tuned_model", "trained_tokens",
@@ -158,19 +159,11 @@ def test_two_processes_on_one_database_queue_and_claim_each_announcement_once(da
     assert len(store.outbox.announcements(state="sent")) == jobs * 2
 
 
-def _open(path: str, out) -> None:
-    try:
-        Store(path).close()
-        out.put("ok")
-    except Exception as error:  # pragma: no cover - reported to the test at once rather than after its timeout
-        out.put(repr(error))
-
-
 def _open_together(location: str, processes: int = 4) -> None:
     """Open a store at `location` from several processes at once; each must come up."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    procs = [context.Process(target=_open, args=(location, out)) for _ in range(processes)]
+    procs = [context.Process(target=open_store, args=(location, out)) for _ in range(processes)]
     for p in procs:
         p.start()
     assert sorted(out.get(timeout=60) for _ in procs) == ["ok"] * processes
