@@ -20,6 +20,7 @@ from bot.sandbox.fireworks import FireworksSandbox
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
 from bot.sandbox.together import TogetherSandbox
+from tests.storage_processes import claim_due  # noqa: F401 - the tests take it from here
 
 BOT_TOKEN = "xoxb-test-0000-SECRETBOTTOKEN"
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -310,13 +311,6 @@ def start_provider_of(settings) -> str:  # noqa: ANN001
     from bot.providers import registry
 
     return registry.configured(settings).default.name
-
-
-def claim_due(store, worker: str, *, limit: int, lease_seconds: float) -> list[dict]:  # noqa: ANN001
-    """Claim up to `limit` due posts at once, as a test's sender would (the bot's sender claims one at a time)."""
-    claimed = (store.outbox.claim(row["key"], worker, lease_seconds=lease_seconds)
-               for row in store.outbox.due_announcements(limit=limit))
-    return [row for row in claimed if row is not None]
 
 
 def start_intents(store) -> list[dict]:  # noqa: ANN001

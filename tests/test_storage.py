@@ -13,7 +13,7 @@ from sqlite_utils import Database
 from storage import Store
 from storage.migrations import migrations
 from tests.conftest import claim_due, start_intents
-from tests.opening import open_store
+from tests.storage_processes import hammer, open_store
 
 EXPECTED_COLUMNS = {
     "jobs": ["provider", "id", "status", "state", "final", "model", "fine_tuned_model", "trained_tokens",
@@ -124,20 +124,6 @@ def test_claims_expire_and_are_taken_over_as_uncertain(database):
     assert store.outbox.announcements(state="sent")[0]["message_ts"] == "1.2"
 
 
-def _hammer(path: str, worker: str, jobs: int, out) -> None:
-    store = Store(path)
-    sent = []
-    for i in range(jobs):
-        store.follows.record_jobs([(_job(f"ftjob-{i}", "succeeded"), "succeeded")])
-        for row in claim_due(store, worker, limit=5, lease_seconds=300):
-            if store.outbox.mark_sent(row["key"], worker, worker):
-                sent.append(row["key"])
-    for row in claim_due(store, worker, limit=1000, lease_seconds=300):
-        if store.outbox.mark_sent(row["key"], worker, worker):
-            sent.append(row["key"])
-    out.put(sent)
-
-
 def test_two_processes_on_one_database_queue_and_claim_each_announcement_once(database):
     path = database
     store = Store(path)
@@ -147,7 +133,7 @@ def test_two_processes_on_one_database_queue_and_claim_each_announcement_once(da
             store.follows.follow(channel, _job(f"ftjob-{i}"), final=False, team_id="T", user_id="U", origin="start")
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
-    workers = [context.Process(target=_hammer, args=(path, f"w{n}", jobs, out)) for n in range(2)]
+    workers = [context.Process(target=hammer, args=(path, f"w{n}", jobs, out)) for n in range(2)]
     for w in workers:
         w.start()
     results = [out.get(timeout=60) for _ in workers]
