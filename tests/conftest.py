@@ -47,6 +47,21 @@ def clean_env(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def logging_as_it_was():
+    """The root logger as the test found it: `finetune-bot` commands run in process (`check`, `rotate-keys`, a
+    `serve` refused) add the bot's handler on the worker's stderr, and a later test's bot thread logging after its
+    test ended printed through it into the run's progress dots."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers and getattr(h, "_finetune_bot", False)]:
+        root.removeHandler(handler)
+    root.setLevel(level)
+
+
 @pytest.fixture
 def provider():
     with FineTuningSandbox() as sandbox:

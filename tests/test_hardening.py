@@ -628,21 +628,14 @@ def test_the_scheduler_does_not_flood_the_log_at_info():
 
     from bot.logs import configure
 
-    root = logging.getLogger()
-    level = root.level
-    try:
+    try:  # (its handler on the worker's stderr is taken away again by conftest's logging_as_it_was)
         configure("INFO", [])
         assert not logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
         assert logging.getLogger("bot.poller").isEnabledFor(logging.INFO)
         configure("DEBUG", [])
         assert logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.DEBUG)
-    finally:  # its handler writes to this worker's stderr: left behind, later tests' INFO lines littered the run
-        for handler in [h for h in root.handlers if getattr(h, "_finetune_bot", False)]:
-            root.removeHandler(handler)
-        root.setLevel(level)
+    finally:
         configure("WARNING", [], stream=io.StringIO())  # the chatty loggers back to their quiet level
-        for handler in [h for h in root.handlers if getattr(h, "_finetune_bot", False)]:
-            root.removeHandler(handler)
 
 
 # -- issue 20: an outcome never waits behind a metric read ----------------------------------------------------------
