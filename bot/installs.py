@@ -23,7 +23,7 @@ from slack_sdk.oauth import AuthorizeUrlGenerator, RedirectUriPageRenderer
 
 from bot.vault import Vault, VaultError
 from storage import DB_ERRORS, Store
-from storage.scope import WORKSPACE
+from storage.scope import WORKSPACE  # the workspace the work is for: its rows, its token (set at authorize)
 from storage.workspaces import workspace_key
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,6 @@ REFRESH_HOLD = 15.0  # how long one process's claim on a refresh lasts (past it,
 REFRESH_WAIT = 10.0  # how long a process whose token has expired waits for another's refresh
 ORG_TEAM_PAGES = 50  # pages of `auth.teams.list` (1,000 workspaces each) read for an org-wide install, at most
 
-# The workspace the current request (or the work it handed on) concerns (storage.scope.WORKSPACE, which scopes a
-# channel's rows too): set when a request is authorized, carried into the pools by ContextPool, the token of every
-# Slack call made for it.
 # The installation a request was admitted with (bot/web.py), so Bolt's authorize does not look it up again.
 ADMITTED: contextvars.ContextVar[Authorization | None] = contextvars.ContextVar("admitted", default=None)
 NOT_INSTALLED = ("finetune-bot is not installed in this workspace yet. A workspace admin can add it from this bot's "

@@ -48,8 +48,6 @@ from storage.engines import is_transient
 log = logging.getLogger(__name__)
 
 
-
-
 @dataclass(frozen=True)
 class Caller:
     team_id: str
