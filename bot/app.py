@@ -59,6 +59,10 @@ PROMPT_WORKERS = 4  # opening forms: one Slack call each, bound by a trigger_id'
 # Fetching files from Slack and the work on them (the data form's check and upload): a pool of its own, so a slow file
 # host fills it and never the commands' workers (12 trickling downloads once kept every `status` waiting for 60 s).
 DOWNLOAD_WORKERS = 4
+# PostgreSQL connections kept open: the command workers, the sender, the poll cycle, the metric reads and maintenance,
+# which a burst of commands has all busy at once. With 8, each command past them opened a connection and closed it
+# again (a server process and a SCRAM exchange each: 30 of them in a burst's first second on three replicas).
+CONNECTIONS = WORKERS + 4
 SLACK_TIMEOUT = 10.0
 WRITABLE_CHECK_EVERY = 2.0  # /healthz writes to the database at most this often
 CYCLE_GRACE = 2.0  # at stop, how long a poll cycle under way may finish first
@@ -183,6 +187,10 @@ class Bot:
             self.exporter = metrics.serve(self.metrics_snapshot, host=self.settings.metrics_host,
                                           port=self.settings.metrics_port)
             log.info("metrics on %s:%d/metrics", self.settings.metrics_host, self.exporter.port)
+        try:  # (PostgreSQL: opened now, while nothing waits, rather than in the first burst of commands)
+            self.services.store.open_connections()
+        except DB_ERRORS as error:
+            log.info("could not open the database's connections ahead (%s); each opens when first needed", error)
         # Woken by the other replicas (PostgreSQL) when they queue posts for a channel whose turn this one holds.
         self._listener = threading.Thread(target=self.services.sender.listen, name="finetune-listen", daemon=True)
         self._listener.start()
@@ -251,7 +259,7 @@ def _quiet_token_precedence(record: logging.LogRecord) -> bool:
 def build(settings: Settings, *, providers: Providers | None = None, slack_client: WebClient | None = None,
           clock: Callable[[], float] = time.time, worker_id: str | None = None) -> Bot:
     """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
-    store = Store(settings.database, clock=clock)
+    store = Store(settings.database, clock=clock, connections=CONNECTIONS)
     scrub = Scrubber(settings.secrets())
     vault = Vault(settings.encryption_keys)
     keyring = None

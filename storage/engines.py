@@ -48,9 +48,11 @@ def describe(location: str) -> str:
     return f"PostgreSQL database {parts.path.lstrip('/') or '(default)'!r} on {host}:{parts.port or 5432}"
 
 
-def open_engine(location: str):
-    """An engine for a file path or a postgresql:// URL."""
-    return PostgresEngine(location) if is_postgres(location) else SQLiteEngine(location)
+def open_engine(location: str, *, connections: int | None = None):
+    """An engine for a file path or a postgresql:// URL (`connections`: the PostgreSQL pool's size; None: POOL_SIZE)."""
+    if not is_postgres(location):
+        return SQLiteEngine(location)
+    return PostgresEngine(location, pool_size=connections or POOL_SIZE)
 
 
 def is_transient(error: Exception) -> bool:
@@ -70,8 +72,8 @@ MIGRATION_LOCK = WRITE_LOCK + 1
 STATEMENT_TIMEOUT_MS = 15_000  # a stuck query never holds an ack or a poll cycle for longer
 LOCK_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 5
-POOL_SIZE = 8  # the web threads' share, the sender, the poll cycle and the background workers
-POOL_OVERFLOW = 8
+POOL_SIZE = 8  # a store's connections kept open for reuse (the bot sizes its own: bot.app.CONNECTIONS)
+POOL_OVERFLOW = 8  # more, opened when that many are busy at once and closed when given back
 POOL_WAIT_S = 10
 # SQLSTATE classes and codes worth waiting out: a lost connection, the server starting or shutting down, a lock
 # or statement timeout, a deadlock or serialization failure, too many connections.
@@ -197,6 +199,7 @@ class PostgresEngine:
         from sqlalchemy import create_engine
 
         self.where = describe(url)
+        self.pool_size = pool_size
         options = f"-c statement_timeout={statement_timeout_ms} -c lock_timeout={LOCK_TIMEOUT_MS}"
         self.engine = create_engine(
             _sqlalchemy_url(url), pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_timeout=POOL_WAIT_S,
@@ -303,6 +306,19 @@ class PostgresEngine:
     def connections(self) -> int:
         """Connections checked out of the pool now (the pool keeps idle ones open for reuse: that is its job)."""
         return self.engine.pool.checkedout()
+
+    def open_connections(self) -> int:
+        """Open the pool's connections now, before the first burst of work wants them: each new one is a server
+        process and a SCRAM exchange (about 16 ms of CPU on the two ends), which a burst of commands would otherwise
+        pay, one connection at a time, just when every core is wanted. Returns how many the pool now keeps open."""
+        held = []
+        try:
+            for _ in range(self.pool_size):  # (all at once: an idle one taken is not counted twice)
+                held.append(self._checkout(autocommit=True))
+        finally:
+            for raw in held:
+                raw.close()  # back to the pool, which keeps up to pool_size
+        return self.engine.pool.checkedin()
 
     def notify(self, topic: str) -> None:
         """Wake every replica listening on `topic` (PostgreSQL's NOTIFY: one statement, delivered at once)."""

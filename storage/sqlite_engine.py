@@ -180,6 +180,10 @@ class SQLiteEngine:
                 self._discard()
             raise
 
+    def open_connections(self) -> int:
+        """(A thread opens its connection to the file when it first uses the store: nothing to open ahead.)"""
+        return 0
+
     def notify(self, topic: str) -> None:
         """(PostgreSQL wakes the other replicas; processes on one SQLite file look on their timers.)"""
 

@@ -36,11 +36,11 @@ class Store:
     `location` is a SQLite file's path (the default) or a postgresql:// URL; `storage/engines.py` runs the one
     dialect of SQL of every concern on either."""
 
-    def __init__(self, location: str, *, clock: Callable[[], float] = time.time):
+    def __init__(self, location: str, *, clock: Callable[[], float] = time.time, connections: int | None = None):
         self.path = str(location)
         self._clock = clock
         try:
-            self.engine = open_engine(self.path)
+            self.engine = open_engine(self.path, connections=connections)
         except DB_ERRORS as error:
             raise StorageUnavailable(f"the database at {describe(self.path)} cannot be used: {error}") from None
         self.where = self.engine.where
@@ -65,6 +65,10 @@ class Store:
     def connections(self) -> int:
         """How many connections are in use now (SQLite: one per live thread that used the store)."""
         return self.engine.connections()
+
+    def open_connections(self) -> int:
+        """PostgreSQL: open the pool's connections now, not in the first burst of work (SQLite: nothing to open)."""
+        return self.engine.open_connections()
 
     def check_writable(self) -> None:
         """Write one row and commit; raises one of DB_ERRORS when the database cannot be written (read-only, full)."""

@@ -807,11 +807,9 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
     print(f"\npostgresql soak, 300 scheduled cycles: open files {files} -> {_open_files()}, threads {threads} -> "
           f"{threading.active_count()}, server sessions {server} -> {sessions()}, RSS {rss:.1f} -> {_rss_mb():.1f} MB")
     assert len(slack.outcomes_in("C0SOAK0")) >= 4  # the work was done: outcomes posted along the way
-    from storage.engines import POOL_SIZE
-
-    # (the pool keeps up to POOL_SIZE idle connections for reuse: bounded by it, not growing with the cycles)
+    # (the pool keeps up to its size of idle connections for reuse: bounded by it, not growing with the cycles)
     # (a delivery thread may hold one for the instant it writes: a leaked one would stay checked out)
-    assert wait_until(lambda: store.connections() == 0, 5) and sessions() <= max(server, POOL_SIZE)
+    assert wait_until(lambda: store.connections() == 0, 5) and sessions() <= max(server, store.engine.pool_size)
     assert wait_until(lambda: threading.active_count() <= threads, 5)  # (a stand-in's request thread may be ending)
     assert _open_files() <= files + 2
     assert _rss_mb() - rss < 25

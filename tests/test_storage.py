@@ -6,10 +6,12 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlite_utils import Database
 
+from bench.processes import wait_until
 from storage import Store
 from storage.migrations import migrations
 from tests.conftest import claim_due, start_intents
@@ -353,6 +355,54 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(pos
         store.close()
     finally:
         server.stop()
+
+
+def _pool_sessions(url: str) -> set[int]:
+    """The server processes of the pooled connections open on `url`'s server now (not the listener's)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'finetune-bot'")
+        return {row[0] for row in rows}
+
+
+def _at_once(store: Store, count: int) -> None:
+    """`count` reads at the same moment, each holding its connection a little while."""
+    with ThreadPoolExecutor(count) as pool:
+        list(pool.map(lambda _: store.engine.rows("SELECT pg_sleep(0.2)"), range(count)))
+
+
+def test_a_store_opens_its_pool_ahead_and_keeps_it_so_a_burst_opens_no_connection(postgres_url):
+    """Each new PostgreSQL connection is a server process and a SCRAM exchange (about 16 ms of CPU on the two ends):
+    opened ahead, the pool's connections answer as many statements at once as it holds, and stay open after."""
+    store = Store(postgres_url, connections=6)
+    try:
+        assert store.open_connections() == 6
+        before = _pool_sessions(postgres_url)
+        assert len(before) == 6
+        _at_once(store, 6)
+        assert _pool_sessions(postgres_url) == before  # none opened in the burst, none closed after it
+        _at_once(store, 9)  # past the pool: three more for the moment, closed when given back
+        assert wait_until(lambda: _pool_sessions(postgres_url) == before, 5)
+    finally:
+        store.close()
+
+
+def test_a_started_bot_answers_a_burst_of_commands_on_connections_already_open(make_bot, postgres_url):
+    """A bot on PostgreSQL opens its pool when it starts, sized for the work it runs at once (its command workers,
+    the sender, the poll cycle, the metric reads, maintenance): as many statements at once as it has command workers
+    find their connections open. (With the pool of 8 it had, each command past the eighth opened a connection and
+    closed it again: 30 server processes and SCRAM exchanges in the first second of a burst on three replicas.)"""
+    from bot.app import WORKERS
+
+    bot = make_bot(database_url=postgres_url)
+    bot.start_background()
+    store = bot.services.store
+    assert store.engine.pool_size > WORKERS
+    before = _pool_sessions(postgres_url)
+    assert len(before) >= store.engine.pool_size
+    _at_once(store, WORKERS)
+    assert _pool_sessions(postgres_url) == before
 
 
 def test_an_unchanged_job_is_rewritten_once_a_minute_not_every_cycle(database):
