@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -430,3 +431,16 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
     scheduler.add_job(heartbeat.beat("maintain", maintain), "interval", seconds=maintenance_interval,
                       id="maintain", max_instances=1, coalesce=True, next_run_time=now)
     return Bot(settings=settings, app=app, services=services, scheduler=scheduler, heartbeat=heartbeat)
+
+
+def set_aside_start_up() -> int:
+    """Take what the process has made so far out of the cyclic garbage collector's sight (`gc.freeze`): the SDKs'
+    thousands of types and the bot's own objects live as long as the process, and every full collection walked all
+    of them (about 135,000: 70 ms holding the interpreter on an idle core, 100-400 ms measured on a busy one, in
+    which that process acked nothing). Once, by a process that serves (`serve`, `socket`), when it has started: a
+    full collection then walks only what came after. Returns how many were set aside."""
+    gc.collect()
+    gc.freeze()
+    count = gc.get_freeze_count()
+    log.debug("%d objects made at start-up set aside from the garbage collector", count)
+    return count

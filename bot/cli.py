@@ -218,7 +218,10 @@ def _socket(bot) -> int:
     handler = SocketModeHandler(bot.app, bot.settings.slack_app_token)
 
     def connect() -> None:
+        from bot.app import set_aside_start_up
+
         bot.start_background()
+        set_aside_start_up()
         handler.connect()
         print(f"finetune-bot connected over Socket Mode (provider: {bot.settings.provider_name})", flush=True)
 

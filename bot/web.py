@@ -23,7 +23,7 @@ from waitress.task import ThreadedTaskDispatcher
 from waitress.utilities import Error
 
 from bot import metrics
-from bot.app import Bot
+from bot.app import Bot, set_aside_start_up
 from bot.installs import ADMITTED, NOT_INSTALLED, InstallBusy, InstallRefused, Installs
 from bot.logs import REQUEST
 from storage import DB_ERRORS
@@ -381,6 +381,7 @@ def serve(bot: Bot, *, host: str = "0.0.0.0", port: int | None = None,
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     bot.start_background()
+    set_aside_start_up()
     actual_port = server.effective_port
     # Always said, whatever LOG_LEVEL: it is how a person (and a supervisor) knows the bot is up, and where.
     print(f"finetune-bot serving on {host}:{actual_port} (provider: {bot.settings.provider_name})", flush=True)
