@@ -4,8 +4,11 @@ at once."""
 from __future__ import annotations
 
 import multiprocessing
+import pathlib
+import re
 import sqlite3
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,6 +19,8 @@ from storage import Store
 from storage.migrations import migrations
 from tests.conftest import claim_due, start_intents
 from tests.storage_processes import hammer, open_store
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 EXPECTED_COLUMNS = {
     "jobs": ["provider", "id", "status", "state", "final", "model", "fine_tuned_model", "trained_tokens",
@@ -403,6 +408,37 @@ def test_a_started_bot_answers_a_burst_of_commands_on_connections_already_open(m
     assert len(before) >= store.engine.pool_size
     _at_once(store, WORKERS)
     assert _pool_sessions(postgres_url) == before
+    # What the deploy guide (and the README) count a replica: its pool, the pool's overflow in a burst, the listener.
+    from storage.engines import POOL_OVERFLOW
+
+    counted = int(re.search(r"each\s+replica needs up to (\d+) of the server's connections",
+                            (ROOT / "docs" / "deploy.md").read_text())[1])
+    assert counted == store.engine.pool_size + POOL_OVERFLOW + 1
+    import psycopg
+
+    def listening() -> bool:
+        with psycopg.connect(postgres_url) as conn:
+            return bool(conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'finetune-bot-listen'"
+                                     ).fetchone())
+
+    assert wait_until(listening, 10)
+    peak, done = [0], threading.Event()
+
+    def watch() -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            while not done.is_set():
+                peak[0] = max(peak[0], conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                                                    " LIKE 'finetune-bot%'").fetchone()[0])
+                time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        _at_once(store, 2 * counted)  # (twice as many at once as it may open: the rest wait for a connection)
+    finally:
+        done.set()
+        watcher.join()
+    assert peak[0] == counted
 
 
 def test_an_unchanged_job_is_rewritten_once_a_minute_not_every_cycle(database):
