@@ -177,6 +177,7 @@ MUTATIONS = [
     ("serve leaves start-up to the collector", "bot/web.py", "    bot.start_background()\n    set_aside_start_up()\n", "    bot.start_background()\n", "tests/test_serve_process.py -k end_to_end"),
     ("socket leaves start-up to the collector", "bot/cli.py", "        bot.start_background()\n        set_aside_start_up()\n", "        bot.start_background()\n", "tests/test_socket_mode.py -k acks_over"),
     ("a replica opens more connections than the guide counts", "storage/engines.py", "POOL_OVERFLOW = 8  #", "POOL_OVERFLOW = 30  #", "tests/test_storage.py -k burst"),
+    ("a refused connection ahead stops the start", "bot/app.py", "        except DB_ERRORS as error:\n            log.info(\"could not open the database's connections ahead", "        except ZeroDivisionError as error:\n            log.info(\"could not open the database's connections ahead", "tests/test_storage.py -k fewer_connections"),
     ("claims wait on a row another replica holds", "storage/engines.py", '"skip_locked": " FOR UPDATE SKIP LOCKED",', '"skip_locked": " FOR UPDATE",', "tests/test_storage.py -k skips_a_row"),
     ("claims queue behind every writer", "storage/engines.py", '        first = "SELECT 1" if row_locks else', '        first = f"SELECT pg_advisory_xact_lock({WRITE_LOCK})" if row_locks else', "tests/test_storage.py -k skips_a_row"),
     ("a later step's type differs on postgresql", "storage/migrations.py", '    " seen_at DOUBLE PRECISION)",', '    " seen_at REAL)",', "tests/test_schema.py -k first_release"),

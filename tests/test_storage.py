@@ -3,7 +3,9 @@ at once."""
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import pathlib
 import re
 import sqlite3
@@ -439,6 +441,26 @@ def test_a_started_bot_answers_a_burst_of_commands_on_connections_already_open(m
         done.set()
         watcher.join()
     assert peak[0] == counted
+
+
+def test_a_bot_starts_on_a_server_with_fewer_connections_to_spare_than_its_pool(make_bot, postgres_url, caplog):
+    """A server (or a role) that allows fewer connections than the pool holds refuses some of them at the start:
+    the bot says so in one line and starts, with what it was given, and each further one opens when needed."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    role = f"few_{os.getpid()}_{time.monotonic_ns()}"  # (roles are the server's, not the database's)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'few-pw' CONNECTION LIMIT 5")
+        conn.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+    parts = urlsplit(postgres_url)
+    bot = make_bot(database_url=urlunsplit(parts._replace(netloc=f"{role}:few-pw@{parts.hostname}:{parts.port}")))
+    caplog.set_level(logging.INFO, logger="bot.app")
+    bot.start_background()
+    said = [r.getMessage() for r in caplog.records if "connections ahead" in r.getMessage()]
+    assert len(said) == 1 and "no connection to spare" in said[0] and "few-pw" not in said[0]
+    assert bot.services.store.follows.active_jobs() == []  # (and it answers, on the connections it has)
 
 
 def test_an_unchanged_job_is_rewritten_once_a_minute_not_every_cycle(database):
