@@ -62,7 +62,7 @@ PROMPT_WORKERS = 4  # opening forms: one Slack call each, bound by a trigger_id'
 DOWNLOAD_WORKERS = 4
 # PostgreSQL connections kept open: the command workers, the sender, the poll cycle, the metric reads and maintenance,
 # which a burst of commands has all busy at once. With 8, each command past them opened a connection and closed it
-# again (a server process and a SCRAM exchange each: 30 of them in a burst's first second on three replicas).
+# again (a server process and a SCRAM exchange each: 28-36 of them in one 1.2 s burst on three replicas).
 CONNECTIONS = WORKERS + 4
 SLACK_TIMEOUT = 10.0
 WRITABLE_CHECK_EVERY = 2.0  # /healthz writes to the database at most this often
