@@ -310,14 +310,22 @@ class PostgresEngine:
     def open_connections(self) -> int:
         """Open the pool's connections now, before the first burst of work wants them: each new one is a server
         process and a SCRAM exchange (about 16 ms of CPU on the two ends), which a burst of commands would otherwise
-        pay, one connection at a time, just when every core is wanted. Returns how many the pool now keeps open."""
-        held = []
-        try:
-            for _ in range(self.pool_size):  # (all at once: an idle one taken is not counted twice)
-                held.append(self._checkout(autocommit=True))
-        finally:
-            for raw in held:
-                raw.close()  # back to the pool, which keeps up to pool_size
+        pay, one connection at a time, just when every core is wanted. They are opened side by side, so a server
+        far away costs the start one connection's round trips, not one per connection. Returns how many the pool
+        now keeps open; raises (having given back what it opened) when the server refused any."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.pool_size, thread_name_prefix="finetune-connect") as opening:
+            # (all held at once: an idle one taken is not counted twice)
+            attempts = [opening.submit(self._checkout, True) for _ in range(self.pool_size)]
+        refused = None
+        for attempt in attempts:
+            try:
+                attempt.result().close()  # back to the pool, which keeps up to pool_size
+            except DatabaseError as error:
+                refused = refused or error
+        if refused is not None:
+            raise refused
         return self.engine.pool.checkedin()
 
     def notify(self, topic: str) -> None:

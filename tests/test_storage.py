@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import pathlib
 import re
+import socket
 import sqlite3
 import threading
 import time
@@ -443,6 +444,69 @@ def test_a_started_bot_answers_a_burst_of_commands_on_connections_already_open(m
         done.set()
         watcher.join()
     assert peak[0] == counted
+
+
+class _FarServer:
+    """A relay to a PostgreSQL server that lets each new connection through only after `delay` seconds (a server far
+    away, as a start sees it), counting how many wait at the same moment."""
+
+    def __init__(self, port: int, delay: float = 0.3) -> None:
+        self.port_to, self.delay = port, delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.waiting = self.most_waiting = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        with self._lock:
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+        time.sleep(self.delay)
+        with self._lock:
+            self.waiting -= 1
+        server = socket.create_connection(("127.0.0.1", self.port_to))
+
+        def pump(source: socket.socket, sink: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            finally:
+                sink.close()
+                source.close()
+
+        threading.Thread(target=pump, args=(server, client), daemon=True).start()
+        pump(client, server)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_the_pool_is_opened_side_by_side_so_a_far_server_costs_the_start_one_connections_wait(postgres_url):
+    """Each connection to a far server waits its round trips before it is open: the pool's are opened at the same
+    time, so the start waits about as long as for one of them, not for each in turn."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(postgres_url)
+    far = _FarServer(parts.port)
+    store = Store(urlunsplit(parts._replace(netloc=parts.netloc.rsplit(":", 1)[0] + f":{far.port}")), connections=8)
+    try:
+        assert store.open_connections() == 8
+        assert far.most_waiting >= 4  # (one at a time, never more than 1 would have waited)
+        assert store.follows.active_jobs() == []  # (and they work, through the relay)
+    finally:
+        store.close()
+        far.close()
 
 
 def test_a_bot_starts_on_a_server_with_fewer_connections_to_spare_than_its_pool(make_bot, postgres_url, caplog):
