@@ -365,14 +365,20 @@ def test_pooled_connections_the_server_dropped_are_replaced_without_an_error(pos
         server.stop()
 
 
-def _pool_sessions(url: str) -> set[int]:
-    """The server processes of the pooled connections open on `url`'s database now (not the listener's)."""
+def _sessions(conn, name: str = "finetune-bot") -> set[int]:  # noqa: ANN001 - a psycopg connection
+    """The server processes of the bot's connections to `conn`'s database now, by application name (the pool's
+    "finetune-bot", the listener's "finetune-bot-listen", both "finetune-bot%"); the server's other databases are
+    other tests'."""
+    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s"
+                        " AND datname = current_database()", (name,))
+    return {row[0] for row in rows}
+
+
+def _pool_sessions(url: str, name: str = "finetune-bot") -> set[int]:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'finetune-bot'"
-                            " AND datname = current_database()")  # (the server's other databases: other tests')
-        return {row[0] for row in rows}
+        return _sessions(conn, name)
 
 
 def _at_once(store: Store, count: int) -> None:
@@ -420,20 +426,13 @@ def test_a_started_bot_answers_a_burst_of_commands_on_connections_already_open(m
     assert counted == store.engine.pool_size + POOL_OVERFLOW + 1
     import psycopg
 
-    def listening() -> bool:
-        with psycopg.connect(postgres_url) as conn:
-            return bool(conn.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'finetune-bot-listen'"
-                                     " AND datname = current_database()").fetchone())
-
-    assert wait_until(listening, 10)
+    assert wait_until(lambda: _pool_sessions(postgres_url, "finetune-bot-listen"), 10)
     peak, done = [0], threading.Event()
 
     def watch() -> None:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             while not done.is_set():
-                peak[0] = max(peak[0], conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name"
-                                                    " LIKE 'finetune-bot%' AND datname = current_database()"
-                                                    ).fetchone()[0])
+                peak[0] = max(peak[0], len(_sessions(conn, "finetune-bot%")))
                 time.sleep(0.01)
 
     watcher = threading.Thread(target=watch)
