@@ -20,12 +20,20 @@ T = TypeVar("T")
 class ServeProcess:
     """`python -m bot serve` on a free port, its log collected; `url` once it answers /healthz."""
 
-    def __init__(self, env: dict[str, str], *, args: tuple[str, ...] = (), cwd: str | None = None):
+    def __init__(self, env: dict[str, str], *, args: tuple[str, ...] = (), cwd: str | None = None,
+                 launch: Callable | None = None):
+        """`launch(argv, env=, cwd=)` starts the process and returns it as `subprocess.Popen` would, its stderr into
+        its stdout as text (the tests fork it from a process that has imported the bot: tests/zygote.py); by
+        default it is exec'd, as the benchmarks' figures need."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_"))}
         self.env = {**base, "PORT": "0", **env}
         self.log: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "bot", "serve", *args], env=self.env, cwd=cwd,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        argv = [sys.executable, "-m", "bot", "serve", *args]
+        if launch is None:
+            self.proc = subprocess.Popen(argv, env=self.env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         text=True)
+        else:
+            self.proc = launch(argv, env=self.env, cwd=cwd)
         self._port = threading.Event()
         self.port = 0
         threading.Thread(target=self._read, daemon=True).start()

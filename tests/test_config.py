@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from bot.config import DEFAULT_MODEL, ConfigError, load
+from tests import zygote
 from tests.conftest import start_provider_of
 
 SERVE_ENV = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "OPENAI_API_KEY": "sk-1"}
@@ -167,8 +168,7 @@ def test_a_database_url_that_cannot_be_used_is_named_without_its_password(env, s
 
 def _serve(env: dict, cwd) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_", "DATABASE_"))}
-    return subprocess.run([sys.executable, "-m", "bot", "serve"], env={**base, **SERVE_ENV, **env}, cwd=cwd,
-                          capture_output=True, text=True, timeout=60)
+    return zygote.run([sys.executable, "-m", "bot", "serve"], env={**base, **SERVE_ENV, **env}, cwd=cwd, timeout=60)
 
 
 def test_a_database_that_cannot_be_reached_stops_start_up_with_one_line_each(tmp_path, postgres_server):

@@ -16,6 +16,7 @@ from bench.processes import ServeProcess, wait_until
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn
 from storage import Store
+from tests import zygote
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET, database_env
 
 JOBS = 40
@@ -86,7 +87,7 @@ def test_every_outcome_announced_exactly_once(database, capsys):
                "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", **database_env(db),
                "POLL_INTERVAL_SECONDS": "0.2", "DELIVERY_LEASE_SECONDS": "2", "PROVIDER_TIMEOUT_SECONDS": "1",
                "LOG_LEVEL": "WARNING"}
-        procs = [ServeProcess(env), ServeProcess(env)]
+        procs = [ServeProcess(env, launch=zygote.launch), ServeProcess(env, launch=zygote.launch)]
         restarts = 0
         planned: collections.Counter = collections.Counter()  # the same for a given seed, whatever the timing
         try:
@@ -106,7 +107,7 @@ def test_every_outcome_announced_exactly_once(database, capsys):
                 if rng.random() < 0.3:
                     victim = rng.randrange(len(procs))
                     procs[victim].kill()  # SIGKILL, perhaps mid-delivery
-                    procs[victim] = ServeProcess(env)
+                    procs[victim] = ServeProcess(env, launch=zygote.launch)
                     restarts += 1
                 # Let the processes see this step before the next: a bounded wait on them asking the provider.
                 asked = len(provider.received)
@@ -164,14 +165,14 @@ def test_slow_slack_with_two_processes_and_a_sigterm_posts_each_outcome_once(dat
         env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
                "OPENAI_API_KEY": OPENAI_KEY, "OPENAI_BASE_URL": provider.url + "/v1", **database_env(db),
                "POLL_INTERVAL_SECONDS": "0.2", "DELIVERY_LEASE_SECONDS": "4", "LOG_LEVEL": "WARNING"}
-        procs = [ServeProcess(env), ServeProcess(env)]
+        procs = [ServeProcess(env, launch=zygote.launch), ServeProcess(env, launch=zygote.launch)]
         started = time.monotonic()
         try:
             for job in jobs:
                 provider.set_status(job["id"], "succeeded")
             assert wait_until(lambda: len(slack.posted) >= 3, timeout=30)
             assert procs[0].terminate() == 0  # SIGTERM while posts are in flight
-            procs[0] = ServeProcess(env)
+            procs[0] = ServeProcess(env, launch=zygote.launch)
             assert wait_until(lambda: len({p["channel"] for p in slack.posted}) == len(jobs), timeout=60)
             _wait_for_empty_outbox(store)
             for proc in procs:

@@ -21,6 +21,7 @@ from bot.sandbox.openai import SAMPLE_FILE_ID
 from bot.turns import Turns
 from storage import Store
 from storage.engines import is_postgres
+from tests import zygote
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
 
 
@@ -129,7 +130,7 @@ def test_a_ten_second_database_outage_loses_nothing_and_posts_every_outcome_once
         env = _replica_env(slack, provider, url)
         for n in range(2):
             (tmp_path / f"r{n}").mkdir()
-            procs.append(ServeProcess(env, cwd=str(tmp_path / f"r{n}")))
+            procs.append(ServeProcess(env, cwd=str(tmp_path / f"r{n}"), launch=zygote.launch))
         assert all(wait_until(p.healthy, timeout=10) for p in procs)
         server.halt()
         for job in jobs:
@@ -190,7 +191,7 @@ def test_three_replicas_keep_every_promise_through_a_kill_and_a_fresh_start(post
 
     def replica(name: str, **extra) -> ServeProcess:
         (tmp_path / name).mkdir()
-        return ServeProcess({**env, **extra}, cwd=str(tmp_path / name))
+        return ServeProcess({**env, **extra}, cwd=str(tmp_path / name), launch=zygote.launch)
 
     procs = [replica("r0")]
     try:

@@ -10,6 +10,7 @@ import pytest
 from bench.processes import ServeProcess, wait_until
 from bot.sandbox.openai import SAMPLE_FILE_ID
 from storage import Store
+from tests import zygote
 from tests.conftest import BOT_TOKEN, OPENAI_KEY, SIGNING_SECRET
 
 
@@ -57,7 +58,7 @@ def test_serve_end_to_end_and_sigterm(tmp_path, slack, provider):
 def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, provider):
     job = provider.add_job(status="running")
     env = _env(tmp_path, slack, provider)
-    first = ServeProcess(env)
+    first = ServeProcess(env, launch=zygote.launch)
     try:
         assert first.command(f"subscribe {job['id']}", slack.response_url("sub")) == 200
         assert wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/sub")])
@@ -68,14 +69,14 @@ def test_outcome_while_killed_is_announced_after_restart_once(tmp_path, slack, p
     finally:
         first.kill()  # SIGKILL: no chance to clean up
     provider.set_status(job["id"], "succeeded")
-    second = ServeProcess(env)
+    second = ServeProcess(env, launch=zygote.launch)
     try:
         assert wait_until(lambda: slack.outcomes_in("C0GENERAL"), timeout=10)
         assert second.terminate() == 0
     finally:
         if second.proc.poll() is None:
             second.kill()
-    third = ServeProcess(env)  # and once more: nothing is announced twice
+    third = ServeProcess(env, launch=zygote.launch)  # and once more: nothing is announced twice
     try:
         assert wait_until(lambda: third.cycles("poll") >= 3 and third.cycles("deliver") >= 3, timeout=10)
         assert third.terminate() == 0
@@ -91,7 +92,7 @@ def test_serve_sandbox_needs_no_provider_and_says_so(tmp_path, slack):
     env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET, "SLACK_API_URL": slack.api_url,
            "DATABASE_PATH": str(tmp_path / "sandbox.db"), "POLL_INTERVAL_SECONDS": "0.2",
            "SANDBOX_PACE_SECONDS": "0.1"}
-    proc = ServeProcess(env, args=("--sandbox",))
+    proc = ServeProcess(env, args=("--sandbox",), launch=zygote.launch)
     try:
         assert "(provider: sandbox: openai, together, fireworks)" in "".join(proc.log)
         assert proc.command(f"start {SAMPLE_FILE_ID}", slack.response_url("sb")) == 200
@@ -112,7 +113,7 @@ def test_a_start_killed_mid_request_is_followed_and_its_user_told_after_restart(
     the bot finds it by the request id it wrote down first, follows it, and tells the person who typed the command."""
     env = _env(tmp_path, slack, provider)
     provider.fail("delay", delay=2.0, match="/fine_tuning/jobs")  # the create is slow; the job is made at its end
-    first = ServeProcess({**env, "PROVIDER_TIMEOUT_SECONDS": "30"})
+    first = ServeProcess({**env, "PROVIDER_TIMEOUT_SECONDS": "30"}, launch=zygote.launch)
     try:
         assert first.command(f"start {SAMPLE_FILE_ID} suffix=crash", slack.response_url("crash")) == 200
         assert wait_until(lambda: provider.requests_to("/fine_tuning/jobs", "POST"), timeout=10)
@@ -121,7 +122,7 @@ def test_a_start_killed_mid_request_is_followed_and_its_user_told_after_restart(
     assert wait_until(lambda: provider.jobs, timeout=10)  # ...but the provider still made (and bills) the job
     [job_id] = list(provider.jobs)
     assert not [r for r in slack.responses if r["url"].endswith("/crash")]
-    second = ServeProcess({**env, "PROVIDER_TIMEOUT_SECONDS": "0.5"})
+    second = ServeProcess({**env, "PROVIDER_TIMEOUT_SECONDS": "0.5"}, launch=zygote.launch)
     try:
         reply = wait_until(lambda: [r for r in slack.responses if r["url"].endswith("/crash")], timeout=20)
         assert reply and job_id in reply[0]["text"] and "did go through" in reply[0]["text"]
@@ -144,7 +145,7 @@ def test_a_killed_bot_leaves_no_drawing_process_behind(tmp_path, slack, provider
 
     job = provider.add_job(status="running")
     provider.train(job["id"], 3, total=10)
-    proc = ServeProcess(_env(tmp_path, slack, provider))
+    proc = ServeProcess(_env(tmp_path, slack, provider), launch=zygote.launch)
     store = Store(str(tmp_path / "serve.db"))
     store.follows.follow("C0GENERAL", job, final=False, team_id="T", user_id="U", origin="subscribe")
     store.close()

@@ -16,20 +16,27 @@ import pytest
 
 from bot import shell, shell_render
 from bot.config import load
+from tests import zygote
 from tests.conftest import wait_until
 
 
-def _run(script: str, tmp_path, timeout: float = 60, **env) -> subprocess.CompletedProcess:
+def _run(script: str, tmp_path, timeout: float = 60, *, fresh: bool = False, **env) -> subprocess.CompletedProcess:
+    """`finetune-bot shell` with `script` piped in: forked from the tests' zygote (tests/zygote.py), or, `fresh`, a
+    new interpreter, as a user's terminal starts it (what happens before the bot's code runs: its imports' warnings)."""
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("SLACK_", "OPENAI_", "AZURE_", "DATABASE", "TOGETHER_", "DEFAULT_PROVIDER"))}
-    return subprocess.run([sys.executable, "-m", "bot", "shell", "--timeout", str(timeout)], input=script,
-                          env={**clean, "SANDBOX_PACE_SECONDS": "0.2", **env}, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=timeout + 30)
+    argv = [sys.executable, "-m", "bot", "shell", "--timeout", str(timeout)]
+    env = {**clean, "SANDBOX_PACE_SECONDS": "0.2", **env}
+    if not fresh:
+        return zygote.run(argv, input=script, env=env, cwd=tmp_path, timeout=timeout + 30)
+    return subprocess.run(argv, input=script, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout + 30)
 
 
 @pytest.mark.heavy(9)
 def test_piped_start_ends_with_the_success_announcement(tmp_path):
-    result = _run("/finetune start file-sample suffix=demo\n", tmp_path)
+    """The README's Quick start as a user runs it, in a new interpreter."""
+    result = _run("/finetune start file-sample suffix=demo\n", tmp_path, fresh=True)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "SANDBOX" in out and "no money spent" in out and "file-sample" in out
@@ -187,7 +194,7 @@ def test_a_command_that_opens_a_form_waits_for_it_as_a_person_would(tmp_path):
 
 
 def test_the_shell_prints_no_warnings_before_its_banner(tmp_path):
-    result = _run("/finetune help\n", tmp_path)
+    result = _run("/finetune help\n", tmp_path, fresh=True)  # (the libraries' import-time warnings included)
     assert result.stdout.startswith("finetune-bot shell.") and result.stderr == ""
 
 
@@ -308,11 +315,12 @@ def test_the_sandbox_moves_an_openai_fine_tune_to_together_and_fireworks_and_com
 def test_an_exported_key_never_makes_the_quick_start_spend_money(tmp_path):
     """Issue 29: with OPENAI_API_KEY exported (as many developers have it) the shell silently started real, billed
     jobs. It uses the sandbox unless asked for real providers, says which at the top, and takes --sandbox too."""
-    for flags in ([], ["--sandbox"]):
-        result = subprocess.run([sys.executable, "-m", "bot", "shell", *flags, "--timeout", "30"],
-                                input="/finetune providers\n", capture_output=True, text=True, timeout=60,
-                                cwd=tmp_path, env={**os.environ, "OPENAI_API_KEY": "sk-real-looking-key-1234567890",
-                                                   "TOGETHER_API_KEY": "tgp_real", "SANDBOX_PACE_SECONDS": "0.2"})
+    env = {**os.environ, "OPENAI_API_KEY": "sk-real-looking-key-1234567890", "TOGETHER_API_KEY": "tgp_real",
+           "SANDBOX_PACE_SECONDS": "0.2"}
+    for flags, run in (([], subprocess.run), (["--sandbox"], zygote.run)):  # (the Quick start as typed: exec'd)
+        kwargs = {"capture_output": True, "text": True} if run is subprocess.run else {}
+        result = run([sys.executable, "-m", "bot", "shell", *flags, "--timeout", "30"], input="/finetune providers\n",
+                     timeout=60, cwd=tmp_path, env=env, **kwargs)
         assert result.returncode == 0, result.stderr
         head = result.stdout.split("\n", 3)[1]
         assert head.startswith("Provider: SANDBOX") and "REAL" not in result.stdout
