@@ -18,7 +18,7 @@ from slack_sdk import WebClient
 
 import handlers
 from bot import metrics
-from bot.charting import ChartService
+from bot.charting import ChartService, StartDrawing, start_drawing
 from bot.config import Settings
 from bot.data_flow import DataService
 from bot.delivery import AnnouncementSender
@@ -258,7 +258,8 @@ def _quiet_token_precedence(record: logging.LogRecord) -> bool:
 
 
 def build(settings: Settings, *, providers: Providers | None = None, slack_client: WebClient | None = None,
-          clock: Callable[[], float] = time.time, worker_id: str | None = None) -> Bot:
+          clock: Callable[[], float] = time.time, worker_id: str | None = None,
+          start_drawing: StartDrawing = start_drawing) -> Bot:
     """Make the whole bot from settings. Nothing runs until `start_background()` and a server are started."""
     store = Store(settings.database, clock=clock, connections=CONNECTIONS)
     scrub = Scrubber(settings.secrets())
@@ -337,7 +338,8 @@ def build(settings: Settings, *, providers: Providers | None = None, slack_clien
         data=DataService(slack, jobs, providers, store, background=downloads,
                          max_bytes=settings.max_training_file_bytes, decorate=decorate,
                          download_deadline_seconds=settings.download_deadline_seconds),
-        charts=ChartService(providers, jobs, slack, quiet=lambda: not store.outbox.outcomes_waiting()),
+        charts=ChartService(providers, jobs, slack, quiet=lambda: not store.outbox.outcomes_waiting(),
+                            start=start_drawing),
         trying=TryService(providers, store, jobs, slack, max_tokens=settings.try_max_tokens,
                           max_prompt_chars=settings.try_max_prompt_chars,
                           max_file_bytes=settings.max_training_file_bytes, background=background,

@@ -37,6 +37,16 @@ class ChartUnavailable(Exception):
     """The drawing process could not draw (it died, or took too long); said in one line."""
 
 
+def start_drawing(args: list[str], *, pass_fds: Sequence[int], cwd: str) -> subprocess.Popen:
+    """The drawing process, as the bot starts it: `args` exec'd with `pass_fds`, its output the bot's."""
+    return subprocess.Popen(args, pass_fds=pass_fds, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+# How a drawing process is started: `start_drawing`, or, in the tests, one forked from a process that has already
+# imported matplotlib (tests/zygote.py): the same process and protocol without a second of imports for every bot.
+StartDrawing = Callable[..., subprocess.Popen]
+
+
 class _Drawer:
     """One drawing process (`python -m bot.drawing`) and our end of its socket. Every wait on it is bounded: a chart
     that takes too long, or a process that died, ends it, and closing it never waits longer than it is given.
@@ -45,12 +55,12 @@ class _Drawer:
     `finetune-bot` script, hence the Slack, provider and scheduler libraries) and starts a resource tracker process
     besides (13 MB); this one loads the chart code and matplotlib, nothing else."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: StartDrawing) -> None:
         ours, theirs = socket.socketpair()
         root = os.path.dirname(os.path.dirname(os.path.abspath(drawing.__file__)))  # (`-m` imports from its cwd)
         try:
-            self.process = subprocess.Popen([sys.executable, "-m", "bot.drawing", str(theirs.fileno())],
-                                            pass_fds=[theirs.fileno()], cwd=root, stdin=subprocess.DEVNULL)
+            self.process = start([sys.executable, "-m", "bot.drawing", str(theirs.fileno())],
+                                 pass_fds=[theirs.fileno()], cwd=root)
         finally:
             theirs.close()
         self._conn = Connection(ours.detach())
@@ -82,8 +92,9 @@ class _Drawer:
 
 class ChartService:
     def __init__(self, providers: Providers, jobs: JobService, slack: SlackGateway, *,
-                 quiet: Callable[[], bool] = lambda: True) -> None:
+                 quiet: Callable[[], bool] = lambda: True, start: StartDrawing = start_drawing) -> None:
         self.providers = providers
+        self._start = start
         # Whether no outcome waits to be posted: drawing is CPU-bound and holds the interpreter, so a chart waits for
         # the outcomes (a sweep's thirty at once) to go out first, for up to CHART_PATIENCE seconds.
         self.quiet = quiet
@@ -119,7 +130,7 @@ class ChartService:
                     if self._stopping.is_set():
                         raise ChartUnavailable("the bot is stopping")
                     if self._drawer is None:
-                        self._drawer = _Drawer()
+                        self._drawer = _Drawer(self._start)
                     drawer = self._drawer
                 try:
                     return drawer.draw(points, title, timeout=DRAW_DEADLINE)

@@ -20,6 +20,7 @@ from bot.sandbox.fireworks import FireworksSandbox
 from bot.sandbox.openai import FineTuningSandbox
 from bot.sandbox.slack import SlackStandIn, signed_headers, slash_command_body
 from bot.sandbox.together import TogetherSandbox
+from tests import zygote
 from tests.storage_processes import claim_due  # noqa: F401 - the tests take it from here
 
 BOT_TOKEN = "xoxb-test-0000-SECRETBOTTOKEN"
@@ -122,13 +123,15 @@ def settings(tmp_path, provider, slack) -> Settings:
 def make_bot(settings):
     bots = []
 
-    def make(*, providers: dict[str, str | None] | None = None, **changes):
+    def make(*, providers: dict[str, str | None] | None = None, start_drawing=zygote.start_drawing, **changes):
         """A bot from the session's settings, with `changes` to them and `providers`: provider settings by their
-        environment names, set (or, with None, unset) beside the OpenAI sandbox's."""
+        environment names, set (or, with None, unset) beside the OpenAI sandbox's. Its drawing process is forked
+        from the tests' zygote (tests/zygote.py) unless `start_drawing` says otherwise (the bot's own: the tests of
+        the drawing process's life)."""
         if providers:
             env = {**changes.get("env", settings.env), **providers}
             changes["env"] = {name: value for name, value in env.items() if value is not None}
-        bot = build(replace(settings, **changes) if changes else settings)
+        bot = build(replace(settings, **changes) if changes else settings, start_drawing=start_drawing)
         bots.append(bot)
         return bot
 

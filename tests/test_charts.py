@@ -147,6 +147,15 @@ def test_a_stream_of_successes_queues_a_bounded_number_of_charts_each_waiting_ou
     assert len(charts._pending) > 0
 
 
+@pytest.fixture
+def own_drawing_bot(make_bot):
+    """A bot that starts its drawing process itself, as `serve` does (these tests are of that process's life; the
+    others' bots fork theirs from the tests' zygote)."""
+    from bot.charting import start_drawing
+
+    return make_bot(start_drawing=start_drawing)
+
+
 def _children() -> set[int]:
     """This process's children, whichever thread started them."""
     found: set[int] = set()
@@ -166,11 +175,13 @@ def _drawers(before: set[int]) -> set[int]:
 
 
 @pytest.mark.heavy(15)
-def test_charts_are_drawn_in_one_process_of_their_own_ended_when_idle_and_with_the_bot(bot, provider, slack):
+def test_charts_are_drawn_in_one_process_of_their_own_ended_when_idle_and_with_the_bot(own_drawing_bot, provider,
+                                                                                        slack):
     """Drawing holds the interpreter for hundreds of milliseconds: in the bot's process it stalled acks and posts (a
     sweep's charts doubled the acks' p99 under load). It happens in one drawing process, started with the first
     chart, kept for the next, ended after a while without charts, started again when needed, ended by stop; one
     killed meanwhile costs a chart, not the next one."""
+    bot = own_drawing_bot
     before = _children()
     job = provider.add_job(status="succeeded")
     provider.train(job["id"], 3, total=3)
@@ -203,7 +214,8 @@ def test_charts_are_drawn_in_one_process_of_their_own_ended_when_idle_and_with_t
     assert not _drawers(before)  # ended (and reaped) before stop returned: nothing outlives the bot
 
 
-def test_maintenance_ends_a_drawing_process_left_idle(bot, provider, slack, monkeypatch):
+def test_maintenance_ends_a_drawing_process_left_idle(own_drawing_bot, provider, slack, monkeypatch):
+    bot = own_drawing_bot
     import bot.charting as charting
 
     monkeypatch.setattr(charting, "DRAWER_IDLE", 0.0)  # (ten minutes in the bot)
@@ -220,9 +232,10 @@ def test_maintenance_ends_a_drawing_process_left_idle(bot, provider, slack, monk
     assert not _drawers(before)
 
 
-def test_stop_ends_a_drawing_process_that_hangs_within_its_budget(bot, provider, slack):
+def test_stop_ends_a_drawing_process_that_hangs_within_its_budget(own_drawing_bot, provider, slack):
     """A drawing process that stops answering (stopped, swapped out, stuck in native code) holds a chart at most
     DRAW_DEADLINE, and never holds up the bot's stop: it is ended by force when the budget runs out."""
+    bot = own_drawing_bot
     from bot.providers.types import Job
 
     before = _children()
