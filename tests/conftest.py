@@ -42,6 +42,13 @@ ENV_NAMES = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def zygotes():
+    """The tests' zygotes (tests/zygote.py) started with the test process, not inside its first test that needs one:
+    each holds a socket and a thread of the test process, which the soaks, counting both, must not see arrive."""
+    zygote.start("bot", "drawing")
+
+
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     for name in ENV_NAMES:

@@ -125,13 +125,14 @@ class Zygote:
         self._children: dict[int, Forked] = {}
         self._early: dict[int, dict] = {}  # exits heard before their Forked was made
         self._alive = True
-        if self._chan.recv(MESSAGE) != b"ready":
-            self._process.wait(10)
-            self._said.seek(0)
-            raise RuntimeError("the zygote did not start:\n" + self._said.read().decode(errors="replace"))
+        self._ready = threading.Event()  # it has imported what it preloads, and takes requests
+        # Started now, ready in a second or two: its socket and this thread are the test process's from here on, so
+        # a test that counts its process's threads and open files (the soaks) never sees them arrive mid-test.
         threading.Thread(target=self._listen, name=f"zygote-{kind}", daemon=True).start()
 
     def _listen(self) -> None:
+        if self._chan.recv(MESSAGE) == b"ready":
+            self._ready.set()
         while True:
             try:
                 data = self._chan.recv(MESSAGE)
@@ -141,6 +142,7 @@ class Zygote:
                 with self._answer:
                     self._alive = False
                     self._answer.notify_all()
+                self._ready.set()  # (to wake a request waiting for it, which then says why it ended)
                 return
             message = json.loads(data)
             with self._answer:
@@ -183,6 +185,10 @@ class Zygote:
             request = json.dumps({"argv": args[2:], "env": dict(env), "cwd": os.path.abspath(cwd or os.getcwd()),
                                   "fds": [0, 1, 2, *pass_fds]})
             with self._asking:
+                if not self._ready.wait(60) or not self._alive:
+                    self._process.wait(10)
+                    self._said.seek(0)
+                    raise RuntimeError("the zygote did not start:\n" + self._said.read().decode(errors="replace"))
                 socket.send_fds(self._chan, [request.encode()], theirs)
                 with self._answer:
                     if not self._answer.wait_for(lambda: self._started or not self._alive, timeout=30):
@@ -201,6 +207,12 @@ class Zygote:
         finally:
             for fd in [*theirs, *ours.values()]:
                 os.close(fd)
+
+
+def start(*kinds: str) -> None:
+    """These kinds of zygote started (once a test process), without waiting for them to be ready."""
+    for kind in kinds:
+        Zygote.get(kind)
 
 
 def popen(args: list[str], **kwargs) -> Forked:
