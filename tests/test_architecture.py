@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import pathlib
 import re
 
@@ -11,8 +12,14 @@ COMPOSITION_ROOT = {"bot/app.py"}  # the one place that wires handlers into the 
 REGISTRY = "bot/providers/registry.py"  # the one place that names the adapters
 
 
+@functools.cache
+def _tree(path: pathlib.Path) -> ast.Module:
+    """A module's syntax tree, parsed once a run (a dozen tests walk the same files; none changes them)."""
+    return ast.parse(path.read_text())
+
+
 def _imports(path: pathlib.Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+    tree = _tree(path)
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -77,9 +84,9 @@ def test_services_know_providers_only_through_the_shared_types():
         if relative.startswith("bot/providers/"):
             continue
         allowed = {"types"} | ({"registry", "shape"} if relative.startswith("bot/") else set())
-        assert _provider_modules(ast.parse(path.read_text())) <= allowed, relative
+        assert _provider_modules(_tree(path)) <= allowed, relative
     importers = {str(p.relative_to(ROOT)) for p in _files("bot") + _files("handlers")
-                 if _provider_modules(ast.parse(p.read_text())) & {"openai_shape", "together_shape", "fireworks_shape"}}
+                 if _provider_modules(_tree(p)) & {"openai_shape", "together_shape", "fireworks_shape"}}
     assert importers == {REGISTRY}
     types = _imports(ROOT / "bot/providers/types.py")
     assert not types & {"openai", "together", "bot"}
@@ -101,7 +108,7 @@ def _reads_environment(tree: ast.AST) -> bool:
 
 def test_only_the_settings_module_reads_the_environment():
     readers = [str(p.relative_to(ROOT)) for pkg in ("bot", "handlers", "storage") for p in _files(pkg)
-               if _reads_environment(ast.parse(p.read_text()))]
+               if _reads_environment(_tree(p))]
     assert readers == ["bot/config.py"]
 
 
@@ -178,7 +185,7 @@ def _graph() -> dict[str, set[str]]:
     paths = {_module_name(p): p for pkg in ("bot", "handlers", "storage") for p in _files(pkg)}
     graph = {}
     for name, path in paths.items():
-        tree = ast.parse(path.read_text())
+        tree = _tree(path)
         typing_only = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
                        and "TYPE_CHECKING" in ast.dump(block.test) for node in ast.walk(block)}
         found = set()
@@ -239,7 +246,7 @@ def test_no_class_over_25_methods_and_no_module_over_500_lines_beyond_the_known_
     for path in (p for pkg in ("bot", "handlers", "storage") for p in _files(pkg)):
         text = path.read_text()
         sizes[str(path.relative_to(ROOT))] = (len(text.splitlines()), 500)
-        for node in ast.walk(ast.parse(text)):
+        for node in ast.walk(_tree(path)):
             if isinstance(node, ast.ClassDef):
                 methods = sum(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in node.body)
                 sizes[f"{_module_name(path)}.{node.name}"] = (methods, 25)
@@ -263,7 +270,7 @@ def test_a_listeners_unexpected_error_ends_in_one_place():
     for path in _files("handlers"):
         if path.name == "errors.py":
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(_tree(path)):
             if isinstance(node, ast.ExceptHandler):
                 assert not (isinstance(node.type, ast.Name) and node.type.id in {"Exception", "BaseException"}), (
                     f"{path.name}:{node.lineno}")
@@ -335,7 +342,7 @@ def test_the_stores_sql_is_all_in_named_queries():
     for path in sorted((ROOT / "storage").glob("*.py")):
         if path.name in own:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(_tree(path)):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and statement.match(node.value):
                 found.append(f"{path.name}:{node.lineno}: {node.value[:60]}")
             if isinstance(node, ast.JoinedStr) and any(
