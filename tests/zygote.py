@@ -1,17 +1,20 @@
-"""`python -m bot ...` processes for the tests, forked from one process that has already imported the bot.
+"""Processes for the tests (`python -m bot ...` and the drawing process), forked from one that has already imported
+what they import.
 
 A `finetune-bot serve` or `shell` spends about 1.7 s of CPU importing before it does anything (the providers' SDKs
-build some 1,400 pydantic types), and the suite starts dozens of them on a 2-core machine. Forked from a process that
-has imported them once (a zygote, as Android starts its apps), a child starts in milliseconds and is otherwise the
-same process an exec'd `python -m bot` would be: its own pid, signals, exit status, standard streams, threads,
-sockets and children; its environment, working directory and arguments what the test gave; it runs `bot/__main__.py`
-as `-m` would, and ends as an interpreter does (non-daemon threads joined, atexit run, streams flushed).
+build some 1,400 pydantic types), a drawing process about 1 s (matplotlib), and the suite starts dozens of each on a
+2-core machine. Forked from a process that has imported them once (a zygote, as Android starts its apps), a child
+starts in milliseconds and is otherwise the same process an exec'd `python -m ...` would be: its own pid, signals,
+exit status, standard streams, threads, sockets and children; its environment, working directory and arguments what
+the test gave; it runs the module as `-m` would, and ends as an interpreter does (non-daemon threads joined, atexit
+run, streams flushed).
 
 Only what a fresh interpreter does before the bot's own code runs is not exercised here: the tests of that (the
 README's Quick start, warnings before the shell's banner, which libraries a SQLite bot loads) exec `python -m bot`
 themselves.
 
-The zygote is started on first use, one per test process, and ends when that process closes its end of the socket.
+Each test process starts one zygote of each kind when it starts (tests/conftest.py); each ends when that process
+closes its end of the socket.
 """
 
 from __future__ import annotations
@@ -131,13 +134,14 @@ class Zygote:
         threading.Thread(target=self._listen, name=f"zygote-{kind}", daemon=True).start()
 
     def _listen(self) -> None:
-        if self._chan.recv(MESSAGE) == b"ready":
-            self._ready.set()
         while True:
             try:
                 data = self._chan.recv(MESSAGE)
             except OSError:
                 data = b""
+            if data == b"ready":
+                self._ready.set()
+                continue
             if not data:
                 with self._answer:
                     self._alive = False
