@@ -801,6 +801,7 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
         cycle(n)
     gc.collect()
     files, threads, rss, server = _open_files(), threading.active_count(), _rss_mb(), sessions()
+    names = sorted(t.name for t in threading.enumerate())  # (said when they are not flat: which arrived)
     for n in range(300):
         cycle(n)
     gc.collect()
@@ -810,7 +811,8 @@ def test_hundreds_of_scheduled_cycles_on_postgresql_keep_files_threads_and_conne
     # (the pool keeps up to its size of idle connections for reuse: bounded by it, not growing with the cycles)
     # (a delivery thread may hold one for the instant it writes: a leaked one would stay checked out)
     assert wait_until(lambda: store.connections() == 0, 5) and sessions() <= max(server, store.engine.pool_size)
-    assert wait_until(lambda: threading.active_count() <= threads, 5)  # (a stand-in's request thread may be ending)
+    assert wait_until(lambda: threading.active_count() <= threads, 5), (  # (a stand-in's request thread may be ending)
+        names, sorted(t.name for t in threading.enumerate()))
     assert _open_files() <= files + 2
     assert _rss_mb() - rss < 25
 
