@@ -44,8 +44,9 @@ ENV_NAMES = [
 
 @pytest.fixture(scope="session", autouse=True)
 def zygotes():
-    """The tests' zygotes (tests/zygote.py) started with the test process, not inside its first test that needs one:
-    each holds a socket and a thread of the test process, which the soaks, counting both, must not see arrive."""
+    """This test process connected to the run's zygotes (tests/zygote.py) when it starts, not inside its first test
+    that needs one: each connection is a socket and a thread of the test process, which the soaks, counting both,
+    must not see arrive."""
     zygote.start("bot", "drawing")
 
 
@@ -242,6 +243,12 @@ def pytest_configure(config) -> None:  # noqa: ANN001
                                        "(processes, replicas, soaks); spread over the workers first")
     if not hasattr(config, "workerinput"):  # once, before any worker starts
         _compile_once()
+        zygote.start_for_run(*zygote.PRELOAD)  # (shared by the workers, which inherit where they listen)
+
+
+def pytest_unconfigure(config) -> None:  # noqa: ANN001
+    if not hasattr(config, "workerinput"):
+        zygote.stop_for_run()
 
 
 def _compile_once() -> None:

@@ -13,8 +13,8 @@ Only what a fresh interpreter does before the bot's own code runs is not exercis
 README's Quick start, warnings before the shell's banner, which libraries a SQLite bot loads) exec `python -m bot`
 themselves.
 
-Each test process starts one zygote of each kind when it starts (tests/conftest.py); each ends when that process
-closes its end of the socket.
+The run's main process starts one zygote of each kind before any worker (tests/conftest.py), and every test process
+connects to both: one set of imports a run, not one a worker. They end with the run.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import io
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -42,6 +43,8 @@ PRELOAD = {
     "drawing": ("bot.charts",),
 }
 MESSAGE = 1 << 20
+RUN_FOLDER = "FINETUNE_TEST_ZYGOTES"  # the folder of the run's zygotes' sockets (`start_for_run`)
+_run: tuple[int, list[subprocess.Popen], str] | None = None
 
 
 class Forked:
@@ -101,7 +104,7 @@ class Forked:
 
 
 class Zygote:
-    """The test process's end of one zygote: starts it, asks it for processes, hears of their exits."""
+    """A test process's connection to the run's zygote of one kind: asks it for processes, hears of their exits."""
 
     _lock = threading.Lock()
     _running: dict[str, Zygote] = {}
@@ -114,14 +117,14 @@ class Zygote:
             return cls._running[kind]
 
     def __init__(self, kind: str) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self._said = tempfile.TemporaryFile()  # its own output (not the worker's): read when it fails to start
-        self._process = subprocess.Popen([sys.executable, "-m", "tests.zygote", kind, str(theirs.fileno())],
-                                         pass_fds=[theirs.fileno()], cwd=root, stdin=subprocess.DEVNULL,
-                                         stdout=self._said, stderr=subprocess.STDOUT)
-        theirs.close()
-        self._chan = ours
+        folder = os.environ.get(RUN_FOLDER) or start_for_run(*PRELOAD)
+        self._log = os.path.join(folder, f"{kind}.log")  # its own output (not the worker's): read when it fails
+        self._chan = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._chan.connect(os.path.join(folder, kind))
+        except OSError as refused:
+            self._chan.close()
+            raise RuntimeError(f"the {kind} zygote is not running ({refused}):\n{self._said()}") from None
         self._asking = threading.Lock()  # one request at a time: its answer is the next "started" message
         self._started: list[int] = []
         self._answer = threading.Condition()
@@ -129,9 +132,16 @@ class Zygote:
         self._early: dict[int, dict] = {}  # exits heard before their Forked was made
         self._alive = True
         self._ready = threading.Event()  # it has imported what it preloads, and takes requests
-        # Started now, ready in a second or two: its socket and this thread are the test process's from here on, so
+        # Connected now, ready in a second or two: its socket and this thread are the test process's from here on, so
         # a test that counts its process's threads and open files (the soaks) never sees them arrive mid-test.
         threading.Thread(target=self._listen, name=f"zygote-{kind}", daemon=True).start()
+
+    def _said(self) -> str:
+        try:
+            with open(self._log, "rb") as said:
+                return said.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _listen(self) -> None:
         while True:
@@ -190,9 +200,7 @@ class Zygote:
                                   "fds": [0, 1, 2, *pass_fds]})
             with self._asking:
                 if not self._ready.wait(60) or not self._alive:
-                    self._process.wait(10)
-                    self._said.seek(0)
-                    raise RuntimeError("the zygote did not start:\n" + self._said.read().decode(errors="replace"))
+                    raise RuntimeError("the zygote did not start:\n" + self._said())
                 socket.send_fds(self._chan, [request.encode()], theirs)
                 with self._answer:
                     if not self._answer.wait_for(lambda: self._started or not self._alive, timeout=30):
@@ -213,8 +221,51 @@ class Zygote:
                 os.close(fd)
 
 
+def start_for_run(*kinds: str) -> str:
+    """One zygote of each kind for the whole run, started by its main process before any worker (tests/conftest.py)
+    and shared by them all: each listens on a socket in a folder of its own, named in the environment the workers
+    inherit. They end when this process closes its end of their pipe (`stop_for_run`), or ends. Returns the folder."""
+    global _run
+    folder = tempfile.mkdtemp(prefix="finetune-zygotes-")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours, theirs = os.pipe()
+    processes = []
+    for kind in kinds:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener.bind(os.path.join(folder, kind))
+        listener.listen(64)
+        with open(os.path.join(folder, f"{kind}.log"), "wb") as log:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "tests.zygote", kind, str(listener.fileno()), str(theirs)],
+                pass_fds=[listener.fileno(), theirs], cwd=root, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT))
+        listener.close()  # (the zygote's alone: once it ends, connecting is refused rather than left waiting)
+    os.close(theirs)
+    os.environ[RUN_FOLDER] = folder
+    _run = (ours, processes, folder)
+    return folder
+
+
+def stop_for_run() -> None:
+    """The run's zygotes told to end, and waited for (the processes they started are the tests' to end)."""
+    global _run
+    if _run is None:
+        return
+    ours, processes, folder = _run
+    _run = None
+    os.close(ours)
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    shutil.rmtree(folder, ignore_errors=True)
+    os.environ.pop(RUN_FOLDER, None)
+
+
 def start(*kinds: str) -> None:
-    """These kinds of zygote started (once a test process), without waiting for them to be ready."""
+    """This test process connected to the run's zygotes of these kinds, without waiting for them to be ready."""
     for kind in kinds:
         Zygote.get(kind)
 
@@ -251,8 +302,9 @@ def run(args: list[str], *, input: str | None = None, timeout: float | None = No
 
 # --- the zygote's side ---------------------------------------------------------------------------------------------
 
-def _serve(kind: str, fd: int) -> tuple[dict, list[int]] | None:
-    """Fork a child for each request until the test process goes; returns only in a child, with its request."""
+def _serve(kind: str, listen_fd: int, run_fd: int) -> tuple[dict, list[int]] | None:
+    """Fork a child for each request of each connected test process until the run ends; returns only in a child,
+    with its request."""
     import importlib
 
     for name in PRELOAD[kind]:
@@ -263,19 +315,26 @@ def _serve(kind: str, fd: int) -> tuple[dict, list[int]] | None:
 
         loss_chart([MetricPoint(step=1, train_loss=1.0, valid_loss=1.1), MetricPoint(step=2, train_loss=0.5)],
                    title="warming up")
+    else:
+        from bot.tokens import encoding
+
+        encoding("o200k_base")  # (the vocabulary every start's estimate counts with: 0.5 s to build in each child)
     # What was imported is never garbage: frozen, a child's collections skip it instead of walking (and so copying)
     # every page of it: an exiting child's last collection was 0.5 s of CPU, 0.1 s frozen.
     gc.collect()
     gc.freeze()
-    chan = socket.socket(fileno=fd)
+    listener = socket.socket(fileno=listen_fd)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    chan.send(b"ready")
+    connected: list[socket.socket] = []
+    owners: dict[int, socket.socket] = {}  # each child's test process: told when it exits
     while True:
-        ready, _, _ = select.select([chan, wake_r], [], [])
+        ready, _, _ = select.select([listener, run_fd, wake_r, *connected], [], [])
+        if run_fd in ready:
+            return None
         if wake_r in ready:
             while True:
                 try:
@@ -283,11 +342,20 @@ def _serve(kind: str, fd: int) -> tuple[dict, list[int]] | None:
                         break
                 except BlockingIOError:
                     break
-            _reap(chan)
-        if chan in ready:
-            data, fds, _, _ = socket.recv_fds(chan, MESSAGE, 16)
-            if not data:
-                return None
+            _reap(owners)
+        if listener in ready:
+            chan, _ = listener.accept()
+            _tell(chan, b"ready")
+            connected.append(chan)
+        for chan in [c for c in connected if c in ready]:
+            try:
+                data, fds, _, _ = socket.recv_fds(chan, MESSAGE, 16)
+            except OSError:
+                data, fds = b"", []
+            if not data:  # (that test process has ended)
+                connected.remove(chan)
+                chan.close()
+                continue
             if threading.active_count() != 1:
                 raise RuntimeError("the zygote must not fork with threads running")
             sys.stdout.flush()
@@ -296,17 +364,26 @@ def _serve(kind: str, fd: int) -> tuple[dict, list[int]] | None:
             if pid == 0:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                for own in (wake_r, wake_w):
+                for own in (wake_r, wake_w, run_fd):
                     os.close(own)
-                chan.close()
+                for own in (listener, *connected):
+                    own.close()
                 return json.loads(data), fds
             for passed in fds:
                 os.close(passed)
-            chan.send(json.dumps({"kind": "started", "pid": pid}).encode())
-            _reap(chan)
+            owners[pid] = chan
+            _tell(chan, json.dumps({"kind": "started", "pid": pid}).encode())
+            _reap(owners)
 
 
-def _reap(chan: socket.socket) -> None:
+def _tell(chan: socket.socket, message: bytes) -> None:
+    try:
+        chan.send(message)
+    except OSError:  # (its test process has ended: nobody left to tell)
+        pass
+
+
+def _reap(owners: dict[int, socket.socket]) -> None:
     while True:
         try:
             pid, status, usage = os.wait4(-1, os.WNOHANG)
@@ -314,8 +391,10 @@ def _reap(chan: socket.socket) -> None:
             return
         if pid == 0:
             return
-        chan.send(json.dumps({"kind": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status),
-                              "cpu": usage.ru_utime + usage.ru_stime}).encode())
+        chan = owners.pop(pid, None)
+        if chan is not None:
+            _tell(chan, json.dumps({"kind": "exited", "pid": pid, "code": os.waitstatus_to_exitcode(status),
+                                    "cpu": usage.ru_utime + usage.ru_stime}).encode())
 
 
 def _become(request: dict, fds: list[int]) -> None:
@@ -344,7 +423,7 @@ def _become(request: dict, fds: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    child = _serve(sys.argv[1], int(sys.argv[2]))
+    child = _serve(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
     if child is not None:
         request, fds = child
         _become(request, fds)
