@@ -12,7 +12,6 @@ import time
 import pytest
 from PIL import Image
 
-from bot.charts import loss_chart
 from bot.providers.types import MetricPoint
 from tests.conftest import Server, ask, delivered, followed_until_it_ends, wait_until
 
@@ -23,6 +22,8 @@ def _size(png: bytes) -> tuple[int, int]:
 
 
 def test_the_chart_is_a_readable_png():
+    from bot.charts import loss_chart  # (here, not at the top: the other test processes never import matplotlib)
+
     points = [MetricPoint(step, 2.0 / step, 2.1 / step if step % 5 == 0 else None) for step in range(1, 101)]
     png = loss_chart(points, title="ftjob-abc · ft:gpt-4.1-mini:acme::x")
     width, height = _size(png)
