@@ -64,3 +64,27 @@ def test_a_forked_drawing_process_draws_over_its_passed_socket():
     assert kind == "ok" and png[:8] == b"\x89PNG\r\n\x1a\n"
     conn.close()
     assert child.wait(10) == 0
+
+
+def test_every_test_process_of_a_run_forks_from_the_same_zygote(tmp_path):
+    """One zygote of each kind a run, not one a worker: a child forked for this test process and one forked for
+    another process of the run (as a worker is: started after the zygotes, inheriting where they listen) have the
+    same parent, which is neither of them."""
+    script = ("import os, sys\nfrom tests import zygote\n"
+              "zygote.run([sys.executable, '-m', 'bot', 'check', 'missing.jsonl'], env=dict(os.environ),\n"
+              "           cwd=sys.argv[1])\n"
+              "print(zygote.Zygote.get('bot').pid, os.getpid())\n")
+    there = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert there.returncode == 0, there.stderr
+    parent, other = (int(n) for n in there.stdout.split())
+    child = zygote.popen([sys.executable, "-m", "bot", "shell", "--timeout", "30"], env=dict(os.environ),
+                         cwd=str(tmp_path), stdin="pipe")
+    try:
+        assert child.stdout.readline().startswith("finetune-bot shell.")
+        with open(f"/proc/{child.pid}/status") as status:
+            assert f"PPid:\t{parent}\n" in status.read()
+    finally:
+        child.kill()
+        child.wait(10)
+    assert zygote.Zygote.get("bot").pid == parent and parent not in (os.getpid(), other)

@@ -132,6 +132,7 @@ class Zygote:
         self._early: dict[int, dict] = {}  # exits heard before their Forked was made
         self._alive = True
         self._ready = threading.Event()  # it has imported what it preloads, and takes requests
+        self.pid: int | None = None  # the zygote's, once ready
         # Connected now, ready in a second or two: its socket and this thread are the test process's from here on, so
         # a test that counts its process's threads and open files (the soaks) never sees them arrive mid-test.
         threading.Thread(target=self._listen, name=f"zygote-{kind}", daemon=True).start()
@@ -149,7 +150,8 @@ class Zygote:
                 data = self._chan.recv(MESSAGE)
             except OSError:
                 data = b""
-            if data == b"ready":
+            if data.startswith(b"ready "):
+                self.pid = int(data.split()[1])
                 self._ready.set()
                 continue
             if not data:
@@ -345,7 +347,7 @@ def _serve(kind: str, listen_fd: int, run_fd: int) -> tuple[dict, list[int]] | N
             _reap(owners)
         if listener in ready:
             chan, _ = listener.accept()
-            _tell(chan, b"ready")
+            _tell(chan, f"ready {os.getpid()}".encode())
             connected.append(chan)
         for chan in [c for c in connected if c in ready]:
             try:
