@@ -17,18 +17,25 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
+# How a `ServeProcess` not told otherwise starts: exec'd (None), as the benchmarks' figures need; or, in the tests'
+# smoke runs of the benchmarks (`bench/run.py --forked`), forked from the test run's zygote (tests/zygote.py).
+DEFAULT_LAUNCH: Callable | None = None
+
+
 class ServeProcess:
     """`python -m bot serve` on a free port, its log collected; `url` once it answers /healthz."""
 
     def __init__(self, env: dict[str, str], *, args: tuple[str, ...] = (), cwd: str | None = None,
-                 launch: Callable | None = None):
+                 launch: Callable | None = None, fresh: bool = False):
         """`launch(argv, env=, cwd=)` starts the process and returns it as `subprocess.Popen` would, its stderr into
         its stdout as text (the tests fork it from a process that has imported the bot: tests/zygote.py); by
-        default it is exec'd, as the benchmarks' figures need."""
+        default `DEFAULT_LAUNCH`. `fresh`: exec'd whatever the default, for a figure only a fresh interpreter gives
+        (its memory)."""
         base = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "OPENAI_", "AZURE_"))}
         self.env = {**base, "PORT": "0", **env}
         self.log: list[str] = []
         argv = [sys.executable, "-m", "bot", "serve", *args]
+        launch = None if fresh else launch or DEFAULT_LAUNCH
         if launch is None:
             self.proc = subprocess.Popen(argv, env=self.env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          text=True)

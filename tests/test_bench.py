@@ -1,4 +1,8 @@
-"""The benchmark script still runs and prints its figures (a small load; the real figures come from bench/run.py)."""
+"""The benchmark script still runs and prints its figures (a small load; the real figures come from bench/run.py).
+
+The first runs `python bench/run.py` as its documentation says; the rest fork it, and the `serve` processes it starts,
+from the test run's zygote (tests/zygote.py, `--forked`), but for the memory figures' processes, always exec'd: what
+they check is the figures' arithmetic and the behaviour behind them, not how fast an interpreter starts."""
 
 from __future__ import annotations
 
@@ -8,7 +12,14 @@ import sys
 
 import pytest
 
+from tests import zygote
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return zygote.run([sys.executable, "-m", "bench.run", *args, "--forked"], env=dict(os.environ), cwd=ROOT,
+                      timeout=timeout)
 
 
 @pytest.mark.heavy(10)
@@ -24,8 +35,7 @@ def test_bench_prints_name_value_lines():
 
 
 def test_bench_counts_a_long_jobs_slack_calls_and_the_throttle_cuts_them():
-    result = subprocess.run([sys.executable, "bench/run.py", "--only", "cards", "--card-hours", "0.25"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = _bench("--only", "cards", "--card-hours", "0.25", timeout=120)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert figures["cards_every_5min_card_posts"] == "1" and figures["cards_every_5min_shown_in_channel"] == "2"
@@ -34,9 +44,8 @@ def test_bench_counts_a_long_jobs_slack_calls_and_the_throttle_cuts_them():
 
 @pytest.mark.heavy(29)
 def test_bench_measures_acks_under_load_idle_memory_and_a_sweeps_announcements():
-    result = subprocess.run([sys.executable, "bench/run.py", "--only", "ack-load", "--only", "memory-idle", "--only",
-                             "announce-busy", "--small", "--commands", "20", "--senders", "4", "--senders-apart"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=240)
+    result = _bench("--only", "ack-load", "--only", "memory-idle", "--only", "announce-busy", "--small", "--commands",
+                    "20", "--senders", "4", "--senders-apart", timeout=240)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert {"ack_load_p99_ms", "memory_idle_rss_mb", "memory_after_first_chart_rss_mb", "announce_busy_p50_s",
@@ -51,8 +60,7 @@ def test_bench_measures_acks_under_load_idle_memory_and_a_sweeps_announcements()
 
 @pytest.mark.heavy(13)
 def test_bench_counts_requests_per_cycle_over_three_providers():
-    result = subprocess.run([sys.executable, "bench/run.py", "--only", "providers3"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = _bench("--only", "providers3", timeout=120)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     fireworks = int(figures["three_providers_fireworks_requests_per_cycle"])
@@ -63,9 +71,8 @@ def test_bench_counts_requests_per_cycle_over_three_providers():
 @pytest.mark.heavy(44)
 def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgres_url):
     # (on the session's server: the bench empties the database before each deployment)
-    result = subprocess.run([sys.executable, "bench/run.py", "--only", "deploy", "--small", "--commands", "20",
-                             "--senders", "4", "--database-url", postgres_url], cwd=ROOT, capture_output=True,
-                            text=True, timeout=240)
+    result = _bench("--only", "deploy", "--small", "--commands", "20", "--senders", "4", "--database-url", postgres_url,
+                    timeout=240)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     for label in ("sqlite", "postgresql_1", "postgresql_3"):
@@ -79,8 +86,7 @@ def test_bench_measures_sqlite_and_postgresql_with_one_and_three_replicas(postgr
 
 @pytest.mark.heavy(17)
 def test_bench_polls_each_workspace_with_its_own_key_on_three_replicas(postgres_url):
-    result = subprocess.run([sys.executable, "bench/run.py", "--only", "workspaces", "--small", "--database-url",
-                             postgres_url], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    result = _bench("--only", "workspaces", "--small", "--database-url", postgres_url, timeout=240)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     name = "workspaces_5x4_pg3"
@@ -94,8 +100,7 @@ def test_bench_polls_each_workspace_with_its_own_key_on_three_replicas(postgres_
 
 @pytest.mark.heavy(8)
 def test_bench_estimates_a_file_by_id_and_counts_the_watchdogs_reads():
-    result = subprocess.run([sys.executable, "bench/run.py", "--only", "estimate", "--only", "watchdog", "--small"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    result = _bench("--only", "estimate", "--only", "watchdog", "--small", timeout=180)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert float(figures["estimate_10mb_estimate_usd"]) > 0 and figures["estimate_10mb_file_reads"] == "1"
@@ -105,8 +110,7 @@ def test_bench_estimates_a_file_by_id_and_counts_the_watchdogs_reads():
 
 @pytest.mark.heavy(14)
 def test_bench_moves_a_training_file_to_together_and_fireworks():
-    result = subprocess.run([sys.executable, "bench/run.py", "--only", "move", "--small"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=240)
+    result = _bench("--only", "move", "--small", timeout=240)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     for target in ("together", "fireworks"):
@@ -115,8 +119,7 @@ def test_bench_moves_a_training_file_to_together_and_fireworks():
 
 
 def test_bench_measures_what_a_workspaces_providers_cost_to_build():
-    result = subprocess.run([sys.executable, "bench/run.py", "--only", "provider-build", "--small"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = _bench("--only", "provider-build", "--small", timeout=120)
     assert result.returncode == 0, result.stderr
     figures = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert figures["provider_builds"] == "20" and float(figures["provider_build_cpu_ms_p50"]) > 0

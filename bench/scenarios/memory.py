@@ -20,7 +20,7 @@ def _serving(workdir: str, name: str, n: int) -> Iterator[tuple[FineTuningSandbo
         jobs = [provider.add_job(status="running") for _ in range(n)]
         db = os.path.join(workdir, f"{name}.db")
         follow(db, jobs)
-        proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS="1"))
+        proc = ServeProcess(env_for(db, slack, provider, POLL_INTERVAL_SECONDS="1"), fresh=True)  # (its own memory)
         try:
             yield provider, slack, jobs, proc
         finally:
