@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 
 # How a `ServeProcess` not told otherwise starts: exec'd (None), as the benchmarks' figures need; or, in the tests'
-# smoke runs of the benchmarks (`bench/run.py --forked`), forked from the test run's zygote (tests/zygote.py).
+# smoke runs of the benchmarks (tests/bench_forked.py), forked from the test run's zygote (tests/zygote.py).
 DEFAULT_LAUNCH: Callable | None = None
 
 

@@ -128,18 +128,10 @@ def main() -> None:
     parser.add_argument("--database-url", help="deploy: this PostgreSQL database (emptied first) rather than a "
                         "throwaway server")
     parser.add_argument("--deploy-sizes", default="300,10000", help="deploy: followed jobs, comma-separated")
-    parser.add_argument("--forked", action="store_true",
-                        help="the tests' smoke runs: fork `serve` processes from the test run's zygote "
-                             "(tests/zygote.py) rather than exec them, but for the memory figures")
     parser.add_argument("--deploy-kinds", default="sqlite,postgresql_1,postgresql_3",
                         help="deploy: which deployments, comma-separated")
     args = parser.parse_args()
     harness.SENDERS_APART = args.senders_apart
-    if args.forked:
-        from bench import processes
-        from tests import zygote
-
-        processes.DEFAULT_LAUNCH = zygote.launch
     chosen = set(args.only or SCENARIOS)
     say("machine_cores", os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="finetune-bot-bench-") as workdir:

@@ -1,8 +1,8 @@
 """The benchmark script still runs and prints its figures (a small load; the real figures come from bench/run.py).
 
 The first runs `python bench/run.py` as its documentation says; the rest fork it, and the `serve` processes it starts,
-from the test run's zygote (tests/zygote.py, `--forked`), but for the memory figures' processes, always exec'd: what
-they check is the figures' arithmetic and the behaviour behind them, not how fast an interpreter starts."""
+from the test run's zygote (tests/bench_forked.py), but for the memory figures' processes, always exec'd: what they
+check is the figures' arithmetic and the behaviour behind them, not how fast an interpreter starts."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return zygote.run([sys.executable, "-m", "bench.run", *args, "--forked"], env=dict(os.environ), cwd=ROOT,
+    return zygote.run([sys.executable, "-m", "tests.bench_forked", *args], env=dict(os.environ), cwd=ROOT,
                       timeout=timeout)
 
 
