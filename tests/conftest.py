@@ -269,12 +269,13 @@ def _compile_once() -> None:
 def pytest_xdist_auto_num_workers(config) -> int:  # noqa: ANN001
     """`-n auto` (pyproject.toml): three test processes a core. Most heavy tests wait on sockets, subprocesses and the
     clock more than they compute, so one a core leaves the cores idle; at three the 2-core machine is busy throughout
-    (measured there: 4 workers 2 min 46 s and 77 s of idle CPU, 6 workers 2 min 20-32 s and 12-24 s idle, 8 workers
-    2 min 38 s, its extra workers' start-up and contention costing more than they save). PYTEST_XDIST_AUTO_NUM_WORKERS
-    still decides, as it does for xdist's own count."""
+    (measured there at one commit: 4 workers 2 min 46 s with 77 s of idle CPU, 6 workers 2 min 20-32 s with 12-24 s
+    idle, 8 workers 2 min 38 s, their extra start-up and contention costing more than they save).
+    PYTEST_XDIST_AUTO_NUM_WORKERS still decides, as it does for xdist's own count."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").isdigit():
         return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
-    return max(2, min(12, 3 * len(os.sched_getaffinity(0))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(2, min(12, 3 * cores))
 
 
 def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
