@@ -19,6 +19,7 @@ connects to both: one set of imports a run, not one a worker. They end with the 
 
 from __future__ import annotations
 
+import atexit
 import gc
 import io
 import json
@@ -245,6 +246,7 @@ def start_for_run(*kinds: str) -> str:
     os.close(theirs)
     os.environ[RUN_FOLDER] = folder
     _run = (ours, processes, folder)
+    atexit.register(stop_for_run)  # (a process that started them outside pytest leaves no folder behind either)
     return folder
 
 
