@@ -295,6 +295,11 @@ def test_help_names_every_subcommand_within_slacks_limits():
     said = json.dumps(help_message.blocks)
     assert all(f"/finetune {s.name}" in said for s in SUBCOMMANDS)
     assert all(len(b["text"]["text"]) <= 2500 for b in help_message.blocks if b["type"] == "section")
+    # One section a subcommand, its usage first: evenly spaced wherever it is shown (packed into shared sections,
+    # some entries lost the blank line between them).
+    sections = [b["text"]["text"] for b in help_message.blocks if b["type"] == "section"]
+    assert len(sections) == len(SUBCOMMANDS) and all(f"/finetune {s.name}" in t.split("\n")[0]
+                                                      for s, t in zip(SUBCOMMANDS, sections, strict=True))
 
 
 LONG = ["x" * 5000, "<!channel> " * 400, "ftjob-" + "9" * 122, "meta-llama/" + "M" * 240, "é" * 3000]
