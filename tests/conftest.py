@@ -47,7 +47,7 @@ def zygotes():
     """This test process connected to the run's zygotes (tests/zygote.py) when it starts, not inside its first test
     that needs one: each connection is a socket and a thread of the test process, which the soaks, counting both,
     must not see arrive."""
-    zygote.start("bot", "drawing")
+    zygote.start(*zygote.PRELOAD)
 
 
 @pytest.fixture(autouse=True)
